@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything napari-medai needs into ./.venv on a Debian/Ubuntu machine.
+#   bash scripts/install.sh            # plugin + PyQt5
+#   bash scripts/install.sh testing    # plus the test tools
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="pyqt5${1:+,$1}"
+PY="${PYTHON:-python3}"
+
+# System libraries for Qt (PyQt5's xcb platform) and a virtual X server for headless runs.
+apt_pkgs=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0
+          libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0
+          libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libfontconfig1 libdbus-1-3)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "Installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q -U pip
+# torch first, pinned to the CPU wheel: left to resolve on its own (monai needs torch),
+# pip would pick the newest CUDA build and several GB of nvidia packages.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[${extras}]"

@@ -1,0 +1,63 @@
+"""Checks run before any model touches a volume: each failure is a clear InputError."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+# Voxel sizes outside this range (mm) are not a medical image or carry broken metadata.
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 50.0
+
+
+def check_spacing(spacing, ndim: int = 3) -> tuple[float, ...]:
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise InputError(f"spacing must be {ndim} numbers in mm, got {spacing!r}") from None
+    if len(sp) != ndim:
+        raise InputError(f"spacing must have {ndim} values (z, y, x) in mm, got {len(sp)}: {sp}")
+    for s in sp:
+        if not np.isfinite(s) or s <= 0:
+            raise InputError(f"voxel spacing must be positive and finite, got {sp} mm")
+        if s < MIN_SPACING_MM or s > MAX_SPACING_MM:
+            raise InputError(
+                f"voxel spacing {sp} mm is outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm: "
+                "the image geometry looks wrong (check the layer's scale)"
+            )
+    return sp
+
+
+def check_volume(data, spacing=None, *, need_3d: bool = True, what: str = "image") -> np.ndarray:
+    """Return ``data`` as an ndarray after checking it is a usable 3D image.
+
+    Raises InputError for: not an array, 2D where 3D is needed, empty, NaN/inf,
+    constant intensity, non-numeric dtype, and bad spacing.
+    """
+    if data is None:
+        raise InputError(f"no {what} given")
+    arr = np.asarray(data)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"the {what} must hold numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise InputError(f"the {what} is complex-valued; take its magnitude first")
+    if arr.ndim == 4 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.squeeze(0 if arr.shape[0] == 1 else -1)
+    if need_3d and arr.ndim != 3:
+        raise InputError(
+            f"this needs a 3D volume (z, y, x); the {what} has {arr.ndim} dimension(s) {arr.shape}"
+        )
+    if arr.size == 0 or 0 in arr.shape:
+        raise InputError(f"the {what} is empty (shape {arr.shape})")
+    if min(arr.shape) < 2:
+        raise InputError(f"the {what} is too small to process (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        raise InputError(f"the {what} contains {n} NaN or infinite value(s); fix or mask them first")
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        raise InputError(f"the {what} is constant (every voxel is {lo}); there is nothing to analyse")
+    if spacing is not None:
+        check_spacing(spacing, ndim=arr.ndim)
+    return arr

@@ -1,0 +1,107 @@
+"""The in-memory volume every part of the plugin exchanges.
+
+Conventions (used everywhere, from readers to widgets):
+
+* ``data`` has axes (z, y, x): axial slices first, rows, columns.
+* World coordinates are patient coordinates in millimetres in DICOM's LPS frame
+  (+x towards the patient's Left, +y Posterior, +z Superior), written in the same
+  reversed order as the array axes: world = (S, P, L).  With the array re-oriented
+  to that frame, an axial slice shows the patient's right on the screen's left and
+  anterior at the top, as radiologists read CT, and napari's ``scale`` stays positive.
+* ``affine`` is the 4x4 matrix napari uses: world(z, y, x) = affine @ (k, j, i, 1).
+  It is diagonal plus translation unless the acquisition is oblique.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+# Reverse the axis order and flip R->L and A->P: maps a NIfTI RAS (x, y, z) vector to our
+# (S, P, L) world order.  It is its own inverse up to the order reversal (see below).
+_RAS_TO_SPL = np.array(
+    [[0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]], dtype=float
+)
+# Index (k, j, i) -> NIfTI index (i, j, k).
+_KJI_TO_IJK = np.array(
+    [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float
+)
+
+
+def napari_affine_from_nifti(nifti_affine: np.ndarray) -> np.ndarray:
+    """NIfTI affine (ijk -> RAS) to our affine (kji -> SPL).  Only permutations and
+    sign flips: exact in floating point, so round trips are bit-exact."""
+    return _RAS_TO_SPL @ np.asarray(nifti_affine, dtype=float) @ _KJI_TO_IJK
+
+
+def nifti_affine_from_napari(affine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`napari_affine_from_nifti`."""
+    return np.linalg.inv(_RAS_TO_SPL) @ np.asarray(affine, dtype=float) @ np.linalg.inv(_KJI_TO_IJK)
+
+
+@dataclass
+class Volume:
+    """A 3D medical image (or label map) with its geometry."""
+
+    data: np.ndarray
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    modality: str = "unknown"  # "CT", "MR" or "unknown"
+    is_labels: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.affine = np.asarray(self.affine, dtype=float)
+        if self.affine.shape != (4, 4):
+            raise InputError(f"an affine must be 4x4, got {self.affine.shape}")
+
+    @classmethod
+    def from_spacing(cls, data, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), **kw) -> "Volume":
+        """Axis-aligned volume from (z, y, x) spacing and origin in mm."""
+        affine = np.eye(4)
+        affine[:3, :3] = np.diag(np.asarray(spacing, dtype=float))
+        affine[:3, 3] = np.asarray(origin, dtype=float)
+        return cls(np.asarray(data), affine, **kw)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (z, y, x): the column norms of the affine."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.affine[:3, 3])
+
+    @property
+    def is_oblique(self) -> bool:
+        lin = self.affine[:3, :3]
+        return not np.allclose(lin, np.diag(np.diag(lin)))
+
+    def napari_geometry(self) -> dict[str, Any]:
+        """Keyword arguments that place a napari layer in world space."""
+        if self.is_oblique or np.any(np.diag(self.affine[:3, :3]) <= 0):
+            return {"affine": self.affine.copy()}
+        return {
+            "scale": tuple(np.diag(self.affine[:3, :3]).tolist()),
+            "translate": tuple(self.affine[:3, 3].tolist()),
+        }
+
+    def layer_metadata(self) -> dict[str, Any]:
+        meta = dict(self.metadata)
+        meta.update(
+            {
+                "affine": self.affine.copy(),
+                "nifti_affine": nifti_affine_from_napari(self.affine),
+                "modality": self.modality,
+                "spacing": self.spacing,
+            }
+        )
+        return meta
+
+    def voxel_to_world(self, zyx) -> np.ndarray:
+        """Voxel index/indices (..., 3) in (z, y, x) to world mm (S, P, L)."""
+        zyx = np.asarray(zyx, dtype=float)
+        return zyx @ self.affine[:3, :3].T + self.affine[:3, 3]
