@@ -1,0 +1,60 @@
+"""Connected-component clean-up of label maps (scipy.ndimage; numpy in, numpy out)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_FULL = ndimage.generate_binary_structure(3, 3)  # 26-connectivity: thin vessels stay connected
+
+
+def keep_largest_components(mask: np.ndarray, n: int = 1, min_ratio: float = 0.05) -> np.ndarray:
+    """Keep the ``n`` largest components; those under ``min_ratio`` of the largest go too.
+
+    For lungs ``n=2``: left and right lung, unless they touch (then one component).
+    """
+    lab, count = ndimage.label(mask, structure=_FULL)
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:n]
+    keep = [i + 1 for i in order if sizes[i] >= min_ratio * sizes[order[0]]]
+    return np.isin(lab, keep)
+
+
+def remove_small_components(mask: np.ndarray, min_volume_mm3: float, spacing) -> np.ndarray:
+    """Drop components smaller than ``min_volume_mm3`` (physical size, not voxels)."""
+    if min_volume_mm3 <= 0:
+        return mask.astype(bool)
+    lab, count = ndimage.label(mask, structure=_FULL)
+    if count == 0:
+        return mask.astype(bool)
+    voxel_mm3 = float(np.prod(spacing))
+    sizes = np.bincount(lab.ravel()) * voxel_mm3
+    keep = sizes >= min_volume_mm3
+    keep[0] = False
+    return keep[lab]
+
+
+def clean_segmentation(
+    labels: np.ndarray,
+    spacing,
+    organs: dict[int, int] | None = None,
+    lesions: tuple[int, ...] = (),
+    min_lesion_mm3: float = 0.0,
+) -> np.ndarray:
+    """Largest connected components for organ classes, a minimum size for lesion classes.
+
+    ``organs`` maps class index -> number of components to keep (e.g. ``{1: 2}`` for lungs).
+    Removed voxels become background.  Returns a new array; the input is not modified.
+    """
+    out = np.array(labels, copy=True)
+    for cls, n in (organs or {}).items():
+        m = out == cls
+        if m.any():
+            out[m & ~keep_largest_components(m, n)] = 0
+    for cls in lesions:
+        m = out == cls
+        if m.any():
+            out[m & ~remove_small_components(m, min_lesion_mm3, spacing)] = 0
+    return out

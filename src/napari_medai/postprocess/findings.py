@@ -1,0 +1,134 @@
+"""Findings (detected lesions) from a lesion-probability map.
+
+Segmentation-based detection: connected components of the probability map above a low
+candidate threshold become findings; each is scored by its peak probability and measured on
+its own mask (probability >= ``mask_threshold``).  Sizes follow Lung-RADS practice: the
+long axis and the perpendicular short axis on the axial slice where the lesion is largest,
+and their mean as the size that sets the category.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+_FULL = ndimage.generate_binary_structure(3, 3)
+
+# Lung-RADS v2022, solid nodule on a baseline screen: mean diameter (mm) upper bounds.
+LUNG_RADS_SOLID_BASELINE = ((6.0, "2"), (8.0, "3"), (15.0, "4A"), (float("inf"), "4B"))
+LUNG_RADS_NOTE = "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support, not a diagnosis"
+
+
+def lung_rads_category(mean_diameter_mm: float) -> str:
+    """Size category for a solid nodule on a baseline screen: <6: 2, 6-<8: 3, 8-<15: 4A, >=15: 4B."""
+    d = round(float(mean_diameter_mm), 1)  # Lung-RADS rounds the mean diameter to one decimal
+    for bound, category in LUNG_RADS_SOLID_BASELINE:
+        if d < bound:
+            return category
+    return LUNG_RADS_SOLID_BASELINE[-1][1]
+
+
+@dataclass
+class Finding:
+    center_voxel: list  # (z, y, x), probability-weighted centroid, in voxels of the input
+    center_mm: list  # world millimetres (napari world order, see io/volume.py)
+    bbox_voxel: list  # [[z0, y0, x0], [z1, y1, x1]], end exclusive
+    diameter_mm: float  # long axis on the axial slice where the finding is largest
+    short_axis_mm: float
+    mean_diameter_mm: float
+    volume_ml: float
+    score: float
+    lung_rads: str
+    label: int = 0  # index of this finding in the findings mask (1-based)
+    mask: np.ndarray | None = field(default=None, repr=False)  # bool, shape of bbox
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("mask")
+        return d
+
+
+def _axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
+    """Long and short axis (mm) on the axial slice with the largest cross-section."""
+    from skimage.measure import regionprops
+
+    areas = mask.reshape(mask.shape[0], -1).sum(1)
+    sl = mask[int(np.argmax(areas))]
+    pixel = float(np.sqrt(spacing[1] * spacing[2]))
+    props = regionprops(sl.astype(np.uint8))
+    if not props:
+        return 0.0, 0.0
+    p = props[0]
+    # Ellipse-fit axes measure a disc of diameter d as ~d; a lone pixel would read 0, so
+    # never report less than one pixel.
+    long_ax = max(p.axis_major_length, 1.0) * pixel
+    short_ax = max(p.axis_minor_length, 1.0) * pixel
+    return float(long_ax), float(short_ax)
+
+
+def findings_from_probability(
+    prob: np.ndarray,
+    spacing,
+    affine: np.ndarray | None = None,
+    candidate_threshold: float = 0.1,
+    mask_threshold: float = 0.5,
+    score_threshold: float = 0.0,
+    min_volume_mm3: float = 0.0,
+    max_findings: int | None = None,
+) -> list[Finding]:
+    """Findings ranked by score (highest first) from a (z, y, x) probability map."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if affine is None:
+        affine = np.diag([*map(float, spacing), 1.0])
+    affine = np.asarray(affine, dtype=float)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lab, n = ndimage.label(prob >= candidate_threshold, structure=_FULL)
+    found = []
+    for i, box in enumerate(ndimage.find_objects(lab)):
+        region = lab[box] == i + 1
+        p = np.where(region, prob[box], 0.0)
+        score = float(p.max())
+        if score < score_threshold:
+            continue
+        mask = p >= mask_threshold
+        if not mask.any():  # a faint candidate: measure it at half its own peak
+            mask = p >= 0.5 * score
+        if mask.sum() * voxel_ml * 1000.0 < min_volume_mm3:
+            continue
+        offset = np.array([s.start for s in box], dtype=float)
+        weights = np.where(mask, p, 0.0)
+        centre = np.array(ndimage.center_of_mass(weights)) + offset
+        long_ax, short_ax = _axial_axes(mask, spacing)
+        mean_d = 0.5 * (long_ax + short_ax)
+        found.append(
+            Finding(
+                center_voxel=[round(float(c), 2) for c in centre],
+                center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]],
+                bbox_voxel=[[s.start for s in box], [s.stop for s in box]],
+                diameter_mm=round(long_ax, 1),
+                short_axis_mm=round(short_ax, 1),
+                mean_diameter_mm=round(mean_d, 1),
+                volume_ml=round(float(mask.sum()) * voxel_ml, 4),
+                score=round(score, 4),
+                lung_rads=lung_rads_category(mean_d),
+                mask=mask,
+            )
+        )
+    found.sort(key=lambda f: -f.score)
+    if max_findings is not None:
+        found = found[:max_findings]
+    for k, f in enumerate(found, start=1):
+        f.label = k
+    return found
+
+
+def findings_mask(findings: list[Finding], shape) -> np.ndarray:
+    """One label per finding (its rank), for a Labels layer of per-finding masks."""
+    out = np.zeros(shape, dtype=np.uint16)
+    for f in findings:
+        (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel
+        view = out[z0:z1, y0:y1, x0:x1]
+        view[f.mask & (view == 0)] = f.label
+    return out

@@ -1,0 +1,87 @@
+"""Data for segmentation training: folders of NIfTI image/label pairs -> cached, resampled arrays.
+
+A training folder holds pairs named ``<case>_image.nii.gz`` / ``<case>_label.nii.gz`` (what
+``medai phantom`` writes) or ``images/<case>.nii.gz`` / ``labels/<case>.nii.gz``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+
+LUNG, NODULE = 1, 2
+
+
+def find_pairs(folder) -> list[tuple[Path, Path]]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"training data folder {folder} does not exist")
+    pairs = []
+    for img in sorted(folder.glob("*_image.nii*")):
+        lab = img.with_name(img.name.replace("_image.nii", "_label.nii"))
+        if lab.exists():
+            pairs.append((img, lab))
+    if not pairs and (folder / "images").is_dir():
+        for img in sorted((folder / "images").glob("*.nii*")):
+            lab = folder / "labels" / img.name
+            if lab.exists():
+                pairs.append((img, lab))
+    if not pairs:
+        raise InputError(
+            f"no image/label pairs in {folder}: expected <case>_image.nii.gz with <case>_label.nii.gz, "
+            "or images/<case>.nii.gz with labels/<case>.nii.gz"
+        )
+    return pairs
+
+
+def chest_targets(labels: np.ndarray) -> np.ndarray:
+    """Phantom label map -> the model's classes (0 background, 1 lung, 2 nodule).
+
+    The lung class is the lung field as radiologists outline it: parenchyma plus the
+    intrapulmonary vessels and airways it encloses (filled slice by slice), but not the
+    trachea or mediastinal vessels.  Classes above 2 that the phantom adds are folded in.
+    """
+    labels = np.asarray(labels)
+    parenchyma = labels == LUNG
+    field = np.zeros_like(parenchyma)
+    for z in range(labels.shape[0]):
+        if parenchyma[z].any():
+            field[z] = ndimage.binary_fill_holes(parenchyma[z])
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    out[field] = LUNG
+    out[labels == NODULE] = NODULE
+    return out
+
+
+def resample_array(arr: np.ndarray, spacing, target_spacing, order: int) -> np.ndarray:
+    """Resample (z, y, x) data to ``target_spacing`` (order 1 images, 0 labels)."""
+    factors = [s / t for s, t in zip(spacing, target_spacing)]
+    if np.allclose(factors, 1.0):
+        return arr
+    return ndimage.zoom(arr, factors, order=order, mode="nearest", grid_mode=True)
+
+
+@dataclass
+class Case:
+    name: str
+    image: np.ndarray  # float32 model intensity, (z, y, x) at model spacing
+    target: np.ndarray  # uint8 classes at model spacing
+
+
+def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=True) -> Case:
+    from ..io import read_volume
+
+    img = read_volume(image_path)
+    lab = read_volume(label_path)
+    if img.data.shape != lab.data.shape:
+        raise InputError(f"{image_path.name} and {label_path.name} differ in shape")
+    target = chest_targets(lab.data) if map_labels else np.asarray(lab.data, np.uint8)
+    image = resample_array(np.asarray(img.data, np.float32), img.spacing, target_spacing, order=1)
+    target = resample_array(target, img.spacing, target_spacing, order=0)
+    name = image_path.name.split("_image")[0].split(".nii")[0]
+    return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8))

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from napari_medai.postprocess.findings import findings_from_probability, findings_mask, lung_rads_category
+
+
+def _ball(shape, centre, radius, spacing):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    d = np.linalg.norm((grid - centre) * np.asarray(spacing), axis=-1)
+    return d <= radius
+
+
+@pytest.mark.parametrize(
+    "mean_d, cat", [(3.0, "2"), (5.94, "2"), (5.96, "3"), (6.0, "3"), (7.9, "3"), (8.0, "4A"), (14.9, "4A"), (15.0, "4B"), (31, "4B")]
+)
+def test_lung_rads_size_categories(mean_d, cat):
+    assert lung_rads_category(mean_d) == cat
+
+
+def test_two_balls_ranked_and_measured():
+    spacing = (2.0, 0.8, 0.8)
+    shape = (30, 80, 80)
+    prob = np.zeros(shape, np.float32)
+    big = _ball(shape, (15, 40, 20), 10.0, spacing)  # 20 mm
+    small = _ball(shape, (10, 30, 60), 3.0, spacing)  # 6 mm
+    prob[big] = 0.6
+    prob[small] = 0.95
+    found = findings_from_probability(prob, spacing)
+    assert [f.score for f in found] == pytest.approx([0.95, 0.6])
+    s, b = found
+    assert b.center_voxel == pytest.approx([15, 40, 20], abs=0.05)
+    assert b.center_mm == pytest.approx([30, 32, 16], abs=0.1)
+    assert b.diameter_mm == pytest.approx(20, abs=1.5)
+    assert b.lung_rads == "4B"
+    assert b.volume_ml == pytest.approx(4 / 3 * np.pi * 10**3 / 1000, rel=0.1)
+    assert s.diameter_mm == pytest.approx(6, abs=1.5)
+    labels = findings_mask(found, shape)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert (labels == 2).sum() == big.sum()
+
+
+def test_thresholds_and_limits():
+    prob = np.zeros((10, 20, 20), np.float32)
+    prob[2:4, 2:4, 2:4] = 0.3
+    prob[6:9, 10:14, 10:14] = 0.8
+    assert len(findings_from_probability(prob, (1, 1, 1))) == 2
+    assert len(findings_from_probability(prob, (1, 1, 1), score_threshold=0.5)) == 1
+    assert len(findings_from_probability(prob, (1, 1, 1), max_findings=1)) == 1
+    assert findings_from_probability(prob, (1, 1, 1), min_volume_mm3=20)[0].score == pytest.approx(0.8)
+    faint = findings_from_probability(prob, (1, 1, 1))[1]
+    assert faint.volume_ml == pytest.approx(8 / 1000)  # measured at half its own peak
+    assert findings_from_probability(np.zeros((5, 5, 5)), (1, 1, 1)) == []
