@@ -1,0 +1,58 @@
+"""FROC for lesion detection, with MONAI's FROC functions.
+
+Each true lesion is a labelled region of an evaluation mask; a finding is a hit when its
+centre falls inside a region (LUNA16-style: within the lesion's radius of its centre).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FROC_THRESHOLDS = (0.125, 0.25, 0.5, 1, 2, 4, 8)
+
+
+def target_mask(shape, spacing, centres_voxel, diameters_mm, min_radius_mm: float = 2.0) -> np.ndarray:
+    """Label i+1 = ball of the lesion's radius (at least ``min_radius_mm``) around centre i."""
+    mask = np.zeros(shape, dtype=np.int32)
+    sp = np.asarray(spacing, dtype=float)
+    for i, (c, d) in enumerate(zip(centres_voxel, diameters_mm)):
+        r = max(float(d) / 2.0, min_radius_mm)
+        lo = np.maximum(np.floor(np.asarray(c) - r / sp).astype(int), 0)
+        hi = np.minimum(np.ceil(np.asarray(c) + r / sp).astype(int) + 1, shape)
+        grid = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+        dist = np.sqrt(sum(((g - ci) * s) ** 2 for g, ci, s in zip(grid, c, sp)))
+        view = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        view[(dist <= r) & (view == 0)] = i + 1
+    return mask
+
+
+def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
+    """FROC over scans.
+
+    ``cases``: iterable of (scores (n,), centres_voxel (n, 3), evaluation mask, labels_to_exclude).
+    Returns sensitivities at ``thresholds`` false positives per scan and their mean.
+    """
+    from monai.metrics import compute_fp_tp_probs_nd, compute_froc_curve_data, compute_froc_score
+
+    fps, tps, n_targets, n_images = [], [], 0, 0
+    for scores, centres, mask, exclude in cases:
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        coords = np.clip(np.rint(np.asarray(centres, dtype=float)).astype(int).reshape(-1, 3), 0, np.array(mask.shape) - 1)
+        if mask.max() == 0:  # MONAI needs at least one label: a scan without lesions adds only FPs
+            fps.append(scores)
+        else:
+            fp, tp, n = compute_fp_tp_probs_nd(scores, coords, mask, labels_to_exclude=list(exclude or []))
+            keep = [i for i in range(int(mask.max())) if (i + 1) not in set(exclude or [])]
+            fps.append(np.asarray(fp)), tps.append(np.asarray(tp)[keep])
+            n_targets += n
+        n_images += 1
+    fp_all = np.concatenate(fps) if fps else np.zeros(0, np.float32)
+    tp_all = np.concatenate(tps) if tps else np.zeros(0, np.float32)
+    if n_targets == 0:
+        return {"sensitivity": {t: float("nan") for t in thresholds}, "mean": float("nan"), "targets": 0, "scans": n_images}
+    fps_per_image, sens = compute_froc_curve_data(fp_all, tp_all, n_targets, n_images)
+    at = np.asarray(compute_froc_score(fps_per_image, sens, eval_thresholds=tuple(thresholds)))
+    # compute_froc_score returns the mean; recompute each point the same way MONAI does.
+    points = {t: float(np.interp(t, fps_per_image[::-1], sens[::-1])) for t in thresholds}
+    return {"sensitivity": points, "mean": float(np.mean(list(points.values()))), "monai_mean": float(at),
+            "targets": int(n_targets), "scans": n_images}
