@@ -45,9 +45,9 @@ def run(args) -> int:
     summary = train_segmentation(cfg, progress=progress)
     print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt")
     if args.install_as:
-        from ..training.install import install_segmentation_model
+        from ..training.segmentation import install_builtin
 
-        path = install_segmentation_model(args.install_as, cfg, summary, " ".join(_argv()))
+        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()))
         print(f"installed built-in model card {path}")
     return 0
 

@@ -50,18 +50,40 @@ def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
     return lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
-def build_unet(cfg: SegTrainConfig):
-    from monai.networks.nets import UNet
+CLASS_COLORS = ("#000000", "#4aa3ff", "#ff3030", "#30d060", "#ffd000", "#c040ff", "#ff8000", "#00d0d0")
 
-    return UNet(
+
+def make_card(cfg: SegTrainConfig, name: str = "segmentation-model", modality: str = "CT"):
+    """The model card describing what this configuration trains (network, geometry, classes)."""
+    from ..models.card import ModelCard
+
+    lo, hi = cfg.ct_window
+    return ModelCard(
+        name=name,
+        task="segmentation",
+        modality=modality,
+        spacing=tuple(cfg.spacing),
+        roi_size=tuple(cfg.roi),
         spatial_dims=3,
         in_channels=1,
         out_channels=len(cfg.class_names),
-        channels=tuple(cfg.channels),
-        strides=tuple(cfg.strides),
-        num_res_units=cfg.num_res_units,
-        norm="instance",
+        classes=[
+            {"index": i, "name": n, "color": CLASS_COLORS[i % len(CLASS_COLORS)]} for i, n in enumerate(cfg.class_names)
+        ],
+        intensity={"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        network={
+            "name": "UNet",
+            "kwargs": {"channels": list(cfg.channels), "strides": list(cfg.strides),
+                       "num_res_units": cfg.num_res_units, "norm": "instance"},
+        },
+        output="softmax",
     )
+
+
+def build_unet(cfg: SegTrainConfig):
+    from ..models.networks import build_network
+
+    return build_network(make_card(cfg))
 
 
 def _train_transforms(cfg: SegTrainConfig):
@@ -181,7 +203,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 it += 1
                 if progress:
                     progress(epoch * cfg.iters_per_epoch + it, total_iters)
@@ -207,12 +229,35 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
 
 
 def _init_weights(spec: str):
+    """State dict to fine-tune from: a .pt file or a built-in model's name."""
     import torch
 
     path = Path(spec)
     if path.suffix == ".pt" and path.is_file():
         return torch.load(path, weights_only=True)
-    from ..models import get_card  # built-in model name
+    from ..models.registry import get_card, load_state_dict
 
-    card = get_card(spec)
-    return torch.load(card.weights_path, weights_only=True)
+    return load_state_dict(get_card(spec))
+
+
+def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = ""):
+    """Copy ``best.pt`` into the package's built-in models with a complete model card."""
+    import torch
+
+    from ..models.registry import save_builtin
+
+    card = make_card(cfg, name)
+    card.description = description or (
+        f"MONAI 3D UNet segmenting {', '.join(cfg.class_names[1:])}; trained by napari-medai's own command"
+    )
+    card.train_command = command
+    card.training = {
+        "data": cfg.data, "epochs": cfg.epochs, "iters_per_epoch": cfg.iters_per_epoch,
+        "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
+        "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
+    }
+    card.scores = {"val_dice": summary["history"][-1]["val_dice"] if summary["history"] else {},
+                   "best_val_score": summary["best_score"]}
+    net = build_unet(cfg)
+    net.load_state_dict(torch.load(Path(cfg.out) / "best.pt", weights_only=True))
+    return save_builtin(card, net)

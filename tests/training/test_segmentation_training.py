@@ -1,0 +1,75 @@
+"""Smoke tests of the segmentation trainer on tiny synthetic pairs (seconds, tiny UNet)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medai.errors import InputError
+from napari_medai.io import Volume, write_volume
+from napari_medai.training.seg_data import chest_targets, find_pairs
+from napari_medai.training.segmentation import SegTrainConfig, install_builtin, train_segmentation
+
+
+def _write_pairs(folder, n=3, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.full((12, 24, 24), -800, np.int16)
+        lab = np.zeros((12, 24, 24), np.uint8)
+        lab[2:10, 4:20, 3:21] = 1
+        z, y, x = rng.integers(4, 8), rng.integers(8, 16), rng.integers(8, 16)
+        lab[z - 1 : z + 2, y - 2 : y + 2, x - 2 : x + 2] = 2
+        img[lab == 0] = 40
+        img[lab == 2] = 30
+        img = (img + rng.normal(0, 20, img.shape)).astype(np.int16)
+        write_volume(Volume.from_spacing(img, (2.0, 1.0, 1.0), modality="CT"), folder / f"case{i}_image.nii.gz")
+        write_volume(Volume.from_spacing(lab, (2.0, 1.0, 1.0), is_labels=True), folder / f"case{i}_label.nii.gz")
+
+
+def _cfg(data, out, **kw):
+    base = dict(spacing=(2.0, 1.0, 1.0), roi=(8, 16, 16), channels=(4, 8), strides=(2,), num_res_units=0,
+                epochs=2, iters_per_epoch=2, batch_size=2, val_cases=1, threads=1)
+    base.update(kw)
+    return SegTrainConfig(data=str(data), out=str(out), **base)
+
+
+def test_training_is_deterministic_and_keeps_best(tmp_path):
+    _write_pairs(tmp_path / "data")
+    s1 = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a"), log=lambda *_: None)
+    s2 = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b"), log=lambda *_: None)
+    assert len(s1["history"]) == 2 and set(s1["history"][0]["val_dice"]) == {"lung", "nodule"}
+    w1 = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    w2 = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert (tmp_path / "a" / "last.pt").exists() and (tmp_path / "a" / "training.json").exists()
+
+
+def test_install_writes_card_with_sha256(tmp_path, monkeypatch):
+    from napari_medai.models import registry
+
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "out", epochs=1)
+    summary = train_segmentation(cfg, log=lambda *_: None)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "weights")
+    card_path = install_builtin("tiny-seg", cfg, summary, "medai train segmentation ...")
+    card = registry.get_card("tiny-seg", folder=tmp_path / "weights")
+    assert card_path.exists() and card.sha256 == registry.sha256_of(tmp_path / "weights" / "tiny-seg.pt")
+    assert card.class_names == {0: "background", 1: "lung", 2: "nodule"}
+    assert card.train_command.startswith("medai train segmentation")
+
+
+def test_labels_beyond_the_classes_are_refused(tmp_path):
+    _write_pairs(tmp_path / "data", n=2)
+    with pytest.raises(InputError, match="labels go up to 2"):
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "o", class_names=("bg", "lung")), log=lambda *_: None)
+
+
+def test_missing_pairs_and_chest_targets(tmp_path):
+    with pytest.raises(InputError, match="no image/label pairs"):
+        find_pairs(tmp_path)
+    lab = np.zeros((1, 9, 9), np.uint8)
+    lab[0, 1:8, 1:8] = 1
+    lab[0, 4, 4] = 3  # a vessel inside the lung counts as lung field
+    lab[0, 2, 2] = 2
+    t = chest_targets(lab)
+    assert t[0, 4, 4] == 1 and t[0, 2, 2] == 2 and t[0, 0, 0] == 0
