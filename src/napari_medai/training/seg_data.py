@@ -59,11 +59,18 @@ def chest_targets(labels: np.ndarray) -> np.ndarray:
 
 
 def resample_array(arr: np.ndarray, spacing, target_spacing, order: int) -> np.ndarray:
-    """Resample (z, y, x) data to ``target_spacing`` (order 1 images, 0 labels)."""
-    factors = [s / t for s, t in zip(spacing, target_spacing)]
-    if np.allclose(factors, 1.0):
+    """Resample (z, y, x) data to ``target_spacing`` with the inference engine's resampler,
+    so training sees exactly what inference will (order 1 images, 0 labels)."""
+    import torch
+
+    from ..inference.resample import resample, working_shape
+
+    shape = working_shape(arr.shape, spacing, target_spacing)
+    if tuple(shape) == tuple(arr.shape):
         return arr
-    return ndimage.zoom(arr, factors, order=order, mode="nearest", grid_mode=True)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+    out = resample(t, shape, "linear" if order else "nearest")[0].numpy()
+    return out.astype(arr.dtype) if order == 0 else out
 
 
 @dataclass

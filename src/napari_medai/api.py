@@ -1,0 +1,140 @@
+"""The Python API: ``segment``, ``detect`` and ``denoise`` a (z, y, x) volume.
+
+Numpy in, numpy out, no Qt: the widgets and the CLI call these same functions.
+Each takes ``settings`` (device, precision, window batch), ``progress(done, total)`` and a
+``cancel`` token, and returns results on the input's grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_SEGMENTATION_MODEL = "chest-ct-lung-nodule"
+DEFAULT_DETECTION_MODEL = "lung-nodule-detection"
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # uint8/uint16 (z, y, x) on the input grid
+    classes: dict[int, dict]  # index -> {"name", "color"}
+    volumes: list[dict] = field(default_factory=list)  # per-class voxels and mL
+    lesion_probability: np.ndarray | None = None  # float32 (z, y, x), when the model has a lesion class
+
+    def __iter__(self):  # labels, classes = segment(...)
+        return iter((self.labels, self.classes))
+
+
+def _model(model):
+    from .models import LoadedModel, load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def segment(
+    volume: np.ndarray,
+    spacing,
+    model="chest-ct-lung-nodule",
+    *,
+    settings=None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+    min_lesion_mm3: float | None = None,
+    postprocess: bool = True,
+) -> SegmentationResult:
+    """Label map of ``volume`` with the model's classes (0 = background).
+
+    ``model``: a built-in name, a MONAI bundle folder, a TorchScript file or a LoadedModel.
+    Post-processing (cards declare it in ``extra``): organs keep their largest connected
+    components (``extra["organs"] = {"1": 2}``: lungs keep two) and lesion classes
+    (``extra["lesions"]``) lose components under ``min_lesion_mm3``.
+    """
+    from .inference import run_model
+    from .postprocess import class_volumes, clean_segmentation
+
+    loaded = _model(model)
+    card = loaded.card
+    probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
+    labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] < 256 else np.uint16)
+    if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
+        labels = (probs[0] >= 0.5).astype(np.uint8)
+    lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
+    if postprocess:
+        organs = {int(k): int(v) for k, v in card.extra.get("organs", {}).items()}
+        if min_lesion_mm3 is None:
+            min_lesion_mm3 = float(card.extra.get("min_lesion_mm3", 0.0))
+        labels = clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3)
+    classes = {
+        int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
+    } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
+    lesion_prob = probs[lesions[0]].copy() if lesions else None
+    del probs
+    names = {i: c["name"] for i, c in classes.items()}
+    return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob)
+
+
+def detect(
+    volume: np.ndarray,
+    spacing,
+    model="lung-nodule-detection",
+    *,
+    affine: np.ndarray | None = None,
+    score_threshold: float = 0.0,
+    max_findings: int | None = 50,
+    settings=None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+):
+    """Findings (napari_medai.postprocess.Finding) ranked by score, highest first.
+
+    Segmentation-based detection: the model's lesion-probability channel
+    (``extra["probability_channel"]``) is split into connected components, each scored by
+    its peak probability and measured on its own mask.  Candidates are kept inside the
+    model's organ field (``extra["within_classes"]``, dilated by ``extra["margin_mm"]``) so
+    that findings outside the lungs are not reported.  ``affine`` maps voxels to world mm
+    (default: spacing on the diagonal).
+    """
+    from scipy import ndimage
+
+    from .errors import ModelError
+    from .inference import run_model
+    from .postprocess import findings_from_probability
+
+    loaded = _model(model)
+    card = loaded.card
+    extra = card.extra
+    if extra.get("method", "segmentation") != "segmentation":
+        from .models.detection import run_box_detector  # RetinaNet-style bundles
+
+        return run_box_detector(loaded, volume, spacing, affine=affine, score_threshold=score_threshold,
+                                max_findings=max_findings, settings=settings, progress=progress, cancel=cancel)
+    channel = int(extra.get("probability_channel", card.out_channels - 1))
+    if not 0 <= channel < card.out_channels:
+        raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
+    probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
+    prob = probs[channel]
+    within = [int(i) for i in extra.get("within_classes", [])]
+    if within:
+        field_mask = probs[within + [channel]].sum(0) >= 0.5
+        margin = float(extra.get("margin_mm", 5.0))
+        iters = max(1, int(round(margin / min(spacing))))
+        field_mask = ndimage.binary_dilation(field_mask, iterations=iters) if margin > 0 else field_mask
+        prob = np.where(field_mask, prob, 0.0).astype(np.float32)
+    del probs
+    return findings_from_probability(
+        prob, spacing, affine,
+        candidate_threshold=float(extra.get("candidate_threshold", 0.1)),
+        mask_threshold=float(extra.get("mask_threshold", 0.5)),
+        score_threshold=score_threshold,
+        min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)),
+        max_findings=max_findings,
+    )
+
+
+def denoise(volume, spacing, model=None, **kwargs):
+    """Denoised copy of ``volume`` (see napari_medai.denoising.denoise)."""
+    from .denoising import denoise as _denoise
+
+    return _denoise(volume, spacing, model=model, **kwargs)

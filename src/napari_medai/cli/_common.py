@@ -1,0 +1,33 @@
+"""Options shared by the model-running subcommands."""
+
+from __future__ import annotations
+
+
+def add_runtime_options(p) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "amp"],
+                   help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def runtime(args):
+    """(settings, progress callback) from the parsed options."""
+    from ..inference import InferenceSettings
+
+    settings = InferenceSettings(device=args.device, precision=args.precision)
+    progress = None
+    if not args.quiet:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            bar = {}
+
+            def progress(done, total):
+                if "b" not in bar:
+                    bar["b"] = tqdm(total=total, unit="window", leave=False)
+                bar["b"].update(done - bar["b"].n)
+                if done >= total:
+                    bar["b"].close()
+    return settings, progress

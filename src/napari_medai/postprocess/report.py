@@ -1,0 +1,56 @@
+"""Findings as JSON, CSV and a short Markdown summary (for the CLI and the widget's export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from .findings import LUNG_RADS_NOTE, Finding
+
+CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
+              "mean_diameter_mm", "volume_ml", "lung_rads")
+
+
+def findings_to_records(findings: list[Finding]) -> list[dict]:
+    rows = []
+    for rank, f in enumerate(findings, start=1):
+        d = f.to_dict()
+        d.pop("label", None)
+        rows.append({"rank": rank, **d})
+    return rows
+
+
+def findings_to_json(findings: list[Finding], source: str = "") -> str:
+    return json.dumps(findings_to_records(findings), indent=2)
+
+
+def findings_to_csv(findings: list[Finding]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in findings_to_records(findings):
+        writer.writerow({k: (" ".join(map(str, _flat(v))) if isinstance(v, list) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _flat(v):
+    for x in v:
+        yield from (_flat(x) if isinstance(x, list) else [x])
+
+
+def findings_markdown(findings: list[Finding], source: str = "", model: str = "") -> str:
+    lines = [f"# Lesion detection: {source}".rstrip(": "), ""]
+    if model:
+        lines.append(f"Model: `{model}`. {len(findings)} finding(s), ranked by score.")
+    lines += ["", f"> {LUNG_RADS_NOTE}.", ""]
+    if not findings:
+        lines.append("No findings above the score threshold.")
+        return "\n".join(lines) + "\n"
+    lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS |",
+              "|---|---|---|---|---|---|---|"]
+    for rank, f in enumerate(findings, start=1):
+        c = ", ".join(f"{v:.0f}" for v in f.center_voxel)
+        lines.append(f"| {rank} | {f.score:.2f} | {c} | {f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | "
+                     f"{f.volume_ml:.3f} | {f.lung_rads} |")
+    return "\n".join(lines) + "\n"
