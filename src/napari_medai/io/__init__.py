@@ -1,0 +1,87 @@
+"""Reading and writing medical volumes: NIfTI files and DICOM series.
+
+``read_volume`` returns a :class:`Volume` in the display frame described in io/volume.py
+(array axes (z, y, x), world (S, P, L) mm); ``write_volume`` writes NIfTI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .dicom import is_dicom_file, read_dicom_series
+from .nifti import is_nifti_path, read_nifti, write_nifti
+from .validate import check_spacing
+from .volume import Volume, napari_affine_from_nifti, nifti_affine_from_napari
+
+__all__ = [
+    "Volume",
+    "read_volume",
+    "write_volume",
+    "is_supported_path",
+    "napari_affine_from_nifti",
+    "nifti_affine_from_napari",
+]
+
+SUPPORTED = "a .nii / .nii.gz file, a DICOM file, or a folder holding one DICOM series"
+
+
+def is_supported_path(path) -> bool:
+    """Cheap check (no pixel data read) used by the napari reader to claim a path."""
+    path = Path(path)
+    if is_nifti_path(path):
+        return True
+    if path.is_dir():
+        return _folder_has_dicom(path)
+    return is_dicom_file(path)
+
+
+def read_volume(path) -> Volume:
+    """Read a NIfTI file or a DICOM series (a folder, or any one file of the series)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if is_nifti_path(path):
+        return read_nifti(path)
+    if path.is_dir() or is_dicom_file(path):
+        return read_dicom_series(path)
+    raise InputError(f"{path.name} is not a supported format; open {SUPPORTED}")
+
+
+def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None) -> Path:
+    """Write a :class:`Volume` or a (z, y, x) array to NIfTI and return the path.
+
+    ``affine`` is the napari affine (index (z, y, x) -> world (S, P, L) mm); it overrides
+    the volume's own.  An array without an affine is written with 1 mm voxels at the
+    origin.  ``modality`` and ``is_labels`` override what the volume says.
+    """
+    if isinstance(volume_or_array, Volume):
+        vol = volume_or_array
+        data, base_affine = vol.data, vol.affine
+        modality = vol.modality if modality is None else modality
+        is_labels = vol.is_labels if is_labels is None else is_labels
+    else:
+        data, base_affine = volume_or_array, np.eye(4)
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise InputError(f"only 3D volumes (z, y, x) can be saved as NIfTI; got shape {data.shape}")
+    out = Volume(
+        data,
+        base_affine if affine is None else affine,
+        modality=modality or "unknown",
+        is_labels=bool(is_labels),
+    )
+    check_spacing(out.spacing)
+    return write_nifti(out, path)
+
+
+def _folder_has_dicom(folder: Path, probe: int = 20) -> bool:
+    """Whether any of the first ``probe`` files of ``folder`` is DICOM."""
+    for count, file in enumerate(sorted(folder.iterdir())):
+        if count >= probe:
+            return False
+        if is_dicom_file(file):
+            return True
+    return False

@@ -1,0 +1,197 @@
+"""Reading one DICOM series (a folder of single-frame slices) with pydicom.
+
+Slices are ordered by their ImagePositionPatient projected on the slice normal (the
+cross product of the two ImageOrientationPatient direction cosines), never by file name
+or InstanceNumber.  RescaleSlope/Intercept are applied so CT comes out in Hounsfield
+units; integer rescales keep an integer array (int16 when the values fit).  Patient
+identifiers are not copied into the volume's metadata.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from ..errors import InputError
+from .heuristics import normalise_modality
+from .orientation import orientation_codes, to_display_frame
+from .validate import check_spacing
+from .volume import Volume
+
+# DICOM patient coordinates are LPS; NIfTI's are RAS: flip the first two axes.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Two slices closer than this along the normal are at the same place (mm).
+_SAME_POSITION_MM = 1e-3
+
+
+def is_dicom_file(path) -> bool:
+    """True for a file with the DICOM preamble ('DICM' at byte 128) or a .dcm name."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_dicom_series(path) -> Volume:
+    """Read the series in folder ``path``; given a file, read the series that file belongs to."""
+    path = Path(path)
+    if path.is_file():
+        folder, wanted = path.parent, series_uid_of(path)
+    else:
+        folder, wanted = path, None
+    slices = _image_datasets(folder)
+    if not slices:
+        raise InputError(f"no DICOM images were found in {folder}")
+    series = _pick_series(slices, wanted, folder)
+    return _series_volume(series, folder)
+
+
+def series_uid_of(path) -> str:
+    """SeriesInstanceUID of one DICOM file (its header only is read)."""
+    path = Path(path)
+    try:
+        return _series_uid(pydicom.dcmread(path, stop_before_pixels=True))
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        raise InputError(f"{path.name} is not a readable DICOM file: {exc}") from None
+
+
+def _series_uid(ds) -> str:
+    return str(ds.get("SeriesInstanceUID", "(no SeriesInstanceUID)"))
+
+
+def _image_datasets(folder: Path) -> list:
+    """Every DICOM file in ``folder`` (not its sub-folders) that holds an image."""
+    found = []
+    for file in sorted(folder.iterdir()):
+        if not file.is_file() or file.name.startswith("."):
+            continue
+        try:
+            ds = pydicom.dcmread(file)
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue  # not DICOM (README, DICOMDIR index is skipped below), or unreadable
+        if "PixelData" in ds and "Rows" in ds:
+            found.append(ds)
+    return found
+
+
+def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:
+    counts = Counter(_series_uid(ds) for ds in slices)
+    if wanted is None:
+        if len(counts) > 1:
+            listing = "; ".join(f"{uid}: {n} slice(s)" for uid, n in counts.most_common())
+            raise InputError(
+                f"{folder} holds {len(counts)} DICOM series ({listing}). Put each series in its "
+                "own folder, or open one file of the series you want"
+            )
+        wanted = next(iter(counts))
+    return [ds for ds in slices if _series_uid(ds) == wanted]
+
+
+def _series_volume(series: list, folder: Path) -> Volume:
+    first = series[0]
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        if any(tag not in ds for ds in series):
+            raise InputError(f"the DICOM series in {folder} lacks {tag}, so its geometry is unknown")
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputError("multi-frame (enhanced) DICOM files are not supported; export single-frame slices")
+    if len(series) < 2:
+        raise InputError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed")
+    if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
+        raise InputError(f"the slices of the DICOM series in {folder} differ in size")
+
+    orientation = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in series])
+    if not np.allclose(orientation, orientation[0], atol=1e-4):
+        raise InputError(f"the slices of the DICOM series in {folder} are not parallel")
+    row_dir, col_dir = orientation[0, :3], orientation[0, 3:]
+    normal = np.cross(row_dir, col_dir)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in series])
+    order = np.argsort(positions @ normal, kind="stable")
+    series = [series[i] for i in order]
+    positions = positions[order]
+    step = _slice_step(positions @ normal, positions, folder)
+
+    # PixelSpacing is (distance between rows, distance between columns).
+    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    check_spacing((float(np.linalg.norm(step)), row_spacing, col_spacing))
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_spacing  # i: along a row, one column further
+    lps[:3, 1] = col_dir * row_spacing  # j: down a column, one row further
+    lps[:3, 2] = step  # k: next slice (keeps any gantry tilt)
+    lps[:3, 3] = positions[0]
+    nifti_affine = _LPS_TO_RAS @ lps
+
+    stack = _rescaled_stack(series)  # (k, rows j, columns i)
+    data, affine = to_display_frame(np.transpose(stack, (2, 1, 0)), nifti_affine)
+    metadata = {
+        "source": str(folder),
+        "format": "DICOM",
+        "source_orientation": orientation_codes(nifti_affine),
+        "series_instance_uid": _series_uid(first),
+        "series_description": str(first.get("SeriesDescription", "")),
+        "dicom_modality": str(first.get("Modality", "")),
+        "n_slices": len(series),
+    }
+    window = _display_window(first)
+    if window:
+        metadata["window"] = window
+    return Volume(data, affine, modality=normalise_modality(first.get("Modality")), metadata=metadata)
+
+
+def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path) -> np.ndarray:
+    gaps = np.diff(along_normal)
+    if gaps.min() < _SAME_POSITION_MM:
+        n_dup = int((gaps < _SAME_POSITION_MM).sum())
+        raise InputError(
+            f"{n_dup} slice(s) of the DICOM series in {folder} repeat a position already taken "
+            "(several acquisitions, phases or echoes in one series?)"
+        )
+    if gaps.max() - gaps.min() > max(0.01, 0.01 * float(np.median(gaps))):
+        raise InputError(
+            f"the slices of the DICOM series in {folder} are unevenly spaced "
+            f"({gaps.min():.3f} to {gaps.max():.3f} mm apart; a missing slice?)"
+        )
+    return (positions[-1] - positions[0]) / (len(positions) - 1)
+
+
+def _rescaled_stack(series: list) -> np.ndarray:
+    try:
+        raw = np.stack([ds.pixel_array for ds in series])
+    except Exception as exc:  # compressed syntaxes need optional decoders
+        raise InputError(f"the DICOM pixel data cannot be decoded: {exc}") from None
+    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series])
+    intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series])
+    if np.all(slopes == 1) and np.all(intercepts == 0):
+        return raw
+    shape = (-1, 1, 1)
+    integral = np.issubdtype(raw.dtype, np.integer) and all(
+        float(v).is_integer() for v in np.concatenate([slopes, intercepts])
+    )
+    if not integral:
+        return (raw * slopes.reshape(shape) + intercepts.reshape(shape)).astype(np.float32)
+    values = raw.astype(np.int64) * slopes.astype(np.int64).reshape(shape)
+    values += intercepts.astype(np.int64).reshape(shape)
+    for dtype in (np.int16, np.int32):
+        if np.iinfo(dtype).min <= values.min() and values.max() <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    return values
+
+
+def _display_window(ds) -> tuple[float, float] | None:
+    """(centre, width) of the series' first stored display window, if any."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    centre, width = ds.WindowCenter, ds.WindowWidth
+    centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
+    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    return float(centre), float(width)

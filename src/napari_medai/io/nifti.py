@@ -1,0 +1,161 @@
+"""NIfTI (.nii, .nii.gz) reading and writing with nibabel.
+
+Reading re-orients the voxels to the display frame (io/orientation.py) without
+resampling.  Writing stores the voxels and the affine unchanged (the header keeps the
+affine in float32, which is why readers round affines to float32), so
+read -> write -> read is bit-exact.  What the plugin knows beyond the NIfTI standard
+(modality, image or label map) goes into the header's 80-character description as
+``medai modality=CT kind=labels``; other programs ignore it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from .heuristics import guess_modality, looks_like_labels, normalise_modality
+from .orientation import orientation_codes, to_display_frame
+from .validate import check_spacing
+from .volume import Volume, nifti_affine_from_napari
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_nifti_path(path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_nifti(path) -> Volume:
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data_ijk = np.asanyarray(img.dataobj)  # applies scl_slope/inter only when set
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # any parsing failure means the file is unusable
+        reason = str(exc) or type(exc).__name__
+        raise InputError(f"{path.name} cannot be read: {reason}") from None
+
+    data_ijk = _as_3d(data_ijk, path.name)
+    nifti_affine = img.affine
+    spacing_ijk = np.linalg.norm(np.asarray(nifti_affine)[:3, :3], axis=0)
+    try:
+        check_spacing(spacing_ijk[::-1])
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+    data, affine = to_display_frame(data_ijk, nifti_affine)
+
+    description = _header_text(img.header, "descrip")
+    modality, kind = _tagged_kind(description)
+    modality = modality or _sidecar_modality(path)
+    if kind is None:
+        kind = "labels" if modality is None and looks_like_labels(data) else "image"
+    if modality is None:
+        modality = "unknown" if kind == "labels" else guess_modality(data)
+    metadata = {
+        "source": str(path),
+        "format": "NIfTI",
+        "source_orientation": orientation_codes(nifti_affine),
+        "description": description,
+    }
+    return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
+
+
+def write_nifti(volume: Volume, path) -> Path:
+    """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path."""
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
+    data = storable_array(volume.data, volume.is_labels)
+    nifti_affine = nifti_affine_from_napari(volume.affine)
+    img = nib.Nifti1Image(np.transpose(data, (2, 1, 0)), nifti_affine)
+    img.header.set_data_dtype(data.dtype)
+    img.set_sform(nifti_affine, code="aligned")
+    img.set_qform(nifti_affine, code="aligned")
+    kind = "labels" if volume.is_labels else "image"
+    img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
+
+    # Write beside the target, then rename: a failure or cancel leaves no partial file.
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def storable_array(data, is_labels: bool) -> np.ndarray:
+    """``data`` in a dtype NIfTI readers handle, converting only when needed."""
+    arr = np.asarray(data)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if is_labels and arr.dtype.itemsize == 8 and np.issubdtype(arr.dtype, np.integer):
+        # napari may hand out int64 label maps; few tools read 64-bit integer NIfTI
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        for dtype in (np.uint8, np.uint16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return arr.astype(dtype)
+    return arr
+
+
+def _as_3d(data: np.ndarray, name: str) -> np.ndarray:
+    if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number):
+        raise InputError(f"{name} holds {data.dtype} voxels (e.g. RGB); a grey-level volume is needed")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise InputError(
+            f"{name} holds {data.shape[3]} volumes (4D, shape {data.shape}); open a single 3D volume"
+        )
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise InputError(
+            f"{name} is not a 3D volume (shape {data.shape}); the plugin works on 3D CT/MR volumes"
+        )
+    return data
+
+
+def _header_text(header, field: str) -> str:
+    raw = header[field]
+    value = raw.item() if hasattr(raw, "item") else raw
+    if isinstance(value, bytes):
+        value = value.split(b"\x00", 1)[0].decode("latin-1")
+    return str(value).strip()
+
+
+def _tagged_kind(description: str) -> tuple[str | None, str | None]:
+    """(modality, kind) from a ``medai modality=.. kind=..`` description, else Nones."""
+    if not description.startswith("medai "):
+        return None, None
+    fields = dict(re.findall(r"(\w+)=(\w+)", description))
+    modality, kind = fields.get("modality"), fields.get("kind")
+    return (
+        normalise_modality(modality) if modality else None,
+        kind if kind in ("image", "labels") else None,
+    )
+
+
+def _sidecar_modality(path: Path) -> str | None:
+    """Modality from a BIDS-style JSON sidecar (``scan.nii.gz`` -> ``scan.json``)."""
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    sidecar = path.with_name(stem + ".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None  # no sidecar, or one we cannot parse: fall back to the heuristic
+    value = meta.get("Modality") if isinstance(meta, dict) else None
+    return normalise_modality(value) if value else None

@@ -1,0 +1,52 @@
+"""Bring any voxel grid into the plugin's display frame (see io/volume.py).
+
+Both readers describe what they loaded the NIfTI way: an array indexed (i, j, k) and an
+affine mapping (i, j, k) to RAS millimetres.  :func:`to_display_frame` then flips and
+permutes axes (never resamples) so that i runs to the patient's Left, j Posterior and
+k Superior, and transposes to (z, y, x) = (k, j, i).
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation
+
+from ..errors import InputError
+from .volume import napari_affine_from_nifti
+
+# NIfTI index axes of the display frame: i -> Left, j -> Posterior, k -> Superior.
+DISPLAY_AXCODES = ("L", "P", "S")
+
+
+def orientation_codes(nifti_affine: np.ndarray) -> str:
+    """Three letters naming where each index axis points, e.g. 'LPS' or 'RAS'."""
+    return "".join(str(c) for c in nib.aff2axcodes(nifti_affine))
+
+
+def to_display_frame(data_ijk: np.ndarray, nifti_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-orient ``data_ijk`` to LPS and return ``(data_zyx, napari_affine)``.
+
+    Flips and axis swaps are exact, so values are untouched.  The affine is rounded to
+    float32, the precision a NIfTI header stores, so that a volume read from any source,
+    written to NIfTI and read again has a bit-identical affine.
+    """
+    nifti_affine = np.asarray(nifti_affine, dtype=float)
+    if not np.isfinite(nifti_affine).all():
+        raise InputError("the image geometry (affine) contains NaN or infinite values")
+    if abs(np.linalg.det(nifti_affine[:3, :3])) < 1e-12:
+        raise InputError(
+            "the image geometry is degenerate (a voxel size of 0 or axes that coincide); "
+            f"affine:\n{np.array2string(nifti_affine, precision=4)}"
+        )
+    current = io_orientation(nifti_affine)
+    target = axcodes2ornt(DISPLAY_AXCODES)
+    transform = nib.orientations.ornt_transform(current, target)
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        data, affine = data_ijk, nifti_affine  # already LPS: skip any arithmetic
+    else:
+        data = apply_orientation(data_ijk, transform)
+        affine = nifti_affine @ inv_ornt_aff(transform, data_ijk.shape)
+    affine = affine.astype(np.float32).astype(np.float64)
+    data_zyx = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    return data_zyx, napari_affine_from_nifti(affine)

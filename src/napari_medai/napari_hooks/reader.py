@@ -1,0 +1,74 @@
+"""napari reader: NIfTI files and DICOM series become Image or Labels layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import Volume, is_supported_path, read_volume
+from ..io.dicom import series_uid_of
+from ..io.nifti import is_nifti_path
+
+# A lung-friendly CT window in HU (from air to soft tissue); users change it in napari.
+CT_CONTRAST_LIMITS = (-1000.0, 400.0)
+MR_PERCENTILES = (0.5, 99.5)
+
+
+def get_reader(path):
+    """Return a reader for ``path`` (a path or a list of paths) if every path is supported."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(is_supported_path(p) for p in paths):
+        return None
+    return read_paths
+
+
+def read_paths(path) -> list[tuple]:
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers, seen_series = [], set()
+    for p in map(Path, paths):
+        if not is_nifti_path(p):
+            # Several files picked from one DICOM series are read once, as one volume.
+            series = (p, None) if p.is_dir() else (p.parent, series_uid_of(p))
+            if series in seen_series:
+                continue
+            seen_series.add(series)
+        default_name = layer_name(p if is_nifti_path(p) or p.is_dir() else p.parent)
+        layers.append(volume_layer_data(read_volume(p), default_name=default_name))
+    return layers
+
+
+def layer_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def volume_layer_data(vol: Volume, default_name: str = "volume", name: str | None = None) -> tuple:
+    """LayerData tuple (data, kwargs, "image" | "labels") for a volume."""
+    meta = {
+        "name": name or vol.metadata.get("series_description") or default_name,
+        "metadata": vol.layer_metadata(),
+        **vol.napari_geometry(),
+    }
+    if vol.is_labels:
+        return vol.data, meta, "labels"
+    meta["colormap"] = "gray"
+    meta["contrast_limits"] = contrast_limits(vol)
+    return vol.data, meta, "image"
+
+
+def contrast_limits(vol: Volume) -> tuple[float, float]:
+    """CT: a fixed lung-friendly window; others: the 0.5-99.5 percentiles."""
+    if vol.modality == "CT":
+        return CT_CONTRAST_LIMITS
+    data = vol.data
+    step = max(1, data.size // 2_000_000)  # percentiles of a 2M-voxel sample are enough
+    lo, hi = np.percentile(data.ravel()[::step], MR_PERCENTILES)
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        hi = lo + 1.0  # constant image: napari needs an increasing range
+    return float(lo), float(hi)

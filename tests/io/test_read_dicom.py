@@ -1,0 +1,119 @@
+"""DICOM series reading: ordering, rescale, geometry, and refusal of ambiguous folders."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_medai.errors import InputError
+from napari_medai.io import Volume, read_volume
+from napari_medai.io.resources import sample_path
+
+
+def test_lung1_as_shuffled_dicom_series_matches_the_nifti(tmp_path, volume_to_dicom):
+    nifti = read_volume(sample_path("lung1_ct"))
+    files = volume_to_dicom(tmp_path / "lung1", nifti, intercept=-1024, shuffle_seed=1)
+    names = [f.name for f in files]
+    assert names != sorted(names)  # file order on disk is not slice order
+
+    start = time.perf_counter()
+    dicom = read_volume(tmp_path / "lung1")
+    assert time.perf_counter() - start < 5
+
+    assert dicom.data.dtype == np.int16  # slope 1, intercept -1024: exact HU, kept as int16
+    np.testing.assert_array_equal(dicom.data, nifti.data)
+    np.testing.assert_allclose(dicom.affine, nifti.affine, rtol=0, atol=1e-4)
+    assert dicom.spacing == pytest.approx(nifti.spacing, abs=1e-6)
+    assert dicom.modality == "CT" and not dicom.is_labels
+    assert dicom.metadata["format"] == "DICOM"
+    assert dicom.metadata["n_slices"] == 48
+    assert "PatientName" not in str(dicom.metadata) and "Phantom" not in str(dicom.metadata)
+
+
+def test_one_file_path_opens_its_series(tmp_path, tiny_ct, volume_to_dicom):
+    files = volume_to_dicom(tmp_path / "s", tiny_ct, shuffle_seed=3)
+    vol = read_volume(files[2])
+    np.testing.assert_array_equal(vol.data, tiny_ct.data)
+    np.testing.assert_allclose(vol.affine, tiny_ct.affine, atol=1e-6)
+
+
+def test_sagittal_series_with_float_rescale_keeps_every_voxel_in_place(tmp_path, dicom_writer):
+    """Rows along -z (feet), columns along +y (posterior), slices stepping to the patient's
+    right: each stored pixel must end up at its DICOM world position, as rescaled value."""
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 4000, size=(3, 4, 5)).astype(np.uint16)  # (slice, row, column)
+    row_dir, col_dir = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])
+    step = np.array([-1.5, 0.0, 0.0])
+    origin = np.array([30.0, -20.0, 55.0])
+    row_spacing, col_spacing = 0.8, 0.6
+    positions = [origin + k * step for k in range(3)]
+    dicom_writer(tmp_path / "sag", raw, positions, (*row_dir, *col_dir), (row_spacing, col_spacing),
+                 slope=0.5, intercept=-10, modality="MR", shuffle_seed=2)
+
+    vol = read_volume(tmp_path / "sag")
+    assert vol.modality == "MR" and vol.data.dtype == np.float32
+    assert not vol.is_oblique and np.all(np.diag(vol.affine[:3, :3]) > 0)  # displayed axial
+    assert sorted(vol.spacing) == pytest.approx(sorted([1.5, row_spacing, col_spacing]))
+    to_index = np.linalg.inv(vol.affine)
+    for k, r, c in np.ndindex(raw.shape):
+        lps = origin + k * step + c * col_spacing * row_dir + r * row_spacing * col_dir
+        z, y, x = np.rint(to_index[:3, :3] @ lps[::-1] + to_index[:3, 3]).astype(int)
+        assert vol.data[z, y, x] == pytest.approx(raw[k, r, c] * 0.5 - 10)
+
+
+def test_two_series_in_one_folder_is_refused_naming_both(tmp_path, tiny_ct, volume_to_dicom):
+    volume_to_dicom(tmp_path / "mixed", tiny_ct, series_uid="1.2.3.111")
+    other = tiny_ct.data[:3]
+    files = volume_to_dicom(tmp_path / "mixed" / "b", Volume(other, tiny_ct.affine), series_uid="1.2.3.222")
+    for f in files:  # same folder as the first series, different names
+        f.rename(tmp_path / "mixed" / f"B{f.name}")
+    with pytest.raises(InputError) as err:
+        read_volume(tmp_path / "mixed")
+    message = str(err.value)
+    assert "2 DICOM series" in message
+    assert "1.2.3.111: 4 slice(s)" in message and "1.2.3.222: 3 slice(s)" in message
+    # Opening one file picks its own series.
+    vol = read_volume(tmp_path / "mixed" / f"B{files[0].name}")
+    np.testing.assert_array_equal(vol.data, other)
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])
+def test_folder_without_dicom_is_refused(tmp_path, content):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("not an image")
+    with pytest.raises(InputError, match="no DICOM images were found"):
+        read_volume(folder)
+
+
+def test_repeated_slice_position_is_refused(tmp_path, dicom_writer):
+    raw = np.ones((3, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (0, 0, 2)]
+    dicom_writer(tmp_path / "dup", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match="repeat a position"):
+        read_volume(tmp_path / "dup")
+
+
+def test_missing_slice_is_refused(tmp_path, dicom_writer):
+    raw = np.ones((3, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (0, 0, 6)]
+    dicom_writer(tmp_path / "gap", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match="unevenly spaced"):
+        read_volume(tmp_path / "gap")
+
+
+def test_single_slice_series_is_refused(tmp_path, dicom_writer):
+    dicom_writer(tmp_path / "one", np.ones((1, 4, 4), np.uint16), [(0, 0, 0)], (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match="single slice"):
+        read_volume(tmp_path / "one")
+
+
+def test_zero_pixel_spacing_is_refused(tmp_path, dicom_writer):
+    raw = np.ones((3, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (0, 0, 4)]
+    dicom_writer(tmp_path / "zero", raw, positions, (1, 0, 0, 0, 1, 0), (0, 1))
+    with pytest.raises(InputError, match="spacing"):
+        read_volume(tmp_path / "zero")

@@ -1,0 +1,124 @@
+"""NIfTI reading: re-orientation to the display frame, modality and label-map detection."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
+
+from napari_medai.errors import InputError
+from napari_medai.io import read_volume
+from napari_medai.io.resources import sample_path
+
+
+def _save(path, data_ijk, affine, description=None):
+    img = nib.Nifti1Image(data_ijk, affine)
+    if description is not None:
+        img.header["descrip"] = description.encode()
+    nib.save(img, str(path))
+    return path
+
+
+def _ras_affine(axcodes, shape, spacing=(0.5, 0.75, 2.0), origin=(10.0, -20.0, 30.0)):
+    """An affine whose index axes point along ``axcodes`` (e.g. 'PIR')."""
+    base = np.diag([*spacing, 1.0])
+    base[:3, 3] = origin
+    ornt = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(tuple(axcodes)))
+    return base @ inv_ornt_aff(ornt, shape)
+
+
+def _assert_same_world_positions(vol, data_ijk, nifti_affine):
+    """Every voxel of the file is found, with its value, at its world position in ``vol``."""
+    to_index = np.linalg.inv(vol.affine)
+    ijk = np.indices(data_ijk.shape).reshape(3, -1)
+    ras = nifti_affine[:3, :3] @ ijk + nifti_affine[:3, 3:4]
+    spl = np.stack([ras[2], -ras[1], -ras[0]])  # RAS -> (S, P, L)
+    zyx = np.rint(to_index[:3, :3] @ spl + to_index[:3, 3:4]).astype(int)
+    np.testing.assert_array_equal(vol.data[tuple(zyx)], data_ijk.reshape(-1))
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PIR", "SLA", "ILP"])
+def test_any_axis_order_is_shown_axial_with_voxels_in_place(tmp_path, axcodes):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
+    affine = _ras_affine(axcodes, data.shape)
+    vol = read_volume(_save(tmp_path / "v.nii.gz", data, affine))
+    assert vol.metadata["source_orientation"] == axcodes
+    assert not vol.is_oblique and np.all(np.diag(vol.affine[:3, :3]) > 0)
+    # after re-orientation z runs along S (2 mm), y along P (0.75 mm), x along L (0.5 mm)
+    assert vol.spacing == pytest.approx((2.0, 0.75, 0.5))
+    assert vol.data.dtype == np.int16
+    _assert_same_world_positions(vol, data, affine)
+
+
+def test_oblique_volume_keeps_its_full_affine(tmp_path):
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.5, 0.5, 1.0])
+    affine[:3, 3] = (-3.0, 4.0, 5.0)
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    vol = read_volume(_save(tmp_path / "obl.nii", data, affine.astype(np.float32)))
+    assert vol.is_oblique and set(vol.napari_geometry()) == {"affine"}
+    _assert_same_world_positions(vol, data, affine.astype(np.float32).astype(float))
+
+
+def test_lung1_sample_is_an_axial_int16_ct():
+    vol = read_volume(sample_path("lung1_ct"))
+    assert vol.data.shape == (48, 386, 512) and vol.data.dtype == np.int16
+    assert vol.modality == "CT" and not vol.is_labels
+    assert vol.spacing == pytest.approx((5.0, 0.5703125, 0.5703125))
+    assert vol.data.min() == -1024
+    geometry = vol.napari_geometry()
+    assert geometry["scale"] == pytest.approx((5.0, 0.5703125, 0.5703125))
+
+
+def test_lung1_mask_is_a_label_map_on_the_ct_grid():
+    ct = read_volume(sample_path("lung1_ct"))
+    mask = read_volume(sample_path("lung1_nodule_mask"))
+    assert mask.is_labels and mask.data.dtype == np.uint8
+    assert int(mask.data.sum()) == 837
+    np.testing.assert_array_equal(mask.affine, ct.affine)
+
+
+def test_colin27_is_mr_read_from_ras():
+    vol = read_volume(sample_path("colin27_t1"))
+    assert vol.modality == "MR" and not vol.is_labels
+    assert vol.metadata["source_orientation"] == "RAS"
+    assert vol.data.shape == (181, 217, 181)
+
+
+@pytest.mark.parametrize(
+    "data, modality, is_labels",
+    [
+        (np.r_[-1024, 40, 900].astype(np.int16), "CT", False),
+        (np.arange(200).astype(np.uint8), "MR", False),
+        (np.r_[0, 1, 2, 2].astype(np.uint8), "unknown", True),
+        (np.r_[-3.0, 0.5, 2.0].astype(np.float32), "unknown", False),
+    ],
+)
+def test_modality_and_labels_are_guessed_without_a_hint(tmp_path, data, modality, is_labels):
+    block = np.resize(data, (4, 5, 6))
+    vol = read_volume(_save(tmp_path / "x.nii.gz", block, np.eye(4)))
+    assert (vol.modality, vol.is_labels) == (modality, is_labels)
+
+
+def test_header_tag_and_sidecar_override_the_guess(tmp_path):
+    few_values = np.resize(np.r_[0, 1, 2].astype(np.uint8), (4, 5, 6))
+    tagged = read_volume(_save(tmp_path / "t.nii.gz", few_values, np.eye(4), "medai modality=MR kind=image"))
+    assert (tagged.modality, tagged.is_labels) == ("MR", False)
+
+    _save(tmp_path / "s.nii.gz", few_values, np.eye(4))
+    (tmp_path / "s.json").write_text(json.dumps({"Modality": "MR"}))
+    with_sidecar = read_volume(tmp_path / "s.nii.gz")
+    assert (with_sidecar.modality, with_sidecar.is_labels) == ("MR", False)
+
+
+def test_4d_file_with_one_volume_is_squeezed_and_several_refused(tmp_path):
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5, 1)
+    assert read_volume(_save(tmp_path / "one.nii", data, np.eye(4))).data.shape == (5, 4, 3)
+    with pytest.raises(InputError, match="holds 2 volumes"):
+        read_volume(_save(tmp_path / "two.nii", np.zeros((3, 4, 5, 2), np.int16), np.eye(4)))
