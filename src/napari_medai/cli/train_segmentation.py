@@ -12,6 +12,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--data", required=True, help="folder of image/label pairs")
     p.add_argument("--out", required=True, help="output folder (best.pt, last.pt, card.json)")
+    p.add_argument("--phantoms", type=int, default=0, metavar="N",
+                   help="first generate N phantom chest CTs into --data (seeds from --phantom-seed)")
+    p.add_argument("--phantom-seed", type=int, default=1000)
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -41,6 +44,10 @@ def run(args) -> int:
     )
     if len(cfg.class_names) != 3:  # the default ratios favour class 2 (nodule) of the chest model
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
+    if args.phantoms:
+        from ..training.phantom_dataset import write_phantom_dataset
+
+        write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms))
     progress = _bar(cfg.epochs * cfg.iters_per_epoch)
     summary = train_segmentation(cfg, progress=progress)
     print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt")

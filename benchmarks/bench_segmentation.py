@@ -1,0 +1,189 @@
+"""Segmentation benchmark: the shipped chest-CT model against a classical baseline.
+
+Prints, in one run:
+1. Dice and HD95 per class (lung, nodule) on held-out phantoms (seeds never used in
+   training), for the model and for the classical baseline (HU threshold + connected
+   components + hole filling for lungs; threshold inside the lung mask for nodules);
+2. nodule Dice on the real lung1 CT (never used in training) and a PNG overlay in docs/images;
+3. time and peak RSS of segmenting a 512x512x300 volume, fp32 vs bf16, and their agreement.
+
+    .venv/bin/python benchmarks/bench_segmentation.py            # full run (~15-25 min on 2 cores)
+    .venv/bin/python benchmarks/bench_segmentation.py --quick    # 3 small phantoms, no big volume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from baselines import classical_segmentation  # noqa: E402
+
+HELD_OUT_SEEDS = range(9000, 9020)  # training uses 1000+; these are never trained on
+CLASSES = {1: "lung", 2: "nodule"}
+
+
+def _summ(values):
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    return f"{v.mean():.3f} ± {v.std():.3f} (n={len(v)})" if len(v) else "n/a"
+
+
+def phantom_scores(model_name, seeds, quick, settings):
+    from napari_medai.api import segment
+    from napari_medai.metrics import dice_hd95
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training.phantom_dataset import acquisition_for
+    from napari_medai.training.seg_data import chest_targets
+
+    rows = {"model": [], "classical": []}
+    t_model = t_base = 0.0
+    for seed in seeds:
+        shape, spacing = acquisition_for(seed)
+        if quick:
+            shape = (min(shape[0], 48), min(shape[1], 256), min(shape[2], 256))
+        ph = make_chest_ct(seed, shape=shape, spacing=spacing)
+        ref = chest_targets(ph.labels)
+        t = time.perf_counter()
+        pred = segment(ph.hu, spacing, model=model_name, settings=settings).labels
+        t_model += time.perf_counter() - t
+        t = time.perf_counter()
+        base = classical_segmentation(ph.hu, spacing)
+        t_base += time.perf_counter() - t
+        # Scans without nodules: nodule Dice is only defined where there is a nodule.
+        classes = CLASSES if (ref == 2).any() else {1: "lung"}
+        rows["model"].append(dice_hd95(pred, ref, classes, spacing))
+        rows["classical"].append(dice_hd95(base, ref, classes, spacing))
+        print(f"  seed {seed} {shape} {spacing}: model lung {rows['model'][-1]['lung']['dice']:.3f} "
+              f"nodule {rows['model'][-1].get('nodule', {}).get('dice', float('nan')):.3f} | classical lung "
+              f"{rows['classical'][-1]['lung']['dice']:.3f} nodule "
+              f"{rows['classical'][-1].get('nodule', {}).get('dice', float('nan')):.3f}", flush=True)
+    out = {}
+    for method, res in rows.items():
+        out[method] = {}
+        for name in CLASSES.values():
+            dice = [r[name]["dice"] for r in res if name in r]
+            hd = [r[name]["hd95_mm"] for r in res if name in r]
+            out[method][name] = {"dice": float(np.mean(dice)) if dice else None, "dice_txt": _summ(dice),
+                                 "hd95_txt": _summ(hd), "hd95_mm": float(np.nanmean(hd)) if hd else None}
+    out["time_s"] = {"model": t_model, "classical": t_base}
+    return out
+
+
+def lung1_scores(model_name, settings, png: Path | None):
+    from napari_medai.api import segment
+    from napari_medai.io import read_volume
+
+    ct = read_volume(ROOT / "sample_data" / "lung1_ct.nii.gz")
+    ref = read_volume(ROOT / "sample_data" / "lung1_nodule_mask.nii.gz").data > 0
+    res = segment(ct.data, ct.spacing, model=model_name, settings=settings)
+    nod = res.labels == 2
+    dice = 2 * (nod & ref).sum() / max(1, nod.sum() + ref.sum())
+    base = classical_segmentation(ct.data, ct.spacing) == 2
+    dice_base = 2 * (base & ref).sum() / max(1, base.sum() + ref.sum())
+    if png is not None:
+        _overlay_png(ct.data, res.labels, ref, ct.spacing, png)
+    return {"nodule_dice": float(dice), "classical_nodule_dice": float(dice_base),
+            "predicted_nodule_ml": float(nod.sum() * np.prod(ct.spacing) / 1000),
+            "reference_nodule_ml": float(ref.sum() * np.prod(ct.spacing) / 1000),
+            "lung_ml": float((res.labels == 1).sum() * np.prod(ct.spacing) / 1000)}
+
+
+def _overlay_png(hu, labels, ref, spacing, path: Path):
+    """Axial slice through the reference nodule + a coronal view: lungs blue, nodule red, truth yellow outline."""
+    from skimage.io import imsave
+    from skimage.segmentation import find_boundaries
+    from skimage.transform import resize
+
+    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
+    y = int(np.round(np.argwhere(ref).mean(0)[1]))
+
+    def render(img, lab, truth, aspect):
+        g = np.clip((img.astype(np.float32) + 1000) / 1400, 0, 1)
+        rgb = np.stack([g, g, g], -1)
+        rgb[lab == 1] = 0.6 * rgb[lab == 1] + 0.4 * np.array([0.2, 0.5, 1.0])
+        rgb[lab == 2] = 0.4 * rgb[lab == 2] + 0.6 * np.array([1.0, 0.15, 0.15])
+        rgb[find_boundaries(truth)] = [1.0, 1.0, 0.0]
+        if aspect != 1:
+            rgb = resize(rgb, (int(rgb.shape[0] * aspect), rgb.shape[1]), order=0)
+        return rgb
+
+    ax = render(hu[z], labels[z], ref[z], 1)
+    cor = render(hu[:, y], labels[:, y], ref[:, y], spacing[0] / spacing[2])  # square pixels
+    h = max(ax.shape[0], cor.shape[0])
+    pad = lambda a: np.pad(a, ((0, h - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, (np.concatenate([pad(ax), pad(cor)], 1) * 255).astype(np.uint8), check_contrast=False)
+
+
+def big_volume_run(model_name, precision):
+    """Segment a 512x512x300 phantom-like CT (0.7x0.7x1.25 mm) in a fresh process: time + peak RSS."""
+    code = f"""
+import time, resource, numpy as np, json
+from napari_medai.api import segment
+from napari_medai.inference import InferenceSettings
+from napari_medai.phantoms import make_chest_ct
+ph = make_chest_ct(77, shape=(300, 512, 512), spacing=(1.25, 0.7, 0.7), n_nodules=3)
+hu = ph.hu; del ph
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t = time.perf_counter()
+res = segment(hu, (1.25, 0.7, 0.7), model={model_name!r}, settings=InferenceSettings(precision={precision!r}))
+dt = time.perf_counter() - t
+np.save('/tmp/bench_seg_{precision}.npy', res.labels)
+print(json.dumps({{"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "rss_before_mb": rss0}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="chest-ct-lung-nodule")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-big", action="store_true", help="skip the 512x512x300 timing")
+    args = ap.parse_args()
+    import torch
+
+    from napari_medai.inference import InferenceSettings
+    from napari_medai.inference.precision import cpu_has_native_bf16
+
+    settings = InferenceSettings()
+    seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
+    print(f"model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"native bf16: {cpu_has_native_bf16()}; settings {settings}")
+    print(f"== held-out phantoms: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} scans)")
+    ph = phantom_scores(args.model, seeds, args.quick, settings)
+    print(f"{'method':<11}{'lung Dice':<26}{'lung HD95 mm':<26}{'nodule Dice':<26}{'nodule HD95 mm':<26}")
+    for m in ("model", "classical"):
+        r = ph[m]
+        print(f"{m:<11}{r['lung']['dice_txt']:<26}{r['lung']['hd95_txt']:<26}{r['nodule']['dice_txt']:<26}"
+              f"{r['nodule']['hd95_txt']:<26}")
+    print(f"time: model {ph['time_s']['model']:.1f} s, classical {ph['time_s']['classical']:.1f} s "
+          "(goal: lung Dice >= 0.97, nodule Dice >= 0.80)")
+    print("== real CT lung1 (test only, never trained on)")
+    png = ROOT / "docs" / "images" / "segmentation_lung1.png"
+    l1 = lung1_scores(args.model, settings, None if args.quick else png)
+    print(f"nodule Dice {l1['nodule_dice']:.3f} (goal >= 0.70; classical {l1['classical_nodule_dice']:.3f}); "
+          f"nodule {l1['predicted_nodule_ml']:.2f} mL vs reference {l1['reference_nodule_ml']:.2f} mL; "
+          f"lungs {l1['lung_ml']:.0f} mL" + ("" if args.quick else f"; overlay {png.relative_to(ROOT)}"))
+    if not (args.quick or args.no_big):
+        print("== 512x512x300 volume, 0.7x0.7x1.25 mm (fresh process each; goal <= 60 s, <= 3 GB)")
+        runs = {p: big_volume_run(args.model, p) for p in ("fp32", "bf16")}
+        for p, r in runs.items():
+            print(f"{p}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
+                  f"(of which the input volume process before inference {r['rss_before_mb']:.0f} MB)")
+        a, b = np.load("/tmp/bench_seg_fp32.npy"), np.load("/tmp/bench_seg_bf16.npy")
+        print(f"bf16 speed-up over fp32: {runs['fp32']['seconds'] / runs['bf16']['seconds']:.2f}x; "
+              f"label agreement {100 * (a == b).mean():.3f} % of voxels")
+
+
+if __name__ == "__main__":
+    main()
