@@ -1,0 +1,275 @@
+"""The layout and Run logic the three dock widgets share.
+
+A task widget subclasses :class:`TaskWidget` and provides
+
+* ``task`` / ``title`` / ``params_type`` (a dataclass deriving from :class:`TaskParams`),
+* ``_build_params(form)`` and ``params()`` for its own controls,
+* ``_result_layers(result, source_layer, params)``: layer-data tuples for the outputs
+  (Qt thread; see ``_layers.output_layer_data``),
+* optionally ``_make_job(volume, spacing, params)``: the Qt-free core call.  It is called on
+  the Qt thread and returns ``job(progress, cancel) -> result``, which runs in a worker
+  thread; the default loads ``params.model`` and calls ``inference.run_model``.
+
+Run: the image layer's geometry is checked on the Qt thread (fast); the voxel checks
+(constant, NaN) and the model choice are checked first thing in the worker; any
+InputError/ModelError becomes a notification and no layer changes.  ``job_finished(str)``
+says how each Run ended: "done", "cancelled" or "error".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import InputError, MedaiError, ModelError
+from ._job import ERROR, JobRunner
+from ._layers import add_layers, check_content, image_source
+from ._picker import ImageLayerPicker
+from ._threads import default_job_threads, torch_threads
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+LOAD_FILE = "Load model file…"
+LOAD_BUNDLE = "Load MONAI bundle folder…"
+
+
+@dataclass
+class TaskParams:
+    """What every task needs besides the image: which model, where and how precisely."""
+
+    model: Any = None  # a ModelCard from list_models(), or a path to a file / bundle folder
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def task_models(task: str) -> list[tuple[Any, bool]]:
+    """(card, weights present?) for each built-in model of ``task``."""
+    try:
+        from ..models import list_models
+    except ImportError:  # registry not there (partial install): no built-in models
+        return []
+    return [(card, _weights_present(card)) for card in list_models(task)]
+
+
+def _weights_present(card) -> bool:
+    path = card.weights_path() if hasattr(card, "weights_path") else None
+    return path is not None and path.is_file()
+
+
+class TaskWidget(QWidget):
+    task = ""  # "segmentation": used for list_models() and in messages
+    title = ""  # "Segmentation": names the job in the status line and notifications
+    params_type = TaskParams
+    accepts_model_files = False  # offer "Load model file…" / "Load MONAI bundle folder…"
+    job_threads: int | None = None  # torch CPU threads for a job; None: all cores but one
+
+    job_finished = Signal(str)
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.layer_picker = ImageLayerPicker(napari_viewer)
+        self.model_box = QComboBox()
+        self.model_box.activated.connect(self._on_model_activated)
+        self.device_box = _combo(DEVICES, "Where the model runs; auto = CUDA when present, else CPU")
+        self.precision_box = _combo(
+            PRECISIONS, "auto = mixed precision on CUDA, bf16 on CPUs that support it, else fp32"
+        )
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress_bar = QProgressBar()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.layer_picker)
+        form.addRow("Model", self.model_box)
+        form.addRow("Device", self.device_box)
+        form.addRow("Precision", self.precision_box)
+        self._build_params(form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self.runner = JobRunner(
+            self.run_button, self.cancel_button, self.progress_bar, self.status_label, parent=self
+        )
+        self.runner.finished.connect(self.job_finished)
+        self.run_button.clicked.connect(self.run)
+        self.refresh_models()
+
+    # ---- for subclasses --------------------------------------------------------------------
+    def _build_params(self, form: QFormLayout) -> None:
+        """Add the task's own controls to ``form``."""
+
+    def _task_values(self) -> dict:
+        """The task's own parameter values, read from its controls."""
+        return {}
+
+    def _make_job(self, volume, spacing, params):
+        """The core call, as ``job(progress, cancel) -> result`` (runs in a worker thread).
+
+        ``volume`` is the layer's array (already checked; may be lazy: convert inside the job).
+        """
+
+        def job(progress, cancel):
+            from ..inference.engine import InferenceSettings, run_model
+            from ..models import load_model
+
+            model = load_model(params.model)
+            cancel.raise_if_cancelled()
+            settings = InferenceSettings(device=params.device, precision=params.precision)
+            return run_model(model, np.asarray(volume), spacing, settings, progress=progress, cancel=cancel)
+
+        return job
+
+    def _result_layers(self, result, source_layer, params) -> list[tuple]:
+        raise NotImplementedError
+
+    # ---- public ------------------------------------------------------------------------
+    def params(self):
+        """Current settings as ``params_type`` (a plain dataclass: no Qt in it)."""
+        return self.params_type(
+            model=self.model_box.currentData(),
+            device=self.device_box.currentText(),
+            precision=self.precision_box.currentText(),
+            **self._task_values(),
+        )
+
+    def refresh_models(self) -> None:
+        """Fill the model list from the registry; say so plainly when none is installed.
+
+        Cards whose weights are missing stay listed as "(not installed)" so users see what
+        will come; with none installed a placeholder comes first and Run explains.
+        """
+        self.model_box.clear()
+        models = sorted(task_models(self.task), key=lambda item: not item[1])  # installed first
+        if not any(installed for _, installed in models):
+            self.model_box.addItem(f"(no {self.task} model installed)", None)
+            self.status_label.setText(self._no_model_message())
+        else:
+            self.status_label.setText("Ready")
+        for card, installed in models:
+            label = card.name if installed else f"{card.name} (not installed)"
+            self.model_box.addItem(label, card)
+            self.model_box.setItemData(self.model_box.count() - 1, card.description, Qt.ToolTipRole)
+        if self.accepts_model_files:
+            self.model_box.addItem(LOAD_FILE, LOAD_FILE)
+            self.model_box.addItem(LOAD_BUNDLE, LOAD_BUNDLE)
+
+    def add_model_path(self, path: str) -> None:
+        """Offer a TorchScript file or MONAI bundle folder in the model list and select it."""
+        self.model_box.insertItem(0, str(path), str(path))
+        self.model_box.setCurrentIndex(0)
+        self.status_label.setText(f"Model: {path}")
+
+    def run(self) -> None:
+        """Run button: check the layer, then check the voxels, the model and run, in a worker."""
+        if self.runner.is_running:
+            return
+        layer = self.layer_picker.current_layer()
+        try:
+            if layer is None:
+                layer = self._explain_missing_image()
+            data, spacing = image_source(layer)  # geometry only: fast
+            params = self.params()
+            core = self._make_job(data, spacing, params)
+            threads = self.job_threads or default_job_threads()
+        except MedaiError as exc:
+            self._report(exc)
+            return
+
+        def job(progress, cancel):
+            # In the worker: the voxel scan is slow on a big CT, and an image problem is
+            # reported before a model problem whichever the order they were found in.
+            check_content(data, spacing, layer.name)
+            self._check_model(params.model)
+            with torch_threads(threads):
+                return core(progress, cancel)
+
+        self.runner.start(job, lambda result: self._add_results(result, layer, params), name=self.title)
+
+    def _add_results(self, result, source_layer, params) -> list:
+        """Add the outputs as NEW layers on the input's grid (Qt thread)."""
+        layer_data = self._result_layers(result, source_layer, params)
+        with self.layer_picker.keep_selection():  # the input stays the input
+            return add_layers(self.viewer, layer_data)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _no_model_message(self) -> str:
+        text = f"No {self.task} model is installed yet."
+        if self.accepts_model_files:
+            text += f" Choose '{LOAD_FILE}' or '{LOAD_BUNDLE}' to use your own."
+        return text
+
+    def _check_model(self, model) -> None:
+        if model is None:
+            raise ModelError(self._no_model_message())
+        if model in (LOAD_FILE, LOAD_BUNDLE):
+            raise ModelError(f"choose a model first ('{model}' opens a file dialog)")
+
+    def _explain_missing_image(self):
+        """No Image layer to pick: the active layer (if any) makes the clearest message."""
+        active = self.viewer.layers.selection.active
+        if active is None:
+            raise InputError("open a CT or MR volume first: the viewer has no image layer")
+        return active  # image_source() says "select an image layer: 'x' is a Labels layer"
+
+    def _report(self, exc: MedaiError) -> None:
+        """A problem found before the job started: reported like the runner's errors."""
+        from napari.utils.notifications import show_error
+
+        self.status_label.setText(str(exc))
+        show_error(f"{self.title}: {exc}")
+        self.runner.last_status, self.runner.last_error = ERROR, exc
+        self.job_finished.emit(ERROR)
+
+    def _on_model_activated(self, index: int) -> None:
+        choice = self.model_box.itemData(index)
+        if choice == LOAD_FILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Model file", "",
+                "TorchScript or model card (*.pt *.pth *.ts *.json);;All files (*)",
+            )
+        elif choice == LOAD_BUNDLE:
+            from napari.utils.notifications import show_warning
+
+            path = QFileDialog.getExistingDirectory(self, "MONAI bundle folder")
+            if path:
+                show_warning(
+                    "A MONAI bundle's configs can run Python code: load bundles only from "
+                    "sources you trust."
+                )
+        else:
+            return
+        if path:
+            self.add_model_path(path)
+        else:
+            self.model_box.setCurrentIndex(0)
+
+
+def _combo(items, tooltip: str) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    box.setToolTip(tooltip)
+    return box

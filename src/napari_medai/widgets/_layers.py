@@ -1,0 +1,172 @@
+"""Layer helpers shared by the widgets (no Qt here; napari layers in, numpy out).
+
+Rules every widget follows:
+
+* Inputs are checked before any model runs; each problem is an InputError that names the layer.
+* Outputs are NEW layers on the input's grid and in its physical space
+  (:func:`geometry_kwargs`), named ``f"{input} {what}"`` (:func:`output_name`).  The plugin
+  never replaces the data of a layer it did not just create, and never deletes a layer:
+  when a name is taken, napari appends a suffix ("lung1 segmentation [1]").
+* The one sanctioned edit of an existing layer is :func:`edit_labels`, which goes through
+  the Labels layer's undo history so the user can take it back with Ctrl+Z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.validate import check_spacing, check_volume
+
+# Metadata the readers put on layers that describes where the voxels are; outputs keep it
+# so the NIfTI writer saves them with the affine of the volume they came from.
+_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality")
+
+
+def _is_image(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image)
+
+
+def _describe(layer) -> str:
+    # __class__, not type(): widgets get layers wrapped in napari's PublicOnlyProxy
+    return f"'{layer.name}' is a {layer.__class__.__name__} layer"
+
+
+def layer_spacing(layer) -> tuple[float, ...]:
+    """Voxel size in world units (mm) along each data axis.
+
+    Taken from the layer's full data-to-world transform (scale, rotate, shear, then the
+    ``affine``), so an oblique volume whose geometry lives in ``affine`` is measured right.
+    """
+    from napari.utils.transforms import Affine
+
+    own = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
+    linear = layer.affine.compose(own).linear_matrix
+    return tuple(float(v) for v in np.linalg.norm(linear, axis=0))
+
+
+def image_source(layer) -> tuple[Any, tuple[float, float, float]]:
+    """(data, spacing) of a 3D grayscale Image layer, after the cheap checks.
+
+    Only metadata is looked at, so this is fast enough for the Qt thread; the voxel-level
+    checks (constant, NaN, ...) are in :func:`check_content`, which widgets run in the worker.
+    ``data`` is the layer's own array (level 0 of a multiscale pyramid), not a copy.
+    """
+    if layer is None:
+        raise InputError("no image selected: open a CT or MR volume first")
+    if not _is_image(layer):
+        raise InputError(f"select an image layer: {_describe(layer)}")
+    if layer.rgb:
+        raise InputError(f"'{layer.name}' is an RGB image; this needs a grayscale CT or MR volume")
+    data = layer.data[0] if layer.multiscale else layer.data  # level 0 = full resolution
+    if data.ndim != 3:
+        raise InputError(
+            f"'{layer.name}' has {data.ndim} dimension(s) {tuple(data.shape)}; "
+            "this needs a 3D volume (z, y, x)"
+        )
+    try:
+        spacing = check_spacing(layer_spacing(layer), ndim=3)
+    except InputError as exc:
+        raise InputError(f"'{layer.name}': {exc}") from None
+    return data, spacing
+
+
+def check_content(data, spacing, name: str) -> np.ndarray:
+    """Voxel-level checks (empty, constant, NaN/inf, dtype) as a numpy array; may be slow."""
+    return check_volume(np.asarray(data), spacing, what=f"image '{name}'")
+
+
+def layer_to_volume(layer) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(data (z, y, x) as a numpy array, spacing in mm) of an Image layer, fully checked."""
+    data, spacing = image_source(layer)
+    return check_content(data, spacing, layer.name), spacing
+
+
+def geometry_kwargs(layer) -> dict[str, Any]:
+    """Layer keyword arguments that put an output on the input's grid in world space."""
+    kwargs = {
+        "scale": tuple(layer.scale),
+        "translate": tuple(layer.translate),
+        "rotate": np.array(layer.rotate),
+        "shear": np.array(layer.shear),
+        "affine": np.array(layer.affine.affine_matrix),
+    }
+    if hasattr(layer, "units"):  # napari >= 0.6
+        kwargs["units"] = tuple(layer.units)
+        kwargs["axis_labels"] = tuple(layer.axis_labels)
+    return kwargs
+
+
+def output_name(layer, what: str) -> str:
+    return f"{layer.name} {what}"
+
+
+def output_metadata(layer, **extra) -> dict[str, Any]:
+    """Metadata for an output: the input's geometry keys plus where it came from."""
+    meta = {k: layer.metadata[k] for k in _GEOMETRY_METADATA if k in layer.metadata}
+    meta["source_layer"] = layer.name
+    meta.update(extra)
+    return meta
+
+
+def output_layer_data(data, layer, what: str, layer_type: str, **kwargs) -> tuple:
+    """A napari layer-data tuple for an output of ``layer`` (same geometry, derived name).
+
+    ``kwargs`` go to the layer constructor (colormap, opacity, ...); ``metadata`` in it is
+    merged with :func:`output_metadata`.
+    """
+    extra_meta = kwargs.pop("metadata", {})
+    data = np.asarray(data)
+    if layer_type in ("image", "labels") and data.shape != _grid_shape(layer):
+        # a bug in a task, not a user error: outputs always live on the input grid
+        raise ValueError(f"output shape {data.shape} is not the input grid {_grid_shape(layer)}")
+    meta = {
+        **geometry_kwargs(layer),
+        "name": output_name(layer, what),
+        "metadata": output_metadata(layer, **extra_meta),
+        **kwargs,
+    }
+    return data, meta, layer_type
+
+
+def _grid_shape(layer) -> tuple[int, ...]:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(data.shape)
+
+
+def add_layers(viewer, layer_data: Iterable[tuple]) -> list:
+    """Add layer-data tuples as NEW layers.  All layers are built before the first is added,
+    so a bad tuple leaves the viewer as it was."""
+    from napari.layers import Layer
+
+    layers = [Layer.create(data, meta, layer_type) for data, meta, layer_type in layer_data]
+    for layer in layers:
+        viewer.layers.append(layer)  # napari suffixes a taken name; nothing is replaced
+    return layers
+
+
+def edit_labels(layer, mask, value: int) -> int:
+    """Set ``layer.data[mask] = value`` as ONE undoable step; returns voxels changed.
+
+    napari 0.9: ``Labels.data_setitem(indices, value)`` writes the old values to the undo
+    history, and ``Labels.block_history()`` groups everything inside it into a single item,
+    so one Ctrl+Z (``layer.undo()``) reverts the whole edit.
+    """
+    from napari.layers import Labels
+
+    if not isinstance(layer, Labels):
+        raise InputError(f"only a Labels layer can be edited: {_describe(layer)}")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(layer.data.shape):
+        raise InputError(f"the edit has shape {mask.shape}, '{layer.name}' has {layer.data.shape}")
+    indices = np.nonzero(mask & (np.asarray(layer.data) != value))
+    if indices[0].size == 0:
+        return 0
+    with layer.block_history():
+        layer.data_setitem(indices, value)
+    return int(indices[0].size)

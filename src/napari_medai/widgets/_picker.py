@@ -1,0 +1,86 @@
+"""A combobox of the viewer's Image layers that stays in step with the layer list."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from qtpy.QtWidgets import QComboBox
+
+from ._layers import _is_image
+
+
+class ImageLayerPicker(QComboBox):
+    """Lists the Image layers of ``viewer``; follows the layer the user selects.
+
+    It follows the viewer's active layer when that is an Image, except inside
+    :meth:`keep_selection` (used while a widget adds its own outputs, which napari makes
+    active: a denoised image must not silently become the next input).
+    """
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._layers: list = []
+        self._follow_active = True
+        self.setToolTip("Image layer to process (3D CT or MR volume)")
+        events = viewer.layers.events
+        events.inserted.connect(self._on_inserted)
+        events.removed.connect(self._on_removed)
+        events.moved.connect(self._rebuild)
+        events.reordered.connect(self._rebuild)
+        viewer.layers.selection.events.active.connect(self._on_active)
+        for layer in viewer.layers:
+            layer.events.name.connect(self._rebuild)
+        self._rebuild()
+        self._on_active()
+
+    def current_layer(self):
+        """The chosen Image layer, or None when the viewer has none."""
+        index = self.currentIndex()
+        return self._layers[index] if 0 <= index < len(self._layers) else None
+
+    def set_layer(self, layer) -> None:
+        index = _index_of(self._layers, layer)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+    @contextmanager
+    def keep_selection(self):
+        previous, self._follow_active = self._follow_active, False
+        try:
+            yield
+        finally:
+            self._follow_active = previous
+
+    # ---- viewer events -----------------------------------------------------------------
+    def _on_inserted(self, event):
+        event.value.events.name.connect(self._rebuild)
+        self._rebuild()
+
+    def _on_removed(self, event):
+        event.value.events.name.disconnect(self._rebuild)
+        self._rebuild()
+
+    def _on_active(self, event=None):
+        active = self._viewer.layers.selection.active
+        if self._follow_active and _is_image(active):
+            self.set_layer(active)
+
+    def _rebuild(self, event=None):
+        chosen = self.current_layer()
+        self._layers = [layer for layer in self._viewer.layers if _is_image(layer)]
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self.addItems([layer.name for layer in self._layers])
+            index = _index_of(self._layers, chosen)
+            if index >= 0:
+                self.setCurrentIndex(index)
+        finally:
+            self.blockSignals(False)
+        self.currentIndexChanged.emit(self.currentIndex())
+
+
+def _index_of(layers: list, layer) -> int:
+    """Position of ``layer`` by identity (two layers with equal data are still two layers)."""
+    return next((i for i, item in enumerate(layers) if item is layer), -1)

@@ -1,0 +1,157 @@
+"""JobRunner: progress, cancel, error reporting and result hand-over, without a viewer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
+from widget_helpers import fake_core
+
+from napari_medai.errors import InputError
+from napari_medai.widgets._job import CANCELLED, DONE, ERROR, JobRunner, Progress
+
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture
+def runner(qtbot):
+    run, cancel, bar, status = QPushButton("Run"), QPushButton("Cancel"), QProgressBar(), QLabel()
+    for widget in (run, cancel, bar, status):
+        qtbot.addWidget(widget)
+    return JobRunner(run, cancel, bar, status)
+
+
+def start_and_wait(qtbot, runner, job, results):
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS) as blocker:
+        runner.start(job, results.append, name="Test job")
+    return blocker.args[0]
+
+
+def test_progress_reaches_100_percent_and_result_is_handed_over(qtbot, runner):
+    reports, results = [], []
+    runner.progressed.connect(reports.append)
+    assert start_and_wait(qtbot, runner, fake_core("the result", steps=7), results) == DONE
+    assert results == ["the result"]
+    assert reports[-1] == Progress(7, 7, "window 7")  # the last report is never throttled away
+    assert runner._bar.value() == runner._bar.maximum()
+    assert runner._status.text() == "Test job: done"
+    assert runner._run_button.isEnabled() and not runner._cancel_button.isEnabled()
+    assert not runner.is_running
+
+
+def test_run_is_disabled_while_running_and_cancel_stops_early(qtbot, runner, notifications):
+    steps_run, results = [], []
+
+    def slow(progress, cancel):
+        for done in range(1, 201):
+            time.sleep(0.01)
+            steps_run.append(done)
+            progress(done, 200)
+        return "finished"
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS) as blocker:
+        runner.start(slow, results.append, name="Slow job")
+        assert not runner._run_button.isEnabled() and runner._cancel_button.isEnabled()
+        with pytest.raises(RuntimeError):  # one job at a time
+            runner.start(slow, results.append)
+        qtbot.waitUntil(lambda: len(steps_run) >= 3, timeout=TIMEOUT_MS)
+        runner._cancel_button.click()
+    assert blocker.args == [CANCELLED]
+    assert results == []  # nothing handed over: nothing added
+    # It stopped within one window of the click, far from the end.
+    assert len(steps_run) < 50
+    assert runner._run_button.isEnabled() and not runner._cancel_button.isEnabled()
+    assert runner._bar.value() == 0
+    assert ("info", "Slow job cancelled; no layer was added or changed.") in notifications()
+
+
+def test_a_job_that_ignores_cancel_still_hands_nothing_over(qtbot, runner):
+    release, results = threading.Event(), []
+
+    def deaf(progress, cancel):  # never reports progress nor checks the token
+        release.wait(5)
+        return "late result"
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS) as blocker:
+        runner.start(deaf, results.append)
+        runner.cancel()
+        release.set()
+    assert blocker.args == [CANCELLED] and results == []
+
+
+def test_input_error_is_a_notification_and_nothing_is_handed_over(qtbot, runner, notifications):
+    def bad(progress, cancel):
+        progress(1, 4)
+        raise InputError("the image is constant")
+
+    results = []
+    assert start_and_wait(qtbot, runner, bad, results) == ERROR
+    assert results == []
+    assert ("error", "Test job: the image is constant") in notifications()
+    assert isinstance(runner.last_error, InputError)
+    assert "the image is constant" in runner._status.text()
+    assert runner._run_button.isEnabled()
+
+
+def test_a_bug_is_reported_with_its_exception(qtbot, runner, notifications):
+    def buggy(progress, cancel):
+        return 1 / 0
+
+    assert start_and_wait(qtbot, runner, buggy, []) == ERROR
+    assert isinstance(runner.last_error, ZeroDivisionError)
+    assert any(sev == "error" and "division by zero" in msg for sev, msg in notifications())
+
+
+def test_generator_jobs_yield_progress_and_return_the_result(qtbot, runner):
+    def generator_job(progress, cancel):
+        for done in range(1, 4):
+            yield Progress(done, 3)
+        return "from a generator"
+
+    reports, results = [], []
+    runner.progressed.connect(reports.append)
+    assert start_and_wait(qtbot, runner, generator_job, results) == DONE
+    assert results == ["from a generator"] and reports[-1] == Progress(3, 3)
+
+
+def test_a_result_that_cannot_be_shown_is_an_error(qtbot, runner, notifications):
+    def refuse(result):
+        raise InputError(f"cannot show {result}")
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS) as blocker:
+        runner.start(fake_core("x", steps=1), refuse, name="Test job")
+    assert blocker.args == [ERROR]
+    assert ("error", "Test job: cannot show x") in notifications()
+
+
+def test_progress_is_throttled_on_the_way_to_the_qt_thread(qtbot, runner):
+    reports = []
+    runner.progressed.connect(reports.append)
+    assert start_and_wait(qtbot, runner, fake_core(None, steps=2000), []) == DONE
+    # 2000 instant windows: only the first, the last and a few timed ones reach the UI.
+    assert 2 <= len(reports) < 50 and reports[-1].done == 2000
+
+
+def test_deleting_the_runner_cancels_its_job(qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    owner = QWidget()
+    runner = JobRunner(QPushButton(owner), QPushButton(owner), QProgressBar(owner), QLabel(owner), parent=owner)
+    steps_run, stopped = [], threading.Event()
+
+    def slow(progress, cancel):
+        try:
+            for done in range(1, 501):
+                time.sleep(0.01)
+                steps_run.append(done)
+                progress(done, 500)
+        finally:
+            stopped.set()
+
+    runner.start(slow, lambda result: None)
+    qtbot.waitUntil(lambda: len(steps_run) >= 2, timeout=TIMEOUT_MS)
+    owner.deleteLater()  # as when napari removes a dock widget
+    qtbot.waitUntil(stopped.is_set, timeout=TIMEOUT_MS)
+    assert len(steps_run) < 100

@@ -1,0 +1,221 @@
+"""The three dock widgets in a real viewer: opening, samples, bad input, results, cancel."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+import numpy as np
+import pytest
+from widget_helpers import assert_unchanged, fake_core, layer_snapshot
+
+from napari_medai.widgets._base import TaskWidget
+
+pytestmark = pytest.mark.gui
+
+WIDGETS = {"Lesion detection": "detection", "Segmentation": "segmentation", "Denoising": "denoising"}
+TIMEOUT_MS = 15_000
+
+
+def open_widget(viewer, display_name):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", display_name)
+    return widget
+
+
+def run_and_wait(qtbot, widget):
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+    return blocker.args[0]
+
+
+@pytest.mark.parametrize("display_name", WIDGETS)
+def test_each_widget_opens_and_says_its_model_is_not_installed(
+    qtbot, viewer, ct_layer, notifications, display_name
+):
+    widget = open_widget(viewer, display_name)
+    task = WIDGETS[display_name]
+    assert widget.task == task
+    assert widget.layer_picker.current_layer() is ct_layer
+    if widget.model_box.currentData() is None:  # the foundation state: no weights shipped yet
+        assert widget.status_label.text().startswith(f"No {task} model is installed yet")
+        snapshot = layer_snapshot(viewer)
+        assert run_and_wait(qtbot, widget) == "error"
+        assert any(f"No {task} model is installed yet" in msg for _, msg in notifications())
+        assert_unchanged(viewer, snapshot)
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert [widget.device_box.itemText(i) for i in range(widget.device_box.count())] == ["auto", "cpu", "cuda"]
+
+
+@pytest.mark.parametrize(
+    "key, sample_file",
+    [("lung1", "lung1_ct.nii.gz"), ("colin27", "colin27_t1.nii.gz"), ("synthetic_chest_ct", None)],
+)
+def test_each_sample_opens_as_a_3d_volume(viewer, key, sample_file):
+    from importlib.resources import files
+
+    if sample_file and not (files("napari_medai") / "sample_data" / sample_file).is_file():
+        pytest.skip(f"sample_data/{sample_file} is not in this checkout yet")
+    with suppress(ImportError):
+        import napari_medai.phantoms as phantoms
+
+        if key == "synthetic_chest_ct" and not hasattr(phantoms, "make_chest_ct"):
+            pytest.skip("the chest-CT phantom (napari_medai.phantoms.make_chest_ct) is not written yet")
+    viewer.open_sample("napari-medai", key)
+    images = [layer for layer in viewer.layers if layer._type_string == "image"]
+    assert images, f"sample {key} added no image layer"
+    assert images[0].data.ndim == 3 and min(images[0].data.shape) > 8
+
+
+def _bad_inputs(small_ct):
+    """(layer kind, data, kwargs, expected message); each is the viewer's only layer."""
+    return [
+        ("labels", (small_ct > 0).astype(np.uint8), {"name": "mask"},
+         "select an image layer: 'mask' is a Labels layer"),
+        ("points", np.array([[1.0, 2.0, 3.0]]), {"name": "marks"},
+         "select an image layer: 'marks' is a Points layer"),
+        ("image", small_ct[5], {"name": "slice"}, "'slice' has 2 dimension(s)"),
+        ("image", np.full_like(small_ct, -1000.0), {"name": "air"}, "the image 'air' is constant"),
+        ("image", np.where(small_ct > 0, np.nan, small_ct), {"name": "holes"}, "NaN or infinite value"),
+        ("image", small_ct, {"name": "flat-z", "scale": (0, 1, 1)}, "voxel spacing must be positive"),
+    ]
+
+
+def _add(viewer, kind, data, kwargs):
+    kwargs = dict(kwargs)
+    scale = kwargs.pop("scale", None)
+    layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    if scale is not None:  # napari refuses scale 0 at creation and while drawing, but keeps it
+        with suppress(np.linalg.LinAlgError):
+            layer.scale = scale
+    return layer
+
+
+def test_bad_input_gives_a_clear_message_and_changes_no_layer(qtbot, viewer, small_ct, notifications):
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("a-model-that-is-never-loaded.pt")  # so only the input can fail
+    for kind, data, kwargs, message in _bad_inputs(small_ct):
+        viewer.layers.clear()
+        layer = _add(viewer, kind, data, kwargs)
+        viewer.layers.selection.active = layer
+        snapshot = layer_snapshot(viewer)
+        assert run_and_wait(qtbot, widget) == "error", kwargs["name"]
+        last_severity, last_message = notifications()[-1]
+        assert last_severity == "error" and message in last_message, (kwargs["name"], last_message)
+        assert message in widget.status_label.text()
+        assert_unchanged(viewer, snapshot)
+        assert widget.run_button.isEnabled()
+
+
+def _fake_inference(probabilities, steps=4, delay_s=0.0):
+    """Replace the engine call of every task widget by a fake core job."""
+
+    def make_job(self, volume, spacing, params):
+        return fake_core(probabilities, steps=steps, delay_s=delay_s)
+
+    return make_job
+
+
+def _two_class_probabilities(shape):
+    probs = np.zeros((2, *shape), np.float32)
+    probs[0] = 1.0
+    probs[:, 3:7, 5:12, 6:14] = [[[[0.1]]], [[[0.9]]]]  # a 4 x 7 x 8 voxel "lesion"
+    probs[:, 9, 20, 20] = [0.2, 0.8]  # one voxel: a speck the minimum size removes
+    return probs
+
+
+def test_segmentation_adds_new_layers_in_the_inputs_space(qtbot, viewer, ct_layer, monkeypatch):
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(probs))
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    widget.probability_check.setChecked(True)
+    widget.min_size_box.setValue(10.0)  # mm³: the 1.6 mm³ speck goes, the lesion stays
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+    labels, probability = viewer.layers["ct segmentation"], viewer.layers["ct lesion probability"]
+    assert labels._type_string == "labels" and probability._type_string == "image"
+    assert int((labels.data == 1).sum()) == 4 * 7 * 8
+    for output in (labels, probability):
+        np.testing.assert_allclose(output.scale, ct_layer.scale)
+        np.testing.assert_allclose(output.translate, ct_layer.translate)
+        np.testing.assert_allclose(output.affine.affine_matrix, ct_layer.affine.affine_matrix)
+    assert widget.layer_picker.current_layer() is ct_layer  # outputs don't become the input
+
+    first = labels.data.copy()
+    assert run_and_wait(qtbot, widget) == "done"  # a second run adds, never replaces
+    assert len([layer for layer in viewer.layers if layer.name.startswith("ct segmentation")]) == 2
+    np.testing.assert_array_equal(viewer.layers["ct segmentation"].data, first)
+
+
+def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypatch):
+    import torch
+
+    from napari_medai.widgets._threads import default_job_threads
+
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    threads_seen = []
+
+    def make_job(self, volume, spacing, params):
+        def job(progress, cancel):
+            threads_seen.append(torch.get_num_threads())
+            return probs
+
+        return job
+
+    monkeypatch.setattr(TaskWidget, "_make_job", make_job)
+    main_threads = torch.get_num_threads()
+    widget = open_widget(viewer, "Lesion detection")
+    widget.add_model_path("fake.pt")
+    widget.max_findings_box.setValue(1)
+    assert run_and_wait(qtbot, widget) == "done"
+    findings = viewer.layers["ct findings"]
+    assert len(findings.data) == 1
+    np.testing.assert_allclose(findings.data[0], [4.5, 8.0, 9.5])  # centre of the block, in voxels
+    assert findings.features["score"][0] == pytest.approx(0.9)
+    np.testing.assert_allclose(findings.scale, ct_layer.scale)
+    # The model ran with one core left for the viewer; the viewer's thread kept its own count.
+    assert threads_seen == [default_job_threads()]
+    assert torch.get_num_threads() == main_threads
+
+
+def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, ct_layer, monkeypatch):
+    clean = np.full((1, *ct_layer.data.shape), 5.0, np.float32)
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(clean))
+    widget = open_widget(viewer, "Denoising")
+    widget.add_model_path("fake.pt")
+    widget.strength_box.setValue(0.5)
+    widget.difference_check.setChecked(True)
+    assert run_and_wait(qtbot, widget) == "done"
+    denoised, difference = viewer.layers["ct denoised"], viewer.layers["ct difference"]
+    np.testing.assert_allclose(denoised.data, 0.5 * ct_layer.data + 2.5, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(difference.data, ct_layer.data - denoised.data, atol=1e-3)
+
+
+def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, monkeypatch):
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(probs, steps=500, delay_s=0.01))
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    snapshot = layer_snapshot(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+        assert not widget.run_button.isEnabled()
+        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        widget.cancel_button.click()
+    assert blocker.args == ["cancelled"]
+    assert widget.progress_bar.value() == 0  # the bar does not pretend it finished
+    assert_unchanged(viewer, snapshot)
+    assert widget.run_button.isEnabled() and "cancelled" in widget.status_label.text()
+
+
+def test_the_picker_follows_the_users_image_choice(viewer, small_ct):
+    first = viewer.add_image(small_ct, name="first")
+    widget = open_widget(viewer, "Denoising")
+    second = viewer.add_image(small_ct + 1, name="second")
+    viewer.add_labels((small_ct > 0).astype(np.uint8), name="mask")
+    assert [widget.layer_picker.itemText(i) for i in range(widget.layer_picker.count())] == ["first", "second"]
+    viewer.layers.selection.active = first
+    assert widget.layer_picker.current_layer() is first
+    first.name = "renamed"
+    assert widget.layer_picker.currentText() == "renamed"
+    viewer.layers.remove(first)
+    assert widget.layer_picker.current_layer() is second
