@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib
 
-TASKS = {"segmentation": "train_segmentation", "denoising": "train_denoising"}
+TASKS = {
+    "segmentation": "train_segmentation",
+    "detection": "train_detection",
+    "denoising": "train_denoising",
+}
 
 
 def add_parser(sub) -> None:

@@ -1,0 +1,22 @@
+"""``medai train detection``: fit the segmentation-based nodule detector on validation phantoms."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detection", help="fit the nodule detector's post-processing on validation phantoms")
+    p.add_argument("--from", dest="seg_model", default="chest-ct-lung-nodule",
+                   help="built-in segmentation model whose nodule probability the detector uses")
+    p.add_argument("--seeds", type=int, nargs=2, default=(2000, 2006), metavar=("FIRST", "STOP"),
+                   help="phantom seeds to fit on (default 2000-2005: used neither in training nor in the benchmark)")
+    p.add_argument("--name", default="lung-nodule-detection")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..training.detection import fit_detector
+
+    card, scores = fit_detector(args.seg_model, list(range(*args.seeds)), out_name=args.name)
+    print(f"{card.name}: candidate threshold {card.extra['candidate_threshold']}, "
+          f"validation mean FROC {card.scores['validation_froc_mean']:.3f}")
+    return 0

@@ -1,0 +1,97 @@
+"""The built-in nodule detector: segmentation-based detection on top of the segmentation model.
+
+Detection reuses the segmentation network's nodule probability (one network, one pass; see
+docs/detection.md for why).  "Training" the detector is choosing its post-processing on
+validation phantoms (never the benchmark's held-out seeds, never lung1): the candidate
+threshold that maximises the mean FROC sensitivity.  The result is a model card that points
+at the segmentation weights file, with that file's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_EXTRA = {
+    "method": "segmentation",
+    "probability_channel": 2,
+    "within_classes": [1],
+    "margin_mm": 5.0,
+    "mask_threshold": 0.5,
+    "min_volume_mm3": 0.0,
+}
+CANDIDATE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def phantom_case_findings_inputs(seed: int):
+    """(hu, spacing, nodules) of validation phantom ``seed`` with its training acquisition."""
+    from ..phantoms import make_chest_ct
+    from .phantom_dataset import acquisition_for
+
+    shape, spacing = acquisition_for(seed)
+    ph = make_chest_ct(seed, shape=shape, spacing=spacing)
+    return ph.hu, spacing, ph.nodules
+
+
+def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> dict:
+    """FROC of findings extracted from precomputed (probability, field) maps."""
+    from ..metrics import froc, target_mask
+    from ..postprocess import findings_from_probability
+
+    rows = []
+    for (prob, spacing), (shape, nodules) in zip(prob_maps, cases):
+        found = findings_from_probability(prob, spacing, candidate_threshold=candidate_threshold,
+                                          mask_threshold=float(extra["mask_threshold"]))
+        mask = target_mask(shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
+        rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
+    return froc(rows)
+
+
+def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True):
+    """Choose the candidate threshold on validation phantoms and write the detector's card."""
+    from scipy import ndimage
+
+    from ..inference import run_model
+    from ..models import get_card, load_model
+    from ..models.card import ModelCard, save_card
+    from ..models.registry import WEIGHTS_DIR, sha256_of
+
+    t0 = time.time()
+    seg = load_model(seg_model)
+    extra = dict(DEFAULT_EXTRA)
+    prob_maps, cases = [], []
+    for seed in seeds:
+        hu, spacing, nodules = phantom_case_findings_inputs(seed)
+        probs = run_model(seg, hu, spacing)
+        field = ndimage.binary_dilation(probs[[1, 2]].sum(0) >= 0.5, iterations=max(1, round(extra["margin_mm"] / min(spacing))))
+        prob_maps.append((np.where(field, probs[2], 0.0).astype(np.float32), spacing))
+        cases.append((hu.shape, nodules))
+        log(f"validation phantom {seed}: {len(nodules)} nodule(s)")
+    scores = {t: nodule_froc(prob_maps, cases, t, extra) for t in CANDIDATE_THRESHOLDS}
+    for t, r in scores.items():
+        log(f"candidate threshold {t}: mean FROC {r['mean']:.3f} {r['sensitivity']}")
+    best = max(CANDIDATE_THRESHOLDS, key=lambda t: (scores[t]["mean"], -t))
+    extra["candidate_threshold"] = best
+    seg_card = get_card(seg_model)
+    card = ModelCard(
+        name=out_name, task="detection", modality=seg_card.modality,
+        description=("Lung-nodule detector: connected components of the nodule probability of "
+                     f"'{seg_model}' inside the lung field, scored by peak probability"),
+        spacing=seg_card.spacing, roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1,
+        out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
+        network=seg_card.network, output=seg_card.output, weights=seg_card.weights,
+        sha256=sha256_of(WEIGHTS_DIR / seg_card.weights),
+        train_command=f"medai train detection --from {seg_model} --seeds {seeds[0]} {seeds[-1] + 1}",
+        training={"method": "post-processing fitted on validation phantoms", "seeds": list(seeds),
+                  "candidate_thresholds_tried": list(CANDIDATE_THRESHOLDS), "time_s": round(time.time() - t0)},
+        scores={"validation_froc_mean": scores[best]["mean"],
+                "validation_froc": {str(k): v for k, v in scores[best]["sensitivity"].items()}},
+        extra=extra,
+    )
+    if install:
+        path = save_card(card, WEIGHTS_DIR / f"{out_name}.json")
+        log(f"wrote {path}")
+    return card, scores
