@@ -154,7 +154,7 @@ def test_synthetic_sample_wraps_the_phantom(monkeypatch):
         nodules=[{"center_voxel": (2, 2, 2), "diameter_mm": 5.0, "type": "solid"}],
     )
     monkeypatch.setattr(phantoms, "make_chest_ct", lambda seed, **kw: fake, raising=False)
-    (ct, ct_meta, ct_kind), (lab, lab_meta, lab_kind) = samples.synthetic_chest_ct()
+    (ct, ct_meta, ct_kind), (lab, lab_meta, lab_kind), *_points = samples.synthetic_chest_ct()
     assert (ct_kind, lab_kind) == ("image", "labels")
     assert ct_meta["scale"] == pytest.approx((2.0, 0.7, 0.7)) == lab_meta["scale"]
     assert ct_meta["metadata"]["modality"] == "CT"

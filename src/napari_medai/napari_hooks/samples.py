@@ -26,14 +26,39 @@ def colin27_mr() -> list[tuple]:
 
 
 def synthetic_chest_ct() -> list[tuple]:
-    """A procedural chest CT with known lungs and nodules (seed fixed for reproducibility)."""
+    """A procedural chest CT with its ground truth: the HU image, the label map (table in
+    docs/phantom.md) and the nodule centres as a Points layer, all on the phantom's grid."""
+    import numpy as np
+
     from ..phantoms import make_chest_ct  # generated on demand, not at napari start-up
 
-    phantom = make_chest_ct(seed=PHANTOM_SEED)
-    ct = Volume.from_spacing(phantom.hu, phantom.spacing, modality="CT")
-    labels = Volume.from_spacing(phantom.labels, phantom.spacing, is_labels=True)
+    phantom = make_chest_ct(seed=PHANTOM_SEED, n_nodules=3)  # a sample should show nodules
+    affine = getattr(phantom, "affine", None)
+    if affine is None:
+        ct = Volume.from_spacing(phantom.hu, phantom.spacing, modality="CT")
+    else:
+        ct = Volume(phantom.hu, affine, modality="CT")
+    labels = Volume(phantom.labels, ct.affine, modality="CT", is_labels=True)
     labels.metadata["nodules"] = list(phantom.nodules)
-    return [
+    layers = [
         volume_layer_data(ct, name="phantom CT"),
         volume_layer_data(labels, name="phantom labels"),
     ]
+    nodules = list(phantom.nodules)
+    centres = np.array([n["center_voxel"] for n in nodules], float).reshape(-1, 3)
+    in_plane = float(np.mean(ct.spacing[1:]))
+    points_meta = {
+        "name": "phantom nodules",
+        **ct.napari_geometry(),
+        "metadata": {**ct.layer_metadata(), "nodules": nodules},
+        "features": {
+            "diameter_mm": [float(n.get("diameter_mm", 0.0)) for n in nodules],
+            "type": [str(n.get("type", "")) for n in nodules],
+        },
+        # Points sizes are in data units: one nodule diameter in in-plane pixels.
+        "size": [max(float(n.get("diameter_mm", 5.0)) / in_plane, 3.0) for n in nodules] or 10,
+        "face_color": "transparent",
+        "border_color": "red",
+    }
+    layers.append((centres, points_meta, "points"))
+    return layers

@@ -1,0 +1,48 @@
+import json
+
+import nibabel as nib
+import numpy as np
+
+from napari_medai.cli.main import main
+from napari_medai.io import read_volume
+
+
+def test_phantom_command_writes_image_labels_lowdose_and_nodules(tmp_path, capsys):
+    rc = main(["phantom", "--seed", "5", "--count", "2", "--out", str(tmp_path), "--shape", "8", "64", "64",
+               "--spacing", "2.5", "1.8", "1.8", "--low-dose", "5e3", "--nodules", "1"])
+    assert rc == 0
+    for seed in (5, 6):
+        name = f"case{seed:04d}"
+        image = read_volume(tmp_path / f"{name}_image.nii.gz")
+        labels = nib.load(tmp_path / f"{name}_label.nii.gz")
+        low = read_volume(tmp_path / f"{name}_lowdose.nii.gz")
+        nodules = json.loads((tmp_path / f"{name}_nodules.json").read_text())
+        assert image.data.shape == (8, 64, 64) and low.data.shape == (8, 64, 64)
+        assert np.allclose(image.spacing, (2.5, 1.8, 1.8))
+        assert labels.get_fdata().max() >= 1
+        assert isinstance(nodules, list)
+        assert not np.array_equal(image.data, low.data)
+    assert "case0006" in capsys.readouterr().out
+
+
+def test_phantom_command_rejects_bad_count(tmp_path, capsys):
+    assert main(["phantom", "--seed", "1", "--count", "0", "--out", str(tmp_path)]) == 2
+    assert "count" in capsys.readouterr().err
+
+
+def test_napari_sample_gives_image_labels_and_nodule_points(monkeypatch):
+    import napari_medai.phantoms as phantoms
+    from napari_medai.napari_hooks import samples
+
+    real = phantoms.make_chest_ct
+    small = real(4, shape=(16, 64, 64), spacing=(2.5, 1.8, 1.8), n_nodules=2)
+    monkeypatch.setattr(phantoms, "make_chest_ct", lambda seed, **kw: small)
+    (ct, ct_meta, ct_kind), (lab, lab_meta, lab_kind), (pts, pts_meta, pts_kind) = samples.synthetic_chest_ct()
+    assert (ct_kind, lab_kind, pts_kind) == ("image", "labels", "points")
+    assert ct_meta["scale"] == lab_meta["scale"] == pts_meta["scale"]
+    assert ct_meta["translate"] == pts_meta["translate"]
+    assert np.allclose(ct_meta["scale"], small.spacing)
+    np.testing.assert_array_equal(lab, small.labels)
+    assert pts.shape == (len(small.nodules), 3)
+    for centre in np.rint(pts).astype(int):
+        assert small.labels[tuple(centre)] == 2
