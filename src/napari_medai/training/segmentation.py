@@ -128,7 +128,7 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     return cases
 
 
-def _validate(net, cases, cfg, device) -> dict:
+def _validate(net, cases, cfg, device, bf16: bool = False) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
     from monai.metrics import DiceMetric
@@ -139,7 +139,8 @@ def _validate(net, cases, cfg, device) -> dict:
     with torch.inference_mode():
         for c in cases:
             x = torch.from_numpy(c.image)[None, None].to(device)
-            logits = sliding_window_inference(x, cfg.roi, 4, net, overlap=0.25, mode="gaussian")
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = sliding_window_inference(x, cfg.roi, 4, net, overlap=0.25, mode="gaussian").float()
             pred = torch.nn.functional.one_hot(logits.argmax(1), n).permute(0, 4, 1, 2, 3)
             ref = torch.nn.functional.one_hot(torch.from_numpy(c.target.astype(np.int64))[None], n)
             metric(pred, ref.permute(0, 4, 1, 2, 3))
@@ -209,7 +210,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                     progress(epoch * cfg.iters_per_epoch + it, total_iters)
                 if it >= cfg.iters_per_epoch:
                     break
-        dice = _validate(net, val, cfg, device) if val else {}
+        dice = _validate(net, val, cfg, device, use_bf16) if val else {}
         score = float(np.mean(list(dice.values()))) if dice else -float(np.mean(losses))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice, "time_s": time.time() - t0})
         if score > best:
@@ -251,6 +252,9 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         f"MONAI 3D UNet segmenting {', '.join(cfg.class_names[1:])}; trained by napari-medai's own command"
     )
     card.train_command = command
+    if cfg.label_map == "chest":  # post-processing rules the API applies (see api.segment)
+        card.extra = {"organs": {"1": 2}, "lesions": [2], "min_lesion_mm3": 10.0,
+                      "label_table": "0 background, 1 lung field (with its vessels and airways), 2 nodule"}
     card.training = {
         "data": cfg.data, "epochs": cfg.epochs, "iters_per_epoch": cfg.iters_per_epoch,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
