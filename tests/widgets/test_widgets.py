@@ -6,7 +6,7 @@ from contextlib import suppress
 
 import numpy as np
 import pytest
-from widget_helpers import assert_unchanged, fake_core, layer_snapshot
+from widget_helpers import assert_unchanged, fake_core, fake_engine, layer_snapshot
 
 from napari_medai.widgets._base import TaskWidget
 
@@ -124,7 +124,7 @@ def _two_class_probabilities(shape):
 
 def test_segmentation_adds_new_layers_in_the_inputs_space(qtbot, viewer, ct_layer, monkeypatch):
     probs = _two_class_probabilities(ct_layer.data.shape)
-    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(probs))
+    fake_engine(monkeypatch, probs, extra={"lesions": [1]})  # the minimum size applies to class 1
     widget = open_widget(viewer, "Segmentation")
     widget.add_model_path("fake.pt")
     widget.probability_check.setChecked(True)
@@ -153,15 +153,7 @@ def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypa
 
     probs = _two_class_probabilities(ct_layer.data.shape)
     threads_seen = []
-
-    def make_job(self, volume, spacing, params):
-        def job(progress, cancel):
-            threads_seen.append(torch.get_num_threads())
-            return probs
-
-        return job
-
-    monkeypatch.setattr(TaskWidget, "_make_job", make_job)
+    fake_engine(monkeypatch, probs, threads_seen=threads_seen)
     main_threads = torch.get_num_threads()
     widget = open_widget(viewer, "Lesion detection")
     widget.add_model_path("fake.pt")
@@ -192,7 +184,7 @@ def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, 
 
 def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, monkeypatch):
     probs = _two_class_probabilities(ct_layer.data.shape)
-    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(probs, steps=500, delay_s=0.01))
+    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01)
     widget = open_widget(viewer, "Segmentation")
     widget.add_model_path("fake.pt")
     snapshot = layer_snapshot(viewer)

@@ -29,3 +29,38 @@ def assert_unchanged(viewer, snapshot):
     for layer, (_, data_id, data) in zip(viewer.layers, snapshot):
         assert id(layer.data) == data_id
         np.testing.assert_array_equal(layer.data, data)
+
+
+def fake_engine(monkeypatch, probabilities, *, steps: int = 4, delay_s: float = 0.0, extra=None,
+                threads_seen=None):
+    """Make ``napari_medai.api`` run without a model: any model spec loads as a card with one
+    class per channel of ``probabilities`` (``extra`` as its post-processing rules), and
+    inference reports ``steps`` windows, then returns ``probabilities``.  The segmentation
+    and detection widgets call the API, so everything after inference runs for real."""
+    import torch
+
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    channels = probabilities.shape[0]
+    card = ModelCard(name="fake", out_channels=channels, extra=dict(extra or {}),
+                     classes=[{"index": i, "name": f"class {i}"} for i in range(channels)])
+
+    def load_model(spec, device=None):
+        return LoadedModel(card, torch.nn.Identity())
+
+    def run_model(model, volume, spacing=None, settings=None, progress=None, cancel=None):
+        if threads_seen is not None:
+            threads_seen.append(torch.get_num_threads())
+        for done in range(1, steps + 1):
+            time.sleep(delay_s)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if progress is not None:
+                progress(done, steps)
+        return probabilities
+
+    # api.py imports both lazily (``from .models import load_model``), so patching the
+    # defining modules reaches it.
+    monkeypatch.setattr("napari_medai.models.loading.load_model", load_model)
+    monkeypatch.setattr("napari_medai.inference.engine.run_model", run_model)

@@ -178,7 +178,20 @@ class TaskWidget(QWidget):
             self.model_box.addItem(LOAD_BUNDLE, LOAD_BUNDLE)
 
     def add_model_path(self, path: str) -> None:
-        """Offer a TorchScript file or MONAI bundle folder in the model list and select it."""
+        """Offer a TorchScript file or MONAI bundle folder in the model list and select it.
+
+        A bundle folder gets the trust warning as a napari notification: its configs are
+        Python expressions that run when the model is loaded.
+        """
+        from pathlib import Path
+
+        if Path(path).is_dir():
+            from napari.utils.notifications import show_warning
+
+            show_warning(
+                f"{self.title}: a MONAI bundle's configs can run Python code: load bundles only "
+                f"from sources you trust ({Path(path).name})."
+            )
         self.model_box.insertItem(0, str(path), str(path))
         self.model_box.setCurrentIndex(0)
         self.status_label.setText(f"Model: {path}")
@@ -251,15 +264,8 @@ class TaskWidget(QWidget):
                 self, "Model file", "",
                 "TorchScript or model card (*.pt *.pth *.ts *.json);;All files (*)",
             )
-        elif choice == LOAD_BUNDLE:
-            from napari.utils.notifications import show_warning
-
+        elif choice == LOAD_BUNDLE:  # add_model_path warns that bundles run code
             path = QFileDialog.getExistingDirectory(self, "MONAI bundle folder")
-            if path:
-                show_warning(
-                    "A MONAI bundle's configs can run Python code: load bundles only from "
-                    "sources you trust."
-                )
         else:
             return
         if path:

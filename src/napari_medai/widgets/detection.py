@@ -1,20 +1,67 @@
-"""Lesion detection dock widget: findings (points with a score) from a lesion probability map."""
+"""Lesion detection dock widget: a thin Qt front end to :func:`napari_medai.api.detect`.
+
+The job (worker thread) calls ``api.detect`` (segmentation-based models and RetinaNet-style
+box detectors alike) and builds the per-finding mask.  On the Qt thread the findings become
+
+* ``"<image> findings"``: a Points layer of the finding centres (voxel coordinates with the
+  image's geometry), sized by the long-axis diameter, coloured by score, with every finding
+  field as a feature (hover shows score, size, volume, Lung-RADS);
+* ``"<image> finding masks"``: a Labels layer where finding ``k`` (rank ``k``) is label ``k``;
+* the findings table in the dock: clicking a row centres the view on that finding and moves
+  to its slice; "Export CSV…" writes the table with every field.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QSpinBox
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QSpinBox
 
+from ..errors import InputError
+from ..postprocess.findings import LUNG_RADS_NOTE
 from ._base import TaskParams, TaskWidget
-from ._layers import output_layer_data
+from ._layers import layer_spacing, output_layer_data
+from ._tables import FindingsTable, axial_slice
+
+SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
+MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible
 
 
 @dataclass
 class DetectionParams(TaskParams):
-    score_threshold: float = 0.5  # lesion probability a finding must reach
-    max_findings: int = 10  # the most probable findings kept
+    score_threshold: float = 0.5  # confidence a finding must reach
+    max_findings: int = 10  # the highest-scoring findings kept
+
+
+def world_affine(layer) -> np.ndarray:
+    """4x4 voxel -> world matrix of a 3D layer, from its public ``data_to_world``."""
+    origin = np.asarray(layer.data_to_world([0.0, 0.0, 0.0]), dtype=float)
+    affine = np.eye(4)
+    affine[:3, 3] = origin
+    for axis in range(3):
+        unit = np.zeros(3)
+        unit[axis] = 1.0
+        affine[:3, axis] = np.asarray(layer.data_to_world(unit), dtype=float) - origin
+    return affine
+
+
+def finding_features(findings: list) -> dict[str, list]:
+    """Every field of each finding, as Points-layer features (one row per point)."""
+    return {
+        "rank": [f.label for f in findings],
+        "score": [f.score for f in findings],
+        "diameter_mm": [f.diameter_mm for f in findings],
+        "short_axis_mm": [f.short_axis_mm for f in findings],
+        "mean_diameter_mm": [f.mean_diameter_mm for f in findings],
+        "volume_ml": [f.volume_ml for f in findings],
+        "lung_rads": [f.lung_rads for f in findings],
+        "slice": [axial_slice(f.center_voxel) for f in findings],
+        # pandas columns hold scalars: one column per world axis, the box as "z0:z1, y0:y1, x0:x1"
+        **{f"center_{axis}_mm": [f.center_mm[i] for f in findings] for i, axis in enumerate("zyx")},
+        "bbox_voxel": [", ".join(f"{a}:{b}" for a, b in zip(*f.bbox_voxel)) for f in findings],
+    }
 
 
 class DetectionWidget(TaskWidget):
@@ -23,15 +70,35 @@ class DetectionWidget(TaskWidget):
     params_type = DetectionParams
     accepts_model_files = True
 
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(napari_viewer, parent)
+        self.findings: list = []
+        self.findings_layer = None
+        self._findings_affine = np.eye(4)
+        self.note_label = QLabel(LUNG_RADS_NOTE + ".")
+        self.note_label.setWordWrap(True)
+        self.findings_table = FindingsTable()
+        self.findings_table.setToolTip("Click a finding to go to it")
+        self.findings_table.cellClicked.connect(lambda row, _column: self.go_to_finding(row))
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self._choose_csv_file)
+        layout = self.layout()
+        stretch = layout.count() - 1  # keep the stretch last
+        for offset, widget in enumerate((self.findings_table, self.export_button, self.note_label)):
+            layout.insertWidget(stretch + offset, widget)
+
     def _build_params(self, form):
         self.threshold_box = QDoubleSpinBox()
         self.threshold_box.setRange(0.0, 1.0)
+        self.threshold_box.setDecimals(2)
         self.threshold_box.setSingleStep(0.05)
         self.threshold_box.setValue(DetectionParams.score_threshold)
-        self.threshold_box.setToolTip("Lesion probability a finding must reach")
+        self.threshold_box.setToolTip("Confidence score a finding must reach to be listed")
         self.max_findings_box = QSpinBox()
         self.max_findings_box.setRange(1, 1000)
         self.max_findings_box.setValue(DetectionParams.max_findings)
+        self.max_findings_box.setToolTip("Only the highest-scoring findings are kept")
         form.addRow("Score threshold", self.threshold_box)
         form.addRow("Max findings", self.max_findings_box)
 
@@ -42,32 +109,120 @@ class DetectionWidget(TaskWidget):
         }
 
     def _make_job(self, volume, spacing, params):
-        infer = super()._make_job(volume, spacing, params)
+        # Qt thread: run() has checked the picked layer; its transform gives world mm.
+        affine = world_affine(self.layer_picker.current_layer())
 
         def job(progress, cancel):
-            from ..postprocess.findings import findings_from_probability
+            from ..api import detect
+            from ..inference import InferenceSettings
+            from ..postprocess.findings import findings_mask
 
-            probability = np.asarray(infer(progress, cancel))[-1]  # last class: lesion
-            cancel.raise_if_cancelled()
-            return findings_from_probability(
-                probability, spacing,
+            data = np.asarray(volume)
+            findings = detect(
+                data, spacing, model=params.model, affine=affine,
                 score_threshold=params.score_threshold, max_findings=params.max_findings,
+                settings=InferenceSettings(device=params.device, precision=params.precision),
+                progress=progress, cancel=cancel,
             )
+            mask = findings_mask(findings, data.shape) if findings else None
+            return {"findings": findings, "mask": mask}
 
         return job
 
-    def _result_layers(self, findings, source_layer, params):
-        """One ring per finding at its centre (voxel coordinates: the layer's geometry
-        places it in mm), with score, size and Lung-RADS category as features."""
+    def _result_layers(self, result, source_layer, params):
+        findings = result["findings"]
         centres = np.array([f.center_voxel for f in findings], dtype=float).reshape(-1, 3)
-        features = {
-            "score": [f.score for f in findings],
-            "diameter_mm": [f.diameter_mm for f in findings],
-            "lung_rads": [f.lung_rads for f in findings],
-        }
+        in_plane_mm = float(np.mean(layer_spacing(source_layer)[1:]))
+        style = {"face_color": "score", "face_colormap": SCORE_COLORMAP, "face_contrast_limits": (0.0, 1.0)}
+        if not findings:  # no feature values to colour by
+            style = {"face_color": "yellow"}
         points = output_layer_data(
             centres, source_layer, "findings", "points",
-            features=features, size=10, face_color="transparent", border_color="red",
-            border_width=0.15, metadata={"findings": findings},
+            features=finding_features(findings),
+            # Points sizes are in data pixels: the long axis in in-plane pixels.
+            size=[max(f.diameter_mm / in_plane_mm, MIN_POINT_SIZE) for f in findings] or MIN_POINT_SIZE,
+            border_color="white", border_width=0.1, opacity=0.7,
+            metadata={"findings": [f.to_dict() for f in findings], "model": _model_name(params.model),
+                      "note": LUNG_RADS_NOTE},
+            **style,
         )
-        return [points]
+        layers = [points]
+        if result["mask"] is not None:
+            layers.append(output_layer_data(
+                result["mask"], source_layer, "finding masks", "labels",
+                features={"index": [0] + [f.label for f in findings],
+                          "score": [np.nan] + [f.score for f in findings],
+                          "lung_rads": [""] + [f.lung_rads for f in findings]},
+                opacity=0.5,
+            ))
+        return layers
+
+    def _add_results(self, result, source_layer, params):
+        layers = super()._add_results(result, source_layer, params)
+        self.findings = list(result["findings"])
+        self.findings_layer = layers[0]
+        self._findings_affine = world_affine(layers[0])
+        self.findings_table.show_findings(self.findings)
+        self.export_button.setEnabled(True)
+        if not self.findings:
+            from napari.utils.notifications import show_info
+
+            show_info(f"{self.title}: no findings reached the score threshold {params.score_threshold:.2f}.")
+        return layers
+
+    # ---- table actions -------------------------------------------------------------------
+    def go_to_finding(self, row: int) -> None:
+        """Centre the view on finding ``row`` (0-based rank) and move to its slice."""
+        if not 0 <= row < len(self.findings):
+            return
+        finding = self.findings[row]
+        # On the table's slice exactly (a centre can fall between two slices).
+        target = [float(axial_slice(finding.center_voxel)), *map(float, finding.center_voxel[1:])]
+        layer = self._live_findings_layer()
+        if layer is not None:  # follows any later move of the layer
+            world = np.asarray(layer.data_to_world(target), dtype=float)
+        else:  # the layer was deleted: its transform at run time
+            world = self._findings_affine[:3, :3] @ target + self._findings_affine[:3, 3]
+        dims = self.viewer.dims
+        first = dims.ndim - len(world)  # the volume's axes are the viewer's last ones
+        for axis in dims.not_displayed:
+            if axis >= first:
+                dims.set_point(axis, float(world[axis - first]))
+        # napari 0.9 moved the camera to viewer.scene (viewer.camera is deprecated there)
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        camera.center = tuple(float(world[axis - first]) for axis in dims.displayed if axis >= first)
+        self.findings_table.selectRow(row)
+
+    def _live_findings_layer(self):
+        if self.findings_layer is None:
+            return None
+        return self.findings_layer if self.findings_layer in self.viewer.layers else None
+
+    def export_csv(self, path) -> Path:
+        """Write the findings of the last run (every field, ranked) as CSV."""
+        from ..postprocess.report import findings_to_csv
+
+        if self.findings_layer is None:
+            raise InputError("run the detection first: there are no findings to export")
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            path = path.with_suffix(".csv")
+        path.write_text(findings_to_csv(self.findings), encoding="utf-8")
+        self.status_label.setText(f"{len(self.findings)} finding(s) written to {path}")
+        return path
+
+    def _choose_csv_file(self) -> None:
+        from napari.utils.notifications import show_error
+
+        default = f"{self.findings_layer.name}.csv" if self.findings_layer is not None else "findings.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export findings", default, "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            self.export_csv(path)
+        except (InputError, OSError) as exc:
+            show_error(f"{self.title}: cannot export the findings: {exc}")
+
+
+def _model_name(model) -> str:
+    return str(getattr(model, "name", model))

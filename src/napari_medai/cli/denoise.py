@@ -1,0 +1,40 @@
+"""``medai denoise IN OUT [--model NAME] [--modality CT|MR] [--strength S]``.
+
+The output keeps the input's grid and affine; the model comes from the image's modality
+(read from the file, or ``--modality``) unless ``--model`` names one.
+"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("denoise", help="denoise a CT or MR volume with a built-in model")
+    p.add_argument("input", help="NIfTI file or DICOM folder")
+    p.add_argument("output", help="output .nii.gz")
+    p.add_argument("--model", default=None, help="model name or card (default: from the modality)")
+    p.add_argument("--modality", default=None, type=str.upper, choices=["CT", "MR"],
+                   help="override the modality found in the file")
+    p.add_argument("--strength", type=float, default=1.0, help="0 = input unchanged, 1 = full denoising")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or amp")
+    p.set_defaults(func=run)
+
+
+def _print_progress(done: int, total: int) -> None:
+    print(f"\rdenoising: slice {done}/{total}", end="\n" if done == total else "", flush=True)
+
+
+def run(args) -> int:
+    from ..denoising import denoise
+    from ..errors import InputError
+    from ..io import read_volume, write_volume
+
+    volume = read_volume(args.input)
+    modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
+    if args.model is None and modality is None:
+        raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
+    out = denoise(volume.data, volume.spacing, model=args.model, modality=modality, strength=args.strength,
+                  settings={"device": args.device, "precision": args.precision}, progress=_print_progress)
+    path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False)
+    print(f"wrote {path}")
+    return 0

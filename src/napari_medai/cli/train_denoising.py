@@ -1,0 +1,38 @@
+"""``medai train denoising --modality CT|MR --out DIR``: deterministic training of a denoiser.
+
+The shipped models were made with the commands recorded in their model cards
+(``models/weights/*-denoising.json``, field ``train_command``); see docs/denoising.md.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("denoising", help="train the CT low-dose or the MR denoising generator")
+    p.add_argument("--modality", required=True, type=str.upper, choices=["CT", "MR"])
+    p.add_argument("--out", required=True, help="output folder (checkpoints, weights, model card)")
+    p.add_argument("--steps", type=int, default=4000, help="total optimiser steps")
+    p.add_argument("--warmup-steps", type=int, default=3000, help="steps of L1+SSIM before the GAN term")
+    p.add_argument("--no-adversarial", action="store_true", help="content loss only (no PatchGAN term)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=96)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
+    p.add_argument("--resume", default=None, help="checkpoint to start from (e.g. another run's warmup.pt)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..training.denoising import train_denoising
+
+    command = "medai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = train_denoising(
+        args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,
+        adversarial=not args.no_adversarial, seed=args.seed, batch=args.batch, patch=args.patch,
+        threads=args.threads, resume=args.resume, train_command=command,
+    )
+    print(f"wrote {args.out}/{card['name']}.pt and .json ({card['training']['seconds']} s)")
+    return 0

@@ -1,0 +1,151 @@
+"""Denoising with the built-in generators (or any image-to-image model card): ``denoise()``.
+
+The shipped models are 2D (CT) and 2.5D (MR: a slice and its neighbours in, the slice out): they
+run slice by slice along z on the input's own grid (noise is a per-pixel property, so nothing is
+resampled), a few slices per forward pass, with progress
+``(slices done, total)`` and a cancel check between passes.  ``strength`` blends the input
+(0) with the model's output (1), so a radiologist can keep some texture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError, ModelError
+
+DEFAULT_MODELS = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
+SLICES_PER_PASS = 4
+
+
+def default_model_name(modality) -> str:
+    key = str(modality or "").strip().upper()
+    key = {"MRI": "MR", "CTA": "CT"}.get(key, key)
+    if key not in DEFAULT_MODELS:
+        raise InputError(
+            f"cannot choose a denoising model for modality {modality!r}: "
+            "say whether the image is CT or MR (or pick a model)"
+        )
+    return DEFAULT_MODELS[key]
+
+
+def _setting(settings, key, default):
+    if settings is None:
+        return default
+    if isinstance(settings, dict):
+        return settings.get(key, default)
+    return getattr(settings, key, default)
+
+
+def load_denoiser(model=None, modality=None):
+    """A ``LoadedModel`` for ``model`` (name, card, path or LoadedModel), or the default for ``modality``."""
+    from .models import load_model
+
+    loaded = load_model(model if model is not None else default_model_name(modality))
+    if loaded.card.task != "denoising":
+        raise ModelError(f"model '{loaded.card.name}' is a {loaded.card.task} model, not a denoising model")
+    return loaded
+
+
+def _check_strength(strength) -> float:
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise InputError(f"strength must be a number between 0 and 1, got {strength!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"strength must be between 0 (no denoising) and 1 (full), got {value}")
+    return value
+
+
+def _as_input_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Same dtype family as the input: integers are rounded and clipped, floats become float32."""
+    if np.issubdtype(like.dtype, np.integer):
+        info = np.iinfo(like.dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(like.dtype)
+    return values.astype(np.float32, copy=False)
+
+
+def _run_slices(network, image, intensity, device, precision, progress, cancel, in_channels=1) -> np.ndarray:
+    """Slice-wise forward of a 2D network over ``image`` (z, y, x) float32 -> float32.
+
+    A 2.5D network (``in_channels`` = 2k+1) gets each slice with its k neighbours on each side;
+    at the ends of the volume the end slice is repeated.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .inference.precision import autocast
+
+    multiple = int(getattr(network, "size_multiple", 1))
+    total = image.shape[0]
+    out = np.empty(image.shape, dtype=np.float32)
+    if progress is not None:
+        progress(0, total)
+    with torch.inference_mode():
+        for start in range(0, total, SLICES_PER_PASS):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            centres = np.arange(start, min(start + SLICES_PER_PASS, total))
+            reach = in_channels // 2
+            stack = np.clip(centres[:, None] + np.arange(-reach, reach + 1)[None], 0, total - 1)
+            block = torch.from_numpy(image[stack])  # (slices, channels, y, x)
+            x = intensity.apply(block)
+            ny, nx = x.shape[-2:]
+            pad_y, pad_x = (-ny) % multiple, (-nx) % multiple
+            # Edge replication instead of zeros: a zero border would look like a sharp edge.
+            x = F.pad(x, (0, pad_x, 0, pad_y), mode="replicate") if pad_y or pad_x else x
+            with autocast(device, precision):
+                y = network(x.to(device))
+            y = y[..., :ny, :nx].float().cpu()
+            out[start : start + len(block)] = intensity.invert(y)[:, 0].numpy()
+            if progress is not None:
+                progress(min(start + SLICES_PER_PASS, total), total)
+    return out
+
+
+def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, settings=None,
+            progress=None, cancel=None) -> np.ndarray:
+    """Denoise a CT (HU) or MR volume (z, y, x) or a single slice (y, x).
+
+    ``model``: a built-in name (``ct-lowdose-denoising``, ``mr-denoising``), a card, a path or a
+    ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
+    [0, 1] blends input and output (0 returns the input unchanged).  ``settings``: anything with
+    ``device``/``precision`` attributes or keys ("auto" by default).  Returns the same shape; an
+    integer input gives the same integer dtype, anything else float32.  Raises ``Cancelled``
+    when ``cancel`` is set, leaving the input untouched.
+    """
+    from .io.validate import check_spacing, check_volume
+
+    arr = np.asarray(volume)
+    if arr.ndim == 3 and arr.shape[0] == 1:  # one slice kept as a volume: check it as a slice
+        check_volume(arr[0], need_3d=False)
+        if spacing is not None:
+            check_spacing(spacing, ndim=3)
+    else:
+        arr = check_volume(arr, spacing, need_3d=False)
+    if arr.ndim not in (2, 3):
+        raise InputError(f"denoising needs a 2D slice or a 3D volume (z, y, x), got shape {arr.shape}")
+    strength = _check_strength(strength)
+    if strength == 0.0:
+        return arr.copy()
+    if min(arr.shape[-2:]) < 8:
+        raise InputError(f"slices of {arr.shape[-2:]} pixels are too small to denoise (need at least 8x8)")
+
+    import torch
+
+    from .inference.device import select_device
+    from .inference.intensity import fit_intensity
+    from .inference.precision import select_precision
+
+    loaded = load_denoiser(model, modality)
+    if loaded.card.spatial_dims != 2:
+        raise ModelError(f"model '{loaded.card.name}' is 3D; denoise() runs 2D (slice-wise) models")
+    device = select_device(_setting(settings, "device", "auto"), spatial_dims=2)
+    precision = select_precision(device, _setting(settings, "precision", "auto"))
+    image = np.asarray(arr, dtype=np.float32)
+    stack = image[None] if image.ndim == 2 else image
+    intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))
+    network = loaded.network.to(device).eval()
+    clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
+                        in_channels=loaded.card.in_channels).reshape(image.shape)
+    blended = clean if strength == 1.0 else image + strength * (clean - image)
+    return _as_input_dtype(blended, arr)

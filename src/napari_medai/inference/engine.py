@@ -1,0 +1,160 @@
+"""``run_model``: one call from a (z, y, x) volume with its spacing to model outputs on the
+same grid.
+
+Steps: check the input -> resample to the card's spacing -> intensity preprocessing ->
+re-orient to the network's axes -> sliding window (progress, cancel) -> output activation ->
+back to the input grid.  Everything below the sliding window stays on the CPU as float32.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled, InputError, ModelError
+from ..io.validate import check_spacing, check_volume
+from .cancel import CancelToken
+from .device import select_device
+from .intensity import IntensityMap, fit_intensity
+from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
+from .precision import select_precision
+from .resample import resample, working_shape
+from .sliding_window import run_sliding_window
+
+BLEND_MODES = ("gaussian", "constant")
+
+
+@dataclass
+class InferenceSettings:
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "amp"
+    sw_batch_size: int = 4  # windows per forward pass (at least 2)
+    overlap: float = 0.25  # fraction of the roi shared by neighbouring windows
+    mode: str = "gaussian"  # window blending: "gaussian" | "constant"
+
+    def validate(self) -> None:
+        if not 0 <= float(self.overlap) < 1:
+            raise InputError(f"window overlap must be in [0, 1), got {self.overlap}")
+        if self.mode not in BLEND_MODES:
+            raise InputError(f"blending mode must be one of {BLEND_MODES}, got {self.mode!r}")
+        if int(self.sw_batch_size) < 1:
+            raise InputError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
+
+
+def check_input(volume, spacing, card) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """The volume as (C, z, y, x) and its (z, y, x) spacing, or a clear error."""
+    arr = volume if isinstance(volume, np.ndarray) else np.asarray(volume)
+    if card.spatial_dims == 2 and arr.ndim == 2:  # one slice for a 2D model
+        arr = arr[None]
+        if spacing is not None and len(tuple(spacing)) == 2:
+            spacing = (1.0, *tuple(spacing))
+    if arr.ndim < 3:
+        raise ModelError(
+            f"model '{card.name}' expects a 3D volume (z, y, x), the image has {arr.ndim} dimension(s) {arr.shape}"
+        )
+    channels = arr.shape[0] if arr.ndim == 4 and arr.shape[0] > 1 and arr.shape[-1] > 1 else 1
+    if channels != card.in_channels:
+        raise ModelError(
+            f"model '{card.name}' expects {card.in_channels} input channel(s) as (C, z, y, x), "
+            f"the image has {channels} (shape {arr.shape})"
+        )
+    if channels == 1:
+        arr = check_volume(arr)[None]
+    else:
+        for c in range(channels):
+            check_volume(arr[c], what=f"image channel {c}")
+    if spacing is not None:
+        spacing = check_spacing(spacing, ndim=3)
+    return arr, spacing
+
+
+def run_model(model, volume, spacing=None, settings: InferenceSettings | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              cancel: CancelToken | None = None) -> np.ndarray:
+    """Run ``model`` over ``volume`` (z, y, x) or (C, z, y, x).
+
+    ``model`` is a LoadedModel, or anything ``models.load_model`` accepts (a built-in name,
+    a card, a bundle folder, a TorchScript file).
+
+    ``spacing`` is the volume's (z, y, x) voxel size in mm; None means the volume is already
+    at the model's spacing.  Returns float32 (C_out, z, y, x) on the input grid: class
+    probabilities for "softmax"/"sigmoid" models, an image in the input's units (e.g. HU)
+    for "residual"/"identity" models.  ``progress(done, total)`` counts windows; a
+    cancelled ``cancel`` token raises Cancelled and returns nothing.
+    """
+    from ..models.loading import LoadedModel, load_model
+
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    settings = settings or InferenceSettings()
+    settings.validate()
+    card = model.card
+    image, spacing = check_input(volume, spacing, card)
+    device = select_device(settings.device, card.spatial_dims)
+    precision = select_precision(device, settings.precision)
+    cancel = cancel or CancelToken()
+    cancel.raise_if_cancelled()
+    try:
+        result = _infer(model, image, spacing, settings, device, precision, progress, cancel)
+        cancel.raise_if_cancelled()  # pressed during the last batch: still leave nothing
+        return result
+    except Cancelled:
+        pass
+    # Outside the except block the traceback (and the frames holding the half-stitched
+    # buffers) is gone, so the memory can actually be released before re-raising.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    raise Cancelled("inference was cancelled; nothing was produced")
+
+
+def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
+    card = model.card
+    grid = tuple(image.shape[1:])
+    # No copy when the caller's volume is already contiguous float32; nothing below writes to it.
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    target = card.spacing
+    if card.spatial_dims == 2 and target is not None and spacing is not None:
+        target = (spacing[0], *target)  # 2D models keep every slice
+    work = working_shape(grid, spacing, target) if spacing is not None else grid
+    sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
+              overlap=float(settings.overlap), mode=settings.mode, progress=progress, cancel=cancel)
+
+    with torch.inference_mode():
+        x = resample(x, work, "linear")
+        intensity = fit_intensity(card.intensity, x)
+        x = intensity.apply(x)
+        network = model.network.to(device).eval()
+        if card.spatial_dims == 3:
+            x = to_network_axes(x, card.axes)
+            roi = sizes_to_network_axes(card.roi_size, card.axes)
+            out = run_sliding_window(network, x[None], roi, **sw)[0]
+            del x
+            out = from_network_axes(out, card.axes)
+        else:  # slices become the batch: (z, C, y, x)
+            out = run_sliding_window(network, x.permute(1, 0, 2, 3), card.roi_size, **sw)
+            del x
+            out = out.permute(1, 0, 2, 3)
+        if out.shape[0] != card.out_channels:
+            raise ModelError(
+                f"model '{card.name}' returned {out.shape[0]} channel(s) but its card says {card.out_channels}"
+            )
+        out = _activate(out, card.output, intensity)
+        out = resample(out, grid, "linear")
+        return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def _activate(out: torch.Tensor, output: str, intensity: IntensityMap) -> torch.Tensor:
+    """Apply the card's output activation over the channel axis, in place where possible."""
+    if output == "softmax":
+        out = out.contiguous()
+        out.sub_(out.amax(0, keepdim=True)).exp_()
+        return out.div_(out.sum(0, keepdim=True))
+    if output == "sigmoid":
+        return out.sigmoid_()
+    # "identity"/"residual": an image in the network's intensity space -> input units (e.g. HU).
+    return intensity.invert(out)

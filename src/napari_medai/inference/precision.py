@@ -1,0 +1,51 @@
+"""Numeric precision policy.
+
+* CUDA: "amp" (float16 autocast).
+* CPU: "bf16" autocast when the CPU has native bf16 (checked at run time through oneDNN);
+  on CPUs without it bf16 is emulated and slower than fp32, so "fp32" there.
+* "fp32" can always be forced.  Outputs are returned in float32 whatever the precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "amp")
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(device, preference: str = "auto") -> str:
+    device = torch.device(device)
+    choice = (preference or "auto").strip().lower()
+    if choice not in PRECISIONS:
+        raise InputError(f"unknown precision '{preference}': use one of {', '.join(PRECISIONS)}")
+    if choice == "auto":
+        if device.type == "cuda":
+            return "amp"
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return "bf16"
+        return "fp32"
+    if choice == "amp" and device.type != "cuda":
+        raise InputError("'amp' (float16) precision needs a CUDA GPU; use 'bf16' or 'fp32' on this device")
+    if choice == "bf16" and device.type == "mps":
+        raise InputError("bf16 is not supported on Apple MPS; use 'fp32'")
+    return choice
+
+
+def autocast(device, precision: str):
+    """Context manager running the network in ``precision`` on ``device``."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "amp" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)

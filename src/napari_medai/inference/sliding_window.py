@@ -1,0 +1,86 @@
+"""MONAI sliding-window inference with a progress callback and a cancel token.
+
+``monai.inferers.sliding_window_inference`` has neither, so the network is wrapped in a
+predictor that checks the token before each batch of windows and reports windows done.
+The stitched output stays on the CPU (``device="cpu"``) while windows run on the compute
+device (``sw_device``), so a GPU only ever holds ``sw_batch_size`` windows.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .cancel import CancelToken
+from .precision import autocast
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _scan_interval(image_size, roi_size, overlap) -> tuple[int, ...]:
+    # Mirrors monai.inferers.utils._get_scan_interval (private), so that the count below is
+    # the number of windows MONAI will run; tests compare it with the predictor's calls.
+    out = []
+    for size, roi in zip(image_size, roi_size):
+        out.append(roi if roi == size else max(1, int(roi * (1 - overlap))))
+    return tuple(out)
+
+
+def count_windows(image_size, roi_size, overlap: float) -> int:
+    """Windows per image for these sizes (MONAI pads images smaller than the roi first)."""
+    from monai.data.utils import dense_patch_slices
+
+    padded = tuple(max(int(s), int(r)) for s, r in zip(image_size, roi_size))
+    return len(dense_patch_slices(padded, tuple(roi_size), _scan_interval(padded, roi_size, overlap)))
+
+
+class WindowPredictor:
+    """Runs one batch of windows: cancel check, autocast, float32 output, progress."""
+
+    def __init__(self, network, device, precision: str, total: int,
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        self.network = network
+        self.device = torch.device(device)
+        self.precision = precision
+        self.total = total
+        self.progress = progress
+        self.cancel = cancel
+        self.done = 0
+        self.calls = 0
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        with autocast(self.device, self.precision):
+            out = self.network(windows)
+        if isinstance(out, (list, tuple)):  # deep-supervision heads: the first is the prediction
+            out = out[0]
+        out = out.float()  # no copy in fp32; bf16/fp16 windows are blended in float32
+        self.calls += 1
+        self.done += int(windows.shape[0])
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        return out
+
+
+def run_sliding_window(network, inputs: torch.Tensor, roi_size, *, device="cpu", precision: str = "fp32",
+                   sw_batch_size: int = 4, overlap: float = 0.25, mode: str = "gaussian",
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
+    """``inputs`` (B, C, *spatial) float32 on the CPU -> (B, C_out, *spatial) float32 on the CPU.
+
+    For a 2D network run slice-wise, B is the number of slices: MONAI then batches windows
+    from several slices together and the window count is ``B * windows per slice``.
+    """
+    from monai.inferers import sliding_window_inference
+
+    roi_size = tuple(int(r) for r in roi_size)
+    total = count_windows(inputs.shape[2:], roi_size, overlap) * int(inputs.shape[0])
+    predictor = WindowPredictor(network, device, precision, total, progress, cancel)
+    if progress is not None:
+        progress(0, total)
+    # At batch 1, fp32 Conv3d on CPU falls back to a slow kernel: never run single windows.
+    return sliding_window_inference(
+        inputs, roi_size, max(2, int(sw_batch_size)), predictor,
+        overlap=overlap, mode=mode, sw_device=torch.device(device), device=torch.device("cpu"),
+    )

@@ -1,0 +1,207 @@
+"""Model cards: everything the engine and the widgets need to know about a model.
+
+A card is a small JSON file that lives next to the weights.  Geometry is written in the
+project's array order (z, y, x) in millimetres; 2D models (``spatial_dims == 2``) are
+applied slice by slice over z and give ``spacing``/``roi_size`` as (y, x).
+
+Example (see docs/inference.md for every field)::
+
+    {"name": "lung_seg", "task": "segmentation", "modality": "CT",
+     "spacing": [2.0, 1.5, 1.5], "roi_size": [64, 96, 96], "spatial_dims": 3,
+     "in_channels": 1, "out_channels": 3,
+     "classes": [{"index": 0, "name": "background", "color": "#000000"}, ...],
+     "intensity": {"kind": "ct_window", "a_min": -1000, "a_max": 400, "b_min": 0, "b_max": 1, "clip": true},
+     "network": {"name": "UNet", "kwargs": {"channels": [16, 32, 64], "strides": [2, 2]}},
+     "output": "softmax", "weights": "lung_seg.pt", "sha256": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+TASKS = ("segmentation", "detection", "denoising")
+MODALITIES = ("CT", "MR", "any")
+OUTPUTS = ("softmax", "sigmoid", "residual", "identity")
+# Required keys of each intensity preprocessing kind (values are numbers).
+INTENSITY_KINDS = {
+    "ct_window": ("a_min", "a_max", "b_min", "b_max"),
+    "percentile": ("lower", "upper"),
+    "zscore": (),
+    "none": (),
+}
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
+# Array layouts a network may expect, as three anatomical axis codes (see inference/layout.py).
+DEFAULT_AXES = "SPL"
+
+
+@dataclass
+class ModelCard:
+    name: str
+    task: str = "segmentation"
+    modality: str = "any"
+    description: str = ""
+    spacing: tuple[float, ...] | None = None  # (z, y, x) mm; None = run on the input's grid
+    roi_size: tuple[int, ...] = (96, 96, 96)
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = 2
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    intensity: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    network: dict[str, Any] = field(default_factory=dict)
+    output: str = "softmax"
+    weights: str = ""
+    sha256: str = ""
+    train_command: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Folder the card was read from: weights are resolved relative to it.  Not serialised.
+    source_dir: Path | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def _fail(self, problem: str):
+        raise ModelError(f"model card '{self.name}': {problem}")
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ModelError("a model card needs a non-empty 'name'")
+        if self.task not in TASKS:
+            self._fail(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.modality not in MODALITIES:
+            self._fail(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.spatial_dims not in (2, 3):
+            self._fail(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        self.roi_size = self._positive_tuple("roi_size", self.roi_size, int)
+        if self.spacing is not None:
+            self.spacing = self._positive_tuple("spacing", self.spacing, float)
+        for key in ("in_channels", "out_channels"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                self._fail(f"{key} must be a positive integer, got {value!r}")
+        if self.output not in OUTPUTS:
+            self._fail(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        self._validate_intensity()
+        self._validate_classes()
+        if not isinstance(self.network, dict):
+            self._fail("network must be an object {'name': ..., 'kwargs': {...}}")
+        axes = self.extra.get("axes", DEFAULT_AXES)
+        if not isinstance(axes, str) or len(axes) != 3:
+            self._fail(f"extra.axes must be a 3-letter orientation code such as 'RAS', got {axes!r}")
+
+    def _positive_tuple(self, key, values, kind) -> tuple:
+        try:
+            out = tuple(kind(v) for v in values)
+        except (TypeError, ValueError):
+            self._fail(f"{key} must be a list of numbers, got {values!r}")
+        if len(out) != self.spatial_dims:
+            order = "(z, y, x)" if self.spatial_dims == 3 else "(y, x)"
+            self._fail(f"{key} needs {self.spatial_dims} values {order}, got {len(out)}: {out}")
+        if any(v <= 0 for v in out):
+            self._fail(f"{key} values must be positive, got {out}")
+        return out
+
+    def _validate_intensity(self):
+        spec = self.intensity
+        if not isinstance(spec, dict) or spec.get("kind") not in INTENSITY_KINDS:
+            self._fail(f"intensity.kind must be one of {tuple(INTENSITY_KINDS)}, got {spec!r}")
+        for key in INTENSITY_KINDS[spec["kind"]]:
+            if not isinstance(spec.get(key), (int, float)) or isinstance(spec.get(key), bool):
+                self._fail(f"intensity '{spec['kind']}' needs a number for '{key}', got {spec.get(key)!r}")
+        if spec["kind"] == "ct_window" and spec["a_max"] <= spec["a_min"]:
+            self._fail(f"intensity window needs a_max > a_min, got {spec['a_min']}..{spec['a_max']}")
+        if spec["kind"] == "percentile" and not 0 <= spec["lower"] < spec["upper"] <= 100:
+            self._fail(f"percentiles need 0 <= lower < upper <= 100, got {spec['lower']}, {spec['upper']}")
+
+    def _validate_classes(self):
+        if not isinstance(self.classes, list):
+            self._fail("classes must be a list of {'index', 'name', 'color'}")
+        seen = set()
+        for entry in self.classes:
+            if not isinstance(entry, dict) or not {"index", "name"} <= set(entry):
+                self._fail(f"each class needs 'index' and 'name', got {entry!r}")
+            if entry["index"] in seen:
+                self._fail(f"class index {entry['index']} appears twice")
+            seen.add(entry["index"])
+            color = entry.get("color")
+            if color is not None and not (isinstance(color, str) and _HEX_COLOR.match(color)):
+                self._fail(f"class '{entry['name']}' colour must be hex like '#ff0000', got {color!r}")
+
+    # -- convenience ------------------------------------------------------------------------
+    @property
+    def class_names(self) -> dict[int, str]:
+        return {int(c["index"]): str(c["name"]) for c in self.classes}
+
+    @property
+    def axes(self) -> str:
+        """Anatomical order of the network's array axes; 'SPL' is the project's (z, y, x)."""
+        return str(self.extra.get("axes", DEFAULT_AXES)).upper()
+
+    def weights_path(self) -> Path | None:
+        if not self.weights:
+            return None
+        path = Path(self.weights)
+        if not path.is_absolute() and self.source_dir is not None:
+            path = Path(self.source_dir) / path
+        return path
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("source_dir")
+        for key in ("spacing", "roi_size"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source_dir=None) -> "ModelCard":
+        if not isinstance(data, dict):
+            raise ModelError(f"a model card must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)} - {"source_dir"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(
+                f"model card '{data.get('name', '?')}' has unknown field(s) {unknown}; "
+                "put extra information under 'extra'"
+            )
+        if "name" not in data:
+            raise ModelError("a model card needs a 'name'")
+        return cls(**data, source_dir=Path(source_dir) if source_dir is not None else None)
+
+    @classmethod
+    def from_json(cls, text: str, source_dir=None) -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"the model card is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source_dir=source_dir)
+
+
+def load_card(path) -> ModelCard:
+    """Read a card from a .json file; its weights are resolved relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model card {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read model card {path.name}: {exc}") from None
+    return ModelCard.from_json(text, source_dir=path.parent)
+
+
+def save_card(card: ModelCard, path) -> Path:
+    path = Path(path)
+    path.write_text(card.to_json() + "\n", encoding="utf-8")
+    return path

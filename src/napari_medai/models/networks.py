@@ -1,0 +1,61 @@
+"""Build a network from a card's ``network`` entry: a MONAI network name or a dotted path."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import torch
+
+from ..errors import ModelError
+from .card import ModelCard
+
+
+def resolve_network_class(name: str):
+    """'UNet' -> monai.networks.nets.UNet; 'package.module.Class' -> that class."""
+    if not isinstance(name, str) or not name:
+        raise ModelError("the card's network needs a 'name' (e.g. 'UNet' or 'package.module.Class')")
+    if "." not in name:
+        from monai.networks import nets
+
+        cls = getattr(nets, name, None)
+        if cls is None:
+            raise ModelError(f"MONAI has no network called '{name}' (see monai.networks.nets)")
+        return cls
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"cannot import network '{name}': {exc}") from None
+
+
+def build_network(card: ModelCard) -> torch.nn.Module:
+    """Instantiate ``card.network`` with random weights.
+
+    ``spatial_dims``, ``in_channels`` and ``out_channels`` come from the card when the
+    constructor takes them and the kwargs do not give them; a kwarg that contradicts the
+    card is an error, so a card cannot silently describe a different network.
+    """
+    spec = card.network or {}
+    cls = resolve_network_class(spec.get("name"))
+    kwargs = dict(spec.get("kwargs") or {})
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for key in ("spatial_dims", "in_channels", "out_channels"):
+        value = getattr(card, key)
+        if key in kwargs and kwargs[key] != value:
+            raise ModelError(
+                f"model card '{card.name}': network {key}={kwargs[key]} contradicts the card's {key}={value}"
+            )
+        if key in params:
+            kwargs[key] = value
+    try:
+        network = cls(**kwargs)
+    except Exception as exc:  # the constructor's own message says what is wrong
+        raise ModelError(f"cannot build network {spec.get('name')} for '{card.name}': {exc}") from None
+    if not isinstance(network, torch.nn.Module):
+        raise ModelError(f"'{spec.get('name')}' did not build a torch.nn.Module")
+    return network

@@ -1,0 +1,78 @@
+"""Built-in models: ``weights/<name>.json`` (card) next to ``weights/<name>.pt`` (state_dict).
+
+Training code writes a model with :func:`save_builtin`; users list and load them by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .card import ModelCard, load_card, save_card
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_models(task: str | None = None, folder=None) -> list[ModelCard]:
+    """Cards of the built-in models (installed or not), sorted by name."""
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    cards = [load_card(p) for p in sorted(folder.glob("*.json"))]
+    return [c for c in cards if task is None or c.task == task]
+
+
+def get_card(name: str, folder=None) -> ModelCard:
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(c.name for c in list_models(folder=folder)) or "none"
+        raise ModelError(f"there is no built-in model called '{name}' (built-in models: {known})")
+    return load_card(path)
+
+
+def load_state_dict(card: ModelCard) -> dict:
+    """The card's weights, after checking that they are there and intact."""
+    path = card.weights_path()
+    if path is None:
+        raise ModelError(f"model '{card.name}' has no weights file in its card")
+    if not path.is_file():
+        raise ModelError(f"model '{card.name}' is not installed yet (weights file {path.name} is missing)")
+    if card.sha256 and sha256_of(path) != card.sha256.lower():
+        raise ModelError(
+            f"the weights of model '{card.name}' ({path.name}) are corrupted or were replaced: "
+            "their sha256 does not match the model card; reinstall the model"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read the weights of model '{card.name}' ({path.name}): {exc}") from None
+    # Checkpoints sometimes wrap the state dict ({"model": ..., "optimizer": ...}).
+    for key in ("state_dict", "model", "network"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path.name} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+def save_builtin(card: ModelCard, network: torch.nn.Module, folder=None) -> Path:
+    """Write ``<name>.pt`` and ``<name>.json`` (with the sha256) into ``folder``; return the card path."""
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{card.name}.pt"
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    torch.save(state, weights)
+    card.weights = weights.name
+    card.sha256 = sha256_of(weights)
+    card.source_dir = folder
+    return save_card(card, folder / f"{card.name}.json")

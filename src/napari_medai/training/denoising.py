@@ -1,0 +1,216 @@
+"""Deterministic training of the denoising generators (``medai train denoising``).
+
+Schedule: ``warmup_steps`` of content loss only (L1 + SSIM), then, when ``adversarial``, a small
+least-squares PatchGAN term (MONAI ``PatchDiscriminator`` + ``PatchAdversarialLoss``).  The
+learning rate follows a cosine from ``lr`` to ``lr/100`` over all ``steps``.
+
+Determinism and resuming: every batch is a pure function of ``(seed, step)``, networks are
+initialised from ``seed``, and torch runs on one CPU thread by default; a checkpoint
+(``last.pt``, every ``checkpoint_every`` steps, plus ``warmup.pt`` at the end of the warm-up)
+holds both networks and optimisers, so a killed run restarted with the same command continues
+bit-exactly.  A run without the adversarial term can start from another run's ``warmup.pt``
+(``resume``): both then share the warm-up and differ only in the adversarial phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODEL_NAMES = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
+CONTENT_SSIM_WEIGHT = 0.5
+ADVERSARIAL_WEIGHT = 2e-3
+
+
+def _lr_at(step: int, steps: int, lr: float) -> float:
+    return lr / 100 + 0.5 * (lr - lr / 100) * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _load_data(modality: str, seed: int, out_dir: Path, log):
+    from . import denoising_data as dd
+
+    if modality == "MR":
+        return dd.mr_source("train"), dd.mr_batch
+    cache = out_dir / "ct_pairs.npz"
+    if cache.exists():  # simulating low dose is the slow part: reuse it when resuming
+        with np.load(cache) as npz:
+            pairs = [(npz[f"clean{i}"], npz[f"noisy{i}"]) for i in range(len(npz.files) // 2)]
+    else:
+        pairs = dd.ct_pairs(seed, progress=log)
+        np.savez(cache, **{f"{k}{i}": p[j] for i, p in enumerate(pairs) for j, k in enumerate(("clean", "noisy"))})
+    return pairs, dd.ct_batch
+
+
+def train_denoising(
+    modality: str,
+    out_dir,
+    *,
+    steps: int = 6000,
+    warmup_steps: int = 3000,
+    adversarial: bool = True,
+    seed: int = 0,
+    batch: int = 8,
+    patch: int = 96,
+    lr: float = 1e-3,
+    threads: int = 1,
+    checkpoint_every: int = 250,
+    resume=None,
+    data=None,
+    generator_kwargs=None,
+    train_command: str = "",
+    log=print,
+) -> dict:
+    """Train one generator; writes ``<name>.pt`` + ``<name>.json`` (model card) into ``out_dir``.
+
+    ``data``: optional ``(source, batch_fn)`` to train on something else (tests use tiny arrays).
+    Returns the card dict.
+    """
+    import torch
+    from monai.losses import PatchAdversarialLoss, SSIMLoss
+
+    from ..models.denoising_nets import GENERATOR_KWARGS, build_discriminator, build_generator
+    from . import denoising_data as dd
+
+    modality = modality.upper()
+    if modality not in MODEL_NAMES:
+        raise ValueError(f"modality must be CT or MR, got {modality!r}")
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, batch_fn = data or _load_data(modality, seed, out_dir, log)
+
+    torch.manual_seed(seed)
+    # MR is 2.5D (the slice and its neighbours as channels), CT 2D: see docs/denoising.md.
+    in_channels = 2 * dd.MR_NEIGHBOURS + 1 if modality == "MR" else 1
+    gen_kwargs = {**GENERATOR_KWARGS, "in_channels": in_channels, **(generator_kwargs or {})}
+    gen, disc = build_generator(**gen_kwargs), build_discriminator()
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 4, betas=(0.5, 0.999))
+    ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
+    adv_loss = PatchAdversarialLoss(criterion="least_squares")
+
+    start, history, elapsed = 0, [], 0.0
+    # The run's own checkpoint wins over ``resume`` so that restarting a killed run continues it.
+    ckpt = out_dir / "last.pt"
+    if not ckpt.exists() and resume:
+        ckpt = Path(resume)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        gen.load_state_dict(state["gen"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        start, history, elapsed = state["step"], state["history"], state["elapsed"]
+        log(f"resumed from {ckpt} at step {start}")
+
+    def save(path: Path, step: int):
+        state = {"step": step, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "history": history, "elapsed": elapsed}
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # never leave a half-written checkpoint
+
+    t0 = time.perf_counter() - elapsed
+    running = []
+    for step in range(start, steps):
+        for group in opt_g.param_groups:
+            group["lr"] = _lr_at(step, steps, lr)
+        noisy_np, clean_np = batch_fn(source, seed, step, batch, patch)
+        noisy, clean = torch.from_numpy(noisy_np), torch.from_numpy(clean_np)
+        out = gen(noisy)
+        loss = (out - clean).abs().mean() + CONTENT_SSIM_WEIGHT * ssim_loss(out, clean)
+        use_gan = adversarial and step >= warmup_steps
+        if use_gan:
+            loss_d = 0.5 * (adv_loss(disc(clean)[-1], target_is_real=True, for_discriminator=True)
+                            + adv_loss(disc(out.detach())[-1], target_is_real=False, for_discriminator=True))
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
+            loss = loss + ADVERSARIAL_WEIGHT * adv_loss(disc(out)[-1], target_is_real=True, for_discriminator=False)
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        running.append(loss.item())
+        done = step + 1
+        if done % 100 == 0 or done == steps:
+            elapsed = time.perf_counter() - t0
+            history.append({"step": done, "loss": float(np.mean(running)), "seconds": round(elapsed, 1)})
+            running = []
+            log(f"step {done}/{steps} loss {history[-1]['loss']:.5f} ({elapsed:.0f} s){' +GAN' if use_gan else ''}")
+        if done == warmup_steps:
+            elapsed = time.perf_counter() - t0
+            save(out_dir / "warmup.pt", done)
+        if done % checkpoint_every == 0 or done == steps:
+            elapsed = time.perf_counter() - t0
+            save(out_dir / "last.pt", done)
+
+    name = MODEL_NAMES[modality]
+    weights = out_dir / f"{name}.pt"
+    torch.save(gen.state_dict(), weights)
+    card = make_card(modality, weights, gen_kwargs, train_command, {
+        "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": adversarial,
+        "adversarial_weight": ADVERSARIAL_WEIGHT if adversarial else 0.0, "content": f"L1 + {CONTENT_SSIM_WEIGHT} SSIM",
+        "batch": batch, "patch": patch, "lr": lr, "threads": threads, "seconds": round(elapsed, 1),
+        "history": history[-5:],
+    })
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str, training: dict) -> dict:
+    from . import denoising_data as dd
+
+    if modality == "CT":
+        lo, hi = dd.CT_HU_RANGE
+        intensity = {"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": False}
+        data = (f"pydicom-data CT slices {list(dd.PYDICOM_DATA_CT)} and phantom seeds {list(dd.PHANTOM_SEEDS)} "
+                f"with simulate_low_dose at {dd.CT_PHOTONS_RANGE[0]:.0e}-{dd.CT_PHOTONS_RANGE[1]:.0e} photons/ray; never lung1")
+    else:
+        # Training scaled each volume by its 99th percentile (background is 0, the lower end).
+        intensity = {"kind": "percentile", "lower": 0.0, "upper": 99.0, "b_min": 0.0, "b_max": 1.0, "clip": False}
+        data = (f"MNI152 2009a T1 (nilearn) + Colin27 T1 axial slices outside {list(dd.COLIN_GUARD)}, "
+                f"Rician noise {dd.MR_NOISE_RANGE[0]:.0%}-{dd.MR_NOISE_RANGE[1]:.0%} of the 99th percentile")
+    from ..models.card import ModelCard
+
+    # spatial_dims and in_channels are card fields (the network builder passes them on).
+    kwargs = {k: v for k, v in gen_kwargs.items() if k not in ("spatial_dims", "in_channels")}
+    card = {
+        "name": MODEL_NAMES[modality], "task": "denoising", "modality": modality,
+        "description": f"2D residual UNet denoiser for {'low-dose CT' if modality == 'CT' else 'MR (Rician noise)'}, "
+                       "applied slice by slice on the input grid",
+        # 2D, slice-wise on the input's own grid: no resampling (spacing None); roi_size is the training patch.
+        "spacing": None, "roi_size": [training.get("patch", 96)] * 2, "spatial_dims": 2,
+        "in_channels": gen_kwargs.get("in_channels", 1), "out_channels": 1, "classes": [], "intensity": intensity,
+        "network": {"name": "napari_medai.models.denoising_nets.ResidualDenoiser", "kwargs": kwargs},
+        # The network itself returns input - noise: its output is already the image.
+        "output": "identity", "weights": Path(weights).name, "sha256": _sha256(weights),
+        "train_command": train_command, "training": {**training, "data": data}, "scores": {}, "extra": {},
+    }
+    ModelCard.from_dict(card)  # fail here, not at load time, if the card is invalid
+    return card
+
+
+def install_weights(run_dir, dest_dir, name: str, suffix: str = "") -> Path:
+    """Copy a finished run's ``<name>.pt`` + card to ``dest_dir`` as ``<name><suffix>``.
+
+    The package ships one variant per model (``suffix=""``); the benchmark keeps the other one
+    (e.g. ``suffix="-noadv"``) in benchmarks/denoising_variants/.  Returns the card path.
+    """
+    run_dir, dest_dir = Path(run_dir), Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    card = json.loads((run_dir / f"{name}.json").read_text())
+    weights = dest_dir / f"{name}{suffix}.pt"
+    shutil.copy2(run_dir / f"{name}.pt", weights)
+    card.update(name=f"{name}{suffix}", weights=weights.name, sha256=_sha256(weights))
+    path = dest_dir / f"{name}{suffix}.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

@@ -1,0 +1,122 @@
+"""``napari_medai.segment`` / ``detect`` with fixed-rule models: checkable labels and findings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixed_rule_models import blob_volume, detection_card, expected_labels, install, segmentation_card
+
+import napari_medai
+from napari_medai.postprocess.report import findings_to_json
+
+SPACING = (2.0, 1.0, 1.0)
+# Three blobs in a lung-like background, brightest first: 200 HU, 0 HU, -200 HU.
+BLOBS = ((4, 8, 8, 2, 200.0), (10, 20, 20, 2, 0.0), (12, 6, 25, 1, -200.0))
+JSON_KEYS = {"center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "volume_ml", "score", "lung_rads"}
+
+
+@pytest.fixture
+def seg_model(tmp_path):
+    return str(install(segmentation_card(), tmp_path))
+
+
+@pytest.fixture
+def det_model(tmp_path):
+    return str(install(detection_card(), tmp_path))
+
+
+def test_segment_labels_follow_the_rule_with_the_cards_classes(seg_model):
+    volume = blob_volume(blobs=BLOBS)
+    result = napari_medai.segment(volume, SPACING, model=seg_model)
+    np.testing.assert_array_equal(result.labels, expected_labels(volume))
+    assert {i: c["name"] for i, c in result.classes.items()} == {0: "background", 1: "lung", 2: "nodule"}
+    assert result.classes[2]["color"] == "#e6194b"
+    nodule = next(row for row in result.volumes if row["name"] == "nodule")
+    voxels = 5 ** 3 + 5 ** 3 + 3 ** 3
+    assert nodule["voxels"] == voxels and nodule["volume_ml"] == pytest.approx(voxels * 2.0 / 1000)
+    assert result.lesion_probability.shape == volume.shape
+    assert result.lesion_probability[4, 8, 8] > 0.9 and result.lesion_probability[0, 0, 0] < 0.05
+    labels, classes = result  # the documented unpacking
+    assert labels is result.labels and classes is result.classes
+
+
+def test_segment_resamples_to_the_card_spacing_and_lands_on_the_input_grid(tmp_path):
+    model = str(install(segmentation_card(name="coarse", spacing=(4.0, 2.0, 2.0)), tmp_path))
+    volume = blob_volume(shape=(16, 32, 32), blobs=((8, 16, 16, 4, 200.0),))
+    labels = napari_medai.segment(volume, SPACING, model=model).labels
+    assert labels.shape == volume.shape
+    assert labels[8, 16, 16] == 2 and labels[8, 13:20, 13:20].min() == 2  # the blob's core
+    assert labels[0, 0, 0] == 1 and labels[8, 2, 2] == 1
+
+
+def test_the_calls_minimum_lesion_size_overrides_the_cards(tmp_path):
+    card = segmentation_card(name="min-size")
+    card.extra["min_lesion_mm3"] = 100.0  # the small blob (27 voxels, 54 mm³) goes, 250 mm³ stay
+    model = str(install(card, tmp_path))
+    volume = blob_volume(blobs=((4, 8, 8, 2, 200.0), (12, 20, 20, 1, 200.0)))
+    by_card = napari_medai.segment(volume, SPACING, model=model).labels
+    assert by_card[4, 8, 8] == 2 and by_card[12, 20, 20] == 0
+    assert (by_card == 2).sum() == 125
+    kept = napari_medai.segment(volume, SPACING, model=model, min_lesion_mm3=0.0).labels
+    assert kept[12, 20, 20] == 2 and (kept == 2).sum() == 125 + 27
+    raw = napari_medai.segment(volume, SPACING, model=model, postprocess=False).labels
+    np.testing.assert_array_equal(raw, expected_labels(volume))
+
+
+def test_organs_keep_their_largest_components(tmp_path):
+    card = segmentation_card(name="organs")
+    card.extra["organs"] = {"1": 1}
+    model = str(install(card, tmp_path))
+    volume = blob_volume(blobs=())
+    volume[:, :, 24:26] = -400.0  # a wall (background class) cuts off a small lung part
+    labels = napari_medai.segment(volume, SPACING, model=model).labels
+    assert (labels[:, :, :24] == 1).all()
+    assert (labels[:, :, 26:] == 0).all()
+
+
+def test_detect_ranks_findings_by_score_with_the_json_keys(det_model):
+    volume = blob_volume(blobs=BLOBS)
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = (-40.0, 10.0, 20.0)
+    findings = napari_medai.detect(volume, SPACING, model=det_model, affine=affine)
+    assert [f.center_voxel for f in findings] == [[4.0, 8.0, 8.0], [10.0, 20.0, 20.0], [12.0, 6.0, 25.0]]
+    scores = [f.score for f in findings]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0.5
+    assert [f.label for f in findings] == [1, 2, 3]
+    top = findings[0]
+    np.testing.assert_allclose(top.center_mm, [4 * 2.0 - 40.0, 8.0 + 10.0, 8.0 + 20.0])
+    assert top.bbox_voxel == [[2, 6, 6], [7, 11, 11]]
+    assert top.volume_ml == pytest.approx(125 * 2.0 / 1000)
+    assert top.lung_rads == "2"  # a 5 mm blob: < 6 mm
+    records = json.loads(findings_to_json(findings))
+    assert [r["rank"] for r in records] == [1, 2, 3]
+    assert JSON_KEYS <= set(records[0])
+
+
+def test_detect_score_threshold_and_max_findings(det_model):
+    volume = blob_volume(blobs=BLOBS)
+    all_scores = [f.score for f in napari_medai.detect(volume, SPACING, model=det_model)]
+    threshold = (all_scores[1] + all_scores[2]) / 2
+    kept = napari_medai.detect(volume, SPACING, model=det_model, score_threshold=threshold)
+    assert [f.score for f in kept] == all_scores[:2]
+    assert len(napari_medai.detect(volume, SPACING, model=det_model, max_findings=1)) == 1
+
+
+def test_detect_reports_progress_and_cancel_leaves_nothing(det_model):
+    from napari_medai.errors import Cancelled
+    from napari_medai.inference import CancelToken
+
+    volume = blob_volume(blobs=BLOBS)
+    seen = []
+    napari_medai.detect(volume, SPACING, model=det_model, progress=lambda done, total: seen.append((done, total)))
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] > 0
+    token = CancelToken()
+
+    def cancel_after_first(done, total):
+        if done:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        napari_medai.detect(volume, SPACING, model=det_model, progress=cancel_after_first, cancel=token)

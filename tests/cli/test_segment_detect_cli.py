@@ -1,0 +1,76 @@
+"""``medai segment`` and ``medai detect`` on a tiny NIfTI with fixed-rule model cards."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fixed_rule_models import blob_volume, detection_card, expected_labels, install, segmentation_card
+
+from napari_medai.cli.main import main
+from napari_medai.io import read_volume, write_volume
+from napari_medai.postprocess.report import CSV_FIELDS
+
+BLOBS = ((4, 8, 8, 2, 200.0), (10, 20, 20, 2, 0.0))
+
+
+@pytest.fixture
+def ct_nifti(tmp_path):
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-40.0, 10.0, 20.0)
+    return write_volume(blob_volume(blobs=BLOBS), tmp_path / "ct.nii.gz", affine=affine, modality="CT")
+
+
+def test_segment_writes_labels_with_the_inputs_affine(tmp_path, ct_nifti, capsys):
+    model = install(segmentation_card(), tmp_path / "model")
+    out = tmp_path / "labels.nii.gz"
+    assert main(["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet"]) == 0
+    np.testing.assert_array_equal(nib.load(out).affine, nib.load(ct_nifti).affine)
+    labels = read_volume(out)
+    np.testing.assert_array_equal(labels.data, expected_labels(read_volume(ct_nifti).data))
+    printed = capsys.readouterr().out
+    assert "nodule" in printed and "lung" in printed and "labels written to" in printed
+
+
+def test_segment_can_save_the_lesion_probability(tmp_path, ct_nifti):
+    model = install(segmentation_card(), tmp_path / "model")
+    out, prob = tmp_path / "labels.nii.gz", tmp_path / "prob.nii.gz"
+    assert main(["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet",
+                 "--probability", str(prob)]) == 0
+    probability = read_volume(prob)
+    np.testing.assert_array_equal(probability.affine, read_volume(ct_nifti).affine)
+    assert probability.data[4, 8, 8] > 0.9 and probability.data[0, 0, 0] < 0.05
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffix, capsys):
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "reports" / f"findings{suffix}"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 0
+    if suffix == ".json":
+        records = json.loads(out.read_text())
+        assert [r["rank"] for r in records] == [1, 2]
+        assert {"center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "volume_ml", "score",
+                "lung_rads"} <= set(records[0])
+        assert records[0]["center_voxel"] == [4.0, 8.0, 8.0]
+        assert records[0]["center_mm"] == [-32.0, 18.0, 28.0]  # world mm through the input's affine
+        assert records[0]["score"] > records[1]["score"]
+    else:
+        with out.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0]) == list(CSV_FIELDS) and len(rows) == 2
+        assert rows[0]["center_voxel"] == "4.0 8.0 8.0"
+    summary = out.with_suffix(".md").read_text()
+    assert "decision support, not a diagnosis" in summary and "| 1 |" in summary and "| 2 |" in summary
+    assert "2 finding(s) written" in capsys.readouterr().out
+
+
+def test_detect_refuses_an_unknown_report_format(tmp_path, ct_nifti, capsys):
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "findings.txt"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 2
+    assert "--out must end in .json or .csv" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,126 @@
+"""denoise(): shape, dtype, strength, model choice, progress and cancel (tiny models only)."""
+
+import numpy as np
+import pytest
+
+from napari_medai.denoising import default_model_name, denoise
+from napari_medai.errors import Cancelled, InputError, ModelError
+from napari_medai.inference.cancel import CancelToken
+
+
+@pytest.fixture
+def mr_volume(rng):
+    vol = np.zeros((3, 30, 28), np.float32)
+    vol[:, 5:25, 6:22] = 100.0
+    return vol + rng.normal(0, 5, vol.shape).astype(np.float32)
+
+
+def test_identity_generator_returns_the_input(tiny_card, mr_volume):
+    out = denoise(mr_volume, (2.0, 1.0, 1.0), model=tiny_card, settings={"precision": "fp32"})
+    assert out.shape == mr_volume.shape and out.dtype == np.float32
+    # Odd sizes are padded to the network's multiple and cropped back; intensity map is inverted.
+    np.testing.assert_allclose(out, mr_volume, atol=1e-3)
+
+
+def test_2_5d_model_sees_neighbours_and_keeps_the_grid(tmp_path, mr_volume):
+    from denoise_helpers import make_tiny_card
+
+    identity = make_tiny_card(tmp_path / "a", in_channels=3)
+    out = denoise(mr_volume, model=identity, settings={"precision": "fp32"})
+    np.testing.assert_allclose(out, mr_volume, atol=1e-3)
+    # A fixed CT window, so that editing one slice does not change the intensity scaling.
+    changing = make_tiny_card(tmp_path / "b", modality="CT", in_channels=3, head_weight=0.05)
+    base = denoise(mr_volume, model=changing, settings={"precision": "fp32"})
+    edited = mr_volume.copy()
+    edited[0] += 50.0  # a change in slice 0 reaches slice 1 (its neighbour), not slice 2
+    moved = denoise(edited, model=changing, settings={"precision": "fp32"})
+    assert not np.allclose(moved[1], base[1]) and np.allclose(moved[2], base[2], atol=1e-3)
+
+
+def test_strength_blends_input_and_output(changing_card, mr_volume):
+    settings = {"precision": "fp32"}
+    full = denoise(mr_volume, model=changing_card, settings=settings)
+    half = denoise(mr_volume, model=changing_card, strength=0.5, settings=settings)
+    none = denoise(mr_volume, model=changing_card, strength=0.0)
+    assert np.abs(full - mr_volume).max() > 1.0  # this generator does change the image
+    np.testing.assert_allclose(half, (full + mr_volume) / 2, atol=1e-3)
+    assert np.array_equal(none, mr_volume) and none is not mr_volume
+
+
+def test_integer_input_keeps_its_dtype_and_2d_slices_work(tiny_card):
+    ct_slice = np.full((24, 24), -1000, np.int16)
+    ct_slice[4:20, 4:20] = 40
+    out = denoise(ct_slice, model=tiny_card, settings={"precision": "fp32"})
+    assert out.dtype == np.int16 and out.shape == (24, 24)
+    assert np.array_equal(out, ct_slice)
+
+
+def test_progress_reaches_total_and_cancel_stops(tiny_card, rng):
+    vol = rng.normal(100, 10, (9, 16, 16)).astype(np.float32)
+    calls = []
+    denoise(vol, model=tiny_card, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 9) and calls[-1] == (9, 9)
+
+    token = CancelToken()
+
+    def cancel_after_first(done, total):
+        if done > 0:
+            token.cancel()
+
+    before = vol.copy()
+    with pytest.raises(Cancelled):
+        denoise(vol, model=tiny_card, progress=cancel_after_first, cancel=token)
+    assert np.array_equal(vol, before)
+
+
+def test_model_is_chosen_from_modality():
+    assert default_model_name("CT") == "ct-lowdose-denoising"
+    assert default_model_name("mri") == "mr-denoising"
+    with pytest.raises(InputError, match="CT or MR"):
+        default_model_name("unknown")
+    with pytest.raises(InputError, match="CT or MR"):
+        denoise(np.random.rand(2, 16, 16))
+
+
+@pytest.mark.parametrize("bad, message", [(1.5, "between 0"), ("strong", "number")])
+def test_bad_strength_is_refused(tiny_card, mr_volume, bad, message):
+    with pytest.raises(InputError, match=message):
+        denoise(mr_volume, model=tiny_card, strength=bad)
+
+
+def test_bad_inputs_are_refused(tiny_card):
+    with pytest.raises(InputError, match="NaN"):
+        denoise(np.full((2, 16, 16), np.nan), model=tiny_card)
+    with pytest.raises(InputError, match="too small"):
+        denoise(np.random.rand(2, 4, 4), model=tiny_card)
+    with pytest.raises(InputError, match="spacing"):
+        denoise(np.random.rand(2, 16, 16), spacing=(0, 1, 1), model=tiny_card)
+
+
+def test_a_segmentation_model_is_refused(tmp_path):
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.registry import save_builtin
+    from monai.networks.nets import UNet
+
+    card = ModelCard(name="seg", task="segmentation", spatial_dims=2, roi_size=(16, 16),
+                     network={"name": "UNet", "kwargs": {"channels": [4, 8], "strides": [2]}})
+    path = save_builtin(card, UNet(2, 1, 2, (4, 8), (2,)), folder=tmp_path)
+    with pytest.raises(ModelError, match="not a denoising model"):
+        denoise(np.random.rand(2, 16, 16), model=path)
+
+
+def test_a_one_slice_volume_is_accepted(tiny_card, rng):
+    one = rng.normal(100, 10, (1, 16, 16)).astype(np.float32)
+    out = denoise(one, (3.0, 1.0, 1.0), model=tiny_card, settings={"precision": "fp32"})
+    assert out.shape == (1, 16, 16)
+    np.testing.assert_allclose(out, one, atol=1e-3)
+
+
+def test_top_level_api_is_the_same_function(changing_card, mr_volume):
+    import napari_medai
+
+    settings = {"precision": "fp32"}
+    np.testing.assert_array_equal(
+        napari_medai.denoise(mr_volume, (2.0, 1.0, 1.0), model=changing_card, settings=settings),
+        denoise(mr_volume, (2.0, 1.0, 1.0), model=changing_card, settings=settings),
+    )

@@ -1,0 +1,55 @@
+"""Intensity preprocessing from the card, and image outputs mapped back to input units."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medai.inference import InferenceSettings, run_model
+from napari_medai.inference.intensity import fit_intensity
+from tiny_nets import Identity, make_model
+
+WINDOW = {"kind": "ct_window", "a_min": -1000, "a_max": 400, "b_min": 0, "b_max": 1, "clip": True}
+
+
+def test_ct_window_scales_and_clips():
+    hu = torch.tensor([[-2000.0, -1000.0, -300.0, 400.0, 3000.0]])
+    out = fit_intensity(WINDOW, hu).apply(hu)
+    np.testing.assert_allclose(out.numpy(), [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-6)
+    assert hu[0, 0] == -2000.0  # the input is not modified
+
+
+def test_percentile_window_uses_this_images_percentiles(rng):
+    image = torch.from_numpy(rng.normal(100, 20, size=(1, 20, 20, 20)).astype(np.float32))
+    imap = fit_intensity({"kind": "percentile", "lower": 1, "upper": 99}, image)
+    out = imap.apply(image)
+    assert abs(float((out < 0).float().mean()) - 0.01) < 0.003
+    assert abs(float((out > 1).float().mean()) - 0.01) < 0.003
+    np.testing.assert_allclose(imap.invert(out.clone()).numpy(), image.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_zscore(rng):
+    image = torch.from_numpy(rng.normal(300, 50, size=(1, 10, 10, 10)).astype(np.float32))
+    out = fit_intensity({"kind": "zscore"}, image).apply(image)
+    assert abs(float(out.mean())) < 1e-4 and abs(float(out.std()) - 1) < 1e-3
+
+
+def test_identity_model_output_comes_back_in_hu(small_ct):
+    # A denoising-style card: the network works on the [0, 1] window, the caller gets HU.
+    window = dict(WINDOW, a_min=-1100, a_max=300)
+    model = make_model(Identity(), intensity=window, out_channels=1, output="identity", task="denoising")
+    out = run_model(model, small_ct, spacing=(1.0, 1.0, 1.0), settings=InferenceSettings(precision="fp32"))
+    inside = (small_ct > -1100) & (small_ct < 300)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(out[0][inside], small_ct[inside], atol=0.05)
+    assert out[0].min() >= -1100 - 1e-3  # clipped to the window
+
+
+@pytest.mark.parametrize("output", ["softmax", "sigmoid"])
+def test_probability_outputs(small_ct, output):
+    model = make_model(Identity(), intensity=WINDOW, out_channels=1, output=output)
+    out = run_model(model, small_ct, settings=InferenceSettings(precision="fp32"))
+    if output == "sigmoid":  # sigmoid of the windowed image
+        expected = 1 / (1 + np.exp(-np.clip((small_ct + 1000) / 1400, 0, 1)))
+        np.testing.assert_allclose(out[0], expected, atol=1e-5)
+    else:  # softmax over a single channel is 1 everywhere
+        np.testing.assert_allclose(out, 1.0)

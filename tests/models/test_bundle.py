@@ -1,0 +1,104 @@
+"""A minimal MONAI bundle, written by the test, loads and runs through load_model + run_model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import UNet
+
+from napari_medai.inference import InferenceSettings, run_model
+from napari_medai.models.bundle import BundleTrustWarning
+from napari_medai.models.loading import load_model
+
+NETWORK_DEF = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
+               "channels": [4, 8], "strides": [2], "num_res_units": 0}
+INFERENCE = {
+    "imports": ["$import torch"],
+    "bundle_root": "/somewhere/else",
+    "output_dir": "$@bundle_root + '/eval'",
+    "device": "$torch.device('cpu')",
+    "network_def": NETWORK_DEF,
+    "network": "$@network_def.to(@device)",
+    "preprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "LoadImaged", "keys": "image"},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0], "mode": "bilinear"},
+        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164,
+         "b_min": 0.0, "b_max": 1.0, "clip": True},
+        {"_target_": "EnsureTyped", "keys": "image"},
+    ]},
+    "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [48, 48, 16], "sw_batch_size": 4,
+                "overlap": 0.5},
+    "postprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+    ]},
+}
+METADATA = {
+    "name": "Tiny spleen", "version": "0.1.0", "description": "test bundle",
+    "network_data_format": {
+        "inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
+                             "spatial_shape": [96, 96, 96], "dtype": "float32"}},
+        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 2,
+                             "channel_def": {"0": "background", "1": "spleen"}}},
+    },
+}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    folder = tmp_path / "tiny_spleen"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    (folder / "configs" / "inference.json").write_text(json.dumps(INFERENCE))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(METADATA))
+    torch.manual_seed(0)
+    network = UNet(**{k: v for k, v in NETWORK_DEF.items() if k != "_target_"}).eval()
+    torch.save(network.state_dict(), folder / "models" / "model.pt")
+    return folder, network
+
+
+def test_bundle_card_from_configs(bundle):
+    folder, _ = bundle
+    with pytest.warns(BundleTrustWarning, match="execute Python code"):
+        model = load_model(folder)
+    card = model.card
+    assert card.name == "Tiny spleen" and card.modality == "CT"
+    assert card.spacing == (2.0, 1.5, 1.5)  # pixdim (x, y, z) in RAS -> (z, y, x)
+    assert card.roi_size == (16, 48, 48)
+    assert card.intensity == {"kind": "ct_window", "a_min": -57.0, "a_max": 164.0, "b_min": 0.0,
+                              "b_max": 1.0, "clip": True}
+    assert card.class_names == {0: "background", 1: "spleen"}
+    assert card.output == "softmax" and card.axes == "RAS"
+    assert card.in_channels == 1 and card.out_channels == 2
+
+
+def test_bundle_runs_and_matches_a_hand_written_pipeline(bundle, rng):
+    folder, network = bundle
+    with pytest.warns(BundleTrustWarning):
+        model = load_model(folder)
+    # 8 slices of 4 mm and 24 x 24 pixels of 3 mm become exactly one 16 x 48 x 48 window.
+    volume = rng.normal(50, 80, size=(8, 24, 24)).astype(np.float32)
+    out = run_model(model, volume, spacing=(4.0, 3.0, 3.0), settings=InferenceSettings(precision="fp32"))
+    assert out.shape == (2, 8, 24, 24)
+
+    x = F.interpolate(torch.from_numpy(volume)[None, None], size=(16, 48, 48), mode="trilinear")
+    x = ((x + 57) / (164 + 57)).clamp(0, 1)
+    ras = x.permute(0, 1, 4, 3, 2).flip(2, 3)  # (z, y, x) = S, P, L  ->  (R, A, S)
+    with torch.inference_mode():
+        prob = torch.softmax(network(ras), dim=1)
+    prob = prob.flip(2, 3).permute(0, 1, 4, 3, 2)
+    expected = F.interpolate(prob, size=(8, 24, 24), mode="trilinear")[0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_bundle_with_missing_weights(bundle):
+    from napari_medai.errors import ModelError
+
+    folder, _ = bundle
+    (folder / "models" / "model.pt").unlink()
+    with pytest.warns(BundleTrustWarning), pytest.raises(ModelError, match="models/model.pt is missing"):
+        load_model(folder)

@@ -1,0 +1,72 @@
+"""Model cards: JSON round trip and clear validation errors."""
+
+import json
+
+import pytest
+
+from napari_medai.errors import ModelError
+from napari_medai.models.card import ModelCard, load_card, save_card
+
+
+def full_card(**overrides) -> ModelCard:
+    fields = dict(
+        name="lung_seg", task="segmentation", modality="CT", description="lungs and nodules",
+        spacing=(2.0, 1.5, 1.5), roi_size=(64, 96, 96), spatial_dims=3, in_channels=1, out_channels=3,
+        classes=[{"index": 0, "name": "background", "color": "#000000"},
+                 {"index": 1, "name": "lung", "color": "#3cb44b"},
+                 {"index": 2, "name": "nodule", "color": "#e6194b"}],
+        intensity={"kind": "ct_window", "a_min": -1000, "a_max": 400, "b_min": 0, "b_max": 1, "clip": True},
+        network={"name": "UNet", "kwargs": {"channels": [8, 16], "strides": [2]}},
+        output="softmax", weights="lung_seg.pt", sha256="ab" * 32,
+        train_command="medai train lung_seg --seed 0", training={"epochs": 10, "seeds": [0]},
+        scores={"dice_nodule": 0.8}, extra={"note": "test"},
+    )
+    fields.update(overrides)
+    return ModelCard(**fields)
+
+
+def test_json_round_trip(tmp_path):
+    card = full_card()
+    again = ModelCard.from_json(card.to_json())
+    assert again == card
+    assert again.spacing == (2.0, 1.5, 1.5) and again.roi_size == (64, 96, 96)
+    path = save_card(card, tmp_path / "lung_seg.json")
+    loaded = load_card(path)
+    assert loaded == card
+    assert loaded.weights_path() == tmp_path / "lung_seg.pt"
+    assert loaded.class_names == {0: "background", 1: "lung", 2: "nodule"}
+    assert json.loads(path.read_text())["roi_size"] == [64, 96, 96]
+
+
+def test_two_dimensional_card_takes_two_values():
+    card = full_card(spatial_dims=2, spacing=(0.8, 0.8), roi_size=(256, 256))
+    assert card.roi_size == (256, 256)
+    with pytest.raises(ModelError, match=r"roi_size needs 2 values \(y, x\)"):
+        full_card(spatial_dims=2, spacing=(0.8, 0.8), roi_size=(96, 96, 96))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"task": "classification"}, "task must be one of"),
+    ({"modality": "PET"}, "modality"),
+    ({"roi_size": (96, 96)}, r"roi_size needs 3 values \(z, y, x\)"),
+    ({"spacing": (1.0, 0.0, 1.0)}, "spacing values must be positive"),
+    ({"in_channels": 0}, "in_channels must be a positive integer"),
+    ({"output": "argmax"}, "output must be one of"),
+    ({"intensity": {"kind": "ct_window", "a_min": 400, "a_max": -1000, "b_min": 0, "b_max": 1}}, "a_max > a_min"),
+    ({"intensity": {"kind": "ct_window", "a_min": -1000}}, "needs a number for 'a_max'"),
+    ({"intensity": {"kind": "histogram"}}, "intensity.kind"),
+    ({"classes": [{"index": 1, "name": "lung", "color": "green"}]}, "colour must be hex"),
+    ({"classes": [{"index": 1, "name": "a"}, {"index": 1, "name": "b"}]}, "appears twice"),
+])
+def test_invalid_cards_raise_model_errors(overrides, message):
+    with pytest.raises(ModelError, match=message):
+        full_card(**overrides)
+
+
+def test_bad_json_and_unknown_fields(tmp_path):
+    with pytest.raises(ModelError, match="not valid JSON"):
+        ModelCard.from_json("{name: lung")
+    with pytest.raises(ModelError, match=r"unknown field\(s\) \['colour'\]"):
+        ModelCard.from_dict({"name": "x", "colour": "red"})
+    with pytest.raises(ModelError, match="does not exist"):
+        load_card(tmp_path / "missing.json")

@@ -1,0 +1,81 @@
+"""Built-in registry: listing, installed-or-not, sha256 verification."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medai.errors import ModelError
+from napari_medai.models import registry
+from napari_medai.models.card import ModelCard
+from napari_medai.models.loading import load_model
+from napari_medai.models.networks import build_network
+
+
+def tiny_card(name="tiny_seg", task="segmentation", **kw) -> ModelCard:
+    return ModelCard(name=name, task=task, roi_size=(16, 16, 16), out_channels=2,
+                     network={"name": "UNet", "kwargs": {"channels": [4, 8], "strides": [2]}}, **kw)
+
+
+@pytest.fixture
+def installed(tmp_path):
+    torch.manual_seed(0)
+    card = tiny_card()
+    network = build_network(card)
+    registry.save_builtin(card, network, folder=tmp_path)
+    registry.save_builtin(tiny_card("tiny_denoise", task="denoising", output="identity"),
+                          build_network(tiny_card()), folder=tmp_path)
+    return tmp_path, network
+
+
+def test_list_and_get(installed):
+    folder, _ = installed
+    assert [c.name for c in registry.list_models(folder=folder)] == ["tiny_denoise", "tiny_seg"]
+    assert [c.name for c in registry.list_models("denoising", folder=folder)] == ["tiny_denoise"]
+    card = registry.get_card("tiny_seg", folder=folder)
+    assert card.sha256 == registry.sha256_of(folder / "tiny_seg.pt")
+    with pytest.raises(ModelError, match=r"no built-in model called 'lungz'.*tiny_denoise, tiny_seg"):
+        registry.get_card("lungz", folder=folder)
+
+
+def test_loaded_weights_are_the_saved_ones(installed):
+    folder, network = installed
+    model = load_model(folder / "tiny_seg.json")
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(model.network(x).numpy(), network.eval()(x).numpy())
+    # the .pt beside its card also loads through the card
+    assert load_model(folder / "tiny_seg.pt").card.name == "tiny_seg"
+
+
+def test_missing_weights_say_not_installed(installed):
+    folder, _ = installed
+    (folder / "tiny_seg.pt").unlink()
+    with pytest.raises(ModelError, match="'tiny_seg' is not installed yet"):
+        load_model(folder / "tiny_seg.json")
+
+
+def test_sha256_mismatch_is_refused(installed):
+    folder, _ = installed
+    weights = folder / "tiny_seg.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="corrupted"):
+        load_model(folder / "tiny_seg.json")
+
+
+def test_weights_of_another_architecture(installed):
+    folder, _ = installed
+    card = registry.get_card("tiny_seg", folder=folder)
+    card.network = {"name": "UNet", "kwargs": {"channels": [8, 16], "strides": [2]}}
+    with pytest.raises(ModelError, match="do not fit the network"):
+        load_model(card)
+
+
+def test_shipped_cards_parse_and_installed_weights_match_their_sha256():
+    # Cards may ship before their weights; weights that are there must be the ones described.
+    for card in registry.list_models():
+        assert card.weights, card.name
+        path = card.weights_path()
+        if path.is_file():
+            assert registry.sha256_of(path) == card.sha256, card.name

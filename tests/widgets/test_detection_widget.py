@@ -1,0 +1,144 @@
+"""Lesion detection widget on a small crop of the chest phantom with a fixed-rule test model
+(segmentation-based detection: bright regions inside the "lung" field become findings)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from fixed_rule_models import detection_card, install
+from qtpy.QtCore import Qt
+
+from napari_medai.errors import InputError
+from napari_medai.widgets._tables import axial_slice
+from napari_medai.postprocess.report import CSV_FIELDS
+
+pytestmark = pytest.mark.gui
+TIMEOUT_MS = 15_000
+CROP = (slice(2, 18), slice(4, 44), slice(4, 44))
+FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads",
+          "slice", "center_z_mm", "center_y_mm", "center_x_mm", "bbox_voxel"}
+
+
+@pytest.fixture
+def widget_and_crop(viewer, tmp_path, monkeypatch):
+    """The detection widget with the test model chosen, and a phantom crop layer."""
+    from napari_medai.io import Volume
+    from napari_medai.phantoms import make_chest_ct
+
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    install(detection_card(roi_size=(8, 32, 32)), tmp_path / "weights")
+    phantom = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3)
+    geometry = Volume(phantom.hu, phantom.affine).napari_geometry()
+    start = np.array([s.start for s in CROP], dtype=float)
+    crop = viewer.add_image(phantom.hu[CROP].astype(np.float32), name="crop", scale=geometry["scale"],
+                            translate=np.asarray(geometry["translate"]) + start * np.asarray(geometry["scale"]))
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.max_findings_box.setValue(8)
+    return widget, crop
+
+
+def run_and_wait(qtbot, widget) -> str:
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    return ended.args[0]
+
+
+@pytest.fixture
+def detection(qtbot, widget_and_crop):
+    """(widget, crop layer) after one run with score threshold 0.5."""
+    widget, crop = widget_and_crop
+    widget.threshold_box.setValue(0.5)
+    assert run_and_wait(qtbot, widget) == "done"
+    return widget, crop
+
+
+def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, detection):
+    from napari.utils.colormaps import ensure_colormap
+
+    widget, crop = detection
+    findings = widget.findings
+    assert 1 < len(findings) <= 8
+    assert [f.score for f in findings] == sorted((f.score for f in findings), reverse=True)
+    assert min(f.score for f in findings) >= 0.5
+
+    points = viewer.layers["crop findings"]
+    np.testing.assert_allclose(points.data, [f.center_voxel for f in findings])
+    np.testing.assert_allclose(points.scale, crop.scale)
+    np.testing.assert_allclose(points.translate, crop.translate)
+    assert FIELDS <= set(points.features.columns)
+    assert list(points.features["score"]) == [f.score for f in findings]
+    assert list(points.features["lung_rads"]) == [f.lung_rads for f in findings]
+    np.testing.assert_allclose(points.features[["center_z_mm", "center_y_mm", "center_x_mm"]].to_numpy(),
+                               [f.center_mm for f in findings])
+    # centres in world mm are the crop's own voxel -> world transform
+    np.testing.assert_allclose(findings[0].center_mm, crop.data_to_world(findings[0].center_voxel), atol=0.05)
+    # size: the long axis in in-plane pixels (4 mm); colour: the score through the colormap
+    np.testing.assert_allclose(points.size, [max(f.diameter_mm / 4.0, 3.0) for f in findings])
+    plasma = ensure_colormap("plasma").map(np.array([f.score for f in findings]))
+    np.testing.assert_allclose(points.face_color, plasma, atol=1e-3)
+
+    masks = viewer.layers["crop finding masks"]
+    assert masks.data.shape == crop.data.shape
+    assert set(np.unique(masks.data)) == set(range(len(findings) + 1))
+
+    table = widget.findings_table
+    assert table.rowCount() == len(findings)
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
+        "#", "Score", "Diameter (mm)", "Volume (mL)", "Lung-RADS", "Slice"]
+    assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
+    assert table.cell_text(1, 4) == findings[1].lung_rads
+    assert table.cell_text(1, 5) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
+    assert "decision support, not a diagnosis" in widget.note_label.text()
+
+
+def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer, detection):
+    widget, crop = detection
+    table = widget.findings_table
+    for row in (len(widget.findings) - 1, 0):
+        finding = widget.findings[row]
+        rect = table.visualItemRect(table.item(row, 0))
+        qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
+        assert viewer.dims.current_step[0] == int(table.cell_text(row, 5)) == axial_slice(finding.center_voxel)
+        world = crop.data_to_world(finding.center_voxel)
+        np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
+        assert table.currentRow() == row
+    # with the points layer deleted, the finding's own world centre still leads there
+    viewer.layers.remove("crop findings")
+    last = widget.findings[-1]
+    widget.go_to_finding(len(widget.findings) - 1)
+    assert viewer.dims.current_step[0] == axial_slice(last.center_voxel)
+
+
+def test_export_csv_writes_every_finding(tmp_path, detection):
+    widget, _crop = detection
+    path = widget.export_csv(tmp_path / "findings")
+    assert path.suffix == ".csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(CSV_FIELDS)
+    assert [float(r["score"]) for r in rows] == [f.score for f in widget.findings]
+    assert [r["lung_rads"] for r in rows] == [f.lung_rads for f in widget.findings]
+    assert widget.export_button.isEnabled() and str(path) in widget.status_label.text()
+
+
+def test_export_before_a_run_says_so(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    assert not widget.export_button.isEnabled()
+    with pytest.raises(InputError, match="run the detection first"):
+        widget.export_csv("unused.csv")
+
+
+def test_no_finding_above_the_threshold_gives_an_empty_points_layer(qtbot, viewer, tmp_path,
+                                                                    widget_and_crop, notifications):
+    widget, _crop = widget_and_crop
+    widget.threshold_box.setValue(1.0)  # softmax scores never reach 1
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(viewer.layers["crop findings"].data) == 0
+    assert "crop finding masks" not in viewer.layers
+    assert widget.findings_table.rowCount() == 0
+    assert any("no findings reached the score threshold" in message for _, message in notifications())
+    with open(widget.export_csv(tmp_path / "none.csv")) as fh:
+        assert fh.read().strip() == ",".join(CSV_FIELDS)  # the header only
