@@ -185,8 +185,9 @@ def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str
     kwargs = {k: v for k, v in gen_kwargs.items() if k not in ("spatial_dims", "in_channels")}
     card = {
         "name": MODEL_NAMES[modality], "task": "denoising", "modality": modality,
-        "description": f"2D residual UNet denoiser for {'low-dose CT' if modality == 'CT' else 'MR (Rician noise)'}, "
-                       "applied slice by slice on the input grid",
+        "description": ("2D residual UNet denoiser for low-dose CT" if modality == "CT" else
+                        "2.5D residual UNet denoiser for MR (Rician noise): a slice and its neighbours in")
+                       + ", applied slice by slice on the input grid",
         # 2D, slice-wise on the input's own grid: no resampling (spacing None); roi_size is the training patch.
         "spacing": None, "roi_size": [training.get("patch", 96)] * 2, "spatial_dims": 2,
         "in_channels": gen_kwargs.get("in_channels", 1), "out_channels": 1, "classes": [], "intensity": intensity,

@@ -1,0 +1,57 @@
+"""The shipped chest-CT models on small crops: a phantom it never saw and the real lung1 nodule."""
+
+import numpy as np
+import pytest
+
+from napari_medai.api import detect, segment
+from napari_medai.io import read_volume
+from napari_medai.io.resources import sample_path
+from napari_medai.models import list_models
+
+pytestmark = pytest.mark.integration
+SHIPPED = {c.name for c in list_models()}
+needs = pytest.mark.skipif(
+    not {"chest-ct-lung-nodule", "lung-nodule-detection"} <= SHIPPED, reason="lung models are not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def lung1_crop():
+    """All 48 slices of lung1 around its nodule (rows 221-246, cols 206-229 of the sample)."""
+    ct = read_volume(sample_path("lung1_ct"))
+    mask = read_volume(sample_path("lung1_nodule_mask")).data > 0
+    box = (slice(None), slice(170, 300), slice(150, 280))
+    return ct.data[box], mask[box], ct.spacing
+
+
+@needs
+def test_segmentation_finds_the_lungs_of_an_unseen_phantom():
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training.seg_data import chest_targets
+
+    ph = make_chest_ct(9999, shape=(16, 200, 200), spacing=(2.5, 1.75, 1.75), n_nodules=0)
+    res = segment(ph.hu, ph.spacing)
+    assert res.labels.shape == ph.hu.shape
+    ref = chest_targets(ph.labels) == 1
+    pred = res.labels == 1
+    assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.85
+    assert [r["name"] for r in res.volumes] == ["lung", "nodule"]
+
+
+@needs
+def test_segmentation_overlaps_the_real_lung1_nodule(lung1_crop):
+    hu, truth, spacing = lung1_crop
+    res = segment(hu, spacing)
+    nodule = res.labels == 2
+    assert 2 * (nodule & truth).sum() / (nodule.sum() + truth.sum()) > 0.3
+    assert res.lesion_probability[truth].mean() > 0.5
+
+
+@needs
+def test_detection_ranks_the_real_lung1_nodule_first(lung1_crop):
+    hu, truth, spacing = lung1_crop
+    found = detect(hu, spacing, max_findings=5)
+    assert found, "no finding on a crop holding a 14 mm nodule"
+    z, y, x = np.rint(found[0].center_voxel).astype(int)
+    assert truth[max(z - 1, 0) : z + 2, y - 1 : y + 2, x - 1 : x + 2].any()
+    assert 8 <= found[0].diameter_mm <= 25 and found[0].lung_rads in {"4A", "4B"}
