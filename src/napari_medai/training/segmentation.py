@@ -260,7 +260,10 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
         "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
     }
-    card.scores = {"val_dice": summary["history"][-1]["val_dice"] if summary["history"] else {},
+    # the shipped weights are the best epoch's, so report that epoch's Dice
+    scored = [h for h in summary["history"] if h["val_dice"]]
+    best = max(scored, key=lambda h: np.mean(list(h["val_dice"].values())), default=None)
+    card.scores = {"val_dice": best["val_dice"] if best else {}, "best_epoch": best["epoch"] + 1 if best else None,
                    "best_val_score": summary["best_score"]}
     net = build_unet(cfg)
     net.load_state_dict(torch.load(Path(cfg.out) / "best.pt", weights_only=True))
