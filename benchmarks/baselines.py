@@ -70,20 +70,22 @@ def blob_log_candidates(hu: np.ndarray, lung: np.ndarray, spacing, min_d_mm=3.0,
     img = np.clip((hu + 1000.0) / 1400.0, 0, 1).astype(np.float32)
     img = np.where(ndimage.binary_dilation(lung, iterations=2), img, 0.0)
     small = ndimage.zoom(img, zoom, order=1)
-    min_s = (min_d_mm / iso) / (2 * np.sqrt(3))
-    max_s = (max_d_mm / iso) / (2 * np.sqrt(3))
-    blobs = blob_log(small, min_sigma=max(min_s, 0.5), max_sigma=max_s, num_sigma=6, threshold=threshold,
+    min_s = max((min_d_mm / iso) / (2 * np.sqrt(3)), 0.5)
+    max_s = max((max_d_mm / iso) / (2 * np.sqrt(3)), min_s)
+    sigmas = np.linspace(min_s, max_s, 6)
+    blobs = blob_log(small, min_sigma=min_s, max_sigma=max_s, num_sigma=len(sigmas), threshold=threshold,
                      overlap=0.5)
     if len(blobs) == 0:
         return np.zeros(0), np.zeros((0, 3)), np.zeros(0)
+    # Score = the scale-normalised LoG response at the blob (what blob_log thresholds), read from
+    # one full-volume filter per scale rather than one filter per blob.
+    idx = np.rint(blobs[:, :3]).astype(int)
+    scores = np.zeros(len(blobs))
+    for s in np.unique(blobs[:, 3]):
+        sel = blobs[:, 3] == s
+        response = -ndimage.gaussian_laplace(small, s) * s**2
+        scores[sel] = response[tuple(idx[sel].T)]
     centres = blobs[:, :3] / np.asarray(zoom)
-    sigma = blobs[:, 3]
-    diam = sigma * 2 * np.sqrt(3) * iso
-    # score: normalised LoG response at the blob's own scale
-    scores = []
-    for (z, y, x, s) in blobs:
-        scores.append(float(-ndimage.gaussian_laplace(
-            small[max(0, int(z - 3 * s)): int(z + 3 * s) + 1, max(0, int(y - 3 * s)): int(y + 3 * s) + 1,
-                  max(0, int(x - 3 * s)): int(x + 3 * s) + 1], s).min() * s**2))
+    diam = blobs[:, 3] * 2 * np.sqrt(3) * iso
     inside = lung[tuple(np.clip(np.rint(centres).astype(int), 0, np.array(lung.shape) - 1).T)]
-    return np.asarray(scores)[inside], centres[inside], diam[inside]
+    return scores[inside], centres[inside], diam[inside]

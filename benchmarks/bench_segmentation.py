@@ -116,7 +116,8 @@ def _overlay_png(hu, labels, ref, spacing, path: Path):
         return rgb
 
     ax = render(hu[z], labels[z], ref[z], 1)
-    cor = render(hu[:, y], labels[:, y], ref[:, y], spacing[0] / spacing[2])  # square pixels
+    # coronal: flip z so that superior is up; stretch z for square pixels
+    cor = render(hu[::-1, y], labels[::-1, y], ref[::-1, y], spacing[0] / spacing[2])
     h = max(ax.shape[0], cor.shape[0])
     pad = lambda a: np.pad(a, ((0, h - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
     path.parent.mkdir(parents=True, exist_ok=True)
