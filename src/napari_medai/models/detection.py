@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, ModelError
-from ..postprocess.findings import Finding, lung_rads_category
+from ..postprocess.findings import Finding, lung_rads_category, rank_findings
 
 BOX_KEYS = ("boxes", "box", "pred_boxes")
 SCORE_KEYS = ("scores", "labels_scores", "label_scores", "box_scores", "pred_scores")
@@ -225,12 +225,7 @@ def boxes_to_findings(edges: np.ndarray, scores: np.ndarray, spacing, shape, aff
         if score < score_threshold or np.any(hi - lo <= 0):
             continue  # below the threshold, or a box entirely outside the volume
         found.append(_finding(lo, hi, float(score), spacing, shape, affine))
-    found.sort(key=lambda f: -f.score)
-    if max_findings is not None:
-        found = found[:max_findings]
-    for rank, f in enumerate(found, start=1):
-        f.label = rank
-    return found
+    return rank_findings(found, max_findings)
 
 
 def _finding(lo, hi, score, spacing, shape, affine) -> Finding:

@@ -116,7 +116,12 @@ def findings_from_probability(
                 mask=mask,
             )
         )
-    found.sort(key=lambda f: -f.score)
+    return rank_findings(found, max_findings)
+
+
+def rank_findings(found: list[Finding], max_findings: int | None = None) -> list[Finding]:
+    """Highest score first, at most ``max_findings``; ``label`` becomes the 1-based rank."""
+    found = sorted(found, key=lambda f: -f.score)
     if max_findings is not None:
         found = found[:max_findings]
     for k, f in enumerate(found, start=1):
