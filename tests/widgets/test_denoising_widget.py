@@ -63,3 +63,23 @@ def test_cancel_stops_the_model_and_adds_nothing(qtbot, viewer, rng):
         widget.cancel_button.click()
     assert blocker.args == ["cancelled"]
     assert_unchanged(viewer, snapshot)
+
+
+def test_automatic_model_follows_the_layers_modality(qtbot, viewer, low_dose_layer):
+    from napari_medai.widgets.denoising import AUTO_MODEL
+
+    ct_layer, _clean = low_dose_layer
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Denoising")
+    assert widget.model_box.currentText() == AUTO_MODEL  # the default choice
+    ct_layer.metadata["modality"] = "CT"
+    assert widget.params().model.name == "ct-lowdose-denoising"
+    ct_layer.metadata["modality"] = "MR"
+    assert widget.params().model.name == "mr-denoising"
+    # unknown modality: a clear message at Run, no layer added
+    ct_layer.metadata["modality"] = "unknown"
+    snapshot = layer_snapshot(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+    assert blocker.args == ["error"]
+    assert "cannot choose a denoising model for modality 'unknown'" in widget.status_label.text()
+    assert_unchanged(viewer, snapshot)

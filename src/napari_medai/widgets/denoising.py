@@ -10,6 +10,8 @@ from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox
 from ._base import TaskParams, TaskWidget
 from ._layers import output_layer_data
 
+AUTO_MODEL = "Automatic (from the image's modality)"
+
 
 @dataclass
 class DenoisingParams(TaskParams):
@@ -37,6 +39,25 @@ class DenoisingWidget(TaskWidget):
     task = "denoising"
     title = "Denoising"
     params_type = DenoisingParams
+
+    def refresh_models(self) -> None:
+        """Built-in models plus, first and selected, the automatic choice by modality."""
+        super().refresh_models()
+        if any(self.model_box.itemData(i) is not None for i in range(self.model_box.count())):
+            self.model_box.insertItem(0, AUTO_MODEL, AUTO_MODEL)
+            self.model_box.setCurrentIndex(0)
+
+    def params(self):
+        """Resolve the automatic choice from the layer's modality (metadata from the reader)."""
+        params = super().params()
+        if params.model == AUTO_MODEL:
+            from ..denoising import default_model_name
+            from ..models import get_card
+
+            layer = self.layer_picker.current_layer()
+            modality = getattr(layer, "metadata", {}).get("modality") if layer is not None else None
+            params.model = get_card(default_model_name(modality))
+        return params
 
     def _build_params(self, form):
         self.strength_box = QDoubleSpinBox()
