@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
 from ..errors import ModelError
 from .card import ModelCard, load_card, save_card
 
@@ -53,6 +51,8 @@ def load_state_dict(card: ModelCard) -> dict:
             "their sha256 does not match the model card; reinstall the model"
         )
     try:
+        import torch  # here, not at import: listing models (widget start-up) must not load torch
+
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the weights of model '{card.name}' ({path.name}): {exc}") from None
@@ -65,12 +65,14 @@ def load_state_dict(card: ModelCard) -> dict:
     return state
 
 
-def save_builtin(card: ModelCard, network: torch.nn.Module, folder=None) -> Path:
+def save_builtin(card: ModelCard, network, folder=None) -> Path:
     """Write ``<name>.pt`` and ``<name>.json`` (with the sha256) into ``folder``; return the card path."""
     folder = Path(folder) if folder is not None else WEIGHTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{card.name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    import torch
+
     torch.save(state, weights)
     card.weights = weights.name
     card.sha256 = sha256_of(weights)
