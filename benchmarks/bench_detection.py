@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from baselines import blob_log_candidates, classical_lung_mask  # noqa: E402
 
 HELD_OUT_SEEDS = range(9000, 9020)
+QUICK_SHAPE = (48, 256, 256)  # --quick: crop each held-out phantom's grid to this
 
 
 def _fmt(r):
@@ -37,16 +38,13 @@ def _fmt(r):
 def phantom_froc(model, seeds, quick):
     from napari_medai.api import detect
     from napari_medai.metrics import froc, target_mask
-    from napari_medai.phantoms import make_chest_ct
-    from napari_medai.training.phantom_dataset import acquisition_for
+    from napari_medai.training.phantom_dataset import phantom_for
 
     rows = {k: [] for k in ("model", "model_4mm", "blob", "blob_4mm")}
     t_model = t_blob = 0.0
     for seed in seeds:
-        shape, spacing = acquisition_for(seed)
-        if quick:
-            shape = (min(shape[0], 48), min(shape[1], 256), min(shape[2], 256))
-        ph = make_chest_ct(seed, shape=shape, spacing=spacing)
+        ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
+        spacing = ph.spacing
         nod = ph.nodules
         mask = target_mask(ph.hu.shape, spacing, [n["center_voxel"] for n in nod], [n["diameter_mm"] for n in nod])
         small = [i + 1 for i, n in enumerate(nod) if n["diameter_mm"] < 4.0]

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from baselines import classical_segmentation  # noqa: E402
 
 HELD_OUT_SEEDS = range(9000, 9020)  # training uses 1000+; these are never trained on
+QUICK_SHAPE = (48, 256, 256)  # --quick: crop each held-out phantom's grid to this
 CLASSES = {1: "lung", 2: "nodule"}
 
 
@@ -39,17 +40,14 @@ def _summ(values):
 def phantom_scores(model_name, seeds, quick, settings):
     from napari_medai.api import segment
     from napari_medai.metrics import dice_hd95
-    from napari_medai.phantoms import make_chest_ct
-    from napari_medai.training.phantom_dataset import acquisition_for
+    from napari_medai.training.phantom_dataset import phantom_for
     from napari_medai.training.seg_data import chest_targets
 
     rows = {"model": [], "classical": []}
     t_model = t_base = 0.0
     for seed in seeds:
-        shape, spacing = acquisition_for(seed)
-        if quick:
-            shape = (min(shape[0], 48), min(shape[1], 256), min(shape[2], 256))
-        ph = make_chest_ct(seed, shape=shape, spacing=spacing)
+        ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
+        shape, spacing = ph.hu.shape, ph.spacing
         ref = chest_targets(ph.labels)
         t = time.perf_counter()
         pred = segment(ph.hu, spacing, model=model_name, settings=settings).labels

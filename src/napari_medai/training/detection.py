@@ -28,12 +28,10 @@ CANDIDATE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 def phantom_case_findings_inputs(seed: int):
     """(hu, spacing, nodules) of validation phantom ``seed`` with its training acquisition."""
-    from ..phantoms import make_chest_ct
-    from .phantom_dataset import acquisition_for
+    from .phantom_dataset import phantom_for
 
-    shape, spacing = acquisition_for(seed)
-    ph = make_chest_ct(seed, shape=shape, spacing=spacing)
-    return ph.hu, spacing, ph.nodules
+    ph = phantom_for(seed)
+    return ph.hu, ph.spacing, ph.nodules
 
 
 def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> dict:

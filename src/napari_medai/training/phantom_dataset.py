@@ -27,6 +27,17 @@ def acquisition_for(seed: int) -> tuple[tuple[int, int, int], tuple[float, float
     return (max(8, int(round(z_extent / dz))), n_xy, n_xy), (dz, dxy, dxy)
 
 
+def phantom_for(seed: int, max_shape=None, **kwargs):
+    """Phantom ``seed`` with the acquisition drawn for it; ``max_shape`` crops the grid
+    (benchmarks' quick runs) without changing the voxel size."""
+    from ..phantoms import make_chest_ct
+
+    shape, spacing = acquisition_for(seed)
+    if max_shape is not None:
+        shape = tuple(min(n, m) for n, m in zip(shape, max_shape))
+    return make_chest_ct(seed, shape=shape, spacing=spacing, **kwargs)
+
+
 def case_name(seed: int) -> str:
     return f"case{seed:04d}"
 
@@ -34,7 +45,6 @@ def case_name(seed: int) -> str:
 def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None) -> Path:
     """Generate phantom ``seed`` into ``folder`` unless it is already there."""
     from ..io import write_volume
-    from ..phantoms import make_chest_ct
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,8 +52,7 @@ def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None)
     image = folder / f"{name}_image.nii.gz"
     if image.exists() and (folder / f"{name}_nodules.json").exists():
         return image
-    shape, spacing = acquisition_for(seed)
-    ph = make_chest_ct(seed, shape=shape, spacing=spacing, low_dose_photons=low_dose_photons)
+    ph = phantom_for(seed, low_dose_photons=low_dose_photons)
     write_volume(ph.labels_volume(), folder / f"{name}_label.nii.gz")
     if ph.low_dose is not None:
         write_volume(ph.low_dose_volume(), folder / f"{name}_lowdose.nii.gz")

@@ -119,6 +119,13 @@ class TaskWidget(QWidget):
         self.refresh_models()
 
     # ---- for subclasses --------------------------------------------------------------------
+    def _add_result_widgets(self, *widgets) -> None:
+        """Place task-specific result widgets (tables, notes) above the dock's final stretch."""
+        layout = self.layout()
+        stretch = layout.count() - 1
+        for offset, widget in enumerate(widgets):
+            layout.insertWidget(stretch + offset, widget)
+
     def _build_params(self, form: QFormLayout) -> None:
         """Add the task's own controls to ``form``."""
 

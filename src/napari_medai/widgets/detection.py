@@ -83,10 +83,7 @@ class DetectionWidget(TaskWidget):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._choose_csv_file)
-        layout = self.layout()
-        stretch = layout.count() - 1  # keep the stretch last
-        for offset, widget in enumerate((self.findings_table, self.export_button, self.note_label)):
-            layout.insertWidget(stretch + offset, widget)
+        self._add_result_widgets(self.findings_table, self.export_button, self.note_label)
 
     def _build_params(self, form):
         self.threshold_box = QDoubleSpinBox()

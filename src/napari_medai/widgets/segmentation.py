@@ -76,10 +76,7 @@ class SegmentationWidget(TaskWidget):
         self.volume_caption = QLabel("Class volumes appear here after a run.")
         self.volume_caption.setWordWrap(True)
         self.volume_table = VolumeTable()
-        layout = self.layout()
-        stretch = layout.count() - 1  # keep the stretch last
-        layout.insertWidget(stretch, self.volume_caption)
-        layout.insertWidget(stretch + 1, self.volume_table)
+        self._add_result_widgets(self.volume_caption, self.volume_table)
 
     def _build_params(self, form):
         self.min_size_box = QDoubleSpinBox()
