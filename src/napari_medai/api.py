@@ -65,7 +65,8 @@ def segment(
     ``model``: a built-in name, a MONAI bundle folder, a TorchScript file or a LoadedModel.
     Post-processing (cards declare it in ``extra``): organs keep their largest connected
     components (``extra["organs"] = {"1": 2}``: lungs keep two) and lesion classes
-    (``extra["lesions"]``) lose components under ``min_lesion_mm3``.
+    (``extra["lesions"]``) lose components under ``min_lesion_mm3`` and, where the card
+    names ``extra["lesion_hosts"]`` (e.g. ``[1]``), components that touch none of those classes.
     """
     from .inference import run_model
     from .postprocess import class_volumes, clean_segmentation
@@ -81,7 +82,8 @@ def segment(
         organs = {int(k): int(v) for k, v in card.extra.get("organs", {}).items()}
         if min_lesion_mm3 is None:
             min_lesion_mm3 = float(card.extra.get("min_lesion_mm3", 0.0))
-        labels = clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3)
+        hosts = tuple(int(i) for i in card.extra.get("lesion_hosts", ()))
+        labels = clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
     classes = {
         int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
     } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
@@ -107,13 +109,11 @@ def detect(
 
     Segmentation-based detection: the model's lesion-probability channel
     (``extra["probability_channel"]``) is split into connected components, each scored by
-    its peak probability and measured on its own mask.  Candidates are kept inside the
-    model's organ field (``extra["within_classes"]``, dilated by ``extra["margin_mm"]``) so
-    that findings outside the lungs are not reported.  ``affine`` maps voxels to world mm
+    its peak probability and measured on its own mask.  Candidates must reach within
+    ``extra["margin_mm"]`` of the model's organ field (``extra["within_classes"]``) so that
+    findings outside the lungs are not reported.  ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
-    from scipy import ndimage
-
     from .errors import ModelError
     from .inference import run_model
     from .postprocess import findings_from_probability
@@ -132,12 +132,8 @@ def detect(
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     prob = probs[channel]
     within = [int(i) for i in extra.get("within_classes", [])]
-    if within:
-        field_mask = probs[within + [channel]].sum(0) >= 0.5
-        margin = float(extra.get("margin_mm", 5.0))
-        iters = max(1, int(round(margin / min(spacing))))
-        field_mask = ndimage.binary_dilation(field_mask, iterations=iters) if margin > 0 else field_mask
-        prob = np.where(field_mask, prob, 0.0).astype(np.float32)
+    # the organ field the candidates must lie in or against (lesion voxels count as field)
+    field = probs[within + [channel]].sum(0) >= 0.5 if within else None
     del probs
     return findings_from_probability(
         prob, spacing, affine,
@@ -145,6 +141,7 @@ def detect(
         mask_threshold=float(extra.get("mask_threshold", 0.5)),
         score_threshold=score_threshold,
         min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)),
+        field=field, field_margin_mm=float(extra.get("margin_mm", 5.0)),
         max_findings=max_findings,
     )
 

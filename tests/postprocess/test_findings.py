@@ -50,3 +50,26 @@ def test_thresholds_and_limits():
     faint = findings_from_probability(prob, (1, 1, 1))[1]
     assert faint.volume_ml == pytest.approx(8 / 1000)  # measured at half its own peak
     assert findings_from_probability(np.zeros((5, 5, 5)), (1, 1, 1)) == []
+
+
+def test_candidates_must_reach_the_field_within_the_margin():
+    spacing = (5.0, 1.0, 1.0)  # thick slices: the margin is in mm on every axis
+    shape = (12, 60, 60)
+    prob = np.zeros(shape, np.float32)
+    field = np.zeros(shape, bool)
+    field[:, :, :30] = True  # "lung" on the left half
+    near = _ball(shape, (6, 30, 35), 3.0, spacing)  # 2 mm beyond the field's edge at x=30..32
+    far = _ball(shape, (6, 10, 50), 3.0, spacing)  # 17 mm away in x
+    above = np.zeros(shape, bool)
+    above[0, 30, 10] = True  # touches the field (inside it)
+    prob[near] = 0.9
+    prob[far] = 0.8
+    prob[above] = 0.7
+    found = findings_from_probability(prob, spacing, field=field, field_margin_mm=4.0)
+    assert [f.score for f in found] == pytest.approx([0.9, 0.7])
+    # the kept candidate is measured whole, not clipped at the field's edge
+    assert found[0].volume_ml == pytest.approx(near.sum() * 5.0 / 1000)
+    # with no margin only candidates overlapping the field remain
+    assert [f.score for f in findings_from_probability(prob, spacing, field=field)] == pytest.approx([0.7])
+    # an empty field keeps nothing
+    assert findings_from_probability(prob, spacing, field=np.zeros(shape, bool), field_margin_mm=4.0) == []

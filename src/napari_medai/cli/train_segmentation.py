@@ -15,6 +15,10 @@ def add_parser(sub) -> None:
     p.add_argument("--phantoms", type=int, default=0, metavar="N",
                    help="first generate N phantom chest CTs into --data (seeds from --phantom-seed)")
     p.add_argument("--phantom-seed", type=int, default=1000)
+    p.add_argument("--phantom-nodules", type=int, default=None, metavar="K",
+                   help="nodules per generated phantom (default: the phantom's own 0-4)")
+    p.add_argument("--class-ratios", type=float, nargs="+", default=None, metavar="R",
+                   help="crop-centre sampling weight per class (default 1 1 3 for three classes, else equal)")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -42,12 +46,18 @@ def run(args) -> int:
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, bf16=not args.fp32,
     )
-    if len(cfg.class_names) != 3:  # the default ratios favour class 2 (nodule) of the chest model
+    if args.class_ratios:
+        if len(args.class_ratios) != len(cfg.class_names):
+            print(f"--class-ratios needs one weight per class ({len(cfg.class_names)})")
+            return 2
+        cfg.class_ratios = tuple(args.class_ratios)
+    elif len(cfg.class_names) != 3:  # the default ratios favour class 2 (nodule) of the chest model
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     if args.phantoms:
         from ..training.phantom_dataset import write_phantom_dataset
 
-        write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms))
+        write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms),
+                              n_nodules=args.phantom_nodules)
     progress = _bar(cfg.epochs * cfg.iters_per_epoch)
     summary = train_segmentation(cfg, progress=progress)
     print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt")

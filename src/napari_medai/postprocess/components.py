@@ -36,16 +36,35 @@ def remove_small_components(mask: np.ndarray, min_volume_mm3: float, spacing) ->
     return keep[lab]
 
 
+def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
+    """Keep the components of ``mask`` that touch ``host`` (26-neighbourhood).
+
+    A lung nodule lies in, or against, the lung field: a "nodule" component with no lung
+    voxel next to it (outside air, bowel gas, the table) is not one.  Each component is
+    tested inside its own bounding box, so the cost follows the lesions, not the volume.
+    """
+    lab, count = ndimage.label(mask, structure=_FULL)
+    keep = np.zeros(count + 1, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(lab), start=1):
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+        near = ndimage.binary_dilation(lab[grown] == i, structure=_FULL)
+        keep[i] = bool(host[grown][near].any())
+    return keep[lab]
+
+
 def clean_segmentation(
     labels: np.ndarray,
     spacing,
     organs: dict[int, int] | None = None,
     lesions: tuple[int, ...] = (),
     min_lesion_mm3: float = 0.0,
+    lesion_hosts: tuple[int, ...] = (),
 ) -> np.ndarray:
     """Largest connected components for organ classes, a minimum size for lesion classes.
 
     ``organs`` maps class index -> number of components to keep (e.g. ``{1: 2}`` for lungs).
+    ``lesion_hosts``: lesion components must touch one of these classes (after the organ
+    clean-up), e.g. ``(1,)``: a lung nodule touches the lung field.
     Removed voxels become background.  Returns a new array; the input is not modified.
     """
     out = np.array(labels, copy=True)
@@ -57,4 +76,10 @@ def clean_segmentation(
         m = out == cls
         if m.any():
             out[m & ~remove_small_components(m, min_lesion_mm3, spacing)] = 0
+    if lesion_hosts and lesions:
+        host = np.isin(out, lesion_hosts)
+        for cls in lesions:
+            m = out == cls
+            if m.any():
+                out[m & ~drop_components_away_from(m, host)] = 0
     return out

@@ -77,8 +77,15 @@ def findings_from_probability(
     score_threshold: float = 0.0,
     min_volume_mm3: float = 0.0,
     max_findings: int | None = None,
+    field: np.ndarray | None = None,
+    field_margin_mm: float = 0.0,
 ) -> list[Finding]:
-    """Findings ranked by score (highest first) from a (z, y, x) probability map."""
+    """Findings ranked by score (highest first) from a (z, y, x) probability map.
+
+    ``field`` (bool, same shape): only candidates with a voxel within ``field_margin_mm`` of it
+    are kept (e.g. the lung field: a juxta-pleural nodule reaches out of it, bowel gas does
+    not come near it).  The whole candidate is kept, so a nodule is measured entire.
+    """
     prob = np.asarray(prob, dtype=np.float32)
     if affine is None:
         affine = np.diag([*map(float, spacing), 1.0])
@@ -91,6 +98,8 @@ def findings_from_probability(
         p = np.where(region, prob[box], 0.0)
         score = float(p.max())
         if score < score_threshold:
+            continue
+        if field is not None and not _near_field(lab, i + 1, box, field, spacing, field_margin_mm):
             continue
         mask = p >= mask_threshold
         if not mask.any():  # a faint candidate: measure it at half its own peak
@@ -117,6 +126,24 @@ def findings_from_probability(
             )
         )
     return rank_findings(found, max_findings)
+
+
+def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:
+    """Whether component ``index`` of ``lab`` has a voxel within ``margin_mm`` of ``field``.
+
+    Works in the component's box grown by the margin (per axis, in voxels of that axis), so
+    thick slices are not dilated by the in-plane voxel count and the cost follows the candidates.
+    """
+    reach = [int(np.ceil(margin_mm / float(s))) for s in spacing]
+    grown = tuple(slice(max(b.start - r, 0), b.stop + r) for b, r in zip(box, reach))
+    local = field[grown]
+    if not local.any():
+        return False
+    region = lab[grown] == index
+    if margin_mm <= 0:
+        return bool(local[region].any())
+    dist = ndimage.distance_transform_edt(~local, sampling=[float(s) for s in spacing])
+    return bool(dist[region].min() <= margin_mm)
 
 
 def rank_findings(found: list[Finding], max_findings: int | None = None) -> list[Finding]:

@@ -35,14 +35,15 @@ def phantom_case_findings_inputs(seed: int):
 
 
 def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> dict:
-    """FROC of findings extracted from precomputed (probability, field) maps."""
+    """FROC of findings extracted from precomputed (probability, field, spacing) triples."""
     from ..metrics import froc, target_mask
     from ..postprocess import findings_from_probability
 
     rows = []
-    for (prob, spacing), (shape, nodules) in zip(prob_maps, cases):
+    for (prob, field, spacing), (shape, nodules) in zip(prob_maps, cases):
         found = findings_from_probability(prob, spacing, candidate_threshold=candidate_threshold,
-                                          mask_threshold=float(extra["mask_threshold"]))
+                                          mask_threshold=float(extra["mask_threshold"]),
+                                          field=field, field_margin_mm=float(extra["margin_mm"]))
         mask = target_mask(shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
         rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
     return froc(rows)
@@ -50,8 +51,6 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
 
 def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True):
     """Choose the candidate threshold on validation phantoms and write the detector's card."""
-    from scipy import ndimage
-
     from ..inference import run_model
     from ..models import get_card, load_model
     from ..models.card import ModelCard, save_card
@@ -64,8 +63,9 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         probs = run_model(seg, hu, spacing)
-        field = ndimage.binary_dilation(probs[[1, 2]].sum(0) >= 0.5, iterations=max(1, round(extra["margin_mm"] / min(spacing))))
-        prob_maps.append((np.where(field, probs[2], 0.0).astype(np.float32), spacing))
+        field = probs[extra["within_classes"] + [extra["probability_channel"]]].sum(0) >= 0.5
+        prob_maps.append((probs[extra["probability_channel"]].copy(), field, spacing))
+        del probs
         cases.append((hu.shape, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s)")
     scores = {t: nodule_froc(prob_maps, cases, t, extra) for t in CANDIDATE_THRESHOLDS}

@@ -42,8 +42,11 @@ def case_name(seed: int) -> str:
     return f"case{seed:04d}"
 
 
-def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None) -> Path:
-    """Generate phantom ``seed`` into ``folder`` unless it is already there."""
+def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None, n_nodules: int | None = None) -> Path:
+    """Generate phantom ``seed`` into ``folder`` unless it is already there.
+
+    ``n_nodules``: a fixed number of nodules per case (default: the phantom's own 0-4);
+    training sets use more, because nodules are the rare class the model must learn."""
     from ..io import write_volume
 
     folder = Path(folder)
@@ -52,7 +55,7 @@ def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None)
     image = folder / f"{name}_image.nii.gz"
     if image.exists() and (folder / f"{name}_nodules.json").exists():
         return image
-    ph = phantom_for(seed, low_dose_photons=low_dose_photons)
+    ph = phantom_for(seed, low_dose_photons=low_dose_photons, n_nodules=n_nodules)
     write_volume(ph.labels_volume(), folder / f"{name}_label.nii.gz")
     if ph.low_dose is not None:
         write_volume(ph.low_dose_volume(), folder / f"{name}_lowdose.nii.gz")
@@ -61,9 +64,9 @@ def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None)
     return image
 
 
-def write_phantom_dataset(folder, seeds, log=print) -> list[Path]:
+def write_phantom_dataset(folder, seeds, log=print, n_nodules: int | None = None) -> list[Path]:
     out = []
     for i, seed in enumerate(seeds):
-        out.append(write_phantom_case(int(seed), folder))
+        out.append(write_phantom_case(int(seed), folder, n_nodules=n_nodules))
         log(f"phantom {i + 1}/{len(seeds)}: {out[-1].name}")
     return out
