@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Re-train every model napari-medai ships, with the exact commands that produced the shipped
-# weights (their cards record the same commands).  CPU only, about 2 hours on 2 cores and
-# ~9 GB of RAM for the segmentation data; never run in CI.  Deterministic for a given
-# thread count (the shipped runs used --threads 1 while another training used the other core).
+# weights (their cards record the same commands).  CPU only, about 3 hours on 2 cores and
+# ~10 GB of RAM for the segmentation data; never run in CI.  Deterministic for a given
+# thread count (each command names the thread count its shipped run used).
 #   bash scripts/train_models.sh [segmentation|detection|denoising ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +11,16 @@ steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(segmentation detection denoising)
 
 for step in "${steps[@]}"; do case "$step" in
   segmentation)
-    # 36 phantoms (seeds 1000-1035; the first 3 validate), stage 1 then a lower-LR stage 2.
+    # Stage 1-2: 36 phantoms (seeds 1000-1035, their own 0-4 nodules; the first 3 validate).
     $M train segmentation --data runs/phantoms-train --phantoms 36 --phantom-seed 1000 --label-map chest \
       --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1
     $M train segmentation --data runs/phantoms-train --label-map chest --init runs/seg/best.pt \
-      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1 --install-as chest-ct-lung-nodule ;;
+      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1
+    # Stage 3: 44 nodule-rich phantoms (seeds 1100-1143, 8 nodules each; the first 3 validate),
+    # nodule-centred crops weighted 4 (background 1, lung 1); installs the shipped weights.
+    $M train segmentation --data runs/phantoms-rich --phantoms 44 --phantom-seed 1100 --phantom-nodules 8 \
+      --label-map chest --init runs/seg2/best.pt --out runs/seg3 --epochs 30 --iters-per-epoch 80 --lr 1e-3 \
+      --class-ratios 1 1 4 --threads 2 --install-as chest-ct-lung-nodule ;;
   detection)
     # post-processing fitted on validation phantoms 2000-2005 (not trained on, not benchmarked)
     $M train detection --from chest-ct-lung-nodule ;;
