@@ -67,6 +67,8 @@ def segment(
     components (``extra["organs"] = {"1": 2}``: lungs keep two) and lesion classes
     (``extra["lesions"]``) lose components under ``min_lesion_mm3`` and, where the card
     names ``extra["lesion_hosts"]`` (e.g. ``[1]``), components that touch none of those classes.
+    ``extra["lesion_threshold"]`` (fitted by ``medai train lesion-threshold``) gives the first
+    lesion class every voxel whose probability reaches it, before the clean-up.
     """
     from .inference import run_model
     from .postprocess import class_volumes, clean_segmentation
@@ -78,6 +80,10 @@ def segment(
     if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
         labels = (probs[0] >= 0.5).astype(np.uint8)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
+    if postprocess and lesions and "lesion_threshold" in card.extra:
+        from .postprocess.components import relabel_above
+
+        labels = relabel_above(labels, probs[lesions[0]], lesions[0], float(card.extra["lesion_threshold"]))
     if postprocess:
         organs = {int(k): int(v) for k, v in card.extra.get("organs", {}).items()}
         if min_lesion_mm3 is None:

@@ -120,3 +120,19 @@ def test_detect_reports_progress_and_cancel_leaves_nothing(det_model):
 
     with pytest.raises(Cancelled):
         napari_medai.detect(volume, SPACING, model=det_model, progress=cancel_after_first, cancel=token)
+
+
+def test_the_cards_lesion_threshold_recovers_faint_lesions(tmp_path):
+    # a -350 HU blob: nodule probability ~0.34 under the rule, so the argmax calls it background
+    volume = blob_volume(blobs=((8, 16, 16, 2, -350.0),))
+    plain = str(install(segmentation_card(name="argmax-only"), tmp_path))
+    assert napari_medai.segment(volume, SPACING, model=plain).labels[8, 16, 16] == 0
+    card = segmentation_card(name="with-threshold")
+    card.extra["lesion_threshold"] = 0.3
+    model = str(install(card, tmp_path))
+    result = napari_medai.segment(volume, SPACING, model=model)
+    assert 0.3 < result.lesion_probability[8, 16, 16] < 0.5
+    assert (result.labels[6:11, 14:19, 14:19] == 2).all()
+    assert result.labels[0, 0, 0] == 1  # the background "lung" is untouched
+    # the raw output (postprocess=False) stays the plain argmax
+    assert napari_medai.segment(volume, SPACING, model=model, postprocess=False).labels[8, 16, 16] == 0

@@ -43,3 +43,13 @@ def test_lesions_must_touch_their_host_class():
     assert (out == 2).sum() == 54
     # without hosts every lesion component stays
     assert (clean_segmentation(lab, (2.0, 1.0, 1.0), **kwargs) == 2).sum() == 82
+
+
+def test_relabel_above_only_below_one_half():
+    from napari_medai.postprocess.components import relabel_above
+
+    lab = np.array([0, 1, 1, 0], np.uint8)
+    prob = np.array([0.1, 0.35, 0.6, 0.45], np.float32)
+    np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.3), [0, 2, 2, 2])
+    np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.5), lab)  # argmax only
+    assert lab[1] == 1  # input untouched

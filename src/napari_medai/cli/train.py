@@ -12,6 +12,7 @@ import importlib
 TASKS = {
     "segmentation": "train_segmentation",
     "detection": "train_detection",
+    "lesion-threshold": "train_lesion_threshold",
     "denoising": "train_denoising",
 }
 

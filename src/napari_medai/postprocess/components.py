@@ -52,6 +52,19 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
     return keep[lab]
 
 
+def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: float) -> np.ndarray:
+    """``labels`` with every voxel where ``prob >= threshold`` set to ``cls`` (a new array).
+
+    For a rare lesion class the argmax is too strict: a faint nodule can be the likeliest
+    lesion voxel at p = 0.3 while background still wins.  At 0.5 or above nothing changes
+    that the argmax would not already give (barring ties), so 0.5 means "argmax only".
+    """
+    out = np.array(labels, copy=True)
+    if threshold < 0.5:
+        out[prob >= threshold] = cls
+    return out
+
+
 def clean_segmentation(
     labels: np.ndarray,
     spacing,

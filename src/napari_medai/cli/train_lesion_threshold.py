@@ -1,0 +1,24 @@
+"""``medai train lesion-threshold``: fit a segmentation model's lesion probability threshold."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "lesion-threshold",
+        help="choose the lesion probability threshold of a built-in segmentation model on validation phantoms",
+        description="Segments validation phantoms once, scores the nodule Dice for each threshold in "
+        "0.5 (argmax only) ... 0.1 with the card's post-processing, and writes the best into the card.",
+    )
+    p.add_argument("--model", default="chest-ct-lung-nodule", help="built-in segmentation model")
+    p.add_argument("--seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"),
+                   help="phantom seeds (default 2000-2011: used neither in training nor in the benchmark)")
+    p.add_argument("--dry-run", action="store_true", help="print the scores, leave the card as it is")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..training.lesion_threshold import fit_lesion_threshold
+
+    fit_lesion_threshold(args.model, list(range(*args.seeds)), install=not args.dry_run)
+    return 0
