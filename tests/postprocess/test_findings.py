@@ -73,3 +73,15 @@ def test_candidates_must_reach_the_field_within_the_margin():
     assert [f.score for f in findings_from_probability(prob, spacing, field=field)] == pytest.approx([0.7])
     # an empty field keeps nothing
     assert findings_from_probability(prob, spacing, field=np.zeros(shape, bool), field_margin_mm=4.0) == []
+
+
+def test_equal_scores_rank_the_larger_finding_first():
+    spacing = (2.0, 1.0, 1.0)
+    shape = (20, 60, 60)
+    prob = np.zeros(shape, np.float32)
+    prob[_ball(shape, (5, 15, 15), 2.5, spacing)] = 1.0  # small, first in scan order
+    prob[_ball(shape, (14, 40, 40), 6.0, spacing)] = 1.0  # large, same saturated score
+    prob[_ball(shape, (10, 45, 10), 4.0, spacing)] = 0.9
+    found = findings_from_probability(prob, spacing)
+    assert [f.score for f in found] == pytest.approx([1.0, 1.0, 0.9])
+    assert found[0].volume_ml > found[1].volume_ml and [f.label for f in found] == [1, 2, 3]

@@ -147,8 +147,13 @@ def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:
 
 
 def rank_findings(found: list[Finding], max_findings: int | None = None) -> list[Finding]:
-    """Highest score first, at most ``max_findings``; ``label`` becomes the 1-based rank."""
-    found = sorted(found, key=lambda f: -f.score)
+    """Highest score first, at most ``max_findings``; ``label`` becomes the 1-based rank.
+
+    Equal scores go larger volume first: a segmentation network's softmax saturates, so
+    several findings can share a peak of 1.0 (to the 4 decimals reported), and between
+    equally confident findings the one with more voxels behind it is the better supported.
+    """
+    found = sorted(found, key=lambda f: (-f.score, -(f.volume_ml or 0.0)))
     if max_findings is not None:
         found = found[:max_findings]
     for k, f in enumerate(found, start=1):
