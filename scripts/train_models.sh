@@ -20,7 +20,9 @@ for step in "${steps[@]}"; do case "$step" in
     # nodule-centred crops weighted 4 (background 1, lung 1); installs the shipped weights.
     $M train segmentation --data runs/phantoms-rich --phantoms 44 --phantom-seed 1100 --phantom-nodules 8 \
       --label-map chest --init runs/seg2/best.pt --out runs/seg3 --epochs 30 --iters-per-epoch 80 --lr 1e-3 \
-      --class-ratios 1 1 4 --threads 2 --install-as chest-ct-lung-nodule ;;
+      --class-ratios 1 1 4 --threads 2 --install-as chest-ct-lung-nodule
+    # lesion probability threshold on validation phantoms 2000-2011 (0.5 = argmax unless a lower one gains)
+    $M train lesion-threshold --model chest-ct-lung-nodule ;;
   detection)
     # post-processing fitted on validation phantoms 2000-2005 (not trained on, not benchmarked)
     $M train detection --from chest-ct-lung-nodule ;;

@@ -32,3 +32,4 @@ def test_case_files_and_fixed_nodule_count(tmp_path, monkeypatch):
 
     labels = read_volume(tmp_path / f"{name}_label.nii.gz").data
     assert labels.shape == (36, 96, 96) and np.count_nonzero(labels == 2) > 0
+

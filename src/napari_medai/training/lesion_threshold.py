@@ -5,7 +5,8 @@ small or faint nodules (ground glass, thick slices) often peak below that.  A lo
 on the lesion probability recovers them at the cost of more false-positive voxels.  The
 threshold is chosen for the best mean per-scan nodule Dice on validation phantoms that
 neither the training nor the benchmark uses, with the card's full post-processing applied,
-and is written into the card's ``extra["lesion_threshold"]`` (read by ``api.segment``).
+and is written into the card's ``extra["lesion_threshold"]`` (read by ``api.segment``); 0.5 means
+the argmax alone.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ import time
 import numpy as np
 
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
+MARGIN = 0.005  # mean Dice a lower threshold must gain to be chosen
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     s = int(a.sum()) + int(b.sum())
     return 2.0 * int((a & b).sum()) / s if s else float("nan")
+
+
+def choose_threshold(means: dict[float, float], margin: float = MARGIN) -> float:
+    """The highest threshold whose mean Dice is within ``margin`` of the best: a lower threshold
+    must earn its extra false-positive voxels by a real gain, not by noise on a dozen scans."""
+    scored = {t: m for t, m in means.items() if m == m}  # NaN: no scan had a nodule
+    if not scored:
+        return 0.5
+    top = max(scored.values())
+    return max(t for t, m in scored.items() if m >= top - margin)
 
 
 def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> dict:
@@ -61,7 +73,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
         log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
         del probs
     means = {t: float(np.mean(v)) if v else float("nan") for t, v in dice.items()}
-    best = max(THRESHOLDS, key=lambda t: (means[t], t))  # ties: the higher (more specific) one
+    best = choose_threshold(means)
     log("mean nodule Dice per threshold: " + json.dumps({str(t): round(m, 4) for t, m in means.items()}))
     log(f"best lesion threshold {best} ({means[best]:.4f}; argmax alone {means[0.5]:.4f})")
     if install:
