@@ -71,7 +71,8 @@ def segment(
     lesion class every voxel whose probability reaches it, before the clean-up.
     """
     from .inference import run_model
-    from .postprocess import class_volumes, clean_segmentation
+    from .postprocess import class_volumes
+    from .postprocess.components import clean_with_card
 
     loaded = _model(model)
     card = loaded.card
@@ -80,16 +81,8 @@ def segment(
     if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
         labels = (probs[0] >= 0.5).astype(np.uint8)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
-    if postprocess and lesions and "lesion_threshold" in card.extra:
-        from .postprocess.components import relabel_above
-
-        labels = relabel_above(labels, probs[lesions[0]], lesions[0], float(card.extra["lesion_threshold"]))
     if postprocess:
-        organs = {int(k): int(v) for k, v in card.extra.get("organs", {}).items()}
-        if min_lesion_mm3 is None:
-            min_lesion_mm3 = float(card.extra.get("min_lesion_mm3", 0.0))
-        hosts = tuple(int(i) for i in card.extra.get("lesion_hosts", ()))
-        labels = clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
+        labels = clean_with_card(labels, probs, spacing, card.extra, min_lesion_mm3)
     classes = {
         int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
     } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
@@ -123,6 +116,7 @@ def detect(
     from .errors import ModelError
     from .inference import run_model
     from .postprocess import findings_from_probability
+    from .postprocess.findings import organ_field
 
     loaded = _model(model)
     card = loaded.card
@@ -137,9 +131,7 @@ def detect(
         raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     prob = probs[channel]
-    within = [int(i) for i in extra.get("within_classes", [])]
-    # the organ field the candidates must lie in or against (lesion voxels count as field)
-    field = probs[within + [channel]].sum(0) >= 0.5 if within else None
+    organ = organ_field(probs, extra.get("within_classes", []), channel)
     del probs
     return findings_from_probability(
         prob, spacing, affine,
@@ -147,7 +139,7 @@ def detect(
         mask_threshold=float(extra.get("mask_threshold", 0.5)),
         score_threshold=score_threshold,
         min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)),
-        field=field, field_margin_mm=float(extra.get("margin_mm", 5.0)),
+        field=organ, field_margin_mm=float(extra.get("margin_mm", 5.0)),
         max_findings=max_findings,
     )
 

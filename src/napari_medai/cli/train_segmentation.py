@@ -48,8 +48,10 @@ def run(args) -> int:
     )
     if args.class_ratios:
         if len(args.class_ratios) != len(cfg.class_names):
-            print(f"--class-ratios needs one weight per class ({len(cfg.class_names)})")
-            return 2
+            from ..errors import InputError
+
+            raise InputError(f"--class-ratios needs one weight per class ({len(cfg.class_names)}), "
+                             f"got {len(args.class_ratios)}")
         cfg.class_ratios = tuple(args.class_ratios)
     elif len(cfg.class_names) != 3:  # the default ratios favour class 2 (nodule) of the chest model
         cfg.class_ratios = tuple([1] * len(cfg.class_names))

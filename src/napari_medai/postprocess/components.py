@@ -52,6 +52,22 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
     return keep[lab]
 
 
+def clean_with_card(labels, probs, spacing, extra: dict, min_lesion_mm3: float | None = None,
+                    lesion_threshold: float | None = None) -> np.ndarray:
+    """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
+    argmax ``labels`` with the model's ``probs``; the keyword arguments override the card."""
+    lesions = tuple(int(i) for i in extra.get("lesions", ()))
+    if lesion_threshold is None:
+        lesion_threshold = extra.get("lesion_threshold")
+    if lesions and lesion_threshold is not None:
+        labels = relabel_above(labels, probs[lesions[0]], lesions[0], float(lesion_threshold))
+    if min_lesion_mm3 is None:
+        min_lesion_mm3 = float(extra.get("min_lesion_mm3", 0.0))
+    organs = {int(k): int(v) for k, v in extra.get("organs", {}).items()}
+    hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
+    return clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
+
+
 def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: float) -> np.ndarray:
     """``labels`` with every voxel where ``prob >= threshold`` set to ``cls`` (a new array).
 

@@ -128,6 +128,13 @@ def findings_from_probability(
     return rank_findings(found, max_findings)
 
 
+def organ_field(probs: np.ndarray, within, channel: int) -> np.ndarray | None:
+    """Where the organ classes ``within`` plus the lesion ``channel`` hold half the probability
+    (a nodule is part of the lung field it sits in); None when no organ class is named."""
+    within = [int(i) for i in within]
+    return probs[within + [int(channel)]].sum(0) >= 0.5 if within else None
+
+
 def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:
     """Whether component ``index`` of ``lab`` has a voxel within ``margin_mm`` of ``field``.
 

@@ -52,6 +52,7 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
 def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True):
     """Choose the candidate threshold on validation phantoms and write the detector's card."""
     from ..inference import run_model
+    from ..postprocess.findings import organ_field
     from ..models import get_card, load_model
     from ..models.card import ModelCard, save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
@@ -63,7 +64,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         probs = run_model(seg, hu, spacing)
-        field = probs[extra["within_classes"] + [extra["probability_channel"]]].sum(0) >= 0.5
+        field = organ_field(probs, extra["within_classes"], extra["probability_channel"])
         prob_maps.append((probs[extra["probability_channel"]].copy(), field, spacing))
         del probs
         cases.append((hu.shape, nodules))

@@ -42,8 +42,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
-    from ..postprocess import clean_segmentation
-    from ..postprocess.components import relabel_above
+    from ..postprocess.components import clean_with_card
     from .phantom_dataset import phantom_for
     from .seg_data import chest_targets
 
@@ -51,13 +50,9 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
     loaded = load_model(model)
     card = loaded.card
     extra = card.extra
-    lesions = [int(i) for i in extra.get("lesions", ())]
-    if not lesions:
+    if not extra.get("lesions"):
         raise ValueError(f"model '{card.name}' names no lesion class")
-    lesion = lesions[0]
-    organs = {int(k): int(v) for k, v in extra.get("organs", {}).items()}
-    hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
-    min_mm3 = float(extra.get("min_lesion_mm3", 0.0))
+    lesion = int(extra["lesions"][0])
     dice = {t: [] for t in THRESHOLDS}
     for seed in seeds:
         ph = phantom_for(int(seed))
@@ -67,8 +62,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
         probs = run_model(loaded, ph.hu, ph.spacing)
         base = _argmax_small(probs)
         for t in THRESHOLDS:
-            labels = relabel_above(base, probs[lesion], lesion, t)
-            labels = clean_segmentation(labels, ph.spacing, organs, tuple(lesions), min_mm3, hosts)
+            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t)
             dice[t].append(_dice(labels == lesion, truth))
         log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
         del probs
