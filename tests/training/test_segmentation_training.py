@@ -73,3 +73,27 @@ def test_missing_pairs_and_chest_targets(tmp_path):
     lab[0, 2, 2] = 2
     t = chest_targets(lab)
     assert t[0, 4, 4] == 1 and t[0, 2, 2] == 2 and t[0, 0, 0] == 0
+
+
+def test_component_balanced_indices_weigh_every_lesion_equally():
+    from napari_medai.training.seg_data import component_balanced_indices
+
+    target = np.zeros((20, 40, 40), np.uint8)
+    target[1:19, 1:39, 1:20] = 1
+    target[2:18, 2:30, 22:38] = 2  # a big nodule (thousands of voxels)
+    target[5, 35, 35] = 2  # and a one-voxel nodule
+    idx = component_balanced_indices(target, 3, per_component=16, seed=3)
+    assert len(idx) == 3 and len(idx[0]) == int((target == 0).sum())
+    assert np.all(target.ravel()[idx[1]] == 1) and np.all(target.ravel()[idx[2]] == 2)
+    small = np.ravel_multi_index((5, 35, 35), target.shape)
+    assert (idx[2] == small).sum() == 16 and len(idx[2]) == 32  # half of the nodule centres
+    again = component_balanced_indices(target, 3, per_component=16, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(idx, again))
+
+
+def test_balanced_training_reports_component_recall(tmp_path):
+    _write_pairs(tmp_path / "data")
+    s = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1, balance_components=(2,)),
+                           log=lambda *_: None)
+    recall = s["history"][0]["val_component_recall"]
+    assert set(recall) == {"nodule"} and 0.0 <= recall["nodule"] <= 1.0

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                    help="nodules per generated phantom (default: the phantom's own 0-4)")
     p.add_argument("--class-ratios", type=float, nargs="+", default=None, metavar="R",
                    help="crop-centre sampling weight per class (default 1 1 3 for three classes, else equal)")
+    p.add_argument("--balance-components", type=int, nargs="+", default=(), metavar="C",
+                   help="classes (e.g. 2 for nodules) whose connected components are equally likely crop "
+                   "centres, so small lesions are seen as often as large ones (default: voxel-weighted)")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -44,8 +47,13 @@ def run(args) -> int:
         data=args.data, out=args.out, init=args.init, label_map=args.label_map, spacing=tuple(args.spacing),
         roi=tuple(args.roi), class_names=tuple(args.classes), epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, bf16=not args.fp32,
+        threads=args.threads, bf16=not args.fp32, balance_components=tuple(args.balance_components),
     )
+    bad = [c for c in cfg.balance_components if not 0 < c < len(cfg.class_names)]
+    if bad:
+        from ..errors import InputError
+
+        raise InputError(f"--balance-components: {bad} are not foreground classes of {cfg.class_names}")
     if args.class_ratios:
         if len(args.class_ratios) != len(cfg.class_names):
             from ..errors import InputError
