@@ -69,6 +69,8 @@ def segment(
     names ``extra["lesion_hosts"]`` (e.g. ``[1]``), components that touch none of those classes.
     ``extra["lesion_threshold"]`` (fitted by ``medai train lesion-threshold``) gives the first
     lesion class every voxel whose probability reaches it, before the clean-up.
+    ``extra["inside_body"]`` (e.g. ``[1, 2]``): those classes are removed outside the patient's
+    body (air under a blanket is not lung); see ``postprocess.body``.
     """
     from .inference import run_model
     from .postprocess import class_volumes
@@ -82,7 +84,7 @@ def segment(
         labels = (probs[0] >= 0.5).astype(np.uint8)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
     if postprocess:
-        labels = clean_with_card(labels, probs, spacing, card.extra, min_lesion_mm3)
+        labels = clean_with_card(labels, probs, spacing, card.extra, min_lesion_mm3, image=volume)
     classes = {
         int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
     } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
@@ -110,12 +112,14 @@ def detect(
     (``extra["probability_channel"]``) is split into connected components, each scored by
     its peak probability and measured on its own mask.  Candidates must reach within
     ``extra["margin_mm"]`` of the model's organ field (``extra["within_classes"]``) so that
-    findings outside the lungs are not reported.  ``affine`` maps voxels to world mm
+    findings outside the lungs are not reported; with ``extra["inside_body"]`` that field
+    excludes everything outside the patient's body.  ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
     from .errors import ModelError
     from .inference import run_model
     from .postprocess import findings_from_probability
+    from .postprocess.body import body_mask
     from .postprocess.findings import organ_field
 
     loaded = _model(model)
@@ -131,8 +135,9 @@ def detect(
         raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     prob = probs[channel]
-    organ = organ_field(probs, extra.get("within_classes", []), channel)
-    del probs
+    body = body_mask(volume, spacing) if extra.get("inside_body") else None
+    organ = organ_field(probs, extra.get("within_classes", []), channel, body)
+    del probs, body
     return findings_from_probability(
         prob, spacing, affine,
         candidate_threshold=float(extra.get("candidate_threshold", 0.1)),

@@ -136,3 +136,42 @@ def test_the_cards_lesion_threshold_recovers_faint_lesions(tmp_path):
     assert result.labels[0, 0, 0] == 1  # the background "lung" is untouched
     # the raw output (postprocess=False) stays the plain argmax
     assert napari_medai.segment(volume, SPACING, model=model, postprocess=False).labels[8, 16, 16] == 0
+
+
+def _patient_under_a_blanket():
+    """Outside air (-1000) above a body that fills the rest of the field of view (-400 HU, the
+    rule model's background) holding a lung (-850) with a nodule (200), under a thin blanket
+    whose trapped air (rows 5-9) is as dark as lung, with a bright fleck in it."""
+    volume = np.full((12, 64, 64), -1000.0, np.float32)
+    volume[:, 10:, :] = -400.0
+    volume[:, 22:46, 16:48] = -850.0
+    volume[4:8, 32:36, 30:34] = 200.0  # nodule in the lung
+    volume[:, 3:5, 2:62] = -400.0  # blanket
+    volume[4:7, 6:8, 20:23] = 200.0  # a bright fleck in the air under it
+    return volume
+
+
+def test_inside_body_removes_lung_and_lesions_outside_the_patient(tmp_path):
+    card = segmentation_card(name="body")
+    card.extra["inside_body"] = [1, 2]
+    model = str(install(card, tmp_path))
+    volume = _patient_under_a_blanket()
+    labels = napari_medai.segment(volume, SPACING, model=model).labels
+    lung = np.s_[:, 22:46, 16:48]
+    assert (labels[lung][volume[lung] < -500] == 1).all()  # the lung stays
+    assert labels[5, 33, 31] == 2  # and its nodule
+    assert not labels[:, 5:10].any()  # the air under the blanket is no lung, its fleck no nodule
+    plain = napari_medai.segment(volume, SPACING, model=str(install(segmentation_card(name="plain"), tmp_path)))
+    assert (plain.labels[:, 5:10] == 1).any() and (plain.labels[:, 5:10] == 2).any()  # without the card's rule it was
+
+
+def test_detection_field_excludes_outside_the_body(tmp_path):
+    card = detection_card(name="det-body")
+    card.extra.update(within_classes=[1], margin_mm=5.0, inside_body=True, candidate_threshold=0.4)
+    volume = _patient_under_a_blanket()
+    found = napari_medai.detect(volume, SPACING, model=str(install(card, tmp_path)))
+    assert len(found) == 1 and found[0].center_voxel[1] > 20  # only the nodule in the lung
+    card.extra["inside_body"] = False
+    card.name = "det-nobody"
+    found_all = napari_medai.detect(volume, SPACING, model=str(install(card, tmp_path)))
+    assert any(f.center_voxel[1] < 10 for f in found_all)

@@ -128,11 +128,15 @@ def findings_from_probability(
     return rank_findings(found, max_findings)
 
 
-def organ_field(probs: np.ndarray, within, channel: int) -> np.ndarray | None:
+def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None = None) -> np.ndarray | None:
     """Where the organ classes ``within`` plus the lesion ``channel`` hold half the probability
-    (a nodule is part of the lung field it sits in); None when no organ class is named."""
+    (a nodule is part of the lung field it sits in), inside ``body`` when given (see
+    ``postprocess.body``: air under a blanket is not lung); None when no organ class is named."""
     within = [int(i) for i in within]
-    return probs[within + [int(channel)]].sum(0) >= 0.5 if within else None
+    if not within:
+        return None
+    field = probs[within + [int(channel)]].sum(0) >= 0.5
+    return field & body if body is not None else field
 
 
 def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:

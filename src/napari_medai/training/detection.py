@@ -20,6 +20,7 @@ DEFAULT_EXTRA = {
     "probability_channel": 2,
     "within_classes": [1],
     "margin_mm": 5.0,
+    "inside_body": True,  # the lung field excludes air outside the patient (postprocess.body)
     "mask_threshold": 0.5,
     "min_volume_mm3": 0.0,
 }
@@ -52,8 +53,9 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
 def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True):
     """Choose the candidate threshold on validation phantoms and write the detector's card."""
     from ..inference import run_model
-    from ..postprocess.findings import organ_field
     from ..models import get_card, load_model
+    from ..postprocess.body import body_mask
+    from ..postprocess.findings import organ_field
     from ..models.card import ModelCard, save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
 
@@ -64,7 +66,8 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         probs = run_model(seg, hu, spacing)
-        field = organ_field(probs, extra["within_classes"], extra["probability_channel"])
+        body = body_mask(hu, spacing) if extra.get("inside_body") else None
+        field = organ_field(probs, extra["within_classes"], extra["probability_channel"], body)
         prob_maps.append((probs[extra["probability_channel"]].copy(), field, spacing))
         del probs
         cases.append((hu.shape, nodules))

@@ -62,7 +62,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
         probs = run_model(loaded, ph.hu, ph.spacing)
         base = _argmax_small(probs)
         for t in THRESHOLDS:
-            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t)
+            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t, image=ph.hu)
             dice[t].append(_dice(labels == lesion, truth))
         log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
         del probs
