@@ -53,3 +53,17 @@ def test_empty_and_constant_images():
     assert not body_mask(np.full((3, 20, 20), -1000.0), (1, 1, 1)).any()
     out, report = keep_inside_body(np.zeros((3, 20, 20), np.uint8), np.zeros((3, 20, 20), bool), [1])
     assert report == {} and not out.any()
+
+
+def test_clean_with_card_takes_the_image_or_a_precomputed_body():
+    from napari_medai.postprocess.components import clean_with_card
+
+    hu, labels, lungs = _chest()
+    probs = np.stack([(labels == c).astype(np.float32) for c in range(3)])
+    extra = {"inside_body": [1]}
+    by_image = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra, image=hu)
+    by_body = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra, body=body_mask(hu, (2.0, 1.0, 1.0)))
+    np.testing.assert_array_equal(by_image, by_body)
+    assert (by_image[:, lungs] == 1).all() and not by_image[:, 11:18].any()
+    untouched = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra)  # no image: the rule cannot apply
+    assert untouched[:, 11:18].any()

@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--balance-components", type=int, nargs="+", default=(), metavar="C",
                    help="classes (e.g. 2 for nodules) whose connected components are equally likely crop "
                    "centres, so small lesions are seen as often as large ones (default: voxel-weighted)")
+    p.add_argument("--dice-per-crop", action="store_true",
+                   help="Dice loss per training crop rather than over the batch, so small lesions weigh as much "
+                   "as large ones in the other crops")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -48,6 +51,7 @@ def run(args) -> int:
         roi=tuple(args.roi), class_names=tuple(args.classes), epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, bf16=not args.fp32, balance_components=tuple(args.balance_components),
+        dice_per_crop=args.dice_per_crop,
     )
     bad = [c for c in cfg.balance_components if not 0 < c < len(cfg.class_names)]
     if bad:

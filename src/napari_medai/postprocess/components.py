@@ -53,18 +53,20 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
 
 
 def clean_with_card(labels, probs, spacing, extra: dict, min_lesion_mm3: float | None = None,
-                    lesion_threshold: float | None = None, image: np.ndarray | None = None) -> np.ndarray:
+                    lesion_threshold: float | None = None, image: np.ndarray | None = None,
+                    body: np.ndarray | None = None) -> np.ndarray:
     """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
     argmax ``labels`` with the model's ``probs``; the keyword arguments override the card.
-    ``image`` (the CT in HU, on the labels' grid) enables ``extra["inside_body"]``."""
+    ``image`` (the CT in HU, on the labels' grid) enables ``extra["inside_body"]``; ``body``
+    passes its body mask instead (callers cleaning one scan several times compute it once)."""
     lesions = tuple(int(i) for i in extra.get("lesions", ()))
     if lesion_threshold is None:
         lesion_threshold = extra.get("lesion_threshold")
     if lesions and lesion_threshold is not None:
         labels = relabel_above(labels, probs[lesions[0]], lesions[0], float(lesion_threshold))
     inside = [int(i) for i in extra.get("inside_body", ())]
-    if inside and image is not None:
-        labels = _inside_body(labels, image, spacing, inside, lesions)
+    if inside and (image is not None or body is not None):
+        labels = _inside_body(labels, image, spacing, inside, lesions, body)
     if min_lesion_mm3 is None:
         min_lesion_mm3 = float(extra.get("min_lesion_mm3", 0.0))
     organs = {int(k): int(v) for k, v in extra.get("organs", {}).items()}
@@ -72,12 +74,13 @@ def clean_with_card(labels, probs, spacing, extra: dict, min_lesion_mm3: float |
     return clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
 
 
-def _inside_body(labels, image, spacing, classes, lesions):
+def _inside_body(labels, image, spacing, classes, lesions, body=None):
     """Classes that cannot lie outside the patient (lungs, nodules) lose their voxels there.
     An organ class that would lose most of itself is left alone (the body mask failed)."""
     from .body import body_mask, keep_inside_body
 
-    body = body_mask(image, spacing)
+    if body is None:
+        body = body_mask(image, spacing)
     organs = [c for c in classes if c not in lesions]
     labels, _ = keep_inside_body(labels, body, organs, max_loss=ORGAN_MAX_LOSS_OUTSIDE_BODY)
     labels, _ = keep_inside_body(labels, body, [c for c in classes if c in lesions], max_loss=1.0)

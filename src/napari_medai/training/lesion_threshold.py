@@ -42,6 +42,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
+    from ..postprocess.body import body_mask
     from ..postprocess.components import clean_with_card
     from .phantom_dataset import phantom_for
     from .seg_data import chest_targets
@@ -61,8 +62,9 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
             continue  # Dice is undefined without a nodule
         probs = run_model(loaded, ph.hu, ph.spacing)
         base = _argmax_small(probs)
+        body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
         for t in THRESHOLDS:
-            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t, image=ph.hu)
+            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t, body=body)
             dice[t].append(_dice(labels == lesion, truth))
         log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
         del probs
