@@ -97,3 +97,11 @@ def test_balanced_training_reports_component_recall(tmp_path):
                            log=lambda *_: None)
     recall = s["history"][0]["val_component_recall"]
     assert set(recall) == {"nodule"} and 0.0 <= recall["nodule"] <= 1.0
+
+
+def test_dice_per_crop_changes_the_loss_not_the_interface(tmp_path):
+    _write_pairs(tmp_path / "data")
+    a = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1), log=lambda *_: None)
+    b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, dice_per_crop=True), log=lambda *_: None)
+    assert a["history"][0]["loss"] != b["history"][0]["loss"]
+    assert set(b["history"][0]["val_dice"]) == {"lung", "nodule"}
