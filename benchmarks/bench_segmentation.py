@@ -34,17 +34,10 @@ SIZE_BANDS_MM = (0, 6, 8, 15, 1000)  # Lung-RADS solid-nodule size steps (6, 8, 
 
 
 def nodules_found(pred, ref, spacing) -> list[tuple[float, bool]]:
-    """(equivalent diameter mm, touched by the predicted nodule class) per reference nodule.
+    """(equivalent diameter mm, touched by the predicted nodule class) per reference nodule."""
+    from napari_medai.metrics import components_found
 
-    Voxel Dice is dominated by the large nodules; this shows whether the small ones are found."""
-    from scipy import ndimage
-
-    comps, n = ndimage.label(ref == 2, ndimage.generate_binary_structure(3, 3))
-    if n == 0:
-        return []
-    sizes = ndimage.sum_labels(np.ones_like(comps), comps, range(1, n + 1)) * float(np.prod(spacing))
-    hit = set(np.unique(comps[(pred == 2) & (comps > 0)]).tolist())
-    return [(float((6 * v / np.pi) ** (1 / 3)), i + 1 in hit) for i, v in enumerate(sizes)]
+    return [(float((6 * v / np.pi) ** (1 / 3)), hit) for v, hit in components_found(pred == 2, ref == 2, spacing)]
 
 
 def _recall_by_size(found) -> str:

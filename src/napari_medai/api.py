@@ -119,8 +119,7 @@ def detect(
     from .errors import ModelError
     from .inference import run_model
     from .postprocess import findings_from_probability
-    from .postprocess.body import body_mask
-    from .postprocess.findings import organ_field
+    from .postprocess.findings import card_field
 
     loaded = _model(model)
     card = loaded.card
@@ -135,9 +134,8 @@ def detect(
         raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     prob = probs[channel]
-    body = body_mask(volume, spacing) if extra.get("inside_body") else None
-    organ = organ_field(probs, extra.get("within_classes", []), channel, body)
-    del probs, body
+    organ = card_field(probs, extra, channel, volume, spacing)
+    del probs
     return findings_from_probability(
         prob, spacing, affine,
         candidate_threshold=float(extra.get("candidate_threshold", 0.1)),

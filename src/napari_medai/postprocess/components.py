@@ -77,19 +77,14 @@ def clean_with_card(labels, probs, spacing, extra: dict, min_lesion_mm3: float |
 def _inside_body(labels, image, spacing, classes, lesions, body=None):
     """Classes that cannot lie outside the patient (lungs, nodules) lose their voxels there.
     An organ class that would lose most of itself is left alone (the body mask failed)."""
-    from .body import body_mask, keep_inside_body
+    from .body import ORGAN_MAX_LOSS, body_mask, keep_inside_body
 
     if body is None:
         body = body_mask(image, spacing)
     organs = [c for c in classes if c not in lesions]
-    labels, _ = keep_inside_body(labels, body, organs, max_loss=ORGAN_MAX_LOSS_OUTSIDE_BODY)
-    labels, _ = keep_inside_body(labels, body, [c for c in classes if c in lesions], max_loss=1.0)
+    labels, _ = keep_inside_body(labels, body, organs, max_loss=ORGAN_MAX_LOSS)
+    labels, _ = keep_inside_body(labels, body, [c for c in classes if c in lesions])
     return labels
-
-
-# lung1's model lost 40 % of its "lung" this way (air between skin and blanket); beyond this the
-# body mask, not the model, is the likelier failure
-ORGAN_MAX_LOSS_OUTSIDE_BODY = 0.6
 
 
 def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: float) -> np.ndarray:

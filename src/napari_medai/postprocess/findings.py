@@ -139,6 +139,17 @@ def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None
     return field & body if body is not None else field
 
 
+def card_field(probs: np.ndarray, extra: dict, channel: int, image: np.ndarray, spacing) -> np.ndarray | None:
+    """The organ field a detector card (``extra``) asks candidates to reach: ``organ_field`` of
+    ``extra["within_classes"]``, inside the body of ``image`` when ``extra["inside_body"]``."""
+    if not extra.get("within_classes"):
+        return None
+    from .body import body_mask
+
+    body = body_mask(image, spacing) if extra.get("inside_body") else None
+    return organ_field(probs, extra["within_classes"], channel, body)
+
+
 def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:
     """Whether component ``index`` of ``lab`` has a voxel within ``margin_mm`` of ``field``.
 

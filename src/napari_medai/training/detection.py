@@ -54,8 +54,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     """Choose the candidate threshold on validation phantoms and write the detector's card."""
     from ..inference import run_model
     from ..models import get_card, load_model
-    from ..postprocess.body import body_mask
-    from ..postprocess.findings import organ_field
+    from ..postprocess.findings import card_field
     from ..models.card import ModelCard, save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
 
@@ -66,8 +65,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         probs = run_model(seg, hu, spacing)
-        body = body_mask(hu, spacing) if extra.get("inside_body") else None
-        field = organ_field(probs, extra["within_classes"], extra["probability_channel"], body)
+        field = card_field(probs, extra, extra["probability_channel"], hu, spacing)
         prob_maps.append((probs[extra["probability_channel"]].copy(), field, spacing))
         del probs
         cases.append((hu.shape, nodules))

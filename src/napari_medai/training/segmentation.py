@@ -134,15 +134,6 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     return cases
 
 
-def _component_recall(pred: np.ndarray, target: np.ndarray, cls: int) -> tuple[int, int]:
-    """(reference components of ``cls`` the prediction touches, reference components)."""
-    from scipy import ndimage
-
-    comps, n = ndimage.label(target == cls, ndimage.generate_binary_structure(3, 3))
-    hit = np.unique(comps[(pred == cls) & (comps > 0)])
-    return len(hit), n
-
-
 def _validate(net, cases, cfg, device, bf16: bool = False) -> tuple[dict, dict]:
     """Validation Dice per foreground class, and per balanced class the fraction of its
     reference components found (the Dice alone barely moves when a 4 mm nodule is missed)."""
@@ -150,9 +141,11 @@ def _validate(net, cases, cfg, device, bf16: bool = False) -> tuple[dict, dict]:
     from monai.inferers import sliding_window_inference
     from monai.metrics import DiceMetric
 
+    from ..metrics import components_found
+
     metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
     n = len(cfg.class_names)
-    found = {c: [0, 0] for c in cfg.balance_components}
+    found = {c: [] for c in cfg.balance_components}  # per class: hit flag of each reference component
     net.eval()
     with torch.inference_mode():
         for case in cases:
@@ -163,12 +156,11 @@ def _validate(net, cases, cfg, device, bf16: bool = False) -> tuple[dict, dict]:
             pred = torch.nn.functional.one_hot(labels, n).permute(0, 4, 1, 2, 3)
             ref = torch.nn.functional.one_hot(torch.from_numpy(case.target.astype(np.int64))[None], n)
             metric(pred, ref.permute(0, 4, 1, 2, 3))
-            for c, counts in found.items():
-                hit, total = _component_recall(labels[0].numpy(), case.target, c)
-                counts[0], counts[1] = counts[0] + hit, counts[1] + total
+            for c, hits in found.items():
+                hits += [h for _, h in components_found(labels[0].numpy() == c, case.target == c)]
     dice = metric.aggregate().cpu().numpy()
     net.train()
-    recall = {cfg.class_names[c]: hit / total for c, (hit, total) in found.items() if total}
+    recall = {cfg.class_names[c]: float(np.mean(hits)) for c, hits in found.items() if hits}
     return {name: float(d) for name, d in zip(cfg.class_names[1:], dice)}, recall
 
 
@@ -244,9 +236,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
              "best": best, "history": history, "torch_rng": torch.get_rng_state()},
             out / "last.pt",
         )
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val dice {dice} "
-            + (f"component recall {recall} " if recall else "")
-            + 
+        found = f"component recall {recall} " if recall else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val dice {dice} {found}"
             f"best {best:.4f} ({time.time() - t0:.0f} s)")
     summary = {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
                "bf16": use_bf16, "n_train": len(train), "n_val": len(val)}
