@@ -105,3 +105,12 @@ def test_dice_per_crop_changes_the_loss_not_the_interface(tmp_path):
     b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, dice_per_crop=True), log=lambda *_: None)
     assert a["history"][0]["loss"] != b["history"][0]["loss"]
     assert set(b["history"][0]["val_dice"]) == {"lung", "nodule"}
+
+
+def test_component_loss_changes_the_loss_and_is_recorded(tmp_path):
+    _write_pairs(tmp_path / "data")
+    a = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1), log=lambda *_: None)
+    b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, component_loss=(2,)),
+                           log=lambda *_: None)
+    assert b["history"][0]["loss"] > a["history"][0]["loss"]  # the extra term adds to the loss
+    assert b["config"]["component_loss"] == (2,) and set(b["history"][0]["val_dice"]) == {"lung", "nodule"}

@@ -25,6 +25,11 @@ def add_parser(sub) -> None:
     p.add_argument("--dice-per-crop", action="store_true",
                    help="Dice loss per training crop rather than over the batch, so small lesions weigh as much "
                    "as large ones in the other crops")
+    p.add_argument("--component-loss", type=int, nargs="+", default=(), metavar="C",
+                   help="classes (e.g. 2 for nodules) that also get a Dice per connected lesion, averaged over "
+                   "lesions, so a 4 mm nodule counts as much as a 25 mm one (blob loss)")
+    p.add_argument("--component-loss-weight", type=float, default=1.0, metavar="W",
+                   help="weight of that per-lesion term beside the Dice+CE loss (default 1)")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -51,13 +56,16 @@ def run(args) -> int:
         roi=tuple(args.roi), class_names=tuple(args.classes), epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, bf16=not args.fp32, balance_components=tuple(args.balance_components),
-        dice_per_crop=args.dice_per_crop,
+        dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),
+        component_loss_weight=args.component_loss_weight,
     )
-    bad = [c for c in cfg.balance_components if not 0 < c < len(cfg.class_names)]
-    if bad:
-        from ..errors import InputError
+    for option, classes in (("--balance-components", cfg.balance_components),
+                            ("--component-loss", cfg.component_loss)):
+        bad = [c for c in classes if not 0 < c < len(cfg.class_names)]
+        if bad:
+            from ..errors import InputError
 
-        raise InputError(f"--balance-components: {bad} are not foreground classes of {cfg.class_names}")
+            raise InputError(f"{option}: {bad} are not foreground classes of {cfg.class_names}")
     if args.class_ratios:
         if len(args.class_ratios) != len(cfg.class_names):
             from ..errors import InputError

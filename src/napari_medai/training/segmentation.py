@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from .losses import ComponentDiceLoss
 from .seg_data import Case, component_balanced_indices, find_pairs, load_case
 
 
@@ -47,6 +48,10 @@ class SegTrainConfig:
     # Dice per crop (each crop's lesions count the same) instead of over the whole batch, where a
     # 25 mm nodule's thousands of voxels drown a 4 mm nodule's twenty in the other crop
     dice_per_crop: bool = False
+    # classes (e.g. (2,) for nodules) that also get a Dice per connected lesion (training.losses
+    # .ComponentDiceLoss), weighted by component_loss_weight: every nodule counts the same
+    component_loss: tuple = ()
+    component_loss_weight: float = 1.0
     ct_window: tuple = (-1000.0, 400.0)
     extra: dict = field(default_factory=dict)
 
@@ -192,6 +197,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     total_iters = cfg.epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_iters, pct_start=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=not cfg.dice_per_crop)
+    lesion_loss = ComponentDiceLoss(cfg.component_loss) if cfg.component_loss else None
     use_bf16 = cfg.bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
     start_epoch, best, history = 0, -1.0, []
@@ -214,6 +220,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                     logits = net(x)
                 loss = loss_fn(logits.float(), y)
+                if lesion_loss is not None:
+                    loss = loss + cfg.component_loss_weight * lesion_loss(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -295,6 +303,7 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
         "lr": cfg.lr, "init": cfg.init, "class_ratios": list(cfg.class_ratios),
         "balance_components": list(cfg.balance_components), "dice_per_crop": cfg.dice_per_crop,
+        "component_loss": list(cfg.component_loss), "component_loss_weight": cfg.component_loss_weight,
         "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
     }
     # the shipped weights are the best epoch's, so report that epoch's Dice

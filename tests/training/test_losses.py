@@ -1,0 +1,76 @@
+"""ComponentDiceLoss: every lesion counts the same whatever its size."""
+
+import numpy as np
+import pytest
+import torch
+from napari_medai.training.losses import ComponentDiceLoss
+
+
+def _logits_for(labels: np.ndarray, n_classes: int = 3, scale: float = 20.0) -> torch.Tensor:
+    """Logits whose softmax is (almost exactly) the one-hot of ``labels`` (B, *spatial)."""
+    onehot = np.eye(n_classes, dtype=np.float32)[labels]  # B, z, y, x, C
+    return torch.from_numpy(np.moveaxis(onehot, -1, 1) * scale)
+
+
+def _two_nodules():
+    target = np.zeros((1, 16, 32, 32), np.int64)
+    target[0, 2:14, 2:16, 2:16] = 2  # large: 2352 voxels
+    target[0, 7:9, 24:26, 24:26] = 2  # small: 8 voxels, far from the large one
+    return target
+
+
+def _batch_dice_loss(logits, y, c=2):
+    """The usual Dice over the whole batch, for the lesion class alone."""
+    p, g = torch.softmax(logits, 1)[:, c], (y[:, 0] == c).float()
+    return 1 - 2 * (p * g).sum() / (p.sum() + g.sum())
+
+
+def test_perfect_prediction_scores_zero():
+    target = _two_nodules()
+    loss = ComponentDiceLoss([2])(_logits_for(target), torch.from_numpy(target[:, None]))
+    assert float(loss) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_missed_small_lesion_costs_half_where_the_batch_dice_barely_moves():
+    target = _two_nodules()
+    pred = target.copy()
+    pred[0, 7:9, 24:26, 24:26] = 0  # the small nodule missed
+    logits, y = _logits_for(pred), torch.from_numpy(target[:, None])
+    per_lesion = float(ComponentDiceLoss([2])(logits, y))
+    batch = float(_batch_dice_loss(logits, y))
+    assert per_lesion == pytest.approx(0.5, abs=1e-3)  # one of two lesions found
+    assert batch < 0.01  # 8 of 2360 voxels
+
+
+def test_false_positives_anywhere_lower_every_lesion_but_other_lesions_do_not():
+    target = _two_nodules()
+    y = torch.from_numpy(target[:, None])
+    fp = target.copy()
+    fp[0, 10:12, 24:26, 24:26] = 2  # 8 false-positive voxels beside the small nodule
+    assert float(ComponentDiceLoss([2])(_logits_for(fp), y)) > 0.1
+    # the large nodule, correctly predicted, is masked out of the small one's score
+    small_only = np.zeros_like(target)
+    small_only[0, 7:9, 24:26, 24:26] = 2
+    solo = ComponentDiceLoss([2])(_logits_for(target), torch.from_numpy(small_only[:, None]))
+    assert float(solo) > 0.9  # without the mask the large nodule is one giant false positive
+
+
+def test_gradient_reaches_a_small_lesion_far_more_than_through_the_batch_dice():
+    target = _two_nodules()
+    y = torch.from_numpy(target[:, None])
+    grads = []
+    for fn in (ComponentDiceLoss([2]), _batch_dice_loss):
+        logits = _logits_for(target, scale=8.0)
+        logits[0, :, 7:9, 24:26, 24:26] = 0.0  # the network is unsure of the small nodule (p = 1/3)
+        logits.requires_grad_(True)
+        fn(logits, y).backward()
+        grads.append(float(-logits.grad[0, 2, 7:9, 24:26, 24:26].mean()))
+    assert grads[0] > 0 and grads[0] > 20 * grads[1]
+
+
+def test_no_lesion_in_the_batch_gives_zero_and_still_backpropagates():
+    y = torch.zeros((2, 1, 4, 8, 8), dtype=torch.long)
+    logits = torch.randn((2, 3, 4, 8, 8), requires_grad=True)
+    loss = ComponentDiceLoss([2])(logits, y)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.all(logits.grad == 0)
