@@ -89,6 +89,8 @@ def test_component_balanced_indices_weigh_every_lesion_equally():
     assert (idx[2] == small).sum() == 16 and len(idx[2]) == 32  # half of the nodule centres
     again = component_balanced_indices(target, 3, per_component=16, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(idx, again))
+    big_only = component_balanced_indices(target, 3, per_component=16, seed=3, min_voxels=4)
+    assert len(big_only[2]) == 16 and small not in big_only[2]  # the fragment is no centre any more
 
 
 def test_balanced_training_reports_component_recall(tmp_path):
@@ -110,7 +112,7 @@ def test_dice_per_crop_changes_the_loss_not_the_interface(tmp_path):
 def test_component_loss_changes_the_loss_and_is_recorded(tmp_path):
     _write_pairs(tmp_path / "data")
     a = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1), log=lambda *_: None)
-    b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, component_loss=(2,)),
-                           log=lambda *_: None)
+    b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, component_loss=(2,),
+                                min_component_voxels=4), log=lambda *_: None)
     assert b["history"][0]["loss"] > a["history"][0]["loss"]  # the extra term adds to the loss
     assert b["config"]["component_loss"] == (2,) and set(b["history"][0]["val_dice"]) == {"lung", "nodule"}

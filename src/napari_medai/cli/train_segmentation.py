@@ -26,10 +26,15 @@ def add_parser(sub) -> None:
                    help="Dice loss per training crop rather than over the batch, so small lesions weigh as much "
                    "as large ones in the other crops")
     p.add_argument("--component-loss", type=int, nargs="+", default=(), metavar="C",
-                   help="classes (e.g. 2 for nodules) that also get a Dice per connected lesion, averaged over "
+                   help="classes (e.g. 2 for nodules) that also get a Dice + CE per connected lesion, averaged over "
                    "lesions, so a 4 mm nodule counts as much as a 25 mm one (blob loss)")
     p.add_argument("--component-loss-weight", type=float, default=1.0, metavar="W",
                    help="weight of that per-lesion term beside the Dice+CE loss (default 1)")
+    p.add_argument("--component-ce-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the CE inside the per-lesion term (0: Dice only; default 1)")
+    p.add_argument("--min-component-voxels", type=int, default=1, metavar="N",
+                   help="components under N voxels on the model grid (spicule fragments) are neither balanced "
+                   "crop centres nor scored per lesion (default 1: all)")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -57,7 +62,8 @@ def run(args) -> int:
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, bf16=not args.fp32, balance_components=tuple(args.balance_components),
         dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),
-        component_loss_weight=args.component_loss_weight,
+        component_loss_weight=args.component_loss_weight, component_ce_weight=args.component_ce_weight,
+        min_component_voxels=args.min_component_voxels,
     )
     for option, classes in (("--balance-components", cfg.balance_components),
                             ("--component-loss", cfg.component_loss)):

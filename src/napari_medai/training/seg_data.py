@@ -94,14 +94,16 @@ def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=T
     return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8))
 
 
-def component_balanced_indices(target: np.ndarray, n_classes: int, per_component: int = 64, seed: int = 0):
+def component_balanced_indices(target: np.ndarray, n_classes: int, per_component: int = 64, seed: int = 0,
+                               min_voxels: int = 1):
     """Crop-centre candidates per class in which every connected component counts the same.
 
     ``ClassesToIndices`` lists every voxel of a class, so a 25 mm nodule (thousands of voxels)
     is drawn hundreds of times more often than a 4 mm one (a few dozen), and the network
     learns the big nodules and never outputs the small ones.  Here each foreground component
     contributes ``per_component`` voxels (drawn with replacement when it is smaller), so
-    every nodule is an equally likely crop centre.  Background keeps all its voxels.
+    every nodule is an equally likely crop centre.  Components under ``min_voxels`` (spicule
+    fragments) are not centres at all.  Background keeps all its voxels.
     Returns flat indices per class, the layout ``RandCropByLabelClassesd(indices_key=...)`` takes.
     """
     rng = np.random.default_rng(seed)
@@ -113,9 +115,11 @@ def component_balanced_indices(target: np.ndarray, n_classes: int, per_component
         if n == 0:
             out.append(np.zeros(0, np.int64))
             continue
-        picks = []
+        picks = [np.zeros(0, np.int64)]
         for i, box in enumerate(ndimage.find_objects(comps), start=1):
             local = np.nonzero(comps[box] == i)
+            if len(local[0]) < min_voxels:
+                continue
             members = np.ravel_multi_index(
                 tuple(ax + sl.start for ax, sl in zip(local, box)), comps.shape)
             picks.append(rng.choice(members, size=per_component, replace=len(members) < per_component))

@@ -48,10 +48,14 @@ class SegTrainConfig:
     # Dice per crop (each crop's lesions count the same) instead of over the whole batch, where a
     # 25 mm nodule's thousands of voxels drown a 4 mm nodule's twenty in the other crop
     dice_per_crop: bool = False
-    # classes (e.g. (2,) for nodules) that also get a Dice per connected lesion (training.losses
+    # classes (e.g. (2,) for nodules) that also get a Dice + CE per connected lesion (training.losses
     # .ComponentDiceLoss), weighted by component_loss_weight: every nodule counts the same
     component_loss: tuple = ()
     component_loss_weight: float = 1.0
+    component_ce_weight: float = 1.0  # the per-lesion CE inside that term
+    # components smaller than this (spicule fragments cut off on the model grid) are neither
+    # balanced crop centres nor scored by the per-lesion loss; 1 keeps every component
+    min_component_voxels: int = 1
     ct_window: tuple = (-1000.0, 400.0)
     extra: dict = field(default_factory=dict)
 
@@ -197,7 +201,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     total_iters = cfg.epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_iters, pct_start=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=not cfg.dice_per_crop)
-    lesion_loss = ComponentDiceLoss(cfg.component_loss) if cfg.component_loss else None
+    lesion_loss = ComponentDiceLoss(cfg.component_loss, cfg.component_ce_weight, cfg.min_component_voxels) \
+        if cfg.component_loss else None
     use_bf16 = cfg.bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
     start_epoch, best, history = 0, -1.0, []
@@ -267,7 +272,8 @@ def _crop_centres(case: Case, index: int, cfg: SegTrainConfig):
     per_voxel = ClassesToIndices(num_classes=n)(case.target[None])
     if not cfg.balance_components:
         return per_voxel
-    balanced = component_balanced_indices(case.target, n, seed=cfg.seed * 100003 + index)
+    balanced = component_balanced_indices(case.target, n, seed=cfg.seed * 100003 + index,
+                                          min_voxels=cfg.min_component_voxels)
     return [balanced[c] if c in cfg.balance_components else per_voxel[c] for c in range(n)]
 
 
@@ -304,6 +310,7 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         "lr": cfg.lr, "init": cfg.init, "class_ratios": list(cfg.class_ratios),
         "balance_components": list(cfg.balance_components), "dice_per_crop": cfg.dice_per_crop,
         "component_loss": list(cfg.component_loss), "component_loss_weight": cfg.component_loss_weight,
+        "component_ce_weight": cfg.component_ce_weight, "min_component_voxels": cfg.min_component_voxels,
         "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
     }
     # the shipped weights are the best epoch's, so report that epoch's Dice
