@@ -1,9 +1,9 @@
-"""ComponentDiceLoss: every lesion counts the same whatever its size."""
+"""PerLesionLoss: every lesion counts the same whatever its size."""
 
 import numpy as np
 import pytest
 import torch
-from napari_medai.training.losses import ComponentDiceLoss
+from napari_medai.training.losses import PerLesionLoss
 
 
 def _logits_for(labels: np.ndarray, n_classes: int = 3, scale: float = 20.0) -> torch.Tensor:
@@ -27,7 +27,7 @@ def _batch_dice_loss(logits, y, c=2):
 
 def test_perfect_prediction_scores_zero():
     target = _two_nodules()
-    loss = ComponentDiceLoss([2], ce_weight=0)(_logits_for(target), torch.from_numpy(target[:, None]))
+    loss = PerLesionLoss([2], ce_weight=0)(_logits_for(target), torch.from_numpy(target[:, None]))
     assert float(loss) == pytest.approx(0.0, abs=1e-4)
 
 
@@ -36,7 +36,7 @@ def test_a_missed_small_lesion_costs_half_where_the_batch_dice_barely_moves():
     pred = target.copy()
     pred[0, 7:9, 24:26, 24:26] = 0  # the small nodule missed
     logits, y = _logits_for(pred), torch.from_numpy(target[:, None])
-    per_lesion = float(ComponentDiceLoss([2], ce_weight=0)(logits, y))
+    per_lesion = float(PerLesionLoss([2], ce_weight=0)(logits, y))
     batch = float(_batch_dice_loss(logits, y))
     assert per_lesion == pytest.approx(0.5, abs=1e-3)  # one of two lesions found
     assert batch < 0.01  # 8 of 2360 voxels
@@ -47,11 +47,11 @@ def test_false_positives_anywhere_lower_every_lesion_but_other_lesions_do_not():
     y = torch.from_numpy(target[:, None])
     fp = target.copy()
     fp[0, 10:12, 24:26, 24:26] = 2  # 8 false-positive voxels beside the small nodule
-    assert float(ComponentDiceLoss([2], ce_weight=0)(_logits_for(fp), y)) > 0.1
+    assert float(PerLesionLoss([2], ce_weight=0)(_logits_for(fp), y)) > 0.1
     # the large nodule, correctly predicted, is masked out of the small one's score
     small_only = np.zeros_like(target)
     small_only[0, 7:9, 24:26, 24:26] = 2
-    solo = ComponentDiceLoss([2], ce_weight=0)(_logits_for(target), torch.from_numpy(small_only[:, None]))
+    solo = PerLesionLoss([2], ce_weight=0)(_logits_for(target), torch.from_numpy(small_only[:, None]))
     assert float(solo) > 0.9  # without the mask the large nodule is one giant false positive
 
 
@@ -59,7 +59,7 @@ def test_gradient_reaches_a_small_lesion_far_more_than_through_the_batch_dice():
     target = _two_nodules()
     y = torch.from_numpy(target[:, None])
     grads = []
-    for fn in (ComponentDiceLoss([2], ce_weight=0), _batch_dice_loss):
+    for fn in (PerLesionLoss([2], ce_weight=0), _batch_dice_loss):
         logits = _logits_for(target, scale=8.0)
         logits[0, :, 7:9, 24:26, 24:26] = 0.0  # the network is unsure of the small nodule (p = 1/3)
         logits.requires_grad_(True)
@@ -76,7 +76,7 @@ def test_the_lesion_ce_revives_a_lesion_the_network_is_sure_is_background():
     grads = {}
     for ce in (0.0, 1.0):
         logits = _logits_for(pred).requires_grad_(True)
-        ComponentDiceLoss([2], ce_weight=ce)(logits, y).backward()
+        PerLesionLoss([2], ce_weight=ce)(logits, y).backward()
         grads[ce] = float(-logits.grad[0, 2, 7:9, 24:26, 24:26].mean())
     assert grads[0.0] < 1e-6 and grads[1.0] > 0.01  # 1 / (2 lesions x 8 voxels) = 0.0625
 
@@ -86,13 +86,13 @@ def test_fragments_under_min_voxels_are_left_out():
     target[0, 0, 30, 30] = 2  # a one-voxel spicule fragment, missed
     pred = _two_nodules()
     y = torch.from_numpy(target[:, None])
-    assert float(ComponentDiceLoss([2], ce_weight=0)(_logits_for(pred), y)) > 0.3  # 1 of 3 missed
-    assert float(ComponentDiceLoss([2], ce_weight=0, min_voxels=4)(_logits_for(pred), y)) < 1e-3
+    assert float(PerLesionLoss([2], ce_weight=0)(_logits_for(pred), y)) > 0.3  # 1 of 3 missed
+    assert float(PerLesionLoss([2], ce_weight=0, min_voxels=4)(_logits_for(pred), y)) < 1e-3
 
 
 def test_no_lesion_in_the_batch_gives_zero_and_still_backpropagates():
     y = torch.zeros((2, 1, 4, 8, 8), dtype=torch.long)
     logits = torch.randn((2, 3, 4, 8, 8), requires_grad=True)
-    loss = ComponentDiceLoss([2], ce_weight=0)(logits, y)
+    loss = PerLesionLoss([2], ce_weight=0)(logits, y)
     loss.backward()
     assert float(loss) == 0.0 and torch.all(logits.grad == 0)

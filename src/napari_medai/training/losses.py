@@ -1,6 +1,6 @@
 """Loss terms beyond MONAI's that lesion segmentation needs.
 
-``ComponentDiceLoss`` is a per-lesion ("blob") Dice, after Kofler et al., "blob loss:
+``PerLesionLoss`` is a per-lesion ("blob") Dice and cross-entropy, after Kofler et al., "blob loss:
 instance imbalance aware loss functions for semantic segmentation" (IPMI 2023).  A Dice
 over the whole batch weighs every voxel the same, so a 4 mm nodule (20 voxels) counts for
 nothing beside a 25 mm one (8000 voxels) in the same batch: the network learned the large
@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 
-class ComponentDiceLoss:
+class PerLesionLoss:
     """Mean over the connected components of ``classes`` in the target of
     ``(1 - Dice) + ce_weight * CE``, the CE taken over the component's own voxels.
 
@@ -49,7 +49,7 @@ class ComponentDiceLoss:
         probs = torch.softmax(logits, dim=1)
         log_probs = torch.log_softmax(logits, dim=1) if self.ce_weight else None
         labels = target[:, 0].detach().cpu().numpy()
-        scores = []
+        terms = []
         for b in range(labels.shape[0]):
             for c in self.classes:
                 comps, n = self._components(labels[b] == c)
@@ -69,7 +69,7 @@ class ComponentDiceLoss:
                     loss = 1.0 - (2 * inter + self.smooth) / (denom + self.smooth)
                     if self.ce_weight:
                         loss = loss - self.ce_weight * (log_probs[b, c] * g).sum() / g.sum()
-                    scores.append(loss)
-        if not scores:
+                    terms.append(loss)
+        if not terms:
             return logits.sum() * 0.0
-        return torch.stack(scores).mean()
+        return torch.stack(terms).mean()

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from .losses import ComponentDiceLoss
+from .losses import PerLesionLoss
 from .seg_data import Case, component_balanced_indices, find_pairs, load_case
 
 
@@ -49,7 +49,7 @@ class SegTrainConfig:
     # 25 mm nodule's thousands of voxels drown a 4 mm nodule's twenty in the other crop
     dice_per_crop: bool = False
     # classes (e.g. (2,) for nodules) that also get a Dice + CE per connected lesion (training.losses
-    # .ComponentDiceLoss), weighted by component_loss_weight: every nodule counts the same
+    # .PerLesionLoss), weighted by component_loss_weight: every nodule counts the same
     component_loss: tuple = ()
     component_loss_weight: float = 1.0
     component_ce_weight: float = 1.0  # the per-lesion CE inside that term
@@ -201,7 +201,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     total_iters = cfg.epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_iters, pct_start=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=not cfg.dice_per_crop)
-    lesion_loss = ComponentDiceLoss(cfg.component_loss, cfg.component_ce_weight, cfg.min_component_voxels) \
+    lesion_loss = PerLesionLoss(cfg.component_loss, cfg.component_ce_weight, cfg.min_component_voxels) \
         if cfg.component_loss else None
     use_bf16 = cfg.bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
