@@ -95,4 +95,4 @@ def test_no_lesion_in_the_batch_gives_zero_and_still_backpropagates():
     logits = torch.randn((2, 3, 4, 8, 8), requires_grad=True)
     loss = PerLesionLoss([2], ce_weight=0)(logits, y)
     loss.backward()
-    assert float(loss) == 0.0 and torch.all(logits.grad == 0)
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
