@@ -91,10 +91,18 @@ def test_zero_nodules_and_low_dose():
     assert noise_low > noise_full
 
 
+def test_max_nodule_diameter_gives_a_small_nodule_set():
+    ph = make_chest_ct(5, n_nodules=6, max_nodule_diameter_mm=6.0, shape=(40, 128, 128), spacing=(2.0, 1.0, 1.0))
+    assert len(ph.nodules) >= 3 and all(3.0 <= n["diameter_mm"] <= 6.0 for n in ph.nodules)
+    default = make_chest_ct(5, n_nodules=6, shape=(40, 128, 128), spacing=(2.0, 1.0, 1.0))
+    assert max(n["diameter_mm"] for n in default.nodules) > 6.0  # the default range reaches 30 mm
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(shape=(0, 8, 8)), dict(shape=(4, 8, 8)), dict(spacing=(0, 1, 1)), dict(n_nodules=-1), dict(n_nodules=2.5),
-     dict(low_dose_photons=0), dict(low_dose_photons="many"), dict(n_nodules="2"), dict(shape="big")],
+     dict(low_dose_photons=0), dict(low_dose_photons="many"), dict(n_nodules="2"), dict(shape="big"),
+     dict(max_nodule_diameter_mm=2.0), dict(max_nodule_diameter_mm=31.0)],
 )
 def test_bad_arguments_raise_input_error(kwargs):
     with pytest.raises(InputError):

@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--phantom-seed", type=int, default=1000)
     p.add_argument("--phantom-nodules", type=int, default=None, metavar="K",
                    help="nodules per generated phantom (default: the phantom's own 0-4)")
+    p.add_argument("--phantom-max-diameter", type=float, default=None, metavar="MM",
+                   help="generated phantoms get nodules of at most MM mm (default 30): a set rich in small nodules")
     p.add_argument("--class-ratios", type=float, nargs="+", default=None, metavar="R",
                    help="crop-centre sampling weight per class (default 1 1 3 for three classes, else equal)")
     p.add_argument("--balance-components", type=int, nargs="+", default=(), metavar="C",
@@ -85,7 +87,7 @@ def run(args) -> int:
         from ..training.phantom_dataset import write_phantom_dataset
 
         write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms),
-                              n_nodules=args.phantom_nodules)
+                              n_nodules=args.phantom_nodules, max_nodule_diameter_mm=args.phantom_max_diameter)
     progress = _bar(cfg.epochs * cfg.iters_per_epoch)
     summary = train_segmentation(cfg, progress=progress)
     print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt")

@@ -108,6 +108,7 @@ def make_chest_ct(
     *,
     noise_std: float | None = None,
     psf_fwhm_mm: float | None = None,
+    max_nodule_diameter_mm: float | None = None,
 ) -> ChestPhantom:
     """Generate one chest CT phantom, deterministic in ``seed``.
 
@@ -115,7 +116,13 @@ def make_chest_ct(
     ``n_nodules``: default 0-4 at random.  ``low_dose_photons``: also simulate a
     low-dose acquisition (see :func:`simulate_low_dose`).  ``noise_std`` (HU) and
     ``psf_fwhm_mm`` default to random routine-dose values (8-14 HU, 0.6-1.0 mm).
+    ``max_nodule_diameter_mm``: draw nodule diameters up to this (default 30 mm), e.g. 8 for a
+    training set rich in the small nodules that are hardest to learn.
     """
+    if max_nodule_diameter_mm is not None and not (
+            nod.MIN_DIAMETER_MM <= float(max_nodule_diameter_mm) <= nod.MAX_DIAMETER_MM):
+        raise InputError(f"max_nodule_diameter_mm must lie in [{nod.MIN_DIAMETER_MM}, {nod.MAX_DIAMETER_MM}] mm, "
+                         f"got {max_nodule_diameter_mm!r}")
     seed, shape, spacing, n_nodules = _check_args(seed, shape, spacing, n_nodules, low_dose_photons)
     rng = np.random.default_rng(seed)
     fov = tuple(n * s for n, s in zip(shape, spacing))
@@ -134,7 +141,8 @@ def make_chest_ct(
     del hu_f, label_f
     add_lung_texture(out_frame, lay, rng, labels, hu)
 
-    nodules = _add_nodules(rng, lay, vessels, out_frame, labels, hu, n_nodules)
+    nodules = _add_nodules(rng, lay, vessels, out_frame, labels, hu, n_nodules,
+                           max_nodule_diameter_mm or nod.MAX_DIAMETER_MM)
 
     fwhm = float(psf_fwhm_mm) if psf_fwhm_mm is not None else float(rng.uniform(0.6, 1.0))
     sigma = float(noise_std) if noise_std is not None else float(rng.uniform(8.0, 14.0))
@@ -159,7 +167,7 @@ def _to_int16(hu) -> np.ndarray:
     return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
 
 
-def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules) -> list[dict]:
+def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules, max_diameter=nod.MAX_DIAMETER_MM) -> list[dict]:
     if n_nodules is None:
         n_nodules = int(rng.integers(0, 5))
     voxel_mm3 = float(np.prod(frame.spacing))
@@ -168,7 +176,7 @@ def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules) -> list
     zeta_range = (frame.origin[0], frame.origin[0] + (frame.shape[0] - 1) * frame.spacing[0])
     taken, found = [], []
     for _ in range(n_nodules):
-        spec = nod.random_spec(rng, min_diameter)
+        spec = nod.random_spec(rng, min_diameter, max_diameter)
         wanted = str(rng.choice(nod.LOCATIONS, p=[0.45, 0.3, 0.25]))
         placed = nod.place(spec, wanted, lay, rng, vessels, zeta_range, taken)
         if not placed and wanted != "isolated":

@@ -105,10 +105,12 @@ def _random_directions(rng, n):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def random_spec(rng: np.random.Generator, min_diameter: float) -> NoduleSpec:
-    """Type, shape and size drawn per nodule (placement comes later)."""
+def random_spec(rng: np.random.Generator, min_diameter: float, max_diameter: float = MAX_DIAMETER_MM) -> NoduleSpec:
+    """Type, shape and size drawn per nodule (placement comes later); the diameter is
+    log-uniform between ``min_diameter`` (at least 3 mm) and ``max_diameter``."""
     low = max(MIN_DIAMETER_MM, min_diameter)
-    diameter = float(np.exp(rng.uniform(np.log(low), np.log(MAX_DIAMETER_MM))))
+    high = max(low, min(MAX_DIAMETER_MM, max_diameter))
+    diameter = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     ntype = str(rng.choice(TYPES, p=[0.6, 0.2, 0.2]))
     shape = str(rng.choice(SHAPES, p=[0.45, 0.35, 0.2]))
     if shape == "spiculated" and diameter < 6:

@@ -42,11 +42,13 @@ def case_name(seed: int) -> str:
     return f"case{seed:04d}"
 
 
-def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None, n_nodules: int | None = None) -> Path:
+def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None, n_nodules: int | None = None,
+                       max_nodule_diameter_mm: float | None = None) -> Path:
     """Generate phantom ``seed`` into ``folder`` unless it is already there.
 
     ``n_nodules``: a fixed number of nodules per case (default: the phantom's own 0-4);
-    training sets use more, because nodules are the rare class the model must learn."""
+    training sets use more, because nodules are the rare class the model must learn.
+    ``max_nodule_diameter_mm``: only nodules up to that size (a set rich in small nodules)."""
     from ..io import write_volume
 
     folder = Path(folder)
@@ -55,7 +57,8 @@ def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None,
     image = folder / f"{name}_image.nii.gz"
     if image.exists() and (folder / f"{name}_nodules.json").exists():
         return image
-    ph = phantom_for(seed, low_dose_photons=low_dose_photons, n_nodules=n_nodules)
+    ph = phantom_for(seed, low_dose_photons=low_dose_photons, n_nodules=n_nodules,
+                     max_nodule_diameter_mm=max_nodule_diameter_mm)
     write_volume(ph.labels_volume(), folder / f"{name}_label.nii.gz")
     if ph.low_dose is not None:
         write_volume(ph.low_dose_volume(), folder / f"{name}_lowdose.nii.gz")
@@ -64,9 +67,11 @@ def write_phantom_case(seed: int, folder, low_dose_photons: float | None = None,
     return image
 
 
-def write_phantom_dataset(folder, seeds, log=print, n_nodules: int | None = None) -> list[Path]:
+def write_phantom_dataset(folder, seeds, log=print, n_nodules: int | None = None,
+                          max_nodule_diameter_mm: float | None = None) -> list[Path]:
     out = []
     for i, seed in enumerate(seeds):
-        out.append(write_phantom_case(int(seed), folder, n_nodules=n_nodules))
+        out.append(write_phantom_case(int(seed), folder, n_nodules=n_nodules,
+                                      max_nodule_diameter_mm=max_nodule_diameter_mm))
         log(f"phantom {i + 1}/{len(seeds)}: {out[-1].name}")
     return out
