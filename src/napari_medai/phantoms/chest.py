@@ -119,8 +119,8 @@ def make_chest_ct(
     ``max_nodule_diameter_mm``: draw nodule diameters up to this (default 30 mm), e.g. 8 for a
     training set rich in the small nodules that are hardest to learn.
     """
-    if max_nodule_diameter_mm is not None and not (
-            nod.MIN_DIAMETER_MM <= float(max_nodule_diameter_mm) <= nod.MAX_DIAMETER_MM):
+    max_diameter = nod.MAX_DIAMETER_MM if max_nodule_diameter_mm is None else float(max_nodule_diameter_mm)
+    if not nod.MIN_DIAMETER_MM <= max_diameter <= nod.MAX_DIAMETER_MM:
         raise InputError(f"max_nodule_diameter_mm must lie in [{nod.MIN_DIAMETER_MM}, {nod.MAX_DIAMETER_MM}] mm, "
                          f"got {max_nodule_diameter_mm!r}")
     seed, shape, spacing, n_nodules = _check_args(seed, shape, spacing, n_nodules, low_dose_photons)
@@ -141,8 +141,7 @@ def make_chest_ct(
     del hu_f, label_f
     add_lung_texture(out_frame, lay, rng, labels, hu)
 
-    nodules = _add_nodules(rng, lay, vessels, out_frame, labels, hu, n_nodules,
-                           max_nodule_diameter_mm or nod.MAX_DIAMETER_MM)
+    nodules = _add_nodules(rng, lay, vessels, out_frame, labels, hu, n_nodules, max_diameter)
 
     fwhm = float(psf_fwhm_mm) if psf_fwhm_mm is not None else float(rng.uniform(0.6, 1.0))
     sigma = float(noise_std) if noise_std is not None else float(rng.uniform(8.0, 14.0))
@@ -167,7 +166,7 @@ def _to_int16(hu) -> np.ndarray:
     return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
 
 
-def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules, max_diameter=nod.MAX_DIAMETER_MM) -> list[dict]:
+def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules, max_diameter) -> list[dict]:
     if n_nodules is None:
         n_nodules = int(rng.integers(0, 5))
     voxel_mm3 = float(np.prod(frame.spacing))

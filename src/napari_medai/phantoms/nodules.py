@@ -109,7 +109,7 @@ def random_spec(rng: np.random.Generator, min_diameter: float, max_diameter: flo
     """Type, shape and size drawn per nodule (placement comes later); the diameter is
     log-uniform between ``min_diameter`` (at least 3 mm) and ``max_diameter``."""
     low = max(MIN_DIAMETER_MM, min_diameter)
-    high = max(low, min(MAX_DIAMETER_MM, max_diameter))
+    high = max(low, max_diameter)
     diameter = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     ntype = str(rng.choice(TYPES, p=[0.6, 0.2, 0.2]))
     shape = str(rng.choice(SHAPES, p=[0.45, 0.35, 0.2]))

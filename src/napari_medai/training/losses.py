@@ -36,12 +36,6 @@ class PerLesionLoss:
         self.ce_weight = float(ce_weight)
         self.min_voxels = int(min_voxels)
         self.smooth = smooth
-        self.connectivity = None  # built per dimensionality on first call
-
-    def _components(self, mask: np.ndarray) -> tuple[np.ndarray, int]:
-        if self.connectivity is None or self.connectivity.ndim != mask.ndim:
-            self.connectivity = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-        return ndimage.label(mask, self.connectivity)
 
     def __call__(self, logits, target):
         import torch
@@ -52,24 +46,27 @@ class PerLesionLoss:
         terms = []
         for b in range(labels.shape[0]):
             for c in self.classes:
-                comps, n = self._components(labels[b] == c)
+                mask = labels[b] == c
+                comps, n = ndimage.label(mask, ndimage.generate_binary_structure(mask.ndim, mask.ndim))
                 if n == 0:
                     continue
-                comps_t = torch.from_numpy(comps.astype(np.int64)).to(logits.device)
-                sizes = np.bincount(comps.ravel(), minlength=n + 1)
-                p = probs[b, c]
-                outside_class = comps_t == 0  # voxels of no component of this class
-                for k in range(1, n + 1):
-                    if sizes[k] < self.min_voxels:
-                        continue
-                    g = (comps_t == k).to(p.dtype)
-                    counted = outside_class.to(p.dtype) + g  # the other lesions are masked out
-                    inter = (p * g).sum()
-                    denom = (p * counted).sum() + g.sum()
-                    loss = 1.0 - (2 * inter + self.smooth) / (denom + self.smooth)
-                    if self.ce_weight:
-                        loss = loss - self.ce_weight * (log_probs[b, c] * g).sum() / g.sum()
-                    terms.append(loss)
+                # One pass sums each lesion's probabilities (index 0: voxels of no lesion of this
+                # class), instead of building a full-size mask per lesion.
+                idx = torch.from_numpy(comps.ravel().astype(np.int64)).to(logits.device)
+                size = torch.bincount(idx, minlength=n + 1).to(probs.dtype)
+                p_sum = torch.zeros(n + 1, dtype=probs.dtype, device=logits.device).index_add(
+                    0, idx, probs[b, c].reshape(-1))
+                k = torch.nonzero(size[1:] >= self.min_voxels)[:, 0] + 1
+                if len(k) == 0:
+                    continue
+                # Lesion k's Dice counts its own voxels and every voxel of no lesion (the other
+                # lesions of the class are masked out): denominator = p outside + p in k + |k|.
+                dice = (2 * p_sum[k] + self.smooth) / (p_sum[0] + p_sum[k] + size[k] + self.smooth)
+                loss = 1.0 - dice
+                if self.ce_weight:
+                    logp_sum = torch.zeros_like(p_sum).index_add(0, idx, log_probs[b, c].reshape(-1))
+                    loss = loss - self.ce_weight * logp_sum[k] / size[k]
+                terms.append(loss)
         if not terms:
             return logits.sum() * 0.0
-        return torch.stack(terms).mean()
+        return torch.cat(terms).mean()
