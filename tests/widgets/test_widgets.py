@@ -211,3 +211,43 @@ def test_the_picker_follows_the_users_image_choice(viewer, small_ct):
     assert widget.layer_picker.currentText() == "renamed"
     viewer.layers.remove(first)
     assert widget.layer_picker.current_layer() is second
+
+
+BUILT_IN = {"Lesion detection": "lung-nodule-detection", "Segmentation": "chest-ct-lung-nodule",
+            "Denoising": "ct-lowdose-denoising"}
+
+
+def _select_built_in(widget, display_name):
+    names = [getattr(widget.model_box.itemData(i), "name", None) for i in range(widget.model_box.count())]
+    widget.model_box.setCurrentIndex(names.index(BUILT_IN[display_name]))
+
+
+@pytest.mark.parametrize("display_name", WIDGETS)
+def test_every_widget_refuses_a_wrong_layer_and_an_empty_image(qtbot, viewer, small_ct, notifications,
+                                                               display_name):
+    widget = open_widget(viewer, display_name)
+    _select_built_in(widget, display_name)
+    for kind, data, kwargs, message in [_bad_inputs(small_ct)[0], _bad_inputs(small_ct)[3]]:  # Labels; constant
+        viewer.layers.clear()
+        layer = _add(viewer, kind, data, kwargs)
+        viewer.layers.selection.active = layer
+        snapshot = layer_snapshot(viewer)
+        assert run_and_wait(qtbot, widget) == "error", (display_name, kwargs["name"])
+        severity, text = notifications()[-1]
+        assert severity == "error" and message in text, (display_name, text)
+        assert_unchanged(viewer, snapshot)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without CUDA")
+@pytest.mark.parametrize("display_name", WIDGETS)
+def test_every_widget_says_plainly_that_there_is_no_gpu(qtbot, viewer, ct_layer, notifications, display_name):
+    widget = open_widget(viewer, display_name)
+    _select_built_in(widget, display_name)
+    widget.device_box.setCurrentText("cuda")
+    viewer.layers.selection.active = ct_layer
+    snapshot = layer_snapshot(viewer)
+    assert run_and_wait(qtbot, widget) == "error"
+    severity, text = notifications()[-1]
+    assert severity == "error" and "CUDA" in text, text
+    assert_unchanged(viewer, snapshot)
+    assert widget.run_button.isEnabled()
