@@ -126,6 +126,21 @@ class DetectorWrapper(nn.Module):
                  f"{self.label_key}_scores": r["labels_scores"]} for r in self.network(images)]
 
 
+class BrightFractionClassifier(nn.Module):
+    """A second-stage classifier by rule: a candidate is a nodule when less than
+    ``max_fraction`` of its patch (channel 0, windowed CT) is brighter than ``level`` -- a
+    small blob fills little of the patch, a vessel crossing it fills more."""
+
+    def __init__(self, level: float = unit(-300), max_fraction: float = 0.08, steepness: float = 200.0):
+        super().__init__()
+        self.register_buffer("rule", torch.tensor([float(level), float(max_fraction)]))
+        self.steepness = float(steepness)
+
+    def forward(self, x):
+        fraction = (x[:, :1] > self.rule[0]).float().mean(dim=(2, 3, 4))
+        return self.steepness * (self.rule[1] - fraction)
+
+
 # ---- cards ---------------------------------------------------------------------------------
 def segmentation_card(name="rule-seg", spacing=None, roi_size=(8, 32, 32), **network_kwargs):
     from napari_medai.models.card import ModelCard
@@ -145,6 +160,19 @@ def detection_card(name="rule-det", spacing=None, roi_size=(8, 32, 32), **networ
     card.extra = {"method": "segmentation", "probability_channel": 2, "candidate_threshold": 0.1,
                   "mask_threshold": 0.5}
     return card
+
+
+def classifier_card(name="rule-classifier", patch=(4, 8, 8), step_mm=(1.0, 1.0, 1.0), **network_kwargs):
+    from napari_medai.models.card import ModelCard
+
+    return ModelCard(
+        name=name, task="classification", modality="CT", description="fixed-rule test classifier",
+        spacing=step_mm, roi_size=patch, in_channels=2, out_channels=1,
+        classes=[{"index": 0, "name": "other"}, {"index": 1, "name": "nodule"}],
+        intensity=dict(CT_WINDOW), output="sigmoid",
+        network={"name": "fixed_rule_models.BrightFractionClassifier", "kwargs": network_kwargs},
+        extra={"inputs": ["image", "probability"], "candidate_threshold": 0.5},
+    )
 
 
 def install(card, folder) -> Path:

@@ -43,6 +43,27 @@ def _argmax_small(probs: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _stage(progress, stage: int, stages: int):
+    """Progress of one of ``stages`` equal passes as a share of the whole run."""
+    if progress is None or stages == 1:
+        return progress
+    return lambda done, total: progress(stage * total + done, stages * total)
+
+
+def _confirm_lesions(labels, volume, spacing, card, confirm: dict, lesion: int, settings, progress, cancel):
+    """Second opinion on the lesion class (card ``extra["confirm"]``): the detector it names
+    scores high-recall candidates with its classifier; confirmed ones the first pass missed
+    are added, first-pass lesions that only rejected candidates cover are given back to the
+    host organ (see ``postprocess.components.merge_confirmed``)."""
+    from .inference.confirm import score_candidates
+    from .postprocess.components import merge_confirmed
+
+    scored = score_candidates(volume, spacing, _model(confirm["detector"]), settings, progress=progress, cancel=cancel)
+    hosts = [int(i) for i in card.extra.get("lesion_hosts", ())]
+    return merge_confirmed(labels, lesion, scored.candidates.labels, scored.scores, float(confirm["threshold"]),
+                           host=hosts[0] if hosts else 0, drop_rejected=bool(confirm.get("drop_rejected", True)))
+
+
 def _model(model):
     from .models import LoadedModel, load_model
 
@@ -71,6 +92,8 @@ def segment(
     lesion class every voxel whose probability reaches it, before the clean-up.
     ``extra["inside_body"]`` (e.g. ``[1, 2]``): those classes are removed outside the patient's
     body (air under a blanket is not lung); see ``postprocess.body``.
+    ``extra["confirm"]`` (``{"detector": NAME, "threshold": T}``) asks a two-stage detector for
+    a second opinion on the lesion class before the clean-up (see ``_confirm_lesions``).
     """
     from .inference import run_model
     from .postprocess import class_volumes
@@ -78,11 +101,16 @@ def segment(
 
     loaded = _model(model)
     card = loaded.card
-    probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
+    confirm = card.extra.get("confirm") if postprocess else None
+    stages = 2 if confirm else 1
+    probs = run_model(loaded, volume, spacing, settings, progress=_stage(progress, 0, stages), cancel=cancel)
     labels = _argmax_small(probs)
     if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
         labels = (probs[0] >= 0.5).astype(np.uint8)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
+    if confirm and lesions:
+        labels = _confirm_lesions(labels, volume, spacing, card, confirm, lesions[0], settings,
+                                  _stage(progress, 1, stages), cancel)
     if postprocess:
         labels = clean_with_card(labels, probs, spacing, card.extra, min_lesion_mm3, image=volume)
     classes = {
@@ -113,7 +141,10 @@ def detect(
     its peak probability and measured on its own mask.  Candidates must reach within
     ``extra["margin_mm"]`` of the model's organ field (``extra["within_classes"]``) so that
     findings outside the lungs are not reported; with ``extra["inside_body"]`` that field
-    excludes everything outside the patient's body.  ``affine`` maps voxels to world mm
+    excludes everything outside the patient's body.  With ``extra["classifier"]`` (a built-in
+    classification model) the components above ``extra["candidate_threshold"]`` are candidates
+    instead, each scored by that classifier from a patch around it (two-stage detection, see
+    ``inference.confirm``).  ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
     from .errors import ModelError
@@ -132,6 +163,15 @@ def detect(
     channel = int(extra.get("probability_channel", card.out_channels - 1))
     if not 0 <= channel < card.out_channels:
         raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
+    if extra.get("classifier"):  # two stages: candidates scored by a patch classifier
+        from .inference.confirm import score_candidates
+        from .postprocess.findings import findings_from_scored_components
+
+        scored = score_candidates(volume, spacing, loaded, settings, progress=progress, cancel=cancel)
+        return findings_from_scored_components(
+            scored.candidates.labels, scored.prob, scored.scores, spacing, affine,
+            mask_threshold=float(extra.get("mask_threshold", 0.5)), score_threshold=score_threshold,
+            min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)), max_findings=max_findings)
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     prob = probs[channel]
     organ = card_field(probs, extra, channel, volume, spacing)

@@ -46,7 +46,7 @@ def test_two_dimensional_card_takes_two_values():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"task": "classification"}, "task must be one of"),
+    ({"task": "registration"}, "task must be one of"),
     ({"modality": "PET"}, "modality"),
     ({"roi_size": (96, 96)}, r"roi_size needs 3 values \(z, y, x\)"),
     ({"spacing": (1.0, 0.0, 1.0)}, "spacing values must be positive"),

@@ -53,3 +53,58 @@ def test_relabel_above_only_below_one_half():
     np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.3), [0, 2, 2, 2])
     np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.5), lab)  # argmax only
     assert lab[1] == 1  # input untouched
+
+
+def _merge_scene():
+    """Lung (1) everywhere; first-pass nodules A (confirmed), B (a vessel: rejected) and C (no
+    candidate there); candidates 1 on A, 2 on B, 3 a small nodule the first pass missed, 4 a
+    rejected vessel elsewhere."""
+    labels = np.ones((12, 24, 24), np.uint8)
+    labels[2:5, 2:6, 2:6] = 2  # A
+    labels[2:5, 12:16, 2:6] = 2  # B
+    labels[8:11, 2:6, 2:6] = 2  # C
+    cands = np.zeros(labels.shape, np.int32)
+    cands[2:6, 2:7, 2:7] = 1  # larger than A
+    cands[3, 13:15, 3:5] = 2
+    cands[8:10, 18:20, 18:20] = 3
+    cands[8:10, 12:14, 18:20] = 4
+    return labels, cands
+
+
+def test_confirmed_candidates_add_missed_nodules_and_rejected_ones_drop_vessels():
+    from napari_medai.postprocess.components import merge_confirmed
+
+    labels, cands = _merge_scene()
+    before = labels.copy()
+    out = merge_confirmed(labels, 2, cands, np.array([0.95, 0.1, 0.9, 0.2]), threshold=0.8, host=1)
+    np.testing.assert_array_equal(labels, before)  # the input is left alone
+    assert (out[2:5, 2:6, 2:6] == 2).all()  # A: confirmed, kept with its own outline ...
+    assert out[5, 2, 2] == 1  # ... not grown to the candidate's
+    assert (out[2:5, 12:16, 2:6] == 1).all()  # B: only a rejected candidate on it -> lung
+    assert (out[8:11, 2:6, 2:6] == 2).all()  # C: no second opinion -> kept
+    assert (out[8:10, 18:20, 18:20] == 2).all()  # candidate 3: added
+    assert (out[8:10, 12:14, 18:20] == 1).all()  # candidate 4: rejected, never added
+    expected = before.copy()
+    expected[2:5, 12:16, 2:6] = 1
+    expected[cands == 3] = 2
+    np.testing.assert_array_equal(out, expected)  # nothing else changed
+
+
+def test_without_dropping_only_confirmed_candidates_are_added():
+    from napari_medai.postprocess.components import merge_confirmed
+
+    labels, cands = _merge_scene()
+    out = merge_confirmed(labels, 2, cands, np.array([0.95, 0.1, 0.9, 0.2]), threshold=0.8, host=1,
+                          drop_rejected=False)
+    assert (out[2:5, 12:16, 2:6] == 2).all()
+    expected = labels.copy()
+    expected[cands == 3] = 2
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_unscored_candidates_neither_add_nor_drop():
+    from napari_medai.postprocess.components import merge_confirmed
+
+    labels, cands = _merge_scene()
+    out = merge_confirmed(labels, 2, cands, np.full(4, -1.0), threshold=0.5, host=1)
+    np.testing.assert_array_equal(out, labels)

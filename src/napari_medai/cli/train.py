@@ -13,6 +13,8 @@ TASKS = {
     "segmentation": "train_segmentation",
     "detection": "train_detection",
     "lesion-threshold": "train_lesion_threshold",
+    "nodule-classifier": "train_classifier",
+    "confirm": "train_confirm",
     "denoising": "train_denoising",
 }
 

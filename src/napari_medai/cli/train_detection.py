@@ -10,11 +10,23 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, nargs=2, default=(2000, 2006), metavar=("FIRST", "STOP"),
                    help="phantom seeds to fit on (default 2000-2005: used neither in training nor in the benchmark)")
     p.add_argument("--name", default="lung-nodule-detection")
+    p.add_argument("--candidate-weights", help="two stages: a high-recall state dict of the --from network "
+                   "proposes candidates (its weights ship with the detector) ...")
+    p.add_argument("--classifier", help="... and this built-in classifier scores them (medai train nodule-classifier)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..training.detection import fit_detector
+    from ..training.detection import fit_detector, fit_two_stage_detector
+
+    if bool(args.candidate_weights) != bool(args.classifier):
+        print("medai: --candidate-weights and --classifier go together (two-stage detection)")
+        return 2
+    if args.classifier:
+        card, _ = fit_two_stage_detector(args.seg_model, args.candidate_weights, args.classifier,
+                                         list(range(*args.seeds)), out_name=args.name)
+        print(f"{card.name}: two stages, validation mean FROC {card.scores['validation_froc_mean']:.3f}")
+        return 0
 
     card, scores = fit_detector(args.seg_model, list(range(*args.seeds)), out_name=args.name)
     print(f"{card.name}: candidate threshold {card.extra['candidate_threshold']}, "

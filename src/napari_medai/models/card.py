@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ModelError
 
-TASKS = ("segmentation", "detection", "denoising")
+TASKS = ("segmentation", "detection", "denoising", "classification")  # classification: a second-stage patch classifier
 MODALITIES = ("CT", "MR", "any")
 OUTPUTS = ("softmax", "sigmoid", "residual", "identity")
 # Required keys of each intensity preprocessing kind (values are numbers).

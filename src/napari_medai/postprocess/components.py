@@ -131,3 +131,36 @@ def clean_segmentation(
             if m.any():
                 out[m & ~drop_components_away_from(m, host)] = 0
     return out
+
+
+def merge_confirmed(labels: np.ndarray, lesion: int, candidates: np.ndarray, scores: np.ndarray,
+                    threshold: float, host: int = 0, drop_rejected: bool = True) -> np.ndarray:
+    """A lesion class revised by a second-stage classifier (a new array).
+
+    ``candidates``: int component map of the candidate model (component i has label i + 1),
+    ``scores``: the classifier's score per component (negative: not scored).  Candidates that
+    score at least ``threshold`` and overlap no lesion component of ``labels`` are added with
+    their own voxels (the small nodules the first pass missed).  With ``drop_rejected``, a
+    lesion component that overlaps rejected candidates and no confirmed one becomes ``host``
+    (the organ it lies in): the vessel segments the first pass called nodules.  A lesion the
+    candidate model did not see at all is kept: there is no second opinion on it.
+    """
+    out = np.array(labels, copy=True)
+    scores = np.asarray(scores, dtype=float)
+    confirmed = np.concatenate([[False], scores >= threshold])[candidates]
+    rejected = np.concatenate([[False], (scores >= 0) & (scores < threshold)])[candidates]
+    lesion_mask = out == lesion
+    if drop_rejected and lesion_mask.any():
+        lab, n = ndimage.label(lesion_mask, _FULL)
+        index = np.arange(1, n + 1)
+        has_confirmed = np.asarray(ndimage.maximum(confirmed, lab, index), bool).reshape(n)
+        has_rejected = np.asarray(ndimage.maximum(rejected, lab, index), bool).reshape(n)
+        drop = np.concatenate([[False], has_rejected & ~has_confirmed])
+        out[drop[lab]] = host
+        lesion_mask = out == lesion
+    n_cand = len(scores)
+    if n_cand:
+        hit = np.asarray(ndimage.maximum(lesion_mask, candidates, np.arange(1, n_cand + 1)), bool).reshape(n_cand)
+        add = np.concatenate([[False], (scores >= threshold) & ~hit])
+        out[add[candidates]] = lesion
+    return out

@@ -90,7 +90,6 @@ def findings_from_probability(
     if affine is None:
         affine = np.diag([*map(float, spacing), 1.0])
     affine = np.asarray(affine, dtype=float)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
     lab, n = ndimage.label(prob >= candidate_threshold, structure=_FULL)
     found = []
     for i, box in enumerate(ndimage.find_objects(lab)):
@@ -101,30 +100,9 @@ def findings_from_probability(
             continue
         if field is not None and not _near_field(lab, i + 1, box, field, spacing, field_margin_mm):
             continue
-        mask = p >= mask_threshold
-        if not mask.any():  # a faint candidate: measure it at half its own peak
-            mask = p >= 0.5 * score
-        if mask.sum() * voxel_ml * 1000.0 < min_volume_mm3:
-            continue
-        offset = np.array([s.start for s in box], dtype=float)
-        weights = np.where(mask, p, 0.0)
-        centre = np.array(ndimage.center_of_mass(weights)) + offset
-        long_ax, short_ax = _axial_axes(mask, spacing)
-        mean_d = 0.5 * (long_ax + short_ax)
-        found.append(
-            Finding(
-                center_voxel=[round(float(c), 2) for c in centre],
-                center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]],
-                bbox_voxel=[[s.start for s in box], [s.stop for s in box]],
-                diameter_mm=round(long_ax, 1),
-                short_axis_mm=round(short_ax, 1),
-                mean_diameter_mm=round(mean_d, 1),
-                volume_ml=round(float(mask.sum()) * voxel_ml, 4),
-                score=round(score, 4),
-                lung_rads=lung_rads_category(mean_d),
-                mask=mask,
-            )
-        )
+        finding = measure_finding(p, box, score, spacing, affine, mask_threshold, min_volume_mm3)
+        if finding is not None:
+            found.append(finding)
     return rank_findings(found, max_findings)
 
 
@@ -166,6 +144,61 @@ def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:
         return bool(local[region].any())
     dist = ndimage.distance_transform_edt(~local, sampling=[float(s) for s in spacing])
     return bool(dist[region].min() <= margin_mm)
+
+
+def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_threshold: float = 0.5,
+                    min_volume_mm3: float = 0.0) -> Finding | None:
+    """A Finding measured on ``p`` (the probability inside the component's ``box``, 0 outside
+    the component) where it reaches ``mask_threshold``; None when smaller than ``min_volume_mm3``."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    peak = float(p.max())
+    mask = p >= mask_threshold
+    if not mask.any():  # a faint candidate: measure it at half its own peak
+        mask = p >= 0.5 * peak
+    if mask.sum() * voxel_ml * 1000.0 < min_volume_mm3:
+        return None
+    offset = np.array([s.start for s in box], dtype=float)
+    weights = np.where(mask, p, 0.0)
+    centre = np.array(ndimage.center_of_mass(weights)) + offset
+    long_ax, short_ax = _axial_axes(mask, spacing)
+    mean_d = 0.5 * (long_ax + short_ax)
+    return Finding(
+        center_voxel=[round(float(c), 2) for c in centre],
+        center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]],
+        bbox_voxel=[[s.start for s in box], [s.stop for s in box]],
+        diameter_mm=round(long_ax, 1),
+        short_axis_mm=round(short_ax, 1),
+        mean_diameter_mm=round(mean_d, 1),
+        volume_ml=round(float(mask.sum()) * voxel_ml, 4),
+        score=round(float(score), 4),
+        lung_rads=lung_rads_category(mean_d),
+        mask=mask,
+    )
+
+
+def findings_from_scored_components(labels: np.ndarray, prob: np.ndarray, scores, spacing, affine=None,
+                                    mask_threshold: float = 0.5, score_threshold: float = 0.0,
+                                    min_volume_mm3: float = 0.0, max_findings: int | None = None) -> list[Finding]:
+    """Findings from candidate components (``labels``: component i has label i + 1) that a
+    second-stage classifier scored (``scores[i]``; negative: not scored, never reported)."""
+    prob = np.asarray(prob, dtype=np.float32)
+    affine = np.diag([*map(float, spacing), 1.0]) if affine is None else np.asarray(affine, dtype=float)
+    found = []
+    for i, box in enumerate(ndimage.find_objects(labels)):
+        if box is None or scores[i] < max(score_threshold, 0.0):
+            continue
+        p = np.where(labels[box] == i + 1, prob[box], 0.0)
+        finding = measure_finding(p, box, float(scores[i]), spacing, affine, mask_threshold, min_volume_mm3)
+        if finding is not None:
+            found.append(finding)
+    return rank_findings(found, max_findings)
+
+
+def reaches_field(labels: np.ndarray, field: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
+    """Bool per component of ``labels`` (1..n): whether it comes within ``margin_mm`` of ``field``."""
+    boxes = ndimage.find_objects(labels)
+    return np.array([box is not None and _near_field(labels, i + 1, box, field, spacing, margin_mm)
+                     for i, box in enumerate(boxes)], dtype=bool)
 
 
 def rank_findings(found: list[Finding], max_findings: int | None = None) -> list[Finding]:

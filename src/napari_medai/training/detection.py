@@ -95,3 +95,62 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
         path = save_card(card, WEIGHTS_DIR / f"{out_name}.json")
         log(f"wrote {path}")
     return card, scores
+
+
+def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: str, seeds,
+                           out_name: str = "lung-nodule-detection", log=print, install=True):
+    """The two-stage detector: ``candidate_weights`` (a high-recall run of ``seg_model``'s
+    network) proposes components above the classifier's candidate threshold, ``classifier``
+    scores them.  Nothing is chosen here; the validation FROC goes on the card."""
+    import shutil
+
+    import torch
+
+    from ..inference.confirm import score_candidates
+    from ..metrics import froc, target_mask
+    from ..models import get_card, load_model
+    from ..models.card import ModelCard, save_card
+    from ..models.loading import LoadedModel
+    from ..models.registry import WEIGHTS_DIR, sha256_of
+    from ..postprocess.findings import findings_from_scored_components
+
+    t0 = time.time()
+    seg_card = get_card(seg_model)
+    clf_card = get_card(classifier)
+    extra = dict(DEFAULT_EXTRA, classifier=classifier,
+                 candidate_threshold=float(clf_card.extra.get("candidate_threshold", 0.5)))
+    card = ModelCard(
+        name=out_name, task="detection", modality=seg_card.modality,
+        description=("Two-stage lung-nodule detector: a high-recall nodule network proposes candidates "
+                     f"inside the lung field, the classifier '{classifier}' scores each from a patch around it"),
+        spacing=seg_card.spacing, roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1,
+        out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
+        network=seg_card.network, output=seg_card.output, extra=extra,
+        train_command=(f"medai train detection --from {seg_model} --candidate-weights {candidate_weights} "
+                       f"--classifier {classifier} --seeds {seeds[0]} {seeds[-1] + 1}"),
+    )
+    from ..models.networks import build_network
+
+    network = build_network(card)
+    network.load_state_dict(torch.load(candidate_weights, map_location="cpu", weights_only=True))
+    detector = LoadedModel(card, network.eval())
+    rows = []
+    for seed in seeds:
+        hu, spacing, nodules = phantom_case_findings_inputs(seed)
+        scored = score_candidates(hu, spacing, detector)
+        found = findings_from_scored_components(scored.candidates.labels, scored.prob, scored.scores, spacing)
+        mask = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
+        rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
+        log(f"validation phantom {seed}: {len(nodules)} nodule(s), {len(found)} scored candidates")
+    result = froc(rows)
+    log(f"validation mean FROC {result['mean']:.3f} {result['sensitivity']}")
+    card.training = {"method": "two-stage: high-recall candidates + patch classifier; FROC on validation phantoms",
+                     "seeds": list(seeds), "candidate_weights": str(candidate_weights), "time_s": round(time.time() - t0)}
+    card.scores = {"validation_froc_mean": result["mean"],
+                   "validation_froc": {str(k): v for k, v in result["sensitivity"].items()}}
+    if install:
+        weights = WEIGHTS_DIR / f"{out_name}.pt"
+        shutil.copyfile(candidate_weights, weights)
+        card.weights, card.sha256, card.source_dir = weights.name, sha256_of(weights), WEIGHTS_DIR
+        log(f"wrote {save_card(card, WEIGHTS_DIR / f'{out_name}.json')}")
+    return card, result

@@ -1,0 +1,41 @@
+"""``medai train nodule-classifier``: the second-stage classifier that confirms nodule candidates."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "nodule-classifier",
+        help="train the classifier that keeps the nodules among a high-recall model's candidates",
+        description="Runs the candidate model over every training scan, labels each candidate component "
+        "(a nodule if it touches one in the reference labels), and trains a small 3D classifier on "
+        "patches around them; validation phantoms pick the best epoch.",
+    )
+    p.add_argument("--data", nargs="+", required=True, help="folders of <case>_image/<case>_label NIfTI pairs")
+    p.add_argument("--out", required=True, help="output folder (best.pt, history.json, candidates.npz cache)")
+    p.add_argument("--candidate-model", default="chest-ct-lung-nodule",
+                   help="segmentation model whose network proposes the candidates")
+    p.add_argument("--candidate-weights", help="state dict (.pt) to use in that network (the high-recall run)")
+    p.add_argument("--val-seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--max-negatives", type=int, default=400, help="random negative candidates kept per scan")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--install-as", metavar="NAME", help="install the best weights as this built-in classifier")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..training.candidate_classifier import ClassifierTrainConfig, install_classifier, train_classifier
+
+    cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
+                                candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
+                                epochs=args.epochs, max_negatives=args.max_negatives, threads=args.threads)
+    summary = train_classifier(cfg, log=lambda m: print(m, flush=True))
+    print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
+          f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")
+    if args.install_as:
+        path = install_classifier(args.out, args.install_as, " ".join(["medai"] + sys.argv[1:]))
+        print(f"installed built-in classifier {path}")
+    return 0

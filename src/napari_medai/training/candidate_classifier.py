@@ -1,0 +1,259 @@
+"""Train the second-stage nodule classifier (false-positive reduction).
+
+A high-recall candidate network (e.g. a segmentation model fine-tuned with a per-lesion loss,
+which finds most 4-6 mm nodules but also calls a thousand vessel segments per scan nodules)
+proposes candidates: the connected components of its nodule probability above 0.5.  Each
+candidate whose component touches a reference nodule is a positive, the rest negatives.  A
+small MONAI ``Classifier`` learns from a 16 x 32 x 32 patch (2 x 1 x 1 mm: 32 mm across) of
+the CT and of the candidate probability around each one whether it is a nodule or a vessel.
+
+Deterministic for a given seed and thread count (numpy and torch seeded, one process).
+Writes ``best.pt`` (best validation score), ``history.json`` and ``card.json`` into ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # false positives per scan at which sensitivity is read
+
+
+@dataclass
+class ClassifierTrainConfig:
+    data: tuple  # folders of <case>_image / <case>_label NIfTI pairs (phantom label maps)
+    out: str
+    candidate_model: str = "chest-ct-lung-nodule"  # card giving the candidate network and its geometry
+    candidate_weights: str | None = None  # a state dict replacing the card's weights (the high-recall run)
+    val_seeds: tuple = (2000, 2012)  # validation phantoms [first, stop): never trained on, never benchmarked
+    candidate_threshold: float = 0.5
+    patch_shape: tuple = (16, 32, 32)
+    patch_step_mm: tuple = (2.0, 1.0, 1.0)
+    channels: tuple = (16, 32, 64, 64)
+    strides: tuple = (2, 2, 2, 2)
+    max_negatives: int = 400  # random negatives kept per training scan (all positives are kept)
+    epochs: int = 30
+    positive_repeat: int = 3  # each positive appears this often per epoch ...
+    negative_ratio: int = 6  # ... beside this many negatives per positive
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 2
+    bf16: bool = True
+    ct_window: tuple = (-1000.0, 400.0)
+
+
+def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-classifier"):
+    from ..models.card import ModelCard
+
+    lo, hi = cfg.ct_window
+    return ModelCard(
+        name=name, task="classification", modality="CT",
+        description=("Second-stage lung-nodule classifier: scores each candidate of a high-recall "
+                     "nodule network from a 32 mm patch of the CT and of the candidate probability"),
+        spacing=tuple(cfg.patch_step_mm), roi_size=tuple(cfg.patch_shape), spatial_dims=3,
+        in_channels=2, out_channels=1,
+        classes=[{"index": 0, "name": "other", "color": "#808080"}, {"index": 1, "name": "nodule", "color": "#ff3030"}],
+        intensity={"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        network={"name": "Classifier", "kwargs": {
+            "in_shape": [2, *cfg.patch_shape], "classes": 1, "channels": list(cfg.channels),
+            "strides": list(cfg.strides), "num_res_units": 1}},
+        output="sigmoid",
+        extra={"inputs": ["image", "probability"], "candidate_threshold": cfg.candidate_threshold},
+    )
+
+
+def load_candidate_model(cfg: ClassifierTrainConfig):
+    """The candidate network: the card's model, with ``candidate_weights`` when given."""
+    import torch
+
+    from ..models import load_model
+
+    model = load_model(cfg.candidate_model)
+    if cfg.candidate_weights:
+        model.network.load_state_dict(torch.load(cfg.candidate_weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_negatives, rng, settings=None):
+    """Patches (float16), labels (bool) and the number of reference nodules the candidates hit."""
+    from scipy import ndimage
+
+    from ..inference import run_model
+    from ..inference.candidates import extract_patches, find_candidates
+    from ..inference.confirm import classifier_input
+
+    channel = int(model.card.extra.get("probability_channel", model.card.out_channels - 1))
+    prob = run_model(model, volume, spacing, settings)[channel]
+    cands = find_candidates(prob, spacing, threshold)
+    n = len(cands)
+    hits = np.asarray(ndimage.maximum(nodule_mask, cands.labels, np.arange(1, n + 1)), bool).reshape(n)
+    keep = np.arange(n)
+    if max_negatives is not None:
+        neg = np.flatnonzero(~hits)
+        keep = np.concatenate([np.flatnonzero(hits), rng.choice(neg, min(max_negatives, len(neg)), replace=False)])
+    patches = extract_patches(classifier_input(card, volume, prob), cands.centres[keep], spacing,
+                              shape=card.roi_size, step_mm=card.spacing)
+    ref, n_ref = ndimage.label(nodule_mask, ndimage.generate_binary_structure(3, 3))
+    found = len(np.setdiff1d(np.unique(ref[cands.labels > 0]), [0]))
+    return patches.astype(np.float16), hits[keep], n_ref, found, n
+
+
+def sensitivity_at_fp_rates(scores, labels, n_scans, rates=FP_RATES) -> dict:
+    """Fraction of positive candidates scored above the threshold that lets ``rate`` negatives
+    per scan through, for each rate (candidate level: what the classifier adds)."""
+    scores, labels = np.asarray(scores), np.asarray(labels, bool)
+    neg = np.sort(scores[~labels])[::-1]
+    out = {}
+    for rate in rates:
+        k = int(rate * n_scans)
+        threshold = neg[k] if k < len(neg) else -np.inf
+        out[str(rate)] = float(np.mean(scores[labels] > threshold)) if labels.any() else 0.0
+    return out
+
+
+def _augment(x, rng):
+    """Flips on every axis and an in-plane transpose: a nodule has no preferred direction."""
+    for dim in (2, 3, 4):
+        if rng.random() < 0.5:
+            x = x.flip(dim)
+    if rng.random() < 0.5:
+        x = x.transpose(3, 4)
+    return x
+
+
+def _collect(cfg, model, card, out: Path, log):
+    """Training and validation patches, cached in ``out/candidates.npz``: collecting them runs
+    the candidate network over every scan (tens of minutes), training on them takes minutes."""
+    from ..io import read_volume
+    from .phantom_dataset import phantom_for
+    from .seg_data import chest_targets, find_pairs
+
+    keys = ("data", "candidate_model", "candidate_weights", "val_seeds", "candidate_threshold", "patch_shape",
+            "patch_step_mm", "max_negatives", "seed", "ct_window")
+    key = json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=list)
+    cache = out / "candidates.npz"
+    rng = np.random.default_rng([cfg.seed, 1])  # its own stream: a reused cache leaves training unchanged
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                log(f"reusing the candidates collected in {cache}")
+                return z["xt"], z["yt"], z["xv"], z["yv"]
+    train_x, train_y = [], []
+    for folder in cfg.data:
+        for img, lab in find_pairs(folder):
+            v, l = read_volume(img), read_volume(lab)
+            x, y, n_ref, found, n = case_candidates(model, card, np.asarray(v.data), chest_targets(l.data) == 2,
+                                                    v.spacing, cfg.candidate_threshold, cfg.max_negatives, rng)
+            train_x.append(x), train_y.append(y)
+            log(f"{img.name}: {n} candidates, {int(y.sum())} on nodules; {found} of {n_ref} nodules found")
+    val_x, val_y = [], []
+    for seed in range(*cfg.val_seeds):
+        ph = phantom_for(seed)
+        x, y, n_ref, found, n = case_candidates(model, card, ph.hu, chest_targets(ph.labels) == 2, ph.spacing,
+                                                cfg.candidate_threshold, None, rng)
+        val_x.append(x), val_y.append(y)
+        log(f"validation phantom {seed}: {n} candidates, {int(y.sum())} on nodules; {found} of {n_ref} nodules found")
+    xt, yt, xv, yv = np.concatenate(train_x), np.concatenate(train_y), np.concatenate(val_x), np.concatenate(val_y)
+    np.savez(cache, key=key, xt=xt, yt=yt, xv=xv, yv=yv)
+    return xt, yt, xv, yv
+
+
+def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> dict:
+    import torch
+    from monai.metrics import compute_roc_auc
+
+    from ..inference.precision import cpu_has_native_bf16
+    from ..models.networks import build_network
+
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    card = make_classifier_card(cfg)
+    model = load_candidate_model(cfg)
+
+    xt, yt, xv, yv = _collect(cfg, model, card, out, log)
+    xt, xv = torch.from_numpy(xt), torch.from_numpy(xv)
+    n_val_scans = cfg.val_seeds[1] - cfg.val_seeds[0]
+    log(f"training candidates {len(yt)} ({int(yt.sum())} positive); validation {len(yv)} ({int(yv.sum())} positive)")
+
+    net = build_network(card)
+    bf16 = cfg.bf16 and cpu_has_native_bf16()
+    opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
+    pos, neg = np.flatnonzero(yt), np.flatnonzero(~yt)
+    if not len(pos):
+        from ..errors import InputError
+
+        raise InputError("the candidate model found no reference nodule in the training data: nothing to learn")
+    history, best = [], (-1.0, -1.0)
+    for epoch in range(cfg.epochs):
+        net.train()
+        order = np.concatenate([np.repeat(pos, cfg.positive_repeat),
+                                rng.choice(neg, min(len(neg), cfg.negative_ratio * len(pos)), replace=False)])
+        rng.shuffle(order)
+        losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            j = order[start:start + cfg.batch_size]
+            x = _augment(xt[j].float(), rng)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                logits = net(x)[:, 0].float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(yt[j].astype(np.float32)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        sched.step()
+        net.eval()
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            s = torch.cat([net(xv[i:i + 512].float())[:, 0].float() for i in range(0, len(xv), 512)]).numpy()
+        sens = sensitivity_at_fp_rates(s, yv, n_val_scans)
+        auc = float(compute_roc_auc(torch.from_numpy(s), torch.from_numpy(yv.astype(np.float32)))) \
+            if 0 < yv.sum() < len(yv) else float("nan")
+        mean_sens = float(np.mean(list(sens.values())))
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_auc": auc,
+                        "val_sensitivity": sens, "val_mean_sensitivity": mean_sens})
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val AUC {auc:.4f} "
+            f"mean sensitivity {mean_sens:.3f} {sens}")
+        if (mean_sens, auc) > best:
+            best = (mean_sens, auc)
+            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / "best.pt")
+        if progress:
+            progress(epoch + 1, cfg.epochs)
+    summary = {"config": asdict(cfg), "history": history, "best_val_mean_sensitivity": best[0],
+               "best_val_auc": best[1], "time_s": round(time.time() - t0), "bf16": bf16,
+               "training_candidates": int(len(yt)), "training_positives": int(yt.sum()),
+               "validation_candidates": int(len(yv)), "validation_positives": int(yv.sum())}
+    (out / "history.json").write_text(json.dumps(summary, indent=1))
+    (out / "card.json").write_text(card.to_json())
+    return summary
+
+
+def install_classifier(out: str, name: str = "lung-nodule-classifier", train_command: str = "", folder=None) -> Path:
+    """Copy ``out/best.pt`` into the built-in weights with its card (sha256, command, scores)."""
+    import torch
+
+    from ..models.card import load_card
+    from ..models.networks import build_network
+    from ..models.registry import save_builtin
+
+    out = Path(out)
+    summary = json.loads((out / "history.json").read_text())
+    card = load_card(out / "card.json")
+    card.name = name
+    card.train_command = train_command
+    card.training = {k: summary[k] for k in ("time_s", "bf16", "training_candidates", "training_positives",
+                                             "validation_candidates", "validation_positives")}
+    card.training["config"] = summary["config"]
+    card.scores = {"validation_mean_sensitivity": summary["best_val_mean_sensitivity"],
+                   "validation_auc": summary["best_val_auc"]}
+    net = build_network(card)
+    net.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True))
+    return save_builtin(card, net, folder=folder)

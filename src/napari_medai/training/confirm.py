@@ -1,0 +1,74 @@
+"""Fit how a segmentation model takes the two-stage detector's second opinion on its lesions.
+
+For each classifier threshold (and with or without dropping first-pass lesions that only
+rejected candidates cover) the validation phantoms are segmented with the card's full
+post-processing and scored by mean per-scan nodule Dice, as ``lesion_threshold`` does.  The
+best setting goes into the card's ``extra["confirm"]``; if none beats the first pass alone by
+``MARGIN``, the card gets no second stage (and keeps its speed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+MARGIN = 0.005
+
+
+def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = True) -> dict:
+    from ..api import _argmax_small
+    from ..inference import run_model
+    from ..inference.confirm import score_candidates
+    from ..models import load_model
+    from ..models.card import save_card
+    from ..models.registry import WEIGHTS_DIR
+    from ..postprocess.body import body_mask
+    from ..postprocess.components import clean_with_card, merge_confirmed
+    from .lesion_threshold import _dice
+    from .phantom_dataset import phantom_for
+    from .seg_data import chest_targets
+
+    t0 = time.time()
+    loaded, det = load_model(model), load_model(detector)
+    card = loaded.card
+    extra = {k: v for k, v in card.extra.items() if k != "confirm"}
+    lesion = int(extra["lesions"][0])
+    host = int(extra.get("lesion_hosts", [0])[0])
+    settings = [None] + [(t, d) for d in (False, True) for t in THRESHOLDS]
+    dice = {s: [] for s in settings}
+    for seed in seeds:
+        ph = phantom_for(int(seed))
+        truth = chest_targets(ph.labels) == lesion
+        if not truth.any():
+            continue
+        probs = run_model(loaded, ph.hu, ph.spacing)
+        base = _argmax_small(probs)
+        body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
+        scored = score_candidates(ph.hu, ph.spacing, det)
+        for s in settings:
+            labels = base if s is None else merge_confirmed(base, lesion, scored.candidates.labels, scored.scores,
+                                                            s[0], host=host, drop_rejected=s[1])
+            labels = clean_with_card(labels, probs, ph.spacing, extra, body=body)
+            dice[s].append(_dice(labels == lesion, truth))
+        del probs
+        log(f"validation phantom {seed}: first pass {dice[None][-1]:.3f}, best confirmed "
+            f"{max(dice[s][-1] for s in settings[1:]):.3f}")
+    means = {s: float(np.mean(v)) for s, v in dice.items()}
+    best = max(settings[1:], key=lambda s: means[s])
+    use = means[best] >= means[None] + MARGIN
+    table = {("first pass" if s is None else f"threshold {s[0]}, drop {s[1]}"): round(m, 4) for s, m in means.items()}
+    log("mean nodule Dice: " + json.dumps(table))
+    log(f"best: {best} ({means[best]:.4f}; first pass alone {means[None]:.4f}) -> "
+        f"{'second stage on' if use else 'no second stage'}")
+    if install:
+        card.extra = dict(extra)
+        if use:
+            card.extra["confirm"] = {"detector": detector, "threshold": best[0], "drop_rejected": best[1]}
+        card.scores = {**card.scores, "confirm_fit": {
+            "seeds": [int(s) for s in seeds], "cases_with_nodules": len(dice[None]),
+            "mean_nodule_dice": table, "time_s": round(time.time() - t0)}}
+        log(f"wrote {save_card(card, WEIGHTS_DIR / f'{card.name}.json')}")
+    return {"means": means, "best": best, "used": use}

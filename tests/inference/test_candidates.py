@@ -1,0 +1,75 @@
+"""Candidates of a probability map, their patches, and the classifier that scores them."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medai.inference.candidates import classify_patches, extract_patches, find_candidates, patch_offsets
+
+
+def test_components_become_candidates_with_centre_volume_and_peak():
+    prob = np.zeros((10, 20, 20), np.float32)
+    prob[2:4, 3:6, 3:6] = 0.9  # 2 x 3 x 3 voxels
+    prob[7, 15, 15] = 0.6
+    prob[7, 2, 18] = 0.4  # below the threshold: not a candidate
+    cands = find_candidates(prob, (2.0, 1.0, 0.5), threshold=0.5)
+    assert len(cands) == 2
+    np.testing.assert_allclose(cands.centres[0], [2.5, 4.0, 4.0])
+    np.testing.assert_allclose(cands.centres[1], [7.0, 15.0, 15.0])
+    np.testing.assert_allclose(cands.volumes_mm3, [18 * 1.0, 1.0])
+    np.testing.assert_allclose(cands.peaks, [0.9, 0.6])
+    assert cands.labels[2, 3, 3] == 1 and cands.labels[7, 15, 15] == 2 and cands.labels[7, 2, 18] == 0
+
+
+def test_no_candidates_in_an_empty_map():
+    cands = find_candidates(np.zeros((4, 8, 8), np.float32), (1, 1, 1))
+    assert len(cands) == 0 and cands.centres.shape == (0, 3) and not cands.labels.any()
+
+
+def test_patches_cover_the_same_millimetres_whatever_the_voxel_size():
+    # a ramp in z measured in mm: the patch of a 3 mm-slice scan and of a 1 mm-slice scan agree
+    def ramp(dz, n):
+        return np.broadcast_to((np.arange(n) * dz)[:, None, None], (n, 40, 40)).astype(np.float32)
+
+    thick = extract_patches([ramp(3.0, 30)], [[15.0, 20.0, 20.0]], (3.0, 1.0, 1.0), shape=(4, 8, 8), step_mm=(2.0, 1.0, 1.0))
+    thin = extract_patches([ramp(1.0, 90)], [[45.0, 20.0, 20.0]], (1.0, 1.0, 1.0), shape=(4, 8, 8), step_mm=(2.0, 1.0, 1.0))
+    assert thick.shape == (1, 1, 4, 8, 8)
+    np.testing.assert_allclose(thick[0, 0, :, 0, 0], [42.0, 44.0, 46.0, 48.0], atol=1e-4)  # 45 mm -3, -1, +1, +3
+    np.testing.assert_allclose(thick, thin, atol=1e-4)
+
+
+def test_patch_grid_is_centred_and_edges_repeat():
+    offsets = patch_offsets((2, 4, 4), (2.0, 1.0, 1.0), (1.0, 0.5, 0.5))
+    np.testing.assert_allclose(offsets.mean(1), 0.0)
+    np.testing.assert_allclose(np.unique(offsets[0]), [-1.0, 1.0])  # +-1 mm at 1 mm slices
+    np.testing.assert_allclose(np.unique(offsets[1]), [-3, -1, 1, 3])  # +-0.5, 1.5 mm at 0.5 mm pixels
+    vol = np.zeros((4, 4, 4), np.float32)
+    vol[0] = 5.0
+    patch = extract_patches([vol, vol * 2], [[0.0, 2.0, 2.0]], (1, 1, 1), shape=(4, 2, 2), step_mm=(1, 1, 1))
+    assert patch.shape == (1, 2, 4, 2, 2)
+    np.testing.assert_allclose(patch[0, 0, :2], 5.0)  # beyond the first slice: the edge value
+    np.testing.assert_allclose(patch[0, 1], 2 * patch[0, 0])
+
+
+class MeanScore(torch.nn.Module):
+    """Logit = 10 * (mean of channel 0 - 0.5)."""
+
+    def forward(self, x):
+        return 10.0 * (x[:, :1].mean(dim=(2, 3, 4)) - 0.5)
+
+
+def test_classifier_scores_each_patch_in_batches():
+    patches = np.stack([np.full((1, 2, 2, 2), v, np.float32) for v in (0.0, 0.5, 1.0, 0.9, 0.1)])
+    scores = classify_patches(MeanScore(), patches, batch_size=2)
+    expected = 1 / (1 + np.exp(-10 * (np.array([0.0, 0.5, 1.0, 0.9, 0.1]) - 0.5)))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_classifier_stops_when_cancelled():
+    from napari_medai.errors import Cancelled
+    from napari_medai.inference import CancelToken
+
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        classify_patches(MeanScore(), np.zeros((3, 1, 2, 2, 2), np.float32), cancel=token)
