@@ -108,16 +108,17 @@ def segment(
     if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
         labels = (probs[0] >= 0.5).astype(np.uint8)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
+    classes = {
+        int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
+    } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
+    # Only the lesion channel is needed from here on: free the others before a second pass.
+    lesion_prob = probs[lesions[0]].copy() if lesions else None
+    del probs
     if confirm and lesions:
         labels = _confirm_lesions(labels, volume, spacing, card, confirm, lesions[0], settings,
                                   _stage(progress, 1, stages), cancel)
     if postprocess:
-        labels = clean_with_card(labels, probs, spacing, card.extra, min_lesion_mm3, image=volume)
-    classes = {
-        int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
-    } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
-    lesion_prob = probs[lesions[0]].copy() if lesions else None
-    del probs
+        labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
     names = {i: c["name"] for i, c in classes.items()}
     return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob)
 

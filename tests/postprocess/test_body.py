@@ -61,9 +61,9 @@ def test_clean_with_card_takes_the_image_or_a_precomputed_body():
     hu, labels, lungs = _chest()
     probs = np.stack([(labels == c).astype(np.float32) for c in range(3)])
     extra = {"inside_body": [1]}
-    by_image = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra, image=hu)
-    by_body = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra, body=body_mask(hu, (2.0, 1.0, 1.0)))
+    by_image = clean_with_card(labels, probs[2], (2.0, 1.0, 1.0), extra, image=hu)
+    by_body = clean_with_card(labels, probs[2], (2.0, 1.0, 1.0), extra, body=body_mask(hu, (2.0, 1.0, 1.0)))
     np.testing.assert_array_equal(by_image, by_body)
     assert (by_image[:, lungs] == 1).all() and not by_image[:, 11:18].any()
-    untouched = clean_with_card(labels, probs, (2.0, 1.0, 1.0), extra)  # no image: the rule cannot apply
+    untouched = clean_with_card(labels, probs[2], (2.0, 1.0, 1.0), extra)  # no image: the rule cannot apply
     assert untouched[:, 11:18].any()

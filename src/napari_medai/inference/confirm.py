@@ -73,7 +73,7 @@ def score_candidates(
     if classifier.card.task != "classification":
         raise ModelError(f"'{classifier.card.name}' is a {classifier.card.task} model, not a classifier")
     probs = run_model(detector, volume, spacing, settings, progress=progress, cancel=cancel)
-    prob = probs[channel]
+    prob = probs[channel].copy()  # a copy, so the other channels can be freed
     field = card_field(probs, extra, channel, volume, spacing)
     del probs
     cands = find_candidates(prob, spacing, float(extra.get("candidate_threshold", 0.5)))

@@ -52,18 +52,20 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
     return keep[lab]
 
 
-def clean_with_card(labels, probs, spacing, extra: dict, min_lesion_mm3: float | None = None,
+def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: float | None = None,
                     lesion_threshold: float | None = None, image: np.ndarray | None = None,
                     body: np.ndarray | None = None) -> np.ndarray:
     """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
-    argmax ``labels`` with the model's ``probs``; the keyword arguments override the card.
+    argmax ``labels``; ``lesion_prob`` is the probability of the card's first lesion class
+    (only that channel: callers need not keep every class in memory; None without one).
+    The keyword arguments override the card.
     ``image`` (the CT in HU, on the labels' grid) enables ``extra["inside_body"]``; ``body``
     passes its body mask instead (callers cleaning one scan several times compute it once)."""
     lesions = tuple(int(i) for i in extra.get("lesions", ()))
     if lesion_threshold is None:
         lesion_threshold = extra.get("lesion_threshold")
-    if lesions and lesion_threshold is not None:
-        labels = relabel_above(labels, probs[lesions[0]], lesions[0], float(lesion_threshold))
+    if lesions and lesion_threshold is not None and lesion_prob is not None:
+        labels = relabel_above(labels, lesion_prob, lesions[0], float(lesion_threshold))
     inside = [int(i) for i in extra.get("inside_body", ())]
     if inside and (image is not None or body is not None):
         labels = _inside_body(labels, image, spacing, inside, lesions, body)

@@ -64,7 +64,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
         base = _argmax_small(probs)
         body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
         for t in THRESHOLDS:
-            labels = clean_with_card(base, probs, ph.spacing, extra, lesion_threshold=t, body=body)
+            labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
             dice[t].append(_dice(labels == lesion, truth))
         log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
         del probs
