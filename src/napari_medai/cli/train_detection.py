@@ -20,7 +20,9 @@ def run(args) -> int:
     from ..training.detection import fit_detector, fit_two_stage_detector
 
     if bool(args.candidate_weights) != bool(args.classifier):
-        print("medai: --candidate-weights and --classifier go together (two-stage detection)")
+        import sys
+
+        print("medai: --candidate-weights and --classifier go together (two-stage detection)", file=sys.stderr)
         return 2
     if args.classifier:
         card, _ = fit_two_stage_detector(args.seg_model, args.candidate_weights, args.classifier,

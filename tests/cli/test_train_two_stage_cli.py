@@ -1,0 +1,27 @@
+"""``medai train nodule-classifier`` / ``confirm`` / ``detection --classifier``: argument checks
+(the runs themselves segment full-size phantoms; their logic is tested in tests/training)."""
+
+from napari_medai.cli.main import main
+
+
+def test_two_stage_detection_needs_both_the_weights_and_the_classifier(tmp_path, capsys):
+    assert main(["train", "detection", "--classifier", "lung-nodule-classifier"]) == 2
+    assert "go together" in capsys.readouterr().err
+    assert main(["train", "detection", "--candidate-weights", str(tmp_path / "w.pt")]) == 2
+
+
+def test_classifier_training_refuses_a_missing_data_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["train", "nodule-classifier", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--epochs", "1"])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (out / "best.pt").exists()
+
+
+def test_train_lists_the_two_stage_tasks(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "nodule-classifier" in text and "confirm" in text
