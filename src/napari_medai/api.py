@@ -44,13 +44,13 @@ def _argmax_small(probs: np.ndarray) -> np.ndarray:
 
 
 def _stage(progress, stage: int, stages: int):
-    """Progress of one of ``stages`` equal passes as a share of the whole run."""
-    if progress is None or stages == 1:
-        return progress
-    return lambda done, total: progress(stage * total + done, stages * total)
+    from .inference.confirm import share_progress
+
+    return share_progress(progress, stage, stages)
 
 
-def _confirm_lesions(labels, volume, spacing, card, confirm: dict, lesion: int, settings, progress, cancel):
+def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, lesion: int, settings, progress,
+                     cancel):
     """Second opinion on the lesion class (card ``extra["confirm"]``): the detector it names
     scores high-recall candidates with its classifier; confirmed ones the first pass missed
     are added, first-pass lesions that only rejected candidates cover are given back to the
@@ -58,9 +58,10 @@ def _confirm_lesions(labels, volume, spacing, card, confirm: dict, lesion: int, 
     from .inference.confirm import score_candidates
     from .postprocess.components import merge_confirmed
 
-    scored = score_candidates(volume, spacing, _model(confirm["detector"]), settings, progress=progress, cancel=cancel)
+    scored = score_candidates(volume, spacing, _model(confirm["detector"]), settings, progress=progress, cancel=cancel,
+                              first_pass=(labels == lesion, lesion_prob))
     hosts = [int(i) for i in card.extra.get("lesion_hosts", ())]
-    return merge_confirmed(labels, lesion, scored.candidates.labels, scored.scores, float(confirm["threshold"]),
+    return merge_confirmed(labels, lesion, scored.candidates, scored.scores, float(confirm["threshold"]),
                            host=hosts[0] if hosts else 0, drop_rejected=bool(confirm.get("drop_rejected", True)))
 
 
@@ -115,7 +116,7 @@ def segment(
     lesion_prob = probs[lesions[0]].copy() if lesions else None
     del probs
     if confirm and lesions:
-        labels = _confirm_lesions(labels, volume, spacing, card, confirm, lesions[0], settings,
+        labels = _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm, lesions[0], settings,
                                   _stage(progress, 1, stages), cancel)
     if postprocess:
         labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
@@ -170,7 +171,7 @@ def detect(
 
         scored = score_candidates(volume, spacing, loaded, settings, progress=progress, cancel=cancel)
         return findings_from_scored_components(
-            scored.candidates.labels, scored.prob, scored.scores, spacing, affine,
+            scored.candidates, scored.prob, scored.scores, spacing, affine,
             mask_threshold=float(extra.get("mask_threshold", 0.5)), score_threshold=score_threshold,
             min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)), max_findings=max_findings)
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)

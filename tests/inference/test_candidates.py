@@ -73,3 +73,41 @@ def test_classifier_stops_when_cancelled():
     token.cancel()
     with pytest.raises(Cancelled):
         classify_patches(MeanScore(), np.zeros((3, 1, 2, 2, 2), np.float32), cancel=token)
+
+
+def test_first_pass_lesions_come_first_and_replace_the_components_they_touch():
+    prob = np.zeros((10, 30, 30), np.float32)
+    prob[2:5, 2:20, 4:7] = 0.9  # a nodule joined to a vessel in the high-recall map ...
+    prob[7:9, 24:27, 24:27] = 0.8  # ... and a small candidate elsewhere
+    first = np.zeros(prob.shape, bool)
+    first[2:5, 2:6, 4:7] = True  # the precise pass outlines the nodule alone
+    first[8, 10, 10] = True  # and a lesion the high-recall map does not have
+    cands = find_candidates(prob, (1.0, 1.0, 1.0), 0.5, first=first)
+    assert len(cands) == 3
+    np.testing.assert_allclose(cands.centres[0], [3.0, 3.5, 5.0])  # the nodule's own centre, not the joint one
+    np.testing.assert_allclose(cands.centres[1], [8.0, 10.0, 10.0])
+    np.testing.assert_allclose(cands.centres[2], [7.5, 25.0, 25.0])
+    assert cands.labels[3, 15, 5] == 0  # the vessel part is no candidate
+    np.testing.assert_allclose(cands.volumes_mm3, [36, 1, 18])
+
+
+def test_a_nodule_on_a_vessel_gets_a_candidate_of_its_own():
+    prob = np.zeros((12, 40, 40), np.float32)
+    prob[5:7, 19:21, 2:38] = 0.9  # a 2 x 2 voxel vessel, 36 mm long
+    zz, yy, xx = np.ogrid[:12, :40, :40]
+    nodule = (zz - 6) ** 2 + (yy - 23) ** 2 + (xx - 20) ** 2 <= 9  # a 6 mm ball touching it
+    prob[nodule] = 0.95
+    one = find_candidates(prob, (1.0, 1.0, 1.0), 0.5)
+    assert len(one) == 1 and np.linalg.norm(one.centres[0] - [6, 23, 20]) < 1.0  # the thickest point
+    many = find_candidates(prob, (1.0, 1.0, 1.0), 0.5, separation_mm=5.0)
+    assert len(many) > 3 and (many.component == 1).all()
+    d = np.linalg.norm(many.centres - [6, 23, 20], axis=1)
+    assert d.min() < 1.0 and many.radii_mm[np.argmin(d)] == many.radii_mm.max()
+    # candidates keep their distance, and each region is the part of the component near it
+    gaps = np.linalg.norm(many.centres[:, None] - many.centres[None], axis=2)
+    assert gaps[np.triu_indices(len(many), 1)].min() >= 5.0
+    box = many.boxes()[0]
+    nod = many.region(int(np.argmin(d)), box)
+    assert nod.sum() < (many.labels[box] == 1).sum() and nodule[box][nod].mean() > 0.5
+    painted = many.paint(np.ones(len(many), bool))
+    assert not (painted & (prob <= 0.5)).any() and painted.sum() > 0.9 * (prob > 0.5).sum()

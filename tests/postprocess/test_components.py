@@ -71,12 +71,22 @@ def _merge_scene():
     return labels, cands
 
 
+def _candidates(cands, scores_by_number):
+    """Candidates (one per blob of ``cands``) and their scores, given per blob number."""
+    from napari_medai.inference.candidates import find_candidates
+
+    found = find_candidates((cands > 0).astype(np.float32), (1.0, 1.0, 1.0), 0.5)
+    numbers = [int(cands[tuple(np.rint(c).astype(int))]) for c in found.centres]
+    return found, np.array([scores_by_number[k] for k in numbers])
+
+
 def test_confirmed_candidates_add_missed_nodules_and_rejected_ones_drop_vessels():
     from napari_medai.postprocess.components import merge_confirmed
 
     labels, cands = _merge_scene()
     before = labels.copy()
-    out = merge_confirmed(labels, 2, cands, np.array([0.95, 0.1, 0.9, 0.2]), threshold=0.8, host=1)
+    found, scores = _candidates(cands, {1: 0.95, 2: 0.1, 3: 0.9, 4: 0.2})
+    out = merge_confirmed(labels, 2, found, scores, threshold=0.8, host=1)
     np.testing.assert_array_equal(labels, before)  # the input is left alone
     assert (out[2:5, 2:6, 2:6] == 2).all()  # A: confirmed, kept with its own outline ...
     assert out[5, 2, 2] == 1  # ... not grown to the candidate's
@@ -94,8 +104,8 @@ def test_without_dropping_only_confirmed_candidates_are_added():
     from napari_medai.postprocess.components import merge_confirmed
 
     labels, cands = _merge_scene()
-    out = merge_confirmed(labels, 2, cands, np.array([0.95, 0.1, 0.9, 0.2]), threshold=0.8, host=1,
-                          drop_rejected=False)
+    found, scores = _candidates(cands, {1: 0.95, 2: 0.1, 3: 0.9, 4: 0.2})
+    out = merge_confirmed(labels, 2, found, scores, threshold=0.8, host=1, drop_rejected=False)
     assert (out[2:5, 12:16, 2:6] == 2).all()
     expected = labels.copy()
     expected[cands == 3] = 2
@@ -106,5 +116,6 @@ def test_unscored_candidates_neither_add_nor_drop():
     from napari_medai.postprocess.components import merge_confirmed
 
     labels, cands = _merge_scene()
-    out = merge_confirmed(labels, 2, cands, np.full(4, -1.0), threshold=0.5, host=1)
+    found, _ = _candidates(cands, {1: 0, 2: 0, 3: 0, 4: 0})
+    out = merge_confirmed(labels, 2, found, np.full(4, -1.0), threshold=0.5, host=1)
     np.testing.assert_array_equal(out, labels)

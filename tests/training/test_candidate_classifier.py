@@ -53,7 +53,8 @@ def setup(tmp_path, monkeypatch):
 def _cfg(data, out):
     return cc.ClassifierTrainConfig(data=(str(data),), out=str(out), val_seeds=(0, 2), patch_shape=(4, 8, 8),
                                     patch_step_mm=(1.0, 1.0, 1.0), channels=(4, 8), strides=(2, 2), epochs=3,
-                                    max_negatives=5, batch_size=4, threads=1)
+                                    max_negatives=5, batch_size=4, threads=1,
+                                    candidate_separation_mm=None)
 
 
 def test_trainer_labels_candidates_deterministically_and_installs(setup, tmp_path):

@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--candidate-model", default="chest-ct-lung-nodule",
                    help="segmentation model whose network proposes the candidates")
     p.add_argument("--candidate-weights", help="state dict (.pt) to use in that network (the high-recall run)")
+    p.add_argument("--candidate-separation", type=float, default=5.0, metavar="MM",
+                   help="a candidate at every local maximum of component thickness this far apart (0: one per component)")
     p.add_argument("--val-seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-negatives", type=int, default=400, help="random negative candidates kept per scan")
@@ -31,7 +33,7 @@ def run(args) -> int:
 
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
-                                epochs=args.epochs, max_negatives=args.max_negatives, threads=args.threads)
+                                candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives, threads=args.threads)
     summary = train_classifier(cfg, log=lambda m: print(m, flush=True))
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
           f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")

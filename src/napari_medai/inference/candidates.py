@@ -21,26 +21,119 @@ _FULL = ndimage.generate_binary_structure(3, 3)
 
 @dataclass
 class Candidates:
-    labels: np.ndarray  # int32 component map on the input grid (0: none), component i has label i + 1
-    centres: np.ndarray  # (n, 3) voxel centres of mass (z, y, x)
-    volumes_mm3: np.ndarray  # (n,)
-    peaks: np.ndarray  # (n,) peak probability
+    """Candidate points in the components of a lesion map.
+
+    Each candidate is the centre of a ball inside its component (the thickest point, or one
+    of several); its region is the part of the component within twice that ball's radius
+    (plus a voxel), so that a nodule a high-recall map joined to its vessels is one region and
+    the vessels are others.  Candidates of a first, precise pass have their whole component."""
+
+    labels: np.ndarray  # int32 component map on the input grid (0: none)
+    component: np.ndarray  # (n,) label of each candidate's component
+    centres: np.ndarray  # (n, 3) voxel centres (z, y, x)
+    radii_mm: np.ndarray  # (n,) distance from the centre to the component's edge
+    reach_mm: np.ndarray  # (n,) the region's radius (inf: the whole component)
+    volumes_mm3: np.ndarray  # (n,) the region's volume
+    peaks: np.ndarray  # (n,) peak probability in the region
+    spacing: tuple = (1.0, 1.0, 1.0)
 
     def __len__(self) -> int:
         return len(self.centres)
 
+    def boxes(self) -> list:
+        """The bounding box of each candidate's component (slices)."""
+        objects = ndimage.find_objects(self.labels)
+        return [objects[c - 1] for c in self.component]
 
-def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5) -> Candidates:
-    """Connected components (26-connectivity) of ``prob > threshold``."""
+    def region(self, i: int, box) -> np.ndarray:
+        """Bool mask of candidate ``i``'s region inside ``box`` (its component's box)."""
+        mask = self.labels[box] == self.component[i]
+        if np.isfinite(self.reach_mm[i]):
+            grid = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
+            dist2 = sum(((g - c) * float(s)) ** 2 for g, c, s in zip(grid, self.centres[i], self.spacing))
+            mask &= dist2 <= float(self.reach_mm[i]) ** 2
+        return mask
+
+    def paint(self, which, shape=None) -> np.ndarray:
+        """Bool mask of the union of the regions of the candidates ``which`` (indices or bool)."""
+        out = np.zeros(self.labels.shape if shape is None else shape, bool)
+        boxes = self.boxes()
+        for i in np.flatnonzero(np.asarray(which)) if np.asarray(which).dtype == bool else which:
+            out[boxes[i]] |= self.region(int(i), boxes[i])
+        return out
+
+
+def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5, first: np.ndarray | None = None,
+                    separation_mm: float | None = None) -> Candidates:
+    """Candidates in the connected components (26-connectivity) of ``prob > threshold``.
+
+    One candidate per component at its thickest point, or, with ``separation_mm``, one at
+    every local maximum of the distance to the component's edge, at least that far apart
+    (a 4 mm nodule on a vessel tree is a local maximum of its own).
+    ``first`` (bool mask, optional): lesions a first, precise pass already outlined.  Its
+    components come first, each one candidate with its whole component, and take precedence:
+    a component of ``prob`` that touches one is left out."""
     labels, n = ndimage.label(prob > threshold, _FULL)
-    index = np.arange(1, n + 1)
-    if n == 0:
-        empty = np.zeros(0, np.float32)
-        return Candidates(labels.astype(np.int32), np.zeros((0, 3)), empty, empty)
-    voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    centres = np.array(ndimage.center_of_mass(np.ones(prob.shape, np.uint8), labels, index)).reshape(-1, 3)
-    peaks = np.asarray(ndimage.maximum(prob, labels, index), np.float32)
-    return Candidates(labels.astype(np.int32), centres, voxels * float(np.prod(spacing)), peaks)
+    m = 0
+    if first is not None and first.any():
+        first_labels, m = ndimage.label(first, _FULL)
+        touches = np.asarray(ndimage.maximum(first, labels, np.arange(1, n + 1)), bool).reshape(n)
+        remap = np.zeros(n + 1, np.int64)
+        remap[1:][~touches] = m + np.arange(1, int((~touches).sum()) + 1)
+        extra = remap[labels]
+        labels = np.where(extra > 0, extra, first_labels)
+        n = m + int((~touches).sum())
+    labels = labels.astype(np.int32)
+    sp = np.asarray(spacing, dtype=float)
+    comp, centres, radii, reach = [], [], [], []
+    for i, box in enumerate(ndimage.find_objects(labels)):
+        if box is None:
+            continue
+        region = np.pad(labels[box] == i + 1, 1)  # padded: the box edge is the component's edge too
+        dist = ndimage.distance_transform_edt(region, sampling=sp)
+        offset = np.array([b.start for b in box]) - 1
+        if i < m or separation_mm is None:
+            deepest_mm = dist.max()
+            # the mean of the deepest voxels: a plateau (a tube's axis, a flat blob) gives its middle
+            points = [np.argwhere(dist >= deepest_mm - 1e-9).mean(0)]
+            depths = [deepest_mm]
+        else:
+            points, depths = _separated_maxima(dist, sp, separation_mm)
+        for point, depth in zip(points, depths):
+            comp.append(i + 1)
+            centres.append(point + offset)
+            radii.append(depth)
+            reach.append(np.inf if i < m else 2.0 * depth + sp.max())
+    cands = Candidates(labels, np.array(comp, np.int64), np.array(centres, float).reshape(-1, 3),
+                       np.array(radii, np.float32), np.array(reach, float), np.zeros(len(comp), np.float32),
+                       np.zeros(len(comp), np.float32), tuple(float(s) for s in sp))
+    for k, box in enumerate(cands.boxes()):
+        region = cands.region(k, box)
+        cands.volumes_mm3[k] = region.sum() * float(np.prod(sp))
+        cands.peaks[k] = prob[box][region].max()
+    return cands
+
+
+def _separated_maxima(dist: np.ndarray, spacing: np.ndarray, separation_mm: float):
+    """Local maxima of ``dist`` (> 0), greedily kept deepest first, at least ``separation_mm`` apart."""
+    from scipy.spatial import cKDTree
+
+    half = np.maximum(np.round(0.5 * separation_mm / spacing), 1).astype(int)
+    peaks = (dist > 0) & (dist == ndimage.maximum_filter(dist, size=tuple(2 * half + 1)))
+    coords = np.argwhere(peaks)
+    depth = dist[peaks]
+    order = np.argsort(-depth, kind="stable")
+    coords, depth = coords[order], depth[order]
+    mm = coords * spacing
+    tree = cKDTree(mm)
+    taken = np.zeros(len(coords), bool)
+    suppressed = np.zeros(len(coords), bool)
+    for j in range(len(coords)):
+        if suppressed[j]:
+            continue
+        taken[j] = True
+        suppressed[tree.query_ball_point(mm[j], separation_mm)] = True
+    return list(coords[taken].astype(float)), list(depth[taken])
 
 
 def patch_offsets(shape, step_mm, spacing) -> np.ndarray:

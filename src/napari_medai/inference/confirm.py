@@ -26,9 +26,8 @@ class ScoredCandidates:
     prob: np.ndarray  # the candidate model's lesion probability (input grid)
 
     def accepted(self, threshold: float) -> np.ndarray:
-        """Bool mask of the candidates' voxels whose component scores at least ``threshold``."""
-        keep = np.concatenate([[False], self.scores >= threshold])
-        return keep[self.candidates.labels]
+        """Bool mask of the regions of the candidates that score at least ``threshold``."""
+        return self.candidates.paint(self.scores >= threshold)
 
 
 def classifier_input(card, volume: np.ndarray, prob: np.ndarray) -> list[np.ndarray]:
@@ -59,8 +58,16 @@ def score_candidates(
     settings=None,
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
+    first_pass: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScoredCandidates:
-    """Candidates of ``detector`` (a LoadedModel whose card has ``extra["classifier"]``) with scores."""
+    """Candidates of ``detector`` (a LoadedModel whose card has ``extra["classifier"]``) with scores.
+
+    When the card names a ``extra["first_pass"]`` segmentation model, its lesions (probability
+    >= 0.5) are candidates too and take precedence (see ``find_candidates``); a caller that has
+    already run that model passes ``first_pass=(lesion_mask, lesion_probability)``.  The
+    returned ``prob`` is the first pass's probability on its lesions and the candidate
+    network's elsewhere, so each finding is measured on the map that proposed it.
+    """
     from ..models import load_model
     from ..postprocess.findings import card_field, reaches_field
     from .device import select_device
@@ -72,20 +79,38 @@ def score_candidates(
     classifier = load_model(extra["classifier"])
     if classifier.card.task != "classification":
         raise ModelError(f"'{classifier.card.name}' is a {classifier.card.task} model, not a classifier")
-    probs = run_model(detector, volume, spacing, settings, progress=progress, cancel=cancel)
+    stages = 2 if extra.get("first_pass") and first_pass is None else 1
+    if stages == 2:
+        first = load_model(extra["first_pass"])
+        lesion = int(first.card.extra.get("lesions", [first.card.out_channels - 1])[0])
+        p_first = run_model(first, volume, spacing, settings, progress=share_progress(progress, 0, 2), cancel=cancel)[lesion].copy()
+        first_pass = (p_first >= 0.5, p_first)
+    probs = run_model(detector, volume, spacing, settings, progress=share_progress(progress, stages - 1, stages), cancel=cancel)
     prob = probs[channel].copy()  # a copy, so the other channels can be freed
     field = card_field(probs, extra, channel, volume, spacing)
     del probs
-    cands = find_candidates(prob, spacing, float(extra.get("candidate_threshold", 0.5)))
+    first_mask = first_pass[0] if first_pass is not None else None
+    card = classifier.card
+    cands = find_candidates(prob, spacing, float(extra.get("candidate_threshold", 0.5)), first=first_mask,
+                            separation_mm=card.extra.get("candidate_separation_mm"))
     scores = np.full(len(cands), -1.0, np.float32)
     inside = np.arange(len(cands))
     if field is not None:
-        inside = np.flatnonzero(reaches_field(cands.labels, field, spacing, float(extra.get("margin_mm", 5.0))))
-    card = classifier.card
+        near = reaches_field(cands.labels, field, spacing, float(extra.get("margin_mm", 5.0)))
+        inside = np.flatnonzero(near[cands.component - 1])
     patches = extract_patches(classifier_input(card, volume, prob), cands.centres[inside], spacing,
                               shape=card.roi_size, step_mm=card.spacing)
     settings = settings or InferenceSettings()
     device = select_device(settings.device, 3)
     scores[inside] = classify_patches(classifier.network, patches, device,
                                       select_precision(device, settings.precision), cancel=cancel)
+    if first_pass is not None:
+        prob = np.where(first_pass[0], first_pass[1], prob)
     return ScoredCandidates(cands, scores, prob)
+
+
+def share_progress(progress, stage: int, stages: int):
+    """Progress of one of ``stages`` equal passes as a share of one bar over all of them."""
+    if progress is None or stages == 1:
+        return progress
+    return lambda done, total: progress(stage * total + done, stages * total)

@@ -135,24 +135,25 @@ def clean_segmentation(
     return out
 
 
-def merge_confirmed(labels: np.ndarray, lesion: int, candidates: np.ndarray, scores: np.ndarray,
+def merge_confirmed(labels: np.ndarray, lesion: int, candidates, scores: np.ndarray,
                     threshold: float, host: int = 0, drop_rejected: bool = True) -> np.ndarray:
     """A lesion class revised by a second-stage classifier (a new array).
 
-    ``candidates``: int component map of the candidate model (component i has label i + 1),
-    ``scores``: the classifier's score per component (negative: not scored).  Candidates that
-    score at least ``threshold`` and overlap no lesion component of ``labels`` are added with
-    their own voxels (the small nodules the first pass missed).  With ``drop_rejected``, a
-    lesion component that overlaps rejected candidates and no confirmed one becomes ``host``
-    (the organ it lies in): the vessel segments the first pass called nodules.  A lesion the
-    candidate model did not see at all is kept: there is no second opinion on it.
+    ``candidates``: ``inference.candidates.Candidates`` (each with its region), ``scores``: the
+    classifier's score per candidate (negative: not scored).  Candidates that score at least
+    ``threshold`` and overlap no lesion component of ``labels`` are added with their regions
+    (the small nodules the first pass missed).  With ``drop_rejected``, a lesion component that
+    overlaps rejected candidates and no confirmed one becomes ``host`` (the organ it lies in):
+    the vessel segments the first pass called nodules.  A lesion no candidate covers is kept:
+    there is no second opinion on it.
     """
     out = np.array(labels, copy=True)
     scores = np.asarray(scores, dtype=float)
-    confirmed = np.concatenate([[False], scores >= threshold])[candidates]
-    rejected = np.concatenate([[False], (scores >= 0) & (scores < threshold)])[candidates]
+    accepted = scores >= threshold
+    confirmed = candidates.paint(accepted)
     lesion_mask = out == lesion
     if drop_rejected and lesion_mask.any():
+        rejected = candidates.paint((scores >= 0) & ~accepted)
         lab, n = ndimage.label(lesion_mask, _FULL)
         index = np.arange(1, n + 1)
         has_confirmed = np.asarray(ndimage.maximum(confirmed, lab, index), bool).reshape(n)
@@ -160,9 +161,9 @@ def merge_confirmed(labels: np.ndarray, lesion: int, candidates: np.ndarray, sco
         drop = np.concatenate([[False], has_rejected & ~has_confirmed])
         out[drop[lab]] = host
         lesion_mask = out == lesion
-    n_cand = len(scores)
-    if n_cand:
-        hit = np.asarray(ndimage.maximum(lesion_mask, candidates, np.arange(1, n_cand + 1)), bool).reshape(n_cand)
-        add = np.concatenate([[False], (scores >= threshold) & ~hit])
-        out[add[candidates]] = lesion
+    boxes = candidates.boxes()
+    for i in np.flatnonzero(accepted):
+        region = candidates.region(int(i), boxes[i])
+        if not lesion_mask[boxes[i]][region].any():
+            out[boxes[i]][region] = lesion
     return out

@@ -176,21 +176,28 @@ def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_thre
     )
 
 
-def findings_from_scored_components(labels: np.ndarray, prob: np.ndarray, scores, spacing, affine=None,
+def findings_from_scored_components(candidates, prob: np.ndarray, scores, spacing, affine=None,
                                     mask_threshold: float = 0.5, score_threshold: float = 0.0,
                                     min_volume_mm3: float = 0.0, max_findings: int | None = None) -> list[Finding]:
-    """Findings from candidate components (``labels``: component i has label i + 1) that a
-    second-stage classifier scored (``scores[i]``; negative: not scored, never reported)."""
+    """Findings from candidates (``inference.candidates.Candidates``) that a second-stage
+    classifier scored (``scores[i]``; negative: not scored, never reported).  Each finding is
+    centred on its candidate and measured on the candidate's region: a nodule that the
+    candidate map joined to its vessels is measured without them."""
     prob = np.asarray(prob, dtype=np.float32)
     affine = np.diag([*map(float, spacing), 1.0]) if affine is None else np.asarray(affine, dtype=float)
     found = []
-    for i, box in enumerate(ndimage.find_objects(labels)):
-        if box is None or scores[i] < max(score_threshold, 0.0):
+    boxes = candidates.boxes()
+    for i, box in enumerate(boxes):
+        if scores[i] < max(score_threshold, 0.0):
             continue
-        p = np.where(labels[box] == i + 1, prob[box], 0.0)
+        p = np.where(candidates.region(i, box), prob[box], 0.0)
         finding = measure_finding(p, box, float(scores[i]), spacing, affine, mask_threshold, min_volume_mm3)
-        if finding is not None:
-            found.append(finding)
+        if finding is None:
+            continue
+        centre = np.asarray(candidates.centres[i], dtype=float)
+        finding.center_voxel = [round(float(c), 2) for c in centre]
+        finding.center_mm = [round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]]
+        found.append(finding)
     return rank_findings(found, max_findings)
 
 

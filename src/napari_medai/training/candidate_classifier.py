@@ -3,7 +3,7 @@
 A high-recall candidate network (e.g. a segmentation model fine-tuned with a per-lesion loss,
 which finds most 4-6 mm nodules but also calls a thousand vessel segments per scan nodules)
 proposes candidates: the connected components of its nodule probability above 0.5.  Each
-candidate whose component touches a reference nodule is a positive, the rest negatives.  A
+candidate centred on a reference nodule is a positive, the rest negatives.  A
 small MONAI ``Classifier`` learns from a 16 x 32 x 32 patch (2 x 1 x 1 mm: 32 mm across) of
 the CT and of the candidate probability around each one whether it is a nodule or a vessel.
 
@@ -31,6 +31,8 @@ class ClassifierTrainConfig:
     candidate_weights: str | None = None  # a state dict replacing the card's weights (the high-recall run)
     val_seeds: tuple = (2000, 2012)  # validation phantoms [first, stop): never trained on, never benchmarked
     candidate_threshold: float = 0.5
+    # candidates at every local maximum of thickness this far apart (None: one per component)
+    candidate_separation_mm: float | None = 5.0
     patch_shape: tuple = (16, 32, 32)
     patch_step_mm: tuple = (2.0, 1.0, 1.0)
     channels: tuple = (16, 32, 64, 64)
@@ -63,7 +65,8 @@ def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-cl
             "in_shape": [2, *cfg.patch_shape], "classes": 1, "channels": list(cfg.channels),
             "strides": list(cfg.strides), "num_res_units": 1}},
         output="sigmoid",
-        extra={"inputs": ["image", "probability"], "candidate_threshold": cfg.candidate_threshold},
+        extra={"inputs": ["image", "probability"], "candidate_threshold": cfg.candidate_threshold,
+               "candidate_separation_mm": cfg.candidate_separation_mm},
     )
 
 
@@ -79,7 +82,8 @@ def load_candidate_model(cfg: ClassifierTrainConfig):
     return model
 
 
-def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_negatives, rng, settings=None):
+def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_negatives, rng, settings=None,
+                    separation_mm=None):
     """Patches (float16), labels (bool) and the number of reference nodules the candidates hit."""
     from scipy import ndimage
 
@@ -89,9 +93,13 @@ def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_ne
 
     channel = int(model.card.extra.get("probability_channel", model.card.out_channels - 1))
     prob = run_model(model, volume, spacing, settings)[channel]
-    cands = find_candidates(prob, spacing, threshold)
+    cands = find_candidates(prob, spacing, threshold, separation_mm=separation_mm)
     n = len(cands)
-    hits = np.asarray(ndimage.maximum(nodule_mask, cands.labels, np.arange(1, n + 1)), bool).reshape(n)
+    # A positive is a candidate centred on a nodule (within a voxel of it), not any component
+    # that touches one: a vessel joined to a nodule, centred on the vessel, shows no nodule.
+    near = ndimage.binary_dilation(nodule_mask, ndimage.generate_binary_structure(3, 3))
+    at = np.clip(np.rint(cands.centres).astype(int), 0, np.array(near.shape) - 1)
+    hits = near[tuple(at.T)].reshape(n) if n else np.zeros(0, bool)
     keep = np.arange(n)
     if max_negatives is not None:
         neg = np.flatnonzero(~hits)
@@ -99,7 +107,8 @@ def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_ne
     patches = extract_patches(classifier_input(card, volume, prob), cands.centres[keep], spacing,
                               shape=card.roi_size, step_mm=card.spacing)
     ref, n_ref = ndimage.label(nodule_mask, ndimage.generate_binary_structure(3, 3))
-    found = len(np.setdiff1d(np.unique(ref[cands.labels > 0]), [0]))
+    ref_near = ndimage.grey_dilation(ref, footprint=ndimage.generate_binary_structure(3, 3))
+    found = len(np.setdiff1d(np.unique(ref_near[tuple(at.T)]), [0])) if n else 0  # nodules a candidate is centred on
     return patches.astype(np.float16), hits[keep], n_ref, found, n
 
 
@@ -133,7 +142,8 @@ def _collect(cfg, model, card, out: Path, log):
     from .phantom_dataset import phantom_for
     from .seg_data import chest_targets, find_pairs
 
-    keys = ("data", "candidate_model", "candidate_weights", "val_seeds", "candidate_threshold", "patch_shape",
+    keys = ("data", "candidate_model", "candidate_weights", "val_seeds", "candidate_threshold",
+            "candidate_separation_mm", "patch_shape",
             "patch_step_mm", "max_negatives", "seed", "ct_window")
     key = json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=list)
     cache = out / "candidates.npz"
@@ -148,14 +158,16 @@ def _collect(cfg, model, card, out: Path, log):
         for img, lab in find_pairs(folder):
             v, l = read_volume(img), read_volume(lab)
             x, y, n_ref, found, n = case_candidates(model, card, np.asarray(v.data), chest_targets(l.data) == 2,
-                                                    v.spacing, cfg.candidate_threshold, cfg.max_negatives, rng)
+                                                    v.spacing, cfg.candidate_threshold, cfg.max_negatives, rng,
+                                                    separation_mm=cfg.candidate_separation_mm)
             train_x.append(x), train_y.append(y)
             log(f"{img.name}: {n} candidates, {int(y.sum())} on nodules; {found} of {n_ref} nodules found")
     val_x, val_y = [], []
     for seed in range(*cfg.val_seeds):
         ph = phantom_for(seed)
         x, y, n_ref, found, n = case_candidates(model, card, ph.hu, chest_targets(ph.labels) == 2, ph.spacing,
-                                                cfg.candidate_threshold, None, rng)
+                                                cfg.candidate_threshold, None, rng,
+                                                separation_mm=cfg.candidate_separation_mm)
         val_x.append(x), val_y.append(y)
         log(f"validation phantom {seed}: {n} candidates, {int(y.sum())} on nodules; {found} of {n_ref} nodules found")
     xt, yt, xv, yv = np.concatenate(train_x), np.concatenate(train_y), np.concatenate(val_x), np.concatenate(val_y)

@@ -47,9 +47,9 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
         probs = run_model(loaded, ph.hu, ph.spacing)
         base = _argmax_small(probs)
         body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
-        scored = score_candidates(ph.hu, ph.spacing, det)
+        scored = score_candidates(ph.hu, ph.spacing, det, first_pass=(base == lesion, probs[lesion]))
         for s in settings:
-            labels = base if s is None else merge_confirmed(base, lesion, scored.candidates.labels, scored.scores,
+            labels = base if s is None else merge_confirmed(base, lesion, scored.candidates, scored.scores,
                                                             s[0], host=host, drop_rejected=s[1])
             labels = clean_with_card(labels, probs[lesion], ph.spacing, extra, body=body)
             dice[s].append(_dice(labels == lesion, truth))

@@ -117,12 +117,13 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     t0 = time.time()
     seg_card = get_card(seg_model)
     clf_card = get_card(classifier)
-    extra = dict(DEFAULT_EXTRA, classifier=classifier,
+    extra = dict(DEFAULT_EXTRA, classifier=classifier, first_pass=seg_model,
                  candidate_threshold=float(clf_card.extra.get("candidate_threshold", 0.5)))
     card = ModelCard(
         name=out_name, task="detection", modality=seg_card.modality,
-        description=("Two-stage lung-nodule detector: a high-recall nodule network proposes candidates "
-                     f"inside the lung field, the classifier '{classifier}' scores each from a patch around it"),
+        description=(f"Two-stage lung-nodule detector: the nodules of '{seg_model}' and the further candidates "
+                     "of a high-recall nodule network inside the lung field, each scored by the classifier "
+                     f"'{classifier}' from a patch around it"),
         spacing=seg_card.spacing, roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1,
         out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
         network=seg_card.network, output=seg_card.output, extra=extra,
@@ -138,7 +139,7 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         scored = score_candidates(hu, spacing, detector)
-        found = findings_from_scored_components(scored.candidates.labels, scored.prob, scored.scores, spacing)
+        found = findings_from_scored_components(scored.candidates, scored.prob, scored.scores, spacing)
         mask = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
         rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s), {len(found)} scored candidates")
