@@ -2,8 +2,9 @@
 
 ``score_candidates`` runs a segmentation-style candidate model (its card names the lesion
 channel, the organ field and the candidate threshold, as a segmentation-based detector
-does), keeps the components that reach the organ field, and scores each with the classifier
-its card names in ``extra["classifier"]``.  Detection ranks findings by these scores;
+does), places candidates at the thickest points of its components (``inference.candidates``),
+keeps those whose component reaches the organ field, and scores each with the classifier its
+card names in ``extra["classifier"]``.  Detection ranks findings by these scores;
 segmentation uses them to add the small nodules its own pass missed and to drop the
 components the classifier rejects (see ``postprocess.components.merge_confirmed``).
 """
@@ -21,13 +22,9 @@ from .candidates import Candidates, classify_patches, extract_patches, find_cand
 
 @dataclass
 class ScoredCandidates:
-    candidates: Candidates  # components of the candidate model's lesion probability
+    candidates: Candidates  # candidate points and regions in the candidate model's lesion map
     scores: np.ndarray  # classifier score per candidate; -1 for those outside the organ field
-    prob: np.ndarray  # the candidate model's lesion probability (input grid)
-
-    def accepted(self, threshold: float) -> np.ndarray:
-        """Bool mask of the regions of the candidates that score at least ``threshold``."""
-        return self.candidates.paint(self.scores >= threshold)
+    prob: np.ndarray  # lesion probability (input grid) on which the findings are measured
 
 
 def classifier_input(card, volume: np.ndarray, prob: np.ndarray) -> list[np.ndarray]:
