@@ -75,3 +75,18 @@ def test_a_classifier_that_is_not_one_is_refused(models, tmp_path):
     det.extra.update(classifier=str(models["seg"]))
     with pytest.raises(ModelError, match="not a classifier"):
         detect(_scene(), (1.0, 1.0, 1.0), model=str(install(det, tmp_path)))
+
+
+def test_first_pass_nodules_keep_their_confidence_when_asked(models, tmp_path):
+    from napari_medai import detect
+
+    def score_of_rod(first_pass_score):
+        det = detection_card(f"rule-2s-{first_pass_score}", roi_size=(8, 32, 32), nodule_above=unit(-300))
+        det.extra.update(classifier=str(tmp_path / "rule-classifier.json"), candidate_threshold=0.5,
+                         first_pass=str(models["seg"]), first_pass_score=first_pass_score)
+        found = detect(_scene(), (1.0, 1.0, 1.0), model=str(install(det, tmp_path)), max_findings=None)
+        assert len(found) == 3  # A and B from the first pass, C from the candidate network
+        return next(f.score for f in found if f.center_voxel[1] > 20)
+
+    assert score_of_rod("classifier") < 0.01  # the classifier's veto stands
+    assert score_of_rod("max") > 0.8  # the first pass's own peak probability on the rod (0.81) stands

@@ -13,6 +13,9 @@ def add_parser(sub) -> None:
     p.add_argument("--candidate-weights", help="two stages: a high-recall state dict of the --from network "
                    "proposes candidates (its weights ship with the detector) ...")
     p.add_argument("--classifier", help="... and this built-in classifier scores them (medai train nodule-classifier)")
+    p.add_argument("--first-pass-score", choices=("classifier", "max"), default="classifier",
+                   help="score of the --from model's own nodules: the classifier's, or the higher of it and "
+                        "their peak probability (the classifier adds nodules but cannot veto them)")
     p.set_defaults(func=run)
 
 
@@ -26,7 +29,8 @@ def run(args) -> int:
         return 2
     if args.classifier:
         card, _ = fit_two_stage_detector(args.seg_model, args.candidate_weights, args.classifier,
-                                         list(range(*args.seeds)), out_name=args.name)
+                                         list(range(*args.seeds)), out_name=args.name,
+                                         first_pass_score=args.first_pass_score)
         print(f"{card.name}: two stages, validation mean FROC {card.scores['validation_froc_mean']:.3f}")
         return 0
 

@@ -61,7 +61,9 @@ def score_candidates(
 
     When the card names a ``extra["first_pass"]`` segmentation model, its lesions (probability
     >= 0.5) are candidates too and take precedence (see ``find_candidates``); a caller that has
-    already run that model passes ``first_pass=(lesion_mask, lesion_probability)``.  The
+    already run that model passes ``first_pass=(lesion_mask, lesion_probability)``.  With
+    ``extra["first_pass_score"] = "max"`` those lesions score the higher of the classifier's
+    score and their own peak probability.  The
     returned ``prob`` is the first pass's probability on its lesions and the candidate
     network's elsewhere, so each finding is measured on the map that proposed it.
     """
@@ -103,6 +105,14 @@ def score_candidates(
                                       select_precision(device, settings.precision), cancel=cancel)
     if first_pass is not None:
         prob = np.where(first_pass[0], first_pass[1], prob)
+        if extra.get("first_pass_score") == "max":
+            # The first pass's own lesions keep its confidence (their peak probability) unless
+            # the classifier is surer: the classifier can add lesions but not veto them.
+            first = np.flatnonzero(~np.isfinite(cands.reach_mm) & (scores >= 0))
+            boxes = cands.boxes()
+            for i in first:
+                peak = float(first_pass[1][boxes[i]][cands.region(int(i), boxes[i])].max())
+                scores[i] = max(scores[i], peak)
     return ScoredCandidates(cands, scores, prob)
 
 

@@ -98,7 +98,8 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
 
 
 def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: str, seeds,
-                           out_name: str = "lung-nodule-detection", log=print, install=True):
+                           out_name: str = "lung-nodule-detection", log=print, install=True,
+                           first_pass_score: str = "classifier"):
     """The two-stage detector: ``candidate_weights`` (a high-recall run of ``seg_model``'s
     network) proposes components above the classifier's candidate threshold, ``classifier``
     scores them.  Nothing is chosen here; the validation FROC goes on the card."""
@@ -117,7 +118,7 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     t0 = time.time()
     seg_card = get_card(seg_model)
     clf_card = get_card(classifier)
-    extra = dict(DEFAULT_EXTRA, classifier=classifier, first_pass=seg_model,
+    extra = dict(DEFAULT_EXTRA, classifier=classifier, first_pass=seg_model, first_pass_score=first_pass_score,
                  candidate_threshold=float(clf_card.extra.get("candidate_threshold", 0.5)))
     card = ModelCard(
         name=out_name, task="detection", modality=seg_card.modality,
@@ -128,7 +129,8 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
         out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
         network=seg_card.network, output=seg_card.output, extra=extra,
         train_command=(f"medai train detection --from {seg_model} --candidate-weights {candidate_weights} "
-                       f"--classifier {classifier} --seeds {seeds[0]} {seeds[-1] + 1}"),
+                       f"--classifier {classifier} --first-pass-score {first_pass_score} "
+                       f"--seeds {seeds[0]} {seeds[-1] + 1}"),
     )
     from ..models.networks import build_network
 
