@@ -84,7 +84,8 @@ def load_candidate_model(cfg: ClassifierTrainConfig):
 
 def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_negatives, rng, settings=None,
                     separation_mm=None):
-    """Patches (float16), labels (bool) and the number of reference nodules the candidates hit."""
+    """Patches (float16) and labels (bool) of the candidates kept, the number of reference
+    nodules, how many of them have a candidate centred on them, and the number of candidates."""
     from scipy import ndimage
 
     from ..inference import run_model
