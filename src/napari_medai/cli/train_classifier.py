@@ -7,9 +7,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "nodule-classifier",
         help="train the classifier that keeps the nodules among a high-recall model's candidates",
-        description="Runs the candidate model over every training scan, labels each candidate component "
-        "(a nodule if it touches one in the reference labels), and trains a small 3D classifier on "
-        "patches around them; validation phantoms pick the best epoch.",
+        description="Runs the candidate model over every training scan, places candidates at the thickest "
+        "points of its nodule components, labels each (a nodule if it lies within a voxel of label 2 in the "
+        "reference labels), and trains a small 3D classifier on patches around them; validation phantoms "
+        "pick the best epoch.",
     )
     p.add_argument("--data", nargs="+", required=True, help="folders of <case>_image/<case>_label NIfTI pairs")
     p.add_argument("--out", required=True, help="output folder (best.pt, history.json, candidates.npz cache)")
@@ -18,7 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--candidate-weights", help="state dict (.pt) to use in that network (the high-recall run)")
     p.add_argument("--candidate-separation", type=float, default=5.0, metavar="MM",
                    help="a candidate at every local maximum of component thickness this far apart (0: one per component)")
-    p.add_argument("--val-seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"))
+    p.add_argument("--val-seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"),
+                   help="validation phantom seeds (default 2000-2011: used neither in training nor in the benchmark)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-negatives", type=int, default=400, help="random negative candidates kept per scan")
     p.add_argument("--threads", type=int, default=2)
