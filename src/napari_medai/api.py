@@ -43,12 +43,6 @@ def _argmax_small(probs: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _stage(progress, stage: int, stages: int):
-    from .inference.confirm import share_progress
-
-    return share_progress(progress, stage, stages)
-
-
 def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, lesion: int, settings, progress,
                      cancel):
     """Second opinion on the lesion class (card ``extra["confirm"]``): the detector it names
@@ -97,6 +91,7 @@ def segment(
     a second opinion on the lesion class before the clean-up (see ``_confirm_lesions``).
     """
     from .inference import run_model
+    from .inference.confirm import share_progress
     from .postprocess import class_volumes
     from .postprocess.components import clean_with_card
 
@@ -104,7 +99,7 @@ def segment(
     card = loaded.card
     confirm = card.extra.get("confirm") if postprocess else None
     stages = 2 if confirm else 1
-    probs = run_model(loaded, volume, spacing, settings, progress=_stage(progress, 0, stages), cancel=cancel)
+    probs = run_model(loaded, volume, spacing, settings, progress=share_progress(progress, 0, stages), cancel=cancel)
     labels = _argmax_small(probs)
     if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
         labels = (probs[0] >= 0.5).astype(np.uint8)
@@ -117,7 +112,7 @@ def segment(
     del probs
     if confirm and lesions:
         labels = _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm, lesions[0], settings,
-                                  _stage(progress, 1, stages), cancel)
+                                  share_progress(progress, 1, stages), cancel)
     if postprocess:
         labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
     names = {i: c["name"] for i, c in classes.items()}

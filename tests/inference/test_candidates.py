@@ -16,8 +16,8 @@ def test_components_become_candidates_with_centre_volume_and_peak():
     assert len(cands) == 2
     np.testing.assert_allclose(cands.centres[0], [2.5, 4.0, 4.0])
     np.testing.assert_allclose(cands.centres[1], [7.0, 15.0, 15.0])
-    np.testing.assert_allclose(cands.volumes_mm3, [18 * 1.0, 1.0])
-    np.testing.assert_allclose(cands.peaks, [0.9, 0.6])
+    np.testing.assert_allclose(cands.volumes_mm3(), [18 * 1.0, 1.0])
+    np.testing.assert_allclose(cands.peaks(prob), [0.9, 0.6])
     assert cands.labels[2, 3, 3] == 1 and cands.labels[7, 15, 15] == 2 and cands.labels[7, 2, 18] == 0
 
 
@@ -88,7 +88,7 @@ def test_first_pass_lesions_come_first_and_replace_the_components_they_touch():
     np.testing.assert_allclose(cands.centres[1], [8.0, 10.0, 10.0])
     np.testing.assert_allclose(cands.centres[2], [7.5, 25.0, 25.0])
     assert cands.labels[3, 15, 5] == 0  # the vessel part is no candidate
-    np.testing.assert_allclose(cands.volumes_mm3, [36, 1, 18])
+    np.testing.assert_allclose(cands.volumes_mm3(), [36, 1, 18])
 
 
 def test_a_nodule_on_a_vessel_gets_a_candidate_of_its_own():
@@ -106,8 +106,8 @@ def test_a_nodule_on_a_vessel_gets_a_candidate_of_its_own():
     # candidates keep their distance, and each region is the part of the component near it
     gaps = np.linalg.norm(many.centres[:, None] - many.centres[None], axis=2)
     assert gaps[np.triu_indices(len(many), 1)].min() >= 5.0
-    box = many.boxes()[0]
-    nod = many.region(int(np.argmin(d)), box)
+    box = many.boxes[int(np.argmin(d))]
+    nod = many.region(int(np.argmin(d)))
     assert nod.sum() < (many.labels[box] == 1).sum() and nodule[box][nod].mean() > 0.5
     painted = many.paint(np.ones(len(many), bool))
     assert not (painted & (prob <= 0.5)).any() and painted.sum() > 0.9 * (prob > 0.5).sum()

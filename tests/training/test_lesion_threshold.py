@@ -9,3 +9,20 @@ def test_lesion_threshold_needs_a_real_gain_over_the_argmax():
     assert choose_threshold(measured) == 0.5
     assert choose_threshold({0.5: 0.40, 0.4: 0.43, 0.3: 0.431, 0.2: 0.42}) == 0.4
     assert choose_threshold({0.5: float("nan"), 0.3: float("nan")}) == 0.5
+
+
+def test_the_fit_scores_every_threshold_on_scans_with_a_lesion(tmp_path, monkeypatch):
+    from fixed_rule_models import install, segmentation_card
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import THRESHOLDS, fit_lesion_threshold
+
+    # small phantoms: seed 1 with two nodules, seed 2 without (skipped: Dice is undefined there)
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: make_chest_ct(
+        seed, n_nodules=2 if seed == 1 else 0, shape=(24, 96, 96), spacing=(2.5, 1.6, 1.6)))
+    model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
+    logs = []
+    fit = fit_lesion_threshold(str(model), [1, 2], log=logs.append, install=False)
+    assert set(fit["means"]) == set(THRESHOLDS) and all(0.0 < m <= 1.0 for m in fit["means"].values())
+    assert fit["best"] in THRESHOLDS
+    assert sum(m.startswith("validation phantom") for m in logs) == 1

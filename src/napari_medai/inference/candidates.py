@@ -30,23 +30,18 @@ class Candidates:
 
     labels: np.ndarray  # int32 component map on the input grid (0: none)
     component: np.ndarray  # (n,) label of each candidate's component
+    boxes: list  # (n,) bounding box (slices) of each candidate's component
     centres: np.ndarray  # (n, 3) voxel centres (z, y, x)
     radii_mm: np.ndarray  # (n,) distance from the centre to the component's edge
-    reach_mm: np.ndarray  # (n,) the region's radius (inf: the whole component)
-    volumes_mm3: np.ndarray  # (n,) the region's volume
-    peaks: np.ndarray  # (n,) peak probability in the region
+    reach_mm: np.ndarray  # (n,) the region's radius (inf: the whole component, a first-pass lesion)
     spacing: tuple = (1.0, 1.0, 1.0)
 
     def __len__(self) -> int:
         return len(self.centres)
 
-    def boxes(self) -> list:
-        """The bounding box of each candidate's component (slices)."""
-        objects = ndimage.find_objects(self.labels)
-        return [objects[c - 1] for c in self.component]
-
-    def region(self, i: int, box) -> np.ndarray:
-        """Bool mask of candidate ``i``'s region inside ``box`` (its component's box)."""
+    def region(self, i: int) -> np.ndarray:
+        """Bool mask of candidate ``i``'s region inside ``self.boxes[i]``."""
+        box = self.boxes[i]
         mask = self.labels[box] == self.component[i]
         if np.isfinite(self.reach_mm[i]):
             grid = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
@@ -54,13 +49,20 @@ class Candidates:
             mask &= dist2 <= float(self.reach_mm[i]) ** 2
         return mask
 
-    def paint(self, which, shape=None) -> np.ndarray:
-        """Bool mask of the union of the regions of the candidates ``which`` (indices or bool)."""
-        out = np.zeros(self.labels.shape if shape is None else shape, bool)
-        boxes = self.boxes()
-        for i in np.flatnonzero(np.asarray(which)) if np.asarray(which).dtype == bool else which:
-            out[boxes[i]] |= self.region(int(i), boxes[i])
+    def paint(self, which: np.ndarray) -> np.ndarray:
+        """Bool mask (input grid) of the union of the regions of the candidates where ``which`` is true."""
+        out = np.zeros(self.labels.shape, bool)
+        for i in np.flatnonzero(which):
+            out[self.boxes[i]] |= self.region(int(i))
         return out
+
+    def volumes_mm3(self) -> np.ndarray:
+        return np.array([self.region(i).sum() for i in range(len(self))], float) * float(np.prod(self.spacing))
+
+    def peaks(self, prob: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        """Peak of ``prob`` in the region of each candidate (or of those where ``which`` is true)."""
+        index = range(len(self)) if which is None else np.flatnonzero(which)
+        return np.array([prob[self.boxes[i]][self.region(int(i))].max() for i in index], np.float32)
 
 
 def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5, first: np.ndarray | None = None,
@@ -86,7 +88,8 @@ def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5, first: np
     labels = labels.astype(np.int32)
     sp = np.asarray(spacing, dtype=float)
     comp, centres, radii, reach = [], [], [], []
-    for i, box in enumerate(ndimage.find_objects(labels)):
+    objects = ndimage.find_objects(labels)
+    for i, box in enumerate(objects):
         if box is None:
             continue
         region = np.pad(labels[box] == i + 1, 1)  # padded: the box edge is the component's edge too
@@ -104,14 +107,9 @@ def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5, first: np
             centres.append(point + offset)
             radii.append(depth)
             reach.append(np.inf if i < m else 2.0 * depth + sp.max())
-    cands = Candidates(labels, np.array(comp, np.int64), np.array(centres, float).reshape(-1, 3),
-                       np.array(radii, np.float32), np.array(reach, float), np.zeros(len(comp), np.float32),
-                       np.zeros(len(comp), np.float32), tuple(float(s) for s in sp))
-    for k, box in enumerate(cands.boxes()):
-        region = cands.region(k, box)
-        cands.volumes_mm3[k] = region.sum() * float(np.prod(sp))
-        cands.peaks[k] = prob[box][region].max()
-    return cands
+    return Candidates(labels, np.array(comp, np.int64), [objects[c - 1] for c in comp],
+                      np.array(centres, float).reshape(-1, 3), np.array(radii, np.float32), np.array(reach, float),
+                      tuple(float(s) for s in sp))
 
 
 def _separated_maxima(dist: np.ndarray, spacing: np.ndarray, separation_mm: float):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..errors import ModelError
 from .candidates import Candidates, classify_patches, extract_patches, find_candidates
@@ -30,15 +31,13 @@ class ScoredCandidates:
 def classifier_input(card, volume: np.ndarray, prob: np.ndarray) -> list[np.ndarray]:
     """The classifier's input channels on the volume's grid, in the order its card lists in
     ``extra["inputs"]``: "image" (windowed with the card's intensity) and "probability"."""
-    spec = card.intensity
+    from .intensity import fit_intensity
+
     channels = []
     for name in card.extra.get("inputs", ["image", "probability"]):
         if name == "image":
-            if spec.get("kind") != "ct_window":
-                raise ModelError(f"classifier '{card.name}': only a ct_window intensity is supported")
-            scaled = (np.asarray(volume, np.float32) - spec["a_min"]) / (spec["a_max"] - spec["a_min"])
-            scaled = np.clip(scaled, 0.0, 1.0) if spec.get("clip", True) else scaled
-            channels.append(scaled * (spec["b_max"] - spec["b_min"]) + spec["b_min"])
+            image = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+            channels.append(fit_intensity(card.intensity, image).apply(image).numpy())
         elif name == "probability":
             channels.append(np.asarray(prob, np.float32))
         else:
@@ -108,11 +107,8 @@ def score_candidates(
         if extra.get("first_pass_score") == "max":
             # The first pass's own lesions keep its confidence (their peak probability) unless
             # the classifier is surer: the classifier can add lesions but not veto them.
-            first = np.flatnonzero(~np.isfinite(cands.reach_mm) & (scores >= 0))
-            boxes = cands.boxes()
-            for i in first:
-                peak = float(first_pass[1][boxes[i]][cands.region(int(i), boxes[i])].max())
-                scores[i] = max(scores[i], peak)
+            first = ~np.isfinite(cands.reach_mm) & (scores >= 0)  # whole-component candidates
+            scores[first] = np.maximum(scores[first], cands.peaks(first_pass[1], first))
     return ScoredCandidates(cands, scores, prob)
 
 

@@ -161,9 +161,8 @@ def merge_confirmed(labels: np.ndarray, lesion: int, candidates, scores: np.ndar
         drop = np.concatenate([[False], has_rejected & ~has_confirmed])
         out[drop[lab]] = host
         lesion_mask = out == lesion
-    boxes = candidates.boxes()
     for i in np.flatnonzero(accepted):
-        region = candidates.region(int(i), boxes[i])
-        if not lesion_mask[boxes[i]][region].any():
-            out[boxes[i]][region] = lesion
+        box, region = candidates.boxes[i], candidates.region(int(i))
+        if not lesion_mask[box][region].any():
+            out[box][region] = lesion
     return out

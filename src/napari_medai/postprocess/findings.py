@@ -186,11 +186,10 @@ def findings_from_scored_components(candidates, prob: np.ndarray, scores, spacin
     prob = np.asarray(prob, dtype=np.float32)
     affine = np.diag([*map(float, spacing), 1.0]) if affine is None else np.asarray(affine, dtype=float)
     found = []
-    boxes = candidates.boxes()
-    for i, box in enumerate(boxes):
+    for i, box in enumerate(candidates.boxes):
         if scores[i] < max(score_threshold, 0.0):
             continue
-        p = np.where(candidates.region(i, box), prob[box], 0.0)
+        p = np.where(candidates.region(i), prob[box], 0.0)
         finding = measure_finding(p, box, float(scores[i]), spacing, affine, mask_threshold, min_volume_mm3)
         if finding is None:
             continue

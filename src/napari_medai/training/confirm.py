@@ -19,17 +19,12 @@ MARGIN = 0.005
 
 
 def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = True) -> dict:
-    from ..api import _argmax_small
-    from ..inference import run_model
     from ..inference.confirm import score_candidates
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
-    from ..postprocess.body import body_mask
     from ..postprocess.components import clean_with_card, merge_confirmed
-    from .lesion_threshold import _dice
-    from .phantom_dataset import phantom_for
-    from .seg_data import chest_targets
+    from .lesion_threshold import _dice, validation_cases
 
     t0 = time.time()
     loaded, det = load_model(model), load_model(detector)
@@ -39,14 +34,7 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
     host = int(extra.get("lesion_hosts", [0])[0])
     settings = [None] + [(t, d) for d in (False, True) for t in THRESHOLDS]
     dice = {s: [] for s in settings}
-    for seed in seeds:
-        ph = phantom_for(int(seed))
-        truth = chest_targets(ph.labels) == lesion
-        if not truth.any():
-            continue
-        probs = run_model(loaded, ph.hu, ph.spacing)
-        base = _argmax_small(probs)
-        body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
+    for seed, ph, truth, probs, base, body in validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body"))):
         scored = score_candidates(ph.hu, ph.spacing, det, first_pass=(base == lesion, probs[lesion]))
         for s in settings:
             labels = base if s is None else merge_confirmed(base, lesion, scored.candidates, scored.scores,

@@ -9,9 +9,7 @@ at the segmentation weights file, with that file's sha256.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -35,9 +33,27 @@ def phantom_case_findings_inputs(seed: int):
     return ph.hu, ph.spacing, ph.nodules
 
 
+def froc_row(found, shape, spacing, nodules) -> tuple:
+    """One scan's (scores, centres, lesion mask, excluded) row for ``metrics.froc``."""
+    from ..metrics import target_mask
+
+    mask = target_mask(shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
+    return [f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []
+
+
+def detector_card(seg_card, **fields):
+    """A detection card on ``seg_card``'s network, geometry, classes and intensity."""
+    from ..models.card import ModelCard
+
+    return ModelCard(task="detection", modality=seg_card.modality, spacing=seg_card.spacing,
+                     roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1, out_channels=seg_card.out_channels,
+                     classes=seg_card.classes, intensity=seg_card.intensity, network=seg_card.network,
+                     output=seg_card.output, **fields)
+
+
 def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> dict:
     """FROC of findings extracted from precomputed (probability, field, spacing) triples."""
-    from ..metrics import froc, target_mask
+    from ..metrics import froc
     from ..postprocess import findings_from_probability
 
     rows = []
@@ -45,8 +61,7 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
         found = findings_from_probability(prob, spacing, candidate_threshold=candidate_threshold,
                                           mask_threshold=float(extra["mask_threshold"]),
                                           field=field, field_margin_mm=float(extra["margin_mm"]))
-        mask = target_mask(shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
-        rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
+        rows.append(froc_row(found, shape, spacing, nodules))
     return froc(rows)
 
 
@@ -55,7 +70,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     from ..inference import run_model
     from ..models import get_card, load_model
     from ..postprocess.findings import card_field
-    from ..models.card import ModelCard, save_card
+    from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
 
     t0 = time.time()
@@ -76,13 +91,11 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     best = max(CANDIDATE_THRESHOLDS, key=lambda t: (scores[t]["mean"], -t))
     extra["candidate_threshold"] = best
     seg_card = get_card(seg_model)
-    card = ModelCard(
-        name=out_name, task="detection", modality=seg_card.modality,
+    card = detector_card(
+        seg_card, name=out_name,
         description=("Lung-nodule detector: connected components of the nodule probability of "
                      f"'{seg_model}' inside the lung field, scored by peak probability"),
-        spacing=seg_card.spacing, roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1,
-        out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
-        network=seg_card.network, output=seg_card.output, weights=seg_card.weights,
+        weights=seg_card.weights,
         sha256=sha256_of(WEIGHTS_DIR / seg_card.weights),
         train_command=f"medai train detection --from {seg_model} --seeds {seeds[0]} {seeds[-1] + 1}",
         training={"method": "post-processing fitted on validation phantoms", "seeds": list(seeds),
@@ -108,9 +121,9 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     import torch
 
     from ..inference.confirm import score_candidates
-    from ..metrics import froc, target_mask
-    from ..models import get_card, load_model
-    from ..models.card import ModelCard, save_card
+    from ..metrics import froc
+    from ..models import get_card
+    from ..models.card import save_card
     from ..models.loading import LoadedModel
     from ..models.registry import WEIGHTS_DIR, sha256_of
     from ..postprocess.findings import findings_from_scored_components
@@ -120,14 +133,12 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     clf_card = get_card(classifier)
     extra = dict(DEFAULT_EXTRA, classifier=classifier, first_pass=seg_model, first_pass_score=first_pass_score,
                  candidate_threshold=float(clf_card.extra.get("candidate_threshold", 0.5)))
-    card = ModelCard(
-        name=out_name, task="detection", modality=seg_card.modality,
+    card = detector_card(
+        seg_card, name=out_name,
         description=(f"Two-stage lung-nodule detector: the nodules of '{seg_model}' and the further candidates "
                      "of a high-recall nodule network inside the lung field, each scored by the classifier "
                      f"'{classifier}' from a patch around it"),
-        spacing=seg_card.spacing, roi_size=seg_card.roi_size, spatial_dims=3, in_channels=1,
-        out_channels=seg_card.out_channels, classes=seg_card.classes, intensity=seg_card.intensity,
-        network=seg_card.network, output=seg_card.output, extra=extra,
+        extra=extra,
         train_command=(f"medai train detection --from {seg_model} --candidate-weights {candidate_weights} "
                        f"--classifier {classifier} --first-pass-score {first_pass_score} "
                        f"--seeds {seeds[0]} {seeds[-1] + 1}"),
@@ -142,8 +153,7 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         scored = score_candidates(hu, spacing, detector)
         found = findings_from_scored_components(scored.candidates, scored.prob, scored.scores, spacing)
-        mask = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
-        rows.append(([f.score for f in found], [f.center_voxel for f in found] or np.zeros((0, 3)), mask, []))
+        rows.append(froc_row(found, hu.shape, spacing, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s), {len(found)} scored candidates")
     result = froc(rows)
     log(f"validation mean FROC {result['mean']:.3f} {result['sensitivity']}")

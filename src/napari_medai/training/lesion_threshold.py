@@ -35,17 +35,33 @@ def choose_threshold(means: dict[float, float], margin: float = MARGIN) -> float
     return max(t for t, m in scored.items() if m >= top - margin)
 
 
-def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> dict:
-    """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``; the best goes on the card."""
+def validation_cases(loaded, seeds, lesion: int, inside_body: bool):
+    """For each validation phantom with a lesion: (seed, phantom, reference lesion mask, the
+    model's class probabilities, their argmax, the body mask or None).  Scans without a lesion
+    are skipped: Dice is undefined there."""
     from ..api import _argmax_small
     from ..inference import run_model
+    from ..postprocess.body import body_mask
+    from .phantom_dataset import phantom_for
+    from .seg_data import chest_targets
+
+    for seed in seeds:
+        ph = phantom_for(int(seed))
+        truth = chest_targets(ph.labels) == lesion
+        if not truth.any():
+            continue
+        probs = run_model(loaded, ph.hu, ph.spacing)
+        body = body_mask(ph.hu, ph.spacing) if inside_body else None
+        yield seed, ph, truth, probs, _argmax_small(probs), body
+        del probs  # before the next scan's probabilities exist
+
+
+def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> dict:
+    """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``; the best goes on the card."""
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
-    from ..postprocess.body import body_mask
     from ..postprocess.components import clean_with_card
-    from .phantom_dataset import phantom_for
-    from .seg_data import chest_targets
 
     t0 = time.time()
     loaded = load_model(model)
@@ -55,14 +71,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
         raise ValueError(f"model '{card.name}' names no lesion class")
     lesion = int(extra["lesions"][0])
     dice = {t: [] for t in THRESHOLDS}
-    for seed in seeds:
-        ph = phantom_for(int(seed))
-        truth = chest_targets(ph.labels) == lesion
-        if not truth.any():
-            continue  # Dice is undefined without a nodule
-        probs = run_model(loaded, ph.hu, ph.spacing)
-        base = _argmax_small(probs)
-        body = body_mask(ph.hu, ph.spacing) if extra.get("inside_body") else None
+    for seed, ph, truth, probs, base, body in validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body"))):
         for t in THRESHOLDS:
             labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
             dice[t].append(_dice(labels == lesion, truth))
