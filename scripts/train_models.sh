@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Re-train every model napari-medai ships, with the exact commands that produced the shipped
-# weights (their cards record the same commands).  CPU only, about 4 hours on 2 cores and
+# weights (their cards record the same commands).  On the CPU (see below), about 4 hours on 2 cores and
 # ~10 GB of RAM for the segmentation data; never run in CI.  Deterministic for a given
 # thread count (each command names the thread count its shipped run used).
 #   bash scripts/train_models.sh [segmentation|detection|denoising ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The training commands run on CUDA when present (--device auto); a GPU run does not give the
+# CPU run's bytes, so hide any GPU to reproduce the shipped weights and their sha256.
+export CUDA_VISIBLE_DEVICES="${MEDAI_TRAIN_GPUS:-}"
 M=.venv/bin/medai
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(segmentation detection denoising)
 

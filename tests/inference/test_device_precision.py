@@ -66,3 +66,12 @@ def test_bf16_agrees_with_fp32(rng):
     agreement = (bf16.argmax(0) == fp32.argmax(0)).mean()
     assert agreement > 0.98
     assert not np.array_equal(bf16, fp32)  # it really ran in reduced precision
+
+
+def test_fp32_on_a_gpu_means_ieee_fp32_convolutions_only_inside_the_call():
+    from napari_medai.inference.precision import ieee_fp32_convolutions
+
+    before = torch.backends.cudnn.allow_tf32
+    with ieee_fp32_convolutions():
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before

@@ -70,7 +70,7 @@ def test_network_sees_the_volume_at_the_model_spacing():
 
     class Recorder(Identity):
         def forward(self, x):
-            seen.append(x.clone())
+            seen.append(x.cpu().clone())  # the engine may run it on a GPU
             return x * 1.0
 
     z_mm = np.broadcast_to(3.0 * np.arange(10, dtype=np.float32)[:, None, None], (10, 8, 8)).copy()
@@ -111,7 +111,7 @@ def test_model_with_ras_axes_sees_a_permuted_volume_and_output_comes_back(rng):
 
     class Recorder(Identity):
         def forward(self, x):
-            seen.append(x.clone())
+            seen.append(x.cpu().clone())  # the engine may run it on a GPU
             return x * 1.0
 
     volume = rng.normal(size=(8, 12, 16)).astype(np.float32)

@@ -36,7 +36,7 @@ def test_run_model_equals_whole_volume_softmax(rng):
     model = make_model(network, roi_size=(16, 16, 16))
     out = run_model(model, volume, spacing=(1.0, 1.0, 1.0), settings=InferenceSettings(precision="fp32"))
     with torch.inference_mode():
-        expected = torch.softmax(network(torch.from_numpy(volume)[None, None]), dim=1)[0].numpy()
+        expected = torch.softmax(network.cpu()(torch.from_numpy(volume)[None, None]), dim=1)[0].numpy()
     assert out.dtype == np.float32 and out.shape == (2, 21, 30, 27)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -108,7 +108,7 @@ def test_two_dimensional_model_runs_slice_by_slice(rng):
     out = run_model(model, volume, spacing=(3.0, 1.0, 1.0), settings=InferenceSettings(precision="fp32"),
                     progress=lambda d, t: reports.append((d, t)))
     with torch.inference_mode():
-        expected = torch.softmax(network.inner(torch.from_numpy(volume)[:, None]), dim=1)
+        expected = torch.softmax(network.inner.cpu()(torch.from_numpy(volume)[:, None]), dim=1)
     np.testing.assert_allclose(out, expected.permute(1, 0, 2, 3).numpy(), atol=1e-5)
     per_slice = count_windows((20, 30), (16, 16), 0.25)
     assert reports[-1] == (5 * per_slice, 5 * per_slice) == (network.windows, network.windows)

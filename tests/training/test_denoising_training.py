@@ -53,6 +53,7 @@ def test_card_records_command_and_checksum(tmp_path, tiny_slices):
     assert on_disk == card
     assert card["train_command"] == "medai train denoising ..."
     assert card["training"]["adversarial"] is False
+    assert card["training"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     from napari_medai.models.registry import sha256_of
 
     assert card["sha256"] == sha256_of(tmp_path / "mr-denoising.pt")

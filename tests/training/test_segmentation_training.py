@@ -56,6 +56,7 @@ def test_install_writes_card_with_sha256(tmp_path, monkeypatch):
     assert card_path.exists() and card.sha256 == registry.sha256_of(tmp_path / "weights" / "tiny-seg.pt")
     assert card.class_names == {0: "background", 1: "lung", 2: "nodule"}
     assert card.train_command.startswith("medai train segmentation")
+    assert card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_labels_beyond_the_classes_are_refused(tmp_path):

@@ -10,6 +10,11 @@ def add_runtime_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_training_device(p) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present), cpu, cuda, cuda:N; the shipped weights were trained with cpu")
+
+
 def runtime(args):
     """(settings, progress callback) from the parsed options."""
     from ..inference import InferenceSettings

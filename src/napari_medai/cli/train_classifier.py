@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_training_device
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -24,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-negatives", type=int, default=400, help="random negative candidates kept per scan")
     p.add_argument("--threads", type=int, default=2)
+    add_training_device(p)
     p.add_argument("--install-as", metavar="NAME", help="install the best weights as this built-in classifier")
     p.set_defaults(func=run)
 
@@ -35,7 +38,8 @@ def run(args) -> int:
 
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
-                                candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives, threads=args.threads)
+                                candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives,
+                                threads=args.threads, device=args.device)
     summary = train_classifier(cfg, log=lambda m: print(m, flush=True))
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
           f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from ._common import add_training_device
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("denoising", help="train the CT low-dose or the MR denoising generator")
@@ -21,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
+    add_training_device(p)
     p.add_argument("--resume", default=None, help="checkpoint to start from (e.g. another run's warmup.pt)")
     p.set_defaults(func=run)
 
@@ -32,7 +35,7 @@ def run(args) -> int:
     card = train_denoising(
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,
         adversarial=not args.no_adversarial, seed=args.seed, batch=args.batch, patch=args.patch,
-        threads=args.threads, resume=args.resume, train_command=command,
+        threads=args.threads, device=args.device, resume=args.resume, train_command=command,
     )
     print(f"wrote {args.out}/{card['name']}.pt and .json ({card['training']['seconds']} s)")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_training_device
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -50,6 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="train in fp32 even where bf16 is supported")
+    add_training_device(p)
     p.add_argument("--install-as", metavar="NAME",
                    help="write the best weights and a model card into the package's built-in models")
     p.set_defaults(func=run)
@@ -62,7 +65,7 @@ def run(args) -> int:
         data=args.data, out=args.out, init=args.init, label_map=args.label_map, spacing=tuple(args.spacing),
         roi=tuple(args.roi), class_names=tuple(args.classes), epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, bf16=not args.fp32, balance_components=tuple(args.balance_components),
+        threads=args.threads, bf16=not args.fp32, device=args.device, balance_components=tuple(args.balance_components),
         dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),
         component_loss_weight=args.component_loss_weight, component_ce_weight=args.component_ce_weight,
         min_component_voxels=args.min_component_voxels,

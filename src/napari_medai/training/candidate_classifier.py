@@ -45,7 +45,8 @@ class ClassifierTrainConfig:
     lr: float = 1e-3
     seed: int = 0
     threads: int = 2
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where the device runs it natively (training.device)
+    device: str = "auto"  # CUDA when present, else CPU
     ct_window: tuple = (-1000.0, 400.0)
 
 
@@ -180,8 +181,8 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     import torch
     from monai.metrics import compute_roc_auc
 
-    from ..inference.precision import cpu_has_native_bf16
     from ..models.networks import build_network
+    from .device import cpu_state_dict, training_device
 
     t0 = time.time()
     torch.manual_seed(cfg.seed)
@@ -197,8 +198,8 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     n_val_scans = cfg.val_seeds[1] - cfg.val_seeds[0]
     log(f"training candidates {len(yt)} ({int(yt.sum())} positive); validation {len(yv)} ({int(yv.sum())} positive)")
 
-    net = build_network(card)
-    bf16 = cfg.bf16 and cpu_has_native_bf16()
+    where = training_device(cfg.device, cfg.bf16)
+    net = build_network(card).to(where.device)
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     pos, neg = np.flatnonzero(yt), np.flatnonzero(~yt)
@@ -215,18 +216,20 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
         losses = []
         for start in range(0, len(order), cfg.batch_size):
             j = order[start:start + cfg.batch_size]
-            x = _augment(xt[j].float(), rng)
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            x = _augment(xt[j].float(), rng).to(where.device)
+            with where.autocast():
                 logits = net(x)[:, 0].float()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(yt[j].astype(np.float32)))
+            target = torch.from_numpy(yt[j].astype(np.float32)).to(where.device)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
         sched.step()
         net.eval()
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            s = torch.cat([net(xv[i:i + 512].float())[:, 0].float() for i in range(0, len(xv), 512)]).numpy()
+        with torch.no_grad(), where.autocast():
+            s = torch.cat([net(xv[i:i + 512].float().to(where.device))[:, 0].float().cpu()
+                           for i in range(0, len(xv), 512)]).numpy()
         sens = sensitivity_at_fp_rates(s, yv, n_val_scans)
         auc = float(compute_roc_auc(torch.from_numpy(s), torch.from_numpy(yv.astype(np.float32)))) \
             if 0 < yv.sum() < len(yv) else float("nan")
@@ -237,11 +240,12 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
             f"mean sensitivity {mean_sens:.3f} {sens}")
         if (mean_sens, auc) > best:
             best = (mean_sens, auc)
-            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / "best.pt")
+            torch.save(cpu_state_dict(net), out / "best.pt")
         if progress:
             progress(epoch + 1, cfg.epochs)
     summary = {"config": asdict(cfg), "history": history, "best_val_mean_sensitivity": best[0],
-               "best_val_auc": best[1], "time_s": round(time.time() - t0), "bf16": bf16,
+               "best_val_auc": best[1], "time_s": round(time.time() - t0), "bf16": where.bf16,
+               "device": where.name,
                "training_candidates": int(len(yt)), "training_positives": int(yt.sum()),
                "validation_candidates": int(len(yv)), "validation_positives": int(yv.sum())}
     (out / "history.json").write_text(json.dumps(summary, indent=1))
@@ -262,7 +266,7 @@ def install_classifier(out: str, name: str = "lung-nodule-classifier", train_com
     card = load_card(out / "card.json")
     card.name = name
     card.train_command = train_command
-    card.training = {k: summary[k] for k in ("time_s", "bf16", "training_candidates", "training_positives",
+    card.training = {k: summary.get(k, "cpu" if k == "device" else None) for k in ("time_s", "bf16", "device", "training_candidates", "training_positives",
                                              "validation_candidates", "validation_positives")}
     card.training["config"] = summary["config"]
     card.scores = {"validation_mean_sensitivity": summary["best_val_mean_sensitivity"],

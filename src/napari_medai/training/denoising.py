@@ -63,6 +63,7 @@ def train_denoising(
     patch: int = 96,
     lr: float = 1e-3,
     threads: int = 1,
+    device: str = "auto",
     checkpoint_every: int = 250,
     resume=None,
     data=None,
@@ -80,11 +81,14 @@ def train_denoising(
 
     from ..models.denoising_nets import GENERATOR_KWARGS, build_discriminator, build_generator
     from . import denoising_data as dd
+    from .device import cpu_state_dict, training_device
 
     modality = modality.upper()
     if modality not in MODEL_NAMES:
         raise ValueError(f"modality must be CT or MR, got {modality!r}")
     torch.set_num_threads(threads)
+    # fp32, as the shipped generators were trained (no bf16 run of the GAN was ever compared)
+    where = training_device(device, bf16=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source, batch_fn = data or _load_data(modality, seed, out_dir, log)
@@ -93,7 +97,7 @@ def train_denoising(
     # MR is 2.5D (the slice and its neighbours as channels), CT 2D: see docs/denoising.md.
     in_channels = 2 * dd.MR_NEIGHBOURS + 1 if modality == "MR" else 1
     gen_kwargs = {**GENERATOR_KWARGS, "in_channels": in_channels, **(generator_kwargs or {})}
-    gen, disc = build_generator(**gen_kwargs), build_discriminator()
+    gen, disc = build_generator(**gen_kwargs).to(where.device), build_discriminator().to(where.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 4, betas=(0.5, 0.999))
     ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0)
@@ -105,7 +109,7 @@ def train_denoising(
     if not ckpt.exists() and resume:
         ckpt = Path(resume)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")
         gen.load_state_dict(state["gen"])
         disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
@@ -114,7 +118,7 @@ def train_denoising(
         log(f"resumed from {ckpt} at step {start}")
 
     def save(path: Path, step: int):
-        state = {"step": step, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+        state = {"step": step, "gen": cpu_state_dict(gen), "disc": cpu_state_dict(disc), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "history": history, "elapsed": elapsed}
         torch.save(state, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)  # never leave a half-written checkpoint
@@ -125,7 +129,7 @@ def train_denoising(
         for group in opt_g.param_groups:
             group["lr"] = _lr_at(step, steps, lr)
         noisy_np, clean_np = batch_fn(source, seed, step, batch, patch)
-        noisy, clean = torch.from_numpy(noisy_np), torch.from_numpy(clean_np)
+        noisy, clean = torch.from_numpy(noisy_np).to(where.device), torch.from_numpy(clean_np).to(where.device)
         out = gen(noisy)
         loss = (out - clean).abs().mean() + CONTENT_SSIM_WEIGHT * ssim_loss(out, clean)
         use_gan = adversarial and step >= warmup_steps
@@ -155,11 +159,11 @@ def train_denoising(
 
     name = MODEL_NAMES[modality]
     weights = out_dir / f"{name}.pt"
-    torch.save(gen.state_dict(), weights)
+    torch.save(cpu_state_dict(gen), weights)
     card = make_card(modality, weights, gen_kwargs, train_command, {
         "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": adversarial,
         "adversarial_weight": ADVERSARIAL_WEIGHT if adversarial else 0.0, "content": f"L1 + {CONTENT_SSIM_WEIGHT} SSIM",
-        "batch": batch, "patch": patch, "lr": lr, "threads": threads, "seconds": round(elapsed, 1),
+        "batch": batch, "patch": patch, "lr": lr, "threads": threads, "device": where.name, "seconds": round(elapsed, 1),
         "history": history[-5:],
     })
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2))

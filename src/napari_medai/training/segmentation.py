@@ -1,7 +1,8 @@
 """Train or fine-tune a 3D segmentation network on NIfTI image/label pairs.
 
-Deterministic for a given seed and thread count: data order, crops and augmentation all
-draw from MONAI's seeded generators, and the data loader runs in the main process.
+Deterministic for a given seed, thread count and device: data order, crops and augmentation
+all draw from MONAI's seeded generators, and the data loader runs in the main process.  Runs
+on CUDA when present (``device``), else on the CPU; see ``training.device``.
 Writes ``best.pt`` (weights with the best validation Dice), ``last.pt`` (resumable
 state) and ``card.json`` into the output folder.
 """
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from .device import cpu_state_dict, training_device
 from .losses import PerLesionLoss
 from .seg_data import Case, component_balanced_indices, find_pairs, load_case
 
@@ -43,8 +45,9 @@ class SegTrainConfig:
     lr: float = 2e-3
     val_cases: int = 3
     seed: int = 0
-    threads: int = 2
-    bf16: bool = True  # bf16 autocast where the CPU supports it natively
+    threads: int = 2  # CPU threads (also on a GPU run, for data augmentation)
+    bf16: bool = True  # bf16 autocast where the device runs it natively (training.device)
+    device: str = "auto"  # CUDA when present, else CPU; "cpu" reproduces the shipped weights
     # Dice per crop (each crop's lesions count the same) instead of over the whole batch, where a
     # 25 mm nodule's thousands of voxels drown a 4 mm nodule's twenty in the other crop
     dice_per_crop: bool = False
@@ -143,7 +146,7 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     return cases
 
 
-def _validate(net, cases, cfg, device, bf16: bool = False) -> tuple[dict, dict]:
+def _validate(net, cases, cfg, where) -> tuple[dict, dict]:
     """Validation Dice per foreground class, and per balanced class the fraction of its
     reference components found (the Dice alone barely moves when a 4 mm nodule is missed)."""
     import torch
@@ -158,10 +161,10 @@ def _validate(net, cases, cfg, device, bf16: bool = False) -> tuple[dict, dict]:
     net.eval()
     with torch.inference_mode():
         for case in cases:
-            x = torch.from_numpy(case.image)[None, None].to(device)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = torch.from_numpy(case.image)[None, None].to(where.device)
+            with where.autocast():
                 logits = sliding_window_inference(x, cfg.roi, 4, net, overlap=0.25, mode="gaussian").float()
-            labels = logits.argmax(1)
+            labels = logits.argmax(1).cpu()
             pred = torch.nn.functional.one_hot(labels, n).permute(0, 4, 1, 2, 3)
             ref = torch.nn.functional.one_hot(torch.from_numpy(case.target.astype(np.int64))[None], n)
             metric(pred, ref.permute(0, 4, 1, 2, 3))
@@ -196,18 +199,18 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     if cfg.init:
         net.load_state_dict(_init_weights(cfg.init), strict=True)
         log(f"initialised from {cfg.init}")
-    device = torch.device("cpu")
+    where = training_device(cfg.device, cfg.bf16)
+    net.to(where.device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     total_iters = cfg.epochs * cfg.iters_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_iters, pct_start=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=not cfg.dice_per_crop)
     lesion_loss = PerLesionLoss(cfg.component_loss, cfg.component_ce_weight, cfg.min_component_voxels) \
         if cfg.component_loss else None
-    use_bf16 = cfg.bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
     start_epoch, best, history = 0, -1.0, []
     if (out / "last.pt").exists():  # resume a killed run
-        state = torch.load(out / "last.pt", weights_only=False)
+        state = torch.load(out / "last.pt", weights_only=False, map_location="cpu")
         net.load_state_dict(state["net"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         torch.set_rng_state(state["torch_rng"])
@@ -221,8 +224,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         losses, it = [], 0
         while it < cfg.iters_per_epoch:
             for batch in loader:
-                x, y = batch["image"].float(), batch["label"].long()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                x, y = batch["image"].float().to(where.device), batch["label"].long().to(where.device)
+                with where.autocast():
                     logits = net(x)
                 loss = loss_fn(logits.float(), y)
                 if lesion_loss is not None:
@@ -237,15 +240,15 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                     progress(epoch * cfg.iters_per_epoch + it, total_iters)
                 if it >= cfg.iters_per_epoch:
                     break
-        dice, recall = _validate(net, val, cfg, device, use_bf16) if val else ({}, {})
+        dice, recall = _validate(net, val, cfg, where) if val else ({}, {})
         score = _score(dice, recall) if dice else -float(np.mean(losses))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice,
                          "val_component_recall": recall, "time_s": time.time() - t0})
         if score > best:
             best = score
-            torch.save(net.state_dict(), out / "best.pt")
+            torch.save(cpu_state_dict(net), out / "best.pt")
         torch.save(
-            {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+            {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
              "best": best, "history": history, "torch_rng": torch.get_rng_state()},
             out / "last.pt",
         )
@@ -253,7 +256,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val dice {dice} {found}"
             f"best {best:.4f} ({time.time() - t0:.0f} s)")
     summary = {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
-               "bf16": use_bf16, "n_train": len(train), "n_val": len(val)}
+               "bf16": where.bf16, "device": where.name, "n_train": len(train), "n_val": len(val)}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=list))
     return summary
 
@@ -307,6 +310,7 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
     card.training = {
         "data": cfg.data, "epochs": cfg.epochs, "iters_per_epoch": cfg.iters_per_epoch,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
+        "device": summary.get("device", "cpu"),
         "lr": cfg.lr, "init": cfg.init, "class_ratios": list(cfg.class_ratios),
         "balance_components": list(cfg.balance_components), "dice_per_crop": cfg.dice_per_crop,
         "component_loss": list(cfg.component_loss), "component_loss_weight": cfg.component_loss_weight,
