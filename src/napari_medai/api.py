@@ -91,7 +91,7 @@ def segment(
     a second opinion on the lesion class before the clean-up (see ``_confirm_lesions``).
     """
     from .inference import run_model
-    from .inference.confirm import share_progress
+    from .inference.progress import share_progress
     from .postprocess import class_volumes
     from .postprocess.components import clean_with_card
 

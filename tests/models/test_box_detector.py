@@ -92,3 +92,14 @@ def test_boxes_of_the_wrong_shape_are_refused():
 
     with pytest.raises(ModelError, match=r"boxes of shape \(3, 4\)"):
         napari_medai.detect(blob_volume(), SPACING, model=box_model(TwoDimensionalBoxes()))
+
+
+def test_mirroring_a_box_detector_is_refused_and_auto_runs_it():
+    from napari_medai.errors import InputError
+    from napari_medai.inference import InferenceSettings
+
+    with pytest.raises(InputError, match="returns boxes"):
+        napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
+                            settings=InferenceSettings(tta="mirror"))
+    assert len(napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
+                                   settings=InferenceSettings(tta="auto"))) == 3

@@ -1,5 +1,7 @@
 """Choosing the lesion probability threshold (the fit itself segments full-size phantoms: `medai train lesion-threshold`)."""
 
+import pytest
+
 
 def test_lesion_threshold_needs_a_real_gain_over_the_argmax():
     from napari_medai.training.lesion_threshold import choose_threshold
@@ -23,6 +25,19 @@ def test_the_fit_scores_every_threshold_on_scans_with_a_lesion(tmp_path, monkeyp
     model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
     logs = []
     fit = fit_lesion_threshold(str(model), [1, 2], log=logs.append, install=False)
-    assert set(fit["means"]) == set(THRESHOLDS) and all(0.0 < m <= 1.0 for m in fit["means"].values())
+    assert set(fit["means"]) == {"off", "mirror"}
+    for means in fit["means"].values():
+        assert set(means) == set(THRESHOLDS) and all(0.0 < m <= 1.0 for m in means.values())
     assert fit["best"] in THRESHOLDS
-    assert sum(m.startswith("validation phantom") for m in logs) == 1
+    # a voxel-wise model scores the same mirrored: four times the time for nothing is not chosen
+    assert fit["means"]["off"] == pytest.approx(fit["means"]["mirror"]) and fit["tta"] == "off"
+    assert sum(m.startswith("validation phantom") for m in logs) == 2
+
+
+def test_mirroring_is_chosen_only_for_a_real_gain():
+    from napari_medai.training.lesion_threshold import choose_mirroring
+
+    # the validation phantoms of 2026-11-26 at the argmax: 0.4999 plain, 0.5232 mirrored
+    assert choose_mirroring({"off": 0.4999, "mirror": 0.5232}) == "mirror"
+    assert choose_mirroring({"off": 0.4999, "mirror": 0.5030}) == "off"
+    assert choose_mirroring({"off": 0.5}) == "off"

@@ -43,6 +43,13 @@ def test_each_widget_opens_and_says_its_model_is_not_installed(
         assert_unchanged(viewer, snapshot)
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert [widget.device_box.itemText(i) for i in range(widget.device_box.count())] == ["auto", "cpu", "cuda"]
+    # test-time mirroring reaches the core's settings; the denoiser (no run_model) does not offer it
+    assert widget.offers_mirroring == (task != "denoising")
+    if widget.offers_mirroring:
+        widget.tta_box.setCurrentText("mirror")
+        assert widget.params().inference_settings().tta == "mirror"
+    else:
+        assert widget.tta_box.isHidden()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ModelError
 from .candidates import Candidates, classify_patches, extract_patches, find_candidates
+from .progress import share_progress
 
 
 @dataclass
@@ -110,10 +111,3 @@ def score_candidates(
             first = ~np.isfinite(cands.reach_mm) & (scores >= 0)  # whole-component candidates
             scores[first] = np.maximum(scores[first], cands.peaks(first_pass[1], first))
     return ScoredCandidates(cands, scores, prob)
-
-
-def share_progress(progress, stage: int, stages: int):
-    """Progress of one of ``stages`` equal passes as a share of one bar over all of them."""
-    if progress is None or stages == 1:
-        return progress
-    return lambda done, total: progress(stage * total + done, stages * total)

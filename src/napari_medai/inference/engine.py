@@ -2,8 +2,8 @@
 same grid.
 
 Steps: check the input -> resample to the card's spacing -> intensity preprocessing ->
-re-orient to the network's axes -> sliding window (progress, cancel) -> output activation ->
-back to the input grid.  Everything below the sliding window stays on the CPU as float32.
+re-orient to the network's axes -> sliding window (progress, cancel) -> output activation
+(averaged over mirrored passes where test-time augmentation is on) -> back to the input grid.  Everything below the sliding window stays on the CPU as float32.
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ from .device import select_device
 from .intensity import IntensityMap, fit_intensity
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .precision import select_precision
+from .progress import share_progress
 from .resample import resample, working_shape
 from .sliding_window import run_sliding_window
 
 BLEND_MODES = ("gaussian", "constant")
+# Test-time augmentation: "mirror" averages the outputs for the volume as it is and mirrored
+# along each spatial axis in turn (1 + 3 passes for a 3D network, 1 + 2 in-plane for a 2D one);
+# "auto" does what the model card's ``extra["tta"]`` says ("off" when it says nothing).
+TTA_MODES = ("auto", "off", "mirror")
 
 
 @dataclass
@@ -35,6 +40,7 @@ class InferenceSettings:
     sw_batch_size: int = 4  # windows per forward pass (at least 2)
     overlap: float = 0.25  # fraction of the roi shared by neighbouring windows
     mode: str = "gaussian"  # window blending: "gaussian" | "constant"
+    tta: str = "auto"  # test-time mirroring: "auto" (the card's choice) | "off" | "mirror"
 
     def validate(self) -> None:
         if not 0 <= float(self.overlap) < 1:
@@ -43,6 +49,8 @@ class InferenceSettings:
             raise InputError(f"blending mode must be one of {BLEND_MODES}, got {self.mode!r}")
         if int(self.sw_batch_size) < 1:
             raise InputError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
+        if self.tta not in TTA_MODES:
+            raise InputError(f"test-time augmentation must be one of {TTA_MODES}, got {self.tta!r}")
 
 
 def check_input(volume, spacing, card) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -112,6 +120,17 @@ def run_model(model, volume, spacing=None, settings: InferenceSettings | None = 
     raise Cancelled("inference was cancelled; nothing was produced")
 
 
+def mirror_passes(settings, card) -> list[tuple[int, ...]]:
+    """Spatial dims of the network input (B, C, *spatial) to flip, one entry per pass; ()
+    is the volume as it is.  A 2D network is mirrored in-plane only."""
+    choice = settings.tta if settings.tta != "auto" else str(card.extra.get("tta", "off"))
+    if choice == "off":
+        return [()]
+    if choice != "mirror":
+        raise ModelError(f"model '{card.name}' asks for test-time augmentation {choice!r}: use off or mirror")
+    return [()] + [(d,) for d in range(2, 2 + card.spatial_dims)]
+
+
 def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
     card = model.card
     grid = tuple(image.shape[1:])
@@ -121,8 +140,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
     if card.spatial_dims == 2 and target is not None and spacing is not None:
         target = (spacing[0], *target)  # 2D models keep every slice
     work = working_shape(grid, spacing, target) if spacing is not None else grid
-    sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
-              overlap=float(settings.overlap), mode=settings.mode, progress=progress, cancel=cancel)
+    passes = mirror_passes(settings, card)
 
     with torch.inference_mode():
         x = resample(x, work, "linear")
@@ -130,20 +148,29 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         x = intensity.apply(x)
         network = model.network.to(device).eval()
         if card.spatial_dims == 3:
-            x = to_network_axes(x, card.axes)
+            x = to_network_axes(x, card.axes)[None]
             roi = sizes_to_network_axes(card.roi_size, card.axes)
-            out = run_sliding_window(network, x[None], roi, **sw)[0]
-            del x
-            out = from_network_axes(out, card.axes)
         else:  # slices become the batch: (z, C, y, x)
-            out = run_sliding_window(network, x.permute(1, 0, 2, 3), card.roi_size, **sw)
-            del x
-            out = out.permute(1, 0, 2, 3)
-        if out.shape[0] != card.out_channels:
-            raise ModelError(
-                f"model '{card.name}' returned {out.shape[0]} channel(s) but its card says {card.out_channels}"
-            )
-        out = _activate(out, card.output, intensity)
+            x, roi = x.permute(1, 0, 2, 3), card.roi_size
+        out = None
+        for i, dims in enumerate(passes):
+            sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
+                      overlap=float(settings.overlap), mode=settings.mode,
+                      progress=share_progress(progress, i, len(passes)), cancel=cancel)
+            y = run_sliding_window(network, x.flip(dims) if dims else x, roi, **sw)
+            y = y.flip(dims) if dims else y
+            y = from_network_axes(y[0], card.axes) if card.spatial_dims == 3 else y.permute(1, 0, 2, 3)
+            if y.shape[0] != card.out_channels:
+                raise ModelError(
+                    f"model '{card.name}' returned {y.shape[0]} channel(s) but its card says {card.out_channels}"
+                )
+            # probabilities (not logits) are averaged, the usual test-time augmentation
+            y = _activate(y, card.output, intensity)
+            out = y if out is None else out.add_(y)
+            del y
+        del x
+        if len(passes) > 1:
+            out /= len(passes)
         out = resample(out, grid, "linear")
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 

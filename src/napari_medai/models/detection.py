@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import Cancelled, ModelError
+from ..errors import Cancelled, InputError, ModelError
 from ..postprocess.findings import Finding, lung_rads_category, rank_findings
 
 BOX_KEYS = ("boxes", "box", "pred_boxes")
@@ -70,6 +70,9 @@ def run_box_detector(
     card = loaded.card
     if card.spatial_dims != 3:
         raise ModelError(f"box detector '{card.name}' must be a 3D model (spatial_dims 3)")
+    if settings.tta == "mirror":
+        raise InputError(f"test-time mirroring averages probability maps; '{card.name}' returns boxes: "
+                         "set it to auto or off")
     if progress is not None:
         progress(0, 1)
     cancel.raise_if_cancelled()

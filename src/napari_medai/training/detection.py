@@ -76,6 +76,8 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     t0 = time.time()
     seg = load_model(seg_model)
     extra = dict(DEFAULT_EXTRA)
+    if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are
+        extra["tta"] = seg.card.extra["tta"]
     prob_maps, cases = [], []
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)

@@ -7,6 +7,11 @@ threshold is chosen for the best mean per-scan nodule Dice on validation phantom
 neither the training nor the benchmark uses, with the card's full post-processing applied,
 and is written into the card's ``extra["lesion_threshold"]`` (read by ``api.segment``); 0.5 means
 the argmax alone.
+
+The same fit decides the card's test-time mirroring (``extra["tta"]``, see
+``inference.engine``): averaging the volume's and its three mirror images' probabilities costs
+four times the inference time, so it is switched on only where its best threshold beats the
+plain run's best by ``MARGIN``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def choose_threshold(means: dict[float, float], margin: float = MARGIN) -> float
     return max(t for t, m in scored.items() if m >= top - margin)
 
 
-def validation_cases(loaded, seeds, lesion: int, inside_body: bool):
+def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=None):
     """For each validation phantom with a lesion: (seed, phantom, reference lesion mask, the
     model's class probabilities, their argmax, the body mask or None).  Scans without a lesion
     are skipped: Dice is undefined there."""
@@ -50,14 +55,25 @@ def validation_cases(loaded, seeds, lesion: int, inside_body: bool):
         truth = chest_targets(ph.labels) == lesion
         if not truth.any():
             continue
-        probs = run_model(loaded, ph.hu, ph.spacing)
+        probs = run_model(loaded, ph.hu, ph.spacing, settings)
         body = body_mask(ph.hu, ph.spacing) if inside_body else None
         yield seed, ph, truth, probs, _argmax_small(probs), body
         del probs  # before the next scan's probabilities exist
 
 
-def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> dict:
-    """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``; the best goes on the card."""
+def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> str:
+    """"mirror" only where its best mean Dice beats the plain run's by ``margin``."""
+    off, mirror = best_means.get("off", float("nan")), best_means.get("mirror", float("nan"))
+    if mirror == mirror and (off != off or mirror >= off + margin):
+        return "mirror"
+    return "off"
+
+
+def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
+                         mirroring=("off", "mirror")) -> dict:
+    """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``, without and with test-time
+    mirroring (``mirroring``: the choices to try); the best pair goes on the card."""
+    from ..inference import InferenceSettings
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
@@ -70,23 +86,31 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True) -> 
     if not extra.get("lesions"):
         raise ValueError(f"model '{card.name}' names no lesion class")
     lesion = int(extra["lesions"][0])
-    dice = {t: [] for t in THRESHOLDS}
-    for seed, ph, truth, probs, base, body in validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body"))):
-        for t in THRESHOLDS:
-            labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
-            dice[t].append(_dice(labels == lesion, truth))
-        log(f"validation phantom {seed}: " + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
-        del probs
-    means = {t: float(np.mean(v)) if v else float("nan") for t, v in dice.items()}
-    best = choose_threshold(means)
-    log("mean nodule Dice per threshold: " + json.dumps({str(t): round(m, 4) for t, m in means.items()}))
-    log(f"best lesion threshold {best} ({means[best]:.4f}; argmax alone {means[0.5]:.4f})")
+    means, best = {}, {}
+    for tta in mirroring:
+        dice = {t: [] for t in THRESHOLDS}
+        cases = validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body")), InferenceSettings(tta=tta))
+        for seed, ph, truth, probs, base, body in cases:
+            for t in THRESHOLDS:
+                labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
+                dice[t].append(_dice(labels == lesion, truth))
+            log(f"validation phantom {seed}, mirroring {tta}: "
+                + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
+            del probs
+        means[tta] = {t: float(np.mean(v)) if v else float("nan") for t, v in dice.items()}
+        best[tta] = choose_threshold(means[tta])
+        log(f"mirroring {tta}: mean nodule Dice per threshold "
+            + json.dumps({str(t): round(m, 4) for t, m in means[tta].items()}))
+    tta = choose_mirroring({m: means[m][best[m]] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
+    threshold = best[tta]
+    log(f"chosen: mirroring {tta}, lesion threshold {threshold} ({means[tta][threshold]:.4f}; "
+        f"argmax alone without mirroring {means[mirroring[0]][0.5]:.4f})")
     if install:
-        card.extra = {**extra, "lesion_threshold": best}
+        card.extra = {**extra, "lesion_threshold": threshold, "tta": tta}
         card.scores = {**card.scores, "lesion_threshold_fit": {
-            "seeds": [int(s) for s in seeds], "cases_with_nodules": len(dice[best]),
-            "mean_nodule_dice": {str(t): round(m, 4) for t, m in means.items()},
-            "time_s": round(time.time() - t0)}}
+            "seeds": [int(s) for s in seeds], "cases_with_nodules": len(dice[threshold]),
+            "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m].items()} for m in mirroring},
+            "chosen": {"tta": tta, "lesion_threshold": threshold}, "time_s": round(time.time() - t0)}}
         path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
         log(f"wrote {path}")
-    return {"means": means, "best": best}
+    return {"means": means, "best": threshold, "tta": tta}

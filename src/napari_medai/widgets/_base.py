@@ -43,6 +43,7 @@ from ._threads import default_job_threads, torch_threads
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+MIRRORING = ("auto", "off", "mirror")
 LOAD_FILE = "Load model file…"
 LOAD_BUNDLE = "Load MONAI bundle folder…"
 
@@ -54,6 +55,12 @@ class TaskParams:
     model: Any = None  # a ModelCard from list_models(), or a path to a file / bundle folder
     device: str = "auto"
     precision: str = "auto"
+    tta: str = "auto"  # test-time mirroring (inference.engine.TTA_MODES)
+
+    def inference_settings(self):
+        from ..inference.engine import InferenceSettings
+
+        return InferenceSettings(device=self.device, precision=self.precision, tta=self.tta)
 
 
 def task_models(task: str) -> list[tuple[Any, bool]]:
@@ -75,6 +82,7 @@ class TaskWidget(QWidget):
     title = ""  # "Segmentation": names the job in the status line and notifications
     params_type = TaskParams
     accepts_model_files = False  # offer "Load model file…" / "Load MONAI bundle folder…"
+    offers_mirroring = True  # the test-time mirroring choice (its models run through run_model)
     job_threads: int | None = None  # torch CPU threads for a job; None: all cores but one
 
     job_finished = Signal(str)
@@ -89,6 +97,10 @@ class TaskWidget(QWidget):
         self.precision_box = _combo(
             PRECISIONS, "auto = mixed precision on CUDA, bf16 on CPUs that support it, else fp32"
         )
+        self.tta_box = _combo(
+            MIRRORING, "Average the model's output over the image and its mirror images along each axis: "
+            "steadier results, 4 times the time (3 for 2D models); auto = as the model card says"
+        )
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.progress_bar = QProgressBar()
@@ -100,6 +112,10 @@ class TaskWidget(QWidget):
         form.addRow("Model", self.model_box)
         form.addRow("Device", self.device_box)
         form.addRow("Precision", self.precision_box)
+        if self.offers_mirroring:
+            form.addRow("Test-time mirroring", self.tta_box)
+        else:
+            self.tta_box.hide()
         self._build_params(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -140,13 +156,13 @@ class TaskWidget(QWidget):
         """
 
         def job(progress, cancel):
-            from ..inference.engine import InferenceSettings, run_model
+            from ..inference.engine import run_model
             from ..models import load_model
 
             model = load_model(params.model)
             cancel.raise_if_cancelled()
-            settings = InferenceSettings(device=params.device, precision=params.precision)
-            return run_model(model, np.asarray(volume), spacing, settings, progress=progress, cancel=cancel)
+            return run_model(model, np.asarray(volume), spacing, params.inference_settings(), progress=progress,
+                             cancel=cancel)
 
         return job
 
@@ -160,6 +176,7 @@ class TaskWidget(QWidget):
             model=self.model_box.currentData(),
             device=self.device_box.currentText(),
             precision=self.precision_box.currentText(),
+            tta=self.tta_box.currentText(),
             **self._task_values(),
         )
 

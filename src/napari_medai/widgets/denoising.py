@@ -39,6 +39,7 @@ class DenoisingWidget(TaskWidget):
     task = "denoising"
     title = "Denoising"
     params_type = DenoisingParams
+    offers_mirroring = False  # the denoisers run slice by slice outside run_model
 
     def refresh_models(self) -> None:
         """Built-in models plus, first and selected, the automatic choice by modality."""

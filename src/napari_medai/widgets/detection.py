@@ -111,14 +111,13 @@ class DetectionWidget(TaskWidget):
 
         def job(progress, cancel):
             from ..api import detect
-            from ..inference import InferenceSettings
             from ..postprocess.findings import findings_mask
 
             data = np.asarray(volume)
             findings = detect(
                 data, spacing, model=params.model, affine=affine,
                 score_threshold=params.score_threshold, max_findings=params.max_findings,
-                settings=InferenceSettings(device=params.device, precision=params.precision),
+                settings=params.inference_settings(),
                 progress=progress, cancel=cancel,
             )
             mask = findings_mask(findings, data.shape) if findings else None

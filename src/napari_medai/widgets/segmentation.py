@@ -109,11 +109,10 @@ class SegmentationWidget(TaskWidget):
     def _make_job(self, volume, spacing, params):
         def job(progress, cancel):
             from ..api import segment
-            from ..inference import InferenceSettings
 
             result = segment(
                 np.asarray(volume), spacing, model=params.model,
-                settings=InferenceSettings(device=params.device, precision=params.precision),
+                settings=params.inference_settings(),
                 progress=progress, cancel=cancel, min_lesion_mm3=params.min_lesion_mm3,
             )
             if not params.probability_layer:
