@@ -3,7 +3,8 @@ same grid.
 
 Steps: check the input -> resample to the card's spacing -> intensity preprocessing ->
 re-orient to the network's axes -> sliding window (progress, cancel) -> output activation
-(averaged over mirrored passes where test-time augmentation is on) -> back to the input grid.  Everything below the sliding window stays on the CPU as float32.
+(averaged over mirrored passes where test-time augmentation is on) -> back to the input grid.
+Everything below the sliding window stays on the CPU as float32.
 """
 
 from __future__ import annotations
