@@ -29,7 +29,8 @@ for step in "${steps[@]}"; do case "$step" in
     $M train segmentation --data runs/phantoms-rich --label-map chest --init runs/seg3/best.pt \
       --out runs/seg4 --epochs 22 --iters-per-epoch 80 --lr 1e-3 --class-ratios 1 1 4 \
       --balance-components 2 --threads 2 --install-as chest-ct-lung-nodule
-    # lesion probability threshold on validation phantoms 2000-2011 (0.5 = argmax unless a lower one gains)
+    # lesion probability threshold and test-time mirroring on validation phantoms 2000-2011
+    # (0.5 = argmax unless a lower one gains; mirroring only where it gains)
     $M train lesion-threshold --model chest-ct-lung-nodule ;;
   detection)
     # post-processing fitted on validation phantoms 2000-2005 (not trained on, not benchmarked).

@@ -64,6 +64,7 @@ def training_device(preference: str = "auto", bf16: bool = True) -> TrainingDevi
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        # process-wide: later GPU work in this process keeps the deterministic kernels too
         torch.use_deterministic_algorithms(True, warn_only=True)
     return TrainingDevice(device, bf16 and native_bf16(device))
 

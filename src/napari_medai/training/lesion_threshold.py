@@ -86,7 +86,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     if not extra.get("lesions"):
         raise ValueError(f"model '{card.name}' names no lesion class")
     lesion = int(extra["lesions"][0])
-    means, best = {}, {}
+    means, best, n_cases = {}, {}, 0
     for tta in mirroring:
         dice = {t: [] for t in THRESHOLDS}
         cases = validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body")), InferenceSettings(tta=tta))
@@ -97,6 +97,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
             log(f"validation phantom {seed}, mirroring {tta}: "
                 + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
             del probs
+        n_cases = len(dice[THRESHOLDS[0]])  # the same scans for every choice
         means[tta] = {t: float(np.mean(v)) if v else float("nan") for t, v in dice.items()}
         best[tta] = choose_threshold(means[tta])
         log(f"mirroring {tta}: mean nodule Dice per threshold "
@@ -108,7 +109,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     if install:
         card.extra = {**extra, "lesion_threshold": threshold, "tta": tta}
         card.scores = {**card.scores, "lesion_threshold_fit": {
-            "seeds": [int(s) for s in seeds], "cases_with_nodules": len(dice[threshold]),
+            "seeds": [int(s) for s in seeds], "cases_with_nodules": n_cases,
             "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m].items()} for m in mirroring},
             "chosen": {"tta": tta, "lesion_threshold": threshold}, "time_s": round(time.time() - t0)}}
         path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
