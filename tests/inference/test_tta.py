@@ -87,3 +87,20 @@ def test_bad_choices_are_clear_errors(rng):
         run_model(make_model(Pointwise()), volume, settings=InferenceSettings(tta="rotate"))
     with pytest.raises(ModelError, match="test-time augmentation"):
         run_model(make_model(Pointwise(), extra={"tta": "rotate"}), volume)
+
+
+def test_cancel_during_a_later_pass_returns_nothing(rng):
+    from napari_medai.errors import Cancelled
+    from napari_medai.inference import CancelToken
+
+    net = Counting(Pointwise())
+    token = CancelToken()
+
+    def progress(done, total):
+        if done == 3:  # the third of four one-window passes has finished
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_model(make_model(net), rng.normal(size=(16, 16, 16)).astype(np.float32), settings=MIRROR,
+                  progress=progress, cancel=token)
+    assert net.calls == 3
