@@ -71,7 +71,7 @@ def phantom_froc(model, seeds, quick, blob=True):
             {"model": t_model, "blob_log": t_blob})
 
 
-def lung1_rank(model):
+def lung1_rank(model, settings=None):
     from scipy import ndimage
 
     from napari_medai.api import detect
@@ -82,14 +82,15 @@ def lung1_rank(model):
     # a finding hits when its centre lies in the nodule (one voxel of tolerance)
     hit_zone = ndimage.binary_dilation(truth, iterations=1)
     t = time.perf_counter()
-    found = detect(ct.data, ct.spacing, model=model, affine=ct.affine, max_findings=None)
+    found = detect(ct.data, ct.spacing, model=model, affine=ct.affine, max_findings=None, settings=settings)
     dt = time.perf_counter() - t
     for rank, f in enumerate(found, start=1):
         c = tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, np.array(truth.shape) - 1))
         if hit_zone[c]:
             return {"rank": rank, "false_positives_above": rank - 1, "finding": f.to_dict(), "n_findings": len(found),
-                    "seconds": dt, "truth_ml": float(truth.sum() * np.prod(ct.spacing) / 1000)}
-    return {"rank": None, "false_positives_above": len(found), "n_findings": len(found), "seconds": dt}
+                    "seconds": dt, "truth_ml": float(truth.sum() * np.prod(ct.spacing) / 1000), "findings": found}
+    return {"rank": None, "false_positives_above": len(found), "n_findings": len(found), "seconds": dt,
+            "findings": found}
 
 
 def big_volume_time(model):

@@ -115,27 +115,19 @@ def check_big_volume(gpu: bool) -> list[dict]:
 
 
 def check_detection(gpu: bool) -> list[dict]:
-    from scipy import ndimage
+    from bench_detection import lung1_rank  # the detection benchmark's own lung1 check
 
-    from napari_medai.api import detect
     from napari_medai.inference import InferenceSettings
-    from napari_medai.io import read_volume
 
-    ct = read_volume(ROOT / "sample_data" / "lung1_ct.nii.gz")
-    truth = ndimage.binary_dilation(read_volume(ROOT / "sample_data" / "lung1_nodule_mask.nii.gz").data > 0)
     rows, base = [], None
     for device, precision in runs(gpu):
         settings = InferenceSettings(device=device, precision=precision)
-        found, dt, peak = timed(lambda: detect(ct.data, ct.spacing, settings=settings, affine=ct.affine,
-                                               max_findings=None), device)
-        rank = next((i for i, f in enumerate(found, 1)
-                     if truth[tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, np.array(truth.shape) - 1))]),
-                    None)
-        top = [(np.array(f.center_voxel), f.score) for f in found[:10]]
+        r, _, peak = timed(lambda: lung1_rank("lung-nodule-detection", settings), device)
+        top = [(np.array(f.center_voxel), f.score) for f in r["findings"][:10]]
         base = top if base is None else base
         same = sum(1 for (c, s), (c0, s0) in zip(top, base) if np.abs(c - c0).max() <= 1 and abs(s - s0) <= 0.02)
-        row = {"case": "lung1 detection", "device": device, "precision": precision, "seconds": round(dt, 2),
-               "gpu_peak_mb": peak, "findings": len(found), "true_nodule_rank": rank,
+        row = {"case": "lung1 detection", "device": device, "precision": precision, "seconds": round(r["seconds"], 2),
+               "gpu_peak_mb": peak, "findings": r["n_findings"], "true_nodule_rank": r["rank"],
                "top10_same_as_cpu": f"{same}/{min(len(top), len(base))}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -188,7 +180,7 @@ def check_training(gpu: bool, quick: bool) -> list[dict]:
         slices = MRSource([np.random.default_rng(0).uniform(0.2, 1.0, (5, 128, 128)).astype(np.float32)],
                           [(0, z) for z in range(1, 4)])
         for device in ["cpu"] + (["cuda"] if gpu else []):
-            iters = 4 if device == "cpu" or quick else 40
+            iters = steps = 4 if device == "cpu" or quick else 40
             stamps = []
             # stage 4's configuration (scripts/train_models.sh), without the validation pass
             cfg = SegTrainConfig(data=str(tmp / "data"), out=str(tmp / f"seg-{device}"), label_map="chest",
@@ -201,7 +193,6 @@ def check_training(gpu: bool, quick: bool) -> list[dict]:
                    "ran_on": summary["device"], "bf16": summary["bf16"], "seconds_per_iteration": round(per_iter, 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-            steps = 4 if device == "cpu" or quick else 40
             t = time.perf_counter()
             card = train_denoising("MR", tmp / f"den-{device}", steps=steps, warmup_steps=0, batch=8, patch=96, seed=0,
                             data=(slices, mr_batch), threads=torch.get_num_threads(), device=device,

@@ -22,8 +22,7 @@ def runtime(args):
     """(settings, progress callback) from the parsed options."""
     from ..inference import InferenceSettings
 
-    settings = InferenceSettings(device=args.device, precision=args.precision,
-                                 tta=args.tta)
+    settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
     progress = None
     if not args.quiet:
         try:

@@ -40,12 +40,9 @@ def choose_threshold(means: dict[float, float], margin: float = MARGIN) -> float
     return max(t for t, m in scored.items() if m >= top - margin)
 
 
-def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=None):
-    """For each validation phantom with a lesion: (seed, phantom, reference lesion mask, the
-    model's class probabilities, their argmax, the body mask or None).  Scans without a lesion
-    are skipped: Dice is undefined there."""
-    from ..api import _argmax_small
-    from ..inference import run_model
+def validation_scans(seeds, lesion: int, inside_body: bool):
+    """For each validation phantom with a lesion: (seed, phantom, reference lesion mask, the body
+    mask or None).  Scans without a lesion are skipped: Dice is undefined there."""
     from ..postprocess.body import body_mask
     from .phantom_dataset import phantom_for
     from .seg_data import chest_targets
@@ -53,12 +50,26 @@ def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=Non
     for seed in seeds:
         ph = phantom_for(int(seed))
         truth = chest_targets(ph.labels) == lesion
-        if not truth.any():
-            continue
-        probs = run_model(loaded, ph.hu, ph.spacing, settings)
-        body = body_mask(ph.hu, ph.spacing) if inside_body else None
-        yield seed, ph, truth, probs, _argmax_small(probs), body
-        del probs  # before the next scan's probabilities exist
+        if truth.any():
+            yield seed, ph, truth, body_mask(ph.hu, ph.spacing) if inside_body else None
+
+
+def model_run(loaded, ph, settings=None):
+    """The model's class probabilities on phantom ``ph`` and their argmax."""
+    from ..api import _argmax_small
+    from ..inference import run_model
+
+    probs = run_model(loaded, ph.hu, ph.spacing, settings)
+    return probs, _argmax_small(probs)
+
+
+def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=None):
+    """``validation_scans`` with the model's run on each: (seed, phantom, reference lesion mask,
+    class probabilities, their argmax, the body mask or None)."""
+    for seed, ph, truth, body in validation_scans(seeds, lesion, inside_body):
+        probs, base = model_run(loaded, ph, settings)
+        yield seed, ph, truth, probs, base, body
+        del probs, base  # before the next scan's probabilities exist
 
 
 def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> str:
@@ -86,19 +97,21 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     if not extra.get("lesions"):
         raise ValueError(f"model '{card.name}' names no lesion class")
     lesion = int(extra["lesions"][0])
-    means, best, n_cases = {}, {}, 0
-    for tta in mirroring:
-        dice = {t: [] for t in THRESHOLDS}
-        cases = validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body")), InferenceSettings(tta=tta))
-        for seed, ph, truth, probs, base, body in cases:
+    dice = {tta: {t: [] for t in THRESHOLDS} for tta in mirroring}
+    # each phantom (and its body mask) is made once and run once per mirroring choice
+    for seed, ph, truth, body in validation_scans(seeds, lesion, bool(extra.get("inside_body"))):
+        for tta in mirroring:
+            probs, base = model_run(loaded, ph, InferenceSettings(tta=tta))
             for t in THRESHOLDS:
                 labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
-                dice[t].append(_dice(labels == lesion, truth))
+                dice[tta][t].append(_dice(labels == lesion, truth))
             log(f"validation phantom {seed}, mirroring {tta}: "
-                + ", ".join(f"{t}: {dice[t][-1]:.3f}" for t in THRESHOLDS))
-            del probs
-        n_cases = len(dice[THRESHOLDS[0]])  # the same scans for every choice
-        means[tta] = {t: float(np.mean(v)) if v else float("nan") for t, v in dice.items()}
+                + ", ".join(f"{t}: {dice[tta][t][-1]:.3f}" for t in THRESHOLDS))
+            del probs, base
+    n_cases = len(dice[mirroring[0]][THRESHOLDS[0]])
+    means, best = {}, {}
+    for tta in mirroring:
+        means[tta] = {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta].items()}
         best[tta] = choose_threshold(means[tta])
         log(f"mirroring {tta}: mean nodule Dice per threshold "
             + json.dumps({str(t): round(m, 4) for t, m in means[tta].items()}))
