@@ -39,17 +39,19 @@ for step in "${steps[@]}"; do case "$step" in
   denoising)
     # needs the training extra (pydicom-data's real CT slices, nilearn's MNI152 template)
     .venv/bin/python -m pip install -q -e ".[training]"
-    $M train denoising --modality CT --out runs/ct-gan --steps 3200 --warmup-steps 2400
-    $M train denoising --modality CT --out runs/ct-noadv --steps 3200 --warmup-steps 2400 --no-adversarial \
-      --resume runs/ct-gan/warmup.pt
-    $M train denoising --modality MR --out runs/mr25-gan --steps 4000 --warmup-steps 3000
-    $M train denoising --modality MR --out runs/mr25-noadv --steps 4000 --warmup-steps 3000 --no-adversarial \
-      --resume runs/mr25-gan/warmup.pt
+    # 2026-11-26 recipe: 5-6x longer runs; MR noise 1-10 % log-uniform with L1 weighted by
+    # 0.05/noise level and 80 % Colin27 patches (benchmarks/denoising_recipes.py).
+    $M train denoising --modality CT --out runs/ct2-gan --steps 18000 --warmup-steps 15000
+    $M train denoising --modality CT --out runs/ct2-noadv --steps 18000 --warmup-steps 15000 --no-adversarial \
+      --resume runs/ct2-gan/warmup.pt
+    $M train denoising --modality MR --out runs/mr3-gan --steps 20000 --warmup-steps 16500
+    $M train denoising --modality MR --out runs/mr3-noadv --steps 20000 --warmup-steps 16500 --no-adversarial \
+      --resume runs/mr3-gan/warmup.pt
     .venv/bin/python - <<'PY'
 from napari_medai.training.denoising import install_weights
 W, V = "src/napari_medai/models/weights", "benchmarks/denoising_variants"
-for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct-gan", "runs/ct-noadv"),
-                         ("mr-denoising", "runs/mr25-gan", "runs/mr25-noadv")):
+for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct2-gan", "runs/ct2-noadv"),
+                         ("mr-denoising", "runs/mr3-gan", "runs/mr3-noadv")):
     install_weights(gan, W, name)               # shipped: the GAN-trained generator
     install_weights(noadv, V, name, "-noadv")   # kept for the benchmark's comparison
 PY

@@ -60,12 +60,12 @@ def test_card_records_command_and_checksum(tmp_path, tiny_slices):
 
 
 def test_batches_depend_only_on_seed_and_step(tiny_slices):
-    n1, c1 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
-    n2, c2 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
-    n3, _ = mr_batch(tiny_slices, seed=1, step=6, batch=2, size=32)
+    n1, c1, w1 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
+    n2, c2, w2 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
+    n3, _, _ = mr_batch(tiny_slices, seed=1, step=6, batch=2, size=32)
     # 2.5D: the slice and one neighbour on each side, each with its own noise; the clean centre.
-    assert n1.shape == (2, 3, 32, 32) and c1.shape == (2, 1, 32, 32)
-    assert np.array_equal(n1, n2) and np.array_equal(c1, c2)
+    assert n1.shape == (2, 3, 32, 32) and c1.shape == (2, 1, 32, 32) and w1.shape == (2,)
+    assert np.array_equal(n1, n2) and np.array_equal(c1, c2) and np.array_equal(w1, w2)
     assert not np.array_equal(n1[:, 0], n1[:, 2])
     assert not np.array_equal(n1, n3)
 
@@ -76,3 +76,41 @@ def test_rician_noise_is_biased_upward_on_dark_background():
     # Magnitude of complex Gaussian noise: Rayleigh with mean sigma*sqrt(pi/2).
     assert noisy.min() >= 0
     assert abs(noisy.mean() - 0.1 * np.sqrt(np.pi / 2)) < 0.005
+
+
+def test_mr_patches_are_weighted_by_inverse_noise_level(tiny_slices):
+    from napari_medai.training.denoising_data import MR_NOISE_RANGE, MR_REFERENCE_SIGMA
+
+    noisy, clean, weights = mr_batch(tiny_slices, seed=0, step=0, batch=64, size=32)
+    # The noise actually added, measured on the centre slice (bright tissue: Rician ~ Gaussian).
+    sigma = (noisy[:, 1] - clean[:, 0]).reshape(64, -1).std(axis=1)
+    assert np.allclose(weights, MR_REFERENCE_SIGMA / sigma, rtol=0.15)
+    lo, hi = MR_NOISE_RANGE
+    assert weights.min() >= MR_REFERENCE_SIGMA / hi * 0.999 and weights.max() <= MR_REFERENCE_SIGMA / lo * 1.001
+    # log-uniform levels: about as many patches below the geometric middle as above it
+    assert 20 <= int((MR_REFERENCE_SIGMA / weights < np.sqrt(lo * hi)).sum()) <= 44
+
+
+def test_sources_are_drawn_in_their_shares():
+    volumes = [np.full((5, 40, 40), v, np.float32) for v in (0.5, 0.9)]
+    # 3 slices of the first volume and 1 of the second; shares 0.8 / 0.2 override slice counts
+    source = MRSource(volumes, [(0, 1), (0, 2), (0, 3), (1, 2)], shares=(0.2, 0.8))
+    _, clean, _ = mr_batch(source, seed=0, step=0, batch=200, size=32)
+    share_second = float((clean.mean(axis=(1, 2, 3)) > 0.7).mean())
+    assert 0.7 < share_second < 0.9
+
+
+def test_loss_weights_enter_the_content_loss(tmp_path, tiny_slices, monkeypatch):
+    import napari_medai.training.denoising as training
+
+    def zero_weight_batch(source, seed, step, batch, size):
+        noisy, clean, weights = mr_batch(source, seed, step, batch, size)
+        return noisy, clean, np.zeros_like(weights)
+
+    # Without SSIM and with all weights 0 the content loss is 0: the zero-initialised head stays 0.
+    monkeypatch.setattr(training, "CONTENT_SSIM_WEIGHT", 0.0)
+    train_denoising("MR", tmp_path / "zero", steps=2, warmup_steps=2, batch=2, patch=32, seed=3,
+                    data=(tiny_slices, zero_weight_batch), generator_kwargs=TINY, log=lambda *_: None)
+    assert _weights(tmp_path / "zero")["head.weight"].abs().sum() == 0
+    _train(tmp_path / "one", tiny_slices, steps=2, warmup=2)
+    assert _weights(tmp_path / "one")["head.weight"].abs().sum() > 0

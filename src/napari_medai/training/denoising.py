@@ -128,10 +128,14 @@ def train_denoising(
     for step in range(start, steps):
         for group in opt_g.param_groups:
             group["lr"] = _lr_at(step, steps, lr)
-        noisy_np, clean_np = batch_fn(source, seed, step, batch, patch)
+        noisy_np, clean_np, weight_np = batch_fn(source, seed, step, batch, patch)
         noisy, clean = torch.from_numpy(noisy_np).to(where.device), torch.from_numpy(clean_np).to(where.device)
+        weight = torch.from_numpy(weight_np).to(where.device)
         out = gen(noisy)
-        loss = (out - clean).abs().mean() + CONTENT_SSIM_WEIGHT * ssim_loss(out, clean)
+        # L1 per patch times its weight (MR: inverse noise level, so quiet images count as much as
+        # noisy ones), plus SSIM, which is already relative to the local contrast.
+        l1 = ((out - clean).abs().flatten(1).mean(1) * weight).mean()
+        loss = l1 + CONTENT_SSIM_WEIGHT * ssim_loss(out, clean)
         use_gan = adversarial and step >= warmup_steps
         if use_gan:
             loss_d = 0.5 * (adv_loss(disc(clean)[-1], target_is_real=True, for_discriminator=True)
@@ -162,7 +166,8 @@ def train_denoising(
     torch.save(cpu_state_dict(gen), weights)
     card = make_card(modality, weights, gen_kwargs, train_command, {
         "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": adversarial,
-        "adversarial_weight": ADVERSARIAL_WEIGHT if adversarial else 0.0, "content": f"L1 + {CONTENT_SSIM_WEIGHT} SSIM",
+        "adversarial_weight": ADVERSARIAL_WEIGHT if adversarial else 0.0,
+        "content": f"L1 (weighted per patch, see data) + {CONTENT_SSIM_WEIGHT} SSIM",
         "batch": batch, "patch": patch, "lr": lr, "threads": threads, "device": where.name, "seconds": round(elapsed, 1),
         "history": history[-5:],
     })
@@ -181,8 +186,9 @@ def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str
     else:
         # Training scaled each volume by its 99th percentile (background is 0, the lower end).
         intensity = {"kind": "percentile", "lower": 0.0, "upper": 99.0, "b_min": 0.0, "b_max": 1.0, "clip": False}
-        data = (f"MNI152 2009a T1 (nilearn) + Colin27 T1 axial slices outside {list(dd.COLIN_GUARD)}, "
-                f"Rician noise {dd.MR_NOISE_RANGE[0]:.0%}-{dd.MR_NOISE_RANGE[1]:.0%} of the 99th percentile")
+        data = (f"Colin27 T1 axial slices outside {list(dd.COLIN_GUARD)} ({dd.MR_COLIN_SHARE:.0%} of patches) + "
+                f"MNI152 2009a T1 (nilearn), Rician noise {dd.MR_NOISE_RANGE[0]:.0%}-{dd.MR_NOISE_RANGE[1]:.0%} of the "
+                f"99th percentile (log-uniform), L1 weighted by {dd.MR_REFERENCE_SIGMA:g}/sigma")
     from ..models.card import ModelCard
 
     # spatial_dims and in_channels are card fields (the network builder passes them on).

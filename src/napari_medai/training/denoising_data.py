@@ -2,7 +2,8 @@
 
 * MR: clean real T1 volumes (Colin27, the MNI152 2009a template inside nilearn's wheel) scaled by
   their 99th percentile; stacks of a slice and its neighbours (2.5D) get Rician noise at a random
-  level of 2-10 % of that percentile when drawn (magnitude of signal + complex Gaussian noise).
+  level of 1-10 % of that percentile when drawn (magnitude of signal + complex Gaussian noise),
+  and each patch carries a loss weight inversely proportional to its noise level.
 * CT: pairs (full dose, simulated low dose) in HU: real full-size CT slices from the
   ``pydicom-data`` package and slices of procedural phantoms, each with
   :func:`napari_medai.phantoms.simulate_low_dose` at photon counts drawn log-uniformly.
@@ -22,8 +23,13 @@ from ..errors import InputError
 
 # CT intensities: HU mapped linearly (no clipping: the residual must be able to reach bone and air).
 CT_HU_RANGE = (-1000.0, 1000.0)
-# MR noise levels, fraction of the 99th percentile.
-MR_NOISE_RANGE = (0.02, 0.10)
+# MR noise levels, fraction of the 99th percentile, drawn log-uniformly.  Each patch's L1 loss is
+# weighted by MR_REFERENCE_SIGMA / sigma: unweighted, the noisiest patches dominate the loss and
+# the model learns to blur, which cost it up to 4 dB at 3 % noise (docs/denoising.md).
+MR_NOISE_RANGE = (0.01, 0.10)
+MR_REFERENCE_SIGMA = 0.05
+# Share of MR patches drawn from Colin27 (one sharp subject) rather than the smooth MNI152 average.
+MR_COLIN_SHARE = 0.8
 # Colin27 axial slices (index along the RAS z axis) kept out of training: the benchmark tunes the
 # classical methods on TUNE and tests everything on TEST; GUARD keeps neighbours out as well.
 COLIN_TUNE = (60, 66)
@@ -85,18 +91,31 @@ def _tissue_slices(vol: np.ndarray, keep) -> list[int]:
 
 
 class MRSource:
-    """Clean normalised MR volumes and the axial slices that batches are drawn from."""
+    """Clean normalised MR volumes and the axial slices that batches are drawn from.
 
-    def __init__(self, volumes: list[np.ndarray], slices: list[tuple[int, int]]):
+    ``shares``: optional probability of drawing from each volume (then uniform over that
+    volume's slices); None draws uniformly over all slices.
+    """
+
+    def __init__(self, volumes: list[np.ndarray], slices: list[tuple[int, int]], shares=None):
         self.volumes, self.slices = volumes, slices
+        self.shares = None if shares is None else [float(s) for s in shares]
+        self._by_volume = [[i for i, (v, _) in enumerate(slices) if v == k] for k in range(len(volumes))]
 
     def __len__(self):
         return len(self.slices)
 
+    def draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        if self.shares is None:
+            return self.slices[int(rng.integers(len(self.slices)))]
+        pool = self._by_volume[int(rng.choice(len(self.volumes), p=self.shares))]
+        return self.slices[pool[int(rng.integers(len(pool)))]]
 
-def mr_source(split: str, reach: int = MR_MAX_REACH) -> MRSource:
+
+def mr_source(split: str, reach: int = MR_MAX_REACH, colin_share=MR_COLIN_SHARE) -> MRSource:
     """'train': MNI152 + Colin27 slices whose neighbours (within ``reach``) all lie outside the
-    guard band; 'tune' / 'test': the Colin27 slabs kept out of training."""
+    guard band, Colin27 drawn ``colin_share`` of the time (None: uniformly over all slices);
+    'tune' / 'test': the Colin27 slabs kept out of training."""
     colin = load_mr_axial(colin27_path())
     if split == "train":
         guard_lo, guard_hi = COLIN_GUARD
@@ -104,7 +123,8 @@ def mr_source(split: str, reach: int = MR_MAX_REACH) -> MRSource:
         inside = lambda vol: lambda z: reach <= z < vol.shape[0] - reach  # noqa: E731
         colin_z = _tissue_slices(colin, lambda z: inside(colin)(z) and not guard_lo - reach <= z < guard_hi + reach)
         mni_z = _tissue_slices(mni, inside(mni))
-        return MRSource([colin, mni], [(0, z) for z in colin_z] + [(1, z) for z in mni_z])
+        return MRSource([colin, mni], [(0, z) for z in colin_z] + [(1, z) for z in mni_z],
+                        shares=None if colin_share is None else (colin_share, 1 - colin_share))
     lo, hi = {"tune": COLIN_TUNE, "test": COLIN_TEST}[split]
     return MRSource([colin], [(0, z) for z in range(lo, hi)])
 
@@ -176,29 +196,36 @@ def _crop_origin(img: np.ndarray, size: int, rng: np.random.Generator, tissue: f
     return y, x
 
 
-def mr_batch(source: MRSource, seed: int, step: int, batch: int, size: int, neighbours: int = MR_NEIGHBOURS):
-    """(noisy (batch, 2k+1, size, size), clean centre (batch, 1, size, size)) for one step.
+def mr_batch(source: MRSource, seed: int, step: int, batch: int, size: int, neighbours: int = MR_NEIGHBOURS,
+             noise_range=MR_NOISE_RANGE, log_uniform: bool = True, reference_sigma=MR_REFERENCE_SIGMA):
+    """(noisy (batch, 2k+1, size, size), clean centre (batch, 1, size, size), loss weights (batch,)).
 
-    Each slice of the stack gets its own Rician noise at one level; neighbours are 1 slice apart,
-    or 2 (a quarter of the time) so the model also sees less similar neighbours.
+    Each slice of the stack gets its own Rician noise at one level (drawn from ``noise_range``,
+    log-uniformly or uniformly); the weight is ``reference_sigma / level`` (1 when None).
+    Neighbours are 1 slice apart, or 2 (a quarter of the time) so the model also sees less
+    similar neighbours.  The keywords exist so that benchmarks/denoising_recipes.py can rerun
+    the earlier recipe (uniform 2-10 %, unweighted) beside this one.
     """
     rng = np.random.default_rng([seed, step])
-    noisy, clean = [], []
+    noisy, clean, weights = [], [], []
+    lo, hi = np.log(noise_range) if log_uniform else noise_range
     for _ in range(batch):
-        v, z = source.slices[int(rng.integers(len(source)))]
+        v, z = source.draw(rng)
         vol = source.volumes[v]
         gap = 2 if rng.random() < 0.25 else 1
         zs = np.clip(z + gap * np.arange(-neighbours, neighbours + 1), 0, vol.shape[0] - 1)
         y, x = _crop_origin(vol[z], size, rng, tissue=0.1)
         stack = _augment([vol[k, y : y + size, x : x + size] for k in zs], rng)
-        sigma = rng.uniform(*MR_NOISE_RANGE)
+        sigma = float(np.exp(rng.uniform(lo, hi))) if log_uniform else float(rng.uniform(lo, hi))
         clean.append(stack[neighbours][None])
         noisy.append(np.stack([rician(s, sigma, rng) for s in stack]))
-    return np.stack(noisy), np.stack(clean).astype(np.float32)
+        weights.append(1.0 if reference_sigma is None else reference_sigma / sigma)
+    return np.stack(noisy), np.stack(clean).astype(np.float32), np.asarray(weights, np.float32)
 
 
 def ct_batch(pairs, seed: int, step: int, batch: int, size: int):
-    """(noisy, clean) arrays of shape (batch, 1, size, size) cropped from the CT pairs."""
+    """(noisy, clean) arrays of shape (batch, 1, size, size) cropped from the CT pairs, and loss
+    weights (all 1: the benchmark's dose sits mid-range of the training doses)."""
     rng = np.random.default_rng([seed, step])
     noisy, clean = [], []
     body = ct_normalise(-500.0)
@@ -208,4 +235,4 @@ def ct_batch(pairs, seed: int, step: int, batch: int, size: int):
         c, n = _augment([full[y : y + size, x : x + size], low[y : y + size, x : x + size]], rng)
         clean.append(c)
         noisy.append(n)
-    return np.stack(noisy)[:, None], np.stack(clean)[:, None]
+    return np.stack(noisy)[:, None], np.stack(clean)[:, None], np.ones(batch, np.float32)
