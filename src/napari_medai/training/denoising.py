@@ -73,7 +73,8 @@ def train_denoising(
 ) -> dict:
     """Train one generator; writes ``<name>.pt`` + ``<name>.json`` (model card) into ``out_dir``.
 
-    ``data``: optional ``(source, batch_fn)`` to train on something else (tests use tiny arrays).
+    ``data``: optional ``(source, batch_fn)`` to train on something else (tests use tiny arrays);
+    ``batch_fn(source, seed, step, batch, patch)`` returns (noisy, clean, per-patch loss weights).
     Returns the card dict.
     """
     import torch
