@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 LEVELS = (0.03, 0.05, 0.08)
 EVAL_Z = (58, 60, 62, 64, 66)
+REACH = 1  # the 2.5D model's neighbours on each side: the slab is noised this far around EVAL_Z
 BM3D_FACTOR = 1.3
 WIDE = {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]}
 
@@ -46,14 +47,14 @@ def recipes() -> dict:
     return {"before": before, "weighted": weighted, "colin": colin, "wide": ({}, {}, WIDE)}
 
 
-def eval_slabs(reach: int = 1) -> list[tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]]:
+def eval_slabs() -> list[tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]]:
     """(level, clean slab, noisy slab, head masks of EVAL_Z) on Colin27, one fixed noise draw per level."""
     from bench_denoising import largest_filled
 
     from napari_medai.training.denoising_data import colin27_path, load_mr_axial, rician
 
     colin = load_mr_axial(colin27_path())
-    first, last = EVAL_Z[0] - reach, EVAL_Z[-1] + reach
+    first, last = EVAL_Z[0] - REACH, EVAL_Z[-1] + REACH
     out = []
     for level in LEVELS:
         rng = np.random.default_rng(int(level * 1000) + 7)
@@ -66,9 +67,9 @@ def score(slabs, denoise_slab, per_slice=None) -> dict:
     """Mean PSNR / SSIM (bench_denoising.quality, data range 1) per level."""
     from bench_denoising import quality
 
+    index = [z - EVAL_Z[0] + REACH for z in EVAL_Z]  # positions of the scored slices in the slab
     res = {}
     for level, clean, noisy, masks in slabs:
-        index = [z - EVAL_Z[0] + 1 for z in EVAL_Z]
         if per_slice is not None:
             outs = [per_slice(noisy[i], level) for i in index]
         else:

@@ -153,12 +153,12 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             roi = sizes_to_network_axes(card.roi_size, card.axes)
         else:  # slices become the batch: (z, C, y, x)
             x, roi = x.permute(1, 0, 2, 3), card.roi_size
+        sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
+                  overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
         out = None
         for i, dims in enumerate(passes):
-            sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
-                      overlap=float(settings.overlap), mode=settings.mode,
-                      progress=share_progress(progress, i, len(passes)), cancel=cancel)
-            y = run_sliding_window(network, x.flip(dims) if dims else x, roi, **sw)
+            y = run_sliding_window(network, x.flip(dims) if dims else x, roi,
+                                   progress=share_progress(progress, i, len(passes)), **sw)
             y = y.flip(dims) if dims else y
             y = from_network_axes(y[0], card.axes) if card.spatial_dims == 3 else y.permute(1, 0, 2, 3)
             if y.shape[0] != card.out_channels:

@@ -17,6 +17,7 @@ plain run's best by ``MARGIN``.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -74,8 +75,8 @@ def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=Non
 
 def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> str:
     """"mirror" only where its best mean Dice beats the plain run's by ``margin``."""
-    off, mirror = best_means.get("off", float("nan")), best_means.get("mirror", float("nan"))
-    if mirror == mirror and (off != off or mirror >= off + margin):
+    off, mirror = best_means.get("off", math.nan), best_means.get("mirror", math.nan)
+    if not math.isnan(mirror) and (math.isnan(off) or mirror >= off + margin):
         return "mirror"
     return "off"
 
@@ -118,7 +119,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     tta = choose_mirroring({m: means[m][best[m]] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
     threshold = best[tta]
     log(f"chosen: mirroring {tta}, lesion threshold {threshold} ({means[tta][threshold]:.4f}; "
-        f"argmax alone without mirroring {means[mirroring[0]][0.5]:.4f})")
+        f"argmax alone with mirroring {mirroring[0]}: {means[mirroring[0]][0.5]:.4f})")
     if install:
         card.extra = {**extra, "lesion_threshold": threshold, "tta": tta}
         card.scores = {**card.scores, "lesion_threshold_fit": {
