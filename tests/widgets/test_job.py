@@ -155,3 +155,18 @@ def test_deleting_the_runner_cancels_its_job(qtbot):
     owner.deleteLater()  # as when napari removes a dock widget
     qtbot.waitUntil(stopped.is_set, timeout=TIMEOUT_MS)
     assert len(steps_run) < 100
+
+
+def test_the_job_runs_off_the_qt_thread_and_its_result_comes_back_on_it(qtbot, runner):
+    threads, handed_over_on = [], []
+
+    def job(progress, cancel):
+        threads.append(threading.get_ident())
+        progress(1, 1)
+        return "done"
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS):
+        runner.start(job, lambda result: handed_over_on.append(threading.get_ident()), name="Test job")
+    qt_thread = threading.get_ident()  # the test runs on the Qt (main) thread
+    assert threads and threads[0] != qt_thread
+    assert handed_over_on == [qt_thread]
