@@ -218,7 +218,9 @@ def phantoms_and_lung1(args, seeds, settings):
     print(f"time: model {ph['time_s']['model']:.1f} s, classical {ph['time_s']['classical']:.1f} s "
           "(goal: lung Dice >= 0.97, nodule Dice >= 0.80)")
     print("== real CT lung1 (test only, never trained on)")
-    png = ROOT / "docs" / "images" / "segmentation_lung1.png"
+    # each model its own overlay: a variant's run must not replace the shipped model's figure
+    suffix = "" if args.model == "chest-ct-lung-nodule" else f"_{Path(args.model).stem}"
+    png = ROOT / "docs" / "images" / f"segmentation_lung1{suffix}.png"
     l1 = lung1_scores(args.model, settings, None if args.quick else png)
     print(f"nodule Dice {l1['nodule_dice']:.3f} (goal >= 0.70; classical {l1['classical_nodule_dice']:.3f}); "
           f"nodule {l1['predicted_nodule_ml']:.2f} mL vs reference {l1['reference_nodule_ml']:.2f} mL; "

@@ -17,18 +17,23 @@ def test_the_fit_scores_every_threshold_on_scans_with_a_lesion(tmp_path, monkeyp
     from fixed_rule_models import install, segmentation_card
     from napari_medai.phantoms import make_chest_ct
     from napari_medai.training import phantom_dataset
-    from napari_medai.training.lesion_threshold import THRESHOLDS, fit_lesion_threshold
+    from napari_medai.training.lesion_threshold import REACHES_MM, THRESHOLDS, fit_lesion_threshold
 
     # small phantoms: seed 1 with two nodules, seed 2 without (skipped: Dice is undefined there)
     monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: make_chest_ct(
         seed, n_nodules=2 if seed == 1 else 0, shape=(24, 96, 96), spacing=(2.5, 1.6, 1.6)))
     model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
     logs = []
-    fit = fit_lesion_threshold(str(model), [1, 2], log=logs.append, install=False)
+    fit = fit_lesion_threshold(str(model), [1, 2], log=logs.append, install=False, reaches=REACHES_MM)
     assert set(fit["means"]) == {"off", "mirror"}
     for means in fit["means"].values():
         assert set(means) == set(THRESHOLDS) and all(0.0 < m <= 1.0 for m in means.values())
     assert fit["best"] in THRESHOLDS
+    # every mirroring choice was also scored with the edges refined at every reach
+    for by_reach in fit["refined_means"].values():
+        assert set(by_reach) == {None, *REACHES_MM}
+        assert all(set(m) == set(THRESHOLDS) for m in by_reach.values())
+    assert fit["refine_reach_mm"] in (None, *REACHES_MM)
     # a voxel-wise model scores the same mirrored: four times the time for nothing is not chosen
     assert fit["means"]["off"] == pytest.approx(fit["means"]["mirror"]) and fit["tta"] == "off"
     assert sum(m.startswith("validation phantom") for m in logs) == 2
@@ -41,3 +46,41 @@ def test_mirroring_is_chosen_only_for_a_real_gain():
     assert choose_mirroring({"off": 0.4999, "mirror": 0.5232}) == "mirror"
     assert choose_mirroring({"off": 0.4999, "mirror": 0.5030}) == "off"
     assert choose_mirroring({"off": 0.5}) == "off"
+
+
+def test_edge_refinement_is_chosen_only_for_a_real_gain_and_then_the_shortest_reach():
+    from napari_medai.training.lesion_threshold import choose_refinement
+
+    assert choose_refinement({None: 0.5232, 1.0: 0.5250, 1.5: 0.5260}) is None
+    assert choose_refinement({None: 0.50, 1.0: 0.52, 1.5: 0.531, 2.0: 0.533}) == 1.5
+    assert choose_refinement({None: 0.50, 1.0: 0.54, 1.5: 0.531}) == 1.0
+    assert choose_refinement({None: float("nan"), 2.0: 0.4}) == 2.0
+    assert choose_refinement({None: 0.5}) is None
+
+
+def test_install_as_writes_a_new_card_for_the_same_weights_and_leaves_the_model_alone(tmp_path, monkeypatch):
+    from fixed_rule_models import install, segmentation_card
+    from napari_medai.models import load_model, registry
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import REACHES_MM, fit_lesion_threshold
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: make_chest_ct(
+        seed, n_nodules=2, shape=(24, 96, 96), spacing=(2.5, 1.6, 1.6)))
+    card = segmentation_card("rule-seg", roi_size=(8, 32, 32))
+    card.scores = {"benchmark": {"nodule_dice": 0.5}}
+    model = install(card, tmp_path)
+    before = model.read_text()
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    fit = fit_lesion_threshold(str(model), [1], log=lambda _: None, reaches=REACHES_MM, install_as="rule-seg-edges",
+                               mirroring=("off",))
+    assert model.read_text() == before
+    variant = load_model(str(tmp_path / "rule-seg-edges.json")).card
+    original = load_model(str(model)).card
+    assert variant.name == "rule-seg-edges" and variant.weights == original.weights
+    assert variant.sha256 == original.sha256
+    assert "benchmark" not in variant.scores  # the model's figures are not the variant's
+    chosen = variant.scores["lesion_threshold_fit"]["chosen"]
+    assert chosen["lesion_refine_reach_mm"] == fit["refine_reach_mm"]
+    assert variant.extra.get("lesion_refine", {}).get("reach_mm") == fit["refine_reach_mm"]
+    assert variant.extra["lesion_threshold"] == fit["best"]

@@ -54,13 +54,16 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
 
 def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: float | None = None,
                     lesion_threshold: float | None = None, image: np.ndarray | None = None,
-                    body: np.ndarray | None = None) -> np.ndarray:
+                    body: np.ndarray | None = None, lesion_refine: dict | bool | None = None) -> np.ndarray:
     """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
     argmax ``labels``; ``lesion_prob`` is the probability of the card's first lesion class
     (only that channel: callers need not keep every class in memory; None without one).
     The keyword arguments override the card.
     ``image`` (the CT in HU, on the labels' grid) enables ``extra["inside_body"]``; ``body``
-    passes its body mask instead (callers cleaning one scan several times compute it once)."""
+    passes its body mask instead (callers cleaning one scan several times compute it once).
+    ``extra["lesion_refine"]`` (``{"reach_mm", "level"}``, see ``postprocess.refine``) moves the
+    first lesion class's edges to the image's half-maximum contour; it needs ``image``.
+    ``lesion_refine``: None takes the card's, False turns it off, a dict replaces it."""
     lesions = tuple(int(i) for i in extra.get("lesions", ()))
     if lesion_threshold is None:
         lesion_threshold = extra.get("lesion_threshold")
@@ -73,7 +76,14 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
         min_lesion_mm3 = float(extra.get("min_lesion_mm3", 0.0))
     organs = {int(k): int(v) for k, v in extra.get("organs", {}).items()}
     hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
-    return clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
+    labels = clean_segmentation(labels, spacing, organs, lesions, min_lesion_mm3, hosts)
+    if lesion_refine is None:
+        lesion_refine = extra.get("lesion_refine")
+    if lesions and lesion_refine and image is not None:
+        from .refine import refine_lesion_edges
+
+        labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine)
+    return labels
 
 
 def _inside_body(labels, image, spacing, classes, lesions, body=None):

@@ -12,6 +12,14 @@ The same fit decides the card's test-time mirroring (``extra["tta"]``, see
 ``inference.engine``): averaging the volume's and its three mirror images' probabilities costs
 four times the inference time, so it is switched on only where its best threshold beats the
 plain run's best by ``MARGIN``.
+
+Asked to (``reaches``), it also decides an edge refinement (``extra["lesion_refine"]``, see
+``postprocess.refine``): each reach is scored at every threshold, and the refinement is
+switched on only where it beats the unrefined best by ``MARGIN``; among the reaches within
+``MARGIN`` of the best, the shortest is taken (the less it may move, the less it can go wrong
+on a scan unlike the validation phantoms).  The shipped ``chest-ct-lung-nodule`` card is fitted
+without it and the variant ``chest-ct-lung-nodule-edges`` with it (``install_as``): on the real
+lung1 CT the refinement lowered the nodule Dice (docs/segmentation.md).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import numpy as np
 
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
 MARGIN = 0.005  # mean Dice a lower threshold must gain to be chosen
+REACHES_MM = (1.0, 1.5, 2.0)  # edge refinement reaches tried (at the half-maximum level)
+REFINE_LEVEL = 0.5
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -81,15 +91,31 @@ def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> st
     return "off"
 
 
+def choose_refinement(best_means: dict, margin: float = MARGIN):
+    """``best_means``: {None (no refinement) or reach in mm: best mean Dice}.  The shortest reach
+    within ``margin`` of the best, if that best beats no refinement by ``margin``; else None."""
+    off = best_means.get(None, math.nan)
+    reaches = {r: m for r, m in best_means.items() if r is not None and not math.isnan(m)}
+    if not reaches:
+        return None
+    top = max(reaches.values())
+    if not math.isnan(off) and top < off + margin:
+        return None
+    return min(r for r, m in reaches.items() if m >= top - margin)
+
+
 def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
-                         mirroring=("off", "mirror")) -> dict:
+                         mirroring=("off", "mirror"), reaches=(), install_as: str | None = None) -> dict:
     """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``, without and with test-time
-    mirroring (``mirroring``: the choices to try); the best pair goes on the card."""
+    mirroring (``mirroring``: the choices to try), each also with edge refinement at each of
+    ``reaches`` (mm; none by default); the best choice goes on the card, or on a new card
+    ``install_as`` for the same weights."""
     from ..inference import InferenceSettings
     from ..models import load_model
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
     from ..postprocess.components import clean_with_card
+    from ..postprocess.refine import refine_lesion_edges
 
     t0 = time.time()
     loaded = load_model(model)
@@ -98,34 +124,64 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     if not extra.get("lesions"):
         raise ValueError(f"model '{card.name}' names no lesion class")
     lesion = int(extra["lesions"][0])
-    dice = {tta: {t: [] for t in THRESHOLDS} for tta in mirroring}
+    hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
+    variants = (None, *reaches)
+    # dice[tta][reach][threshold]: one value per scan with a lesion
+    dice = {tta: {r: {t: [] for t in THRESHOLDS} for r in variants} for tta in mirroring}
     # each phantom (and its body mask) is made once and run once per mirroring choice
     for seed, ph, truth, body in validation_scans(seeds, lesion, bool(extra.get("inside_body"))):
         for tta in mirroring:
             probs, base = model_run(loaded, ph, InferenceSettings(tta=tta))
             for t in THRESHOLDS:
-                labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body)
-                dice[tta][t].append(_dice(labels == lesion, truth))
+                labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body,
+                                         lesion_refine=False)
+                dice[tta][None][t].append(_dice(labels == lesion, truth))
+                for r in reaches:  # refinement is the last step of the clean-up: apply it to its result
+                    refined = refine_lesion_edges(labels, ph.hu, ph.spacing, lesion, hosts, r, REFINE_LEVEL)
+                    dice[tta][r][t].append(_dice(refined == lesion, truth))
             log(f"validation phantom {seed}, mirroring {tta}: "
-                + ", ".join(f"{t}: {dice[tta][t][-1]:.3f}" for t in THRESHOLDS))
+                + "; ".join(f"{_name(r)} " + ", ".join(f"{t}: {dice[tta][r][t][-1]:.3f}" for t in THRESHOLDS)
+                            for r in variants))
             del probs, base
-    n_cases = len(dice[mirroring[0]][THRESHOLDS[0]])
-    means, best = {}, {}
+    n_cases = len(dice[mirroring[0]][None][THRESHOLDS[0]])
+    means = {tta: {r: {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta][r].items()}
+                   for r in variants} for tta in mirroring}
+    chosen = {}  # tta -> (reach or None, threshold, mean)
     for tta in mirroring:
-        means[tta] = {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta].items()}
-        best[tta] = choose_threshold(means[tta])
-        log(f"mirroring {tta}: mean nodule Dice per threshold "
-            + json.dumps({str(t): round(m, 4) for t, m in means[tta].items()}))
-    tta = choose_mirroring({m: means[m][best[m]] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
-    threshold = best[tta]
-    log(f"chosen: mirroring {tta}, lesion threshold {threshold} ({means[tta][threshold]:.4f}; "
-        f"argmax alone with mirroring {mirroring[0]}: {means[mirroring[0]][0.5]:.4f})")
+        best_t = {r: choose_threshold(means[tta][r]) for r in variants}
+        reach = choose_refinement({r: means[tta][r][best_t[r]] for r in variants})
+        chosen[tta] = (reach, best_t[reach], means[tta][reach][best_t[reach]])
+        for r in variants:
+            log(f"mirroring {tta}, {_name(r)}: mean nodule Dice per threshold "
+                + json.dumps({str(t): round(m, 4) for t, m in means[tta][r].items()}))
+    tta = choose_mirroring({m: chosen[m][2] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
+    reach, threshold, mean = chosen[tta]
+    log(f"chosen: mirroring {tta}, lesion threshold {threshold}, {_name(reach)} ({mean:.4f}; "
+        f"argmax alone, no refinement, mirroring {mirroring[0]}: {means[mirroring[0]][None][0.5]:.4f})")
     if install:
-        card.extra = {**extra, "lesion_threshold": threshold, "tta": tta}
+        if install_as:
+            card.name = install_as
+            card.description = f"{card.description}; lesion edges refined (medai train lesion-threshold)"
+            card.train_command = (f"{card.train_command}; then medai train lesion-threshold --model {model} "
+                                  f"--try-refinement --install-as {install_as}")
+            # the model's benchmark figures are not this card's: it is measured on its own
+            card.scores = {k: v for k, v in card.scores.items() if k != "benchmark"}
+        card.extra = {k: v for k, v in extra.items() if k != "lesion_refine"}
+        card.extra.update(lesion_threshold=threshold, tta=tta)
+        if reach is not None:
+            card.extra["lesion_refine"] = {"reach_mm": reach, "level": REFINE_LEVEL}
         card.scores = {**card.scores, "lesion_threshold_fit": {
             "seeds": [int(s) for s in seeds], "cases_with_nodules": n_cases,
-            "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m].items()} for m in mirroring},
-            "chosen": {"tta": tta, "lesion_threshold": threshold}, "time_s": round(time.time() - t0)}}
+            "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m][None].items()} for m in mirroring},
+            "mean_nodule_dice_refined": {m: {str(r): {str(t): round(v, 4) for t, v in means[m][r].items()}
+                                             for r in reaches} for m in mirroring},
+            "chosen": {"tta": tta, "lesion_threshold": threshold, "lesion_refine_reach_mm": reach},
+            "time_s": round(time.time() - t0)}}
         path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
         log(f"wrote {path}")
-    return {"means": means, "best": threshold, "tta": tta}
+    return {"means": {m: means[m][None] for m in mirroring}, "refined_means": means, "best": threshold,
+            "tta": tta, "refine_reach_mm": reach}
+
+
+def _name(reach) -> str:
+    return "no refinement" if reach is None else f"edges refined within {reach} mm"
