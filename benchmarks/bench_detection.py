@@ -6,7 +6,11 @@ Prints, in one run:
    and for scikit-image ``blob_log`` inside a classical lung mask;
 2. on the real lung1 CT: the rank of the true nodule among the findings and how many false
    positives score above it;
-3. detection time on a 512x512x300 volume.
+3. detection time on a 512x512x300 volume;
+4. how well the found nodules are measured: for each held-out nodule the detector hits, its
+   best-scoring finding's mean axial diameter and volume against the same measurements of the
+   phantom's reference nodule mask (``postprocess.findings``' own definitions), and whether
+   the Lung-RADS size category agrees.
 
     .venv/bin/python benchmarks/bench_detection.py            # full run
     .venv/bin/python benchmarks/bench_detection.py --quick    # 3 small phantoms
@@ -37,10 +41,12 @@ def _fmt(r):
 
 def phantom_froc(model, seeds, quick, blob=True):
     from napari_medai.api import detect
-    from napari_medai.metrics import froc, target_mask
+    from napari_medai.metrics import froc, measurement_rows, target_mask
+    from napari_medai.phantoms.tissues import NODULE
     from napari_medai.training.phantom_dataset import phantom_for
 
     rows = {k: [] for k in ("model", "model_4mm", "blob", "blob_4mm")}
+    measured = []  # one row per nodule hit: reference and finding measurements
     t_model = t_blob = 0.0
     for seed in seeds:
         ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
@@ -54,6 +60,7 @@ def phantom_froc(model, seeds, quick, blob=True):
         scores = [f.score for f in found]
         centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
         rows["model"].append((scores, centres, mask, []))
+        measured += measurement_rows(ph.labels == NODULE, mask, found, spacing, [n["diameter_mm"] for n in nod])
         rows["model_4mm"].append((scores, centres, mask, small))
         t = time.perf_counter()
         b_scores, b_centres = [], np.zeros((0, 3))
@@ -68,7 +75,25 @@ def phantom_froc(model, seeds, quick, blob=True):
         print(f"  seed {seed}: {len(nod)} nodule(s) {[round(n['diameter_mm'], 1) for n in nod]}, "
               f"model {len(found)} finding(s), {hits} hit in the top 10; blob_log {len(b_scores)} candidates", flush=True)
     return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")},
-            {"model": t_model, "blob_log": t_blob})
+            {"model": t_model, "blob_log": t_blob}, measured)
+
+
+def measurement_summary(rows) -> list[str]:
+    """Lines of the measurement table: per reference size band, median absolute diameter error,
+    median absolute and signed volume error (% of the reference), Lung-RADS category agreement."""
+    from napari_medai.metrics import measurement_errors
+
+    bands = (("< 6 mm", 0, 6), ("6-8 mm", 6, 8), ("8-15 mm", 8, 15), (">= 15 mm", 15, 1e9), ("all", 0, 1e9))
+    lines = [f"{'reference size':<16}{'hits':>5}{'|d diam| mm':>13}{'|d vol| %':>11}{'vol bias %':>12}{'category':>10}"]
+    for name, lo, hi in bands:
+        e = measurement_errors([r for r in rows if lo <= r["ref_diameter_mm"] < hi])
+        if not e["n"]:
+            lines.append(f"{name:<16}{0:>5}")
+            continue
+        agree = f"{e['category_agree']}/{e['n']}"
+        lines.append(f"{name:<16}{e['n']:>5}{e['diameter_abs_mm']:>13.2f}{e['volume_abs_pct']:>11.1f}"
+                     f"{e['volume_bias_pct']:>+12.1f}{agree:>10}")
+    return lines
 
 
 def lung1_rank(model, settings=None):
@@ -116,7 +141,7 @@ def main():
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
     print(f"model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads; default InferenceSettings")
     print(f"== FROC on held-out phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
-    res, times = phantom_froc(args.model, seeds, args.quick, blob=not args.no_blob)
+    res, times, measured = phantom_froc(args.model, seeds, args.quick, blob=not args.no_blob)
     print(f"model, all nodules      {_fmt(res['model'])}")
     print(f"model, nodules >= 4 mm  {_fmt(res['model_4mm'])}")
     if args.no_blob:
@@ -127,6 +152,10 @@ def main():
     print(f"goal: mean >= 0.90 and sensitivity at 1 FP >= 0.90 for nodules >= 4 mm "
           f"(model at 1 FP: {res['model_4mm']['sensitivity'][1]:.3f}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
     print(f"time: model {times['model']:.1f} s, blob_log baseline {times['blob_log']:.1f} s over {len(seeds)} scans")
+    print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
+          "medians; Lung-RADS size category agreement")
+    for line in measurement_summary(measured):
+        print(line)
     print("== real CT lung1 (test only)")
     r = lung1_rank(args.model)
     if r["rank"] is None:

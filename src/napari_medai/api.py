@@ -89,6 +89,9 @@ def segment(
     body (air under a blanket is not lung); see ``postprocess.body``.
     ``extra["confirm"]`` (``{"detector": NAME, "threshold": T}``) asks a two-stage detector for
     a second opinion on the lesion class before the clean-up (see ``_confirm_lesions``).
+    ``extra["lesion_refine"]`` (``{"reach_mm": R, "level": 0.5}``, fitted by the same command)
+    finally moves the first lesion class's edges to the image's half-maximum contour, within R mm
+    of the network's edge, on the input grid (see ``postprocess.refine``).
     """
     from .inference import run_model
     from .inference.progress import share_progress
@@ -141,7 +144,8 @@ def detect(
     excludes everything outside the patient's body.  With ``extra["classifier"]`` (a built-in
     classification model) the components above ``extra["candidate_threshold"]`` are candidates
     instead, each scored by that classifier from a patch around it (two-stage detection, see
-    ``inference.confirm``).  ``affine`` maps voxels to world mm
+    ``inference.confirm``).  ``extra["mask_refine"]`` (``{"reach_mm", "level"}``) measures each
+    finding on its mask moved to the image's half-maximum contour (``postprocess.refine``).  ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
     from .errors import ModelError
@@ -173,7 +177,7 @@ def detect(
     prob = probs[channel]
     organ = card_field(probs, extra, channel, volume, spacing)
     del probs
-    return findings_from_probability(
+    found = findings_from_probability(
         prob, spacing, affine,
         candidate_threshold=float(extra.get("candidate_threshold", 0.1)),
         mask_threshold=float(extra.get("mask_threshold", 0.5)),
@@ -182,6 +186,11 @@ def detect(
         field=organ, field_margin_mm=float(extra.get("margin_mm", 5.0)),
         max_findings=max_findings,
     )
+    if extra.get("mask_refine"):  # measure each finding on the image's half-maximum contour
+        from .postprocess.refine import refine_findings
+
+        found = refine_findings(found, volume, spacing, organ, **extra["mask_refine"])
+    return found
 
 
 def denoise(volume, spacing, model=None, **kwargs):

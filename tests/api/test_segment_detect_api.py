@@ -175,3 +175,41 @@ def test_detection_field_excludes_outside_the_body(tmp_path):
     card.name = "det-nobody"
     found_all = napari_medai.detect(volume, SPACING, model=str(install(card, tmp_path)))
     assert any(f.center_voxel[1] < 10 for f in found_all)
+
+
+def _nodule_with_a_rim():
+    """A 200 HU core (5 voxels wide) with a -300 HU rim one voxel thick in lung (-850 HU): a rule
+    that calls voxels above -100 HU nodule and below -200 HU lung draws the core and calls the rim
+    lung; the half-maximum contour between core and lung (-325 HU) takes the rim too."""
+    volume = np.full((16, 40, 40), -850.0, np.float32)
+    volume[5:12, 17:24, 17:24] = -300.0
+    volume[6:11, 18:23, 18:23] = 200.0
+    return volume
+
+
+def test_the_cards_edge_refinement_moves_segmented_lesion_edges_to_the_half_maximum(tmp_path):
+    from fixed_rule_models import unit
+
+    volume = _nodule_with_a_rim()
+    card = segmentation_card(name="core-only", lung_below=unit(-200), nodule_above=unit(-100))
+    card.extra.update(lesion_hosts=[1])
+    plain = napari_medai.segment(volume, SPACING, model=str(install(card, tmp_path))).labels
+    assert (plain == 2).sum() == 5 * 5 * 5
+    card.name, card.extra["lesion_refine"] = "edges", {"reach_mm": 2.5, "level": 0.5}
+    refined = napari_medai.segment(volume, SPACING, model=str(install(card, tmp_path))).labels
+    assert np.array_equal(refined == 2, volume > -500)  # core and rim
+    assert np.array_equal(refined[volume < -500], plain[volume < -500])  # the lung elsewhere untouched
+
+
+def test_the_detectors_mask_refinement_remeasures_each_finding(tmp_path):
+    from fixed_rule_models import unit
+
+    volume = _nodule_with_a_rim()
+    card = detection_card(name="core-det", lung_below=unit(-200), nodule_above=unit(-100))
+    (core,) = napari_medai.detect(volume, SPACING, model=str(install(card, tmp_path)))
+    card.name, card.extra["mask_refine"] = "rim-det", {"reach_mm": 2.5, "level": 0.5}
+    (whole,) = napari_medai.detect(volume, SPACING, model=str(install(card, tmp_path)))
+    assert core.volume_ml == pytest.approx(125 * 2.0 / 1000)
+    assert whole.volume_ml == pytest.approx((volume > -500).sum() * 2.0 / 1000)
+    assert whole.mean_diameter_mm > core.mean_diameter_mm
+    assert whole.center_voxel == core.center_voxel and whole.score == core.score

@@ -56,3 +56,48 @@ def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
     points = {t: float(np.interp(t, fps_per_image[::-1], sens[::-1])) for t in thresholds}
     return {"sensitivity": points, "mean": float(np.mean(list(points.values()))), "monai_mean": float(at),
             "targets": int(n_targets), "scans": n_images}
+
+
+def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, nominal_mm=None) -> list[dict]:
+    """How the found lesions are measured: for each lesion ``i`` of ``target`` (``target_mask``)
+    that a finding is centred in, its best-scoring such finding's mean axial diameter, volume and
+    Lung-RADS size category beside those of the reference mask, measured with the findings' own
+    functions.  ``reference``: bool mask of every lesion voxel; lesion ``i``'s reference is every
+    connected piece of it reaching into target ``i`` (spicules and a ground-glass rim count).
+    ``nominal_mm``: optional nominal diameters, reported beside."""
+    from scipy import ndimage
+
+    from ..postprocess.findings import _axial_axes, lung_rads_category
+
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    pieces, _ = ndimage.label(reference, ndimage.generate_binary_structure(3, 3))
+    shape = np.array(target.shape)
+    rows = []
+    for i in range(1, int(target.max()) + 1):
+        hits = [f for f in found if target[tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, shape - 1))] == i]
+        ids = np.unique(pieces[target == i])
+        ids = ids[ids > 0]
+        if not hits or not len(ids):
+            continue
+        best = max(hits, key=lambda f: f.score)
+        ref = np.isin(pieces, ids)
+        ref = ref[ndimage.find_objects(ref.astype(np.uint8))[0]]
+        long_ax, short_ax = _axial_axes(ref, spacing)
+        ref_d = 0.5 * (long_ax + short_ax)
+        rows.append({"lesion": i, "nominal_mm": None if nominal_mm is None else float(nominal_mm[i - 1]),
+                     "ref_diameter_mm": ref_d, "diameter_mm": float(best.mean_diameter_mm),
+                     "ref_ml": float(ref.sum()) * voxel_ml, "volume_ml": float(best.volume_ml),
+                     "ref_category": lung_rads_category(ref_d), "category": best.lung_rads})
+    return rows
+
+
+def measurement_errors(rows) -> dict:
+    """Medians over ``measurement_rows``: absolute diameter error (mm), absolute and signed volume
+    error (% of the reference), and the Lung-RADS categories that agree."""
+    if not rows:
+        return {"n": 0, "diameter_abs_mm": float("nan"), "volume_abs_pct": float("nan"),
+                "volume_bias_pct": float("nan"), "category_agree": 0}
+    dv = [100.0 * (r["volume_ml"] - r["ref_ml"]) / r["ref_ml"] for r in rows]
+    return {"n": len(rows), "diameter_abs_mm": float(np.median([abs(r["diameter_mm"] - r["ref_diameter_mm"]) for r in rows])),
+            "volume_abs_pct": float(np.median(np.abs(dv))), "volume_bias_pct": float(np.median(dv)),
+            "category_agree": int(sum(r["category"] == r["ref_category"] for r in rows))}

@@ -3,8 +3,10 @@
 Detection reuses the segmentation network's nodule probability (one network, one pass; see
 docs/detection.md for why).  "Training" the detector is choosing its post-processing on
 validation phantoms (never the benchmark's held-out seeds, never lung1): the candidate
-threshold that maximises the mean FROC sensitivity.  The result is a model card that points
-at the segmentation weights file, with that file's sha256.
+threshold that maximises the mean FROC sensitivity, then how each finding is measured: its
+mask as the network draws it, or moved to the CT's half-maximum contour within a reach
+(``postprocess.refine``), whichever measures the validation nodules' diameters best.  The
+result is a model card that points at the segmentation weights file, with that file's sha256.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ DEFAULT_EXTRA = {
     "min_volume_mm3": 0.0,
 }
 CANDIDATE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+REFINE_REACHES_MM = (1.0, 1.5, 2.0)  # mask refinement reaches tried (half-maximum contour)
+MEASURE_MARGIN_MM = 0.1  # median diameter error a refinement must save to be chosen
+MEASURE_SEEDS = range(2000, 2012)  # validation phantoms (the lesion-threshold fit's): not trained on, not benchmarked
 
 
 def phantom_case_findings_inputs(seed: int):
@@ -65,33 +70,87 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
     return froc(rows)
 
 
-def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True):
-    """Choose the candidate threshold on validation phantoms and write the detector's card."""
+def choose_mask_refinement(errors: dict, margin: float = MEASURE_MARGIN_MM):
+    """``errors``: {None (no refinement) or reach mm: median absolute diameter error (mm)}.  The
+    shortest reach within ``margin`` of the smallest error, if it beats no refinement by
+    ``margin``; else None."""
+    reaches = {r: e for r, e in errors.items() if r is not None and e == e}
+    off = errors.get(None, float("nan"))
+    if not reaches:
+        return None
+    best = min(reaches.values())
+    if off == off and best > off - margin:
+        return None
+    return min(r for r, e in reaches.items() if e <= best + margin)
+
+
+def measurement_fit(cases, extra: dict, reaches=REFINE_REACHES_MM, log=print) -> tuple:
+    """Median measurement errors of the findings on ``cases`` ((prob, field, hu, spacing, nodule
+    mask, nodules) each) without and with mask refinement at each reach; returns (chosen reach or
+    None, {reach: metrics.measurement_errors})."""
+    from ..metrics import measurement_errors, measurement_rows, target_mask
+    from ..postprocess import findings_from_probability
+    from ..postprocess.refine import refine_findings
+
+    rows = {r: [] for r in (None, *reaches)}
+    for prob, field, hu, spacing, reference, nodules in cases:
+        found = findings_from_probability(prob, spacing, candidate_threshold=float(extra["candidate_threshold"]),
+                                          mask_threshold=float(extra["mask_threshold"]), field=field,
+                                          field_margin_mm=float(extra["margin_mm"]))
+        target = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
+        rows[None] += measurement_rows(reference, target, found, spacing)
+        for r in reaches:
+            rows[r] += measurement_rows(reference, target, refine_findings(found, hu, spacing, field, r), spacing)
+    errors = {r: measurement_errors(v) for r, v in rows.items()}
+    for r, e in errors.items():
+        log(f"masks {'as drawn' if r is None else f'refined within {r} mm'}: {e['n']} nodules hit, median |diameter "
+            f"error| {e['diameter_abs_mm']:.2f} mm, |volume error| {e['volume_abs_pct']:.1f} %, "
+            f"Lung-RADS agrees {e['category_agree']}/{e['n']}")
+    return choose_mask_refinement({r: e["diameter_abs_mm"] for r, e in errors.items()}), errors
+
+
+def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True,
+                 measure_seeds=MEASURE_SEEDS):
+    """Choose the candidate threshold (FROC on ``seeds``) and the finding masks' refinement
+    (diameter error on ``measure_seeds``) on validation phantoms; write the detector's card."""
     from ..inference import run_model
     from ..models import get_card, load_model
+    from ..phantoms.tissues import NODULE
     from ..postprocess.findings import card_field
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
+    from .phantom_dataset import phantom_for
 
     t0 = time.time()
     seg = load_model(seg_model)
     extra = dict(DEFAULT_EXTRA)
     if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are
         extra["tta"] = seg.card.extra["tta"]
-    prob_maps, cases = [], []
-    for seed in seeds:
-        hu, spacing, nodules = phantom_case_findings_inputs(seed)
+    prob_maps, cases, measure_cases = [], [], []
+    seeds, measure_seeds = list(seeds), list(measure_seeds)
+    for seed in sorted(set(seeds) | set(measure_seeds)):  # each phantom is run once
+        ph = phantom_for(seed)
+        hu, spacing, nodules = ph.hu, ph.spacing, ph.nodules
         probs = run_model(seg, hu, spacing)
         field = card_field(probs, extra, extra["probability_channel"], hu, spacing)
-        prob_maps.append((probs[extra["probability_channel"]].copy(), field, spacing))
+        prob = probs[extra["probability_channel"]].copy()
         del probs
-        cases.append((hu.shape, nodules))
+        if seed in seeds:
+            prob_maps.append((prob, field, spacing))
+            cases.append((hu.shape, nodules))
+        if seed in measure_seeds:
+            measure_cases.append((prob, field, hu, spacing, ph.labels == NODULE, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s)")
     scores = {t: nodule_froc(prob_maps, cases, t, extra) for t in CANDIDATE_THRESHOLDS}
     for t, r in scores.items():
         log(f"candidate threshold {t}: mean FROC {r['mean']:.3f} {r['sensitivity']}")
     best = max(CANDIDATE_THRESHOLDS, key=lambda t: (scores[t]["mean"], -t))
     extra["candidate_threshold"] = best
+    reach, errors = measurement_fit(measure_cases, extra, log=log)
+    if reach is not None:
+        extra["mask_refine"] = {"reach_mm": reach, "level": 0.5}
+    log(f"chosen: candidate threshold {best}, finding masks "
+        + ("as drawn" if reach is None else f"refined within {reach} mm"))
     seg_card = get_card(seg_model)
     card = detector_card(
         seg_card, name=out_name,
@@ -101,9 +160,12 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
         sha256=sha256_of(WEIGHTS_DIR / seg_card.weights),
         train_command=f"medai train detection --from {seg_model} --seeds {seeds[0]} {seeds[-1] + 1}",
         training={"method": "post-processing fitted on validation phantoms", "seeds": list(seeds),
-                  "candidate_thresholds_tried": list(CANDIDATE_THRESHOLDS), "time_s": round(time.time() - t0)},
+                  "candidate_thresholds_tried": list(CANDIDATE_THRESHOLDS),
+                  "measurement_seeds": measure_seeds, "mask_refine_reaches_tried_mm": list(REFINE_REACHES_MM),
+                  "time_s": round(time.time() - t0)},
         scores={"validation_froc_mean": scores[best]["mean"],
-                "validation_froc": {str(k): v for k, v in scores[best]["sensitivity"].items()}},
+                "validation_froc": {str(k): v for k, v in scores[best]["sensitivity"].items()},
+                "validation_measurement": {"as drawn" if r is None else f"refined {r} mm": e for r, e in errors.items()}},
         extra=extra,
     )
     if install:
