@@ -145,7 +145,8 @@ def detect(
     classification model) the components above ``extra["candidate_threshold"]`` are candidates
     instead, each scored by that classifier from a patch around it (two-stage detection, see
     ``inference.confirm``).  ``extra["mask_refine"]`` (``{"reach_mm", "level"}``) measures each
-    finding on its mask moved to the image's half-maximum contour (``postprocess.refine``).  ``affine`` maps voxels to world mm
+    finding on its mask moved to the image's half-maximum contour (``postprocess.refine``).
+    ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
     from .errors import ModelError

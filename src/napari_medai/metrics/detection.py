@@ -67,14 +67,15 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
     ``nominal_mm``: optional nominal diameters, reported beside."""
     from scipy import ndimage
 
-    from ..postprocess.findings import _axial_axes, lung_rads_category
+    from ..postprocess.findings import axial_axes, lung_rads_category
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     pieces, _ = ndimage.label(reference, ndimage.generate_binary_structure(3, 3))
     shape = np.array(target.shape)
     rows = []
     for i in range(1, int(target.max()) + 1):
-        hits = [f for f in found if target[tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, shape - 1))] == i]
+        hits = [f for f in found
+                if target[tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, shape - 1))] == i]
         ids = np.unique(pieces[target == i])
         ids = ids[ids > 0]
         if not hits or not len(ids):
@@ -82,7 +83,7 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
         best = max(hits, key=lambda f: f.score)
         ref = np.isin(pieces, ids)
         ref = ref[ndimage.find_objects(ref.astype(np.uint8))[0]]
-        long_ax, short_ax = _axial_axes(ref, spacing)
+        long_ax, short_ax = axial_axes(ref, spacing)
         ref_d = 0.5 * (long_ax + short_ax)
         rows.append({"lesion": i, "nominal_mm": None if nominal_mm is None else float(nominal_mm[i - 1]),
                      "ref_diameter_mm": ref_d, "diameter_mm": float(best.mean_diameter_mm),
@@ -98,6 +99,7 @@ def measurement_errors(rows) -> dict:
         return {"n": 0, "diameter_abs_mm": float("nan"), "volume_abs_pct": float("nan"),
                 "volume_bias_pct": float("nan"), "category_agree": 0}
     dv = [100.0 * (r["volume_ml"] - r["ref_ml"]) / r["ref_ml"] for r in rows]
-    return {"n": len(rows), "diameter_abs_mm": float(np.median([abs(r["diameter_mm"] - r["ref_diameter_mm"]) for r in rows])),
+    dd = [abs(r["diameter_mm"] - r["ref_diameter_mm"]) for r in rows]
+    return {"n": len(rows), "diameter_abs_mm": float(np.median(dd)),
             "volume_abs_pct": float(np.median(np.abs(dv))), "volume_bias_pct": float(np.median(dv)),
             "category_agree": int(sum(r["category"] == r["ref_category"] for r in rows))}

@@ -50,7 +50,7 @@ class Finding:
         return d
 
 
-def _axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
+def axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
     """Long and short axis (mm) on the axial slice with the largest cross-section."""
     from skimage.measure import regionprops
 
@@ -160,7 +160,7 @@ def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_thre
     offset = np.array([s.start for s in box], dtype=float)
     weights = np.where(mask, p, 0.0)
     centre = np.array(ndimage.center_of_mass(weights)) + offset
-    long_ax, short_ax = _axial_axes(mask, spacing)
+    long_ax, short_ax = axial_axes(mask, spacing)
     mean_d = 0.5 * (long_ax + short_ax)
     return Finding(
         center_voxel=[round(float(c), 2) for c in centre],

@@ -84,7 +84,7 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
     """
     from dataclasses import replace
 
-    from .findings import _axial_axes, lung_rads_category
+    from .findings import axial_axes, lung_rads_category
 
     spacing = np.asarray(spacing, dtype=float)
     shape = np.array(image.shape)
@@ -107,7 +107,7 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
             continue
         box = ndimage.find_objects(refined.astype(np.uint8))[0]
         tight = refined[box]
-        long_ax, short_ax = _axial_axes(tight, spacing)
+        long_ax, short_ax = axial_axes(tight, spacing)
         mean_d = 0.5 * (long_ax + short_ax)
         out.append(replace(
             f, bbox_voxel=[[int(a[k] + box[k].start) for k in range(3)], [int(a[k] + box[k].stop) for k in range(3)]],

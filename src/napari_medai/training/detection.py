@@ -73,15 +73,10 @@ def nodule_froc(prob_maps, cases, candidate_threshold: float, extra: dict) -> di
 def choose_mask_refinement(errors: dict, margin: float = MEASURE_MARGIN_MM):
     """``errors``: {None (no refinement) or reach mm: median absolute diameter error (mm)}.  The
     shortest reach within ``margin`` of the smallest error, if it beats no refinement by
-    ``margin``; else None."""
-    reaches = {r: e for r, e in errors.items() if r is not None and e == e}
-    off = errors.get(None, float("nan"))
-    if not reaches:
-        return None
-    best = min(reaches.values())
-    if off == off and best > off - margin:
-        return None
-    return min(r for r, e in reaches.items() if e <= best + margin)
+    ``margin``; else None (the segmentation fit's rule, on errors instead of Dice)."""
+    from .lesion_threshold import choose_refinement
+
+    return choose_refinement({r: -e for r, e in errors.items()}, margin)
 
 
 def measurement_fit(cases, extra: dict, reaches=REFINE_REACHES_MM, log=print) -> tuple:
@@ -97,7 +92,8 @@ def measurement_fit(cases, extra: dict, reaches=REFINE_REACHES_MM, log=print) ->
         found = findings_from_probability(prob, spacing, candidate_threshold=float(extra["candidate_threshold"]),
                                           mask_threshold=float(extra["mask_threshold"]), field=field,
                                           field_margin_mm=float(extra["margin_mm"]))
-        target = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules], [n["diameter_mm"] for n in nodules])
+        target = target_mask(hu.shape, spacing, [n["center_voxel"] for n in nodules],
+                             [n["diameter_mm"] for n in nodules])
         rows[None] += measurement_rows(reference, target, found, spacing)
         for r in reaches:
             rows[r] += measurement_rows(reference, target, refine_findings(found, hu, spacing, field, r), spacing)
@@ -165,7 +161,8 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
                   "time_s": round(time.time() - t0)},
         scores={"validation_froc_mean": scores[best]["mean"],
                 "validation_froc": {str(k): v for k, v in scores[best]["sensitivity"].items()},
-                "validation_measurement": {"as drawn" if r is None else f"refined {r} mm": e for r, e in errors.items()}},
+                "validation_measurement": {"as drawn" if r is None else f"refined {r} mm": e
+                                           for r, e in errors.items()}},
         extra=extra,
     )
     if install:
