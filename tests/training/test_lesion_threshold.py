@@ -84,3 +84,4 @@ def test_install_as_writes_a_new_card_for_the_same_weights_and_leaves_the_model_
     assert chosen["lesion_refine_reach_mm"] == fit["refine_reach_mm"]
     assert variant.extra.get("lesion_refine", {}).get("reach_mm") == fit["refine_reach_mm"]
     assert variant.extra["lesion_threshold"] == fit["best"]
+    assert variant.extra["variant_of"] == str(model)  # widgets list the model itself first

@@ -258,3 +258,16 @@ def test_every_widget_says_plainly_that_there_is_no_gpu(qtbot, viewer, ct_layer,
     assert severity == "error" and "CUDA" in text, text
     assert_unchanged(viewer, snapshot)
     assert widget.run_button.isEnabled()
+
+
+@pytest.mark.parametrize("display_name", ["Segmentation", "Lesion detection"])  # denoising: "automatic" first
+def test_each_widget_selects_its_default_built_in_model_first(viewer, display_name):
+    # a variant card (extra.variant_of, e.g. chest-ct-lung-nodule-edges) is listed after its model
+    widget = open_widget(viewer, display_name)
+    first = widget.model_box.itemData(0)
+    assert getattr(first, "name", None) == BUILT_IN[display_name]
+    names = [getattr(widget.model_box.itemData(i), "name", None) for i in range(widget.model_box.count())]
+    for i, name in enumerate(names):
+        card = widget.model_box.itemData(i)
+        if getattr(card, "extra", {}).get("variant_of"):
+            assert names.index(card.extra["variant_of"]) < i

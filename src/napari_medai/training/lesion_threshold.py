@@ -167,6 +167,8 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
             # the model's benchmark figures are not this card's: it is measured on its own
             card.scores = {k: v for k, v in card.scores.items() if k != "benchmark"}
         card.extra = {k: v for k, v in extra.items() if k != "lesion_refine"}
+        if install_as:
+            card.extra["variant_of"] = extra.get("variant_of", model)  # pickers list the model first
         card.extra.update(lesion_threshold=threshold, tta=tta)
         if reach is not None:
             card.extra["lesion_refine"] = {"reach_mm": reach, "level": REFINE_LEVEL}

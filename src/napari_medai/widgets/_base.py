@@ -187,7 +187,10 @@ class TaskWidget(QWidget):
         will come; with none installed a placeholder comes first and Run explains.
         """
         self.model_box.clear()
-        models = sorted(task_models(self.task), key=lambda item: not item[1])  # installed first
+        # installed first, and a model before its variants (cards with extra.variant_of), so the
+        # default selection is the model the docs call the default
+        models = sorted(task_models(self.task),
+                        key=lambda item: (not item[1], bool(getattr(item[0], "extra", {}).get("variant_of"))))
         if not any(installed for _, installed in models):
             self.model_box.addItem(f"(no {self.task} model installed)", None)
             self.status_label.setText(self._no_model_message())
