@@ -10,7 +10,9 @@ Prints, in one run:
 4. how well the found nodules are measured: for each held-out nodule the detector hits, its
    best-scoring finding's mean axial diameter and volume against the same measurements of the
    phantom's reference nodule mask (``postprocess.findings``' own definitions), and whether
-   the Lung-RADS size category agrees.
+   the Lung-RADS size category agrees; beside it, in the same run, the same network's findings
+   with their masks as drawn (a second detection pass, ``refine_masks=False``; skipped with
+   ``--no-mask-baseline`` or when the card refines no masks).
 
     .venv/bin/python benchmarks/bench_detection.py            # full run
     .venv/bin/python benchmarks/bench_detection.py --quick    # 3 small phantoms
@@ -39,14 +41,16 @@ def _fmt(r):
     return f"{s} | mean {r['mean']:.3f} ({r['targets']} nodules, {r['scans']} scans)"
 
 
-def phantom_froc(model, seeds, quick, blob=True):
+def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
     from napari_medai.api import detect
+    from napari_medai.models import load_model
     from napari_medai.metrics import froc, measurement_rows, target_mask
     from napari_medai.phantoms.tissues import NODULE
     from napari_medai.training.phantom_dataset import phantom_for
 
     rows = {k: [] for k in ("model", "model_4mm", "blob", "blob_4mm")}
-    measured = []  # one row per nodule hit: reference and finding measurements
+    measured = {"card": [], "as drawn": []}  # one row per nodule hit: reference and finding measurements
+    compare = compare_masks and bool(load_model(model).card.extra.get("mask_refine"))
     t_model = t_blob = 0.0
     for seed in seeds:
         ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
@@ -60,7 +64,11 @@ def phantom_froc(model, seeds, quick, blob=True):
         scores = [f.score for f in found]
         centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
         rows["model"].append((scores, centres, mask, []))
-        measured += measurement_rows(ph.labels == NODULE, mask, found, spacing, [n["diameter_mm"] for n in nod])
+        reference, nominal = ph.labels == NODULE, [n["diameter_mm"] for n in nod]
+        measured["card"] += measurement_rows(reference, mask, found, spacing, nominal)
+        if compare:  # the same network run again, its masks as drawn: the measurement's baseline
+            plain = detect(ph.hu, spacing, model=model, max_findings=None, refine_masks=False)
+            measured["as drawn"] += measurement_rows(reference, mask, plain, spacing, nominal)
         rows["model_4mm"].append((scores, centres, mask, small))
         t = time.perf_counter()
         b_scores, b_centres = [], np.zeros((0, 3))
@@ -133,15 +141,20 @@ def main():
     ap.add_argument("--model", default="lung-nodule-detection")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--no-mask-baseline", action="store_true",
+                    help="skip the second detection pass that measures the findings with their masks as drawn")
     ap.add_argument("--no-blob", action="store_true",
                     help="skip the blob_log baseline (comparing models against figures of an earlier full run)")
     args = ap.parse_args()
     import torch
 
+    from napari_medai.models import load_model
+
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
     print(f"model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads; default InferenceSettings")
     print(f"== FROC on held-out phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
-    res, times, measured = phantom_froc(args.model, seeds, args.quick, blob=not args.no_blob)
+    res, times, measured = phantom_froc(args.model, seeds, args.quick, blob=not args.no_blob,
+                                        compare_masks=not args.no_mask_baseline)
     print(f"model, all nodules      {_fmt(res['model'])}")
     print(f"model, nodules >= 4 mm  {_fmt(res['model_4mm'])}")
     if args.no_blob:
@@ -154,8 +167,15 @@ def main():
     print(f"time: model {times['model']:.1f} s, blob_log baseline {times['blob_log']:.1f} s over {len(seeds)} scans")
     print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
           "medians; Lung-RADS size category agreement")
-    for line in measurement_summary(measured):
+    refine = load_model(args.model).card.extra.get("mask_refine")
+    print(f"-- {args.model} as its card says (finding masks "
+          + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
+    for line in measurement_summary(measured["card"]):
         print(line)
+    if measured["as drawn"]:
+        print("-- baseline, same network and run: finding masks as drawn (probability >= 0.5, refine_masks=False)")
+        for line in measurement_summary(measured["as drawn"]):
+            print(line)
     print("== real CT lung1 (test only)")
     r = lung1_rank(args.model)
     if r["rank"] is None:

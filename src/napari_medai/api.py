@@ -133,6 +133,7 @@ def detect(
     settings=None,
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
+    refine_masks: bool = True,
 ):
     """Findings (napari_medai.postprocess.Finding) ranked by score, highest first.
 
@@ -145,7 +146,9 @@ def detect(
     classification model) the components above ``extra["candidate_threshold"]`` are candidates
     instead, each scored by that classifier from a patch around it (two-stage detection, see
     ``inference.confirm``).  ``extra["mask_refine"]`` (``{"reach_mm", "level"}``) measures each
-    finding on its mask moved to the image's half-maximum contour (``postprocess.refine``).
+    finding on its mask moved to the image's half-maximum contour (``postprocess.refine``);
+    ``refine_masks=False`` keeps the masks as the network draws them (centres and scores are
+    the same either way).
     ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
@@ -187,7 +190,7 @@ def detect(
         field=organ, field_margin_mm=float(extra.get("margin_mm", 5.0)),
         max_findings=max_findings,
     )
-    if extra.get("mask_refine"):  # measure each finding on the image's half-maximum contour
+    if refine_masks and extra.get("mask_refine"):  # measure each finding on the image's half-maximum contour
         from .postprocess.refine import refine_findings
 
         found = refine_findings(found, volume, spacing, organ, **extra["mask_refine"])

@@ -213,3 +213,5 @@ def test_the_detectors_mask_refinement_remeasures_each_finding(tmp_path):
     assert whole.volume_ml == pytest.approx((volume > -500).sum() * 2.0 / 1000)
     assert whole.mean_diameter_mm > core.mean_diameter_mm
     assert whole.center_voxel == core.center_voxel and whole.score == core.score
+    (drawn,) = napari_medai.detect(volume, SPACING, model=str(tmp_path / "rim-det.json"), refine_masks=False)
+    assert drawn.volume_ml == core.volume_ml  # the call can keep the masks as the network draws them
