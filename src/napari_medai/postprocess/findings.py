@@ -68,6 +68,17 @@ def axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
     return float(long_ax), float(short_ax)
 
 
+def mask_measurements(mask: np.ndarray, spacing) -> dict:
+    """The size fields of a Finding measured on ``mask``: long and short axial axes, their mean,
+    volume and the Lung-RADS size category (from the unrounded mean), rounded as reported."""
+    long_ax, short_ax = axial_axes(mask, spacing)
+    mean_d = 0.5 * (long_ax + short_ax)
+    return {"diameter_mm": round(long_ax, 1), "short_axis_mm": round(short_ax, 1),
+            "mean_diameter_mm": round(mean_d, 1),
+            "volume_ml": round(float(mask.sum()) * float(np.prod(spacing)) / 1000.0, 4),
+            "lung_rads": lung_rads_category(mean_d)}
+
+
 def findings_from_probability(
     prob: np.ndarray,
     spacing,
@@ -160,19 +171,13 @@ def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_thre
     offset = np.array([s.start for s in box], dtype=float)
     weights = np.where(mask, p, 0.0)
     centre = np.array(ndimage.center_of_mass(weights)) + offset
-    long_ax, short_ax = axial_axes(mask, spacing)
-    mean_d = 0.5 * (long_ax + short_ax)
     return Finding(
         center_voxel=[round(float(c), 2) for c in centre],
         center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]],
         bbox_voxel=[[s.start for s in box], [s.stop for s in box]],
-        diameter_mm=round(long_ax, 1),
-        short_axis_mm=round(short_ax, 1),
-        mean_diameter_mm=round(mean_d, 1),
-        volume_ml=round(float(mask.sum()) * voxel_ml, 4),
         score=round(float(score), 4),
-        lung_rads=lung_rads_category(mean_d),
         mask=mask,
+        **mask_measurements(mask, spacing),
     )
 
 

@@ -27,10 +27,11 @@ _FULL = ndimage.generate_binary_structure(3, 3)
 # The host tissue's intensity is read in a shell this far (mm) outside the lesion: beyond the
 # partial-volume rim, close enough to be the same tissue.
 SHELL_MM = (3.0, 6.0)
+HALF_MAXIMUM = 0.5  # the level both fits use: the edge an observer would draw
 
 
 def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: int, hosts=(),
-                        reach_mm: float = 1.5, level: float = 0.5) -> np.ndarray:
+                        reach_mm: float = 1.5, level: float = HALF_MAXIMUM) -> np.ndarray:
     """``labels`` with each ``lesion`` component's edge moved to the ``level`` contour between
     its core (median intensity) and its host (median intensity in a 3-6 mm shell of ``hosts``
     voxels), within ``reach_mm`` of the old edge.  Returns a new array.
@@ -50,7 +51,7 @@ def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: 
         return out
     # Work inside the lesions' bounding box, padded by each component's own window: the same
     # result as on the whole volume, without labelling a 512 x 512 x 300 grid for a few nodules.
-    pad = [math.ceil(SHELL_MM[1] / s) + 1 for s in spacing]
+    pad = [math.ceil(max(SHELL_MM[1], reach_mm) / s) + 1 for s in spacing]
     crop = tuple(slice(max(b.start - p, 0), b.stop + p) for b, p in zip(found[0], pad))
     out[crop] = _refine_in(out[crop], np.asarray(image[crop]), spacing, lesion, hosts, reach_mm, level, pad)
     return out
@@ -87,7 +88,7 @@ def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad) -> n
 
 
 def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | None = None,
-                    reach_mm: float = 1.0, level: float = 0.5) -> list:
+                    reach_mm: float = 1.0, level: float = HALF_MAXIMUM) -> list:
     """Findings with their masks refined by :func:`refine_lesion_edges` and re-measured.
 
     Each finding's mask (``Finding.mask`` inside ``bbox_voxel``) is the lesion, ``field`` (the
@@ -97,7 +98,7 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
     """
     from dataclasses import replace
 
-    from .findings import axial_axes, lung_rads_category
+    from .findings import mask_measurements
 
     spacing = np.asarray(spacing, dtype=float)
     shape = np.array(image.shape)
@@ -120,11 +121,7 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
             continue
         box = ndimage.find_objects(refined.astype(np.uint8))[0]
         tight = refined[box]
-        long_ax, short_ax = axial_axes(tight, spacing)
-        mean_d = 0.5 * (long_ax + short_ax)
         out.append(replace(
             f, bbox_voxel=[[int(a[k] + box[k].start) for k in range(3)], [int(a[k] + box[k].stop) for k in range(3)]],
-            diameter_mm=round(long_ax, 1), short_axis_mm=round(short_ax, 1), mean_diameter_mm=round(mean_d, 1),
-            volume_ml=round(float(tight.sum()) * float(np.prod(spacing)) / 1000.0, 4),
-            lung_rads=lung_rads_category(mean_d), mask=tight))
+            mask=tight, **mask_measurements(tight, spacing)))
     return out

@@ -112,6 +112,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     from ..inference import run_model
     from ..models import get_card, load_model
     from ..phantoms.tissues import NODULE
+    from ..postprocess.refine import HALF_MAXIMUM
     from ..postprocess.findings import card_field
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
@@ -144,7 +145,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     extra["candidate_threshold"] = best
     reach, errors = measurement_fit(measure_cases, extra, log=log)
     if reach is not None:
-        extra["mask_refine"] = {"reach_mm": reach, "level": 0.5}
+        extra["mask_refine"] = {"reach_mm": reach, "level": HALF_MAXIMUM}
     log(f"chosen: candidate threshold {best}, finding masks "
         + ("as drawn" if reach is None else f"refined within {reach} mm"))
     seg_card = get_card(seg_model)

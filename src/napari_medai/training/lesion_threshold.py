@@ -33,7 +33,6 @@ import numpy as np
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
 MARGIN = 0.005  # mean Dice a lower threshold must gain to be chosen
 REACHES_MM = (1.0, 1.5, 2.0)  # edge refinement reaches tried (at the half-maximum level)
-REFINE_LEVEL = 0.5
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,7 +114,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR
     from ..postprocess.components import clean_with_card
-    from ..postprocess.refine import refine_lesion_edges
+    from ..postprocess.refine import HALF_MAXIMUM, refine_lesion_edges
 
     t0 = time.time()
     loaded = load_model(model)
@@ -137,7 +136,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                                          lesion_refine=False)
                 dice[tta][None][t].append(_dice(labels == lesion, truth))
                 for r in reaches:  # refinement is the last step of the clean-up: apply it to its result
-                    refined = refine_lesion_edges(labels, ph.hu, ph.spacing, lesion, hosts, r, REFINE_LEVEL)
+                    refined = refine_lesion_edges(labels, ph.hu, ph.spacing, lesion, hosts, r, HALF_MAXIMUM)
                     dice[tta][r][t].append(_dice(refined == lesion, truth))
             log(f"validation phantom {seed}, mirroring {tta}: "
                 + "; ".join(f"{_name(r)} " + ", ".join(f"{t}: {dice[tta][r][t][-1]:.3f}" for t in THRESHOLDS)
@@ -171,7 +170,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
             card.extra["variant_of"] = extra.get("variant_of", model)  # pickers list the model first
         card.extra.update(lesion_threshold=threshold, tta=tta)
         if reach is not None:
-            card.extra["lesion_refine"] = {"reach_mm": reach, "level": REFINE_LEVEL}
+            card.extra["lesion_refine"] = {"reach_mm": reach, "level": HALF_MAXIMUM}
         card.scores = {**card.scores, "lesion_threshold_fit": {
             "seeds": [int(s) for s in seeds], "cases_with_nodules": n_cases,
             "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m][None].items()} for m in mirroring},
