@@ -96,3 +96,33 @@ def test_no_lesion_in_the_batch_gives_zero_and_still_backpropagates():
     loss = PerLesionLoss([2], ce_weight=0)(logits, y)
     loss.backward()
     assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_hard_negatives_cost_only_where_they_are_called_lesion():
+    from napari_medai.training.losses import HardNegativeLoss
+
+    target = _two_nodules()
+    negative = np.zeros((1, 1) + target.shape[1:], np.uint8)
+    negative[0, 0, 7:9, 2:30, 20] = 1  # a "vessel" running through the crop, not on the large nodule
+    loss = HardNegativeLoss([2])
+    right = float(loss(_logits_for(target), torch.from_numpy(negative)))
+    assert right == pytest.approx(0.0, abs=1e-4)
+    called = target.copy()
+    called[0, 7:9, 2:30, 20] = 2  # the same vessel called nodule
+    wrong = float(loss(_logits_for(called), torch.from_numpy(negative)))
+    # the vessel's voxels outside the large nodule (which overlaps it) are all wrong: mean CE ~ 20 nats
+    assert wrong > 10.0
+    # a lung call is no mistake for this term: only the lesion classes are penalised
+    lung = target.copy()
+    lung[0, 7:9, 2:30, 20] = 1
+    assert float(loss(_logits_for(lung), torch.from_numpy(negative))) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_no_hard_negative_in_the_batch_gives_zero_without_nan():
+    from napari_medai.training.losses import HardNegativeLoss
+
+    target = _two_nodules()
+    logits = _logits_for(target).requires_grad_(True)
+    out = HardNegativeLoss([2])(logits, torch.zeros((1, 1) + target.shape[1:]))
+    out.backward()
+    assert float(out) == 0.0 and torch.isfinite(logits.grad).all()

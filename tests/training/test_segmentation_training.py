@@ -117,3 +117,20 @@ def test_component_loss_changes_the_loss_and_is_recorded(tmp_path):
                                 min_component_voxels=4), log=lambda *_: None)
     assert b["history"][0]["loss"] > a["history"][0]["loss"]  # the extra term adds to the loss
     assert b["config"]["component_loss"] == (2,) and set(b["history"][0]["val_dice"]) == {"lung", "nodule"}
+
+
+def test_hard_negatives_are_loaded_from_the_raw_labels_and_add_to_the_loss(tmp_path):
+    from napari_medai.training.seg_data import load_case
+
+    _write_pairs(tmp_path / "data")
+    pairs = find_pairs(tmp_path / "data")
+    # raw label value 1 (the "lung" box) as the hard negatives: the mask is that box at model spacing
+    case = load_case(*pairs[0], (2.0, 1.0, 1.0), lambda a: a, map_labels=False, negative_values=(1,))
+    assert case.negative.shape == case.target.shape
+    assert np.array_equal(case.negative > 0, case.target == 1)
+    assert load_case(*pairs[0], (2.0, 1.0, 1.0), lambda a: a, map_labels=False).negative is None
+    a = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1), log=lambda *_: None)
+    b = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b", epochs=1, hard_negatives=(1,)),
+                           log=lambda *_: None)
+    assert b["history"][0]["loss"] > a["history"][0]["loss"]  # the extra term adds to the loss
+    assert b["config"]["hard_negatives"] == (1,) and set(b["history"][0]["val_dice"]) == {"lung", "nodule"}

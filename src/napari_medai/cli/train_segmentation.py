@@ -39,6 +39,12 @@ def add_parser(sub) -> None:
     p.add_argument("--min-component-voxels", type=int, default=1, metavar="N",
                    help="components under N voxels on the model grid (spicule fragments) are neither balanced "
                    "crop centres nor scored per lesion (default 1: all)")
+    p.add_argument("--hard-negatives", type=int, nargs="+", default=(), metavar="V",
+                   help="label values of the files (before --label-map folds them; phantom vessels 3, airways "
+                   "4) whose voxels get their own cross-entropy against the lesion classes, so that look-alikes "
+                   "of a small lesion are not called lesions")
+    p.add_argument("--hard-negative-weight", type=float, default=1.0, metavar="W",
+                   help="weight of that hard-negative term (default 1)")
     p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
@@ -68,7 +74,8 @@ def run(args) -> int:
         threads=args.threads, bf16=not args.fp32, device=args.device, balance_components=tuple(args.balance_components),
         dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),
         component_loss_weight=args.component_loss_weight, component_ce_weight=args.component_ce_weight,
-        min_component_voxels=args.min_component_voxels,
+        min_component_voxels=args.min_component_voxels, hard_negatives=tuple(args.hard_negatives),
+        hard_negative_weight=args.hard_negative_weight,
     )
     for option, classes in (("--balance-components", cfg.balance_components),
                             ("--component-loss", cfg.component_loss)):

@@ -70,3 +70,33 @@ class PerLesionLoss:
         if not terms:
             return logits.sum() * 0.0
         return torch.cat(terms).mean()
+
+
+class HardNegativeLoss:
+    """Mean over the hard-negative voxels of ``-log(1 - p(lesion))``, p summed over ``classes``.
+
+    Why: the per-lesion loss above makes the network fire on 4 mm nodules, but then it fires
+    on every vessel cross-section of the same size too (run 5c, docs/segmentation.md).  In the
+    batch cross-entropy the vessel voxels are a few per cent of ~440 000 voxels, so calling
+    them nodule costs almost nothing.  Averaged over the vessel voxels alone, that mistake
+    weighs as much as missing the nodules does.  The term is taken from the logits
+    (log-sum-exp of the non-lesion classes minus that of all classes), so it stays finite
+    and its gradient does not vanish when the network is sure.
+
+    ``logits``: (B, C, *spatial); ``negative``: (B, 1, *spatial), non-zero on the hard
+    negatives (phantom vessels and airway walls, by label value).  Returns a scalar tensor,
+    0 without gradient when the batch holds no hard negative.
+    """
+
+    def __init__(self, classes):
+        self.classes = tuple(int(c) for c in classes)
+
+    def __call__(self, logits, negative):
+        import torch
+
+        mask = negative[:, 0] > 0
+        if not bool(mask.any()):
+            return logits.sum() * 0.0
+        keep = [c for c in range(logits.shape[1]) if c not in self.classes]
+        log_not_lesion = torch.logsumexp(logits[:, keep], dim=1) - torch.logsumexp(logits, dim=1)
+        return -log_not_lesion[mask].mean()

@@ -78,9 +78,14 @@ class Case:
     name: str
     image: np.ndarray  # float32 model intensity, (z, y, x) at model spacing
     target: np.ndarray  # uint8 classes at model spacing
+    negative: np.ndarray | None = None  # uint8, 1 on hard negatives (see load_case), model spacing
 
 
-def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=True) -> Case:
+def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=True,
+              negative_values=()) -> Case:
+    """One training pair at the model's spacing.  ``negative_values``: label values of the
+    file (before ``chest_targets`` folds them, e.g. phantom vessels 3 and airways 4) whose
+    voxels become the case's hard negatives."""
     from ..io import read_volume
 
     img = read_volume(image_path)
@@ -90,8 +95,12 @@ def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=T
     target = chest_targets(lab.data) if map_labels else np.asarray(lab.data, np.uint8)
     image = resample_array(np.asarray(img.data, np.float32), img.spacing, target_spacing, order=1)
     target = resample_array(target, img.spacing, target_spacing, order=0)
+    negative = None
+    if negative_values:
+        negative = np.isin(np.asarray(lab.data), list(negative_values)).astype(np.uint8)
+        negative = resample_array(negative, img.spacing, target_spacing, order=0)
     name = image_path.name.split("_image")[0].split(".nii")[0]
-    return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8))
+    return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8), negative)
 
 
 def component_balanced_indices(target: np.ndarray, n_classes: int, per_component: int = 64, seed: int = 0,

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from .device import cpu_state_dict, training_device
-from .losses import PerLesionLoss
+from .losses import HardNegativeLoss, PerLesionLoss
 from .seg_data import Case, component_balanced_indices, find_pairs, load_case
 
 
@@ -59,6 +59,11 @@ class SegTrainConfig:
     # components smaller than this (spicule fragments cut off on the model grid) are neither
     # balanced crop centres nor scored by the per-lesion loss; 1 keeps every component
     min_component_voxels: int = 1
+    # label values of the training files (before the chest folding: phantom vessels 3, airways 4)
+    # whose voxels get their own cross-entropy against the lesion classes (training.losses
+    # .HardNegativeLoss), weighted by hard_negative_weight: vessels must not be called nodules
+    hard_negatives: tuple = ()
+    hard_negative_weight: float = 1.0
     ct_window: tuple = (-1000.0, 400.0)
     extra: dict = field(default_factory=dict)
 
@@ -107,7 +112,9 @@ def build_unet(cfg: SegTrainConfig):
 def _train_transforms(cfg: SegTrainConfig):
     from monai import transforms as T
 
-    k = ["image", "label"]
+    # the hard-negative mask is cropped and warped with the label (nearest neighbour)
+    k = ["image", "label"] + (["negative"] if cfg.hard_negatives else [])
+    modes = ("bilinear",) + ("nearest",) * (len(k) - 1)
     return T.Compose(
         [
             T.RandCropByLabelClassesd(
@@ -120,7 +127,7 @@ def _train_transforms(cfg: SegTrainConfig):
             T.RandRotate90d(keys=k, prob=0.0, spatial_axes=(1, 2)),
             T.RandAffined(
                 keys=k, prob=0.3, rotate_range=(0.15, 0.05, 0.05), scale_range=(0.15, 0.15, 0.15),
-                mode=("bilinear", "nearest"), padding_mode="border",
+                mode=modes, padding_mode="border",
             ),
             # Scanner variety: contrast, blur (thick slices, soft kernels) and noise (low dose).
             T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
@@ -137,7 +144,8 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     pairs = find_pairs(cfg.data)
     cases = []
     for img, lab in pairs:
-        cases.append(load_case(img, lab, cfg.spacing, _intensity(cfg), map_labels=cfg.label_map == "chest"))
+        cases.append(load_case(img, lab, cfg.spacing, _intensity(cfg), map_labels=cfg.label_map == "chest",
+                               negative_values=cfg.hard_negatives))
         log(f"loaded {cases[-1].name}: {cases[-1].image.shape}")
     n_classes = len(cfg.class_names)
     top = max(int(c.target.max()) for c in cases)
@@ -193,6 +201,9 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     val, train = cases[:n_val], cases[n_val:] or cases
     items = [{"image": c.image[None], "label": c.target[None], "indices": _crop_centres(c, i, cfg)}
              for i, c in enumerate(train)]
+    if cfg.hard_negatives:
+        for item, c in zip(items, train):
+            item["negative"] = c.negative[None]
     log(f"{len(train)} training and {len(val)} validation cases at spacing {cfg.spacing} mm")
 
     net = build_unet(cfg)
@@ -207,6 +218,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=not cfg.dice_per_crop)
     lesion_loss = PerLesionLoss(cfg.component_loss, cfg.component_ce_weight, cfg.min_component_voxels) \
         if cfg.component_loss else None
+    lesion_classes = cfg.component_loss or cfg.balance_components or (len(cfg.class_names) - 1,)
+    negative_loss = HardNegativeLoss(lesion_classes) if cfg.hard_negatives else None
 
     start_epoch, best, history = 0, -1.0, []
     if (out / "last.pt").exists():  # resume a killed run
@@ -230,6 +243,9 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                 loss = loss_fn(logits.float(), y)
                 if lesion_loss is not None:
                     loss = loss + cfg.component_loss_weight * lesion_loss(logits.float(), y)
+                if negative_loss is not None:
+                    loss = loss + cfg.hard_negative_weight * negative_loss(
+                        logits.float(), batch["negative"].to(where.device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
