@@ -192,6 +192,19 @@ def blob_volume(shape=(16, 32, 32), background_hu=-850.0, blobs=((4, 8, 8, 3, 20
     return volume
 
 
+def two_lung_chest(blobs=((21, 20, 45, 5, 200.0), (5, 20, 15, 1, 200.0)), lungs=("right", "left")):
+    """(30, 40, 60) at -400 HU (neither class of the rule), the patient's right lung at x 3-26
+    (small L), the left at x 34-57, both over z 2-27; cubic 200 HU blobs (z, y, x, half-size, HU)."""
+    v = np.full((30, 40, 60), -400.0, np.float32)
+    if "right" in lungs:
+        v[2:28, 5:35, 3:27] = -850.0
+    if "left" in lungs:
+        v[2:28, 5:35, 34:58] = -850.0
+    for z, y, x, r, hu in blobs:
+        v[z - r:z + r + 1, y - r:y + r + 1, x - r:x + r + 1] = hu
+    return v
+
+
 # ---- bundles -------------------------------------------------------------------------------
 def write_bundle(folder: Path, network_def: dict, state_dict: dict, *, pixdim=(1.0, 1.0, 1.0),
                  roi_size=(16, 16, 16), channel_def=None, task=None, outputs=None, extra_config=None) -> Path:

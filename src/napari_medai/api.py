@@ -95,27 +95,47 @@ def segment(
     """
     from .inference import run_model
     from .inference.progress import share_progress
+
+    loaded = _model(model)
+    confirm = loaded.card.extra.get("confirm") if postprocess else None
+    stages = 2 if confirm else 1
+    probs = run_model(loaded, volume, spacing, settings, progress=share_progress(progress, 0, stages), cancel=cancel)
+    first = first_segmentation(loaded.card, probs)
+    del probs  # the full probabilities (C floats a voxel) are not needed past this point
+    return finish_segmentation(loaded, first, volume, spacing, min_lesion_mm3=min_lesion_mm3,
+                               postprocess=postprocess, settings=settings,
+                               progress=share_progress(progress, 1, stages), cancel=cancel)
+
+
+def first_segmentation(card, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The argmax labels and a copy of the first lesion class's probability (None without one)
+    from the class probabilities ``probs`` (C, z, y, x): all ``finish_segmentation`` needs, so
+    the caller can free ``probs`` before the clean-up (and ``screening`` can also detect on them)."""
+    labels = _argmax_small(probs)
+    if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
+        labels = (probs[0] >= 0.5).astype(np.uint8)
+    lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
+    return labels, (probs[lesions[0]].copy() if lesions else None)
+
+
+def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion_mm3: float | None = None,
+                        postprocess: bool = True, settings=None, progress=None, cancel=None) -> SegmentationResult:
+    """``segment``'s second half: the card's second opinion and clean-up on ``first_segmentation``'s
+    output, then the class table and volumes."""
     from .postprocess import class_volumes
     from .postprocess.components import clean_with_card
 
     loaded = _model(model)
     card = loaded.card
-    confirm = card.extra.get("confirm") if postprocess else None
-    stages = 2 if confirm else 1
-    probs = run_model(loaded, volume, spacing, settings, progress=share_progress(progress, 0, stages), cancel=cancel)
-    labels = _argmax_small(probs)
-    if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
-        labels = (probs[0] >= 0.5).astype(np.uint8)
+    labels, lesion_prob = first
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
     classes = {
         int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
-    } or {i: {"name": f"class {i}", "color": None} for i in range(probs.shape[0])}
-    # Only the lesion channel is needed from here on: free the others before a second pass.
-    lesion_prob = probs[lesions[0]].copy() if lesions else None
-    del probs
+    } or {i: {"name": f"class {i}", "color": None} for i in range(card.out_channels)}
+    confirm = card.extra.get("confirm") if postprocess else None
     if confirm and lesions:
         labels = _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm, lesions[0], settings,
-                                  share_progress(progress, 1, stages), cancel)
+                                  progress, cancel)
     if postprocess:
         labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
     names = {i: c["name"] for i, c in classes.items()}
@@ -154,8 +174,6 @@ def detect(
     """
     from .errors import ModelError
     from .inference import run_model
-    from .postprocess import findings_from_probability
-    from .postprocess.findings import card_field
 
     loaded = _model(model)
     card = loaded.card
@@ -178,6 +196,27 @@ def detect(
             mask_threshold=float(extra.get("mask_threshold", 0.5)), score_threshold=score_threshold,
             min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)), max_findings=max_findings)
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
+    return findings_from_probabilities(loaded, probs, volume, spacing, affine=affine,
+                                       score_threshold=score_threshold, max_findings=max_findings,
+                                       refine_masks=refine_masks)
+
+
+def findings_from_probabilities(model, probs: np.ndarray, volume: np.ndarray, spacing, *, affine=None,
+                                score_threshold: float = 0.0, max_findings: int | None = 50,
+                                refine_masks: bool = True):
+    """``detect`` for a one-stage segmentation-based detector, from its class probabilities
+    ``probs`` (C, z, y, x) on the input grid (``run_model``'s output)."""
+    from .errors import ModelError
+    from .postprocess import findings_from_probability
+    from .postprocess.findings import card_field
+
+    card = _model(model).card
+    extra = card.extra
+    if extra.get("method", "segmentation") != "segmentation" or extra.get("classifier"):
+        raise ModelError(f"model '{card.name}' does not detect from one probability map")
+    channel = int(extra.get("probability_channel", card.out_channels - 1))
+    if not 0 <= channel < probs.shape[0]:
+        raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
     prob = probs[channel]
     organ = card_field(probs, extra, channel, volume, spacing)
     del probs

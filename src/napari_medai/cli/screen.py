@@ -1,0 +1,53 @@
+"""``medai screen IN --out-dir DIR``: the lung-nodule screening workflow and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    from ._common import add_runtime_options
+
+    p = sub.add_parser(
+        "screen", help="lung-nodule screening of a chest CT: findings, segmentation and a report",
+        description="Detect lung nodules, segment lungs and nodules, place each finding (lung, upper/middle/lower "
+        "third) and write report.md, report.json, findings.csv and segmentation.nii.gz (plus denoised.nii.gz with "
+        "--denoise) into OUT_DIR. The Lung-RADS size category is decision support, not a diagnosis.")
+    p.add_argument("input", help="chest CT: NIfTI file or DICOM folder, in HU")
+    p.add_argument("--out-dir", required=True, help="folder for the report files (created if missing)")
+    p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum score of a reported finding (default 0.5)")
+    p.add_argument("--max-findings", type=int, default=20)
+    p.add_argument("--detector", default="lung-nodule-detection", help="detection model (name or path)")
+    p.add_argument("--segmenter", default="chest-ct-lung-nodule", help="segmentation model (name or path)")
+    add_runtime_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from ..io import Volume, read_volume, write_volume
+    from ..postprocess.report import findings_to_csv
+    from ..screening import screen, screening_markdown, screening_record
+    from ._common import runtime
+
+    vol = read_volume(args.input)
+    settings, progress = runtime(args)
+    result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=args.detector,
+                    segmenter=args.segmenter, score_threshold=args.threshold, max_findings=args.max_findings,
+                    settings=settings, progress=progress)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = Path(args.input).name
+    report = screening_markdown(result, source)
+    (out / "report.md").write_text(report)
+    (out / "report.json").write_text(json.dumps(screening_record(result, source), indent=2))
+    (out / "findings.csv").write_text(findings_to_csv([s.finding for s in result.findings]))
+    write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True),
+                 out / "segmentation.nii.gz")
+    if result.denoised is not None:
+        write_volume(Volume(result.denoised, vol.affine, modality=vol.modality), out / "denoised.nii.gz")
+    print(report)
+    print(f"report written to {out}/report.md (also report.json, findings.csv, segmentation.nii.gz)")
+    return 0

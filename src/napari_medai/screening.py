@@ -1,0 +1,292 @@
+"""The lung-nodule screening workflow in one call: (denoise →) detect → segment → measure → report.
+
+``screen`` runs the detector and the segmentation on a chest CT and puts their results
+together the way a reading radiologist wants them:
+
+* each finding (ranked by score, the detector's measurements) with the lung it lies in, the
+  third of that lung's craniocaudal extent (upper / middle / lower: a position, not a lobe,
+  which the models do not segment), and the volume the segmentation gives the same nodule;
+* the volume of each lung;
+* the highest Lung-RADS v2022 size category among the reported findings (1 when none is
+  reported) — decision support, not a diagnosis;
+* what produced it: each model's name and weights' sha256, the settings, the time of each step.
+
+When the detector and the segmentation share one network and its settings (the built-in
+models do), the network runs once and both read its probabilities.  Numpy in, plain data
+out; ``screening_markdown`` / ``screening_record`` turn the result into the report files
+(``medai screen``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError
+from .postprocess.findings import LUNG_RADS_NOTE, Finding
+
+LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
+SIDES = ("right", "left")
+ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
+
+
+@dataclass
+class ScreenedFinding:
+    finding: Finding
+    side: str  # "right", "left", or "" when the lungs could not be told apart
+    zone: str  # "upper", "middle", "lower" third of that lung's craniocaudal extent, or ""
+    segmented_volume_ml: float  # the segmentation's nodule components that overlap the finding (0: none)
+
+    def to_dict(self) -> dict:
+        return {**self.finding.to_dict(), "side": self.side, "zone": self.zone,
+                "segmented_volume_ml": round(self.segmented_volume_ml, 4)}
+
+
+@dataclass
+class ScreeningResult:
+    findings: list[ScreenedFinding]
+    labels: np.ndarray  # the segmentation, (z, y, x) on the input grid
+    classes: dict[int, dict]
+    lung_volumes_ml: dict[str, float]  # "right", "left" (or "lungs" when they could not be told apart)
+    category: str  # highest Lung-RADS size category among the findings; "1" when there is none
+    models: dict[str, dict]  # step -> {"name", "sha256", "tta"}
+    times_s: dict[str, float]
+    score_threshold: float = 0.0
+    denoised: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
+           detector="lung-nodule-detection", segmenter="chest-ct-lung-nodule", denoiser=None,
+           score_threshold: float = 0.5, max_findings: int | None = 20, settings=None,
+           progress: Callable[[int, int], None] | None = None, cancel=None) -> ScreeningResult:
+    """Screen a chest CT (HU, (z, y, x), ``spacing`` in mm) for lung nodules.
+
+    ``denoise=True`` first runs the CT denoiser (``denoiser``, default chosen for CT) and the
+    models then read the denoised volume, which is returned too.  Findings under
+    ``score_threshold`` are not reported, at most ``max_findings`` are.  ``affine``: napari's
+    voxel (z, y, x) → world (S, P, L) mm matrix (``Volume.affine``); without it the volume is
+    taken as already in that orientation with ``spacing`` on the diagonal.  ``progress`` gets
+    one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
+    ``Cancelled``.
+    """
+    from .api import _model, finish_segmentation, findings_from_probabilities, first_segmentation
+    from .api import detect as run_detector
+    from .api import segment as run_segmentation
+    from .inference import InferenceSettings, run_model
+    from .inference.progress import share_progress
+
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise InputError(f"screening needs a 3D chest CT, got an array of shape {volume.shape}")
+    settings = settings or InferenceSettings()
+    affine = _affine(affine, spacing)
+    det, seg = _model(detector), _model(segmenter)
+    shared = _one_network(det.card, seg.card, settings)
+    steps = (1 if denoise else 0) + (1 if shared else 2)
+    step = 0
+    times, models, notes = {}, {}, []
+    denoised = None
+    if denoise:
+        from .denoising import denoise as run_denoiser
+
+        t0 = time.perf_counter()
+        denoised = run_denoiser(volume, spacing, model=denoiser, modality="CT", settings=settings,
+                                progress=share_progress(progress, step, steps), cancel=cancel)
+        times["denoise"] = time.perf_counter() - t0
+        models["denoise"] = _provenance(_model(denoiser or "ct-lowdose-denoising").card, settings)
+        volume, step = denoised, step + 1
+    t0 = time.perf_counter()
+    if shared:
+        probs = run_model(seg, volume, spacing, settings, progress=share_progress(progress, step, steps),
+                          cancel=cancel)
+        first = first_segmentation(seg.card, probs)
+        found = findings_from_probabilities(det, probs, volume, spacing, affine=affine,
+                                            score_threshold=score_threshold, max_findings=max_findings)
+        del probs
+        result = finish_segmentation(seg, first, volume, spacing, settings=settings, cancel=cancel)
+        times["detect + segment (one network run)"] = time.perf_counter() - t0
+    else:
+        found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
+                             max_findings=max_findings, settings=settings,
+                             progress=share_progress(progress, step, steps), cancel=cancel)
+        times["detect"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = run_segmentation(volume, spacing, seg, settings=settings,
+                                  progress=share_progress(progress, step + 1, steps), cancel=cancel)
+        times["segment"] = time.perf_counter() - t0
+    models["detect"] = _provenance(det.card, settings)
+    models["segment"] = _provenance(seg.card, settings)
+
+    lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lungs = _lungs(result.labels, lung, affine) if lung is not None else {}
+    if lungs:
+        lung_volumes = {side: lungs[side].voxels * voxel_ml for side in SIDES}
+    else:
+        count = int((result.labels == lung).sum()) if lung is not None else 0
+        lung_volumes = {"lungs": count * voxel_ml}
+        notes.append("the segmentation does not show two lungs: findings are not given a side or zone")
+    segmented = _lesion_components(result.labels, lesion, voxel_ml)
+    screened = [ScreenedFinding(f, *_position(f, lungs), segmented(f)) for f in found]
+    category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
+    return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
+                           float(score_threshold), denoised, notes)
+
+
+def _affine(affine, spacing) -> np.ndarray:
+    if affine is not None:
+        affine = np.asarray(affine, dtype=float)
+        if affine.shape != (4, 4):
+            raise InputError(f"affine must be a 4x4 matrix, got shape {affine.shape}")
+        return affine
+    out = np.eye(4)
+    out[:3, :3] = np.diag(np.asarray(spacing, dtype=float))
+    return out
+
+
+def _one_network(det_card, seg_card, settings) -> bool:
+    """Whether the detector reads the segmentation network's own probabilities: same weights,
+    grid, window and test-time mirroring, and a one-stage segmentation-based detector."""
+    from .inference.engine import mirror_passes
+
+    same = (det_card.sha256 and det_card.sha256 == seg_card.sha256
+            and det_card.weights == seg_card.weights
+            and det_card.network == seg_card.network and det_card.spacing == seg_card.spacing
+            and det_card.roi_size == seg_card.roi_size and det_card.intensity == seg_card.intensity
+            and det_card.output == seg_card.output)
+    det_extra = det_card.extra
+    one_stage = det_extra.get("method", "segmentation") == "segmentation" and not det_extra.get("classifier")
+    return bool(same and one_stage and mirror_passes(settings, det_card) == mirror_passes(settings, seg_card))
+
+
+def _provenance(card, settings) -> dict:
+    from .inference.engine import mirror_passes
+
+    return {"name": card.name, "sha256": card.sha256 or "",
+            "tta": "mirror" if len(mirror_passes(settings, card)) > 1 else "off"}
+
+
+def _class_index(classes: dict[int, dict], name: str) -> int | None:
+    for index, c in classes.items():
+        if c["name"] == name:
+            return index
+    return None
+
+
+@dataclass
+class _Lung:
+    voxels: int
+    mean_l_mm: float  # mean left-right world coordinate (L grows towards the patient's left)
+    s_range_mm: tuple[float, float]  # craniocaudal extent, world S (inferior, superior)
+
+
+def _lungs(labels: np.ndarray, lung: int, affine: np.ndarray) -> dict[str, _Lung]:
+    """{"right": _Lung, "left": _Lung} from the two largest lung components; {} unless there
+    are two (the card's clean-up keeps at most two)."""
+    from scipy import ndimage
+
+    comps, n = ndimage.label(labels == lung)
+    if n < 2:
+        return {}
+    sizes = np.bincount(comps.ravel())[1:]
+    boxes = ndimage.find_objects(comps)
+    found = []
+    for index in np.argsort(sizes)[::-1][:2] + 1:
+        box = boxes[index - 1]
+        zyx = np.argwhere(comps[box] == index) + [sl.start for sl in box]
+        zyx = zyx[:: max(1, len(zyx) // 50000)]  # a sample is plenty for a mean and an extent
+        world = zyx @ affine[:3, :3].T + affine[:3, 3]  # (S, P, L)
+        found.append(_Lung(int(sizes[index - 1]), float(world[:, 2].mean()),
+                           (float(world[:, 0].min()), float(world[:, 0].max()))))
+    right, left = sorted(found, key=lambda lung_: lung_.mean_l_mm)
+    return {"right": right, "left": left}
+
+
+def _position(f: Finding, lungs: dict[str, _Lung]) -> tuple[str, str]:
+    """(side, zone) of a finding's centre: the side of the midline between the two lungs'
+    mean left-right positions, and the third of that lung's craniocaudal extent."""
+    if not lungs:
+        return "", ""
+    s_mm, _, l_mm = f.center_mm
+    side = "left" if l_mm > (lungs["right"].mean_l_mm + lungs["left"].mean_l_mm) / 2 else "right"
+    s_min, s_max = lungs[side].s_range_mm
+    if s_max <= s_min:
+        return side, ""
+    return side, ZONES[int(np.clip((s_mm - s_min) / (s_max - s_min) * 3, 0, 2))]
+
+
+def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float) -> Callable[[Finding], float]:
+    """A function giving, for a finding, the volume (mL) of the segmentation's lesion
+    components that overlap the finding's own mask (0 when none does)."""
+    from scipy import ndimage
+
+    if lesion is None:
+        return lambda f: 0.0
+    comps, n = ndimage.label(labels == lesion)
+    sizes = np.bincount(comps.ravel(), minlength=n + 1)
+
+    def volume(f: Finding) -> float:
+        if f.mask is None:
+            return 0.0
+        (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel
+        touched = np.unique(comps[z0:z1, y0:y1, x0:x1][f.mask])
+        touched = touched[touched > 0]
+        return float(sizes[touched].sum()) * voxel_ml
+
+    return volume
+
+
+def _slice(f: Finding) -> int:
+    """The axial slice a reader scrolls to: the centre's z rounded half up (as the widget's table)."""
+    return int(np.floor(f.center_voxel[0] + 0.5))
+
+
+def screening_record(result: ScreeningResult, source: str = "") -> dict:
+    """The report as plain data (``report.json``)."""
+    return {
+        "source": source,
+        "lung_rads_note": LUNG_RADS_NOTE,
+        "highest_size_category": result.category,
+        "score_threshold": result.score_threshold,
+        "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
+        "findings": [{"rank": i, "slice": _slice(s.finding), **s.to_dict()}
+                     for i, s in enumerate(result.findings, start=1)],
+        "models": result.models,
+        "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
+        "denoised": result.denoised is not None,
+        "notes": result.notes,
+    }
+
+
+def screening_markdown(result: ScreeningResult, source: str = "") -> str:
+    """The report a reader opens (``report.md``)."""
+    n = len(result.findings)
+    lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", "",
+             f"**Highest size category among the reported findings: {result.category}** "
+             f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
+             f"{'; category 1: none reported' if n == 0 else ''}).", ""]
+    lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")
+    if result.denoised is not None:
+        lines.append("The models read the denoised volume.")
+    lines.append("")
+    if result.findings:
+        lines += ["| # | score | side | zone | slice | long axis mm | mean diameter mm | volume mL | "
+                  "segmented mL | Lung-RADS |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for i, s in enumerate(result.findings, start=1):
+            f = s.finding
+            lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {_slice(f)} | "
+                         f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
+                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} |")
+        lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
+                  "detector's mask; *segmented*: the segmentation's nodule components that overlap it "
+                  "(0: the segmentation did not label it).", ""]
+    for note in result.notes:
+        lines.append(f"Note: {note}.")
+    lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
+                                        for step, m in result.models.items()) + ".",
+              "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,44 @@
+"""``medai screen`` on a two-lung toy chest with fixed-rule model cards."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+from fixed_rule_models import detection_card, install, segmentation_card, two_lung_chest
+
+from napari_medai.cli.main import main
+from napari_medai.io import read_volume, write_volume
+
+
+def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsys):
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-40.0, 10.0, 20.0)
+    ct = write_volume(two_lung_chest(), tmp_path / "chest.nii.gz", affine=affine, modality="CT")
+    det = install(detection_card(name="cli-det"), tmp_path / "models")
+    seg = install(segmentation_card(name="cli-seg"), tmp_path / "models")
+    out = tmp_path / "report"
+    assert main(["screen", str(ct), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["findings.csv", "report.json", "report.md",
+                                                     "segmentation.nii.gz"]
+    np.testing.assert_array_equal(nib.load(out / "segmentation.nii.gz").affine, nib.load(ct).affine)
+    labels = read_volume(out / "segmentation.nii.gz").data
+    assert labels.shape == (30, 40, 60) and set(np.unique(labels)) == {0, 1, 2}
+    record = json.loads((out / "report.json").read_text())
+    assert record["source"] == "chest.nii.gz" and record["highest_size_category"] == "4A"
+    assert [(f["side"], f["zone"]) for f in record["findings"]] == [("left", "upper"), ("right", "lower")]
+    rows = list(csv.DictReader((out / "findings.csv").open()))
+    assert [r["lung_rads"] for r in rows] == ["4A", "2"]
+    printed = capsys.readouterr().out
+    assert "Highest size category among the reported findings: 4A" in printed and "report written to" in printed
+
+
+def test_screen_refuses_a_2d_image_and_writes_nothing(tmp_path, capsys):
+    flat = write_volume(np.full((1, 40, 60), -850.0, np.float32), tmp_path / "slice.nii.gz", modality="CT")
+    out = tmp_path / "report"
+    assert main(["screen", str(flat), "--out-dir", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert "3D" in capsys.readouterr().err

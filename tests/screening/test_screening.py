@@ -1,0 +1,126 @@
+"""``napari_medai.screening.screen`` with fixed-rule models on a two-lung toy chest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixed_rule_models import detection_card, install, segmentation_card
+from fixed_rule_models import two_lung_chest as toy_chest
+
+import napari_medai
+import napari_medai.inference as inference
+from napari_medai.errors import InputError
+from napari_medai.models.card import save_card
+from napari_medai.screening import screen, screening_markdown, screening_record
+
+SPACING = (2.0, 1.0, 1.0)  # world = voxel x spacing: S grows with z, L with x
+
+
+@pytest.fixture
+def shared_models(tmp_path):
+    """A segmentation card and a detection card on the same weights file, as the built-ins."""
+    seg_path = install(segmentation_card(name="rule-seg"), tmp_path)
+    seg = json.loads(seg_path.read_text())
+    det = detection_card(name="rule-det")
+    det.weights, det.sha256 = seg["weights"], seg["sha256"]
+    det_path = save_card(det, tmp_path / "rule-det.json")
+    return str(det_path), str(seg_path)
+
+
+def _count_runs(monkeypatch):
+    calls = []
+    real = inference.run_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "run_model", counting)
+    return calls
+
+
+def test_findings_get_side_zone_and_segmented_volume(shared_models):
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert len(result.findings) == 2
+    by_side = {s.side: s for s in result.findings}
+    # the 11-voxel blob in the left lung's top slices, the 3-voxel one low in the right lung
+    assert by_side["left"].zone == "upper" and by_side["right"].zone == "lower"
+    assert by_side["left"].finding.lung_rads == "4A" and by_side["right"].finding.lung_rads == "2"
+    assert by_side["left"].segmented_volume_ml == pytest.approx(11 ** 3 * 2.0 / 1000)
+    assert by_side["right"].segmented_volume_ml == pytest.approx(3 ** 3 * 2.0 / 1000)
+    assert result.category == "4A"
+    lung_voxels = 26 * 30 * 24 - 11 ** 3  # the left box less its blob
+    assert result.lung_volumes_ml["left"] == pytest.approx(lung_voxels * 2.0 / 1000)
+    assert result.lung_volumes_ml["right"] == pytest.approx((26 * 30 * 24 - 3 ** 3) * 2.0 / 1000)
+    assert result.labels.shape == (30, 40, 60) and result.notes == []
+
+
+def test_one_network_run_feeds_both_and_matches_the_separate_calls(shared_models, monkeypatch):
+    det, seg = shared_models
+    volume = toy_chest()
+    calls = _count_runs(monkeypatch)
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert len(calls) == 1 and "detect + segment (one network run)" in result.times_s
+    alone = napari_medai.detect(volume, SPACING, model=det, score_threshold=0.5, max_findings=20)
+    labels = napari_medai.segment(volume, SPACING, model=seg).labels
+    np.testing.assert_array_equal(result.labels, labels)
+    assert [s.finding.to_dict() for s in result.findings] == [f.to_dict() for f in alone]
+
+
+def test_different_weights_run_twice(tmp_path, monkeypatch):
+    det = str(install(detection_card(name="other-det"), tmp_path))
+    seg = str(install(segmentation_card(name="other-seg"), tmp_path))
+    calls = _count_runs(monkeypatch)
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert len(calls) == 2 and set(result.times_s) == {"detect", "segment"}
+    assert len(result.findings) == 2
+
+
+def test_the_world_affine_decides_the_side(shared_models):
+    """Mirrored left-right in the array, the same patient: the affine's L axis says which is which."""
+    det, seg = shared_models
+    volume = toy_chest()[:, :, ::-1].copy()  # the 4A blob now sits at small x
+    affine = np.diag([2.0, 1.0, -1.0, 1.0])  # ... where L is large: x runs from the patient's left
+    result = screen(volume, SPACING, affine, detector=det, segmenter=seg, score_threshold=0.5)
+    big = max(result.findings, key=lambda s: s.finding.volume_ml)
+    assert big.side == "left" and big.zone == "upper"
+
+
+def test_no_finding_is_category_1_and_one_lung_gets_no_side(shared_models):
+    det, seg = shared_models
+    empty = screen(toy_chest(blobs=()), SPACING, detector=det, segmenter=seg)
+    assert empty.findings == [] and empty.category == "1"
+    assert "category 1: none reported" in screening_markdown(empty)
+    one = screen(toy_chest(blobs=((21, 20, 15, 5, 200.0),), lungs=("right",)), SPACING, detector=det,
+                 segmenter=seg, score_threshold=0.5)
+    assert [(s.side, s.zone) for s in one.findings] == [("", "")]
+    assert set(one.lung_volumes_ml) == {"lungs"} and "two lungs" in one.notes[0]
+
+
+def test_report_record_and_markdown_carry_the_fields(shared_models):
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    record = json.loads(json.dumps(screening_record(result, "toy.nii.gz")))
+    assert record["highest_size_category"] == "4A" and record["source"] == "toy.nii.gz"
+    first = record["findings"][0]
+    assert {"rank", "slice", "side", "zone", "segmented_volume_ml", "center_mm", "diameter_mm", "volume_ml",
+            "lung_rads", "score"} <= set(first)
+    assert first["rank"] == 1 and first["slice"] == int(np.floor(first["center_voxel"][0] + 0.5))
+    assert record["models"]["segment"]["sha256"] == record["models"]["detect"]["sha256"] != ""
+    text = screening_markdown(result, "toy.nii.gz")
+    assert "decision support, not a diagnosis" in text and "**Highest size category among the reported " \
+        "findings: 4A**" in text
+    assert "| 1 |" in text and "| 2 |" in text and "rule-seg" in text
+
+
+def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
+    det, seg = shared_models
+    calls = _count_runs(monkeypatch)
+    with pytest.raises(InputError, match="3D"):
+        screen(np.zeros((40, 60), np.float32), SPACING[1:], detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="4x4"):
+        screen(toy_chest(), SPACING, np.eye(3), detector=det, segmenter=seg)
+    assert calls == []
