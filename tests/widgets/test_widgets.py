@@ -12,7 +12,8 @@ from napari_medai.widgets._base import TaskWidget
 
 pytestmark = pytest.mark.gui
 
-WIDGETS = {"Lesion detection": "detection", "Segmentation": "segmentation", "Denoising": "denoising"}
+WIDGETS = {"Lesion detection": "detection", "Segmentation": "segmentation", "Denoising": "denoising",
+           "Screening report": "detection"}  # the screening widget picks a detector (and a segmentation)
 TIMEOUT_MS = 15_000
 
 
@@ -221,7 +222,7 @@ def test_the_picker_follows_the_users_image_choice(viewer, small_ct):
 
 
 BUILT_IN = {"Lesion detection": "lung-nodule-detection", "Segmentation": "chest-ct-lung-nodule",
-            "Denoising": "ct-lowdose-denoising"}
+            "Denoising": "ct-lowdose-denoising", "Screening report": "lung-nodule-detection"}
 
 
 def _select_built_in(widget, display_name):
@@ -260,14 +261,18 @@ def test_every_widget_says_plainly_that_there_is_no_gpu(qtbot, viewer, ct_layer,
     assert widget.run_button.isEnabled()
 
 
-@pytest.mark.parametrize("display_name", ["Segmentation", "Lesion detection"])  # denoising: "automatic" first
+@pytest.mark.parametrize("display_name", ["Segmentation", "Lesion detection", "Screening report"])
 def test_each_widget_selects_its_default_built_in_model_first(viewer, display_name):
-    # a variant card (extra.variant_of, e.g. chest-ct-lung-nodule-edges) is listed after its model
+    # (denoising: "automatic" first.) A variant card (extra.variant_of, e.g. chest-ct-lung-nodule-edges)
+    # is listed after its model; the screening widget's segmentation picker follows the same rule.
     widget = open_widget(viewer, display_name)
-    first = widget.model_box.itemData(0)
-    assert getattr(first, "name", None) == BUILT_IN[display_name]
-    names = [getattr(widget.model_box.itemData(i), "name", None) for i in range(widget.model_box.count())]
-    for i, name in enumerate(names):
-        card = widget.model_box.itemData(i)
-        if getattr(card, "extra", {}).get("variant_of"):
-            assert names.index(card.extra["variant_of"]) < i
+    boxes = [(widget.model_box, BUILT_IN[display_name])]
+    if display_name == "Screening report":
+        boxes.append((widget.segmenter_box, "chest-ct-lung-nodule"))
+    for box, default in boxes:
+        assert getattr(box.itemData(0), "name", None) == default
+        names = [getattr(box.itemData(i), "name", None) for i in range(box.count())]
+        for i, name in enumerate(names):
+            card = box.itemData(i)
+            if getattr(card, "extra", {}).get("variant_of"):
+                assert names.index(card.extra["variant_of"]) < i

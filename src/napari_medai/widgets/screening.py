@@ -1,0 +1,150 @@
+"""Screening report dock widget: a thin Qt front end to :func:`napari_medai.screening.screen`.
+
+It is the detection widget (same pickers, findings layers, table, row click and CSV export)
+whose job runs the whole screening workflow instead of the detector alone.  On top it adds
+
+* ``"<image> segmentation"``: the lungs and nodules as a Labels layer (class colours);
+* ``"<image> denoised"``: when *Denoise first* is ticked, the volume the models read;
+* each finding's lung, zone and segmented volume as Points features and table columns;
+* the report (exam-level Lung-RADS size category, lung volumes, findings) in the dock, and
+  *Save report…*, which writes ``<name>.md`` and ``<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QPlainTextEdit, QPushButton
+
+from ..errors import InputError
+from ._base import task_models
+from ._layers import output_layer_data
+from .detection import DetectionParams, DetectionWidget
+from .segmentation import class_colormap, class_features
+
+
+@dataclass
+class ScreeningParams(DetectionParams):
+    segmenter: object = None  # segmentation model card (None: the built-in default)
+    denoise: bool = False  # run the CT denoiser first; the models read its output
+
+
+class ScreeningWidget(DetectionWidget):
+    title = "Screening report"
+    params_type = ScreeningParams
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(napari_viewer, parent)
+        self.screening = None
+        self.source_name = ""
+        self.report_view = QPlainTextEdit()
+        self.report_view.setReadOnly(True)
+        self.report_view.setPlaceholderText("The report appears here after Run.")
+        self.save_button = QPushButton("Save report…")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._choose_report_file)
+        self._add_result_widgets(self.report_view, self.save_button)
+
+    def _build_params(self, form):
+        super()._build_params(form)
+        self.segmenter_box = QComboBox()
+        self.segmenter_box.setToolTip("The segmentation that outlines the lungs and nodules for the report")
+        # installed models first, a model before its variants (as the other pickers)
+        models = sorted(task_models("segmentation"),
+                        key=lambda item: (not item[1], bool(getattr(item[0], "extra", {}).get("variant_of"))))
+        for card, installed in models:
+            if installed:
+                self.segmenter_box.addItem(card.name, card)
+        form.addRow("Segmentation model", self.segmenter_box)
+        self.denoise_check = QCheckBox("Denoise first (low-dose CT)")
+        self.denoise_check.setToolTip("Run the CT denoiser first; the detector and the segmentation read its output")
+        form.addRow("", self.denoise_check)
+
+    def _task_values(self):
+        return {**super()._task_values(), "segmenter": self.segmenter_box.currentData(),
+                "denoise": self.denoise_check.isChecked()}
+
+    def _make_job(self, volume, spacing, params):
+        import numpy as np
+
+        from .detection import world_affine
+
+        affine = world_affine(self.layer_picker.current_layer())
+
+        def job(progress, cancel):
+            from ..postprocess.findings import findings_mask
+            from ..screening import screen
+
+            data = np.asarray(volume)
+            segmenter = params.segmenter if params.segmenter is not None else "chest-ct-lung-nodule"
+            result = screen(data, spacing, affine, denoise=params.denoise, detector=params.model,
+                            segmenter=segmenter, score_threshold=params.score_threshold, max_findings=params.max_findings,
+                            settings=params.inference_settings(), progress=progress, cancel=cancel)
+            findings = [s.finding for s in result.findings]
+            mask = findings_mask(findings, data.shape) if findings else None
+            return {"findings": findings, "mask": mask, "screening": result}
+
+        return job
+
+    def _result_layers(self, result, source_layer, params):
+        screening = result["screening"]
+        layers = super()._result_layers(result, source_layer, params)
+        points = layers[0]
+        features = points[1]["features"]
+        features["side"] = [s.side for s in screening.findings]
+        features["zone"] = [s.zone for s in screening.findings]
+        features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screening.findings]
+        points[1]["metadata"]["screening"] = _record(screening, source_layer.name)
+        layers.append(output_layer_data(
+            screening.labels, source_layer, "segmentation", "labels",
+            colormap=class_colormap(screening.classes), features=class_features(screening.classes),
+            metadata={"classes": screening.classes, "lung_volumes_ml": screening.lung_volumes_ml},
+        ))
+        if screening.denoised is not None:
+            layers.append(output_layer_data(
+                screening.denoised, source_layer, "denoised", "image",
+                contrast_limits=list(source_layer.contrast_limits), colormap="gray",
+            ))
+        return layers
+
+    def _add_results(self, result, source_layer, params):
+        from ..screening import screening_markdown
+
+        layers = super()._add_results(result, source_layer, params)
+        self.screening, self.source_name = result["screening"], source_layer.name
+        self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
+        self.save_button.setEnabled(True)
+        return layers
+
+    def save_report(self, path) -> Path:
+        """Write the last run's report as ``<path>.md`` and ``<path>.json``; returns the .md path."""
+        from ..screening import screening_markdown
+
+        if self.screening is None:
+            raise InputError("run the screening first: there is no report to save")
+        path = Path(path)
+        md, js = path.with_suffix(".md"), path.with_suffix(".json")
+        md.write_text(screening_markdown(self.screening, self.source_name), encoding="utf-8")
+        js.write_text(json.dumps(_record(self.screening, self.source_name), indent=2), encoding="utf-8")
+        self.status_label.setText(f"report written to {md} and {js.name}")
+        return md
+
+    def _choose_report_file(self) -> None:
+        from napari.utils.notifications import show_error
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save screening report", f"{self.source_name} report.md",
+                                              "Markdown (*.md)")
+        if not path:
+            return
+        try:
+            self.save_report(path)
+        except (InputError, OSError) as exc:
+            show_error(f"{self.title}: cannot save the report: {exc}")
+
+
+def _record(screening, source: str) -> dict:
+    from ..screening import screening_record
+
+    return screening_record(screening, source)

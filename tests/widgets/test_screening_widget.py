@@ -1,0 +1,84 @@
+"""Screening report widget on a two-lung toy chest with fixed-rule models sharing one weights file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixed_rule_models import detection_card, install, segmentation_card, two_lung_chest
+
+from napari_medai.errors import InputError
+from napari_medai.models.card import save_card
+
+pytestmark = pytest.mark.gui
+TIMEOUT_MS = 20_000
+SCALE, TRANSLATE = (2.0, 1.0, 1.0), (-30.0, 5.0, 7.0)
+
+
+def _install_models(folder, **network_kwargs):
+    seg_path = install(segmentation_card(name="rule-seg", **network_kwargs), folder)
+    seg = json.loads(seg_path.read_text())
+    det = detection_card(name="rule-det", **network_kwargs)
+    det.weights, det.sha256 = seg["weights"], seg["sha256"]
+    save_card(det, folder / "rule-det.json")
+
+
+def _open(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.segmenter_box.setCurrentIndex(widget.segmenter_box.findText("rule-seg"))
+    return widget
+
+
+@pytest.fixture
+def chest(viewer, tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    _install_models(tmp_path / "weights")
+    return viewer.add_image(two_lung_chest(), name="chest", scale=SCALE, translate=TRANSLATE)
+
+
+def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbot, viewer, chest, tmp_path):
+    widget = _open(viewer)
+    before = chest.data.copy()
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["chest", "chest findings", "chest finding masks", "chest segmentation"]
+    np.testing.assert_array_equal(chest.data, before)  # the input is untouched
+    points, seg = viewer.layers["chest findings"], viewer.layers["chest segmentation"]
+    assert list(points.features["side"]) == ["left", "right"]
+    assert list(points.features["zone"]) == ["upper", "lower"]
+    assert points.features["segmented_volume_ml"][0] == pytest.approx(11 ** 3 * 2.0 / 1000)
+    for layer in (points, seg):
+        np.testing.assert_allclose(layer.scale, SCALE)
+        np.testing.assert_allclose(layer.translate, TRANSLATE)
+    assert seg.data.shape == chest.data.shape and set(np.unique(seg.data)) == {0, 1, 2}
+    text = widget.report_view.toPlainText()
+    assert "Highest size category among the reported findings: 4A" in text and "not a diagnosis" in text
+    assert widget.findings_table.rowCount() == 2
+    md = widget.save_report(tmp_path / "report")
+    assert md.read_text() == text
+    record = json.loads(md.with_suffix(".json").read_text())
+    assert record["source"] == "chest" and record["highest_size_category"] == "4A"
+
+
+def test_saving_before_a_run_says_so(viewer, chest):
+    widget = _open(viewer)
+    assert not widget.save_button.isEnabled()
+    with pytest.raises(InputError, match="run the screening first"):
+        widget.save_report("report.md")
+
+
+def test_cancel_adds_nothing(qtbot, viewer, tmp_path, monkeypatch):
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    _install_models(tmp_path / "weights", delay_s=0.2)  # every window takes 0.2 s
+    viewer.add_image(np.tile(two_lung_chest(), (1, 2, 2)), name="chest", scale=SCALE)
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        widget.cancel_button.click()
+    assert ended.args[0] == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["chest"] and widget.report_view.toPlainText() == ""
