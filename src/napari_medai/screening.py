@@ -103,9 +103,11 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     if shared:
         probs = run_model(seg, volume, spacing, settings, progress=share_progress(progress, step, steps),
                           cancel=cancel)
-        first = first_segmentation(seg.card, probs)
+        # the findings first: their working arrays are gone before the argmax makes its own, so
+        # the peak memory is either step's, not both together
         found = findings_from_probabilities(det, probs, volume, spacing, affine=affine,
                                             score_threshold=score_threshold, max_findings=max_findings)
+        first = first_segmentation(seg.card, probs)
         del probs
         result = finish_segmentation(seg, first, volume, spacing, settings=settings, cancel=cancel)
         times["detect + segment (one network run)"] = time.perf_counter() - t0

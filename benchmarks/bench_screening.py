@@ -1,0 +1,102 @@
+"""Screening benchmark: ``screening.screen`` against its baseline, ``detect`` then ``segment``.
+
+The built-in detector and segmentation share one network, so ``screen`` runs it once where
+the two separate calls run it twice.  In one run this prints, each measured in a fresh
+process (time and peak RSS are that process's own):
+
+1. the real lung1 CT (512 x 512 x 48): time, peak RSS, and whether the findings and labels
+   are identical to the separate calls';
+2. a 512 x 512 x 300 phantom CT (0.7 x 0.7 x 1.25 mm, as bench_segmentation.py): the same.
+
+    .venv/bin/python benchmarks/bench_screening.py            # both volumes (~4 min on 2 cores)
+    .venv/bin/python benchmarks/bench_screening.py --no-big   # lung1 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LUNG1 = ROOT / "src" / "napari_medai" / "sample_data" / "lung1_ct.nii.gz"
+BIG_SHAPE, BIG_SPACING = (300, 512, 512), (1.25, 0.7, 0.7)
+BIG_FILE = Path("/tmp/bench_seg_big_hu.npy")  # shared with bench_segmentation.py
+OUT = Path("/tmp/bench_screening")
+
+RUN = """
+import json, pickle, time, numpy as np
+from napari_medai.io import read_volume
+from napari_medai.inference import InferenceSettings
+def peak_mb():  # VmHWM: this process's own peak
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+source, how, out = {source!r}, {how!r}, {out!r}
+if source.endswith(".npy"):
+    hu, spacing, affine = np.load(source), {big_spacing!r}, None
+else:
+    vol = read_volume(source)
+    hu, spacing, affine = vol.data, vol.spacing, vol.affine
+rss0 = peak_mb()
+t = time.perf_counter()
+if how == "screen":
+    from napari_medai.screening import screen
+    r = screen(hu, spacing, affine, score_threshold=0.0, max_findings=50)
+    findings, labels = [s.finding.to_dict() for s in r.findings], r.labels
+else:
+    from napari_medai.api import detect, segment
+    findings = [f.to_dict() for f in detect(hu, spacing, affine=affine, score_threshold=0.0, max_findings=50)]
+    labels = segment(hu, spacing).labels
+dt = time.perf_counter() - t
+np.save(out + ".npy", labels)
+open(out + ".json", "w").write(json.dumps(findings))
+print(json.dumps({{"seconds": dt, "peak_rss_mb": peak_mb(), "rss_before_mb": rss0, "findings": len(findings)}}))
+"""
+
+
+def run(source: Path, how: str) -> dict:
+    out = str(OUT / f"{source.stem}_{how}")
+    code = RUN.format(source=str(source), how=how, out=out, big_spacing=BIG_SPACING)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(source: Path, title: str) -> None:
+    print(f"== {title}")
+    rows = {how: run(source, how) for how in ("separate", "screen")}
+    for how, label in (("separate", "baseline: detect() then segment()"), ("screen", "screen(), one network run")):
+        r = rows[how]
+        print(f"{label:<36} {r['seconds']:6.1f} s, peak RSS {r['peak_rss_mb']:5.0f} MB "
+              f"(before {r['rss_before_mb']:.0f} MB), {r['findings']} findings")
+    a, b = (OUT / f"{source.stem}_separate", OUT / f"{source.stem}_screen")
+    same_labels = np.array_equal(np.load(f"{a}.npy"), np.load(f"{b}.npy"))
+    same_findings = json.loads(Path(f"{a}.json").read_text()) == json.loads(Path(f"{b}.json").read_text())
+    speedup = rows["separate"]["seconds"] / rows["screen"]["seconds"]
+    print(f"speed-up {speedup:.2f}x; identical labels: {same_labels}; identical findings: {same_findings}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-big", action="store_true", help="lung1 only")
+    args = ap.parse_args()
+    import torch
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; built-in models, default settings "
+          "(the cards' test-time mirroring); every finding (score >= 0, at most 50)")
+    compare(LUNG1, "real CT lung1 (512 x 512 x 48, 0.57 x 0.57 x 5 mm)")
+    if not args.no_big:
+        if not BIG_FILE.exists():
+            from napari_medai.phantoms import make_chest_ct
+
+            np.save(BIG_FILE, make_chest_ct(77, shape=BIG_SHAPE, spacing=BIG_SPACING, n_nodules=3).hu)
+        compare(BIG_FILE, "phantom CT 512 x 512 x 300 (0.7 x 0.7 x 1.25 mm)")
+
+
+if __name__ == "__main__":
+    main()
