@@ -11,8 +11,8 @@ Prints, in one run:
    best-scoring finding's mean axial diameter and volume against the same measurements of the
    phantom's reference nodule mask (``postprocess.findings``' own definitions), and whether
    the Lung-RADS size category agrees; beside it, in the same run, the same network's findings
-   with their masks as drawn (a second detection pass, ``refine_masks=False``; skipped with
-   ``--no-mask-baseline`` or when the card refines no masks).
+   with their masks as drawn (``refine_masks=False``, read from the same network run; skipped
+   with ``--no-mask-baseline`` or when the card refines no masks).
 
     .venv/bin/python benchmarks/bench_detection.py            # full run
     .venv/bin/python benchmarks/bench_detection.py --quick    # 3 small phantoms
@@ -42,7 +42,8 @@ def _fmt(r):
 
 
 def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
-    from napari_medai.api import detect
+    from napari_medai.api import detect, findings_from_probabilities
+    from napari_medai.inference import run_model
     from napari_medai.models import load_model
     from napari_medai.metrics import froc, measurement_rows, target_mask
     from napari_medai.phantoms.tissues import NODULE
@@ -50,7 +51,11 @@ def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
 
     rows = {k: [] for k in ("model", "model_4mm", "blob", "blob_4mm")}
     measured = {"card": [], "as drawn": []}  # one row per nodule hit: reference and finding measurements
-    compare = compare_masks and bool(load_model(model).card.extra.get("mask_refine"))
+    loaded = load_model(model)
+    extra = loaded.card.extra
+    # the masks-as-drawn baseline reads the same network run (a one-stage detector's probabilities)
+    compare = (compare_masks and bool(extra.get("mask_refine"))
+               and extra.get("method", "segmentation") == "segmentation" and not extra.get("classifier"))
     t_model = t_blob = 0.0
     for seed in seeds:
         ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
@@ -59,16 +64,21 @@ def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
         mask = target_mask(ph.hu.shape, spacing, [n["center_voxel"] for n in nod], [n["diameter_mm"] for n in nod])
         small = [i + 1 for i, n in enumerate(nod) if n["diameter_mm"] < 4.0]
         t = time.perf_counter()
-        found = detect(ph.hu, spacing, model=model, max_findings=None)
+        if compare:
+            probs = run_model(loaded, ph.hu, spacing)
+            found = findings_from_probabilities(loaded, probs, ph.hu, spacing, max_findings=None)
+        else:
+            found = detect(ph.hu, spacing, model=loaded, max_findings=None)
         t_model += time.perf_counter() - t
         scores = [f.score for f in found]
         centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
         rows["model"].append((scores, centres, mask, []))
         reference, nominal = ph.labels == NODULE, [n["diameter_mm"] for n in nod]
         measured["card"] += measurement_rows(reference, mask, found, spacing, nominal)
-        if compare:  # the same network run again, its masks as drawn: the measurement's baseline
-            plain = detect(ph.hu, spacing, model=model, max_findings=None, refine_masks=False)
+        if compare:  # the same network run, its masks as drawn: the measurement's baseline
+            plain = findings_from_probabilities(loaded, probs, ph.hu, spacing, max_findings=None, refine_masks=False)
             measured["as drawn"] += measurement_rows(reference, mask, plain, spacing, nominal)
+            del probs
         rows["model_4mm"].append((scores, centres, mask, small))
         t = time.perf_counter()
         b_scores, b_centres = [], np.zeros((0, 3))
@@ -142,7 +152,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true")
     ap.add_argument("--no-mask-baseline", action="store_true",
-                    help="skip the second detection pass that measures the findings with their masks as drawn")
+                    help="skip the baseline that re-measures the same run's findings with their masks as drawn")
     ap.add_argument("--no-blob", action="store_true",
                     help="skip the blob_log baseline (comparing models against figures of an earlier full run)")
     args = ap.parse_args()

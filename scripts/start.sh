@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install napari-medai and open napari with its three widgets docked and the sample chest CT.
+# Install napari-medai and open napari with its widgets docked and the sample chest CT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

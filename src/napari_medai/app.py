@@ -1,10 +1,11 @@
-"""The main job: open napari with the three MedAI widgets docked and a chest CT loaded."""
+"""The main job: open napari with the MedAI widgets docked and a chest CT loaded."""
 
 from __future__ import annotations
 
 import argparse
 
 WIDGETS = ("Lesion detection", "Segmentation", "Denoising")
+TABBED = ("Screening report",)  # docked as tabs beside the last widget: four tall docks do not fit a laptop
 
 
 def build_viewer(path: str | None = None, sample: str = "lung1"):
@@ -17,6 +18,8 @@ def build_viewer(path: str | None = None, sample: str = "lung1"):
         viewer.open_sample("napari-medai", sample)
     for name in WIDGETS:
         viewer.window.add_plugin_dock_widget("napari-medai", name)
+    for name in TABBED:
+        viewer.window.add_plugin_dock_widget("napari-medai", name, tabify=True)
     return viewer
 
 
