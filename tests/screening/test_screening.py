@@ -124,3 +124,18 @@ def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
     with pytest.raises(InputError, match="4x4"):
         screen(toy_chest(), SPACING, np.eye(3), detector=det, segmenter=seg)
     assert calls == []
+
+
+def test_denoise_first_feeds_the_models_the_denoised_volume(shared_models):
+    """The shipped CT denoiser (small: seconds on this toy) runs first; the models read its output."""
+    det, seg = shared_models
+    rng = np.random.default_rng(0)
+    noisy = toy_chest() + rng.normal(0.0, 40.0, (30, 40, 60)).astype(np.float32)
+    result = screen(noisy, SPACING, detector=det, segmenter=seg, score_threshold=0.5, denoise=True)
+    assert result.denoised is not None and result.denoised.shape == noisy.shape
+    assert np.std(result.denoised - toy_chest()) < np.std(noisy - toy_chest())  # it removed noise
+    assert result.models["denoise"]["name"] == "ct-lowdose-denoising" and "denoise" in result.times_s
+    again = screen(result.denoised, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    np.testing.assert_array_equal(result.labels, again.labels)
+    assert [s.to_dict() for s in result.findings] == [s.to_dict() for s in again.findings]
+    assert "The models read the denoised volume." in screening_markdown(result)

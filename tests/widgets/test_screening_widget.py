@@ -82,3 +82,34 @@ def test_cancel_adds_nothing(qtbot, viewer, tmp_path, monkeypatch):
         widget.cancel_button.click()
     assert ended.args[0] == "cancelled"
     assert [layer.name for layer in viewer.layers] == ["chest"] and widget.report_view.toPlainText() == ""
+
+
+@pytest.fixture
+def chest_with_denoiser(viewer, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_medai.models import registry
+
+    for name in ("ct-lowdose-denoising.json", "ct-lowdose-denoising.pt"):
+        shutil.copy(registry.WEIGHTS_DIR / name, tmp_path / name)
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path)
+    _install_models(tmp_path)
+    rng = np.random.default_rng(0)
+    noisy = two_lung_chest() + rng.normal(0.0, 40.0, (30, 40, 60)).astype(np.float32)
+    return viewer.add_image(noisy, name="chest", scale=SCALE, translate=TRANSLATE)
+
+
+def test_denoise_first_adds_the_denoised_volume_in_the_images_space(qtbot, viewer, chest_with_denoiser):
+    widget = _open(viewer)
+    widget.denoise_check.setChecked(True)
+    before = chest_with_denoiser.data.copy()
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    denoised = viewer.layers["chest denoised"]
+    np.testing.assert_array_equal(chest_with_denoiser.data, before)
+    np.testing.assert_allclose(denoised.scale, SCALE)
+    np.testing.assert_allclose(denoised.translate, TRANSLATE)
+    assert tuple(denoised.contrast_limits) == tuple(chest_with_denoiser.contrast_limits)
+    assert np.std(denoised.data - two_lung_chest()) < np.std(before - two_lung_chest())
+    assert "The models read the denoised volume." in widget.report_view.toPlainText()
