@@ -6,10 +6,17 @@ process (time and peak RSS are that process's own):
 
 1. the real lung1 CT (512 x 512 x 48): time, peak RSS, and whether the findings and labels
    are identical to the separate calls';
-2. a 512 x 512 x 300 phantom CT (0.7 x 0.7 x 1.25 mm, as bench_segmentation.py): the same.
+2. a 512 x 512 x 300 phantom CT (0.7 x 0.7 x 1.25 mm, as bench_segmentation.py): the same;
+3. with ``--low-dose PHOTONS``: does the workflow's optional first step, the CT denoiser, help
+   on low-dose CT?  The 20 held-out phantoms (seeds 9000-9019, as bench_detection.py and
+   bench_segmentation.py) get simulated low-dose noise (``phantoms.simulate_low_dose``, PHOTONS
+   per ray); ``screen`` runs on them as they are (the baseline) and denoised first, in the
+   same run: detection FROC (MONAI's functions, all nodules and >= 4 mm) and per-scan lung and
+   nodule Dice.
 
     .venv/bin/python benchmarks/bench_screening.py            # both volumes (~4 min on 2 cores)
     .venv/bin/python benchmarks/bench_screening.py --no-big   # lung1 only
+    .venv/bin/python benchmarks/bench_screening.py --no-big --low-dose 2e4   # + low dose (~40 min)
 """
 
 from __future__ import annotations
@@ -80,16 +87,70 @@ def compare(source: Path, title: str) -> None:
     print(f"speed-up {speedup:.2f}x; identical labels: {same_labels}; identical findings: {same_findings}")
 
 
+def low_dose(photons: float, seeds=range(9000, 9020)) -> None:
+    import time
+
+    from napari_medai.metrics import froc, target_mask
+    from napari_medai.phantoms import simulate_low_dose
+    from napari_medai.screening import screen
+    from napari_medai.training.phantom_dataset import phantom_for
+    from napari_medai.training.seg_data import chest_targets
+
+    print(f"== held-out phantoms {seeds.start}-{seeds.stop - 1} at {photons:.0e} photons/ray: screen() on the "
+          "low-dose scan (baseline) and with denoise=True, every finding")
+    modes = {"low dose (baseline)": False, "low dose, denoised first": True}
+    rows = {m: {"all": [], "4mm": [], "lung": [], "nodule": [], "s": 0.0} for m in modes}
+    for seed in seeds:
+        ph = phantom_for(seed)
+        low = simulate_low_dose(ph.hu, photons, seed=seed, spacing=ph.spacing)
+        nod = ph.nodules
+        mask = target_mask(ph.hu.shape, ph.spacing, [n["center_voxel"] for n in nod], [n["diameter_mm"] for n in nod])
+        small = [i + 1 for i, n in enumerate(nod) if n["diameter_mm"] < 4.0]
+        truth = chest_targets(ph.labels)
+        line = []
+        for mode, denoise in modes.items():
+            t = time.perf_counter()
+            r = screen(low, ph.spacing, denoise=denoise, score_threshold=0.0, max_findings=None)
+            rows[mode]["s"] += time.perf_counter() - t
+            scores = [f.finding.score for f in r.findings]
+            centres = np.array([f.finding.center_voxel for f in r.findings]).reshape(-1, 3)
+            rows[mode]["all"].append((scores, centres, mask, []))
+            rows[mode]["4mm"].append((scores, centres, mask, small))
+            dice = {}
+            for c, name in ((1, "lung"), (2, "nodule")):
+                a, b = r.labels == c, truth == c
+                if b.any():
+                    dice[name] = 2.0 * (a & b).sum() / (a.sum() + b.sum())
+                    rows[mode][name].append(dice[name])
+            line.append(f"{'denoised' if denoise else 'as is'}: {len(scores)} findings, "
+                        + ", ".join(f"{k} Dice {v:.3f}" for k, v in dice.items()))
+        print(f"  seed {seed}: {len(nod)} nodule(s); " + "; ".join(line), flush=True)
+    for mode, r in rows.items():
+        a, b = froc(r["all"]), froc(r["4mm"])
+        fmt = lambda x: " ".join(f"{v:.3f}" for v in x["sensitivity"].values())  # noqa: E731
+        print(f"{mode}: FROC all {fmt(a)} | mean {a['mean']:.3f}; >= 4 mm {fmt(b)} | mean {b['mean']:.3f}")
+        print(f"{'':<{len(mode)}}  lung Dice {np.mean(r['lung']):.3f} (n={len(r['lung'])}), nodule Dice "
+              f"{np.mean(r['nodule']):.3f} (n={len(r['nodule'])}); {r['s']:.0f} s over {len(seeds)} scans")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-big", action="store_true", help="lung1 only")
+    ap.add_argument("--low-dose", type=float, default=None, metavar="PHOTONS",
+                    help="also screen the held-out phantoms at this simulated dose, without and with denoising")
+    ap.add_argument("--low-dose-only", action="store_true", help="only the low-dose section")
     args = ap.parse_args()
     import torch
 
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; built-in models, default settings "
           "(the cards' test-time mirroring); every finding (score >= 0, at most 50)")
+    if args.low_dose_only:
+        low_dose(args.low_dose or 2e4)
+        return
     compare(LUNG1, "real CT lung1 (512 x 512 x 48, 0.57 x 0.57 x 5 mm)")
+    if args.low_dose:
+        low_dose(args.low_dose)
     if not args.no_big:
         if not BIG_FILE.exists():
             from napari_medai.phantoms import make_chest_ct
