@@ -79,9 +79,13 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     from .inference import InferenceSettings, run_model
     from .inference.progress import share_progress
 
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise InputError(f"screening needs a 3D chest CT, got an array of shape {volume.shape}")
+    from .io.validate import check_spacing, check_volume
+
+    if np.ndim(volume) != 3:
+        raise InputError(f"screening needs a 3D chest CT, got an array of shape {np.shape(volume)}")
+    # every input check before any model runs: empty, constant, NaN, absurd spacing
+    volume = check_volume(volume, spacing, need_3d=True, what="CT")
+    spacing = check_spacing(spacing, ndim=3)
     settings = settings or InferenceSettings()
     affine = _affine(affine, spacing)
     det, seg = _model(detector), _model(segmenter)

@@ -123,6 +123,12 @@ def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
         screen(np.zeros((40, 60), np.float32), SPACING[1:], detector=det, segmenter=seg)
     with pytest.raises(InputError, match="4x4"):
         screen(toy_chest(), SPACING, np.eye(3), detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="constant"):
+        screen(np.full((30, 40, 60), -850.0, np.float32), SPACING, detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="spacing"):
+        screen(toy_chest(), (2.0, 1.0), detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="spacing"):
+        screen(toy_chest(), (2.0, 1.0, -1.0), detector=det, segmenter=seg)
     assert calls == []
 
 
