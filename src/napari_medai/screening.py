@@ -29,6 +29,10 @@ from .errors import InputError
 from .postprocess.findings import LUNG_RADS_NOTE, Finding
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
+# What a reader must know about the built-in models before trusting a low category
+# (docs/segmentation.md, docs/detection.md: 0 of 21 held-out phantom nodules under 6 mm found).
+SMALL_NODULE_LIMIT = ("the built-in models miss most nodules under 6 mm (none of 21 found on held-out phantoms): "
+                      "a category 1 or 2 here does not rule out nodules under 6 mm")
 SIDES = ("right", "left")
 ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
 
@@ -292,6 +296,8 @@ def screening_markdown(result: ScreeningResult, source: str = "") -> str:
                   "(0: the segmentation did not label it).", ""]
     for note in result.notes:
         lines.append(f"Note: {note}.")
+    if result.category in ("1", "2"):
+        lines.append(f"Limit: {SMALL_NODULE_LIMIT}.")
     lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
                                         for step, m in result.models.items()) + ".",
               "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]

@@ -94,6 +94,7 @@ def test_no_finding_is_category_1_and_one_lung_gets_no_side(shared_models):
     empty = screen(toy_chest(blobs=()), SPACING, detector=det, segmenter=seg)
     assert empty.findings == [] and empty.category == "1"
     assert "category 1: none reported" in screening_markdown(empty)
+    assert "does not rule out nodules under 6 mm" in screening_markdown(empty)
     one = screen(toy_chest(blobs=((21, 20, 15, 5, 200.0),), lungs=("right",)), SPACING, detector=det,
                  segmenter=seg, score_threshold=0.5)
     assert [(s.side, s.zone) for s in one.findings] == [("", "")]
