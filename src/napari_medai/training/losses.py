@@ -84,7 +84,7 @@ class HardNegativeLoss:
     and its gradient does not vanish when the network is sure.
 
     ``logits``: (B, C, *spatial); ``negative``: (B, 1, *spatial), non-zero on the hard
-    negatives (phantom vessels and airway walls, by label value).  Returns a scalar tensor,
+    negatives (phantom vessels and airways, lumen and wall, by label value).  Returns a scalar tensor,
     0 without gradient when the batch holds no hard negative.
     """
 
