@@ -68,7 +68,7 @@ def _model(model):
 def segment(
     volume: np.ndarray,
     spacing,
-    model="chest-ct-lung-nodule",
+    model=DEFAULT_SEGMENTATION_MODEL,
     *,
     settings=None,
     progress: Callable[[int, int], None] | None = None,
@@ -145,7 +145,7 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
 def detect(
     volume: np.ndarray,
     spacing,
-    model="lung-nodule-detection",
+    model=DEFAULT_DETECTION_MODEL,
     *,
     affine: np.ndarray | None = None,
     score_threshold: float = 0.0,

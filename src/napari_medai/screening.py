@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import InputError
 from .postprocess.findings import LUNG_RADS_NOTE, Finding
 
@@ -64,7 +65,7 @@ class ScreeningResult:
 
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
-           detector="lung-nodule-detection", segmenter="chest-ct-lung-nodule", denoiser=None,
+           detector=DEFAULT_DETECTION_MODEL, segmenter=DEFAULT_SEGMENTATION_MODEL, denoiser=None,
            score_threshold: float = 0.5, max_findings: int | None = 20, settings=None,
            progress: Callable[[int, int], None] | None = None, cancel=None) -> ScreeningResult:
     """Screen a chest CT (HU, (z, y, x), ``spacing`` in mm) for lung nodules.
@@ -99,13 +100,14 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     times, models, notes = {}, {}, []
     denoised = None
     if denoise:
+        from .denoising import default_model_name
         from .denoising import denoise as run_denoiser
 
         t0 = time.perf_counter()
         denoised = run_denoiser(volume, spacing, model=denoiser, modality="CT", settings=settings,
                                 progress=share_progress(progress, step, steps), cancel=cancel)
         times["denoise"] = time.perf_counter() - t0
-        models["denoise"] = _provenance(_model(denoiser or "ct-lowdose-denoising").card, settings)
+        models["denoise"] = _provenance(_model(denoiser or default_model_name("CT")).card, settings)
         volume, step = denoised, step + 1
     t0 = time.perf_counter()
     if shared:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
     from ._common import add_runtime_options
 
     p = sub.add_parser(
@@ -18,8 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score of a reported finding (default 0.5)")
     p.add_argument("--max-findings", type=int, default=20)
-    p.add_argument("--detector", default="lung-nodule-detection", help="detection model (name or path)")
-    p.add_argument("--segmenter", default="chest-ct-lung-nodule", help="segmentation model (name or path)")
+    p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")
     add_runtime_options(p)
     p.set_defaults(func=run)
 

@@ -71,17 +71,23 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     pieces, _ = ndimage.label(reference, ndimage.generate_binary_structure(3, 3))
+    # boxes once: each lesion is then read inside its own box, not over the whole volume
+    target_boxes, piece_boxes = ndimage.find_objects(target), ndimage.find_objects(pieces)
     shape = np.array(target.shape)
     rows = []
-    for i in range(1, int(target.max()) + 1):
+    for i, tbox in enumerate(target_boxes, start=1):
+        if tbox is None:
+            continue
         hits = [f for f in found
                 if target[tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, shape - 1))] == i]
-        ids = np.unique(pieces[target == i])
+        ids = np.unique(pieces[tbox][target[tbox] == i])
         ids = ids[ids > 0]
         if not hits or not len(ids):
             continue
         best = max(hits, key=lambda f: f.score)
-        ref = np.isin(pieces, ids)
+        union = tuple(slice(min(piece_boxes[j - 1][k].start for j in ids), max(piece_boxes[j - 1][k].stop for j in ids))
+                      for k in range(3))
+        ref = np.isin(pieces[union], ids)
         ref = ref[ndimage.find_objects(ref.astype(np.uint8))[0]]
         long_ax, short_ax = axial_axes(ref, spacing)
         ref_d = 0.5 * (long_ax + short_ax)

@@ -64,12 +64,15 @@ class TaskParams:
 
 
 def task_models(task: str) -> list[tuple[Any, bool]]:
-    """(card, weights present?) for each built-in model of ``task``."""
+    """(card, weights present?) for each built-in model of ``task``: installed ones first, and a
+    model before its variants (cards with ``extra.variant_of``), so that a picker's default
+    selection is the model the docs call the default."""
     try:
         from ..models import list_models
     except ImportError:  # registry not there (partial install): no built-in models
         return []
-    return [(card, _weights_present(card)) for card in list_models(task)]
+    models = [(card, _weights_present(card)) for card in list_models(task)]
+    return sorted(models, key=lambda item: (not item[1], bool(getattr(item[0], "extra", {}).get("variant_of"))))
 
 
 def _weights_present(card) -> bool:
@@ -187,10 +190,7 @@ class TaskWidget(QWidget):
         will come; with none installed a placeholder comes first and Run explains.
         """
         self.model_box.clear()
-        # installed first, and a model before its variants (cards with extra.variant_of), so the
-        # default selection is the model the docs call the default
-        models = sorted(task_models(self.task),
-                        key=lambda item: (not item[1], bool(getattr(item[0], "extra", {}).get("variant_of"))))
+        models = task_models(self.task)  # installed first, a model before its variants
         if not any(installed for _, installed in models):
             self.model_box.addItem(f"(no {self.task} model installed)", None)
             self.status_label.setText(self._no_model_message())

@@ -51,10 +51,7 @@ class ScreeningWidget(DetectionWidget):
         super()._build_params(form)
         self.segmenter_box = QComboBox()
         self.segmenter_box.setToolTip("The segmentation that outlines the lungs and nodules for the report")
-        # installed models first, a model before its variants (as the other pickers)
-        models = sorted(task_models("segmentation"),
-                        key=lambda item: (not item[1], bool(getattr(item[0], "extra", {}).get("variant_of"))))
-        for card, installed in models:
+        for card, installed in task_models("segmentation"):  # the default model first
             if installed:
                 self.segmenter_box.addItem(card.name, card)
         form.addRow("Segmentation model", self.segmenter_box)
@@ -78,7 +75,9 @@ class ScreeningWidget(DetectionWidget):
             from ..screening import screen
 
             data = np.asarray(volume)
-            segmenter = params.segmenter if params.segmenter is not None else "chest-ct-lung-nodule"
+            from ..api import DEFAULT_SEGMENTATION_MODEL
+
+            segmenter = params.segmenter if params.segmenter is not None else DEFAULT_SEGMENTATION_MODEL
             result = screen(data, spacing, affine, denoise=params.denoise, detector=params.model,
                             segmenter=segmenter, score_threshold=params.score_threshold, max_findings=params.max_findings,
                             settings=params.inference_settings(), progress=progress, cancel=cancel)
