@@ -136,9 +136,12 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     from .inference.intensity import fit_intensity
     from .inference.precision import select_precision
 
+    from .inference.modality import check_modality
+
     loaded = load_denoiser(model, modality)
     if loaded.card.spatial_dims != 2:
         raise ModelError(f"model '{loaded.card.name}' is 3D; denoise() runs 2D (slice-wise) models")
+    check_modality(loaded.card, arr)  # a CT denoiser on MR (or the reverse) would change the anatomy
     device = select_device(_setting(settings, "device", "auto"), spatial_dims=2)
     precision = select_precision(device, _setting(settings, "precision", "auto"))
     image = np.asarray(arr, dtype=np.float32)

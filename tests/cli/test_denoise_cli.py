@@ -48,3 +48,11 @@ def test_errors_exit_2_and_write_nothing(tmp_path, noisy_nifti, capsys):
     assert "no built-in model" in capsys.readouterr().err
     assert main(["denoise", str(tmp_path / "missing.nii.gz"), str(out_path)]) == 2
     assert not out_path.exists()
+
+
+def test_the_ct_denoiser_on_an_mr_file_exits_with_one_sentence(tmp_path, noisy_nifti, capsys):
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(noisy_nifti), str(out_path), "--model", "ct-lowdose-denoising"]) == 2
+    err = capsys.readouterr().err
+    assert "'ct-lowdose-denoising' reads CT in Hounsfield units" in err and "Traceback" not in err
+    assert not out_path.exists()

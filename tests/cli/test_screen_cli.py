@@ -42,3 +42,15 @@ def test_screen_refuses_a_2d_image_and_writes_nothing(tmp_path, capsys):
     assert main(["screen", str(flat), "--out-dir", str(out), "--quiet"]) == 2
     assert not out.exists()
     assert "3D" in capsys.readouterr().err
+
+
+def test_screen_refuses_an_mr_volume_for_its_ct_models_and_writes_nothing(tmp_path, capsys):
+    mr = np.random.default_rng(5).uniform(0, 300, (12, 40, 60)).astype(np.float32)
+    path = write_volume(mr, tmp_path / "t1.nii.gz", modality="MR")
+    det = install(detection_card(name="cli-det"), tmp_path / "models")
+    seg = install(segmentation_card(name="cli-seg"), tmp_path / "models")
+    out = tmp_path / "report"
+    assert main(["screen", str(path), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
+                 "--quiet"]) == 2
+    assert not out.exists()
+    assert "'cli-det' reads CT in Hounsfield units" in capsys.readouterr().err

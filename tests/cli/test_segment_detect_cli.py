@@ -85,3 +85,17 @@ def test_detect_refuses_an_unknown_report_format(tmp_path, ct_nifti, capsys):
     assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 2
     assert "--out must end in .json or .csv" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "detect"])
+def test_a_ct_model_on_an_mr_file_exits_with_one_sentence_and_writes_nothing(tmp_path, command, capsys):
+    mr = np.random.default_rng(3).uniform(0, 600, size=(12, 24, 24)).astype(np.float32)
+    mr_nifti = write_volume(mr, tmp_path / "t1.nii.gz", affine=np.eye(4), modality="MR")
+    card = segmentation_card() if command == "segment" else detection_card()
+    model = install(card, tmp_path / "model")
+    out = tmp_path / ("labels.nii.gz" if command == "segment" else "findings.json")
+    args = [str(mr_nifti), str(out)] if command == "segment" else [str(mr_nifti), "--out", str(out)]
+    assert main([command, *args, "--model", str(model), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "reads CT in Hounsfield units" in err and "Traceback" not in err
+    assert not out.exists()

@@ -47,10 +47,12 @@ def test_strength_blends_input_and_output(changing_card, mr_volume):
     assert np.array_equal(none, mr_volume) and none is not mr_volume
 
 
-def test_integer_input_keeps_its_dtype_and_2d_slices_work(tiny_card):
+def test_integer_input_keeps_its_dtype_and_2d_slices_work(tmp_path):
+    from denoise_helpers import make_tiny_card
+
     ct_slice = np.full((24, 24), -1000, np.int16)
     ct_slice[4:20, 4:20] = 40
-    out = denoise(ct_slice, model=tiny_card, settings={"precision": "fp32"})
+    out = denoise(ct_slice, model=make_tiny_card(tmp_path, modality="CT"), settings={"precision": "fp32"})
     assert out.dtype == np.int16 and out.shape == (24, 24)
     assert np.array_equal(out, ct_slice)
 
@@ -124,3 +126,17 @@ def test_top_level_api_is_the_same_function(changing_card, mr_volume):
         napari_medai.denoise(mr_volume, (2.0, 1.0, 1.0), model=changing_card, settings=settings),
         denoise(mr_volume, (2.0, 1.0, 1.0), model=changing_card, settings=settings),
     )
+
+
+def test_a_denoiser_refuses_the_other_modality_and_leaves_the_input_alone(tiny_card, mr_volume, tmp_path):
+    from denoise_helpers import make_tiny_card
+
+    ct = np.full((3, 24, 24), -1000.0, np.float32)
+    ct[:, 4:20, 4:20] = 40.0
+    before = ct.copy()
+    with pytest.raises(ModelError, match="made for MR.*only CT in Hounsfield units"):
+        denoise(ct, model=tiny_card)  # the tiny card is an MR denoiser
+    np.testing.assert_array_equal(ct, before)
+    mr = np.abs(mr_volume)  # MR magnitudes: nothing below 0
+    with pytest.raises(ModelError, match="reads CT in Hounsfield units"):
+        denoise(mr, model=make_tiny_card(tmp_path / "ct", modality="CT"))

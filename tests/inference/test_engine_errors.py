@@ -64,3 +64,36 @@ def test_input_volume_is_not_modified(small_ct, card_fields):
     out = run_model(model, small_ct, spacing=(2.0, 1.0, 1.0), settings=InferenceSettings(precision="fp32"))
     np.testing.assert_array_equal(small_ct, before)
     assert not np.shares_memory(out, small_ct)
+
+
+# --- the image must be the modality the model was made for (inference/modality.py) ---
+
+def _mr_like(rng):
+    """Non-negative intensities, as an MR scanner writes them (or CT without its rescale)."""
+    return rng.uniform(0, 800, size=(8, 16, 16)).astype(np.float32)
+
+
+def test_a_ct_model_refuses_an_image_with_no_negative_value(rng):
+    ct_model = make_model(Counting(Pointwise()), modality="CT")
+    with pytest.raises(ModelError, match="reads CT in Hounsfield units.*no voxel of this image is below 0"):
+        run_model(ct_model, _mr_like(rng))
+    assert ct_model.network.calls == 0
+
+
+def test_an_mr_model_refuses_ct_in_hounsfield_units(small_ct):
+    mr_model = make_model(Counting(Pointwise()), modality="MR")
+    assert small_ct.min() <= -900  # air
+    with pytest.raises(ModelError, match="made for MR.*only CT in Hounsfield units"):
+        run_model(mr_model, small_ct)
+    assert mr_model.network.calls == 0
+
+
+def test_each_model_runs_on_its_own_modality_and_any_runs_on_both(rng, small_ct):
+    mr = _mr_like(rng)
+    for modality, image in (("CT", small_ct), ("MR", mr), ("any", small_ct), ("any", mr)):
+        model = make_model(Counting(Pointwise()), modality=modality)
+        out = run_model(model, image, settings=InferenceSettings(precision="fp32"))
+        assert out.shape == (2, *image.shape) and model.network.calls > 0, modality
+    # a CT crop with soft tissue and fat only still has negative HU: not refused
+    fat_and_muscle = np.where(rng.random((8, 16, 16)) > 0.5, -100.0, 40.0)
+    run_model(make_model(Pointwise(), modality="CT"), fat_and_muscle)

@@ -246,6 +246,21 @@ def test_every_widget_refuses_a_wrong_layer_and_an_empty_image(qtbot, viewer, sm
         assert_unchanged(viewer, snapshot)
 
 
+@pytest.mark.parametrize("display_name", WIDGETS)
+def test_every_widget_refuses_an_mr_image_for_its_ct_model(qtbot, viewer, rng, notifications, display_name):
+    widget = open_widget(viewer, display_name)
+    _select_built_in(widget, display_name)  # each built-in picked here is a CT model
+    viewer.layers.clear()
+    t1 = viewer.add_image(rng.uniform(0, 400, (10, 40, 40)).astype(np.float32), name="t1", metadata={"modality": "MR"})
+    viewer.layers.selection.active = t1
+    snapshot = layer_snapshot(viewer)
+    assert run_and_wait(qtbot, widget) == "error", display_name
+    severity, text = notifications()[-1]
+    assert severity == "error" and "reads CT in Hounsfield units" in text, (display_name, text)
+    assert_unchanged(viewer, snapshot)
+    assert widget.run_button.isEnabled()
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without CUDA")
 @pytest.mark.parametrize("display_name", WIDGETS)
 def test_every_widget_says_plainly_that_there_is_no_gpu(qtbot, viewer, ct_layer, notifications, display_name):

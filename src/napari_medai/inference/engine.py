@@ -22,6 +22,7 @@ from .cancel import CancelToken
 from .device import select_device
 from .intensity import IntensityMap, fit_intensity
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
+from .modality import check_modality
 from .precision import select_precision
 from .progress import share_progress
 from .resample import resample, working_shape
@@ -76,6 +77,7 @@ def check_input(volume, spacing, card) -> tuple[np.ndarray, tuple[float, ...] | 
     else:
         for c in range(channels):
             check_volume(arr[c], what=f"image channel {c}")
+    check_modality(card, arr)  # after the volume checks: an empty or NaN image gets its own message
     if spacing is not None:
         spacing = check_spacing(spacing, ndim=3)
     return arr, spacing
