@@ -59,6 +59,24 @@ def test_install_writes_card_with_sha256(tmp_path, monkeypatch):
     assert card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_install_can_ship_the_final_epoch_instead_of_the_best(tmp_path, monkeypatch):
+    from napari_medai.models import registry
+
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "out", epochs=2)
+    summary = train_segmentation(cfg, log=lambda *_: None)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "weights")
+    install_builtin("tiny-last", cfg, summary, "medai train segmentation ...", checkpoint="last")
+    card = registry.get_card("tiny-last", folder=tmp_path / "weights")
+    last = torch.load(tmp_path / "out" / "last.pt", weights_only=False)["net"]
+    shipped = registry.load_state_dict(card)
+    assert all(torch.equal(shipped[k], last[k]) for k in last)
+    assert card.scores["checkpoint"] == "last" and card.scores["epoch"] == 2
+    assert card.scores["val_dice"] == summary["history"][-1]["val_dice"]
+    with pytest.raises(InputError, match="checkpoint must be one of"):
+        install_builtin("tiny-x", cfg, summary, "medai ...", checkpoint="middle")
+
+
 def test_labels_beyond_the_classes_are_refused(tmp_path):
     _write_pairs(tmp_path / "data", n=2)
     with pytest.raises(InputError, match="labels go up to 2"):

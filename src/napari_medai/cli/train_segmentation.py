@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
     add_training_device(p)
     p.add_argument("--install-as", metavar="NAME",
                    help="write the best weights and a model card into the package's built-in models")
+    p.add_argument("--install-checkpoint", choices=("best", "last"), default="best",
+                   help="which weights --install-as ships: the best-scoring epoch (default) or the final one")
     p.set_defaults(func=run)
 
 
@@ -104,7 +106,7 @@ def run(args) -> int:
     if args.install_as:
         from ..training.segmentation import install_builtin
 
-        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()))
+        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()), checkpoint=args.install_checkpoint)
         print(f"installed built-in model card {path}")
     return 0
 

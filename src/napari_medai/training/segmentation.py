@@ -308,9 +308,21 @@ def _init_weights(spec: str):
     return load_state_dict(get_card(spec))
 
 
-def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = ""):
-    """Copy ``best.pt`` into the package's built-in models with a complete model card."""
+CHECKPOINTS = ("best", "last")
+
+
+def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = "",
+                    checkpoint: str = "best"):
+    """Copy the run's weights into the package's built-in models with a complete model card.
+
+    ``checkpoint``: "best" (``best.pt``, the epoch with the best validation score) or "last"
+    (the final epoch, from ``last.pt``): the per-epoch score is read on a few validation
+    cases, so a larger validation set may prefer the fully annealed final epoch.
+    """
     import torch
+
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
 
     from ..models.registry import save_builtin
 
@@ -333,12 +345,19 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         "component_ce_weight": cfg.component_ce_weight, "min_component_voxels": cfg.min_component_voxels,
         "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
     }
-    # the shipped weights are the best epoch's, so report that epoch's Dice
+    # report the Dice of the epoch whose weights are shipped
     scored = [h for h in summary["history"] if h["val_dice"]]
-    best = max(scored, key=lambda h: _score(h["val_dice"], h.get("val_component_recall", {})), default=None)
-    card.scores = {"val_dice": best["val_dice"] if best else {}, "best_epoch": best["epoch"] + 1 if best else None,
-                   "val_component_recall": best.get("val_component_recall", {}) if best else {},
+    if checkpoint == "best":
+        shipped = max(scored, key=lambda h: _score(h["val_dice"], h.get("val_component_recall", {})), default=None)
+        state = torch.load(Path(cfg.out) / "best.pt", weights_only=True)
+    else:
+        shipped = scored[-1] if scored else None
+        state = torch.load(Path(cfg.out) / "last.pt", weights_only=False, map_location="cpu")["net"]
+    card.scores = {"val_dice": shipped["val_dice"] if shipped else {},
+                   "best_epoch" if checkpoint == "best" else "epoch": shipped["epoch"] + 1 if shipped else None,
+                   "checkpoint": checkpoint,
+                   "val_component_recall": shipped.get("val_component_recall", {}) if shipped else {},
                    "best_val_score": summary["best_score"]}
     net = build_unet(cfg)
-    net.load_state_dict(torch.load(Path(cfg.out) / "best.pt", weights_only=True))
+    net.load_state_dict(state)
     return save_builtin(card, net)
