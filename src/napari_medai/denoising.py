@@ -134,9 +134,8 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
 
     from .inference.device import select_device
     from .inference.intensity import fit_intensity
-    from .inference.precision import select_precision
-
     from .inference.modality import check_modality
+    from .inference.precision import select_precision
 
     loaded = load_denoiser(model, modality)
     if loaded.card.spatial_dims != 2:

@@ -60,7 +60,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fp32", action="store_true", help="train in fp32 even where bf16 is supported")
     add_training_device(p)
     p.add_argument("--install-as", metavar="NAME",
-                   help="write the best weights and a model card into the package's built-in models")
+                   help="write the weights (see --install-checkpoint) and a model card into the package's built-in models")
     p.add_argument("--install-checkpoint", choices=("best", "last"), default="best",
                    help="which weights --install-as ships: the best-scoring epoch (default) or the final one")
     p.set_defaults(func=run)

@@ -18,16 +18,12 @@ from ..errors import ModelError
 from ..io.heuristics import CT_AIR_HU
 
 
-def _range(arr: np.ndarray) -> tuple[float, float]:
-    return float(np.min(arr)), float(np.max(arr))
-
-
 def check_modality(card, arr: np.ndarray) -> None:
     """Raise ``ModelError`` when ``arr`` plainly is not the modality ``card`` was made for."""
     modality = getattr(card, "modality", "any")
     if modality not in ("CT", "MR"):
         return
-    lo, hi = _range(arr)
+    lo, hi = float(np.min(arr)), float(np.max(arr))
     if modality == "CT" and lo >= 0:
         raise ModelError(
             f"model '{card.name}' reads CT in Hounsfield units, but no voxel of this image is below 0 "
