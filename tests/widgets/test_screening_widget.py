@@ -113,3 +113,32 @@ def test_denoise_first_adds_the_denoised_volume_in_the_images_space(qtbot, viewe
     assert tuple(denoised.contrast_limits) == tuple(chest_with_denoiser.contrast_limits)
     assert np.std(denoised.data - two_lung_chest()) < np.std(before - two_lung_chest())
     assert "The models read the denoised volume." in widget.report_view.toPlainText()
+
+
+def test_the_save_buttons_ask_for_a_file_and_report_a_failure(qtbot, viewer, chest, tmp_path, monkeypatch,
+                                                              notifications):
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.run_button.click()
+    asked = []
+
+    def answer(path):
+        def dialog(parent, caption, default, file_filter):
+            asked.append((caption, default, file_filter))
+            return str(path), file_filter
+        monkeypatch.setattr("napari_medai.widgets._base.QFileDialog.getSaveFileName", dialog)
+
+    answer(tmp_path / "exam.md")
+    widget.save_button.click()  # the report
+    assert (tmp_path / "exam.md").read_text() == widget.report_view.toPlainText()
+    assert asked[-1] == ("Save screening report", "chest report.md", "Markdown (*.md)")
+    answer(tmp_path / "exam-findings")
+    widget.export_button.click()  # the findings table, inherited from the detection widget
+    assert len((tmp_path / "exam-findings.csv").read_text().splitlines()) == 3  # header + 2 findings
+    answer(tmp_path / "no-such-folder" / "exam.md")
+    widget.save_button.click()
+    severity, text = notifications()[-1]
+    assert severity == "error" and text.startswith("Screening report: cannot save the report:"), text
+    answer("")  # the dialog cancelled: nothing happens
+    widget.save_button.click()
+    assert notifications()[-1] == (severity, text)

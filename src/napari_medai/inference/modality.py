@@ -23,11 +23,11 @@ def check_modality(card, arr: np.ndarray) -> None:
     modality = getattr(card, "modality", "any")
     if modality not in ("CT", "MR"):
         return
-    lo, hi = float(np.min(arr)), float(np.max(arr))
+    lo = float(np.min(arr))  # one pass; the maximum is read only for a refusal's message
     if modality == "CT" and lo >= 0:
         raise ModelError(
             f"model '{card.name}' reads CT in Hounsfield units, but no voxel of this image is below 0 "
-            f"(its values run from {lo:g} to {hi:g}); CT in HU has air at -1000 and fat below 0. "
+            f"(its values run from {lo:g} to {float(np.max(arr)):g}); CT in HU has air at -1000 and fat below 0. "
             "It looks like MR, or a CT saved without its rescale to HU: choose a model made for this image"
         )
     if modality == "MR" and lo <= CT_AIR_HU:

@@ -145,6 +145,19 @@ class TaskWidget(QWidget):
         for offset, widget in enumerate(widgets):
             layout.insertWidget(stretch + offset, widget)
 
+    def _save_with_dialog(self, caption: str, default_name: str, file_filter: str, write, failure: str) -> None:
+        """Ask for a file name, then ``write(path)``; a refusal or a disk error becomes an
+        error notification ("<title>: <failure>: <reason>") instead of a traceback."""
+        from napari.utils.notifications import show_error
+
+        path, _ = QFileDialog.getSaveFileName(self, caption, default_name, file_filter)
+        if not path:
+            return
+        try:
+            write(path)
+        except (InputError, OSError) as exc:
+            show_error(f"{self.title}: {failure}: {exc}")
+
     def _build_params(self, form: QFormLayout) -> None:
         """Add the task's own controls to ``form``."""
 

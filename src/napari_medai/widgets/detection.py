@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QPushButton, QSpinBox
 
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE
@@ -208,16 +208,9 @@ class DetectionWidget(TaskWidget):
         return path
 
     def _choose_csv_file(self) -> None:
-        from napari.utils.notifications import show_error
-
         default = f"{self.findings_layer.name}.csv" if self.findings_layer is not None else "findings.csv"
-        path, _ = QFileDialog.getSaveFileName(self, "Export findings", default, "CSV (*.csv)")
-        if not path:
-            return
-        try:
-            self.export_csv(path)
-        except (InputError, OSError) as exc:
-            show_error(f"{self.title}: cannot export the findings: {exc}")
+        self._save_with_dialog("Export findings", default, "CSV (*.csv)", self.export_csv,
+                               "cannot export the findings")
 
 
 def _model_name(model) -> str:

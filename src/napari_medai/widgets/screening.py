@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QPlainTextEdit, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
 from ._base import task_models
@@ -71,12 +71,11 @@ class ScreeningWidget(DetectionWidget):
         affine = world_affine(self.layer_picker.current_layer())
 
         def job(progress, cancel):
+            from ..api import DEFAULT_SEGMENTATION_MODEL
             from ..postprocess.findings import findings_mask
             from ..screening import screen
 
             data = np.asarray(volume)
-            from ..api import DEFAULT_SEGMENTATION_MODEL
-
             segmenter = params.segmenter if params.segmenter is not None else DEFAULT_SEGMENTATION_MODEL
             result = screen(data, spacing, affine, denoise=params.denoise, detector=params.model,
                             segmenter=segmenter, score_threshold=params.score_threshold, max_findings=params.max_findings,
@@ -131,16 +130,8 @@ class ScreeningWidget(DetectionWidget):
         return md
 
     def _choose_report_file(self) -> None:
-        from napari.utils.notifications import show_error
-
-        path, _ = QFileDialog.getSaveFileName(self, "Save screening report", f"{self.source_name} report.md",
-                                              "Markdown (*.md)")
-        if not path:
-            return
-        try:
-            self.save_report(path)
-        except (InputError, OSError) as exc:
-            show_error(f"{self.title}: cannot save the report: {exc}")
+        self._save_with_dialog("Save screening report", f"{self.source_name} report.md", "Markdown (*.md)",
+                               self.save_report, "cannot save the report")
 
 
 def _record(screening, source: str) -> dict:
