@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Install everything napari-medai needs into ./.venv on a Debian/Ubuntu machine.
-#   bash scripts/install.sh            # plugin + PyQt5
+#   bash scripts/install.sh            # plugin + PyQt6
 #   bash scripts/install.sh testing    # plus the test tools
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="pyqt5${1:+,$1}"
+extras="pyqt6${1:+,$1}"
 PY="${PYTHON:-python3}"
 
-# System libraries for Qt (PyQt5's xcb platform) and a virtual X server for headless runs.
+# System libraries for Qt's xcb platform (Qt 6 needs libxcb-cursor0) and a virtual X server for headless runs.
 apt_pkgs=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0
           libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0
           libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libfontconfig1 libdbus-1-3)

@@ -12,4 +12,5 @@ The Python API and the `medai` command work without a display: .venv/bin/medai -
 MSG
   exit 3
 fi
+export QT_API=pyqt6  # the binding install.sh installs, also in a venv that still has PyQt5
 exec .venv/bin/python -m napari_medai "$@"

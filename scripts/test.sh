@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh testing
-export QT_API=pyqt5
+export QT_API=pyqt6  # the binding install.sh installs, also in a venv that still has PyQt5
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

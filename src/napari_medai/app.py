@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-WIDGETS = ("Lesion detection", "Segmentation", "Denoising")
-TABBED = ("Screening report",)  # docked as tabs beside the last widget: four tall docks do not fit a laptop
+# Docked as tabs of one dock area, in the order of the screening workflow (denoise, detect,
+# segment, report).  Stacked, three docks shared the window's height and the findings table
+# got one row's height; as tabs each widget has the whole height.
+WIDGETS = ("Denoising", "Lesion detection", "Segmentation", "Screening report")
+FRONT = "Lesion detection"  # the tab shown first
 
 
-def build_viewer(path: str | None = None, sample: str = "lung1"):
+def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
+    """Open ``path`` (or the sample) with the MedAI widgets docked, in ``viewer`` or a new one."""
     import napari
 
-    viewer = napari.Viewer(title="napari-medai")
+    viewer = viewer if viewer is not None else napari.Viewer(title="napari-medai")
     if path:
         viewer.open(path, plugin="napari-medai")
     else:
         viewer.open_sample("napari-medai", sample)
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-medai", name)
-    for name in TABBED:
-        viewer.window.add_plugin_dock_widget("napari-medai", name, tabify=True)
+    docks = {}
+    for k, name in enumerate(WIDGETS):
+        docks[name], _ = viewer.window.add_plugin_dock_widget("napari-medai", name, tabify=k > 0)
+    docks[FRONT].raise_()
     return viewer
 
 

@@ -87,7 +87,7 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     table = widget.findings_table
     assert table.rowCount() == len(findings)
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "#", "Score", "Diameter (mm)", "Volume (mL)", "Lung-RADS", "Slice"]
+        "#", "Score", "Diam. (mm)", "Vol. (mL)", "Lung-RADS", "Slice"]
     assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
     assert table.cell_text(1, 4) == findings[1].lung_rads
     assert table.cell_text(1, 5) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
@@ -110,6 +110,30 @@ def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer
     last = widget.findings[-1]
     widget.go_to_finding(len(widget.findings) - 1)
     assert viewer.dims.current_step[0] == axial_slice(last.center_voxel)
+
+
+def test_arrow_keys_in_the_table_step_through_the_findings(qtbot, viewer, detection):
+    widget, crop = detection
+    table = widget.findings_table
+    assert len(widget.findings) >= 2, "the crop must give two findings to step between"
+    table.setFocus()
+    qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=table.visualItemRect(table.item(0, 0)).center())
+    qtbot.keyClick(table, Qt.Key_Down)
+    second = widget.findings[1]
+    assert table.currentRow() == 1
+    assert viewer.dims.current_step[0] == axial_slice(second.center_voxel)
+    np.testing.assert_allclose(viewer.camera.center[-2:], crop.data_to_world(second.center_voxel)[1:], atol=1e-6)
+    qtbot.keyClick(table, Qt.Key_Up)
+    assert viewer.dims.current_step[0] == axial_slice(widget.findings[0].center_voxel)
+
+
+def test_the_findings_table_shows_six_rows_without_scrolling(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    table = widget.findings_table
+    # In a dock stacked with others it once got one row's height.
+    assert table.minimumHeight() >= table.horizontalHeader().sizeHint().height() + 6 * table.verticalHeader().defaultSectionSize()
+    tips = [table.horizontalHeaderItem(c).toolTip() for c in range(table.columnCount())]
+    assert all(tips) and "Long-axis" in tips[2]
 
 
 def test_export_csv_writes_every_finding(tmp_path, detection):

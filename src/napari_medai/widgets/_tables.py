@@ -11,16 +11,28 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 class _ReadOnlyTable(QTableWidget):
     columns: tuple[str, ...] = ()
+    column_tips: tuple[str, ...] = ()  # what each header means, shown on hover
+    # Rows shown without scrolling.  A dock packs its widgets tightly: without a minimum the
+    # table got one row's height, so a run with eight findings showed one of them.
+    visible_rows: int = 3
 
     def __init__(self, parent=None):
         super().__init__(0, len(self.columns), parent)
         self.setHorizontalHeaderLabels(list(self.columns))
+        for c, tip in enumerate(self.column_tips):
+            self.horizontalHeaderItem(c).setToolTip(tip)
         self.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.setSelectionMode(QAbstractItemView.SingleSelection)
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
+        self.setMinimumHeight(self.rows_height(self.visible_rows))
+
+    def rows_height(self, rows: int) -> int:
+        """Pixels for the header, ``rows`` rows and a horizontal scroll bar."""
+        return (self.horizontalHeader().sizeHint().height() + rows * self.verticalHeader().defaultSectionSize()
+                + self.horizontalScrollBar().sizeHint().height() + 2 * self.frameWidth())
 
     def _set_rows(self, rows: list[list]) -> None:
         self.clearContents()
@@ -57,7 +69,13 @@ class FindingsTable(_ReadOnlyTable):
     """One row per finding, in rank order: rank, score, long-axis diameter, volume,
     Lung-RADS size category and the axial slice of its centre."""
 
-    columns = ("#", "Score", "Diameter (mm)", "Volume (mL)", "Lung-RADS", "Slice")
+    # Short headers: with the full words the dock's default width cut off the last column.
+    columns = ("#", "Score", "Diam. (mm)", "Vol. (mL)", "Lung-RADS", "Slice")
+    column_tips = ("Rank by score", "Detector confidence, 0 to 1", "Long-axis diameter on the axial slice, mm",
+                   "Volume of the finding's mask, mL",
+                   "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support",
+                   "Axial slice of the finding's centre")
+    visible_rows = 6
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([

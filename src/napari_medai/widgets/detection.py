@@ -7,8 +7,8 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
   image's geometry), sized by the long-axis diameter, coloured by score, with every finding
   field as a feature (hover shows score, size, volume, Lung-RADS);
 * ``"<image> finding masks"``: a Labels layer where finding ``k`` (rank ``k``) is label ``k``;
-* the findings table in the dock: clicking a row centres the view on that finding and moves
-  to its slice; "Export CSV…" writes the table with every field.
+* the findings table in the dock: clicking a row (or moving to it with the arrow keys) centres
+  the view on that finding and moves to its slice; "Export CSV…" writes the table with every field.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ class DetectionWidget(TaskWidget):
         self.note_label = QLabel(LUNG_RADS_NOTE + ".")
         self.note_label.setWordWrap(True)
         self.findings_table = FindingsTable()
-        self.findings_table.setToolTip("Click a finding to go to it")
+        self.findings_table.setToolTip("Click a finding, or step through them with the arrow keys, to go to it")
         self.findings_table.cellClicked.connect(lambda row, _column: self.go_to_finding(row))
+        # Arrow keys move the current row without a click: follow them too.
+        self.findings_table.currentCellChanged.connect(self._on_current_cell_changed)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._choose_csv_file)
@@ -188,6 +190,10 @@ class DetectionWidget(TaskWidget):
         camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
         camera.center = tuple(float(world[axis - first]) for axis in dims.displayed if axis >= first)
         self.findings_table.selectRow(row)
+
+    def _on_current_cell_changed(self, row: int, _column: int, previous_row: int, _previous_column: int) -> None:
+        if row != previous_row:  # a move within the row is not a new finding
+            self.go_to_finding(row)
 
     def _live_findings_layer(self):
         if self.findings_layer is None:
