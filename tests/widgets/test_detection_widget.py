@@ -87,10 +87,15 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     table = widget.findings_table
     assert table.rowCount() == len(findings)
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "#", "Score", "Diam. (mm)", "Vol. (mL)", "Lung-RADS", "Slice"]
+        "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Slice"]
     assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
-    assert table.cell_text(1, 4) == findings[1].lung_rads
-    assert table.cell_text(1, 5) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
+    assert table.cell_text(1, 2) == f"{findings[1].diameter_mm:.1f}"
+    assert table.cell_text(1, 3) == f"{findings[1].mean_diameter_mm:.1f}"
+    assert table.cell_text(1, 5) == findings[1].lung_rads
+    assert table.cell_text(1, 6) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
+    # every column fits the width the table asks for
+    header = table.horizontalHeader()
+    assert table.minimumWidth() >= sum(header.sectionSizeHint(c) for c in range(table.columnCount()))
     assert "decision support, not a diagnosis" in widget.note_label.text()
 
 
@@ -101,7 +106,7 @@ def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer
         finding = widget.findings[row]
         rect = table.visualItemRect(table.item(row, 0))
         qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
-        assert viewer.dims.current_step[0] == int(table.cell_text(row, 5)) == axial_slice(finding.center_voxel)
+        assert viewer.dims.current_step[0] == int(table.cell_text(row, 6)) == axial_slice(finding.center_voxel)
         world = crop.data_to_world(finding.center_voxel)
         np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
         assert table.currentRow() == row
@@ -133,7 +138,7 @@ def test_the_findings_table_shows_six_rows_without_scrolling(viewer):
     # In a dock stacked with others it once got one row's height.
     assert table.minimumHeight() >= table.horizontalHeader().sizeHint().height() + 6 * table.verticalHeader().defaultSectionSize()
     tips = [table.horizontalHeaderItem(c).toolTip() for c in range(table.columnCount())]
-    assert all(tips) and "Long-axis" in tips[2]
+    assert all(tips) and "Long-axis" in tips[2] and "Lung-RADS" in tips[3]
 
 
 def test_export_csv_writes_every_finding(tmp_path, detection):

@@ -6,7 +6,7 @@ import math
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 
 class _ReadOnlyTable(QTableWidget):
@@ -66,12 +66,17 @@ def axial_slice(center_voxel) -> int:
 
 
 class FindingsTable(_ReadOnlyTable):
-    """One row per finding, in rank order: rank, score, long-axis diameter, volume,
-    Lung-RADS size category and the axial slice of its centre."""
+    """One row per finding, in rank order: rank, score, long-axis and mean diameter, volume,
+    Lung-RADS size category and the axial slice of its centre.
 
-    # Short headers: with the full words the dock's default width cut off the last column.
-    columns = ("#", "Score", "Diam. (mm)", "Vol. (mL)", "Lung-RADS", "Slice")
+    Both diameters are shown because the size category follows the mean diameter (Lung-RADS
+    v2022), not the long axis: a 9.0 mm long axis with a 6.0 mm mean is category 3.
+    """
+
+    # Short headers: with the full words the dock's default width cut off the last columns.
+    columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Slice")
     column_tips = ("Rank by score", "Detector confidence, 0 to 1", "Long-axis diameter on the axial slice, mm",
+                   "Mean of the long and short axis, mm: the diameter the Lung-RADS size category uses",
                    "Volume of the finding's mask, mL",
                    "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support",
                    "Axial slice of the finding's centre")
@@ -79,10 +84,17 @@ class FindingsTable(_ReadOnlyTable):
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([
-            [rank, f"{f.score:.2f}", f"{f.diameter_mm:.1f}", _ml(f.volume_ml), f.lung_rads,
-             axial_slice(f.center_voxel)]
+            [rank, f"{f.score:.2f}", f"{f.diameter_mm:.1f}", f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml),
+             f.lung_rads, axial_slice(f.center_voxel)]
             for rank, f in enumerate(findings, start=1)
         ])
+        # Ask the dock for the width every column needs, so none hides behind a scroll bar.  The
+        # header's length would count the stretched last column at its current width instead.
+        header = self.horizontalHeader()
+        header.setStretchLastSection(False)  # a stretched last column kept a width wider than it needs
+        needed = sum(max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(self.columnCount()))
+        scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.setMinimumWidth(needed + scroll_bar + 2 * self.frameWidth())
 
 
 def _ml(value: float) -> str:
