@@ -171,3 +171,74 @@ def test_no_finding_above_the_threshold_gives_an_empty_points_layer(qtbot, viewe
     assert any("no findings reached the score threshold" in message for _, message in notifications())
     with open(widget.export_csv(tmp_path / "none.csv")) as fh:
         assert fh.read().strip() == ",".join(CSV_FIELDS)  # the header only
+
+
+def _finding_mask_in_volume(finding, shape):
+    full = np.zeros(shape, bool)
+    (z0, y0, x0), (z1, y1, x1) = finding.bbox_voxel
+    full[z0:z1, y0:y1, x0:x1] = finding.mask
+    return full
+
+
+def test_add_to_labels_writes_the_chosen_finding_as_one_undoable_edit(qtbot, viewer, detection):
+    widget, crop = detection
+    annotation = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="my annotation",
+                                   scale=crop.scale, translate=crop.translate)
+    annotation.data[0, 0, 0] = 5  # the user's own work, which must survive
+    widget.target_picker.set_layer(annotation)
+    widget.label_value_box.setValue(3)
+    widget.findings_table.setCurrentCell(1, 0)
+    widget.add_to_labels_button.click()
+    second = _finding_mask_in_volume(widget.findings[1], crop.data.shape)
+    assert second.any()
+    np.testing.assert_array_equal(annotation.data == 3, second)
+    assert annotation.data[0, 0, 0] == 5
+    assert "Ctrl+Z" in widget.status_label.text() and f"{second.sum()} voxel" in widget.status_label.text()
+    annotation.undo()  # one step takes the whole finding back
+    assert not (annotation.data == 3).any() and annotation.data[0, 0, 0] == 5
+
+
+def test_add_to_labels_uses_the_segmentations_nodule_class(viewer, detection):
+    widget, crop = detection
+    from napari_medai.widgets.detection import nodule_label
+
+    seg = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="crop segmentation", scale=crop.scale,
+                            translate=crop.translate,
+                            features={"index": [1, 2], "class": ["lung", "nodule"]})
+    widget.target_picker.set_layer(seg)
+    assert widget.label_value_box.value() == nodule_label(seg) == 2
+    plain = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="plain", scale=crop.scale,
+                              translate=crop.translate)
+    plain.selected_label = 4
+    assert nodule_label(plain) == 4
+
+
+def test_add_to_labels_refuses_a_layer_off_the_findings_grid_and_changes_nothing(viewer, detection, notifications):
+    widget, crop = detection
+    shifted = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="shifted", scale=crop.scale,
+                                translate=np.asarray(crop.translate) + 10.0)
+    smaller = viewer.add_labels(np.zeros(crop.data.shape[:2] + (5,), np.uint8), name="smaller")
+    widget.findings_table.setCurrentCell(0, 0)
+    for layer in (shifted, smaller):
+        widget.target_picker.set_layer(layer)
+        widget.add_to_labels_button.click()
+        assert not layer.data.any()
+        assert "does not lie on the grid" in widget.status_label.text()
+    assert any(severity == "error" and "does not lie on the grid" in text for severity, text in notifications())
+    with pytest.raises(InputError, match="select a finding"):
+        widget.add_finding_to_labels(-1, shifted, 2)
+
+
+def test_after_a_run_the_finding_masks_do_not_become_the_layer_findings_go_into(viewer, detection):
+    widget, _crop = detection
+    assert viewer.layers.selection.active.name == "crop finding masks"  # napari activates new layers
+    assert widget.target_picker.current_layer() is None  # the only Labels layer is not offered
+    assert widget.target_picker.count() == 0
+
+
+def test_add_to_labels_is_off_until_a_run_and_asks_for_a_layer(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    assert not widget.add_to_labels_button.isEnabled()
+    widget.findings = [object()]
+    with pytest.raises(InputError, match="no Labels layer"):
+        widget.add_finding_to_labels(0, None, 2)

@@ -167,3 +167,19 @@ def test_only_labels_layers_can_be_edited(small_ct):
         edit_labels(Image(small_ct, name="ct"), small_ct > 0, 1)
     with pytest.raises(InputError, match="shape"):
         edit_labels(Labels(np.zeros((2, 2, 2), np.uint8)), np.ones((3, 3, 3), bool), 1)
+
+
+def test_a_label_edit_may_cover_a_box_of_the_layer():
+    labels = Labels(np.zeros((4, 6, 6), np.uint8))
+    labels.data[2, 3, 3] = 7
+    box = np.ones((2, 2, 2), bool)
+    assert edit_labels(labels, box, 2, origin=(1, 2, 2)) == 8
+    expected = np.zeros((4, 6, 6), np.uint8)
+    expected[1:3, 2:4, 2:4] = 2
+    np.testing.assert_array_equal(labels.data, expected)
+    labels.undo()
+    assert labels.data.sum() == 7 and labels.data[2, 3, 3] == 7
+    for origin in ((3, 0, 0), (0, -1, 0)):  # past the far edge, before the near one
+        with pytest.raises(InputError, match="does not fit"):
+            edit_labels(labels, box, 2, origin=origin)
+    assert labels.data.sum() == 7

@@ -58,6 +58,8 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
     text = widget.report_view.toPlainText()
     assert "Highest size category among the reported findings: 4A" in text and "not a diagnosis" in text
     assert widget.findings_table.rowCount() == 2
+    # a finding goes into the new segmentation as its nodule class, not into the finding masks
+    assert widget.target_picker.current_layer() is seg and widget.label_value_box.value() == 2
     md = widget.save_report(tmp_path / "report")
     assert md.read_text() == text
     record = json.loads(md.with_suffix(".json").read_text())

@@ -32,6 +32,12 @@ def _is_image(layer) -> bool:
     return isinstance(layer, Image)
 
 
+def _is_labels(layer) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
+
+
 def _describe(layer) -> str:
     # __class__, not type(): widgets get layers wrapped in napari's PublicOnlyProxy
     return f"'{layer.name}' is a {layer.__class__.__name__} layer"
@@ -150,8 +156,11 @@ def add_layers(viewer, layer_data: Iterable[tuple]) -> list:
     return layers
 
 
-def edit_labels(layer, mask, value: int) -> int:
+def edit_labels(layer, mask, value: int, origin=None) -> int:
     """Set ``layer.data[mask] = value`` as ONE undoable step; returns voxels changed.
+
+    ``origin``: where ``mask``'s first voxel lies in the layer, when the mask covers only a
+    box of it (a finding's mask); None: the mask covers the whole layer.
 
     napari 0.9: ``Labels.data_setitem(indices, value)`` writes the old values to the undo
     history, and ``Labels.block_history()`` groups everything inside it into a single item,
@@ -162,9 +171,15 @@ def edit_labels(layer, mask, value: int) -> int:
     if not isinstance(layer, Labels):
         raise InputError(f"only a Labels layer can be edited: {_describe(layer)}")
     mask = np.asarray(mask, dtype=bool)
-    if mask.shape != tuple(layer.data.shape):
-        raise InputError(f"the edit has shape {mask.shape}, '{layer.name}' has {layer.data.shape}")
-    indices = np.nonzero(mask & (np.asarray(layer.data) != value))
+    shape = tuple(layer.data.shape)
+    origin = (0,) * len(shape) if origin is None else tuple(int(o) for o in origin)
+    if (mask.ndim != len(shape) or len(origin) != len(shape)
+            or any(o < 0 or o + m > s for o, m, s in zip(origin, mask.shape, shape))):
+        where = f" at {origin}" if any(origin) else ""
+        raise InputError(f"the edit has shape {mask.shape}{where}, which does not fit '{layer.name}' ({shape})")
+    box = tuple(slice(o, o + m) for o, m in zip(origin, mask.shape))
+    local = np.nonzero(mask & (np.asarray(layer.data[box]) != value))
+    indices = tuple(axis + o for axis, o in zip(local, origin))
     if indices[0].size == 0:
         return 0
     with layer.block_history():

@@ -1,4 +1,4 @@
-"""A combobox of the viewer's Image layers that stays in step with the layer list."""
+"""Comboboxes of the viewer's Image (or Labels) layers that stay in step with the layer list."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 from qtpy.QtWidgets import QComboBox
 
-from ._layers import _is_image
+from ._layers import _is_image, _is_labels
 
 
 class ImageLayerPicker(QComboBox):
@@ -17,12 +17,15 @@ class ImageLayerPicker(QComboBox):
     active: a denoised image must not silently become the next input).
     """
 
+    accepts = staticmethod(_is_image)  # which layers are listed
+    tooltip = "Image layer to process (3D CT or MR volume)"
+
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
         self._viewer = viewer
         self._layers: list = []
         self._follow_active = True
-        self.setToolTip("Image layer to process (3D CT or MR volume)")
+        self.setToolTip(self.tooltip)
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
         events.removed.connect(self._on_removed)
@@ -63,12 +66,12 @@ class ImageLayerPicker(QComboBox):
 
     def _on_active(self, event=None):
         active = self._viewer.layers.selection.active
-        if self._follow_active and _is_image(active):
+        if self._follow_active and self.accepts(active):
             self.set_layer(active)
 
     def _rebuild(self, event=None):
         chosen = self.current_layer()
-        self._layers = [layer for layer in self._viewer.layers if _is_image(layer)]
+        self._layers = [layer for layer in self._viewer.layers if self.accepts(layer)]
         self.blockSignals(True)
         try:
             self.clear()
@@ -79,6 +82,21 @@ class ImageLayerPicker(QComboBox):
         finally:
             self.blockSignals(False)
         self.currentIndexChanged.emit(self.currentIndex())
+
+
+FINDING_MASKS = "finding_masks"  # metadata flag of the detection widget's own mask layers
+
+
+def _is_editable_labels(layer) -> bool:
+    # A detector's own "finding masks" layer is not a place to add findings to.
+    return _is_labels(layer) and not layer.metadata.get(FINDING_MASKS, False)
+
+
+class LabelsLayerPicker(ImageLayerPicker):
+    """The same, for the Labels layers an edit may go into."""
+
+    accepts = staticmethod(_is_editable_labels)
+    tooltip = "Labels layer to add findings to (one Ctrl+Z on it undoes each addition)"
 
 
 def _index_of(layers: list, layer) -> int:

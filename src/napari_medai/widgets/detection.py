@@ -8,7 +8,9 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
   field as a feature (hover shows score, size, volume, Lung-RADS);
 * ``"<image> finding masks"``: a Labels layer where finding ``k`` (rank ``k``) is label ``k``;
 * the findings table in the dock: clicking a row (or moving to it with the arrow keys) centres
-  the view on that finding and moves to its slice; "Export CSV…" writes the table with every field.
+  the view on that finding and moves to its slice; "Export CSV…" writes the table with every field;
+* "Add to labels" copies the chosen finding's mask into a Labels layer on the same grid (a
+  segmentation to correct, or an annotation in progress) as one undoable edit.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE
 from ._base import TaskParams, TaskWidget
-from ._layers import layer_spacing, output_layer_data
+from ._layers import edit_labels, layer_spacing, output_layer_data
+from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable, axial_slice
 
 SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
@@ -75,6 +78,7 @@ class DetectionWidget(TaskWidget):
         self.findings: list = []
         self.findings_layer = None
         self._findings_affine = np.eye(4)
+        self._findings_shape: tuple = ()
         self.note_label = QLabel(LUNG_RADS_NOTE + ".")
         self.note_label.setWordWrap(True)
         self.findings_table = FindingsTable()
@@ -85,7 +89,30 @@ class DetectionWidget(TaskWidget):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._choose_csv_file)
-        self._add_result_widgets(self.findings_table, self.export_button, self.note_label)
+        self._add_result_widgets(self.findings_table, self.export_button, self._build_add_to_labels(), self.note_label)
+
+    def _build_add_to_labels(self) -> QWidget:
+        """Labels layer, label value and "Add to labels": the chosen finding's mask into a
+        Labels layer, e.g. a nodule the segmentation missed, while correcting it for training."""
+        self.target_picker = LabelsLayerPicker(self.viewer)
+        self.label_value_box = QSpinBox()
+        self.label_value_box.setRange(1, 65535)
+        self.label_value_box.setToolTip("Label value the finding is written with (the layer's nodule class when it "
+                                        "names one, else its current brush label)")
+        self.add_to_labels_button = QPushButton("Add to labels")
+        self.add_to_labels_button.setToolTip("Write the finding selected in the table into the Labels layer; "
+                                             "Ctrl+Z on that layer undoes it")
+        self.add_to_labels_button.setEnabled(False)
+        self.add_to_labels_button.clicked.connect(self._add_current_finding_to_labels)
+        self.target_picker.currentIndexChanged.connect(self._on_target_changed)
+        self._on_target_changed()
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.target_picker, 1)
+        layout.addWidget(self.label_value_box)
+        layout.addWidget(self.add_to_labels_button)
+        return row
 
     def _build_params(self, form):
         self.threshold_box = QDoubleSpinBox()
@@ -151,17 +178,22 @@ class DetectionWidget(TaskWidget):
                 features={"index": [0] + [f.label for f in findings],
                           "score": [np.nan] + [f.score for f in findings],
                           "lung_rads": [""] + [f.lung_rads for f in findings]},
-                opacity=0.5,
+                opacity=0.5, metadata={FINDING_MASKS: True},
             ))
         return layers
 
     def _add_results(self, result, source_layer, params):
-        layers = super()._add_results(result, source_layer, params)
+        # napari makes each new layer active; the finding masks must not become the layer
+        # findings are added to (the screening widget points it at its segmentation instead).
+        with self.target_picker.keep_selection():
+            layers = super()._add_results(result, source_layer, params)
         self.findings = list(result["findings"])
         self.findings_layer = layers[0]
         self._findings_affine = world_affine(layers[0])
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
+        self.add_to_labels_button.setEnabled(bool(self.findings))
+        self._findings_shape = tuple(source_layer.data.shape)
         if not self.findings:
             from napari.utils.notifications import show_info
 
@@ -200,6 +232,43 @@ class DetectionWidget(TaskWidget):
             return None
         return self.findings_layer if self.findings_layer in self.viewer.layers else None
 
+    # ---- add a finding to a Labels layer ---------------------------------------------------
+    def add_finding_to_labels(self, row: int, layer, value: int) -> int:
+        """Write finding ``row``'s mask into Labels ``layer`` as ``value``: one undoable edit.
+        Returns the voxels changed.  The layer must lie on the findings' grid (same shape and
+        world transform); nothing is changed otherwise."""
+        if not 0 <= row < len(self.findings):
+            raise InputError("select a finding in the table first")
+        if layer is None:
+            raise InputError("there is no Labels layer to add the finding to: run Segmentation, "
+                             "or add one with Layers → New Labels Layer")
+        finding = self.findings[row]
+        if finding.mask is None:
+            raise InputError(f"finding {row + 1} has no mask to add (its model gives boxes only)")
+        shape = tuple(layer.data.shape)
+        if shape != self._findings_shape or not np.allclose(world_affine(layer), self._findings_affine, atol=1e-3):
+            raise InputError(f"'{layer.name}' does not lie on the grid of the image the findings came from "
+                             f"(shape {shape} vs {self._findings_shape}, or another position or voxel size)")
+        changed = edit_labels(layer, finding.mask, int(value), origin=finding.bbox_voxel[0])
+        self.status_label.setText(f"Finding {row + 1} added to '{layer.name}' as label {int(value)}: "
+                                  f"{changed} voxel(s) changed (Ctrl+Z on that layer undoes it)")
+        return changed
+
+    def _add_current_finding_to_labels(self) -> None:
+        try:
+            self.add_finding_to_labels(self.findings_table.currentRow(), self.target_picker.current_layer(),
+                                       self.label_value_box.value())
+        except InputError as exc:  # not a job: the runner's state stays as the last run left it
+            from napari.utils.notifications import show_error
+
+            self.status_label.setText(str(exc))
+            show_error(f"{self.title}: {exc}")
+
+    def _on_target_changed(self, _index=None) -> None:
+        layer = self.target_picker.current_layer()
+        if layer is not None:
+            self.label_value_box.setValue(nodule_label(layer))
+
     def export_csv(self, path) -> Path:
         """Write the findings of the last run (every field, ranked) as CSV."""
         from ..postprocess.report import findings_to_csv
@@ -217,6 +286,17 @@ class DetectionWidget(TaskWidget):
         default = f"{self.findings_layer.name}.csv" if self.findings_layer is not None else "findings.csv"
         self._save_with_dialog("Export findings", default, "CSV (*.csv)", self.export_csv,
                                "cannot export the findings")
+
+
+def nodule_label(layer) -> int:
+    """The label value a finding goes in with: the layer's class named "nodule" (the
+    segmentation widget's layers name their classes in ``features``), else its brush label."""
+    features = getattr(layer, "features", None)
+    if features is not None and {"index", "class"} <= set(features.columns):
+        named = features[features["class"].astype(str).str.lower() == "nodule"]
+        if len(named):
+            return int(named["index"].iloc[0])
+    return max(int(layer.selected_label), 1)
 
 
 def _model_name(model) -> str:

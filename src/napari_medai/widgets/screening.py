@@ -111,6 +111,8 @@ class ScreeningWidget(DetectionWidget):
         from ..screening import screening_markdown
 
         layers = super()._add_results(result, source_layer, params)
+        segmentation = next(layer for layer in layers if "class" in layer.features.columns)
+        self.target_picker.set_layer(segmentation)  # the layer a missed nodule is added to
         self.screening, self.source_name = result["screening"], source_layer.name
         self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
         self.save_button.setEnabled(True)
