@@ -52,6 +52,30 @@ def test_segmentation_overlaps_the_real_lung1_nodule(lung1_crop):
 
 
 @needs
+def test_the_real_trachea_is_not_lung(lung1_crop):
+    """lung1's trachea (slices 36-42; rows 147-205, columns 248-280 of the sample) is air in the
+    mediastinum, which the network labels lung; the card's clean-up gives it back."""
+    hu, _truth, spacing = lung1_crop
+    lumen = np.zeros(hu.shape, bool)
+    lumen[36:43, 147 - 110:205 - 110, 248 - 90:280 - 90] = True
+    lumen &= hu < -950
+    assert lumen.sum() > 1000
+    from napari_medai.models import load_model
+
+    without = load_model("chest-ct-lung-nodule")  # a private copy: no cache is shared
+    without.card.extra = {k: v for k, v in without.card.extra.items() if k != "extrapulmonary_air"}
+    before = segment(hu, spacing, model=without).labels
+    assert (before[lumen] == 1).mean() > 0.5  # what the network draws, and the rest of the clean-up keeps
+    labels = segment(hu, spacing).labels
+    assert (labels[lumen] == 1).mean() < 0.05
+    # only air left the lungs (the removed voxels are air, and a small share of the lungs)
+    removed = (before == 1) & (labels != 1)
+    assert np.median(hu[removed]) < -950 and (labels[removed] == 0).all()
+    assert removed.sum() < 0.01 * (before == 1).sum()
+    np.testing.assert_array_equal(labels == 2, before == 2)  # the nodules are untouched
+
+
+@needs
 def test_detection_ranks_the_real_lung1_nodule_first(lung1_crop):
     hu, truth, spacing = lung1_crop
     found = detect(hu, spacing, max_findings=5)

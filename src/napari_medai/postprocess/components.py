@@ -72,6 +72,11 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
     inside = [int(i) for i in extra.get("inside_body", ())]
     if inside and (image is not None or body is not None):
         labels = _inside_body(labels, image, spacing, inside, lesions, body)
+    air = extra.get("extrapulmonary_air")
+    if air and image is not None:  # before the organs keep their largest components: what it
+        from .airway import drop_extrapulmonary_air  # cuts off is then dropped with them
+
+        labels = drop_extrapulmonary_air(labels, image, spacing, **air)
     if min_lesion_mm3 is None:
         min_lesion_mm3 = float(extra.get("min_lesion_mm3", 0.0))
     organs = {int(k): int(v) for k, v in extra.get("organs", {}).items()}

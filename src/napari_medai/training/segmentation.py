@@ -333,7 +333,7 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
     card.train_command = command
     if cfg.label_map == "chest":  # post-processing rules the API applies (see api.segment)
         card.extra = {"organs": {"1": 2}, "lesions": [2], "min_lesion_mm3": 10.0, "lesion_hosts": [1],
-                      "inside_body": [1, 2],
+                      "inside_body": [1, 2], "extrapulmonary_air": {"organ": 1},
                       "label_table": "0 background, 1 lung field (with its vessels and airways), 2 nodule"}
     card.training = {
         "data": cfg.data, "epochs": cfg.epochs, "iters_per_epoch": cfg.iters_per_epoch,
