@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 extras="pyqt6${1:+,$1}"
 PY="${PYTHON:-python3}"
 
-# System libraries for Qt's xcb platform (Qt 6 needs libxcb-cursor0) and a virtual X server for headless runs.
+# System libraries for Qt's xcb platform and a virtual X server for headless runs.  Qt 6 also
+# needs libxcb-cursor0 and links GLib (`ldd` on PyQt6's libQt6Core and its xcb plugin).
 apt_pkgs=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0
           libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0
-          libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libfontconfig1 libdbus-1-3)
+          libx11-xcb1 libglib2.0-0 libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libfontconfig1 libdbus-1-3)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
