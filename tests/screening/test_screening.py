@@ -146,3 +146,29 @@ def test_denoise_first_feeds_the_models_the_denoised_volume(shared_models):
     np.testing.assert_array_equal(result.labels, again.labels)
     assert [s.to_dict() for s in result.findings] == [s.to_dict() for s in again.findings]
     assert "The models read the denoised volume." in screening_markdown(result)
+
+
+def test_a_finding_on_the_first_or_last_slice_gets_a_note(shared_models):
+    det, seg = shared_models
+    inside = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert not any("first or last slice" in note for note in inside.notes)
+    # a blob over slices 0-2 (the scan starts inside it) and the usual one well inside
+    cut = screen(toy_chest(blobs=((21, 20, 45, 5, 200.0), (1, 20, 15, 1, 200.0))), SPACING, detector=det,
+                 segmenter=seg, score_threshold=0.5)
+    ranks = [r for r, s in enumerate(cut.findings, start=1) if s.finding.bbox_voxel[0][0] == 0]
+    assert len(ranks) == 1 and len(cut.findings) == 2
+    notes = [note for note in cut.notes if "first or last slice" in note]
+    assert notes == [f"finding {ranks[0]} touches the scan's first or last slice: it may continue beyond the scan, "
+                     "so the size may be underestimated, and the network saw nothing past that slice to tell a "
+                     "nodule from a vessel"]
+    assert f"Note: {notes[0]}." in screening_markdown(cut)
+    assert notes[0] in screening_record(cut)["notes"]
+
+
+def test_edge_findings_are_those_whose_box_reaches_either_end():
+    from types import SimpleNamespace
+
+    from napari_medai.screening import edge_findings
+
+    box = lambda z0, z1: SimpleNamespace(bbox_voxel=[[z0, 0, 0], [z1, 5, 5]])  # noqa: E731
+    assert edge_findings([box(3, 6), box(0, 2), box(27, 30), box(26, 29)], 30) == [2, 3]
