@@ -28,6 +28,7 @@ import numpy as np
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import InputError
 from .postprocess.findings import LUNG_RADS_NOTE, Finding
+from .postprocess.report import scan_edge_note
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
 # What a reader must know about the built-in models before trusting a low category
@@ -144,22 +145,12 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         notes.append("the segmentation does not show two lungs: findings are not given a side or zone")
     segmented = _lesion_components(result.labels, lesion, voxel_ml)
     screened = [ScreenedFinding(f, *_position(f, lungs), segmented(f)) for f in found]
-    cut = edge_findings(found, volume.shape[0])
-    if cut:
-        one = len(cut) == 1
-        notes.append(f"{'finding' if one else 'findings'} {', '.join(map(str, cut))} "
-                     f"{'touches' if one else 'touch'} the scan's first or last slice: "
-                     f"{'it' if one else 'they'} may continue beyond the scan, so the size may be underestimated, "
-                     "and the network saw nothing past that slice to tell a nodule from a vessel")
+    edge = scan_edge_note(found, volume.shape[0])
+    if edge:
+        notes.append(edge)
     category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes)
-
-
-def edge_findings(findings, n_slices: int) -> list[int]:
-    """Ranks (1-based) of the findings whose box reaches the first or the last axial slice."""
-    return [rank for rank, f in enumerate(findings, start=1)
-            if f.bbox_voxel[0][0] <= 0 or f.bbox_voxel[1][0] >= n_slices]
 
 
 def _affine(affine, spacing) -> np.ndarray:

@@ -76,7 +76,22 @@ def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffi
         assert rows[0]["center_voxel"] == "4.0 8.0 8.0"
     summary = out.with_suffix(".md").read_text()
     assert "decision support, not a diagnosis" in summary and "| 1 |" in summary and "| 2 |" in summary
+    assert "first or last slice" not in summary  # both blobs lie inside the scan
     assert "2 finding(s) written" in capsys.readouterr().out
+
+
+def test_detect_notes_a_finding_on_the_scans_last_slice(tmp_path):
+    # slices 13-15 of 16: the scan ends inside this blob; the other lies inside
+    ct = write_volume(blob_volume(blobs=((14, 8, 8, 1, 200.0), (6, 20, 20, 2, 200.0))), tmp_path / "ct.nii.gz",
+                      affine=np.diag([2.0, 1.0, 1.0, 1.0]), modality="CT")
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "findings.json"
+    assert main(["detect", str(ct), "--out", str(out), "--model", str(model), "--quiet"]) == 0
+    records = json.loads(out.read_text())
+    at_end = [r["rank"] for r in records if r["bbox_voxel"][1][0] == 16]
+    assert len(at_end) == 1 and len(records) == 2
+    summary = out.with_suffix(".md").read_text()
+    assert f"Note: finding {at_end[0]} touches the scan's first or last slice: it may continue beyond" in summary
 
 
 def test_detect_refuses_an_unknown_report_format(tmp_path, ct_nifti, capsys):

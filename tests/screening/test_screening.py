@@ -168,7 +168,7 @@ def test_a_finding_on_the_first_or_last_slice_gets_a_note(shared_models):
 def test_edge_findings_are_those_whose_box_reaches_either_end():
     from types import SimpleNamespace
 
-    from napari_medai.screening import edge_findings
+    from napari_medai.postprocess.report import edge_findings
 
     box = lambda z0, z1: SimpleNamespace(bbox_voxel=[[z0, 0, 0], [z1, 5, 5]])  # noqa: E731
     assert edge_findings([box(3, 6), box(0, 2), box(27, 30), box(26, 29)], 30) == [2, 3]

@@ -34,7 +34,8 @@ def run(args) -> int:
                       max_findings=args.max_findings, settings=settings, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
-    summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model))
+    summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
+                                n_slices=vol.data.shape[0])
     out.with_suffix(".md").write_text(summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {out.with_suffix('.md')})")

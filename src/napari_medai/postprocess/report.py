@@ -39,7 +39,27 @@ def _flat(v):
         yield from (_flat(x) if isinstance(x, list) else [x])
 
 
-def findings_markdown(findings: list[Finding], source: str = "", model: str = "") -> str:
+def edge_findings(findings, n_slices: int) -> list[int]:
+    """Ranks (1-based) of the findings whose box reaches the first or the last axial slice."""
+    return [rank for rank, f in enumerate(findings, start=1)
+            if f.bbox_voxel[0][0] <= 0 or f.bbox_voxel[1][0] >= n_slices]
+
+
+def scan_edge_note(findings, n_slices: int) -> str | None:
+    """The reports' note on findings at the scan's first or last slice (None when there are none).
+    It changes no ranking: a rule that ranked them lower would need data to fit it on."""
+    cut = edge_findings(findings, n_slices)
+    if not cut:
+        return None
+    one = len(cut) == 1
+    return (f"{'finding' if one else 'findings'} {', '.join(map(str, cut))} {'touches' if one else 'touch'} "
+            f"the scan's first or last slice: {'it' if one else 'they'} may continue beyond the scan, so the size "
+            "may be underestimated, and the network saw nothing past that slice to tell a nodule from a vessel")
+
+
+def findings_markdown(findings: list[Finding], source: str = "", model: str = "", n_slices: int | None = None) -> str:
+    """The detection summary (``medai detect``'s .md); with ``n_slices`` (the scan's axial slice
+    count) it notes the findings at the scan's first or last slice."""
     lines = [f"# Lesion detection: {source}".rstrip(": "), ""]
     if model:
         lines.append(f"Model: `{model}`. {len(findings)} finding(s), ranked by score.")
@@ -53,4 +73,7 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
         c = ", ".join(f"{v:.0f}" for v in f.center_voxel)
         lines.append(f"| {rank} | {f.score:.2f} | {c} | {f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | "
                      f"{f.volume_ml:.3f} | {f.lung_rads} |")
+    note = scan_edge_note(findings, n_slices) if n_slices is not None else None
+    if note:
+        lines += ["", f"Note: {note}."]
     return "\n".join(lines) + "\n"
