@@ -211,6 +211,13 @@ def test_add_to_labels_uses_the_segmentations_nodule_class(viewer, detection):
                               translate=crop.translate)
     plain.selected_label = 4
     assert nodule_label(plain) == 4
+    # a value the user typed stays when an unrelated layer arrives, and goes with a new target
+    widget.target_picker.set_layer(seg)
+    widget.label_value_box.setValue(7)
+    viewer.add_points(np.zeros((1, 3)), name="unrelated")
+    assert widget.target_picker.current_layer() is seg and widget.label_value_box.value() == 7
+    widget.target_picker.set_layer(plain)
+    assert widget.label_value_box.value() == 4
 
 
 def test_add_to_labels_refuses_a_layer_off_the_findings_grid_and_changes_nothing(viewer, detection, notifications):

@@ -79,6 +79,7 @@ class DetectionWidget(TaskWidget):
         self.findings_layer = None
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
+        self._target_layer = None  # the Labels layer the value box was last set for
         self.note_label = QLabel(LUNG_RADS_NOTE + ".")
         self.note_label.setWordWrap(True)
         self.findings_table = FindingsTable()
@@ -265,9 +266,12 @@ class DetectionWidget(TaskWidget):
             show_error(f"{self.title}: {exc}")
 
     def _on_target_changed(self, _index=None) -> None:
+        # The picker re-announces its choice whenever the layer list changes; only a new
+        # layer resets the value, so a value the user typed survives an unrelated new layer.
         layer = self.target_picker.current_layer()
-        if layer is not None:
+        if layer is not None and layer is not self._target_layer:
             self.label_value_box.setValue(nodule_label(layer))
+        self._target_layer = layer
 
     def export_csv(self, path) -> Path:
         """Write the findings of the last run (every field, ranked) as CSV."""
