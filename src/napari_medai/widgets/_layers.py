@@ -166,9 +166,7 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
     history, and ``Labels.block_history()`` groups everything inside it into a single item,
     so one Ctrl+Z (``layer.undo()``) reverts the whole edit.
     """
-    from napari.layers import Labels
-
-    if not isinstance(layer, Labels):
+    if not _is_labels(layer):
         raise InputError(f"only a Labels layer can be edited: {_describe(layer)}")
     mask = np.asarray(mask, dtype=bool)
     shape = tuple(layer.data.shape)
