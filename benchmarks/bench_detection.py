@@ -4,6 +4,7 @@ Prints, in one run:
 1. FROC sensitivities at 1/8 ... 8 false positives per scan and their mean (MONAI's FROC
    functions) on held-out phantoms, for all nodules and for nodules >= 4 mm, for the model
    and for scikit-image ``blob_log`` inside a classical lung mask;
+   With several ``--model`` names every model runs on the same phantoms, side by side.
 2. on the real lung1 CT: the rank of the true nodule among the findings and how many false
    positives score above it;
 3. detection time on a 512x512x300 volume;
@@ -41,7 +42,8 @@ def _fmt(r):
     return f"{s} | mean {r['mean']:.3f} ({r['targets']} nodules, {r['scans']} scans)"
 
 
-def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
+def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
+    """FROC rows per model (each phantom generated once, every model run on it) and blob_log's."""
     from napari_medai.api import detect, findings_from_probabilities
     from napari_medai.inference import run_model
     from napari_medai.models import load_model
@@ -49,51 +51,63 @@ def phantom_froc(model, seeds, quick, blob=True, compare_masks=True):
     from napari_medai.phantoms.tissues import NODULE
     from napari_medai.training.phantom_dataset import phantom_for
 
-    rows = {k: [] for k in ("model", "model_4mm", "blob", "blob_4mm")}
-    measured = {"card": [], "as drawn": []}  # one row per nodule hit: reference and finding measurements
-    loaded = load_model(model)
-    extra = loaded.card.extra
+    rows = {k: [] for k in ("blob", "blob_4mm")}
+    times = {"blob_log": 0.0}
+    measured = {}  # per model, one row per nodule hit: reference and finding measurements
+    loaded = {}
+    for name in models:
+        loaded[name] = load_model(name)
+        rows[name], rows[name + " >= 4 mm"], times[name] = [], [], 0.0
+        measured[name] = []
     # the masks-as-drawn baseline reads the same network run (a one-stage detector's probabilities)
+    first = loaded[models[0]]
+    extra = first.card.extra
     compare = (compare_masks and bool(extra.get("mask_refine"))
                and extra.get("method", "segmentation") == "segmentation" and not extra.get("classifier"))
-    t_model = t_blob = 0.0
+    if compare:
+        measured["as drawn"] = []
     for seed in seeds:
         ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
         spacing = ph.spacing
         nod = ph.nodules
         mask = target_mask(ph.hu.shape, spacing, [n["center_voxel"] for n in nod], [n["diameter_mm"] for n in nod])
         small = [i + 1 for i, n in enumerate(nod) if n["diameter_mm"] < 4.0]
-        t = time.perf_counter()
-        if compare:
-            probs = run_model(loaded, ph.hu, spacing)
-            found = findings_from_probabilities(loaded, probs, ph.hu, spacing, max_findings=None)
-        else:
-            found = detect(ph.hu, spacing, model=loaded, max_findings=None)
-        t_model += time.perf_counter() - t
-        scores = [f.score for f in found]
-        centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
-        rows["model"].append((scores, centres, mask, []))
         reference, nominal = ph.labels == NODULE, [n["diameter_mm"] for n in nod]
-        measured["card"] += measurement_rows(reference, mask, found, spacing, nominal)
-        if compare:  # the same network run, its masks as drawn: the measurement's baseline
-            plain = findings_from_probabilities(loaded, probs, ph.hu, spacing, max_findings=None, refine_masks=False)
-            measured["as drawn"] += measurement_rows(reference, mask, plain, spacing, nominal)
-            del probs
-        rows["model_4mm"].append((scores, centres, mask, small))
+        line = [f"  seed {seed}: {len(nod)} nodule(s) {[round(n['diameter_mm'], 1) for n in nod]}"]
+        for name in models:
+            t = time.perf_counter()
+            probs = None
+            if compare and name == models[0]:
+                probs = run_model(first, ph.hu, spacing)
+                found = findings_from_probabilities(first, probs, ph.hu, spacing, max_findings=None)
+            else:
+                found = detect(ph.hu, spacing, model=loaded[name], max_findings=None)
+            times[name] += time.perf_counter() - t
+            scores = [f.score for f in found]
+            centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
+            rows[name].append((scores, centres, mask, []))
+            rows[name + " >= 4 mm"].append((scores, centres, mask, small))
+            measured[name] += measurement_rows(reference, mask, found, spacing, nominal)
+            if probs is not None:  # the same network run, its masks as drawn: the measurement's baseline
+                plain = findings_from_probabilities(first, probs, ph.hu, spacing, max_findings=None,
+                                                    refine_masks=False)
+                measured["as drawn"] += measurement_rows(reference, mask, plain, spacing, nominal)
+                del probs
+            top = np.clip(np.rint(centres[:10]).astype(int), 0, np.array(mask.shape) - 1)
+            hits = len(set(mask[tuple(top.T)].tolist()) - {0}) if len(top) else 0
+            line.append(f"{name} {len(found)} finding(s), {hits} hit in the top 10")
         t = time.perf_counter()
         b_scores, b_centres = [], np.zeros((0, 3))
         if blob:
             lung = classical_lung_mask(ph.hu)
             b_scores, b_centres, _ = blob_log_candidates(ph.hu, lung, spacing)
-        t_blob += time.perf_counter() - t
+        times["blob_log"] += time.perf_counter() - t
         rows["blob"].append((b_scores, b_centres, mask, []))
         rows["blob_4mm"].append((b_scores, b_centres, mask, small))
-        top = np.clip(np.rint(centres[:10]).astype(int), 0, np.array(mask.shape) - 1)
-        hits = len(set(mask[tuple(top.T)].tolist()) - {0}) if len(top) else 0
-        print(f"  seed {seed}: {len(nod)} nodule(s) {[round(n['diameter_mm'], 1) for n in nod]}, "
-              f"model {len(found)} finding(s), {hits} hit in the top 10; blob_log {len(b_scores)} candidates", flush=True)
-    return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")},
-            {"model": t_model, "blob_log": t_blob}, measured)
+        print("; ".join(line) + f"; blob_log {len(b_scores)} candidates", flush=True)
+    if not blob:
+        del times["blob_log"]
+    return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")}, times, measured)
 
 
 def measurement_summary(rows) -> list[str]:
@@ -148,7 +162,9 @@ def big_volume_time(model):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="lung-nodule-detection")
+    ap.add_argument("--model", nargs="+", default=["lung-nodule-detection"],
+                    help="one or more detectors, all run on the same phantoms (the first is the one measured "
+                         "against its masks as drawn, on lung1 and on the big volume)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true")
     ap.add_argument("--no-mask-baseline", action="store_true",
@@ -160,44 +176,54 @@ def main():
 
     from napari_medai.models import load_model
 
+    models = list(dict.fromkeys(args.model))
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
-    print(f"model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads; default InferenceSettings")
+    print(f"models {', '.join(models)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          "default InferenceSettings")
     print(f"== FROC on held-out phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
-    res, times, measured = phantom_froc(args.model, seeds, args.quick, blob=not args.no_blob,
+    res, times, measured = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
                                         compare_masks=not args.no_mask_baseline)
-    print(f"model, all nodules      {_fmt(res['model'])}")
-    print(f"model, nodules >= 4 mm  {_fmt(res['model_4mm'])}")
+    width = max(len(m) for m in models) + 18
+    for name in models:
+        print(f"{name + ', all nodules':<{width}}{_fmt(res[name])}")
+        print(f"{name + ', nodules >= 4 mm':<{width}}{_fmt(res[name + ' >= 4 mm'])}")
     if args.no_blob:
         print("blob_log baseline skipped (--no-blob)")
     else:
-        print(f"blob_log, all nodules   {_fmt(res['blob'])}")
-        print(f"blob_log, >= 4 mm       {_fmt(res['blob_4mm'])}")
+        print(f"{'blob_log, all nodules':<{width}}{_fmt(res['blob'])}")
+        print(f"{'blob_log, >= 4 mm':<{width}}{_fmt(res['blob_4mm'])}")
+    at_1fp = ", ".join(f"{m} {res[m + ' >= 4 mm']['sensitivity'][1]:.3f}" for m in models)
     print(f"goal: mean >= 0.90 and sensitivity at 1 FP >= 0.90 for nodules >= 4 mm "
-          f"(model at 1 FP: {res['model_4mm']['sensitivity'][1]:.3f}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
-    print(f"time: model {times['model']:.1f} s, blob_log baseline {times['blob_log']:.1f} s over {len(seeds)} scans")
+          f"(at 1 FP: {at_1fp}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
+    print("time over " + f"{len(seeds)} scans: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
           "medians; Lung-RADS size category agreement")
-    refine = load_model(args.model).card.extra.get("mask_refine")
-    print(f"-- {args.model} as its card says (finding masks "
-          + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
-    for line in measurement_summary(measured["card"]):
-        print(line)
-    if measured["as drawn"]:
-        print("-- baseline, same network and run: finding masks as drawn (probability >= 0.5, refine_masks=False)")
+    for name in models:
+        refine = load_model(name).card.extra.get("mask_refine")
+        print(f"-- {name} as its card says (finding masks "
+              + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
+        for line in measurement_summary(measured[name]):
+            print(line)
+    if measured.get("as drawn"):
+        print(f"-- baseline, {models[0]}'s same network run: finding masks as drawn "
+              "(probability >= 0.5, refine_masks=False)")
         for line in measurement_summary(measured["as drawn"]):
             print(line)
     print("== real CT lung1 (test only)")
-    r = lung1_rank(args.model)
-    if r["rank"] is None:
-        print(f"the true nodule is NOT among the {r['n_findings']} findings ({r['seconds']:.1f} s)")
-    else:
-        f = r["finding"]
-        print(f"true nodule ranked {r['rank']} of {r['n_findings']} ({r['false_positives_above']} false positive(s) above it); "
-              f"score {f['score']:.3f}, long axis {f['diameter_mm']} mm, volume {f['volume_ml']:.2f} mL "
-              f"(reference {r['truth_ml']:.2f} mL), Lung-RADS {f['lung_rads']}; {r['seconds']:.1f} s")
+    for name in models:
+        r = lung1_rank(name)
+        if r["rank"] is None:
+            print(f"{name}: the true nodule is NOT among the {r['n_findings']} findings ({r['seconds']:.1f} s)")
+        else:
+            f = r["finding"]
+            print(f"{name}: true nodule ranked {r['rank']} of {r['n_findings']} ({r['false_positives_above']} false "
+                  f"positive(s) above it); score {f['score']:.3f}, long axis {f['diameter_mm']} mm, volume "
+                  f"{f['volume_ml']:.2f} mL (reference {r['truth_ml']:.2f} mL), Lung-RADS {f['lung_rads']}; "
+                  f"{r['seconds']:.1f} s")
     if not (args.quick or args.no_big):
-        dt, n = big_volume_time(args.model)
-        print(f"== 512x512x300 volume (0.7x0.7x1.25 mm): detection {dt:.1f} s, {n} finding(s)")
+        for name in models:
+            dt, n = big_volume_time(name)
+            print(f"== 512x512x300 volume (0.7x0.7x1.25 mm), {name}: detection {dt:.1f} s, {n} finding(s)")
 
 
 if __name__ == "__main__":

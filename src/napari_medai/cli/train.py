@@ -15,6 +15,7 @@ TASKS = {
     "lesion-threshold": "train_lesion_threshold",
     "nodule-classifier": "train_classifier",
     "confirm": "train_confirm",
+    "retinanet": "train_retinanet",
     "denoising": "train_denoising",
 }
 

@@ -1,0 +1,35 @@
+"""``medai train retinanet``: refusals and a one-step run on tiny pairs."""
+
+import json
+
+import numpy as np
+from tiny_pairs import write_nodule_pairs
+
+from napari_medai.cli.main import main
+from napari_medai.io import Volume, write_volume
+
+
+def test_a_missing_folder_or_data_without_nodules_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "retinanet", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    lung = np.zeros((8, 16, 16), np.uint8)
+    lung[2:6, 4:12, 4:12] = 1
+    write_volume(Volume.from_spacing(np.full(lung.shape, -800, np.int16), (2.0, 1.0, 1.0)), empty / "a_image.nii.gz")
+    write_volume(Volume.from_spacing(lung, (2.0, 1.0, 1.0), is_labels=True), empty / "a_label.nii.gz")
+    assert main(["train", "retinanet", "--data", str(empty), "--out", str(out)]) == 2
+    assert "no nodules" in capsys.readouterr().err
+    assert not (out / "final.pt").exists()
+
+
+def test_one_step_through_the_cli_writes_weights_and_a_summary(tmp_path):
+    write_nodule_pairs(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(["train", "retinanet", "--data", str(tmp_path / "data"), "--out", str(out), "--iterations", "1",
+               "--batch-size", "2", "--patch", "8", "32", "32", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nodules"] == 4 and summary["iterations"] == 1 and summary["bf16"] is False
+    assert (out / "final.pt").is_file() and (out / "last.pt").is_file()
