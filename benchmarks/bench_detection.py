@@ -17,6 +17,8 @@ Prints, in one run:
 
     .venv/bin/python benchmarks/bench_detection.py            # full run
     .venv/bin/python benchmarks/bench_detection.py --quick    # 3 small phantoms
+    .venv/bin/python benchmarks/bench_detection.py --model A B --seeds 2000 2006 --no-blob
+        # two detectors side by side on validation phantoms (where a choice between them is made)
 """
 
 from __future__ import annotations
@@ -165,9 +167,7 @@ def main():
     ap.add_argument("--model", nargs="+", default=["lung-nodule-detection"],
                     help="one or more detectors, all run on the same phantoms (the first is the one measured "
                          "against its masks as drawn, on lung1 and on the big volume)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-big", action="store_true")
-    ap.add_argument("--no-mask-baseline", action="store_true",
+XX, action="store_true",
                     help="skip the baseline that re-measures the same run's findings with their masks as drawn")
     ap.add_argument("--no-blob", action="store_true",
                     help="skip the blob_log baseline (comparing models against figures of an earlier full run)")
@@ -178,9 +178,11 @@ def main():
 
     models = list(dict.fromkeys(args.model))
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
+    if args.seeds:
+        seeds = list(range(*args.seeds))
     print(f"models {', '.join(models)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           "default InferenceSettings")
-    print(f"== FROC on held-out phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
+    print(f"== FROC on {'validation' if args.seeds else 'held-out'} phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
     res, times, measured = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
                                         compare_masks=not args.no_mask_baseline)
     width = max(len(m) for m in models) + 18
@@ -209,6 +211,8 @@ def main():
               "(probability >= 0.5, refine_masks=False)")
         for line in measurement_summary(measured["as drawn"]):
             print(line)
+    if args.seeds:  # a choice made on validation phantoms must not look at the test data
+        return
     print("== real CT lung1 (test only)")
     for name in models:
         r = lung1_rank(name)
