@@ -78,16 +78,18 @@ def _detector_class():
 class NoduleRetinaNet(_detector_class()):
     """RetinaNetDetector around a small ResNet-FPN RetinaNet (one class: nodule).
 
-    Anchor shapes are in input voxels of the finest level (axes as the card's ``axes``) and
-    grow by 2 per level.  The default (with the card's 2 × 1 × 1 mm grid, z first) spans
-    6 mm to about 80 mm across four sizes per level pair.
+    Anchor shapes are in input voxels at the finest level (axes as the card's ``axes``) and
+    double at each coarser level.  The defaults on the card's 2 × 1 × 1 mm grid (z first)
+    are cubes of 6 and 10 mm at the finest level, 12 and 20 mm at the next, 24 and 40 mm at
+    the coarsest; the ATSS matcher gives each nodule the anchors nearest its centre on every
+    level, so a 4 mm nodule still gets positives.
     """
 
     def __init__(self, in_channels: int = 1, planes: Sequence[int] = (16, 32, 64, 128),
                  blocks: Sequence[int] = (1, 1, 1, 1), levels: int = 3, fpn_channels: int = 32,
                  anchor_shapes: Sequence[Sequence[int]] = ((3, 6, 6), (5, 10, 10)),
                  score_thresh: float = 0.02, nms_thresh: float = 0.22, detections_per_img: int = 100,
-                 roi_size: Sequence[int] | None = (64, 128, 128), sw_batch_size: int = 1, **_ignored):
+                 roi_size: Sequence[int] | None = (64, 128, 128), sw_batch_size: int = 1):
         from monai.apps.detection.networks.retinanet_network import RetinaNet
         from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
 
