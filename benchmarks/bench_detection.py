@@ -167,7 +167,12 @@ def main():
     ap.add_argument("--model", nargs="+", default=["lung-nodule-detection"],
                     help="one or more detectors, all run on the same phantoms (the first is the one measured "
                          "against its masks as drawn, on lung1 and on the big volume)")
-XX, action="store_true",
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs=2, metavar=("FIRST", "STOP"),
+                    help="other phantoms than the held-out 9000-9019, e.g. 2000 2006: the validation phantoms "
+                         "choices between models are made on (then lung1 and the big volume are skipped)")
+    ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--no-mask-baseline", action="store_true",
                     help="skip the baseline that re-measures the same run's findings with their masks as drawn")
     ap.add_argument("--no-blob", action="store_true",
                     help="skip the blob_log baseline (comparing models against figures of an earlier full run)")
