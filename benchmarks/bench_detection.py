@@ -106,7 +106,9 @@ def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
         times["blob_log"] += time.perf_counter() - t
         rows["blob"].append((b_scores, b_centres, mask, []))
         rows["blob_4mm"].append((b_scores, b_centres, mask, small))
-        print("; ".join(line) + f"; blob_log {len(b_scores)} candidates", flush=True)
+        if blob:
+            line.append(f"blob_log {len(b_scores)} candidates")
+        print("; ".join(line), flush=True)
     if not blob:
         del times["blob_log"]
     return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")}, times, measured)
