@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torch
+from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
 from torch import nn
 
 
@@ -69,13 +70,7 @@ class ResNetPyramid(nn.Module):
         return self.fpn(features)
 
 
-def _detector_class():
-    from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
-
-    return RetinaNetDetector
-
-
-class NoduleRetinaNet(_detector_class()):
+class NoduleRetinaNet(RetinaNetDetector):
     """RetinaNetDetector around a small ResNet-FPN RetinaNet (one class: nodule).
 
     Anchor shapes are in input voxels at the finest level (axes as the card's ``axes``) and

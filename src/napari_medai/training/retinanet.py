@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from .device import cpu_state_dict, training_device
-from .seg_data import find_pairs, load_case
+from .seg_data import ct_window, find_pairs, load_case
 
 NODULE = 2
 LUNG = 1
@@ -79,11 +79,7 @@ def nodule_boxes(target: np.ndarray, min_voxels: int = 4) -> np.ndarray:
 
 
 def load_box_cases(cfg: RetinaTrainConfig, log=print) -> list[BoxCase]:
-    lo, hi = cfg.ct_window
-
-    def window(a):
-        return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
-
+    window = ct_window(*cfg.ct_window)
     cases = []
     pairs = [p for folder in cfg.data for p in find_pairs(folder)]
     for k, (img, lab) in enumerate(pairs):

@@ -73,6 +73,11 @@ def resample_array(arr: np.ndarray, spacing, target_spacing, order: int) -> np.n
     return out.astype(arr.dtype) if order == 0 else out
 
 
+def ct_window(lo: float, hi: float):
+    """HU -> [0, 1] over the window ``lo``..``hi``, clipped: the cards' ``ct_window`` intensity."""
+    return lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+
+
 @dataclass
 class Case:
     name: str

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
-from .seg_data import Case, component_balanced_indices, find_pairs, load_case
+from .seg_data import Case, component_balanced_indices, ct_window, find_pairs, load_case
 
 
 @dataclass
@@ -69,8 +69,7 @@ class SegTrainConfig:
 
 
 def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
-    lo, hi = cfg.ct_window
-    return lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    return ct_window(*cfg.ct_window)
 
 
 CLASS_COLORS = ("#000000", "#4aa3ff", "#ff3030", "#30d060", "#ffd000", "#c040ff", "#ff8000", "#00d0d0")
