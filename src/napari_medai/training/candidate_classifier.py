@@ -52,6 +52,7 @@ class ClassifierTrainConfig:
 
 def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-classifier"):
     from ..models.card import ModelCard
+    from .seg_data import ct_window_card
 
     lo, hi = cfg.ct_window
     return ModelCard(
@@ -61,7 +62,7 @@ def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-cl
         spacing=tuple(cfg.patch_step_mm), roi_size=tuple(cfg.patch_shape), spatial_dims=3,
         in_channels=2, out_channels=1,
         classes=[{"index": 0, "name": "other", "color": "#808080"}, {"index": 1, "name": "nodule", "color": "#ff3030"}],
-        intensity={"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        intensity=ct_window_card(lo, hi),
         network={"name": "Classifier", "kwargs": {
             "in_shape": [2, *cfg.patch_shape], "classes": 1, "channels": list(cfg.channels),
             "strides": list(cfg.strides), "num_res_units": 1}},

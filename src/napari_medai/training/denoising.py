@@ -178,10 +178,11 @@ def train_denoising(
 
 def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str, training: dict) -> dict:
     from . import denoising_data as dd
+    from .seg_data import ct_window_card
 
     if modality == "CT":
         lo, hi = dd.CT_HU_RANGE
-        intensity = {"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": False}
+        intensity = ct_window_card(lo, hi, clip=False)
         data = (f"pydicom-data CT slices {list(dd.PYDICOM_DATA_CT)} and phantom seeds {list(dd.PHANTOM_SEEDS)} "
                 f"with simulate_low_dose at {dd.CT_PHOTONS_RANGE[0]:.0e}-{dd.CT_PHOTONS_RANGE[1]:.0e} photons/ray; never lung1")
     else:

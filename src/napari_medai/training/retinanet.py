@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from .device import cpu_state_dict, training_device
-from .seg_data import ct_window, find_pairs, load_case
+from .seg_data import ct_window, ct_window_card, find_pairs, load_case
 
 NODULE = 2
 LUNG = 1
@@ -238,7 +238,7 @@ def make_card(cfg: RetinaTrainConfig, name: str):
         roi_size=tuple(network_kwargs(cfg)["roi_size"]),
         spatial_dims=3, in_channels=1, out_channels=1,
         classes=[{"index": 0, "name": "nodule", "color": "#ff3030"}],
-        intensity={"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        intensity=ct_window_card(lo, hi),
         network={"name": "napari_medai.models.retinanet.NoduleRetinaNet", "kwargs": network_kwargs(cfg)},
         output="identity",
         extra={"method": "boxes", "box_mode": "xyzxyz"},

@@ -78,6 +78,11 @@ def ct_window(lo: float, hi: float):
     return lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
+def ct_window_card(lo: float, hi: float, clip: bool = True) -> dict:
+    """The card's ``intensity`` entry for the window ``lo``..``hi`` HU mapped to [0, 1]."""
+    return {"kind": "ct_window", "a_min": float(lo), "a_max": float(hi), "b_min": 0.0, "b_max": 1.0, "clip": clip}
+
+
 @dataclass
 class Case:
     name: str

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
-from .seg_data import Case, component_balanced_indices, ct_window, find_pairs, load_case
+from .seg_data import Case, component_balanced_indices, ct_window, ct_window_card, find_pairs, load_case
 
 
 @dataclass
@@ -92,7 +92,7 @@ def make_card(cfg: SegTrainConfig, name: str = "segmentation-model", modality: s
         classes=[
             {"index": i, "name": n, "color": CLASS_COLORS[i % len(CLASS_COLORS)]} for i, n in enumerate(cfg.class_names)
         ],
-        intensity={"kind": "ct_window", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+        intensity=ct_window_card(lo, hi),
         network={
             "name": "UNet",
             "kwargs": {"channels": list(cfg.channels), "strides": list(cfg.strides),
