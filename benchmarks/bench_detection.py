@@ -6,7 +6,8 @@ Prints, in one run:
    and for scikit-image ``blob_log`` inside a classical lung mask;
    With several ``--model`` names every model runs on the same phantoms, side by side.
 2. on the real lung1 CT: the rank of the true nodule among the findings and how many false
-   positives score above it;
+   positives score above it; for a detector whose card has an operating point (its default
+   score threshold), what a reader is shown at it, there and on the phantoms;
 3. detection time on a 512x512x300 volume;
 4. how well the found nodules are measured: for each held-out nodule the detector hits, its
    best-scoring finding's mean axial diameter and volume against the same measurements of the
@@ -111,7 +112,27 @@ def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
         print("; ".join(line), flush=True)
     if not blob:
         del times["blob_log"]
-    return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")}, times, measured)
+    return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")}, times, measured, rows)
+
+
+def operating_point_lines(models, rows) -> list[str]:
+    """What each detector with a fitted operating point (its card's default score threshold,
+    ``medai train operating-point``) shows a reader on these phantoms."""
+    from napari_medai.metrics import at_threshold
+    from napari_medai.models import load_model
+    from napari_medai.models.card import operating_threshold
+
+    lines = []
+    for name in models:
+        t = operating_threshold(load_model(name).card)
+        if t is None:
+            lines.append(f"{name}: no operating point on its card")
+            continue
+        a, b = at_threshold(rows[name], t), at_threshold(rows[name + " >= 4 mm"], t)
+        lines.append(f"{name} at its operating point (score >= {t:.2f}): {a['fp_per_scan']:.2f} false positives per "
+                     f"scan; sensitivity {a['sensitivity']:.3f} ({a['lesions_found']}/{a['lesions']}) all nodules, "
+                     f"{b['sensitivity']:.3f} ({b['lesions_found']}/{b['lesions']}) >= 4 mm")
+    return lines
 
 
 def measurement_summary(rows) -> list[str]:
@@ -182,6 +203,7 @@ def main():
     import torch
 
     from napari_medai.models import load_model
+    from napari_medai.models.card import operating_threshold
 
     models = list(dict.fromkeys(args.model))
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
@@ -190,8 +212,8 @@ def main():
     print(f"models {', '.join(models)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           "default InferenceSettings")
     print(f"== FROC on {'validation' if args.seeds else 'held-out'} phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
-    res, times, measured = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
-                                        compare_masks=not args.no_mask_baseline)
+    res, times, measured, rows = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
+                                              compare_masks=not args.no_mask_baseline)
     width = max(len(m) for m in models) + 18
     for name in models:
         print(f"{name + ', all nodules':<{width}}{_fmt(res[name])}")
@@ -204,6 +226,8 @@ def main():
     at_1fp = ", ".join(f"{m} {res[m + ' >= 4 mm']['sensitivity'][1]:.3f}" for m in models)
     print(f"goal: mean >= 0.90 and sensitivity at 1 FP >= 0.90 for nodules >= 4 mm "
           f"(at 1 FP: {at_1fp}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
+    for line in operating_point_lines(models, rows):
+        print(line)
     print("time over " + f"{len(seeds)} scans: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
           "medians; Lung-RADS size category agreement")
@@ -231,6 +255,12 @@ def main():
                   f"positive(s) above it); score {f['score']:.3f}, long axis {f['diameter_mm']} mm, volume "
                   f"{f['volume_ml']:.2f} mL (reference {r['truth_ml']:.2f} mL), Lung-RADS {f['lung_rads']}; "
                   f"{r['seconds']:.1f} s")
+        t = operating_threshold(load_model(name).card)
+        if t is not None:
+            shown = [f for f in r["findings"] if f.score >= t]
+            where = (f"the true nodule is number {r['rank']} of them" if r["rank"] is not None and r["rank"] <= len(shown)
+                     else "the true nodule is not among them")
+            print(f"{name} at its operating point (score >= {t:.2f}): {len(shown)} finding(s) listed, {where}")
     if not (args.quick or args.no_big):
         for name in models:
             dt, n = big_volume_time(name)

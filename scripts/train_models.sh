@@ -38,7 +38,9 @@ for step in "${steps[@]}"; do case "$step" in
   detection)
     # post-processing fitted on validation phantoms 2000-2005 (not trained on, not benchmarked).
     # The two-stage detector (docs/detection.md) was measured and is not shipped; its commands are there.
-    $M train detection --from chest-ct-lung-nodule ;;
+    $M train detection --from chest-ct-lung-nodule
+    # the default score threshold shown to readers: <= 1 false positive per validation scan
+    $M train operating-point --model lung-nodule-detection ;;
   denoising)
     # needs the training extra (pydicom-data's real CT slices, nilearn's MNI152 template)
     .venv/bin/python -m pip install -q -e ".[training]"

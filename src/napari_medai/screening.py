@@ -31,6 +31,7 @@ from .postprocess.findings import LUNG_RADS_NOTE, Finding
 from .postprocess.report import scan_edge_note
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
+DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operating point
 # What a reader must know about the built-in models before trusting a low category
 # (docs/segmentation.md, docs/detection.md: 0 of 21 held-out phantom nodules under 6 mm found).
 SMALL_NODULE_LIMIT = ("the built-in models miss most nodules under 6 mm (none of 21 found on held-out phantoms): "
@@ -67,13 +68,14 @@ class ScreeningResult:
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
            detector=DEFAULT_DETECTION_MODEL, segmenter=DEFAULT_SEGMENTATION_MODEL, denoiser=None,
-           score_threshold: float = 0.5, max_findings: int | None = 20, settings=None,
+           score_threshold: float | None = None, max_findings: int | None = 20, settings=None,
            progress: Callable[[int, int], None] | None = None, cancel=None) -> ScreeningResult:
     """Screen a chest CT (HU, (z, y, x), ``spacing`` in mm) for lung nodules.
 
     ``denoise=True`` first runs the CT denoiser (``denoiser``, default chosen for CT) and the
     models then read the denoised volume, which is returned too.  Findings under
-    ``score_threshold`` are not reported, at most ``max_findings`` are.  ``affine``: napari's
+    ``score_threshold`` are not reported, at most ``max_findings`` are; ``None`` takes the
+    detector card's operating point (``medai train operating-point``), or 0.5 where it has none.  ``affine``: napari's
     voxel (z, y, x) → world (S, P, L) mm matrix (``Volume.affine``); without it the volume is
     taken as already in that orientation with ``spacing`` on the diagonal.  ``progress`` gets
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
@@ -95,10 +97,21 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     settings = settings or InferenceSettings()
     affine = _affine(affine, spacing)
     det, seg = _model(detector), _model(segmenter)
+    notes = []
+    if score_threshold is None:
+        from .models.card import operating_threshold
+
+        op = operating_threshold(det.card)
+        score_threshold = DEFAULT_SCORE_THRESHOLD if op is None else op
+        if op is not None:
+            budget = det.card.extra["operating_point"].get("fp_per_scan", 1.0)
+            notes.append(f"findings scoring under {op:g} are not reported: the detector's operating point, fitted "
+                         f"for at most {budget:g} false positive(s) per scan on validation phantoms (a lower "
+                         f"threshold lists more candidates, most of them false)")
     shared = _one_network(det.card, seg.card, settings)
     steps = (1 if denoise else 0) + (1 if shared else 2)
     step = 0
-    times, models, notes = {}, {}, []
+    times, models = {}, {}
     denoised = None
     if denoise:
         from .denoising import default_model_name

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_medai.metrics import dice_hd95, froc, target_mask
+from napari_medai.metrics import at_threshold, dice_hd95, froc, operating_point, target_mask
 
 
 def test_target_mask_balls_and_min_radius():
@@ -24,6 +24,46 @@ def test_froc_counts_hits_and_false_positives():
     # excluding the missed lesion: sensitivity 1 at generous FP rates
     r2 = froc([(scan1[0], scan1[1], mask, [2]), scan2])
     assert r2["targets"] == 1 and r2["sensitivity"][8] == pytest.approx(1.0)
+
+
+def _operating_cases():
+    mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10), (5, 40, 40)], [6, 6])
+    # scan 1: lesion 1 at 0.95, lesion 2 at 0.60, false positives at 0.90 and 0.50
+    scan1 = ([0.95, 0.9, 0.6, 0.5], [(5, 10, 10), (5, 25, 25), (5, 40, 40), (1, 1, 1)], mask, [])
+    # scan 2: no lesion, false positives at 0.873 and 0.2
+    scan2 = ([0.873, 0.2], [(1, 1, 1), (8, 45, 5)], np.zeros_like(mask), [])
+    return [scan1, scan2]
+
+
+def test_operating_point_keeps_the_false_positive_budget_and_rounds_up():
+    cases = _operating_cases()
+    # 1 FP a scan = 2 in all: the third-highest FP (0.5) must go, the two above may stay
+    op = operating_point(cases, fp_per_scan=1.0)
+    assert op["score_threshold"] == 0.51
+    assert op["fp_per_scan"] == 1.0 and op["sensitivity"] == 1.0 and op["lesions_found"] == 2
+    # half an FP a scan = 1 in all: threshold just above the second FP, 0.873 -> 0.88
+    op = operating_point(cases, fp_per_scan=0.5)
+    assert op["score_threshold"] == 0.88
+    assert op["fp_per_scan"] == 0.5 and op["sensitivity"] == 0.5  # lesion 2 (0.60) is below it
+    # no false positive allowed: above 0.90, so only the 0.95 lesion stays
+    op = operating_point(cases, fp_per_scan=0.0)
+    assert op["score_threshold"] == 0.91 and op["fp_per_scan"] == 0.0 and op["lesions_found"] == 1
+    # more budget than false positives: every finding with a score stays, a missed lesion stays missed
+    mask = cases[0][2]
+    op = operating_point([([0.4], [(5, 10, 10)], mask, [])], fp_per_scan=4)
+    assert op["score_threshold"] == 0.01 and op["lesions_found"] == 1 and op["lesions"] == 2
+
+
+def test_at_threshold_counts_what_a_reader_is_shown():
+    r = at_threshold(_operating_cases(), 0.6)
+    assert r["lesions_found"] == 2 and r["fp_per_scan"] == 1.0  # 0.9 and 0.873 pass, 0.5 and 0.2 do not
+    r = at_threshold(_operating_cases(), 0.96)
+    assert r["lesions_found"] == 0 and r["sensitivity"] == 0.0 and r["fp_per_scan"] == 0.0
+
+
+def test_operating_point_needs_scans():
+    with pytest.raises(ValueError, match="no scans"):
+        operating_point([])
 
 
 def test_dice_hd95():

@@ -172,3 +172,35 @@ def test_edge_findings_are_those_whose_box_reaches_either_end():
 
     box = lambda z0, z1: SimpleNamespace(bbox_voxel=[[z0, 0, 0], [z1, 5, 5]])  # noqa: E731
     assert edge_findings([box(3, 6), box(0, 2), box(27, 30), box(26, 29)], 30) == [2, 3]
+
+
+def _with_operating_point(card_path: str, threshold: float) -> str:
+    data = json.loads(open(card_path).read())
+    data["extra"]["operating_point"] = {"score_threshold": threshold, "fp_per_scan": 1.0}
+    with open(card_path, "w") as f:
+        json.dump(data, f)
+    return card_path
+
+
+def test_the_default_threshold_is_the_detectors_operating_point(shared_models):
+    det, seg = shared_models
+    volume = toy_chest()
+    scores = sorted(f.finding.score for f in screen(volume, SPACING, detector=det, segmenter=seg,
+                                                   score_threshold=0.0).findings)
+    low, high = scores[0], scores[-1]  # a faint candidate and the two blobs
+    assert low < 0.5 < high
+    # without an operating point on the card: 0.5, and no note about it
+    plain = screen(volume, SPACING, detector=det, segmenter=seg)
+    assert plain.score_threshold == 0.5 and not any("operating point" in n for n in plain.notes)
+    assert len(plain.findings) == 2
+    # an operating point below the faint candidate lists it too, and the report says why
+    _with_operating_point(det, round(low - 0.01, 2))
+    result = screen(volume, SPACING, detector=det, segmenter=seg)
+    assert result.score_threshold == round(low - 0.01, 2) and len(result.findings) == 3
+    assert any("operating point" in n for n in result.notes)
+    assert "operating point" in screening_markdown(result)
+    # one above the blobs lists nothing
+    _with_operating_point(det, round(high + 0.01, 2))
+    assert screen(volume, SPACING, detector=det, segmenter=seg).findings == []
+    # an explicit threshold wins over the card's
+    assert len(screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5).findings) == 2

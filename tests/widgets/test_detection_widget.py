@@ -249,3 +249,23 @@ def test_add_to_labels_is_off_until_a_run_and_asks_for_a_layer(viewer):
     widget.findings = [object()]
     with pytest.raises(InputError, match="no Labels layer"):
         widget.add_finding_to_labels(0, None, 2)
+
+
+def test_choosing_a_model_with_an_operating_point_sets_the_threshold_it_was_fitted_for(viewer, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    plain = detection_card(name="rule-det")
+    fitted = detection_card(name="rule-det-op")
+    fitted.extra["operating_point"] = {"score_threshold": 0.87, "fp_per_scan": 1.0}
+    install(plain, tmp_path / "weights")
+    install(fitted, tmp_path / "weights")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det-op"))
+    assert widget.threshold_box.value() == pytest.approx(0.87)
+    assert "operating point" in widget.threshold_box.toolTip() and "1 false positive" in widget.threshold_box.toolTip()
+    assert widget.params().score_threshold == pytest.approx(0.87)
+    # a model without one keeps the reader's value and the plain tooltip
+    widget.threshold_box.setValue(0.3)
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    assert widget.threshold_box.value() == pytest.approx(0.3)
+    assert "operating point" not in widget.threshold_box.toolTip()

@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="chest CT: NIfTI file or DICOM folder, in HU")
     p.add_argument("--out-dir", required=True, help="folder for the report files (created if missing)")
     p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
-    p.add_argument("--threshold", type=float, default=0.5, help="minimum score of a reported finding (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="minimum score of a reported finding (default: the detector's operating point, "
+                        "fitted for at most 1 false positive per validation scan; 0.5 where it has none)")
     p.add_argument("--max-findings", type=int, default=20)
     p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")

@@ -12,6 +12,7 @@ import importlib
 TASKS = {
     "segmentation": "train_segmentation",
     "detection": "train_detection",
+    "operating-point": "train_operating_point",
     "lesion-threshold": "train_lesion_threshold",
     "nodule-classifier": "train_classifier",
     "confirm": "train_confirm",

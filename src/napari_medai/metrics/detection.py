@@ -26,13 +26,10 @@ def target_mask(shape, spacing, centres_voxel, diameters_mm, min_radius_mm: floa
     return mask
 
 
-def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
-    """FROC over scans.
-
-    ``cases``: iterable of (scores (n,), centres_voxel (n, 3), evaluation mask, labels_to_exclude).
-    Returns sensitivities at ``thresholds`` false positives per scan and their mean.
-    """
-    from monai.metrics import compute_fp_tp_probs_nd, compute_froc_curve_data, compute_froc_score
+def fp_tp_scores(cases) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """MONAI's per-scan matching, pooled: (false-positive scores, each lesion's best hit score
+    (0 where it is missed), number of lesions, number of scans).  ``cases`` as for ``froc``."""
+    from monai.metrics import compute_fp_tp_probs_nd
 
     fps, tps, n_targets, n_images = [], [], 0, 0
     for scores, centres, mask, exclude in cases:
@@ -48,6 +45,18 @@ def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
         n_images += 1
     fp_all = np.concatenate(fps) if fps else np.zeros(0, np.float32)
     tp_all = np.concatenate(tps) if tps else np.zeros(0, np.float32)
+    return fp_all, tp_all, int(n_targets), n_images
+
+
+def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
+    """FROC over scans.
+
+    ``cases``: iterable of (scores (n,), centres_voxel (n, 3), evaluation mask, labels_to_exclude).
+    Returns sensitivities at ``thresholds`` false positives per scan and their mean.
+    """
+    from monai.metrics import compute_froc_curve_data, compute_froc_score
+
+    fp_all, tp_all, n_targets, n_images = fp_tp_scores(cases)
     if n_targets == 0:
         return {"sensitivity": {t: float("nan") for t in thresholds}, "mean": float("nan"), "targets": 0, "scans": n_images}
     fps_per_image, sens = compute_froc_curve_data(fp_all, tp_all, n_targets, n_images)
@@ -56,6 +65,42 @@ def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
     points = {t: float(np.interp(t, fps_per_image[::-1], sens[::-1])) for t in thresholds}
     return {"sensitivity": points, "mean": float(np.mean(list(points.values()))), "monai_mean": float(at),
             "targets": int(n_targets), "scans": n_images}
+
+
+def operating_point(cases, fp_per_scan: float = 1.0, decimals: int = 2) -> dict:
+    """The lowest score threshold, rounded up to ``decimals``, at which findings scoring at least
+    that threshold make at most ``fp_per_scan`` false positives per scan on ``cases`` (as for
+    ``froc``), with the sensitivity and false-positive rate reached there.
+
+    Rounding up keeps the budget (a rounded threshold only drops findings) and gives a value a
+    person can type into a score box.  A missed lesion (MONAI's tp score 0) never counts as found."""
+    fp_all, tp_all, n_targets, n_images = fp_tp_scores(cases)
+    if n_images == 0:
+        raise ValueError("no scans to choose an operating point on")
+    allowed = int(np.floor(fp_per_scan * n_images + 1e-9))
+    step = 10.0 ** -decimals
+    ranked = np.sort(fp_all)[::-1]
+    if len(ranked) <= allowed:
+        threshold = step  # the budget holds for every finding: keep all but those scoring ~0
+    else:
+        # strictly above the first false positive over the budget (its float32 score read to 6
+        # decimals, so that a score stored as 0.8999999762 counts as the 0.9 it stands for)
+        threshold = min(np.ceil((round(float(ranked[allowed]), 6) + 1e-9) / step) * step, 1.0)
+    threshold = round(float(threshold), decimals)
+    return {**_at(fp_all, tp_all, n_targets, n_images, threshold), "fp_per_scan_budget": float(fp_per_scan)}
+
+
+def at_threshold(cases, threshold: float) -> dict:
+    """Sensitivity and false positives per scan of the findings scoring at least ``threshold``
+    (``cases`` as for ``froc``): what a reader is shown at that score threshold."""
+    return _at(*fp_tp_scores(cases), float(threshold))
+
+
+def _at(fp_all, tp_all, n_targets: int, n_images: int, threshold: float) -> dict:
+    found = int(np.sum((tp_all >= threshold) & (tp_all > 0)))
+    return {"score_threshold": threshold, "fp_per_scan": float(np.sum(fp_all >= threshold)) / max(n_images, 1),
+            "sensitivity": found / n_targets if n_targets else float("nan"),
+            "lesions_found": found, "lesions": n_targets, "scans": n_images}
 
 
 def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, nominal_mm=None) -> list[dict]:

@@ -205,3 +205,12 @@ def save_card(card: ModelCard, path) -> Path:
     path = Path(path)
     path.write_text(card.to_json() + "\n", encoding="utf-8")
     return path
+
+
+def operating_threshold(card) -> float | None:
+    """A detector card's fitted default score threshold (``extra.operating_point``, written by
+    ``medai train operating-point``), or None where it has none (or ``card`` is no card)."""
+    op = (getattr(card, "extra", None) or {}).get("operating_point")
+    if not isinstance(op, dict) or "score_threshold" not in op:
+        return None
+    return float(op["score_threshold"])

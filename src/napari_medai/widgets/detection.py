@@ -30,6 +30,7 @@ from ._tables import FindingsTable, axial_slice
 
 SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
 MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible
+THRESHOLD_TIP = "Confidence score a finding must reach to be listed"
 
 
 @dataclass
@@ -91,6 +92,9 @@ class DetectionWidget(TaskWidget):
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._choose_csv_file)
         self._add_result_widgets(self.findings_table, self.export_button, self._build_add_to_labels(), self.note_label)
+        # a model with a fitted operating point sets the score threshold it was fitted for
+        self.model_box.currentIndexChanged.connect(lambda _index: self._apply_operating_point())
+        self._apply_operating_point()
 
     def _build_add_to_labels(self) -> QWidget:
         """Labels layer, label value and "Add to labels": the chosen finding's mask into a
@@ -121,13 +125,29 @@ class DetectionWidget(TaskWidget):
         self.threshold_box.setDecimals(2)
         self.threshold_box.setSingleStep(0.05)
         self.threshold_box.setValue(DetectionParams.score_threshold)
-        self.threshold_box.setToolTip("Confidence score a finding must reach to be listed")
+        self.threshold_box.setToolTip(THRESHOLD_TIP)
         self.max_findings_box = QSpinBox()
         self.max_findings_box.setRange(1, 1000)
         self.max_findings_box.setValue(DetectionParams.max_findings)
         self.max_findings_box.setToolTip("Only the highest-scoring findings are kept")
         form.addRow("Score threshold", self.threshold_box)
         form.addRow("Max findings", self.max_findings_box)
+
+    def _apply_operating_point(self) -> None:
+        """Set the score threshold to the chosen model's operating point (``medai train
+        operating-point``), and say in its tooltip where the value comes from."""
+        from ..models.card import operating_threshold
+
+        card = self.model_box.currentData()
+        threshold = operating_threshold(card)
+        if threshold is None:
+            self.threshold_box.setToolTip(THRESHOLD_TIP)
+            return
+        budget = card.extra["operating_point"].get("fp_per_scan")
+        self.threshold_box.setValue(threshold)
+        self.threshold_box.setToolTip(
+            f"{THRESHOLD_TIP}. {card.name} starts at {threshold:.2f}: its operating point, fitted on validation "
+            f"phantoms for at most {budget:g} false positive(s) per scan. Lower it to see more candidates.")
 
     def _task_values(self):
         return {

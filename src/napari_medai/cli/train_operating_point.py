@@ -1,0 +1,42 @@
+"""``medai train operating-point``: fit a detector's default score threshold on validation phantoms."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    from ..training.operating_point import DEFAULT_FP_PER_SCAN, DEFAULT_SEEDS
+
+    p = sub.add_parser(
+        "operating-point",
+        help="choose a built-in detector's default score threshold on validation phantoms",
+        description="Runs the detector on validation phantoms and writes into its card the lowest score "
+        "threshold (two decimals) at which its findings make at most --fp-per-scan false positives per scan. "
+        "The detection and screening widgets and screen() start from it; detect() still returns every finding.",
+    )
+    p.add_argument("--model", default="lung-nodule-detection", help="built-in detection model")
+    p.add_argument("--seeds", type=int, nargs=2, default=(DEFAULT_SEEDS.start, DEFAULT_SEEDS.stop),
+                   metavar=("FIRST", "STOP"),
+                   help="phantom seeds (default 2000-2011: used neither in training nor in the benchmark)")
+    p.add_argument("--fp-per-scan", type=float, default=DEFAULT_FP_PER_SCAN,
+                   help="false positives per scan allowed at the threshold (default 1, the detection goal's point)")
+    p.add_argument("--dry-run", action="store_true", help="print the result, leave the card as it is")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..training.operating_point import fit_operating_point
+
+    if args.fp_per_scan < 0:
+        print("medai: --fp-per-scan must be 0 or more", file=sys.stderr)
+        return 2
+    if args.seeds[1] <= args.seeds[0]:
+        print("medai: --seeds FIRST STOP needs STOP > FIRST", file=sys.stderr)
+        return 2
+    try:
+        fit_operating_point(args.model, range(*args.seeds), fp_per_scan=args.fp_per_scan, install=not args.dry_run)
+    except ValueError as exc:
+        print(f"medai: {exc}", file=sys.stderr)
+        return 2
+    return 0
