@@ -97,17 +97,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     settings = settings or InferenceSettings()
     affine = _affine(affine, spacing)
     det, seg = _model(detector), _model(segmenter)
-    notes = []
-    if score_threshold is None:
-        from .models.card import operating_threshold
-
-        op = operating_threshold(det.card)
-        score_threshold = DEFAULT_SCORE_THRESHOLD if op is None else op
-        if op is not None:
-            budget = det.card.extra["operating_point"].get("fp_per_scan", 1.0)
-            notes.append(f"findings scoring under {op:g} are not reported: the detector's operating point, fitted "
-                         f"for at most {budget:g} false positive(s) per scan on validation phantoms (a lower "
-                         f"threshold lists more candidates, most of them false)")
+    score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     shared = _one_network(det.card, seg.card, settings)
     steps = (1 if denoise else 0) + (1 if shared else 2)
     step = 0
@@ -164,6 +154,24 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes)
+
+
+def _reporting_threshold(card, score_threshold) -> tuple[float, list[str]]:
+    """The score threshold to report at (``None``: the detector card's operating point, else
+    ``DEFAULT_SCORE_THRESHOLD``) and the report's note when it is the operating point, whether
+    by default or set to it (the widgets start from it)."""
+    from .models.card import operating_threshold
+
+    op = operating_threshold(card)
+    if score_threshold is None:
+        score_threshold = DEFAULT_SCORE_THRESHOLD if op is None else op
+    if op is None or abs(float(score_threshold) - op) > 1e-6:
+        return float(score_threshold), []
+    budget = card.extra["operating_point"].get("fp_per_scan", 1.0)
+    return float(score_threshold), [
+        f"findings scoring under {op:g} are not reported: the detector's operating point, fitted for at most "
+        f"{budget:g} false positive(s) per scan on validation phantoms (a lower threshold lists more candidates, "
+        f"most of them false)"]
 
 
 def _affine(affine, spacing) -> np.ndarray:

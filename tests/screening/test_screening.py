@@ -202,5 +202,8 @@ def test_the_default_threshold_is_the_detectors_operating_point(shared_models):
     # one above the blobs lists nothing
     _with_operating_point(det, round(high + 0.01, 2))
     assert screen(volume, SPACING, detector=det, segmenter=seg).findings == []
-    # an explicit threshold wins over the card's
-    assert len(screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5).findings) == 2
+    # an explicit threshold wins over the card's; set to the operating point (as the widgets do) it gets the note
+    other = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert len(other.findings) == 2 and not any("operating point" in n for n in other.notes)
+    same = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=round(high + 0.01, 2))
+    assert any("operating point" in n for n in same.notes)

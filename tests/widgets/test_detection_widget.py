@@ -75,10 +75,11 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
                                [f.center_mm for f in findings])
     # centres in world mm are the crop's own voxel -> world transform
     np.testing.assert_allclose(findings[0].center_mm, crop.data_to_world(findings[0].center_voxel), atol=0.05)
-    # size: the long axis in in-plane pixels (4 mm); colour: the score through the colormap
+    # size: the long axis in in-plane pixels (4 mm); a ring (the nodule stays visible) coloured by the score
     np.testing.assert_allclose(points.size, [max(f.diameter_mm / 4.0, 3.0) for f in findings])
     plasma = ensure_colormap("plasma").map(np.array([f.score for f in findings]))
-    np.testing.assert_allclose(points.face_color, plasma, atol=1e-3)
+    np.testing.assert_allclose(points.border_color, plasma, atol=1e-3)
+    assert np.all(points.face_color[:, 3] == 0) and np.all(points.border_width > 0)
 
     masks = viewer.layers["crop finding masks"]
     assert masks.data.shape == crop.data.shape
@@ -238,7 +239,8 @@ def test_add_to_labels_refuses_a_layer_off_the_findings_grid_and_changes_nothing
 
 def test_after_a_run_the_finding_masks_do_not_become_the_layer_findings_go_into(viewer, detection):
     widget, _crop = detection
-    assert viewer.layers.selection.active.name == "crop finding masks"  # napari activates new layers
+    assert viewer.layers.selection.active.name == "crop findings"  # napari activates the last new layer
+    viewer.layers.selection.active = viewer.layers["crop finding masks"]  # even when chosen by hand
     assert widget.target_picker.current_layer() is None  # the only Labels layer is not offered
     assert widget.target_picker.count() == 0
 
@@ -269,3 +271,10 @@ def test_choosing_a_model_with_an_operating_point_sets_the_threshold_it_was_fitt
     widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
     assert widget.threshold_box.value() == pytest.approx(0.3)
     assert "operating point" not in widget.threshold_box.toolTip()
+
+
+def test_the_finding_markers_lie_on_top_of_their_masks(viewer, detection):
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("crop findings") > names.index("crop finding masks")
+    widget, _crop = detection
+    assert widget.findings_layer is viewer.layers["crop findings"]

@@ -45,7 +45,8 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
         widget.run_button.click()
     assert ended.args[0] == "done"
     names = [layer.name for layer in viewer.layers]
-    assert names == ["chest", "chest findings", "chest finding masks", "chest segmentation"]
+    # bottom to top: the segmentation, then the findings' masks, their markers on top of both
+    assert names == ["chest", "chest segmentation", "chest finding masks", "chest findings"]
     np.testing.assert_array_equal(chest.data, before)  # the input is untouched
     points, seg = viewer.layers["chest findings"], viewer.layers["chest segmentation"]
     assert list(points.features["side"]) == ["left", "right"]
@@ -109,6 +110,8 @@ def test_denoise_first_adds_the_denoised_volume_in_the_images_space(qtbot, viewe
         widget.run_button.click()
     assert ended.args[0] == "done"
     denoised = viewer.layers["chest denoised"]
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["chest", "chest denoised", "chest segmentation", "chest finding masks", "chest findings"]
     np.testing.assert_array_equal(chest_with_denoiser.data, before)
     np.testing.assert_allclose(denoised.scale, SCALE)
     np.testing.assert_allclose(denoised.translate, TRANSLATE)

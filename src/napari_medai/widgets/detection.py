@@ -3,7 +3,7 @@
 The job (worker thread) calls ``api.detect`` (segmentation-based models and RetinaNet-style
 box detectors alike) and builds the per-finding mask.  On the Qt thread the findings become
 
-* ``"<image> findings"``: a Points layer of the finding centres (voxel coordinates with the
+* ``"<image> findings"``: a Points layer of rings at the finding centres (voxel coordinates with the
   image's geometry), sized by the long-axis diameter, coloured by score, with every finding
   field as a feature (hover shows score, size, volume, Lung-RADS);
 * ``"<image> finding masks"``: a Labels layer where finding ``k`` (rank ``k``) is label ``k``;
@@ -30,6 +30,7 @@ from ._tables import FindingsTable, axial_slice
 
 SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
 MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible
+RING_WIDTH = 0.15  # marker ring thickness, as a fraction of its diameter
 THRESHOLD_TIP = "Confidence score a finding must reach to be listed"
 
 
@@ -179,20 +180,21 @@ class DetectionWidget(TaskWidget):
         findings = result["findings"]
         centres = np.array([f.center_voxel for f in findings], dtype=float).reshape(-1, 3)
         in_plane_mm = float(np.mean(layer_spacing(source_layer)[1:]))
-        style = {"face_color": "score", "face_colormap": SCORE_COLORMAP, "face_contrast_limits": (0.0, 1.0)}
+        # Rings, not discs: a filled marker hid the nodule it marks.  The ring's colour is the score.
+        style = {"border_color": "score", "border_colormap": SCORE_COLORMAP, "border_contrast_limits": (0.0, 1.0)}
         if not findings:  # no feature values to colour by
-            style = {"face_color": "yellow"}
+            style = {"border_color": "yellow"}
         points = output_layer_data(
             centres, source_layer, "findings", "points",
             features=finding_features(findings),
             # Points sizes are in data pixels: the long axis in in-plane pixels.
             size=[max(f.diameter_mm / in_plane_mm, MIN_POINT_SIZE) for f in findings] or MIN_POINT_SIZE,
-            border_color="white", border_width=0.1, opacity=0.7,
+            face_color="transparent", border_width=RING_WIDTH, opacity=1.0,
             metadata={"findings": [f.to_dict() for f in findings], "model": _model_name(params.model),
                       "note": LUNG_RADS_NOTE},
             **style,
         )
-        layers = [points]
+        layers = []
         if result["mask"] is not None:
             layers.append(output_layer_data(
                 result["mask"], source_layer, "finding masks", "labels",
@@ -201,16 +203,19 @@ class DetectionWidget(TaskWidget):
                           "lung_rads": [""] + [f.lung_rads for f in findings]},
                 opacity=0.5, metadata={FINDING_MASKS: True},
             ))
-        return layers
+        # added last, so the markers lie on top of every mask and are not dimmed by them
+        return [*layers, points]
 
     def _add_results(self, result, source_layer, params):
+        from napari.layers import Points
+
         # napari makes each new layer active; the finding masks must not become the layer
         # findings are added to (the screening widget points it at its segmentation instead).
         with self.target_picker.keep_selection():
             layers = super()._add_results(result, source_layer, params)
         self.findings = list(result["findings"])
-        self.findings_layer = layers[0]
-        self._findings_affine = world_affine(layers[0])
+        self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
+        self._findings_affine = world_affine(self.findings_layer)
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
         self.add_to_labels_button.setEnabled(bool(self.findings))

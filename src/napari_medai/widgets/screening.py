@@ -24,6 +24,8 @@ from ._layers import output_layer_data
 from .detection import DetectionParams, DetectionWidget
 from .segmentation import class_colormap, class_features
 
+SEGMENTATION = "medai_screening_segmentation"  # metadata key marking the run's segmentation layer
+
 
 @dataclass
 class ScreeningParams(DetectionParams):
@@ -88,30 +90,33 @@ class ScreeningWidget(DetectionWidget):
 
     def _result_layers(self, result, source_layer, params):
         screening = result["screening"]
-        layers = super()._result_layers(result, source_layer, params)
-        points = layers[0]
+        found = super()._result_layers(result, source_layer, params)  # finding masks, then the points
+        points = next(layer for layer in found if layer[2] == "points")
         features = points[1]["features"]
         features["side"] = [s.side for s in screening.findings]
         features["zone"] = [s.zone for s in screening.findings]
         features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screening.findings]
         points[1]["metadata"]["screening"] = _record(screening, source_layer.name)
-        layers.append(output_layer_data(
-            screening.labels, source_layer, "segmentation", "labels",
-            colormap=class_colormap(screening.classes), features=class_features(screening.classes),
-            metadata={"classes": screening.classes, "lung_volumes_ml": screening.lung_volumes_ml},
-        ))
+        # bottom to top: the volume the models read, the segmentation, the findings' masks and markers
+        layers = []
         if screening.denoised is not None:
             layers.append(output_layer_data(
                 screening.denoised, source_layer, "denoised", "image",
                 contrast_limits=list(source_layer.contrast_limits), colormap="gray",
             ))
-        return layers
+        layers.append(output_layer_data(
+            screening.labels, source_layer, "segmentation", "labels",
+            colormap=class_colormap(screening.classes), features=class_features(screening.classes),
+            metadata={"classes": screening.classes, "lung_volumes_ml": screening.lung_volumes_ml,
+                      SEGMENTATION: True},
+        ))
+        return [*layers, *found]
 
     def _add_results(self, result, source_layer, params):
         from ..screening import screening_markdown
 
         layers = super()._add_results(result, source_layer, params)
-        segmentation = next(layer for layer in layers if "class" in layer.features.columns)
+        segmentation = next(layer for layer in layers if layer.metadata.get(SEGMENTATION))
         self.target_picker.set_layer(segmentation)  # the layer a missed nodule is added to
         self.screening, self.source_name = result["screening"], source_layer.name
         self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
