@@ -75,9 +75,10 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     ``denoise=True`` first runs the CT denoiser (``denoiser``, default chosen for CT) and the
     models then read the denoised volume, which is returned too.  Findings under
     ``score_threshold`` are not reported, at most ``max_findings`` are; ``None`` takes the
-    detector card's operating point (``medai train operating-point``), or 0.5 where it has none.  ``affine``: napari's
-    voxel (z, y, x) → world (S, P, L) mm matrix (``Volume.affine``); without it the volume is
-    taken as already in that orientation with ``spacing`` on the diagonal.  ``progress`` gets
+    detector card's operating point (``medai train operating-point``), or 0.5 where it has
+    none.  ``affine``: napari's voxel (z, y, x) → world (S, P, L) mm matrix (``Volume.affine``);
+    without it the volume is taken as already in that orientation with ``spacing`` on the
+    diagonal.  ``progress`` gets
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
     ``Cancelled``.
     """
