@@ -80,6 +80,23 @@ def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffi
     assert "2 finding(s) written" in capsys.readouterr().out
 
 
+def test_detect_summary_says_which_findings_reach_the_models_operating_point(tmp_path, ct_nifti):
+    from napari_medai.models.card import load_card, save_card
+
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "findings.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 0
+    assert "operating point" not in out.with_suffix(".md").read_text()  # the card has none
+    high, low = (r["score"] for r in json.loads(out.read_text()))
+    card = load_card(model)
+    card.extra["operating_point"] = {"score_threshold": round((high + low) / 2, 2), "fp_per_scan": 1.0}
+    save_card(card, model)
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 0
+    summary = out.with_suffix(".md").read_text()
+    assert f"1 of them score at least {round((high + low) / 2, 2):.2f}, the model's operating point" in summary
+    assert len(json.loads(out.read_text())) == 2  # the findings file still holds every finding
+
+
 def test_detect_notes_a_finding_on_the_scans_last_slice(tmp_path):
     # slices 13-15 of 16: the scan ends inside this blob; the other lies inside
     ct = write_volume(blob_volume(blobs=((14, 8, 8, 1, 200.0), (6, 20, 20, 2, 200.0))), tmp_path / "ct.nii.gz",

@@ -22,6 +22,8 @@ def run(args) -> int:
     from ..api import detect
     from ..errors import InputError
     from ..io import read_volume
+    from ..models import load_model
+    from ..models.card import operating_threshold
     from ..postprocess.report import findings_markdown, findings_to_csv, findings_to_json
     from ._common import runtime
 
@@ -30,12 +32,13 @@ def run(args) -> int:
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
-    findings = detect(vol.data, vol.spacing, model=args.model, affine=vol.affine, score_threshold=args.threshold,
+    model = load_model(args.model)
+    findings = detect(vol.data, vol.spacing, model=model, affine=vol.affine, score_threshold=args.threshold,
                       max_findings=args.max_findings, settings=settings, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
-                                n_slices=vol.data.shape[0])
+                                n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card))
     out.with_suffix(".md").write_text(summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {out.with_suffix('.md')})")
