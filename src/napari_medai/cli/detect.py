@@ -38,7 +38,8 @@ def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
-                                n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card))
+                                n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
+                                fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
     out.with_suffix(".md").write_text(summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {out.with_suffix('.md')})")

@@ -58,17 +58,18 @@ def scan_edge_note(findings, n_slices: int) -> str | None:
 
 
 def findings_markdown(findings: list[Finding], source: str = "", model: str = "", n_slices: int | None = None,
-                      operating_point: float | None = None) -> str:
+                      operating_point: float | None = None, fp_per_scan: float = 1.0) -> str:
     """The detection summary (``medai detect``'s .md); with ``n_slices`` (the scan's axial slice
     count) it notes the findings at the scan's first or last slice; with ``operating_point``
-    (the model's fitted default score threshold) it says which findings reach it."""
+    (the model's default score threshold, fitted for ``fp_per_scan`` false positives per
+    validation scan) it says which findings reach it."""
     lines = [f"# Lesion detection: {source}".rstrip(": "), ""]
     if model:
         lines.append(f"Model: `{model}`. {len(findings)} finding(s), ranked by score.")
     if operating_point is not None and findings:
         above = sum(f.score >= operating_point for f in findings)
         lines += ["", f"{above} of them score at least {operating_point:.2f}, the model's operating point "
-                  "(fitted for at most one false positive per scan on validation phantoms; "
+                  f"(fitted for at most {fp_per_scan:g} false positive(s) per scan on validation phantoms; "
                   "`medai screen` reports only those). The ones below it are candidates, most of them false."]
     lines += ["", f"> {LUNG_RADS_NOTE}.", ""]
     if not findings:
