@@ -64,6 +64,7 @@ class ScreeningResult:
     score_threshold: float = 0.0
     denoised: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    at_operating_point: bool = False  # reported at the detector's operating point (notes[0] says so)
 
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
@@ -99,6 +100,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     affine = _affine(affine, spacing)
     det, seg = _model(detector), _model(segmenter)
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
+    at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)
     steps = (1 if denoise else 0) + (1 if shared else 2)
     step = 0
@@ -154,7 +156,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         notes.append(edge)
     category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
-                           float(score_threshold), denoised, notes)
+                           float(score_threshold), denoised, notes, at_operating_point)
 
 
 def _reporting_threshold(card, score_threshold) -> tuple[float, list[str]]:
@@ -330,3 +332,27 @@ def screening_markdown(result: ScreeningResult, source: str = "") -> str:
                                         for step, m in result.models.items()) + ".",
               "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
+    """Write ``medai screen``'s files for ``result`` into ``out_dir`` (created if missing):
+    report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz), on the
+    grid and affine of ``volume`` (the ``io.Volume`` that was screened).  Returns the paths."""
+    import json
+    from pathlib import Path
+
+    from .io import Volume, write_volume
+    from .postprocess.report import findings_to_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.md", out / "report.json", out / "findings.csv"]
+    paths[0].write_text(screening_markdown(result, source))
+    paths[1].write_text(json.dumps(screening_record(result, source), indent=2))
+    paths[2].write_text(findings_to_csv([s.finding for s in result.findings]))
+    paths.append(write_volume(Volume(result.labels, volume.affine, modality=volume.modality, is_labels=True),
+                              out / "segmentation.nii.gz"))
+    if result.denoised is not None:
+        paths.append(write_volume(Volume(result.denoised, volume.affine, modality=volume.modality),
+                                  out / "denoised.nii.gz"))
+    return paths

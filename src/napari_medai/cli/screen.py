@@ -28,11 +28,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import json
-
-    from ..io import Volume, read_volume, write_volume
-    from ..postprocess.report import findings_to_csv
-    from ..screening import screen, screening_markdown, screening_record
+    from ..io import read_volume
+    from ..screening import screen, screening_markdown, write_screening
     from ._common import runtime
 
     vol = read_volume(args.input)
@@ -40,17 +37,8 @@ def run(args) -> int:
     result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=args.detector,
                     segmenter=args.segmenter, score_threshold=args.threshold, max_findings=args.max_findings,
                     settings=settings, progress=progress)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     source = Path(args.input).name
-    report = screening_markdown(result, source)
-    (out / "report.md").write_text(report)
-    (out / "report.json").write_text(json.dumps(screening_record(result, source), indent=2))
-    (out / "findings.csv").write_text(findings_to_csv([s.finding for s in result.findings]))
-    write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True),
-                 out / "segmentation.nii.gz")
-    if result.denoised is not None:
-        write_volume(Volume(result.denoised, vol.affine, modality=vol.modality), out / "denoised.nii.gz")
-    print(report)
-    print(f"report written to {out}/report.md (also report.json, findings.csv, segmentation.nii.gz)")
+    write_screening(result, vol, source, args.out_dir)
+    print(screening_markdown(result, source))
+    print(f"report written to {Path(args.out_dir)}/report.md (also report.json, findings.csv, segmentation.nii.gz)")
     return 0

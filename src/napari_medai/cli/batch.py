@@ -1,0 +1,54 @@
+"""``medai batch IN... --out-dir DIR``: screen every chest CT among some files and folders."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
+    from ._common import add_runtime_options
+
+    p = sub.add_parser(
+        "batch", help="screen a cohort: every chest CT among files and folders, one report folder each",
+        description="Runs `medai screen` on each case (a NIfTI file, a DICOM series folder, or the NIfTI files and "
+        "DICOM series folders inside a folder given) with the models loaded once, in parallel with dask, and writes "
+        "DIR/<case>/ (report.md, report.json, findings.csv, segmentation.nii.gz) and DIR/cohort.csv, one row per "
+        "case. A case that cannot be read or screened gets its message in cohort.csv; the others go on. "
+        "The Lung-RADS size category is decision support, not a diagnosis.")
+    p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders, or folders holding them")
+    p.add_argument("--out-dir", required=True, help="folder for the case folders and cohort.csv (created if missing)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="cases screened at once (default 1; 2 overlap one case's post-processing with another's "
+                        "network run: about a fifth faster on a 2-core CPU, for one more case's memory)")
+    p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="minimum score of a reported finding (default: the detector's operating point)")
+    p.add_argument("--max-findings", type=int, default=20)
+    p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")
+    add_runtime_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..batch import COHORT_FILE, find_cases, screen_cases
+    from ..inference import InferenceSettings
+
+    cases = find_cases(args.inputs)
+    settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
+
+    def on_case(record, done, total):
+        what = (f"{record.findings} finding(s), highest size category {record.highest_category}"
+                if record.status == "ok" else f"ERROR: {record.message}")
+        if not args.quiet or record.status != "ok":
+            print(f"[{done}/{total}] {record.case}: {what} ({record.seconds:.1f} s)", flush=True)
+
+    print(f"{len(cases)} case(s) to screen with {args.workers} worker(s)", flush=True)
+    records = screen_cases(cases, args.out_dir, workers=args.workers, detector=args.detector,
+                           segmenter=args.segmenter, on_case=on_case, denoise=args.denoise,
+                           score_threshold=args.threshold, max_findings=args.max_findings, settings=settings)
+    failed = [r for r in records if r.status != "ok"]
+    print(f"{len(records) - len(failed)} of {len(records)} case(s) screened; "
+          f"cohort table: {Path(args.out_dir) / COHORT_FILE}")
+    return 1 if failed else 0

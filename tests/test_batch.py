@@ -1,0 +1,110 @@
+"""``napari_medai.batch`` and ``medai batch``: screening a cohort with fixed-rule models."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from fixed_rule_models import detection_card, install, segmentation_card, two_lung_chest
+
+from napari_medai.batch import COHORT_FILE, find_cases, screen_cases
+from napari_medai.cli.main import main
+from napari_medai.errors import InputError
+from napari_medai.io import write_volume
+from napari_medai.models.card import save_card
+
+AFFINE = np.diag([2.0, 1.0, 1.0, 1.0])
+
+
+@pytest.fixture
+def models(tmp_path):
+    """A segmentation and a detection card on one weights file, as the built-ins."""
+    seg_path = install(segmentation_card(name="rule-seg"), tmp_path / "models")
+    seg = json.loads(seg_path.read_text())
+    det = detection_card(name="rule-det")
+    det.weights, det.sha256 = seg["weights"], seg["sha256"]
+    return str(save_card(det, tmp_path / "models" / "rule-det.json")), str(seg_path)
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Two toy chests (one with a nodule less), a corrupt NIfTI, a corrupt 'DICOM series', a note."""
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    write_volume(two_lung_chest(), folder / "alpha.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(two_lung_chest(blobs=((21, 20, 45, 5, 200.0),)), folder / "beta.nii", affine=AFFINE, modality="CT")
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti at all")
+    series = folder / "gamma"
+    series.mkdir()
+    (series / "slice1.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (folder / "notes.txt").write_text("not a scan")
+    return folder
+
+
+def test_find_cases_takes_files_series_folders_and_folders_of_them(tmp_path, cohort):
+    cases = find_cases([cohort])
+    assert [name for name, _ in cases] == ["alpha", "beta", "broken", "gamma"]  # the .txt is no case
+    # a file given twice, or two cases with one name, keep apart
+    again = find_cases([cohort / "alpha.nii.gz", cohort, cohort / "gamma"])
+    assert [name for name, _ in again][:2] == ["alpha", "alpha_2"] and again[-1][0] == "gamma_2"
+    with pytest.raises(InputError, match="does not exist"):
+        find_cases([tmp_path / "nowhere"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no chest CT found"):
+        find_cases([empty])
+    with pytest.raises(InputError, match="neither a NIfTI file nor a folder"):
+        find_cases([cohort / "notes.txt"])
+
+
+def test_each_case_gets_its_report_and_a_bad_case_its_message(tmp_path, cohort, models):
+    det, seg = models
+    seen = []
+    records = screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg,
+                           on_case=lambda r, done, total: seen.append((r.case, done, total)))
+    by_case = {r.case: r for r in records}
+    assert [r.case for r in records] == ["alpha", "beta", "broken", "gamma"]
+    assert sorted(done for _, done, _ in seen) == [1, 2, 3, 4] and {t for *_, t in seen} == {4}
+    assert by_case["alpha"].status == "ok" and by_case["alpha"].findings == 2
+    assert by_case["alpha"].highest_category == "4A" and by_case["alpha"].largest_finding_mm > 10
+    assert by_case["beta"].findings == 1 and by_case["beta"].score_threshold == 0.5
+    assert by_case["alpha"].nodule_segmented_ml == pytest.approx((11 ** 3 + 3 ** 3) * 2.0 / 1000)
+    assert by_case["alpha"].right_lung_ml > 0 and by_case["alpha"].left_lung_ml > 0
+    for bad in ("broken", "gamma"):
+        assert by_case[bad].status == "error" and by_case[bad].message and by_case[bad].findings is None
+        assert not (tmp_path / "out" / bad).exists()
+    for good in ("alpha", "beta"):
+        files = {p.name for p in (tmp_path / "out" / good).iterdir()}
+        assert files == {"report.md", "report.json", "findings.csv", "segmentation.nii.gz"}
+    with open(tmp_path / "out" / COHORT_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["case"] for row in rows] == ["alpha", "beta", "broken", "gamma"]
+    assert rows[0]["findings"] == "2" and rows[2]["findings"] == "" and rows[2]["status"] == "error"
+
+
+def test_two_workers_give_the_same_cohort(tmp_path, cohort, models):
+    det, seg = models
+    cases = [c for c in find_cases([cohort]) if c[0] in ("alpha", "beta")]
+    one = screen_cases(cases, tmp_path / "one", detector=det, segmenter=seg, workers=1)
+    two = screen_cases(cases, tmp_path / "two", detector=det, segmenter=seg, workers=2)
+    strip = [{k: v for k, v in vars(r).items() if k != "seconds"} for r in one]
+    assert strip == [{k: v for k, v in vars(r).items() if k != "seconds"} for r in two]
+    assert (tmp_path / "one" / "alpha" / "findings.csv").read_text() == \
+        (tmp_path / "two" / "alpha" / "findings.csv").read_text()
+    with pytest.raises(InputError, match="workers"):
+        screen_cases(cases, tmp_path / "none", detector=det, segmenter=seg, workers=0)
+
+
+def test_the_cli_reports_each_case_and_fails_when_one_did(tmp_path, cohort, models, capsys):
+    det, seg = models
+    out = tmp_path / "out"
+    rc = main(["batch", str(cohort), "--out-dir", str(out), "--detector", det, "--segmenter", seg, "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 1 and "2 of 4 case(s) screened" in printed
+    assert "broken: ERROR" in printed and "alpha:" not in printed  # --quiet: only the failures
+    assert main(["batch", str(cohort / "alpha.nii.gz"), "--out-dir", str(out), "--detector", det,
+                 "--segmenter", seg]) == 0
+    assert "alpha: 2 finding(s), highest size category 4A" in capsys.readouterr().out
+    assert main(["batch", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 2
