@@ -8,8 +8,9 @@ and shared; the cases run as ``dask.delayed`` tasks on a thread pool of ``worker
 single-threaded post-processing overlap another's network run: on the 2-core CPU five cases
 took 74 s with two workers against 94 s with one, peaking at 2.1 GB against 1.6 GB
 (``benchmarks/bench_batch.py``).  Each running case holds its volume and class probabilities
-(about 2.5 GB for a 512 x 512 x 300 CT), so one worker is the default.  A case that cannot be read or screened (a corrupt file, an MR volume, absurd
-spacing) is recorded with its message in ``cohort.csv`` and the others go on.
+(about 2.5 GB for a 512 x 512 x 300 CT), so one worker is the default.  A case that cannot be
+read or screened (a corrupt file, an MR volume, absurd spacing) is recorded with its message
+in ``cohort.csv`` and the others go on.
 """
 
 from __future__ import annotations

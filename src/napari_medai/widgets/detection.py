@@ -3,9 +3,9 @@
 The job (worker thread) calls ``api.detect`` (segmentation-based models and RetinaNet-style
 box detectors alike) and builds the per-finding mask.  On the Qt thread the findings become
 
-* ``"<image> findings"``: a Points layer of rings at the finding centres (voxel coordinates with the
-  image's geometry), sized by the long-axis diameter, coloured by score, with every finding
-  field as a feature (hover shows score, size, volume, Lung-RADS);
+* ``"<image> findings"``: a Points layer of rings at the finding centres (voxel coordinates
+  with the image's geometry), sized by the long-axis diameter, coloured by score, with every
+  finding field as a feature (hover shows score, size, volume, Lung-RADS);
 * ``"<image> finding masks"``: a Labels layer where finding ``k`` (rank ``k``) is label ``k``;
 * the findings table in the dock: clicking a row (or moving to it with the arrow keys) centres
   the view on that finding and moves to its slice; "Export CSV…" writes the table with every field;
@@ -144,7 +144,7 @@ class DetectionWidget(TaskWidget):
         if threshold is None:
             self.threshold_box.setToolTip(THRESHOLD_TIP)
             return
-        budget = card.extra["operating_point"].get("fp_per_scan")
+        budget = card.extra["operating_point"].get("fp_per_scan", 1.0)
         self.threshold_box.setValue(threshold)
         self.threshold_box.setToolTip(
             f"{THRESHOLD_TIP}. {card.name} starts at {threshold:.2f}: its operating point, fitted on validation "
