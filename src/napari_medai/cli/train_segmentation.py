@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         "Keeps the checkpoint with the best validation Dice; resumes from OUT/last.pt if present.",
     )
     p.add_argument("--data", required=True, help="folder of image/label pairs")
-    p.add_argument("--out", required=True, help="output folder (best.pt, last.pt, card.json)")
+    p.add_argument("--out", required=True, help="output folder (best.pt, last.pt, training.json)")
     p.add_argument("--phantoms", type=int, default=0, metavar="N",
                    help="first generate N phantom chest CTs into --data (seeds from --phantom-seed)")
     p.add_argument("--phantom-seed", type=int, default=1000)

@@ -4,7 +4,8 @@ Deterministic for a given seed, thread count and device: data order, crops and a
 all draw from MONAI's seeded generators, and the data loader runs in the main process.  Runs
 on CUDA when present (``device``), else on the CPU; see ``training.device``.
 Writes ``best.pt`` (weights with the best validation Dice), ``last.pt`` (resumable
-state) and ``card.json`` into the output folder.
+state) and ``training.json`` (settings and per-epoch scores) into the output folder;
+``install_builtin`` (``--install-as``) makes a built-in model of it, weights and card.
 """
 
 from __future__ import annotations

@@ -1,0 +1,106 @@
+"""Scoring segmentation models on a researcher's own annotated volumes.
+
+After fine-tuning on annotated cases (``medai train segmentation``), the question is whether
+the new model beats the built-in one on cases kept out of training.  ``evaluate_segmentation``
+segments every image/label pair of a folder (the training command's layout) with each model,
+exactly as ``segment()`` does for a user (the card's post-processing included), and scores
+each class the model names against the reference labels: Dice and HD95 (``metrics.dice_hd95``,
+MONAI), volumes, and for lesion classes how many reference lesions (connected components)
+the model touches, since a voxel Dice is dominated by the large ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError
+
+
+def read_pair(image_path, label_path, label_map: str = "none"):
+    """(image Volume, reference labels as int array on its grid); the label file must have the
+    image's shape and affine.  ``label_map="chest"`` folds phantom labels into background /
+    lung / nodule (``training.seg_data.chest_targets``)."""
+    from .io import read_volume
+
+    image, labels = read_volume(image_path), read_volume(label_path)
+    if labels.data.shape != image.data.shape:
+        raise InputError(f"{label_path.name}: labels of shape {labels.data.shape} do not match the image's "
+                         f"{image.data.shape}")
+    if not np.allclose(labels.affine, image.affine, atol=1e-3):
+        raise InputError(f"{label_path.name}: the labels lie elsewhere in space than the image (different affine)")
+    ref = np.rint(np.asarray(labels.data)).astype(np.int32)
+    if label_map == "chest":
+        from .training.seg_data import chest_targets
+
+        ref = chest_targets(ref).astype(np.int32)
+    elif label_map != "none":
+        raise InputError(f"unknown label map {label_map!r}: use 'none' or 'chest'")
+    return image, ref
+
+
+def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=None,
+                          on_case: Callable[[str, str, dict], None] | None = None) -> list[dict]:
+    """One row per (case, model, class): ``case``, ``model``, ``class``, ``dice``, ``hd95_mm``,
+    ``reference_ml``, ``predicted_ml``, and for lesion classes ``lesions`` (reference components)
+    and ``lesions_found``.  ``pairs``: (image path, label path); ``models``: names, paths or
+    loaded models.  ``on_case(case, model name, {class: dice})`` after each segmentation."""
+    from .api import _model, segment
+    from .metrics import components_found, dice_hd95
+
+    loaded = [_model(m) for m in models]
+    rows = []
+    for image_path, label_path in pairs:
+        case = _case(image_path)
+        image, ref = read_pair(image_path, label_path, label_map)
+        voxel_ml = float(np.prod(image.spacing)) / 1000.0
+        for model in loaded:
+            card = model.card
+            pred = segment(image.data, image.spacing, model=model, settings=settings).labels
+            classes = {i: n for i, n in card.class_names.items() if i != 0}
+            lesions = {int(i) for i in (card.extra or {}).get("lesions", ())}
+            scores = dice_hd95(pred, ref, classes, image.spacing)
+            for index, name in classes.items():
+                row = {"case": case, "model": card.name, "class": name, **scores[name],
+                       "reference_ml": float(np.count_nonzero(ref == index)) * voxel_ml,
+                       "predicted_ml": float(np.count_nonzero(pred == index)) * voxel_ml}
+                if index in lesions:
+                    found = components_found(pred == index, ref == index, image.spacing)
+                    row.update(lesions=len(found), lesions_found=sum(hit for _, hit in found))
+                rows.append(row)
+            if on_case is not None:
+                on_case(case, card.name, {n: scores[n]["dice"] for n in classes.values()})
+    return rows
+
+
+def summarise(rows) -> list[dict]:
+    """Per model and class: mean ± sd Dice and median HD95 over the cases whose reference holds
+    the class (``cases``), the cases where the model labels a class the reference lacks
+    (``false_positive_cases``), and lesions found of all reference lesions."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for name in dict.fromkeys(r["class"] for r in rows if r["model"] == model):
+            mine = [r for r in rows if r["model"] == model and r["class"] == name]
+            present = [r for r in mine if r["reference_ml"] > 0]
+            dice = [r["dice"] for r in present]
+            hd = [r["hd95_mm"] for r in present if not math.isnan(r["hd95_mm"])]
+            entry = {"model": model, "class": name, "cases": len(present),
+                     "dice_mean": float(np.mean(dice)) if dice else float("nan"),
+                     "dice_sd": float(np.std(dice)) if dice else float("nan"),
+                     "hd95_median_mm": float(np.median(hd)) if hd else float("nan"),
+                     "false_positive_cases": sum(1 for r in mine if r["reference_ml"] == 0 and r["predicted_ml"] > 0)}
+            if any("lesions" in r for r in mine):
+                entry["lesions"] = sum(r.get("lesions", 0) for r in mine)
+                entry["lesions_found"] = sum(r.get("lesions_found", 0) for r in mine)
+            out.append(entry)
+    return out
+
+
+def _case(path) -> str:
+    name = path.name
+    for suffix in ("_image.nii.gz", "_image.nii", ".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

@@ -1,0 +1,98 @@
+"""``napari_medai.evaluation`` and ``medai evaluate``: scoring segmentation models on annotated pairs."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from fixed_rule_models import blob_volume, expected_labels, install, segmentation_card
+
+from napari_medai.cli.main import main
+from napari_medai.errors import InputError
+from napari_medai.evaluation import evaluate_segmentation, summarise
+from napari_medai.io import write_volume
+
+AFFINE = np.diag([2.0, 1.0, 1.0, 1.0])
+BLOBS = ((4, 8, 8, 2, 200.0), (12, 22, 22, 1, 200.0))  # a 5-voxel and a 3-voxel cube
+
+
+@pytest.fixture
+def model(tmp_path):
+    return str(install(segmentation_card(name="rule-seg"), tmp_path / "model"))
+
+
+def _pair(folder, case, labels, volume):
+    write_volume(volume, folder / f"{case}_image.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(labels.astype(np.uint8), folder / f"{case}_label.nii.gz", affine=AFFINE, is_labels=True)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Case a: the labels the rule draws.  Case b: a reference that also marks a nodule the image
+    does not show (the rule cannot find it) and lacks the small one.  Case c: no nodule at all in
+    the reference, while the image shows one."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    volume = blob_volume(blobs=BLOBS)
+    truth = expected_labels(volume)
+    _pair(folder, "a", truth, volume)
+    b = truth.copy()
+    b[12, 22, 22] = 1  # the small cube's centre is lung in this reference: 26 of its 27 voxels stay
+    b[11:14, 21:24, 21:24] = 1
+    b[4, 20:23, 4:7] = 2  # a nodule the image does not show
+    _pair(folder, "b", b, volume)
+    c = truth.copy()
+    c[c == 2] = 1
+    _pair(folder, "c", c, volume)
+    return folder, truth
+
+
+def test_each_case_and_class_is_scored_and_lesions_counted(data, model):
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, truth = data
+    rows = evaluate_segmentation(find_pairs(folder), [model])
+    by = {(r["case"], r["class"]): r for r in rows}
+    assert set(by) == {(c, k) for c in "abc" for k in ("lung", "nodule")}
+    assert by["a", "nodule"]["dice"] == 1.0 and by["a", "lung"]["dice"] == 1.0
+    assert by["a", "nodule"]["lesions"] == 2 and by["a", "nodule"]["lesions_found"] == 2
+    assert by["a", "nodule"]["reference_ml"] == pytest.approx((125 + 27) * 2.0 / 1000)
+    # b: the big cube found, the invented 3x3 patch missed
+    assert by["b", "nodule"]["lesions"] == 2 and by["b", "nodule"]["lesions_found"] == 1
+    assert 0 < by["b", "nodule"]["dice"] < 1
+    assert "lesions" not in by["b", "lung"]
+    s = {x["class"]: x for x in summarise(rows)}
+    assert s["nodule"]["cases"] == 2  # c's reference has no nodule: not in the mean ...
+    assert s["nodule"]["false_positive_cases"] == 1  # ... but its predicted nodule is counted
+    assert s["nodule"]["dice_mean"] == pytest.approx(np.mean([1.0, by["b", "nodule"]["dice"]]))
+    assert s["nodule"]["lesions"] == 4 and s["nodule"]["lesions_found"] == 3
+
+
+def test_labels_off_the_images_grid_are_refused(tmp_path, model):
+    from napari_medai.evaluation import read_pair
+
+    volume = blob_volume(blobs=BLOBS)
+    write_volume(volume, tmp_path / "x_image.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(expected_labels(volume)[:-1], tmp_path / "x_label.nii.gz", affine=AFFINE, is_labels=True)
+    with pytest.raises(InputError, match="do not match the image"):
+        read_pair(tmp_path / "x_image.nii.gz", tmp_path / "x_label.nii.gz")
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 10.0
+    write_volume(expected_labels(volume), tmp_path / "x_label.nii.gz", affine=shifted, is_labels=True)
+    with pytest.raises(InputError, match="elsewhere in space"):
+        read_pair(tmp_path / "x_image.nii.gz", tmp_path / "x_label.nii.gz")
+
+
+def test_the_cli_prints_the_summary_and_writes_the_rows(tmp_path, data, model, capsys):
+    folder, _ = data
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 annotated case(s)" in printed and "a · rule-seg: lung Dice 1.000, nodule Dice 1.000" in printed
+    summary = next(line for line in printed.splitlines() if line.startswith("rule-seg") and "nodule" in line)
+    assert summary.split()[2] == "2" and summary.rstrip().endswith("3/4")
+    with open(out, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--model", model]) == 2
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(tmp_path / "x.txt")]) == 2
