@@ -96,3 +96,43 @@ def test_the_cli_prints_the_summary_and_writes_the_rows(tmp_path, data, model, c
         assert len(list(csv.DictReader(fh))) == 6
     assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--model", model]) == 2
     assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_detectors_are_scored_against_the_labelled_lesions(tmp_path, data):
+    from fixed_rule_models import detection_card
+
+    from napari_medai.evaluation import evaluate_detection, lesion_targets
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, truth = data
+    targets, diameters = lesion_targets(truth, 2, (2.0, 1.0, 1.0))
+    assert len(diameters) == 2 and set(np.unique(targets)) == {0, 1, 2}
+    assert diameters[0] == pytest.approx(2 * (3 * 125 * 2.0 / (4 * np.pi)) ** (1 / 3))
+    card = detection_card(name="rule-det")
+    card.extra["operating_point"] = {"score_threshold": 0.5, "fp_per_scan": 1.0}
+    det = str(install(card, tmp_path / "det"))
+    result = evaluate_detection(find_pairs(folder), [det])["rule-det"]
+    by_case = {c["case"]: c for c in result["cases"]}
+    assert by_case["a"]["lesions"] == 2 and by_case["a"]["lesions_hit"] == 2
+    assert by_case["b"]["lesions"] == 2 and by_case["b"]["lesions_hit"] == 1  # the invented nodule is missed
+    assert by_case["c"]["lesions"] == 0 and by_case["c"]["findings"] == 2  # both blobs are false positives here
+    assert result["froc"]["targets"] == 4 and result["froc"]["sensitivity"][8] == pytest.approx(0.75)
+    op = result["operating_point"]
+    assert op["score_threshold"] == 0.5 and op["lesions_found"] == 3
+    # b's big cube is hit, its small one (lung in that reference) is a false positive; c's two as well
+    assert op["fp_per_scan"] == pytest.approx(3 / 3)
+
+
+def test_the_cli_scores_detectors_too(tmp_path, data, capsys):
+    from fixed_rule_models import detection_card
+
+    folder, _ = data
+    det = str(install(detection_card(name="rule-det"), tmp_path / "det"))
+    out = tmp_path / "det.csv"
+    assert main(["evaluate", "--task", "detection", "--data", str(folder), "--model", det, "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "b · rule-det: 1 of 2 lesion(s) hit" in printed and "mean" in printed and "(4 lesions, 3 scans)" in printed
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == ["a", "b", "c"] and rows[1]["lesions_hit"] == "1"

@@ -1,4 +1,4 @@
-"""Scoring segmentation models on a researcher's own annotated volumes.
+"""Scoring segmentation models and detectors on a researcher's own annotated volumes.
 
 After fine-tuning on annotated cases (``medai train segmentation``), the question is whether
 the new model beats the built-in one on cases kept out of training.  ``evaluate_segmentation``
@@ -6,7 +6,9 @@ segments every image/label pair of a folder (the training command's layout) with
 exactly as ``segment()`` does for a user (the card's post-processing included), and scores
 each class the model names against the reference labels: Dice and HD95 (``metrics.dice_hd95``,
 MONAI), volumes, and for lesion classes how many reference lesions (connected components)
-the model touches, since a voxel Dice is dominated by the large ones.
+the model touches, since a voxel Dice is dominated by the large ones.  ``evaluate_detection``
+runs detectors on the same pairs and scores their findings against the labelled lesions with
+the detection benchmark's FROC.
 """
 
 from __future__ import annotations
@@ -73,6 +75,61 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
             if on_case is not None:
                 on_case(case, card.name, {n: scores[n]["dice"] for n in classes.values()})
     return rows
+
+
+def lesion_targets(ref: np.ndarray, lesion: int, spacing) -> tuple[np.ndarray, list[float]]:
+    """The reference lesions (26-connected components of ``ref == lesion``) as the detection
+    benchmark's targets: a ball of each lesion's equivalent diameter (at least 2 mm in radius)
+    around its centroid (``metrics.target_mask``); returns (target mask, diameters mm)."""
+    from scipy import ndimage
+
+    from .metrics import target_mask
+
+    comps, n = ndimage.label(ref == lesion, ndimage.generate_binary_structure(3, 3))
+    if n == 0:
+        return np.zeros(ref.shape, np.int32), []
+    centres = ndimage.center_of_mass(np.ones(ref.shape), comps, range(1, n + 1))
+    voxels = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+    diameters = [float(2.0 * (3.0 * v * np.prod(spacing) / (4.0 * np.pi)) ** (1.0 / 3.0)) for v in voxels]
+    return target_mask(ref.shape, spacing, centres, diameters), diameters
+
+
+def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none", settings=None,
+                       on_case: Callable[[str, str, int, int], None] | None = None) -> dict[str, dict]:
+    """Per detector (name -> result): the FROC over the pairs (``metrics.froc``; targets from
+    ``lesion_targets``), the sensitivity and false positives per scan at its card's operating
+    point (None without one), and per case the lesions and how many a finding hits.  Every
+    finding counts (score >= 0, no cap), as in the benchmark.  ``on_case(case, model, hit,
+    lesions)`` after each case."""
+    from .api import _model, detect
+    from .metrics import at_threshold, froc
+    from .models.card import operating_threshold
+
+    loaded = [_model(m) for m in models]
+    rows = {m.card.name: [] for m in loaded}
+    cases = {m.card.name: [] for m in loaded}
+    for image_path, label_path in pairs:
+        case = _case(image_path)
+        image, ref = read_pair(image_path, label_path, label_map)
+        targets, diameters = lesion_targets(ref, lesion, image.spacing)
+        for model in loaded:
+            found = detect(image.data, image.spacing, model=model, max_findings=None, settings=settings,
+                           refine_masks=False)
+            centres = np.array([f.center_voxel for f in found], dtype=float).reshape(-1, 3)
+            rows[model.card.name].append(([f.score for f in found], centres, targets, []))
+            top = np.clip(np.rint(centres).astype(int), 0, np.array(ref.shape) - 1)
+            hit = len(set(targets[tuple(top.T)].tolist()) - {0}) if len(top) else 0
+            cases[model.card.name].append({"case": case, "lesions": len(diameters), "lesions_hit": hit,
+                                           "findings": len(found)})
+            if on_case is not None:
+                on_case(case, model.card.name, hit, len(diameters))
+    out = {}
+    for model in loaded:
+        name = model.card.name
+        threshold = operating_threshold(model.card)
+        out[name] = {"froc": froc(rows[name]), "cases": cases[name],
+                     "operating_point": None if threshold is None else at_threshold(rows[name], threshold)}
+    return out
 
 
 def summarise(rows) -> list[dict]:

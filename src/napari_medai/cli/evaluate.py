@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..api import DEFAULT_SEGMENTATION_MODEL
+    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
     from ._common import add_runtime_options
 
     p = sub.add_parser(
@@ -12,10 +12,16 @@ def add_parser(sub) -> None:
         description="Segments every image/label pair of DIR (<case>_image.nii.gz with <case>_label.nii.gz, or "
         "images/<case>.nii.gz with labels/<case>.nii.gz: the layout of `medai train segmentation`) with each model, "
         "as `medai segment` does, and prints per case and per class the Dice and HD95 against the labels, then "
-        "each model's mean. Keep the cases you evaluate on out of training.")
+        "each model's mean; with --task detection, each detector's FROC against the labelled lesions. Keep the "
+        "cases you evaluate on out of training.")
     p.add_argument("--data", required=True, help="folder of image/label pairs")
-    p.add_argument("--model", nargs="+", default=[DEFAULT_SEGMENTATION_MODEL],
-                   help="one or more segmentation models (names, bundle folders, TorchScript files, cards)")
+    p.add_argument("--task", choices=["segmentation", "detection"], default="segmentation",
+                   help="detection: run detectors and score their findings against the labelled lesions (FROC)")
+    p.add_argument("--model", nargs="+",
+                   help="one or more models (names, bundle folders, TorchScript files, cards); default: the "
+                        f"built-in {DEFAULT_SEGMENTATION_MODEL} (segmentation) or {DEFAULT_DETECTION_MODEL} (detection)")
+    p.add_argument("--lesion-label", type=int, default=2,
+                   help="detection: the label value of the lesions in the label files (after --label-map)")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="chest: the labels are phantom labels, folded into background / lung / nodule")
     p.add_argument("--out", help="also write every row to this .csv file")
@@ -32,16 +38,22 @@ def run(args) -> int:
     from ..training.seg_data import find_pairs
     from ._common import runtime
 
+    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
+
     if args.out and not args.out.lower().endswith(".csv"):
         raise InputError(f"--out must end in .csv, got {Path(args.out).name}")
     pairs = find_pairs(args.data)
     settings, _ = runtime(args)
-    print(f"{len(pairs)} annotated case(s); model(s): {', '.join(map(str, args.model))}", flush=True)
+    detection = args.task == "detection"
+    models = args.model or [DEFAULT_DETECTION_MODEL if detection else DEFAULT_SEGMENTATION_MODEL]
+    print(f"{len(pairs)} annotated case(s); model(s): {', '.join(map(str, models))}", flush=True)
+    if detection:
+        return _detection(args, pairs, models, settings)
 
     def on_case(case, model, dice):
         print(f"  {case} · {model}: " + ", ".join(f"{name} Dice {d:.3f}" for name, d in dice.items()), flush=True)
 
-    rows = evaluate_segmentation(pairs, args.model, label_map=args.label_map, settings=settings, on_case=on_case)
+    rows = evaluate_segmentation(pairs, models, label_map=args.label_map, settings=settings, on_case=on_case)
     print(f"{'model':<28}{'class':<14}{'cases':>6}{'Dice mean ± sd':>18}{'HD95 median mm':>16}"
           f"{'FP cases':>10}{'lesions found':>15}")
     for s in summarise(rows):
@@ -56,5 +68,38 @@ def run(args) -> int:
             writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+        print(f"rows written to {args.out}")
+    return 0
+
+
+def _detection(args, pairs, models, settings) -> int:
+    import csv
+    from pathlib import Path
+
+    from ..evaluation import evaluate_detection
+
+    def on_case(case, model, hit, lesions):
+        print(f"  {case} · {model}: {hit} of {lesions} lesion(s) hit", flush=True)
+
+    results = evaluate_detection(pairs, models, lesion=args.lesion_label, label_map=args.label_map,
+                                 settings=settings, on_case=on_case)
+    print("FROC: sensitivity at 1/8 1/4 1/2 1 2 4 8 false positives per scan, and their mean")
+    for name, r in results.items():
+        f = r["froc"]
+        points = " ".join(f"{v:.3f}" for v in f["sensitivity"].values())
+        print(f"{name:<28}{points} | mean {f['mean']:.3f} ({f['targets']} lesions, {f['scans']} scans)")
+        op = r["operating_point"]
+        if op is not None:
+            print(f"{'':<28}at its operating point (score >= {op['score_threshold']:.2f}): sensitivity "
+                  f"{op['sensitivity']:.3f} ({op['lesions_found']}/{op['lesions']}), "
+                  f"{op['fp_per_scan']:.2f} false positives per scan")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["model", "case", "lesions", "lesions_hit", "findings"],
+                                    lineterminator="\n")
+            writer.writeheader()
+            for name, r in results.items():
+                writer.writerows({"model": name, **c} for c in r["cases"])
         print(f"rows written to {args.out}")
     return 0
