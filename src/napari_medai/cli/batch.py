@@ -4,8 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
-    from ._common import add_runtime_options
+    from .screen import add_screening_options
 
     p = sub.add_parser(
         "batch", help="screen a cohort: every chest CT among files and folders, one report folder each",
@@ -19,13 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="cases screened at once (default 1; 2 overlap one case's post-processing with another's "
                         "network run: about a fifth faster on a 2-core CPU, for one more case's memory)")
-    p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="minimum score of a reported finding (default: the detector's operating point)")
-    p.add_argument("--max-findings", type=int, default=20)
-    p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
-    p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")
-    add_runtime_options(p)
+    add_screening_options(p)
     p.set_defaults(func=run)
 
 

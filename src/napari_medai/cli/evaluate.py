@@ -30,7 +30,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import csv
     from pathlib import Path
 
     from ..errors import InputError
@@ -61,21 +60,24 @@ def run(args) -> int:
         print(f"{s['model']:<28}{s['class']:<14}{s['cases']:>6}{s['dice_mean']:>11.3f} ± {s['dice_sd']:.3f}"
               f"{s['hd95_median_mm']:>16.1f}{s['false_positive_cases']:>10}{found:>15}")
     if args.out:
-        fields = ["case", "model", "class", "dice", "hd95_mm", "reference_ml", "predicted_ml", "lesions",
-                  "lesions_found"]
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"rows written to {args.out}")
+        _write_rows(args.out, ["case", "model", "class", "dice", "hd95_mm", "reference_ml", "predicted_ml", "lesions",
+                               "lesions_found"], rows)
     return 0
 
 
-def _detection(args, pairs, models, settings) -> int:
+def _write_rows(path, fields, rows) -> None:
     import csv
     from pathlib import Path
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"rows written to {path}")
+
+
+def _detection(args, pairs, models, settings) -> int:
     from ..evaluation import evaluate_detection
 
     def on_case(case, model, hit, lesions):
@@ -94,12 +96,6 @@ def _detection(args, pairs, models, settings) -> int:
                   f"{op['sensitivity']:.3f} ({op['lesions_found']}/{op['lesions']}), "
                   f"{op['fp_per_scan']:.2f} false positives per scan")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["model", "case", "lesions", "lesions_hit", "findings"],
-                                    lineterminator="\n")
-            writer.writeheader()
-            for name, r in results.items():
-                writer.writerows({"model": name, **c} for c in r["cases"])
-        print(f"rows written to {args.out}")
+        _write_rows(args.out, ["model", "case", "lesions", "lesions_hit", "findings"],
+                    [{"model": name, **c} for name, r in results.items() for c in r["cases"]])
     return 0

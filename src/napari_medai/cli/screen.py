@@ -6,9 +6,6 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
-    from ._common import add_runtime_options
-
     p = sub.add_parser(
         "screen", help="lung-nodule screening of a chest CT: findings, segmentation and a report",
         description="Detect lung nodules, segment lungs and nodules, place each finding (lung, upper/middle/lower "
@@ -16,6 +13,15 @@ def add_parser(sub) -> None:
         "--denoise) into OUT_DIR. The Lung-RADS size category is decision support, not a diagnosis.")
     p.add_argument("input", help="chest CT: NIfTI file or DICOM folder, in HU")
     p.add_argument("--out-dir", required=True, help="folder for the report files (created if missing)")
+    add_screening_options(p)
+    p.set_defaults(func=run)
+
+
+def add_screening_options(p) -> None:
+    """The screening workflow's options, shared with ``medai batch``."""
+    from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
+    from ._common import add_runtime_options
+
     p.add_argument("--denoise", action="store_true", help="denoise first (low-dose CT); the models read the result")
     p.add_argument("--threshold", type=float, default=None,
                    help="minimum score of a reported finding (default: the detector's operating point, "
@@ -24,7 +30,6 @@ def add_parser(sub) -> None:
     p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")
     add_runtime_options(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
