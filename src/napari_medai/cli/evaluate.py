@@ -8,7 +8,8 @@ def add_parser(sub) -> None:
     from ._common import add_runtime_options
 
     p = sub.add_parser(
-        "evaluate", help="score segmentation models on your own annotated volumes (Dice, HD95, lesions found)",
+        "evaluate", help="score segmentation models (Dice, HD95, lesions found) or detectors (FROC) on your own "
+        "annotated volumes",
         description="Segments every image/label pair of DIR (<case>_image.nii.gz with <case>_label.nii.gz, or "
         "images/<case>.nii.gz with labels/<case>.nii.gz: the layout of `medai train segmentation`) with each model, "
         "as `medai segment` does, and prints per case and per class the Dice and HD95 against the labels, then "
