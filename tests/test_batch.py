@@ -61,9 +61,14 @@ def test_find_cases_takes_files_series_folders_and_folders_of_them(tmp_path, coh
 
 def test_each_case_gets_its_report_and_a_bad_case_its_message(tmp_path, cohort, models):
     det, seg = models
-    seen = []
-    records = screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg,
-                           on_case=lambda r, done, total: seen.append((r.case, done, total)))
+    seen, tables = [], []
+
+    def on_case(record, done, total):  # the table on disk already holds every finished case
+        seen.append((record.case, done, total))
+        tables.append((tmp_path / "out" / COHORT_FILE).read_text().count("\n") - 1)
+
+    records = screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg, on_case=on_case)
+    assert tables == [1, 2, 3, 4]
     by_case = {r.case: r for r in records}
     assert [r.case for r in records] == ["alpha", "beta", "broken", "gamma"]
     assert sorted(done for _, done, _ in seen) == [1, 2, 3, 4] and {t for *_, t in seen} == {4}

@@ -88,7 +88,8 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
                  segmenter=DEFAULT_SEGMENTATION_MODEL, on_case: Callable[[CaseRecord, int, int], None] | None = None,
                  **screen_kwargs) -> list[CaseRecord]:
     """Screen each (name, path) of ``cases`` (``find_cases``) into ``out_dir/<name>/`` and write
-    ``out_dir/cohort.csv``; returns the records in the order of ``cases``.  ``screen_kwargs`` go
+    ``out_dir/cohort.csv`` (rewritten as each case ends, in the order of ``cases``); returns the
+    records in the order of ``cases``.  ``screen_kwargs`` go
     to ``screen`` (``denoise``, ``score_threshold``, ``max_findings``, ``settings``).
     ``on_case(record, done, total)`` is called as each case finishes (from a worker thread)."""
     import dask
@@ -102,20 +103,22 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     out.mkdir(parents=True, exist_ok=True)
     # loaded once: every task shares the same networks (inference only, no state changes)
     det, seg = _model(detector), _model(segmenter)
-    lock, done = threading.Lock(), [0]
+    lock, finished = threading.Lock(), {}
+    order = {name: k for k, (name, _) in enumerate(cases)}
 
     def one(name: str, path: Path) -> CaseRecord:
         record = _screen_one(name, path, out / name, det, seg, screen_kwargs)
         with lock:
-            done[0] += 1
+            finished[name] = record
+            # rewritten as each case ends: a run stopped halfway keeps the table of what it did
+            done = sorted(finished.values(), key=lambda r: order[r.case])
+            (out / COHORT_FILE).write_text(cohort_csv(done), encoding="utf-8")
             if on_case is not None:
-                on_case(record, done[0], len(cases))
+                on_case(record, len(finished), len(cases))
         return record
 
     tasks = [dask.delayed(one)(name, path) for name, path in cases]
-    records = list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-    (out / COHORT_FILE).write_text(cohort_csv(records), encoding="utf-8")
-    return records
+    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
 
 
 def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) -> CaseRecord:
