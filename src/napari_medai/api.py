@@ -31,15 +31,20 @@ def _argmax_small(probs: np.ndarray) -> np.ndarray:
     """``probs.argmax(0)`` straight into uint8/uint16 (first maximum wins, as argmax).
 
     numpy's argmax builds an int64 map (8 bytes a voxel) first; on a 512x512x300 CT that
-    temporary alone was 0.6 GB and set the segmentation's peak memory.
+    temporary alone was 0.6 GB and set the segmentation's peak memory.  Done slab by slab, the
+    running maximum is a slab's too (it was another float32 volume).
     """
+    from .postprocess.components import SLAB
+
     dtype = np.uint8 if probs.shape[0] < 256 else np.uint16
     labels = np.zeros(probs.shape[1:], dtype=dtype)
-    best = probs[0].copy()
-    for c in range(1, probs.shape[0]):
-        better = probs[c] > best
-        labels[better] = c
-        np.maximum(best, probs[c], out=best)
+    for z in range(0, probs.shape[1], SLAB):  # slab by slab: the running maximum stays small too
+        part, out = probs[:, z:z + SLAB], labels[z:z + SLAB]
+        best = part[0].copy()
+        for c in range(1, part.shape[0]):
+            better = part[c] > best
+            out[better] = c
+            np.maximum(best, part[c], out=best)
     return labels
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import InputError
+from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding
 from .postprocess.report import scan_edge_note
 
@@ -232,7 +233,7 @@ def _lungs(labels: np.ndarray, lung: int, affine: np.ndarray) -> dict[str, _Lung
     comps, n = ndimage.label(labels == lung)
     if n < 2:
         return {}
-    sizes = np.bincount(comps.ravel())[1:]
+    sizes = label_sizes(comps, n)[1:]
     boxes = ndimage.find_objects(comps)
     found = []
     for index in np.argsort(sizes)[::-1][:2] + 1:
@@ -267,7 +268,7 @@ def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float) 
     if lesion is None:
         return lambda f: 0.0
     comps, n = ndimage.label(labels == lesion)
-    sizes = np.bincount(comps.ravel(), minlength=n + 1)
+    sizes = label_sizes(comps, n)
 
     def volume(f: Finding) -> float:
         if f.mask is None:

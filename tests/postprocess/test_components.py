@@ -119,3 +119,28 @@ def test_unscored_candidates_neither_add_nor_drop():
     found, _ = _candidates(cands, {1: 0, 2: 0, 3: 0, 4: 0})
     out = merge_confirmed(labels, 2, found, np.full(4, -1.0), threshold=0.5, host=1)
     np.testing.assert_array_equal(out, labels)
+
+
+def test_slab_by_slab_counting_and_lookup_equal_the_whole_volume_ones():
+    from napari_medai.postprocess.components import SLAB, label_sizes, lookup
+
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 9, (3 * SLAB + 5, 7, 6)).astype(np.int32)  # slabs, and a short last one
+    np.testing.assert_array_equal(label_sizes(lab), np.bincount(lab.ravel()))
+    np.testing.assert_array_equal(label_sizes(lab, 12), np.bincount(lab.ravel(), minlength=13))
+    table = rng.random(9) > 0.5
+    np.testing.assert_array_equal(lookup(table, lab), table[lab])
+    assert label_sizes(np.zeros((0, 4), np.int32)).tolist() == [0]
+
+
+def test_slab_by_slab_argmax_and_organ_field_equal_the_whole_volume_ones():
+    from napari_medai.api import _argmax_small
+    from napari_medai.postprocess.components import SLAB
+    from napari_medai.postprocess.findings import organ_field
+
+    rng = np.random.default_rng(4)
+    probs = rng.random((3, 2 * SLAB + 3, 9, 8)).astype(np.float32)
+    probs[:, 5, 2, 2] = 0.25  # a tie: the first class wins, as in numpy's argmax
+    np.testing.assert_array_equal(_argmax_small(probs), probs.argmax(0))
+    probs /= probs.sum(0, keepdims=True)
+    np.testing.assert_array_equal(organ_field(probs, [1], 2), probs[[1, 2]].sum(0) >= 0.5)

@@ -7,7 +7,9 @@ import numpy as np
 
 def class_volumes(labels: np.ndarray, spacing, class_names: dict[int, str] | None = None) -> list[dict]:
     """Voxel count and volume in mL (1 mL = 1000 mm^3) for every non-background class."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel())
+    from .components import label_sizes
+
+    counts = label_sizes(np.asarray(labels))  # not an int64 copy of the whole map
     voxel_ml = float(np.prod(spacing)) / 1000.0
     names = class_names or {}
     indices = sorted(set(range(1, len(counts))) | {i for i in names if i > 0})
