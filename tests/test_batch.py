@@ -113,3 +113,20 @@ def test_the_cli_reports_each_case_and_fails_when_one_did(tmp_path, cohort, mode
                  "--segmenter", seg]) == 0
     assert "alpha: 2 finding(s), highest size category 4A" in capsys.readouterr().out
     assert main(["batch", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 2
+
+
+def test_a_cancelled_run_stops_and_keeps_the_table_of_what_it_finished(tmp_path, cohort, models):
+    from napari_medai.errors import Cancelled
+    from napari_medai.inference import CancelToken
+
+    det, seg = models
+    token = CancelToken()
+    cases = [c for c in find_cases([cohort]) if c[0] in ("alpha", "beta")]
+    with pytest.raises(Cancelled):
+        screen_cases(cases, tmp_path / "out", detector=det, segmenter=seg, cancel=token,
+                     on_case=lambda record, done, total: token.cancel())  # stop after the first case
+    with open(tmp_path / "out" / COHORT_FILE, newline="") as fh:
+        rows = [row["case"] for row in csv.DictReader(fh)]
+    assert len(rows) == 1  # dask may start either case first: the other never starts
+    finished, other = rows[0], ({"alpha", "beta"} - set(rows)).pop()
+    assert (tmp_path / "out" / finished / "report.md").is_file() and not (tmp_path / "out" / other).exists()

@@ -86,15 +86,21 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
 
 def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION_MODEL,
                  segmenter=DEFAULT_SEGMENTATION_MODEL, on_case: Callable[[CaseRecord, int, int], None] | None = None,
-                 **screen_kwargs) -> list[CaseRecord]:
+                 cancel=None, **screen_kwargs) -> list[CaseRecord]:
     """Screen each (name, path) of ``cases`` (``find_cases``) into ``out_dir/<name>/`` and write
     ``out_dir/cohort.csv`` (rewritten as each case ends, in the order of ``cases``); returns the
     records in the order of ``cases``.  ``screen_kwargs`` go
     to ``screen`` (``denoise``, ``score_threshold``, ``max_findings``, ``settings``).
-    ``on_case(record, done, total)`` is called as each case finishes (from a worker thread)."""
+    ``on_case(record, done, total)`` is called as each case finishes (from a worker thread).
+    A cancelled ``cancel`` (``inference.CancelToken``) stops the running cases between windows
+    and starts no other; ``Cancelled`` is raised, and ``cohort.csv`` keeps the finished cases.
+    Ctrl+C (KeyboardInterrupt) cancels the same way before it is raised."""
     import dask
 
     from .api import _model
+    from .inference import CancelToken
+
+    cancel = cancel if cancel is not None else CancelToken()
 
     if workers < 1:
         raise InputError(f"workers must be 1 or more, got {workers}")
@@ -107,7 +113,8 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     order = {name: k for k, (name, _) in enumerate(cases)}
 
     def one(name: str, path: Path) -> CaseRecord:
-        record = _screen_one(name, path, out / name, det, seg, screen_kwargs)
+        cancel.raise_if_cancelled()  # a stopped run starts no other case
+        record = _screen_one(name, path, out / name, det, seg, {**screen_kwargs, "cancel": cancel})
         with lock:
             finished[name] = record
             # rewritten as each case ends: a run stopped halfway keeps the table of what it did
@@ -118,7 +125,11 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
         return record
 
     tasks = [dask.delayed(one)(name, path) for name, path in cases]
-    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+    try:
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+    except KeyboardInterrupt:  # the running cases stop at their next window instead of finishing
+        cancel.cancel()
+        raise
 
 
 def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) -> CaseRecord:
