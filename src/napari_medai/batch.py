@@ -47,21 +47,13 @@ class CaseRecord:
     seconds: float | None = None
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def find_cases(inputs) -> list[tuple[str, Path]]:
     """(case name, path) for each input: a NIfTI file, a folder holding one DICOM series, or a
     folder of cases (its NIfTI files and its sub-folders that hold a DICOM series, one level
     down).  Names are file names without .nii/.nii.gz, or folder names; a repeated name gets
     ``_2``, ``_3``…  Raises InputError for a missing path or when no case is found."""
     from .io import is_supported_path
-    from .io.nifti import is_nifti_path
+    from .io.nifti import is_nifti_path, nifti_stem
 
     found = []
     for item in map(Path, inputs):
@@ -78,7 +70,7 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
         raise InputError("no chest CT found: give NIfTI files, DICOM series folders, or folders holding them")
     cases, seen = [], {}
     for path in found:
-        name = _case_name(path)
+        name = nifti_stem(path)
         seen[name] = seen.get(name, 0) + 1
         cases.append((name if seen[name] == 1 else f"{name}_{seen[name]}", path))
     return cases
@@ -158,12 +150,11 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
 
 def _class_ml(result, name: str, spacing) -> float | None:
     """Volume (mL) of the segmentation's class ``name`` over the whole scan; None without it."""
-    import numpy as np
+    from .postprocess.measure import class_volumes
 
-    index = next((i for i, c in result.classes.items() if str(c.get("name", "")).lower() == name), None)
-    if index is None:
-        return None
-    return float(np.count_nonzero(result.labels == index)) * float(np.prod(spacing)) / 1000.0
+    names = {i: str(c.get("name", "")) for i, c in result.classes.items()}
+    return next((row["volume_ml"] for row in class_volumes(result.labels, spacing, names)
+                 if row["name"].lower() == name), None)
 
 
 def _round(value, digits: int = 1):

@@ -51,23 +51,25 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     loaded models.  ``on_case(case, model name, {class: dice})`` after each segmentation."""
     from .api import _model, segment
     from .metrics import components_found, dice_hd95
+    from .postprocess.measure import class_volumes
 
     loaded = [_model(m) for m in models]
     rows = []
     for image_path, label_path in pairs:
         case = _case(image_path)
         image, ref = read_pair(image_path, label_path, label_map)
-        voxel_ml = float(np.prod(image.spacing)) / 1000.0
+        # the reference's class volumes once a case, the prediction's as segment() measured them
+        reference = {r["index"]: r["volume_ml"] for r in class_volumes(ref, image.spacing)}
         for model in loaded:
             card = model.card
-            pred = segment(image.data, image.spacing, model=model, settings=settings).labels
+            result = segment(image.data, image.spacing, model=model, settings=settings)
+            pred, predicted = result.labels, {r["index"]: r["volume_ml"] for r in result.volumes}
             classes = {i: n for i, n in card.class_names.items() if i != 0}
             lesions = {int(i) for i in (card.extra or {}).get("lesions", ())}
             scores = dice_hd95(pred, ref, classes, image.spacing)
             for index, name in classes.items():
                 row = {"case": case, "model": card.name, "class": name, **scores[name],
-                       "reference_ml": float(np.count_nonzero(ref == index)) * voxel_ml,
-                       "predicted_ml": float(np.count_nonzero(pred == index)) * voxel_ml}
+                       "reference_ml": reference.get(index, 0.0), "predicted_ml": predicted.get(index, 0.0)}
                 if index in lesions:
                     found = components_found(pred == index, ref == index, image.spacing)
                     row.update(lesions=len(found), lesions_found=sum(hit for _, hit in found))
@@ -156,8 +158,7 @@ def summarise(rows) -> list[dict]:
 
 
 def _case(path) -> str:
-    name = path.name
-    for suffix in ("_image.nii.gz", "_image.nii", ".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    from .io.nifti import nifti_stem
+
+    stem = nifti_stem(path)
+    return stem[: -len("_image")] if stem.endswith("_image") else stem

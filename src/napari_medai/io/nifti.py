@@ -31,6 +31,15 @@ def is_nifti_path(path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def nifti_stem(path) -> str:
+    """The file name without .nii.gz / .nii (``scan.nii.gz`` -> ``scan``); other names as they are."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_nifti(path) -> Volume:
     path = Path(path)
     try:
@@ -151,8 +160,7 @@ def _tagged_kind(description: str) -> tuple[str | None, str | None]:
 
 def _sidecar_modality(path: Path) -> str | None:
     """Modality from a BIDS-style JSON sidecar (``scan.nii.gz`` -> ``scan.json``)."""
-    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
-    sidecar = path.with_name(stem + ".json")
+    sidecar = path.with_name(nifti_stem(path) + ".json")
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, ValueError):
