@@ -82,7 +82,7 @@ def test_each_case_gets_its_report_and_a_bad_case_its_message(tmp_path, cohort, 
         assert not (tmp_path / "out" / bad).exists()
     for good in ("alpha", "beta"):
         files = {p.name for p in (tmp_path / "out" / good).iterdir()}
-        assert files == {"report.md", "report.json", "findings.csv", "segmentation.nii.gz"}
+        assert files == {"report.md", "report.json", "findings.csv", "segmentation.nii.gz", "key_images"}
     with open(tmp_path / "out" / COHORT_FILE, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [row["case"] for row in rows] == ["alpha", "beta", "broken", "gamma"]

@@ -2,7 +2,7 @@
 
 ``screen_cases`` runs :func:`napari_medai.screening.screen` on each case and writes that case's
 report files into its own folder (``write_screening``: report.md/.json, findings.csv,
-segmentation.nii.gz), then one ``cohort.csv`` with a row per case.  The models are loaded once
+segmentation.nii.gz, key images), then one ``cohort.csv`` with a row per case.  The models are loaded once
 and shared; the cases run as ``dask.delayed`` tasks on a thread pool of ``workers`` threads
 (torch releases the GIL in its kernels).  Two workers let one case's reading and
 single-threaded post-processing overlap another's network run: on the 2-core CPU five cases

@@ -28,7 +28,8 @@ import numpy as np
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import InputError
 from .postprocess.components import label_sizes
-from .postprocess.findings import LUNG_RADS_NOTE, Finding
+from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
+from .postprocess.key_images import write_key_images
 from .postprocess.report import scan_edge_note
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
@@ -37,6 +38,7 @@ DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operati
 # (docs/segmentation.md, docs/detection.md: 0 of 21 held-out phantom nodules under 6 mm found).
 SMALL_NODULE_LIMIT = ("the built-in models miss most nodules under 6 mm (none of 21 found on held-out phantoms): "
                       "a category 1 or 2 here does not rule out nodules under 6 mm")
+KEY_IMAGE_FOV_MM = 50.0  # the magnified field of a key image: a 30 mm nodule with its surroundings
 SIDES = ("right", "left")
 ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
 
@@ -281,21 +283,19 @@ def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float) 
     return volume
 
 
-def _slice(f: Finding) -> int:
-    """The axial slice a reader scrolls to: the centre's z rounded half up (as the widget's table)."""
-    return int(np.floor(f.center_voxel[0] + 0.5))
-
-
-def screening_record(result: ScreeningResult, source: str = "") -> dict:
-    """The report as plain data (``report.json``)."""
+def screening_record(result: ScreeningResult, source: str = "", key_images: list[str] | None = None) -> dict:
+    """The report as plain data (``report.json``); ``key_images``: each finding's image path, in
+    rank order, relative to the report (``write_key_images``)."""
+    images = key_images or [None] * len(result.findings)
     return {
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
         "highest_size_category": result.category,
         "score_threshold": result.score_threshold,
         "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
-        "findings": [{"rank": i, "slice": _slice(s.finding), **s.to_dict()}
-                     for i, s in enumerate(result.findings, start=1)],
+        "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(),
+                      **({"key_image": image} if image else {})}
+                     for i, (s, image) in enumerate(zip(result.findings, images), start=1)],
         "models": result.models,
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
@@ -303,8 +303,9 @@ def screening_record(result: ScreeningResult, source: str = "") -> dict:
     }
 
 
-def screening_markdown(result: ScreeningResult, source: str = "") -> str:
-    """The report a reader opens (``report.md``)."""
+def screening_markdown(result: ScreeningResult, source: str = "", key_images: list[str] | None = None) -> str:
+    """The report a reader opens (``report.md``); with ``key_images`` (each finding's image path,
+    in rank order, relative to the report) it ends with a key image of each finding."""
     n = len(result.findings)
     lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", "",
              f"**Highest size category among the reported findings: {result.category}** "
@@ -319,7 +320,7 @@ def screening_markdown(result: ScreeningResult, source: str = "") -> str:
                   "segmented mL | Lung-RADS |", "|---|---|---|---|---|---|---|---|---|---|"]
         for i, s in enumerate(result.findings, start=1):
             f = s.finding
-            lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {_slice(f)} | "
+            lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
                          f"{s.segmented_volume_ml:.3f} | {f.lung_rads} |")
         lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
@@ -332,13 +333,26 @@ def screening_markdown(result: ScreeningResult, source: str = "") -> str:
     lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
                                         for step, m in result.models.items()) + ".",
               "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]
+    if key_images and result.findings:
+        lines += ["", "## Key images", "",
+                  "Each finding on its axial slice in the lung window (W 1500 / L −600 HU), laid out as the array "
+                  "is (napari-medai's readers put the patient's right on the left and anterior at the top): "
+                  "the whole slice with the finding ringed and the magnified field boxed, "
+                  f"then that {KEY_IMAGE_FOV_MM:g} mm field with the outline the finding was measured on and a "
+                  "10 mm bar.", ""]
+        for i, (s, image) in enumerate(zip(result.findings, key_images), start=1):
+            f = s.finding
+            lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}, {f.diameter_mm:.1f} mm, "
+                      f"score {f.score:.2f}, Lung-RADS {f.lung_rads})", "", f"![Finding {i}]({image})", ""]
     return "\n".join(lines) + "\n"
 
 
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
     """Write ``medai screen``'s files for ``result`` into ``out_dir`` (created if missing):
     report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz), on the
-    grid and affine of ``volume`` (the ``io.Volume`` that was screened).  Returns the paths."""
+    grid and affine of ``volume`` (the ``io.Volume`` that was screened), and a key image of each
+    finding on ``volume`` itself (key_images/finding_NN.png, linked from the report).  Returns the
+    paths written."""
     import json
     from pathlib import Path
 
@@ -347,13 +361,15 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
+                              fov_mm=KEY_IMAGE_FOV_MM)
     paths = [out / "report.md", out / "report.json", out / "findings.csv"]
-    paths[0].write_text(screening_markdown(result, source))
-    paths[1].write_text(json.dumps(screening_record(result, source), indent=2))
+    paths[0].write_text(screening_markdown(result, source, images), encoding="utf-8")
+    paths[1].write_text(json.dumps(screening_record(result, source, images), indent=2), encoding="utf-8")
     paths[2].write_text(findings_to_csv([s.finding for s in result.findings]))
     paths.append(write_volume(Volume(result.labels, volume.affine, modality=volume.modality, is_labels=True),
                               out / "segmentation.nii.gz"))
     if result.denoised is not None:
         paths.append(write_volume(Volume(result.denoised, volume.affine, modality=volume.modality),
                                   out / "denoised.nii.gz"))
-    return paths
+    return paths + [out / image for image in images]

@@ -22,7 +22,7 @@ def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsy
     out = tmp_path / "report"
     assert main(["screen", str(ct), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
                  "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["findings.csv", "report.json", "report.md",
+    assert sorted(p.name for p in out.iterdir()) == ["findings.csv", "key_images", "report.json", "report.md",
                                                      "segmentation.nii.gz"]
     np.testing.assert_array_equal(nib.load(out / "segmentation.nii.gz").affine, nib.load(ct).affine)
     labels = read_volume(out / "segmentation.nii.gz").data
@@ -30,6 +30,11 @@ def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsy
     record = json.loads((out / "report.json").read_text())
     assert record["source"] == "chest.nii.gz" and record["highest_size_category"] == "4A"
     assert [(f["side"], f["zone"]) for f in record["findings"]] == [("left", "upper"), ("right", "lower")]
+    # one key image per finding, in rank order, linked from both report files
+    assert [f["key_image"] for f in record["findings"]] == ["key_images/finding_01.png", "key_images/finding_02.png"]
+    assert sorted(p.name for p in (out / "key_images").iterdir()) == ["finding_01.png", "finding_02.png"]
+    report = (out / "report.md").read_text()
+    assert "](key_images/finding_01.png)" in report and "](key_images/finding_02.png)" in report
     rows = list(csv.DictReader((out / "findings.csv").open()))
     assert [r["lung_rads"] for r in rows] == ["4A", "2"]
     printed = capsys.readouterr().out

@@ -11,7 +11,7 @@ from fixed_rule_models import detection_card, install
 from qtpy.QtCore import Qt
 
 from napari_medai.errors import InputError
-from napari_medai.widgets._tables import axial_slice
+from napari_medai.postprocess.findings import axial_slice
 from napari_medai.postprocess.report import CSV_FIELDS
 
 pytestmark = pytest.mark.gui

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from fixed_rule_models import detection_card, install, segmentation_card, two_lung_chest
+from skimage.io import imread
 
 from napari_medai.errors import InputError
 from napari_medai.models.card import save_card
@@ -61,10 +62,16 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
     assert widget.findings_table.rowCount() == 2
     # a finding goes into the new segmentation as its nodule class, not into the finding masks
     assert widget.target_picker.current_layer() is seg and widget.label_value_box.value() == 2
-    md = widget.save_report(tmp_path / "report")
-    assert md.read_text() == text
+    md = widget.save_report(tmp_path / "chest report")
+    saved = md.read_text()
+    assert saved.startswith(text.rstrip("\n")) and "## Key images" not in text  # the dock shows no images
     record = json.loads(md.with_suffix(".json").read_text())
     assert record["source"] == "chest" and record["highest_size_category"] == "4A"
+    # a key image per finding beside the report, linked from it, from the volume the run read
+    images = [f["key_image"] for f in record["findings"]]
+    assert images == ["chest_report_key_images/finding_01.png", "chest_report_key_images/finding_02.png"]
+    for image in images:
+        assert f"]({image})" in saved and imread(tmp_path / image).shape[2] == 3
 
 
 def test_saving_before_a_run_says_so(viewer, chest):
@@ -135,7 +142,8 @@ def test_the_save_buttons_ask_for_a_file_and_report_a_failure(qtbot, viewer, che
 
     answer(tmp_path / "exam.md")
     widget.save_button.click()  # the report
-    assert (tmp_path / "exam.md").read_text() == widget.report_view.toPlainText()
+    assert (tmp_path / "exam.md").read_text().startswith(widget.report_view.toPlainText().rstrip("\n"))
+    assert sorted(p.name for p in (tmp_path / "exam_key_images").iterdir()) == ["finding_01.png", "finding_02.png"]
     assert asked[-1] == ("Save screening report", "chest report.md", "Markdown (*.md)")
     answer(tmp_path / "exam-findings")
     widget.export_button.click()  # the findings table, inherited from the detection widget
@@ -144,6 +152,7 @@ def test_the_save_buttons_ask_for_a_file_and_report_a_failure(qtbot, viewer, che
     widget.save_button.click()
     severity, text = notifications()[-1]
     assert severity == "error" and text.startswith("Screening report: cannot save the report:"), text
+    assert not (tmp_path / "no-such-folder").exists()
     answer("")  # the dialog cancelled: nothing happens
     widget.save_button.click()
     assert notifications()[-1] == (severity, text)

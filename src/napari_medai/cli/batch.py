@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
         "batch", help="screen a cohort: every chest CT among files and folders, one report folder each",
         description="Runs `medai screen` on each case (a NIfTI file, a DICOM series folder, or the NIfTI files and "
         "DICOM series folders inside a folder given) with the models loaded once, in parallel with dask, and writes "
-        "DIR/<case>/ (report.md, report.json, findings.csv, segmentation.nii.gz) and DIR/cohort.csv, one row per "
+        "DIR/<case>/ (report.md, report.json, findings.csv, segmentation.nii.gz, key_images/) and DIR/cohort.csv, one row per "
         "case. A case that cannot be read or screened gets its message in cohort.csv; the others go on. "
         "The Lung-RADS size category is decision support, not a diagnosis.")
     p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders, or folders holding them")

@@ -9,8 +9,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "screen", help="lung-nodule screening of a chest CT: findings, segmentation and a report",
         description="Detect lung nodules, segment lungs and nodules, place each finding (lung, upper/middle/lower "
-        "third) and write report.md, report.json, findings.csv and segmentation.nii.gz (plus denoised.nii.gz with "
-        "--denoise) into OUT_DIR. The Lung-RADS size category is decision support, not a diagnosis.")
+        "third) and write report.md, report.json, findings.csv, segmentation.nii.gz (plus denoised.nii.gz with "
+        "--denoise) and a key image of each finding (key_images/finding_NN.png, linked from the report) into OUT_DIR. The Lung-RADS size category is decision support, not a diagnosis.")
     p.add_argument("input", help="chest CT: NIfTI file or DICOM folder, in HU")
     p.add_argument("--out-dir", required=True, help="folder for the report files (created if missing)")
     add_screening_options(p)
@@ -45,5 +45,6 @@ def run(args) -> int:
     source = Path(args.input).name
     write_screening(result, vol, source, args.out_dir)
     print(screening_markdown(result, source))
-    print(f"report written to {Path(args.out_dir)}/report.md (also report.json, findings.csv, segmentation.nii.gz)")
+    print(f"report written to {Path(args.out_dir)}/report.md (also report.json, findings.csv, segmentation.nii.gz"
+          f"{', key_images/' if result.findings else ''})")
     return 0

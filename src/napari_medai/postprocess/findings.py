@@ -51,6 +51,12 @@ class Finding:
         return d
 
 
+def axial_slice(center_voxel) -> int:
+    """The axial slice a finding is listed on (tables, reports, key images): its centre's z,
+    halves rounded up."""
+    return int(np.floor(float(center_voxel[0]) + 0.5))
+
+
 def axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
     """Long and short axis (mm) on the axial slice with the largest cross-section."""
     from skimage.measure import regionprops

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
+
+from ..postprocess.findings import axial_slice
 
 
 class _ReadOnlyTable(QTableWidget):
@@ -58,11 +58,6 @@ class VolumeTable(_ReadOnlyTable):
             color = (colors or {}).get(int(row["index"]))
             if color:
                 self.item(r, 0).setData(Qt.DecorationRole, QColor(color))
-
-
-def axial_slice(center_voxel) -> int:
-    """The axial slice a finding is listed on: its centre's z, halves rounded up."""
-    return int(math.floor(float(center_voxel[0]) + 0.5))
 
 
 class FindingsTable(_ReadOnlyTable):

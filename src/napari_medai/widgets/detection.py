@@ -22,11 +22,11 @@ import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from ..errors import InputError
-from ..postprocess.findings import LUNG_RADS_NOTE
+from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ._base import TaskParams, TaskWidget
 from ._layers import edit_labels, layer_spacing, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
-from ._tables import FindingsTable, axial_slice
+from ._tables import FindingsTable
 
 SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
 MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible

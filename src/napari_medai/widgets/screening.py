@@ -7,7 +7,8 @@ whose job runs the whole screening workflow instead of the detector alone.  On t
 * ``"<image> denoised"``: when *Denoise first* is ticked, the volume the models read;
 * each finding's lung, zone and segmented volume as Points features and table columns;
 * the report (exam-level Lung-RADS size category, lung volumes, findings) in the dock, and
-  *Save report…*, which writes ``<name>.md`` and ``<name>.json``.
+  *Save report…*, which writes ``<name>.md`` and ``<name>.json`` and a key image of each finding
+  (``postprocess.key_images``) in ``<name>_key_images/``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ScreeningWidget(DetectionWidget):
         super().__init__(napari_viewer, parent)
         self.screening = None
         self.source_name = ""
+        self._screened = None  # (volume, spacing) of the last run
         self.report_view = QPlainTextEdit()
         self.report_view.setReadOnly(True)
         self.report_view.setPlaceholderText("The report appears here after Run.")
@@ -84,7 +86,7 @@ class ScreeningWidget(DetectionWidget):
                             settings=params.inference_settings(), progress=progress, cancel=cancel)
             findings = [s.finding for s in result.findings]
             mask = findings_mask(findings, data.shape) if findings else None
-            return {"findings": findings, "mask": mask, "screening": result}
+            return {"findings": findings, "mask": mask, "screening": result, "volume": data, "spacing": spacing}
 
         return job
 
@@ -119,21 +121,30 @@ class ScreeningWidget(DetectionWidget):
         segmentation = next(layer for layer in layers if layer.metadata.get(SEGMENTATION))
         self.target_picker.set_layer(segmentation)  # the layer a missed nodule is added to
         self.screening, self.source_name = result["screening"], source_layer.name
+        self._screened = (result["volume"], result["spacing"])  # what the key images show
         self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
         self.save_button.setEnabled(True)
         return layers
 
     def save_report(self, path) -> Path:
-        """Write the last run's report as ``<path>.md`` and ``<path>.json``; returns the .md path."""
-        from ..screening import screening_markdown
+        """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
+        each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
+        from ..postprocess.key_images import write_key_images
+        from ..screening import KEY_IMAGE_FOV_MM, screening_markdown, screening_record
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
         path = Path(path)
         md, js = path.with_suffix(".md"), path.with_suffix(".json")
-        md.write_text(screening_markdown(self.screening, self.source_name), encoding="utf-8")
-        js.write_text(json.dumps(_record(self.screening, self.source_name), indent=2), encoding="utf-8")
-        self.status_label.setText(f"report written to {md} and {js.name}")
+        folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
+        volume, spacing = self._screened
+        images = write_key_images([s.finding for s in self.screening.findings], volume, spacing, md.parent,
+                                  folder=folder, fov_mm=KEY_IMAGE_FOV_MM)
+        md.write_text(screening_markdown(self.screening, self.source_name, images), encoding="utf-8")
+        js.write_text(json.dumps(screening_record(self.screening, self.source_name, images), indent=2),
+                      encoding="utf-8")
+        extra = f" (key images in {folder}/)" if images else ""
+        self.status_label.setText(f"report written to {md} and {js.name}{extra}")
         return md
 
     def _choose_report_file(self) -> None:
