@@ -74,6 +74,7 @@ def test_each_case_gets_its_report_and_a_bad_case_its_message(tmp_path, cohort, 
     assert sorted(done for _, done, _ in seen) == [1, 2, 3, 4] and {t for *_, t in seen} == {4}
     assert by_case["alpha"].status == "ok" and by_case["alpha"].findings == 2
     assert by_case["alpha"].highest_category == "4A" and by_case["alpha"].largest_finding_mm > 10
+    assert by_case["alpha"].category_by_attenuation == "4A"
     assert by_case["beta"].findings == 1 and by_case["beta"].score_threshold == 0.5
     assert by_case["alpha"].nodule_segmented_ml == pytest.approx((11 ** 3 + 3 ** 3) * 2.0 / 1000)
     assert by_case["alpha"].right_lung_ml > 0 and by_case["alpha"].left_lung_ml > 0

@@ -186,8 +186,9 @@ def detect(
     if extra.get("method", "segmentation") != "segmentation":
         from .models.detection import run_box_detector  # RetinaNet-style bundles
 
-        return run_box_detector(loaded, volume, spacing, affine=affine, score_threshold=score_threshold,
-                                max_findings=max_findings, settings=settings, progress=progress, cancel=cancel)
+        found = run_box_detector(loaded, volume, spacing, affine=affine, score_threshold=score_threshold,
+                                 max_findings=max_findings, settings=settings, progress=progress, cancel=cancel)
+        return _with_attenuation(card, found, volume, spacing)
     channel = int(extra.get("probability_channel", card.out_channels - 1))
     if not 0 <= channel < card.out_channels:
         raise ModelError(f"model '{card.name}': probability channel {channel} does not exist")
@@ -196,10 +197,11 @@ def detect(
         from .postprocess.findings import findings_from_scored_components
 
         scored = score_candidates(volume, spacing, loaded, settings, progress=progress, cancel=cancel)
-        return findings_from_scored_components(
+        found = findings_from_scored_components(
             scored.candidates, scored.prob, scored.scores, spacing, affine,
             mask_threshold=float(extra.get("mask_threshold", 0.5)), score_threshold=score_threshold,
             min_volume_mm3=float(extra.get("min_volume_mm3", 0.0)), max_findings=max_findings)
+        return _with_attenuation(card, found, volume, spacing)
     probs = run_model(loaded, volume, spacing, settings, progress=progress, cancel=cancel)
     return findings_from_probabilities(loaded, probs, volume, spacing, affine=affine,
                                        score_threshold=score_threshold, max_findings=max_findings,
@@ -238,7 +240,17 @@ def findings_from_probabilities(model, probs: np.ndarray, volume: np.ndarray, sp
         from .postprocess.refine import refine_findings
 
         found = refine_findings(found, volume, spacing, organ, **extra["mask_refine"])
-    return found
+    return _with_attenuation(card, found, volume, spacing)
+
+
+def _with_attenuation(card, found, volume, spacing):
+    """A CT detector's findings with their attenuation and its Lung-RADS category, read from the
+    HU under each mask (``postprocess.attenuation``); other modalities have no HU to read."""
+    if card.modality != "CT":
+        return found
+    from .postprocess.attenuation import add_attenuation
+
+    return add_attenuation(found, np.asarray(volume), spacing)
 
 
 def denoise(volume, spacing, model=None, **kwargs):

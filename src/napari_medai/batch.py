@@ -40,6 +40,7 @@ class CaseRecord:
     score_threshold: float | None = None  # findings reported from this score up
     findings: int | None = None
     highest_category: str = ""
+    category_by_attenuation: str = ""  # the same with each finding's attenuation read from the CT
     largest_finding_mm: float | None = None  # long axis of the largest reported finding
     right_lung_ml: float | None = None
     left_lung_ml: float | None = None
@@ -141,7 +142,7 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
     return CaseRecord(
         name, str(path), "ok", "; ".join(notes), score_threshold=result.score_threshold,
         findings=len(result.findings),
-        highest_category=result.category,
+        highest_category=result.category, category_by_attenuation=result.category_by_attenuation,
         largest_finding_mm=max((s.finding.diameter_mm for s in result.findings), default=None),
         right_lung_ml=_round(lungs.get("right")), left_lung_ml=_round(lungs.get("left")),
         nodule_segmented_ml=_round(_class_ml(result, "nodule", volume.spacing), 3),

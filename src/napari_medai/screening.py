@@ -30,7 +30,7 @@ from .errors import InputError
 from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
 from .postprocess.key_images import write_key_images
-from .postprocess.report import scan_edge_note
+from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
 DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operating point
@@ -68,6 +68,8 @@ class ScreeningResult:
     denoised: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     at_operating_point: bool = False  # reported at the detector's operating point (notes[0] says so)
+    # highest category with each finding's attenuation read from the CT ("": not read for all)
+    category_by_attenuation: str = ""
 
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
@@ -158,8 +160,11 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     if edge:
         notes.append(edge)
     category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
+    by_attenuation = ("1" if not found else
+                      max((f.lung_rads_by_attenuation for f in found), key=LUNG_RADS_ORDER.index)
+                      if all(f.lung_rads_by_attenuation for f in found) else "")
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
-                           float(score_threshold), denoised, notes, at_operating_point)
+                           float(score_threshold), denoised, notes, at_operating_point, by_attenuation)
 
 
 def _reporting_threshold(card, score_threshold) -> tuple[float, list[str]]:
@@ -291,6 +296,7 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
         "highest_size_category": result.category,
+        "highest_category_by_attenuation": result.category_by_attenuation,
         "score_threshold": result.score_threshold,
         "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
         "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(),
@@ -311,21 +317,26 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
              f"**Highest size category among the reported findings: {result.category}** "
              f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
              f"{'; category 1: none reported' if n == 0 else ''}).", ""]
+    if n and result.category_by_attenuation:
+        lines += [f"With the attenuation read from the CT (part-solid by the solid component, ground-glass "
+                  f"2 under 30 mm): **{result.category_by_attenuation}**.", ""]
     lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")
     if result.denoised is not None:
         lines.append("The models read the denoised volume.")
     lines.append("")
     if result.findings:
         lines += ["| # | score | side | zone | slice | long axis mm | mean diameter mm | volume mL | "
-                  "segmented mL | Lung-RADS |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "segmented mL | Lung-RADS | attenuation: category |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for i, s in enumerate(result.findings, start=1):
             f = s.finding
             lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
-                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} |")
+                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |")
         lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
                   "detector's mask; *segmented*: the segmentation's nodule components that overlap it "
-                  "(0: the segmentation did not label it).", ""]
+                  "(0: the segmentation did not label it). *Lung-RADS*: the size category of a solid nodule.", ""]
+        if any(s.finding.attenuation for s in result.findings):
+            lines += [f"{ATTENUATION_NOTE}.", ""]
     for note in result.notes:
         lines.append(f"Note: {note}.")
     if result.category in ("1", "2"):

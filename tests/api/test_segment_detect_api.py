@@ -95,6 +95,38 @@ def test_detect_ranks_findings_by_score_with_the_json_keys(det_model):
     assert JSON_KEYS <= set(records[0])
 
 
+def test_detect_reads_each_findings_attenuation_from_the_ct(tmp_path):
+    from fixed_rule_models import unit
+
+    # a rule that also takes ground glass (-500 HU) as nodule, as a network trained on it would
+    model = str(install(detection_card(name="rule-det-ggo", nodule_above=unit(-650)), tmp_path))
+    # cubes of ground glass (11 voxels), ground glass (13) around a solid core (7), solid (9)
+    volume = blob_volume(shape=(20, 48, 48), blobs=((5, 12, 12, 5, -500.0), (13, 34, 34, 6, -500.0),
+                                                    (13, 34, 34, 3, 200.0), (5, 36, 10, 4, 60.0)))
+    found = {tuple(np.rint(f.center_voxel).astype(int)): f for f in napari_medai.detect(volume, SPACING, model=model)}
+    glass, part, solid = found[(5, 12, 12)], found[(13, 34, 34)], found[(5, 36, 10)]
+    assert (glass.attenuation, glass.solid_diameter_mm, glass.lung_rads_by_attenuation) == ("ground-glass", 0.0, "2")
+    assert glass.lung_rads == "4A"  # its size alone would say 4A
+    assert part.attenuation == "part-solid" and 6.5 <= part.solid_diameter_mm < 8.0  # the 7 mm core
+    assert part.lung_rads == "4B" and part.lung_rads_by_attenuation == "4A"
+    assert solid.attenuation == "solid" and solid.lung_rads_by_attenuation == solid.lung_rads == "4A"
+    records = json.loads(findings_to_json(list(found.values())))
+    assert {"attenuation", "solid_diameter_mm", "lung_rads_by_attenuation"} <= set(records[0])
+
+
+def test_findings_of_a_detector_for_other_than_ct_get_no_attenuation(det_model):
+    from napari_medai.api import _with_attenuation
+    from napari_medai.models import load_model
+
+    card = load_model(det_model).card
+    findings = napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=det_model)
+    assert all(f.attenuation == "solid" for f in findings)  # 200, 0 and -200 HU blobs
+    for f in findings:
+        f.attenuation, f.lung_rads_by_attenuation = "", ""
+    card.modality = "MR"
+    assert all(f.attenuation == "" for f in _with_attenuation(card, findings, blob_volume(blobs=BLOBS), SPACING))
+
+
 def test_detect_score_threshold_and_max_findings(det_model):
     volume = blob_volume(blobs=BLOBS)
     all_scores = [f.score for f in napari_medai.detect(volume, SPACING, model=det_model)]

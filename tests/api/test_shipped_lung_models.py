@@ -83,3 +83,5 @@ def test_detection_ranks_the_real_lung1_nodule_first(lung1_crop):
     z, y, x = np.rint(found[0].center_voxel).astype(int)
     assert truth[max(z - 1, 0) : z + 2, y - 1 : y + 2, x - 1 : x + 2].any()
     assert 8 <= found[0].diameter_mm <= 25 and found[0].lung_rads in {"4A", "4B"}
+    # a solid tumour: read solid, so its category by attenuation is its size category
+    assert found[0].attenuation == "solid" and found[0].lung_rads_by_attenuation == found[0].lung_rads

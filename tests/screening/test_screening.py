@@ -106,15 +106,18 @@ def test_report_record_and_markdown_carry_the_fields(shared_models):
     result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
     record = json.loads(json.dumps(screening_record(result, "toy.nii.gz")))
     assert record["highest_size_category"] == "4A" and record["source"] == "toy.nii.gz"
+    assert record["highest_category_by_attenuation"] == "4A"  # both 200 HU blobs read solid
     first = record["findings"][0]
     assert {"rank", "slice", "side", "zone", "segmented_volume_ml", "center_mm", "diameter_mm", "volume_ml",
-            "lung_rads", "score"} <= set(first)
+            "lung_rads", "score", "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation"} <= set(first)
+    assert [f["attenuation"] for f in record["findings"]] == ["solid", "solid"]
     assert first["rank"] == 1 and first["slice"] == int(np.floor(first["center_voxel"][0] + 0.5))
     assert record["models"]["segment"]["sha256"] == record["models"]["detect"]["sha256"] != ""
     text = screening_markdown(result, "toy.nii.gz")
     assert "decision support, not a diagnosis" in text and "**Highest size category among the reported " \
         "findings: 4A**" in text
     assert "| 1 |" in text and "| 2 |" in text and "rule-seg" in text
+    assert "| 4A | solid: 4A |" in text and "*Attenuation*: read from the CT" in text
 
 
 def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):

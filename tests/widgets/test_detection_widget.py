@@ -13,11 +13,13 @@ from qtpy.QtCore import Qt
 from napari_medai.errors import InputError
 from napari_medai.postprocess.findings import axial_slice
 from napari_medai.postprocess.report import CSV_FIELDS
+from napari_medai.widgets._tables import attenuation_text
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 15_000
 CROP = (slice(2, 18), slice(4, 44), slice(4, 44))
 FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads",
+          "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation",
           "slice", "center_z_mm", "center_y_mm", "center_x_mm", "bbox_voxel"}
 
 
@@ -71,6 +73,7 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     assert FIELDS <= set(points.features.columns)
     assert list(points.features["score"]) == [f.score for f in findings]
     assert list(points.features["lung_rads"]) == [f.lung_rads for f in findings]
+    assert list(points.features["attenuation"]) == [f.attenuation for f in findings]
     np.testing.assert_allclose(points.features[["center_z_mm", "center_y_mm", "center_x_mm"]].to_numpy(),
                                [f.center_mm for f in findings])
     # centres in world mm are the crop's own voxel -> world transform
@@ -88,12 +91,13 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     table = widget.findings_table
     assert table.rowCount() == len(findings)
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Slice"]
+        "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice"]
     assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
     assert table.cell_text(1, 2) == f"{findings[1].diameter_mm:.1f}"
     assert table.cell_text(1, 3) == f"{findings[1].mean_diameter_mm:.1f}"
     assert table.cell_text(1, 5) == findings[1].lung_rads
-    assert table.cell_text(1, 6) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
+    assert table.cell_text(1, 6) == attenuation_text(findings[1]) and findings[1].attenuation  # read from the CT
+    assert table.cell_text(1, 7) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))
     # every column fits the width the table asks for
     header = table.horizontalHeader()
     assert table.minimumWidth() >= sum(header.sectionSizeHint(c) for c in range(table.columnCount()))
@@ -107,7 +111,7 @@ def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer
         finding = widget.findings[row]
         rect = table.visualItemRect(table.item(row, 0))
         qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
-        assert viewer.dims.current_step[0] == int(table.cell_text(row, 6)) == axial_slice(finding.center_voxel)
+        assert viewer.dims.current_step[0] == int(table.cell_text(row, 7)) == axial_slice(finding.center_voxel)
         world = crop.data_to_world(finding.center_voxel)
         np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
         assert table.currentRow() == row

@@ -193,6 +193,8 @@ def _add_nodules(rng, lay, vessels, frame: Frame, labels, hu, n_nodules, max_dia
             "volume_ml": round(volume_mm3 / 1000.0, 6),
             "label_voxels": stats["labelled_voxels"],
             "type": spec.type,
+            # the solid part's diameter: all of a solid nodule, the core of a part-solid one
+            "solid_diameter_mm": round(2 * spec.radius * min(spec.core_fraction, 1.0), 3),
             "shape": spec.shape,
             "location": spec.location,
         })

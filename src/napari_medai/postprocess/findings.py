@@ -43,6 +43,10 @@ class Finding:
     score: float
     lung_rads: str
     label: int = 0  # index of this finding in the findings mask (1-based)
+    # From the CT under the mask (postprocess.attenuation; "" / 0 when not read, e.g. not a CT):
+    attenuation: str = ""  # "solid", "part-solid" or "ground-glass"
+    solid_diameter_mm: float = 0.0  # mean axial diameter of the solid component
+    lung_rads_by_attenuation: str = ""  # Lung-RADS v2022 baseline category for that attenuation
     mask: np.ndarray | None = field(default=None, repr=False)  # bool, shape of bbox
 
     def to_dict(self) -> dict:

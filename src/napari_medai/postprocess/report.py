@@ -8,8 +8,15 @@ import json
 
 from .findings import LUNG_RADS_NOTE, Finding
 
+# What the attenuation column means, for the reports (postprocess.attenuation).
+ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (solid component: voxels of "
+                    "-300 HU or more); its category is Lung-RADS v2022 on a baseline screen for that type "
+                    "(part-solid: by the solid component; ground-glass: 2 under 30 mm, 3 from 30 mm). "
+                    "Confirm the type on the image: decision support, not a diagnosis")
+
 CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
-              "mean_diameter_mm", "volume_ml", "lung_rads")
+              "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
+              "lung_rads_by_attenuation")
 
 
 def findings_to_records(findings: list[Finding]) -> list[dict]:
@@ -75,13 +82,23 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
     if not findings:
         lines.append("No findings above the score threshold.")
         return "\n".join(lines) + "\n"
-    lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS | "
+              "attenuation: category |", "|---|---|---|---|---|---|---|---|"]
     for rank, f in enumerate(findings, start=1):
         c = ", ".join(f"{v:.0f}" for v in f.center_voxel)
         lines.append(f"| {rank} | {f.score:.2f} | {c} | {f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | "
-                     f"{f.volume_ml:.3f} | {f.lung_rads} |")
+                     f"{f.volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |")
     note = scan_edge_note(findings, n_slices) if n_slices is not None else None
     if note:
         lines += ["", f"Note: {note}."]
+    if any(f.attenuation for f in findings):
+        lines += ["", f"{ATTENUATION_NOTE}."]
     return "\n".join(lines) + "\n"
+
+
+def attenuation_cell(f: Finding) -> str:
+    """"part-solid (solid 5.1 mm): 3" for a report table; "?" when the attenuation was not read."""
+    if not f.attenuation:
+        return "?"
+    solid = f" (solid {f.solid_diameter_mm:.1f} mm)" if f.attenuation == "part-solid" else ""
+    return f"{f.attenuation}{solid}: {f.lung_rads_by_attenuation}"

@@ -62,25 +62,28 @@ class VolumeTable(_ReadOnlyTable):
 
 class FindingsTable(_ReadOnlyTable):
     """One row per finding, in rank order: rank, score, long-axis and mean diameter, volume,
-    Lung-RADS size category and the axial slice of its centre.
+    Lung-RADS size category, attenuation with its category, and the axial slice of its centre.
 
     Both diameters are shown because the size category follows the mean diameter (Lung-RADS
     v2022), not the long axis: a 9.0 mm long axis with a 6.0 mm mean is category 3.
     """
 
     # Short headers: with the full words the dock's default width cut off the last columns.
-    columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Slice")
+    columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice")
     column_tips = ("Rank by score", "Detector confidence, 0 to 1", "Long-axis diameter on the axial slice, mm",
                    "Mean of the long and short axis, mm: the diameter the Lung-RADS size category uses",
                    "Volume of the finding's mask, mL",
                    "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support",
+                   "Attenuation read from the CT under the mask (solid, part-solid, GGN: ground glass) and the "
+                   "Lung-RADS v2022 baseline category for it (part-solid: by the solid component; GGN: 2 under "
+                   "30 mm); confirm the type on the image",
                    "Axial slice of the finding's centre")
     visible_rows = 6
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([
             [rank, f"{f.score:.2f}", f"{f.diameter_mm:.1f}", f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml),
-             f.lung_rads, axial_slice(f.center_voxel)]
+             f.lung_rads, attenuation_text(f), axial_slice(f.center_voxel)]
             for rank, f in enumerate(findings, start=1)
         ])
         # Ask the dock for the width every column needs, so none hides behind a scroll bar.  The
@@ -90,6 +93,15 @@ class FindingsTable(_ReadOnlyTable):
         needed = sum(max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(self.columnCount()))
         scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.setMinimumWidth(needed + scroll_bar + 2 * self.frameWidth())
+
+
+def attenuation_text(f) -> str:
+    """"part-solid: 4A", "GGN: 2" or "solid" (its category is the Lung-RADS column's): the
+    finding's attenuation and the category for it ("" when it was not read)."""
+    if not f.attenuation or f.attenuation == "solid":
+        return f.attenuation
+    kind = "GGN" if f.attenuation == "ground-glass" else f.attenuation
+    return f"{kind}: {f.lung_rads_by_attenuation}"
 
 
 def _ml(value: float) -> str:

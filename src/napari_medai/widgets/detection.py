@@ -62,6 +62,9 @@ def finding_features(findings: list) -> dict[str, list]:
         "mean_diameter_mm": [f.mean_diameter_mm for f in findings],
         "volume_ml": [f.volume_ml for f in findings],
         "lung_rads": [f.lung_rads for f in findings],
+        "attenuation": [f.attenuation for f in findings],
+        "solid_diameter_mm": [f.solid_diameter_mm for f in findings],
+        "lung_rads_by_attenuation": [f.lung_rads_by_attenuation for f in findings],
         "slice": [axial_slice(f.center_voxel) for f in findings],
         # pandas columns hold scalars: one column per world axis, the box as "z0:z1, y0:y1, x0:x1"
         **{f"center_{axis}_mm": [f.center_mm[i] for f in findings] for i, axis in enumerate("zyx")},
