@@ -145,17 +145,14 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
         highest_category=result.category, category_by_attenuation=result.category_by_attenuation,
         largest_finding_mm=max((s.finding.diameter_mm for s in result.findings), default=None),
         right_lung_ml=_round(lungs.get("right")), left_lung_ml=_round(lungs.get("left")),
-        nodule_segmented_ml=_round(_class_ml(result, "nodule", volume.spacing), 3),
+        nodule_segmented_ml=_round(_class_ml(result, "nodule"), 3),
         seconds=round(time.perf_counter() - t0, 1))
 
 
-def _class_ml(result, name: str, spacing) -> float | None:
-    """Volume (mL) of the segmentation's class ``name`` over the whole scan; None without it."""
-    from .postprocess.measure import class_volumes
-
-    names = {i: str(c.get("name", "")) for i, c in result.classes.items()}
-    return next((row["volume_ml"] for row in class_volumes(result.labels, spacing, names)
-                 if row["name"].lower() == name), None)
+def _class_ml(result, name: str) -> float | None:
+    """Volume (mL) of the segmentation's class ``name`` over the whole scan, as the segmentation
+    measured it; None without that class."""
+    return next((row["volume_ml"] for row in result.class_volumes if str(row["name"]).lower() == name), None)
 
 
 def _round(value, digits: int = 1):

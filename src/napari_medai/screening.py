@@ -70,6 +70,7 @@ class ScreeningResult:
     at_operating_point: bool = False  # reported at the detector's operating point (notes[0] says so)
     # highest category with each finding's attenuation read from the CT ("": not read for all)
     category_by_attenuation: str = ""
+    class_volumes: list[dict] = field(default_factory=list)  # the segmentation's per-class voxels and mL
 
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
@@ -159,12 +160,17 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     edge = scan_edge_note(found, volume.shape[0])
     if edge:
         notes.append(edge)
-    category = max((f.lung_rads for f in found), key=LUNG_RADS_ORDER.index, default="1")
-    by_attenuation = ("1" if not found else
-                      max((f.lung_rads_by_attenuation for f in found), key=LUNG_RADS_ORDER.index)
-                      if all(f.lung_rads_by_attenuation for f in found) else "")
+    category = _highest(f.lung_rads for f in found)
+    read = all(f.lung_rads_by_attenuation for f in found)  # "" unless every finding's attenuation was read
+    by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
-                           float(score_threshold), denoised, notes, at_operating_point, by_attenuation)
+                           float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
+                           result.volumes)
+
+
+def _highest(categories) -> str:
+    """The highest Lung-RADS category of ``categories``; "1" (nothing to report) when empty."""
+    return max(categories, key=LUNG_RADS_ORDER.index, default="1")
 
 
 def _reporting_threshold(card, score_threshold) -> tuple[float, list[str]]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .components import keep_largest_components
 from .findings import axial_axes, lung_rads_category
 
 SOLID_HU = -300.0
@@ -104,8 +105,7 @@ def _thinned(piece: np.ndarray, spacing) -> np.ndarray:
     opened = ndimage.binary_opening(piece, structure=ball)
     if opened.sum() in (0, piece.sum()):
         return np.zeros_like(piece)
-    labels, _ = ndimage.label(opened, structure=np.ones((3, 3, 3), bool))
-    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return keep_largest_components(opened, n=1)
 
 
 def _elongation(piece: np.ndarray, spacing) -> float:
