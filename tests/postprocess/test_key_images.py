@@ -7,7 +7,11 @@ import pytest
 from skimage.io import imread
 
 from napari_medai.postprocess.findings import Finding
-from napari_medai.postprocess.key_images import BAR, BOX, GAP_PX, RING, key_image, write_key_images
+from napari_medai.errors import Cancelled
+from napari_medai.inference.cancel import CancelToken
+from napari_medai.postprocess.key_images import (
+    BAR, BOX, GAP_PX, RING, key_image, key_image_pngs, save_key_images, write_key_images,
+)
 
 SPACING = (2.0, 0.8, 0.8)
 
@@ -86,3 +90,25 @@ def test_write_key_images_saves_one_png_per_finding_in_rank_order(tmp_path):
                                   key_image(volume, SPACING, second, height_px=64))
     assert write_key_images([], volume, SPACING, tmp_path / "none") == []
     assert not (tmp_path / "none").exists()
+
+
+def test_key_images_are_drawn_once_and_saved_as_drawn(tmp_path):
+    # the widget draws them in its job and only writes the bytes when the report is saved
+    volume = np.full((10, 64, 64), -850.0, np.float32)
+    finding = _ball_finding(volume, (5, 30, 30), radius_mm=3.0)
+    pngs = key_image_pngs([finding], volume, SPACING, height_px=64)
+    assert len(pngs) == 1 and pngs[0][:8] == b"\x89PNG\r\n\x1a\n"
+    names = save_key_images(pngs, tmp_path, folder="imgs")
+    np.testing.assert_array_equal(imread(tmp_path / names[0]), key_image(volume, SPACING, finding, height_px=64))
+    with pytest.raises(FileNotFoundError):  # the report's folder must exist already
+        save_key_images(pngs, tmp_path / "missing", folder="imgs")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_drawing_key_images_stops_when_cancelled():
+    volume = np.full((10, 64, 64), -850.0, np.float32)
+    finding = _ball_finding(volume, (5, 30, 30), radius_mm=3.0)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        key_image_pngs([finding], volume, SPACING, cancel=token)

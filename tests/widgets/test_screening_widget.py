@@ -11,6 +11,8 @@ from skimage.io import imread
 
 from napari_medai.errors import InputError
 from napari_medai.models.card import save_card
+from napari_medai.postprocess.key_images import key_image
+from napari_medai.screening import KEY_IMAGE_FOV_MM
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 20_000
@@ -72,6 +74,10 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
     assert images == ["chest_report_key_images/finding_01.png", "chest_report_key_images/finding_02.png"]
     for image in images:
         assert f"]({image})" in saved and imread(tmp_path / image).shape[2] == 3
+    # drawn in the job from the layer's data, so saving needed neither the volume nor a redraw
+    first = widget.screening.findings[0].finding
+    np.testing.assert_array_equal(imread(tmp_path / images[0]),
+                                  key_image(np.asarray(chest.data), SCALE, first, fov_mm=KEY_IMAGE_FOV_MM))
 
 
 def test_saving_before_a_run_says_so(viewer, chest):

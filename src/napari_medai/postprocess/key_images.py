@@ -11,7 +11,8 @@ two views side by side, both with square pixels in millimetres:
 
 Arrays follow ``io``'s convention (axial slices first, the patient's right on the left, anterior
 at the top), so the images read as radiologists read CT and as the viewer shows the volume.
-Numpy in, RGB uint8 out; ``write_key_images`` saves them as PNG (scikit-image, via imageio).
+Numpy in, RGB uint8 out; ``key_image_pngs`` encodes them as PNG (imageio, which scikit-image
+reads and writes with) and ``save_key_images`` writes them.
 """
 
 from __future__ import annotations
@@ -74,22 +75,41 @@ def key_image(volume: np.ndarray, spacing, finding: Finding, *, window=LUNG_WIND
     return np.concatenate([overview, gap, zoom], axis=1)
 
 
-def write_key_images(findings, volume: np.ndarray, spacing, out_dir, *, folder: str = "key_images",
-                     **kwargs) -> list[str]:
-    """Save one key image per finding (ranked order) as ``<out_dir>/<folder>/finding_NN.png``;
-    returns their paths relative to ``out_dir`` (as the report links them)."""
-    from skimage.io import imsave
+def key_image_pngs(findings, volume: np.ndarray, spacing, *, cancel=None, **kwargs) -> list[bytes]:
+    """Each finding's key image (ranked order), encoded as PNG in memory.
 
-    if not findings:
+    The screening widget renders them in its job, off the Qt thread, so that *Save report…*
+    only writes bytes (drawing and encoding take about 0.1 s a finding).  ``cancel``: a
+    :class:`~napari_medai.inference.cancel.CancelToken` checked between images."""
+    import imageio.v3 as iio
+
+    pngs = []
+    for f in findings:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        pngs.append(iio.imwrite("<bytes>", key_image(volume, spacing, f, **kwargs), extension=".png"))
+    return pngs
+
+
+def save_key_images(pngs, out_dir, *, folder: str = "key_images") -> list[str]:
+    """Write PNG-encoded key images (ranked order) as ``<out_dir>/<folder>/finding_NN.png``;
+    returns their paths relative to ``out_dir`` (as the report links them)."""
+    if not pngs:
         return []
     target = Path(out_dir) / folder
     target.mkdir(exist_ok=True)  # in ``out_dir``, which must exist: a report never makes up a folder path
     names = []
-    for rank, f in enumerate(findings, start=1):
+    for rank, png in enumerate(pngs, start=1):
         name = f"{folder}/finding_{rank:02d}.png"
-        imsave(Path(out_dir) / name, key_image(volume, spacing, f, **kwargs), check_contrast=False)
+        (Path(out_dir) / name).write_bytes(png)
         names.append(name)
     return names
+
+
+def write_key_images(findings, volume: np.ndarray, spacing, out_dir, *, folder: str = "key_images",
+                     **kwargs) -> list[str]:
+    """Render and save one key image per finding (``key_image_pngs`` then ``save_key_images``)."""
+    return save_key_images(key_image_pngs(findings, volume, spacing, **kwargs), out_dir, folder=folder)
 
 
 def _sample(image, sy, sx, y0_mm, x0_mm, step_mm, shape, order, cval):

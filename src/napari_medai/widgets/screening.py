@@ -42,7 +42,7 @@ class ScreeningWidget(DetectionWidget):
         super().__init__(napari_viewer, parent)
         self.screening = None
         self.source_name = ""
-        self._screened = None  # (volume, spacing) of the last run
+        self._key_images = []  # the last run's key images, PNG bytes in rank order
         self.report_view = QPlainTextEdit()
         self.report_view.setReadOnly(True)
         self.report_view.setPlaceholderText("The report appears here after Run.")
@@ -77,7 +77,8 @@ class ScreeningWidget(DetectionWidget):
         def job(progress, cancel):
             from ..api import DEFAULT_SEGMENTATION_MODEL
             from ..postprocess.findings import findings_mask
-            from ..screening import screen
+            from ..postprocess.key_images import key_image_pngs
+            from ..screening import KEY_IMAGE_FOV_MM, screen
 
             data = np.asarray(volume)
             segmenter = params.segmenter if params.segmenter is not None else DEFAULT_SEGMENTATION_MODEL
@@ -86,7 +87,11 @@ class ScreeningWidget(DetectionWidget):
                             settings=params.inference_settings(), progress=progress, cancel=cancel)
             findings = [s.finding for s in result.findings]
             mask = findings_mask(findings, data.shape) if findings else None
-            return {"findings": findings, "mask": mask, "screening": result, "volume": data, "spacing": spacing}
+            # Drawn here, off the Qt thread, so that Save report only writes files; they show
+            # the volume as it was screened (not the denoised one), as medai screen's do.
+            progress(1, 1, "drawing the key images")
+            pngs = key_image_pngs(findings, data, spacing, fov_mm=KEY_IMAGE_FOV_MM, cancel=cancel)
+            return {"findings": findings, "mask": mask, "screening": result, "key_images": pngs}
 
         return job
 
@@ -121,7 +126,7 @@ class ScreeningWidget(DetectionWidget):
         segmentation = next(layer for layer in layers if layer.metadata.get(SEGMENTATION))
         self.target_picker.set_layer(segmentation)  # the layer a missed nodule is added to
         self.screening, self.source_name = result["screening"], source_layer.name
-        self._screened = (result["volume"], result["spacing"])  # what the key images show
+        self._key_images = result["key_images"]
         self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
         self.save_button.setEnabled(True)
         return layers
@@ -129,17 +134,15 @@ class ScreeningWidget(DetectionWidget):
     def save_report(self, path) -> Path:
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
-        from ..postprocess.key_images import write_key_images
-        from ..screening import KEY_IMAGE_FOV_MM, screening_markdown, screening_record
+        from ..postprocess.key_images import save_key_images
+        from ..screening import screening_markdown, screening_record
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
         path = Path(path)
         md, js = path.with_suffix(".md"), path.with_suffix(".json")
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
-        volume, spacing = self._screened
-        images = write_key_images([s.finding for s in self.screening.findings], volume, spacing, md.parent,
-                                  folder=folder, fov_mm=KEY_IMAGE_FOV_MM)
+        images = save_key_images(self._key_images, md.parent, folder=folder)
         md.write_text(screening_markdown(self.screening, self.source_name, images), encoding="utf-8")
         js.write_text(json.dumps(screening_record(self.screening, self.source_name, images), indent=2),
                       encoding="utf-8")
