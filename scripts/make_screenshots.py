@@ -3,7 +3,9 @@
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/make_screenshots.py
 
 Opens the window ``scripts/start.sh`` opens (``app.build_viewer``), clicks Run in a widget as a
-user would, waits off the Qt thread's job, and saves the whole window to docs/images/.
+user would, waits off the Qt thread's job, and saves the whole window to docs/images/.  In the
+screening tab it then reviews two findings as a reader would (``SCREENING_REVIEW``), so the
+screenshot shows the *Reader* column and the report after the review.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 SIZE = (1440, 900)  # a laptop screen
+# lung1's finding 1 is the annotated nodule; finding 3 is a vessel branch on the scan's first
+# slice (looked at by eye on 2026-11-27, docs/screening.md)
+SCREENING_REVIEW = {0: "accepted", 2: "rejected"}
 
 
 def pump(app, seconds: float) -> None:
@@ -56,6 +61,9 @@ def main() -> int:
         name, widget = docks[kind]
         widget.parent().raise_()  # its dock: bring the tab to the front
         seconds = run(app, widget)
+        if kind is ScreeningWidget:
+            for row, state in SCREENING_REVIEW.items():
+                widget.set_review(row, state)
         widget.findings_table.setFocus()
         widget.findings_table.setCurrentCell(0, 0)  # go to the top finding, as a click would
         pump(app, 1.0)

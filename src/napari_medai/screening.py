@@ -11,6 +11,10 @@ together the way a reading radiologist wants them:
   reported) — decision support, not a diagnosis;
 * what produced it: each model's name and weights' sha256, the settings, the time of each step.
 
+A reader's review (``with_review``: each finding accepted, rejected or not reviewed; see
+``review``) is written into the report, and the exam's categories then leave out what the
+reader rejected.
+
 When the detector and the segmentation share one network and its settings (the built-in
 models do), the network runs once and both read its probabilities.  Numpy in, plain data
 out; ``screening_markdown`` / ``screening_record`` turn the result into the report files
@@ -20,7 +24,7 @@ out; ``screening_markdown`` / ``screening_record`` turn the result into the repo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -31,6 +35,7 @@ from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
 from .postprocess.key_images import write_key_images
 from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note
+from .review import REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
 DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operating point
@@ -71,6 +76,20 @@ class ScreeningResult:
     # highest category with each finding's attenuation read from the CT ("": not read for all)
     category_by_attenuation: str = ""
     class_volumes: list[dict] = field(default_factory=list)  # the segmentation's per-class voxels and mL
+    review: list[str] = field(default_factory=list)  # the reader's state per finding (``review``); []: none
+
+    def categories_after_review(self) -> tuple[str, str]:
+        """(size category, category by attenuation) of the findings the reader did not reject;
+        the same as ``category`` and ``category_by_attenuation`` when nothing was rejected."""
+        kept = [s.finding for s in not_rejected(self.findings, self.review)]
+        by_attenuation = _highest(f.lung_rads_by_attenuation for f in kept) if self.category_by_attenuation else ""
+        return _highest(f.lung_rads for f in kept), by_attenuation
+
+
+def with_review(result: ScreeningResult, review) -> ScreeningResult:
+    """``result`` with the reader's review: one state per finding in rank order, "accepted",
+    "rejected" or "" (not reviewed).  The findings and the segmentation are not changed."""
+    return replace(result, review=checked_review(review, len(result.findings)))
 
 
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
@@ -298,16 +317,22 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
     """The report as plain data (``report.json``); ``key_images``: each finding's image path, in
     rank order, relative to the report (``write_key_images``)."""
     images = key_images or [None] * len(result.findings)
+    review = checked_review(result.review, len(result.findings))
+    category, by_attenuation = result.categories_after_review()
     return {
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,
+        # the reader's review: the categories of the findings not rejected (equal when none was)
+        "reader_review": review_counts(review),
+        "highest_size_category_after_review": category,
+        "highest_category_by_attenuation_after_review": by_attenuation,
         "score_threshold": result.score_threshold,
         "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
-        "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(),
+        "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(), "review": state,
                       **({"key_image": image} if image else {})}
-                     for i, (s, image) in enumerate(zip(result.findings, images), start=1)],
+                     for i, (s, image, state) in enumerate(zip(result.findings, images, review), start=1)],
         "models": result.models,
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
@@ -319,25 +344,39 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     """The report a reader opens (``report.md``); with ``key_images`` (each finding's image path,
     in rank order, relative to the report) it ends with a key image of each finding."""
     n = len(result.findings)
-    lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", "",
-             f"**Highest size category among the reported findings: {result.category}** "
-             f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
-             f"{'; category 1: none reported' if n == 0 else ''}).", ""]
+    review = checked_review(result.review, n)
+    reviewed = is_reviewed(review)
+    category, by_attenuation = result.categories_after_review()
+    lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", ""]
+    if reviewed:
+        counts = review_counts(review)
+        lines += [f"**Highest size category after the reader's review: {category}** (of {n} finding"
+                  f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
+                  f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
+                  f"reviewed; rejected findings do not count). Before the review: {result.category}.", ""]
+    else:
+        lines += [f"**Highest size category among the reported findings: {result.category}** "
+                  f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
+                  f"{'; category 1: none reported' if n == 0 else ''}).", ""]
     if n and result.category_by_attenuation:
+        after = f" after the review ({result.category_by_attenuation} before)" if reviewed else ""
         lines += [f"With the attenuation read from the CT (part-solid by the solid component, ground-glass "
-                  f"2 under 30 mm): **{result.category_by_attenuation}**.", ""]
+                  f"2 under 30 mm): **{by_attenuation}**{after}.", ""]
     lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")
     if result.denoised is not None:
         lines.append("The models read the denoised volume.")
     lines.append("")
     if result.findings:
+        reader = (" reader |", "---|") if reviewed else ("", "")
         lines += ["| # | score | side | zone | slice | long axis mm | mean diameter mm | volume mL | "
-                  "segmented mL | Lung-RADS | attenuation: category |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for i, s in enumerate(result.findings, start=1):
+                  f"segmented mL | Lung-RADS | attenuation: category |{reader[0]}",
+                  f"|---|---|---|---|---|---|---|---|---|---|---|{reader[1]}"]
+        for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
+            cell = f" {state or 'not reviewed'} |" if reviewed else ""
             lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
-                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |")
+                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |{cell}")
         lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
                   "detector's mask; *segmented*: the segmentation's nodule components that overlap it "
                   "(0: the segmentation did not label it). *Lung-RADS*: the size category of a solid nodule.", ""]
@@ -345,7 +384,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
             lines += [f"{ATTENUATION_NOTE}.", ""]
     for note in result.notes:
         lines.append(f"Note: {note}.")
-    if result.category in ("1", "2"):
+    if category in ("1", "2"):
         lines.append(f"Limit: {SMALL_NODULE_LIMIT}.")
     lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
                                         for step, m in result.models.items()) + ".",
@@ -357,10 +396,11 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   "the whole slice with the finding ringed and the magnified field boxed, "
                   f"then that {KEY_IMAGE_FOV_MM:g} mm field with the outline the finding was measured on and a "
                   "10 mm bar.", ""]
-        for i, (s, image) in enumerate(zip(result.findings, key_images), start=1):
+        for i, (s, image, state) in enumerate(zip(result.findings, key_images, review), start=1):
             f = s.finding
+            rejected = ", rejected by the reader" if state == REJECTED else ""
             lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}, {f.diameter_mm:.1f} mm, "
-                      f"score {f.score:.2f}, Lung-RADS {f.lung_rads})", "", f"![Finding {i}]({image})", ""]
+                      f"score {f.score:.2f}, Lung-RADS {f.lung_rads}{rejected})", "", f"![Finding {i}]({image})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -383,7 +423,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     paths = [out / "report.md", out / "report.json", out / "findings.csv"]
     paths[0].write_text(screening_markdown(result, source, images), encoding="utf-8")
     paths[1].write_text(json.dumps(screening_record(result, source, images), indent=2), encoding="utf-8")
-    paths[2].write_text(findings_to_csv([s.finding for s in result.findings]))
+    paths[2].write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
     paths.append(write_volume(Volume(result.labels, volume.affine, modality=volume.modality, is_labels=True),
                               out / "segmentation.nii.gz"))
     if result.denoised is not None:

@@ -46,6 +46,13 @@ def test_2d_image(tmp_path, shape):
         read_volume(path)
 
 
+def test_empty_image(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((0, 7, 8), np.int16), np.eye(4)), str(path))
+    with pytest.raises(InputError, match=r"empty\.nii\.gz holds no voxels"):
+        read_volume(path)
+
+
 def test_zero_spacing(tmp_path):
     path = tmp_path / "zero.nii.gz"
     img = nib.Nifti1Image(np.ones((3, 4, 5), np.int16), np.eye(4))

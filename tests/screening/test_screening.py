@@ -210,3 +210,39 @@ def test_the_default_threshold_is_the_detectors_operating_point(shared_models):
     assert len(other.findings) == 2 and not any("operating point" in n for n in other.notes)
     same = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=round(high + 0.01, 2))
     assert any("operating point" in n for n in same.notes)
+
+
+def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared_models, tmp_path):
+    from napari_medai.io import Volume
+    from napari_medai.screening import with_review, write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert [s.finding.lung_rads for s in result.findings] == ["4A", "2"]
+    # rejecting the 4A finding leaves the 2 one; the result itself is not changed
+    reviewed = with_review(result, ["rejected", ""])
+    assert reviewed.categories_after_review() == ("2", "2") and result.review == []
+    assert (reviewed.category, reviewed.findings) == (result.category, result.findings)
+    record = screening_record(reviewed, "toy")
+    assert record["highest_size_category"] == "4A" and record["highest_size_category_after_review"] == "2"
+    assert record["highest_category_by_attenuation_after_review"] == "2"
+    assert record["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1}
+    assert [f["review"] for f in record["findings"]] == ["rejected", ""]
+    text = screening_markdown(reviewed, "toy")
+    assert "**Highest size category after the reader's review: 2**" in text and "Before the review: 4A." in text
+    assert "accepted 0, rejected 1 and left 1 not reviewed" in text
+    assert "| solid: 4A | rejected |" in text and "| solid: 2 | not reviewed |" in text
+    assert "Limit: the built-in models miss" in text  # category 2 after the review
+    # an unreviewed finding still counts: accepting the 2 one and leaving the 4A one unreviewed keeps 4A
+    assert with_review(result, ["", "accepted"]).categories_after_review() == ("4A", "4A")
+    # no review: the report reads as before, without a reader column
+    plain = screening_markdown(result, "toy")
+    assert "reader" not in plain and screening_record(result)["highest_size_category_after_review"] == "4A"
+    with pytest.raises(InputError, match="one per finding"):
+        with_review(result, ["rejected"])
+    # medai screen's files: findings.csv gets the review column, the key image caption the state
+    volume = Volume(toy_chest(), np.diag([*SPACING, 1.0]), modality="CT")
+    write_screening(reviewed, volume, "toy", tmp_path)
+    csv_lines = (tmp_path / "findings.csv").read_text().splitlines()
+    assert csv_lines[0].endswith(",review") and csv_lines[1].endswith(",rejected") and csv_lines[2].endswith(",")
+    assert "Lung-RADS 4A, rejected by the reader)" in (tmp_path / "report.md").read_text()

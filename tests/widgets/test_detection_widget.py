@@ -19,7 +19,7 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 15_000
 CROP = (slice(2, 18), slice(4, 44), slice(4, 44))
 FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads",
-          "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation",
+          "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation", "review",
           "slice", "center_z_mm", "center_y_mm", "center_x_mm", "bbox_voxel"}
 
 
@@ -91,7 +91,7 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     table = widget.findings_table
     assert table.rowCount() == len(findings)
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == [
-        "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice"]
+        "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice", "Reader"]
     assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
     assert table.cell_text(1, 2) == f"{findings[1].diameter_mm:.1f}"
     assert table.cell_text(1, 3) == f"{findings[1].mean_diameter_mm:.1f}"
@@ -156,6 +156,44 @@ def test_export_csv_writes_every_finding(tmp_path, detection):
     assert [float(r["score"]) for r in rows] == [f.score for f in widget.findings]
     assert [r["lung_rads"] for r in rows] == [f.lung_rads for f in widget.findings]
     assert widget.export_button.isEnabled() and str(path) in widget.status_label.text()
+
+
+def test_the_readers_review_marks_the_table_hides_rejected_rings_and_goes_into_the_csv(qtbot, tmp_path, detection):
+    widget, _crop = detection
+    table, points = widget.findings_table, widget.findings_layer
+    assert len(widget.findings) >= 2 and widget.review == [""] * len(widget.findings)
+    assert widget.accept_button.isEnabled() and widget.reject_button.isEnabled()
+    reader = table.columns.index("Reader")
+    # keys in the table: R on the first finding, A on the second
+    table.setFocus()
+    qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=table.visualItemRect(table.item(0, 0)).center())
+    qtbot.keyClick(table, Qt.Key_R)
+    qtbot.keyClick(table, Qt.Key_Down)
+    qtbot.keyClick(table, Qt.Key_A)
+    assert widget.review[:2] == ["rejected", "accepted"]
+    assert [table.cell_text(row, reader) for row in (0, 1)] == ["✗", "✓"]
+    assert list(points.features["review"][:2]) == ["rejected", "accepted"]
+    assert not points.shown[0] and points.shown[1:].all()  # only the rejected ring is hidden
+    assert len(points.data) == len(widget.findings)  # nothing is deleted
+    csv_path = widget.export_csv(tmp_path / "reviewed.csv")
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == [*CSV_FIELDS, "review"] and [r["review"] for r in rows[:2]] == ["rejected", "accepted"]
+    # the same button again undoes the decision
+    table.selectRow(0)
+    widget.reject_button.click()
+    assert widget.review[0] == "" and points.shown[0] and table.cell_text(0, reader) == ""
+    # a new run starts unreviewed
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.review == [""] * len(widget.findings)
+    assert all(widget.findings_table.cell_text(row, reader) == "" for row in range(len(widget.findings)))
+
+
+def test_review_without_a_chosen_finding_says_so(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    assert not widget.accept_button.isEnabled()
+    with pytest.raises(InputError, match="select a finding"):
+        widget.set_review(0, "accepted")
 
 
 def test_export_before_a_run_says_so(viewer):

@@ -80,6 +80,27 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
                                   key_image(np.asarray(chest.data), SCALE, first, fov_mm=KEY_IMAGE_FOV_MM))
 
 
+def test_the_readers_review_updates_the_report_and_goes_into_the_saved_files(qtbot, viewer, chest, tmp_path):
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    assert [s.finding.lung_rads for s in widget.screening.findings] == ["4A", "2"]
+    widget.set_review(0, "rejected")  # the 4A finding is not a nodule, says the reader
+    text = widget.report_view.toPlainText()
+    assert "**Highest size category after the reader's review: 2**" in text and "Before the review: 4A." in text
+    record = widget.findings_layer.metadata["screening"]
+    assert record["highest_size_category_after_review"] == "2" and record["findings"][0]["review"] == "rejected"
+    md = widget.save_report(tmp_path / "exam")
+    saved = json.loads(md.with_suffix(".json").read_text())
+    assert saved["highest_size_category"] == "4A" and saved["highest_size_category_after_review"] == "2"
+    assert saved["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1}
+    assert "Lung-RADS 4A, rejected by the reader)" in md.read_text()
+    assert widget.screening.review == []  # the run's result itself is kept as the models gave it
+    widget.set_review(0, "")
+    assert "**Highest size category among the reported findings: 4A**" in widget.report_view.toPlainText()
+
+
 def test_saving_before_a_run_says_so(viewer, chest):
     widget = _open(viewer)
     assert not widget.save_button.isEnabled()

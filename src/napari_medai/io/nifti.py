@@ -125,6 +125,8 @@ def storable_array(data, is_labels: bool) -> np.ndarray:
 def _as_3d(data: np.ndarray, name: str) -> np.ndarray:
     if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number):
         raise InputError(f"{name} holds {data.dtype} voxels (e.g. RGB); a grey-level volume is needed")
+    if data.size == 0:  # nibabel hands a header with a zero dimension back as shape (0,)
+        raise InputError(f"{name} holds no voxels (an empty image); the plugin works on 3D CT/MR volumes")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 4:

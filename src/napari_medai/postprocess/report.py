@@ -32,12 +32,19 @@ def findings_to_json(findings: list[Finding], source: str = "") -> str:
     return json.dumps(findings_to_records(findings), indent=2)
 
 
-def findings_to_csv(findings: list[Finding]) -> str:
+def findings_to_csv(findings: list[Finding], review=None) -> str:
+    """One row per finding with ``CSV_FIELDS``; with ``review`` (the reader's state per finding,
+    napari_medai.review) a last column ``review`` holds it ("" when not reviewed)."""
+    from ..review import checked_review
+
+    fields = CSV_FIELDS if review is None else (*CSV_FIELDS, "review")
+    states = checked_review(review, len(findings))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    for row in findings_to_records(findings):
-        writer.writerow({k: (" ".join(map(str, _flat(v))) if isinstance(v, list) else v) for k, v in row.items()})
+    for row, state in zip(findings_to_records(findings), states):
+        writer.writerow({**{k: (" ".join(map(str, _flat(v))) if isinstance(v, list) else v) for k, v in row.items()},
+                         "review": state})
     return buf.getvalue()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 from ..postprocess.findings import axial_slice
+from ..review import ACCEPTED, REJECTED, review_mark
 
 
 class _ReadOnlyTable(QTableWidget):
@@ -62,14 +63,15 @@ class VolumeTable(_ReadOnlyTable):
 
 class FindingsTable(_ReadOnlyTable):
     """One row per finding, in rank order: rank, score, long-axis and mean diameter, volume,
-    Lung-RADS size category, attenuation with its category, and the axial slice of its centre.
+    Lung-RADS size category, attenuation with its category, the axial slice of its centre, and
+    the reader's review (✓ accepted, ✗ rejected).
 
     Both diameters are shown because the size category follows the mean diameter (Lung-RADS
     v2022), not the long axis: a 9.0 mm long axis with a 6.0 mm mean is category 3.
     """
 
     # Short headers: with the full words the dock's default width cut off the last columns.
-    columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice")
+    columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice", "Reader")
     column_tips = ("Rank by score", "Detector confidence, 0 to 1", "Long-axis diameter on the axial slice, mm",
                    "Mean of the long and short axis, mm: the diameter the Lung-RADS size category uses",
                    "Volume of the finding's mask, mL",
@@ -77,13 +79,25 @@ class FindingsTable(_ReadOnlyTable):
                    "Attenuation read from the CT under the mask (solid, part-solid, GGN: ground glass) and the "
                    "Lung-RADS v2022 baseline category for it (part-solid: by the solid component; GGN: 2 under "
                    "30 mm); confirm the type on the image",
-                   "Axial slice of the finding's centre")
+                   "Axial slice of the finding's centre",
+                   "The reader's review: ✓ accepted, ✗ rejected (Accept / Reject, keys A and R)")
     visible_rows = 6
+    # A and R while the table has the focus: the reader accepts or rejects the current finding
+    # without leaving the keyboard (the arrow keys already step through the findings).
+    review_key_pressed = Signal(str)
+    REVIEW_KEYS = {Qt.Key.Key_A: ACCEPTED, Qt.Key.Key_R: REJECTED}
+
+    def keyPressEvent(self, event) -> None:
+        state = self.REVIEW_KEYS.get(event.key())
+        if state is not None and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            self.review_key_pressed.emit(state)
+            return
+        super().keyPressEvent(event)
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([
             [rank, f"{f.score:.2f}", f"{f.diameter_mm:.1f}", f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml),
-             f.lung_rads, attenuation_text(f), axial_slice(f.center_voxel)]
+             f.lung_rads, attenuation_text(f), axial_slice(f.center_voxel), ""]
             for rank, f in enumerate(findings, start=1)
         ])
         # Ask the dock for the width every column needs, so none hides behind a scroll bar.  The
@@ -93,6 +107,17 @@ class FindingsTable(_ReadOnlyTable):
         needed = sum(max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(self.columnCount()))
         scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.setMinimumWidth(needed + scroll_bar + 2 * self.frameWidth())
+
+
+    def show_review(self, review: list[str]) -> None:
+        """The reader's state of each finding in the last column; rejected rows greyed."""
+        column = self.columns.index("Reader")
+        grey = self.palette().color(self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text)
+        normal = self.palette().color(self.palette().ColorRole.Text)
+        for row, state in enumerate(review):
+            self.item(row, column).setText(review_mark(state))
+            for c in range(self.columnCount()):
+                self.item(row, c).setForeground(grey if state == REJECTED else normal)
 
 
 def attenuation_text(f) -> str:

@@ -10,7 +10,10 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
 * the findings table in the dock: clicking a row (or moving to it with the arrow keys) centres
   the view on that finding and moves to its slice; "Export CSV…" writes the table with every field;
 * "Add to labels" copies the chosen finding's mask into a Labels layer on the same grid (a
-  segmentation to correct, or an annotation in progress) as one undoable edit.
+  segmentation to correct, or an annotation in progress) as one undoable edit;
+* the reader's review: *Accept* / *Reject* (keys A and R in the table) mark the chosen finding
+  (``napari_medai.review``); a rejected finding's ring is hidden, the table's *Reader* column,
+  the Points feature ``review`` and the exported CSV carry the state.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
+from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed
 from ._base import TaskParams, TaskWidget
 from ._layers import edit_labels, layer_spacing, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
@@ -69,6 +73,7 @@ def finding_features(findings: list) -> dict[str, list]:
         # pandas columns hold scalars: one column per world axis, the box as "z0:z1, y0:y1, x0:x1"
         **{f"center_{axis}_mm": [f.center_mm[i] for f in findings] for i, axis in enumerate("zyx")},
         "bbox_voxel": [", ".join(f"{a}:{b}" for a, b in zip(*f.bbox_voxel)) for f in findings],
+        "review": [NOT_REVIEWED] * len(findings),  # the reader's state (napari_medai.review)
     }
 
 
@@ -81,6 +86,7 @@ class DetectionWidget(TaskWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
         self.findings: list = []
+        self.review: list[str] = []  # the reader's state per finding, in rank order
         self.findings_layer = None
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
@@ -95,10 +101,30 @@ class DetectionWidget(TaskWidget):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._choose_csv_file)
-        self._add_result_widgets(self.findings_table, self.export_button, self._build_add_to_labels(), self.note_label)
+        self._add_result_widgets(self.findings_table, self._build_review_row(), self._build_add_to_labels(),
+                                 self.note_label)
         # a model with a fitted operating point sets the score threshold it was fitted for
         self.model_box.currentIndexChanged.connect(lambda _index: self._apply_operating_point())
         self._apply_operating_point()
+
+    def _build_review_row(self) -> QWidget:
+        """*Accept*, *Reject* (keys A and R while the table has the focus) and *Export CSV…*."""
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip("Mark the chosen finding as a nodule to report (key A in the table; "
+                                      "again to undo)")
+        self.reject_button = QPushButton("Reject")
+        self.reject_button.setToolTip("Mark the chosen finding as not a nodule: its ring is hidden and it no "
+                                      "longer sets the report's category (key R in the table; again to undo)")
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for button, state in ((self.accept_button, ACCEPTED), (self.reject_button, REJECTED)):
+            button.setEnabled(False)
+            button.clicked.connect(lambda _checked=False, state=state: self._toggle_current_review(state))
+            layout.addWidget(button)
+        self.findings_table.review_key_pressed.connect(self._toggle_current_review)
+        layout.addWidget(self.export_button, 1)
+        return row
 
     def _build_add_to_labels(self) -> QWidget:
         """Labels layer, label value and "Add to labels": the chosen finding's mask into a
@@ -217,11 +243,13 @@ class DetectionWidget(TaskWidget):
         with self.target_picker.keep_selection():
             layers = super()._add_results(result, source_layer, params)
         self.findings = list(result["findings"])
+        self.review = [NOT_REVIEWED] * len(self.findings)  # a new run is not reviewed yet
         self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
         self._findings_affine = world_affine(self.findings_layer)
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
-        self.add_to_labels_button.setEnabled(bool(self.findings))
+        for button in (self.add_to_labels_button, self.accept_button, self.reject_button):
+            button.setEnabled(bool(self.findings))
         self._findings_shape = tuple(source_layer.data.shape)
         if not self.findings:
             from napari.utils.notifications import show_info
@@ -260,6 +288,39 @@ class DetectionWidget(TaskWidget):
         if self.findings_layer is None:
             return None
         return self.findings_layer if self.findings_layer in self.viewer.layers else None
+
+    # ---- the reader's review ---------------------------------------------------------------
+    def set_review(self, row: int, state: str) -> None:
+        """Mark finding ``row`` (0-based rank) "accepted", "rejected" or "" (not reviewed): the
+        table, the Points layer's ``review`` feature and ring (hidden when rejected) follow."""
+        if not 0 <= row < len(self.findings):
+            raise InputError("select a finding in the table first")
+        review = list(self.review)
+        review[row] = state
+        self.review = checked_review(review, len(self.findings))
+        self.findings_table.show_review(self.review)
+        layer = self._live_findings_layer()
+        if layer is not None and len(layer.data) == len(self.review):
+            features = layer.features.copy()
+            features["review"] = self.review
+            layer.features = features
+            layer.shown = np.array([s != REJECTED for s in self.review])
+        self.status_label.setText(f"Finding {row + 1}: {state or 'not reviewed'}" + self._review_summary())
+        self._review_changed()
+
+    def _review_summary(self) -> str:
+        done = sum(s != NOT_REVIEWED for s in self.review)
+        return f" ({done} of {len(self.review)} reviewed)"
+
+    def _review_changed(self) -> None:
+        """Hook for what depends on the review (the screening widget's report)."""
+
+    def _toggle_current_review(self, state: str) -> None:
+        row = self.findings_table.currentRow()
+        if not 0 <= row < len(self.findings):
+            self.status_label.setText("Select a finding in the table first")
+            return
+        self.set_review(row, NOT_REVIEWED if self.review[row] == state else state)
 
     # ---- add a finding to a Labels layer ---------------------------------------------------
     def add_finding_to_labels(self, row: int, layer, value: int) -> int:
@@ -310,7 +371,8 @@ class DetectionWidget(TaskWidget):
         path = Path(path)
         if path.suffix.lower() != ".csv":
             path = path.with_suffix(".csv")
-        path.write_text(findings_to_csv(self.findings), encoding="utf-8")
+        review = self.review if is_reviewed(self.review) else None  # a reader column once there is a review
+        path.write_text(findings_to_csv(self.findings, review=review), encoding="utf-8")
         self.status_label.setText(f"{len(self.findings)} finding(s) written to {path}")
         return path
 

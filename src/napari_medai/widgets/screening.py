@@ -8,7 +8,9 @@ whose job runs the whole screening workflow instead of the detector alone.  On t
 * each finding's lung, zone and segmented volume as Points features and table columns;
 * the report (exam-level Lung-RADS size category, lung volumes, findings) in the dock, and
   *Save report…*, which writes ``<name>.md`` and ``<name>.json`` and a key image of each finding
-  (``postprocess.key_images``) in ``<name>_key_images/``.
+  (``postprocess.key_images``) in ``<name>_key_images/``;
+* the reader's review (*Accept* / *Reject*, from the detection widget) goes into the report at
+  once: the findings the reader rejected no longer set the exam's category.
 """
 
 from __future__ import annotations
@@ -131,6 +133,24 @@ class ScreeningWidget(DetectionWidget):
         self.save_button.setEnabled(True)
         return layers
 
+    def reviewed_screening(self):
+        """The last run's result with the reader's review so far (``screening.with_review``)."""
+        from ..screening import with_review
+
+        return with_review(self.screening, self.review)
+
+    def _review_changed(self) -> None:
+        from ..screening import screening_markdown
+
+        reviewed = self.reviewed_screening()
+        bar = self.report_view.verticalScrollBar()
+        position = bar.value()  # the reader keeps their place in the report
+        self.report_view.setPlainText(screening_markdown(reviewed, self.source_name))
+        bar.setValue(position)
+        layer = self._live_findings_layer()
+        if layer is not None:
+            layer.metadata["screening"] = _record(reviewed, self.source_name)
+
     def save_report(self, path) -> Path:
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
@@ -143,9 +163,9 @@ class ScreeningWidget(DetectionWidget):
         md, js = path.with_suffix(".md"), path.with_suffix(".json")
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
         images = save_key_images(self._key_images, md.parent, folder=folder)
-        md.write_text(screening_markdown(self.screening, self.source_name, images), encoding="utf-8")
-        js.write_text(json.dumps(screening_record(self.screening, self.source_name, images), indent=2),
-                      encoding="utf-8")
+        reviewed = self.reviewed_screening()
+        md.write_text(screening_markdown(reviewed, self.source_name, images), encoding="utf-8")
+        js.write_text(json.dumps(screening_record(reviewed, self.source_name, images), indent=2), encoding="utf-8")
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
         return md
