@@ -35,7 +35,7 @@ from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
 from .postprocess.key_images import write_key_images
 from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note
-from .review import REJECTED, checked_review, is_reviewed, not_rejected, review_counts
+from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
 DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operating point
@@ -66,7 +66,7 @@ class ScreeningResult:
     labels: np.ndarray  # the segmentation, (z, y, x) on the input grid
     classes: dict[int, dict]
     lung_volumes_ml: dict[str, float]  # "right", "left" (or "lungs" when they could not be told apart)
-    category: str  # highest Lung-RADS size category among the findings; "1" when there is none
+    category: str  # highest Lung-RADS size category among the detector's findings; "1" when there is none
     models: dict[str, dict]  # step -> {"name", "sha256", "tta"}
     times_s: dict[str, float]
     score_threshold: float = 0.0
@@ -84,6 +84,21 @@ class ScreeningResult:
         kept = [s.finding for s in not_rejected(self.findings, self.review)]
         by_attenuation = _highest(f.lung_rads_by_attenuation for f in kept) if self.category_by_attenuation else ""
         return _highest(f.lung_rads for f in kept), by_attenuation
+
+
+def with_added_finding(result: ScreeningResult, finding: Finding, spacing, affine=None) -> ScreeningResult:
+    """``result`` with ``finding`` (a nodule the reader marked, ``postprocess.seeded.nodule_at``)
+    appended after the detector's findings, given its lung, zone and segmented volume like them,
+    and reviewed "accepted" (the reader put it there).  ``category`` stays the detector's: the
+    categories after the review count the added finding."""
+    spacing = np.asarray(spacing, dtype=float)
+    affine = _affine(affine, spacing)
+    lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
+    lungs = _lungs(result.labels, lung, affine) if lung is not None else {}
+    segmented = _lesion_components(result.labels, lesion, float(np.prod(spacing)) / 1000.0)
+    added = ScreenedFinding(finding, *_position(finding, lungs), segmented(finding))
+    review = checked_review(result.review, len(result.findings)) + [ACCEPTED]
+    return replace(result, findings=[*result.findings, added], review=review)
 
 
 def with_review(result: ScreeningResult, review) -> ScreeningResult:
@@ -324,8 +339,9 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "lung_rads_note": LUNG_RADS_NOTE,
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,
-        # the reader's review: the categories of the findings not rejected (equal when none was)
-        "reader_review": review_counts(review),
+        # the reader's review: the categories of the findings not rejected (equal when none was);
+        # findings the reader added count as accepted, and "added" counts them
+        "reader_review": {**review_counts(review), "added": sum(s.finding.added_by_reader for s in result.findings)},
         "highest_size_category_after_review": category,
         "highest_category_by_attenuation_after_review": by_attenuation,
         "score_threshold": result.score_threshold,
@@ -343,17 +359,19 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
 def screening_markdown(result: ScreeningResult, source: str = "", key_images: list[str] | None = None) -> str:
     """The report a reader opens (``report.md``); with ``key_images`` (each finding's image path,
     in rank order, relative to the report) it ends with a key image of each finding."""
-    n = len(result.findings)
-    review = checked_review(result.review, n)
+    review = checked_review(result.review, len(result.findings))
+    added = sum(s.finding.added_by_reader for s in result.findings)
+    n = len(result.findings) - added  # the detector's
     reviewed = is_reviewed(review)
     category, by_attenuation = result.categories_after_review()
     lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", ""]
     if reviewed:
-        counts = review_counts(review)
+        counts = review_counts([state for s, state in zip(result.findings, review) if not s.finding.added_by_reader])
+        more = f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report" if added else ""
         lines += [f"**Highest size category after the reader's review: {category}** (of {n} finding"
                   f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
                   f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
-                  f"reviewed; rejected findings do not count). Before the review: {result.category}.", ""]
+                  f"reviewed{more}; rejected findings do not count). Before the review: {result.category}.", ""]
     else:
         lines += [f"**Highest size category among the reported findings: {result.category}** "
                   f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
@@ -373,12 +391,14 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   f"|---|---|---|---|---|---|---|---|---|---|---|{reader[1]}"]
         for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
-            cell = f" {state or 'not reviewed'} |" if reviewed else ""
-            lines.append(f"| {i} | {f.score:.2f} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
+            cell = f" {'added' if f.added_by_reader else state or 'not reviewed'} |" if reviewed else ""
+            lines.append(f"| {i} | {_score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
                          f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |{cell}")
+        grown = (" (for a nodule the reader added, the mask grown from the marked point: *score* reads "
+                 "*reader*)") if added else ""
         lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
-                  "detector's mask; *segmented*: the segmentation's nodule components that overlap it "
+                  f"detector's mask{grown}; *segmented*: the segmentation's nodule components that overlap it "
                   "(0: the segmentation did not label it). *Lung-RADS*: the size category of a solid nodule.", ""]
         if any(s.finding.attenuation for s in result.findings):
             lines += [f"{ATTENUATION_NOTE}.", ""]
@@ -398,10 +418,15 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   "10 mm bar.", ""]
         for i, (s, image, state) in enumerate(zip(result.findings, key_images, review), start=1):
             f = s.finding
+            how = "added by the reader" if f.added_by_reader else f"score {f.score:.2f}"
             rejected = ", rejected by the reader" if state == REJECTED else ""
             lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}, {f.diameter_mm:.1f} mm, "
-                      f"score {f.score:.2f}, Lung-RADS {f.lung_rads}{rejected})", "", f"![Finding {i}]({image})", ""]
+                      f"{how}, Lung-RADS {f.lung_rads}{rejected})", "", f"![Finding {i}]({image})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _score_cell(f: Finding) -> str:
+    return "reader" if f.added_by_reader else f"{f.score:.2f}"
 
 
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:

@@ -226,7 +226,7 @@ def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared
     record = screening_record(reviewed, "toy")
     assert record["highest_size_category"] == "4A" and record["highest_size_category_after_review"] == "2"
     assert record["highest_category_by_attenuation_after_review"] == "2"
-    assert record["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1}
+    assert record["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1, "added": 0}
     assert [f["review"] for f in record["findings"]] == ["rejected", ""]
     text = screening_markdown(reviewed, "toy")
     assert "**Highest size category after the reader's review: 2**" in text and "Before the review: 4A." in text

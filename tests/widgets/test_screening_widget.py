@@ -94,7 +94,7 @@ def test_the_readers_review_updates_the_report_and_goes_into_the_saved_files(qtb
     md = widget.save_report(tmp_path / "exam")
     saved = json.loads(md.with_suffix(".json").read_text())
     assert saved["highest_size_category"] == "4A" and saved["highest_size_category_after_review"] == "2"
-    assert saved["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1}
+    assert saved["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1, "added": 0}
     assert "Lung-RADS 4A, rejected by the reader)" in md.read_text()
     assert widget.screening.review == []  # the run's result itself is kept as the models gave it
     widget.set_review(0, "")
@@ -183,3 +183,58 @@ def test_the_save_buttons_ask_for_a_file_and_report_a_failure(qtbot, viewer, che
     answer("")  # the dialog cancelled: nothing happens
     widget.save_button.click()
     assert notifications()[-1] == (severity, text)
+
+
+def _click(widget, viewer, world, moves=0):
+    """Drive the widget's mouse callback as napari does: press, ``moves`` drags, release."""
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(button=1, position=tuple(world), type="mouse_press")
+    clicked = widget._mark_on_click(viewer, event)
+    next(clicked)
+    for _ in range(moves):
+        event.type = "mouse_move"
+        next(clicked)
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(clicked)
+
+
+def test_a_nodule_the_detector_did_not_list_is_added_from_a_click(qtbot, viewer, chest, tmp_path):
+    widget = _open(viewer)
+    widget.max_findings_box.setValue(1)  # only the 4A blob is listed; the small one is "missed"
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.run_button.click()
+    assert [f.lung_rads for f in widget.findings] == ["4A"] and widget.mark_button.isEnabled()
+    small = chest.data_to_world((5, 20, 15))  # the 3-voxel blob low in the right lung
+    widget.mark_button.setChecked(True)
+    assert widget._mark_on_click in viewer.mouse_drag_callbacks
+    _click(widget, viewer, small, moves=3)  # a drag pans the view: nothing is marked
+    assert len(widget.findings) == 1 and widget.mark_button.isChecked()
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        _click(widget, viewer, small)
+    assert ended.args[0] == "done"
+    assert not widget.mark_button.isChecked() and widget._mark_on_click not in viewer.mouse_drag_callbacks
+    added = widget.findings[-1]
+    assert added.added_by_reader and widget.review == ["", "accepted"]
+    np.testing.assert_allclose(added.center_voxel, (5, 20, 15), atol=0.5)
+    assert added.mean_diameter_mm == pytest.approx(3.0, abs=0.7) and added.lung_rads == "2"
+    assert widget.findings_table.cell_text(1, 1) == "reader"
+    points = widget.findings_layer
+    assert len(points.data) == 2 and list(points.features["review"]) == ["", "accepted"]
+    assert list(points.features["side"]) == ["left", "right"] and points.features["zone"][1] == "lower"
+    masks = viewer.layers["chest finding masks"]
+    assert (masks.data == 2).sum() == added.mask.sum()  # its mask went in as label 2, one undo step
+    text = widget.report_view.toPlainText()
+    assert "the reader added 1 nodule" in text and "| reader |" in text and "| added |" in text
+    md = widget.save_report(tmp_path / "exam")
+    record = json.loads(md.with_suffix(".json").read_text())
+    assert [f["added_by_reader"] for f in record["findings"]] == [False, True]
+    assert record["reader_review"]["added"] == 1 and record["highest_size_category_after_review"] == "4A"
+    assert record["findings"][1]["key_image"] == "exam_key_images/finding_02.png"
+    assert (tmp_path / "exam_key_images" / "finding_02.png").exists()
+    # a mark on plain lung is refused with a message, and nothing changes
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(chest.data_to_world((14, 10, 10)))
+    assert ended.args[0] == "error" and "no nodule at the point" in widget.status_label.text()
+    assert len(widget.findings) == 2 and len(points.data) == 2

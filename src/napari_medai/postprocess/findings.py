@@ -47,6 +47,7 @@ class Finding:
     attenuation: str = ""  # "solid", "part-solid" or "ground-glass"
     solid_diameter_mm: float = 0.0  # mean axial diameter of the solid component
     lung_rads_by_attenuation: str = ""  # Lung-RADS v2022 baseline category for that attenuation
+    added_by_reader: bool = False  # marked by a reader and measured from that point (postprocess.seeded)
     mask: np.ndarray | None = field(default=None, repr=False)  # bool, shape of bbox
 
     def to_dict(self) -> dict:

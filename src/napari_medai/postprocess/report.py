@@ -16,7 +16,7 @@ ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (s
 
 CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
               "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
-              "lung_rads_by_attenuation")
+              "lung_rads_by_attenuation", "added_by_reader")
 
 
 def findings_to_records(findings: list[Finding]) -> list[dict]:

@@ -13,7 +13,10 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
   segmentation to correct, or an annotation in progress) as one undoable edit;
 * the reader's review: *Accept* / *Reject* (keys A and R in the table) mark the chosen finding
   (``napari_medai.review``); a rejected finding's ring is hidden, the table's *Reader* column,
-  the Points feature ``review`` and the exported CSV carry the state.
+  the Points feature ``review`` and the exported CSV carry the state;
+* *Add missed nodule*, then a click on a nodule the detector did not report: it is measured
+  from that point on the image alone (``postprocess.seeded.nodule_at``, in a job) and added
+  after the detector's findings, accepted, marked as the reader's.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed
 from ._base import TaskParams, TaskWidget
-from ._layers import edit_labels, layer_spacing, output_layer_data
+from ._layers import edit_labels, image_source, layer_spacing, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
 
@@ -88,6 +91,8 @@ class DetectionWidget(TaskWidget):
         self.findings: list = []
         self.review: list[str] = []  # the reader's state per finding, in rank order
         self.findings_layer = None
+        self.masks_layer = None  # the run's "finding masks" layer (none when nothing was found)
+        self._source_layer = None  # the image the findings came from: a reader's mark is measured on it
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
         self._target_layer = None  # the Labels layer the value box was last set for
@@ -116,6 +121,12 @@ class DetectionWidget(TaskWidget):
         self.reject_button.setToolTip("Mark the chosen finding as not a nodule: its ring is hidden and it no "
                                       "longer sets the report's category (key R in the table; again to undo)")
         row = QWidget()
+        self.mark_button = QPushButton("Add missed nodule")
+        self.mark_button.setCheckable(True)
+        self.mark_button.setEnabled(False)
+        self.mark_button.setToolTip("Then click, on the image, a nodule the detector did not list: it is measured "
+                                    "from that point (no model) and added to the findings as the reader's")
+        self.mark_button.toggled.connect(self._on_mark_toggled)
         layout = QHBoxLayout(row)
         layout.setContentsMargins(0, 0, 0, 0)
         for button, state in ((self.accept_button, ACCEPTED), (self.reject_button, REJECTED)):
@@ -123,6 +134,7 @@ class DetectionWidget(TaskWidget):
             button.clicked.connect(lambda _checked=False, state=state: self._toggle_current_review(state))
             layout.addWidget(button)
         self.findings_table.review_key_pressed.connect(self._toggle_current_review)
+        layout.addWidget(self.mark_button)
         layout.addWidget(self.export_button, 1)
         return row
 
@@ -245,11 +257,13 @@ class DetectionWidget(TaskWidget):
         self.findings = list(result["findings"])
         self.review = [NOT_REVIEWED] * len(self.findings)  # a new run is not reviewed yet
         self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
+        self.masks_layer = next((layer for layer in layers if layer.metadata.get(FINDING_MASKS)), None)
+        self._source_layer = source_layer
+        self.mark_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
-        for button in (self.add_to_labels_button, self.accept_button, self.reject_button):
-            button.setEnabled(bool(self.findings))
+        self._enable_finding_actions()
         self._findings_shape = tuple(source_layer.data.shape)
         if not self.findings:
             from napari.utils.notifications import show_info
@@ -289,6 +303,10 @@ class DetectionWidget(TaskWidget):
             return None
         return self.findings_layer if self.findings_layer in self.viewer.layers else None
 
+    def _enable_finding_actions(self) -> None:
+        for button in (self.add_to_labels_button, self.accept_button, self.reject_button):
+            button.setEnabled(bool(self.findings))
+
     # ---- the reader's review ---------------------------------------------------------------
     def set_review(self, row: int, state: str) -> None:
         """Mark finding ``row`` (0-based rank) "accepted", "rejected" or "" (not reviewed): the
@@ -300,13 +318,16 @@ class DetectionWidget(TaskWidget):
         self.review = checked_review(review, len(self.findings))
         self.findings_table.show_review(self.review)
         layer = self._live_findings_layer()
+        self._update_points_review(layer)
+        self.status_label.setText(f"Finding {row + 1}: {state or 'not reviewed'}" + self._review_summary())
+        self._review_changed()
+
+    def _update_points_review(self, layer) -> None:
         if layer is not None and len(layer.data) == len(self.review):
             features = layer.features.copy()
             features["review"] = self.review
             layer.features = features
             layer.shown = np.array([s != REJECTED for s in self.review])
-        self.status_label.setText(f"Finding {row + 1}: {state or 'not reviewed'}" + self._review_summary())
-        self._review_changed()
 
     def _review_summary(self) -> str:
         done = sum(s != NOT_REVIEWED for s in self.review)
@@ -321,6 +342,85 @@ class DetectionWidget(TaskWidget):
             self.status_label.setText("Select a finding in the table first")
             return
         self.set_review(row, NOT_REVIEWED if self.review[row] == state else state)
+
+    # ---- a nodule the detector missed, marked by the reader --------------------------------
+    def _on_mark_toggled(self, checked: bool) -> None:
+        callbacks = self.viewer.mouse_drag_callbacks
+        if checked:
+            if self._mark_on_click not in callbacks:
+                callbacks.append(self._mark_on_click)
+            self.status_label.setText("Click the missed nodule on the image (the button again: stop)")
+        elif self._mark_on_click in callbacks:
+            callbacks.remove(self._mark_on_click)
+
+    def _mark_on_click(self, _viewer, event):
+        """A click (press and release without dragging) on the canvas marks the nodule there;
+        a drag pans or rotates the view as usual."""
+        if event.button != 1:
+            return
+        position = np.asarray(event.position, dtype=float)
+        yield
+        dragged = False
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged:
+            self.mark_button.setChecked(False)  # one nodule a click on the button
+            self.measure_at(position)
+
+    def measure_at(self, world) -> None:
+        """Measure the nodule at ``world`` (the viewer's world coordinates) on the image the
+        findings came from, in a job, and add it as the reader's finding."""
+        layer = self._source_layer
+        try:
+            if layer is None or layer not in self.viewer.layers:
+                raise InputError("run the detection first: the nodule is measured on the image it ran on")
+            data, spacing = image_source(layer)
+            point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
+            affine = world_affine(layer)
+        except InputError as exc:
+            self._report(exc)
+            return
+        job = self._make_mark_job(data, spacing, point, affine)
+        self.runner.start(job, self._add_reader_finding, name="Measure the marked nodule")
+
+    def _make_mark_job(self, volume, spacing, point, affine):
+        def job(progress, cancel):
+            from ..postprocess.seeded import nodule_at
+
+            progress(0, 1, "growing the nodule from the marked point")
+            return {"finding": nodule_at(np.asarray(volume), spacing, point, affine)}
+
+        return job
+
+    def _add_reader_finding(self, result) -> None:
+        """Append the reader's finding (Qt thread): table, marker, mask, review "accepted"."""
+        finding = result["finding"]
+        finding.label = len(self.findings) + 1
+        self.findings.append(finding)
+        self.review.append(ACCEPTED)
+        self.findings_table.show_findings(self.findings)
+        self.findings_table.show_review(self.review)
+        layer = self._live_findings_layer()
+        if layer is not None and len(layer.data) == len(self.findings) - 1:
+            sizes = list(np.atleast_1d(layer.size))
+            in_plane_mm = float(np.mean(layer_spacing(layer)[1:]))
+            layer.add(np.asarray([finding.center_voxel], dtype=float))
+            layer.size = [*sizes[:len(self.findings) - 1], max(finding.diameter_mm / in_plane_mm, MIN_POINT_SIZE)]
+            features = finding_features(self.findings)
+            features["review"] = list(self.review)
+            layer.features = features
+            layer.shown = np.array([s != REJECTED for s in self.review])
+            layer.metadata["findings"] = [f.to_dict() for f in self.findings]
+        masks = self.masks_layer
+        if masks is not None and masks in self.viewer.layers and finding.mask is not None:
+            edit_labels(masks, finding.mask, finding.label, origin=finding.bbox_voxel[0])
+        self._enable_finding_actions()
+        row = len(self.findings) - 1
+        self.go_to_finding(row)
+        self.status_label.setText(f"Finding {row + 1} added by the reader: {finding.mean_diameter_mm:.1f} mm mean "
+                                  f"diameter, Lung-RADS {finding.lung_rads}" + self._review_summary())
+        self._review_changed()
 
     # ---- add a finding to a Labels layer ---------------------------------------------------
     def add_finding_to_labels(self, row: int, layer, value: int) -> int:

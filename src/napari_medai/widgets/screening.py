@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
@@ -70,8 +71,6 @@ class ScreeningWidget(DetectionWidget):
                 "denoise": self.denoise_check.isChecked()}
 
     def _make_job(self, volume, spacing, params):
-        import numpy as np
-
         from .detection import world_affine
 
         affine = world_affine(self.layer_picker.current_layer())
@@ -132,6 +131,35 @@ class ScreeningWidget(DetectionWidget):
         self.report_view.setPlainText(screening_markdown(self.screening, self.source_name))
         self.save_button.setEnabled(True)
         return layers
+
+    def _make_mark_job(self, volume, spacing, point, affine):
+        measure = super()._make_mark_job(volume, spacing, point, affine)
+        screening = self.screening
+
+        def job(progress, cancel):
+            from ..postprocess.key_images import key_image_pngs
+            from ..screening import KEY_IMAGE_FOV_MM, with_added_finding
+
+            result = measure(progress, cancel)
+            finding = result["finding"]
+            # its lung, zone and segmented volume, like the detector's findings, and its key image
+            result["screening"] = with_added_finding(screening, finding, spacing, affine)
+            result["key_image"] = key_image_pngs([finding], np.asarray(volume), spacing, fov_mm=KEY_IMAGE_FOV_MM)[0]
+            return result
+
+        return job
+
+    def _add_reader_finding(self, result) -> None:
+        self.screening = result["screening"]
+        self._key_images = [*self._key_images, result["key_image"]]
+        super()._add_reader_finding(result)
+        layer = self._live_findings_layer()
+        if layer is not None and len(layer.data) == len(self.screening.findings):
+            features = layer.features.copy()
+            features["side"] = [s.side for s in self.screening.findings]
+            features["zone"] = [s.zone for s in self.screening.findings]
+            features["segmented_volume_ml"] = [s.segmented_volume_ml for s in self.screening.findings]
+            layer.features = features
 
     def reviewed_screening(self):
         """The last run's result with the reader's review so far (``screening.with_review``)."""

@@ -1,0 +1,102 @@
+"""A nodule measured from one marked point (postprocess.seeded) on small synthetic chests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medai.errors import InputError
+from napari_medai.postprocess.seeded import READER_SCORE, nodule_at
+
+SPACING = (1.0, 0.8, 0.8)
+SHAPE = (48, 80, 80)
+CENTRE = np.array([24.0, 40.0, 40.0])
+
+
+def _grid_mm():
+    zz, yy, xx = np.indices(SHAPE, dtype=np.float32)
+    return zz * SPACING[0], yy * SPACING[1], xx * SPACING[2]
+
+
+def _lung(rng_seed=0):
+    """Lung parenchyma (-850 HU) with a little noise."""
+    rng = np.random.default_rng(rng_seed)
+    return (-850 + rng.normal(0, 15, SHAPE)).astype(np.float32)
+
+
+def _ball(centre_voxel, radius_mm):
+    z, y, x = _grid_mm()
+    c = np.asarray(centre_voxel) * SPACING
+    return (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= radius_mm ** 2
+
+
+def _vessel_along_x(centre_voxel, radius_mm):
+    z, y, _x = _grid_mm()
+    c = np.asarray(centre_voxel) * SPACING
+    return (z - c[0]) ** 2 + (y - c[1]) ** 2 <= radius_mm ** 2
+
+
+def test_a_nodule_on_a_vessel_is_measured_without_the_vessel_from_a_click_beside_its_centre():
+    ct = _lung()
+    nodule = _ball(CENTRE, 4.0)
+    ct[_vessel_along_x(CENTRE, 1.0)] = 30.0  # a vessel through the nodule, across the whole volume
+    ct[nodule] = 40.0
+    click = CENTRE + [0.0, 2.0 / SPACING[1], 0.0]  # 2 mm off the centre, as a reader's click lands
+    f = nodule_at(ct, SPACING, click)
+    assert f.mean_diameter_mm == pytest.approx(8.0, abs=0.8) and f.lung_rads == "4A"
+    np.testing.assert_allclose(f.center_voxel, CENTRE, atol=0.6)
+    # the vessel is cut off: the mask reaches at most a couple of millimetres beyond the nodule along it
+    (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel
+    assert (x1 - x0) * SPACING[2] <= 8.0 + 2 * 2.0
+    assert f.volume_ml == pytest.approx(nodule.sum() * np.prod(SPACING) / 1000, rel=0.25)
+    assert f.attenuation == "solid" and f.score == READER_SCORE
+    assert f.mask.shape == tuple(np.subtract(f.bbox_voxel[1], f.bbox_voxel[0]))
+
+
+def test_a_nodule_on_the_pleura_stops_at_the_pleural_line():
+    ct = _lung()
+    wall = np.zeros(SHAPE, bool)
+    wall[:, :, :20] = True  # chest wall: soft tissue on one side
+    ct[wall] = 40.0
+    centre = np.array([24.0, 40.0, 22.0])  # a 5 mm nodule whose centre lies 1.6 mm inside the lung
+    nodule = _ball(centre, 5.0) & ~wall
+    ct[nodule] = 40.0
+    f = nodule_at(ct, SPACING, centre + [0, 0, 2])
+    mask = np.zeros(SHAPE, bool)
+    (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel
+    mask[z0:z1, y0:y1, x0:x1] = f.mask
+    assert (mask & wall).sum() <= 0.1 * mask.sum()  # a sliver of the wall at most, not the wall itself
+    assert 2 * (mask & nodule).sum() / (mask.sum() + nodule.sum()) > 0.75
+
+
+def test_a_ground_glass_nodule_is_measured_and_read_as_ground_glass():
+    ct = _lung()
+    nodule = _ball(CENTRE, 6.0)
+    ct[nodule] = -600.0
+    f = nodule_at(ct, SPACING, CENTRE)
+    assert f.attenuation == "ground-glass" and f.lung_rads_by_attenuation == "2"
+    assert f.mean_diameter_mm == pytest.approx(12.0, abs=1.0)
+
+
+def test_marks_that_are_no_nodule_are_refused_with_a_message():
+    ct = _lung()
+    with pytest.raises(InputError, match="no nodule at the point"):
+        nodule_at(ct, SPACING, CENTRE)  # plain lung
+    ct[_vessel_along_x(CENTRE, 2.0)] = 40.0
+    with pytest.raises(InputError, match="runs on beyond 30 mm"):
+        nodule_at(ct, SPACING, CENTRE)  # a vessel running through the whole volume
+    with pytest.raises(InputError, match="outside the volume"):
+        nodule_at(ct, SPACING, (-3.0, 10.0, 10.0))
+    with pytest.raises(InputError, match="no lung around the point"):
+        nodule_at(np.full(SHAPE, 40.0, np.float32), SPACING, CENTRE)  # soft tissue only
+    with pytest.raises(InputError, match="3D volume"):
+        nodule_at(ct[0], SPACING, CENTRE)
+
+
+def test_world_centre_follows_the_affine():
+    ct = _lung()
+    ct[_ball(CENTRE, 4.0)] = 40.0
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = [-100.0, 20.0, 5.0]
+    f = nodule_at(ct, SPACING, CENTRE, affine)
+    np.testing.assert_allclose(f.center_mm, affine[:3, :3] @ np.asarray(f.center_voxel) + affine[:3, 3], atol=0.02)
