@@ -189,11 +189,11 @@ def _click(widget, viewer, world, moves=0):
     """Drive the widget's mouse callback as napari does: press, ``moves`` drags, release."""
     from types import SimpleNamespace
 
-    event = SimpleNamespace(button=1, position=tuple(world), type="mouse_press")
+    event = SimpleNamespace(button=1, position=tuple(world), type="mouse_press", pos=(100.0, 100.0))
     clicked = widget._mark_on_click(viewer, event)
     next(clicked)
-    for _ in range(moves):
-        event.type = "mouse_move"
+    for step in range(moves):
+        event.type, event.pos = "mouse_move", (100.0 + 3 * (step + 1), 100.0)
         next(clicked)
     event.type = "mouse_release"
     with pytest.raises(StopIteration):
@@ -209,10 +209,16 @@ def test_a_nodule_the_detector_did_not_list_is_added_from_a_click(qtbot, viewer,
     small = chest.data_to_world((5, 20, 15))  # the 3-voxel blob low in the right lung
     widget.mark_button.setChecked(True)
     assert widget._mark_on_click in viewer.mouse_drag_callbacks
-    _click(widget, viewer, small, moves=3)  # a drag pans the view: nothing is marked
+    _click(widget, viewer, small, moves=3)  # a drag (9 pixels) pans the view: nothing is marked
     assert len(widget.findings) == 1 and widget.mark_button.isChecked()
     with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
-        _click(widget, viewer, small)
+        viewer.dims.ndisplay = 3
+        _click(widget, viewer, small)  # in 3D a click has no depth: refused
+    viewer.dims.ndisplay = 2
+    assert ended.args[0] == "error" and "2D view" in widget.status_label.text() and len(widget.findings) == 1
+    widget.mark_button.setChecked(True)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        _click(widget, viewer, small, moves=1)  # a 3-pixel jitter is still a click
     assert ended.args[0] == "done"
     assert not widget.mark_button.isChecked() and widget._mark_on_click not in viewer.mouse_drag_callbacks
     added = widget.findings[-1]

@@ -39,6 +39,7 @@ SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
 MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible
 RING_WIDTH = 0.15  # marker ring thickness, as a fraction of its diameter
 THRESHOLD_TIP = "Confidence score a finding must reach to be listed"
+CLICK_PX = 4.0  # a press and release this close together (canvas pixels) is a click, not a drag
 
 
 @dataclass
@@ -293,6 +294,9 @@ class DetectionWidget(TaskWidget):
         camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
         camera.center = tuple(float(world[axis - first]) for axis in dims.displayed if axis >= first)
         self.findings_table.selectRow(row)
+        item = self.findings_table.item(row, 0)
+        if item is not None:  # e.g. the reader's finding, added below the visible rows
+            self.findings_table.scrollToItem(item)
 
     def _on_current_cell_changed(self, row: int, _column: int, previous_row: int, _previous_column: int) -> None:
         if row != previous_row:  # a move within the row is not a new finding
@@ -359,13 +363,18 @@ class DetectionWidget(TaskWidget):
         if event.button != 1:
             return
         position = np.asarray(event.position, dtype=float)
+        start = np.asarray(getattr(event, "pos", (0.0, 0.0)), dtype=float)  # canvas pixels
         yield
         dragged = False
         while event.type == "mouse_move":
-            dragged = True
+            # a hand's jitter during a click is not a drag
+            dragged |= float(np.hypot(*(np.asarray(getattr(event, "pos", start), dtype=float) - start))) > CLICK_PX
             yield
         if not dragged:
             self.mark_button.setChecked(False)  # one nodule a click on the button
+            if self.viewer.dims.ndisplay != 2:
+                self._report(InputError("switch to the 2D view to mark a nodule: in 3D a click has no depth"))
+                return
             self.measure_at(position)
 
     def measure_at(self, world) -> None:
