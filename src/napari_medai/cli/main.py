@@ -13,7 +13,7 @@ import sys
 
 from ..errors import MedaiError
 
-SUBCOMMANDS = ["info", "phantom", "segment", "detect", "screen", "batch", "evaluate", "denoise", "train"]
+SUBCOMMANDS = ["info", "phantom", "segment", "detect", "measure", "screen", "batch", "evaluate", "denoise", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

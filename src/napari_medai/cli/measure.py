@@ -1,0 +1,69 @@
+"""``medai measure IN --at Z Y X [--at ...] --out measured.json|.csv``: nodules measured from points.
+
+The command-line side of the widgets' *Add missed nodule*: each point is grown into a nodule on
+the CT alone (``postprocess.seeded.nodule_at``, no model) and measured like a detector's finding.
+Points are given as voxel indices of the volume as napari-medai reads it (``--at``: the
+``center_voxel`` of its findings, and what napari's status bar shows), or as DICOM patient
+coordinates in mm (``--at-lps X Y Z``: left, posterior, superior, as DICOM and LIDC-style
+annotation lists give them).  A point that holds no nodule is reported with its reason and
+the others go on; the command then exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("measure", help="measure nodules from points (a reader's marks) on a chest CT, no model")
+    p.add_argument("input", help="NIfTI file or DICOM folder (CT in HU)")
+    p.add_argument("--at", nargs=3, type=float, action="append", default=[], metavar=("Z", "Y", "X"),
+                   help="a point in voxels of the volume as napari-medai reads it (axial slice first); repeat")
+    p.add_argument("--at-lps", nargs=3, type=float, action="append", default=[], metavar=("X", "Y", "Z"),
+                   help="a point in DICOM patient coordinates, mm (x left, y posterior, z superior); repeat")
+    p.add_argument("--out", required=True, help="measured nodules: .json or .csv")
+    p.add_argument("--max-diameter", type=float, default=30.0,
+                   help="largest nodule to grow, mm (a structure running on beyond it is refused)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..errors import InputError
+    from ..io import read_volume
+    from ..io.validate import check_volume
+    from ..postprocess.report import findings_to_csv, findings_to_json
+    from ..postprocess.seeded import nodule_at
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".json", ".csv"):
+        raise InputError(f"--out must end in .json or .csv, got {out.name}")
+    if not args.at and not args.at_lps:
+        raise InputError("give at least one point: --at Z Y X (voxels) or --at-lps X Y Z (mm)")
+    vol = read_volume(args.input)
+    data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
+    inverse = np.linalg.inv(vol.affine)
+    # napari-medai's world axes are (S, P, L): DICOM's (x, y, z) = (L, P, S) reversed
+    points = [("voxel", tuple(p), np.asarray(p, dtype=float)) for p in args.at]
+    points += [("lps", tuple(p), inverse[:3, :3] @ np.asarray(p[::-1], dtype=float) + inverse[:3, 3])
+               for p in args.at_lps]
+    found, refused = [], 0
+    for kind, given, voxel in points:
+        where = f"--at {' '.join(f'{v:g}' for v in given)}" if kind == "voxel" else \
+            f"--at-lps {' '.join(f'{v:g}' for v in given)}"
+        try:
+            f = nodule_at(data, vol.spacing, voxel, vol.affine, max_diameter_mm=args.max_diameter)
+        except InputError as exc:
+            refused += 1
+            print(f"medai measure: {where}: {exc}", file=sys.stderr)
+            continue
+        f.label = len(found) + 1
+        found.append(f)
+        print(f"{where}: centre {[round(c, 1) for c in f.center_voxel]} (voxels), long axis {f.diameter_mm:.1f} mm, "
+              f"mean {f.mean_diameter_mm:.1f} mm, {f.volume_ml:.3f} mL, Lung-RADS {f.lung_rads}, {f.attenuation}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
+    print(f"{len(found)} of {len(points)} point(s) measured, written to {out}")
+    return 1 if refused else 0

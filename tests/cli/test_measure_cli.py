@@ -1,0 +1,54 @@
+"""``medai measure``: nodules measured from points given in voxels or in DICOM patient mm."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+
+from napari_medai.cli.main import main
+from napari_medai.io import read_volume, write_volume
+
+
+def _chest(tmp_path):
+    """Lung (-850 HU) with a 8 mm solid ball, saved with an oblique-free but shifted, anisotropic affine."""
+    spacing = (1.5, 0.8, 0.8)
+    zz, yy, xx = np.indices((40, 64, 64), dtype=np.float32)
+    ball = ((zz - 20) * spacing[0]) ** 2 + ((yy - 30) * spacing[1]) ** 2 + ((xx - 36) * spacing[2]) ** 2 <= 16.0
+    ct = np.where(ball, 40.0, -850.0).astype(np.float32)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = (-120.0, 35.0, -60.0)
+    return write_volume(ct, tmp_path / "ct.nii.gz", affine=affine, modality="CT")
+
+
+def test_points_in_voxels_and_in_lps_give_the_same_nodule_and_a_bad_point_is_reported(tmp_path, capsys):
+    path = _chest(tmp_path)
+    vol = read_volume(path)
+    centre = np.argwhere(vol.data > 0).mean(0)  # the ball as napari-medai reads the file
+    lps = (vol.affine[:3, :3] @ centre + vol.affine[:3, 3])[::-1]  # world (S, P, L) -> DICOM (x, y, z)
+    # the same point from the file's own NIfTI (RAS) affine: DICOM's LPS flips x and y
+    img = nib.load(path)
+    ijk = np.argwhere(np.asarray(img.dataobj) > 0).mean(0)
+    ras = img.affine[:3, :3] @ ijk + img.affine[:3, 3]
+    np.testing.assert_allclose(lps, (-ras[0], -ras[1], ras[2]), atol=1e-3)
+    out = tmp_path / "measured.json"
+    rc = main(["measure", str(path), "--at", *map(str, centre), "--at-lps", *map(str, lps),
+               "--at", "5", "5", "5", "--out", str(out)])
+    assert rc == 1  # one point held no nodule
+    found = json.loads(out.read_text())
+    assert len(found) == 2 and all(f["added_by_reader"] for f in found)
+    assert found[0]["center_voxel"] == found[1]["center_voxel"]
+    np.testing.assert_allclose(found[0]["center_voxel"], centre, atol=0.3)
+    assert abs(found[0]["mean_diameter_mm"] - 8.0) <= 0.8 and found[0]["lung_rads"] == "4A"
+    captured = capsys.readouterr()
+    assert "--at 5 5 5: no nodule at the point" in captured.err and "2 of 3 point(s) measured" in captured.out
+
+
+def test_no_point_or_a_wrong_suffix_is_refused(tmp_path, capsys):
+    path = _chest(tmp_path)
+    assert main(["measure", str(path), "--out", str(tmp_path / "m.json")]) == 2
+    assert main(["measure", str(path), "--at", "1", "2", "3", "--out", str(tmp_path / "m.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "give at least one point" in err and "--out must end in .json or .csv" in err
+    assert not (tmp_path / "m.json").exists()
