@@ -50,7 +50,8 @@ def fixed_threshold_nodule(hu, spacing, point, threshold_hu=-400.0, max_diameter
     lo, hi = np.maximum(c - half, 0), np.minimum(c + half + 1, hu.shape)
     crop = hu[tuple(slice(a, b) for a, b in zip(lo, hi))]
     grids = np.ogrid[tuple(slice(0, n) for n in crop.shape)]
-    ball = np.sqrt(sum(((g - (ci - li)) * s) ** 2 for g, ci, li, s in zip(grids, c, lo, spacing))) <= max_diameter_mm / 2
+    distance = np.sqrt(sum(((g - (ci - li)) * s) ** 2 for g, ci, li, s in zip(grids, c, lo, spacing)))
+    ball = distance <= max_diameter_mm / 2
     comps, _ = ndimage.label((crop >= threshold_hu) & ball)
     label = comps[tuple(c - lo)]
     if label == 0:

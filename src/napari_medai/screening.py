@@ -367,7 +367,8 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", ""]
     if reviewed:
         counts = review_counts([state for s, state in zip(result.findings, review) if not s.finding.added_by_reader])
-        more = f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report" if added else ""
+        more = (f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report"
+                if added else "")
         lines += [f"**Highest size category after the reader's review: {category}** (of {n} finding"
                   f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
                   f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
@@ -392,7 +393,8 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
         for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
             cell = f" {'added' if f.added_by_reader else state or 'not reviewed'} |" if reviewed else ""
-            lines.append(f"| {i} | {_score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | {axial_slice(f.center_voxel)} | "
+            lines.append(f"| {i} | {_score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
+                         f"{axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
                          f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |{cell}")
         grown = (" (for a nodule the reader added, the mask grown from the marked point: *score* reads "

@@ -5,21 +5,26 @@ Lung-RADS size categories 2 and 3 meet.  A reader who sees one marks it, and wan
 the way the detector's findings are, not by hand with a ruler.  ``nodule_at`` grows the nodule
 from the marked point on the CT alone (no model), the way an observer outlines one:
 
-1. the point snaps to the brightest voxel of the lightly smoothed CT within ``SNAP_MM`` (a
-   click lands near a small nodule's centre, not on it);
-2. the edge is the half-maximum contour between that core and the lung around it (the median
-   of the lung-density voxels, below ``LUNG_HU``, in a ``max_diameter_mm`` box): the same
-   level the detector's masks are refined to (``postprocess.refine``);
-3. the region is the voxels above that level connected to the core, within a ball of
-   ``max_diameter_mm`` and inside the lung field (lung-density voxels with what they enclose,
-   closed just enough to take in the core, so a nodule on the pleura stops at the pleural
-   line instead of running into the chest wall); an opening with a ball a little narrower than the nodule
-   (``OPENING_SHARE`` of its depth at the core) cuts the vessels it touches, and the piece holding the core is the nodule;
-4. it is measured like a finding (``mask_measurements``) and its attenuation read from the CT
+1. the lung field around the point: lung-density voxels (below ``LUNG_HU``) with what they
+   enclose on each slice, closed with the smallest ball that takes the point in (a nodule on
+   the pleura needs about its own radius), so the field's edge is the pleural line;
+2. the point snaps to the brightest voxel of the lightly smoothed CT within ``SNAP_MM`` and
+   inside that field (a click lands near a small nodule's centre, not on it);
+3. the edge is the half-maximum contour between that core and the lung around it (the median
+   of the lung-density voxels in the working box): the level the detector's masks are refined
+   to (``postprocess.refine``);
+4. the region is the voxels above that level connected to the core, inside the field and
+   within ``max_diameter_mm / 2 + RUN_ON_MM`` of the core; an opening with a ball a little
+   narrower than the nodule (``OPENING_SHARE`` of its depth at the core) cuts off the vessels
+   it touches, and the piece holding the core, with ``RIM_MM`` of the region around it, is the
+   nodule;
+5. it is measured like a finding (``mask_measurements``) and its attenuation read from the CT
    (``postprocess.attenuation``).
 
-A point with no contrast to the lung, or a region that runs to the edge of the ball (a vessel
-or the chest wall, not a nodule), is refused with a message instead of a made-up size.
+A point with no lung around it or no contrast to the lung, or a region that runs on beyond
+the largest nodule (a vessel, the chest wall, a mass), is refused with a message instead of a
+made-up size.  The rules were set on validation phantoms (docs/detection.md, "A nodule the
+reader marks").
 """
 
 from __future__ import annotations
@@ -117,7 +122,8 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
         center_voxel=[round(float(c), 2) for c in centre_voxel],
         center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre_voxel + affine[:3, 3]],
         bbox_voxel=[[int(s) for s in start], [int(s) for s in start + np.array(mask.shape)]],
-        score=READER_SCORE, mask=mask, added_by_reader=True, attenuation=kind.kind, solid_diameter_mm=kind.solid_diameter_mm,
+        score=READER_SCORE, mask=mask, added_by_reader=True, attenuation=kind.kind,
+        solid_diameter_mm=kind.solid_diameter_mm,
         lung_rads_by_attenuation=lung_rads_by_attenuation(kind.kind, sizes["mean_diameter_mm"],
                                                           kind.solid_diameter_mm),
         **sizes,

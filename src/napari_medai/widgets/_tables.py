@@ -73,7 +73,8 @@ class FindingsTable(_ReadOnlyTable):
     # Short headers: with the full words the dock's default width cut off the last columns.
     columns = ("#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice", "Reader")
     column_tips = ("Rank by score (a nodule the reader added comes last)",
-                   "Detector confidence, 0 to 1 (reader: a nodule the reader marked)", "Long-axis diameter on the axial slice, mm",
+                   "Detector confidence, 0 to 1 (reader: a nodule the reader marked)",
+                   "Long-axis diameter on the axial slice, mm",
                    "Mean of the long and short axis, mm: the diameter the Lung-RADS size category uses",
                    "Volume of the finding's mask, mL",
                    "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support",
@@ -97,8 +98,9 @@ class FindingsTable(_ReadOnlyTable):
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([
-            [rank, "reader" if f.added_by_reader else f"{f.score:.2f}", f"{f.diameter_mm:.1f}", f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml),
-             f.lung_rads, attenuation_text(f), axial_slice(f.center_voxel), ""]
+            [rank, "reader" if f.added_by_reader else f"{f.score:.2f}", f"{f.diameter_mm:.1f}",
+             f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml), f.lung_rads, attenuation_text(f),
+             axial_slice(f.center_voxel), ""]
             for rank, f in enumerate(findings, start=1)
         ])
         # Ask the dock for the width every column needs, so none hides behind a scroll bar.  The
@@ -108,7 +110,6 @@ class FindingsTable(_ReadOnlyTable):
         needed = sum(max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(self.columnCount()))
         scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.setMinimumWidth(needed + scroll_bar + 2 * self.frameWidth())
-
 
     def show_review(self, review: list[str]) -> None:
         """The reader's state of each finding in the last column; rejected rows greyed."""

@@ -128,6 +128,9 @@ class DetectionWidget(TaskWidget):
         self.mark_button.setToolTip("Then click, on the image, a nodule the detector did not list: it is measured "
                                     "from that point (no model) and added to the findings as the reader's")
         self.mark_button.toggled.connect(self._on_mark_toggled)
+        # a closed dock must not leave its click handler on the viewer
+        callbacks, handler = self.viewer.mouse_drag_callbacks, self._mark_on_click
+        self.destroyed.connect(lambda *_: handler in callbacks and callbacks.remove(handler))
         layout = QHBoxLayout(row)
         layout.setContentsMargins(0, 0, 0, 0)
         for button, state in ((self.accept_button, ACCEPTED), (self.reject_button, REJECTED)):
@@ -382,6 +385,8 @@ class DetectionWidget(TaskWidget):
         findings came from, in a job, and add it as the reader's finding."""
         layer = self._source_layer
         try:
+            if self.runner.is_running:
+                raise InputError("wait for the running job to finish (or cancel it), then mark the nodule again")
             if layer is None or layer not in self.viewer.layers:
                 raise InputError("run the detection first: the nodule is measured on the image it ran on")
             data, spacing = image_source(layer)
@@ -416,10 +421,8 @@ class DetectionWidget(TaskWidget):
             in_plane_mm = float(np.mean(layer_spacing(layer)[1:]))
             layer.add(np.asarray([finding.center_voxel], dtype=float))
             layer.size = [*sizes[:len(self.findings) - 1], max(finding.diameter_mm / in_plane_mm, MIN_POINT_SIZE)]
-            features = finding_features(self.findings)
-            features["review"] = list(self.review)
-            layer.features = features
-            layer.shown = np.array([s != REJECTED for s in self.review])
+            layer.features = finding_features(self.findings)
+            self._update_points_review(layer)
             layer.metadata["findings"] = [f.to_dict() for f in self.findings]
         masks = self.masks_layer
         if masks is not None and masks in self.viewer.layers and finding.mask is not None:
