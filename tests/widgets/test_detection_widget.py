@@ -19,7 +19,7 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 15_000
 CROP = (slice(2, 18), slice(4, 44), slice(4, 44))
 FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads",
-          "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation", "review",
+          "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation", "review", "added_by_reader",
           "slice", "center_z_mm", "center_y_mm", "center_x_mm", "bbox_voxel"}
 
 
@@ -214,6 +214,30 @@ def test_no_finding_above_the_threshold_gives_an_empty_points_layer(qtbot, viewe
     assert any("no findings reached the score threshold" in message for _, message in notifications())
     with open(widget.export_csv(tmp_path / "none.csv")) as fh:
         assert fh.read().strip() == ",".join(CSV_FIELDS)  # the header only
+
+
+def test_a_nodule_marked_after_a_run_with_no_findings_starts_the_table_and_the_masks(qtbot, viewer, widget_and_crop):
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = widget_and_crop
+    widget.threshold_box.setValue(1.0)  # nothing is listed
+    assert run_and_wait(qtbot, widget) == "done" and widget.findings == [] and widget.mark_button.isEnabled()
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    centre = np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(centre))
+    assert ended.args[0] == "done"
+    (finding,) = widget.findings
+    assert finding.added_by_reader and widget.review == ["accepted"] and finding.lung_rads in ("4A", "4B")
+    np.testing.assert_allclose(finding.center_voxel, centre, atol=1.5)
+    assert widget.findings_table.rowCount() == 1 and widget.findings_table.cell_text(0, 1) == "reader"
+    points, masks = viewer.layers["crop findings"], viewer.layers["crop finding masks"]
+    assert len(points.data) == 1 and bool(points.features["added_by_reader"][0])
+    assert (masks.data == 1).sum() == finding.mask.sum()
+    np.testing.assert_allclose(masks.scale, crop.scale)
+    np.testing.assert_allclose(masks.translate, crop.translate)
+    assert viewer.layers.index(points) == len(viewer.layers) - 1  # the marker above its mask
+    assert widget.layer_picker.current_layer() is crop  # the input stays the input
 
 
 def _finding_mask_in_volume(finding, shape):

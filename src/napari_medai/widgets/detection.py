@@ -78,6 +78,7 @@ def finding_features(findings: list) -> dict[str, list]:
         **{f"center_{axis}_mm": [f.center_mm[i] for f in findings] for i, axis in enumerate("zyx")},
         "bbox_voxel": [", ".join(f"{a}:{b}" for a, b in zip(*f.bbox_voxel)) for f in findings],
         "review": [NOT_REVIEWED] * len(findings),  # the reader's state (napari_medai.review)
+        "added_by_reader": [f.added_by_reader for f in findings],
     }
 
 
@@ -427,12 +428,26 @@ class DetectionWidget(TaskWidget):
         masks = self.masks_layer
         if masks is not None and masks in self.viewer.layers and finding.mask is not None:
             edit_labels(masks, finding.mask, finding.label, origin=finding.bbox_voxel[0])
+        elif masks is None and finding.mask is not None and self._source_layer in self.viewer.layers:
+            self._add_masks_layer(finding)  # the run found nothing: the reader's finding starts the layer
         self._enable_finding_actions()
         row = len(self.findings) - 1
         self.go_to_finding(row)
         self.status_label.setText(f"Finding {row + 1} added by the reader: {finding.mean_diameter_mm:.1f} mm mean "
                                   f"diameter, Lung-RADS {finding.lung_rads}" + self._review_summary())
         self._review_changed()
+
+    def _add_masks_layer(self, finding) -> None:
+        from ..postprocess.findings import findings_mask
+        from ._layers import add_layers
+
+        data = output_layer_data(findings_mask([finding], self._findings_shape), self._source_layer, "finding masks",
+                                 "labels", opacity=0.5, metadata={FINDING_MASKS: True})
+        with self.target_picker.keep_selection(), self.layer_picker.keep_selection():
+            self.masks_layer = add_layers(self.viewer, [data])[0]
+        layer = self._live_findings_layer()
+        if layer is not None:  # the markers stay on top of the masks
+            self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
 
     # ---- add a finding to a Labels layer ---------------------------------------------------
     def add_finding_to_labels(self, row: int, layer, value: int) -> int:
