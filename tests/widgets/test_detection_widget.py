@@ -174,6 +174,9 @@ def test_the_readers_review_marks_the_table_hides_rejected_rings_and_goes_into_t
     assert [table.cell_text(row, reader) for row in (0, 1)] == ["✗", "✓"]
     assert list(points.features["review"][:2]) == ["rejected", "accepted"]
     assert not points.shown[0] and points.shown[1:].all()  # only the rejected ring is hidden
+    masks = widget.masks_layer  # and its mask: transparent, while its voxels stay in the layer
+    assert masks.colormap.map(np.array([1]))[0, 3] == 0 and masks.colormap.map(np.array([2]))[0, 3] > 0
+    assert (masks.data == 1).any()
     assert len(points.data) == len(widget.findings)  # nothing is deleted
     csv_path = widget.export_csv(tmp_path / "reviewed.csv")
     with csv_path.open(newline="") as fh:
@@ -183,6 +186,7 @@ def test_the_readers_review_marks_the_table_hides_rejected_rings_and_goes_into_t
     table.selectRow(0)
     widget.reject_button.click()
     assert widget.review[0] == "" and points.shown[0] and table.cell_text(0, reader) == ""
+    assert masks.colormap.map(np.array([1]))[0, 3] > 0
     # a new run starts unreviewed
     assert run_and_wait(qtbot, widget) == "done"
     assert widget.review == [""] * len(widget.findings)

@@ -12,7 +12,7 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
 * "Add to labels" copies the chosen finding's mask into a Labels layer on the same grid (a
   segmentation to correct, or an annotation in progress) as one undoable edit;
 * the reader's review: *Accept* / *Reject* (keys A and R in the table) mark the chosen finding
-  (``napari_medai.review``); a rejected finding's ring is hidden, the table's *Reader* column,
+  (``napari_medai.review``); a rejected finding's ring and mask are hidden, the table's *Reader* column,
   the Points feature ``review`` and the exported CSV carry the state;
 * *Add missed nodule*, then a click on a nodule the detector did not report: it is measured
   from that point on the image alone (``postprocess.seeded.nodule_at``, in a job) and added
@@ -94,6 +94,7 @@ class DetectionWidget(TaskWidget):
         self.review: list[str] = []  # the reader's state per finding, in rank order
         self.findings_layer = None
         self.masks_layer = None  # the run's "finding masks" layer (none when nothing was found)
+        self._masks_colormap = None  # its colours before any finding was hidden
         self._source_layer = None  # the image the findings came from: a reader's mark is measured on it
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
@@ -120,7 +121,7 @@ class DetectionWidget(TaskWidget):
         self.accept_button.setToolTip("Mark the chosen finding as a nodule to report (key A in the table; "
                                       "again to undo)")
         self.reject_button = QPushButton("Reject")
-        self.reject_button.setToolTip("Mark the chosen finding as not a nodule: its ring is hidden and it no "
+        self.reject_button.setToolTip("Mark the chosen finding as not a nodule: its ring and mask are hidden and it no "
                                       "longer sets the report's category (key R in the table; again to undo)")
         row = QWidget()
         self.mark_button = QPushButton("Add missed nodule")
@@ -263,6 +264,7 @@ class DetectionWidget(TaskWidget):
         self.review = [NOT_REVIEWED] * len(self.findings)  # a new run is not reviewed yet
         self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
         self.masks_layer = next((layer for layer in layers if layer.metadata.get(FINDING_MASKS)), None)
+        self._masks_colormap = None
         self._source_layer = source_layer
         self.mark_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
@@ -325,8 +327,8 @@ class DetectionWidget(TaskWidget):
         review[row] = state
         self.review = checked_review(review, len(self.findings))
         self.findings_table.show_review(self.review)
-        layer = self._live_findings_layer()
-        self._update_points_review(layer)
+        self._update_points_review(self._live_findings_layer())
+        self._update_masks_review()
         self.status_label.setText(f"Finding {row + 1}: {state or 'not reviewed'}" + self._review_summary())
         self._review_changed()
 
@@ -336,6 +338,26 @@ class DetectionWidget(TaskWidget):
             features["review"] = self.review
             layer.features = features
             layer.shown = np.array([s != REJECTED for s in self.review])
+
+    def _update_masks_review(self) -> None:
+        """A rejected finding's mask is hidden too: the masks layer's colours, not its data, change
+        (the layer keeps every finding, and taking the decision back shows it again)."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        masks = self.masks_layer
+        if masks is None or masks not in self.viewer.layers:
+            return
+        if self._masks_colormap is None:
+            self._masks_colormap = masks.colormap  # napari's own colours, for every label
+        if REJECTED not in self.review:
+            masks.colormap = self._masks_colormap
+            return
+        labels = np.arange(len(self.review) + 1)
+        colours = self._masks_colormap.map(labels)
+        clear = np.zeros(4, np.float32)
+        masks.colormap = DirectLabelColormap(color_dict={
+            None: clear, 0: clear,
+            **{int(k): clear if self.review[k - 1] == REJECTED else colours[k] for k in labels[1:]}})
 
     def _review_summary(self) -> str:
         done = sum(s != NOT_REVIEWED for s in self.review)
@@ -430,6 +452,7 @@ class DetectionWidget(TaskWidget):
             edit_labels(masks, finding.mask, finding.label, origin=finding.bbox_voxel[0])
         elif masks is None and finding.mask is not None and self._source_layer in self.viewer.layers:
             self._add_masks_layer(finding)  # the run found nothing: the reader's finding starts the layer
+        self._update_masks_review()
         self._enable_finding_actions()
         row = len(self.findings) - 1
         self.go_to_finding(row)
