@@ -340,8 +340,8 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,
         # the reader's review: the categories of the findings not rejected (equal when none was);
-        # findings the reader added count as accepted, and "added" counts them
-        "reader_review": {**review_counts(review), "added": sum(s.finding.added_by_reader for s in result.findings)},
+        # the counts are of the detector's findings; "added" counts the reader's own
+        "reader_review": _detector_review_counts(result, review),
         "highest_size_category_after_review": category,
         "highest_category_by_attenuation_after_review": by_attenuation,
         "score_threshold": result.score_threshold,
@@ -366,7 +366,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     category, by_attenuation = result.categories_after_review()
     lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", ""]
     if reviewed:
-        counts = review_counts([state for s, state in zip(result.findings, review) if not s.finding.added_by_reader])
+        counts = _detector_review_counts(result, review)
         more = (f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report"
                 if added else "")
         lines += [f"**Highest size category after the reader's review: {category}** (of {n} finding"
@@ -392,7 +392,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   f"|---|---|---|---|---|---|---|---|---|---|---|{reader[1]}"]
         for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
-            cell = f" {'added' if f.added_by_reader else state or 'not reviewed'} |" if reviewed else ""
+            cell = f" {_reader_cell(f, state)} |" if reviewed else ""
             lines.append(f"| {i} | {_score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
                          f"{axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
@@ -425,6 +425,18 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
             lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}, {f.diameter_mm:.1f} mm, "
                       f"{how}, Lung-RADS {f.lung_rads}{rejected})", "", f"![Finding {i}]({image})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _reader_cell(f: Finding, state: str) -> str:
+    if f.added_by_reader:
+        return "added, rejected" if state == REJECTED else "added"
+    return state or "not reviewed"
+
+
+def _detector_review_counts(result: ScreeningResult, review) -> dict:
+    """The review counts of the detector's findings, and how many the reader added."""
+    mine = [state for s, state in zip(result.findings, review) if not s.finding.added_by_reader]
+    return {**review_counts(mine), "added": len(review) - len(mine)}
 
 
 def _score_cell(f: Finding) -> str:

@@ -246,3 +246,26 @@ def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared
     csv_lines = (tmp_path / "findings.csv").read_text().splitlines()
     assert csv_lines[0].endswith(",review") and csv_lines[1].endswith(",rejected") and csv_lines[2].endswith(",")
     assert "Lung-RADS 4A, rejected by the reader)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(shared_models):
+    from napari_medai.postprocess.seeded import nodule_at
+    from napari_medai.screening import with_added_finding, with_review
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=1)
+    assert [s.finding.lung_rads for s in result.findings] == ["4A"]
+    small = nodule_at(toy_chest(), SPACING, (5, 20, 15))  # the 3-voxel blob the detector did not list
+    added = with_added_finding(result, small, SPACING)
+    placed = added.findings[-1]
+    assert (placed.side, placed.zone) == ("right", "lower") and placed.finding.added_by_reader
+    assert placed.segmented_volume_ml == pytest.approx(3 ** 3 * 2.0 / 1000)
+    assert added.review == ["", "accepted"] and added.category == "4A"  # the detector's category stays
+    # rejecting the detector's 4A finding leaves the reader's 2
+    assert with_review(added, ["rejected", "accepted"]).categories_after_review()[0] == "2"
+    # rejecting the reader's own nodule takes it out and says so; the counts are the detector's
+    withdrawn = with_review(added, ["", "rejected"])
+    text = screening_markdown(withdrawn, "toy")
+    assert "| reader |" in text and "| added, rejected |" in text and "the reader added 1 nodule" in text
+    assert screening_record(withdrawn)["reader_review"] == {"accepted": 0, "rejected": 0, "not_reviewed": 1,
+                                                             "added": 1}
