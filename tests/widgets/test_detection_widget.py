@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fixed_rule_models import detection_card, install
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QPalette
 
 from napari_medai.errors import InputError
 from napari_medai.postprocess.findings import axial_slice
@@ -171,7 +172,11 @@ def test_the_readers_review_marks_the_table_hides_rejected_rings_and_goes_into_t
     qtbot.keyClick(table, Qt.Key_Down)
     qtbot.keyClick(table, Qt.Key_A)
     assert widget.review[:2] == ["rejected", "accepted"]
+    qtbot.keyClick(table, Qt.Key_R, Qt.ControlModifier)  # with a modifier it is no decision
+    assert widget.review[:2] == ["rejected", "accepted"]
     assert [table.cell_text(row, reader) for row in (0, 1)] == ["✗", "✓"]
+    grey = table.palette().color(QPalette.Disabled, QPalette.Text)
+    assert table.item(0, 1).foreground().color() == grey != table.item(1, 1).foreground().color()
     assert list(points.features["review"][:2]) == ["rejected", "accepted"]
     assert not points.shown[0] and points.shown[1:].all()  # only the rejected ring is hidden
     masks = widget.masks_layer  # and its mask: transparent, while its voxels stay in the layer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QColor
+from qtpy.QtGui import QColor, QPalette
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 from ..postprocess.findings import axial_slice
@@ -87,11 +87,11 @@ class FindingsTable(_ReadOnlyTable):
     # A and R while the table has the focus: the reader accepts or rejects the current finding
     # without leaving the keyboard (the arrow keys already step through the findings).
     review_key_pressed = Signal(str)
-    REVIEW_KEYS = {Qt.Key.Key_A: ACCEPTED, Qt.Key.Key_R: REJECTED}
+    REVIEW_KEYS = {Qt.Key_A: ACCEPTED, Qt.Key_R: REJECTED}  # unscoped: PyQt5 and PyQt6 (qtpy)
 
     def keyPressEvent(self, event) -> None:
         state = self.REVIEW_KEYS.get(event.key())
-        if state is not None and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+        if state is not None and event.modifiers() in (Qt.NoModifier, Qt.KeypadModifier):
             self.review_key_pressed.emit(state)
             return
         super().keyPressEvent(event)
@@ -114,8 +114,8 @@ class FindingsTable(_ReadOnlyTable):
     def show_review(self, review: list[str]) -> None:
         """The reader's state of each finding in the last column; rejected rows greyed."""
         column = self.columns.index("Reader")
-        grey = self.palette().color(self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text)
-        normal = self.palette().color(self.palette().ColorRole.Text)
+        grey = self.palette().color(QPalette.Disabled, QPalette.Text)
+        normal = self.palette().color(QPalette.Text)
         for row, state in enumerate(review):
             self.item(row, column).setText(review_mark(state))
             for c in range(self.columnCount()):
