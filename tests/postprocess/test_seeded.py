@@ -85,6 +85,13 @@ def test_marks_that_are_no_nodule_are_refused_with_a_message():
     ct[_vessel_along_x(CENTRE, 2.0)] = 40.0
     with pytest.raises(InputError, match="runs on beyond 30 mm"):
         nodule_at(ct, SPACING, CENTRE)  # a vessel running through the whole volume
+    short = _lung()  # a vessel segment 24 mm long and 3 mm wide, ending inside the lung
+    segment = _vessel_along_x(CENTRE, 1.5)
+    segment[:, :, : 40 - 15] = False
+    segment[:, :, 40 + 15:] = False
+    short[segment] = 40.0
+    with pytest.raises(InputError, match="a tube, not a nodule"):
+        nodule_at(short, SPACING, CENTRE)
     with pytest.raises(InputError, match="outside the volume"):
         nodule_at(ct, SPACING, (-3.0, 10.0, 10.0))
     with pytest.raises(InputError, match="no lung around the point"):

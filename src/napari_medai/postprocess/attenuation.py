@@ -88,11 +88,11 @@ def _core(piece: np.ndarray, spacing) -> np.ndarray | None:
 
 def _core_like(piece, spacing) -> bool:
     return (piece.any() and float(np.mean(axial_axes(piece, spacing))) >= MIN_COMPONENT_MM
-            and _elongation(piece, spacing) <= ELONGATION_MAX)
+            and elongation(piece, spacing) <= ELONGATION_MAX)
 
 
 def _tube_like(piece, spacing) -> bool:
-    return piece.sum() >= 3 and _elongation(piece, spacing) > ELONGATION_MAX
+    return piece.sum() >= 3 and elongation(piece, spacing) > ELONGATION_MAX
 
 
 def _thinned(piece: np.ndarray, spacing) -> np.ndarray:
@@ -108,7 +108,7 @@ def _thinned(piece: np.ndarray, spacing) -> np.ndarray:
     return keep_largest_components(opened, n=1)
 
 
-def _elongation(piece: np.ndarray, spacing) -> float:
+def elongation(piece: np.ndarray, spacing) -> float:
     """Square root of the ratio of the two largest variances of the piece's voxel positions (mm):
     about 1 for a ball or a disc (a core on thick slices), large for a tube."""
     points = np.argwhere(piece) * np.asarray(spacing, float)

@@ -21,9 +21,10 @@ from the marked point on the CT alone (no model), the way an observer outlines o
 5. it is measured like a finding (``mask_measurements``) and its attenuation read from the CT
    (``postprocess.attenuation``).
 
-A point with no lung around it or no contrast to the lung, or a region that runs on beyond
-the largest nodule (a vessel, the chest wall, a mass), is refused with a message instead of a
-made-up size.  The rules were set on validation phantoms (docs/detection.md, "A nodule the
+A point with no lung around it or no contrast to the lung, a region that runs on beyond the
+largest nodule (a vessel, the chest wall, a mass), or one shaped like a tube (a vessel
+segment: ``attenuation``'s elongation rule) is refused with a message instead of a made-up
+size.  The rules were set on validation phantoms (docs/detection.md, "A nodule the
 reader marks").
 """
 
@@ -35,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from .attenuation import attenuation, lung_rads_by_attenuation
+from .attenuation import ELONGATION_MAX, attenuation, elongation, lung_rads_by_attenuation
 from .findings import Finding, mask_measurements
 from .refine import HALF_MAXIMUM
 
@@ -109,6 +110,10 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
         raise InputError(f"what is at the point runs on beyond {max_diameter_mm:g} mm (a vessel, the chest wall "
                          "or a mass): it cannot be measured as a nodule from one point")
     region &= ~far  # stubs of the vessels cut off, left beyond the largest nodule's reach
+    stretch = elongation(region, spacing)
+    if stretch > ELONGATION_MAX:  # the attenuation's tube rule: a vessel segment, not a nodule
+        raise InputError(f"what is at the point is a tube, not a nodule (its longest axis is {stretch:.1f} times "
+                         "its next): a vessel? Check the image, and measure it by hand if it is a nodule")
 
     box = ndimage.find_objects(region.astype(np.uint8))[0]
     mask = region[box]
