@@ -58,7 +58,7 @@ def attenuation(mask: np.ndarray, hu: np.ndarray, spacing) -> Attenuation:
         raise ValueError("the finding's mask is empty")
     solid = mask & (np.asarray(hu) >= SOLID_HU)
     share = float(solid.sum() / mask.sum())
-    opened = ndimage.binary_opening(solid, structure=_ball(OPENING_MM / 2, spacing))
+    opened = ndimage.binary_opening(solid, structure=ball(OPENING_MM / 2, spacing))
     labels, _ = ndimage.label(opened, structure=np.ones((3, 3, 3), bool))
     diameter = 0.0
     for index in np.argsort(-np.bincount(labels.ravel())[1:]) + 1:  # largest piece first
@@ -99,10 +99,10 @@ def _thinned(piece: np.ndarray, spacing) -> np.ndarray:
     """The largest part of ``piece`` left by an opening with a ball of 0.8 times the radius of its
     thickest point (empty when nothing is left, or when that ball is too small to change it)."""
     thickest = float(ndimage.distance_transform_edt(np.pad(piece, 1), sampling=spacing).max())
-    ball = _ball(0.8 * thickest, spacing)
-    if ball.sum() <= 1:
+    structure = ball(0.8 * thickest, spacing)
+    if structure.sum() <= 1:
         return np.zeros_like(piece)
-    opened = ndimage.binary_opening(piece, structure=ball)
+    opened = ndimage.binary_opening(piece, structure=structure)
     if opened.sum() in (0, piece.sum()):
         return np.zeros_like(piece)
     return keep_largest_components(opened, n=1)
@@ -118,8 +118,9 @@ def elongation(piece: np.ndarray, spacing) -> float:
     return float(np.sqrt(variances[0] / max(variances[1], 1e-6)))
 
 
-def _ball(radius_mm: float, spacing) -> np.ndarray:
-    """A ball of ``radius_mm`` on the voxel grid (at least the centre voxel along each axis)."""
+def ball(radius_mm: float, spacing) -> np.ndarray:
+    """A ball of ``radius_mm`` on the voxel grid (at least the centre voxel along each axis: a
+    disc of one slice when the ball is thinner than a slice); also ``postprocess.seeded``'s."""
     half = [int(radius_mm // float(s)) for s in spacing]
     grid = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     return sum((g * float(s) / radius_mm) ** 2 for g, s in zip(grid, spacing)) <= 1.0

@@ -30,13 +30,11 @@ reader marks").
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from .attenuation import ELONGATION_MAX, attenuation, elongation, lung_rads_by_attenuation
+from .attenuation import ELONGATION_MAX, attenuation, ball, elongation, lung_rads_by_attenuation
 from .findings import Finding, mask_measurements
 from .refine import HALF_MAXIMUM
 
@@ -90,8 +88,9 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     field = _lung_field(crop, click, spacing, radius_mm)
     if field is None:
         raise InputError(f"the point is not inside the lung: no lung surrounds it within {radius_mm:g} mm")
-    core = _snap(crop, spacing, local, field)
-    core_hu = float(ndimage.gaussian_filter(crop, SMOOTH_MM / spacing)[core])
+    smooth = ndimage.gaussian_filter(crop, SMOOTH_MM / spacing)
+    core = _snap(smooth, spacing, local, field)
+    core_hu = float(smooth[core])
     around = float(np.median(lung))
     if core_hu - around < MIN_CONTRAST_HU:
         raise InputError(f"no nodule at the point: its brightest voxel within {SNAP_MM:g} mm reads "
@@ -135,14 +134,13 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     )
 
 
-def _snap(crop, spacing, local, field) -> tuple[int, int, int]:
+def _snap(smooth, spacing, local, field) -> tuple[int, int, int]:
     """The brightest voxel of the smoothed crop within SNAP_MM of ``local`` and inside the lung
     ``field`` (a small nodule on the pleura is fainter than the chest wall beside it)."""
-    smooth = ndimage.gaussian_filter(crop, SMOOTH_MM / spacing)
-    near = (_distance_from(crop.shape, local, spacing) <= SNAP_MM) & field
-    near[tuple(np.clip(np.round(local).astype(int), 0, np.array(crop.shape) - 1))] = True  # thick slices
+    near = (_distance_from(smooth.shape, local, spacing) <= SNAP_MM) & field
+    near[tuple(np.clip(np.round(local).astype(int), 0, np.array(smooth.shape) - 1))] = True  # thick slices
     flat = np.where(near, smooth, -np.inf)
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(flat)), crop.shape))
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(flat)), smooth.shape))
 
 
 def _lung_field(crop, point, spacing, max_radius_mm) -> np.ndarray | None:
@@ -154,17 +152,11 @@ def _lung_field(crop, point, spacing, max_radius_mm) -> np.ndarray | None:
     for radius in (0.0, *FIELD_CLOSING_MM):
         if radius > max_radius_mm:
             break
-        closed = air if radius == 0 else ndimage.binary_closing(air, structure=_ball(radius, spacing), border_value=1)
+        closed = air if radius == 0 else ndimage.binary_closing(air, structure=ball(radius, spacing), border_value=1)
         field = np.stack([ndimage.binary_fill_holes(sl) for sl in closed])
         if field[point]:
             return field
     return None
-
-
-def _ball(radius_mm, spacing) -> np.ndarray:
-    """A ball in millimetres on the voxel grid (a disc of one slice when thinner than a slice)."""
-    steps = [math.floor(radius_mm / s) for s in spacing]
-    return _distance_from([2 * n + 1 for n in steps], steps, spacing) <= radius_mm
 
 
 def _distance_from(shape, point, spacing) -> np.ndarray:
@@ -188,7 +180,7 @@ def _cut_vessels(region, core, spacing) -> np.ndarray:
     radius = OPENING_SHARE * float(depth[core])
     if radius < float(spacing[1:].max()):  # too small to open in-plane: keep it whole
         return region
-    opened = ndimage.binary_opening(region, structure=_ball(radius, spacing))
+    opened = ndimage.binary_opening(region, structure=ball(radius, spacing))
     if not opened.any():
         return region
     comps, _ = ndimage.label(opened)
