@@ -1,7 +1,5 @@
 """load_model on files that are, and are not, models; TorchScript with and without a card."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -24,11 +22,13 @@ def tiny_unet():
     return UNet(3, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0).eval()
 
 
+# Seeded noise, and ids that are only the file names: random bytes in a test id made each
+# pytest-xdist worker collect a different test, so `pytest -n` refused to run the suite.
 @pytest.mark.parametrize("name, content", [
     ("notes.pt", b"these are my notes, not a model\n"),
-    ("model.ts", os.urandom(4096)),
+    ("model.ts", np.random.default_rng(0).bytes(4096)),
     ("model.pth", b""),
-])
+], ids=["notes.pt", "random-bytes.ts", "empty.pth"])
 def test_a_file_that_is_not_a_model(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
