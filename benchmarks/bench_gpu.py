@@ -136,7 +136,6 @@ def check_detection(gpu: bool) -> list[dict]:
 
 def check_denoising(gpu: bool) -> list[dict]:
     from napari_medai.api import denoise
-    from napari_medai.inference import InferenceSettings
     from napari_medai.phantoms import make_chest_ct, simulate_low_dose
     from napari_medai.training.denoising_data import colin27_path, load_mr_axial, rician
 

@@ -38,6 +38,9 @@ def test_training_is_deterministic_and_keeps_best(tmp_path):
     s1 = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a"), log=lambda *_: None)
     s2 = train_segmentation(_cfg(tmp_path / "data", tmp_path / "b"), log=lambda *_: None)
     assert len(s1["history"]) == 2 and set(s1["history"][0]["val_dice"]) == {"lung", "nodule"}
+    # the same losses and validation scores, epoch by epoch (only the times differ)
+    untimed = [[{k: v for k, v in h.items() if k != "time_s"} for h in s["history"]] for s in (s1, s2)]
+    assert untimed[0] == untimed[1]
     w1 = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
     w2 = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
