@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -259,6 +260,11 @@ def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(sh
     added = with_added_finding(result, small, SPACING)
     placed = added.findings[-1]
     assert (placed.side, placed.zone) == ("right", "lower") and placed.finding.added_by_reader
+    # placed from the lungs screen() kept, the same as from the label map read again
+    assert set(result.lung_sides) == {"right", "left"}
+    again = with_added_finding(replace(result, lung_sides=None), small, SPACING).findings[-1]
+    assert (again.side, again.zone, again.segmented_volume_ml) == (placed.side, placed.zone,
+                                                                    placed.segmented_volume_ml)
     assert placed.segmented_volume_ml == pytest.approx(3 ** 3 * 2.0 / 1000)
     assert added.review == ["", "accepted"] and added.category == "4A"  # the detector's category stays
     # rejecting the detector's 4A finding leaves the reader's 2
