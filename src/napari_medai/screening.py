@@ -397,7 +397,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
         lines += [f"**Highest size category among the reported findings: {result.category}** "
                   f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
                   f"{'; category 1: none reported' if n == 0 else ''}).", ""]
-    if n and result.category_by_attenuation:
+    if result.findings and result.category_by_attenuation:  # the reader's nodules count too
         after = f" after the review ({result.category_by_attenuation} before)" if reviewed else ""
         lines += [f"With the attenuation read from the CT (part-solid by the solid component, ground-glass "
                   f"2 under 30 mm): **{by_attenuation}**{after}.", ""]

@@ -275,3 +275,20 @@ def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(sh
     assert "| reader |" in text and "| added, rejected |" in text and "the reader added 1 nodule" in text
     assert screening_record(withdrawn)["reader_review"] == {"accepted": 0, "rejected": 0, "not_reviewed": 1,
                                                              "added": 1}
+
+
+def test_a_reader_nodule_on_a_scan_the_detector_left_empty_gets_its_attenuation_line(shared_models):
+    from napari_medai.postprocess.seeded import nodule_at
+    from napari_medai.screening import with_added_finding
+
+    det, seg = shared_models
+    empty = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=0)
+    assert empty.findings == [] and empty.category_by_attenuation == "1"
+    assert "With the attenuation read from the CT" not in screening_markdown(empty)  # nothing to read
+    nodule = nodule_at(toy_chest(), SPACING, (21, 20, 45))  # the 4A blob, not listed here
+    added = with_added_finding(empty, nodule, SPACING)
+    by_attenuation = added.categories_after_review()[1]
+    assert by_attenuation == nodule.lung_rads_by_attenuation != ""
+    # report.md says what report.json says
+    assert f"2 under 30 mm): **{by_attenuation}** after the review" in screening_markdown(added)
+    assert screening_record(added)["highest_category_by_attenuation_after_review"] == by_attenuation
