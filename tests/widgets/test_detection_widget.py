@@ -353,3 +353,71 @@ def test_the_finding_markers_lie_on_top_of_their_masks(viewer, detection):
     assert names.index("crop findings") > names.index("crop finding masks")
     widget, _crop = detection
     assert widget.findings_layer is viewer.layers["crop findings"]
+
+
+def test_hiding_a_rejected_mask_keeps_the_users_own_labels_and_colours(qtbot, detection):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    widget, _crop = detection
+    masks = widget.masks_layer
+    n = len(widget.findings)
+    painted = n + 3  # a label the user painted on the masks layer
+    masks.data[0, 0, 0] = painted
+    widget.set_review(1, "rejected")
+    alpha = masks.colormap.map(np.arange(painted + 1))[:, 3]
+    assert alpha[2] == 0 and alpha[1] > 0 and alpha[painted] > 0  # only finding 2 is hidden
+    # a colour scheme the user picks between decisions is the one kept
+    mine = DirectLabelColormap(color_dict={None: [0.0, 1.0, 0.0, 1.0], 0: [0.0, 0.0, 0.0, 0.0]})
+    masks.colormap = mine
+    widget.set_review(0, "rejected")
+    np.testing.assert_allclose(masks.colormap.map(np.array([2, painted])), [[0, 0, 0, 0], [0, 1, 0, 1]])
+    widget.set_review(0, "")
+    widget.set_review(1, "")
+    np.testing.assert_allclose(masks.colormap.map(np.array([1, 2])), [[0, 1, 0, 1]] * 2)
+
+
+def test_review_follows_each_point_after_the_reader_deletes_one(qtbot, detection):
+    widget, _crop = detection
+    points = widget.findings_layer
+    assert len(widget.findings) >= 3
+    points.selected_data = {0}
+    points.remove_selected()  # the reader deletes the first finding's marker
+    widget.set_review(1, "rejected")
+    assert list(points.features["rank"][:2]) == [2, 3]
+    assert not points.shown[0] and points.shown[1:].all()  # finding 2's ring, now the first point
+    assert points.features["review"][0] == "rejected"
+
+
+def test_a_held_review_key_decides_once(qtbot, detection):
+    from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QKeyEvent
+    from qtpy.QtWidgets import QApplication
+
+    widget, _crop = detection
+    table = widget.findings_table
+    table.setFocus()
+    table.selectRow(0)
+    for repeat in (False, True, True):  # the press, then the keyboard's auto-repeat
+        QApplication.sendEvent(table, QKeyEvent(QEvent.Type.KeyPress, Qt.Key_R, Qt.NoModifier, "r", repeat))
+    assert widget.review[0] == "rejected"
+
+
+def test_a_marked_nodule_over_a_listed_one_keeps_the_listed_mask(qtbot, detection):
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = detection
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    centre = np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]
+    masks = widget.masks_layer
+    before = masks.data.copy()
+    listed = int(before[tuple(np.round(centre).astype(int))])
+    assert listed > 0  # the detector listed this nodule
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(centre))
+    assert ended.args[0] == "done"
+    added = widget.findings[-1]
+    assert added.added_by_reader and added.label == len(widget.findings)
+    assert (masks.data[before > 0] == before[before > 0]).all()  # the detector's voxels stay theirs
+    assert f"overlaps the mask of finding {listed}" in widget.status_label.text()
+    masks.undo()  # one step takes the reader's voxels back out
+    np.testing.assert_array_equal(masks.data, before)

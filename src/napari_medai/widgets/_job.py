@@ -144,7 +144,7 @@ class JobRunner(QObject):
         self._reporter: _ProgressReporter | None = None
         self._shown: Progress | None = None
         self._name = ""
-        self._on_success: Callable[[Any], None] | None = None
+        self._on_success: Callable[[Any], Any] | None = None
         self.last_status: str | None = None
         self.last_error: BaseException | None = None
 
@@ -152,8 +152,9 @@ class JobRunner(QObject):
     def is_running(self) -> bool:
         return self._reporter is not None
 
-    def start(self, job, on_success: Callable[[Any], None], name: str = "Job"):
-        """Start ``job`` in a worker thread; ``on_success(result)`` runs on the Qt thread."""
+    def start(self, job, on_success: Callable[[Any], Any], name: str = "Job"):
+        """Start ``job`` in a worker thread; ``on_success(result)`` runs on the Qt thread (a
+        text it returns is the status line, instead of "<name>: done")."""
         from napari.qt.threading import create_worker
 
         if self.is_running:
@@ -205,15 +206,16 @@ class JobRunner(QObject):
 
         self._show_progress()  # the last report, however fast the job was
         status, value = outcome.status, outcome.value
+        said = None  # what the success callback has to say instead of "done"
         if status == DONE:
             try:
                 if self._on_success is not None:
-                    self._on_success(value)
+                    said = self._on_success(value)
             except Exception as exc:  # noqa: BLE001 - a result that cannot be shown
                 status, value = ERROR, exc
         if status == DONE:
             self._bar.setValue(_BAR_STEPS)
-            self._status.setText(f"{self._name}: done")
+            self._status.setText(said if isinstance(said, str) and said else f"{self._name}: done")
         elif status == CANCELLED:
             self._bar.setValue(0)
             self._status.setText(f"{self._name}: cancelled, nothing was added")

@@ -92,7 +92,8 @@ class FindingsTable(_ReadOnlyTable):
     def keyPressEvent(self, event) -> None:
         state = self.REVIEW_KEYS.get(event.key())
         if state is not None and event.modifiers() in (Qt.NoModifier, Qt.KeypadModifier):
-            self.review_key_pressed.emit(state)
+            if not event.isAutoRepeat():  # a held key decides once; it does not flip the state back
+                self.review_key_pressed.emit(state)
             return
         super().keyPressEvent(event)
 

@@ -95,6 +95,7 @@ class DetectionWidget(TaskWidget):
         self.findings_layer = None
         self.masks_layer = None  # the run's "finding masks" layer (none when nothing was found)
         self._masks_colormap = None  # its colours before any finding was hidden
+        self._review_colormap = None  # the colours this widget last gave it (to notice the user's own)
         self._source_layer = None  # the image the findings came from: a reader's mark is measured on it
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
@@ -264,7 +265,7 @@ class DetectionWidget(TaskWidget):
         self.review = [NOT_REVIEWED] * len(self.findings)  # a new run is not reviewed yet
         self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
         self.masks_layer = next((layer for layer in layers if layer.metadata.get(FINDING_MASKS)), None)
-        self._masks_colormap = None
+        self._masks_colormap = self._review_colormap = None
         self._source_layer = source_layer
         self.mark_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
@@ -332,12 +333,26 @@ class DetectionWidget(TaskWidget):
         self.status_label.setText(f"Finding {row + 1}: {state or 'not reviewed'}" + self._review_summary())
         self._review_changed()
 
+    def point_rows(self, layer) -> list[int] | None:
+        """Each point's finding (0-based table row), read from its ``rank`` feature, so that a
+        point the reader deleted from the layer leaves the others matched; None when the
+        points no longer name findings of this run."""
+        if layer is None or "rank" not in layer.features or len(layer.features) != len(layer.data):
+            return None
+        try:
+            rows = [int(rank) - 1 for rank in layer.features["rank"]]
+        except (TypeError, ValueError):  # a point added by hand: no rank
+            return None
+        return rows if all(0 <= r < len(self.review) for r in rows) else None
+
     def _update_points_review(self, layer) -> None:
-        if layer is not None and len(layer.data) == len(self.review):
-            features = layer.features.copy()
-            features["review"] = self.review
-            layer.features = features
-            layer.shown = np.array([s != REJECTED for s in self.review])
+        rows = self.point_rows(layer)
+        if rows is None:
+            return
+        features = layer.features.copy()
+        features["review"] = [self.review[r] for r in rows]
+        layer.features = features
+        layer.shown = np.array([self.review[r] != REJECTED for r in rows], dtype=bool)
 
     def _update_masks_review(self) -> None:
         """A rejected finding's mask is hidden too: the masks layer's colours, not its data, change
@@ -347,17 +362,21 @@ class DetectionWidget(TaskWidget):
         masks = self.masks_layer
         if masks is None or masks not in self.viewer.layers:
             return
-        if self._masks_colormap is None:
-            self._masks_colormap = masks.colormap  # napari's own colours, for every label
+        if self._masks_colormap is None or masks.colormap is not self._review_colormap:
+            self._masks_colormap = masks.colormap  # napari's colours, or those the user chose since
         if REJECTED not in self.review:
             masks.colormap = self._masks_colormap
-            return
-        labels = np.arange(len(self.review) + 1)
-        colours = self._masks_colormap.map(labels)
-        clear = np.zeros(4, np.float32)
-        masks.colormap = DirectLabelColormap(color_dict={
-            None: clear, 0: clear,
-            **{int(k): clear if self.review[k - 1] == REJECTED else colours[k] for k in labels[1:]}})
+        else:
+            # every label in the layer keeps its colour (a label the user painted too); only
+            # the rejected findings' labels turn transparent
+            top = max(len(self.review), int(np.max(masks.data)))
+            colours = self._masks_colormap.map(np.arange(top + 2))
+            clear = np.zeros(4, np.float32)
+            hidden = {k + 1 for k, state in enumerate(self.review) if state == REJECTED}
+            masks.colormap = DirectLabelColormap(color_dict={
+                None: colours[top + 1], 0: clear,  # None: a label painted after this
+                **{k: clear if k in hidden else colours[k] for k in range(1, top + 1)}})
+        self._review_colormap = masks.colormap  # as the layer holds it
 
     def _review_summary(self) -> str:
         done = sum(s != NOT_REVIEWED for s in self.review)
@@ -430,8 +449,9 @@ class DetectionWidget(TaskWidget):
 
         return job
 
-    def _add_reader_finding(self, result) -> None:
-        """Append the reader's finding (Qt thread): table, marker, mask, review "accepted"."""
+    def _add_reader_finding(self, result) -> str:
+        """Append the reader's finding (Qt thread): table, marker, mask, review "accepted";
+        returns the status line the job runner shows."""
         finding = result["finding"]
         finding.label = len(self.findings) + 1
         self.findings.append(finding)
@@ -439,26 +459,38 @@ class DetectionWidget(TaskWidget):
         self.findings_table.show_findings(self.findings)
         self.findings_table.show_review(self.review)
         layer = self._live_findings_layer()
-        if layer is not None and len(layer.data) == len(self.findings) - 1:
-            sizes = list(np.atleast_1d(layer.size))
+        if layer is not None and self.point_rows(layer) is not None:
+            import pandas as pd
+
+            before, count = layer.features.copy(), len(layer.data)
+            sizes = np.atleast_1d(layer.size)[:count]
             in_plane_mm = float(np.mean(layer_spacing(layer)[1:]))
             layer.add(np.asarray([finding.center_voxel], dtype=float))
-            layer.size = [*sizes[:len(self.findings) - 1], max(finding.diameter_mm / in_plane_mm, MIN_POINT_SIZE)]
-            layer.features = finding_features(self.findings)
+            layer.size = [*sizes, max(finding.diameter_mm / in_plane_mm, MIN_POINT_SIZE)]
+            layer.features = pd.concat([before, pd.DataFrame(finding_features([finding]))], ignore_index=True)
             self._update_points_review(layer)
             layer.metadata["findings"] = [f.to_dict() for f in self.findings]
         masks = self.masks_layer
+        overlaps = ""
         if masks is not None and masks in self.viewer.layers and finding.mask is not None:
-            edit_labels(masks, finding.mask, finding.label, origin=finding.bbox_voxel[0])
-        elif masks is None and finding.mask is not None and self._source_layer in self.viewer.layers:
-            self._add_masks_layer(finding)  # the run found nothing: the reader's finding starts the layer
+            box = tuple(slice(o, o + m) for o, m in zip(finding.bbox_voxel[0], finding.mask.shape))
+            under = np.asarray(masks.data[box])
+            # like the detector's masks, it fills only empty voxels: another finding's stay its own
+            others = sorted({int(v) for v in np.unique(under[finding.mask])} - {0})
+            edit_labels(masks, finding.mask & (under == 0), finding.label, origin=finding.bbox_voxel[0])
+            if others:
+                overlaps = f"; it overlaps the mask of finding {', '.join(map(str, others))}"
+        elif finding.mask is not None and self._source_layer in self.viewer.layers:
+            # the run found nothing, or the user removed the masks layer: the reader's finding
+            # starts a new one, so its outline can be checked
+            self._add_masks_layer(finding)
         self._update_masks_review()
         self._enable_finding_actions()
         row = len(self.findings) - 1
         self.go_to_finding(row)
-        self.status_label.setText(f"Finding {row + 1} added by the reader: {finding.mean_diameter_mm:.1f} mm mean "
-                                  f"diameter, Lung-RADS {finding.lung_rads}" + self._review_summary())
         self._review_changed()
+        return (f"Finding {row + 1} added by the reader: {finding.mean_diameter_mm:.1f} mm mean diameter, "
+                f"Lung-RADS {finding.lung_rads}{overlaps}" + self._review_summary())
 
     def _add_masks_layer(self, finding) -> None:
         from ..postprocess.findings import findings_mask

@@ -149,17 +149,20 @@ class ScreeningWidget(DetectionWidget):
 
         return job
 
-    def _add_reader_finding(self, result) -> None:
+    def _add_reader_finding(self, result) -> str:
         self.screening = result["screening"]
         self._key_images = [*self._key_images, result["key_image"]]
-        super()._add_reader_finding(result)
+        said = super()._add_reader_finding(result)
         layer = self._live_findings_layer()
-        if layer is not None and len(layer.data) == len(self.screening.findings):
+        rows = self.point_rows(layer)
+        if rows is not None:
+            screened = [self.screening.findings[r] for r in rows]
             features = layer.features.copy()
-            features["side"] = [s.side for s in self.screening.findings]
-            features["zone"] = [s.zone for s in self.screening.findings]
-            features["segmented_volume_ml"] = [s.segmented_volume_ml for s in self.screening.findings]
+            features["side"] = [s.side for s in screened]
+            features["zone"] = [s.zone for s in screened]
+            features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screened]
             layer.features = features
+        return said
 
     def reviewed_screening(self):
         """The last run's result with the reader's review so far (``screening.with_review``)."""
