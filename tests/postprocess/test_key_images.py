@@ -105,6 +105,16 @@ def test_key_images_are_drawn_once_and_saved_as_drawn(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_saving_again_with_fewer_findings_leaves_no_stale_image(tmp_path):
+    png = b"\x89PNG\r\n\x1a\nnot drawn"
+    assert len(save_key_images([png] * 3, tmp_path, folder="imgs")) == 3
+    (tmp_path / "imgs" / "notes.txt").write_text("the user's own")
+    assert save_key_images([png], tmp_path, folder="imgs") == ["imgs/finding_01.png"]
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["finding_01.png", "notes.txt"]
+    assert save_key_images([], tmp_path, folder="imgs") == []
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["notes.txt"]
+
+
 def test_drawing_key_images_stops_when_cancelled():
     volume = np.full((10, 64, 64), -850.0, np.float32)
     finding = _ball_finding(volume, (5, 30, 30), radius_mm=3.0)

@@ -93,10 +93,17 @@ def key_image_pngs(findings, volume: np.ndarray, spacing, *, cancel=None, **kwar
 
 def save_key_images(pngs, out_dir, *, folder: str = "key_images") -> list[str]:
     """Write PNG-encoded key images (ranked order) as ``<out_dir>/<folder>/finding_NN.png``;
-    returns their paths relative to ``out_dir`` (as the report links them)."""
+    returns their paths relative to ``out_dir`` (as the report links them).  Images of a report
+    saved there before under the same name, beyond these, are removed: a folder beside a report
+    shows that report's findings only."""
+    target = Path(out_dir) / folder
+    if target.is_dir():
+        for old in target.glob("finding_*.png"):
+            rank = old.stem.removeprefix("finding_")
+            if rank.isdigit() and int(rank) > len(pngs):
+                old.unlink()
     if not pngs:
         return []
-    target = Path(out_dir) / folder
     target.mkdir(exist_ok=True)  # in ``out_dir``, which must exist: a report never makes up a folder path
     names = []
     for rank, png in enumerate(pngs, start=1):
