@@ -49,6 +49,9 @@ def test_no_point_or_a_wrong_suffix_is_refused(tmp_path, capsys):
     path = _chest(tmp_path)
     assert main(["measure", str(path), "--out", str(tmp_path / "m.json")]) == 2
     assert main(["measure", str(path), "--at", "1", "2", "3", "--out", str(tmp_path / "m.txt")]) == 2
+    assert main(["measure", str(path), "--at", "1", "2", "3", "--max-diameter", "0",
+                 "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
     assert "give at least one point" in err and "--out must end in .json or .csv" in err
+    assert "--max-diameter must be a positive size in mm, got 0" in err
     assert not (tmp_path / "m.json").exists()

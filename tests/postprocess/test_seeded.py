@@ -107,3 +107,43 @@ def test_world_centre_follows_the_affine():
     affine[:3, 3] = [-100.0, 20.0, 5.0]
     f = nodule_at(ct, SPACING, CENTRE, affine)
     np.testing.assert_allclose(f.center_mm, affine[:3, :3] @ np.asarray(f.center_voxel) + affine[:3, 3], atol=0.02)
+
+
+@pytest.mark.parametrize("slice_mm", [2.0, 2.5, 3.0])
+def test_a_small_nodule_on_thick_slices_keeps_its_first_and_last_slices(slice_mm):
+    # the vessel cut's opening takes a small ball's end slices; the rim gives back one slice
+    from napari_medai.postprocess.findings import mask_measurements
+
+    spacing = (slice_mm, 0.7, 0.7)
+    shape = (int(60 / slice_mm), 80, 80)
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        centre = np.array(shape) / 2 + rng.uniform(-0.5, 0.5, 3)
+        radius = rng.uniform(2.5, 4.0)
+        ball = sum(((g - c) * s) ** 2 for g, c, s in zip((zz, yy, xx), centre, spacing)) <= radius ** 2
+        ct = np.where(ball, 40.0, -850.0).astype(np.float32)
+        found, truth = nodule_at(ct, spacing, centre), mask_measurements(ball, spacing)
+        assert found.mask.shape[0] == np.ptp(np.flatnonzero(ball.any(axis=(1, 2)))) + 1
+        assert found.volume_ml == pytest.approx(truth["volume_ml"], rel=0.1)
+
+
+def test_the_largest_nodule_to_measure_is_a_bound_on_the_measured_size():
+    ct = _lung()
+    ct[_ball(CENTRE, 6.0)] = 40.0  # 12 mm across
+    assert nodule_at(ct, SPACING, CENTRE, max_diameter_mm=14).diameter_mm == pytest.approx(12, abs=1.0)
+    with pytest.raises(InputError, match="more than the 10 mm largest nodule"):
+        nodule_at(ct, SPACING, CENTRE, max_diameter_mm=10)
+    for bad in (0, -5, float("nan")):
+        with pytest.raises(InputError, match="positive size in mm"):
+            nodule_at(ct, SPACING, CENTRE, max_diameter_mm=bad)
+
+
+def test_nan_around_the_point_and_a_point_off_the_volume_get_plain_messages():
+    ct = _lung()
+    ct[_ball(CENTRE, 4.0)] = 40.0
+    ct[tuple(CENTRE.astype(int))] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        nodule_at(ct, SPACING, CENTRE)
+    with pytest.raises(InputError, match=r"the point \(-3\.0, 10\.0, 10\.5\) lies outside"):
+        nodule_at(ct, SPACING, np.array([-3.0, 10.0, 10.5]))

@@ -6,7 +6,8 @@ Points are given as voxel indices of the volume as napari-medai reads it (``--at
 ``center_voxel`` of its findings, and what napari's status bar shows), or as DICOM patient
 coordinates in mm (``--at-lps X Y Z``: left, posterior, superior, as DICOM and LIDC-style
 annotation lists give them).  A point that holds no nodule is reported with its reason and
-the others go on; the command then exits 1.
+the others go on; the command then exits 1.  The output's ``center_mm`` is in napari-medai's
+world order (S, P, L), as for every finding: the reverse of ``--at-lps``'s (x, y, z).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def add_parser(sub) -> None:
                    help="a point in DICOM patient coordinates, mm (x left, y posterior, z superior); repeat")
     p.add_argument("--out", required=True, help="measured nodules: .json or .csv")
     p.add_argument("--max-diameter", type=float, default=30.0,
-                   help="largest nodule to grow, mm (a structure running on beyond it is refused)")
+                   help="largest nodule to measure, mm (a larger structure, or one running on beyond it, "
+                        "is refused)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +44,8 @@ def run(args) -> int:
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
     if not args.at and not args.at_lps:
         raise InputError("give at least one point: --at Z Y X (voxels) or --at-lps X Y Z (mm)")
+    if not (np.isfinite(args.max_diameter) and args.max_diameter > 0):
+        raise InputError(f"--max-diameter must be a positive size in mm, got {args.max_diameter:g}")
     vol = read_volume(args.input)
     data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
     inverse = np.linalg.inv(vol.affine)

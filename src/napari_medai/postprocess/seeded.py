@@ -64,14 +64,18 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
 
     ``affine`` (4x4, voxel -> world mm) gives ``center_mm``; by default the spacing's diagonal.
     Raises InputError when the point is off the volume, on air or lung with no nodule, or on a
-    structure larger than ``max_diameter_mm`` (a vessel, the chest wall, a mass)."""
+    structure larger than ``max_diameter_mm`` along its long axis (a vessel, the chest wall, a
+    mass)."""
     volume = np.asarray(volume)
     spacing = np.asarray(spacing, dtype=float)
     if volume.ndim != 3:
         raise InputError(f"a nodule is measured in a 3D volume, got shape {volume.shape}")
+    if not (np.isfinite(max_diameter_mm) and max_diameter_mm > 0):
+        raise InputError(f"the largest nodule to measure must be a positive size in mm, got {max_diameter_mm!r}")
     point = np.asarray(point_voxel, dtype=float)
     if point.shape != (3,) or not np.all((point > -0.5) & (point < np.array(volume.shape) - 0.5)):
-        raise InputError(f"the point {tuple(np.round(point, 1))} lies outside the volume {volume.shape}")
+        where = ", ".join(f"{v:.1f}" for v in np.ravel(point))
+        raise InputError(f"the point ({where}) lies outside the volume {volume.shape}")
     radius_mm = max_diameter_mm / 2
     # The working box: the largest nodule allowed around any core the snap can reach, plus the lung
     # around it.  Everything below runs on this crop, so a click costs the same on any volume.
@@ -80,6 +84,8 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     lo, hi = np.maximum(centre - half, 0), np.minimum(centre + half + 1, volume.shape)
     crop = volume[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
     local = point - lo
+    if np.isnan(crop).any():  # NaN would be the "brightest" voxel and every median
+        raise InputError("the image holds NaN (not-a-number) voxels around the point: it cannot be measured there")
 
     lung = crop[crop < LUNG_HU]
     if lung.size < 10:
@@ -116,10 +122,13 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
 
     box = ndimage.find_objects(region.astype(np.uint8))[0]
     mask = region[box]
+    sizes = mask_measurements(mask, spacing)
+    if sizes["diameter_mm"] > max_diameter_mm:  # grown within reach of a larger one: say so, not its size
+        raise InputError(f"what is at the point measures {sizes['diameter_mm']:.1f} mm across, more than the "
+                         f"{max_diameter_mm:g} mm largest nodule to measure (a mass?)")
     start = lo + np.array([s.start for s in box])
     centre_voxel = np.array(ndimage.center_of_mass(mask)) + start
     affine = np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, dtype=float)
-    sizes = mask_measurements(mask, spacing)
     hu = crop[box]
     kind = attenuation(mask, hu, spacing)
     return Finding(
@@ -175,7 +184,7 @@ def _cut_vessels(region, core, spacing) -> np.ndarray:
     """Open with a ball OPENING_SHARE as deep as the region is at its core, keep the piece holding (or
     nearest to) the core, and give it back the region's voxels within RIM_MM of it (the
     opening rounds off the rim's partial-volume voxels): vessels narrower than the ball go,
-    leaving stubs of at most RIM_MM."""
+    leaving stubs of at most RIM_MM (one slice, on slices thicker than that)."""
     depth = ndimage.distance_transform_edt(region, sampling=spacing)
     radius = OPENING_SHARE * float(depth[core])
     if radius < float(spacing[1:].max()):  # too small to open in-plane: keep it whole
@@ -190,5 +199,9 @@ def _cut_vessels(region, core, spacing) -> np.ndarray:
                                                return_indices=True)
         label = comps[tuple(index[:, core[0], core[1], core[2]])]
     piece = comps == label
-    kept = region & (ndimage.distance_transform_edt(~piece, sampling=spacing) <= RIM_MM)
+    # RIM_MM, or one voxel along an axis whose voxels are longer: on slices thicker than the rim
+    # the opening takes a small nodule's first and last slices, and the rim gives them back
+    # (the distance is in units of each axis' rim, so thin slices are not touched)
+    rim = np.maximum(RIM_MM, spacing)
+    kept = region & (ndimage.distance_transform_edt(~piece, sampling=spacing / rim) <= 1.0)
     return _piece_at(kept, core) if kept[core] else piece
