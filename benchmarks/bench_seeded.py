@@ -180,7 +180,7 @@ def lung1(seeded) -> None:
     mask[z0:z1, y0:y1, x0:x1] = f.mask
     dice = 2 * (mask & reference).sum() / (mask.sum() + reference.sum())
     ml = float(np.prod(ct.spacing)) / 1000
-    print(f"\nlung1: marked at the reference mask's centre {tuple(np.round(centre, 1))}: Dice {dice:.3f}, "
+    print(f"\nlung1: marked at the reference mask's centre ({', '.join(f'{c:.1f}' for c in centre)}): Dice {dice:.3f}, "
           f"{f.volume_ml:.2f} mL (reference {reference.sum() * ml:.2f} mL), long axis {f.diameter_mm:.1f} mm, "
           f"mean {f.mean_diameter_mm:.1f} mm, Lung-RADS {f.lung_rads}, {f.attenuation}")
 

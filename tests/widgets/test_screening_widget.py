@@ -207,8 +207,11 @@ def test_a_nodule_the_detector_did_not_list_is_added_from_a_click(qtbot, viewer,
         widget.run_button.click()
     assert [f.lung_rads for f in widget.findings] == ["4A"] and widget.mark_button.isEnabled()
     small = chest.data_to_world((5, 20, 15))  # the 3-voxel blob low in the right lung
+    viewer.layers.selection.active = widget.findings_layer
+    widget.findings_layer.mode = "add"  # left in a drawing mode, the click would add a point too
     widget.mark_button.setChecked(True)
     assert widget._mark_on_click in viewer.mouse_drag_callbacks
+    assert widget.findings_layer.mode == "pan_zoom" and "pan/zoom mode" in widget.status_label.text()
     _click(widget, viewer, small, moves=3)  # a drag (9 pixels) pans the view: nothing is marked
     assert len(widget.findings) == 1 and widget.mark_button.isChecked()
     with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:

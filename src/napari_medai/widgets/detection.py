@@ -398,7 +398,14 @@ class DetectionWidget(TaskWidget):
         if checked:
             if self._mark_on_click not in callbacks:
                 callbacks.append(self._mark_on_click)
-            self.status_label.setText("Click the missed nodule on the image (the button again: stop)")
+            note = ""
+            # napari also hands the click to the active layer: in a drawing mode it would paint a
+            # label or add a point where the reader marks the nodule
+            active = self.viewer.layers.selection.active
+            if active is not None and getattr(active, "mode", "pan_zoom") not in ("pan_zoom", "transform"):
+                active.mode = "pan_zoom"
+                note = f"; '{active.name}' was put in pan/zoom mode so the click draws nothing"
+            self.status_label.setText(f"Click the missed nodule on the image (the button again: stop){note}")
         elif self._mark_on_click in callbacks:
             callbacks.remove(self._mark_on_click)
 
