@@ -421,3 +421,19 @@ def test_a_marked_nodule_over_a_listed_one_keeps_the_listed_mask(qtbot, detectio
     assert f"overlaps the mask of finding {listed}" in widget.status_label.text()
     masks.undo()  # one step takes the reader's voxels back out
     np.testing.assert_array_equal(masks.data, before)
+
+
+def test_a_marked_nodule_after_the_masks_layer_was_removed_starts_a_new_one(qtbot, viewer, detection):
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = detection
+    viewer.layers.remove(widget.masks_layer)  # the user's choice: the plugin does not bring it back
+    assert "crop finding masks" not in viewer.layers
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]))
+    assert ended.args[0] == "done"
+    added = widget.findings[-1]
+    masks = viewer.layers["crop finding masks"]  # only the reader's outline, to be checked
+    assert masks is widget.masks_layer and set(np.unique(masks.data)) == {0, added.label}
+    assert (masks.data == added.label).sum() == added.mask.sum()
