@@ -483,9 +483,10 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     paths[0].write_text(screening_markdown(result, source, images), encoding="utf-8")
     paths[1].write_text(json.dumps(screening_record(result, source, images), indent=2), encoding="utf-8")
     paths[2].write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
+    grid = getattr(volume, "metadata", {}).get("nifti_orientation")  # the input file's voxel order
     paths.append(write_volume(Volume(result.labels, volume.affine, modality=volume.modality, is_labels=True),
-                              out / "segmentation.nii.gz"))
+                              out / "segmentation.nii.gz", orientation=grid))
     if result.denoised is not None:
         paths.append(write_volume(Volume(result.denoised, volume.affine, modality=volume.modality),
-                                  out / "denoised.nii.gz"))
+                                  out / "denoised.nii.gz", orientation=grid))
     return paths + [out / image for image in images]

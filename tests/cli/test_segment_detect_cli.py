@@ -35,6 +35,23 @@ def test_segment_writes_labels_with_the_inputs_affine(tmp_path, ct_nifti, capsys
     assert "nodule" in printed and "lung" in printed and "labels written to" in printed
 
 
+def test_segment_of_a_ras_file_writes_labels_on_that_files_grid(tmp_path, ct_nifti):
+    ras = nib.as_closest_canonical(nib.load(ct_nifti))  # the same CT stored RAS, as many tools write it
+    assert "".join(nib.aff2axcodes(ras.affine)) == "RAS"
+    nib.save(ras, str(tmp_path / "ras.nii.gz"))
+    model = install(segmentation_card(), tmp_path / "model")
+    for name in ("ct", "ras"):
+        assert main(["segment", str(tmp_path / f"{name}.nii.gz"), str(tmp_path / f"{name}_labels.nii.gz"),
+                     "--model", str(model), "--quiet"]) == 0
+    from_lps, from_ras = nib.load(tmp_path / "ct_labels.nii.gz"), nib.load(tmp_path / "ras_labels.nii.gz")
+    assert "".join(nib.aff2axcodes(from_ras.affine)) == "RAS"
+    np.testing.assert_allclose(from_ras.affine, ras.affine, atol=1e-4)
+    # the same labels, each on its own input file's grid, index for index
+    labels = np.asanyarray(from_ras.dataobj)
+    assert labels.shape == ras.shape and labels.any()
+    np.testing.assert_array_equal(np.asanyarray(nib.as_closest_canonical(from_lps).dataobj), labels)
+
+
 def test_segment_with_test_time_mirroring(tmp_path, ct_nifti, capsys):
     # a voxel-wise model gives the same labels mirrored: the mirrored passes come back aligned
     model = install(segmentation_card(), tmp_path / "model")

@@ -122,3 +122,34 @@ def test_4d_file_with_one_volume_is_squeezed_and_several_refused(tmp_path):
     assert read_volume(_save(tmp_path / "one.nii", data, np.eye(4))).data.shape == (5, 4, 3)
     with pytest.raises(InputError, match="holds 2 volumes"):
         read_volume(_save(tmp_path / "two.nii", np.zeros((3, 4, 5, 2), np.int16), np.eye(4)))
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PIR", "SLA", "ILP"])
+def test_an_output_written_in_its_inputs_orientation_lies_on_the_input_files_grid(tmp_path, axcodes):
+    from napari_medai.io import Volume, write_volume
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
+    affine = _ras_affine(axcodes, data.shape)
+    vol = read_volume(_save(tmp_path / "in.nii.gz", data, affine))
+    assert vol.metadata["nifti_orientation"] == axcodes
+    # an output computed on the display grid (here: the input + 1) comes back voxel for voxel
+    out = write_volume(Volume(vol.data + 1, vol.affine), tmp_path / "out.nii.gz",
+                       orientation=vol.metadata["nifti_orientation"])
+    img = nib.load(out)
+    assert "".join(nib.aff2axcodes(img.affine)) == axcodes
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data + 1)
+    np.testing.assert_array_equal(read_volume(out).data, vol.data + 1)  # and reads back the same
+    # a Volume read from NIfTI keeps its own orientation; without one, outputs are LPS
+    assert "".join(nib.aff2axcodes(nib.load(write_volume(vol, tmp_path / "same.nii.gz")).affine)) == axcodes
+    plain = write_volume(Volume(vol.data, vol.affine), tmp_path / "lps.nii.gz")
+    assert "".join(nib.aff2axcodes(nib.load(plain).affine)) == "LPS"
+
+
+def test_a_wrong_orientation_is_refused(tmp_path):
+    from napari_medai.io import Volume, write_volume
+
+    with pytest.raises(InputError, match="three axis codes"):
+        write_volume(Volume(np.zeros((2, 3, 4), np.int16), np.eye(4)), tmp_path / "x.nii.gz", orientation="RAX")
+    assert not (tmp_path / "x.nii.gz").exists()

@@ -104,6 +104,13 @@ def test_writer_prefers_the_source_affine_in_metadata(tmp_path):
     np.testing.assert_array_equal(second.affine, first.affine)
     np.testing.assert_array_equal(second.data, first.data)
     assert second.modality == "MR"
+    # saved in the source file's voxel order (Colin27 is stored RAS), so the two files line up
+    import nibabel as nib
+
+    source, saved = nib.load(path), nib.load(out)
+    assert nib.aff2axcodes(saved.affine) == nib.aff2axcodes(source.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(saved.affine, source.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), np.asanyarray(source.dataobj))
 
 
 def test_labels_writer_round_trip_keeps_dtype_and_kind(tmp_path):

@@ -96,7 +96,8 @@ def _literal(text: str) -> str:
     ids=["scale-translate", "oblique", "scale-rotate-and-affine"],
 )
 def test_outputs_land_in_the_inputs_physical_space(small_ct, geometry):
-    source = Image(small_ct, name="ct", metadata={"modality": "CT", "nifti_affine": np.eye(4)}, **geometry)
+    source = Image(small_ct, name="ct", metadata={"modality": "CT", "nifti_affine": np.eye(4),
+                                                  "nifti_orientation": "RAS"}, **geometry)
     data, meta, layer_type = output_layer_data(
         (small_ct > 0).astype(np.uint8), source, "segmentation", "labels"
     )
@@ -111,6 +112,7 @@ def test_outputs_land_in_the_inputs_physical_space(small_ct, geometry):
         [output.data_to_world(v) for v in voxels], [source.data_to_world(v) for v in voxels]
     )
     assert output.metadata["modality"] == "CT" and output.metadata["source_layer"] == "ct"
+    assert output.metadata["nifti_orientation"] == "RAS"  # saved from napari: on the source file's grid
 
 
 def test_an_output_off_the_input_grid_is_refused(small_ct):

@@ -35,6 +35,7 @@ def run(args) -> int:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
     out = denoise(volume.data, volume.spacing, model=args.model, modality=modality, strength=args.strength,
                   settings={"device": args.device, "precision": args.precision}, progress=_print_progress)
-    path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False)
+    path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False,
+                        orientation=volume.metadata.get("nifti_orientation"))  # on the input file's grid
     print(f"wrote {path}")
     return 0

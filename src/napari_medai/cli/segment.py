@@ -28,9 +28,12 @@ def run(args) -> int:
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=args.model, settings=settings, progress=progress,
                      min_lesion_mm3=args.min_lesion_mm3)
-    write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True), args.output)
+    grid = vol.metadata.get("nifti_orientation")  # the input file's voxel order: voxel for voxel on it
+    write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True), args.output,
+                 orientation=grid)
     if args.probability and result.lesion_probability is not None:
-        write_volume(Volume(result.lesion_probability.astype(np.float32), vol.affine), args.probability)
+        write_volume(Volume(result.lesion_probability.astype(np.float32), vol.affine), args.probability,
+                     orientation=grid)
     print(f"{'class':<14}{'voxels':>12}{'volume mL':>12}")
     for row in result.volumes:
         print(f"{row['name']:<14}{row['voxels']:>12}{row['volume_ml']:>12.2f}")

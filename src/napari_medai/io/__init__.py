@@ -50,18 +50,23 @@ def read_volume(path) -> Volume:
     raise InputError(f"{path.name} is not a supported format; open {SUPPORTED}")
 
 
-def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None) -> Path:
+def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None,
+                 orientation: str | None = None) -> Path:
     """Write a :class:`Volume` or a (z, y, x) array to NIfTI and return the path.
 
     ``affine`` is the napari affine (index (z, y, x) -> world (S, P, L) mm); it overrides
     the volume's own.  An array without an affine is written with 1 mm voxels at the
-    origin.  ``modality`` and ``is_labels`` override what the volume says.
+    origin.  ``modality`` and ``is_labels`` override what the volume says.  ``orientation``
+    (e.g. 'RAS'): the file's voxel order, for an output that must lie on its input file's
+    grid (pass the input's ``metadata["nifti_orientation"]``); a Volume read from NIfTI keeps
+    its own by default, anything else is written LPS.
     """
     if isinstance(volume_or_array, Volume):
         vol = volume_or_array
         data, base_affine = vol.data, vol.affine
         modality = vol.modality if modality is None else modality
         is_labels = vol.is_labels if is_labels is None else is_labels
+        orientation = orientation or vol.metadata.get("nifti_orientation")
     else:
         data, base_affine = volume_or_array, np.eye(4)
     data = np.asarray(data)
@@ -74,7 +79,7 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         is_labels=bool(is_labels),
     )
     check_spacing(out.spacing)
-    return write_nifti(out, path)
+    return write_nifti(out, path, orientation=orientation)
 
 
 def _folder_has_dicom(folder: Path, probe: int = 20) -> bool:

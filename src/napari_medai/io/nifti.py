@@ -20,9 +20,9 @@ import numpy as np
 
 from ..errors import InputError
 from .heuristics import guess_modality, looks_like_labels, normalise_modality
-from .orientation import orientation_codes, to_display_frame
+from .orientation import from_display_frame, orientation_codes, to_display_frame
 from .validate import check_spacing
-from .volume import Volume, nifti_affine_from_napari
+from .volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -73,19 +73,26 @@ def read_nifti(path) -> Volume:
         "source": str(path),
         "format": "NIfTI",
         "source_orientation": orientation_codes(nifti_affine),
+        # outputs written for this volume keep its file's voxel order (write_nifti's orientation)
+        "nifti_orientation": orientation_codes(nifti_affine),
         "description": description,
     }
     return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
 
 
-def write_nifti(volume: Volume, path) -> Path:
-    """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path."""
+def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
+    """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path.
+
+    ``orientation``: where the file's index axes point (e.g. 'RAS'); an output written with
+    its input file's orientation (``Volume.metadata["nifti_orientation"]``) lies on that
+    file's voxel grid, voxel for voxel.  Default: LPS, the plugin's display frame.  Either
+    way the world geometry is the same."""
     path = Path(path)
     if not is_nifti_path(path):
         raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     data = storable_array(volume.data, volume.is_labels)
-    nifti_affine = nifti_affine_from_napari(volume.affine)
-    img = nib.Nifti1Image(np.transpose(data, (2, 1, 0)), nifti_affine)
+    data_ijk, nifti_affine = from_display_frame(data, volume.affine, orientation or "LPS")
+    img = nib.Nifti1Image(data_ijk, nifti_affine)
     img.header.set_data_dtype(data.dtype)
     img.set_sform(nifti_affine, code="aligned")
     img.set_qform(nifti_affine, code="aligned")

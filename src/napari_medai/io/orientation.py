@@ -13,7 +13,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation
 
 from ..errors import InputError
-from .volume import napari_affine_from_nifti
+from .volume import napari_affine_from_nifti, nifti_affine_from_napari
 
 # NIfTI index axes of the display frame: i -> Left, j -> Posterior, k -> Superior.
 DISPLAY_AXCODES = ("L", "P", "S")
@@ -50,3 +50,23 @@ def to_display_frame(data_ijk: np.ndarray, nifti_affine: np.ndarray) -> tuple[np
     affine = affine.astype(np.float32).astype(np.float64)
     data_zyx = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     return data_zyx, napari_affine_from_nifti(affine)
+
+
+def from_display_frame(data_zyx: np.ndarray, napari_affine: np.ndarray, axcodes: str = "LPS"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`to_display_frame`: ``(data_ijk, nifti_affine)`` with the index
+    axes pointing along ``axcodes`` (e.g. 'RAS', the orientation of the file an input came
+    from), so that an output lies on its input file's voxel grid, voxel for voxel."""
+    codes = tuple(str(axcodes).upper())
+    try:
+        target = axcodes2ornt(codes)
+    except Exception:  # nibabel raises ValueError or its own error for a wrong code
+        target = None
+    if target is None or len(codes) != 3 or np.isnan(target).any():
+        raise InputError(f"orientation must be three axis codes such as 'RAS' or 'LPS', got {axcodes!r}")
+    data_ijk = np.transpose(np.asarray(data_zyx), (2, 1, 0))
+    nifti_affine = nifti_affine_from_napari(napari_affine)
+    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), target)
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return data_ijk, nifti_affine
+    return apply_orientation(data_ijk, transform), nifti_affine @ inv_ornt_aff(transform, data_ijk.shape)

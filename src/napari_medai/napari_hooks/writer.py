@@ -43,6 +43,7 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
         affine=layer_affine(meta),
         modality=layer_metadata.get("modality", "unknown"),
         is_labels=is_labels,
+        orientation=layer_metadata.get("nifti_orientation"),  # the source file's voxel order, if any
     )
 
 

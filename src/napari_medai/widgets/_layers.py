@@ -23,7 +23,9 @@ from ..io.validate import check_spacing, check_volume
 
 # Metadata the readers put on layers that describes where the voxels are; outputs keep it
 # so the NIfTI writer saves them with the affine of the volume they came from.
-_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality")
+# nifti_orientation: the source file's voxel order, so that an output saved from napari lies on
+# that file's grid (napari_hooks.writer)
+_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation")
 
 
 def _is_image(layer) -> bool:
