@@ -49,6 +49,15 @@ def test_find_cases_takes_files_series_folders_and_folders_of_them(tmp_path, coh
     # a file given twice, or two cases with one name, keep apart
     again = find_cases([cohort / "alpha.nii.gz", cohort, cohort / "gamma"])
     assert [name for name, _ in again][:2] == ["alpha", "alpha_2"] and again[-1][0] == "gamma_2"
+    # ... also beside a case whose own name already ends in _2
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("scan.nii.gz", "scan_2.nii.gz"):
+        (other / name).write_bytes(b"")
+    (tmp_path / "third").mkdir()
+    (tmp_path / "third" / "scan.nii.gz").write_bytes(b"")
+    names = [name for name, _ in find_cases([other, tmp_path / "third"])]
+    assert names == ["scan", "scan_2", "scan_3"] and len(set(names)) == len(names)
     with pytest.raises(InputError, match="does not exist"):
         find_cases([tmp_path / "nowhere"])
     empty = tmp_path / "empty"

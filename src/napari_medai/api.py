@@ -147,6 +147,16 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob)
 
 
+def check_max_findings(max_findings) -> None:
+    """Refuse a negative or fractional cap before any model runs (a slice with -1 dropped the
+    last finding instead); None lists every finding, 0 none."""
+    from .errors import InputError
+
+    if max_findings is not None and (isinstance(max_findings, bool) or not float(max_findings).is_integer()
+                                     or max_findings < 0):
+        raise InputError(f"max_findings must be a whole number of findings, 0 or more, got {max_findings!r}")
+
+
 def detect(
     volume: np.ndarray,
     spacing,
@@ -180,6 +190,7 @@ def detect(
     from .errors import ModelError
     from .inference import run_model
 
+    check_max_findings(max_findings)
     loaded = _model(model)
     card = loaded.card
     extra = card.extra

@@ -69,11 +69,15 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
             raise InputError(f"{item.name} is neither a NIfTI file nor a folder of cases")
     if not found:
         raise InputError("no chest CT found: give NIfTI files, DICOM series folders, or folders holding them")
-    cases, seen = [], {}
+    cases, taken = [], set()
     for path in found:
-        name = nifti_stem(path)
-        seen[name] = seen.get(name, 0) + 1
-        cases.append((name if seen[name] == 1 else f"{name}_{seen[name]}", path))
+        name = stem = nifti_stem(path)
+        k = 1
+        while name in taken:  # "scan" twice beside a real "scan_2": the second becomes "scan_3"
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name)
+        cases.append((name, path))
     return cases
 
 

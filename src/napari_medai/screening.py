@@ -129,7 +129,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
     ``Cancelled``.
     """
-    from .api import _model, finish_segmentation, findings_from_probabilities, first_segmentation
+    from .api import _model, check_max_findings, finish_segmentation, findings_from_probabilities, first_segmentation
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
@@ -142,6 +142,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     # every input check before any model runs: empty, constant, NaN, absurd spacing
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
+    check_max_findings(max_findings)
     settings = settings or InferenceSettings()
     affine = _affine(affine, spacing)
     det, seg = _model(detector), _model(segmenter)

@@ -56,3 +56,24 @@ def test_the_ct_denoiser_on_an_mr_file_exits_with_one_sentence(tmp_path, noisy_n
     err = capsys.readouterr().err
     assert "'ct-lowdose-denoising' reads CT in Hounsfield units" in err and "Traceback" not in err
     assert not out_path.exists()
+
+
+def test_outputs_that_would_replace_the_input_or_cannot_be_written_are_refused_before_the_run(
+        tmp_path, noisy_nifti, capsys, monkeypatch):
+    import hashlib
+
+    import napari_medai.denoising as denoising
+
+    ran = []
+    monkeypatch.setattr(denoising, "denoise", lambda *a, **k: ran.append(1))  # must not be reached
+    before = hashlib.md5(noisy_nifti.read_bytes()).hexdigest()
+    assert main(["denoise", str(noisy_nifti), str(noisy_nifti)]) == 2
+    assert main(["denoise", str(noisy_nifti), str(tmp_path / "out.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "is the input itself" in err and "must end in .nii or .nii.gz" in err
+    assert ran == [] and hashlib.md5(noisy_nifti.read_bytes()).hexdigest() == before
+    monkeypatch.undo()
+    # a folder that does not exist yet is made, as medai detect does
+    card = make_tiny_card(tmp_path / "model", head_weight=0.05)
+    nested = tmp_path / "new" / "folder" / "out.nii.gz"
+    assert main(["denoise", str(noisy_nifti), str(nested), "--model", str(card)]) == 0 and nested.exists()

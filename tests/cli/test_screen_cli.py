@@ -59,3 +59,12 @@ def test_screen_refuses_an_mr_volume_for_its_ct_models_and_writes_nothing(tmp_pa
                  "--quiet"]) == 2
     assert not out.exists()
     assert "'cli-det' reads CT in Hounsfield units" in capsys.readouterr().err
+
+
+def test_an_out_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+    scan = write_volume(np.full((12, 40, 60), -850.0, np.float32), tmp_path / "ct.nii.gz", modality="CT")
+    before = scan.read_bytes()
+    assert main(["screen", str(scan), "--out-dir", str(scan), "--detector", "no-such-model", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+    assert scan.read_bytes() == before

@@ -148,3 +148,38 @@ def test_a_ct_model_on_an_mr_file_exits_with_one_sentence_and_writes_nothing(tmp
     err = capsys.readouterr().err
     assert "reads CT in Hounsfield units" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_segment_refuses_an_output_that_is_the_input_or_named_twice(tmp_path, ct_nifti, capsys):
+    before = ct_nifti.read_bytes()
+    out = tmp_path / "o.nii.gz"
+    assert main(["segment", str(ct_nifti), str(ct_nifti), "--quiet"]) == 2
+    assert main(["segment", str(ct_nifti), str(out), "--probability", str(out), "--quiet"]) == 2
+    assert main(["segment", str(ct_nifti), str(out), "--probability", str(tmp_path / "p.nrrd"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is the input itself" in err and "named twice" in err and "p.nrrd: an output image must end in" in err
+    assert ct_nifti.read_bytes() == before and not out.exists()
+
+
+def test_a_negative_max_findings_is_refused_before_a_model_runs(tmp_path, ct_nifti, capsys):
+    import napari_medai
+    from napari_medai.errors import InputError
+
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "f.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--max-findings", "-1",
+                 "--quiet"]) == 2
+    assert "max_findings must be a whole number of findings, 0 or more, got -1" in capsys.readouterr().err
+    assert not out.exists()
+    for bad in (-1, 2.5):  # checked first: the model named here does not even exist
+        with pytest.raises(InputError, match="max_findings"):
+            napari_medai.detect(np.zeros((4, 8, 8)), (1.0, 1.0, 1.0), model="no-such-model", max_findings=bad)
+
+
+def test_a_file_that_cannot_be_written_exits_2_with_one_line(tmp_path, ct_nifti, capsys):
+    model = install(detection_card(), tmp_path / "model")
+    (tmp_path / "a_file").write_text("not a folder")
+    assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "a_file" / "f.json"), "--model", str(model),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medai detect: error:") and "Traceback" not in err

@@ -25,16 +25,21 @@ def _print_progress(done: int, total: int) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..denoising import denoise
     from ..errors import InputError
     from ..io import read_volume, write_volume
+    from ._common import check_outputs
 
+    check_outputs(args.input, args.output)
     volume = read_volume(args.input)
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
     out = denoise(volume.data, volume.spacing, model=args.model, modality=modality, strength=args.strength,
                   settings={"device": args.device, "precision": args.precision}, progress=_print_progress)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False,
                         orientation=volume.metadata.get("nifti_orientation"))  # on the input file's grid
     print(f"wrote {path}")

@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     except MedaiError as exc:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that cannot be written (a full disk, no permission): no traceback
+        print(f"medai {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"medai {args.command}: interrupted", file=sys.stderr)
         return 130

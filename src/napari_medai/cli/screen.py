@@ -33,10 +33,13 @@ def add_screening_options(p) -> None:
 
 
 def run(args) -> int:
+    from ..errors import InputError
     from ..io import read_volume
     from ..screening import screen, screening_markdown, write_screening
     from ._common import runtime
 
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise InputError(f"--out-dir {args.out_dir} is a file, not a folder: name a folder for the report files")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=args.detector,

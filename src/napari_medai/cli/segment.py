@@ -20,15 +20,21 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from pathlib import Path
+
     from ..api import segment
     from ..io import Volume, read_volume, write_volume
-    from ._common import runtime
+    from ._common import check_outputs, runtime
 
+    check_outputs(args.input, args.output, args.probability)
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=args.model, settings=settings, progress=progress,
                      min_lesion_mm3=args.min_lesion_mm3)
     grid = vol.metadata.get("nifti_orientation")  # the input file's voxel order: voxel for voxel on it
+    for out in (args.output, args.probability):
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True), args.output,
                  orientation=grid)
     if args.probability and result.lesion_probability is not None:
