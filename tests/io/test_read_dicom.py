@@ -105,6 +105,19 @@ def test_missing_slice_is_refused(tmp_path, dicom_writer):
         read_volume(tmp_path / "gap")
 
 
+@pytest.mark.parametrize("keep", [140, 600, -10], ids=["in-its-header", "before-its-pixels", "in-its-pixels"])
+def test_a_slice_cut_short_is_named(tmp_path, dicom_writer, keep):
+    raw = np.ones((4, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (0, 0, 4), (0, 0, 6)]
+    dicom_writer(tmp_path / "cut", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    damaged = sorted((tmp_path / "cut").iterdir())[1]
+    damaged.write_bytes(damaged.read_bytes()[:keep])  # pydicom reads up to the cut without a word
+    # without pixels it drops out and leaves a gap; with some pixels they cannot be decoded
+    reason = "unevenly spaced.*could not be read" if keep > 0 else "pixel data of"
+    with pytest.raises(InputError, match=rf"{reason}.*{damaged.name}"):
+        read_volume(tmp_path / "cut")
+
+
 def test_single_slice_series_is_refused(tmp_path, dicom_writer):
     dicom_writer(tmp_path / "one", np.ones((1, 4, 4), np.uint16), [(0, 0, 0)], (1, 0, 0, 0, 1, 0), (1, 1))
     with pytest.raises(InputError, match="single slice"):

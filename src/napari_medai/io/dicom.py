@@ -50,11 +50,19 @@ def read_dicom_series(path) -> Volume:
         folder, wanted = path.parent, series_uid_of(path)
     else:
         folder, wanted = path, None
-    slices = _image_datasets(folder)
-    if not slices:
-        raise InputError(f"no DICOM images were found in {folder}")
-    series = _pick_series(slices, wanted, folder)
-    return _series_volume(series, folder)
+    slices, unreadable = _image_datasets(folder)
+    try:
+        if not slices:
+            raise InputError(f"no DICOM images were found in {folder}")
+        series = _pick_series(slices, wanted, folder)
+        return _series_volume(series, folder)
+    except InputError as exc:
+        if not unreadable:
+            raise
+        # a truncated or damaged slice is the likely cause of a gap: name it
+        names = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        raise InputError(f"{exc}. {len(unreadable)} file(s) there look like DICOM but could not be read "
+                         f"(damaged or truncated?): {names}") from None
 
 
 def series_uid_of(path) -> str:
@@ -70,19 +78,34 @@ def _series_uid(ds) -> str:
     return str(ds.get("SeriesInstanceUID", "(no SeriesInstanceUID)"))
 
 
-def _image_datasets(folder: Path) -> list:
-    """Every DICOM file in ``folder`` (not its sub-folders) that holds an image."""
-    found = []
+def _image_datasets(folder: Path) -> tuple[list, list[str]]:
+    """Every DICOM file in ``folder`` (not its sub-folders) that holds an image, and the names
+    of the files that look like DICOM but could not be read."""
+    found, unreadable = [], []
     for file in sorted(folder.iterdir()):
         if not file.is_file() or file.name.startswith("."):
             continue
         try:
             ds = pydicom.dcmread(file)
         except (InvalidDicomError, OSError, EOFError, ValueError):
+            if is_dicom_file(file):  # a DICOM preamble or a .dcm name: damaged, not foreign
+                unreadable.append(file.name)
             continue  # not DICOM (README, DICOMDIR index is skipped below), or unreadable
         if "PixelData" in ds and "Rows" in ds:
             found.append(ds)
-    return found
+        elif _cut_short(ds):
+            unreadable.append(file.name)
+    return found, unreadable
+
+
+def _cut_short(ds) -> bool:
+    """A file pydicom read up to where it ends, with no pixel data, that says it is an image
+    (or says nothing of what it is): a slice cut short.  DICOMDIR indexes, reports and other
+    non-image objects name their own SOP class and are not counted."""
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if sop is None:
+        return True
+    return "Image Storage" in str(getattr(sop, "name", ""))
 
 
 def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:
@@ -165,10 +188,14 @@ def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path) -
 
 
 def _rescaled_stack(series: list) -> np.ndarray:
-    try:
-        raw = np.stack([ds.pixel_array for ds in series])
-    except Exception as exc:  # compressed syntaxes need optional decoders
-        raise InputError(f"the DICOM pixel data cannot be decoded: {exc}") from None
+    pixels = []
+    for ds in series:
+        try:
+            pixels.append(ds.pixel_array)
+        except Exception as exc:  # compressed syntaxes need optional decoders; a cut file lacks bytes
+            name = Path(str(getattr(ds, "filename", "") or "")).name
+            raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded: {exc}") from None
+    raw = np.stack(pixels)
     slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series])
     intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series])
     if np.all(slopes == 1) and np.all(intercepts == 0):
