@@ -35,11 +35,13 @@ def test_round_trip_keeps_grid_and_affine(tmp_path, noisy_nifti, capsys):
     assert "slice 4/4" in capsys.readouterr().out
 
 
-def test_strength_zero_writes_the_input(tmp_path, noisy_nifti):
+def test_strength_zero_writes_the_input(tmp_path, noisy_nifti, capsys):
     card = make_tiny_card(tmp_path / "model", head_weight=0.05)
     out_path = tmp_path / "out.nii.gz"
-    assert main(["denoise", str(noisy_nifti), str(out_path), "--model", str(card), "--strength", "0"]) == 0
+    assert main(["denoise", str(noisy_nifti), str(out_path), "--model", str(card), "--strength", "0",
+                 "--quiet"]) == 0
     np.testing.assert_array_equal(read_volume(out_path).data, read_volume(noisy_nifti).data)
+    assert "slice" not in capsys.readouterr().out  # --quiet: no progress line in a log
 
 
 def test_errors_exit_2_and_write_nothing(tmp_path, noisy_nifti, capsys):

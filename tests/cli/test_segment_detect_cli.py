@@ -73,6 +73,17 @@ def test_segment_can_save_the_lesion_probability(tmp_path, ct_nifti):
     assert probability.data[4, 8, 8] > 0.9 and probability.data[0, 0, 0] < 0.05
 
 
+def test_a_probability_map_the_model_cannot_make_is_reported_not_skipped(tmp_path, ct_nifti, capsys):
+    card = segmentation_card(name="no-lesion-seg")
+    card.extra = {**card.extra, "lesions": []}  # organs only
+    model = install(card, tmp_path / "model")
+    out, prob = tmp_path / "labels.nii.gz", tmp_path / "prob.nii.gz"
+    assert main(["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet",
+                 "--probability", str(prob)]) == 1  # done in part
+    assert out.exists() and not prob.exists()
+    assert "no lesion class, so no probability map was written" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffix, capsys):
     model = install(detection_card(), tmp_path / "model")

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--strength", type=float, default=1.0, help="0 = input unchanged, 1 = full denoising")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or amp")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)
 
 
@@ -38,7 +39,8 @@ def run(args) -> int:
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
     out = denoise(volume.data, volume.spacing, model=args.model, modality=modality, strength=args.strength,
-                  settings={"device": args.device, "precision": args.precision}, progress=_print_progress)
+                  settings={"device": args.device, "precision": args.precision},
+                  progress=None if args.quiet else _print_progress)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False,
                         orientation=volume.metadata.get("nifti_orientation"))  # on the input file's grid

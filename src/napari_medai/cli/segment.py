@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
     from ._common import add_runtime_options
@@ -37,11 +39,16 @@ def run(args) -> int:
             Path(out).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True), args.output,
                  orientation=grid)
-    if args.probability and result.lesion_probability is not None:
+    missing = bool(args.probability) and result.lesion_probability is None
+    if args.probability and not missing:
         write_volume(Volume(result.lesion_probability.astype(np.float32), vol.affine), args.probability,
                      orientation=grid)
     print(f"{'class':<14}{'voxels':>12}{'volume mL':>12}")
     for row in result.volumes:
         print(f"{row['name']:<14}{row['voxels']:>12}{row['volume_ml']:>12.2f}")
     print(f"labels written to {args.output}")
+    if missing:  # asked for, and not made: say so, and exit 1 (done in part)
+        print(f"medai segment: the model has no lesion class, so no probability map was written to "
+              f"{args.probability}", file=sys.stderr)
+        return 1
     return 0
