@@ -136,3 +136,19 @@ def test_the_cli_scores_detectors_too(tmp_path, data, capsys):
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["case"] for r in rows] == ["a", "b", "c"] and rows[1]["lesions_hit"] == "1"
+
+
+def test_models_sharing_a_name_stay_apart_and_unnamed_classes_are_scored(data, tmp_path):
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, _truth = data
+    first = str(install(segmentation_card(name="same"), tmp_path / "one"))
+    copy = str(install(segmentation_card(name="same"), tmp_path / "two"))  # e.g. a fine-tuned copy
+    rows = evaluate_segmentation(find_pairs(folder), [first, copy])
+    assert {r["model"] for r in rows} == {f"same ({first})", f"same ({copy})"}
+    assert {(s["model"], s["cases"]) for s in summarise(rows) if s["class"] == "nodule"} == {
+        (f"same ({first})", 2), (f"same ({copy})", 2)}
+    unnamed = segmentation_card(name="no-names")
+    unnamed.classes = []  # a model that names no class: scored as segment() names them
+    rows = evaluate_segmentation(find_pairs(folder), [str(install(unnamed, tmp_path / "three"))])
+    assert {r["class"] for r in rows} == {"class 1", "class 2"} and len(rows) == 6

@@ -64,10 +64,17 @@ def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, 
                            host=hosts[0] if hosts else 0, drop_rejected=bool(confirm.get("drop_rejected", True)))
 
 
-def _model(model):
+def _model(model, use: str | None = None):
+    """The loaded model; with ``use`` ("segmentation", "detection"), one that labels voxels: a
+    denoiser or a patch classifier would give labels and findings that mean nothing."""
+    from .errors import ModelError
     from .models import LoadedModel, load_model
 
-    return model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if use is not None and loaded.card.task in ("denoising", "classification"):
+        hint = " (use denoise() / medai denoise)" if loaded.card.task == "denoising" else ""
+        raise ModelError(f"model '{loaded.card.name}' is a {loaded.card.task} model, not a {use} model{hint}")
+    return loaded
 
 
 def segment(
@@ -101,7 +108,7 @@ def segment(
     from .inference import run_model
     from .inference.progress import share_progress
 
-    loaded = _model(model)
+    loaded = _model(model, "segmentation")
     confirm = loaded.card.extra.get("confirm") if postprocess else None
     stages = 2 if confirm else 1
     probs = run_model(loaded, volume, spacing, settings, progress=share_progress(progress, 0, stages), cancel=cancel)
@@ -147,14 +154,17 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob)
 
 
-def check_max_findings(max_findings) -> None:
-    """Refuse a negative or fractional cap before any model runs (a slice with -1 dropped the
+def check_max_findings(max_findings) -> int | None:
+    """The cap on findings as an int, checked before any model runs (a slice with -1 dropped the
     last finding instead); None lists every finding, 0 none."""
     from .errors import InputError
 
-    if max_findings is not None and (isinstance(max_findings, bool) or not float(max_findings).is_integer()
-                                     or max_findings < 0):
+    if max_findings is None:
+        return None
+    number = isinstance(max_findings, (int, float, np.integer, np.floating)) and not isinstance(max_findings, bool)
+    if not number or not float(max_findings).is_integer() or max_findings < 0:
         raise InputError(f"max_findings must be a whole number of findings, 0 or more, got {max_findings!r}")
+    return int(max_findings)
 
 
 def detect(
@@ -190,8 +200,8 @@ def detect(
     from .errors import ModelError
     from .inference import run_model
 
-    check_max_findings(max_findings)
-    loaded = _model(model)
+    max_findings = check_max_findings(max_findings)
+    loaded = _model(model, "detection")
     card = loaded.card
     extra = card.extra
     if extra.get("method", "segmentation") != "segmentation":

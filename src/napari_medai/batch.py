@@ -105,7 +105,7 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # loaded once: every task shares the same networks (inference only, no state changes)
-    det, seg = _model(detector), _model(segmenter)
+    det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     lock, finished = threading.Lock(), {}
     order = {name: k for k, (name, _) in enumerate(cases)}
 

@@ -53,29 +53,31 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     from .metrics import components_found, dice_hd95
     from .postprocess.measure import class_volumes
 
-    loaded = [_model(m) for m in models]
+    loaded = [_model(m, "segmentation") for m in models]
+    names = _model_names(models, loaded)
     rows = []
     for image_path, label_path in pairs:
         case = _case(image_path)
         image, ref = read_pair(image_path, label_path, label_map)
         # the reference's class volumes once a case, the prediction's as segment() measured them
         reference = {r["index"]: r["volume_ml"] for r in class_volumes(ref, image.spacing)}
-        for model in loaded:
+        for model, label in zip(loaded, names):
             card = model.card
             result = segment(image.data, image.spacing, model=model, settings=settings)
             pred, predicted = result.labels, {r["index"]: r["volume_ml"] for r in result.volumes}
-            classes = {i: n for i, n in card.class_names.items() if i != 0}
+            # the classes as segment() named them ("class 1" where the model names none)
+            classes = {i: c["name"] for i, c in result.classes.items() if i != 0}
             lesions = {int(i) for i in (card.extra or {}).get("lesions", ())}
             scores = dice_hd95(pred, ref, classes, image.spacing)
             for index, name in classes.items():
-                row = {"case": case, "model": card.name, "class": name, **scores[name],
+                row = {"case": case, "model": label, "class": name, **scores[name],
                        "reference_ml": reference.get(index, 0.0), "predicted_ml": predicted.get(index, 0.0)}
                 if index in lesions:
                     found = components_found(pred == index, ref == index, image.spacing)
                     row.update(lesions=len(found), lesions_found=sum(hit for _, hit in found))
                 rows.append(row)
             if on_case is not None:
-                on_case(case, card.name, {n: scores[n]["dice"] for n in classes.values()})
+                on_case(case, label, {n: scores[n]["dice"] for n in classes.values()})
     return rows
 
 
@@ -107,30 +109,42 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     from .metrics import at_threshold, froc
     from .models.card import operating_threshold
 
-    loaded = [_model(m) for m in models]
-    rows = {m.card.name: [] for m in loaded}
-    cases = {m.card.name: [] for m in loaded}
+    loaded = [_model(m, "detection") for m in models]
+    names = _model_names(models, loaded)
+    rows = {name: [] for name in names}
+    cases = {name: [] for name in names}
     for image_path, label_path in pairs:
         case = _case(image_path)
         image, ref = read_pair(image_path, label_path, label_map)
         targets, diameters = lesion_targets(ref, lesion, image.spacing)
-        for model in loaded:
+        for model, name in zip(loaded, names):
             found = detect(image.data, image.spacing, model=model, max_findings=None, settings=settings,
                            refine_masks=False)
             centres = np.array([f.center_voxel for f in found], dtype=float).reshape(-1, 3)
-            rows[model.card.name].append(([f.score for f in found], centres, targets, []))
+            rows[name].append(([f.score for f in found], centres, targets, []))
             top = np.clip(np.rint(centres).astype(int), 0, np.array(ref.shape) - 1)
             hit = len(set(targets[tuple(top.T)].tolist()) - {0}) if len(top) else 0
-            cases[model.card.name].append({"case": case, "lesions": len(diameters), "lesions_hit": hit,
-                                           "findings": len(found)})
+            cases[name].append({"case": case, "lesions": len(diameters), "lesions_hit": hit,
+                                "findings": len(found)})
             if on_case is not None:
-                on_case(case, model.card.name, hit, len(diameters))
+                on_case(case, name, hit, len(diameters))
     out = {}
-    for model in loaded:
-        name = model.card.name
+    for model, name in zip(loaded, names):
         threshold = operating_threshold(model.card)
         out[name] = {"froc": froc(rows[name]), "cases": cases[name],
                      "operating_point": None if threshold is None else at_threshold(rows[name], threshold)}
+    return out
+
+
+def _model_names(given, loaded) -> list[str]:
+    """Each model's card name, with what it was given as where two share a name (a model and
+    its fine-tuned copy, two bundles that both call themselves "model"): they stay apart."""
+    names = [m.card.name for m in loaded]
+    out = []
+    for k, (name, arg) in enumerate(zip(names, given), start=1):
+        if names.count(name) > 1:
+            name = f"{name} ({arg if isinstance(arg, (str, bytes)) or hasattr(arg, '__fspath__') else '#' + str(k)})"
+        out.append(name if name not in out else f"{name} #{k}")
     return out
 
 

@@ -142,10 +142,10 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     # every input check before any model runs: empty, constant, NaN, absurd spacing
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
-    check_max_findings(max_findings)
+    max_findings = check_max_findings(max_findings)
     settings = settings or InferenceSettings()
     affine = _affine(affine, spacing)
-    det, seg = _model(detector), _model(segmenter)
+    det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)

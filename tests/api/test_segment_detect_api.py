@@ -134,6 +134,21 @@ def test_detect_score_threshold_and_max_findings(det_model):
     kept = napari_medai.detect(volume, SPACING, model=det_model, score_threshold=threshold)
     assert [f.score for f in kept] == all_scores[:2]
     assert len(napari_medai.detect(volume, SPACING, model=det_model, max_findings=1)) == 1
+    assert len(napari_medai.detect(volume, SPACING, model=det_model, max_findings=2.0)) == 2  # a whole float
+    from napari_medai.errors import InputError
+
+    for bad in ("3", -1, 1.5, True):
+        with pytest.raises(InputError, match="max_findings must be a whole number"):
+            napari_medai.detect(volume, SPACING, model=det_model, max_findings=bad)
+
+
+def test_a_denoising_model_is_refused_for_segmentation_and_detection():
+    from napari_medai.errors import ModelError
+
+    volume = blob_volume(blobs=BLOBS)
+    for call, use in ((napari_medai.segment, "segmentation"), (napari_medai.detect, "detection")):
+        with pytest.raises(ModelError, match=f"is a denoising model, not a {use} model"):
+            call(volume, SPACING, model="ct-lowdose-denoising")
 
 
 def test_detect_reports_progress_and_cancel_leaves_nothing(det_model):

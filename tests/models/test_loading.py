@@ -103,3 +103,16 @@ def test_network_builder_errors():
     dotted = build_network(ModelCard(**base, network={
         "name": "monai.networks.nets.BasicUNet", "kwargs": {"features": [4, 4, 8, 8, 16, 4]}}))
     assert type(dotted).__name__ == "BasicUNet"
+
+
+@pytest.mark.parametrize("name", ["subprocess.call", "os.getcwd", "builtins.eval"])
+def test_a_card_naming_a_callable_that_is_no_network_class_is_refused_without_calling_it(tmp_path, name):
+    import json
+
+    flag = tmp_path / "called"
+    card = {"name": "not-a-net", "task": "segmentation", "modality": "CT", "out_channels": 2,
+            "network": {"name": name, "kwargs": {"args": ["touch", str(flag)]} if name == "subprocess.call" else {}}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="is not a network class"):
+        load_model(tmp_path / "card.json")
+    assert not flag.exists()  # nothing was run

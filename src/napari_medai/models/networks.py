@@ -25,9 +25,15 @@ def resolve_network_class(name: str):
     module_name, _, attr = name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
+        cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ModelError(f"cannot import network '{name}': {exc}") from None
+    # Only a network class is ever called: a card naming any other callable (a shell command
+    # runner, say) with its kwargs would run it the moment the card is loaded.
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
+        raise ModelError(f"the card's network '{name}' is not a network class (a torch.nn.Module subclass); "
+                         "it was not called")
+    return cls
 
 
 def build_network(card: ModelCard) -> torch.nn.Module:
