@@ -20,3 +20,10 @@ class ModelError(MedaiError):
 
 class Cancelled(Exception):
     """Raised inside a job when the user pressed Cancel; nothing must be left behind."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """The line of a library's error that says what went wrong, for a one-sentence message
+    (TorchScript's first line only says that "the following operation failed")."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

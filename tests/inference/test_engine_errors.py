@@ -47,6 +47,29 @@ def test_bad_spacing_and_settings(model, small_ct):
     assert model.network.calls == 0
 
 
+def test_a_network_that_fails_on_the_data_gives_a_model_error_with_its_reason(small_ct):
+    import torch
+
+    class WantsTwoChannels(torch.nn.Module):  # a bundle whose metadata says 1 channel, its network 2
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(2, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(ModelError, match=r"the model failed on windows of shape \(4, 1, 16, 16, 16\).*channels"):
+        run_model(make_model(WantsTwoChannels()), small_ct, settings=InferenceSettings(precision="fp32"))
+
+    class Raises(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("The following operation failed in the TorchScript interpreter.\n"
+                               "Traceback...\nRuntimeError: the real reason")
+
+    with pytest.raises(ModelError, match="the real reason"):  # the line that says why, not the first
+        run_model(make_model(Raises()), small_ct)
+
+
 def test_network_returning_other_channels_than_its_card(small_ct):
     wrong = make_model(Pointwise(out_channels=3), out_channels=2)
     with pytest.raises(ModelError, match="returned 3 channel"):

@@ -116,3 +116,13 @@ def test_a_card_naming_a_callable_that_is_no_network_class_is_refused_without_ca
     with pytest.raises(ModelError, match="is not a network class"):
         load_model(tmp_path / "card.json")
     assert not flag.exists()  # nothing was run
+
+
+def test_a_plain_torchscript_returning_a_dict_is_refused_with_a_message(tmp_path):
+    class DictOut(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": x}
+
+    torch.jit.save(torch.jit.script(DictOut()), str(tmp_path / "dict.pt"))
+    with pytest.raises(ModelError, match="returns dict, not a .batch, channels"):
+        load_model(tmp_path / "dict.pt")

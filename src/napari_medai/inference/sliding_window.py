@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import ModelError, reason_of
 from .cancel import CancelToken
 from .precision import autocast
 
@@ -52,8 +53,18 @@ class WindowPredictor:
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
-        with autocast(self.device, self.precision):
-            out = self.network(windows)
+        try:
+            with autocast(self.device, self.precision):
+                out = self.network(windows)
+        except MemoryError:
+            raise
+        except Exception as exc:  # the network itself failed: a model that does not fit the data
+            if "out of memory" in str(exc).lower():
+                raise  # torch's OutOfMemoryError: the caller's concern, not the model's
+            raise ModelError(
+                f"the model failed on windows of shape {tuple(windows.shape)} (batch, channels, *size): "
+                f"{reason_of(exc)}. Its card (channels, dimensions, window size) may not describe it"
+            ) from exc
         if isinstance(out, (list, tuple)):  # deep-supervision heads: the first is the prediction
             out = out[0]
         out = out.float()  # no copy in fp32; bf16/fp16 windows are blended in float32

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, reason_of
 from .card import ModelCard
 from .bundle import card_fields_from_metadata
 
@@ -84,10 +84,13 @@ def _probe_out_channels(network, fields) -> int:
             out = network.eval()(dummy)
     except Exception as exc:
         raise ModelError(
-            f"the TorchScript model does not run on a {tuple(dummy.shape)} input ({str(exc).splitlines()[0]}); "
+            f"the TorchScript model does not run on a {tuple(dummy.shape)} input ({reason_of(exc)}); "
             "give in_channels/spatial_dims/roi_size"
         ) from None
     out = out[0] if isinstance(out, (list, tuple)) else out
+    if not isinstance(out, torch.Tensor) or out.ndim < 2:
+        raise ModelError(f"the TorchScript model returns {type(out).__name__}, not a (batch, channels, *size) "
+                         "tensor: the plugin runs networks that return one image tensor (or a list of them)")
     return int(out.shape[1])
 
 
