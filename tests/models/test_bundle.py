@@ -102,3 +102,45 @@ def test_bundle_with_missing_weights(bundle):
     (folder / "models" / "model.pt").unlink()
     with pytest.warns(BundleTrustWarning), pytest.raises(ModelError, match="models/model.pt is missing"):
         load_model(folder)
+
+
+def _bundle_with(tmp_path, bundle, inference=None, metadata=None):
+    """The tiny bundle with parts of its configs replaced."""
+    folder, network = bundle
+    (folder / "configs" / "inference.json").write_text(json.dumps(inference or INFERENCE))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata or METADATA))
+    return folder
+
+
+@pytest.mark.parametrize("pixdim, roi, spacing, roi_zyx", [
+    ([1.5, 2.0], [48, 48, 16], (2.0, 2.0, 1.5), (16, 48, 48)),  # MONAI pads pixdim with its last value
+    (1.5, 16, (1.5, 1.5, 1.5), (16, 16, 16)),  # one number for every axis
+])
+@pytest.mark.filterwarnings("ignore::napari_medai.models.bundle.BundleTrustWarning")
+def test_bundle_sizes_given_as_monai_reads_them(tmp_path, bundle, pixdim, roi, spacing, roi_zyx):
+    import copy
+
+    inference = copy.deepcopy(INFERENCE)
+    inference["preprocessing"]["transforms"][3]["pixdim"] = pixdim
+    inference["inferer"]["roi_size"] = roi
+    card = load_model(_bundle_with(tmp_path, bundle, inference=inference)).card
+    assert card.spacing == spacing and card.roi_size == roi_zyx
+
+
+@pytest.mark.filterwarnings("ignore::napari_medai.models.bundle.BundleTrustWarning")
+def test_bundle_metadata_that_cannot_be_read_gives_a_model_error(tmp_path, bundle):
+    import copy
+
+    from napari_medai.errors import ModelError
+
+    inference = copy.deepcopy(INFERENCE)
+    inference["inferer"]["roi_size"] = [48, 48]  # two sizes for a 3D network
+    with pytest.raises(ModelError, match="roi_size has 2 values for a 3D network"):
+        load_model(_bundle_with(tmp_path, bundle, inference=inference))
+    metadata = copy.deepcopy(METADATA)
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = {"background": 0, "spleen": 1}
+    with pytest.raises(ModelError, match="channel_def must map channel numbers to names"):
+        load_model(_bundle_with(tmp_path, bundle, metadata=metadata))
+    metadata = copy.deepcopy(METADATA)
+    metadata["network_data_format"]["inputs"] = ["image"]  # not a mapping: read as absent
+    assert load_model(_bundle_with(tmp_path, bundle, metadata=metadata)).card.in_channels == 1

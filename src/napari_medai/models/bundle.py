@@ -48,17 +48,24 @@ def _config_file(configs: Path, stem: str) -> Path | None:
 
 
 def classes_from_channel_def(channel_def: dict | None) -> list[dict[str, Any]]:
-    if not channel_def:
+    if not channel_def or not isinstance(channel_def, dict):
         return []
-    items = sorted(((int(k), str(v)) for k, v in channel_def.items()), key=lambda kv: kv[0])
+    try:
+        items = sorted(((int(k), str(v)) for k, v in channel_def.items()), key=lambda kv: kv[0])
+    except (TypeError, ValueError):
+        raise ModelError(f"the bundle's channel_def must map channel numbers to names, got {channel_def!r}") from None
     return [{"index": i, "name": n, "color": PALETTE[i % len(PALETTE)]} for i, n in items]
 
 
 def card_fields_from_metadata(meta: dict) -> dict[str, Any]:
     """Channels, class names and modality from a bundle's ``network_data_format``."""
-    fmt = meta.get("network_data_format") or {}
-    image = (fmt.get("inputs") or {}).get("image") or {}
-    pred = (fmt.get("outputs") or {}).get("pred") or {}
+    def section(parent, key) -> dict:  # a part of metadata.json that is not a mapping counts as absent
+        value = parent.get(key) if isinstance(parent, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    fmt = section(meta, "network_data_format")
+    image = section(section(fmt, "inputs"), "image")
+    pred = section(section(fmt, "outputs"), "pred")
     fields: dict[str, Any] = {}
     if isinstance(image.get("num_channels"), int):
         fields["in_channels"] = image["num_channels"]
@@ -168,6 +175,21 @@ def _parsed(parser, key: str):
         return None
 
 
+def _per_axis(values, n: int, what: str, *, pad: bool = False) -> list:
+    """``values`` as ``n`` numbers, as MONAI reads them: one number for every axis, and (with
+    ``pad``, as ``Spacingd``'s pixdim) a short sequence padded with its last value."""
+    import numpy as np
+
+    values = np.ravel(np.asarray(values)).tolist()  # a number, a list, a tuple or an array
+    if len(values) == 1:
+        values = values * n
+    elif pad and 0 < len(values) < n:
+        values = values + [values[-1]] * (n - len(values))
+    if len(values) < n:
+        raise ModelError(f"the bundle's {what} has {len(values)} values for a {n}D network: {values}")
+    return values[:n]
+
+
 def _to_zyx(values, axcodes: str):
     """Reorder per-axis values from the network's axis order into the project's (z, y, x)."""
     from ..inference.layout import axes_permutation
@@ -243,14 +265,15 @@ def load_bundle(folder) -> "LoadedModel":  # noqa: F821 (import below avoids a c
     axcodes = facts.get("axcodes", "RAS") if spatial_dims == 3 else "SPL"
     roi = getattr(inferer, "roi_size", None)
     if spatial_dims == 3:
-        roi = _to_zyx(list(roi), axcodes) if roi is not None else (96, 96, 96)
+        roi = _to_zyx(_per_axis(roi, 3, "roi_size"), axcodes) if roi is not None else (96, 96, 96)
     else:  # 2D networks see each (y, x) slice as it is
-        roi = tuple(roi) if roi is not None else (256, 256)
+        roi = tuple(_per_axis(roi, 2, "roi_size")) if roi is not None else (256, 256)
     card = ModelCard(
         name=str(meta.get("name") or folder.name),
         task=task,
         spatial_dims=spatial_dims,
-        spacing=_to_zyx(facts["pixdim"], axcodes) if "pixdim" in facts and spatial_dims == 3 else None,
+        spacing=(_to_zyx(_per_axis(facts["pixdim"], 3, "pixdim", pad=True), axcodes)
+                 if "pixdim" in facts and spatial_dims == 3 else None),
         roi_size=roi,
         intensity=facts.get("intensity", {"kind": "none"}),
         output=_output_activation(_flatten(postprocessing) if postprocessing is not None else [],
