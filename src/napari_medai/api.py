@@ -64,6 +64,17 @@ def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, 
                            host=hosts[0] if hosts else 0, drop_rejected=bool(confirm.get("drop_rejected", True)))
 
 
+def _checked_call(volume, spacing, settings):
+    """What segment() and detect() need before a model loads: a spacing (their clean-up and
+    measurements are in mm) and settings (InferenceSettings, or a dict of its fields)."""
+    from .errors import InputError
+    from .inference import InferenceSettings
+
+    if spacing is None:
+        raise InputError("the voxel spacing is needed (mm, (z, y, x)): sizes and volumes are measured in mm")
+    return InferenceSettings.of(settings)
+
+
 def _model(model, use: str | None = None):
     """The loaded model; with ``use`` ("segmentation", "detection"), one that labels voxels: a
     denoiser or a patch classifier would give labels and findings that mean nothing."""
@@ -108,6 +119,7 @@ def segment(
     from .inference import run_model
     from .inference.progress import share_progress
 
+    settings = _checked_call(volume, spacing, settings)
     loaded = _model(model, "segmentation")
     confirm = loaded.card.extra.get("confirm") if postprocess else None
     stages = 2 if confirm else 1
@@ -197,10 +209,13 @@ def detect(
     ``affine`` maps voxels to world mm
     (default: spacing on the diagonal).
     """
-    from .errors import ModelError
+    from .errors import InputError, ModelError
     from .inference import run_model
 
     max_findings = check_max_findings(max_findings)
+    settings = _checked_call(volume, spacing, settings)
+    if affine is not None and np.shape(affine) != (4, 4):
+        raise InputError(f"affine must be a 4x4 matrix (voxel (z, y, x) to world mm), got shape {np.shape(affine)}")
     loaded = _model(model, "detection")
     card = loaded.card
     extra = card.extra

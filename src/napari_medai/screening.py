@@ -143,7 +143,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
     max_findings = check_max_findings(max_findings)
-    settings = settings or InferenceSettings()
+    settings = InferenceSettings.of(settings)
     affine = _affine(affine, spacing)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)

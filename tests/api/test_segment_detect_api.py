@@ -262,3 +262,18 @@ def test_the_detectors_mask_refinement_remeasures_each_finding(tmp_path):
     assert whole.center_voxel == core.center_voxel and whole.score == core.score
     (drawn,) = napari_medai.detect(volume, SPACING, model=str(tmp_path / "rim-det.json"), refine_masks=False)
     assert drawn.volume_ml == core.volume_ml  # the call can keep the masks as the network draws them
+
+
+def test_settings_as_a_dict_and_bad_calls_get_clear_messages(seg_model, det_model):
+    from napari_medai.errors import InputError
+
+    volume = blob_volume(blobs=BLOBS)
+    as_dict = napari_medai.segment(volume, SPACING, model=seg_model, settings={"precision": "fp32", "tta": "off"})
+    np.testing.assert_array_equal(as_dict.labels, expected_labels(volume))  # as denoise() takes them
+    with pytest.raises(InputError, match=r"unknown inference setting\(s\) \['colour'\]"):
+        napari_medai.segment(volume, SPACING, model=seg_model, settings={"colour": "red"})
+    for call, model in ((napari_medai.segment, seg_model), (napari_medai.detect, det_model)):
+        with pytest.raises(InputError, match="voxel spacing is needed"):
+            call(volume, None, model=model)
+    with pytest.raises(InputError, match="affine must be a 4x4 matrix"):
+        napari_medai.detect(volume, SPACING, model=det_model, affine=np.eye(3))

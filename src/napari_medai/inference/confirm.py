@@ -99,7 +99,7 @@ def score_candidates(
         inside = np.flatnonzero(near[cands.component - 1])
     patches = extract_patches(classifier_input(card, volume, prob), cands.centres[inside], spacing,
                               shape=card.roi_size, step_mm=card.spacing)
-    settings = settings or InferenceSettings()
+    settings = InferenceSettings.of(settings)
     device = select_device(settings.device, 3)
     scores[inside] = classify_patches(classifier.network, patches, device,
                                       select_precision(device, settings.precision), cancel=cancel)

@@ -10,7 +10,7 @@ Everything below the sliding window stays on the CPU as float32.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -43,6 +43,22 @@ class InferenceSettings:
     overlap: float = 0.25  # fraction of the roi shared by neighbouring windows
     mode: str = "gaussian"  # window blending: "gaussian" | "constant"
     tta: str = "auto"  # test-time mirroring: "auto" (the card's choice) | "off" | "mirror"
+
+    @classmethod
+    def of(cls, settings) -> "InferenceSettings":
+        """``settings`` as InferenceSettings: None (the defaults), one already, or a dict of its
+        fields (as ``denoise()`` takes them)."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        if isinstance(settings, dict):
+            known = [f.name for f in fields(cls)]
+            unknown = sorted(set(settings) - set(known))
+            if unknown:
+                raise InputError(f"unknown inference setting(s) {unknown}; the settings are {known}")
+            return cls(**settings)
+        raise InputError(f"settings must be InferenceSettings or a dict of its fields, got {type(settings).__name__}")
 
     def validate(self) -> None:
         if not 0 <= float(self.overlap) < 1:
@@ -101,7 +117,7 @@ def run_model(model, volume, spacing=None, settings: InferenceSettings | None = 
 
     if not isinstance(model, LoadedModel):
         model = load_model(model)
-    settings = settings or InferenceSettings()
+    settings = InferenceSettings.of(settings)
     settings.validate()
     card = model.card
     image, spacing = check_input(volume, spacing, card)

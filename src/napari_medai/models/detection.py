@@ -64,7 +64,7 @@ def run_box_detector(
     """
     from ..inference import CancelToken, InferenceSettings
 
-    settings = settings or InferenceSettings()
+    settings = InferenceSettings.of(settings)
     settings.validate()
     cancel = cancel or CancelToken()
     card = loaded.card
