@@ -120,6 +120,10 @@ def segment(
     from .inference.progress import share_progress
 
     settings = _checked_call(volume, spacing, settings)
+    if min_lesion_mm3 is not None and not (np.isfinite(min_lesion_mm3) and min_lesion_mm3 >= 0):
+        from .errors import InputError
+
+        raise InputError(f"the minimum lesion size must be 0 mm³ or more, got {min_lesion_mm3!r}")
     loaded = _model(model, "segmentation")
     confirm = loaded.card.extra.get("confirm") if postprocess else None
     stages = 2 if confirm else 1

@@ -277,3 +277,6 @@ def test_settings_as_a_dict_and_bad_calls_get_clear_messages(seg_model, det_mode
             call(volume, None, model=model)
     with pytest.raises(InputError, match="affine must be a 4x4 matrix"):
         napari_medai.detect(volume, SPACING, model=det_model, affine=np.eye(3))
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="minimum lesion size must be 0"):
+            napari_medai.segment(volume, SPACING, model=seg_model, min_lesion_mm3=bad)
