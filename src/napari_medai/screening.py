@@ -34,7 +34,7 @@ from .errors import InputError
 from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
 from .postprocess.key_images import write_key_images
-from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note
+from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note, score_cell
 from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
@@ -414,7 +414,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
         for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
             cell = f" {_reader_cell(f, state)} |" if reviewed else ""
-            lines.append(f"| {i} | {_score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
+            lines.append(f"| {i} | {score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
                          f"{axial_slice(f.center_voxel)} | "
                          f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
                          f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |{cell}")
@@ -460,10 +460,6 @@ def _detector_review_counts(result: ScreeningResult, review) -> dict:
     return {**review_counts(mine), "added": len(review) - len(mine)}
 
 
-def _score_cell(f: Finding) -> str:
-    return "reader" if f.added_by_reader else f"{f.score:.2f}"
-
-
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
     """Write ``medai screen``'s files for ``result`` into ``out_dir`` (created if missing):
     report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz), on the
@@ -473,7 +469,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     import json
     from pathlib import Path
 
-    from .io import Volume, write_volume
+    from .io import write_volume
     from .postprocess.report import findings_to_csv
 
     out = Path(out_dir)
@@ -484,10 +480,8 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     paths[0].write_text(screening_markdown(result, source, images), encoding="utf-8")
     paths[1].write_text(json.dumps(screening_record(result, source, images), indent=2), encoding="utf-8")
     paths[2].write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
-    grid = getattr(volume, "metadata", {}).get("nifti_orientation")  # the input file's voxel order
-    paths.append(write_volume(Volume(result.labels, volume.affine, modality=volume.modality, is_labels=True),
-                              out / "segmentation.nii.gz", orientation=grid))
+    # on the input file's grid, voxel for voxel (Volume.derived)
+    paths.append(write_volume(volume.derived(result.labels, is_labels=True), out / "segmentation.nii.gz"))
     if result.denoised is not None:
-        paths.append(write_volume(Volume(result.denoised, volume.affine, modality=volume.modality),
-                                  out / "denoised.nii.gz", orientation=grid))
+        paths.append(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz"))
     return paths + [out / image for image in images]

@@ -40,12 +40,20 @@ def _assert_same_world_positions(vol, data_ijk, nifti_affine):
     np.testing.assert_array_equal(vol.data[tuple(zyx)], data_ijk.reshape(-1))
 
 
-@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PIR", "SLA", "ILP"])
-def test_any_axis_order_is_shown_axial_with_voxels_in_place(tmp_path, axcodes):
-    rng = np.random.default_rng(1)
-    data = rng.integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
+AXIS_ORDERS = ["RAS", "LPS", "PIR", "SLA", "ILP"]
+
+
+def _read_in_order(path, axcodes, seed):
+    """A random int16 (3, 4, 5) file stored with its index axes along ``axcodes``, read back:
+    (the file's array, its affine, the Volume)."""
+    data = np.random.default_rng(seed).integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
     affine = _ras_affine(axcodes, data.shape)
-    vol = read_volume(_save(tmp_path / "v.nii.gz", data, affine))
+    return data, affine, read_volume(_save(path, data, affine))
+
+
+@pytest.mark.parametrize("axcodes", AXIS_ORDERS)
+def test_any_axis_order_is_shown_axial_with_voxels_in_place(tmp_path, axcodes):
+    data, affine, vol = _read_in_order(tmp_path / "v.nii.gz", axcodes, seed=1)
     assert vol.metadata["source_orientation"] == axcodes
     assert not vol.is_oblique and np.all(np.diag(vol.affine[:3, :3]) > 0)
     # after re-orientation z runs along S (2 mm), y along P (0.75 mm), x along L (0.5 mm)
@@ -124,14 +132,11 @@ def test_4d_file_with_one_volume_is_squeezed_and_several_refused(tmp_path):
         read_volume(_save(tmp_path / "two.nii", np.zeros((3, 4, 5, 2), np.int16), np.eye(4)))
 
 
-@pytest.mark.parametrize("axcodes", ["RAS", "LPS", "PIR", "SLA", "ILP"])
+@pytest.mark.parametrize("axcodes", AXIS_ORDERS)
 def test_an_output_written_in_its_inputs_orientation_lies_on_the_input_files_grid(tmp_path, axcodes):
     from napari_medai.io import Volume, write_volume
 
-    rng = np.random.default_rng(2)
-    data = rng.integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
-    affine = _ras_affine(axcodes, data.shape)
-    vol = read_volume(_save(tmp_path / "in.nii.gz", data, affine))
+    data, affine, vol = _read_in_order(tmp_path / "in.nii.gz", axcodes, seed=2)
     assert vol.metadata["nifti_orientation"] == axcodes
     # an output computed on the display grid (here: the input + 1) comes back voxel for voxel
     out = write_volume(Volume(vol.data + 1, vol.affine), tmp_path / "out.nii.gz",

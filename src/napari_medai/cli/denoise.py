@@ -42,7 +42,6 @@ def run(args) -> int:
                   settings={"device": args.device, "precision": args.precision},
                   progress=None if args.quiet else _print_progress)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
-    path = write_volume(out, args.output, affine=volume.affine, modality=volume.modality, is_labels=False,
-                        orientation=volume.metadata.get("nifti_orientation"))  # on the input file's grid
+    path = write_volume(volume.derived(out), args.output)  # on the input file's grid
     print(f"wrote {path}")
     return 0

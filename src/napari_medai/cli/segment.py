@@ -25,7 +25,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..api import segment
-    from ..io import Volume, read_volume, write_volume
+    from ..io import read_volume, write_volume
     from ._common import check_outputs, runtime
 
     check_outputs(args.input, args.output, args.probability)
@@ -33,16 +33,15 @@ def run(args) -> int:
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=args.model, settings=settings, progress=progress,
                      min_lesion_mm3=args.min_lesion_mm3)
-    grid = vol.metadata.get("nifti_orientation")  # the input file's voxel order: voxel for voxel on it
     for out in (args.output, args.probability):
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
-    write_volume(Volume(result.labels, vol.affine, modality=vol.modality, is_labels=True), args.output,
-                 orientation=grid)
+    # on the input file's grid, voxel for voxel (Volume.derived)
+    write_volume(vol.derived(result.labels, is_labels=True), args.output)
     missing = bool(args.probability) and result.lesion_probability is None
     if args.probability and not missing:
-        write_volume(Volume(result.lesion_probability.astype(np.float32), vol.affine), args.probability,
-                     orientation=grid)
+        write_volume(vol.derived(result.lesion_probability.astype(np.float32), modality="unknown"),
+                     args.probability)
     print(f"{'class':<14}{'voxels':>12}{'volume mL':>12}")
     for row in result.volumes:
         print(f"{row['name']:<14}{row['voxels']:>12}{row['volume_ml']:>12.2f}")

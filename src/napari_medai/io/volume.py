@@ -66,6 +66,14 @@ class Volume:
         affine[:3, 3] = np.asarray(origin, dtype=float)
         return cls(np.asarray(data), affine, **kw)
 
+    def derived(self, data, *, is_labels: bool = False, modality: str | None = None) -> "Volume":
+        """An output computed on this volume's grid (labels, a denoised image): the same affine
+        and modality (unless given), and the voxel order of the file this volume came from
+        (``metadata["nifti_orientation"]``), so that ``write_volume`` puts it on that file's grid."""
+        grid = {k: self.metadata[k] for k in ("nifti_orientation",) if k in self.metadata}
+        return Volume(data, self.affine.copy(), modality=self.modality if modality is None else modality,
+                      is_labels=is_labels, metadata=grid)
+
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along (z, y, x): the column norms of the affine."""

@@ -103,6 +103,12 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
     return "\n".join(lines) + "\n"
 
 
+def score_cell(f: Finding) -> str:
+    """The score as tables show it: two decimals, or "reader" for a nodule the reader marked
+    (no detector scored it)."""
+    return "reader" if f.added_by_reader else f"{f.score:.2f}"
+
+
 def attenuation_cell(f: Finding) -> str:
     """"part-solid (solid 5.1 mm): 3" for a report table; "?" when the attenuation was not read."""
     if not f.attenuation:

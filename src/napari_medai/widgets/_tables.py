@@ -7,6 +7,7 @@ from qtpy.QtGui import QColor, QPalette
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 from ..postprocess.findings import axial_slice
+from ..postprocess.report import score_cell
 from ..review import ACCEPTED, REJECTED, review_mark
 
 
@@ -99,7 +100,7 @@ class FindingsTable(_ReadOnlyTable):
 
     def show_findings(self, findings: list) -> None:
         self._set_rows([
-            [rank, "reader" if f.added_by_reader else f"{f.score:.2f}", f"{f.diameter_mm:.1f}",
+            [rank, score_cell(f), f"{f.diameter_mm:.1f}",
              f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml), f.lung_rads, attenuation_text(f),
              axial_slice(f.center_voxel), ""]
             for rank, f in enumerate(findings, start=1)

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
-from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed
+from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
 from ._base import TaskParams, TaskWidget
 from ._layers import edit_labels, image_source, layer_spacing, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
@@ -379,7 +379,7 @@ class DetectionWidget(TaskWidget):
         self._review_colormap = masks.colormap  # as the layer holds it
 
     def _review_summary(self) -> str:
-        done = sum(s != NOT_REVIEWED for s in self.review)
+        done = len(self.review) - review_counts(self.review)["not_reviewed"]
         return f" ({done} of {len(self.review)} reviewed)"
 
     def _review_changed(self) -> None:
