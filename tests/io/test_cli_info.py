@@ -37,3 +37,17 @@ def test_info_on_a_bad_file_prints_the_reason(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "medai info: error: bad.nii.gz cannot be read" in err
+
+
+def test_info_counts_nan_voxels_and_describes_the_rest(tmp_path, capsys):
+    import numpy as np
+
+    from napari_medai.io import Volume, write_volume
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    data[0, 0, :3] = np.nan
+    path = write_volume(Volume.from_spacing(data, modality="MR"), tmp_path / "nan.nii.gz")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not finite:  3 NaN and 0 infinite voxel(s)" in out
+    assert "range:       3 to 119" in out and "nan" not in out.split("not finite")[1].split("\n", 1)[1]

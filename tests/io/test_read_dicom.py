@@ -73,7 +73,8 @@ def test_two_series_in_one_folder_is_refused_naming_both(tmp_path, tiny_ct, volu
         read_volume(tmp_path / "mixed")
     message = str(err.value)
     assert "2 DICOM series" in message
-    assert "1.2.3.111: 4 slice(s)" in message and "1.2.3.222: 3 slice(s)" in message
+    assert "4 slice(s), UID 1.2.3.111" in message and "3 slice(s), UID 1.2.3.222" in message
+    assert "'test series'" in message  # the description a reader tells series apart by
     # Opening one file picks its own series.
     vol = read_volume(tmp_path / "mixed" / f"B{files[0].name}")
     np.testing.assert_array_equal(vol.data, other)
@@ -130,3 +131,99 @@ def test_zero_pixel_spacing_is_refused(tmp_path, dicom_writer):
     dicom_writer(tmp_path / "zero", raw, positions, (1, 0, 0, 0, 1, 0), (0, 1))
     with pytest.raises(InputError, match="spacing"):
         read_volume(tmp_path / "zero")
+
+
+def _good_series(folder, dicom_writer, n=4):
+    raw = np.arange(n * 16, dtype=np.uint16).reshape(n, 4, 4)
+    return dicom_writer(folder, raw, [(0, 0, 2 * k) for k in range(n)], (1, 0, 0, 0, 1, 0), (1, 1))
+
+
+def test_a_report_file_opened_on_its_own_is_named_not_a_crash(tmp_path, dicom_writer):
+    import pydicom
+    from pydicom.uid import BasicTextSRStorage
+
+    files = _good_series(tmp_path / "s", dicom_writer)
+    report = pydicom.dcmread(files[0], stop_before_pixels=True)
+    del report.Rows, report.Columns
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = BasicTextSRStorage
+    report.SeriesInstanceUID = "1.2.3.999"
+    report.save_as(tmp_path / "s" / "ZSR", enforce_file_format=True)
+    assert read_volume(tmp_path / "s").data.shape[0] == 4  # the folder: the report is skipped
+    with pytest.raises(InputError, match=r"ZSR is not an image slice \(Basic Text SR Storage\)"):
+        read_volume(tmp_path / "s" / "ZSR")
+
+
+def test_a_gantry_tilt_gives_the_distance_between_slice_planes(tmp_path, dicom_writer):
+    tilt = np.deg2rad(25)
+    raw = np.ones((5, 6, 6), np.uint16)
+    # the table moves 2.5 mm a slice; the slice planes are tilted, so they lie 2.5 cos(25) apart
+    dicom_writer(tmp_path / "tilt", raw, [(0, 0, 2.5 * k) for k in range(5)],
+                 (1, 0, 0, 0, np.cos(tilt), np.sin(tilt)), (0.7, 0.7))
+    vol = read_volume(tmp_path / "tilt")
+    np.testing.assert_allclose(vol.spacing[0], 2.5 * np.cos(tilt), rtol=1e-6)
+    # so the voxel volume every mL is computed from is the true one
+    np.testing.assert_allclose(np.prod(vol.spacing), abs(np.linalg.det(vol.affine[:3, :3])), rtol=1e-6)
+
+
+def test_blank_tags_get_a_clear_message_or_are_ignored(tmp_path, dicom_writer):
+    import pydicom
+
+    for tag, expect in (("WindowCenter", None), ("PixelSpacing", "lacks PixelSpacing"),
+                        ("ImagePositionPatient", "lacks ImagePositionPatient")):
+        folder = tmp_path / tag
+        for path in _good_series(folder, dicom_writer):  # an anonymiser blanked the tag
+            ds = pydicom.dcmread(path)
+            ds.WindowCenter, ds.WindowWidth = "40", "400"
+            setattr(ds, tag, "")
+            ds.save_as(path, enforce_file_format=True)
+        if expect is None:  # an optional display hint: the series reads, without a window
+            assert "window" not in read_volume(folder).metadata
+        else:
+            with pytest.raises(InputError, match=expect):
+                read_volume(folder)
+
+
+def test_a_file_copied_twice_into_the_folder_is_read_once(tmp_path, dicom_writer):
+    files = _good_series(tmp_path / "s", dicom_writer)
+    (tmp_path / "s" / "copy_of_slice_2").write_bytes(files[2].read_bytes())
+    assert read_volume(tmp_path / "s").data.shape[0] == 4
+
+
+def test_dicom_without_its_file_header_is_read(tmp_path, dicom_writer):
+    import pydicom
+
+    files = _good_series(tmp_path / "s", dicom_writer)
+    expected = read_volume(tmp_path / "s").data
+    for path in files:  # older scanners write the data set alone: no preamble, no "DICM"
+        ds = pydicom.dcmread(path)
+        del ds.file_meta
+        ds.preamble = None
+        path.unlink()
+        ds.save_as(tmp_path / "s" / path.stem, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert (tmp_path / "s" / files[0].stem).read_bytes()[:2] == b"\x08\x00"
+    np.testing.assert_array_equal(read_volume(tmp_path / "s").data, expected)
+
+
+def test_an_enhanced_multiframe_file_is_named_as_such(tmp_path, dicom_writer):
+    import pydicom
+
+    path = _good_series(tmp_path / "s", dicom_writer, n=2)[0]
+    ds = pydicom.dcmread(path)  # enhanced files keep positions in per-frame groups, not here
+    ds.NumberOfFrames = 2
+    del ds.ImagePositionPatient
+    (tmp_path / "one").mkdir()
+    ds.save_as(tmp_path / "one" / "enhanced.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match="multi-frame"):
+        read_volume(tmp_path / "one" / "enhanced.dcm")
+
+
+def test_hidden_copies_and_a_dicomdir_do_not_hide_the_series(tmp_path, dicom_writer):
+    from napari_medai.io import is_supported_path
+
+    _good_series(tmp_path / "usb", dicom_writer)
+    for k in range(25):  # macOS's AppleDouble files sort before the slices
+        (tmp_path / "usb" / f"._IM{k:04d}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    assert is_supported_path(tmp_path / "usb")
+    (tmp_path / "cohort" / "case1").mkdir(parents=True)
+    (tmp_path / "cohort" / "DICOMDIR").write_bytes(bytes(128) + b"DICM" + bytes(40))
+    assert not is_supported_path(tmp_path / "cohort")  # a folder of cases, not one series

@@ -158,3 +158,70 @@ def test_a_wrong_orientation_is_refused(tmp_path):
     with pytest.raises(InputError, match="three axis codes"):
         write_volume(Volume(np.zeros((2, 3, 4), np.int16), np.eye(4)), tmp_path / "x.nii.gz", orientation="RAX")
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_label_intent_or_a_float_mask_is_read_as_labels(tmp_path):
+    many = np.resize(np.arange(118, dtype=np.uint8), (4, 5, 6))  # TotalSegmentator has 117 classes
+    img = nib.Nifti1Image(many, np.eye(4))
+    img.header.set_intent("label")
+    nib.save(img, str(tmp_path / "many.nii.gz"))
+    assert read_volume(tmp_path / "many.nii.gz").is_labels  # the header says so: no guess
+    assert not read_volume(_save(tmp_path / "plain.nii.gz", many, np.eye(4))).is_labels
+
+    mask = np.zeros((4, 5, 6), np.float32)  # MONAI's SaveImage writes masks as float32
+    mask[1:3, 2:4, 2:5] = 1.0
+    assert read_volume(_save(tmp_path / "mask.nii.gz", mask, np.eye(4))).is_labels
+    almost = mask + 0.5 * (mask == 0)  # not whole numbers: an image
+    assert not read_volume(_save(tmp_path / "img.nii.gz", almost, np.eye(4))).is_labels
+
+
+def test_nan_background_is_left_out_of_the_modality_guess():
+    from napari_medai.io.heuristics import guess_modality
+
+    mr = np.random.default_rng(0).uniform(10, 500, (4, 5, 6)).astype(np.float32)
+    mr[0] = np.nan
+    assert guess_modality(mr) == "MR"
+    assert guess_modality(np.full((2, 2, 2), np.nan, np.float32)) == "unknown"
+
+
+def test_a_whole_number_rescale_keeps_integers_and_others_give_float32(tmp_path):
+    raw = np.resize(np.arange(0, 3000, 7, dtype=np.uint16), (4, 5, 6))
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(1, -1024)
+    nib.save(img, str(tmp_path / "hu.nii.gz"))
+    vol = read_volume(tmp_path / "hu.nii.gz")
+    assert vol.data.dtype == np.int16  # nibabel alone gives float64: four times the memory
+    np.testing.assert_array_equal(vol.data, np.transpose(raw.astype(int) - 1024, (2, 1, 0))[:, ::-1, ::-1])
+
+    img.header.set_slope_inter(0.5, -1024)
+    nib.save(img, str(tmp_path / "half.nii.gz"))
+    half = read_volume(tmp_path / "half.nii.gz")
+    assert half.data.dtype == np.float32
+    np.testing.assert_allclose(half.data, np.transpose(raw * 0.5 - 1024, (2, 1, 0))[:, ::-1, ::-1])
+
+
+def test_a_zero_voxel_size_is_refused_not_read_as_1_mm(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.eye(4))
+    img.set_qform(np.eye(4), code=1)  # the qform is built from pixdim, which nibabel repairs to 1
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "zero.nii"))
+    raw = bytearray((tmp_path / "zero.nii").read_bytes())
+    raw[88:92] = np.float32(0).tobytes()  # pixdim[3] (NIfTI-1 header bytes 76-107)
+    (tmp_path / "zero.nii").write_bytes(bytes(raw))
+    # nibabel itself reads that voxel size as 1 mm (it repairs the header as it loads it)
+    assert nib.load(str(tmp_path / "zero.nii")).header.get_zooms()[2] == 1
+    with pytest.raises(InputError, match="voxel size of 1, 1, 0.*geometry unknown"):
+        read_volume(tmp_path / "zero.nii")
+
+
+def test_an_affine_in_metres_is_read_in_millimetres(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.diag([0.0005, 0.0005, 0.0025, 1.0]))
+    img.header.set_xyzt_units("meter")
+    nib.save(img, str(tmp_path / "metres.nii.gz"))
+    np.testing.assert_allclose(read_volume(tmp_path / "metres.nii.gz").spacing, (2.5, 0.5, 0.5))
+
+
+def test_complex_voxels_are_refused(tmp_path):
+    data = (np.ones((4, 5, 6)) * (1 + 2j)).astype(np.complex64)
+    with pytest.raises(InputError, match="complex voxels.*magnitude"):
+        read_volume(_save(tmp_path / "c.nii.gz", data, np.eye(4)))

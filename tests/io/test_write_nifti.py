@@ -68,6 +68,44 @@ def test_writing_needs_a_nifti_name_and_3d_data(tmp_path):
 
 
 def test_failed_write_leaves_no_file(tmp_path):
-    with pytest.raises(InputError, match="cannot write"):
+    with pytest.raises(InputError, match="cannot write x.nii.gz: the folder .*missing_dir does not exist"):
         write_volume(np.zeros((3, 4, 5), np.int16), tmp_path / "missing_dir" / "x.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_64_bit_integer_images_are_narrowed_or_refused(tmp_path):
+    image = np.arange(-30, 30, dtype=np.int64).reshape(3, 4, 5) * 50  # numpy's default integer
+    vol = read_volume(write_volume(image, tmp_path / "i.nii.gz"))
+    assert vol.data.dtype == np.int16
+    np.testing.assert_array_equal(vol.data, image)
+    huge = np.full((3, 4, 5), 2**40, np.uint64)
+    with pytest.raises(InputError, match="do not fit a 32-bit integer"):
+        write_volume(huge, tmp_path / "h.nii.gz", is_labels=True)
+    assert not (tmp_path / "h.nii.gz").exists()
+
+
+def test_labels_carry_the_label_intent_and_millimetre_units(tmp_path):
+    import nibabel as nib
+
+    path = write_volume(np.ones((3, 4, 5), np.uint8), tmp_path / "l.nii.gz", is_labels=True)
+    header = nib.load(str(path)).header
+    assert header.get_intent()[0] == "label"
+    assert header.get_xyzt_units()[0] == "mm"
+
+
+def test_a_gantry_tilt_keeps_its_true_voxel_volume_and_one_consistent_affine(tmp_path):
+    import nibabel as nib
+
+    tilt = np.deg2rad(25)
+    affine = np.eye(4)  # slices 2.5 mm apart along the table, tilted by 25 degrees
+    affine[:3, 0] = (2.5, 0.0, 0.0)
+    affine[:3, 1] = (0.7 * np.sin(tilt), 0.7 * np.cos(tilt), 0.0)
+    affine[:3, 2] = (0.0, 0.0, 0.7)
+    vol = Volume(np.ones((6, 7, 8), np.int16), affine)
+    # the distance between slice planes, so that the product is the voxel's true volume
+    np.testing.assert_allclose(vol.spacing, (2.5 * np.cos(tilt), 0.7, 0.7))
+    np.testing.assert_allclose(np.prod(vol.spacing), abs(np.linalg.det(affine[:3, :3])))
+    img = nib.load(str(write_volume(vol, tmp_path / "tilt.nii.gz")))
+    # a qform cannot hold the shear: only the sform is stored, so the two never disagree
+    assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) > 0
+    np.testing.assert_allclose(read_volume(tmp_path / "tilt.nii.gz").affine, affine, atol=1e-5)

@@ -167,3 +167,12 @@ def test_synthetic_sample_wraps_the_phantom(monkeypatch):
     assert ct_meta["metadata"]["modality"] == "CT"
     assert lab_meta["metadata"]["nodules"][0]["diameter_mm"] == 5.0
     np.testing.assert_array_equal(lab, labels)
+
+
+def test_a_nan_background_still_gives_a_visible_window(tmp_path):
+    data = np.random.default_rng(1).uniform(0, 300, (4, 5, 6)).astype(np.float32)
+    data[:, :2] = np.nan  # a statistical or ADC map's background
+    path = write_volume(Volume.from_spacing(data, modality="MR"), tmp_path / "nan.nii.gz")
+    [(layer_data, meta, kind)] = get_reader(str(path))(str(path))
+    lo, hi = meta["contrast_limits"]
+    assert np.isfinite([lo, hi]).all() and 0 <= lo < hi <= 300

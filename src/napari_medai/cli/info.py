@@ -47,15 +47,26 @@ def describe(path) -> list[str]:
         f" (i, j, k); {meta.get('source_orientation', '?')} in the file"
         + ("; oblique" if vol.is_oblique else ""),
         f"dtype:       {data.dtype}",
-        f"range:       {data.min():g} to {data.max():g}",
     ]
+    values = data
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_nan = int(np.isnan(data).sum())
+            lines.append(f"not finite:  {n_nan} NaN and {int(data.size - finite.sum()) - n_nan} infinite voxel(s) "
+                         "(left out of the figures below; the models refuse such an image)")
+            values = data[finite]
+    if values.size == 0:
+        lines.append("range:       no finite voxel")
+        return lines
+    lines.append(f"range:       {values.min():g} to {values.max():g}")
     if vol.is_labels:
-        values, counts = np.unique(data, return_counts=True)
+        values, counts = np.unique(values, return_counts=True)
         listed = ", ".join(f"{v}: {c}" for v, c in list(zip(values, counts))[:MAX_LISTED_LABELS])
         more = f" (+{len(values) - MAX_LISTED_LABELS} more)" if len(values) > MAX_LISTED_LABELS else ""
         lines.append(f"labels:      {listed}{more} voxels")
     else:
-        pct = np.percentile(data, PERCENTILES)
+        pct = np.percentile(values, PERCENTILES)
         lines.append(
             "percentiles: " + ", ".join(f"p{p}={v:g}" for p, v in zip(PERCENTILES, pct))
         )

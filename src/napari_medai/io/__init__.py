@@ -83,8 +83,12 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
 
 
 def _folder_has_dicom(folder: Path, probe: int = 20) -> bool:
-    """Whether any of the first ``probe`` files of ``folder`` is DICOM."""
-    for count, file in enumerate(sorted(folder.iterdir())):
+    """Whether any of the first ``probe`` candidate files of ``folder`` is DICOM.  Hidden files
+    (macOS's ``._IM0001`` copies, ``.DS_Store``) and a DICOMDIR index are no candidates: a
+    cohort folder with a DICOMDIR at its root is a folder of cases, not one series."""
+    candidates = (f for f in sorted(folder.iterdir())
+                  if not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+    for count, file in enumerate(candidates):
         if count >= probe:
             return False
         if is_dicom_file(file):

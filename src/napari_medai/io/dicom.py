@@ -17,6 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
+from .dtypes import rescaled
 from .heuristics import normalise_modality
 from .orientation import orientation_codes, to_display_frame
 from .validate import check_spacing
@@ -29,7 +30,8 @@ _SAME_POSITION_MM = 1e-3
 
 
 def is_dicom_file(path) -> bool:
-    """True for a file with the DICOM preamble ('DICM' at byte 128) or a .dcm name."""
+    """True for a file with the DICOM preamble ('DICM' at byte 128), a .dcm name, or a bare
+    DICOM data set (no preamble: its first element is a group-0008 tag)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -37,10 +39,14 @@ def is_dicom_file(path) -> bool:
         return True
     try:
         with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
+            head = fh.read(132)
     except OSError:
         return False
+    return head[128:132] == b"DICM" or _bare_start(head)
+
+
+def _bare_start(head: bytes) -> bool:
+    return len(head) >= 4 and head[:2] == b"\x08\x00"  # group 0x0008, little endian
 
 
 def read_dicom_series(path) -> Volume:
@@ -55,6 +61,9 @@ def read_dicom_series(path) -> Volume:
         if not slices:
             raise InputError(f"no DICOM images were found in {folder}")
         series = _pick_series(slices, wanted, folder)
+        if not series:  # the file given is no slice of an image series
+            raise InputError(f"{path.name} is not an image slice ({_what_it_is(path)}); "
+                             "open an image file of the series, or its folder")
         return _series_volume(series, folder)
     except InputError as exc:
         if not unreadable:
@@ -63,6 +72,19 @@ def read_dicom_series(path) -> Volume:
         names = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
         raise InputError(f"{exc}. {len(unreadable)} file(s) there look like DICOM but could not be read "
                          f"(damaged or truncated?): {names}") from None
+
+
+def _what_it_is(path: Path) -> str:
+    """A DICOM file's kind in words, from its SOP class (header only)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - any failure: the file cannot say what it is
+        return "unreadable"
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    name = str(getattr(sop, "name", "") or "")
+    if name and "Image Storage" not in name:
+        return name
+    return "no pixel data or no series UID: damaged or truncated?"
 
 
 def series_uid_of(path) -> str:
@@ -86,7 +108,7 @@ def _image_datasets(folder: Path) -> tuple[list, list[str]]:
         if not file.is_file() or file.name.startswith("."):
             continue
         try:
-            ds = pydicom.dcmread(file)
+            ds = _dcmread(file)
         except (InvalidDicomError, OSError, EOFError, ValueError):
             if is_dicom_file(file):  # a DICOM preamble or a .dcm name: damaged, not foreign
                 unreadable.append(file.name)
@@ -96,6 +118,39 @@ def _image_datasets(folder: Path) -> tuple[list, list[str]]:
         elif _cut_short(ds):
             unreadable.append(file.name)
     return found, unreadable
+
+
+def _dcmread(file: Path):
+    """The dataset in ``file``.  Files written without the 128-byte preamble and 'DICM' (older
+    scanners and some exports) are still DICOM when their first element is a group-0008 tag:
+    they are read as such; anything else without the preamble is not DICOM."""
+    try:
+        return pydicom.dcmread(file)
+    except InvalidDicomError:
+        if not _starts_like_bare_dicom(file):
+            raise
+    try:
+        ds = pydicom.dcmread(file, force=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a foreign file
+        raise InvalidDicomError(str(exc)) from None
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        # the encoding pydicom found is the transfer syntax; the pixel decoder asks for it
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        implicit, little = ds.original_encoding
+        ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
+
+
+def _starts_like_bare_dicom(file: Path) -> bool:
+    try:
+        with open(file, "rb") as fh:
+            return _bare_start(fh.read(4))
+    except OSError:
+        return False
 
 
 def _cut_short(ds) -> bool:
@@ -112,7 +167,12 @@ def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:
     counts = Counter(_series_uid(ds) for ds in slices)
     if wanted is None:
         if len(counts) > 1:
-            listing = "; ".join(f"{uid}: {n} slice(s)" for uid, n in counts.most_common())
+            # series number and description first: a reader tells series apart by them
+            first = {}
+            for ds in slices:
+                first.setdefault(_series_uid(ds), ds)
+            listing = "; ".join(f"{_series_name(first[uid])}{n} slice(s), UID {uid}"
+                                for uid, n in counts.most_common())
             raise InputError(
                 f"{folder} holds {len(counts)} DICOM series ({listing}). Put each series in its "
                 "own folder, or open one file of the series you want"
@@ -121,13 +181,40 @@ def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:
     return [ds for ds in slices if _series_uid(ds) == wanted]
 
 
+def _series_name(ds) -> str:
+    number, description = ds.get("SeriesNumber"), str(ds.get("SeriesDescription", "") or "").strip()
+    words = " ".join(w for w in (f"series {number}" if number not in (None, "") else "",
+                                 f"'{description}'" if description else "") if w)
+    return f"{words}: " if words else ""
+
+
+def _unique_instances(series: list) -> list:
+    """The series without exact copies of a slice (the same SOPInstanceUID twice: a file
+    copied twice into the folder); different slices at one position are refused later."""
+    seen, kept = set(), []
+    for ds in series:
+        uid = ds.get("SOPInstanceUID")
+        if uid is None or str(uid) not in seen:
+            kept.append(ds)
+        if uid is not None:
+            seen.add(str(uid))
+    return kept
+
+
+def _missing(ds, tag: str) -> bool:
+    """A tag that is absent or present with no value (anonymisers blank tags so)."""
+    value = ds.get(tag)
+    return value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0)
+
+
 def _series_volume(series: list, folder: Path) -> Volume:
     first = series[0]
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        if any(tag not in ds for ds in series):
-            raise InputError(f"the DICOM series in {folder} lacks {tag}, so its geometry is unknown")
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError("multi-frame (enhanced) DICOM files are not supported; export single-frame slices")
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        if any(_missing(ds, tag) for ds in series):
+            raise InputError(f"the DICOM series in {folder} lacks {tag}, so its geometry is unknown")
+    series = _unique_instances(series)
     if len(series) < 2:
         raise InputError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed")
     if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
@@ -146,7 +233,9 @@ def _series_volume(series: list, folder: Path) -> Volume:
 
     # PixelSpacing is (distance between rows, distance between columns).
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
-    check_spacing((float(np.linalg.norm(step)), row_spacing, col_spacing))
+    # the distance between slice planes (under a gantry tilt, shorter than the step)
+    check_spacing((abs(float(step @ normal)), row_spacing, col_spacing),
+                  what="check PixelSpacing and the slice positions")
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_spacing  # i: along a row, one column further
     lps[:3, 1] = col_dir * row_spacing  # j: down a column, one row further
@@ -196,29 +285,19 @@ def _rescaled_stack(series: list) -> np.ndarray:
             name = Path(str(getattr(ds, "filename", "") or "")).name
             raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded: {exc}") from None
     raw = np.stack(pixels)
-    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series])
-    intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series])
-    if np.all(slopes == 1) and np.all(intercepts == 0):
-        return raw
-    shape = (-1, 1, 1)
-    integral = np.issubdtype(raw.dtype, np.integer) and all(
-        float(v).is_integer() for v in np.concatenate([slopes, intercepts])
-    )
-    if not integral:
-        return (raw * slopes.reshape(shape) + intercepts.reshape(shape)).astype(np.float32)
-    values = raw.astype(np.int64) * slopes.astype(np.int64).reshape(shape)
-    values += intercepts.astype(np.int64).reshape(shape)
-    for dtype in (np.int16, np.int32):
-        if np.iinfo(dtype).min <= values.min() and values.max() <= np.iinfo(dtype).max:
-            return values.astype(dtype)
-    return values
+    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series]).reshape(-1, 1, 1)
+    intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series]).reshape(-1, 1, 1)
+    return rescaled(raw, slopes, intercepts)
 
 
 def _display_window(ds) -> tuple[float, float] | None:
     """(centre, width) of the series' first stored display window, if any."""
-    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+    if _missing(ds, "WindowCenter") or _missing(ds, "WindowWidth"):
         return None
     centre, width = ds.WindowCenter, ds.WindowWidth
     centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
     width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
-    return float(centre), float(width)
+    try:
+        return float(centre), float(width)
+    except (TypeError, ValueError):  # an optional display hint: a bad one is ignored
+        return None

@@ -19,12 +19,17 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
+from .dtypes import rescaled, storable
 from .heuristics import guess_modality, looks_like_labels, normalise_modality
 from .orientation import from_display_frame, orientation_codes, to_display_frame
 from .validate import check_spacing
 from .volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# NIFTI_INTENT_LABEL: the voxels are label indices (ITK-SNAP, 3D Slicer and this plugin set it)
+INTENT_LABEL = 1002
+# mm per header space unit; an unknown unit is taken as mm, as every reader does
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
 def is_nifti_path(path) -> bool:
@@ -44,20 +49,21 @@ def read_nifti(path) -> Volume:
     path = Path(path)
     try:
         img = nib.load(str(path))
-        data_ijk = np.asanyarray(img.dataobj)  # applies scl_slope/inter only when set
+        _check_header_spacing(img, path)
+        data_ijk = _voxels(img)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
-    except MemoryError:
+    except (InputError, MemoryError):
         raise
     except Exception as exc:  # any parsing failure means the file is unusable
         reason = str(exc) or type(exc).__name__
         raise InputError(f"{path.name} cannot be read: {reason}") from None
 
     data_ijk = _as_3d(data_ijk, path.name)
-    nifti_affine = img.affine
+    nifti_affine = _affine_in_mm(img)
     spacing_ijk = np.linalg.norm(np.asarray(nifti_affine)[:3, :3], axis=0)
     try:
-        check_spacing(spacing_ijk[::-1])
+        check_spacing(spacing_ijk[::-1], what="check the voxel size in the file's header")
     except InputError as exc:
         raise InputError(f"{path.name}: {exc}") from None
     data, affine = to_display_frame(data_ijk, nifti_affine)
@@ -65,6 +71,8 @@ def read_nifti(path) -> Volume:
     description = _header_text(img.header, "descrip")
     modality, kind = _tagged_kind(description)
     modality = modality or _sidecar_modality(path)
+    if kind is None and int(img.header.get("intent_code", 0)) == INTENT_LABEL:
+        kind = "labels"
     if kind is None:
         kind = "labels" if modality is None and looks_like_labels(data) else "image"
     if modality is None:
@@ -80,6 +88,42 @@ def read_nifti(path) -> Volume:
     return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
 
 
+def _voxels(img) -> np.ndarray:
+    """The voxel values with the header's scl_slope/scl_inter applied: integer data with a
+    whole-number rescale stays integer (like a DICOM series), other rescales give float32
+    (nibabel alone would give float64, four times an int16 CT's memory)."""
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    raw = np.asanyarray(img.dataobj.get_unscaled())
+    if np.iscomplexobj(raw):
+        return raw  # refused by _as_3d
+    if not (np.isfinite(slope) and np.isfinite(inter)):
+        return raw
+    return rescaled(raw, slope, inter)
+
+
+def _check_header_spacing(img, path: Path) -> None:
+    """nibabel repairs a zero voxel size in pixdim to 1 mm as it loads the header; every
+    volume and length measured on such a file would be wrong, so the header as stored is
+    read again and such a file is refused (unless an sform gives the geometry)."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as stream:
+        header = type(img.header).from_fileobj(stream, check=False)
+    ndim = min(int(header["dim"][0]), 3)
+    pixdim = np.asarray(header["pixdim"][1 : ndim + 1], dtype=float)
+    if int(header["sform_code"]) == 0 and (np.any(pixdim == 0) or not np.all(np.isfinite(pixdim))):
+        raise InputError(f"{path.name}: the header gives a voxel size of {', '.join(f'{v:g}' for v in pixdim)} "
+                         "(pixdim); a voxel size of 0 leaves the geometry unknown")
+
+
+def _affine_in_mm(img) -> np.ndarray:
+    """The affine, converted to millimetres when the header's space unit is metres or microns."""
+    affine = np.array(img.affine, dtype=float)
+    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    affine[:3, :] *= _MM_PER_UNIT.get(unit, 1.0)
+    return affine
+
+
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
     """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path.
 
@@ -90,13 +134,23 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     path = Path(path)
     if not is_nifti_path(path):
         raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
-    data = storable_array(volume.data, volume.is_labels)
+    data = storable(volume.data, volume.is_labels)
     data_ijk, nifti_affine = from_display_frame(data, volume.affine, orientation or "LPS")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path.name}: the folder {path.parent} does not exist")
     img = nib.Nifti1Image(data_ijk, nifti_affine)
     img.header.set_data_dtype(data.dtype)
+    img.header.set_xyzt_units("mm")
     img.set_sform(nifti_affine, code="aligned")
-    img.set_qform(nifti_affine, code="aligned")
+    if is_sheared(nifti_affine):
+        # a qform is a rotation, so it cannot hold a gantry tilt's shear; a qform without it
+        # would contradict the sform by millimetres, so only the sform is stored
+        img.set_qform(None, code=0)
+    else:
+        img.set_qform(nifti_affine, code="aligned")
     kind = "labels" if volume.is_labels else "image"
+    if volume.is_labels:
+        img.header.set_intent("label")
     img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
 
     # Write beside the target, then rename: a failure or cancel leaves no partial file.
@@ -112,24 +166,16 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     return path
 
 
-def storable_array(data, is_labels: bool) -> np.ndarray:
-    """``data`` in a dtype NIfTI readers handle, converting only when needed."""
-    arr = np.asarray(data)
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    if arr.dtype == np.float16:
-        return arr.astype(np.float32)
-    if is_labels and arr.dtype.itemsize == 8 and np.issubdtype(arr.dtype, np.integer):
-        # napari may hand out int64 label maps; few tools read 64-bit integer NIfTI
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        for dtype in (np.uint8, np.uint16, np.int32):
-            info = np.iinfo(dtype)
-            if info.min <= lo and hi <= info.max:
-                return arr.astype(dtype)
-    return arr
+def is_sheared(affine, tol: float = 1e-4) -> bool:
+    """Whether the voxel axes of ``affine`` are not at right angles (a gantry-tilted series)."""
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    unit = linear / np.linalg.norm(linear, axis=0)
+    return not np.allclose(unit.T @ unit, np.eye(3), atol=tol)
 
 
 def _as_3d(data: np.ndarray, name: str) -> np.ndarray:
+    if np.iscomplexobj(data):
+        raise InputError(f"{name} holds complex voxels; save its magnitude as a real-valued volume")
     if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number):
         raise InputError(f"{name} holds {data.dtype} voxels (e.g. RGB); a grey-level volume is needed")
     if data.size == 0:  # nibabel hands a header with a zero dimension back as shape (0,)

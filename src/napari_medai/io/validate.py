@@ -11,7 +11,8 @@ MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
 
 
-def check_spacing(spacing, ndim: int = 3) -> tuple[float, ...]:
+def check_spacing(spacing, ndim: int = 3, what: str = "check the layer's scale") -> tuple[float, ...]:
+    """``spacing`` as floats, or an InputError; ``what`` says where a wrong spacing came from."""
     try:
         sp = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
@@ -22,9 +23,10 @@ def check_spacing(spacing, ndim: int = 3) -> tuple[float, ...]:
         if not np.isfinite(s) or s <= 0:
             raise InputError(f"voxel spacing must be positive and finite, got {sp} mm")
         if s < MIN_SPACING_MM or s > MAX_SPACING_MM:
+            shown = ", ".join(f"{v:.4g}" for v in sp)
             raise InputError(
-                f"voxel spacing {sp} mm is outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm: "
-                "the image geometry looks wrong (check the layer's scale)"
+                f"voxel spacing ({shown}) mm is outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm: "
+                f"the image geometry looks wrong ({what})"
             )
     return sp
 

@@ -32,6 +32,31 @@ _KJI_TO_IJK = np.array(
 )
 
 
+def voxel_spacing(linear) -> tuple[float, ...]:
+    """Voxel size in mm along each axis of a 3x3 linear map (its columns are the axes' steps).
+
+    The column norms, except on a sheared grid (a gantry-tilted CT: each slice is shifted
+    along the table, so the slice axis is not at right angles to the slice plane).  There the
+    slice axis gets the distance between its planes, the slice spacing a radiologist reads,
+    so that the product of the three is the voxel's true volume and every mL the plugin
+    reports is right.  Of the two axes not at right angles, the slice axis is taken to be the
+    one with the longer step (slices are rarely closer than pixels), the first on a tie."""
+    linear = np.asarray(linear, dtype=float)
+    norms = np.linalg.norm(linear, axis=0)
+    if linear.shape != (3, 3) or np.any(norms == 0):
+        return tuple(float(v) for v in norms)
+    unit = linear / norms
+    cosines = np.abs(unit.T @ unit)
+    if np.allclose(cosines, np.eye(3), atol=1e-6):
+        return tuple(float(v) for v in norms)
+    a, b = max(((0, 1), (0, 2), (1, 2)), key=lambda pair: cosines[pair])  # the slanted pair
+    slanted = b if norms[b] > norms[a] else a
+    p, q = (axis for axis in range(3) if axis != slanted)
+    spacing = norms.copy()
+    spacing[slanted] = abs(np.linalg.det(linear)) / np.linalg.norm(np.cross(linear[:, p], linear[:, q]))
+    return tuple(float(v) for v in spacing)
+
+
 def napari_affine_from_nifti(nifti_affine: np.ndarray) -> np.ndarray:
     """NIfTI affine (ijk -> RAS) to our affine (kji -> SPL).  Only permutations and
     sign flips: exact in floating point, so round trips are bit-exact."""
@@ -76,8 +101,9 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along (z, y, x): the column norms of the affine."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        """Voxel size in mm along (z, y, x): the column norms of the affine (on a gantry-tilted
+        grid, the distance between slices: see :func:`voxel_spacing`)."""
+        return voxel_spacing(self.affine[:3, :3])
 
     @property
     def origin(self) -> tuple[float, float, float]:

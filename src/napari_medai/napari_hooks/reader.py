@@ -66,9 +66,17 @@ def contrast_limits(vol: Volume) -> tuple[float, float]:
         return CT_CONTRAST_LIMITS
     data = vol.data
     step = max(1, data.size // 2_000_000)  # percentiles of a 2M-voxel sample are enough
-    lo, hi = np.percentile(data.ravel()[::step], MR_PERCENTILES)
+    sample = data.ravel()[::step]
+    if np.issubdtype(data.dtype, np.floating):
+        # NaN or infinite voxels (a statistical map's background) would make the range NaN
+        # and napari would show nothing: the window comes from the voxels that hold values
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return 0.0, 1.0
+    lo, hi = np.percentile(sample, MR_PERCENTILES)
     if hi <= lo:
-        lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
+        values = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data
+        lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
         hi = lo + 1.0  # constant image: napari needs an increasing range
     return float(lo), float(hi)

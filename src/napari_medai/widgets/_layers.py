@@ -53,9 +53,10 @@ def layer_spacing(layer) -> tuple[float, ...]:
     """
     from napari.utils.transforms import Affine
 
+    from ..io.volume import voxel_spacing
+
     own = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
-    linear = layer.affine.compose(own).linear_matrix
-    return tuple(float(v) for v in np.linalg.norm(linear, axis=0))
+    return voxel_spacing(layer.affine.compose(own).linear_matrix)
 
 
 def image_source(layer) -> tuple[Any, tuple[float, float, float]]:
