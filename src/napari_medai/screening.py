@@ -32,7 +32,7 @@ import numpy as np
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import InputError
 from .postprocess.components import label_sizes
-from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice
+from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice, lps_position
 from .postprocess.key_images import write_key_images
 from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note, score_cell
 from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
@@ -43,6 +43,21 @@ DEFAULT_SCORE_THRESHOLD = 0.5  # for a detector whose card has no fitted operati
 # (docs/segmentation.md, docs/detection.md: 0 of 21 held-out phantom nodules under 6 mm found).
 SMALL_NODULE_LIMIT = ("the built-in models miss most nodules under 6 mm (none of 21 found on held-out phantoms): "
                       "a category 1 or 2 here does not rule out nodules under 6 mm")
+# What the report cannot tell, stated in every report (docs/screening.md): a reader must not take
+# the software's silence for a negative scan.
+REPORT_LIMITS = (
+    "research software, not a medical device: every finding needs a reader's confirmation on the images",
+    "the built-in models were trained on synthetic phantoms and tested on one real CT; on held-out phantoms "
+    "they find 68 % of nodules of 4 mm or more at one false positive per scan (docs/detection.md)",
+    "not assessed: benign calcification or fat (category 1), perifissural and juxtapleural nodule features, "
+    "airway nodules, cysts, and growth against a prior scan (every category here is a baseline screen's)",
+)
+# lung cut by the first or last slice over more than this area: the scan may not cover the lungs
+LUNG_CUT_MM2 = 500.0
+# The slice numbers the reports give, in words (the same index as napari's slider)
+SLICE_CONVENTION = ("*Slice*: the axial slice index as napari's slider shows it, counted from 0 at the first "
+                    "slice of the volume as loaded (the most inferior one for a scan read by this plugin); "
+                    "*S mm*: that position along the patient's long axis (DICOM's z), as a viewer's table position")
 KEY_IMAGE_FOV_MM = 50.0  # the magnified field of a key image: a 30 mm nodule with its surroundings
 SIDES = ("right", "left")
 ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
@@ -81,6 +96,12 @@ class ScreeningResult:
     # reader adds later is placed the same way without labelling the whole map again (about 3 s
     # on 512 x 512 x 300); None: not known, ``with_added_finding`` reads them from ``labels``.
     lung_sides: dict | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def headline_category(self) -> str:
+        """The category a reader acts on: with each finding's attenuation read, Lung-RADS by type
+        (a 20 mm ground-glass nodule is 2, not 4B); else the size category alone."""
+        return self.category_by_attenuation or self.category
 
     def categories_after_review(self) -> tuple[str, str]:
         """(size category, category by attenuation) of the findings the reader did not reject;
@@ -201,12 +222,31 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     edge = scan_edge_note(found, volume.shape[0])
     if edge:
         notes.append(edge)
+    cut = lung_coverage_note(result.labels, lung, spacing) if lung is not None else None
+    if cut:
+        notes.append(cut)
     category = _highest(f.lung_rads for f in found)
     read = all(f.lung_rads_by_attenuation for f in found)  # "" unless every finding's attenuation was read
     by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
                            result.volumes, lung_sides=lungs)
+
+
+def lung_coverage_note(labels: np.ndarray, lung: int, spacing) -> str | None:
+    """The reports' note when the lungs run on past the scan's first or last slice (None when
+    neither end slice holds more than ``LUNG_CUT_MM2`` of lung): the volumes and zones are then
+    of the scanned part, and part of the lungs was not seen."""
+    pixel_mm2 = float(spacing[1]) * float(spacing[2])
+    ends = [(name, float(np.count_nonzero(labels[index] == lung)) * pixel_mm2)
+            for name, index in (("first", 0), ("last", -1))]
+    cut = [(name, area) for name, area in ends if area > LUNG_CUT_MM2]
+    if not cut:
+        return None
+    where = " and ".join(f"{name} slice ({area / 100:.0f} cm² of lung on it)" for name, area in cut)
+    return (f"the lungs reach the scan's {where}: the scan may not cover the whole lungs, so the lung volumes "
+            "and zones are of the scanned part only and nodules beyond it were not seen (Lung-RADS 0 applies "
+            "where part of the lungs cannot be evaluated)")
 
 
 def _highest(categories) -> str:
@@ -358,6 +398,11 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
     return {
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
+        "limits": list(REPORT_LIMITS),
+        # the category a reader acts on: by attenuation where it was read, else by size
+        "highest_category": result.headline_category,
+        "highest_category_after_review": by_attenuation or category,
+        "slice_convention": SLICE_CONVENTION.replace("*", ""),
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,
         # the reader's review: the categories of the findings not rejected (equal when none was);
@@ -367,7 +412,8 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "highest_category_by_attenuation_after_review": by_attenuation,
         "score_threshold": result.score_threshold,
         "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
-        "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(), "review": state,
+        "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(),
+                      "center_lps_mm": lps_position(s.finding), "review": state,
                       **({"key_image": image} if image else {})}
                      for i, (s, image, state) in enumerate(zip(result.findings, images, review), start=1)],
         "models": result.models,
@@ -386,49 +432,58 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     reviewed = is_reviewed(review)
     category, by_attenuation = result.categories_after_review()
     lines = [f"# Lung-nodule screening: {source}".rstrip(": "), "", f"> {LUNG_RADS_NOTE}.", ""]
+    typed = bool(result.findings and result.category_by_attenuation)  # every finding's type was read
+    shown = (by_attenuation or category) if typed else category  # after the review when there is one
+    what = "Lung-RADS category (v2022, baseline screen, by each nodule's attenuation)" if typed else "size category"
     if reviewed:
         counts = _detector_review_counts(result, review)
         more = (f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report"
                 if added else "")
-        lines += [f"**Highest size category after the reader's review: {category}** (of {n} finding"
+        before = result.headline_category if typed else result.category
+        lines += [f"**Highest {what} after the reader's review: {shown}** (of {n} finding"
                   f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
                   f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
-                  f"reviewed{more}; rejected findings do not count). Before the review: {result.category}.", ""]
+                  f"reviewed{more}; rejected findings do not count). Before the review: {before}.", ""]
+    elif n == 0 and not added:
+        lines += [f"**No nodule reported by the software** (no finding with score ≥ {result.score_threshold:g}). "
+                  "This is not a negative screen: Lung-RADS 1 needs a reader who has read the scan.", ""]
     else:
-        lines += [f"**Highest size category among the reported findings: {result.category}** "
-                  f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}"
-                  f"{'; category 1: none reported' if n == 0 else ''}).", ""]
-    if result.findings and result.category_by_attenuation:  # the reader's nodules count too
-        after = f" after the review ({result.category_by_attenuation} before)" if reviewed else ""
-        lines += [f"With the attenuation read from the CT (part-solid by the solid component, ground-glass "
-                  f"2 under 30 mm): **{by_attenuation}**{after}.", ""]
+        lines += [f"**Highest {what} among the reported findings: {shown}** "
+                  f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}).", ""]
+    if typed:  # the size category alone, as the detector gives it, for comparison
+        after = f" after the review ({result.category} before)" if reviewed else ""
+        lines += [f"By size alone, as if every nodule were solid: {category}{after}.", ""]
     lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")
     if result.denoised is not None:
         lines.append("The models read the denoised volume.")
     lines.append("")
     if result.findings:
         reader = (" reader |", "---|") if reviewed else ("", "")
-        lines += ["| # | score | side | zone | slice | long axis mm | mean diameter mm | volume mL | "
-                  f"segmented mL | Lung-RADS | attenuation: category |{reader[0]}",
-                  f"|---|---|---|---|---|---|---|---|---|---|---|{reader[1]}"]
+        lines += ["| # | score | side | zone | slice (S mm) | long axis mm | short axis mm | mean diameter mm | "
+                  f"volume mm³ | segmented mm³ | size category | attenuation: category |{reader[0]}",
+                  f"|---|---|---|---|---|---|---|---|---|---|---|---|{reader[1]}"]
         for i, (s, state) in enumerate(zip(result.findings, review), start=1):
             f = s.finding
             cell = f" {_reader_cell(f, state)} |" if reviewed else ""
             lines.append(f"| {i} | {score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
-                         f"{axial_slice(f.center_voxel)} | "
-                         f"{f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | {f.volume_ml:.3f} | "
-                         f"{s.segmented_volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |{cell}")
+                         f"{axial_slice(f.center_voxel)} ({f.center_mm[0]:.1f}) | "
+                         f"{f.diameter_mm:.1f} | {f.short_axis_mm:.1f} | {f.mean_diameter_mm:.1f} | "
+                         f"{f.volume_ml * 1000:.0f} | {s.segmented_volume_ml * 1000:.0f} | {f.lung_rads} | "
+                         f"{attenuation_cell(f)} |{cell}")
         grown = (" (for a nodule the reader added, the mask grown from the marked point: *score* reads "
                  "*reader*)") if added else ""
-        lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Volume*: the "
-                  f"detector's mask{grown}; *segmented*: the segmentation's nodule components that overlap it "
-                  "(0: the segmentation did not label it). *Lung-RADS*: the size category of a solid nodule.", ""]
+        lines += ["", "*Zone*: third of that lung's craniocaudal extent (not a lobe). *Axes*: on the axial slice "
+                  "where the finding is largest, each to one decimal; the mean is of the two, to one decimal "
+                  f"(Lung-RADS v2022). *Volume*: the detector's mask{grown}; *segmented*: the segmentation's "
+                  "nodule components that overlap it (0: the segmentation did not label it). *Size category*: "
+                  f"Lung-RADS for a solid nodule of that mean diameter. {SLICE_CONVENTION}.", ""]
         if any(s.finding.attenuation for s in result.findings):
             lines += [f"{ATTENUATION_NOTE}.", ""]
     for note in result.notes:
         lines.append(f"Note: {note}.")
-    if category in ("1", "2"):
+    if shown in ("1", "2"):
         lines.append(f"Limit: {SMALL_NODULE_LIMIT}.")
+    lines += ["", "Limits: " + "; ".join(REPORT_LIMITS) + "."]
     lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
                                         for step, m in result.models.items()) + ".",
               "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]
@@ -443,8 +498,12 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
             f = s.finding
             how = "added by the reader" if f.added_by_reader else f"score {f.score:.2f}"
             rejected = ", rejected by the reader" if state == REJECTED else ""
-            lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}, {f.diameter_mm:.1f} mm, "
-                      f"{how}, Lung-RADS {f.lung_rads}{rejected})", "", f"![Finding {i}]({image})", ""]
+            category_text = (f"{f.attenuation}, Lung-RADS {f.lung_rads_by_attenuation}" if f.lung_rads_by_attenuation
+                             else f"Lung-RADS size category {f.lung_rads}")
+            lines += [f"**Finding {i}** (slice {axial_slice(f.center_voxel)}; on its largest axial section, long "
+                      f"axis {f.diameter_mm:.1f} mm and mean diameter {f.mean_diameter_mm:.1f} mm; {how}; "
+                      f"{category_text}{rejected})", "",
+                      f"![Finding {i}]({image})", ""]
     return "\n".join(lines) + "\n"
 
 

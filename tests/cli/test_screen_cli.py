@@ -38,7 +38,7 @@ def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsy
     rows = list(csv.DictReader((out / "findings.csv").open()))
     assert [r["lung_rads"] for r in rows] == ["4A", "2"]
     printed = capsys.readouterr().out
-    assert "Highest size category among the reported findings: 4A" in printed and "report written to" in printed
+    assert "Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A" in printed and "report written to" in printed
 
 
 def test_screen_refuses_a_2d_image_and_writes_nothing(tmp_path, capsys):

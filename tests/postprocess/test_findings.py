@@ -85,3 +85,17 @@ def test_equal_scores_rank_the_larger_finding_first():
     found = findings_from_probability(prob, spacing)
     assert [f.score for f in found] == pytest.approx([1.0, 1.0, 0.9])
     assert found[0].volume_ml > found[1].volume_ml and [f.label for f in found] == [1, 2, 3]
+
+
+def test_the_mean_is_of_the_axes_as_reported_and_halves_round_up(monkeypatch):
+    from napari_medai.postprocess import findings
+    from napari_medai.postprocess.findings import mask_measurements, round_half_up
+
+    # Python's round() gives 14.9 for 14.95 (binary floats) but 6.0 for 5.95: a reader rounds both up
+    assert (round_half_up(14.95), round_half_up(5.95), round_half_up(5.94)) == (15.0, 6.0, 5.9)
+    assert lung_rads_category(14.95) == "4B" and lung_rads_category(5.95) == "3"
+    # axes of 6.06 and 5.80 mm are reported 6.1 and 5.8: their mean 5.95 is reported 6.0, category 3,
+    # as a reader recomputing it from the report gets (the unrounded mean, 5.93, gave 5.9 and 2)
+    monkeypatch.setattr(findings, "axial_axes", lambda mask, spacing: (6.06, 5.80))
+    m = mask_measurements(np.ones((2, 2, 2), bool), (1.0, 1.0, 1.0))
+    assert (m["diameter_mm"], m["short_axis_mm"], m["mean_diameter_mm"], m["lung_rads"]) == (6.1, 5.8, 6.0, "3")

@@ -94,7 +94,11 @@ def test_no_finding_is_category_1_and_one_lung_gets_no_side(shared_models):
     det, seg = shared_models
     empty = screen(toy_chest(blobs=()), SPACING, detector=det, segmenter=seg)
     assert empty.findings == [] and empty.category == "1"
-    assert "category 1: none reported" in screening_markdown(empty)
+    text = screening_markdown(empty)
+    # Lung-RADS 1 is a reader's negative read: the software's silence is said to be no such thing
+    assert "**No nodule reported by the software**" in text and "This is not a negative screen" in text
+    assert "Limits: research software, not a medical device" in text
+    assert json.loads(json.dumps(screening_record(empty)))["limits"][0].startswith("research software")
     assert "does not rule out nodules under 6 mm" in screening_markdown(empty)
     one = screen(toy_chest(blobs=((21, 20, 15, 5, 200.0),), lungs=("right",)), SPACING, detector=det,
                  segmenter=seg, score_threshold=0.5)
@@ -115,8 +119,17 @@ def test_report_record_and_markdown_carry_the_fields(shared_models):
     assert first["rank"] == 1 and first["slice"] == int(np.floor(first["center_voxel"][0] + 0.5))
     assert record["models"]["segment"]["sha256"] == record["models"]["detect"]["sha256"] != ""
     text = screening_markdown(result, "toy.nii.gz")
-    assert "decision support, not a diagnosis" in text and "**Highest size category among the reported " \
-        "findings: 4A**" in text
+    assert "decision support, not a diagnosis" in text
+    # every finding's attenuation was read: the headline is the category by type, size alone after it
+    assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the " \
+        "reported findings: 4A**" in text and "By size alone, as if every nodule were solid: 4A." in text
+    assert record["highest_category"] == "4A" and "napari's slider" in record["slice_convention"]
+    s_mm, p_mm, l_mm = first["center_mm"]
+    assert first["center_lps_mm"] == [round(l_mm, 2), round(p_mm, 2), round(s_mm, 2)]  # DICOM (x, y, z)
+    # the slice with its S position, both axes and the volume in mm3 as Lung-RADS gives them
+    f = result.findings[0].finding
+    assert (f"| {first['slice']} ({s_mm:.1f}) | {f.diameter_mm:.1f} | {f.short_axis_mm:.1f} | "
+            f"{f.mean_diameter_mm:.1f} | {f.volume_ml * 1000:.0f} |") in text
     assert "| 1 |" in text and "| 2 |" in text and "rule-seg" in text
     assert "| 4A | solid: 4A |" in text and "*Attenuation*: read from the CT" in text
 
@@ -230,7 +243,9 @@ def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared
     assert record["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1, "added": 0}
     assert [f["review"] for f in record["findings"]] == ["rejected", ""]
     text = screening_markdown(reviewed, "toy")
-    assert "**Highest size category after the reader's review: 2**" in text and "Before the review: 4A." in text
+    assert ("**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) after the "
+            "reader's review: 2**") in text and "Before the review: 4A." in text
+    assert "By size alone, as if every nodule were solid: 2 after the review (4A before)." in text
     assert "accepted 0, rejected 1 and left 1 not reviewed" in text
     assert "| solid: 4A | rejected |" in text and "| solid: 2 | not reviewed |" in text
     assert "Limit: the built-in models miss" in text  # category 2 after the review
@@ -238,7 +253,7 @@ def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared
     assert with_review(result, ["", "accepted"]).categories_after_review() == ("4A", "4A")
     # no review: the report reads as before, without a reader column
     plain = screening_markdown(result, "toy")
-    assert "reader" not in plain and screening_record(result)["highest_size_category_after_review"] == "4A"
+    assert "reader" not in plain.split("Limits:")[0] and screening_record(result)["highest_size_category_after_review"] == "4A"
     with pytest.raises(InputError, match="one per finding"):
         with_review(result, ["rejected"])
     # medai screen's files: findings.csv gets the review column, the key image caption the state
@@ -290,5 +305,18 @@ def test_a_reader_nodule_on_a_scan_the_detector_left_empty_gets_its_attenuation_
     by_attenuation = added.categories_after_review()[1]
     assert by_attenuation == nodule.lung_rads_by_attenuation != ""
     # report.md says what report.json says
-    assert f"2 under 30 mm): **{by_attenuation}** after the review" in screening_markdown(added)
+    assert f"**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) after the reader's review: {by_attenuation}**" in screening_markdown(added)
     assert screening_record(added)["highest_category_by_attenuation_after_review"] == by_attenuation
+
+
+def test_lungs_cut_by_the_scan_are_noted():
+    from napari_medai.screening import lung_coverage_note
+
+    labels = np.zeros((10, 40, 40), np.uint8)
+    labels[2:8, 5:35, 5:35] = 1  # whole lungs: nothing on the end slices
+    assert lung_coverage_note(labels, 1, (2.0, 1.0, 1.0)) is None
+    labels[0, 5:35, 5:35] = 1  # 9 cm2 of lung on the first slice: the bases were not scanned
+    note = lung_coverage_note(labels, 1, (2.0, 1.0, 1.0))
+    assert "reach the scan's first slice (9 cm² of lung on it)" in note and "Lung-RADS 0" in note
+    labels[-1, 10:12, 10:12] = 1  # a few pixels of lung on the last slice are no cut
+    assert "last" not in lung_coverage_note(labels, 1, (2.0, 1.0, 1.0))

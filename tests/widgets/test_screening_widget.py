@@ -60,7 +60,7 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
         np.testing.assert_allclose(layer.translate, TRANSLATE)
     assert seg.data.shape == chest.data.shape and set(np.unique(seg.data)) == {0, 1, 2}
     text = widget.report_view.toPlainText()
-    assert "Highest size category among the reported findings: 4A" in text and "not a diagnosis" in text
+    assert "Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A" in text and "not a diagnosis" in text
     assert widget.findings_table.rowCount() == 2
     # a finding goes into the new segmentation as its nodule class, not into the finding masks
     assert widget.target_picker.current_layer() is seg and widget.label_value_box.value() == 2
@@ -88,17 +88,17 @@ def test_the_readers_review_updates_the_report_and_goes_into_the_saved_files(qtb
     assert [s.finding.lung_rads for s in widget.screening.findings] == ["4A", "2"]
     widget.set_review(0, "rejected")  # the 4A finding is not a nodule, says the reader
     text = widget.report_view.toPlainText()
-    assert "**Highest size category after the reader's review: 2**" in text and "Before the review: 4A." in text
+    assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) after the reader's review: 2**" in text and "Before the review: 4A." in text
     record = widget.findings_layer.metadata["screening"]
     assert record["highest_size_category_after_review"] == "2" and record["findings"][0]["review"] == "rejected"
     md = widget.save_report(tmp_path / "exam")
     saved = json.loads(md.with_suffix(".json").read_text())
     assert saved["highest_size_category"] == "4A" and saved["highest_size_category_after_review"] == "2"
     assert saved["reader_review"] == {"accepted": 0, "rejected": 1, "not_reviewed": 1, "added": 0}
-    assert "Lung-RADS 4A, rejected by the reader)" in md.read_text()
+    assert "solid, Lung-RADS 4A, rejected by the reader)" in md.read_text()
     assert widget.screening.review == []  # the run's result itself is kept as the models gave it
     widget.set_review(0, "")
-    assert "**Highest size category among the reported findings: 4A**" in widget.report_view.toPlainText()
+    assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A**" in widget.report_view.toPlainText()
 
 
 def test_saving_before_a_run_says_so(viewer, chest):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, InputError, ModelError
-from ..postprocess.findings import Finding, lung_rads_category, rank_findings
+from ..postprocess.findings import Finding, lung_rads_category, mean_diameter, rank_findings, round_half_up
 
 BOX_KEYS = ("boxes", "box", "pred_boxes")
 SCORE_KEYS = ("scores", "labels_scores", "label_scores", "box_scores", "pred_scores")
@@ -234,17 +234,18 @@ def boxes_to_findings(edges: np.ndarray, scores: np.ndarray, spacing, shape, aff
 def _finding(lo, hi, score, spacing, shape, affine) -> Finding:
     centre = (lo + hi) / 2.0 - 0.5  # voxel-edge -> voxel-centre coordinates
     extent_mm = (hi - lo) * spacing
-    long_ax, short_ax = float(max(extent_mm[1:])), float(min(extent_mm[1:]))
-    mean_d = 0.5 * (long_ax + short_ax)
+    # each axis to one decimal, then their mean (Lung-RADS; postprocess.findings.mask_measurements)
+    long_ax, short_ax = round_half_up(max(extent_mm[1:])), round_half_up(min(extent_mm[1:]))
+    mean_d = mean_diameter(long_ax, short_ax)
     start = np.floor(lo).astype(int)
     stop = np.minimum(np.ceil(hi).astype(int), shape)
     return Finding(
         center_voxel=[round(float(c), 2) for c in centre],
         center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]],
         bbox_voxel=[start.tolist(), stop.tolist()],
-        diameter_mm=round(long_ax, 1),
-        short_axis_mm=round(short_ax, 1),
-        mean_diameter_mm=round(mean_d, 1),
+        diameter_mm=long_ax,
+        short_axis_mm=short_ax,
+        mean_diameter_mm=mean_d,
         volume_ml=round(math.pi / 6.0 * float(np.prod(extent_mm)) / 1000.0, 4),
         score=round(score, 4),
         lung_rads=lung_rads_category(mean_d),

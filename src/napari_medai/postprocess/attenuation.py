@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from .components import keep_largest_components
-from .findings import axial_axes, lung_rads_category
+from .findings import axial_axes, lung_rads_category, round_half_up
 
 SOLID_HU = -300.0
 SOLID_SHARE = 0.6  # at least this share of the mask solid: a solid nodule
@@ -74,7 +74,7 @@ def attenuation(mask: np.ndarray, hu: np.ndarray, spacing) -> Attenuation:
         kind = "ground-glass"
     else:
         kind = "part-solid"
-    return Attenuation(kind, round(share, 3), round(diameter, 1))
+    return Attenuation(kind, round(share, 3), round_half_up(diameter))
 
 
 def _core(piece: np.ndarray, spacing) -> np.ndarray | None:
@@ -132,14 +132,14 @@ def lung_rads_by_attenuation(kind: str, mean_diameter_mm: float, solid_diameter_
     6-<8: 4A, >= 8: 4B); ground-glass < 30 mm: 2, >= 30 mm: 3."""
     if kind == "solid":
         return lung_rads_category(mean_diameter_mm)
-    d = round(float(mean_diameter_mm), 1)
+    d = round_half_up(mean_diameter_mm)
     if kind == "ground-glass":
         return "2" if d < GROUND_GLASS_BOUND_MM else "3"
     if kind != "part-solid":
         raise ValueError(f"unknown attenuation {kind!r}; expected one of {KINDS}")
     if d < 6.0:
         return "2"
-    solid = round(float(solid_diameter_mm), 1)
+    solid = round_half_up(solid_diameter_mm)
     return next(category for bound, category in PART_SOLID_BASELINE if solid < bound)
 
 

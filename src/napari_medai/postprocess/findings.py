@@ -22,9 +22,26 @@ LUNG_RADS_NOTE = "Lung-RADS v2022 size category (solid nodule, baseline screen):
 FIELD_SLAB = 16  # axial slices summed at a time by organ_field
 
 
+def round_half_up(value: float, digits: int = 1) -> float:
+    """``value`` to ``digits`` decimals with halves rounded up, as a reader rounds a caliper
+    reading (Python's ``round`` rounds 5.95 to 6.0 but 14.95 to 14.9: binary floats)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def mean_diameter(long_axis_mm: float, short_axis_mm: float) -> float:
+    """The mean of two axes already rounded to one decimal, to one decimal, halves up; in decimal
+    arithmetic, since 0.5 * (6.1 + 5.8) is 5.9499... in binary floats and would round down."""
+    from decimal import Decimal
+
+    return round_half_up((Decimal(repr(float(long_axis_mm))) + Decimal(repr(float(short_axis_mm)))) / 2)
+
+
 def lung_rads_category(mean_diameter_mm: float) -> str:
     """Size category for a solid nodule on a baseline screen: <6: 2, 6-<8: 3, 8-<15: 4A, >=15: 4B."""
-    d = round(float(mean_diameter_mm), 1)  # Lung-RADS rounds the mean diameter to one decimal
+    d = round_half_up(mean_diameter_mm)  # Lung-RADS rounds the mean diameter to one decimal
     for bound, category in LUNG_RADS_SOLID_BASELINE:
         if d < bound:
             return category
@@ -56,6 +73,14 @@ class Finding:
         return d
 
 
+def lps_position(f: Finding) -> list[float]:
+    """The finding's centre as DICOM patient coordinates (x, y, z) in mm, the order a PACS and
+    ``medai measure --at-lps`` use: x towards the patient's left, y posterior, z superior
+    (``center_mm`` is the same point in napari's (S, P, L) order)."""
+    s_mm, p_mm, l_mm = (float(v) for v in f.center_mm)
+    return [round(l_mm, 2), round(p_mm, 2), round(s_mm, 2)]
+
+
 def axial_slice(center_voxel) -> int:
     """The axial slice a finding is listed on (tables, reports, key images): its centre's z,
     halves rounded up."""
@@ -82,11 +107,13 @@ def axial_axes(mask: np.ndarray, spacing) -> tuple[float, float]:
 
 def mask_measurements(mask: np.ndarray, spacing) -> dict:
     """The size fields of a Finding measured on ``mask``: long and short axial axes, their mean,
-    volume and the Lung-RADS size category (from the unrounded mean), rounded as reported."""
-    long_ax, short_ax = axial_axes(mask, spacing)
-    mean_d = 0.5 * (long_ax + short_ax)
-    return {"diameter_mm": round(long_ax, 1), "short_axis_mm": round(short_ax, 1),
-            "mean_diameter_mm": round(mean_d, 1),
+    volume and the Lung-RADS size category.  As Lung-RADS v2022 asks, each axis is rounded to
+    one decimal first and the mean is taken of the rounded axes, so a reader who recomputes the
+    mean from the report gets the same number and category (6.1 and 5.8 mm: 6.0 mm, category 3)."""
+    long_ax, short_ax = (round_half_up(v) for v in axial_axes(mask, spacing))
+    mean_d = mean_diameter(long_ax, short_ax)
+    return {"diameter_mm": long_ax, "short_axis_mm": short_ax,
+            "mean_diameter_mm": mean_d,
             "volume_ml": round(float(mask.sum()) * float(np.prod(spacing)) / 1000.0, 4),
             "lung_rads": lung_rads_category(mean_d)}
 

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 
-from .findings import LUNG_RADS_NOTE, Finding
+import numpy as np
+
+from .findings import LUNG_RADS_NOTE, Finding, axial_slice, lps_position
 
 # What the attenuation column means, for the reports (postprocess.attenuation).
 ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (solid component: voxels of "
@@ -14,7 +16,8 @@ ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (s
                     "(part-solid: by the solid component; ground-glass: 2 under 30 mm, 3 from 30 mm). "
                     "Confirm the type on the image: decision support, not a diagnosis")
 
-CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
+# center_voxel: (z, y, x) array index; center_mm: napari's world (S, P, L); center_lps_mm: DICOM (x, y, z)
+CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "center_lps_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
               "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
               "lung_rads_by_attenuation", "added_by_reader")
 
@@ -24,7 +27,7 @@ def findings_to_records(findings: list[Finding]) -> list[dict]:
     for rank, f in enumerate(findings, start=1):
         d = f.to_dict()
         d.pop("label", None)
-        rows.append({"rank": rank, **d})
+        rows.append({"rank": rank, **d, "center_lps_mm": lps_position(f)})
     return rows
 
 
@@ -92,7 +95,8 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
     lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS | "
               "attenuation: category |", "|---|---|---|---|---|---|---|---|"]
     for rank, f in enumerate(findings, start=1):
-        c = ", ".join(f"{v:.0f}" for v in f.center_voxel)
+        # the slice as every report gives it (halves up), the row and column to the nearest
+        c = ", ".join(map(str, [axial_slice(f.center_voxel), *(int(np.floor(v + 0.5)) for v in f.center_voxel[1:])]))
         lines.append(f"| {rank} | {f.score:.2f} | {c} | {f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | "
                      f"{f.volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |")
     note = scan_edge_note(findings, n_slices) if n_slices is not None else None
