@@ -155,3 +155,104 @@ def test_hard_negatives_are_loaded_from_the_raw_labels_and_add_to_the_loss(tmp_p
                            log=lambda *_: None)
     assert b["history"][0]["loss"] > a["history"][0]["loss"]  # the extra term adds to the loss
     assert b["config"]["hard_negatives"] == (1,) and set(b["history"][0]["val_dice"]) == {"lung", "nodule"}
+
+
+def test_one_pair_still_keeps_a_best_checkpoint_with_a_card_that_runs(tmp_path):
+    from napari_medai import segment
+    from napari_medai.io import read_volume
+
+    _write_pairs(tmp_path / "data", n=1)  # no validation case: the score is -loss, often below -1
+    summary = train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=lambda *_: None)
+    assert summary["n_val"] == 0 and summary["best_score"] < 0
+    assert (tmp_path / "run" / "best.pt").is_file()
+    # the run's card beside its weights: the run is a model at once, without installing it
+    image = read_volume(tmp_path / "data" / "case0_image.nii.gz")
+    result = segment(image.data, image.spacing, model=str(tmp_path / "run" / "best.pt"))
+    assert result.labels.shape == image.data.shape
+    assert [c["name"] for _, c in sorted(result.classes.items())] == ["background", "lung", "nodule"]
+
+
+def test_a_run_with_other_settings_in_the_out_folder_is_refused_not_resumed(tmp_path):
+    _write_pairs(tmp_path / "data")
+    _write_pairs(tmp_path / "other", seed=1)
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=lambda *_: None)
+    with pytest.raises(InputError, match=r"other settings \(data .*other"):
+        train_segmentation(_cfg(tmp_path / "other", tmp_path / "run", epochs=1), log=lambda *_: None)
+    with pytest.raises(InputError, match="epochs 1 -> 3"):  # used to crash the LR schedule
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=3), log=lambda *_: None)
+    # the same settings resume (and a finished run is reported as it was)
+    logged = []
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=logged.append)
+    assert "resumed after epoch 0" in logged
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "--epochs must be at least 1"), ({"lr": -1.0}, "--lr must be positive"),
+    ({"batch_size": 0}, "--batch-size must be at least 1"), ({"spacing": (0.0, 1.0, 1.0)}, "--spacing"),
+    ({"roi": (9, 16, 16)}, r"--roi \(9, 16, 16\): each size must be a multiple of 2"),
+])
+def test_bad_options_are_refused_before_any_data_is_read(tmp_path, change, message):
+    with pytest.raises(InputError, match=message):  # the folder does not even exist
+        train_segmentation(_cfg(tmp_path / "missing", tmp_path / "run", **change), log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_elsewhere_in_space_or_not_class_indices_are_refused(tmp_path):
+    from napari_medai.io import read_volume
+
+    _write_pairs(tmp_path / "data", n=1)
+    label = read_volume(tmp_path / "data" / "case0_label.nii.gz")
+    mirrored = Volume(label.data, label.affine @ np.diag([1.0, 1.0, -1.0, 1.0]), is_labels=True)
+    write_volume(mirrored, tmp_path / "data" / "case0_label.nii.gz")
+    with pytest.raises(InputError, match="case0_label.nii.gz: the labels lie elsewhere in space"):
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "run"), log=lambda *_: None)
+
+    from napari_medai.training.seg_data import label_values
+
+    # float masks round to the nearest class: a uint8 cast made 0.9999999 background
+    np.testing.assert_array_equal(label_values(np.array([0.0, 0.9999999, 1.9999998], np.float32), "f"), [0, 1, 2])
+    for bad, why in ((np.array([0.0, 1.5]), "whole numbers"), (np.array([0, 256]), "0-255"),
+                     (np.array([-1, 1]), "0-255")):
+        with pytest.raises(InputError, match=f"x.nii.gz: .*{why}"):
+            label_values(bad, "x.nii.gz")
+
+
+def test_common_pair_layouts_are_found_and_unmatched_images_named(tmp_path):
+    from napari_medai.io.nifti import nifti_stem
+
+    def touch(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_volume(np.zeros((3, 4, 5), np.uint8), path, is_labels=True)
+
+    for name in ("a_image.nii.gz", "a_label.nii", "b_img.nii.gz", "b_seg.nii.gz", "c.nii.gz", "c_label.nii.gz",
+                 "lonely_image.nii.gz"):
+        touch(tmp_path / "flat" / name)
+    said = []
+    pairs = find_pairs(tmp_path / "flat", said.append)
+    assert [(nifti_stem(i), nifti_stem(lab)) for i, lab in pairs] == [
+        ("a_image", "a_label"), ("b_img", "b_seg"), ("c", "c_label")]
+    assert "1 image(s) without a label file are left out: lonely_image.nii.gz" in said[0]
+    for name in ("imagesTr/case_001_0000.nii.gz", "labelsTr/case_001.nii.gz"):  # MSD / nnU-Net
+        touch(tmp_path / "msd" / name)
+    assert [(i.name, lab.name) for i, lab in find_pairs(tmp_path / "msd")] == [
+        ("case_001_0000.nii.gz", "case_001.nii.gz")]
+
+
+def test_fine_tuning_to_other_classes_keeps_the_fitting_weights(tmp_path):
+    _write_pairs(tmp_path / "data")
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "three", epochs=1), log=lambda *_: None)
+    said = []
+    # a run's last.pt (weights inside a training state) into a two-class model: the head starts fresh
+    cfg = _cfg(tmp_path / "data", tmp_path / "two", epochs=1, init=str(tmp_path / "three" / "last.pt"),
+               class_names=("background", "lung"), class_ratios=(1, 1))
+    with pytest.raises(InputError, match="go up to 2"):  # the labels still hold nodules: said, not trained
+        train_segmentation(cfg, log=said.append)
+    assert any("start fresh" in line for line in said) is False  # refused before the network is built
+    from napari_medai.training.segmentation import build_unet, load_matching
+
+    net = build_unet(cfg)
+    state = torch.load(tmp_path / "three" / "best.pt", weights_only=True)
+    load_matching(net, state, "three", said.append)
+    assert "start fresh" in said[-1]
+    kept = [k for k, v in net.state_dict().items() if k in state and v.shape == state[k].shape]
+    assert kept and all(torch.equal(net.state_dict()[k], state[k]) for k in kept)

@@ -45,7 +45,10 @@ def add_parser(sub) -> None:
                    "of a small lesion are not called lesions")
     p.add_argument("--hard-negative-weight", type=float, default=1.0, metavar="W",
                    help="weight of that hard-negative term (default 1)")
-    p.add_argument("--init", help="start from a built-in model name or a .pt state dict (fine-tuning)")
+    p.add_argument("--init", help="start from a built-in model name, a model card (.json), a MONAI bundle folder "
+                   "or a .pt file (weights, or another run's last.pt): fine-tuning. Tensors that do not fit (an "
+                   "output layer for other classes) start fresh; with the same classes the model's "
+                   "post-processing is kept")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")
     p.add_argument("--epochs", type=int, default=20)
@@ -54,7 +57,18 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--spacing", type=float, nargs=3, default=(2.0, 1.0, 1.0), metavar=("Z", "Y", "X"))
     p.add_argument("--roi", type=int, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"))
-    p.add_argument("--classes", nargs="+", default=["background", "lung", "nodule"])
+    p.add_argument("--classes", nargs="+", default=["background", "lung", "nodule"],
+                   help="a name per label value, background first (default: background lung nodule)")
+    p.add_argument("--intensity", choices=("ct_window", "percentile", "zscore"), default=None,
+                   help="how intensities reach the network (recorded in the card, so inference does the "
+                   "same): ct_window (HU in --ct-window to 0..1; the default for CT), percentile (each "
+                   "image's 0.5-99.5 %% range to 0..1; the default for MR) or zscore")
+    p.add_argument("--ct-window", type=float, nargs=2, default=(-1000.0, 400.0), metavar=("LOW", "HIGH"),
+                   help="the HU window for --intensity ct_window (default -1000 400: lungs and soft tissue; "
+                   "bone and contrast above 400 HU are clipped)")
+    p.add_argument("--modality", choices=("CT", "MR"), default="CT",
+                   help="the images' modality, written into the card: a CT model refuses MR images and the "
+                   "reverse (default CT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="train in fp32 even where bf16 is supported")
@@ -77,7 +91,8 @@ def run(args) -> int:
         dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),
         component_loss_weight=args.component_loss_weight, component_ce_weight=args.component_ce_weight,
         min_component_voxels=args.min_component_voxels, hard_negatives=tuple(args.hard_negatives),
-        hard_negative_weight=args.hard_negative_weight,
+        hard_negative_weight=args.hard_negative_weight, ct_window=tuple(args.ct_window), modality=args.modality,
+        intensity=args.intensity or ("ct_window" if args.modality == "CT" else "percentile"),
     )
     for option, classes in (("--balance-components", cfg.balance_components),
                             ("--component-loss", cfg.component_loss)):
@@ -95,14 +110,23 @@ def run(args) -> int:
         cfg.class_ratios = tuple(args.class_ratios)
     elif len(cfg.class_names) != 3:  # the default ratios favour class 2 (nodule) of the chest model
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
+    from ..training.segmentation import check_config
+
+    check_config(cfg)  # before phantoms are generated or any file is read
+    if args.install_as:
+        _check_install_name(args.install_as)
     if args.phantoms:
         from ..training.phantom_dataset import write_phantom_dataset
 
         write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms),
                               n_nodules=args.phantom_nodules, max_nodule_diameter_mm=args.phantom_max_diameter)
-    progress = _bar(cfg.epochs * cfg.iters_per_epoch)
-    summary = train_segmentation(cfg, progress=progress)
-    print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt")
+    progress = _Bar(cfg.epochs * cfg.iters_per_epoch)
+    try:
+        summary = train_segmentation(cfg, progress=progress)
+    finally:
+        progress.close()  # before the last messages, so the bar's line does not follow them
+    print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt "
+          f"(its card: {args.out}/best.json, e.g. medai segment IN OUT --model {args.out}/best.pt)")
     if args.install_as:
         from ..training.segmentation import install_builtin
 
@@ -117,10 +141,33 @@ def _argv():
     return ["medai"] + sys.argv[1:]
 
 
-def _bar(total):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    bar = tqdm(total=total, unit="it", mininterval=5)
-    return lambda done, tot: bar.update(done - bar.n)
+def _check_install_name(name: str) -> None:
+    """A built-in model's name becomes two file names: checked before hours of training."""
+    import re
+
+    from ..errors import InputError
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
+        raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
+                         "the model's .pt and .json files), without a suffix")
+
+
+class _Bar:
+    """A tqdm bar made at the first step, so its rate and time left count training, not the
+    loading of the cases before it; a step counted again after a resume is not a speed."""
+
+    def __init__(self, total: int):
+        self.total, self.bar = total, None
+
+    def __call__(self, done: int, total: int) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=max(0, done - 1), unit="it", mininterval=5)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -17,25 +17,56 @@ from ..errors import InputError
 LUNG, NODULE = 1, 2
 
 
-def find_pairs(folder) -> list[tuple[Path, Path]]:
+# (image name ending, label name ending) pairs of the layouts recognised in one folder
+_SUFFIX_PAIRS = (("_image", "_label"), ("_img", "_seg"), ("", "_label"), ("", "_seg"))
+# (image folder, label folder) layouts: the plugin's own, and MSD / nnU-Net's
+_FOLDER_PAIRS = (("images", "labels"), ("imagesTr", "labelsTr"))
+
+
+def find_pairs(folder, log=None) -> list[tuple[Path, Path]]:
+    """(image, label) NIfTI pairs in ``folder``: ``<case>_image`` with ``<case>_label`` (also
+    ``_img``/``_seg``, or ``<case>`` with ``<case>_label``/``_seg``), or ``images/<case>`` with
+    ``labels/<case>`` (MSD / nnU-Net ``imagesTr/<case>_0000`` with ``labelsTr/<case>``); a label
+    may be .nii or .nii.gz whatever the image is.  Images found without a label are named
+    through ``log``, not dropped silently."""
+    from ..io.nifti import NIFTI_SUFFIXES, is_nifti_path, nifti_stem
+
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"training data folder {folder} does not exist")
-    pairs = []
-    for img in sorted(folder.glob("*_image.nii*")):
-        lab = img.with_name(img.name.replace("_image.nii", "_label.nii"))
-        if lab.exists():
-            pairs.append((img, lab))
-    if not pairs and (folder / "images").is_dir():
-        for img in sorted((folder / "images").glob("*.nii*")):
-            lab = folder / "labels" / img.name
-            if lab.exists():
-                pairs.append((img, lab))
+
+    def label_for(directory: Path, stem: str) -> Path | None:
+        return next((directory / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES
+                     if (directory / f"{stem}{suffix}").is_file()), None)
+
+    pairs, unmatched = [], []
+    for images, labels in _FOLDER_PAIRS:
+        if (folder / images).is_dir() and (folder / labels).is_dir():
+            for img in sorted(p for p in (folder / images).iterdir() if is_nifti_path(p)):
+                stem = nifti_stem(img)
+                lab = label_for(folder / labels, stem) or label_for(folder / labels, stem.removesuffix("_0000"))
+                (pairs.append((img, lab)) if lab else unmatched.append(img.name))
+            break
+    if not pairs:
+        files = sorted(p for p in folder.iterdir() if is_nifti_path(p))
+        labels_named = {p for p in files for _, lab in _SUFFIX_PAIRS if nifti_stem(p).endswith(lab)}
+        for img in files:
+            if img in labels_named:
+                continue
+            stem = nifti_stem(img)
+            lab = next((found for image_end, label_end in _SUFFIX_PAIRS if stem.endswith(image_end)
+                        for found in [label_for(folder, stem[: len(stem) - len(image_end)] + label_end)]
+                        if found is not None), None)
+            (pairs.append((img, lab)) if lab else unmatched.append(img.name))
     if not pairs:
         raise InputError(
-            f"no image/label pairs in {folder}: expected <case>_image.nii.gz with <case>_label.nii.gz, "
-            "or images/<case>.nii.gz with labels/<case>.nii.gz"
+            f"no image/label pairs in {folder}: expected <case>_image.nii.gz with <case>_label.nii.gz "
+            "(or _img/_seg, or <case> with <case>_label), images/<case> with labels/<case>, or "
+            "imagesTr/<case>_0000 with labelsTr/<case>"
         )
+    if unmatched and log is not None:
+        names = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        log(f"warning: {len(unmatched)} image(s) without a label file are left out: {names}")
     return pairs
 
 
@@ -83,6 +114,23 @@ def ct_window_card(lo: float, hi: float, clip: bool = True) -> dict:
     return {"kind": "ct_window", "a_min": float(lo), "a_max": float(hi), "b_min": 0.0, "b_max": 1.0, "clip": clip}
 
 
+def label_values(data, name: str) -> np.ndarray:
+    """A label file's voxels as uint8 class indices.  Float labels are rounded (a mask saved as
+    0.9999999 is class 1, not 0); values that are not whole, negative or above 255 are refused
+    with the file's name (a plain uint8 cast truncated 1.9999998 to 1 and wrapped 256 to 0)."""
+    arr = np.asarray(data)
+    if np.issubdtype(arr.dtype, np.floating):
+        rounded = np.rint(arr)
+        if not np.isfinite(arr).all() or np.abs(arr - rounded).max(initial=0.0) > 1e-3:
+            raise InputError(f"{name}: label values must be whole numbers (class indices), found e.g. "
+                             f"{arr[np.abs(arr - rounded) > 1e-3].ravel()[:1].tolist() or 'NaN'}")
+        arr = rounded
+    lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
+    if lo < 0 or hi > 255:
+        raise InputError(f"{name}: label values run from {lo:g} to {hi:g}; class indices must be 0-255")
+    return arr.astype(np.uint8)
+
+
 @dataclass
 class Case:
     name: str
@@ -102,14 +150,18 @@ def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=T
     lab = read_volume(label_path)
     if img.data.shape != lab.data.shape:
         raise InputError(f"{image_path.name} and {label_path.name} differ in shape")
-    target = chest_targets(lab.data) if map_labels else np.asarray(lab.data, np.uint8)
+    if not np.allclose(lab.affine, img.affine, atol=1e-3):  # the check medai evaluate makes
+        raise InputError(f"{label_path.name}: the labels lie elsewhere in space than {image_path.name} "
+                         "(different affine: origin, spacing or axis directions)")
+    values = label_values(lab.data, label_path.name)
+    target = chest_targets(values) if map_labels else values
     image = resample_array(np.asarray(img.data, np.float32), img.spacing, target_spacing, order=1)
     target = resample_array(target, img.spacing, target_spacing, order=0)
     negative = None
     if negative_values:
         negative = np.isin(np.asarray(lab.data), list(negative_values)).astype(np.uint8)
         negative = resample_array(negative, img.spacing, target_spacing, order=0)
-    name = image_path.name.split("_image")[0].split(".nii")[0]
+    name = image_path.name.split("_image")[0].split(".nii")[0].removesuffix("_0000")
     return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8), negative)
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MedaiError
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
 from .seg_data import Case, component_balanced_indices, ct_window, ct_window_card, find_pairs, load_case
@@ -66,25 +66,78 @@ class SegTrainConfig:
     hard_negatives: tuple = ()
     hard_negative_weight: float = 1.0
     ct_window: tuple = (-1000.0, 400.0)
+    # how intensities reach the network, as the card tells inference: "ct_window" (HU in
+    # ct_window to 0..1, for CT), "percentile" (each image's 0.5-99.5 percentiles to 0..1, for MR
+    # and other images without a fixed scale) or "zscore"
+    intensity: str = "ct_window"
+    modality: str = "CT"
     extra: dict = field(default_factory=dict)
 
 
+INTENSITIES = ("ct_window", "percentile", "zscore")
+
+
+def intensity_card(cfg: SegTrainConfig) -> dict:
+    """The card's ``intensity`` entry for ``cfg``: inference maps each image the same way."""
+    if cfg.intensity == "ct_window":
+        return ct_window_card(*cfg.ct_window)
+    if cfg.intensity == "percentile":
+        return {"kind": "percentile", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": False}
+    if cfg.intensity == "zscore":
+        return {"kind": "zscore"}
+    raise InputError(f"intensity must be one of {INTENSITIES}, got {cfg.intensity!r}")
+
+
 def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
-    return ct_window(*cfg.ct_window)
+    """The map training applies to each image: the one inference applies (for a CT window the
+    numpy form the shipped weights were trained with; else the engine's own, inference.intensity)."""
+    import torch
+
+    from ..inference.intensity import fit_intensity
+
+    spec = intensity_card(cfg)
+    if cfg.intensity == "ct_window":
+        return ct_window(*cfg.ct_window)
+
+    def apply(image: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        return fit_intensity(spec, t).apply(t).numpy()
+
+    return apply
+
+
+def check_config(cfg: SegTrainConfig) -> None:
+    """Every option a run needs, checked before any data loads (a bad one used to surface as a
+    scheduler's or a crop transform's traceback after minutes of loading)."""
+    for name in ("epochs", "iters_per_epoch", "batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise InputError(f"--lr must be positive, got {cfg.lr}")
+    if len(cfg.spacing) != 3 or not all(float(v) > 0 for v in cfg.spacing):
+        raise InputError(f"--spacing must be three positive sizes in mm, got {tuple(cfg.spacing)}")
+    factor = int(np.prod(cfg.strides)) if cfg.strides else 1
+    if any(int(r) < factor or int(r) % factor for r in cfg.roi):
+        raise InputError(f"--roi {tuple(cfg.roi)}: each size must be a multiple of {factor} (the UNet halves "
+                         f"it {len(cfg.strides)} times), e.g. {tuple(max(factor, int(r) // factor * factor) for r in cfg.roi)}")
+    if len(cfg.class_names) < 2:
+        raise InputError(f"--classes needs background and at least one class, got {cfg.class_names}")
+    intensity_card(cfg)
+    if cfg.intensity == "ct_window" and not cfg.ct_window[0] < cfg.ct_window[1]:
+        raise InputError(f"--ct-window must be LOW HIGH with LOW < HIGH, got {tuple(cfg.ct_window)}")
 
 
 CLASS_COLORS = ("#000000", "#4aa3ff", "#ff3030", "#30d060", "#ffd000", "#c040ff", "#ff8000", "#00d0d0")
 
 
-def make_card(cfg: SegTrainConfig, name: str = "segmentation-model", modality: str = "CT"):
+def make_card(cfg: SegTrainConfig, name: str = "segmentation-model", modality: str | None = None):
     """The model card describing what this configuration trains (network, geometry, classes)."""
     from ..models.card import ModelCard
 
-    lo, hi = cfg.ct_window
     return ModelCard(
         name=name,
         task="segmentation",
-        modality=modality,
+        modality=modality or cfg.modality,
         spacing=tuple(cfg.spacing),
         roi_size=tuple(cfg.roi),
         spatial_dims=3,
@@ -93,7 +146,7 @@ def make_card(cfg: SegTrainConfig, name: str = "segmentation-model", modality: s
         classes=[
             {"index": i, "name": n, "color": CLASS_COLORS[i % len(CLASS_COLORS)]} for i, n in enumerate(cfg.class_names)
         ],
-        intensity=ct_window_card(lo, hi),
+        intensity=intensity_card(cfg),
         network={
             "name": "UNet",
             "kwargs": {"channels": list(cfg.channels), "strides": list(cfg.strides),
@@ -141,16 +194,22 @@ def _train_transforms(cfg: SegTrainConfig):
 
 
 def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
-    pairs = find_pairs(cfg.data)
+    pairs = find_pairs(cfg.data, log)
     cases = []
     for img, lab in pairs:
         cases.append(load_case(img, lab, cfg.spacing, _intensity(cfg), map_labels=cfg.label_map == "chest",
                                negative_values=cfg.hard_negatives))
         log(f"loaded {cases[-1].name}: {cases[-1].image.shape}")
     n_classes = len(cfg.class_names)
-    top = max(int(c.target.max()) for c in cases)
-    if top >= n_classes:
-        raise InputError(f"labels go up to {top} but the model has {n_classes} classes {cfg.class_names}")
+    tops = {c.name: int(c.target.max()) for c in cases}
+    worst = max(tops, key=tops.get)
+    if tops[worst] >= n_classes:
+        raise InputError(f"{worst}'s labels go up to {tops[worst]} but the model has {n_classes} classes "
+                         f"{cfg.class_names}: give --classes a name for each label value")
+    seen = set().union(*(np.unique(c.target).tolist() for c in cases))
+    missing = [name for k, name in enumerate(cfg.class_names) if k and k not in seen]
+    if missing:  # it would train to never predict them and score 0 Dice on them
+        log(f"warning: no training label holds class(es) {missing}; check --classes ({cfg.class_names})")
     return cases
 
 
@@ -191,9 +250,11 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
+    check_config(cfg)
     torch.set_num_threads(cfg.threads)
     set_determinism(seed=cfg.seed)
     out = Path(cfg.out)
+    previous = _previous_run(out, cfg)  # before any loading: a wrong --out is said at once
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = _load_cases(cfg, log)
@@ -207,9 +268,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     log(f"{len(train)} training and {len(val)} validation cases at spacing {cfg.spacing} mm")
 
     net = build_unet(cfg)
-    if cfg.init:
-        net.load_state_dict(_init_weights(cfg.init), strict=True)
-        log(f"initialised from {cfg.init}")
+    if cfg.init and previous is None:
+        load_matching(net, _init_weights(cfg.init), cfg.init, log)
     where = training_device(cfg.device, cfg.bf16)
     net.to(where.device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -221,9 +281,11 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     lesion_classes = cfg.component_loss or cfg.balance_components or (len(cfg.class_names) - 1,)
     negative_loss = HardNegativeLoss(lesion_classes) if cfg.hard_negatives else None
 
-    start_epoch, best, history = 0, -1.0, []
-    if (out / "last.pt").exists():  # resume a killed run
-        state = torch.load(out / "last.pt", weights_only=False, map_location="cpu")
+    # -inf: the first epoch is always kept (a loss-based score without validation cases is
+    # negative, and DiceCE is often above 1)
+    start_epoch, best, history = 0, -float("inf"), []
+    if previous is not None:  # resume a killed run with the same settings
+        state = previous
         net.load_state_dict(state["net"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         torch.set_rng_state(state["torch_rng"])
@@ -265,7 +327,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
             torch.save(cpu_state_dict(net), out / "best.pt")
         torch.save(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-             "best": best, "history": history, "torch_rng": torch.get_rng_state()},
+             "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": _settings(cfg)},
             out / "last.pt",
         )
         found = f"component recall {recall} " if recall else ""
@@ -274,7 +336,42 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     summary = {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
                "bf16": where.bf16, "device": where.name, "n_train": len(train), "n_val": len(val)}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=list))
+    write_run_card(cfg, summary)
     return summary
+
+
+# The settings a resumed run must share with the run that wrote last.pt (not threads, device or
+# precision, which change the speed, not what is trained).
+_RESUME_KEYS = ("data", "init", "label_map", "spacing", "roi", "channels", "strides", "num_res_units",
+                "class_names", "class_ratios", "balance_components", "epochs", "iters_per_epoch", "batch_size",
+                "lr", "val_cases", "seed", "dice_per_crop", "component_loss", "component_loss_weight",
+                "component_ce_weight", "min_component_voxels", "hard_negatives", "hard_negative_weight",
+                "ct_window", "intensity")
+
+
+def _settings(cfg: SegTrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in _RESUME_KEYS}
+
+
+def _previous_run(out: Path, cfg: SegTrainConfig):
+    """The state in ``out/last.pt`` to resume from, or None when there is none.  A run with other
+    settings there is refused: it used to be resumed as if it were this one (a new --data
+    trained nothing and reported the old score; more --epochs crashed the LR schedule)."""
+    import torch
+
+    if not (out / "last.pt").exists():
+        return None
+    state = torch.load(out / "last.pt", weights_only=False, map_location="cpu")
+    mine, theirs = _settings(cfg), state.get("settings")
+    if theirs is None:
+        raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
+                         "choose another --out (or delete its last.pt to start over)")
+    changed = [f"{k} {theirs.get(k)!r} -> {mine[k]!r}" for k in _RESUME_KEYS if theirs.get(k) != mine[k]]
+    if changed:
+        raise InputError(f"{out} holds a run with other settings ({'; '.join(changed)}); a run resumes only "
+                         "with the same settings: choose another --out, or delete its last.pt to start over")
+    return state
+
 
 
 def _score(dice: dict, recall: dict) -> float:
@@ -297,15 +394,42 @@ def _crop_centres(case: Case, index: int, cfg: SegTrainConfig):
 
 
 def _init_weights(spec: str):
-    """State dict to fine-tune from: a .pt file or a built-in model's name."""
+    """State dict to fine-tune from: a .pt file (weights, or a run's last.pt), a model card
+    (.json), a MONAI bundle folder, or a built-in model's name."""
     import torch
 
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if path.suffix == ".pt" and path.is_file():
-        return torch.load(path, weights_only=True)
-    from ..models.registry import get_card, load_state_dict
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        return state["net"] if isinstance(state, dict) and "net" in state and "opt" in state else state
+    from ..models import load_model
 
-    return load_state_dict(get_card(spec))
+    try:
+        loaded = load_model(spec)
+    except (MedaiError, ValueError) as exc:
+        raise InputError(f"--init {spec}: {exc}") from None
+    return loaded.network.state_dict()
+
+
+def load_matching(net, state: dict, source: str, log) -> None:
+    """Load every tensor of ``state`` whose name and shape match ``net``'s; the rest (an output
+    layer for other classes) keep their fresh initialisation, and the log says which.  Nothing
+    in common: an InputError (another architecture)."""
+    own = net.state_dict()
+    if not isinstance(state, dict):
+        raise InputError(f"--init {source} holds no state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    matching = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matching:
+        raise InputError(f"--init {source}: none of its weights fit this network (another architecture? "
+                         "the channels, strides and residual units must match)")
+    net.load_state_dict(matching, strict=False)
+    fresh = [k for k in own if k not in matching]
+    if fresh:
+        log(f"initialised from {source}; {len(fresh)} tensor(s) differ in shape or are new and start fresh "
+            f"(e.g. {fresh[0]}): the output layer for other classes, fine-tuning to a new class table")
+    else:
+        log(f"initialised from {source}")
 
 
 CHECKPOINTS = ("best", "last")
@@ -319,13 +443,34 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
     (the final epoch, from ``last.pt``): the per-epoch score is read on a few validation
     cases, so a larger validation set may prefer the fully annealed final epoch.
     """
+    from ..models.registry import save_builtin
+
+    card, net = run_card(name, cfg, summary, command, description, checkpoint)
+    return save_builtin(card, net)
+
+
+def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
+    """``OUT/best.json``: a model card for ``OUT/best.pt``, so the run's weights run at once with
+    ``medai segment --model OUT/best.pt`` (or the .json), the widget and ``medai evaluate``,
+    without installing them into the package.  None when no epoch was kept."""
+    from ..models.card import save_card
+    from ..models.registry import sha256_of
+
+    out = Path(cfg.out)
+    if not (out / "best.pt").is_file():
+        return None
+    card, _ = run_card(out.name, cfg, summary, "", checkpoint="best", build=False)
+    card.weights, card.sha256 = "best.pt", sha256_of(out / "best.pt")
+    return save_card(card, out / "best.json")
+
+
+def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = "",
+             checkpoint: str = "best", build: bool = True):
+    """(card, network with the chosen checkpoint's weights, or None unless ``build``) for a run."""
     import torch
 
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
-
-    from ..models.registry import save_builtin
-
     card = make_card(cfg, name)
     card.description = description or (
         f"MONAI 3D UNet segmenting {', '.join(cfg.class_names[1:])}; trained by napari-medai's own command"
@@ -335,6 +480,8 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
         card.extra = {"organs": {"1": 2}, "lesions": [2], "min_lesion_mm3": 10.0, "lesion_hosts": [1],
                       "inside_body": [1, 2], "extrapulmonary_air": {"organ": 1},
                       "label_table": "0 background, 1 lung field (with its vessels and airways), 2 nodule"}
+    else:
+        card.extra = _inherited_extra(cfg)
     card.training = {
         "data": cfg.data, "epochs": cfg.epochs, "iters_per_epoch": cfg.iters_per_epoch,
         "batch_size": cfg.batch_size, "seed": cfg.seed, "threads": cfg.threads, "bf16": summary.get("bf16"),
@@ -349,15 +496,35 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
     scored = [h for h in summary["history"] if h["val_dice"]]
     if checkpoint == "best":
         shipped = max(scored, key=lambda h: _score(h["val_dice"], h.get("val_component_recall", {})), default=None)
-        state = torch.load(Path(cfg.out) / "best.pt", weights_only=True)
     else:
         shipped = scored[-1] if scored else None
-        state = torch.load(Path(cfg.out) / "last.pt", weights_only=False, map_location="cpu")["net"]
     card.scores = {"val_dice": shipped["val_dice"] if shipped else {},
                    "best_epoch" if checkpoint == "best" else "epoch": shipped["epoch"] + 1 if shipped else None,
                    "checkpoint": checkpoint,
                    "val_component_recall": shipped.get("val_component_recall", {}) if shipped else {},
                    "best_val_score": summary["best_score"]}
+    if not build:
+        return card, None
+    if checkpoint == "best":
+        state = torch.load(Path(cfg.out) / "best.pt", weights_only=True)
+    else:
+        state = torch.load(Path(cfg.out) / "last.pt", weights_only=False, map_location="cpu")["net"]
     net = build_unet(cfg)
     net.load_state_dict(state)
-    return save_builtin(card, net)
+    return card, net
+
+
+def _inherited_extra(cfg: SegTrainConfig) -> dict:
+    """The post-processing of the model fine-tuned from (``--init`` a card, bundle or built-in
+    name) when the class table is the same: a model fine-tuned from chest-ct-lung-nodule keeps
+    its lung clean-up, lesion rules and test-time mirroring.  Otherwise nothing."""
+    if not cfg.init or Path(cfg.init).suffix == ".pt":
+        return {}
+    from ..models import load_model
+
+    try:
+        source = load_model(cfg.init).card
+    except Exception:  # noqa: BLE001 - the run already loaded it; a card that no longer loads gives nothing
+        return {}
+    names = tuple(c["name"] for c in sorted(source.classes, key=lambda c: c["index"]))
+    return dict(source.extra or {}) if names == tuple(cfg.class_names) else {}
