@@ -140,3 +140,30 @@ def test_a_cancelled_run_stops_and_keeps_the_table_of_what_it_finished(tmp_path,
     assert len(rows) == 1  # dask may start either case first: the other never starts
     finished, other = rows[0], ({"alpha", "beta"} - set(rows)).pop()
     assert (tmp_path / "out" / finished / "report.md").is_file() and not (tmp_path / "out" / other).exists()
+
+
+def test_an_unforeseen_failure_on_one_case_is_recorded_and_the_others_go_on(tmp_path, cohort, models, monkeypatch):
+    import napari_medai.io
+
+    det, seg = models
+    real = napari_medai.io.read_volume
+
+    def flaky(path):  # a library's own bug on one scan, say
+        if str(path).endswith("alpha.nii.gz"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore text")
+        return real(path)
+
+    monkeypatch.setattr(napari_medai.io, "read_volume", flaky)
+    records = {r.case: r for r in screen_cases(find_cases([cohort / "alpha.nii.gz", cohort / "beta.nii"]),
+                                               tmp_path / "out", detector=det, segmenter=seg)}
+    assert records["alpha"].status == "error" and records["alpha"].message == "unexpected RuntimeError: more text"
+    assert records["beta"].status == "ok" and records["beta"].findings == 1  # the cohort went on
+
+
+def test_a_spacing_that_would_need_gigabytes_is_refused_before_allocation():
+    from napari_medai.errors import InputError as Refused
+    from napari_medai.inference.engine import check_working_grid
+
+    check_working_grid((188, 358, 358), (600, 512, 512), (0.625, 0.7, 0.7), (2.0, 1.0, 1.0))  # thin-slice CT
+    with pytest.raises(Refused, match=r"800 x 2400 x 2400 voxels \(18 GB a channel\).*1600 x 2400 x 2400 mm"):
+        check_working_grid((800, 2400, 2400), (32, 48, 48), (50.0, 50.0, 50.0), (2.0, 1.0, 1.0))

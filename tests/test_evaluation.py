@@ -152,3 +152,22 @@ def test_models_sharing_a_name_stay_apart_and_unnamed_classes_are_scored(data, t
     unnamed.classes = []  # a model that names no class: scored as segment() names them
     rows = evaluate_segmentation(find_pairs(folder), [str(install(unnamed, tmp_path / "three"))])
     assert {r["class"] for r in rows} == {"class 1", "class 2"} and len(rows) == 6
+
+
+def test_one_bad_pair_is_skipped_and_named_the_others_scored(tmp_path, data, model, capsys):
+    folder, _ = data
+    labels = expected_labels(blob_volume(blobs=BLOBS))
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 10.0  # case b's labels now lie elsewhere in space
+    write_volume(labels.astype(np.uint8), folder / "b_label.nii.gz", affine=shifted, is_labels=True)
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert "b: skipped: b_label.nii.gz: the labels lie elsewhere in space" in printed
+    assert "1 of 3 case(s) skipped, the figures are of the others: b" in printed
+    with open(out, newline="") as fh:  # the other cases' rows are written
+        assert {row["case"] for row in csv.DictReader(fh)} == {"a", "c"}
+    from napari_medai.training.seg_data import find_pairs
+
+    with pytest.raises(InputError, match="elsewhere in space"):  # from Python without on_skip: raised
+        evaluate_segmentation(find_pairs(folder), [model])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
-from .errors import InputError, MedaiError
+from .errors import Cancelled, InputError, MedaiError, reason_of
 
 COHORT_FILE = "cohort.csv"
 
@@ -138,8 +138,13 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
         volume = read_volume(path)
         result = screen(volume.data, volume.spacing, volume.affine, detector=det, segmenter=seg, **screen_kwargs)
         write_screening(result, volume, path.name, case_dir)
+    except Cancelled:
+        raise
     except (MedaiError, OSError) as exc:  # this case's problem: say it, go on with the others
         return CaseRecord(name, str(path), "error", str(exc), seconds=round(time.perf_counter() - t0, 1))
+    except Exception as exc:  # noqa: BLE001 - an unforeseen failure on one scan must not stop the cohort
+        reason = f"unexpected {type(exc).__name__}: {reason_of(exc)}"
+        return CaseRecord(name, str(path), "error", reason, seconds=round(time.perf_counter() - t0, 1))
     lungs = result.lung_volumes_ml
     # the operating point's explanation is the same for every case: its column says it instead
     notes = result.notes[1:] if result.at_operating_point else result.notes

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, MedaiError
 
 
 def read_pair(image_path, label_path, label_map: str = "none"):
@@ -44,11 +44,14 @@ def read_pair(image_path, label_path, label_map: str = "none"):
 
 
 def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=None,
-                          on_case: Callable[[str, str, dict], None] | None = None) -> list[dict]:
+                          on_case: Callable[[str, str, dict], None] | None = None,
+                          on_skip: Callable[[str, str], None] | None = None) -> list[dict]:
     """One row per (case, model, class): ``case``, ``model``, ``class``, ``dice``, ``hd95_mm``,
     ``reference_ml``, ``predicted_ml``, and for lesion classes ``lesions`` (reference components)
     and ``lesions_found``.  ``pairs``: (image path, label path); ``models``: names, paths or
-    loaded models.  ``on_case(case, model name, {class: dice})`` after each segmentation."""
+    loaded models.  ``on_case(case, model name, {class: dice})`` after each segmentation.  A pair
+    that cannot be used (unreadable, labels off the image's grid) is skipped with
+    ``on_skip(case, reason)`` and the others are scored; without ``on_skip`` it raises."""
     from .api import _model, segment
     from .metrics import components_found, dice_hd95
     from .postprocess.measure import class_volumes
@@ -56,9 +59,7 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     loaded = [_model(m, "segmentation") for m in models]
     names = _model_names(models, loaded)
     rows = []
-    for image_path, label_path in pairs:
-        case = _case(image_path)
-        image, ref = read_pair(image_path, label_path, label_map)
+    for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         # the reference's class volumes once a case, the prediction's as segment() measured them
         reference = {r["index"]: r["volume_ml"] for r in class_volumes(ref, image.spacing)}
         for model, label in zip(loaded, names):
@@ -99,7 +100,8 @@ def lesion_targets(ref: np.ndarray, lesion: int, spacing) -> tuple[np.ndarray, l
 
 
 def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none", settings=None,
-                       on_case: Callable[[str, str, int, int], None] | None = None) -> dict[str, dict]:
+                       on_case: Callable[[str, str, int, int], None] | None = None,
+                       on_skip: Callable[[str, str], None] | None = None) -> dict[str, dict]:
     """Per detector (name -> result): the FROC over the pairs (``metrics.froc``; targets from
     ``lesion_targets``), the sensitivity and false positives per scan at its card's operating
     point (None without one), and per case the lesions and how many a finding hits.  Every
@@ -113,9 +115,7 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     names = _model_names(models, loaded)
     rows = {name: [] for name in names}
     cases = {name: [] for name in names}
-    for image_path, label_path in pairs:
-        case = _case(image_path)
-        image, ref = read_pair(image_path, label_path, label_map)
+    for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         targets, diameters = lesion_targets(ref, lesion, image.spacing)
         for model, name in zip(loaded, names):
             found = detect(image.data, image.spacing, model=model, max_findings=None, settings=settings,
@@ -134,6 +134,24 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
         out[name] = {"froc": froc(rows[name]), "cases": cases[name],
                      "operating_point": None if threshold is None else at_threshold(rows[name], threshold)}
     return out
+
+
+def _usable_pairs(pairs, label_map: str, on_skip):
+    """(case, image, reference) for each pair in turn; a pair that cannot be used goes to
+    ``on_skip(case, reason)`` (one bad label file used to end a run of many cases, after the
+    cases before it had been scored, with nothing written), or raises without it."""
+    if label_map not in ("none", "chest"):  # the run's mistake, not a case's
+        raise InputError(f"unknown label map {label_map!r}: use 'none' or 'chest'")
+    for image_path, label_path in pairs:
+        case = _case(image_path)
+        try:
+            image, ref = read_pair(image_path, label_path, label_map)
+        except MedaiError as exc:
+            if on_skip is None:
+                raise
+            on_skip(case, str(exc))
+            continue
+        yield case, image, ref
 
 
 def _model_names(given, loaded) -> list[str]:

@@ -47,13 +47,20 @@ def run(args) -> int:
     detection = args.task == "detection"
     models = args.model or [DEFAULT_DETECTION_MODEL if detection else DEFAULT_SEGMENTATION_MODEL]
     print(f"{len(pairs)} annotated case(s); model(s): {', '.join(map(str, models))}", flush=True)
+    skipped = []
+
+    def on_skip(case, reason):
+        skipped.append(case)
+        print(f"  {case}: skipped: {reason}", flush=True)
+
     if detection:
-        return _detection(args, pairs, models, settings)
+        return _detection(args, pairs, models, settings, on_skip) or _skipped(skipped, len(pairs))
 
     def on_case(case, model, dice):
         print(f"  {case} · {model}: " + ", ".join(f"{name} Dice {d:.3f}" for name, d in dice.items()), flush=True)
 
-    rows = evaluate_segmentation(pairs, models, label_map=args.label_map, settings=settings, on_case=on_case)
+    rows = evaluate_segmentation(pairs, models, label_map=args.label_map, settings=settings, on_case=on_case,
+                                 on_skip=on_skip)
     print(f"{'model':<28}{'class':<14}{'cases':>6}{'Dice mean ± sd':>18}{'HD95 median mm':>16}"
           f"{'FP cases':>10}{'lesions found':>15}")
     for s in summarise(rows):
@@ -63,7 +70,15 @@ def run(args) -> int:
     if args.out:
         _write_rows(args.out, ["case", "model", "class", "dice", "hd95_mm", "reference_ml", "predicted_ml", "lesions",
                                "lesions_found"], rows)
-    return 0
+    return _skipped(skipped, len(pairs))
+
+
+def _skipped(skipped, total) -> int:
+    """Exit status: 1 when a case was skipped (the figures are of the others), else 0."""
+    if not skipped:
+        return 0
+    print(f"{len(skipped)} of {total} case(s) skipped, the figures are of the others: {', '.join(skipped)}")
+    return 1
 
 
 def _write_rows(path, fields, rows) -> None:
@@ -78,14 +93,14 @@ def _write_rows(path, fields, rows) -> None:
     print(f"rows written to {path}")
 
 
-def _detection(args, pairs, models, settings) -> int:
+def _detection(args, pairs, models, settings, on_skip) -> int:
     from ..evaluation import evaluate_detection
 
     def on_case(case, model, hit, lesions):
         print(f"  {case} · {model}: {hit} of {lesions} lesion(s) hit", flush=True)
 
     results = evaluate_detection(pairs, models, lesion=args.lesion_label, label_map=args.label_map,
-                                 settings=settings, on_case=on_case)
+                                 settings=settings, on_case=on_case, on_skip=on_skip)
     print("FROC: sensitivity at 1/8 1/4 1/2 1 2 4 8 false positives per scan, and their mean")
     for name, r in results.items():
         f = r["froc"]

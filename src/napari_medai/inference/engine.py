@@ -150,6 +150,25 @@ def mirror_passes(settings, card) -> list[tuple[int, ...]]:
     return [()] + [(d,) for d in range(2, 2 + card.spatial_dims)]
 
 
+# The largest grid a model is run on: a 512 x 512 x 600 thin-slice CT at a 2 x 1 x 1 mm model
+# spacing is 24 M voxels; 400 M (1.6 GB a channel in float32) means the spacing is wrong.
+MAX_WORK_VOXELS = 400_000_000
+
+
+def check_working_grid(work, grid, spacing, target) -> None:
+    """Refuse a resampled grid too large for memory before it is allocated: a 48 x 48 x 32
+    volume said to have 50 mm voxels becomes 800 x 2400 x 2400 at 2 x 1 x 1 mm (18 GB), and
+    used to end in an out-of-memory kill."""
+    voxels = int(np.prod(work, dtype=np.int64))
+    if voxels <= MAX_WORK_VOXELS:
+        return
+    extent = " x ".join(f"{n * float(s):.0f}" for n, s in zip(grid, spacing))
+    raise InputError(f"at the model's spacing of {' x '.join(f'{t:g}' for t in target)} mm the volume would be "
+                     f"{' x '.join(map(str, work))} voxels ({voxels * 4 / 1e9:.0f} GB a channel): its voxel size "
+                     f"of {' x '.join(f'{float(v):g}' for v in spacing)} mm gives a field of view of {extent} mm, "
+                     "which no scan has; check the spacing")
+
+
 def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
     card = model.card
     grid = tuple(image.shape[1:])
@@ -159,6 +178,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
     if card.spatial_dims == 2 and target is not None and spacing is not None:
         target = (spacing[0], *target)  # 2D models keep every slice
     work = working_shape(grid, spacing, target) if spacing is not None else grid
+    check_working_grid(work, grid, spacing, target)
     passes = mirror_passes(settings, card)
 
     with torch.inference_mode():
