@@ -18,7 +18,8 @@ _FULL = ndimage.generate_binary_structure(3, 3)
 
 # Lung-RADS v2022, solid nodule on a baseline screen: mean diameter (mm) upper bounds.
 LUNG_RADS_SOLID_BASELINE = ((6.0, "2"), (8.0, "3"), (15.0, "4A"), (float("inf"), "4B"))
-LUNG_RADS_NOTE = "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support, not a diagnosis"
+LUNG_RADS_NOTE = ("Lung-RADS v2022 categories for a baseline screen, by size (as a solid nodule) and by the "
+                  "attenuation read from the CT: decision support, not a diagnosis")
 FIELD_SLAB = 16  # axial slices summed at a time by organ_field
 
 
