@@ -34,7 +34,7 @@ from .errors import InputError
 from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice, lps_position
 from .postprocess.key_images import write_key_images
-from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, scan_edge_note, score_cell
+from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, craniocaudal_note, scan_edge_note, score_cell
 from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
@@ -222,6 +222,9 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     edge = scan_edge_note(found, volume.shape[0])
     if edge:
         notes.append(edge)
+    elongated = craniocaudal_note(found, spacing[0])
+    if elongated:
+        notes.append(elongated)
     cut = lung_coverage_note(result.labels, lung, spacing) if lung is not None else None
     if cut:
         notes.append(cut)

@@ -99,3 +99,26 @@ def test_the_mean_is_of_the_axes_as_reported_and_halves_round_up(monkeypatch):
     monkeypatch.setattr(findings, "axial_axes", lambda mask, spacing: (6.06, 5.80))
     m = mask_measurements(np.ones((2, 2, 2), bool), (1.0, 1.0, 1.0))
     assert (m["diameter_mm"], m["short_axis_mm"], m["mean_diameter_mm"], m["lung_rads"]) == (6.1, 5.8, 6.0, "3")
+
+
+def test_a_nodule_longer_along_the_body_than_across_is_noted():
+    from napari_medai.postprocess.findings import Finding, mask_measurements
+    from napari_medai.postprocess.report import craniocaudal_note
+
+    spacing = (0.7, 0.7, 0.7)
+    z, y, x = (np.indices((24, 12, 12)) - np.array([11.5, 5.5, 5.5])[:, None, None, None]) * 0.7
+    tall = (z / 7.0) ** 2 + (y / 3.2) ** 2 + (x / 3.2) ** 2 <= 1  # 14 mm along the body, 6.4 mm across
+    ball = _ball((12, 12, 12), (6, 6, 6), 4.0, spacing)
+
+    def finding(mask):
+        return Finding(center_voxel=[0, 0, 0], center_mm=[0, 0, 0], bbox_voxel=[[0, 0, 0], list(mask.shape)],
+                       score=1.0, mask=mask, **mask_measurements(mask, spacing))
+
+    note = craniocaudal_note([finding(ball), finding(tall)], spacing[0])
+    assert note.startswith("finding 2 (13 mm along the body axis, 6.") and "coronal or sagittal" in note
+    assert "finding 1" not in note
+    assert craniocaudal_note([finding(ball)], spacing[0]) is None
+    # on 5 mm slices a 6 mm ball spans two slices: (2 - 1) x 5 mm is no reason to flag it
+    thick = np.zeros((2, 12, 12), bool)
+    thick[:, 3:9, 3:9] = True
+    assert craniocaudal_note([finding(thick)], 5.0) is None

@@ -74,6 +74,27 @@ def scan_edge_note(findings, n_slices: int) -> str | None:
             "may be underestimated, and the network saw nothing past that slice to tell a nodule from a vessel")
 
 
+def craniocaudal_note(findings, slice_mm: float) -> str | None:
+    """The reports' note on findings longer along the body axis than their axial long axis
+    (None when there are none): Lung-RADS v2022 takes the axes in whatever plane shows the
+    nodule's true size, and the axes here are axial.  The extent is counted conservatively, from
+    the centre of the first slice the mask holds to that of the last ((n - 1) slices), so a small
+    nodule on thick slices is not flagged for its slice thickness."""
+    long = []
+    for rank, f in enumerate(findings, start=1):
+        if f.mask is None or not np.any(f.mask):
+            continue
+        slices = np.flatnonzero(f.mask.reshape(f.mask.shape[0], -1).any(1))
+        extent = (slices[-1] - slices[0]) * float(slice_mm)
+        if extent >= 1.3 * f.diameter_mm and extent - f.diameter_mm >= 3.0:
+            long.append(f"{rank} ({extent:.0f} mm along the body axis, {f.diameter_mm:.1f} mm axial long axis)")
+    if not long:
+        return None
+    return (f"finding{'s' if len(long) > 1 else ''} {'; '.join(long)} {'are' if len(long) > 1 else 'is'} longer "
+            "craniocaudally than across: measure on a coronal or sagittal reformat, as Lung-RADS takes the "
+            "plane that shows the true size (the category here is from the axial axes)")
+
+
 def findings_markdown(findings: list[Finding], source: str = "", model: str = "", n_slices: int | None = None,
                       operating_point: float | None = None, fp_per_scan: float = 1.0) -> str:
     """The detection summary (``medai detect``'s .md); with ``n_slices`` (the scan's axial slice
