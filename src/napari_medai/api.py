@@ -135,15 +135,51 @@ def segment(
                                progress=share_progress(progress, 1, stages), cancel=cancel)
 
 
+def _multilabel_small(probs: np.ndarray) -> np.ndarray:
+    """Label map of independent (sigmoid) channels: label k + 1 where channel k reaches 0.5,
+    0 (background) where none does.  Where several do, the channel whose region (its voxels
+    >= 0.5 in this volume) is smallest wins, ties to the later channel: nested regions in any
+    channel order (BraTS tumour core, whole tumour, enhancing tumour) then each keep their own
+    layer instead of the outermost covering the rest, as an argmax over them could."""
+    labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 256 else np.uint16)
+    sizes = [np.count_nonzero(channel >= 0.5) for channel in probs]  # one boolean channel at a time
+    for c in sorted(range(probs.shape[0]), key=lambda c: -sizes[c]):  # largest first: smaller ones paint over
+        labels[probs[c] >= 0.5] = c + 1
+    return labels
+
+
+def _is_multilabel(card, channels: int) -> bool:
+    """Sigmoid channels are independent (multi-label); one channel can only be foreground."""
+    return card.output == "sigmoid" or channels == 1
+
+
 def first_segmentation(card, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The argmax labels and a copy of the first lesion class's probability (None without one)
-    from the class probabilities ``probs`` (C, z, y, x): all ``finish_segmentation`` needs, so
-    the caller can free ``probs`` before the clean-up (and ``screening`` can also detect on them)."""
-    labels = _argmax_small(probs)
-    if probs.shape[0] == 1:  # a single sigmoid channel: foreground where p >= 0.5
-        labels = (probs[0] >= 0.5).astype(np.uint8)
+    """The labels and a copy of the first lesion class's probability (None without one) from
+    the class probabilities ``probs`` (C, z, y, x): all ``finish_segmentation`` needs, so the
+    caller can free ``probs`` before the clean-up (and ``screening`` can also detect on them).
+    Softmax outputs give the argmax; sigmoid (multi-label) ones label k + 1 where channel k
+    reaches 0.5 (``_multilabel_small``), so their lesion label k + 1 reads channel k."""
+    multilabel = _is_multilabel(card, probs.shape[0])
+    labels = _multilabel_small(probs) if multilabel else _argmax_small(probs)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
-    return labels, (probs[lesions[0]].copy() if lesions else None)
+    if not lesions:
+        return labels, None
+    channel = lesions[0] - 1 if multilabel and lesions[0] >= 1 else lesions[0]
+    return labels, probs[channel].copy()
+
+
+def _label_classes(card) -> dict[int, dict]:
+    """Label value -> name and colour.  A multi-label card's label k + 1 is channel k and 0 is
+    background (``bundle.sigmoid_classes``: a lone ``{"0": "spleen"}`` becomes label 1, so the
+    volume table and ``medai evaluate`` name it); unnamed classes are "class k"."""
+    from .models.bundle import sigmoid_classes
+
+    classes = card.classes
+    if _is_multilabel(card, card.out_channels):
+        unnamed = [{"index": i + 1, "name": f"class {i + 1}"} for i in range(card.out_channels)]
+        classes = sigmoid_classes(classes or unnamed, card.out_channels)
+    return {int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in classes} or {
+        i: {"name": f"class {i}", "color": None} for i in range(card.out_channels)}
 
 
 def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion_mm3: float | None = None,
@@ -157,9 +193,7 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     card = loaded.card
     labels, lesion_prob = first
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
-    classes = {
-        int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in card.classes
-    } or {i: {"name": f"class {i}", "color": None} for i in range(card.out_channels)}
+    classes = _label_classes(card)
     confirm = card.extra.get("confirm") if postprocess else None
     if confirm and lesions:
         labels = _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm, lesions[0], settings,

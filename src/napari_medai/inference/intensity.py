@@ -7,7 +7,10 @@ input's units with :meth:`IntensityMap.invert`:
 * ``ct_window``: a fixed HU window (``ScaleIntensityRange``; ``clip`` defaults to true);
 * ``percentile``: the window between two percentiles of this image (MR; the same as
   ``ScaleIntensityRangePercentiles``, but the percentiles are kept for the inverse);
-* ``zscore``: subtract the image mean, divide by its std (``NormalizeIntensity``);
+* ``zscore``: subtract the image mean, divide by its (population) std, as MONAI's
+  ``NormalizeIntensity``: with ``"nonzero": true`` the statistics are those of the non-zero
+  voxels and zeros stay 0 (MR: the air around the head is not tissue); with
+  ``"channel_wise": true`` every channel has its own;
 * ``none``: unchanged.
 """
 
@@ -27,25 +30,56 @@ class IntensityMap:
     b_min: float = 0.0
     b_max: float = 1.0
     clip: bool = False
+    nonzero: bool = False  # zscore: only non-zero voxels are mapped (zeros stay 0)
+    # zscore with channel_wise: (a_min, a_max) of each channel (a_min/a_max: the whole image's)
+    channels: tuple[tuple[float, float], ...] = ()
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         """A new float32 tensor; ``image`` is never modified."""
-        from monai.transforms import NormalizeIntensity, ScaleIntensityRange
+        from monai.transforms import ScaleIntensityRange
 
         if self.kind == "none":
             return image
         if self.kind == "zscore":
-            out = NormalizeIntensity(subtrahend=self.a_min, divisor=self.a_max - self.a_min)(image)
-        else:
-            out = ScaleIntensityRange(self.a_min, self.a_max, self.b_min, self.b_max, clip=self.clip)(image)
+            return self._zscore(image)
+        out = ScaleIntensityRange(self.a_min, self.a_max, self.b_min, self.b_max, clip=self.clip)(image)
         return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
 
+    def _zscore(self, image: torch.Tensor) -> torch.Tensor:
+        out = torch.as_tensor(image).to(torch.float32, copy=True)
+        for c, (lo, hi) in enumerate(self._windows(out.shape[0])):
+            channel = out[c]  # a view: the writes below land in ``out``
+            if self.nonzero:
+                inside = channel != 0
+                channel[inside] = (channel[inside] - lo) / (hi - lo)
+            else:
+                channel.sub_(lo).div_(hi - lo)
+        return out
+
+    def _windows(self, n: int):
+        """(a_min, a_max) for each of ``n`` channels: their own where fitted channel-wise."""
+        return self.channels if len(self.channels) == n else [(self.a_min, self.a_max)] * n
+
     def invert(self, values: torch.Tensor) -> torch.Tensor:
-        """Map network-space values back to input units, in place."""
+        """Map network-space values back to input units, in place (linearly: a ``nonzero``
+        z-score's zeros come back as the mean)."""
         if self.kind == "none":
             return values
-        scale = (self.a_max - self.a_min) / (self.b_max - self.b_min)
-        return values.sub_(self.b_min).mul_(scale).add_(self.a_min)
+        for c, (lo, hi) in enumerate(self._windows(values.shape[0])):
+            values[c].sub_(self.b_min).mul_((hi - lo) / (self.b_max - self.b_min)).add_(lo)
+        return values
+
+
+def _mean_std(values: torch.Tensor, nonzero: bool) -> tuple[float, float]:
+    """Mean and population std (MONAI's), of the non-zero voxels only with ``nonzero``; a std
+    of 0 (or no voxel) divides by 1, as MONAI does."""
+    if nonzero:
+        values = values[values != 0]
+    if values.numel() == 0:
+        return 0.0, 1.0
+    mean = float(values.mean(dtype=torch.float64))
+    std = float(values.std(correction=0))
+    return mean, (std if std > 0 else 1.0)
 
 
 def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap:
@@ -68,7 +102,9 @@ def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap:
         return IntensityMap("percentile", float(lo), float(hi), float(spec.get("b_min", 0.0)),
                             float(spec.get("b_max", 1.0)), bool(spec.get("clip", False)))
     if kind == "zscore":
-        mean = float(image.mean(dtype=torch.float64))
-        std = float(image.std()) or 1.0
-        return IntensityMap("zscore", mean, mean + std, 0.0, 1.0, False)
+        nonzero = bool(spec.get("nonzero", False))
+        windows = tuple((m, m + s) for m, s in
+                        (_mean_std(channel, nonzero) for channel in image)) if spec.get("channel_wise") else ()
+        mean, std = _mean_std(image, nonzero)
+        return IntensityMap("zscore", mean, mean + std, 0.0, 1.0, False, nonzero=nonzero, channels=windows)
     raise ValueError(f"unknown intensity kind {kind!r}")  # cards are validated before this

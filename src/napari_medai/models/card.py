@@ -116,6 +116,9 @@ class ModelCard:
         for key in INTENSITY_KINDS[spec["kind"]]:
             if not isinstance(spec.get(key), (int, float)) or isinstance(spec.get(key), bool):
                 self._fail(f"intensity '{spec['kind']}' needs a number for '{key}', got {spec.get(key)!r}")
+        for key in ("nonzero", "channel_wise"):  # zscore options, as MONAI's NormalizeIntensity
+            if key in spec and not isinstance(spec[key], bool):
+                self._fail(f"intensity '{key}' must be true or false, got {spec[key]!r}")
         if spec["kind"] == "ct_window" and spec["a_max"] <= spec["a_min"]:
             self._fail(f"intensity window needs a_max > a_min, got {spec['a_min']}..{spec['a_max']}")
         if spec["kind"] == "percentile" and not 0 <= spec["lower"] < spec["upper"] <= 100:

@@ -56,12 +56,36 @@ def load_state_dict(card: ModelCard) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the weights of model '{card.name}' ({path.name}): {exc}") from None
-    # Checkpoints sometimes wrap the state dict ({"model": ..., "optimizer": ...}).
-    for key in ("state_dict", "model", "network"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    state = unwrap_state_dict(state)
     if not isinstance(state, dict):
         raise ModelError(f"{path.name} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+# Keys under which training checkpoints keep the weights ({"model": ..., "optimizer": ...});
+# MONAI's CheckpointSaver writes "model" or "network", Lightning and others "state_dict".
+CHECKPOINT_KEYS = ("state_dict", "model", "network")
+# Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel ("module."),
+# torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_state_dict(state, expected_keys=None):
+    """The bare state dict inside a checkpoint: the one rule for cards and bundles.
+
+    A wrapper prefix is removed only when every key carries it and, given the network's own
+    ``expected_keys``, the network does not itself expect it (a network whose only child is
+    called ``module``)."""
+    for key in CHECKPOINT_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state:
+        return state
+    expected = set(expected_keys or ())
+    for prefix in WRAPPER_PREFIXES:
+        wrapped = all(isinstance(k, str) and k.startswith(prefix) for k in state)
+        if wrapped and not (expected and set(state) <= expected):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 

@@ -2,9 +2,11 @@
 
 Files written by :func:`save_torchscript` carry the card as the extra file
 ``medai_card.json``; files exported from MONAI bundles carry the bundle metadata
-(``metadata.json``, read by ``monai.data.load_net_with_metadata``).  Anything missing comes
-from the caller's keyword arguments or from defaults (3D, roi 96^3, no resampling, no
-intensity preprocessing, softmax).
+(``metadata.json``, read by ``monai.data.load_net_with_metadata``) and, from
+``monai.bundle.ckpt_export``, the bundle's inference config (``inference.json``), from which
+spacing, orientation, intensity, window and activation are read as for a bundle folder
+(``bundle.bundle_card_fields``).  Anything missing comes from the caller's keyword arguments
+or from defaults (3D, roi 96^3, no resampling, no intensity preprocessing, softmax).
 """
 
 from __future__ import annotations
@@ -13,15 +15,30 @@ import json
 import warnings
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ModelError, reason_of
 from .card import ModelCard
-from .bundle import card_fields_from_metadata
+from .bundle import bundle_card_fields, bundle_config_parser, card_fields_from_metadata
+
+if TYPE_CHECKING:  # loading.py imports this module
+    from .loading import LoadedModel
 
 CARD_FILE = "medai_card.json"
 METADATA_FILE = "metadata.json"  # written by monai.data.save_net_with_metadata
+# ckpt_export stores each config under its file name with ".json" (older MONAI: without it).
+CONFIG_FILES = ("inference.json", "inference")
+
+
+def is_torchscript(path) -> bool:
+    """Whether ``path`` is a TorchScript archive: those hold compiled code (``constants.pkl``,
+    ``code/``), which ``torch.save`` archives never do."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def _not_a_model(path: Path) -> ModelError:
@@ -44,14 +61,14 @@ def _not_a_model(path: Path) -> ModelError:
     return ModelError(f"{path.name} is a PyTorch file but not a TorchScript model")
 
 
-def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> "LoadedModel":  # noqa: F821
+def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> LoadedModel:
     """Load a TorchScript file; ``card`` or ``card_fields`` fill what the file does not say."""
     from .loading import LoadedModel
 
     path = Path(path)
     # Read the extra files directly: monai.data.load_net_with_metadata fails on files that
     # have no metadata.json (plain torch.jit.save output).
-    extra = {METADATA_FILE: "", CARD_FILE: ""}
+    extra = dict.fromkeys((METADATA_FILE, CARD_FILE, *CONFIG_FILES), "")
     try:
         network = torch.jit.load(str(path), map_location=torch.device("cpu"), _extra_files=extra)
     except Exception:
@@ -66,11 +83,34 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> "Loa
             setattr(card, key, value)
         card.validate()
     if card is None:
-        fields = {"name": meta.get("name") or path.stem, **card_fields_from_metadata(meta), **card_fields}
+        config = _embedded_config(extra)
+        found = _bundle_fields(config, meta, path, network) if config else card_fields_from_metadata(meta)
+        fields = {"name": meta.get("name") or path.stem, **found, **card_fields}
         fields.setdefault("out_channels", _probe_out_channels(network, fields))
         card = ModelCard(**fields)
     card.extra.setdefault("source", "torchscript")
     return LoadedModel(card, network.eval())
+
+
+def _embedded_config(extra: dict) -> dict | None:
+    """The bundle inference config ckpt_export put in the file, or None."""
+    for name in CONFIG_FILES:
+        try:
+            config = json.loads(extra[name] or "null")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(config, dict):
+            return config
+    return None
+
+
+def _bundle_fields(config: dict, meta: dict, path: Path, network) -> dict:
+    """Card fields from the embedded bundle config, read as ``load_bundle`` reads a folder's
+    (the file stands in for the network, so ``network_def`` is never built)."""
+    parser = bundle_config_parser(meta, config, path.parent, path, f"TorchScript file {path.name}")
+    fields = bundle_card_fields(parser, meta, path.name, network)
+    fields["task"] = "segmentation"  # a box detector needs its bundle's detector, not an exported network
+    return fields
 
 
 def _probe_out_channels(network, fields) -> int:
