@@ -165,5 +165,8 @@ def test_a_spacing_that_would_need_gigabytes_is_refused_before_allocation():
     from napari_medai.inference.engine import check_working_grid
 
     check_working_grid((188, 358, 358), (600, 512, 512), (0.625, 0.7, 0.7), (2.0, 1.0, 1.0))  # thin-slice CT
+    # no resampling (no spacing, or a model that keeps the input's): the volume is in memory already
+    check_working_grid((800, 800, 800), (800, 800, 800), None, None)
+    check_working_grid((800, 800, 800), (800, 800, 800), (1.0, 1.0, 1.0), None)
     with pytest.raises(Refused, match=r"800 x 2400 x 2400 voxels \(18 GB a channel\).*1600 x 2400 x 2400 mm"):
         check_working_grid((800, 2400, 2400), (32, 48, 48), (50.0, 50.0, 50.0), (2.0, 1.0, 1.0))

@@ -135,7 +135,15 @@ def segment(
                                progress=share_progress(progress, 1, stages), cancel=cancel)
 
 
-def _multilabel_small(probs: np.ndarray) -> np.ndarray:
+def _sigmoid_offset(card) -> int:
+    """Label of channel k is k + this: 1, except for a card whose class table names channel 0
+    "background" (one class per channel), where channel k is label k and channel 0 draws
+    nothing (``bundle.sigmoid_classes`` leaves such a table as it is)."""
+    names = {int(c["index"]): str(c["name"]).lower() for c in card.classes}
+    return 0 if names.get(0) == "background" and len(names) == card.out_channels else 1
+
+
+def _multilabel_small(probs: np.ndarray, offset: int = 1) -> np.ndarray:
     """Label map of independent (sigmoid) channels: label k + 1 where channel k reaches 0.5,
     0 (background) where none does.  Where several do, the channel whose region (its voxels
     >= 0.5 in this volume) is smallest wins, ties to the later channel: nested regions in any
@@ -144,7 +152,8 @@ def _multilabel_small(probs: np.ndarray) -> np.ndarray:
     labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 256 else np.uint16)
     sizes = [np.count_nonzero(channel >= 0.5) for channel in probs]  # one boolean channel at a time
     for c in sorted(range(probs.shape[0]), key=lambda c: -sizes[c]):  # largest first: smaller ones paint over
-        labels[probs[c] >= 0.5] = c + 1
+        if c + offset:  # a channel that is background draws nothing
+            labels[probs[c] >= 0.5] = c + offset
     return labels
 
 
@@ -160,11 +169,12 @@ def first_segmentation(card, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray 
     Softmax outputs give the argmax; sigmoid (multi-label) ones label k + 1 where channel k
     reaches 0.5 (``_multilabel_small``), so their lesion label k + 1 reads channel k."""
     multilabel = _is_multilabel(card, probs.shape[0])
-    labels = _multilabel_small(probs) if multilabel else _argmax_small(probs)
+    offset = _sigmoid_offset(card) if multilabel else 0
+    labels = _multilabel_small(probs, offset) if multilabel else _argmax_small(probs)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
     if not lesions:
         return labels, None
-    channel = lesions[0] - 1 if multilabel and lesions[0] >= 1 else lesions[0]
+    channel = max(lesions[0] - offset, 0)
     return labels, probs[channel].copy()
 
 

@@ -402,9 +402,10 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
         "limits": list(REPORT_LIMITS),
-        # the category a reader acts on: by attenuation where it was read, else by size
-        "highest_category": result.headline_category,
-        "highest_category_after_review": by_attenuation or category,
+        # the report's headline: the category by attenuation where it was read, else by size;
+        # None when the software reported nothing (that is no category 1: docs/screening.md)
+        "headline_category": result.headline_category if result.findings else None,
+        "headline_category_after_review": (by_attenuation or category) if result.findings else None,
         "slice_convention": SLICE_CONVENTION.replace("*", ""),
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,

@@ -83,3 +83,14 @@ def test_medai_evaluate_scores_a_one_channel_model(tmp_path):
     model = LoadedModel(sigmoid_card(1, [{"index": 0, "name": "spleen"}]), AboveZeroHU())
     rows = evaluate_segmentation([(tmp_path / "a_image.nii.gz", tmp_path / "a_label.nii.gz")], [model])
     assert [(r["class"], r["dice"]) for r in rows] == [("spleen", 1.0)]
+
+
+def test_a_sigmoid_table_naming_channel_0_background_keeps_channels_as_labels():
+    probs = np.zeros((2, 4, 6, 6), np.float32)
+    probs[0] = 0.9  # a background channel: everywhere but the tumour
+    probs[1, 1:3, 2:4, 2:4], probs[0, 1:3, 2:4, 2:4] = 0.8, 0.1
+    card = sigmoid_card(2, [{"index": 0, "name": "background"}, {"index": 1, "name": "tumour"}], lesions=[1])
+    labels, lesion = first_segmentation(card, probs)
+    # the tumour is label 1, as the table names it; the background channel draws nothing
+    np.testing.assert_array_equal(labels, (probs[1] >= 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(lesion, probs[1])  # lesion label 1 reads the tumour's channel

@@ -161,6 +161,10 @@ def test_a_gantry_tilt_gives_the_distance_between_slice_planes(tmp_path, dicom_w
                  (1, 0, 0, 0, np.cos(tilt), np.sin(tilt)), (0.7, 0.7))
     vol = read_volume(tmp_path / "tilt")
     np.testing.assert_allclose(vol.spacing[0], 2.5 * np.cos(tilt), rtol=1e-6)
+    # thin slices (0.625 mm, closer than the 0.7 mm pixels): still the slice axis that is corrected
+    dicom_writer(tmp_path / "thin", raw, [(0, 0, 0.625 * k) for k in range(5)],
+                 (1, 0, 0, 0, np.cos(tilt), np.sin(tilt)), (0.7, 0.7))
+    np.testing.assert_allclose(read_volume(tmp_path / "thin").spacing, (0.625 * np.cos(tilt), 0.7, 0.7), rtol=1e-5)
     # so the voxel volume every mL is computed from is the true one
     np.testing.assert_allclose(np.prod(vol.spacing), abs(np.linalg.det(vol.affine[:3, :3])), rtol=1e-6)
 
@@ -202,6 +206,7 @@ def test_dicom_without_its_file_header_is_read(tmp_path, dicom_writer):
         ds.save_as(tmp_path / "s" / path.stem, implicit_vr=True, little_endian=True, enforce_file_format=False)
     assert (tmp_path / "s" / files[0].stem).read_bytes()[:2] == b"\x08\x00"
     np.testing.assert_array_equal(read_volume(tmp_path / "s").data, expected)
+    np.testing.assert_array_equal(read_volume(tmp_path / "s" / files[0].stem).data, expected)  # one file
 
 
 def test_an_enhanced_multiframe_file_is_named_as_such(tmp_path, dicom_writer):

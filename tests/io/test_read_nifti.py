@@ -170,7 +170,8 @@ def test_a_label_intent_or_a_float_mask_is_read_as_labels(tmp_path):
 
     mask = np.zeros((4, 5, 6), np.float32)  # MONAI's SaveImage writes masks as float32
     mask[1:3, 2:4, 2:5] = 1.0
-    assert read_volume(_save(tmp_path / "mask.nii.gz", mask, np.eye(4))).is_labels
+    read = read_volume(_save(tmp_path / "mask.nii.gz", mask, np.eye(4)))
+    assert read.is_labels and read.data.dtype == np.uint8  # napari's Labels layers take integers only
     almost = mask + 0.5 * (mask == 0)  # not whole numbers: an image
     assert not read_volume(_save(tmp_path / "img.nii.gz", almost, np.eye(4))).is_labels
 

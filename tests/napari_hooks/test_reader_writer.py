@@ -176,3 +176,14 @@ def test_a_nan_background_still_gives_a_visible_window(tmp_path):
     [(layer_data, meta, kind)] = get_reader(str(path))(str(path))
     lo, hi = meta["contrast_limits"]
     assert np.isfinite([lo, hi]).all() and 0 <= lo < hi <= 300
+
+
+def test_a_float_mask_opens_as_a_labels_layer(tmp_path):
+    import nibabel as nib
+
+    mask = np.zeros((4, 5, 6), np.float32)  # as MONAI's SaveImage writes it
+    mask[1:3, 1:4, 2:5] = 1.0
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "mask.nii.gz"))
+    [(data, meta, kind)] = get_reader(str(tmp_path / "mask.nii.gz"))(str(tmp_path / "mask.nii.gz"))
+    assert kind == "labels" and Labels(data, **{k: v for k, v in meta.items() if k in ("scale", "translate",
+                                                                                   "affine")}).data.sum() == 18

@@ -101,7 +101,8 @@ def test_no_finding_is_category_1_and_one_lung_gets_no_side(shared_models):
     # Lung-RADS 1 is a reader's negative read: the software's silence is said to be no such thing
     assert "**No nodule reported by the software**" in text and "This is not a negative screen" in text
     assert "Limits: research software, not a medical device" in text
-    assert json.loads(json.dumps(screening_record(empty)))["limits"][0].startswith("research software")
+    record = json.loads(json.dumps(screening_record(empty)))
+    assert record["limits"][0].startswith("research software") and record["headline_category"] is None
     assert "does not rule out nodules under 6 mm" in screening_markdown(empty)
     one = screen(toy_chest(blobs=((21, 20, 15, 5, 200.0),), lungs=("right",)), SPACING, detector=det,
                  segmenter=seg, score_threshold=0.5)
@@ -126,7 +127,7 @@ def test_report_record_and_markdown_carry_the_fields(shared_models):
     # every finding's attenuation was read: the headline is the category by type, size alone after it
     assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the " \
         "reported findings: 4A**" in text and "By size alone, as if every nodule were solid: 4A." in text
-    assert record["highest_category"] == "4A" and "napari's slider" in record["slice_convention"]
+    assert record["headline_category"] == "4A" and "napari's slider" in record["slice_convention"]
     s_mm, p_mm, l_mm = first["center_mm"]
     assert first["center_lps_mm"] == [round(l_mm, 2), round(p_mm, 2), round(s_mm, 2)]  # DICOM (x, y, z)
     # the slice with its S position, both axes and the volume in mm3 as Lung-RADS gives them
@@ -323,3 +324,20 @@ def test_lungs_cut_by_the_scan_are_noted():
     assert "reach the scan's first slice (9 cm² of lung on it)" in note and "Lung-RADS 0" in note
     labels[-1, 10:12, 10:12] = 1  # a few pixels of lung on the last slice are no cut
     assert "last" not in lung_coverage_note(labels, 1, (2.0, 1.0, 1.0))
+
+
+def test_the_headline_is_the_category_by_type_where_it_differs_from_size(shared_models):
+    from dataclasses import replace
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    # the 4A finding read as ground glass: Lung-RADS 2 under 30 mm, whatever its size category
+    glass = [replace(s, finding=replace(s.finding, attenuation="ground-glass", lung_rads_by_attenuation="2"))
+             for s in result.findings]
+    typed = replace(result, findings=glass, category_by_attenuation="2")
+    text = screening_markdown(typed)
+    assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the " \
+        "reported findings: 2**" in text and "By size alone, as if every nodule were solid: 4A." in text
+    assert "Limit: the built-in models miss" in text  # the category shown is 2
+    record = screening_record(typed)
+    assert record["headline_category"] == "2" and record["highest_size_category"] == "4A"

@@ -1,5 +1,7 @@
 """Smoke tests of the segmentation trainer on tiny synthetic pairs (seconds, tiny UNet)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,13 @@ import torch
 from napari_medai.errors import InputError
 from napari_medai.io import Volume, write_volume
 from napari_medai.training.seg_data import chest_targets, find_pairs
-from napari_medai.training.segmentation import SegTrainConfig, install_builtin, train_segmentation
+from napari_medai.training.segmentation import (
+    SegTrainConfig,
+    build_unet,
+    install_builtin,
+    load_matching,
+    train_segmentation,
+)
 
 
 def _write_pairs(folder, n=3, seed=0):
@@ -232,8 +240,10 @@ def test_common_pair_layouts_are_found_and_unmatched_images_named(tmp_path):
     assert [(nifti_stem(i), nifti_stem(lab)) for i, lab in pairs] == [
         ("a_image", "a_label"), ("b_img", "b_seg"), ("c", "c_label")]
     assert "1 image(s) without a label file are left out: lonely_image.nii.gz" in said[0]
-    for name in ("imagesTr/case_001_0000.nii.gz", "labelsTr/case_001.nii.gz"):  # MSD / nnU-Net
+    # MSD / nnU-Net, with the macOS ._ copies its archives carry beside every file
+    for name in ("imagesTr/case_001_0000.nii.gz", "labelsTr/case_001.nii.gz"):
         touch(tmp_path / "msd" / name)
+        (tmp_path / "msd" / name).with_name("._" + Path(name).name).write_bytes(b"\x00\x05\x16\x07")
     assert [(i.name, lab.name) for i, lab in find_pairs(tmp_path / "msd")] == [
         ("case_001_0000.nii.gz", "case_001.nii.gz")]
 
@@ -256,3 +266,29 @@ def test_fine_tuning_to_other_classes_keeps_the_fitting_weights(tmp_path):
     assert "start fresh" in said[-1]
     kept = [k for k, v in net.state_dict().items() if k in state and v.shape == state[k].shape]
     assert kept and all(torch.equal(net.state_dict()[k], state[k]) for k in kept)
+
+
+def test_init_from_a_wrapped_checkpoint_loads_weights_only_and_leaves_the_rng_alone(tmp_path):
+    from napari_medai.training.segmentation import _init_weights
+
+    _write_pairs(tmp_path / "data")
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=lambda *_: None)
+    weights = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    torch.save({"model": {f"module.{k}": v for k, v in weights.items()}}, tmp_path / "wrapped.pt")  # DataParallel
+    said = []
+    net = build_unet(_cfg(tmp_path / "data", tmp_path / "x"))
+    load_matching(net, _init_weights(str(tmp_path / "wrapped.pt")), "wrapped.pt", said.append)
+    assert said == ["initialised from wrapped.pt"]
+    assert all(torch.equal(net.state_dict()[k], weights[k]) for k in weights)
+    # a run's own last.pt is taken too (its network part); a foreign pickle is not
+    assert set(_init_weights(str(tmp_path / "run" / "last.pt"))) == set(weights)
+    import argparse
+
+    torch.save({"net": weights, "opt": {}, "anything": argparse.Namespace(a=1)}, tmp_path / "pickle.pt")
+    with pytest.raises(InputError, match="no training run's last.pt"):
+        _init_weights(str(tmp_path / "pickle.pt"))
+    torch.manual_seed(0)
+    _init_weights("chest-ct-lung-nodule")  # builds a network: the global RNG must not move
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(1))

@@ -160,8 +160,8 @@ def check_working_grid(work, grid, spacing, target) -> None:
     volume said to have 50 mm voxels becomes 800 x 2400 x 2400 at 2 x 1 x 1 mm (18 GB), and
     used to end in an out-of-memory kill."""
     voxels = int(np.prod(work, dtype=np.int64))
-    if voxels <= MAX_WORK_VOXELS:
-        return
+    if voxels <= MAX_WORK_VOXELS or spacing is None or target is None or tuple(work) == tuple(grid):
+        return  # no resampling: the volume is already in memory at that size
     extent = " x ".join(f"{n * float(s):.0f}" for n, s in zip(grid, spacing))
     raise InputError(f"at the model's spacing of {' x '.join(f'{t:g}' for t in target)} mm the volume would be "
                      f"{' x '.join(map(str, work))} voxels ({voxels * 4 / 1e9:.0f} GB a channel): its voxel size "

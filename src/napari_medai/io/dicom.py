@@ -91,7 +91,7 @@ def series_uid_of(path) -> str:
     """SeriesInstanceUID of one DICOM file (its header only is read)."""
     path = Path(path)
     try:
-        return _series_uid(pydicom.dcmread(path, stop_before_pixels=True))
+        return _series_uid(_dcmread(path, stop_before_pixels=True))
     except (InvalidDicomError, OSError, EOFError) as exc:
         raise InputError(f"{path.name} is not a readable DICOM file: {exc}") from None
 
@@ -120,17 +120,17 @@ def _image_datasets(folder: Path) -> tuple[list, list[str]]:
     return found, unreadable
 
 
-def _dcmread(file: Path):
+def _dcmread(file: Path, stop_before_pixels: bool = False):
     """The dataset in ``file``.  Files written without the 128-byte preamble and 'DICM' (older
     scanners and some exports) are still DICOM when their first element is a group-0008 tag:
     they are read as such; anything else without the preamble is not DICOM."""
     try:
-        return pydicom.dcmread(file)
+        return pydicom.dcmread(file, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         if not _starts_like_bare_dicom(file):
             raise
     try:
-        ds = pydicom.dcmread(file, force=True)
+        ds = pydicom.dcmread(file, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a foreign file
         raise InvalidDicomError(str(exc)) from None
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):

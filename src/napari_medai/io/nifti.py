@@ -75,6 +75,9 @@ def read_nifti(path) -> Volume:
         kind = "labels"
     if kind is None:
         kind = "labels" if modality is None and looks_like_labels(data) else "image"
+    if kind == "labels" and np.issubdtype(data.dtype, np.floating):
+        as_integers = _float_labels(data)  # napari's Labels layers take integers only
+        data, kind = (as_integers, "labels") if as_integers is not None else (data, "image")
     if modality is None:
         modality = "unknown" if kind == "labels" else guess_modality(data)
     metadata = {
@@ -99,6 +102,17 @@ def _voxels(img) -> np.ndarray:
     if not (np.isfinite(slope) and np.isfinite(inter)):
         return raw
     return rescaled(raw, slope, inter)
+
+
+def _float_labels(data: np.ndarray) -> np.ndarray | None:
+    """A float label map (MONAI's SaveImage writes masks as float32) as the smallest integer type
+    that holds it; None when its values are not whole numbers (then it is no label map)."""
+    from .dtypes import LABEL_INTEGERS, narrowest
+
+    rounded = np.rint(data)
+    if not np.isfinite(data).all() or np.abs(data - rounded).max(initial=0.0) > 1e-3 or rounded.min(initial=0) < 0:
+        return None
+    return narrowest(rounded.astype(np.int64), LABEL_INTEGERS)
 
 
 def _check_header_spacing(img, path: Path) -> None:

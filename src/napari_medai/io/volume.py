@@ -39,8 +39,9 @@ def voxel_spacing(linear) -> tuple[float, ...]:
     along the table, so the slice axis is not at right angles to the slice plane).  There the
     slice axis gets the distance between its planes, the slice spacing a radiologist reads,
     so that the product of the three is the voxel's true volume and every mL the plugin
-    reports is right.  Of the two axes not at right angles, the slice axis is taken to be the
-    one with the longer step (slices are rarely closer than pixels), the first on a tie."""
+    reports is right.  Of the two axes not at right angles, the slice axis is the first (z):
+    gantry tilt is an axial acquisition's, and readers put its slices first; where z is not one
+    of them, the one with the longer step."""
     linear = np.asarray(linear, dtype=float)
     norms = np.linalg.norm(linear, axis=0)
     if linear.shape != (3, 3) or np.any(norms == 0):
@@ -50,7 +51,7 @@ def voxel_spacing(linear) -> tuple[float, ...]:
     if np.allclose(cosines, np.eye(3), atol=1e-6):
         return tuple(float(v) for v in norms)
     a, b = max(((0, 1), (0, 2), (1, 2)), key=lambda pair: cosines[pair])  # the slanted pair
-    slanted = b if norms[b] > norms[a] else a
+    slanted = 0 if 0 in (a, b) else (b if norms[b] > norms[a] else a)
     p, q = (axis for axis in range(3) if axis != slanted)
     spacing = norms.copy()
     spacing[slanted] = abs(np.linalg.det(linear)) / np.linalg.norm(np.cross(linear[:, p], linear[:, q]))

@@ -23,13 +23,21 @@ _SUFFIX_PAIRS = (("_image", "_label"), ("_img", "_seg"), ("", "_label"), ("", "_
 _FOLDER_PAIRS = (("images", "labels"), ("imagesTr", "labelsTr"))
 
 
+def _visible_nifti(path: Path) -> bool:
+    """A NIfTI file that is not hidden (MSD's archives carry a macOS ``._case.nii.gz`` copy of
+    every file, which is no image)."""
+    from ..io.nifti import is_nifti_path
+
+    return is_nifti_path(path) and not path.name.startswith(".")
+
+
 def find_pairs(folder, log=None) -> list[tuple[Path, Path]]:
     """(image, label) NIfTI pairs in ``folder``: ``<case>_image`` with ``<case>_label`` (also
     ``_img``/``_seg``, or ``<case>`` with ``<case>_label``/``_seg``), or ``images/<case>`` with
     ``labels/<case>`` (MSD / nnU-Net ``imagesTr/<case>_0000`` with ``labelsTr/<case>``); a label
     may be .nii or .nii.gz whatever the image is.  Images found without a label are named
     through ``log``, not dropped silently."""
-    from ..io.nifti import NIFTI_SUFFIXES, is_nifti_path, nifti_stem
+    from ..io.nifti import NIFTI_SUFFIXES, nifti_stem
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -42,13 +50,13 @@ def find_pairs(folder, log=None) -> list[tuple[Path, Path]]:
     pairs, unmatched = [], []
     for images, labels in _FOLDER_PAIRS:
         if (folder / images).is_dir() and (folder / labels).is_dir():
-            for img in sorted(p for p in (folder / images).iterdir() if is_nifti_path(p)):
+            for img in sorted(p for p in (folder / images).iterdir() if _visible_nifti(p)):
                 stem = nifti_stem(img)
                 lab = label_for(folder / labels, stem) or label_for(folder / labels, stem.removesuffix("_0000"))
                 (pairs.append((img, lab)) if lab else unmatched.append(img.name))
             break
     if not pairs:
-        files = sorted(p for p in folder.iterdir() if is_nifti_path(p))
+        files = sorted(p for p in folder.iterdir() if _visible_nifti(p))
         labels_named = {p for p in files for _, lab in _SUFFIX_PAIRS if nifti_stem(p).endswith(lab)}
         for img in files:
             if img in labels_named:
@@ -122,8 +130,8 @@ def label_values(data, name: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         rounded = np.rint(arr)
         if not np.isfinite(arr).all() or np.abs(arr - rounded).max(initial=0.0) > 1e-3:
-            raise InputError(f"{name}: label values must be whole numbers (class indices), found e.g. "
-                             f"{arr[np.abs(arr - rounded) > 1e-3].ravel()[:1].tolist() or 'NaN'}")
+            odd = arr[~np.isfinite(arr) | (np.abs(arr - rounded) > 1e-3)].ravel()[:1].tolist()
+            raise InputError(f"{name}: label values must be whole numbers (class indices), found e.g. {odd}")
         arr = rounded
     lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
     if lo < 0 or hi > 255:
@@ -159,7 +167,7 @@ def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=T
     target = resample_array(target, img.spacing, target_spacing, order=0)
     negative = None
     if negative_values:
-        negative = np.isin(np.asarray(lab.data), list(negative_values)).astype(np.uint8)
+        negative = np.isin(values, list(negative_values)).astype(np.uint8)
         negative = resample_array(negative, img.spacing, target_spacing, order=0)
     name = image_path.name.split("_image")[0].split(".nii")[0].removesuffix("_0000")
     return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8), negative)

@@ -350,7 +350,11 @@ _RESUME_KEYS = ("data", "init", "label_map", "spacing", "roi", "channels", "stri
 
 
 def _settings(cfg: SegTrainConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in _RESUME_KEYS}
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in _RESUME_KEYS}
+    for key in ("data", "init"):  # runs/x, runs/x/ and its absolute path are one folder
+        if settings[key] and Path(settings[key]).exists():
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
 
 
 def _previous_run(out: Path, cfg: SegTrainConfig):
@@ -394,31 +398,51 @@ def _crop_centres(case: Case, index: int, cfg: SegTrainConfig):
 
 
 def _init_weights(spec: str):
-    """State dict to fine-tune from: a .pt file (weights, or a run's last.pt), a model card
-    (.json), a MONAI bundle folder, or a built-in model's name."""
+    """State dict to fine-tune from: a .pt file (weights in any wrapping
+    ``registry.unwrap_state_dict`` knows, or a run's last.pt), a model card (.json), a MONAI
+    bundle folder, or a built-in model's name.  The global random state is left as it was, so
+    the run that follows is the same whatever was loaded."""
     import torch
 
     path = Path(spec).expanduser()
     if path.suffix == ".pt" and path.is_file():
-        state = torch.load(path, weights_only=False, map_location="cpu")
+        try:  # weights only: a checkpoint from elsewhere cannot run code as it loads
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:  # noqa: BLE001 - a run's last.pt holds its RNG state too
+            state = _own_last_checkpoint(path)
         return state["net"] if isinstance(state, dict) and "net" in state and "opt" in state else state
     from ..models import load_model
 
-    try:
-        loaded = load_model(spec)
-    except (MedaiError, ValueError) as exc:
-        raise InputError(f"--init {spec}: {exc}") from None
-    return loaded.network.state_dict()
+    with torch.random.fork_rng():  # building the source network draws from the global RNG
+        try:
+            loaded = load_model(spec)
+        except (MedaiError, ValueError) as exc:
+            raise InputError(f"--init {spec}: {exc}") from None
+        return loaded.network.state_dict()
+
+
+def _own_last_checkpoint(path: Path):
+    """A last.pt this trainer wrote (it records its settings), loaded in full; any other file
+    that needs more than weights-only loading is refused."""
+    import torch
+
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    if not (isinstance(state, dict) and "settings" in state and "net" in state):
+        raise InputError(f"--init {path.name}: it holds more than weights and is no training run's last.pt, "
+                         "so it is not loaded (a pickled file can run code)")
+    return state
 
 
 def load_matching(net, state: dict, source: str, log) -> None:
     """Load every tensor of ``state`` whose name and shape match ``net``'s; the rest (an output
     layer for other classes) keep their fresh initialisation, and the log says which.  Nothing
     in common: an InputError (another architecture)."""
+    from ..models.registry import unwrap_state_dict
+
     own = net.state_dict()
+    state = unwrap_state_dict(state, own.keys())
     if not isinstance(state, dict):
         raise InputError(f"--init {source} holds no state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
     matching = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if not matching:
         raise InputError(f"--init {source}: none of its weights fit this network (another architecture? "
@@ -426,8 +450,8 @@ def load_matching(net, state: dict, source: str, log) -> None:
     net.load_state_dict(matching, strict=False)
     fresh = [k for k in own if k not in matching]
     if fresh:
-        log(f"initialised from {source}; {len(fresh)} tensor(s) differ in shape or are new and start fresh "
-            f"(e.g. {fresh[0]}): the output layer for other classes, fine-tuning to a new class table")
+        log(f"initialised from {source}; {len(fresh)} of {len(own)} tensor(s) differ in shape or are new and "
+            f"start fresh (e.g. {fresh[0]}); for a new class table that is the output layer")
     else:
         log(f"initialised from {source}")
 
@@ -514,17 +538,30 @@ def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, descri
     return card, net
 
 
+# The post-processing rules that describe the classes, not the weights: a fine-tuned model keeps
+# them.  Thresholds, edge refinement and the mirroring choice were fitted to the source weights
+# on validation phantoms, so they are not carried over (fit them again: medai train lesion-threshold).
+STRUCTURAL_EXTRA = ("organs", "lesions", "lesion_hosts", "inside_body", "extrapulmonary_air", "label_table",
+                    "min_lesion_mm3")
+
+
 def _inherited_extra(cfg: SegTrainConfig) -> dict:
-    """The post-processing of the model fine-tuned from (``--init`` a card, bundle or built-in
-    name) when the class table is the same: a model fine-tuned from chest-ct-lung-nodule keeps
-    its lung clean-up, lesion rules and test-time mirroring.  Otherwise nothing."""
+    """The class-describing post-processing (``STRUCTURAL_EXTRA``) of the model fine-tuned from
+    (``--init`` a card, bundle or built-in name) when the class table is the same: a model
+    fine-tuned from chest-ct-lung-nodule keeps its lung clean-up and lesion rules.  Otherwise
+    nothing."""
     if not cfg.init or Path(cfg.init).suffix == ".pt":
         return {}
+    import torch
+
     from ..models import load_model
 
     try:
-        source = load_model(cfg.init).card
+        with torch.random.fork_rng():
+            source = load_model(cfg.init).card
     except Exception:  # noqa: BLE001 - the run already loaded it; a card that no longer loads gives nothing
         return {}
     names = tuple(c["name"] for c in sorted(source.classes, key=lambda c: c["index"]))
-    return dict(source.extra or {}) if names == tuple(cfg.class_names) else {}
+    if names != tuple(cfg.class_names):
+        return {}
+    return {k: v for k, v in (source.extra or {}).items() if k in STRUCTURAL_EXTRA}

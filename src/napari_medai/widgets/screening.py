@@ -6,7 +6,7 @@ whose job runs the whole screening workflow instead of the detector alone.  On t
 * ``"<image> segmentation"``: the lungs and nodules as a Labels layer (class colours);
 * ``"<image> denoised"``: when *Denoise first* is ticked, the volume the models read;
 * each finding's lung, zone and segmented volume as Points features and table columns;
-* the report (exam-level Lung-RADS size category, lung volumes, findings) in the dock, and
+* the report (exam-level Lung-RADS category by attenuation and by size, lung volumes, findings) in the dock, and
   *Save report…*, which writes ``<name>.md`` and ``<name>.json`` and a key image of each finding
   (``postprocess.key_images``) in ``<name>_key_images/``;
 * the reader's review (*Accept* / *Reject*, from the detection widget) goes into the report at
