@@ -42,19 +42,30 @@ def runtime(args):
     from ..inference import InferenceSettings
 
     settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
-    progress = None
-    if not args.quiet:
+    progress = None if args.quiet else ProgressBar(unit="window", leave=False, close_at_end=True)
+    return settings, progress
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing a tqdm bar (nothing without tqdm).  The bar is
+    made at the first step, so its rate and time left count the work, not what came before it
+    (loading cases, say); a run resumed at step n starts the bar there."""
+
+    def __init__(self, unit: str = "it", leave: bool = True, close_at_end: bool = False, mininterval: float = 0.1):
+        self.options = dict(unit=unit, leave=leave, mininterval=mininterval)
+        self.close_at_end, self.bar = close_at_end, None
+
+    def __call__(self, done: int, total: int) -> None:
         try:
             from tqdm import tqdm
         except ImportError:
-            tqdm = None
-        if tqdm is not None:
-            bar = {}
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=max(0, done - 1), **self.options)
+        self.bar.update(done - self.bar.n)
+        if self.close_at_end and done >= total:
+            self.close()
 
-            def progress(done, total):
-                if "b" not in bar:
-                    bar["b"] = tqdm(total=total, unit="window", leave=False)
-                bar["b"].update(done - bar["b"].n)
-                if done >= total:
-                    bar["b"].close()
-    return settings, progress
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_training_device
+from ._common import ProgressBar, add_training_device
 
 
 def add_parser(sub) -> None:
@@ -120,7 +120,7 @@ def run(args) -> int:
 
         write_phantom_dataset(args.data, range(args.phantom_seed, args.phantom_seed + args.phantoms),
                               n_nodules=args.phantom_nodules, max_nodule_diameter_mm=args.phantom_max_diameter)
-    progress = _Bar(cfg.epochs * cfg.iters_per_epoch)
+    progress = ProgressBar(unit="it", mininterval=5)
     try:
         summary = train_segmentation(cfg, progress=progress)
     finally:
@@ -150,24 +150,3 @@ def _check_install_name(name: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
         raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
                          "the model's .pt and .json files), without a suffix")
-
-
-class _Bar:
-    """A tqdm bar made at the first step, so its rate and time left count training, not the
-    loading of the cases before it; a step counted again after a resume is not a speed."""
-
-    def __init__(self, total: int):
-        self.total, self.bar = total, None
-
-    def __call__(self, done: int, total: int) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        if self.bar is None:
-            self.bar = tqdm(total=total, initial=max(0, done - 1), unit="it", mininterval=5)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

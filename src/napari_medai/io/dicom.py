@@ -80,8 +80,7 @@ def _what_it_is(path: Path) -> str:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - any failure: the file cannot say what it is
         return "unreadable"
-    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    name = str(getattr(sop, "name", "") or "")
+    name = _sop_class_name(ds) or ""
     if name and "Image Storage" not in name:
         return name
     return "no pixel data or no series UID: damaged or truncated?"
@@ -157,10 +156,15 @@ def _cut_short(ds) -> bool:
     """A file pydicom read up to where it ends, with no pixel data, that says it is an image
     (or says nothing of what it is): a slice cut short.  DICOMDIR indexes, reports and other
     non-image objects name their own SOP class and are not counted."""
+    name = _sop_class_name(ds)
+    return name is None or "Image Storage" in name
+
+
+def _sop_class_name(ds) -> str | None:
+    """The SOP class a file names, in words ("CT Image Storage", "Basic Text SR Storage"), from
+    the data set or its file meta; None when it names none."""
     sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    if sop is None:
-        return True
-    return "Image Storage" in str(getattr(sop, "name", ""))
+    return None if sop is None else str(getattr(sop, "name", "") or "")
 
 
 def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:

@@ -25,6 +25,15 @@ def narrowest(values: np.ndarray, candidates=IMAGE_INTEGERS) -> np.ndarray | Non
     return None
 
 
+def rounded_whole(values: np.ndarray, tol: float = 1e-3) -> np.ndarray | None:
+    """Float ``values`` rounded to whole numbers, or None when one is not finite or lies further
+    than ``tol`` from a whole number: a float label map (0.9999999 is label 1) or not one."""
+    rounded = np.rint(values)
+    if not np.isfinite(values).all() or np.abs(values - rounded).max(initial=0.0) > tol:
+        return None
+    return rounded
+
+
 def rescaled(raw: np.ndarray, slope, intercept) -> np.ndarray:
     """``raw * slope + intercept`` with per-slice (or scalar) slope and intercept: integer when
     ``raw`` is integer and both are whole numbers (int16 or int32 where the values fit),

@@ -23,7 +23,7 @@ from .dtypes import rescaled, storable
 from .heuristics import guess_modality, looks_like_labels, normalise_modality
 from .orientation import from_display_frame, orientation_codes, to_display_frame
 from .validate import check_spacing
-from .volume import Volume
+from .volume import Volume, is_sheared
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # NIFTI_INTENT_LABEL: the voxels are label indices (ITK-SNAP, 3D Slicer and this plugin set it)
@@ -107,10 +107,10 @@ def _voxels(img) -> np.ndarray:
 def _float_labels(data: np.ndarray) -> np.ndarray | None:
     """A float label map (MONAI's SaveImage writes masks as float32) as the smallest integer type
     that holds it; None when its values are not whole numbers (then it is no label map)."""
-    from .dtypes import LABEL_INTEGERS, narrowest
+    from .dtypes import LABEL_INTEGERS, narrowest, rounded_whole
 
-    rounded = np.rint(data)
-    if not np.isfinite(data).all() or np.abs(data - rounded).max(initial=0.0) > 1e-3 or rounded.min(initial=0) < 0:
+    rounded = rounded_whole(data)
+    if rounded is None or rounded.min(initial=0) < 0:
         return None
     return narrowest(rounded.astype(np.int64), LABEL_INTEGERS)
 
@@ -178,13 +178,6 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def is_sheared(affine, tol: float = 1e-4) -> bool:
-    """Whether the voxel axes of ``affine`` are not at right angles (a gantry-tilted series)."""
-    linear = np.asarray(affine, dtype=float)[:3, :3]
-    unit = linear / np.linalg.norm(linear, axis=0)
-    return not np.allclose(unit.T @ unit, np.eye(3), atol=tol)
 
 
 def _as_3d(data: np.ndarray, name: str) -> np.ndarray:

@@ -46,8 +46,7 @@ def voxel_spacing(linear) -> tuple[float, ...]:
     norms = np.linalg.norm(linear, axis=0)
     if linear.shape != (3, 3) or np.any(norms == 0):
         return tuple(float(v) for v in norms)
-    unit = linear / norms
-    cosines = np.abs(unit.T @ unit)
+    cosines = _axis_cosines(linear)
     if np.allclose(cosines, np.eye(3), atol=1e-6):
         return tuple(float(v) for v in norms)
     a, b = max(((0, 1), (0, 2), (1, 2)), key=lambda pair: cosines[pair])  # the slanted pair
@@ -56,6 +55,17 @@ def voxel_spacing(linear) -> tuple[float, ...]:
     spacing = norms.copy()
     spacing[slanted] = abs(np.linalg.det(linear)) / np.linalg.norm(np.cross(linear[:, p], linear[:, q]))
     return tuple(float(v) for v in spacing)
+
+
+def _axis_cosines(linear: np.ndarray) -> np.ndarray:
+    """|cos| of the angle between each pair of voxel axes (columns of ``linear``)."""
+    unit = linear / np.linalg.norm(linear, axis=0)
+    return np.abs(unit.T @ unit)
+
+
+def is_sheared(affine, tol: float = 1e-4) -> bool:
+    """Whether the voxel axes of ``affine`` are not at right angles (a gantry-tilted series)."""
+    return not np.allclose(_axis_cosines(np.asarray(affine, dtype=float)[:3, :3]), np.eye(3), atol=tol)
 
 
 def napari_affine_from_nifti(nifti_affine: np.ndarray) -> np.ndarray:

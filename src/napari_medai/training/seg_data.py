@@ -126,11 +126,13 @@ def label_values(data, name: str) -> np.ndarray:
     """A label file's voxels as uint8 class indices.  Float labels are rounded (a mask saved as
     0.9999999 is class 1, not 0); values that are not whole, negative or above 255 are refused
     with the file's name (a plain uint8 cast truncated 1.9999998 to 1 and wrapped 256 to 0)."""
+    from ..io.dtypes import rounded_whole
+
     arr = np.asarray(data)
     if np.issubdtype(arr.dtype, np.floating):
-        rounded = np.rint(arr)
-        if not np.isfinite(arr).all() or np.abs(arr - rounded).max(initial=0.0) > 1e-3:
-            odd = arr[~np.isfinite(arr) | (np.abs(arr - rounded) > 1e-3)].ravel()[:1].tolist()
+        rounded = rounded_whole(arr)
+        if rounded is None:
+            odd = arr[~np.isfinite(arr) | (np.abs(arr - np.rint(arr)) > 1e-3)].ravel()[:1].tolist()
             raise InputError(f"{name}: label values must be whole numbers (class indices), found e.g. {odd}")
         arr = rounded
     lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
