@@ -103,3 +103,13 @@ def test_mirroring_a_box_detector_is_refused_and_auto_runs_it():
                             settings=InferenceSettings(tta="mirror"))
     assert len(napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
                                    settings=InferenceSettings(tta="auto"))) == 3
+
+
+def test_a_spacing_no_scan_has_is_refused_before_the_grid_is_allocated():
+    from napari_medai.errors import InputError
+
+    detector = BrightBlobDetector(threshold=unit(-300))
+    model = box_model(detector, spacing=(2.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="check the spacing"):  # 18 GB a channel at the card's spacing
+        napari_medai.detect(blob_volume(), (50.0, 50.0, 50.0), model=model)
+    assert detector.input_shapes == []  # the network never ran
