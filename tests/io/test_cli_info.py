@@ -36,7 +36,7 @@ def test_info_on_a_bad_file_prints_the_reason(tmp_path, capsys):
     bad.write_bytes(b"\x1f\x8b\x08\x00truncated")
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "medai info: error: bad.nii.gz cannot be read" in err
+    assert "medai info: error: bad.nii.gz is damaged, truncated or not a NIfTI file" in err
 
 
 def test_info_counts_nan_voxels_and_describes_the_rest(tmp_path, capsys):

@@ -232,3 +232,28 @@ def test_hidden_copies_and_a_dicomdir_do_not_hide_the_series(tmp_path, dicom_wri
     (tmp_path / "cohort" / "case1").mkdir(parents=True)
     (tmp_path / "cohort" / "DICOMDIR").write_bytes(bytes(128) + b"DICM" + bytes(40))
     assert not is_supported_path(tmp_path / "cohort")  # a folder of cases, not one series
+
+
+def test_a_colour_series_is_refused_up_front(tmp_path, dicom_writer):
+    import pydicom
+
+    for path in _good_series(tmp_path / "rgb", dicom_writer, n=2):
+        ds = pydicom.dcmread(path)  # a secondary capture: three 8-bit samples per pixel
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = bytes(int(ds.Rows) * int(ds.Columns) * 3)
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match=r"rgb is colour \(RGB\); a grey-level CT/MR series is needed"):
+        read_volume(tmp_path / "rgb")
+
+
+@pytest.mark.parametrize("suffix", [".IMA", ".ima", ".dicom"])
+def test_siemens_ima_and_dicom_names_are_dicom_files(tmp_path, dicom_writer, suffix):
+    from napari_medai.io import is_supported_path
+
+    files = _good_series(tmp_path / "s", dicom_writer)
+    renamed = [path.rename(path.with_suffix(suffix)) for path in files]
+    renamed[2].write_bytes(b"damaged")  # the name alone says DICOM: named, not skipped
+    assert is_supported_path(renamed[0])
+    with pytest.raises(InputError, match=rf"could not be read.*{renamed[2].name}"):
+        read_volume(renamed[0])

@@ -169,6 +169,20 @@ def test_synthetic_sample_wraps_the_phantom(monkeypatch):
     np.testing.assert_array_equal(lab, labels)
 
 
+def test_synthetic_sample_names_its_label_classes(monkeypatch):
+    import napari_medai.phantoms as phantoms
+    from napari_medai.widgets.detection import nodule_label
+
+    fake = types.SimpleNamespace(hu=np.full((4, 5, 6), -1000, np.int16), labels=np.zeros((4, 5, 6), np.uint8),
+                                 spacing=(2.0, 0.7, 0.7), nodules=[])
+    monkeypatch.setattr(phantoms, "make_chest_ct", lambda seed, **kw: fake, raising=False)
+    _, (lab, lab_meta, _), *_ = samples.synthetic_chest_ct()
+    layer = Labels(lab, **lab_meta)  # as the segmentation widget's layers: "index" and "class"
+    assert dict(zip(layer.features["index"], layer.features["class"])) == phantoms.LABEL_NAMES
+    assert lab_meta["metadata"]["label_names"] == phantoms.LABEL_NAMES
+    assert nodule_label(layer) == next(i for i, name in phantoms.LABEL_NAMES.items() if name == "nodule")
+
+
 def test_a_nan_background_still_gives_a_visible_window(tmp_path):
     data = np.random.default_rng(1).uniform(0, 300, (4, 5, 6)).astype(np.float32)
     data[:, :2] = np.nan  # a statistical or ADC map's background

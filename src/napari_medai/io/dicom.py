@@ -27,15 +27,17 @@ from .volume import Volume
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Two slices closer than this along the normal are at the same place (mm).
 _SAME_POSITION_MM = 1e-3
+# File names that say "DICOM" (.ima: Siemens); napari.yaml's reader patterns list the same.
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 
 
 def is_dicom_file(path) -> bool:
-    """True for a file with the DICOM preamble ('DICM' at byte 128), a .dcm name, or a bare
-    DICOM data set (no preamble: its first element is a group-0008 tag)."""
+    """True for a file with the DICOM preamble ('DICM' at byte 128), a DICOM name (.dcm, .ima,
+    .dicom), or a bare DICOM data set (no preamble: its first element is a group-0008 tag)."""
     path = Path(path)
     if not path.is_file():
         return False
-    if path.suffix.lower() == ".dcm":
+    if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
         with open(path, "rb") as fh:
@@ -91,8 +93,11 @@ def series_uid_of(path) -> str:
     path = Path(path)
     try:
         return _series_uid(_dcmread(path, stop_before_pixels=True))
-    except (InvalidDicomError, OSError, EOFError) as exc:
-        raise InputError(f"{path.name} is not a readable DICOM file: {exc}") from None
+    except (InvalidDicomError, EOFError):
+        # pydicom's text is for programmers ("Use force=True to force reading")
+        raise InputError(f"{path.name} is damaged, truncated or not a DICOM file") from None
+    except OSError as exc:  # permissions, a vanished file: the system's words say it
+        raise InputError(f"{path.name} cannot be read: {exc.strerror or exc}") from None
 
 
 def _series_uid(ds) -> str:
@@ -215,6 +220,9 @@ def _series_volume(series: list, folder: Path) -> Volume:
     first = series[0]
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError("multi-frame (enhanced) DICOM files are not supported; export single-frame slices")
+    if any(int(ds.get("SamplesPerPixel", 1) or 1) > 1 for ds in series):
+        # a screenshot or secondary capture: the stack would get a colour axis no geometry has
+        raise InputError(f"the DICOM series in {folder} is colour (RGB); a grey-level CT/MR series is needed")
     for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if any(_missing(ds, tag) for ds in series):
             raise InputError(f"the DICOM series in {folder} lacks {tag}, so its geometry is unknown")

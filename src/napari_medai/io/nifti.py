@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -56,6 +57,9 @@ def read_nifti(path) -> Volume:
     except (InputError, MemoryError):
         raise
     except Exception as exc:  # any parsing failure means the file is unusable
+        if _is_damaged(exc):
+            # nibabel's words ("Cannot work out file type of ...") name no cause a user can act on
+            raise InputError(f"{path.name} is damaged, truncated or not a NIfTI file") from None
         reason = str(exc) or type(exc).__name__
         raise InputError(f"{path.name} cannot be read: {reason}") from None
 
@@ -89,6 +93,18 @@ def read_nifti(path) -> Volume:
         "description": description,
     }
     return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
+
+
+def _is_damaged(exc: Exception) -> bool:
+    """Whether a loading error means the bytes are wrong: not a NIfTI header, a cut gzip
+    stream, fewer voxel bytes than the header promises.  An OSError with an errno
+    (permission denied, ...) is the system's and keeps its own words."""
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
+    if isinstance(exc, (ImageFileError, HeaderDataError, EOFError, zlib.error)):
+        return True
+    return isinstance(exc, OSError) and exc.errno is None  # gzip.BadGzipFile, nibabel's short read
 
 
 def _voxels(img) -> np.ndarray:

@@ -142,6 +142,8 @@ class Volume:
                 "nifti_affine": nifti_affine_from_napari(self.affine),
                 "modality": self.modality,
                 "spacing": self.spacing,
+                # the NIfTI writer trusts "affine" only for data of this shape (napari_hooks.writer)
+                "shape": tuple(int(n) for n in self.data.shape),
             }
         )
         return meta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,14 @@ from ..io.nifti import is_nifti_path
 # A lung-friendly CT window in HU (from air to soft tissue); users change it in napari.
 CT_CONTRAST_LIMITS = (-1000.0, 400.0)
 MR_PERCENTILES = (0.5, 99.5)
+# napari's File > Open and drag-and-drop call the reader once per selected file: the files of
+# one DICOM series picked together would give one full copy of the volume each.  A series
+# returned less than this many seconds ago, whose layer the viewer still shows, is skipped
+# (npe2's "read, no layers"); a deliberate reopen a little later, or after closing that
+# layer, reads it again.
+REPEAT_WINDOW_S = 5.0
+# (folder, SeriesInstanceUID, folder mtime) -> time.monotonic() when its last call ended
+_recent_series: dict[tuple, float] = {}
 
 
 def get_reader(path):
@@ -27,15 +36,51 @@ def read_paths(path) -> list[tuple]:
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers, seen_series = [], set()
     for p in map(Path, paths):
-        if not is_nifti_path(p):
-            # Several files picked from one DICOM series are read once, as one volume.
-            series = (p, None) if p.is_dir() else (p.parent, series_uid_of(p))
-            if series in seen_series:
+        series = None if is_nifti_path(p) or p.is_dir() else _series_key(p)
+        if series is not None:
+            # Several files picked from one DICOM series are read once, as one volume,
+            # whether napari passes them in one call (stack) or one call per file.
+            if series in seen_series or _returned_just_now(series):
+                _recent_series[series] = time.monotonic()
                 continue
             seen_series.add(series)
         default_name = layer_name(p if is_nifti_path(p) or p.is_dir() else p.parent)
         layers.append(volume_layer_data(read_volume(p), default_name=default_name))
-    return layers
+        if series is not None:
+            _recent_series[series] = time.monotonic()  # after the read: a slow read is no gap
+    return layers or [(None,)]  # napari's sentinel for "read, nothing to add"
+
+
+def _series_key(file: Path) -> tuple:
+    """Which series a DICOM file belongs to (its header only is read), and the state of its
+    folder: a file added to or removed from the folder makes it a different read."""
+    folder = file.parent.resolve()
+    return folder, series_uid_of(file), folder.stat().st_mtime_ns
+
+
+def _returned_just_now(series: tuple) -> bool:
+    now = time.monotonic()
+    for key, ended in list(_recent_series.items()):  # forget the old ones: the dict stays small
+        if now - ended > REPEAT_WINDOW_S:
+            del _recent_series[key]
+    return series in _recent_series and _still_shown(series)
+
+
+def _still_shown(series: tuple) -> bool:
+    """Whether the current viewer shows a layer of this series (napari adds each file's
+    layers before it reads the next file).  A layer closed since is no copy: the series is
+    read again.  With no viewer (npe2 called from code) the time alone decides."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return True
+    folder, uid, _ = series
+    return any(
+        layer.metadata.get("series_instance_uid") == uid
+        and Path(str(layer.metadata.get("source", ""))).resolve() == folder
+        for layer in viewer.layers
+    )
 
 
 def layer_name(path: Path) -> str:

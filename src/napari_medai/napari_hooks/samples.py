@@ -30,7 +30,7 @@ def synthetic_chest_ct() -> list[tuple]:
     docs/phantom.md) and the nodule centres as a Points layer, all on the phantom's grid."""
     import numpy as np
 
-    from ..phantoms import make_chest_ct  # generated on demand, not at napari start-up
+    from ..phantoms import LABEL_NAMES, make_chest_ct  # generated on demand, not at napari start-up
 
     phantom = make_chest_ct(seed=PHANTOM_SEED, n_nodules=3)  # a sample should show nodules
     affine = getattr(phantom, "affine", None)
@@ -40,9 +40,15 @@ def synthetic_chest_ct() -> list[tuple]:
         ct = Volume(phantom.hu, affine, modality="CT")
     labels = Volume(phantom.labels, ct.affine, modality="CT", is_labels=True)
     labels.metadata["nodules"] = list(phantom.nodules)
+    labels.metadata["label_names"] = dict(LABEL_NAMES)
+    labels_data, labels_meta, kind = volume_layer_data(labels, name="phantom labels")
+    # class names as features, as the segmentation widget's layers carry them: napari shows
+    # the name under the cursor, and the detection widget finds the "nodule" class by name
+    indices = sorted(LABEL_NAMES)
+    labels_meta["features"] = {"index": indices, "class": [str(LABEL_NAMES[i]) for i in indices]}
     layers = [
         volume_layer_data(ct, name="phantom CT"),
-        volume_layer_data(labels, name="phantom labels"),
+        (labels_data, labels_meta, kind),
     ]
     nodules = list(phantom.nodules)
     centres = np.array([n["center_voxel"] for n in nodules], float).reshape(-1, 3)

@@ -1,9 +1,10 @@
 """napari writers: an Image or Labels layer to NIfTI (npe2 single-layer signature).
 
-The geometry written is, in order of preference, the source volume's affine kept in
-``meta["metadata"]["affine"]`` (exact, survives any napari round trip), else the layer's
-own transform (affine @ (rotate, shear, scale, translate)), which napari builds from
-the same numbers the reader gave it.
+The geometry written is the layer's world transform as napari shows it (affine @ (rotate,
+shear, scale, translate)).  While the layer still sits where the reader put it, the source
+volume's affine kept in ``meta["metadata"]["affine"]`` is written instead: the same
+geometry, exact (it survives any napari round trip bit for bit).  A layer moved or rescaled
+in napari is saved where it is shown.
 """
 
 from __future__ import annotations
@@ -12,17 +13,33 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MedaiError
 from ..io import write_volume
 from ..io.nifti import is_nifti_path
 
+# Two affines closer than this place every voxel at the same spot (mm; the stored affine is
+# float32-rounded, a move or rescale in napari is far larger).
+_SAME_PLACE_ATOL_MM = 1e-4
+
+
+class SaveError(OSError):
+    """A MedaiError raised again for napari: napari's write_layers takes any ValueError for
+    "this writer does not apply" and drops its message (a warning names no cause)."""
+
 
 def write_image(path: str, data, meta: dict) -> list[str]:
-    return [str(_write_layer(path, data, meta, is_labels=False))]
+    return [str(_saved(path, data, meta, is_labels=False))]
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
-    return [str(_write_layer(path, data, meta, is_labels=True))]
+    return [str(_saved(path, data, meta, is_labels=True))]
+
+
+def _saved(path: str, data, meta: dict, *, is_labels: bool) -> Path:
+    try:
+        return _write_layer(path, data, meta, is_labels=is_labels)
+    except MedaiError as exc:
+        raise SaveError(str(exc)) from None
 
 
 def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
@@ -37,21 +54,39 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
             f"only 3D layers can be saved as NIfTI; layer {meta.get('name', '')!r} has shape {array.shape}"
         )
     layer_metadata = meta.get("metadata") or {}
+    affine = layer_affine(meta, array.shape)
+    orientation = layer_metadata.get("nifti_orientation")  # the source file's voxel order, if any
+    if is_labels and orientation is None:
+        # a mask painted in napari knows no file: it takes the grid of the image it was drawn
+        # on, so that the two files pair voxel for voxel as other tools expect
+        affine, orientation = _image_grid(array.shape, affine) or (affine, None)
     return write_volume(
         array,
         path,
-        affine=layer_affine(meta),
+        affine=affine,
         modality=layer_metadata.get("modality", "unknown"),
         is_labels=is_labels,
-        orientation=layer_metadata.get("nifti_orientation"),  # the source file's voxel order, if any
+        orientation=orientation,
     )
 
 
-def layer_affine(meta: dict) -> np.ndarray:
-    """The napari 4x4 affine (index -> world) of a 3D layer described by ``meta``."""
-    stored = (meta.get("metadata") or {}).get("affine")
-    if stored is not None and np.shape(stored) == (4, 4):
-        return np.asarray(stored, dtype=float)
+def layer_affine(meta: dict, shape=None) -> np.ndarray:
+    """The napari 4x4 affine (index -> world) of a 3D layer described by ``meta``: the stored
+    source affine while it still agrees with the layer's transform and ``shape`` with the
+    source's, else the layer's own transform."""
+    own = _own_transform(meta)
+    layer_metadata = meta.get("metadata") or {}
+    stored = layer_metadata.get("affine")
+    if stored is None or np.shape(stored) != (4, 4):
+        return own
+    source_shape = layer_metadata.get("shape")
+    same_grid = shape is None or source_shape is None or tuple(source_shape) == tuple(shape)
+    stored = np.asarray(stored, dtype=float)
+    return stored if same_grid and _same_place(stored, own) else own
+
+
+def _own_transform(meta: dict) -> np.ndarray:
+    """affine @ (translate, rotate, shear, scale): where napari draws the layer."""
     from napari.utils.transforms import Affine  # napari is only needed on this path
 
     data2physical = Affine(
@@ -66,3 +101,31 @@ def layer_affine(meta: dict) -> np.ndarray:
         return data2physical
     extra = getattr(extra, "affine_matrix", extra)  # an Affine object or a 4x4 array
     return np.asarray(extra, dtype=float) @ data2physical
+
+
+def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.shape(a) == np.shape(b) == (4, 4) and np.allclose(a, b, rtol=1e-6, atol=_SAME_PLACE_ATOL_MM)
+
+
+def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None] | None:
+    """(exact affine, file voxel order) of an Image layer in the current viewer with this data
+    shape at this place; one read from a file (with a voxel order) first.  None if none."""
+    import napari
+    from napari.layers import Image
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return None
+    found = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Image) or layer.rgb:
+            continue
+        data = layer.data[0] if layer.multiscale else layer.data
+        if tuple(data.shape) != tuple(shape):
+            continue
+        meta = layer.as_layer_data_tuple()[1]
+        image_affine = layer_affine(meta, shape)
+        if _same_place(image_affine, affine):
+            found.append((image_affine, (meta.get("metadata") or {}).get("nifti_orientation")))
+    found.sort(key=lambda grid: grid[1] is None)  # stable: the first image with a voxel order
+    return found[0] if found else None

@@ -1,0 +1,139 @@
+"""The reader and writers as napari uses them: viewer.open and layer.save with the plugin."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_medai.napari_hooks import reader
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-medai"
+# a NIfTI stored with its first two index axes swapped and one flipped (codes 'ALS')
+SWAPPED_AFFINE = np.array([[0, -0.9, 0, 50], [0.8, 0, 0, -40], [0, 0, 2.5, 12], [0, 0, 0, 1.0]])
+
+
+def _series(write_dicom_series, folder, n=4, series_uid=None, suffix=".dcm"):
+    raw = np.arange(n * 6 * 5, dtype=np.uint16).reshape(n, 6, 5) * 7
+    files = write_dicom_series(folder, raw, [(-30.0, -40.0, 10.0 + 3 * k) for k in range(n)],
+                               (1, 0, 0, 0, 1, 0), (0.7, 0.6), intercept=-1024, series_uid=series_uid)
+    return [path.rename(path.with_name(f"{series_uid or 'IM'}_{path.stem}{suffix}")) for path in files]
+
+
+def _nifti(path, affine=SWAPPED_AFFINE):
+    values = np.arange(6 * 7 * 5, dtype=np.int16).reshape(6, 7, 5) * 3 + 100  # unique, MR-like
+    nib.save(nib.Nifti1Image(values, affine), str(path))
+    return str(path)
+
+
+def test_picking_every_file_of_a_series_opens_it_once(viewer, dicom_writer, tmp_path):
+    files = _series(dicom_writer, tmp_path / "ct")
+    # napari's File > Open and drag-and-drop: one reader call per file (stack=False)
+    layers = viewer.open([str(f) for f in files], plugin=PLUGIN)
+    assert len(layers) == len(viewer.layers) == 1
+    assert layers[0].data.shape == (4, 6, 5)
+
+
+def test_picking_every_file_of_two_series_opens_each_once(viewer, dicom_writer, tmp_path):
+    files = [*_series(dicom_writer, tmp_path / "two", n=4, series_uid="1.2.3.4"),
+             *_series(dicom_writer, tmp_path / "two", n=3, series_uid="1.2.3.5")]
+    layers = viewer.open([str(f) for f in sorted(files)], plugin=PLUGIN)
+    assert sorted(layer.data.shape[0] for layer in layers) == [3, 4]
+    assert len(viewer.layers) == 2
+
+
+def test_a_series_opened_again_later_or_after_closing_it_is_read_again(viewer, dicom_writer, tmp_path):
+    first, second = (str(f) for f in _series(dicom_writer, tmp_path / "ct")[:2])
+    assert len(viewer.open(first, plugin=PLUGIN)) == 1
+    assert viewer.open(second, plugin=PLUGIN) == []  # a repeat: npe2's "read, no layers"
+    for key in reader._recent_series:  # as if the window had passed
+        reader._recent_series[key] -= reader.REPEAT_WINDOW_S + 1
+    assert len(viewer.open(second, plugin=PLUGIN)) == 1
+    viewer.layers.clear()  # closed: opening it at once reads it again
+    [layer] = viewer.open(first, plugin=PLUGIN)
+    assert layer.data.shape == (4, 6, 5)
+
+
+def test_without_a_viewer_a_repeat_within_the_window_reads_nothing(dicom_writer, tmp_path, monkeypatch):
+    import napari
+
+    monkeypatch.setattr(napari, "current_viewer", lambda: None)
+    first, second = (str(f) for f in _series(dicom_writer, tmp_path / "ct")[:2])
+    [(data, meta, kind)] = reader.read_paths(first)
+    assert reader.read_paths(second) == [(None,)]
+    assert len(reader.read_paths(str(tmp_path / "ct"))) == 1  # the folder itself is no repeat
+
+
+@pytest.mark.parametrize("suffix", [".IMA", ".dicom"])
+def test_siemens_ima_and_dicom_files_open_with_the_plugin(viewer, dicom_writer, tmp_path, suffix):
+    files = _series(dicom_writer, tmp_path / "siemens", suffix=suffix)
+    [layer] = viewer.open(str(files[1]), plugin=PLUGIN)
+    assert layer.data.shape == (4, 6, 5) and layer.metadata["modality"] == "CT"
+
+
+def _world(layer, index):
+    return np.asarray(layer.data_to_world(index), dtype=float)
+
+
+@pytest.mark.parametrize("change", ["affine", "scale", "translate"])
+def test_a_moved_or_rescaled_layer_is_saved_where_it_is_shown(viewer, tmp_path, change):
+    [layer] = viewer.open(_nifti(tmp_path / "scan.nii.gz"), plugin=PLUGIN)
+    if change == "affine":  # what napari's transform mode edits
+        moved = np.eye(4)
+        moved[:3, 3] = (0.0, 15.0, -7.0)
+        layer.affine = moved
+    elif change == "scale":
+        layer.scale = np.asarray(layer.scale) * (1.0, 2.0, 0.5)
+    else:
+        layer.translate = np.asarray(layer.translate) + (4.0, -3.0, 2.5)
+    layer.save(str(tmp_path / "out.nii.gz"), plugin=PLUGIN)
+    [again] = viewer.open(str(tmp_path / "out.nii.gz"), plugin=PLUGIN)
+    np.testing.assert_array_equal(again.data, layer.data)
+    for index in [(0, 0, 0), (4, 5, 6), (2, 3, 1)]:
+        np.testing.assert_allclose(_world(again, index), _world(layer, index), atol=1e-4)
+
+
+def test_an_unchanged_layer_keeps_the_exact_stored_affine(viewer, tmp_path):
+    source = _nifti(tmp_path / "scan.nii.gz")
+    [layer] = viewer.open(source, plugin=PLUGIN)
+    layer.save(str(tmp_path / "out.nii.gz"), plugin=PLUGIN)
+    saved, original = nib.load(tmp_path / "out.nii.gz"), nib.load(source)
+    assert saved.shape == original.shape
+    np.testing.assert_array_equal(saved.affine, original.affine.astype(np.float32))
+
+
+def test_saving_errors_reach_the_caller_with_their_message(viewer, tmp_path):
+    # napari's write_layers takes a ValueError for "not my format" and only warns
+    [layer] = viewer.open(_nifti(tmp_path / "scan.nii.gz"), plugin=PLUGIN)
+    with pytest.raises(OSError, match=r"the folder .*missing does not exist"):
+        layer.save(str(tmp_path / "missing" / "x.nii.gz"), plugin=PLUGIN)
+    flat = viewer.add_image(np.zeros((10, 12), np.float32), name="flat")
+    with pytest.raises(OSError, match=r"only 3D layers can be saved as NIfTI; layer 'flat'"):
+        flat.save(str(tmp_path / "flat.nii.gz"), plugin=PLUGIN)
+
+
+def test_a_mask_painted_over_a_nifti_is_saved_on_its_grid(viewer, tmp_path):
+    source = _nifti(tmp_path / "swapped.nii.gz")
+    [image] = viewer.open(source, plugin=PLUGIN)
+    mask = viewer.add_labels(np.zeros(image.data.shape, np.uint8), scale=image.scale,
+                             translate=image.translate, name="mask")
+    mask.data[2, 3, 1] = 5
+    mask.save(str(tmp_path / "mask.nii.gz"), plugin=PLUGIN)
+    saved, original = nib.load(tmp_path / "mask.nii.gz"), nib.load(source)
+    assert saved.shape == original.shape and nib.aff2axcodes(saved.affine) == nib.aff2axcodes(original.affine)
+    np.testing.assert_array_equal(saved.affine, original.affine.astype(np.float32))
+    # the painted voxel is at the file index of the image voxel under it
+    value = image.data[2, 3, 1]
+    painted = np.argwhere(np.asanyarray(saved.dataobj) == 5)
+    np.testing.assert_array_equal(painted, np.argwhere(np.asanyarray(original.dataobj) == value))
+
+
+def test_a_mask_elsewhere_keeps_its_own_place(viewer, tmp_path):
+    [image] = viewer.open(_nifti(tmp_path / "swapped.nii.gz"), plugin=PLUGIN)
+    mask = viewer.add_labels(np.zeros(image.data.shape, np.uint8), scale=image.scale,
+                             translate=np.asarray(image.translate) + 10.0, name="mask")
+    mask.save(str(tmp_path / "mask.nii.gz"), plugin=PLUGIN)
+    [again] = viewer.open(str(tmp_path / "mask.nii.gz"), plugin=PLUGIN)
+    np.testing.assert_allclose(_world(again, (1, 2, 3)), _world(mask, (1, 2, 3)), atol=1e-4)
+    assert nib.aff2axcodes(nib.load(tmp_path / "mask.nii.gz").affine) == ("L", "P", "S")
