@@ -322,10 +322,64 @@ def test_after_a_run_the_finding_masks_do_not_become_the_layer_findings_go_into(
 
 def test_add_to_labels_is_off_until_a_run_and_asks_for_a_layer(viewer):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
-    assert not widget.add_to_labels_button.isEnabled()
+    assert not widget.add_to_labels_button.isEnabled() and not widget.new_labels_button.isEnabled()
     widget.findings = [object()]
-    with pytest.raises(InputError, match="no Labels layer"):
+    with pytest.raises(InputError, match="no Labels layer.*'New labels'"):
         widget.add_finding_to_labels(0, None, 2)
+
+
+def test_the_labels_target_follows_the_layer_the_user_makes_active(viewer, small_ct):
+    # docked as a plugin: its viewer is napari's PublicOnlyProxy (a new proxy per active layer read)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    first = viewer.add_labels(np.zeros((4, 8, 8), np.int32), name="first")
+    second = viewer.add_labels(np.zeros((4, 8, 8), np.int32), name="second")
+    viewer.layers.selection.active = first
+    assert widget.target_picker.current_layer() is first
+    viewer.layers.selection.active = second
+    assert widget.target_picker.current_layer() is second
+
+
+def test_add_to_labels_refuses_a_label_the_layers_dtype_cannot_hold(viewer, detection, notifications):
+    widget, crop = detection
+    small = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="small", scale=crop.scale,
+                              translate=crop.translate)
+    widget.target_picker.set_layer(small)
+    assert widget.label_value_box.maximum() == 255  # the box offers only what the layer holds
+    widget.label_value_box.setValue(256)
+    assert widget.label_value_box.value() == 255
+    with pytest.raises(InputError, match=r"label 256 does not fit 'small' \(uint8, at most 255\)"):
+        widget.add_finding_to_labels(0, small, 256)
+    assert not small.data.any()
+    wide = viewer.add_labels(np.zeros(crop.data.shape, np.int32), name="wide", scale=crop.scale,
+                             translate=crop.translate)
+    widget.target_picker.set_layer(wide)
+    assert widget.label_value_box.maximum() == 65535
+
+
+def test_new_labels_lie_on_the_images_grid_and_become_the_target(viewer, detection):
+    widget, crop = detection
+    assert widget.new_labels_button.isEnabled()
+    taken = viewer.add_labels(np.zeros((2, 3, 4), np.uint8), name="crop labels")  # the name is taken
+    viewer.layers.selection.active = widget.findings_layer  # what Layers > New Labels Layer would size to
+    widget.new_labels_button.click()
+    labels = widget.target_picker.current_layer()
+    assert labels.name == "crop labels [1]" and labels.data.dtype == np.int32 and not labels.data.any()
+    assert labels.data.shape == crop.data.shape
+    for attribute in ("scale", "translate", "rotate", "shear"):
+        np.testing.assert_allclose(getattr(labels, attribute), getattr(crop, attribute))
+    np.testing.assert_allclose(labels.affine.affine_matrix, crop.affine.affine_matrix)
+    assert taken.data.shape == (2, 3, 4) and viewer.layers["crop labels"] is taken
+    assert widget.layer_picker.current_layer() is crop
+    widget.findings_table.setCurrentCell(0, 0)
+    widget.add_to_labels_button.click()  # the findings fit it
+    assert (labels.data > 0).sum() == widget.findings[0].mask.sum() > 0
+
+
+def test_a_dot_in_the_csv_name_is_kept(detection, tmp_path):
+    widget, _crop = detection
+    assert widget.export_csv(tmp_path / "CHEST 1.25mm findings").name == "CHEST 1.25mm findings.csv"
+    assert widget.export_csv(tmp_path / "exam.CSV").name == "exam.CSV"
+    assert sorted(p.name for p in tmp_path.glob("*.*")) == ["CHEST 1.25mm findings.csv", "exam.CSV"]
 
 
 def test_choosing_a_model_with_an_operating_point_sets_the_threshold_it_was_fitted_for(viewer, tmp_path,

@@ -81,6 +81,22 @@ def test_a_job_that_ignores_cancel_still_hands_nothing_over(qtbot, runner):
     assert blocker.args == [CANCELLED] and results == []
 
 
+def test_cancel_after_the_job_returned_but_before_its_result_arrived_hands_nothing_over(qtbot, runner):
+    returned, results = threading.Event(), []
+
+    def quick(progress, cancel):
+        returned.set()
+        return "result"
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS) as blocker:
+        runner.start(quick, results.append)
+        # the Qt thread is busy (no events processed): the job finishes, its result waits in the queue
+        assert returned.wait(5)
+        time.sleep(0.5)
+        runner.cancel()  # e.g. the dock was closed
+    assert blocker.args == [CANCELLED] and results == []
+
+
 def test_input_error_is_a_notification_and_nothing_is_handed_over(qtbot, runner, notifications):
     def bad(progress, cancel):
         progress(1, 4)

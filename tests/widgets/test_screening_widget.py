@@ -101,6 +101,19 @@ def test_the_readers_review_updates_the_report_and_goes_into_the_saved_files(qtb
     assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A**" in widget.report_view.toPlainText()
 
 
+def test_a_dot_in_the_report_name_is_kept(qtbot, viewer, chest, tmp_path):
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    md = widget.save_report(tmp_path / "CHEST 1.25mm report")
+    assert md.name == "CHEST 1.25mm report.md"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["CHEST 1.25mm report.json",
+                                                                          "CHEST 1.25mm report.md"]
+    assert (tmp_path / "CHEST_1.25mm_report_key_images").is_dir()
+    assert widget.save_report(tmp_path / "exam.MD").name == "exam.MD"
+
+
 def test_saving_before_a_run_says_so(viewer, chest):
     widget = _open(viewer)
     assert not widget.save_button.isEnabled()

@@ -209,16 +209,90 @@ def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, mo
 
 def test_the_picker_follows_the_users_image_choice(viewer, small_ct):
     first = viewer.add_image(small_ct, name="first")
+    # docked as a plugin: the widget's viewer is napari's PublicOnlyProxy, whose active layer
+    # is a new proxy object each time it is read
     widget = open_widget(viewer, "Denoising")
     second = viewer.add_image(small_ct + 1, name="second")
     viewer.add_labels((small_ct > 0).astype(np.uint8), name="mask")
     assert [widget.layer_picker.itemText(i) for i in range(widget.layer_picker.count())] == ["first", "second"]
+    assert widget.layer_picker.current_layer() is second  # napari made the new image active
     viewer.layers.selection.active = first
     assert widget.layer_picker.current_layer() is first
-    first.name = "renamed"
-    assert widget.layer_picker.currentText() == "renamed"
-    viewer.layers.remove(first)
+    viewer.layers.selection.active = second  # not the first item of the list
     assert widget.layer_picker.current_layer() is second
+    second.name = "renamed"
+    assert widget.layer_picker.currentText() == "renamed"
+    viewer.layers.remove(second)
+    assert widget.layer_picker.current_layer() is first
+
+
+def test_closing_the_dock_cancels_its_job_and_lets_go_of_the_viewer(qtbot, viewer, ct_layer, monkeypatch):
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    fake_engine(monkeypatch, probs)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.add_model_path("fake.pt")
+    assert run_and_wait(qtbot, widget) == "done"  # findings: "Add missed nodule" can be armed
+    widget.mark_button.setChecked(True)
+    assert widget._mark_on_click in viewer.mouse_drag_callbacks
+    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01)  # the next run is slow
+    names = [layer.name for layer in viewer.layers]
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        # napari 0.9 closes a dock with widget().setParent(None): the widget is not deleted
+        viewer.window.remove_dock_widget(dock)
+    assert ended.args == ["cancelled"]
+    assert [layer.name for layer in viewer.layers] == names
+    assert widget._mark_on_click not in viewer.mouse_drag_callbacks  # a click measures nothing
+    # the closed widget no longer follows the layer list
+    images, targets = widget.layer_picker.count(), widget.target_picker.count()
+    viewer.add_image(ct_layer.data, name="later")
+    viewer.add_labels(np.zeros(ct_layer.data.shape, np.int32), name="later labels")
+    assert (widget.layer_picker.count(), widget.target_picker.count()) == (images, targets)
+
+
+def _remove_during_run(qtbot, viewer, widget, layer):
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        viewer.layers.remove(layer)
+    return ended.args[0]
+
+
+def test_removing_the_image_while_its_job_runs_adds_nothing_and_says_so(qtbot, viewer, ct_layer, monkeypatch,
+                                                                      notifications):
+    fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape), steps=100, delay_s=0.02)
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    assert _remove_during_run(qtbot, viewer, widget, ct_layer) == "error"
+    assert len(viewer.layers) == 0
+    message = "'ct' was removed while segmentation ran; nothing was added"
+    assert message in widget.status_label.text()
+    assert ("error", f"Segmentation: {message}") in notifications()
+    assert widget.volume_table.rowCount() == 0 and widget.run_button.isEnabled()
+
+
+def test_detection_keeps_its_last_run_when_the_image_goes_during_the_next(qtbot, viewer, ct_layer, monkeypatch,
+                                                                          notifications):
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    fake_engine(monkeypatch, probs)
+    widget = open_widget(viewer, "Lesion detection")
+    widget.add_model_path("fake.pt")
+    assert run_and_wait(qtbot, widget) == "done"
+    findings, outputs = widget.findings_layer, [layer.name for layer in viewer.layers][1:]
+    fake_engine(monkeypatch, probs, steps=100, delay_s=0.02)
+    assert _remove_during_run(qtbot, viewer, widget, ct_layer) == "error"
+    assert [layer.name for layer in viewer.layers] == outputs  # nothing named after the removed image
+    message = "'ct' was removed while lesion detection ran; nothing was added"
+    assert message in widget.status_label.text()
+    assert ("error", f"Lesion detection: {message}") in notifications()
+    assert widget.findings_layer is findings
+    # a mark says why it cannot be measured, not "run the detection first"
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at((0.0, 0.0, 0.0))
+    assert ended.args == ["error"]
+    assert "'ct', the image the findings came from, was removed" in widget.status_label.text()
+    assert "run the detection first" not in widget.status_label.text()
 
 
 BUILT_IN = {"Lesion detection": "lung-nodule-detection", "Segmentation": "chest-ct-lung-nodule",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -136,6 +136,26 @@ class TaskWidget(QWidget):
         self.runner.finished.connect(self.job_finished)
         self.run_button.clicked.connect(self.run)
         self.refresh_models()
+
+    # ---- closing the dock --------------------------------------------------------------------
+    def event(self, event) -> bool:
+        # napari 0.9 closes a dock (its close button, Window.remove_dock_widget) with
+        # widget().setParent(None) and never deletes the widget, so `destroyed` does not come:
+        # losing the parent is the moment the widget is closed.
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                self._on_closed()
+            else:  # docked (again)
+                self._on_docked()
+        return super().event(event)
+
+    def _on_closed(self) -> None:
+        """Stop what the widget does in the viewer: the running job and the viewer events."""
+        self.runner.cancel()  # its result would be added by a widget nobody sees
+        self.layer_picker.detach()
+
+    def _on_docked(self) -> None:
+        self.layer_picker.attach()
 
     # ---- for subclasses --------------------------------------------------------------------
     def _add_result_widgets(self, *widgets) -> None:
@@ -264,11 +284,18 @@ class TaskWidget(QWidget):
 
     def _add_results(self, result, source_layer, params) -> list:
         """Add the outputs as NEW layers on the input's grid (Qt thread)."""
+        self._check_still_there(source_layer, f"{self.title.lower()} ran")
         layer_data = self._result_layers(result, source_layer, params)
         with self.layer_picker.keep_selection():  # the input stays the input
             return add_layers(self.viewer, layer_data)
 
     # ---- helpers ------------------------------------------------------------------------
+    def _check_still_there(self, layer, during: str) -> None:
+        """Outputs named after, and placed on, a layer the user removed meanwhile would be
+        orphans: refuse them (the runner reports the InputError; no widget state changes)."""
+        if layer not in self.viewer.layers:
+            raise InputError(f"'{layer.name}' was removed while {during}; nothing was added")
+
     def _no_model_message(self) -> str:
         text = f"No {self.task} model is installed yet."
         if self.accepts_model_files:
@@ -312,6 +339,15 @@ class TaskWidget(QWidget):
             self.add_model_path(path)
         else:
             self.model_box.setCurrentIndex(0)
+
+
+def with_extension(path, extension: str):
+    """``path`` ending in ``extension`` (".md"): appended unless the name already ends with it
+    (any case).  Not ``Path.with_suffix``, which turns "CHEST 1.25mm report" into "CHEST 1.md"."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path if path.name.lower().endswith(extension.lower()) else path.with_name(path.name + extension)
 
 
 def _combo(items, tooltip: str) -> QComboBox:

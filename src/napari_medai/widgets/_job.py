@@ -206,6 +206,9 @@ class JobRunner(QObject):
 
         self._show_progress()  # the last report, however fast the job was
         status, value = outcome.status, outcome.value
+        if status == DONE and self._reporter is not None and self._reporter.token.cancelled:
+            # Cancel (or a closed dock) came after the worker's last check: still add nothing
+            status, value = CANCELLED, Cancelled()
         said = None  # what the success callback has to say instead of "done"
         if status == DONE:
             try:

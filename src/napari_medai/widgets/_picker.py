@@ -26,16 +26,32 @@ class ImageLayerPicker(QComboBox):
         self._layers: list = []
         self._follow_active = True
         self.setToolTip(self.tooltip)
-        events = viewer.layers.events
-        events.inserted.connect(self._on_inserted)
-        events.removed.connect(self._on_removed)
-        events.moved.connect(self._rebuild)
-        events.reordered.connect(self._rebuild)
-        viewer.layers.selection.events.active.connect(self._on_active)
-        for layer in viewer.layers:
-            layer.events.name.connect(self._rebuild)
+        self._attached = False
+        self.attach()
+
+    def attach(self) -> None:
+        """Follow the viewer's layer list (again); the widget calls :meth:`detach` when its dock closes."""
+        if self._attached:
+            return
+        self._attached = True
+        for emitter, slot in self._connections():
+            emitter.connect(slot)
         self._rebuild()
         self._on_active()
+
+    def detach(self) -> None:
+        """Stop following the viewer: a closed dock must not keep reacting to its layers."""
+        if self._attached:
+            self._attached = False
+            for emitter, slot in self._connections():
+                emitter.disconnect(slot)
+
+    def _connections(self) -> list:
+        events = self._viewer.layers.events
+        return [(events.inserted, self._on_inserted), (events.removed, self._on_removed),
+                (events.moved, self._rebuild), (events.reordered, self._rebuild),
+                (self._viewer.layers.selection.events.active, self._on_active),
+                *((layer.events.name, self._rebuild) for layer in self._viewer.layers)]
 
     def current_layer(self):
         """The chosen Image layer, or None when the viewer has none."""
@@ -99,6 +115,13 @@ class LabelsLayerPicker(ImageLayerPicker):
     tooltip = "Labels layer to add findings to (one Ctrl+Z on it undoes each addition)"
 
 
+def unwrap(layer):
+    """The layer itself: a widget docked through napari's plugin machinery gets a
+    ``PublicOnlyProxy`` viewer, whose ``layers.selection.active`` is a new proxy each time."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 def _index_of(layers: list, layer) -> int:
     """Position of ``layer`` by identity (two layers with equal data are still two layers)."""
-    return next((i for i, item in enumerate(layers) if item is layer), -1)
+    layer = unwrap(layer)
+    return next((i for i, item in enumerate(layers) if unwrap(item) is layer), -1)

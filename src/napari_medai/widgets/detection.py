@@ -30,7 +30,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
-from ._base import TaskParams, TaskWidget
+from ._base import TaskParams, TaskWidget, with_extension
 from ._layers import edit_labels, image_source, layer_spacing, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
@@ -39,6 +39,7 @@ SCORE_COLORMAP = "plasma"  # low scores dark purple, high scores yellow
 MIN_POINT_SIZE = 3.0  # data pixels: tiny findings stay visible
 RING_WIDTH = 0.15  # marker ring thickness, as a fraction of its diameter
 THRESHOLD_TIP = "Confidence score a finding must reach to be listed"
+LABEL_MAX = 65535  # the label value box's upper limit
 CLICK_PX = 4.0  # a press and release this close together (canvas pixels) is a click, not a drag
 
 
@@ -131,7 +132,7 @@ class DetectionWidget(TaskWidget):
         self.mark_button.setToolTip("Then click, on the image, a nodule the detector did not list: it is measured "
                                     "from that point (no model) and added to the findings as the reader's")
         self.mark_button.toggled.connect(self._on_mark_toggled)
-        # a closed dock must not leave its click handler on the viewer
+        # a deleted dock must not leave its click handler on the viewer (a closed one: _on_closed)
         callbacks, handler = self.viewer.mouse_drag_callbacks, self._mark_on_click
         self.destroyed.connect(lambda *_: handler in callbacks and callbacks.remove(handler))
         layout = QHBoxLayout(row)
@@ -150,7 +151,7 @@ class DetectionWidget(TaskWidget):
         Labels layer, e.g. a nodule the segmentation missed, while correcting it for training."""
         self.target_picker = LabelsLayerPicker(self.viewer)
         self.label_value_box = QSpinBox()
-        self.label_value_box.setRange(1, 65535)
+        self.label_value_box.setRange(1, LABEL_MAX)
         self.label_value_box.setToolTip("Label value the finding is written with (the layer's nodule class when it "
                                         "names one, else its current brush label)")
         self.add_to_labels_button = QPushButton("Add to labels")
@@ -158,15 +159,32 @@ class DetectionWidget(TaskWidget):
                                              "Ctrl+Z on that layer undoes it")
         self.add_to_labels_button.setEnabled(False)
         self.add_to_labels_button.clicked.connect(self._add_current_finding_to_labels)
+        # Layers > New Labels Layer sizes its layer to the active layer (after a run, the findings
+        # Points): this one lies on the image's grid, so the findings fit it.
+        self.new_labels_button = QPushButton("New labels")
+        self.new_labels_button.setToolTip("Add an empty Labels layer on the grid of the image the findings came "
+                                          "from, and add findings to it")
+        self.new_labels_button.setEnabled(False)
+        self.new_labels_button.clicked.connect(self._new_labels_clicked)
         self.target_picker.currentIndexChanged.connect(self._on_target_changed)
         self._on_target_changed()
         row = QWidget()
         layout = QHBoxLayout(row)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.target_picker, 1)
+        layout.addWidget(self.new_labels_button)
         layout.addWidget(self.label_value_box)
         layout.addWidget(self.add_to_labels_button)
         return row
+
+    def _on_closed(self) -> None:
+        super()._on_closed()
+        self.mark_button.setChecked(False)  # takes the click handler off the viewer
+        self.target_picker.detach()
+
+    def _on_docked(self) -> None:
+        super()._on_docked()
+        self.target_picker.attach()
 
     def _build_params(self, form):
         self.threshold_box = QDoubleSpinBox()
@@ -268,6 +286,7 @@ class DetectionWidget(TaskWidget):
         self._masks_colormap = self._review_colormap = None
         self._source_layer = source_layer
         self.mark_button.setEnabled(True)
+        self.new_labels_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
@@ -436,8 +455,11 @@ class DetectionWidget(TaskWidget):
         try:
             if self.runner.is_running:
                 raise InputError("wait for the running job to finish (or cancel it), then mark the nodule again")
-            if layer is None or layer not in self.viewer.layers:
+            if layer is None:
                 raise InputError("run the detection first: the nodule is measured on the image it ran on")
+            if layer not in self.viewer.layers:
+                raise InputError(f"'{layer.name}', the image the findings came from, was removed: run the "
+                                 "detection on an image to mark a nodule on it")
             data, spacing = image_source(layer)
             point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
             affine = world_affine(layer)
@@ -445,7 +467,12 @@ class DetectionWidget(TaskWidget):
             self._report(exc)
             return
         job = self._make_mark_job(data, spacing, point, affine)
-        self.runner.start(job, self._add_reader_finding, name="Measure the marked nodule")
+
+        def on_success(result):  # checked before any state changes (the screening widget's too)
+            self._check_still_there(layer, "the marked nodule was measured")
+            return self._add_reader_finding(result)
+
+        self.runner.start(job, on_success, name="Measure the marked nodule")
 
     def _make_mark_job(self, volume, spacing, point, affine):
         def job(progress, cancel):
@@ -520,8 +547,11 @@ class DetectionWidget(TaskWidget):
             raise InputError("select a finding in the table first")
         if layer is None:
             raise InputError("there is no Labels layer to add the finding to: run Segmentation, "
-                             "or add one with Layers → New Labels Layer")
+                             "or add one on the image's grid with 'New labels'")
         finding = self.findings[row]
+        top = _max_label(layer)
+        if int(value) > top:  # numpy would raise OverflowError in the middle of the edit
+            raise InputError(f"label {int(value)} does not fit '{layer.name}' ({layer.data.dtype}, at most {top})")
         if finding.mask is None:
             raise InputError(f"finding {row + 1} has no mask to add (its model gives boxes only)")
         shape = tuple(layer.data.shape)
@@ -537,19 +567,47 @@ class DetectionWidget(TaskWidget):
         try:
             self.add_finding_to_labels(self.findings_table.currentRow(), self.target_picker.current_layer(),
                                        self.label_value_box.value())
-        except InputError as exc:  # not a job: the runner's state stays as the last run left it
-            from napari.utils.notifications import show_error
+        except InputError as exc:
+            self._show_input_error(exc)
 
-            self.status_label.setText(str(exc))
-            show_error(f"{self.title}: {exc}")
+    def _show_input_error(self, exc: InputError) -> None:
+        # not a job: the runner's state stays as the last run left it
+        from napari.utils.notifications import show_error
+
+        self.status_label.setText(str(exc))
+        show_error(f"{self.title}: {exc}")
 
     def _on_target_changed(self, _index=None) -> None:
         # The picker re-announces its choice whenever the layer list changes; only a new
         # layer resets the value, so a value the user typed survives an unrelated new layer.
         layer = self.target_picker.current_layer()
         if layer is not None and layer is not self._target_layer:
+            self.label_value_box.setMaximum(_max_label(layer))  # a uint8 layer holds labels up to 255
             self.label_value_box.setValue(nodule_label(layer))
         self._target_layer = layer
+
+    def new_labels_layer(self):
+        """Add an empty int32 Labels layer ``"<image> labels"`` on the grid of the image the
+        findings came from (a NEW layer: napari suffixes a taken name), and make it the target."""
+        from ._layers import add_layers
+
+        layer = self._source_layer
+        if layer is None:
+            raise InputError("run the detection first: the new labels go on the grid of the image it ran on")
+        if layer not in self.viewer.layers:
+            raise InputError(f"'{layer.name}', the image the findings came from, was removed")
+        data = output_layer_data(np.zeros(self._findings_shape, np.int32), layer, "labels", "labels")
+        with self.layer_picker.keep_selection():
+            labels = add_layers(self.viewer, [data])[0]
+        self.target_picker.set_layer(labels)
+        self.status_label.setText(f"'{labels.name}' added on the grid of '{layer.name}'")
+        return labels
+
+    def _new_labels_clicked(self) -> None:
+        try:
+            self.new_labels_layer()
+        except InputError as exc:
+            self._show_input_error(exc)
 
     def export_csv(self, path) -> Path:
         """Write the findings of the last run (every field, ranked) as CSV."""
@@ -557,9 +615,7 @@ class DetectionWidget(TaskWidget):
 
         if self.findings_layer is None:
             raise InputError("run the detection first: there are no findings to export")
-        path = Path(path)
-        if path.suffix.lower() != ".csv":
-            path = path.with_suffix(".csv")
+        path = with_extension(path, ".csv")
         review = self.review if is_reviewed(self.review) else None  # a reader column once there is a review
         path.write_text(findings_to_csv(self.findings, review=review), encoding="utf-8")
         self.status_label.setText(f"{len(self.findings)} finding(s) written to {path}")
@@ -580,6 +636,13 @@ def nodule_label(layer) -> int:
         if len(named):
             return int(named["index"].iloc[0])
     return max(int(layer.selected_label), 1)
+
+
+def _max_label(layer) -> int:
+    """The largest label the layer's dtype holds (the spin box's own limit at most)."""
+    dtype = layer.data.dtype
+    top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else LABEL_MAX
+    return int(min(top, LABEL_MAX))
 
 
 def _model_name(model) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
-from ._base import task_models
+from ._base import task_models, with_extension
 from ._layers import output_layer_data
 from .detection import DetectionParams, DetectionWidget
 from .segmentation import class_colormap, class_features
@@ -190,8 +190,8 @@ class ScreeningWidget(DetectionWidget):
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
-        path = Path(path)
-        md, js = path.with_suffix(".md"), path.with_suffix(".json")
+        md = with_extension(path, ".md")  # "CHEST 1.25mm report" keeps its "1.25"
+        js = md.with_suffix(".json")
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
