@@ -170,3 +170,42 @@ def test_a_spacing_that_would_need_gigabytes_is_refused_before_allocation():
     check_working_grid((800, 800, 800), (800, 800, 800), (1.0, 1.0, 1.0), None)
     with pytest.raises(Refused, match=r"800 x 2400 x 2400 voxels \(18 GB a channel\).*1600 x 2400 x 2400 mm"):
         check_working_grid((800, 2400, 2400), (32, 48, 48), (50.0, 50.0, 50.0), (2.0, 1.0, 1.0))
+
+
+def test_label_maps_beside_the_cts_are_skipped_with_a_note(tmp_path, models, capsys):
+    det, seg = models
+    folder = tmp_path / "phantoms"  # as medai phantom writes them
+    folder.mkdir()
+    write_volume(two_lung_chest(), folder / "case0001_image.nii.gz", affine=AFFINE, modality="CT")
+    labels = (two_lung_chest() < -500).astype(np.uint8)
+    write_volume(labels, folder / "case0001_label.nii.gz", affine=AFFINE, is_labels=True)
+    records = screen_cases(find_cases([folder]), tmp_path / "out", detector=det, segmenter=seg)
+    assert [(r.case, r.status, r.message) for r in records][1] == ("case0001_label", "skipped", "a label map, not a CT")
+    assert records[0].status == "ok" and not (tmp_path / "out" / "case0001_label").exists()
+    assert main(["batch", str(folder), "--out-dir", str(tmp_path / "cli"), "--detector", det, "--segmenter", seg,
+                 "--quiet"]) == 0  # a skipped label map is no failure
+    printed = capsys.readouterr().out
+    assert "case0001_label: skipped: a label map, not a CT" not in printed  # --quiet
+    assert "1 of 2 case(s) screened, 1 label map(s) skipped" in printed
+
+
+def test_a_case_that_its_own_report_would_replace_is_refused_and_left_alone(tmp_path, models):
+    det, seg = models
+    out = tmp_path / "out"
+    cases = []
+    for name in ("segmentation", "denoised"):  # out/<case>/<name>.nii.gz is a report file of that case
+        (out / name).mkdir(parents=True)
+        cases.append((name, write_volume(two_lung_chest(), out / name / f"{name}.nii.gz", affine=AFFINE,
+                                         modality="CT")))
+    before = [path.read_bytes() for _, path in cases]
+    records = screen_cases(cases, out, detector=det, segmenter=seg)
+    assert all(r.status == "error" and "is the input itself" in r.message for r in records)
+    assert [path.read_bytes() for _, path in cases] == before
+    assert not (out / "segmentation" / "report.md").exists()
+
+
+def test_a_threshold_that_is_no_score_is_refused_before_any_case(tmp_path, cohort, models):
+    det, seg = models
+    with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):
+        screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg, score_threshold=float("nan"))
+    assert not (tmp_path / "out" / COHORT_FILE).exists()

@@ -171,3 +171,47 @@ def test_one_bad_pair_is_skipped_and_named_the_others_scored(tmp_path, data, mod
 
     with pytest.raises(InputError, match="elsewhere in space"):  # from Python without on_skip: raised
         evaluate_segmentation(find_pairs(folder), [model])
+
+
+def _nan_image(folder, case):
+    """Case ``case``'s image gets a NaN voxel: it reads, but every model refuses it."""
+    volume = blob_volume(blobs=BLOBS)
+    volume[0, 0, 0] = np.nan
+    write_volume(volume, folder / f"{case}_image.nii.gz", affine=AFFINE, modality="CT")
+
+
+def test_a_case_a_model_refuses_is_skipped_and_the_others_scored(tmp_path, data, model, capsys):
+    folder, _ = data
+    _nan_image(folder, "b")
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert "b: skipped: the image contains 1 NaN" in printed and "Dice mean" in printed
+    assert "1 of 3 case(s) skipped, the figures are of the others: b" in printed
+    with open(out, newline="") as fh:
+        assert {row["case"] for row in csv.DictReader(fh)} == {"a", "c"}
+    from napari_medai.training.seg_data import find_pairs
+
+    with pytest.raises(InputError, match="NaN"):  # from Python without on_skip: raised
+        evaluate_segmentation(find_pairs(folder), [model])
+
+
+def test_a_case_a_detector_refuses_is_skipped_and_the_others_scored(tmp_path, data, capsys):
+    from fixed_rule_models import detection_card
+
+    folder, _ = data
+    _nan_image(folder, "a")
+    det = str(install(detection_card(name="rule-det"), tmp_path / "det"))
+    out = tmp_path / "det.csv"
+    assert main(["evaluate", "--task", "detection", "--data", str(folder), "--model", det, "--out", str(out),
+                 "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert "a: skipped: the image contains 1 NaN" in printed and "(2 lesions, 2 scans)" in printed
+    with open(out, newline="") as fh:
+        assert [r["case"] for r in csv.DictReader(fh)] == ["b", "c"]
+
+
+def test_a_missing_data_folder_is_named_neutrally(tmp_path, model, capsys):
+    assert main(["evaluate", "--data", str(tmp_path / "nodata"), "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert f"medai evaluate: error: data folder {tmp_path / 'nodata'} does not exist" in err and "training" not in err

@@ -2,7 +2,9 @@
 
 Numpy in, numpy out, no Qt: the widgets and the CLI call these same functions.
 Each takes ``settings`` (device, precision, window batch), ``progress(done, total)`` and a
-``cancel`` token, and returns results on the input's grid.
+``cancel`` token, and returns results on the input's grid.  A singleton channel axis
+((1, z, y, x) or (z, y, x, 1)) is dropped, as the models drop it: ``segment``'s labels and
+``detect``'s findings are then (z, y, x); ``denoise`` returns the shape it was given.
 """
 
 from __future__ import annotations
@@ -66,13 +68,30 @@ def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, 
 
 def _checked_call(volume, spacing, settings):
     """What segment() and detect() need before a model loads: a spacing (their clean-up and
-    measurements are in mm) and settings (InferenceSettings, or a dict of its fields)."""
+    measurements are in mm) and settings (InferenceSettings, or a dict of its fields).  Returns
+    (volume, settings), the volume without a singleton channel axis: the engine drops it
+    (io.validate.check_volume), so the clean-up must work on the same (z, y, x) grid."""
     from .errors import InputError
     from .inference import InferenceSettings
 
     if spacing is None:
         raise InputError("the voxel spacing is needed (mm, (z, y, x)): sizes and volumes are measured in mm")
-    return InferenceSettings.of(settings)
+    if np.ndim(volume) == 4:  # (C, z, y, x) with C > 1 stays: the engine reads it as channels
+        arr = np.asarray(volume)
+        if 1 in (arr.shape[0], arr.shape[-1]):
+            volume = arr.squeeze(0 if arr.shape[0] == 1 else -1)
+    return volume, InferenceSettings.of(settings)
+
+
+def check_score_threshold(value, what: str = "score_threshold") -> float:
+    """A score threshold as a float in [0, 1] (scores are probabilities), checked before any
+    model runs: NaN passed every comparison and listed every finding, a string failed deep inside."""
+    from .errors import InputError
+
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not number or not 0.0 <= float(value) <= 1.0:  # NaN fails the comparison too
+        raise InputError(f"{what} must be a score between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def _model(model, use: str | None = None):
@@ -82,9 +101,16 @@ def _model(model, use: str | None = None):
     from .models import LoadedModel, load_model
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if use is not None and loaded.card.task in ("denoising", "classification"):
-        hint = " (use denoise() / medai denoise)" if loaded.card.task == "denoising" else ""
-        raise ModelError(f"model '{loaded.card.name}' is a {loaded.card.task} model, not a {use} model{hint}")
+    card = loaded.card
+    if use is not None and card.task in ("denoising", "classification"):
+        hint = " (use denoise() / medai denoise)" if card.task == "denoising" else ""
+        raise ModelError(f"model '{card.name}' is a {card.task} model, not a {use} model{hint}")
+    # a segmentation-based detector's network draws class probabilities like a segmenter's (the
+    # built-in one is the segmentation network), so its labels mean something; a box detector's none
+    boxes = card.task == "detection" and card.extra.get("method", "segmentation") != "segmentation"
+    if use == "segmentation" and boxes:
+        raise ModelError(f"model '{card.name}' is a box detector: it gives findings, not labels "
+                         "(use detect() / medai detect)")
     return loaded
 
 
@@ -119,7 +145,7 @@ def segment(
     from .inference import run_model
     from .inference.progress import share_progress
 
-    settings = _checked_call(volume, spacing, settings)
+    volume, settings = _checked_call(volume, spacing, settings)
     if min_lesion_mm3 is not None and not (np.isfinite(min_lesion_mm3) and min_lesion_mm3 >= 0):
         from .errors import InputError
 
@@ -240,7 +266,8 @@ def detect(
     cancel=None,
     refine_masks: bool = True,
 ):
-    """Findings (napari_medai.postprocess.Finding) ranked by score, highest first.
+    """Findings (napari_medai.postprocess.Finding) ranked by score, highest first: those scoring
+    at least ``score_threshold`` (a number in [0, 1]), at most ``max_findings``.
 
     Segmentation-based detection: the model's lesion-probability channel
     (``extra["probability_channel"]``) is split into connected components, each scored by
@@ -261,7 +288,8 @@ def detect(
     from .inference import run_model
 
     max_findings = check_max_findings(max_findings)
-    settings = _checked_call(volume, spacing, settings)
+    score_threshold = check_score_threshold(score_threshold)
+    volume, settings = _checked_call(volume, spacing, settings)
     if affine is not None and np.shape(affine) != (4, 4):
         raise InputError(f"affine must be a 4x4 matrix (voxel (z, y, x) to world mm), got shape {np.shape(affine)}")
     loaded = _model(model, "detection")

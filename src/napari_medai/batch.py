@@ -10,7 +10,9 @@ took 74 s with two workers against 94 s with one, peaking at 2.1 GB against 1.6 
 (``benchmarks/bench_batch.py``).  Each running case holds its volume and class probabilities
 (about 2.5 GB for a 512 x 512 x 300 CT), so one worker is the default.  A case that cannot be
 read or screened (a corrupt file, an MR volume, absurd spacing) is recorded with its message
-in ``cohort.csv`` and the others go on.
+in ``cohort.csv`` and the others go on.  A label map among the files (``medai phantom`` writes
+``<case>_label.nii.gz`` beside each CT) is recognised by the reader (NIfTI intent or its
+integer values, ``io.nifti``) and recorded as skipped, not screened.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class CaseRecord:
 
     case: str
     source: str
-    status: str  # "ok" or "error"
-    message: str = ""  # the error, or the report's notes
+    status: str  # "ok", "error", or "skipped" (a label map, not a CT)
+    message: str = ""  # the error, why it was skipped, or the report's notes
     score_threshold: float | None = None  # findings reported from this score up
     findings: int | None = None
     highest_category: str = ""
@@ -94,13 +96,17 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     Ctrl+C (KeyboardInterrupt) cancels the same way before it is raised."""
     import dask
 
-    from .api import _model
+    from .api import _model, check_max_findings, check_score_threshold
     from .inference import CancelToken
 
     cancel = cancel if cancel is not None else CancelToken()
 
     if workers < 1:
         raise InputError(f"workers must be 1 or more, got {workers}")
+    # the run's mistakes, before any model loads (else every case would fail with them)
+    if screen_kwargs.get("score_threshold") is not None:
+        check_score_threshold(screen_kwargs["score_threshold"])
+    check_max_findings(screen_kwargs.get("max_findings"))
     cases = list(cases)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,11 +137,15 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
 
 def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) -> CaseRecord:
     from .io import read_volume
-    from .screening import screen, write_screening
+    from .screening import check_out_dir, screen, write_screening
 
     t0 = time.perf_counter()
     try:
+        check_out_dir(path, case_dir)  # before the models run on it
         volume = read_volume(path)
+        if volume.is_labels:  # a phantom's or a reader's mask beside the CTs: nothing to screen
+            return CaseRecord(name, str(path), "skipped", "a label map, not a CT",
+                              seconds=round(time.perf_counter() - t0, 1))
         result = screen(volume.data, volume.spacing, volume.affine, detector=det, segmenter=seg, **screen_kwargs)
         write_screening(result, volume, path.name, case_dir)
     except Cancelled:

@@ -109,12 +109,15 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``model``: a built-in name (``ct-lowdose-denoising``, ``mr-denoising``), a card, a path or a
     ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
     [0, 1] blends input and output (0 returns the input unchanged).  ``settings``: anything with
-    ``device``/``precision`` attributes or keys ("auto" by default).  Returns the same shape; an
-    integer input gives the same integer dtype, anything else float32.  Raises ``Cancelled``
+    ``device``/``precision`` attributes or keys ("auto" by default).  Returns the same shape (a
+    singleton axis, as in (1, z, y, x), is kept); an integer input gives the same integer dtype,
+    anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
+    more than 8 along y or x (their three halvings must leave more than one pixel).  Raises ``Cancelled``
     when ``cancel`` is set, leaving the input untouched.
     """
     from .io.validate import check_spacing, check_volume
 
+    shape = np.shape(volume)  # check_volume drops a singleton channel axis; the result gets it back
     arr = np.asarray(volume)
     if arr.ndim == 3 and arr.shape[0] == 1:  # one slice kept as a volume: check it as a slice
         check_volume(arr[0], need_3d=False)
@@ -126,7 +129,7 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise InputError(f"denoising needs a 2D slice or a 3D volume (z, y, x), got shape {arr.shape}")
     strength = _check_strength(strength)
     if strength == 0.0:
-        return arr.copy()
+        return arr.copy().reshape(shape)
     if min(arr.shape[-2:]) < 8:
         raise InputError(f"slices of {arr.shape[-2:]} pixels are too small to denoise (need at least 8x8)")
 
@@ -140,6 +143,12 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     loaded = load_denoiser(model, modality)
     if loaded.card.spatial_dims != 2:
         raise ModelError(f"model '{loaded.card.name}' is 3D; denoise() runs 2D (slice-wise) models")
+    # padded to the network's size multiple, a slice must keep more than one pixel at its deepest
+    # level: instance norm cannot normalise a single pixel (8x8 under three halvings is 1x1)
+    multiple = int(getattr(loaded.network, "size_multiple", 1))
+    if max(arr.shape[-2:]) <= multiple:
+        raise InputError(f"slices of {arr.shape[-2]}x{arr.shape[-1]} pixels are too small for model "
+                         f"'{loaded.card.name}' (need more than {multiple} pixels along y or x)")
     check_modality(loaded.card, arr)  # a CT denoiser on MR (or the reverse) would change the anatomy
     device = select_device(_setting(settings, "device", "auto"), spatial_dims=2)
     precision = select_precision(device, _setting(settings, "precision", "auto"))
@@ -150,4 +159,4 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
                         in_channels=loaded.card.in_channels).reshape(image.shape)
     blended = clean if strength == 1.0 else image + strength * (clean - image)
-    return _as_input_dtype(blended, arr)
+    return _as_input_dtype(blended, arr).reshape(shape)

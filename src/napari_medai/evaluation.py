@@ -50,8 +50,9 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     ``reference_ml``, ``predicted_ml``, and for lesion classes ``lesions`` (reference components)
     and ``lesions_found``.  ``pairs``: (image path, label path); ``models``: names, paths or
     loaded models.  ``on_case(case, model name, {class: dice})`` after each segmentation.  A pair
-    that cannot be used (unreadable, labels off the image's grid) is skipped with
-    ``on_skip(case, reason)`` and the others are scored; without ``on_skip`` it raises."""
+    that cannot be used (unreadable, labels off the image's grid, an image a model refuses: NaN
+    voxels, another modality) is skipped with ``on_skip(case, reason)`` and the others are scored
+    (no model's rows for it: every model is scored on the same cases); without ``on_skip`` it raises."""
     from .api import _model, segment
     from .metrics import components_found, dice_hd95
     from .postprocess.measure import class_volumes
@@ -62,9 +63,12 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         # the reference's class volumes once a case, the prediction's as segment() measured them
         reference = {r["index"]: r["volume_ml"] for r in class_volumes(ref, image.spacing)}
+        case_rows = []
         for model, label in zip(loaded, names):
             card = model.card
-            result = segment(image.data, image.spacing, model=model, settings=settings)
+            result = _per_case(case, on_skip, segment, image.data, image.spacing, model=model, settings=settings)
+            if result is None:
+                break
             pred, predicted = result.labels, {r["index"]: r["volume_ml"] for r in result.volumes}
             # the classes as segment() named them ("class 1" where the model names none)
             classes = {i: c["name"] for i, c in result.classes.items() if i != 0}
@@ -76,10 +80,25 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
                 if index in lesions:
                     found = components_found(pred == index, ref == index, image.spacing)
                     row.update(lesions=len(found), lesions_found=sum(hit for _, hit in found))
-                rows.append(row)
+                case_rows.append(row)
             if on_case is not None:
                 on_case(case, label, {n: scores[n]["dice"] for n in classes.values()})
+        else:  # every model scored this case
+            rows += case_rows
     return rows
+
+
+def _per_case(case, on_skip, call, *args, **kwargs):
+    """``call(*args, **kwargs)`` for one case, or None after ``on_skip(case, reason)`` when the
+    model refuses that case (one NaN image used to end a run of many, with nothing written);
+    raises without ``on_skip``."""
+    try:
+        return call(*args, **kwargs)
+    except MedaiError as exc:
+        if on_skip is None:
+            raise
+        on_skip(case, str(exc))
+        return None
 
 
 def lesion_targets(ref: np.ndarray, lesion: int, spacing) -> tuple[np.ndarray, list[float]]:
@@ -106,7 +125,8 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     ``lesion_targets``), the sensitivity and false positives per scan at its card's operating
     point (None without one), and per case the lesions and how many a finding hits.  Every
     finding counts (score >= 0, no cap), as in the benchmark.  ``on_case(case, model, hit,
-    lesions)`` after each case."""
+    lesions)`` after each case.  A pair that cannot be used, or that a detector refuses, goes to
+    ``on_skip(case, reason)`` (no detector's figures for it), or raises without it."""
     from .api import _model, detect
     from .metrics import at_threshold, froc
     from .models.card import operating_threshold
@@ -117,17 +137,23 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     cases = {name: [] for name in names}
     for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         targets, diameters = lesion_targets(ref, lesion, image.spacing)
+        case_rows, case_cases = {}, {}
         for model, name in zip(loaded, names):
-            found = detect(image.data, image.spacing, model=model, max_findings=None, settings=settings,
-                           refine_masks=False)
+            found = _per_case(case, on_skip, detect, image.data, image.spacing, model=model, max_findings=None,
+                              settings=settings, refine_masks=False)
+            if found is None:
+                break
             centres = np.array([f.center_voxel for f in found], dtype=float).reshape(-1, 3)
-            rows[name].append(([f.score for f in found], centres, targets, []))
+            case_rows[name] = ([f.score for f in found], centres, targets, [])
             top = np.clip(np.rint(centres).astype(int), 0, np.array(ref.shape) - 1)
             hit = len(set(targets[tuple(top.T)].tolist()) - {0}) if len(top) else 0
-            cases[name].append({"case": case, "lesions": len(diameters), "lesions_hit": hit,
-                                "findings": len(found)})
+            case_cases[name] = {"case": case, "lesions": len(diameters), "lesions_hit": hit, "findings": len(found)}
             if on_case is not None:
                 on_case(case, name, hit, len(diameters))
+        else:  # every detector ran on this case
+            for name in names:
+                rows[name].append(case_rows[name])
+                cases[name].append(case_cases[name])
     out = {}
     for model, name in zip(loaded, names):
         threshold = operating_threshold(model.card)

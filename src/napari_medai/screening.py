@@ -150,7 +150,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
     ``Cancelled``.
     """
-    from .api import _model, check_max_findings, finish_segmentation, findings_from_probabilities, first_segmentation
+    from .api import _model, check_max_findings, check_score_threshold, finish_segmentation
+    from .api import findings_from_probabilities, first_segmentation
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
@@ -158,12 +159,13 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
 
     from .io.validate import check_spacing, check_volume
 
-    if np.ndim(volume) != 3:
-        raise InputError(f"screening needs a 3D chest CT, got an array of shape {np.shape(volume)}")
-    # every input check before any model runs: empty, constant, NaN, absurd spacing
+    # every input check before any model runs: not 3D, empty, constant, NaN, absurd spacing; a
+    # singleton channel axis goes, as segment() and detect() drop it (the results are (z, y, x))
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
     max_findings = check_max_findings(max_findings)
+    if score_threshold is not None:
+        score_threshold = check_score_threshold(score_threshold)
     settings = InferenceSettings.of(settings)
     affine = _affine(affine, spacing)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
@@ -523,12 +525,31 @@ def _detector_review_counts(result: ScreeningResult, review) -> dict:
     return {**review_counts(mine), "added": len(review) - len(mine)}
 
 
+IMAGE_FILES = ("segmentation.nii.gz", "denoised.nii.gz")  # the NIfTI files write_screening writes or removes
+
+
+def check_out_dir(source, out_dir) -> None:
+    """Refuse a report folder where ``write_screening`` would write over, or remove, the scan
+    itself (``source``: its path; None: not known): screening ``D/segmentation.nii.gz`` into
+    ``D`` replaced the CT with its own labels.  Callers check before any model runs."""
+    from pathlib import Path
+
+    if source is None:
+        return
+    for name in IMAGE_FILES:
+        if (Path(out_dir) / name).resolve() == Path(source).resolve():
+            raise InputError(f"{source} is the input itself: the report's {name} in {out_dir} would replace "
+                             "the scan; choose another folder")
+
+
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
     """Write ``medai screen``'s files for ``result`` into ``out_dir`` (created if missing):
-    report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz), on the
-    grid and affine of ``volume`` (the ``io.Volume`` that was screened), and a key image of each
-    finding on ``volume`` itself (key_images/finding_NN.png, linked from the report).  Returns the
-    paths written."""
+    report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz; a previous
+    run's is removed when this result has none, so a report never sits beside another run's
+    image), on the grid and affine of ``volume`` (the ``io.Volume`` that was screened), and a key
+    image of each finding on ``volume`` itself (key_images/finding_NN.png, linked from the report).
+    Refuses (``check_out_dir``) a folder whose files would replace the scan ``volume`` was read
+    from.  Returns the paths written."""
     import json
     from pathlib import Path
 
@@ -536,6 +557,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     from .postprocess.report import findings_to_csv
 
     out = Path(out_dir)
+    check_out_dir(volume.metadata.get("source"), out)
     out.mkdir(parents=True, exist_ok=True)
     images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
                               fov_mm=KEY_IMAGE_FOV_MM)
@@ -547,4 +569,6 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     paths.append(write_volume(volume.derived(result.labels, is_labels=True), out / "segmentation.nii.gz"))
     if result.denoised is not None:
         paths.append(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz"))
+    else:  # a --denoise run's image would pass for this report's
+        (out / "denoised.nii.gz").unlink(missing_ok=True)
     return paths + [out / image for image in images]

@@ -280,3 +280,50 @@ def test_settings_as_a_dict_and_bad_calls_get_clear_messages(seg_model, det_mode
     for bad in (-1.0, float("nan")):
         with pytest.raises(InputError, match="minimum lesion size must be 0"):
             napari_medai.segment(volume, SPACING, model=seg_model, min_lesion_mm3=bad)
+
+
+def test_a_detector_card_segments_with_its_inside_body_flag(tmp_path):
+    # the shipped detector card says inside_body: true (a segmentation card lists classes): its
+    # field, within_classes and the probability channel, is kept inside the body, as detect() does
+    card = detection_card(name="det-seg")
+    card.extra.update(within_classes=[1], inside_body=True)
+    volume = _patient_under_a_blanket()
+    labels = napari_medai.segment(volume, SPACING, model=str(install(card, tmp_path))).labels
+    assert labels[5, 33, 31] == 2 and (labels[:, 22:46, 16:48][volume[:, 22:46, 16:48] < -500] == 1).all()
+    assert not labels[:, 5:10].any()  # the blanket's air is no lung, its fleck no nodule
+    from napari_medai.postprocess.components import inside_body_classes
+
+    assert inside_body_classes({"inside_body": False, "within_classes": [1]}) == []
+    assert inside_body_classes({"inside_body": [1, 2]}) == [1, 2]
+
+
+def test_a_box_detector_is_refused_for_segmentation(tmp_path):
+    from napari_medai.errors import ModelError
+
+    card = detection_card(name="boxes")
+    card.extra["method"] = "boxes"  # as a RetinaNet bundle's card: findings, no class probabilities
+    with pytest.raises(ModelError, match="'boxes' is a box detector: it gives findings, not labels"):
+        napari_medai.segment(blob_volume(blobs=BLOBS), SPACING, model=str(install(card, tmp_path)))
+
+
+def test_a_singleton_channel_axis_is_dropped_before_the_clean_up(tmp_path):
+    card = segmentation_card(name="body-1")
+    card.extra["inside_body"] = [1, 2]  # the clean-up reads the image: it must see the model's grid
+    model = str(install(card, tmp_path))
+    volume = _patient_under_a_blanket()
+    plain = napari_medai.segment(volume, SPACING, model=model).labels
+    det = detection_card(name="det-1")
+    det.extra.update(within_classes=[1], inside_body=True, candidate_threshold=0.4)
+    det = str(install(det, tmp_path))
+    found = [f.center_voxel for f in napari_medai.detect(volume, SPACING, model=det)]
+    for given in (volume[None], volume[..., None]):
+        np.testing.assert_array_equal(napari_medai.segment(given, SPACING, model=model).labels, plain)
+        assert [f.center_voxel for f in napari_medai.detect(given, SPACING, model=det)] == found
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5, "0.5", None, True])
+def test_a_score_threshold_that_is_no_score_is_refused_before_a_model_loads(bad):
+    from napari_medai.errors import InputError
+
+    with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):
+        napari_medai.detect(np.zeros((4, 8, 8)), SPACING, model="no-such-model", score_threshold=bad)

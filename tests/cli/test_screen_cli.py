@@ -68,3 +68,38 @@ def test_an_out_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and "Traceback" not in err
     assert scan.read_bytes() == before
+
+
+def test_an_input_that_a_report_file_would_replace_is_refused_before_the_run(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("segmentation.nii.gz", "denoised.nii.gz"):  # denoised: written with --denoise, else removed
+        scan = write_volume(two_lung_chest(), out / name, modality="CT")
+        before = scan.read_bytes()
+        # the model named does not exist: the refusal must come first
+        assert main(["screen", str(scan), "--out-dir", str(out), "--detector", "no-such-model", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"is the input itself: the report's {name}" in err and "would replace the scan" in err
+        assert scan.read_bytes() == before
+        scan.unlink()
+
+
+def test_an_out_dir_that_cannot_be_made_or_a_bad_threshold_is_refused_before_the_run(tmp_path, capsys):
+    import os
+
+    import pytest
+
+    scan = write_volume(two_lung_chest(), tmp_path / "ct.nii.gz", modality="CT")
+    (tmp_path / "a_file").write_text("not a folder")
+    common = ["--detector", "no-such-model", "--quiet"]
+    assert main(["screen", str(scan), "--out-dir", str(tmp_path / "a_file" / "scr"), *common]) == 2
+    assert f"--out-dir {tmp_path / 'a_file' / 'scr'}: {tmp_path / 'a_file'} is a file, not a folder" in \
+        capsys.readouterr().err
+    for bad in ("nan", "1.5", "-1"):
+        assert main(["screen", str(scan), "--out-dir", str(tmp_path / "r"), "--threshold", bad, *common]) == 2
+        assert "--threshold must be a score between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    if not os.path.isdir("/proc"):
+        pytest.skip("no /proc to refuse files")
+    assert main(["screen", str(scan), "--out-dir", "/proc/medai-scr", *common]) == 2
+    assert "--out-dir /proc/medai-scr: /proc cannot be written" in capsys.readouterr().err

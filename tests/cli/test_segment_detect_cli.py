@@ -194,3 +194,33 @@ def test_a_file_that_cannot_be_written_exits_2_with_one_line(tmp_path, ct_nifti,
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medai detect: error:") and "Traceback" not in err
+
+
+def test_output_locations_that_cannot_be_written_are_refused_before_the_model_loads(tmp_path, ct_nifti, capsys):
+    import os
+
+    (tmp_path / "a_file").write_text("not a folder")
+    # the model named does not exist: the refusal must come first
+    assert main(["segment", str(ct_nifti), str(tmp_path / "a_file" / "seg.nii.gz"), "--model", "no-such",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"output {tmp_path / 'a_file' / 'seg.nii.gz'}: {tmp_path / 'a_file'} is a file, not a folder" in err
+    assert main(["segment", str(ct_nifti), str(tmp_path / "o.nii.gz"), "--probability",
+                 str(tmp_path / "a_file" / "deeper" / "p.nii.gz"), "--model", "no-such", "--quiet"]) == 2
+    assert "--probability" in capsys.readouterr().err
+    assert main(["segment", str(ct_nifti), str(tmp_path), "--model", "no-such", "--quiet"]) == 2  # a folder
+    assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "a_file" / "f.json"), "--model", "no-such",
+                 "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "o.nii.gz").exists()
+    if os.path.isdir("/proc"):
+        assert main(["segment", str(ct_nifti), "/proc/seg.nii.gz", "--model", "no-such", "--quiet"]) == 2
+        assert main(["detect", str(ct_nifti), "--out", "/proc/f.json", "--model", "no-such", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "output /proc/seg.nii.gz: /proc cannot be written" in err and "--out /proc/f.json: /proc cannot" in err
+
+
+def test_a_threshold_that_is_no_score_is_refused_before_the_model_loads(tmp_path, ct_nifti, capsys):
+    for bad in ("nan", "1.5"):
+        assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "f.json"), "--threshold", bad,
+                     "--model", "no-such", "--quiet"]) == 2
+        assert "--threshold must be a score between 0 and 1" in capsys.readouterr().err

@@ -25,3 +25,13 @@ def test_train_lists_the_two_stage_tasks(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "nodule-classifier" in text and "confirm" in text
+
+
+def test_operating_point_and_detection_errors_read_like_the_other_train_tasks(capsys):
+    assert main(["train", "operating-point", "--model", "no-such-model", "--dry-run"]) == 2
+    assert main(["train", "operating-point", "--fp-per-scan", "-1"]) == 2
+    assert main(["train", "operating-point", "--seeds", "3", "1"]) == 2
+    assert main(["train", "detection", "--classifier", "lung-nodule-classifier"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("medai train: error: ") for line in lines)
+    assert "no-such-model" in lines[0] and "--fp-per-scan" in lines[1] and "STOP > FIRST" in lines[2]

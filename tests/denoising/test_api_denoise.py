@@ -140,3 +140,23 @@ def test_a_denoiser_refuses_the_other_modality_and_leaves_the_input_alone(tiny_c
     mr = np.abs(mr_volume)  # MR magnitudes: nothing below 0
     with pytest.raises(ModelError, match="reads CT in Hounsfield units"):
         denoise(mr, model=make_tiny_card(tmp_path / "ct", modality="CT"))
+
+
+def test_slices_too_small_for_the_networks_halvings_are_refused_with_a_message(tmp_path, rng):
+    from denoise_helpers import make_tiny_card
+
+    # the built-ins' three halvings (size multiple 8) on a tiny network: 8x8 ends as one pixel
+    deep = make_tiny_card(tmp_path, kwargs={"channels": [2, 2, 2, 2], "strides": [2, 2, 2], "num_res_units": 0,
+                                            "features": 2})
+    with pytest.raises(InputError, match=r"8x8 pixels are too small for model .* more than 8 pixels along y or x"):
+        denoise(rng.normal(100, 10, (2, 8, 8)).astype(np.float32), model=deep)
+    for shape in ((2, 9, 9), (2, 8, 9), (9, 8)):  # padded to 16: two pixels deep down
+        assert denoise(rng.normal(100, 10, shape).astype(np.float32), model=deep).shape == shape
+
+
+def test_a_singleton_channel_axis_comes_back_as_given(tiny_card, mr_volume):
+    for given in (mr_volume[None], mr_volume[..., None]):
+        out = denoise(given, (2.0, 1.0, 1.0), model=tiny_card, settings={"precision": "fp32"})
+        assert out.shape == given.shape
+        np.testing.assert_allclose(out, given, atol=1e-3)
+        assert denoise(given, model=tiny_card, strength=0.0).shape == given.shape

@@ -147,3 +147,12 @@ def test_nan_around_the_point_and_a_point_off_the_volume_get_plain_messages():
         nodule_at(ct, SPACING, CENTRE)
     with pytest.raises(InputError, match=r"the point \(-3\.0, 10\.0, 10\.5\) lies outside"):
         nodule_at(ct, SPACING, np.array([-3.0, 10.0, 10.5]))
+
+
+def test_a_spacing_that_is_missing_or_not_a_voxel_size_is_refused_first():
+    ct = _lung()
+    ct[_ball(CENTRE, 4.0)] = 40.0
+    for spacing, message in ((None, "spacing must be 3 numbers"), ((0.0, 0.8, 0.8), "must be positive"),
+                             ((-1.0, 0.8, 0.8), "must be positive"), ((0.8, 0.8), "must have 3 values")):
+        with pytest.raises(InputError, match=message):
+            nodule_at(ct, spacing, CENTRE)

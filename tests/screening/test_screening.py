@@ -341,3 +341,53 @@ def test_the_headline_is_the_category_by_type_where_it_differs_from_size(shared_
     assert "Limit: the built-in models miss" in text  # the category shown is 2
     record = screening_record(typed)
     assert record["headline_category"] == "2" and record["highest_size_category"] == "4A"
+
+
+def test_write_screening_never_writes_over_its_scan(shared_models, tmp_path):
+    from napari_medai.io import read_volume, write_volume
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("segmentation.nii.gz", "denoised.nii.gz"):  # the scan saved under a report file's name
+        scan = write_volume(toy_chest(), out / name, affine=np.diag([*SPACING, 1.0]), modality="CT")
+        before = scan.read_bytes()
+        with pytest.raises(InputError, match=f"is the input itself: the report's {name} .* would replace the scan"):
+            write_screening(result, read_volume(scan), name, out)
+        assert scan.read_bytes() == before and not (out / "report.md").exists()
+        scan.unlink()
+
+
+def test_write_screening_removes_a_previous_runs_denoised_image(shared_models, tmp_path):
+    from napari_medai.io import read_volume, write_volume
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    out = tmp_path / "report"
+    # a --denoise run, then one without, into the same folder: the old denoised image goes
+    volume = read_volume(write_volume(toy_chest(), tmp_path / "ct.nii.gz", affine=np.diag([*SPACING, 1.0]),
+                                      modality="CT"))
+    write_screening(replace(result, denoised=toy_chest()), volume, "ct.nii.gz", out)
+    assert (out / "denoised.nii.gz").is_file()
+    write_screening(result, volume, "ct.nii.gz", out)
+    assert not (out / "denoised.nii.gz").exists() and (out / "segmentation.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, -1.0, "0.5"])
+def test_a_score_threshold_that_is_no_score_is_refused_before_any_model_runs(shared_models, monkeypatch, bad):
+    det, seg = shared_models
+    calls = _count_runs(monkeypatch)
+    with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):
+        screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=bad)
+    assert calls == []
+
+
+def test_a_singleton_channel_axis_is_dropped_as_segment_and_detect_drop_it(shared_models):
+    det, seg = shared_models
+    plain = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    given = screen(toy_chest()[None], SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    np.testing.assert_array_equal(given.labels, plain.labels)
+    assert [s.to_dict() for s in given.findings] == [s.to_dict() for s in plain.findings]

@@ -32,6 +32,36 @@ def check_outputs(source, *outputs) -> None:
         seen.add(out.resolve())
 
 
+def check_writable(path, what: str, *, folder: bool = False) -> None:
+    """Before the input is read or a model loads (a run used to fail only after it, with an
+    errno): ``path`` (a file to write, or with ``folder`` a folder to write into) can be made.
+    Missing folders are fine (the commands make them); the nearest one that exists must be a
+    folder and take a new file.  ``what`` names the option in the message ("--out", "output")."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a folder: name a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{what} {path} is a folder: name a file")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:  # "." and "/" end the walk
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what} {path}: {existing} is a file, not a folder")
+    try:  # a real write: root passes os.access anywhere, yet /proc or a read-only mount refuse files
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise InputError(f"{what} {path}: {existing} cannot be written") from None
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path} cannot be written")
+
+
 def add_training_device(p) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda, cuda:N; the shipped weights were trained with cpu")

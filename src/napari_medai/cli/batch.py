@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
         description="Runs `medai screen` on each case (a NIfTI file, a DICOM series folder, or the NIfTI files and "
         "DICOM series folders inside a folder given) with the models loaded once, in parallel with dask, and writes "
         "DIR/<case>/ (report.md, report.json, findings.csv, segmentation.nii.gz, key_images/) and DIR/cohort.csv, one row per "
-        "case. A case that cannot be read or screened gets its message in cohort.csv; the others go on. "
+        "case. A case that cannot be read or screened gets its message in cohort.csv; the others go on. A label map "
+        "among the files (such as `medai phantom`'s <case>_label.nii.gz) is skipped with a note. "
         "The Lung-RADS size category is decision support, not a diagnosis.")
     p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders, or folders holding them")
     p.add_argument("--out-dir", required=True, help="folder for the case folders and cohort.csv (created if missing)")
@@ -27,21 +28,27 @@ def run(args) -> int:
 
     from ..batch import COHORT_FILE, find_cases, screen_cases
     from ..inference import InferenceSettings
+    from .screen import check_screening_options
 
+    check_screening_options(args)
     cases = find_cases(args.inputs)
     settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
 
     def on_case(record, done, total):
         what = (f"{record.findings} finding(s), highest size category {record.highest_category}"
-                if record.status == "ok" else f"ERROR: {record.message}")
-        if not args.quiet or record.status != "ok":
+                if record.status == "ok" else f"skipped: {record.message}" if record.status == "skipped"
+                else f"ERROR: {record.message}")
+        if not args.quiet or record.status == "error":
             print(f"[{done}/{total}] {record.case}: {what} ({record.seconds:.1f} s)", flush=True)
 
     print(f"{len(cases)} case(s) to screen with {args.workers} worker(s)", flush=True)
     records = screen_cases(cases, args.out_dir, workers=args.workers, detector=args.detector,
                            segmenter=args.segmenter, on_case=on_case, denoise=args.denoise,
                            score_threshold=args.threshold, max_findings=args.max_findings, settings=settings)
-    failed = [r for r in records if r.status != "ok"]
-    print(f"{len(records) - len(failed)} of {len(records)} case(s) screened; "
-          f"cohort table: {Path(args.out_dir) / COHORT_FILE}")
+    failed = [r for r in records if r.status == "error"]
+    screened = sum(r.status == "ok" for r in records)
+    skipped = len(records) - screened - len(failed)  # label maps: not a failure
+    print(f"{screened} of {len(records)} case(s) screened"
+          + (f", {skipped} label map(s) skipped" if skipped else "")
+          + f"; cohort table: {Path(args.out_dir) / COHORT_FILE}")
     return 1 if failed else 0

@@ -31,9 +31,10 @@ def run(args) -> int:
     from ..denoising import denoise
     from ..errors import InputError
     from ..io import read_volume, write_volume
-    from ._common import check_outputs
+    from ._common import check_outputs, check_writable
 
     check_outputs(args.input, args.output)
+    check_writable(args.output, "output")
     volume = read_volume(args.input)
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:

@@ -19,17 +19,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import detect
+    from ..api import check_score_threshold, detect
     from ..errors import InputError
     from ..io import read_volume
     from ..models import load_model
     from ..models.card import operating_threshold
     from ..postprocess.report import findings_markdown, findings_to_csv, findings_to_json
-    from ._common import runtime
+    from ._common import check_writable, runtime
 
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
+    check_writable(out, "--out")
+    check_score_threshold(args.threshold, "--threshold")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)

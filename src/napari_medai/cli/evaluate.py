@@ -36,12 +36,14 @@ def run(args) -> int:
     from ..errors import InputError
     from ..evaluation import evaluate_segmentation, summarise
     from ..training.seg_data import find_pairs
-    from ._common import runtime
+    from ._common import check_writable, runtime
 
     from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 
     if args.out and not args.out.lower().endswith(".csv"):
         raise InputError(f"--out must end in .csv, got {Path(args.out).name}")
+    if args.out:
+        check_writable(args.out, "--out")
     pairs = find_pairs(args.data)
     settings, _ = runtime(args)
     detection = args.task == "detection"

@@ -38,6 +38,7 @@ def run(args) -> int:
     from ..io.validate import check_volume
     from ..postprocess.report import findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
+    from ._common import check_writable
 
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
@@ -46,6 +47,7 @@ def run(args) -> int:
         raise InputError("give at least one point: --at Z Y X (voxels) or --at-lps X Y Z (mm)")
     if not (np.isfinite(args.max_diameter) and args.max_diameter > 0):
         raise InputError(f"--max-diameter must be a positive size in mm, got {args.max_diameter:g}")
+    check_writable(out, "--out")
     vol = read_volume(args.input)
     data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
     inverse = np.linalg.inv(vol.affine)

@@ -37,11 +37,13 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io import write_volume
     from ..phantoms import make_chest_ct
+    from ._common import check_writable
 
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
     if args.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
+    check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seed, args.seed + args.count):

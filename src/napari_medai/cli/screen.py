@@ -32,14 +32,24 @@ def add_screening_options(p) -> None:
     add_runtime_options(p)
 
 
+def check_screening_options(args) -> None:
+    """What ``medai screen`` and ``medai batch`` check before reading a scan or loading a model."""
+    from ..api import check_max_findings, check_score_threshold
+    from ._common import check_writable
+
+    check_writable(args.out_dir, "--out-dir", folder=True)
+    if args.threshold is not None:
+        check_score_threshold(args.threshold, "--threshold")
+    check_max_findings(args.max_findings)
+
+
 def run(args) -> int:
-    from ..errors import InputError
     from ..io import read_volume
-    from ..screening import screen, screening_markdown, write_screening
+    from ..screening import check_out_dir, screen, screening_markdown, write_screening
     from ._common import runtime
 
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-        raise InputError(f"--out-dir {args.out_dir} is a file, not a folder: name a folder for the report files")
+    check_screening_options(args)
+    check_out_dir(args.input, args.out_dir)
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=args.detector,

@@ -26,9 +26,12 @@ def run(args) -> int:
 
     from ..api import segment
     from ..io import read_volume, write_volume
-    from ._common import check_outputs, runtime
+    from ._common import check_outputs, check_writable, runtime
 
     check_outputs(args.input, args.output, args.probability)
+    check_writable(args.output, "output")
+    if args.probability:
+        check_writable(args.probability, "--probability")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=args.model, settings=settings, progress=progress,

@@ -26,10 +26,9 @@ def run(args) -> int:
     from ..training.detection import fit_detector, fit_two_stage_detector
 
     if bool(args.candidate_weights) != bool(args.classifier):
-        import sys
+        from ..errors import InputError
 
-        print("medai: --candidate-weights and --classifier go together (two-stage detection)", file=sys.stderr)
-        return 2
+        raise InputError("--candidate-weights and --classifier go together (two-stage detection)")
     if args.classifier:
         card, _ = fit_two_stage_detector(args.seg_model, args.candidate_weights, args.classifier,
                                          list(range(*args.seeds)), out_name=args.name,

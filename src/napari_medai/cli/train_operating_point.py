@@ -24,19 +24,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-
+    from ..errors import InputError, MedaiError
     from ..training.operating_point import fit_operating_point
 
-    if args.fp_per_scan < 0:
-        print("medai: --fp-per-scan must be 0 or more", file=sys.stderr)
-        return 2
+    # InputError: "medai train: error: ..." and exit 2, as the other train tasks say it
+    if not args.fp_per_scan >= 0:
+        raise InputError("--fp-per-scan must be 0 or more")
     if args.seeds[1] <= args.seeds[0]:
-        print("medai: --seeds FIRST STOP needs STOP > FIRST", file=sys.stderr)
-        return 2
+        raise InputError("--seeds FIRST STOP needs STOP > FIRST")
     try:
         fit_operating_point(args.model, range(*args.seeds), fp_per_scan=args.fp_per_scan, install=not args.dry_run)
-    except ValueError as exc:
-        print(f"medai: {exc}", file=sys.stderr)
-        return 2
+    except MedaiError:
+        raise
+    except ValueError as exc:  # a card that is no detector's
+        raise InputError(str(exc)) from None
     return 0

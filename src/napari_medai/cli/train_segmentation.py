@@ -112,7 +112,10 @@ def run(args) -> int:
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     from ..training.segmentation import check_config
 
+    from ._common import check_writable
+
     check_config(cfg)  # before phantoms are generated or any file is read
+    check_writable(args.out, "--out", folder=True)
     if args.install_as:
         _check_install_name(args.install_as)
     if args.phantoms:

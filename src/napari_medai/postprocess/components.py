@@ -92,7 +92,7 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
         lesion_threshold = extra.get("lesion_threshold")
     if lesions and lesion_threshold is not None and lesion_prob is not None:
         labels = relabel_above(labels, lesion_prob, lesions[0], float(lesion_threshold))
-    inside = [int(i) for i in extra.get("inside_body", ())]
+    inside = inside_body_classes(extra)
     if inside and (image is not None or body is not None):
         labels = _inside_body(labels, image, spacing, inside, lesions, body)
     air = extra.get("extrapulmonary_air")
@@ -112,6 +112,20 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
 
         labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine)
     return labels
+
+
+def inside_body_classes(extra: dict) -> list[int]:
+    """The classes ``extra["inside_body"]`` keeps inside the patient's body.  Segmentation cards
+    list them (``[1, 2]``); a detector card says ``true``: its organ field, the classes
+    ``within_classes`` and the probability channel, lies inside the body (``findings.card_field``),
+    so the same classes are kept inside it when such a card segments."""
+    inside = extra.get("inside_body", ())
+    if isinstance(inside, bool):
+        if not inside:
+            return []
+        channel = extra.get("probability_channel")
+        return [int(i) for i in extra.get("within_classes", ())] + ([int(channel)] if channel is not None else [])
+    return [int(i) for i in inside]
 
 
 def _inside_body(labels, image, spacing, classes, lesions, body=None):

@@ -66,8 +66,11 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     Raises InputError when the point is off the volume, on air or lung with no nodule, or on a
     structure larger than ``max_diameter_mm`` along its long axis (a vessel, the chest wall, a
     mass)."""
+    from ..io.validate import check_spacing
+
     volume = np.asarray(volume)
-    spacing = np.asarray(spacing, dtype=float)
+    # first: None, a zero or two values otherwise failed later with messages about the volume
+    spacing = np.asarray(check_spacing(spacing, ndim=3, what="check the scan's voxel size"), dtype=float)
     if volume.ndim != 3:
         raise InputError(f"a nodule is measured in a 3D volume, got shape {volume.shape}")
     if not (np.isfinite(max_diameter_mm) and max_diameter_mm > 0):

@@ -41,7 +41,7 @@ def find_pairs(folder, log=None) -> list[tuple[Path, Path]]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"training data folder {folder} does not exist")
+        raise InputError(f"data folder {folder} does not exist")
 
     def label_for(directory: Path, stem: str) -> Path | None:
         return next((directory / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES
