@@ -215,3 +215,21 @@ def test_a_missing_data_folder_is_named_neutrally(tmp_path, model, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "nodata"), "--model", model]) == 2
     err = capsys.readouterr().err
     assert f"medai evaluate: error: data folder {tmp_path / 'nodata'} does not exist" in err and "training" not in err
+
+
+def test_a_case_a_later_model_refuses_is_announced_by_no_model(tmp_path, data):
+    """The first model scores case b, the second (made for CT) refuses it: b is skipped, and
+    the first model's figures for b are neither counted nor announced."""
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, _ = data
+    write_volume(blob_volume(blobs=BLOBS) + 1000.0, folder / "b_image.nii.gz", affine=AFFINE)  # no value below 0
+    first = segmentation_card(name="rule-any")
+    first.modality = "any"
+    said, skipped = [], []
+    rows = evaluate_segmentation(find_pairs(folder), [install(first, tmp_path / "any"), install(
+        segmentation_card(name="rule-ct"), tmp_path / "ct")], on_case=lambda c, m, d: said.append((c, m)),
+        on_skip=lambda c, why: skipped.append(c))
+    assert skipped == ["b"]
+    assert said == [("a", "rule-any"), ("a", "rule-ct"), ("c", "rule-any"), ("c", "rule-ct")]
+    assert {r["case"] for r in rows} == {"a", "c"}

@@ -73,14 +73,12 @@ def _checked_call(volume, spacing, settings):
     (io.validate.check_volume), so the clean-up must work on the same (z, y, x) grid."""
     from .errors import InputError
     from .inference import InferenceSettings
+    from .io.validate import without_singleton_axis
 
     if spacing is None:
         raise InputError("the voxel spacing is needed (mm, (z, y, x)): sizes and volumes are measured in mm")
-    if np.ndim(volume) == 4:  # (C, z, y, x) with C > 1 stays: the engine reads it as channels
-        arr = np.asarray(volume)
-        if 1 in (arr.shape[0], arr.shape[-1]):
-            volume = arr.squeeze(0 if arr.shape[0] == 1 else -1)
-    return volume, InferenceSettings.of(settings)
+    # (C, z, y, x) with C > 1 stays: the engine reads it as channels
+    return without_singleton_axis(volume), InferenceSettings.of(settings)
 
 
 def check_score_threshold(value, what: str = "score_threshold") -> float:
@@ -107,8 +105,7 @@ def _model(model, use: str | None = None):
         raise ModelError(f"model '{card.name}' is a {card.task} model, not a {use} model{hint}")
     # a segmentation-based detector's network draws class probabilities like a segmenter's (the
     # built-in one is the segmentation network), so its labels mean something; a box detector's none
-    boxes = card.task == "detection" and card.extra.get("method", "segmentation") != "segmentation"
-    if use == "segmentation" and boxes:
+    if use == "segmentation" and card.task == "detection" and card.draws_boxes:
         raise ModelError(f"model '{card.name}' is a box detector: it gives findings, not labels "
                          "(use detect() / medai detect)")
     return loaded
@@ -295,7 +292,7 @@ def detect(
     loaded = _model(model, "detection")
     card = loaded.card
     extra = card.extra
-    if extra.get("method", "segmentation") != "segmentation":
+    if card.draws_boxes:
         from .models.detection import run_box_detector  # RetinaNet-style bundles
 
         found = run_box_detector(loaded, volume, spacing, affine=affine, score_threshold=score_threshold,
@@ -331,7 +328,7 @@ def findings_from_probabilities(model, probs: np.ndarray, volume: np.ndarray, sp
 
     card = _model(model).card
     extra = card.extra
-    if extra.get("method", "segmentation") != "segmentation" or extra.get("classifier"):
+    if card.draws_boxes or extra.get("classifier"):
         raise ModelError(f"model '{card.name}' does not detect from one probability map")
     channel = int(extra.get("probability_channel", card.out_channels - 1))
     if not 0 <= channel < probs.shape[0]:

@@ -63,7 +63,7 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         # the reference's class volumes once a case, the prediction's as segment() measured them
         reference = {r["index"]: r["volume_ml"] for r in class_volumes(ref, image.spacing)}
-        case_rows = []
+        case_rows, said = [], []  # what on_case says waits until every model ran on the case
         for model, label in zip(loaded, names):
             card = model.card
             result = _per_case(case, on_skip, segment, image.data, image.spacing, model=model, settings=settings)
@@ -81,10 +81,11 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
                     found = components_found(pred == index, ref == index, image.spacing)
                     row.update(lesions=len(found), lesions_found=sum(hit for _, hit in found))
                 case_rows.append(row)
-            if on_case is not None:
-                on_case(case, label, {n: scores[n]["dice"] for n in classes.values()})
+            said.append((case, label, {n: scores[n]["dice"] for n in classes.values()}))
         else:  # every model scored this case
             rows += case_rows
+            for args in said if on_case is not None else ():
+                on_case(*args)
     return rows
 
 
@@ -137,7 +138,7 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     cases = {name: [] for name in names}
     for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         targets, diameters = lesion_targets(ref, lesion, image.spacing)
-        case_rows, case_cases = {}, {}
+        case_rows, case_cases, said = {}, {}, []
         for model, name in zip(loaded, names):
             found = _per_case(case, on_skip, detect, image.data, image.spacing, model=model, max_findings=None,
                               settings=settings, refine_masks=False)
@@ -148,9 +149,10 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
             top = np.clip(np.rint(centres).astype(int), 0, np.array(ref.shape) - 1)
             hit = len(set(targets[tuple(top.T)].tolist()) - {0}) if len(top) else 0
             case_cases[name] = {"case": case, "lesions": len(diameters), "lesions_hit": hit, "findings": len(found)}
-            if on_case is not None:
-                on_case(case, name, hit, len(diameters))
+            said.append((case, name, hit, len(diameters)))
         else:  # every detector ran on this case
+            for args in said if on_case is not None else ():
+                on_case(*args)
             for name in names:
                 rows[name].append(case_rows[name])
                 cases[name].append(case_cases[name])

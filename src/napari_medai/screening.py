@@ -298,8 +298,7 @@ def _one_network(det_card, seg_card, settings) -> bool:
             and det_card.network == seg_card.network and det_card.spacing == seg_card.spacing
             and det_card.roi_size == seg_card.roi_size and det_card.intensity == seg_card.intensity
             and det_card.output == seg_card.output)
-    det_extra = det_card.extra
-    one_stage = det_extra.get("method", "segmentation") == "segmentation" and not det_extra.get("classifier")
+    one_stage = not det_card.draws_boxes and not det_card.extra.get("classifier")
     return bool(same and one_stage and mirror_passes(settings, det_card) == mirror_passes(settings, seg_card))
 
 

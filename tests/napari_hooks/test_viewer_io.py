@@ -55,14 +55,22 @@ def test_a_series_opened_again_later_or_after_closing_it_is_read_again(viewer, d
     assert layer.data.shape == (4, 6, 5)
 
 
-def test_without_a_viewer_a_repeat_within_the_window_reads_nothing(dicom_writer, tmp_path, monkeypatch):
+def test_without_a_viewer_a_repeat_is_read_again(dicom_writer, tmp_path, monkeypatch):
+    """Only napari calls the reader once per file: code that reads a series twice gets it twice."""
     import napari
 
     monkeypatch.setattr(napari, "current_viewer", lambda: None)
     first, second = (str(f) for f in _series(dicom_writer, tmp_path / "ct")[:2])
     [(data, meta, kind)] = reader.read_paths(first)
-    assert reader.read_paths(second) == [(None,)]
-    assert len(reader.read_paths(str(tmp_path / "ct"))) == 1  # the folder itself is no repeat
+    [(again, _, _)] = reader.read_paths(second)
+    assert again.shape == data.shape == (4, 6, 5)
+
+
+def test_a_repeat_is_skipped_only_while_its_layer_is_the_newest(viewer, dicom_writer, tmp_path):
+    files = _series(dicom_writer, tmp_path / "ct")
+    viewer.open(str(files[0]), plugin=PLUGIN)
+    viewer.add_image(np.zeros((4, 6, 5)), name="another")  # the user added something since
+    assert len(viewer.open(str(files[1]), plugin=PLUGIN)) == 1
 
 
 @pytest.mark.parametrize("suffix", [".IMA", ".dicom"])

@@ -31,6 +31,15 @@ def check_spacing(spacing, ndim: int = 3, what: str = "check the layer's scale")
     return sp
 
 
+def without_singleton_axis(data):
+    """A (1, z, y, x) or (z, y, x, 1) array as (z, y, x); anything else as it is.  One rule for
+    the engine's check and the API's clean-up, which must work on the same grid."""
+    arr = np.asarray(data)
+    if arr.ndim == 4 and 1 in (arr.shape[0], arr.shape[-1]):
+        return arr.squeeze(0 if arr.shape[0] == 1 else -1)
+    return data
+
+
 def check_volume(data, spacing=None, *, need_3d: bool = True, what: str = "image") -> np.ndarray:
     """Return ``data`` as an ndarray after checking it is a usable 3D image.
 
@@ -44,8 +53,7 @@ def check_volume(data, spacing=None, *, need_3d: bool = True, what: str = "image
         raise InputError(f"the {what} must hold numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise InputError(f"the {what} is complex-valued; take its magnitude first")
-    if arr.ndim == 4 and 1 in (arr.shape[0], arr.shape[-1]):
-        arr = arr.squeeze(0 if arr.shape[0] == 1 else -1)
+    arr = without_singleton_axis(arr)
     if need_3d and arr.ndim != 3:
         raise InputError(
             f"this needs a 3D volume (z, y, x); the {what} has {arr.ndim} dimension(s) {arr.shape}"

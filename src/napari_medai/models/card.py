@@ -144,6 +144,12 @@ class ModelCard:
         return {int(c["index"]): str(c["name"]) for c in self.classes}
 
     @property
+    def draws_boxes(self) -> bool:
+        """A detector that returns boxes (RetinaNet-style), not a probability map that the
+        findings are read from (``extra["method"]``, default "segmentation")."""
+        return (self.extra or {}).get("method", "segmentation") != "segmentation"
+
+    @property
     def axes(self) -> str:
         """Anatomical order of the network's array axes; 'SPL' is the project's (z, y, x)."""
         return str(self.extra.get("axes", DEFAULT_AXES)).upper()

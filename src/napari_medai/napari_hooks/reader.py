@@ -16,9 +16,9 @@ CT_CONTRAST_LIMITS = (-1000.0, 400.0)
 MR_PERCENTILES = (0.5, 99.5)
 # napari's File > Open and drag-and-drop call the reader once per selected file: the files of
 # one DICOM series picked together would give one full copy of the volume each.  A series
-# returned less than this many seconds ago, whose layer the viewer still shows, is skipped
-# (npe2's "read, no layers"); a deliberate reopen a little later, or after closing that
-# layer, reads it again.
+# returned less than this many seconds ago, whose layer is still the viewer's newest, is
+# skipped (npe2's "read, no layers"); a deliberate reopen a little later, after closing that
+# layer or from code without a viewer reads it again.
 REPEAT_WINDOW_S = 5.0
 # (folder, SeriesInstanceUID, folder mtime) -> time.monotonic() when its last call ended
 _recent_series: dict[tuple, float] = {}
@@ -67,20 +67,20 @@ def _returned_just_now(series: tuple) -> bool:
 
 
 def _still_shown(series: tuple) -> bool:
-    """Whether the current viewer shows a layer of this series (napari adds each file's
-    layers before it reads the next file).  A layer closed since is no copy: the series is
-    read again.  With no viewer (npe2 called from code) the time alone decides."""
+    """Whether the current viewer's newest layer is this series: napari adds each file's
+    layers before it reads the next file, so that is what a per-file call sees.  A layer
+    closed since is no copy: the series is read again.  Without a viewer (npe2 or the reader
+    called from code) nothing is skipped: only napari calls the reader once per file.  The
+    reader cannot tell which viewer it reads into; napari's current one is assumed."""
     import napari
 
     viewer = napari.current_viewer()
-    if viewer is None:
-        return True
+    if viewer is None or not len(viewer.layers):
+        return False
     folder, uid, _ = series
-    return any(
-        layer.metadata.get("series_instance_uid") == uid
-        and Path(str(layer.metadata.get("source", ""))).resolve() == folder
-        for layer in viewer.layers
-    )
+    newest = viewer.layers[-1]
+    return (newest.metadata.get("series_instance_uid") == uid
+            and Path(str(newest.metadata.get("source", ""))).resolve() == folder)
 
 
 def layer_name(path: Path) -> str:

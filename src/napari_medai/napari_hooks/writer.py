@@ -1,7 +1,7 @@
 """napari writers: an Image or Labels layer to NIfTI (npe2 single-layer signature).
 
-The geometry written is the layer's world transform as napari shows it (affine @ (rotate,
-shear, scale, translate)).  While the layer still sits where the reader put it, the source
+The geometry written is the layer's world transform as napari shows it (affine @ (translate,
+rotate, shear, scale)).  While the layer still sits where the reader put it, the source
 volume's affine kept in ``meta["metadata"]["affine"]`` is written instead: the same
 geometry, exact (it survives any napari round trip bit for bit).  A layer moved or rescaled
 in napari is saved where it is shown.
@@ -87,7 +87,7 @@ def layer_affine(meta: dict, shape=None) -> np.ndarray:
 
 def _own_transform(meta: dict) -> np.ndarray:
     """affine @ (translate, rotate, shear, scale): where napari draws the layer."""
-    from napari.utils.transforms import Affine  # napari is only needed on this path
+    from napari.utils.transforms import Affine  # imported here: the module loads without napari
 
     data2physical = Affine(
         scale=meta.get("scale", (1.0, 1.0, 1.0)),

@@ -190,6 +190,8 @@ class ScreeningWidget(DetectionWidget):
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
+        if Path(path).suffix.lower() == ".json":  # the pair's other name: the same report
+            path = Path(path).with_suffix("")
         md = with_extension(path, ".md")  # "CHEST 1.25mm report" keeps its "1.25"
         js = md.with_suffix(".json")
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
