@@ -252,3 +252,27 @@ def write_bundle(folder: Path, network_def: dict, state_dict: dict, *, pixdim=(1
     (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=1))
     torch.save(state_dict, folder / "models" / "model.pt")
     return folder
+
+
+class RecordingThresholdSegmenter(ThresholdSegmenter):
+    """:class:`ThresholdSegmenter` that keeps a copy of every input batch it is given in the
+    class-level list ``inputs`` (tests give it a fresh list), to show what a bundle's network
+    was fed: the grid (resampling) and the axis order and directions (re-orientation)."""
+
+    inputs: list = []
+
+    def forward(self, x):
+        type(self).inputs.append(x.detach().cpu().clone())
+        return super().forward(x)
+
+
+class RecordingBrightBlobDetector(BrightBlobDetector):
+    """:class:`BrightBlobDetector` that keeps a copy of every image it is given, as a (1, 1,
+    ...) batch, in the class-level list ``inputs`` (tests give it a fresh list)."""
+
+    inputs: list = []
+
+    def forward(self, images):
+        images = list(images) if isinstance(images, torch.Tensor) else images
+        type(self).inputs.extend(image[None].detach().cpu().clone() for image in images)
+        return super().forward(images)

@@ -5,7 +5,9 @@ The bundles hold fixed-rule networks (tests/fixed_rule_models.py) whose rule thr
 in their weights: the weights written to models/model.pt differ from the constructor's
 defaults, so a result that follows the rule shows the weights were loaded.  The bundles
 resample (Spacingd pixdim twice the input's voxel size) and re-orient (RAS), so a result in
-the right place shows the geometry round trip works.
+the right place shows the geometry round trip works; and the segmentation network records
+what it is fed, which must be what the bundle's own MONAI preprocessing makes of the scan
+(a pointwise rule would give the same labels on any grid, in any axis order).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from fixed_rule_models import BrightBlobDetector, ThresholdSegmenter, expected_labels, unit, write_bundle
+from fixed_rule_models import (
+    RecordingBrightBlobDetector,
+    RecordingThresholdSegmenter,
+    expected_labels,
+    unit,
+    write_bundle,
+)
 from scipy import ndimage
 
 import napari_medai
@@ -48,11 +56,38 @@ def interior(labels: np.ndarray, margin: int = 2) -> np.ndarray:
 
 @pytest.fixture
 def seg_bundle(tmp_path):
-    network = ThresholdSegmenter(lung_below=unit(LUNG_BELOW_HU), nodule_above=unit(NODULE_ABOVE_HU))
+    """roi_size is the whole resampled grid (x 16, y 16, z 8): one window, the whole input."""
+    network = RecordingThresholdSegmenter(lung_below=unit(LUNG_BELOW_HU), nodule_above=unit(NODULE_ABOVE_HU))
     return write_bundle(
-        tmp_path / "rule_bundle", {"_target_": "fixed_rule_models.ThresholdSegmenter"}, network.state_dict(),
-        pixdim=(2.0, 2.0, 4.0), roi_size=(16, 16, 8), channel_def=CLASS_NAMES,
+        tmp_path / "rule_bundle", {"_target_": "fixed_rule_models.RecordingThresholdSegmenter"},
+        network.state_dict(), pixdim=(2.0, 2.0, 4.0), roi_size=(16, 16, 8), channel_def=CLASS_NAMES,
     )
+
+
+@pytest.fixture
+def fed(monkeypatch):
+    """The input batches the bundles' networks (RecordingThresholdSegmenter, RecordingBrightBlobDetector) are given."""
+    inputs = []
+    monkeypatch.setattr(RecordingThresholdSegmenter, "inputs", inputs)
+    monkeypatch.setattr(RecordingBrightBlobDetector, "inputs", inputs)
+    return inputs
+
+
+def bundle_preprocessing(bundle, nifti) -> np.ndarray:
+    """What the bundle's own MONAI preprocessing (LoadImage, RAS, Spacing, intensity) makes of
+    ``nifti``: (x, y, z) on the bundle's grid."""
+    from monai.bundle import ConfigParser
+
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    image = ConfigParser(config).get_parsed_content("preprocessing")({"image": str(nifti)})["image"]
+    return np.asarray(image[0])
+
+
+def assert_fed_as_the_bundle_says(fed, bundle, nifti):
+    expected = bundle_preprocessing(bundle, nifti)
+    assert expected.shape == (16, 16, 8)  # x, y, z at (2, 2, 4) mm: half the scan's 32 x 32 x 16 voxels
+    assert len(fed) == 1 and tuple(fed[0].shape) == (1, 1, *expected.shape), [tuple(x.shape) for x in fed]
+    np.testing.assert_allclose(fed[0][0, 0].numpy(), expected, atol=1e-5)
 
 
 @pytest.fixture
@@ -63,8 +98,8 @@ def det_bundle(tmp_path):
                          "$@detector.set_sliding_window_inferer(roi_size=[16, 16, 8], overlap=0.25)"],
     }
     return write_bundle(
-        tmp_path / "blob_detection", {"_target_": "fixed_rule_models.BrightBlobDetector", "threshold": 0.99},
-        BrightBlobDetector(threshold=unit(-300)).state_dict(), pixdim=(2.0, 2.0, 4.0), roi_size=(16, 16, 8),
+        tmp_path / "blob_detection", {"_target_": "fixed_rule_models.RecordingBrightBlobDetector", "threshold": 0.99},
+        RecordingBrightBlobDetector(threshold=unit(-300)).state_dict(), pixdim=(2.0, 2.0, 4.0), roi_size=(16, 16, 8),
         task="CT lung nodule detection", extra_config=detector_config,
         outputs={"box": {"type": "object", "format": "bounding box", "num_channels": 1,
                          "channel_def": {"0": "nodule"}}},
@@ -76,10 +111,13 @@ def ct_nifti(tmp_path):
     return write_volume(bundle_volume(), tmp_path / "ct.nii.gz", affine=AFFINE, modality="CT")
 
 
-def test_bundle_segments_through_the_api(seg_bundle):
+def test_bundle_segments_through_the_api(seg_bundle, fed, ct_nifti):
     volume = bundle_volume()
     with pytest.warns(BundleTrustWarning):
         result = napari_medai.segment(volume, SPACING, model=str(seg_bundle))
+    # an array's axes are (z, y, x) towards (S, P, L): the network saw what MONAI makes of the
+    # same scan written with that geometry
+    assert_fed_as_the_bundle_says(fed, seg_bundle, ct_nifti)
     expected = expected_labels(volume, LUNG_BELOW_HU, NODULE_ABOVE_HU)
     inside = interior(expected)
     assert inside.mean() > 0.5
@@ -88,10 +126,11 @@ def test_bundle_segments_through_the_api(seg_bundle):
     assert result.lesion_probability is None  # a bundle names no lesion class
 
 
-def test_bundle_segments_through_the_cli(tmp_path, seg_bundle, ct_nifti, capsys):
+def test_bundle_segments_through_the_cli(tmp_path, seg_bundle, ct_nifti, fed, capsys):
     out = tmp_path / "labels.nii.gz"
     with pytest.warns(BundleTrustWarning):
         assert main(["segment", str(ct_nifti), str(out), "--model", str(seg_bundle), "--quiet"]) == 0
+    assert_fed_as_the_bundle_says(fed, seg_bundle, ct_nifti)
     np.testing.assert_array_equal(nib.load(out).affine, nib.load(ct_nifti).affine)
     labels = read_volume(out).data
     expected = expected_labels(bundle_volume(), LUNG_BELOW_HU, NODULE_ABOVE_HU)
@@ -102,7 +141,7 @@ def test_bundle_segments_through_the_cli(tmp_path, seg_bundle, ct_nifti, capsys)
 
 
 @pytest.mark.gui
-def test_bundle_segments_in_the_widget(qtbot, make_napari_viewer, seg_bundle):
+def test_bundle_segments_in_the_widget(qtbot, make_napari_viewer, seg_bundle, fed, ct_nifti):
     from napari.utils.notifications import notification_manager
 
     viewer = make_napari_viewer()
@@ -115,6 +154,7 @@ def test_bundle_segments_in_the_widget(qtbot, make_napari_viewer, seg_bundle):
     with qtbot.waitSignal(widget.job_finished, timeout=15_000) as ended:
         widget.run_button.click()
     assert ended.args == ["done"]
+    assert_fed_as_the_bundle_says(fed, seg_bundle, ct_nifti)
     labels = viewer.layers["ct segmentation"]
     expected = expected_labels(bundle_volume(), LUNG_BELOW_HU, NODULE_ABOVE_HU)
     np.testing.assert_array_equal(labels.data[interior(expected)], expected[interior(expected)])
@@ -125,7 +165,7 @@ def test_bundle_segments_in_the_widget(qtbot, make_napari_viewer, seg_bundle):
     assert [table.cell_text(r, 0) for r in range(table.rowCount())] == ["air", "lesion"]
 
 
-def test_detection_bundle_gets_a_detection_card_and_its_detector(det_bundle):
+def test_detection_bundle_gets_a_detection_card_and_its_detector(det_bundle, fed, ct_nifti):
     with pytest.warns(BundleTrustWarning):
         model = load_model(det_bundle)
     assert model.card.task == "detection" and model.card.extra["method"] == "boxes"
@@ -135,16 +175,20 @@ def test_detection_bundle_gets_a_detection_card_and_its_detector(det_bundle):
 
     findings = napari_medai.detect(bundle_volume(), SPACING, model=model, affine=AFFINE)
     assert model.network.use_inferer_calls == [True]  # its sliding-window inferer was asked for
+    # the whole scan, resampled to the bundle's (2, 2, 4) mm in its RAS (x, y, z) order
+    assert model.network.network.input_shapes == [(16, 16, 8)]
+    assert_fed_as_the_bundle_says(fed, det_bundle, ct_nifti)
     (top,) = [f for f in findings if f.bbox_voxel == [[4, 8, 20], [8, 16, 28]]]
     assert top is findings[0] and top.center_voxel == [5.5, 11.5, 23.5]
     np.testing.assert_allclose(top.center_mm, AFFINE[:3, :3] @ [5.5, 11.5, 23.5] + AFFINE[:3, 3])
     assert top.diameter_mm == 8.0 and top.lung_rads == "4A"  # an 8 x 8 mm box
 
 
-def test_detection_bundle_through_the_cli(tmp_path, det_bundle, ct_nifti):
+def test_detection_bundle_through_the_cli(tmp_path, det_bundle, ct_nifti, fed):
     out = tmp_path / "findings.json"
     with pytest.warns(BundleTrustWarning):
         assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(det_bundle), "--quiet"]) == 0
+    assert_fed_as_the_bundle_says(fed, det_bundle, ct_nifti)
     records = json.loads(out.read_text())
     assert records[0]["bbox_voxel"] == [[4, 8, 20], [8, 16, 28]]
     assert [r["rank"] for r in records] == list(range(1, len(records) + 1))

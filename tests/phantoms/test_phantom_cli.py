@@ -5,6 +5,7 @@ import numpy as np
 
 from napari_medai.cli.main import main
 from napari_medai.io import read_volume
+from napari_medai.phantoms import make_chest_ct
 
 
 def test_phantom_command_writes_image_labels_lowdose_and_nodules(tmp_path, capsys):
@@ -20,8 +21,19 @@ def test_phantom_command_writes_image_labels_lowdose_and_nodules(tmp_path, capsy
         assert image.data.shape == (8, 64, 64) and low.data.shape == (8, 64, 64)
         assert np.allclose(image.spacing, (2.5, 1.8, 1.8))
         assert labels.get_fdata().max() >= 1
-        assert isinstance(nodules, list)
         assert not np.array_equal(image.data, low.data)
+        # --nodules 1: exactly one nodule, labelled (label 2) with the voxels its entry gives
+        label_map = read_volume(tmp_path / f"{name}_label.nii.gz").data
+        assert len(nodules) == 1
+        (nodule,) = nodules
+        assert nodule["label_voxels"] > 0 and int((label_map == 2).sum()) == nodule["label_voxels"]
+        assert label_map[tuple(np.rint(nodule["center_voxel"]).astype(int))] == 2
+        np.testing.assert_allclose(image.affine @ [*nodule["center_voxel"], 1.0], [*nodule["center_mm"], 1.0],
+                                   atol=0.01)
+        # the files hold the phantom of that seed
+        phantom = make_chest_ct(seed, shape=(8, 64, 64), spacing=(2.5, 1.8, 1.8), n_nodules=1)
+        np.testing.assert_array_equal(label_map, phantom.labels)
+        assert nodules == json.loads(json.dumps(phantom.nodules))
     assert "case0006" in capsys.readouterr().out
 
 

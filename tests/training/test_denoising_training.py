@@ -38,13 +38,42 @@ def test_same_seed_gives_same_weights(tmp_path, tiny_slices):
     assert a["head.weight"].abs().sum() > 0
 
 
+def _counting_batches(steps_seen):
+    """mr_batch, recording the step of each batch drawn (one batch per training step)."""
+
+    def batch_fn(source, seed, step, batch, patch):
+        steps_seen.append(step)
+        return mr_batch(source, seed, step, batch, patch)
+
+    return batch_fn
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_slices):
     _train(tmp_path / "full", tiny_slices, steps=3, checkpoint_every=1)
     _train(tmp_path / "part", tiny_slices, steps=3, checkpoint_every=1)
-    # A 3-step run resumed from another run's step-1 checkpoint (``warmup.pt``) ends identically.
-    _train(tmp_path / "resumed", tiny_slices, steps=3, resume=tmp_path / "part" / "warmup.pt")
+    # A 3-step run resumed from another run's step-1 checkpoint (``warmup.pt``) ends identically...
+    steps_run, logged = [], []
+    train_denoising("MR", tmp_path / "resumed", steps=3, warmup_steps=1, batch=2, patch=32, seed=3,
+                    data=(tiny_slices, _counting_batches(steps_run)), generator_kwargs=TINY, log=logged.append,
+                    resume=tmp_path / "part" / "warmup.pt")
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # ...having run only the two steps left (a restart from scratch would also end identically)
+    assert steps_run == [1, 2]
+    assert f"resumed from {tmp_path / 'part' / 'warmup.pt'} at step 1" in logged
+
+
+def test_resuming_starts_from_the_checkpoints_weights(tmp_path, tiny_slices):
+    """A checkpoint whose generator was changed gives another result than the run it came from:
+    the resumed run starts from the checkpoint's weights, not from a fresh initialisation."""
+    _train(tmp_path / "part", tiny_slices, steps=3, checkpoint_every=1)
+    state = torch.load(tmp_path / "part" / "warmup.pt", weights_only=False)
+    state["gen"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["gen"].items()}
+    torch.save(state, tmp_path / "changed.pt")
+    _train(tmp_path / "resumed", tiny_slices, steps=3, resume=tmp_path / "part" / "warmup.pt")
+    _train(tmp_path / "changed", tiny_slices, steps=3, resume=tmp_path / "changed.pt")
+    a, b = _weights(tmp_path / "resumed"), _weights(tmp_path / "changed")
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
 def test_card_records_command_and_checksum(tmp_path, tiny_slices):

@@ -5,7 +5,7 @@ import torch
 
 from napari_medai.errors import InputError
 from napari_medai.inference.precision import cpu_has_native_bf16
-from napari_medai.training.device import cpu_state_dict, training_device
+from napari_medai.training.device import TrainingDevice, cpu_state_dict, training_device
 
 
 def test_auto_picks_cuda_when_present_else_cpu():
@@ -26,6 +26,12 @@ def test_autocast_runs_the_forward_pass_in_the_chosen_precision():
     where = training_device("cpu", bf16=True)
     with where.autocast():
         assert net(x).dtype == (torch.bfloat16 if where.bf16 else torch.float32)
+    # both branches on any machine: torch runs CPU bf16 autocast (slowly) without native support
+    with TrainingDevice(torch.device("cpu"), True).autocast():
+        assert net(x).dtype == torch.bfloat16
+    with TrainingDevice(torch.device("cpu"), False).autocast():
+        assert net(x).dtype == torch.float32
+    assert net(x).dtype == torch.float32  # and only inside the block
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -60,20 +60,28 @@ def test_training_is_deterministic_and_installs_a_detector_that_runs(tmp_path):
     assert s3["iterations"] == 2 and any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
     weights = tmp_path / "weights"
-    card_path = install_builtin("tiny-retina", _cfg(tmp_path / "data", tmp_path / "a"), s1, "medai train retinanet",
-                                folder=weights)
+    # the card keeps every box (score threshold 0): the barely trained detector's scores are
+    # about its 0.01 prior, under the default threshold, and boxes must come back to be checked
+    cfg = _cfg(tmp_path / "data", tmp_path / "a", network=dict(TINY, score_thresh=0.0))
+    card_path = install_builtin("tiny-retina", cfg, s1, "medai train retinanet", folder=weights)
     card = get_card("tiny-retina", folder=weights)
     assert card_path.exists() and card.task == "detection" and card.extra["method"] == "boxes"
     assert card.sha256 == sha256_of(weights / "tiny-retina.pt")
+    assert card.network["kwargs"]["score_thresh"] == 0.0
     from napari_medai.models.loading import load_from_card
 
+    loaded = load_from_card(card)
+    trained = loaded.network.network.state_dict()
+    assert all(torch.equal(trained[k].cpu(), a["network." + k]) for k in trained)  # the trained weights
     volume = np.full((16, 48, 48), -850.0, np.float32)
     volume[4:7, 12:18, 12:18] = 20.0
-    findings = napari_medai.detect(volume, (2.0, 1.0, 1.0), model=load_from_card(card), max_findings=5)
-    assert len(findings) <= 5  # an untrained detector may find anything; the path must run and rank
+    findings = napari_medai.detect(volume, (2.0, 1.0, 1.0), model=loaded, max_findings=5)
+    assert len(findings) == 5  # an untrained detector may find anything; the path must run, rank and cap
     assert [f.score for f in findings] == sorted((f.score for f in findings), reverse=True)
     for f in findings:
         assert all(0 <= c < n for c, n in zip(f.center_voxel, volume.shape))
+        (lo, hi) = np.array(f.bbox_voxel)
+        assert np.all(lo >= 0) and np.all(hi <= np.array(volume.shape)) and np.all(hi > lo)
 
 
 def test_resuming_from_last_checkpoint_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -91,9 +99,22 @@ def test_resuming_from_last_checkpoint_ends_where_an_uninterrupted_run_ends(tmp_
     with pytest.raises(Killed):
         train_retinanet(cut, log=lambda *_: None, progress=kill_at_step_2)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["step"] == 1
-    logged = []
-    train_retinanet(cut, log=logged.append)
+    checkpoint = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    logged, steps_run = [], []
+    train_retinanet(cut, log=logged.append, progress=lambda done, total: steps_run.append(done))
     assert "resumed at step 1" in logged
+    # only the two steps left ran (a restart from scratch would also end where the full run ends)
+    assert steps_run == [2, 3]
+    assert len(torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["history"]) == 3
     full = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+    # the resumed run starts from the checkpoint's weights: changed ones end elsewhere
+    checkpoint["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
+    changed = _cfg(tmp_path / "data", tmp_path / "changed", iterations=3)
+    (tmp_path / "changed").mkdir()
+    torch.save(checkpoint, tmp_path / "changed" / "last.pt")
+    train_retinanet(changed, log=lambda *_: None)
+    other = torch.load(tmp_path / "changed" / "final.pt", weights_only=True)
+    assert any(not torch.equal(full[k], other[k]) for k in full if full[k].is_floating_point())

@@ -131,6 +131,37 @@ def test_balanced_training_reports_component_recall(tmp_path):
     assert set(recall) == {"nodule"} and 0.0 <= recall["nodule"] <= 1.0
 
 
+class _BrightIsNodule(torch.nn.Module):
+    """Fixed-rule 3-class logits: nodule (2) where the input exceeds 0.75, else background."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), torch.full_like(x, -10.0), 10.0 * (x - 0.75)], dim=1)
+
+
+def test_validation_recall_is_the_fraction_of_reference_components_found():
+    from types import SimpleNamespace
+
+    from napari_medai.training.device import TrainingDevice
+    from napari_medai.training.segmentation import _validate
+
+    def case(brightness):
+        """One 3x4x4 nodule (label 2) per brightness; the rule finds those brighter than 0.75."""
+        image = np.zeros((12, 24, 24), np.float32)
+        target = np.zeros((12, 24, 24), np.uint8)
+        target[:, :, 20:] = 1  # some lung, never predicted
+        for k, value in enumerate(brightness):
+            box = (slice(4, 7), slice(2 + 6 * k, 6 + 6 * k), slice(4, 8))
+            image[box], target[box] = value, 2
+        return SimpleNamespace(image=image, target=target)
+
+    cases = [case([1.0, 0.5, 0.5]), case([0.5, 0.5])]  # 1 of the 5 nodules is found
+    cfg = _cfg("unused", "unused", balance_components=(2,))
+    dice, recall = _validate(_BrightIsNodule(), cases, cfg, TrainingDevice(torch.device("cpu"), False))
+    assert recall == {"nodule": pytest.approx(1 / 5)}
+    # the Dice is per case, then averaged: the first case's 1 of 3 equal nodules gives 0.5, the second 0
+    assert dice["nodule"] == pytest.approx((0.5 + 0.0) / 2) and dice["lung"] == 0.0
+
+
 def test_dice_per_crop_changes_the_loss_not_the_interface(tmp_path):
     _write_pairs(tmp_path / "data")
     a = train_segmentation(_cfg(tmp_path / "data", tmp_path / "a", epochs=1), log=lambda *_: None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from widget_helpers import assert_unchanged, layer_snapshot
+from widget_helpers import assert_unchanged, count_forward_calls, layer_snapshot, record_cancel, run_and_cancel
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 TIMEOUT_MS = 60_000
@@ -52,16 +52,23 @@ def test_denoising_a_noisy_crop_adds_an_aligned_layer(qtbot, viewer, low_dose_la
     assert np.abs(out.data - clean)[disc].mean() < 0.8 * np.abs(before - clean)[disc].mean()
 
 
-def test_cancel_stops_the_model_and_adds_nothing(qtbot, viewer, rng):
+def test_cancel_stops_the_model_and_adds_nothing(qtbot, viewer, rng, monkeypatch):
+    from napari_medai.models.denoising_nets import ResidualDenoiser
+
     big = rng.normal(40, 30, (200, 96, 96)).astype(np.float32)  # 50 forward passes
     viewer.add_image(big, name="big", scale=(1.0, 0.7, 0.7))
+    forwards = count_forward_calls(monkeypatch, ResidualDenoiser)
+    tokens = record_cancel(monkeypatch, "napari_medai.denoising.denoise")
     widget = _open_with_builtin_model(viewer)
+    widget.device_box.setCurrentText("cpu")  # passes of some 40 ms: Cancel comes long before the end
     snapshot = layer_snapshot(viewer)
-    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
-        widget.run_button.click()
-        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
-        widget.cancel_button.click()
-    assert blocker.args == ["cancelled"]
+    status, at_cancel, _seconds = run_and_cancel(
+        qtbot, widget, lambda: widget.progress_bar.value() > 0, count=lambda: len(forwards), timeout_ms=TIMEOUT_MS)
+    assert status == "cancelled"
+    # the network stopped within a pass or two of Cancel, before its 50; the denoiser got the
+    # widget's own token (the one Cancel set)
+    assert len(forwards) <= at_cancel + 2 and len(forwards) < 50, (at_cancel, len(forwards))
+    assert len(tokens) == 1 and tokens[0] is not None and tokens[0].cancelled
     assert_unchanged(viewer, snapshot)
 
 

@@ -105,6 +105,58 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
     assert "decision support, not a diagnosis" in widget.note_label.text()
 
 
+def _rotation(angles_deg):
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("zyx", angles_deg, degrees=True).as_matrix()
+
+
+# (z, y, x) voxel -> world matrices: an oblique volume (rotated about all three axes), and a
+# volume stored with two axes reversed (negative scale)
+OBLIQUE = {
+    "oblique": (_rotation((20.0, -15.0, 35.0)) @ np.diag([6.0, 4.0, 4.0]), (-40.0, 12.0, 30.0)),
+    "flipped": (np.diag([-6.0, 4.0, -4.0]), (60.0, -80.0, 150.0)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing")  # napari draws an oblique slice as it can
+@pytest.mark.parametrize("geometry", OBLIQUE)
+def test_findings_on_a_rotated_or_flipped_layer_lie_where_the_layer_shows_them(qtbot, viewer, tmp_path,
+                                                                               monkeypatch, geometry):
+    from napari_medai.phantoms import make_chest_ct
+
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    install(detection_card(roi_size=(8, 32, 32)), tmp_path / "weights")
+    phantom = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3)
+    linear, origin = OBLIQUE[geometry]
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = linear, origin
+    layer = viewer.add_image(phantom.hu[CROP].astype(np.float32), name="oblique", affine=matrix)
+    before = layer.data.copy()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.max_findings_box.setValue(8)
+    widget.threshold_box.setValue(0.5)
+    assert run_and_wait(qtbot, widget) == "done"
+    findings = widget.findings
+    assert len(findings) >= 2
+    # world mm through the layer's whole transform, rotation and signs included (centres are
+    # rounded to 0.01 mm / voxel)
+    for f in findings:
+        np.testing.assert_allclose(f.center_mm, layer.data_to_world(f.center_voxel), atol=0.05)
+        np.testing.assert_allclose(f.center_mm, linear @ np.asarray(f.center_voxel) + origin, atol=0.05)
+    points, masks = viewer.layers["oblique findings"], viewer.layers["oblique finding masks"]
+    np.testing.assert_allclose(points.features[["center_z_mm", "center_y_mm", "center_x_mm"]].to_numpy(),
+                               [layer.data_to_world(f.center_voxel) for f in findings], atol=0.05)
+    for output in (points, masks):
+        np.testing.assert_allclose(output.affine.affine_matrix, layer.affine.affine_matrix)
+        np.testing.assert_allclose(output.scale, layer.scale)
+        np.testing.assert_allclose(output.translate, layer.translate)
+        np.testing.assert_allclose(output.data_to_world(findings[0].center_voxel),
+                                   layer.data_to_world(findings[0].center_voxel), atol=1e-6)
+    np.testing.assert_array_equal(layer.data, before)  # the input is untouched
+
+
 def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer, detection):
     widget, crop = detection
     table = widget.findings_table
@@ -451,9 +503,17 @@ def test_a_held_review_key_decides_once(qtbot, detection):
     table = widget.findings_table
     table.setFocus()
     table.selectRow(0)
-    for repeat in (False, True, True):  # the press, then the keyboard's auto-repeat
+    decisions = []
+    table.review_key_pressed.connect(decisions.append)
+    # the press, then one auto-repeat: were the repeat taken as a press, R would toggle the
+    # decision back to "not reviewed"
+    for repeat in (False, True):
         QApplication.sendEvent(table, QKeyEvent(QEvent.Type.KeyPress, Qt.Key_R, Qt.NoModifier, "r", repeat))
+    assert decisions == ["rejected"]
     assert widget.review[0] == "rejected"
+    for _ in range(3):  # the key still held: nothing changes
+        QApplication.sendEvent(table, QKeyEvent(QEvent.Type.KeyPress, Qt.Key_R, Qt.NoModifier, "r", True))
+    assert decisions == ["rejected"] and widget.review[0] == "rejected"
 
 
 def test_a_marked_nodule_over_a_listed_one_keeps_the_listed_mask(qtbot, detection):

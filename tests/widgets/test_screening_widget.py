@@ -112,6 +112,8 @@ def test_a_dot_in_the_report_name_is_kept(qtbot, viewer, chest, tmp_path):
                                                                           "CHEST 1.25mm report.md"]
     assert (tmp_path / "CHEST_1.25mm_report_key_images").is_dir()
     assert widget.save_report(tmp_path / "exam.MD").name == "exam.MD"
+    assert widget.save_report(tmp_path / "chest.json").name == "chest.md"  # the pair's other name
+    assert (tmp_path / "chest.json").is_file() and not (tmp_path / "chest.json.md").exists()
 
 
 def test_saving_before_a_run_says_so(viewer, chest):
@@ -122,15 +124,50 @@ def test_saving_before_a_run_says_so(viewer, chest):
 
 
 def test_cancel_adds_nothing(qtbot, viewer, tmp_path, monkeypatch):
+    from fixed_rule_models import ThresholdSegmenter
+    from widget_helpers import count_forward_calls, record_cancel, run_and_cancel
+
     monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
     _install_models(tmp_path / "weights", delay_s=0.2)  # every window takes 0.2 s
+    forwards = count_forward_calls(monkeypatch, ThresholdSegmenter)
+    tokens = record_cancel(monkeypatch, "napari_medai.screening.screen")
     viewer.add_image(np.tile(two_lung_chest(), (1, 2, 2)), name="chest", scale=SCALE)
     widget = _open(viewer)
-    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
-        widget.run_button.click()
-        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
-        widget.cancel_button.click()
-    assert ended.args[0] == "cancelled"
+    status, at_cancel, _seconds = run_and_cancel(
+        qtbot, widget, lambda: widget.progress_bar.value() > 0, count=lambda: len(forwards), timeout_ms=TIMEOUT_MS)
+    assert status == "cancelled"
+    # the models stopped within a window or two of Cancel; screen() got the widget's own token
+    assert len(forwards) <= at_cancel + 2, (at_cancel, len(forwards))
+    assert len(tokens) == 1 and tokens[0] is not None and tokens[0].cancelled
+    assert [layer.name for layer in viewer.layers] == ["chest"] and widget.report_view.toPlainText() == ""
+
+
+def test_cancel_while_the_key_images_are_drawn_stops_drawing_them(qtbot, viewer, tmp_path, monkeypatch):
+    """The key images are drawn after the last progress report: only the cancel token the
+    widget hands to key_image_pngs can stop them (8 findings here, 0.3 s an image)."""
+    import time
+
+    from widget_helpers import run_and_cancel
+
+    from napari_medai.postprocess import key_images
+
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    _install_models(tmp_path / "weights")
+    drawn = []
+    draw = key_images.key_image
+
+    def slow_key_image(*args, **kwargs):
+        time.sleep(0.3)
+        drawn.append(1)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(key_images, "key_image", slow_key_image)
+    viewer.add_image(np.tile(two_lung_chest(), (1, 2, 2)), name="chest", scale=SCALE)  # 8 blobs
+    widget = _open(viewer)
+    status, at_cancel, _seconds = run_and_cancel(qtbot, widget, lambda: len(drawn) > 0, count=lambda: len(drawn),
+                                                 timeout_ms=TIMEOUT_MS)
+    assert status == "cancelled"
+    assert len(drawn) <= at_cancel + 1 and len(drawn) < 8, (at_cancel, len(drawn))
     assert [layer.name for layer in viewer.layers] == ["chest"] and widget.report_view.toPlainText() == ""
 
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from fixed_rule_models import expected_labels, install, segmentation_card
 from scipy import ndimage
-from widget_helpers import assert_unchanged, layer_snapshot
+from widget_helpers import (
+    assert_unchanged,
+    count_forward_calls,
+    layer_snapshot,
+    record_cancel,
+    run_and_cancel,
+)
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 15_000
@@ -64,7 +70,9 @@ def test_segments_a_phantom_crop_into_an_aligned_labels_layer(qtbot, viewer, wei
     assert widget.min_size_box.value() == 40.0  # the card's minimum lesion size is the default
     widget.min_size_box.setValue(0.0)  # ... and the widget's value overrides it
     widget.probability_check.setChecked(True)
+    before = phantom_crop.data.copy()
     assert run_and_wait(qtbot, widget) == "done"
+    np.testing.assert_array_equal(phantom_crop.data, before)  # the input is untouched
 
     labels = viewer.layers["phantom crop segmentation"]
     np.testing.assert_array_equal(labels.data, expected_labels(phantom_crop.data))
@@ -104,16 +112,23 @@ def test_the_widgets_minimum_lesion_size_removes_small_lesions(qtbot, viewer, we
     np.testing.assert_array_equal(labels == 1, expected == 1)  # other classes untouched
 
 
-def test_cancel_stops_and_adds_no_layer(qtbot, viewer, weights_dir, phantom_crop, notifications):
+def test_cancel_stops_and_adds_no_layer(qtbot, viewer, weights_dir, phantom_crop, notifications, monkeypatch):
+    from fixed_rule_models import ThresholdSegmenter
+
     install(segmentation_card(roi_size=(4, 8, 8), delay_s=0.05), weights_dir)  # ~100 slow batches
+    forwards = count_forward_calls(monkeypatch, ThresholdSegmenter)
+    tokens = record_cancel(monkeypatch, "napari_medai.inference.engine.run_model")
     widget = open_segmentation(viewer)
     choose(widget, "rule-seg")
     snapshot = layer_snapshot(viewer)
-    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
-        widget.run_button.click()
-        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
-        widget.cancel_button.click()
-    assert ended.args == ["cancelled"]
+    status, at_cancel, after_cancel_s = run_and_cancel(
+        qtbot, widget, lambda: widget.progress_bar.value() > 0, count=lambda: len(forwards), timeout_ms=TIMEOUT_MS)
+    assert status == "cancelled"
+    # the network stopped within a batch or two of Cancel, far from its ~100, and the job ended
+    # at once; the engine got the widget's own token (the one Cancel set)
+    assert len(forwards) <= at_cancel + 2 and len(forwards) < 50, (at_cancel, len(forwards))
+    assert after_cancel_s < 2.5
+    assert len(tokens) == 1 and tokens[0] is not None and tokens[0].cancelled
     assert_unchanged(viewer, snapshot)
     assert any("no layer was added" in message for _, message in notifications())
     assert widget.run_button.isEnabled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import suppress
 
 import numpy as np
@@ -30,18 +31,21 @@ def run_and_wait(qtbot, widget):
 
 @pytest.mark.parametrize("display_name", WIDGETS)
 def test_each_widget_opens_and_says_its_model_is_not_installed(
-    qtbot, viewer, ct_layer, notifications, display_name
+    qtbot, viewer, ct_layer, notifications, display_name, tmp_path, monkeypatch
 ):
+    # no built-in model installed: an empty weights folder
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "no-weights")
+    (tmp_path / "no-weights").mkdir()
     widget = open_widget(viewer, display_name)
     task = WIDGETS[display_name]
     assert widget.task == task
     assert widget.layer_picker.current_layer() is ct_layer
-    if widget.model_box.currentData() is None:  # the foundation state: no weights shipped yet
-        assert widget.status_label.text().startswith(f"No {task} model is installed yet")
-        snapshot = layer_snapshot(viewer)
-        assert run_and_wait(qtbot, widget) == "error"
-        assert any(f"No {task} model is installed yet" in msg for _, msg in notifications())
-        assert_unchanged(viewer, snapshot)
+    assert widget.model_box.currentData() is None
+    assert widget.status_label.text().startswith(f"No {task} model is installed yet")
+    snapshot = layer_snapshot(viewer)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert any(f"No {task} model is installed yet" in msg for _, msg in notifications())
+    assert_unchanged(viewer, snapshot)
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert [widget.device_box.itemText(i) for i in range(widget.device_box.count())] == ["auto", "cpu", "cuda"]
     # test-time mirroring reaches the core's settings; the denoiser (no run_model) does not offer it
@@ -60,13 +64,8 @@ def test_each_widget_opens_and_says_its_model_is_not_installed(
 def test_each_sample_opens_as_a_3d_volume(viewer, key, sample_file):
     from importlib.resources import files
 
-    if sample_file and not (files("napari_medai") / "sample_data" / sample_file).is_file():
-        pytest.skip(f"sample_data/{sample_file} is not in this checkout yet")
-    with suppress(ImportError):
-        import napari_medai.phantoms as phantoms
-
-        if key == "synthetic_chest_ct" and not hasattr(phantoms, "make_chest_ct"):
-            pytest.skip("the chest-CT phantom (napari_medai.phantoms.make_chest_ct) is not written yet")
+    if sample_file:  # the samples ship with the package
+        assert (files("napari_medai") / "sample_data" / sample_file).is_file(), f"sample_data/{sample_file} is missing"
     viewer.open_sample("napari-medai", key)
     images = [layer for layer in viewer.layers if layer._type_string == "image"]
     assert images, f"sample {key} added no image layer"
@@ -137,7 +136,9 @@ def test_segmentation_adds_new_layers_in_the_inputs_space(qtbot, viewer, ct_laye
     widget.add_model_path("fake.pt")
     widget.probability_check.setChecked(True)
     widget.min_size_box.setValue(10.0)  # mm³: the 1.6 mm³ speck goes, the lesion stays
+    before = ct_layer.data.copy()
     assert run_and_wait(qtbot, widget) == "done"
+    np.testing.assert_array_equal(ct_layer.data, before)  # the input is untouched
     assert widget.progress_bar.value() == widget.progress_bar.maximum()
     labels, probability = viewer.layers["ct segmentation"], viewer.layers["ct lesion probability"]
     assert labels._type_string == "labels" and probability._type_string == "image"
@@ -166,7 +167,9 @@ def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypa
     widget = open_widget(viewer, "Lesion detection")
     widget.add_model_path("fake.pt")
     widget.max_findings_box.setValue(1)
+    before = ct_layer.data.copy()
     assert run_and_wait(qtbot, widget) == "done"
+    np.testing.assert_array_equal(ct_layer.data, before)  # the input is untouched
     findings = viewer.layers["ct findings"]
     assert len(findings.data) == 1
     np.testing.assert_allclose(findings.data[0], [4.5, 8.0, 9.5])  # centre of the block, in voxels
@@ -177,22 +180,27 @@ def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypa
     assert torch.get_num_threads() == main_threads
 
 
-def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, ct_layer, monkeypatch):
+@pytest.mark.parametrize("strength", [0.5, 0.2])
+def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, ct_layer, monkeypatch, strength):
     clean = np.full((1, *ct_layer.data.shape), 5.0, np.float32)
     monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(clean))
     widget = open_widget(viewer, "Denoising")
     widget.add_model_path("fake.pt")
-    widget.strength_box.setValue(0.5)
+    widget.strength_box.setValue(strength)  # 0.2: not symmetric, so input and output cannot swap
     widget.difference_check.setChecked(True)
     assert run_and_wait(qtbot, widget) == "done"
     denoised, difference = viewer.layers["ct denoised"], viewer.layers["ct difference"]
-    np.testing.assert_allclose(denoised.data, 0.5 * ct_layer.data + 2.5, rtol=1e-5, atol=1e-3)
+    expected = (1 - strength) * ct_layer.data + strength * 5.0
+    np.testing.assert_allclose(denoised.data, expected, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(difference.data, ct_layer.data - denoised.data, atol=1e-3)
 
 
 def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, monkeypatch):
     probs = _two_class_probabilities(ct_layer.data.shape)
-    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01)
+    steps_run = []
+    # 500 steps of 10 ms that report progress only at the first and the last: only the cancel
+    # token the widget hands to the core can stop them early
+    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01, steps_run=steps_run, progress_every=500)
     widget = open_widget(viewer, "Segmentation")
     widget.add_model_path("fake.pt")
     snapshot = layer_snapshot(viewer)
@@ -200,8 +208,15 @@ def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, mo
         widget.run_button.click()
         assert not widget.run_button.isEnabled()
         qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        at_cancel = len(steps_run)
         widget.cancel_button.click()
+        clicked = time.monotonic()
+    after_cancel_s = time.monotonic() - clicked
     assert blocker.args == ["cancelled"]
+    # the model itself stopped within a step of Cancel, and the job ended at once (not after
+    # the 4 s or more the remaining steps take)
+    assert at_cancel <= len(steps_run) <= at_cancel + 2 and len(steps_run) < 250, (at_cancel, len(steps_run))
+    assert after_cancel_s < 2.5
     assert widget.progress_bar.value() == 0  # the bar does not pretend it finished
     assert_unchanged(viewer, snapshot)
     assert widget.run_button.isEnabled() and "cancelled" in widget.status_label.text()
@@ -234,14 +249,22 @@ def test_closing_the_dock_cancels_its_job_and_lets_go_of_the_viewer(qtbot, viewe
     assert run_and_wait(qtbot, widget) == "done"  # findings: "Add missed nodule" can be armed
     widget.mark_button.setChecked(True)
     assert widget._mark_on_click in viewer.mouse_drag_callbacks
-    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01)  # the next run is slow
+    steps_run = []
+    # the next run is slow, and only the cancel token handed to the core can stop it early
+    fake_engine(monkeypatch, probs, steps=500, delay_s=0.01, steps_run=steps_run, progress_every=500)
     names = [layer.name for layer in viewer.layers]
     with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
         widget.run_button.click()
         qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        at_close = len(steps_run)
         # napari 0.9 closes a dock with widget().setParent(None): the widget is not deleted
         viewer.window.remove_dock_widget(dock)
+        closed = time.monotonic()
+    after_close_s = time.monotonic() - closed
     assert ended.args == ["cancelled"]
+    # the model stopped within a step of the close, and the job ended at once
+    assert at_close <= len(steps_run) <= at_close + 2 and len(steps_run) < 250, (at_close, len(steps_run))
+    assert after_close_s < 2.5
     assert [layer.name for layer in viewer.layers] == names
     assert widget._mark_on_click not in viewer.mouse_drag_callbacks  # a click measures nothing
     # the closed widget no longer follows the layer list
