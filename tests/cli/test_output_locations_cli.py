@@ -26,6 +26,10 @@ def blocked(tmp_path):
     ["batch", "{ct}", "--out-dir", "{out}", "--detector", "no-such"],
     ["phantom", "--seed", "1", "--out", "{out}"],
     ["evaluate", "--data", "{data}", "--out", "{out}/e.csv", "--model", "no-such"],
+    ["train", "segmentation", "--data", "{data}", "--out", "{out}"],
+    ["train", "denoising", "--modality", "CT", "--out", "{out}", "--steps", "1"],
+    ["train", "retinanet", "--data", "{data}", "--out", "{out}", "--iterations", "1"],
+    ["train", "nodule-classifier", "--data", "{data}", "--out", "{out}", "--epochs", "1"],
 ])
 def test_a_location_under_a_file_is_refused_first(blocked, command, capsys):
     ct, out = blocked

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.denoising import train_denoising
 
+    from ._common import check_writable
+
+    check_writable(args.out, "--out", folder=True)  # before any data is read
     command = "medai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = train_denoising(
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,

@@ -33,6 +33,9 @@ def run(args) -> int:
 
     from ..training.retinanet import RetinaTrainConfig, install_builtin, train_retinanet
 
+    from ._common import check_writable
+
+    check_writable(args.out, "--out", folder=True)  # before any data is read
     cfg = RetinaTrainConfig(data=tuple(args.data), out=args.out, iterations=args.iterations,
                             batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
                             skip_cases=tuple(args.skip_cases), seed=args.seed, threads=args.threads,
