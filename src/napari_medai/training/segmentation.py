@@ -10,6 +10,7 @@ state) and ``training.json`` (settings and per-epoch scores) into the output fol
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -95,9 +96,9 @@ def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
 
     from ..inference.intensity import fit_intensity
 
-    spec = intensity_card(cfg)
     if cfg.intensity == "ct_window":
         return ct_window(*cfg.ct_window)
+    spec = intensity_card(cfg)
 
     def apply(image: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -201,12 +202,13 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
                                negative_values=cfg.hard_negatives))
         log(f"loaded {cases[-1].name}: {cases[-1].image.shape}")
     n_classes = len(cfg.class_names)
-    tops = {c.name: int(c.target.max()) for c in cases}
+    values = {c.name: np.unique(c.target) for c in cases}  # one pass a case, sorted
+    tops = {name: int(v[-1]) for name, v in values.items()}
     worst = max(tops, key=tops.get)
     if tops[worst] >= n_classes:
         raise InputError(f"{worst}'s labels go up to {tops[worst]} but the model has {n_classes} classes "
                          f"{cfg.class_names}: give --classes a name for each label value")
-    seen = set().union(*(np.unique(c.target).tolist() for c in cases))
+    seen = set().union(*(v.tolist() for v in values.values()))
     missing = [name for k, name in enumerate(cfg.class_names) if k and k not in seen]
     if missing:  # it would train to never predict them and score 0 Dice on them
         log(f"warning: no training label holds class(es) {missing}; check --classes ({cfg.class_names})")
@@ -253,6 +255,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     check_config(cfg)
     torch.set_num_threads(cfg.threads)
     set_determinism(seed=cfg.seed)
+    _source_model.cache_clear()  # a model re-installed under the same name since is read anew
     out = Path(cfg.out)
     previous = _previous_run(out, cfg)  # before any loading: a wrong --out is said at once
     out.mkdir(parents=True, exist_ok=True)
@@ -411,14 +414,23 @@ def _init_weights(spec: str):
         except Exception:  # noqa: BLE001 - a run's last.pt holds its RNG state too
             state = _own_last_checkpoint(path)
         return state["net"] if isinstance(state, dict) and "net" in state and "opt" in state else state
+    try:
+        return _source_model(spec).network.state_dict()
+    except (MedaiError, ValueError) as exc:
+        raise InputError(f"--init {spec}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _source_model(spec: str):
+    """The --init model (card, bundle or name), loaded once a run: its weights start the run,
+    and its card's class rules go into the run's card at the end (``_inherited_extra``).  The
+    global random state is left as it was (building a network draws from it)."""
+    import torch
+
     from ..models import load_model
 
-    with torch.random.fork_rng():  # building the source network draws from the global RNG
-        try:
-            loaded = load_model(spec)
-        except (MedaiError, ValueError) as exc:
-            raise InputError(f"--init {spec}: {exc}") from None
-        return loaded.network.state_dict()
+    with torch.random.fork_rng():
+        return load_model(spec)
 
 
 def _own_last_checkpoint(path: Path):
@@ -552,13 +564,8 @@ def _inherited_extra(cfg: SegTrainConfig) -> dict:
     nothing."""
     if not cfg.init or Path(cfg.init).suffix == ".pt":
         return {}
-    import torch
-
-    from ..models import load_model
-
     try:
-        with torch.random.fork_rng():
-            source = load_model(cfg.init).card
+        source = _source_model(cfg.init).card
     except Exception:  # noqa: BLE001 - the run already loaded it; a card that no longer loads gives nothing
         return {}
     names = tuple(c["name"] for c in sorted(source.classes, key=lambda c: c["index"]))
