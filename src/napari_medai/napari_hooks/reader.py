@@ -14,6 +14,11 @@ from ..io.nifti import is_nifti_path
 # A lung-friendly CT window in HU (from air to soft tissue); users change it in napari.
 CT_CONTRAST_LIMITS = (-1000.0, 400.0)
 MR_PERCENTILES = (0.5, 99.5)
+# A Volume's world is patient millimetres on its three axes (io/volume.py); napari's scale bar
+# and status bar read the unit from the layer, not the scale (pixels when none is given).
+# Added here, not in Volume.napari_geometry, which stays the transform alone (scale/translate
+# or affine, as documented); the readers refuse anything but 3D, so three units match ndim.
+MM_UNITS = ("mm", "mm", "mm")
 # napari's File > Open and drag-and-drop call the reader once per selected file: the files of
 # one DICOM series picked together would give one full copy of the volume each.  A series
 # returned less than this many seconds ago, whose layer is still the viewer's newest, is
@@ -97,6 +102,7 @@ def volume_layer_data(vol: Volume, default_name: str = "volume", name: str | Non
         "name": name or vol.metadata.get("series_description") or default_name,
         "metadata": vol.layer_metadata(),
         **vol.napari_geometry(),
+        "units": MM_UNITS,
     }
     if vol.is_labels:
         return vol.data, meta, "labels"

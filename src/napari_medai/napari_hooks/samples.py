@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..io import Volume, read_volume
 from ..io.resources import sample_path
-from .reader import volume_layer_data
+from .reader import MM_UNITS, volume_layer_data
 
 PHANTOM_SEED = 0
 
@@ -56,6 +56,9 @@ def synthetic_chest_ct() -> list[tuple]:
     points_meta = {
         "name": "phantom nodules",
         **ct.napari_geometry(),
+        # in mm like the images: a layer in pixels beside them leaves napari with no common
+        # unit, and the scale bar falls back to dimensionless
+        "units": MM_UNITS,
         "metadata": {**ct.layer_metadata(), "nodules": nodules},
         "features": {
             "diameter_mm": [float(n.get("diameter_mm", 0.0)) for n in nodules],
