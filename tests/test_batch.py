@@ -204,6 +204,19 @@ def test_a_case_that_its_own_report_would_replace_is_refused_and_left_alone(tmp_
     assert not (out / "segmentation" / "report.md").exists()
 
 
+def test_a_case_folder_holding_a_readers_own_file_is_refused_and_the_others_go_on(tmp_path, cohort, models):
+    det, seg = models
+    out = tmp_path / "out"
+    (out / "alpha").mkdir(parents=True)
+    mine = write_volume(np.ones((30, 40, 60), np.uint8), out / "alpha" / "segmentation.nii.gz", is_labels=True)
+    before = mine.read_bytes()
+    cases = [c for c in find_cases([cohort]) if c[0] in ("alpha", "beta")]
+    alpha, beta = screen_cases(cases, out, detector=det, segmenter=seg)
+    assert alpha.status == "error" and f"{mine} is not a file of an earlier screening report" in alpha.message
+    assert mine.read_bytes() == before and [p.name for p in (out / "alpha").iterdir()] == ["segmentation.nii.gz"]
+    assert beta.status == "ok" and (out / "beta" / "report.json").is_file()
+
+
 def test_a_threshold_that_is_no_score_is_refused_before_any_case(tmp_path, cohort, models):
     det, seg = models
     with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):

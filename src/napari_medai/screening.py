@@ -525,20 +525,76 @@ def _detector_review_counts(result: ScreeningResult, review) -> dict:
 
 
 IMAGE_FILES = ("segmentation.nii.gz", "denoised.nii.gz")  # the NIfTI files write_screening writes or removes
+REPORT_FILES = ("report.md", "report.json", "findings.csv", *IMAGE_FILES)  # each written, or removed
+KEY_IMAGES = "key_images"  # its finding_NN.png are written, and those beyond this report's findings removed
+UNFINISHED = "a screening run began writing this folder and did not finish"
 
 
 def check_out_dir(source, out_dir) -> None:
-    """Refuse a report folder where ``write_screening`` would write over, or remove, the scan
-    itself (``source``: its path; None: not known): screening ``D/segmentation.nii.gz`` into
-    ``D`` replaced the CT with its own labels.  Callers check before any model runs."""
+    """Refuse a report folder where ``write_screening`` would write over, or remove, a file that
+    is not its own: the scan itself (``source``: its path; None: not known) — screening
+    ``D/segmentation.nii.gz`` into ``D`` replaced the CT with its own labels — or any file of a
+    report file's name that the folder's report.json does not list, with the content it lists
+    (``files``): a reader's hand-corrected segmentation saved there, or over the old one, was
+    silently replaced.  A previous report's own files may go, so re-running into a folder works.
+    Callers check before any model runs."""
     from pathlib import Path
 
-    if source is None:
+    from .models.registry import sha256_of
+
+    out = Path(out_dir)
+    if source is not None:
+        for name in IMAGE_FILES:
+            if (out / name).resolve() == Path(source).resolve():
+                raise InputError(f"{source} is the input itself: the report's {name} in {out_dir} would replace "
+                                 "the scan; choose another folder")
+    if not out.is_dir():
         return
-    for name in IMAGE_FILES:
-        if (Path(out_dir) / name).resolve() == Path(source).resolve():
-            raise InputError(f"{source} is the input itself: the report's {name} in {out_dir} would replace "
-                             "the scan; choose another folder")
+    claims = _claims(out)
+    for name in _report_files(out):
+        if name not in claims:
+            why = ("it is no screening report" if name == "report.json"
+                   else "the folder's report.json does not list it")
+            raise InputError(f"{out / name} is not a file of an earlier screening report ({why}), and a "
+                             f"report written to {out} would replace or delete it; move it elsewhere or choose "
+                             "another folder")
+        if claims[name] is not None and sha256_of(out / name) != claims[name]:
+            raise InputError(f"{out / name} was changed after the screening report in {out} wrote it (its "
+                             "sha256 is not the one report.json lists), and a new report would replace or delete "
+                             "it; move it elsewhere or choose another folder")
+
+
+def _report_files(out) -> list[str]:
+    """The files in ``out`` that ``write_screening`` would replace or delete, relative to ``out``."""
+    names = [name for name in REPORT_FILES if (out / name).is_file()]
+    if (out / KEY_IMAGES).is_dir():  # save_key_images rewrites or removes every finding_<rank>.png
+        names += sorted(f"{KEY_IMAGES}/{p.name}" for p in (out / KEY_IMAGES).glob("finding_*.png")
+                        if p.stem.removeprefix("finding_").isdigit())
+    return names
+
+
+def _claims(out) -> dict:
+    """The files ``out/report.json`` says a screening wrote in ``out``: path -> sha256, or None
+    where only the name is known (an unfinished run, or a report from before ``files``);
+    {} without a screening's report.json there."""
+    import json
+
+    try:
+        record = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, unreadable, or not JSON: nothing there is ours
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    if isinstance(record.get("files"), dict):
+        return {**record["files"], "report.json": None}
+    if not ({"lung_rads_note", "models"} <= record.keys() and isinstance(record.get("findings"), list)):
+        return {}
+    # an older version's report (no ``files``): the files it wrote, by name
+    names = ["report.json", "report.md", "findings.csv", "segmentation.nii.gz"]
+    names += ["denoised.nii.gz"] if record.get("denoised") is True else []
+    names += [f["key_image"] for f in record["findings"]
+              if isinstance(f, dict) and isinstance(f.get("key_image"), str)]
+    return dict.fromkeys(names)
 
 
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
@@ -547,27 +603,39 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     run's is removed when this result has none, so a report never sits beside another run's
     image), on the grid and affine of ``volume`` (the ``io.Volume`` that was screened), and a key
     image of each finding on ``volume`` itself (key_images/finding_NN.png, linked from the report).
-    Refuses (``check_out_dir``) a folder whose files would replace the scan ``volume`` was read
-    from.  Returns the paths written."""
+    report.json lists the other files with their sha256 (``files``): what the next run into this
+    folder may replace.  Refuses (``check_out_dir``) a folder whose files would replace the scan
+    ``volume`` was read from, or a file no earlier report there wrote.  Returns the paths written."""
     import json
     from pathlib import Path
 
     from .io import write_volume
+    from .models.registry import sha256_of
     from .postprocess.report import findings_to_csv
 
     out = Path(out_dir)
     check_out_dir(volume.metadata.get("source"), out)
     out.mkdir(parents=True, exist_ok=True)
+    md, js, csv = out / "report.md", out / "report.json", out / "findings.csv"
+    # claimed by name before anything is written: a run stopped halfway (disk full, Ctrl+C) leaves
+    # files that the next run may still replace, not ones it must refuse as changed
+    keys = [f"{KEY_IMAGES}/finding_{rank:02d}.png" for rank in range(1, len(result.findings) + 1)]
+    pending = sorted({*_report_files(out), *REPORT_FILES, *keys} - {"report.json"})
+    js.write_text(json.dumps({"note": UNFINISHED, "files": dict.fromkeys(pending)}, indent=2),
+                  encoding="utf-8")
     images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
                               fov_mm=KEY_IMAGE_FOV_MM)
-    paths = [out / "report.md", out / "report.json", out / "findings.csv"]
-    paths[0].write_text(screening_markdown(result, source, images), encoding="utf-8")
-    paths[1].write_text(json.dumps(screening_record(result, source, images), indent=2), encoding="utf-8")
-    paths[2].write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
+    md.write_text(screening_markdown(result, source, images), encoding="utf-8")
+    csv.write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
     # on the input file's grid, voxel for voxel (Volume.derived)
-    paths.append(write_volume(volume.derived(result.labels, is_labels=True), out / "segmentation.nii.gz"))
+    labels = volume.derived(result.labels, is_labels=True)
+    paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz"))]
     if result.denoised is not None:
-        paths.append(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz"))
+        paths.append(Path(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz")))
     else:  # a --denoise run's image would pass for this report's
         (out / "denoised.nii.gz").unlink(missing_ok=True)
-    return paths + [out / image for image in images]
+    paths += [out / image for image in images]
+    record = screening_record(result, source, images)
+    record["files"] = {path.relative_to(out).as_posix(): sha256_of(path) for path in paths if path != js}
+    js.write_text(json.dumps(record, indent=2), encoding="utf-8")  # last: the run is complete
+    return paths

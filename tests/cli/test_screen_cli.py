@@ -39,6 +39,9 @@ def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsy
     assert [r["lung_rads"] for r in rows] == ["4A", "2"]
     printed = capsys.readouterr().out
     assert "Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A" in printed and "report written to" in printed
+    # run again into the same folder: the previous report's files are its own to replace
+    assert main(["screen", str(ct), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
+                 "--quiet"]) == 0
 
 
 def test_screen_refuses_a_2d_image_and_writes_nothing(tmp_path, capsys):
@@ -82,6 +85,20 @@ def test_an_input_that_a_report_file_would_replace_is_refused_before_the_run(tmp
         assert f"is the input itself: the report's {name}" in err and "would replace the scan" in err
         assert scan.read_bytes() == before
         scan.unlink()
+
+
+def test_a_file_of_the_readers_own_in_the_report_folder_is_refused_before_the_run(tmp_path, capsys):
+    scan = write_volume(two_lung_chest(), tmp_path / "ct.nii.gz", modality="CT")
+    out = tmp_path / "report"
+    out.mkdir()
+    # a hand-corrected segmentation where the report would write its own
+    mine = write_volume(np.ones((30, 40, 60), np.uint8), out / "segmentation.nii.gz", is_labels=True)
+    before = mine.read_bytes()
+    # the model named does not exist: the refusal must come first
+    assert main(["screen", str(scan), "--out-dir", str(out), "--detector", "no-such-model", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine} is not a file of an earlier screening report" in err and "choose another folder" in err
+    assert mine.read_bytes() == before and [p.name for p in out.iterdir()] == ["segmentation.nii.gz"]
 
 
 def test_an_out_dir_that_cannot_be_made_or_a_bad_threshold_is_refused_before_the_run(tmp_path, capsys):

@@ -376,6 +376,102 @@ def test_write_screening_removes_a_previous_runs_denoised_image(shared_models, t
     assert not (out / "denoised.nii.gz").exists() and (out / "segmentation.nii.gz").is_file()
 
 
+def _ct(tmp_path):
+    from napari_medai.io import read_volume, write_volume
+
+    return read_volume(write_volume(toy_chest(), tmp_path / "ct.nii.gz", affine=np.diag([*SPACING, 1.0]),
+                                    modality="CT"))
+
+
+def test_a_file_no_screening_wrote_is_refused_and_left_alone(shared_models, tmp_path):
+    import re
+
+    from napari_medai.io import write_volume
+    from napari_medai.screening import check_out_dir, write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    volume = _ct(tmp_path)
+    for k, name in enumerate(["segmentation.nii.gz", "denoised.nii.gz", "report.md", "findings.csv", "report.json",
+                              "key_images/finding_03.png"]):
+        out = tmp_path / f"report{k}"
+        (out / "key_images").mkdir(parents=True)
+        if name == "segmentation.nii.gz":  # a reader's hand-corrected segmentation, put where the report goes
+            mine = write_volume(np.ones((30, 40, 60), np.uint8), out / name, is_labels=True)
+        else:
+            mine = out / name
+            mine.write_text('{"my": "own notes"}')
+        before = mine.read_bytes()
+        message = re.escape(f"{mine} is not a file of an earlier screening report") + ".*choose another folder"
+        with pytest.raises(InputError, match=message):
+            check_out_dir("ct.nii.gz", out)  # what medai screen and batch ask before any model runs
+        with pytest.raises(InputError, match=message):
+            write_screening(result, volume, "ct.nii.gz", out)
+        assert mine.read_bytes() == before
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted({"key_images", name})
+
+
+def test_a_rerun_replaces_its_own_files_but_not_one_changed_since(shared_models, tmp_path):
+    from napari_medai.io import write_volume
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    volume, out = _ct(tmp_path), tmp_path / "report"
+    write_screening(result, volume, "ct.nii.gz", out)
+    files = json.loads((out / "report.json").read_text())["files"]
+    assert sorted(files) == ["findings.csv", "key_images/finding_01.png", "key_images/finding_02.png", "report.md",
+                             "segmentation.nii.gz"]
+    # a re-run into the same folder, with one finding less: its own files are replaced or removed
+    write_screening(replace(result, findings=result.findings[:1]), volume, "ct.nii.gz", out)
+    assert sorted(p.name for p in (out / "key_images").iterdir()) == ["finding_01.png"]
+    # the reader corrects the segmentation and saves it over the report's: the next run keeps it
+    corrected = write_volume(np.zeros((30, 40, 60), np.uint8), out / "segmentation.nii.gz", is_labels=True)
+    before = corrected.read_bytes()
+    with pytest.raises(InputError, match="segmentation.nii.gz was changed after the screening report"):
+        write_screening(result, volume, "ct.nii.gz", out)
+    assert corrected.read_bytes() == before
+
+
+def test_a_run_stopped_halfway_leaves_a_folder_the_next_run_can_write(shared_models, tmp_path, monkeypatch):
+    import napari_medai.io
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    volume, out = _ct(tmp_path), tmp_path / "report"
+    write_screening(result, volume, "ct.nii.gz", out)
+    reviewed = replace(result, review=["rejected", ""])  # report.md and findings.csv change
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(napari_medai.io, "write_volume", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            write_screening(reviewed, volume, "ct.nii.gz", out)
+    assert "rejected by the reader" in (out / "report.md").read_text()  # the stopped run got that far
+    write_screening(reviewed, volume, "ct.nii.gz", out)
+    assert "files" in json.loads((out / "report.json").read_text())
+
+
+def test_a_folder_from_before_report_json_listed_its_files_is_still_rewritten(shared_models, tmp_path):
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    volume, out = _ct(tmp_path), tmp_path / "report"
+    write_screening(result, volume, "ct.nii.gz", out)
+    old = json.loads((out / "report.json").read_text())
+    del old["files"]  # as earlier versions wrote it: their files go by name
+    (out / "report.json").write_text(json.dumps(old))
+    (out / "denoised.nii.gz").write_bytes(b"not this report's: it says denoised false")
+    with pytest.raises(InputError, match="denoised.nii.gz is not a file of an earlier screening report"):
+        write_screening(result, volume, "ct.nii.gz", out)
+    (out / "denoised.nii.gz").unlink()
+    write_screening(result, volume, "ct.nii.gz", out)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), 1.5, -1.0, "0.5"])
 def test_a_score_threshold_that_is_no_score_is_refused_before_any_model_runs(shared_models, monkeypatch, bad):
     det, seg = shared_models
