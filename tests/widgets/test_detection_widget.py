@@ -157,6 +157,32 @@ def test_findings_on_a_rotated_or_flipped_layer_lie_where_the_layer_shows_them(q
     np.testing.assert_array_equal(layer.data, before)  # the input is untouched
 
 
+def test_findings_on_a_layer_in_micrometres_are_reported_in_millimetres(qtbot, viewer, tmp_path, monkeypatch):
+    from napari_medai.phantoms import make_chest_ct
+
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    install(detection_card(roi_size=(8, 32, 32)), tmp_path / "weights")
+    phantom = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.max_findings_box.setValue(8)
+    widget.threshold_box.setValue(0.5)
+    runs = {}
+    for name, factor, unit in (("in mm", 1.0, "mm"), ("in um", 1000.0, "um")):
+        layer = viewer.add_image(phantom.hu[CROP].astype(np.float32), name=name, units=(unit,) * 3,
+                                 scale=np.array([6.0, 4.0, 4.0]) * factor, translate=np.array([-40.0, 12.0, 30.0]) * factor)
+        widget.layer_picker.set_layer(layer)
+        assert widget.layer_picker.current_layer() is layer
+        assert run_and_wait(qtbot, widget) == "done"
+        runs[name] = widget.findings
+    mm, um = runs["in mm"], runs["in um"]
+    assert len(mm) >= 2 and len(um) == len(mm)
+    for a, b in zip(mm, um):  # the same scan in other units: the same millimetres and millilitres
+        np.testing.assert_allclose(b.center_mm, a.center_mm, atol=0.05)
+        np.testing.assert_allclose(b.center_mm, np.array([6.0, 4.0, 4.0]) * b.center_voxel + [-40.0, 12.0, 30.0], atol=0.05)
+        assert (b.diameter_mm, b.volume_ml, b.lung_rads) == (a.diameter_mm, a.volume_ml, a.lung_rads)
+
+
 def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer, detection):
     widget, crop = detection
     table = widget.findings_table

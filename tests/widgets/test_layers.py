@@ -16,6 +16,7 @@ from napari_medai.widgets._layers import (
     geometry_kwargs,
     layer_spacing,
     layer_to_volume,
+    layer_world_mm,
     output_layer_data,
 )
 
@@ -78,6 +79,39 @@ def _scale_zero(small_ct):
 def test_bad_input_is_an_input_error_naming_the_problem(small_ct, make_layer, message):
     with pytest.raises(InputError, match=_literal(message)):
         layer_to_volume(make_layer(small_ct))
+
+
+@pytest.mark.parametrize(
+    "scale, units",
+    [
+        ((2500.0, 800.0, 800.0), "um"),
+        ((0.25, 0.08, 0.08), "cm"),
+        ((2.5, 800.0, 800.0), ("mm", "micrometer", "µm")),  # mixed, each a length
+        (SPACING, "pixel"),  # napari's default: read as mm, as always
+        (SPACING, None),
+    ],
+    ids=["um", "cm", "mixed", "pixel", "default"],
+)
+def test_spacing_is_in_mm_whatever_length_unit_the_layer_is_in(small_ct, scale, units):
+    _, spacing = layer_to_volume(Image(small_ct, scale=scale, units=units))
+    assert spacing == pytest.approx(SPACING)
+
+
+def test_a_layer_in_cm_is_placed_in_mm_translate_and_affine_included(small_ct):
+    in_mm = oblique_affine()
+    in_cm = in_mm.copy()
+    in_cm[:3] /= 10.0  # the same geometry with every length in cm
+    layer = Image(small_ct, affine=in_cm, units="cm")
+    np.testing.assert_allclose(layer_world_mm(layer), in_mm, atol=1e-9)
+    assert layer_spacing(layer) == pytest.approx((1.5, 0.9, 0.7))
+    shifted = Image(small_ct, scale=(0.25, 0.08, 0.08), translate=(-3.0, 0.5, 0.7), units="cm")
+    assert layer_world_mm(shifted)[:3, 3] == pytest.approx((-30.0, 5.0, 7.0))
+
+
+def test_a_layer_with_a_time_axis_is_refused_naming_it(small_ct):
+    layer = Image(small_ct, scale=SPACING, units=("s", "mm", "mm"), name="cine")
+    with pytest.raises(InputError, match="^" + _literal("layer 'cine' has axis 0 in second, which is not a length")):
+        layer_to_volume(layer)
 
 
 def _literal(text: str) -> str:

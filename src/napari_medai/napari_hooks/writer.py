@@ -1,10 +1,10 @@
 """napari writers: an Image or Labels layer to NIfTI (npe2 single-layer signature).
 
 The geometry written is the layer's world transform as napari shows it (affine @ (translate,
-rotate, shear, scale)).  While the layer still sits where the reader put it, the source
-volume's affine kept in ``meta["metadata"]["affine"]`` is written instead: the same
-geometry, exact (it survives any napari round trip bit for bit).  A layer moved or rescaled
-in napari is saved where it is shown.
+rotate, shear, scale)), in mm whatever length unit the layer is in (``io.units``).  While the
+layer still sits where the reader put it, the source volume's affine kept in
+``meta["metadata"]["affine"]`` is written instead: the same geometry, exact (it survives any
+napari round trip bit for bit).  A layer moved or rescaled in napari is saved where it is shown.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError, MedaiError
 from ..io import write_volume
 from ..io.nifti import is_nifti_path
+from ..io.units import world_matrix_mm
 
 # Two affines closer than this place every voxel at the same spot (mm; the stored affine is
 # float32-rounded, a move or rescale in napari is far larger).
@@ -86,7 +87,8 @@ def layer_affine(meta: dict, shape=None) -> np.ndarray:
 
 
 def _own_transform(meta: dict) -> np.ndarray:
-    """affine @ (translate, rotate, shear, scale): where napari draws the layer."""
+    """affine @ (translate, rotate, shear, scale), in mm: where napari draws the layer, its
+    units (µm, cm, ...) converted by ``io.units`` (pixels, or no units, are read as mm)."""
     from napari.utils.transforms import Affine  # imported here: the module loads without napari
 
     data2physical = Affine(
@@ -98,9 +100,11 @@ def _own_transform(meta: dict) -> np.ndarray:
     ).affine_matrix
     extra = meta.get("affine")
     if extra is None:
-        return data2physical
-    extra = getattr(extra, "affine_matrix", extra)  # an Affine object or a 4x4 array
-    return np.asarray(extra, dtype=float) @ data2physical
+        data2world = data2physical
+    else:
+        extra = getattr(extra, "affine_matrix", extra)  # an Affine object or a 4x4 array
+        data2world = np.asarray(extra, dtype=float) @ data2physical
+    return world_matrix_mm(data2world, meta.get("units"), meta.get("name", ""))
 
 
 def _same_place(a: np.ndarray, b: np.ndarray) -> bool:

@@ -45,18 +45,28 @@ def _describe(layer) -> str:
     return f"'{layer.name}' is a {layer.__class__.__name__} layer"
 
 
-def layer_spacing(layer) -> tuple[float, ...]:
-    """Voxel size in world units (mm) along each data axis.
-
-    Taken from the layer's full data-to-world transform (scale, rotate, shear, then the
-    ``affine``), so an oblique volume whose geometry lives in ``affine`` is measured right.
-    """
+def layer_world_mm(layer) -> np.ndarray:
+    """4x4 data -> world matrix of a layer, in mm: scale, rotate, shear, translate, then the
+    ``affine``, with the layer's units converted (``io.units``: pixels are read as mm)."""
     from napari.utils.transforms import Affine
 
-    from ..io.volume import voxel_spacing
+    from ..io.units import world_matrix_mm
 
     own = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
-    return voxel_spacing(layer.affine.compose(own).linear_matrix)
+    world = layer.affine.compose(own).affine_matrix
+    return world_matrix_mm(world, getattr(layer, "units", None), layer.name)  # no units: napari < 0.6
+
+
+def layer_spacing(layer) -> tuple[float, ...]:
+    """Voxel size in mm along each data axis.
+
+    Taken from the layer's full data-to-world transform (:func:`layer_world_mm`), so an
+    oblique volume whose geometry lives in ``affine`` is measured right, and a layer in µm
+    is measured in mm.
+    """
+    from ..io.volume import voxel_spacing
+
+    return voxel_spacing(layer_world_mm(layer)[:-1, :-1])
 
 
 def image_source(layer) -> tuple[Any, tuple[float, float, float]]:
@@ -78,8 +88,9 @@ def image_source(layer) -> tuple[Any, tuple[float, float, float]]:
             f"'{layer.name}' has {data.ndim} dimension(s) {tuple(data.shape)}; "
             "this needs a 3D volume (z, y, x)"
         )
+    spacing = layer_spacing(layer)  # a units problem names the layer itself
     try:
-        spacing = check_spacing(layer_spacing(layer), ndim=3)
+        spacing = check_spacing(spacing, ndim=3)
     except InputError as exc:
         raise InputError(f"'{layer.name}': {exc}") from None
     return data, spacing

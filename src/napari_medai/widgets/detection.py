@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
 from ._base import TaskParams, TaskWidget, with_extension
-from ._layers import edit_labels, image_source, layer_spacing, output_layer_data
+from ._layers import edit_labels, image_source, layer_spacing, layer_world_mm, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
 
@@ -223,8 +223,9 @@ class DetectionWidget(TaskWidget):
         }
 
     def _make_job(self, volume, spacing, params):
-        # Qt thread: run() has checked the picked layer; its transform gives world mm.
-        affine = world_affine(self.layer_picker.current_layer())
+        # Qt thread: run() has checked the picked layer; its transform in mm (not in the layer's
+        # own units, e.g. µm) gives the findings' positions in mm.
+        affine = layer_world_mm(self.layer_picker.current_layer())
 
         def job(progress, cancel):
             from ..api import detect
@@ -462,7 +463,7 @@ class DetectionWidget(TaskWidget):
                                  "detection on an image to mark a nodule on it")
             data, spacing = image_source(layer)
             point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
-            affine = world_affine(layer)
+            affine = layer_world_mm(layer)  # the finding's position in mm
         except InputError as exc:
             self._report(exc)
             return

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
 from ._base import task_models, with_extension
-from ._layers import output_layer_data
+from ._layers import layer_world_mm, output_layer_data
 from .detection import DetectionParams, DetectionWidget
 from .segmentation import class_colormap, class_features
 
@@ -71,9 +71,7 @@ class ScreeningWidget(DetectionWidget):
                 "denoise": self.denoise_check.isChecked()}
 
     def _make_job(self, volume, spacing, params):
-        from .detection import world_affine
-
-        affine = world_affine(self.layer_picker.current_layer())
+        affine = layer_world_mm(self.layer_picker.current_layer())  # positions in mm
 
         def job(progress, cancel):
             from ..api import DEFAULT_SEGMENTATION_MODEL
