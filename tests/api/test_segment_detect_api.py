@@ -89,7 +89,8 @@ def test_detect_ranks_findings_by_score_with_the_json_keys(det_model):
     np.testing.assert_allclose(top.center_mm, [4 * 2.0 - 40.0, 8.0 + 10.0, 8.0 + 20.0])
     assert top.bbox_voxel == [[2, 6, 6], [7, 11, 11]]
     assert top.volume_ml == pytest.approx(125 * 2.0 / 1000)
-    assert top.lung_rads == "2"  # a 5 mm blob: < 6 mm
+    # a 5 mm cube: calipers lie along its diagonals (6.0 mm with the corners rounded), so 3
+    assert (top.diameter_mm, top.short_axis_mm, top.lung_rads) == (6.0, 6.0, "3")
     records = json.loads(findings_to_json(findings))
     assert [r["rank"] for r in records] == [1, 2, 3]
     assert JSON_KEYS <= set(records[0])

@@ -122,3 +122,43 @@ def test_a_nodule_longer_along_the_body_than_across_is_noted():
     thick = np.zeros((2, 12, 12), bool)
     thick[:, 3:9, 3:9] = True
     assert craniocaudal_note([finding(thick)], 5.0) is None
+
+
+def test_axes_are_caliper_readings_not_an_ellipse_fit():
+    from napari_medai.postprocess.findings import axial_axes
+
+    y, x = np.mgrid[-40:41, -40:41] * 0.5  # mm, 0.5 mm pixels
+    bar = (np.abs(y) <= 10.0) & (np.abs(x) <= 2.0)  # 20 x 4 mm (41 x 9 pixels: 20.5 x 4.5 mm edge to edge)
+    long_ax, short_ax = axial_axes(bar[None], (1.0, 0.5, 0.5))
+    # the second caliper pair lies across the bar, not along the shadow of its tilted diagonal (8 mm)
+    assert long_ax == pytest.approx(20.5, abs=0.3) and short_ax == pytest.approx(4.5, abs=0.3)
+    # five lobes: the longest diameter joins two lobe tips, 2 x 11.5 x sin(72 deg) = 21.9 mm;
+    # an ellipse with the same moments reads it as 19.9 mm
+    lobed = np.hypot(y, x) <= 9.0 + 2.5 * np.cos(5 * np.arctan2(y, x))
+    assert axial_axes(lobed[None], (1.0, 0.5, 0.5))[0] == pytest.approx(21.9, abs=0.5)
+
+
+def test_axes_read_each_pixel_side_in_its_own_millimetres():
+    from napari_medai.postprocess.findings import axial_axes
+
+    spacing = (2.0, 0.5, 1.0)  # rows 0.5 mm, columns 1 mm
+    y, x = np.mgrid[-30:31, -15:16] * np.array(spacing[1:])[:, None, None]
+    disc = np.hypot(y, x) <= 6.0  # 12 mm across in both directions
+    long_ax, short_ax = axial_axes(disc[None], spacing)
+    assert long_ax == pytest.approx(12.0, abs=0.6) and short_ax == pytest.approx(12.0, abs=0.6)
+
+
+def test_discs_measure_their_diameter_and_a_lone_pixel_one_pixel():
+    from napari_medai.postprocess.findings import axial_axes
+
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(40):
+        radius, (cy, cx) = rng.uniform(3, 10), rng.uniform(-0.5, 0.5, 2)
+        y, x = np.mgrid[-12:13, -12:13]
+        errors.append(np.mean(axial_axes((np.hypot(y - cy, x - cx) <= radius)[None], (1, 1, 1))) - 2 * radius)
+    assert abs(np.mean(errors)) < 0.25 and np.max(np.abs(errors)) < 0.7  # pixels
+    lone = np.zeros((3, 5, 5), bool)
+    lone[1, 2, 2] = True
+    assert axial_axes(lone, (1.0, 0.8, 0.8)) == pytest.approx((0.8, 0.8))
+    assert axial_axes(np.zeros((2, 4, 4), bool), (1, 1, 1)) == (0.0, 0.0)

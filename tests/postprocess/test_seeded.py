@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medai.errors import InputError
-from napari_medai.postprocess.seeded import READER_SCORE, nodule_at
+from napari_medai.postprocess.seeded import READER_SCORE, RIM_MM, nodule_at
 
 SPACING = (1.0, 0.8, 0.8)
 SHAPE = (48, 80, 80)
@@ -43,7 +43,10 @@ def test_a_nodule_on_a_vessel_is_measured_without_the_vessel_from_a_click_beside
     ct[nodule] = 40.0
     click = CENTRE + [0.0, 2.0 / SPACING[1], 0.0]  # 2 mm off the centre, as a reader's click lands
     f = nodule_at(ct, SPACING, click)
-    assert f.mean_diameter_mm == pytest.approx(8.0, abs=0.8) and f.lung_rads == "4A"
+    # calipers on the mask: across the vessel the nodule's own 8 mm; along it the stubs of at
+    # most RIM_MM a side that the rim gives back count, one pixel of rounding included
+    assert f.short_axis_mm == pytest.approx(8.0, abs=0.8) and f.lung_rads == "4A"
+    assert 8.0 - 0.8 <= f.diameter_mm <= 8.0 + 2 * RIM_MM + SPACING[2]
     np.testing.assert_allclose(f.center_voxel, CENTRE, atol=0.6)
     # the vessel is cut off: the mask reaches at most a couple of millimetres beyond the nodule along it
     (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel

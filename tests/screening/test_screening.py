@@ -57,9 +57,10 @@ def test_findings_get_side_zone_and_segmented_volume(shared_models):
     assert result.lung_volumes_ml["left"] == pytest.approx(lung_voxels * 2.0 / 1000)
     assert result.lung_volumes_ml["right"] == pytest.approx((26 * 30 * 24 - 3 ** 3) * 2.0 / 1000)
     assert result.labels.shape == (30, 40, 60)
-    # the 11-voxel cube spans 22 mm along the body on 2 mm slices, 11 mm across: measure it coronally
+    # the 11-voxel cube spans 22 mm along the body on 2 mm slices, 11 mm across (14.5 mm along
+    # the diagonal the calipers take): measure it coronally
     [note] = result.notes
-    assert "(20 mm along the body axis, 12.6 mm axial long axis) is longer craniocaudally" in note
+    assert "(20 mm along the body axis, 14.5 mm axial long axis) is longer craniocaudally" in note
 
 
 def test_one_network_run_feeds_both_and_matches_the_separate_calls(shared_models, monkeypatch):
