@@ -587,7 +587,7 @@ def _claims(out) -> dict:
         return {}
     if isinstance(record.get("files"), dict):
         return {**record["files"], "report.json": None}
-    if not ({"lung_rads_note", "models"} <= record.keys() and isinstance(record.get("findings"), list)):
+    if not _is_screening_record(record):
         return {}
     # an older version's report (no ``files``): the files it wrote, by name
     names = ["report.json", "report.md", "findings.csv", "segmentation.nii.gz"]
@@ -595,6 +595,31 @@ def _claims(out) -> dict:
     names += [f["key_image"] for f in record["findings"]
               if isinstance(f, dict) and isinstance(f.get("key_image"), str)]
     return dict.fromkeys(names)
+
+
+def _is_screening_record(record) -> bool:
+    """Whether a parsed JSON file is a report ``screening_record`` wrote."""
+    return (isinstance(record, dict) and {"lung_rads_note", "models"} <= record.keys()
+            and isinstance(record.get("findings"), list))
+
+
+def check_report_json(path) -> None:
+    """Refuse to replace ``path`` (a report's .json) unless it is missing or a screening report:
+    the save dialog asks about the .md, and a reader's own ``notes.json`` beside a chosen
+    ``notes.md`` was silently replaced."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if not _is_screening_record(record):
+        raise InputError(f"{path} exists and is not a screening report, and the report's .json would replace "
+                         "it; choose another name or move that file")
 
 
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:

@@ -116,6 +116,21 @@ def test_a_dot_in_the_report_name_is_kept(qtbot, viewer, chest, tmp_path):
     assert (tmp_path / "chest.json").is_file() and not (tmp_path / "chest.json.md").exists()
 
 
+def test_a_readers_own_json_beside_the_chosen_name_is_not_replaced(qtbot, viewer, chest, tmp_path):
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    with pytest.raises(InputError, match="notes.json exists and is not a screening report"):
+        widget.save_report(tmp_path / "notes.md")
+    assert notes.read_text() == '{"my": "notes"}' and not list(tmp_path.glob("notes*_key_images"))
+    assert not (tmp_path / "notes.md").exists()
+    md = widget.save_report(tmp_path / "exam")  # a report's own .json is replaced on a second save
+    assert widget.save_report(tmp_path / "exam") == md and "lung_rads_note" in md.with_suffix(".json").read_text()
+
+
 def test_saving_before_a_run_says_so(viewer, chest):
     widget = _open(viewer)
     assert not widget.save_button.isEnabled()

@@ -184,7 +184,7 @@ class ScreeningWidget(DetectionWidget):
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
         from ..postprocess.key_images import save_key_images
-        from ..screening import screening_markdown, screening_record
+        from ..screening import check_report_json, screening_markdown, screening_record
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
@@ -192,6 +192,7 @@ class ScreeningWidget(DetectionWidget):
             path = Path(path).with_suffix("")
         md = with_extension(path, ".md")  # "CHEST 1.25mm report" keeps its "1.25"
         js = md.with_suffix(".json")
+        check_report_json(js)  # before anything is written
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
