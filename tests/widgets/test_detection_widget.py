@@ -425,13 +425,14 @@ def test_add_to_labels_refuses_a_label_the_layers_dtype_cannot_hold(viewer, dete
     assert widget.label_value_box.maximum() == 255  # the box offers only what the layer holds
     widget.label_value_box.setValue(256)
     assert widget.label_value_box.value() == 255
+    assert widget.label_value_box.toolTip().endswith("at most 255 in 'small' (uint8 labels)")  # it says why
     with pytest.raises(InputError, match=r"label 256 does not fit 'small' \(uint8, at most 255\)"):
         widget.add_finding_to_labels(0, small, 256)
     assert not small.data.any()
     wide = viewer.add_labels(np.zeros(crop.data.shape, np.int32), name="wide", scale=crop.scale,
                              translate=crop.translate)
     widget.target_picker.set_layer(wide)
-    assert widget.label_value_box.maximum() == 65535
+    assert widget.label_value_box.maximum() == 65535 and "at most 65535 in 'wide'" in widget.label_value_box.toolTip()
 
 
 def test_new_labels_lie_on_the_images_grid_and_become_the_target(viewer, detection):

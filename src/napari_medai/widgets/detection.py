@@ -152,8 +152,7 @@ class DetectionWidget(TaskWidget):
         self.target_picker = LabelsLayerPicker(self.viewer)
         self.label_value_box = QSpinBox()
         self.label_value_box.setRange(1, LABEL_MAX)
-        self.label_value_box.setToolTip("Label value the finding is written with (the layer's nodule class when it "
-                                        "names one, else its current brush label)")
+        self.label_value_box.setToolTip(LABEL_VALUE_TIP)
         self.add_to_labels_button = QPushButton("Add to labels")
         self.add_to_labels_button.setToolTip("Write the finding selected in the table into the Labels layer; "
                                              "Ctrl+Z on that layer undoes it")
@@ -583,7 +582,10 @@ class DetectionWidget(TaskWidget):
         # layer resets the value, so a value the user typed survives an unrelated new layer.
         layer = self.target_picker.current_layer()
         if layer is not None and layer is not self._target_layer:
-            self.label_value_box.setMaximum(_max_label(layer))  # a uint8 layer holds labels up to 255
+            top = _max_label(layer)  # a uint8 layer holds labels up to 255: the box stops there, and says so
+            self.label_value_box.setMaximum(top)
+            self.label_value_box.setToolTip(f"{LABEL_VALUE_TIP}; at most {top} in '{layer.name}' "
+                                            f"({layer.data.dtype} labels)")
             self.label_value_box.setValue(nodule_label(layer))
         self._target_layer = layer
 
@@ -637,6 +639,10 @@ def nodule_label(layer) -> int:
         if len(named):
             return int(named["index"].iloc[0])
     return max(int(layer.selected_label), 1)
+
+
+LABEL_VALUE_TIP = ("Label value the finding is written with (the layer's nodule class when it names one, else its "
+                   "current brush label)")
 
 
 def _max_label(layer) -> int:
