@@ -62,6 +62,16 @@ def check_writable(path, what: str, *, folder: bool = False) -> None:
         raise InputError(f"{what} {path} cannot be written")
 
 
+def check_seeds(seeds, option: str = "--seeds") -> None:
+    """Before any phantom is made: a FIRST STOP range that holds no seed (STOP <= FIRST) used to
+    run for minutes and then fail on an empty list, or write NaN scores into a card."""
+    from ..errors import InputError
+
+    first, stop = seeds
+    if stop <= first:
+        raise InputError(f"{option} FIRST STOP needs STOP > FIRST (got {first} {stop})")
+
+
 def add_training_device(p) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda, cuda:N; the shipped weights were trained with cpu")
@@ -99,3 +109,15 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def check_install_name(name: str) -> None:
+    """A built-in model's name becomes two file names: checked before hours of training."""
+    import re
+
+    from ..errors import InputError
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
+        raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
+                         "the model's .pt and .json files), without a suffix")
+

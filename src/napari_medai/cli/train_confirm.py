@@ -21,5 +21,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.confirm import fit_confirm
 
+    from ._common import check_seeds
+
+    check_seeds(args.seeds)  # before the models load or any phantom is made
     fit_confirm(args.model, args.detector, list(range(*args.seeds)), install=not args.dry_run)
     return 0

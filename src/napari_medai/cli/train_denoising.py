@@ -31,9 +31,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.denoising import train_denoising
 
+    from ..errors import InputError
+
     from ._common import check_writable
 
-    check_writable(args.out, "--out", folder=True)  # before any data is read
+    # before any data is read: sizes that cannot train used to write an untrained generator
+    # (--steps 0) or fail with a bare ValueError in the first batch
+    for option, value in (("--steps", args.steps), ("--batch", args.batch), ("--patch", args.patch)):
+        if value < 1:
+            raise InputError(f"{option} must be 1 or more, got {value}")
+    check_writable(args.out, "--out", folder=True)
     command = "medai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = train_denoising(
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,

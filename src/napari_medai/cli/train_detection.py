@@ -25,10 +25,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.detection import fit_detector, fit_two_stage_detector
 
+    from ._common import check_seeds
+
     if bool(args.candidate_weights) != bool(args.classifier):
         from ..errors import InputError
 
         raise InputError("--candidate-weights and --classifier go together (two-stage detection)")
+    check_seeds(args.seeds)  # before the model loads or any phantom is made
     if args.classifier:
         card, _ = fit_two_stage_detector(args.seg_model, args.candidate_weights, args.classifier,
                                          list(range(*args.seeds)), out_name=args.name,
@@ -36,6 +39,7 @@ def run(args) -> int:
         print(f"{card.name}: two stages, validation mean FROC {card.scores['validation_froc_mean']:.3f}")
         return 0
 
+    check_seeds(args.measure_seeds, "--measure-seeds")  # only the one-stage fit measures
     card, scores = fit_detector(args.seg_model, list(range(*args.seeds)), out_name=args.name,
                                 measure_seeds=list(range(*args.measure_seeds)))
     refine = card.extra.get("mask_refine")

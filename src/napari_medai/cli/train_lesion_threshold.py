@@ -30,6 +30,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.lesion_threshold import REACHES_MM, fit_lesion_threshold
 
+    from ._common import check_install_name, check_seeds
+
+    check_seeds(args.seeds)  # before the model loads or any phantom is made
+    if args.install_as:  # the name becomes the card's file name in the weights folder
+        check_install_name(args.install_as)
     fit_lesion_threshold(args.model, list(range(*args.seeds)), install=not args.dry_run,
                          mirroring=tuple(args.mirroring), reaches=REACHES_MM if args.try_refinement else (),
                          install_as=args.install_as)

@@ -112,12 +112,12 @@ def run(args) -> int:
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     from ..training.segmentation import check_config
 
-    from ._common import check_writable
+    from ._common import check_install_name, check_writable
 
     check_config(cfg)  # before phantoms are generated or any file is read
     check_writable(args.out, "--out", folder=True)
     if args.install_as:
-        _check_install_name(args.install_as)
+        check_install_name(args.install_as)
     if args.phantoms:
         from ..training.phantom_dataset import write_phantom_dataset
 
@@ -142,14 +142,3 @@ def _argv():
     import sys
 
     return ["medai"] + sys.argv[1:]
-
-
-def _check_install_name(name: str) -> None:
-    """A built-in model's name becomes two file names: checked before hours of training."""
-    import re
-
-    from ..errors import InputError
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
-        raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
-                         "the model's .pt and .json files), without a suffix")

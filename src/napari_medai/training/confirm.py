@@ -26,9 +26,21 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
     from ..postprocess.components import clean_with_card, merge_confirmed
     from .lesion_threshold import _dice, validation_cases
 
+    from ..errors import InputError
+
+    from .phantom_dataset import validation_seeds
+
     t0 = time.time()
+    seeds = validation_seeds(seeds, "the second stage")
     loaded, det = load_model(model), load_model(detector)
     card = loaded.card
+    # before any phantom is made: both models must be of the kind the fit needs
+    if not card.extra.get("lesions"):
+        raise InputError(f"model '{card.name}' names no lesion class (extra['lesions']): "
+                         "only a lesion segmentation model can take a second opinion")
+    if not det.card.extra.get("classifier"):
+        raise InputError(f"detector '{det.card.name}' names no classifier (extra['classifier']): "
+                         "the second opinion comes from a two-stage detector")
     extra = {k: v for k, v in card.extra.items() if k != "confirm"}
     lesion = int(extra["lesions"][0])
     host = int(extra.get("lesion_hosts", [0])[0])
@@ -44,6 +56,9 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
         del probs
         log(f"validation phantom {seed}: first pass {dice[None][-1]:.3f}, best confirmed "
             f"{max(dice[s][-1] for s in settings[1:]):.3f}")
+    if not dice[None]:  # every mean would be NaN: the card must not lose its setting to NaN scores
+        raise InputError(f"none of the {len(seeds)} validation phantom(s) holds a lesion, so there is no Dice "
+                         "to fit the second stage on: choose other seeds; the card is left as it was")
     means = {s: float(np.mean(v)) for s, v in dice.items()}
     best = max(settings[1:], key=lambda s: means[s])
     use = means[best] >= means[None] + MARGIN

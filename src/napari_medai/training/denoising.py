@@ -51,6 +51,20 @@ def _load_data(modality: str, seed: int, out_dir: Path, log):
     return pairs, dd.ct_batch
 
 
+def _smallest_slice(source):
+    """(rows, columns) of the smallest training slice of a CT pair list or an MR source; None for
+    a source of another kind (``data`` in tests), whose batch function checks its own sizes."""
+    from . import denoising_data as dd
+
+    if isinstance(source, dd.MRSource):
+        shapes = [v.shape[-2:] for v in source.volumes]
+    elif isinstance(source, list) and source and all(isinstance(p, tuple) for p in source):
+        shapes = [p[0].shape[-2:] for p in source]
+    else:
+        return None
+    return min(s[0] for s in shapes), min(s[1] for s in shapes)
+
+
 def train_denoising(
     modality: str,
     out_dir,
@@ -84,15 +98,24 @@ def train_denoising(
     from . import denoising_data as dd
     from .device import cpu_state_dict, training_device
 
+    from ..errors import InputError
+
     modality = modality.upper()
     if modality not in MODEL_NAMES:
         raise ValueError(f"modality must be CT or MR, got {modality!r}")
+    if resume and not Path(resume).is_file():  # it used to be ignored: a run from scratch, unannounced
+        raise InputError(f"the checkpoint to resume from, {resume}, is not a file")
     torch.set_num_threads(threads)
     # fp32, as the shipped generators were trained (no bf16 run of the GAN was ever compared)
     where = training_device(device, bf16=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source, batch_fn = data or _load_data(modality, seed, out_dir, log)
+    # the slice size is known only now; still before any network is built or step taken
+    smallest = _smallest_slice(source)
+    if smallest is not None and patch > min(smallest):
+        raise InputError(f"the training patch ({patch} pixels) is larger than the smallest training slice "
+                         f"({smallest[0]} x {smallest[1]} pixels): use a patch of {min(smallest)} or less")
 
     torch.manual_seed(seed)
     # MR is 2.5D (the slice and its neighbours as channels), CT 2D: see docs/denoising.md.

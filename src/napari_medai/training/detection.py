@@ -30,6 +30,21 @@ MEASURE_MARGIN_MM = 0.1  # median diameter error a refinement must save to be ch
 MEASURE_SEEDS = range(2000, 2012)  # validation phantoms (the lesion-threshold fit's): not trained on, not benchmarked
 
 
+def builtin_card(name: str):
+    """The card of built-in model ``name``.  The detector's card names its weights file in the
+    weights folder (with its sha256), so it can only build on a built-in model: a card or
+    weights path is refused here, before any phantom is made, not after the whole fit."""
+    from pathlib import Path
+
+    from ..errors import ModelError
+    from ..models.registry import WEIGHTS_DIR, get_card
+
+    if Path(name).name != name or Path(name).suffix in (".json", ".pt", ".ts"):
+        raise ModelError(f"'{name}' is a file path: the detector builds on a built-in model, so name one "
+                         f"(a card in {WEIGHTS_DIR}, without .json)")
+    return get_card(name)
+
+
 def phantom_case_findings_inputs(seed: int):
     """(hu, spacing, nodules) of validation phantom ``seed`` with its training acquisition."""
     from .phantom_dataset import phantom_for
@@ -110,7 +125,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     """Choose the candidate threshold (FROC on ``seeds``) and the finding masks' refinement
     (diameter error on ``measure_seeds``) on validation phantoms; write the detector's card."""
     from ..inference import run_model
-    from ..models import get_card, load_model
+    from ..models import load_model
     from ..phantoms.tissues import NODULE
     from ..postprocess.refine import HALF_MAXIMUM
     from ..postprocess.findings import card_field
@@ -118,13 +133,17 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     from ..models.registry import WEIGHTS_DIR, sha256_of
     from .phantom_dataset import phantom_for
 
+    from .phantom_dataset import validation_seeds
+
     t0 = time.time()
+    seeds = validation_seeds(seeds, "the detector's fit")
+    measure_seeds = validation_seeds(measure_seeds, "the measurement fit")
+    seg_card = builtin_card(seg_model)  # before any phantom: the card is written on it
     seg = load_model(seg_model)
     extra = dict(DEFAULT_EXTRA)
     if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are
         extra["tta"] = seg.card.extra["tta"]
     prob_maps, cases, measure_cases = [], [], []
-    seeds, measure_seeds = list(seeds), list(measure_seeds)
     for seed in sorted(set(seeds) | set(measure_seeds)):  # each phantom is run once
         ph = phantom_for(seed)
         hu, spacing, nodules = ph.hu, ph.spacing, ph.nodules
@@ -148,7 +167,6 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
         extra["mask_refine"] = {"reach_mm": reach, "level": HALF_MAXIMUM}
     log(f"chosen: candidate threshold {best}, finding masks "
         + ("as drawn" if reach is None else f"refined within {reach} mm"))
-    seg_card = get_card(seg_model)
     card = detector_card(
         seg_card, name=out_name,
         description=("Lung-nodule detector: connected components of the nodule probability of "
@@ -184,15 +202,16 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
 
     from ..inference.confirm import score_candidates
     from ..metrics import froc
-    from ..models import get_card
     from ..models.card import save_card
     from ..models.loading import LoadedModel
     from ..models.registry import WEIGHTS_DIR, sha256_of
     from ..postprocess.findings import findings_from_scored_components
 
+    from .phantom_dataset import validation_seeds
+
     t0 = time.time()
-    seg_card = get_card(seg_model)
-    clf_card = get_card(classifier)
+    seeds = validation_seeds(seeds, "the two-stage fit")
+    seg_card, clf_card = builtin_card(seg_model), builtin_card(classifier)
     extra = dict(DEFAULT_EXTRA, classifier=classifier, first_pass=seg_model, first_pass_score=first_pass_score,
                  candidate_threshold=float(clf_card.extra.get("candidate_threshold", 0.5)))
     card = detector_card(

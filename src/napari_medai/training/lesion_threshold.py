@@ -116,12 +116,18 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     from ..postprocess.components import clean_with_card
     from ..postprocess.refine import HALF_MAXIMUM, refine_lesion_edges
 
+    from ..errors import InputError
+
+    from .phantom_dataset import validation_seeds
+
     t0 = time.time()
+    seeds = validation_seeds(seeds, "the lesion threshold")
     loaded = load_model(model)
     card = loaded.card
     extra = card.extra
-    if not extra.get("lesions"):
-        raise ValueError(f"model '{card.name}' names no lesion class")
+    if not extra.get("lesions"):  # before any phantom is made
+        raise InputError(f"model '{card.name}' names no lesion class (extra['lesions']): "
+                         "only a lesion segmentation model has a lesion threshold")
     lesion = int(extra["lesions"][0])
     hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
     variants = (None, *reaches)
@@ -143,6 +149,9 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                             for r in variants))
             del probs, base
     n_cases = len(dice[mirroring[0]][None][THRESHOLDS[0]])
+    if not n_cases:  # every mean would be NaN: nothing to choose, and the card must not get NaN scores
+        raise InputError(f"none of the {len(seeds)} validation phantom(s) holds a lesion, so there is no Dice "
+                         "to fit the threshold on: choose other seeds; the card is left as it was")
     means = {tta: {r: {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta][r].items()}
                    for r in variants} for tta in mirroring}
     chosen = {}  # tta -> (reach or None, threshold, mean)

@@ -16,6 +16,18 @@ import numpy as np
 SLICE_THICKNESS_MM = (1.25, 2.0, 2.5, 3.0, 5.0)
 
 
+def validation_seeds(seeds, purpose: str) -> list[int]:
+    """``seeds`` as a list of ints, refused when empty: a fit on no phantom ran every other step
+    first and then failed on the empty list, or wrote NaN scores into a card.  ``purpose``
+    completes "... needs phantoms to ..." in the message."""
+    from ..errors import InputError
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise InputError(f"no validation seeds given: {purpose} needs phantoms to be fitted on")
+    return seeds
+
+
 def acquisition_for(seed: int) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """(shape, spacing) of the scan simulated for ``seed`` (deterministic)."""
     rng = np.random.default_rng([seed, 7919])  # independent of the anatomy's own stream

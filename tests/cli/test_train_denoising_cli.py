@@ -1,0 +1,131 @@
+"""``medai train denoising`` end to end on tiny data: the training sources (pydicom-data and
+phantom CT pairs, Colin27 / MNI152 MR) are replaced by tiny arrays and the generator by a tiny
+one, so a two-step run writes its checkpoints, weights and model card in about a second.
+Training itself (determinism, resuming, loss weights) is tested in tests/training."""
+
+import json
+import shlex
+import sys
+
+import numpy as np
+import pytest
+
+import napari_medai.models.denoising_nets as nets
+import napari_medai.training.denoising_data as dd
+from napari_medai.cli.main import main
+from napari_medai.models.registry import sha256_of
+
+TINY = {"spatial_dims": 2, "channels": [4, 8], "strides": [2], "num_res_units": 0, "features": 4}
+
+
+@pytest.fixture
+def sources(monkeypatch):
+    """Tiny CT pairs and MR volumes in place of the real training data; records each load."""
+    loads = []
+
+    def ct_pairs(seed=0, progress=print, **_):
+        loads.append(("CT", seed))
+        rng = np.random.default_rng(seed)
+        clean = dd.ct_normalise(np.full((40, 40), 40.0) + rng.normal(0.0, 5.0, (40, 40)))
+        noisy = (clean + rng.normal(0.0, 0.02, clean.shape)).astype(np.float32)
+        return [(clean, noisy), (clean[::-1].copy(), noisy[::-1].copy())]
+
+    def mr_source(split, **_):
+        loads.append(("MR", split))
+        volume = np.random.default_rng(0).uniform(0.2, 1.0, (5, 40, 40)).astype(np.float32)
+        return dd.MRSource([volume], [(0, z) for z in range(1, 4)])
+
+    monkeypatch.setattr(dd, "ct_pairs", ct_pairs)
+    monkeypatch.setattr(dd, "mr_source", mr_source)
+    monkeypatch.setattr(nets, "GENERATOR_KWARGS", dict(TINY))
+    return loads
+
+
+def _run(monkeypatch, *argv):
+    """``medai train denoising ARGV`` as the console script runs it (the card records sys.argv)."""
+    argv = ["train", "denoising", *argv]
+    monkeypatch.setattr(sys, "argv", ["medai", *argv])
+    return main(argv), ["medai", *argv]
+
+
+def test_a_ct_run_writes_checkpoints_weights_and_a_card_and_a_rerun_reuses_its_pairs(
+        tmp_path, monkeypatch, sources, capsys):
+    import napari_medai
+
+    out = tmp_path / "ct run"  # a space: the recorded command must quote it
+    rc, command = _run(monkeypatch, "--modality", "ct", "--out", str(out), "--steps", "2", "--warmup-steps", "1",
+                       "--batch", "2", "--patch", "32", "--device", "cpu")
+    assert rc == 0 and sources == [("CT", 0)]
+    for name in ("ct-lowdose-denoising.pt", "ct-lowdose-denoising.json", "last.pt", "warmup.pt", "ct_pairs.npz"):
+        assert (out / name).is_file(), name
+    card = json.loads((out / "ct-lowdose-denoising.json").read_text())
+    assert card["name"] == "ct-lowdose-denoising" and card["task"] == "denoising" and card["modality"] == "CT"
+    assert card["weights"] == "ct-lowdose-denoising.pt"
+    assert card["sha256"] == sha256_of(out / "ct-lowdose-denoising.pt")
+    assert card["in_channels"] == 1 and card["roi_size"] == [32, 32] and card["spatial_dims"] == 2
+    assert card["intensity"]["kind"] == "ct_window" and card["intensity"]["clip"] is False
+    assert card["network"]["kwargs"] == {k: v for k, v in TINY.items() if k != "spatial_dims"}
+    training = card["training"]
+    assert training["steps"] == 2 and training["warmup_steps"] == 1 and training["adversarial"] is True
+    assert training["batch"] == 2 and training["patch"] == 32 and training["seed"] == 0
+    assert training["device"] == "cpu" and training["history"][-1]["step"] == 2
+    assert shlex.split(card["train_command"]) == command  # the command, quoted so it can be rerun
+    out_text = capsys.readouterr().out
+    assert f"wrote {out}/ct-lowdose-denoising.pt and .json" in out_text
+    # the card and weights load and denoise, on the input's own grid
+    noisy = (np.full((3, 40, 40), 40.0) + np.random.default_rng(1).normal(0, 30, (3, 40, 40))).astype(np.float32)
+    denoised = napari_medai.denoise(noisy, (2.0, 1.0, 1.0), model=str(out / "ct-lowdose-denoising.json"))
+    assert denoised.shape == noisy.shape and np.isfinite(denoised).all()
+    assert not np.allclose(denoised, noisy)  # trained: the zero-initialised head no longer passes it through
+    # the same command again: the run's checkpoint is at its end and the simulated pairs are reused
+    weights = (out / "ct-lowdose-denoising.pt").read_bytes()
+    rc, _ = _run(monkeypatch, *command[3:])
+    assert rc == 0 and sources == [("CT", 0)]
+    assert f"resumed from {out / 'last.pt'} at step 2" in capsys.readouterr().out
+    assert (out / "ct-lowdose-denoising.pt").read_bytes() == weights
+
+
+def test_an_mr_run_without_the_adversarial_term(tmp_path, monkeypatch, sources):
+    out = tmp_path / "mr"
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(out), "--steps", "2", "--no-adversarial",
+                 "--batch", "2", "--patch", "32", "--seed", "3", "--device", "cpu")
+    assert rc == 0 and sources == [("MR", "train")]
+    card = json.loads((out / "mr-denoising.json").read_text())
+    assert card["name"] == "mr-denoising" and card["modality"] == "MR"
+    assert card["in_channels"] == 2 * dd.MR_NEIGHBOURS + 1  # 2.5D: the slice and its neighbours
+    assert card["intensity"]["kind"] == "percentile"
+    assert card["training"]["adversarial"] is False and card["training"]["adversarial_weight"] == 0.0
+    assert card["training"]["seed"] == 3 and card["sha256"] == sha256_of(out / "mr-denoising.pt")
+    assert (out / "last.pt").is_file()
+    assert not (out / "warmup.pt").exists()  # the default warm-up (3000 steps) never ended
+    assert not (out / "ct_pairs.npz").exists()
+
+
+def test_bad_arguments_exit_2_with_a_message_before_any_data_is_read(tmp_path, monkeypatch, sources, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _run(monkeypatch, "--modality", "PET", "--out", str(tmp_path / "run"))
+    assert exc.value.code == 2 and "invalid choice: 'PET'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _run(monkeypatch, "--modality", "MR")
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    rc, _ = _run(monkeypatch, "--modality", "CT", "--out", str(a_file), "--steps", "1")
+    assert rc == 2
+    assert capsys.readouterr().err == f"medai train: error: --out {a_file} is a file, not a folder: name a folder\n"
+    assert sources == [] and a_file.read_text() == "not a folder"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_resume_checkpoint_is_refused(tmp_path, monkeypatch, sources):
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "2",
+                 "--patch", "32", "--device", "cpu", "--resume", str(tmp_path / "no-such-warmup.pt"))
+    assert rc == 2 and not (tmp_path / "run" / "mr-denoising.pt").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--batch", "0"), ("--patch", "64")])
+def test_sizes_that_cannot_train_are_refused(tmp_path, monkeypatch, sources, option, value):
+    args = {"--steps": "1", "--batch": "2", "--patch": "32", option: value}
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(tmp_path / "run"), "--device", "cpu",
+                 *[x for kv in args.items() for x in kv])
+    assert rc == 2 and not (tmp_path / "run" / "mr-denoising.pt").exists()
