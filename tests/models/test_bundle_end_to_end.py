@@ -90,20 +90,24 @@ def assert_fed_as_the_bundle_says(fed, bundle, nifti):
     np.testing.assert_allclose(fed[0][0, 0].numpy(), expected, atol=1e-5)
 
 
-@pytest.fixture
-def det_bundle(tmp_path):
+def write_det_bundle(folder, pixdim=(2.0, 2.0, 4.0)):
     detector_config = {
         "detector": {"_target_": "fixed_rule_models.DetectorWrapper", "network": "@network"},
         "detector_ops": ["$@detector.set_target_keys(box_key='box', label_key='label')",
                          "$@detector.set_sliding_window_inferer(roi_size=[16, 16, 8], overlap=0.25)"],
     }
     return write_bundle(
-        tmp_path / "blob_detection", {"_target_": "fixed_rule_models.RecordingBrightBlobDetector", "threshold": 0.99},
-        RecordingBrightBlobDetector(threshold=unit(-300)).state_dict(), pixdim=(2.0, 2.0, 4.0), roi_size=(16, 16, 8),
+        folder, {"_target_": "fixed_rule_models.RecordingBrightBlobDetector", "threshold": 0.99},
+        RecordingBrightBlobDetector(threshold=unit(-300)).state_dict(), pixdim=pixdim, roi_size=(16, 16, 8),
         task="CT lung nodule detection", extra_config=detector_config,
         outputs={"box": {"type": "object", "format": "bounding box", "num_channels": 1,
                          "channel_def": {"0": "nodule"}}},
     )
+
+
+@pytest.fixture
+def det_bundle(tmp_path):
+    return write_det_bundle(tmp_path / "blob_detection")
 
 
 @pytest.fixture
@@ -193,3 +197,68 @@ def test_detection_bundle_through_the_cli(tmp_path, det_bundle, ct_nifti, fed):
     assert records[0]["bbox_voxel"] == [[4, 8, 20], [8, 16, 28]]
     assert [r["rank"] for r in records] == list(range(1, len(records) + 1))
     assert out.with_suffix(".md").is_file()
+
+
+# ---- pixdim and roi_size <= 0 on one axis: MONAI's "as the input" ------------------------------
+# 12 slices of 2.5 mm: at the bundles' in-plane 2 mm the grid is x 16, y 16, z 12, no two axes
+# alike, and keeping the slices (12) differs from resampling them to 2 mm (15).
+SLAB_SPACING = (2.5, 1.0, 1.0)
+SLAB_AFFINE = np.diag([*SLAB_SPACING, 1.0])
+
+
+def slab_volume() -> np.ndarray:
+    return bundle_volume()[2:14]  # lesion on slices 2:6, the -250 HU block on 6:12
+
+
+@pytest.fixture
+def slab_nifti(tmp_path):
+    return write_volume(slab_volume(), tmp_path / "slab.nii.gz", affine=SLAB_AFFINE, modality="CT")
+
+
+def slice_keeping_bundle(folder, roi_size):
+    """Spacingd pixdim (2, 2, -1) in RAS (x, y, z): x and y to 2 mm, z as the scan has it."""
+    network = RecordingThresholdSegmenter(lung_below=unit(LUNG_BELOW_HU), nodule_above=unit(NODULE_ABOVE_HU))
+    return write_bundle(folder, {"_target_": "fixed_rule_models.RecordingThresholdSegmenter"}, network.state_dict(),
+                        pixdim=(2.0, 2.0, -1), roi_size=roi_size, channel_def=CLASS_NAMES)
+
+
+def test_pixdim_below_zero_on_z_resamples_x_and_y_and_keeps_the_slices(tmp_path, fed, slab_nifti):
+    bundle = slice_keeping_bundle(tmp_path / "keep_z", roi_size=(16, 16, 12))
+    volume = slab_volume()
+    with pytest.warns(BundleTrustWarning):
+        result = napari_medai.segment(volume, SLAB_SPACING, model=str(bundle))
+    expected_input = bundle_preprocessing(bundle, slab_nifti)
+    assert expected_input.shape == (16, 16, 12)  # MONAI's own Spacingd: x, y halved, the 12 slices kept
+    assert len(fed) == 1 and tuple(fed[0].shape) == (1, 1, 16, 16, 12), [tuple(x.shape) for x in fed]
+    np.testing.assert_allclose(fed[0][0, 0].numpy(), expected_input, atol=1e-5)
+    expected = expected_labels(volume, LUNG_BELOW_HU, NODULE_ABOVE_HU)
+    assert result.labels.shape == volume.shape  # back on the input grid
+    np.testing.assert_array_equal(result.labels[interior(expected)], expected[interior(expected)])
+
+
+def test_roi_size_below_zero_on_z_gives_windows_through_every_slice(tmp_path, fed, slab_nifti):
+    from monai.inferers import sliding_window_inference
+
+    bundle = slice_keeping_bundle(tmp_path / "whole_z", roi_size=(8, 8, -1))
+    volume = slab_volume()
+    with pytest.warns(BundleTrustWarning):
+        result = napari_medai.segment(volume, SLAB_SPACING, model=str(bundle))
+    ours = [tuple(x.shape[2:]) for x in fed]
+    # what MONAI's sliding window cuts from the bundle's own preprocessing of the same scan
+    monai = []
+    image = torch.from_numpy(bundle_preprocessing(bundle, slab_nifti))[None, None]
+    sliding_window_inference(image, (8, 8, -1), 2, lambda x: monai.append(tuple(x.shape[2:])) or x, overlap=0.25)
+    assert set(ours) == set(monai) == {(8, 8, 12)}  # x, y windows of 8 and all 12 slices on z
+    expected = expected_labels(volume, LUNG_BELOW_HU, NODULE_ABOVE_HU)
+    assert result.labels.shape == volume.shape
+    np.testing.assert_array_equal(result.labels[interior(expected)], expected[interior(expected)])
+
+
+def test_a_detection_bundle_keeping_the_slices_boxes_the_blob_on_the_input_grid(tmp_path, fed, slab_nifti):
+    bundle = write_det_bundle(tmp_path / "keep_z_detection", pixdim=(2.0, 2.0, -1))
+    with pytest.warns(BundleTrustWarning):
+        model = load_model(bundle)
+    findings = napari_medai.detect(slab_volume(), SLAB_SPACING, model=model, affine=SLAB_AFFINE)
+    assert model.network.network.input_shapes == [(16, 16, 12)]  # x, y at 2 mm, the slices kept
+    np.testing.assert_allclose(fed[0][0, 0].numpy(), bundle_preprocessing(bundle, slab_nifti), atol=1e-5)
+    assert findings[0].bbox_voxel == [[2, 8, 20], [6, 16, 28]]  # the lesion, on the input grid

@@ -17,7 +17,6 @@ from fixed_rule_models import ThresholdSegmenter, unit, write_bundle
 from torch import nn
 
 import napari_medai
-from napari_medai.errors import ModelError
 from napari_medai.inference import InferenceSettings, run_model
 from napari_medai.models.loading import load_model
 
@@ -144,16 +143,20 @@ def test_pixdim_that_keeps_the_input_spacing_everywhere_means_no_resampling(tmp_
     assert load_model(folder).card.spacing is None
 
 
-@pytest.mark.parametrize("pixdim, roi, match", [
-    ((1.5, 1.5, -1), (16, 16, 16), r"Spacingd pixdim \[1.5, 1.5, -1.0\] keeps the input's spacing on some axes"),
-    ((1.5, 1.5, 0), (16, 16, 16), r"Spacingd pixdim \[1.5, 1.5, 0.0\]"),
-    ((1.0, 1.0, 1.0), (16, 16, -1), r"inferer roi_size \[16, 16, -1\] asks for windows as large as the image"),
+@pytest.mark.parametrize("pixdim, roi, spacing, roi_zyx", [
+    ((1.5, 1.5, -1), (16, 16, 16), (None, 1.5, 1.5), (16, 16, 16)),  # in-plane only: keep the slices
+    ((0, 1.5), (16, 16, 16), (1.5, 1.5, None), (16, 16, 16)),  # padded with 1.5 (x, y, z): keep x
+    ((1.0, 1.0, 1.0), (16, 16, -1), (1.0, 1.0, 1.0), (None, 16, 16)),  # windows through every slice
 ])
-def test_pixdim_or_roi_size_on_some_axes_only_is_refused_naming_the_bundle_entry(tmp_path, pixdim, roi, match):
+def test_pixdim_or_roi_size_on_some_axes_only_follow_the_input_there(tmp_path, pixdim, roi, spacing, roi_zyx):
+    """The card leaves such an axis None (JSON null) for the engine to fill in from the scan."""
+    from napari_medai.models.card import ModelCard
+
     folder = write_bundle(tmp_path / "b_pd", RULE, ThresholdSegmenter().state_dict(), pixdim=pixdim, roi_size=roi)
-    with pytest.raises(ModelError, match=match) as err:
-        load_model(folder)
-    assert "model card" not in str(err.value)  # not a card the user never wrote
+    card = load_model(folder).card
+    assert (card.spacing, card.roi_size) == (spacing, roi_zyx)
+    again = ModelCard.from_json(card.to_json())
+    assert (again.spacing, again.roi_size) == (spacing, roi_zyx)
 
 
 # ---- 5. checkpoints, TorchScript weights, channels from network_def ---------------------------

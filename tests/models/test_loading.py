@@ -80,6 +80,13 @@ def test_plain_torchscript_gets_defaults_and_probed_channels(tmp_path):
     assert model.card.intensity == {"kind": "none"} and model.card.output == "softmax"
 
 
+def test_channels_are_probed_when_a_window_axis_spans_the_whole_image():
+    from napari_medai.models.torchscript import _probe_out_channels
+
+    # a bundle roi_size <= 0 on an axis leaves it None (the whole image): probed at 32 voxels
+    assert _probe_out_channels(tiny_unet(), {"spatial_dims": 3, "roi_size": (None, 16, 16)}) == 2
+
+
 def test_torchscript_exported_from_a_bundle_reads_its_metadata(tmp_path):
     scripted = torch.jit.trace(tiny_unet(), torch.zeros(2, 1, 16, 16, 16))
     meta = {"name": "spleen", "network_data_format": {

@@ -169,15 +169,31 @@ def check_working_grid(work, grid, spacing, target) -> None:
                      "which no scan has; check the spacing")
 
 
+def target_spacing(card, spacing) -> tuple[float, ...] | None:
+    """The (z, y, x) spacing ``card``'s model runs a volume of ``spacing`` at; None for the
+    input's own grid.  A card axis left None keeps the input's spacing there (a MONAI pixdim
+    <= 0), and a 2D model keeps every slice."""
+    if card.spacing is None or spacing is None:
+        return None
+    wanted = (None, *card.spacing) if card.spatial_dims == 2 else card.spacing
+    return tuple(float(s) if t is None else float(t) for s, t in zip(spacing, wanted))
+
+
+def window_size(card, shape) -> tuple[int, ...]:
+    """The card's roi_size for a network input of spatial ``shape``, both in the network's
+    axis order.  A card axis left None spans the whole image, as MONAI's sliding window reads
+    a roi_size <= 0; it is known only now, after resampling and re-orienting."""
+    roi = sizes_to_network_axes(card.roi_size, card.axes) if card.spatial_dims == 3 else card.roi_size
+    return tuple(int(n) if r is None else int(r) for r, n in zip(roi, shape))
+
+
 def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
     card = model.card
     grid = tuple(image.shape[1:])
     # No copy when the caller's volume is already contiguous float32; nothing below writes to it.
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    target = card.spacing
-    if card.spatial_dims == 2 and target is not None and spacing is not None:
-        target = (spacing[0], *target)  # 2D models keep every slice
-    work = working_shape(grid, spacing, target) if spacing is not None else grid
+    target = target_spacing(card, spacing)
+    work = working_shape(grid, spacing, target)
     check_working_grid(work, grid, spacing, target)
     passes = mirror_passes(settings, card)
 
@@ -188,9 +204,9 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         network = model.network.to(device).eval()
         if card.spatial_dims == 3:
             x = to_network_axes(x, card.axes)[None]
-            roi = sizes_to_network_axes(card.roi_size, card.axes)
         else:  # slices become the batch: (z, C, y, x)
-            x, roi = x.permute(1, 0, 2, 3), card.roi_size
+            x = x.permute(1, 0, 2, 3)
+        roi = window_size(card, x.shape[2:])
         sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
                   overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
         out = None

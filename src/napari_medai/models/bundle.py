@@ -232,33 +232,24 @@ def _to_zyx(values, axcodes: str):
     return tuple(out)
 
 
-def _bundle_spacing(pixdim, axcodes: str, name: str):
+def _bundle_spacing(pixdim, axcodes: str):
     """Spacingd's pixdim as the card's (z, y, x) spacing.  In MONAI a pixdim <= 0 keeps the
-    input's spacing on that axis: on every axis that is the card's "no resampling" (None); on
-    some axes only, the engine (one target spacing for all axes, fixed when the model loads)
-    cannot follow, so the bundle is refused, naming its own pixdim."""
+    input's spacing on that axis: the card leaves that axis None (the engine takes it from
+    the input), and None for the whole spacing when every axis does (no resampling)."""
     values = [float(v) for v in _per_axis(pixdim, 3, "pixdim", pad=True)]
     if all(v <= 0 for v in values):
         return None
-    if any(v <= 0 for v in values):
-        raise ModelError(
-            f"bundle {name}: its Spacingd pixdim {values} keeps the input's spacing on some axes "
-            "(MONAI's meaning of a value <= 0); the plugin resamples every axis to a fixed spacing or "
-            "none, so it cannot run this bundle as written")
-    return _to_zyx(values, axcodes)
+    return _to_zyx([v if v > 0 else None for v in values], axcodes)
 
 
-def _bundle_roi(roi, spatial_dims: int, axcodes: str, name: str) -> tuple:
+def _bundle_roi(roi, spatial_dims: int, axcodes: str) -> tuple:
     """The inferer's roi_size as the card's window: (z, y, x), or (y, x) for 2D networks,
-    which see each slice as it is."""
+    which see each slice as it is.  A size <= 0 (MONAI: the whole image on that axis) is
+    None, resolved by the engine once it knows the image."""
     if roi is None:
         return (96, 96, 96) if spatial_dims == 3 else (256, 256)
     values = _per_axis(roi, spatial_dims, "roi_size")
-    if any(v <= 0 for v in values):  # MONAI: the whole image on that axis, unknown until it runs
-        raise ModelError(
-            f"bundle {name}: its inferer roi_size {values} asks for windows as large as the image on "
-            "some axes (MONAI's meaning of a value <= 0); the plugin's windows have a fixed size, so "
-            "every axis needs one")
+    values = [None if isinstance(v, (int, float)) and v <= 0 else v for v in values]
     return _to_zyx(values, axcodes) if spatial_dims == 3 else tuple(values)
 
 
@@ -287,8 +278,8 @@ def bundle_card_fields(parser, meta: dict, name: str, network=None) -> dict[str,
     # MONAI arrays are (x, y, z) in the Orientationd codes (RAS when none is given); the card
     # speaks the project's (z, y, x) and the engine re-orients the volume for the network.
     axcodes = facts.get("axcodes", "RAS") if spatial_dims == 3 else "SPL"
-    spacing = _bundle_spacing(facts["pixdim"], axcodes, name) if "pixdim" in facts and spatial_dims == 3 else None
-    roi = _bundle_roi(getattr(_parsed(parser, "inferer"), "roi_size", None), spatial_dims, axcodes, name)
+    spacing = _bundle_spacing(facts["pixdim"], axcodes) if "pixdim" in facts and spatial_dims == 3 else None
+    roi = _bundle_roi(getattr(_parsed(parser, "inferer"), "roi_size", None), spatial_dims, axcodes)
     return {**card_fields_from_metadata(meta, output, defaults=channels), "task": bundle_task(meta),
             "spatial_dims": spatial_dims, "spacing": spacing, "roi_size": roi,
             "intensity": facts.get("intensity", {"kind": "none"}), "output": output, "extra": {"axes": axcodes}}

@@ -2,7 +2,9 @@
 
 A card is a small JSON file that lives next to the weights.  Geometry is written in the
 project's array order (z, y, x) in millimetres; 2D models (``spatial_dims == 2``) are
-applied slice by slice over z and give ``spacing``/``roi_size`` as (y, x).
+applied slice by slice over z and give ``spacing``/``roi_size`` as (y, x).  A null entry
+follows the input on that axis: its own spacing, a window as long as the image (what MONAI
+bundles mean by a pixdim or roi_size <= 0).
 
 Example (see docs/inference.md for every field)::
 
@@ -46,8 +48,9 @@ class ModelCard:
     task: str = "segmentation"
     modality: str = "any"
     description: str = ""
-    spacing: tuple[float, ...] | None = None  # (z, y, x) mm; None = run on the input's grid
-    roi_size: tuple[int, ...] = (96, 96, 96)
+    # (z, y, x) mm; None = run on the input's grid, None on one axis = the input's spacing there
+    spacing: tuple[float | None, ...] | None = None
+    roi_size: tuple[int | None, ...] = (96, 96, 96)  # None on an axis: the whole image there
     spatial_dims: int = 3
     in_channels: int = 1
     out_channels: int = 2
@@ -80,9 +83,14 @@ class ModelCard:
             self._fail(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.spatial_dims not in (2, 3):
             self._fail(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
-        self.roi_size = self._positive_tuple("roi_size", self.roi_size, int)
+        # None on an axis is resolved from the input when the model runs on a grid; a
+        # classifier's patches (inference/candidates.py) need every size up front.
+        open_axes = self.task != "classification"
+        self.roi_size = self._positive_tuple("roi_size", self.roi_size, int, open_axes)
         if self.spacing is not None:
-            self.spacing = self._positive_tuple("spacing", self.spacing, float)
+            self.spacing = self._positive_tuple("spacing", self.spacing, float, open_axes)
+            if all(v is None for v in self.spacing):
+                self.spacing = None  # the input's spacing on every axis: one way to say "no resampling"
         for key in ("in_channels", "out_channels"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -97,16 +105,18 @@ class ModelCard:
         if not isinstance(axes, str) or len(axes) != 3:
             self._fail(f"extra.axes must be a 3-letter orientation code such as 'RAS', got {axes!r}")
 
-    def _positive_tuple(self, key, values, kind) -> tuple:
+    def _positive_tuple(self, key, values, kind, open_axes: bool = False) -> tuple:
+        """``values`` as a tuple of positive ``kind``; with ``open_axes`` an entry may be None."""
         try:
-            out = tuple(kind(v) for v in values)
+            out = tuple(None if v is None and open_axes else kind(v) for v in values)
         except (TypeError, ValueError):
             self._fail(f"{key} must be a list of numbers, got {values!r}")
         if len(out) != self.spatial_dims:
             order = "(z, y, x)" if self.spatial_dims == 3 else "(y, x)"
             self._fail(f"{key} needs {self.spatial_dims} values {order}, got {len(out)}: {out}")
-        if any(v <= 0 for v in out):
-            self._fail(f"{key} values must be positive, got {out}")
+        if any(v is not None and v <= 0 for v in out):
+            either = " (or null to follow the input on that axis)" if open_axes else ""
+            self._fail(f"{key} values must be positive{either}, got {out}")
         return out
 
     def _validate_intensity(self):

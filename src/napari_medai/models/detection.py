@@ -99,7 +99,7 @@ def volume_shape(volume) -> tuple[int, int, int]:
 def _prepare(loaded, volume, spacing, settings):
     """The volume as the network's (1, 1, a, b, c) input, as ``run_model`` prepares it."""
     from ..inference.device import select_device
-    from ..inference.engine import check_input, check_working_grid
+    from ..inference.engine import check_input, check_working_grid, target_spacing
     from ..inference.intensity import fit_intensity
     from ..inference.layout import to_network_axes
     from ..inference.precision import select_precision
@@ -113,8 +113,9 @@ def _prepare(loaded, volume, spacing, settings):
     precision = select_precision(device, settings.precision)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        work = working_shape(x.shape[1:], spacing, card.spacing)
-        check_working_grid(work, tuple(x.shape[1:]), spacing, card.spacing)  # before resample allocates it
+        target = target_spacing(card, spacing)  # a card axis left None keeps the input's spacing
+        work = working_shape(x.shape[1:], spacing, target)
+        check_working_grid(work, tuple(x.shape[1:]), spacing, target)  # before resample allocates it
         x = resample(x, work, "linear")
         x = fit_intensity(card.intensity, x).apply(x)
         x = to_network_axes(x, card.axes)[None].to(device)

@@ -117,7 +117,8 @@ def _probe_out_channels(network, fields) -> int:
     """Run one small dummy window to learn how many channels the network returns."""
     dims = fields.get("spatial_dims", 3)
     # 32 voxels per axis suits networks that downsample up to 5 times, and stays cheap.
-    roi = tuple(min(int(r), 32) for r in fields.get("roi_size", (96,) * dims))
+    # an axis left None (the whole image, a bundle roi_size <= 0) is probed at 32 too
+    roi = tuple(min(int(r or 32), 32) for r in fields.get("roi_size", (96,) * dims))
     dummy = torch.zeros(1, fields.get("in_channels", 1), *roi)
     try:
         with torch.inference_mode():
