@@ -73,6 +73,20 @@ def test_segment_can_save_the_lesion_probability(tmp_path, ct_nifti):
     assert probability.data[4, 8, 8] > 0.9 and probability.data[0, 0, 0] < 0.05
 
 
+def test_segment_outputs_keep_the_inputs_space_codes(tmp_path, ct_nifti):
+    img = nib.load(ct_nifti)
+    img.set_sform(img.affine, code="mni")  # an MNI-space input, as FSL registrations write
+    img.set_qform(img.affine, code="scanner")
+    nib.save(img, str(tmp_path / "mni.nii.gz"))
+    model = install(segmentation_card(), tmp_path / "model")
+    out, prob = tmp_path / "labels.nii.gz", tmp_path / "prob.nii.gz"
+    assert main(["segment", str(tmp_path / "mni.nii.gz"), str(out), "--model", str(model), "--quiet",
+                 "--probability", str(prob)]) == 0
+    for written in (nib.load(out), nib.load(prob)):
+        assert (int(written.header["sform_code"]), int(written.header["qform_code"])) == (4, 1)
+        np.testing.assert_array_equal(written.affine, img.affine)
+
+
 def test_a_probability_map_the_model_cannot_make_is_reported_not_skipped(tmp_path, ct_nifti, capsys):
     card = segmentation_card(name="no-lesion-seg")
     card.extra = {**card.extra, "lesions": []}  # organs only

@@ -16,6 +16,10 @@ from .nifti import is_nifti_path, read_nifti, write_nifti
 from .validate import check_spacing
 from .volume import Volume, napari_affine_from_nifti, nifti_affine_from_napari
 
+# DICOM's patient coordinates are the scanner's: NIfTI outputs of a series say so in both
+# codes, as dcm2niix's do (write_nifti; a NIfTI input keeps its own codes)
+DICOM_SPACE = {"sform_code": 1, "qform_code": 1, "affine_from": "both"}
+
 __all__ = [
     "Volume",
     "read_volume",
@@ -46,12 +50,14 @@ def read_volume(path) -> Volume:
     if is_nifti_path(path):
         return read_nifti(path)
     if path.is_dir() or is_dicom_file(path):
-        return read_dicom_series(path)
+        volume = read_dicom_series(path)
+        volume.metadata.setdefault("nifti_space", dict(DICOM_SPACE))
+        return volume
     raise InputError(f"{path.name} is not a supported format; open {SUPPORTED}")
 
 
 def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None,
-                 orientation: str | None = None) -> Path:
+                 orientation: str | None = None, nifti_space: dict | None = None) -> Path:
     """Write a :class:`Volume` or a (z, y, x) array to NIfTI and return the path.
 
     ``affine`` is the napari affine (index (z, y, x) -> world (S, P, L) mm); it overrides
@@ -59,7 +65,9 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
     origin.  ``modality`` and ``is_labels`` override what the volume says.  ``orientation``
     (e.g. 'RAS'): the file's voxel order, for an output that must lie on its input file's
     grid (pass the input's ``metadata["nifti_orientation"]``); a Volume read from NIfTI keeps
-    its own by default, anything else is written LPS.
+    its own by default, anything else is written LPS.  ``nifti_space``: the sform/qform codes
+    (a volume's ``metadata["nifti_space"]``); a Volume keeps its own while its affine is kept,
+    and anything else is written "aligned".
     """
     if isinstance(volume_or_array, Volume):
         vol = volume_or_array
@@ -67,6 +75,8 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         modality = vol.modality if modality is None else modality
         is_labels = vol.is_labels if is_labels is None else is_labels
         orientation = orientation or vol.metadata.get("nifti_orientation")
+        if nifti_space is None and (affine is None or _same_geometry(affine, base_affine)):
+            nifti_space = vol.metadata.get("nifti_space")  # a space code holds for its geometry only
     else:
         data, base_affine = volume_or_array, np.eye(4)
     data = np.asarray(data)
@@ -77,9 +87,16 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         base_affine if affine is None else affine,
         modality=modality or "unknown",
         is_labels=bool(is_labels),
+        metadata={"nifti_space": nifti_space} if nifti_space else {},
     )
     check_spacing(out.spacing)
     return write_nifti(out, path, orientation=orientation)
+
+
+def _same_geometry(affine, other) -> bool:
+    affine = np.asarray(affine, dtype=float)
+    # closer than 1e-4 mm puts every voxel in the same place (as napari_hooks.writer decides)
+    return affine.shape == (4, 4) and np.allclose(affine, other, rtol=0, atol=1e-4)
 
 
 def _folder_has_dicom(folder: Path, probe: int = 20) -> bool:

@@ -5,7 +5,9 @@ resampling.  Writing stores the voxels and the affine unchanged (the header keep
 affine in float32, which is why readers round affines to float32), so
 read -> write -> read is bit-exact.  What the plugin knows beyond the NIfTI standard
 (modality, image or label map) goes into the header's 80-character description as
-``medai modality=CT kind=labels``; other programs ignore it.
+``medai modality=CT kind=labels``; other programs ignore it.  The header's sform/qform
+codes, which name the world space (scanner, MNI, ...) that FSL-style tools rely on, are kept
+in ``Volume.metadata["nifti_space"]`` and written back to outputs on the same geometry.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 INTENT_LABEL = 1002
 # mm per header space unit; an unknown unit is taken as mm, as every reader does
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+# NIfTI's xform codes: 0 unknown, 1 scanner, 2 aligned, 3 talairach, 4 mni, 5 template
+_XFORM_CODES = frozenset(range(6))
+ALIGNED = 2  # what a file gets whose space nobody told us (nibabel's default too)
+# A qform and an sform whose voxels lie closer than this (mm) are one affine: far above the
+# float32 rounding of either, far below any voxel; tools that disagree do so by millimetres.
+_SAME_AFFINE_MM = 1e-2
 
 
 def is_nifti_path(path) -> bool:
@@ -91,6 +99,7 @@ def read_nifti(path) -> Volume:
         # outputs written for this volume keep its file's voxel order (write_nifti's orientation)
         "nifti_orientation": orientation_codes(nifti_affine),
         "description": description,
+        "nifti_space": nifti_space(img, data_ijk.shape),
     }
     return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
 
@@ -146,12 +155,56 @@ def _check_header_spacing(img, path: Path) -> None:
                          "(pixdim); a voxel size of 0 leaves the geometry unknown")
 
 
+def nifti_space(img, shape) -> dict:
+    """The header's space codes and which of its affines gave the geometry (nibabel's rule:
+    the sform when its code is set, else the qform, else pixdim alone): "both" when the two
+    codes are set and their affines agree, so that an output can state both again."""
+    sform_code, qform_code = int(img.header["sform_code"]), int(img.header["qform_code"])
+    if sform_code and qform_code:
+        corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                            for k in (0, shape[2] - 1)], dtype=float).T
+        apart = np.abs(img.get_sform() @ corners - img.get_qform() @ corners).max() * _mm_per_unit(img)
+        affine_from = "both" if apart < _SAME_AFFINE_MM else "sform"
+    else:
+        affine_from = "sform" if sform_code else "qform" if qform_code else "pixdim"
+    return {"sform_code": sform_code, "qform_code": qform_code, "affine_from": affine_from}
+
+
+def _xform_codes(space, sheared: bool) -> tuple[int, int]:
+    """(sform_code, qform_code) to write for a volume with ``space`` (``nifti_space``'s dict).
+
+    Each affine the input held goes out with its code; one it did not hold (or a qform that
+    disagreed with the sform, whose values are not kept) gets 0 rather than a claim about a
+    matrix it never had.  A volume with no codes (a phantom, an array, a file whose geometry
+    came from pixdim alone) gets "aligned", as before; io.read_volume gives DICOM "scanner"."""
+    default = (ALIGNED, 0 if sheared else ALIGNED)
+    space = space if isinstance(space, dict) else {}
+    sform_code, qform_code = space.get("sform_code"), space.get("qform_code")
+    known = [isinstance(c, (int, np.integer)) and int(c) in _XFORM_CODES for c in (sform_code, qform_code)]
+    if not all(known):
+        return default  # none, or not what nifti_space() stores (e.g. edited layer metadata)
+    affine_from = space.get("affine_from")
+    if affine_from == "sform":
+        qform_code = 0
+    elif affine_from == "qform":
+        sform_code = 0
+    elif affine_from != "both":  # pixdim alone: write the geometry explicitly, as before
+        return default
+    if sheared:  # a qform cannot hold the shear (see write_nifti): the sform takes the code
+        sform_code, qform_code = sform_code or qform_code, 0
+    return (int(sform_code), int(qform_code)) if sform_code or qform_code else default
+
+
 def _affine_in_mm(img) -> np.ndarray:
     """The affine, converted to millimetres when the header's space unit is metres or microns."""
     affine = np.array(img.affine, dtype=float)
-    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
-    affine[:3, :] *= _MM_PER_UNIT.get(unit, 1.0)
+    affine[:3, :] *= _mm_per_unit(img)
     return affine
+
+
+def _mm_per_unit(img) -> float:
+    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    return _MM_PER_UNIT.get(unit, 1.0)
 
 
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
@@ -160,7 +213,8 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     ``orientation``: where the file's index axes point (e.g. 'RAS'); an output written with
     its input file's orientation (``Volume.metadata["nifti_orientation"]``) lies on that
     file's voxel grid, voxel for voxel.  Default: LPS, the plugin's display frame.  Either
-    way the world geometry is the same."""
+    way the world geometry is the same, and so is its space: the sform/qform codes come from
+    ``volume.metadata["nifti_space"]`` (see ``_xform_codes``)."""
     path = Path(path)
     if not is_nifti_path(path):
         raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
@@ -171,13 +225,12 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     img = nib.Nifti1Image(data_ijk, nifti_affine)
     img.header.set_data_dtype(data.dtype)
     img.header.set_xyzt_units("mm")
-    img.set_sform(nifti_affine, code="aligned")
-    if is_sheared(nifti_affine):
-        # a qform is a rotation, so it cannot hold a gantry tilt's shear; a qform without it
-        # would contradict the sform by millimetres, so only the sform is stored
-        img.set_qform(None, code=0)
-    else:
-        img.set_qform(nifti_affine, code="aligned")
+    # a qform is a rotation, so it cannot hold a gantry tilt's shear; a qform without it
+    # would contradict the sform by millimetres, so only the sform is stored
+    sheared = is_sheared(nifti_affine)
+    sform_code, qform_code = _xform_codes(volume.metadata.get("nifti_space"), sheared)
+    img.set_sform(nifti_affine, code=sform_code)
+    img.set_qform(None if sheared else nifti_affine, code=qform_code)
     kind = "labels" if volume.is_labels else "image"
     if volume.is_labels:
         img.header.set_intent("label")

@@ -14,6 +14,7 @@ Conventions (used everywhere, from readers to widgets):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,9 +105,12 @@ class Volume:
 
     def derived(self, data, *, is_labels: bool = False, modality: str | None = None) -> "Volume":
         """An output computed on this volume's grid (labels, a denoised image): the same affine
-        and modality (unless given), and the voxel order of the file this volume came from
-        (``metadata["nifti_orientation"]``), so that ``write_volume`` puts it on that file's grid."""
-        grid = {k: self.metadata[k] for k in ("nifti_orientation",) if k in self.metadata}
+        and modality (unless given), the voxel order of the file this volume came from
+        (``metadata["nifti_orientation"]``), so that ``write_volume`` puts it on that file's grid,
+        and that file's space codes (``metadata["nifti_space"]``: scanner, MNI, ...), which hold
+        for any volume with this affine."""
+        grid = {k: copy.deepcopy(self.metadata[k]) for k in ("nifti_orientation", "nifti_space")
+                if k in self.metadata}
         return Volume(data, self.affine.copy(), modality=self.modality if modality is None else modality,
                       is_labels=is_labels, metadata=grid)
 
