@@ -201,3 +201,21 @@ def test_a_float_mask_opens_as_a_labels_layer(tmp_path):
     [(data, meta, kind)] = get_reader(str(tmp_path / "mask.nii.gz"))(str(tmp_path / "mask.nii.gz"))
     assert kind == "labels" and Labels(data, **{k: v for k, v in meta.items() if k in ("scale", "translate",
                                                                                    "affine")}).data.sum() == 18
+
+
+def test_a_layer_saved_in_place_keeps_its_files_space_codes_and_a_moved_one_does_not(tmp_path):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5) * 10 - 200, np.diag([0.9, 1.1, 2.0, 1.0]))
+    img.set_sform(img.affine, code=4)  # MNI
+    img.set_qform(img.affine, code=1)  # scanner
+    nib.save(img, str(tmp_path / "mni.nii.gz"))
+    data, meta, _ = get_reader(str(tmp_path / "mni.nii.gz"))(str(tmp_path / "mni.nii.gz"))[0]
+    layer = Image(data, **meta)
+    out = write_image(str(tmp_path / "same.nii.gz"), *layer.as_layer_data_tuple()[:2])[0]
+    header = nib.load(out).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (4, 1)
+    layer.translate = np.asarray(layer.translate) + 5.0  # moved in napari: no longer in MNI space
+    out = write_image(str(tmp_path / "moved.nii.gz"), *layer.as_layer_data_tuple()[:2])[0]
+    header = nib.load(out).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 2)

@@ -123,6 +123,10 @@ def test_saving_errors_reach_the_caller_with_their_message(viewer, tmp_path):
 
 def test_a_mask_painted_over_a_nifti_is_saved_on_its_grid(viewer, tmp_path):
     source = _nifti(tmp_path / "swapped.nii.gz")
+    coded = nib.load(source)
+    coded.set_sform(coded.affine, code=4)  # an MNI-space image
+    coded.set_qform(coded.affine, code=1)
+    nib.save(coded, source)
     [image] = viewer.open(source, plugin=PLUGIN)
     mask = viewer.add_labels(np.zeros(image.data.shape, np.uint8), scale=image.scale,
                              translate=image.translate, name="mask")
@@ -135,6 +139,8 @@ def test_a_mask_painted_over_a_nifti_is_saved_on_its_grid(viewer, tmp_path):
     value = image.data[2, 3, 1]
     painted = np.argwhere(np.asanyarray(saved.dataobj) == 5)
     np.testing.assert_array_equal(painted, np.argwhere(np.asanyarray(original.dataobj) == value))
+    # and it states the image file's space (its sform/qform codes), not "aligned"
+    assert (int(saved.header["sform_code"]), int(saved.header["qform_code"])) == (4, 1)
 
 
 def test_a_mask_elsewhere_keeps_its_own_place(viewer, tmp_path):

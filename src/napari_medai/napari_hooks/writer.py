@@ -57,10 +57,11 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
     layer_metadata = meta.get("metadata") or {}
     affine = layer_affine(meta, array.shape)
     orientation = layer_metadata.get("nifti_orientation")  # the source file's voxel order, if any
+    space = _space_if_in_place(layer_metadata, affine)
     if is_labels and orientation is None:
-        # a mask painted in napari knows no file: it takes the grid of the image it was drawn
-        # on, so that the two files pair voxel for voxel as other tools expect
-        affine, orientation = _image_grid(array.shape, affine) or (affine, None)
+        # a mask painted in napari knows no file: it takes the grid (and the space codes) of
+        # the image it was drawn on, so that the two files pair voxel for voxel as other tools expect
+        affine, orientation, space = _image_grid(array.shape, affine) or (affine, None, space)
     return write_volume(
         array,
         path,
@@ -68,7 +69,17 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
         modality=layer_metadata.get("modality", "unknown"),
         is_labels=is_labels,
         orientation=orientation,
+        nifti_space=space,
     )
+
+
+def _space_if_in_place(layer_metadata: dict, affine: np.ndarray):
+    """The source file's sform/qform codes (``io.nifti``'s ``nifti_space``) while the layer is
+    still where the file put it; a layer moved in napari is no longer in that space."""
+    stored = layer_metadata.get("affine")
+    if stored is None or np.shape(stored) != (4, 4) or not _same_place(np.asarray(stored, float), affine):
+        return None
+    return layer_metadata.get("nifti_space")
 
 
 def layer_affine(meta: dict, shape=None) -> np.ndarray:
@@ -111,9 +122,10 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return np.shape(a) == np.shape(b) == (4, 4) and np.allclose(a, b, rtol=1e-6, atol=_SAME_PLACE_ATOL_MM)
 
 
-def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None] | None:
-    """(exact affine, file voxel order) of an Image layer in the current viewer with this data
-    shape at this place; one read from a file (with a voxel order) first.  None if none."""
+def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None, dict | None] | None:
+    """(exact affine, file voxel order, file space codes) of an Image layer in the current
+    viewer with this data shape at this place; one read from a file (with a voxel order)
+    first.  None if none."""
     import napari
     from napari.layers import Image
 
@@ -130,6 +142,8 @@ def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None] | No
         meta = layer.as_layer_data_tuple()[1]
         image_affine = layer_affine(meta, shape)
         if _same_place(image_affine, affine):
-            found.append((image_affine, (meta.get("metadata") or {}).get("nifti_orientation")))
+            image_meta = meta.get("metadata") or {}
+            found.append((image_affine, image_meta.get("nifti_orientation"),
+                          _space_if_in_place(image_meta, image_affine)))
     found.sort(key=lambda grid: grid[1] is None)  # stable: the first image with a voxel order
     return found[0] if found else None
