@@ -578,3 +578,17 @@ def test_a_marked_nodule_after_the_masks_layer_was_removed_starts_a_new_one(qtbo
     masks = viewer.layers["crop finding masks"]  # only the reader's outline, to be checked
     assert masks is widget.masks_layer and set(np.unique(masks.data)) == {0, added.label}
     assert (masks.data == added.label).sum() == added.mask.sum()
+
+
+def test_a_mark_measured_on_an_image_that_changed_meanwhile_is_not_added(qtbot, viewer, detection, notifications):
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = detection
+    before = list(widget.findings)
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]))
+        crop.data = crop.data[::-1].copy()  # another scan in the layer before the result arrives
+    assert ended.args[0] == "error"
+    assert widget.findings == before
+    assert any("'crop' changed while the marked nodule was measured; nothing was added" in m for _, m in notifications())

@@ -11,6 +11,7 @@ from napari.layers import Image, Labels, Points
 
 from napari_medai.errors import InputError
 from napari_medai.widgets._layers import (
+    UNKNOWN_MODALITY,
     add_layers,
     edit_labels,
     geometry_kwargs,
@@ -147,6 +148,16 @@ def test_outputs_land_in_the_inputs_physical_space(small_ct, geometry):
     )
     assert output.metadata["modality"] == "CT" and output.metadata["source_layer"] == "ct"
     assert output.metadata["nifti_orientation"] == "RAS"  # saved from napari: on the source file's grid
+
+
+def test_an_output_in_other_units_gets_an_unknown_modality(small_ct):
+    source = Image(small_ct, name="ct", metadata={"modality": "CT", "nifti_orientation": "LPS"})
+    data, meta, _ = output_layer_data(np.zeros(small_ct.shape, np.float32), source, "lesion probability", "image",
+                                      modality=UNKNOWN_MODALITY, metadata={"model": "m"})
+    # not HU: saved from napari it must not reopen with the CT window or pass for a CT
+    output = Image(data, **meta)  # modality is a metadata key, not a layer argument
+    assert output.metadata["modality"] == "unknown"
+    assert output.metadata["nifti_orientation"] == "LPS" and output.metadata["model"] == "m"  # the rest is kept
 
 
 def test_an_output_off_the_input_grid_is_refused(small_ct):

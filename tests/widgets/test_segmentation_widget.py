@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 from fixed_rule_models import expected_labels, install, segmentation_card
 from scipy import ndimage
 from widget_helpers import (
@@ -39,7 +40,7 @@ def phantom_crop(viewer):
     geometry = ct.napari_geometry()
     translate = np.asarray(geometry["translate"]) + start * np.asarray(geometry["scale"])
     return viewer.add_image(phantom.hu[CROP].astype(np.float32), name="phantom crop",
-                            scale=geometry["scale"], translate=translate)
+                            scale=geometry["scale"], translate=translate, metadata={"modality": "CT"})
 
 
 def open_segmentation(viewer):
@@ -76,7 +77,10 @@ def test_segments_a_phantom_crop_into_an_aligned_labels_layer(qtbot, viewer, wei
 
     labels = viewer.layers["phantom crop segmentation"]
     np.testing.assert_array_equal(labels.data, expected_labels(phantom_crop.data))
-    for output in (labels, viewer.layers["phantom crop lesion probability"]):
+    probability = viewer.layers["phantom crop lesion probability"]
+    # labels keep the image's modality (as medai segment writes them); the probability is no CT
+    assert labels.metadata["modality"] == "CT" and probability.metadata["modality"] == "unknown"
+    for output in (labels, probability):
         np.testing.assert_allclose(output.scale, phantom_crop.scale)
         np.testing.assert_allclose(output.translate, phantom_crop.translate)
         np.testing.assert_allclose(output.affine.affine_matrix, phantom_crop.affine.affine_matrix)
@@ -110,6 +114,163 @@ def test_the_widgets_minimum_lesion_size_removes_small_lesions(qtbot, viewer, we
     big = np.isin(components, 1 + np.flatnonzero(sizes_mm3 >= min_mm3))
     np.testing.assert_array_equal(labels == 2, big)
     np.testing.assert_array_equal(labels == 1, expected == 1)  # other classes untouched
+
+
+def test_a_card_file_sets_the_minimum_lesion_size_and_runs_as_the_cli_would(qtbot, viewer, weights_dir, phantom_crop,
+                                                                            tmp_path):
+    from napari_medai.api import segment
+    from napari_medai.widgets._layers import layer_spacing
+
+    install(segmentation_card(roi_size=(8, 32, 32)), weights_dir)  # a built-in model, minimum size 0
+    strict = segmentation_card("rule-strict", roi_size=(8, 32, 32))
+    strict.extra["min_lesion_mm3"] = 500.0
+    card_path = install(strict, tmp_path / "mine")
+    widget = open_segmentation(viewer)
+    for path in (card_path.with_suffix(".pt"), card_path):  # the weights beside their card, the card
+        choose(widget, "rule-seg")
+        assert widget.min_size_box.value() == 0.0
+        widget.add_model_path(str(path))  # what "Load model file…" does after its dialog
+        assert widget.min_size_box.value() == 500.0
+    assert run_and_wait(qtbot, widget) == "done"
+    labels = viewer.layers["phantom crop segmentation"].data
+    cli = segment(phantom_crop.data, layer_spacing(phantom_crop), model=str(card_path)).labels  # medai segment
+    np.testing.assert_array_equal(labels, cli)
+    assert (labels == 2).sum() < (expected_labels(phantom_crop.data) == 2).sum()  # the card removed lesions
+
+
+def test_the_minimum_size_overrides_the_card_only_when_changed(viewer, weights_dir):
+    card = segmentation_card()
+    card.extra["min_lesion_mm3"] = 7.25  # the box shows it rounded to 0.1 mm³
+    install(card, weights_dir)
+    widget = open_segmentation(viewer)
+    choose(widget, "rule-seg")
+    assert widget.min_size_box.value() == pytest.approx(7.25, abs=0.05)
+    assert widget.params().min_lesion_mm3 is None  # segment() takes the card's 7.25 itself
+    widget.min_size_box.setValue(3.0)
+    assert widget.params().min_lesion_mm3 == 3.0
+    widget.add_model_path("plain.pt")  # a TorchScript file may carry its card: it decides ...
+    assert widget.min_size_box.text() == "model's own" and widget.params().min_lesion_mm3 is None
+    widget.min_size_box.setValue(3.0)  # ... unless a value is typed
+    assert widget.params().min_lesion_mm3 == 3.0
+
+
+def test_label_values_that_are_no_class_are_drawn_in_napari_colours():
+    from napari.layers import Labels
+
+    from napari_medai.widgets.segmentation import class_colormap
+
+    classes = {0: {"name": "background", "color": "#000000"}, 1: {"name": "lung", "color": "#4aa3ff"},
+               2: {"name": "nodule", "color": "#ff3030"}}
+    colormap = class_colormap(classes)
+    napari_default = Labels(np.zeros((2, 2), np.uint8)).colormap
+    values = np.array([3, 4, 200, 255])  # painted with napari's "new label" (max + 1) and others
+    np.testing.assert_allclose(colormap.map(values), napari_default.map(values))
+    assert (colormap.map(values)[:, 3] == 1).all()
+    np.testing.assert_allclose(colormap.map(2), [1.0, 0x30 / 255, 0x30 / 255, 1.0], atol=1e-3)
+    assert colormap.map(0)[3] == 0 and colormap.map(1000)[3] == 1  # background only is transparent
+
+
+def test_label_counts_match_bincount():
+    from napari_medai.widgets.segmentation import FEW_LABELS, label_counts
+
+    rng = np.random.default_rng(0)
+    few = rng.integers(0, 4, (40, 9, 7)).astype(np.uint8)
+    np.testing.assert_array_equal(label_counts(few)[1:], np.bincount(few.ravel())[1:])
+    many = rng.integers(-3, FEW_LABELS + 20, (40, 9, 7)).astype(np.int32)  # negative values are ignored
+    np.testing.assert_array_equal(label_counts(many)[1:], np.bincount(many[many > 0])[1:])
+    assert len(label_counts(np.zeros((3, 2, 2), np.uint8))) == 1
+
+
+def _table(widget) -> list[tuple[str, str]]:
+    table = widget.volume_table
+    return [(table.cell_text(r, 0), table.cell_text(r, 1)) for r in range(table.rowCount())]
+
+
+def _shown(rows) -> list[tuple[str, str]]:
+    """The table's text for class-volume rows."""
+    from napari_medai.widgets._tables import VolumeTable
+
+    table = VolumeTable()
+    table.show_volumes(rows)
+    return [(table.cell_text(r, 0), table.cell_text(r, 1)) for r in range(table.rowCount())]
+
+
+def _volumes(labels) -> list[dict]:
+    from napari_medai.postprocess import class_volumes
+    from napari_medai.widgets._layers import layer_spacing
+
+    names = {i: c["name"] for i, c in labels.metadata["classes"].items()}
+    return class_volumes(labels.data, layer_spacing(labels), names)
+
+
+def _erase(labels, value: int, fraction: float = 0.5) -> None:
+    """An undoable edit, as a brush stroke makes: part of class ``value`` back to background."""
+    where = np.nonzero(labels.data == value)
+    with labels.block_history():
+        labels.data_setitem(tuple(axis[: int(len(axis) * fraction)] for axis in where), 0)
+
+
+def test_the_volume_table_follows_edits_and_forgets_a_removed_layer(qtbot, viewer, weights_dir, phantom_crop,
+                                                                   monkeypatch):
+    from napari_medai.widgets import segmentation
+
+    install(segmentation_card(roi_size=(8, 32, 32)), weights_dir)
+    widget = open_segmentation(viewer)
+    choose(widget, "rule-seg")
+    assert run_and_wait(qtbot, widget) == "done"
+    labels = viewer.layers["phantom crop segmentation"]
+    original = _table(widget)
+    assert original == _shown(_volumes(labels))
+    counted = []
+    monkeypatch.setattr(segmentation, "label_counts", lambda data: counted.append(1) or np.bincount(data.ravel()))
+
+    _erase(labels, 1)  # paint
+    qtbot.waitUntil(lambda: _table(widget) != original, timeout=TIMEOUT_MS)
+    assert _table(widget) == _shown(_volumes(labels)) and labels.metadata["class_volumes"] == _volumes(labels)
+    labels.undo()  # no paint event: the undo history moved
+    qtbot.waitUntil(lambda: _table(widget) == original, timeout=TIMEOUT_MS)
+    assert labels.metadata["class_volumes"] == _volumes(labels)
+    calls = len(counted)
+    viewer.dims.set_point(0, viewer.dims.point[0] + float(labels.scale[0]))  # a slice change counts nothing
+    qtbot.wait(3 * segmentation.RECOUNT_DELAY_MS)
+    assert len(counted) == calls
+    labels.data_setitem(tuple(np.array([[1], [2], [3]])), 3)  # napari's "new label": a row of its own
+    qtbot.waitUntil(lambda: _table(widget)[-1][0] == "class 3", timeout=TIMEOUT_MS)
+    decoration = widget.volume_table.item(2, 0).data(Qt.DecorationRole)
+    np.testing.assert_allclose(decoration.getRgbF()[:3], labels.colormap.map(3)[:3], atol=3e-3)
+    labels.data = np.zeros_like(labels.data)  # replaced
+    qtbot.waitUntil(lambda: [v for _, v in _table(widget)] == ["0.000", "0.000"], timeout=TIMEOUT_MS)
+
+    viewer.layers.remove(labels)
+    assert widget.volume_table.rowCount() == 0
+    assert "'phantom crop segmentation' was removed" in widget.volume_caption.text()
+
+
+def test_a_new_run_or_a_closed_dock_stops_following_a_layer(qtbot, viewer, weights_dir, phantom_crop, monkeypatch):
+    from napari_medai.widgets import segmentation
+
+    install(segmentation_card(roi_size=(8, 32, 32)), weights_dir)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Segmentation")
+    choose(widget, "rule-seg")
+    assert run_and_wait(qtbot, widget) == "done"
+    assert run_and_wait(qtbot, widget) == "done"
+    first, second = viewer.layers["phantom crop segmentation"], viewer.layers["phantom crop segmentation [1]"]
+    counted = []
+    real_counts = segmentation.label_counts
+    monkeypatch.setattr(segmentation, "label_counts", lambda data: counted.append(1) or real_counts(data))
+    _erase(first, 1)  # the first run's layer is no longer followed
+    qtbot.wait(3 * segmentation.RECOUNT_DELAY_MS)
+    assert not counted and "[1]" in widget.volume_caption.text()
+    _erase(second, 1)
+    qtbot.waitUntil(lambda: _table(widget) == _shown(_volumes(second)), timeout=TIMEOUT_MS)
+
+    shown, calls = _table(widget), len(counted)
+    viewer.window.remove_dock_widget(dock)  # napari 0.9: the widget lives on, unparented
+    _erase(second, 1)
+    qtbot.wait(3 * segmentation.RECOUNT_DELAY_MS)
+    assert _table(widget) == shown and len(counted) == calls
+    viewer.window.add_dock_widget(widget)  # docked again: counts what it missed
+    assert _table(widget) == _shown(_volumes(second))
 
 
 def test_cancel_stops_and_adds_no_layer(qtbot, viewer, weights_dir, phantom_crop, notifications, monkeypatch):

@@ -184,6 +184,7 @@ def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypa
 def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, ct_layer, monkeypatch, strength):
     clean = np.full((1, *ct_layer.data.shape), 5.0, np.float32)
     monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(clean))
+    ct_layer.metadata["modality"] = "CT"
     widget = open_widget(viewer, "Denoising")
     widget.add_model_path("fake.pt")
     widget.strength_box.setValue(strength)  # 0.2: not symmetric, so input and output cannot swap
@@ -193,6 +194,8 @@ def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, 
     expected = (1 - strength) * ct_layer.data + strength * 5.0
     np.testing.assert_allclose(denoised.data, expected, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(difference.data, ct_layer.data - denoised.data, atol=1e-3)
+    # the denoised image is still CT; the difference is no image in HU, and saved must not reopen as one
+    assert (denoised.metadata["modality"], difference.metadata["modality"]) == ("CT", "unknown")
 
 
 def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, monkeypatch):
@@ -316,6 +319,94 @@ def test_detection_keeps_its_last_run_when_the_image_goes_during_the_next(qtbot,
     assert ended.args == ["error"]
     assert "'ct', the image the findings came from, was removed" in widget.status_label.text()
     assert "run the detection first" not in widget.status_label.text()
+
+
+def _pickers(*widgets):
+    return [widget.layer_picker.currentText() for widget in widgets]
+
+
+def test_one_widgets_outputs_become_no_other_widgets_input(qtbot, viewer, ct_layer, monkeypatch):
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(np.full((1, *ct_layer.data.shape), 5.0, np.float32)))
+    fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape), extra={"lesions": [1]})
+    denoising, segmentation, detection = (open_widget(viewer, name) for name in
+                                          ("Denoising", "Segmentation", "Lesion detection"))
+    for widget in (denoising, segmentation):
+        widget.add_model_path("fake.pt")
+    segmentation.probability_check.setChecked(True)
+    assert run_and_wait(qtbot, denoising) == "done"
+    assert viewer.layers.selection.active.name == "ct denoised"  # napari made it active
+    assert _pickers(denoising, segmentation, detection) == ["ct"] * 3
+    assert run_and_wait(qtbot, segmentation) == "done"
+    assert viewer.layers.selection.active.name == "ct lesion probability"
+    assert _pickers(denoising, segmentation, detection) == ["ct"] * 3
+    # an output the user selects is followed
+    viewer.layers.selection.active = viewer.layers["ct denoised"]
+    assert _pickers(denoising, segmentation, detection) == ["ct denoised"] * 3
+
+
+def _new_data(layer):
+    layer.data = layer.data + 1.0  # the same shape, other voxels
+
+
+def _new_shape(layer):
+    layer.data = layer.data[:, :20, :20].copy()
+
+
+def _new_grid(layer):
+    layer.scale = (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("change", [_new_data, _new_shape, _new_grid])
+def test_changing_the_images_data_while_its_job_runs_adds_nothing_and_says_so(qtbot, viewer, ct_layer, monkeypatch,
+                                                                            notifications, change):
+    fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape), steps=50, delay_s=0.02)
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=TIMEOUT_MS)
+        change(ct_layer)
+    assert ended.args == ["error"]
+    assert [layer.name for layer in viewer.layers] == ["ct"]
+    message = "'ct' changed while segmentation ran; nothing was added"
+    assert message in widget.status_label.text()
+    assert ("error", f"Segmentation: {message}") in notifications()
+    assert widget.volume_table.rowCount() == 0 and widget.run_button.isEnabled()
+
+
+def _lazy_layer(viewer, volume, reads):
+    import dask.array as da
+
+    def read(block):
+        reads.append(1)
+        return block
+
+    lazy = da.from_array(volume, chunks=volume.shape).map_blocks(read, dtype=volume.dtype)
+    # hidden: napari does not draw it, so every read counted is the widget's
+    return viewer.add_image(lazy, name="lazy", contrast_limits=(-1000, 400), visible=False)
+
+
+@pytest.mark.parametrize("display_name", ["Denoising", "Segmentation"])
+def test_a_lazy_image_is_read_once_per_run(qtbot, viewer, small_ct, monkeypatch, display_name):
+    shape = small_ct.shape
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(np.full((1, *shape), 5.0, np.float32)))
+    fake_engine(monkeypatch, _two_class_probabilities(shape))
+    reads = []
+    _lazy_layer(viewer, small_ct, reads)
+    widget = open_widget(viewer, display_name)
+    widget.add_model_path("fake.pt")
+    if display_name == "Denoising":
+        widget.difference_check.setChecked(True)  # its job converts the input twice more
+        widget.strength_box.setValue(0.5)
+    before = len(reads)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(reads) - before == 1
+    if display_name == "Denoising":  # the job's conversions all got the volume's voxels
+        denoised, difference = viewer.layers["lazy denoised"].data, viewer.layers["lazy difference"].data
+        np.testing.assert_allclose(denoised, 0.5 * small_ct + 0.5 * 5.0, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(difference, small_ct - denoised, atol=1e-3)
+    else:
+        assert viewer.layers["lazy segmentation"].data.shape == shape
 
 
 BUILT_IN = {"Lesion detection": "lung-nodule-detection", "Segmentation": "chest-ct-lung-nodule",

@@ -12,8 +12,10 @@ A task widget subclasses :class:`TaskWidget` and provides
 
 Run: the image layer's geometry is checked on the Qt thread (fast); the voxel checks
 (constant, NaN) and the model choice are checked first thing in the worker; any
-InputError/ModelError becomes a notification and no layer changes.  ``job_finished(str)``
-says how each Run ended: "done", "cancelled" or "error".
+InputError/ModelError becomes a notification and no layer changes; so does a result whose
+input layer was removed or given other data meanwhile.  A lazy (dask, zarr) layer is read from
+its store once per Run (:class:`ReadOnce`).  ``job_finished(str)`` says how each Run ended:
+"done", "cancelled" or "error".
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError, MedaiError, ModelError
 from ._job import ERROR, JobRunner
-from ._layers import add_layers, check_content, image_source
+from ._layers import add_layers, check_content, image_source, layer_world_mm
 from ._picker import ImageLayerPicker
 from ._threads import default_job_threads, torch_threads
 
@@ -188,7 +190,8 @@ class TaskWidget(QWidget):
     def _make_job(self, volume, spacing, params):
         """The core call, as ``job(progress, cancel) -> result`` (runs in a worker thread).
 
-        ``volume`` is the layer's array (already checked; may be lazy: convert inside the job).
+        ``volume`` is the layer's numpy array, or for a lazy layer a :class:`ReadOnce` of it
+        (convert it with ``np.asarray`` inside the job, never here on the Qt thread).
         """
 
         def job(progress, cancel):
@@ -265,8 +268,10 @@ class TaskWidget(QWidget):
             if layer is None:
                 layer = self._explain_missing_image()
             data, spacing = image_source(layer)  # geometry only: fast
+            started_on = input_state(layer)
+            volume = data if isinstance(data, np.ndarray) else ReadOnce(data)
             params = self.params()
-            core = self._make_job(data, spacing, params)
+            core = self._make_job(volume, spacing, params)
             threads = self.job_threads or default_job_threads()
         except MedaiError as exc:
             self._report(exc)
@@ -275,12 +280,20 @@ class TaskWidget(QWidget):
         def job(progress, cancel):
             # In the worker: the voxel scan is slow on a big CT, and an image problem is
             # reported before a model problem whichever the order they were found in.
-            check_content(data, spacing, layer.name)
-            self._check_model(params.model)
-            with torch_threads(threads):
-                return core(progress, cancel)
+            try:
+                check_content(volume, spacing, layer.name)
+                self._check_model(params.model)
+                with torch_threads(threads):
+                    return core(progress, cancel)
+            finally:
+                if isinstance(volume, ReadOnce):
+                    volume.release()  # the finished job must not keep a copy of the scan alive
 
-        self.runner.start(job, lambda result: self._add_results(result, layer, params), name=self.title)
+        def on_success(result):
+            self._check_unchanged(layer, started_on, f"{self.title.lower()} ran")
+            return self._add_results(result, layer, params)
+
+        self.runner.start(job, on_success, name=self.title)
 
     def _add_results(self, result, source_layer, params) -> list:
         """Add the outputs as NEW layers on the input's grid (Qt thread)."""
@@ -295,6 +308,14 @@ class TaskWidget(QWidget):
         orphans: refuse them (the runner reports the InputError; no widget state changes)."""
         if layer not in self.viewer.layers:
             raise InputError(f"'{layer.name}' was removed while {during}; nothing was added")
+
+    def _check_unchanged(self, layer, started_on: tuple, during: str) -> None:
+        """Refuse a result computed from data the layer no longer shows (``started_on``:
+        :func:`input_state` when the job started): labels of the old scan on the new one would
+        be wrong, and on another grid they would not fit."""
+        self._check_still_there(layer, during)
+        if not _same_state(input_state(layer), started_on):
+            raise InputError(f"'{layer.name}' changed while {during}; nothing was added")
 
     def _no_model_message(self) -> str:
         text = f"No {self.task} model is installed yet."
@@ -339,6 +360,48 @@ class TaskWidget(QWidget):
             self.add_model_path(path)
         else:
             self.model_box.setCurrentIndex(0)
+
+
+def input_state(layer) -> tuple:
+    """What a job's result depends on besides the voxel values: the layer's array (by identity,
+    as ``layer.data = other`` replaces it), its shape and its data-to-world transform in mm.
+    An edit in place of the same array is not seen."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    try:
+        world = layer_world_mm(layer)
+    except InputError:  # units made unreadable meanwhile: not the grid the job ran on
+        world = None
+    return data, tuple(data.shape), world
+
+
+def _same_state(now: tuple, before: tuple) -> bool:
+    (data, shape, world), (data0, shape0, world0) = now, before
+    return (data is data0 and shape == shape0 and world is not None and world0 is not None
+            and np.allclose(world, world0))
+
+
+class ReadOnce:
+    """Stands in for a lazy (dask, zarr) volume in a job, so that it is read from its store once.
+
+    Each ``np.asarray`` of a dask or zarr array reads every chunk again: the voxel check and the
+    task's job each convert the volume, and a Denoising run with its difference layer read it
+    four times.  The first conversion (in the worker) reads; the others get that array.  Jobs
+    must treat it as read-only, as they do the layer's own numpy array.
+    """
+
+    def __init__(self, source):
+        self._source = source
+        self._array = None
+        self.shape, self.ndim, self.dtype = tuple(source.shape), len(source.shape), np.dtype(source.dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        if self._array is None:
+            self._array = np.asarray(self._source)
+        array = self._array if dtype is None else self._array.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
+    def release(self) -> None:
+        self._array = None
 
 
 def with_extension(path, extension: str):

@@ -26,6 +26,10 @@ from ..io.validate import check_spacing, check_volume
 # nifti_orientation: the source file's voxel order, so that an output saved from napari lies on
 # that file's grid (napari_hooks.writer)
 _GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation")
+# The modality of an output whose values are not the input's intensities (a probability, a
+# difference), as ``medai segment --probability`` writes it: saved from napari, such a layer must
+# not reopen with the CT window, nor be taken for a CT by the automatic model choice.
+UNKNOWN_MODALITY = "unknown"
 
 
 def _is_image(layer) -> bool:
@@ -126,19 +130,25 @@ def output_name(layer, what: str) -> str:
     return f"{layer.name} {what}"
 
 
-def output_metadata(layer, **extra) -> dict[str, Any]:
-    """Metadata for an output: the input's geometry keys plus where it came from."""
+def output_metadata(layer, *, modality: str | None = None, **extra) -> dict[str, Any]:
+    """Metadata for an output: the input's geometry keys plus where it came from.
+
+    ``modality``: replaces the input's, e.g. UNKNOWN_MODALITY for an output in other units than
+    the input's; None keeps the input's (labels, a denoised image)."""
     meta = {k: layer.metadata[k] for k in _GEOMETRY_METADATA if k in layer.metadata}
+    if modality is not None:
+        meta["modality"] = modality
     meta["source_layer"] = layer.name
     meta.update(extra)
     return meta
 
 
-def output_layer_data(data, layer, what: str, layer_type: str, **kwargs) -> tuple:
+def output_layer_data(data, layer, what: str, layer_type: str, *, modality: str | None = None,
+                      **kwargs) -> tuple:
     """A napari layer-data tuple for an output of ``layer`` (same geometry, derived name).
 
     ``kwargs`` go to the layer constructor (colormap, opacity, ...); ``metadata`` in it is
-    merged with :func:`output_metadata`.
+    merged with :func:`output_metadata`, which also takes ``modality``.
     """
     extra_meta = kwargs.pop("metadata", {})
     data = np.asarray(data)
@@ -148,7 +158,7 @@ def output_layer_data(data, layer, what: str, layer_type: str, **kwargs) -> tupl
     meta = {
         **geometry_kwargs(layer),
         "name": output_name(layer, what),
-        "metadata": output_metadata(layer, **extra_meta),
+        "metadata": output_metadata(layer, modality=modality, **extra_meta),
         **kwargs,
     }
     return data, meta, layer_type

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 
 from qtpy.QtWidgets import QComboBox
 
 from ._layers import _is_image, _is_labels
 
+# Viewers (keyed by their unwrapped layer list) that a widget is adding its outputs to right
+# now.  napari makes each new layer active, and EVERY picker on that viewer must ignore it:
+# one widget's output silently became the next input of the others.  Adding is synchronous on
+# the Qt thread, so nothing the user does can fall inside this window.
+_ADDING: Counter = Counter()
+
+
+@contextmanager
+def plugin_adds_layers(viewer):
+    """While inside, no picker on ``viewer`` follows the active layer (it still lists new layers)."""
+    key = _viewer_key(viewer)
+    _ADDING[key] += 1
+    try:
+        yield
+    finally:
+        _ADDING[key] -= 1
+        if not _ADDING[key]:
+            del _ADDING[key]
+
+
+def _viewer_key(viewer) -> int:
+    # the layer list, unwrapped: a plugin-docked widget's viewer is a proxy of the real one
+    return id(unwrap(viewer.layers))
+
 
 class ImageLayerPicker(QComboBox):
     """Lists the Image layers of ``viewer``; follows the layer the user selects.
 
-    It follows the viewer's active layer when that is an Image, except inside
-    :meth:`keep_selection` (used while a widget adds its own outputs, which napari makes
-    active: a denoised image must not silently become the next input).
+    It follows the viewer's active layer when that is an Image, except while any widget adds
+    its own outputs to the viewer (:meth:`keep_selection`): napari makes them active, and a
+    denoised image must not silently become the next input of this or any other widget.  An
+    output the user selects afterwards is followed like any other layer.
     """
 
     accepts = staticmethod(_is_image)  # which layers are listed
@@ -24,7 +50,6 @@ class ImageLayerPicker(QComboBox):
         super().__init__(parent)
         self._viewer = viewer
         self._layers: list = []
-        self._follow_active = True
         self.setToolTip(self.tooltip)
         self._attached = False
         self.attach()
@@ -63,13 +88,9 @@ class ImageLayerPicker(QComboBox):
         if index >= 0:
             self.setCurrentIndex(index)
 
-    @contextmanager
     def keep_selection(self):
-        previous, self._follow_active = self._follow_active, False
-        try:
-            yield
-        finally:
-            self._follow_active = previous
+        """Context manager for adding outputs: holds every picker on the viewer, not only this one."""
+        return plugin_adds_layers(self._viewer)
 
     # ---- viewer events -----------------------------------------------------------------
     def _on_inserted(self, event):
@@ -82,7 +103,7 @@ class ImageLayerPicker(QComboBox):
 
     def _on_active(self, event=None):
         active = self._viewer.layers.selection.active
-        if self._follow_active and self.accepts(active):
+        if not _ADDING[_viewer_key(self._viewer)] and self.accepts(active):
             self.set_layer(active)
 
     def _rebuild(self, event=None):

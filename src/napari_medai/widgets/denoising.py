@@ -8,7 +8,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox
 
 from ._base import TaskParams, TaskWidget
-from ._layers import output_layer_data
+from ._layers import UNKNOWN_MODALITY, output_layer_data
 
 AUTO_MODEL = "Automatic (from the image's modality)"
 
@@ -106,6 +106,7 @@ class DenoisingWidget(TaskWidget):
             layers.append(
                 output_layer_data(
                     result["difference"], source_layer, "difference", "image",
+                    modality=UNKNOWN_MODALITY,  # a change of intensity: saved, it must not reopen as a CT
                     colormap="gray", contrast_limits=(-limit, limit), visible=False,
                 )
             )

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
-from ._base import TaskParams, TaskWidget, with_extension
+from ._base import TaskParams, TaskWidget, input_state, with_extension
 from ._layers import edit_labels, image_source, layer_spacing, layer_world_mm, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
@@ -463,13 +463,14 @@ class DetectionWidget(TaskWidget):
             data, spacing = image_source(layer)
             point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
             affine = layer_world_mm(layer)  # the finding's position in mm
+            started_on = input_state(layer)
         except InputError as exc:
             self._report(exc)
             return
         job = self._make_mark_job(data, spacing, point, affine)
 
         def on_success(result):  # checked before any state changes (the screening widget's too)
-            self._check_still_there(layer, "the marked nodule was measured")
+            self._check_unchanged(layer, started_on, "the marked nodule was measured")
             return self._add_reader_finding(result)
 
         self.runner.start(job, on_success, name="Measure the marked nodule")
