@@ -56,7 +56,7 @@ def _check_strength(strength) -> float:
     return value
 
 
-def _as_input_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+def as_input_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Same dtype family as the input: integers are rounded and clipped, floats become float32."""
     if np.issubdtype(like.dtype, np.integer):
         info = np.iinfo(like.dtype)
@@ -159,4 +159,4 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
                         in_channels=loaded.card.in_channels).reshape(image.shape)
     blended = clean if strength == 1.0 else image + strength * (clean - image)
-    return _as_input_dtype(blended, arr).reshape(shape)
+    return as_input_dtype(blended, arr).reshape(shape)

@@ -198,6 +198,25 @@ def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, 
     assert (denoised.metadata["modality"], difference.metadata["modality"]) == ("CT", "unknown")
 
 
+def test_denoising_keeps_an_integer_ct_integer_and_refuses_strength_zero(qtbot, viewer, small_ct, monkeypatch):
+    clean = np.full((1, *small_ct.shape), 5.0, np.float32)
+    monkeypatch.setattr(TaskWidget, "_make_job", _fake_inference(clean))
+    ct = viewer.add_image(np.rint(small_ct).astype(np.int16), name="ct16")
+    widget = open_widget(viewer, "Denoising")
+    widget.add_model_path("fake.pt")
+    widget.strength_box.setValue(0.3)
+    assert run_and_wait(qtbot, widget) == "done"
+    denoised = viewer.layers["ct16 denoised"].data
+    # as denoise() and `medai denoise` write it: the input's dtype, rounded
+    assert denoised.dtype == np.int16
+    np.testing.assert_array_equal(denoised, np.rint(0.7 * ct.data.astype(np.float32) + 0.3 * 5.0).astype(np.int16))
+    names = [layer.name for layer in viewer.layers]
+    widget.strength_box.setValue(0.0)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert "strength 0 keeps the image as it is" in widget.status_label.text()
+    assert [layer.name for layer in viewer.layers] == names
+
+
 def test_cancel_in_the_widget_stops_and_adds_nothing(qtbot, viewer, ct_layer, monkeypatch):
     probs = _two_class_probabilities(ct_layer.data.shape)
     steps_run = []

@@ -77,18 +77,26 @@ class DenoisingWidget(TaskWidget):
         }
 
     def _make_job(self, volume, spacing, params):
+        from ..errors import InputError
+
+        if params.strength == 0.0:  # the network would run for an identical copy of the input
+            raise InputError("strength 0 keeps the image as it is: choose a strength above 0 to denoise")
         # Built-in denoisers (2D/2.5D, slice-wise) run through napari_medai.denoising.denoise;
-        # user files and bundles go through the generic engine.
+        # a card of another task (none is listed today) would go through the generic engine.
         if getattr(params.model, "task", None) == "denoising":
             infer = _denoise_core(volume, spacing, params)
         else:
             infer = super()._make_job(volume, spacing, params)
 
         def job(progress, cancel):
+            from ..denoising import as_input_dtype
+
             output = np.asarray(infer(progress, cancel))
             cancel.raise_if_cancelled()
-            denoised = blend(volume, output.reshape(np.shape(volume)), params.strength)
-            difference = np.asarray(volume, np.float32) - denoised if params.show_difference else None
+            image = np.asarray(volume)
+            # in the input's dtype, as denoise() and `medai denoise` give it (int16 CT stays int16)
+            denoised = as_input_dtype(blend(image, output.reshape(image.shape), params.strength), image)
+            difference = image.astype(np.float32) - denoised if params.show_difference else None
             return {"denoised": denoised, "difference": difference}
 
         return job
