@@ -585,7 +585,8 @@ def _claims(out) -> dict:
         return {}
     if not isinstance(record, dict):
         return {}
-    if isinstance(record.get("files"), dict):
+    ours = _is_screening_record(record) or record.get("note") == UNFINISHED
+    if ours and isinstance(record.get("files"), dict):  # another program's JSON may say "files" too
         return {**record["files"], "report.json": None}
     if not _is_screening_record(record):
         return {}

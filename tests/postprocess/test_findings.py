@@ -161,4 +161,12 @@ def test_discs_measure_their_diameter_and_a_lone_pixel_one_pixel():
     lone = np.zeros((3, 5, 5), bool)
     lone[1, 2, 2] = True
     assert axial_axes(lone, (1.0, 0.8, 0.8)) == pytest.approx((0.8, 0.8))
+    for length in (2, 3, 6):  # a one-pixel strand is as long as its pixels, whatever the blur does to it
+        strand = np.zeros((1, 10, 10), bool)
+        strand[0, 4, 2:2 + length] = True
+        assert axial_axes(strand, (1.0, 0.8, 0.8)) == pytest.approx((0.8 * length, 0.8))
+    y, x = np.mgrid[:30, :30]
+    beside = np.hypot(y - 12, x - 12)[None] <= 6
+    beside[0, 25, 25] = True  # a lone pixel of the same finding counts, next to a piece the blur keeps
+    assert axial_axes(beside, (1, 1, 1))[0] > 20  # from the far side of the 13 mm disc to the pixel
     assert axial_axes(np.zeros((2, 4, 4), bool), (1, 1, 1)) == (0.0, 0.0)

@@ -401,7 +401,8 @@ def test_a_file_no_screening_wrote_is_refused_and_left_alone(shared_models, tmp_
             mine = write_volume(np.ones((30, 40, 60), np.uint8), out / name, is_labels=True)
         else:
             mine = out / name
-            mine.write_text('{"my": "own notes"}')
+            # a JSON of another program may list "files" too: that does not make the folder a report's
+            mine.write_text('{"my": "own notes", "files": {"report.md": null, "findings.csv": null}}')
         before = mine.read_bytes()
         message = re.escape(f"{mine} is not a file of an earlier screening report") + ".*choose another folder"
         with pytest.raises(InputError, match=message):

@@ -143,3 +143,14 @@ def test_loss_weights_enter_the_content_loss(tmp_path, tiny_slices, monkeypatch)
     assert _weights(tmp_path / "zero")["head.weight"].abs().sum() == 0
     _train(tmp_path / "one", tiny_slices, steps=2, warmup=2)
     assert _weights(tmp_path / "one")["head.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("sizes", [{"steps": 0}, {"batch": 0}, {"patch": -1}])
+def test_sizes_that_cannot_train_are_refused_before_any_data_is_read(tmp_path, sizes):
+    from napari_medai.errors import InputError
+    from napari_medai.training.denoising import train_denoising
+
+    name = next(iter(sizes))
+    with pytest.raises(InputError, match=f"{name} must be 1 or more"):
+        train_denoising("MR", tmp_path / "run", data=None, log=lambda *_: None, **sizes)
+    assert not (tmp_path / "run").exists()

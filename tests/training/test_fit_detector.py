@@ -65,8 +65,13 @@ def rim_scan(rim: bool):
                            nodules=[{"center_voxel": [8.0, 20.0, 20.0], "diameter_mm": 7.0 if rim else 5.0}])
 
 
+def empty_scan():
+    hu, labels = _chest()
+    return SimpleNamespace(hu=hu, labels=labels, spacing=SPACING, nodules=[])
+
+
 SCANS = {1: lambda: froc_scan(bridge=True), 2: lambda: rim_scan(rim=True),
-         3: lambda: froc_scan(bridge=False), 4: lambda: rim_scan(rim=False)}
+         3: lambda: froc_scan(bridge=False), 4: lambda: rim_scan(rim=False), 5: empty_scan}
 
 
 @pytest.fixture
@@ -175,6 +180,17 @@ def test_no_fitting_seeds_are_refused_before_any_phantom_is_made(weights, phanto
     with pytest.raises((MedaiError, ValueError), match="seed"):
         detection.fit_detector("rule-seg", [], measure_seeds=[2], log=lambda *_: None)
     assert phantoms == []
+
+
+def test_phantoms_without_a_nodule_are_refused_and_no_card_is_written(weights, phantoms):
+    from napari_medai.errors import InputError
+
+    _seg(weights)
+    with pytest.raises(InputError, match="holds a nodule, so the candidate threshold cannot be fitted"):
+        detection.fit_detector("rule-seg", [5], measure_seeds=[2], log=lambda *_: None)
+    with pytest.raises(InputError, match="holds a nodule, so the measurement cannot be fitted"):
+        detection.fit_detector("rule-seg", [1], measure_seeds=[5], log=lambda *_: None)
+    assert not (weights / "lung-nodule-detection.json").exists()
 
 
 def test_a_segmentation_card_path_is_refused_before_any_phantom_is_made(weights, phantoms):

@@ -131,8 +131,9 @@ def _literal(text: str) -> str:
     ids=["scale-translate", "oblique", "scale-rotate-and-affine"],
 )
 def test_outputs_land_in_the_inputs_physical_space(small_ct, geometry):
+    space = {"sform_code": 4, "qform_code": 1, "affine_from": "both"}  # an MNI-space file
     source = Image(small_ct, name="ct", metadata={"modality": "CT", "nifti_affine": np.eye(4),
-                                                  "nifti_orientation": "RAS"}, **geometry)
+                                                  "nifti_orientation": "RAS", "nifti_space": space}, **geometry)
     data, meta, layer_type = output_layer_data(
         (small_ct > 0).astype(np.uint8), source, "segmentation", "labels"
     )
@@ -148,6 +149,7 @@ def test_outputs_land_in_the_inputs_physical_space(small_ct, geometry):
     )
     assert output.metadata["modality"] == "CT" and output.metadata["source_layer"] == "ct"
     assert output.metadata["nifti_orientation"] == "RAS"  # saved from napari: on the source file's grid
+    assert output.metadata["nifti_space"] == space  # ... and in its space (sform/qform codes)
 
 
 def test_an_output_in_other_units_gets_an_unknown_modality(small_ct):

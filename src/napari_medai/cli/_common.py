@@ -120,4 +120,3 @@ def check_install_name(name: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
         raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
                          "the model's .pt and .json files), without a suffix")
-

@@ -1,6 +1,6 @@
 """A napari layer's world units to millimetres (no Qt, no napari: the writer uses it too).
 
-napari >= 0.6 gives each world axis of a layer a pint unit; the plugin measures in mm.
+napari >= 0.5 gives each world axis of a layer a pint unit; the plugin measures in mm.
 
 * A length unit (mm, µm, cm, m, inch, ...) is converted with pint.
 * napari's default, ``pixel`` (what a layer made by hand or by another reader has), and no
@@ -10,7 +10,7 @@ napari >= 0.6 gives each world axis of a layer a pint unit; the plugin measures 
 The units belong to the WORLD axes, after the layer's ``affine``: napari converts between
 layers' units that way (``apply_units_to_transform`` scales world coordinates per axis), so
 the transform in mm is ``diag(mm per unit) @ data-to-world``, whatever the rotate, shear and
-affine are, and it places every voxel where napari draws it.
+affine are (napari >= 0.7 also draws layers of different units that way).
 """
 
 from __future__ import annotations

@@ -106,13 +106,25 @@ def slice_outlines_mm(section: np.ndarray, pixel_mm) -> list[np.ndarray]:
     by OUTLINE_SMOOTH_PX crosses one half: the edge a reader sees on the smooth image rather
     than the pixel staircase.  Unblurred, calipers on a rasterised disc read a third of a
     pixel long on average (they catch its corners); blurred, they read within 0.1 pixel of
-    its diameter.  A piece too thin to survive the blur (a lone pixel) is outlined unblurred,
-    so nothing measures under one pixel.  Every piece counts: a finding's mask is one lesion."""
+    its diameter.  A piece one or two pixels thin (a lone pixel, a strand) would shrink or
+    vanish in the blur, so its unblurred outline is added: nothing measures under the pixels
+    it covers.  Every piece counts: a finding's mask is one lesion."""
     from skimage.measure import find_contours
 
     padded = np.pad(np.asarray(section, dtype=np.float32), 4)  # padding closes every outline
-    pieces = find_contours(ndimage.gaussian_filter(padded, OUTLINE_SMOOTH_PX), 0.5) or find_contours(padded, 0.5)
+    pieces = find_contours(ndimage.gaussian_filter(padded, OUTLINE_SMOOTH_PX), 0.5)
+    thin = padded.astype(bool) & ~_pieces_with_a_core(padded.astype(bool))
+    if thin.any():
+        pieces += find_contours(thin.astype(np.float32), 0.5)
     return [piece * np.asarray(pixel_mm, dtype=float) for piece in pieces]
+
+
+def _pieces_with_a_core(section: np.ndarray) -> np.ndarray:
+    """The pieces of ``section`` that keep a pixel after an erosion (at least 3 pixels thick
+    somewhere): the ones the outline blur does not thin away."""
+    labels, _ = ndimage.label(section)
+    cored = np.unique(labels[ndimage.binary_erosion(section)])
+    return np.isin(labels, cored[cored > 0])
 
 
 def caliper_axes(outlines: list[np.ndarray]) -> tuple[float, float]:

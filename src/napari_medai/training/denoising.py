@@ -103,6 +103,9 @@ def train_denoising(
     modality = modality.upper()
     if modality not in MODEL_NAMES:
         raise ValueError(f"modality must be CT or MR, got {modality!r}")
+    for name, value in (("steps", steps), ("batch", batch), ("patch", patch)):  # callers other than the CLI too
+        if value < 1:
+            raise InputError(f"{name} must be 1 or more, got {value}")
     if resume and not Path(resume).is_file():  # it used to be ignored: a run from scratch, unannounced
         raise InputError(f"the checkpoint to resume from, {resume}, is not a file")
     torch.set_num_threads(threads)

@@ -45,6 +45,16 @@ def builtin_card(name: str):
     return get_card(name)
 
 
+def _require_nodules(nodule_lists, seeds, what: str) -> None:
+    """Refuse phantoms without a nodule among them (``nodule_lists``: each phantom's nodules):
+    every FROC or error would be NaN, and NaN would pick a setting at random and go into the card."""
+    from ..errors import InputError
+
+    if not any(nodule_lists):
+        raise InputError(f"none of the {len(seeds)} validation phantom(s) holds a nodule, so {what} cannot be "
+                         "fitted: choose other seeds; no card was written")
+
+
 def phantom_case_findings_inputs(seed: int):
     """(hu, spacing, nodules) of validation phantom ``seed`` with its training acquisition."""
     from .phantom_dataset import phantom_for
@@ -157,6 +167,8 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
         if seed in measure_seeds:
             measure_cases.append((prob, field, hu, spacing, ph.labels == NODULE, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s)")
+    _require_nodules([nodules for _, nodules in cases], seeds, "the candidate threshold")
+    _require_nodules([case[-1] for case in measure_cases], measure_seeds, "the measurement")
     scores = {t: nodule_froc(prob_maps, cases, t, extra) for t in CANDIDATE_THRESHOLDS}
     for t, r in scores.items():
         log(f"candidate threshold {t}: mean FROC {r['mean']:.3f} {r['sensitivity']}")
@@ -229,13 +241,15 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     network = build_network(card)
     network.load_state_dict(torch.load(candidate_weights, map_location="cpu", weights_only=True))
     detector = LoadedModel(card, network.eval())
-    rows = []
+    rows, nodule_lists = [], []
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
         scored = score_candidates(hu, spacing, detector)
         found = findings_from_scored_components(scored.candidates, scored.prob, scored.scores, spacing)
         rows.append(froc_row(found, hu.shape, spacing, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s), {len(found)} scored candidates")
+        nodule_lists.append(nodules)
+    _require_nodules(nodule_lists, seeds, "the two-stage FROC")
     result = froc(rows)
     log(f"validation mean FROC {result['mean']:.3f} {result['sensitivity']}")
     card.training = {"method": "two-stage: high-recall candidates + patch classifier; FROC on validation phantoms",

@@ -24,8 +24,9 @@ from ..io.validate import check_spacing, check_volume
 # Metadata the readers put on layers that describes where the voxels are; outputs keep it
 # so the NIfTI writer saves them with the affine of the volume they came from.
 # nifti_orientation: the source file's voxel order, so that an output saved from napari lies on
-# that file's grid (napari_hooks.writer)
-_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation")
+# that file's grid; nifti_space: its sform/qform codes (scanner, MNI, ...), written back while
+# the output sits where the file put it (napari_hooks.writer)
+_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation", "nifti_space")
 # The modality of an output whose values are not the input's intensities (a probability, a
 # difference), as ``medai segment --probability`` writes it: saved from napari, such a layer must
 # not reopen with the CT window, nor be taken for a CT by the automatic model choice.
@@ -58,7 +59,7 @@ def layer_world_mm(layer) -> np.ndarray:
 
     own = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
     world = layer.affine.compose(own).affine_matrix
-    return world_matrix_mm(world, getattr(layer, "units", None), layer.name)  # no units: napari < 0.6
+    return world_matrix_mm(world, getattr(layer, "units", None), layer.name)  # no units: napari < 0.5
 
 
 def layer_spacing(layer) -> tuple[float, ...]:
@@ -120,7 +121,7 @@ def geometry_kwargs(layer) -> dict[str, Any]:
         "shear": np.array(layer.shear),
         "affine": np.array(layer.affine.affine_matrix),
     }
-    if hasattr(layer, "units"):  # napari >= 0.6
+    if hasattr(layer, "units"):  # napari >= 0.5
         kwargs["units"] = tuple(layer.units)
         kwargs["axis_labels"] = tuple(layer.axis_labels)
     return kwargs

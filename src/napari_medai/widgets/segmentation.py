@@ -80,35 +80,36 @@ def class_features(classes: dict[int, dict]) -> dict[str, list]:
     return {"index": indices, "class": [str(classes[i]["name"]) for i in indices]}
 
 
-def label_counts(labels) -> np.ndarray:
-    """Voxels of each label value 0..max (index 0 is not counted; negative values are ignored).
+def label_counts(labels) -> dict[int, int]:
+    """Voxels of each label value above 0 that ``labels`` holds.
 
     A pass per value while there are few: on a 512x512x300 uint8 map with 3 values this took
     0.05 s where ``postprocess.class_volumes`` (``np.bincount``, which first casts the map to
     int64) took 0.7 s, on 2 busy cores: short enough to run on the Qt thread after each stroke.
+    Many values (or large ones, an instance map's ids): ``np.unique`` over the labelled voxels.
     """
     from ..postprocess.components import SLAB
 
     labels = np.asarray(labels)
-    top = max(int(labels.max()), 0) if labels.size else 0
-    counts = np.zeros(top + 1, np.int64)
+    top = int(labels.max()) if labels.size else 0
+    if top > FEW_LABELS:
+        values, voxels = np.unique(labels[labels > 0], return_counts=True)
+        return dict(zip(values.tolist(), voxels.tolist()))
+    counts = dict.fromkeys(range(1, top + 1), 0)
     for z in range(0, len(labels), SLAB):  # slab by slab: the comparisons stay small
         slab = labels[z:z + SLAB]
-        if top <= FEW_LABELS:
-            for k in range(1, top + 1):
-                counts[k] += np.count_nonzero(slab == k)
-        else:
-            counts += np.bincount(slab[slab > 0].ravel(), minlength=top + 1)
-    return counts
+        for k in counts:
+            counts[k] += int(np.count_nonzero(slab == k))
+    return {k: n for k, n in counts.items() if n}
 
 
-def volume_rows(counts: np.ndarray, voxel_ml: float, classes: dict[int, dict]) -> list[dict]:
+def volume_rows(counts: dict[int, int], voxel_ml: float, classes: dict[int, dict]) -> list[dict]:
     """Rows as ``postprocess.class_volumes`` makes them: every class of the table and every
     other value present ("class k")."""
     names = {i: c["name"] for i, c in classes.items()}
     rows = []
-    for i in sorted(set(np.flatnonzero(counts[1:]) + 1) | {i for i in names if i > 0}):
-        voxels = int(counts[i]) if i < len(counts) else 0
+    for i in sorted(set(counts) | {i for i in names if i > 0}):
+        voxels = int(counts.get(i, 0))
         rows.append({"index": int(i), "name": names.get(i, f"class {i}"), "voxels": voxels,
                      "volume_ml": voxels * voxel_ml})
     return rows
@@ -164,7 +165,7 @@ class SegmentationWidget(TaskWidget):
         self.min_size_box = QDoubleSpinBox()
         # its minimum reads "model's own": the value is left to the model's card (a bundle, a
         # TorchScript file, whose card the widget does not read before the run)
-        self.min_size_box.setRange(-1.0, 1e6)
+        self.min_size_box.setRange(-0.1, 1e6)  # one decimal: -0.1, "model's own", is the only value below 0
         self.min_size_box.setSpecialValueText(MODELS_OWN)
         self.min_size_box.setDecimals(1)
         self.min_size_box.setSuffix(" mm³")
@@ -268,20 +269,25 @@ class _LiveVolumes:
         """Show ``volumes`` of ``layer`` (a new run's) and follow its edits from now on."""
         self.detach()  # the previous run's layer is no longer followed
         self.layer, self.classes = layer, classes
-        self._show(volumes)
-        self.attach()
+        self._show(volumes)  # the run's own figures: nothing to recount yet
+        self._connect()
 
     def attach(self) -> None:
+        """Follow the layer again after the dock was closed, counting the edits made meanwhile."""
+        if self._connect():
+            self.recount()
+
+    def _connect(self) -> bool:
         if self._attached or self.layer is None:
-            return
+            return False
         if not any(unwrap(x) is unwrap(self.layer) for x in self.widget.viewer.layers):
             self._forget()  # removed while the dock was closed
-            return
+            return False
         self._attached = True
         for emitter, slot in self._connections():
             emitter.connect(slot)
         self._history = _history_key(self.layer)
-        self.recount()  # edits made while the dock was closed were not followed
+        return True
 
     def detach(self) -> None:
         self.timer.stop()
@@ -310,9 +316,15 @@ class _LiveVolumes:
             self._forget()
 
     def recount(self) -> None:
+        from ..errors import MedaiError
+
         if self.layer is None:
             return
-        voxel_ml = float(np.prod(layer_spacing(self.layer))) / 1000.0
+        try:
+            voxel_ml = float(np.prod(layer_spacing(self.layer))) / 1000.0
+        except MedaiError as exc:  # e.g. its units made a non-length meanwhile: a timer slot must not raise
+            self.widget.volume_caption.setText(f"Class volumes of '{self.layer.name}' cannot be counted: {exc}")
+            return
         rows = volume_rows(label_counts(self.layer.data), voxel_ml, self.classes)
         self.layer.metadata["class_volumes"] = rows
         self._show(rows)
