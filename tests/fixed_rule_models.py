@@ -276,3 +276,19 @@ class RecordingBrightBlobDetector(BrightBlobDetector):
         images = list(images) if isinstance(images, torch.Tensor) else images
         type(self).inputs.extend(image[None].detach().cpu().clone() for image in images)
         return super().forward(images)
+
+
+def stand_in_phantoms(monkeypatch, scans: dict) -> list:
+    """Make ``training.phantom_dataset.phantom_for(seed)`` return ``scans[seed]()`` (tiny scenes
+    whose answer is known) and return the list of seeds made, in order: a test can then check
+    that nothing was made before a refusal."""
+    from napari_medai.training import phantom_dataset
+
+    made = []
+
+    def phantom_for(seed, **_):
+        made.append(seed)
+        return scans[seed]()
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", phantom_for)
+    return made

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fixed_rule_models import classifier_card, detection_card, install, segmentation_card, unit
+from fixed_rule_models import (classifier_card, detection_card, install, segmentation_card, stand_in_phantoms,
+                              unit)
 from napari_medai.cli.main import main
 from napari_medai.models import registry
-from napari_medai.training import phantom_dataset
 from napari_medai.training.confirm import THRESHOLDS
 
 A = (slice(4, 7), slice(5, 8), slice(5, 8))
@@ -42,14 +42,7 @@ SCANS = {1: lambda: scene(True), 2: lambda: scene(False)}
 
 @pytest.fixture
 def made(monkeypatch):
-    seeds = []
-
-    def phantom_for(seed, **_):
-        seeds.append(seed)
-        return SCANS[seed]()
-
-    monkeypatch.setattr(phantom_dataset, "phantom_for", phantom_for)
-    return seeds
+    return stand_in_phantoms(monkeypatch, SCANS)
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from fixed_rule_models import ThresholdSegmenter, install, segmentation_card, unit
+from fixed_rule_models import ThresholdSegmenter, install, segmentation_card, stand_in_phantoms, unit
 from napari_medai.cli.main import main
 from napari_medai.models import registry
-from napari_medai.training import phantom_dataset
 
 RULE = dict(lung_below=unit(-200), nodule_above=unit(-100), steepness=200.0)
 FAINT_HU = -105.0
@@ -56,14 +55,7 @@ SCANS = {1: faint_nodule_scan, 2: no_nodule_scan, 3: rim_scan}
 @pytest.fixture
 def made(monkeypatch):
     """The seeds of the stand-in phantoms made, in order."""
-    seeds = []
-
-    def phantom_for(seed, **_):
-        seeds.append(seed)
-        return SCANS[seed]()
-
-    monkeypatch.setattr(phantom_dataset, "phantom_for", phantom_for)
-    return seeds
+    return stand_in_phantoms(monkeypatch, SCANS)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from fixed_rule_models import ThresholdSegmenter, classifier_card, install, segmentation_card, unit
+from fixed_rule_models import (ThresholdSegmenter, classifier_card, install, segmentation_card, stand_in_phantoms,
+                              unit)
 from napari_medai.models import registry
 from napari_medai.training import detection, phantom_dataset
 
@@ -83,14 +84,7 @@ def weights(tmp_path, monkeypatch):
 
 @pytest.fixture
 def phantoms(monkeypatch):
-    made = []
-
-    def phantom_for(seed, **_):
-        made.append(seed)
-        return SCANS[seed]()
-
-    monkeypatch.setattr(phantom_dataset, "phantom_for", phantom_for)
-    return made
+    return stand_in_phantoms(monkeypatch, SCANS)
 
 
 def _seg(folder, name="rule-seg", **extra):
