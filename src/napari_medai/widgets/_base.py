@@ -296,10 +296,10 @@ class TaskWidget(QWidget):
         self.runner.start(job, on_success, name=self.title)
 
     def _add_results(self, result, source_layer, params) -> list:
-        """Add the outputs as NEW layers on the input's grid (Qt thread)."""
-        self._check_still_there(source_layer, f"{self.title.lower()} ran")
+        """Add the outputs as NEW layers on the input's grid (Qt thread); ``run`` has checked
+        that the input is still there, unchanged."""
         layer_data = self._result_layers(result, source_layer, params)
-        with self.layer_picker.keep_selection():  # the input stays the input
+        with self.layer_picker.keep_selection():  # every picker on the viewer keeps its layer
             return add_layers(self.viewer, layer_data)
 
     # ---- helpers ------------------------------------------------------------------------

@@ -275,10 +275,10 @@ class DetectionWidget(TaskWidget):
     def _add_results(self, result, source_layer, params):
         from napari.layers import Points
 
-        # napari makes each new layer active; the finding masks must not become the layer
-        # findings are added to (the screening widget points it at its segmentation instead).
-        with self.target_picker.keep_selection():
-            layers = super()._add_results(result, source_layer, params)
+        # napari makes each new layer active; the base class holds every picker meanwhile, so
+        # the finding masks do not become the layer findings are added to (the screening widget
+        # points it at its segmentation instead).
+        layers = super()._add_results(result, source_layer, params)
         self.findings = list(result["findings"])
         self.review = [NOT_REVIEWED] * len(self.findings)  # a new run is not reviewed yet
         self.findings_layer = next(layer for layer in layers if isinstance(layer, Points))
@@ -533,7 +533,7 @@ class DetectionWidget(TaskWidget):
 
         data = output_layer_data(findings_mask([finding], self._findings_shape), self._source_layer, "finding masks",
                                  "labels", opacity=0.5, metadata={FINDING_MASKS: True})
-        with self.target_picker.keep_selection(), self.layer_picker.keep_selection():
+        with self.layer_picker.keep_selection():  # holds the target picker too
             self.masks_layer = add_layers(self.viewer, [data])[0]
         layer = self._live_findings_layer()
         if layer is not None:  # the markers stay on top of the masks
