@@ -222,3 +222,46 @@ def test_a_threshold_that_is_no_score_is_refused_before_any_case(tmp_path, cohor
     with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):
         screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg, score_threshold=float("nan"))
     assert not (tmp_path / "out" / COHORT_FILE).exists()
+
+
+def test_a_cohort_table_that_no_run_wrote_is_refused_before_any_model_loads(tmp_path, cohort, models, monkeypatch):
+    import napari_medai.api as api
+
+    det, seg = models
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = "patient,age,smoker\nalpha,61,yes\n"  # a researcher's own table of the cohort, so named
+    (out / COHORT_FILE).write_text(mine)
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("a model loaded"))
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    with pytest.raises(InputError, match="not a cohort table that medai batch wrote"):
+        screen_cases(cases, out, detector=det, segmenter=seg)
+    assert (out / COHORT_FILE).read_text() == mine and sorted(p.name for p in out.iterdir()) == [COHORT_FILE]
+    (out / COHORT_FILE).write_bytes(b"\xff\xfe\x00garbage")  # not even text
+    with pytest.raises(InputError, match="cannot be read as an earlier run's cohort table"):
+        screen_cases(cases, out, detector=det, segmenter=seg)
+
+
+def test_a_run_on_some_cases_keeps_the_other_cases_rows(tmp_path, cohort, models):
+    det, seg = models
+    out = tmp_path / "out"
+    cases = dict(find_cases([cohort]))
+    screen_cases([("alpha", cases["alpha"]), ("broken", cases["broken"])], out, detector=det, segmenter=seg)
+    # an older version's table had no category_by_attenuation column: its rows are kept too
+    with open(out / COHORT_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    old_fields = [k for k in rows[0] if k != "category_by_attenuation"]
+    with open(out / COHORT_FILE, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (cohort / "broken.nii.gz").unlink()  # mended: now a good scan under the same name
+    write_volume(two_lung_chest(), cohort / "broken.nii.gz", affine=AFFINE, modality="CT")
+    screen_cases([("beta", cases["beta"]), ("broken", cases["broken"])], out, detector=det, segmenter=seg)
+    with open(out / COHORT_FILE, newline="") as fh:
+        after = {row["case"]: row for row in csv.DictReader(fh)}
+    assert list(after) == ["alpha", "broken", "beta"]  # earlier rows keep their place, new ones follow
+    assert after["alpha"]["status"] == "ok" and after["alpha"]["findings"] == rows[0]["findings"]
+    assert after["alpha"]["category_by_attenuation"] == ""  # the old table did not have it
+    assert after["broken"]["status"] == "ok" and after["beta"]["category_by_attenuation"] != ""
+    assert rows[1]["status"] == "error"  # the first run's row that the second replaced

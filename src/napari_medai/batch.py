@@ -87,8 +87,9 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
                  segmenter=DEFAULT_SEGMENTATION_MODEL, on_case: Callable[[CaseRecord, int, int], None] | None = None,
                  cancel=None, **screen_kwargs) -> list[CaseRecord]:
     """Screen each (name, path) of ``cases`` (``find_cases``) into ``out_dir/<name>/`` and write
-    ``out_dir/cohort.csv`` (rewritten as each case ends, in the order of ``cases``); returns the
-    records in the order of ``cases``.  ``screen_kwargs`` go
+    ``out_dir/cohort.csv`` (rewritten as each case ends, in the order of ``cases``, after the rows
+    an earlier run there wrote for other cases); returns the records in the order of ``cases``.
+    A ``cohort.csv`` there that no run wrote is refused (``InputError``) before any model loads.  ``screen_kwargs`` go
     to ``screen`` (``denoise``, ``score_threshold``, ``max_findings``, ``settings``).
     ``on_case(record, done, total)`` is called as each case finishes (from a worker thread).
     A cancelled ``cancel`` (``inference.CancelToken``) stops the running cases between windows
@@ -111,6 +112,7 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # loaded once: every task shares the same networks (inference only, no state changes)
+    earlier = earlier_cohort_rows(out / COHORT_FILE)  # refuses a table that is not ours, before any model loads
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     lock, finished = threading.Lock(), {}
     order = {name: k for k, (name, _) in enumerate(cases)}
@@ -122,7 +124,7 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
             finished[name] = record
             # rewritten as each case ends: a run stopped halfway keeps the table of what it did
             done = sorted(finished.values(), key=lambda r: order[r.case])
-            (out / COHORT_FILE).write_text(cohort_csv(done), encoding="utf-8")
+            (out / COHORT_FILE).write_text(cohort_csv(done, earlier), encoding="utf-8")
             if on_case is not None:
                 on_case(record, len(finished), len(cases))
         return record
@@ -178,12 +180,43 @@ def _round(value, digits: int = 1):
     return None if value is None else round(float(value), digits)
 
 
-def cohort_csv(records) -> str:
-    """``cohort.csv``: one row per case, empty cells where a value does not apply."""
+def cohort_csv(records, earlier: list[dict] = ()) -> str:
+    """``cohort.csv``: one row per case, empty cells where a value does not apply.  ``earlier``
+    (``earlier_cohort_rows``) are an earlier run's rows: each keeps its place unless ``records``
+    holds its case again, and the rest of ``records`` follow in their order."""
     buffer = io.StringIO()
     fields = list(CaseRecord.__dataclass_fields__)
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for record in records:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items()})
+    new = {r.case: {k: ("" if v is None else v) for k, v in asdict(r).items()} for r in records}
+    rows = [new.pop(row["case"], row) for row in earlier]
+    for row in rows + list(new.values()):
+        writer.writerow(row)
     return buffer.getvalue()
+
+
+COHORT_KEY_FIELDS = ("case", "source", "status", "message")  # how every version's table begins
+
+
+def earlier_cohort_rows(path) -> list[dict]:
+    """The rows of an earlier run's ``cohort.csv`` at ``path`` ([] when there is none), so that a
+    run on some of a folder's cases keeps the other cases' rows, whose report folders stay.
+    Raises InputError for a file there that no ``medai batch`` wrote (another header), which a
+    run would otherwise replace: a researcher's own table of the cohort is often named so."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = tuple(reader.fieldnames or ())
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path} cannot be read as an earlier run's cohort table ({reason_of(exc)}), and this "
+                         "run would replace it; move it elsewhere or choose another --out-dir") from exc
+    known = set(CaseRecord.__dataclass_fields__)
+    if header[:len(COHORT_KEY_FIELDS)] != COHORT_KEY_FIELDS or not set(header) <= known:
+        raise InputError(f"{path} is not a cohort table that medai batch wrote (its columns are "
+                         f"{', '.join(header) or 'none'}), and this run would replace it; move it elsewhere "
+                         "or choose another --out-dir")
+    return [row for row in rows if row.get("case")]

@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
         "among the files (such as `medai phantom`'s <case>_label.nii.gz) is skipped with a note. "
         "The Lung-RADS size category is decision support, not a diagnosis.")
     p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders, or folders holding them")
-    p.add_argument("--out-dir", required=True, help="folder for the case folders and cohort.csv (created if missing)")
+    p.add_argument("--out-dir", required=True, help="folder for the case folders and cohort.csv (created if missing; an earlier run's cohort.csv there "
+                   "keeps the rows of cases not screened again, and one no run wrote is refused)")
     p.add_argument("--workers", type=int, default=1,
                    help="cases screened at once (default 1; 2 overlap one case's post-processing with another's "
                         "network run: about a fifth faster on a 2-core CPU, for one more case's memory)")
