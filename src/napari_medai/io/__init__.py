@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from .dicom import is_dicom_file, read_dicom_series
 from .nifti import is_nifti_path, read_nifti, write_nifti
+from .orientation import same_place
 from .validate import check_spacing
 from .volume import Volume, napari_affine_from_nifti, nifti_affine_from_napari
 
@@ -75,7 +76,7 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         modality = vol.modality if modality is None else modality
         is_labels = vol.is_labels if is_labels is None else is_labels
         orientation = orientation or vol.metadata.get("nifti_orientation")
-        if nifti_space is None and (affine is None or _same_geometry(affine, base_affine)):
+        if nifti_space is None and (affine is None or same_place(affine, base_affine)):
             nifti_space = vol.metadata.get("nifti_space")  # a space code holds for its geometry only
     else:
         data, base_affine = volume_or_array, np.eye(4)
@@ -91,12 +92,6 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
     )
     check_spacing(out.spacing)
     return write_nifti(out, path, orientation=orientation)
-
-
-def _same_geometry(affine, other) -> bool:
-    affine = np.asarray(affine, dtype=float)
-    # closer than 1e-4 mm puts every voxel in the same place (as napari_hooks.writer decides)
-    return affine.shape == (4, 4) and np.allclose(affine, other, rtol=0, atol=1e-4)
 
 
 def _folder_has_dicom(folder: Path, probe: int = 20) -> bool:

@@ -19,6 +19,17 @@ from .volume import napari_affine_from_nifti, nifti_affine_from_napari
 DISPLAY_AXCODES = ("L", "P", "S")
 
 
+# Two affines closer than this place every voxel at the same spot (mm): a header's affine is
+# float32-rounded (about 2e-5 mm on a 300 mm translation), a move or rescale in napari is far larger.
+SAME_PLACE_ATOL_MM = 1e-4
+
+
+def same_place(affine, other) -> bool:
+    """Whether two 4 x 4 affines put every voxel at the same spot (to ``SAME_PLACE_ATOL_MM``)."""
+    a, b = np.asarray(affine, dtype=float), np.asarray(other, dtype=float)
+    return a.shape == b.shape == (4, 4) and np.allclose(a, b, rtol=0, atol=SAME_PLACE_ATOL_MM)
+
+
 def orientation_codes(nifti_affine: np.ndarray) -> str:
     """Three letters naming where each index axis points, e.g. 'LPS' or 'RAS'."""
     return "".join(str(c) for c in nib.aff2axcodes(nifti_affine))

@@ -16,12 +16,8 @@ import numpy as np
 from ..errors import InputError, MedaiError
 from ..io import write_volume
 from ..io.nifti import is_nifti_path
+from ..io.orientation import same_place
 from ..io.units import world_matrix_mm
-
-# Two affines closer than this place every voxel at the same spot (mm; the stored affine is
-# float32-rounded, a move or rescale in napari is far larger).
-_SAME_PLACE_ATOL_MM = 1e-4
-
 
 class SaveError(OSError):
     """A MedaiError raised again for napari: napari's write_layers takes any ValueError for
@@ -77,7 +73,7 @@ def _space_if_in_place(layer_metadata: dict, affine: np.ndarray):
     """The source file's sform/qform codes (``io.nifti``'s ``nifti_space``) while the layer is
     still where the file put it; a layer moved in napari is no longer in that space."""
     stored = layer_metadata.get("affine")
-    if stored is None or np.shape(stored) != (4, 4) or not _same_place(np.asarray(stored, float), affine):
+    if stored is None or np.shape(stored) != (4, 4) or not same_place(np.asarray(stored, float), affine):
         return None
     return layer_metadata.get("nifti_space")
 
@@ -94,7 +90,7 @@ def layer_affine(meta: dict, shape=None) -> np.ndarray:
     source_shape = layer_metadata.get("shape")
     same_grid = shape is None or source_shape is None or tuple(source_shape) == tuple(shape)
     stored = np.asarray(stored, dtype=float)
-    return stored if same_grid and _same_place(stored, own) else own
+    return stored if same_grid and same_place(stored, own) else own
 
 
 def _own_transform(meta: dict) -> np.ndarray:
@@ -118,10 +114,6 @@ def _own_transform(meta: dict) -> np.ndarray:
     return world_matrix_mm(data2world, meta.get("units"), meta.get("name", ""))
 
 
-def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
-    return np.shape(a) == np.shape(b) == (4, 4) and np.allclose(a, b, rtol=1e-6, atol=_SAME_PLACE_ATOL_MM)
-
-
 def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None, dict | None] | None:
     """(exact affine, file voxel order, file space codes) of an Image layer in the current
     viewer with this data shape at this place; one read from a file (with a voxel order)
@@ -141,7 +133,7 @@ def _image_grid(shape, affine: np.ndarray) -> tuple[np.ndarray, str | None, dict
             continue
         meta = layer.as_layer_data_tuple()[1]
         image_affine = layer_affine(meta, shape)
-        if _same_place(image_affine, affine):
+        if same_place(image_affine, affine):
             image_meta = meta.get("metadata") or {}
             found.append((image_affine, image_meta.get("nifti_orientation"),
                           _space_if_in_place(image_meta, image_affine)))
