@@ -1,6 +1,7 @@
 import numpy as np
 
 from napari_medai.postprocess import class_volumes, clean_segmentation
+from napari_medai.postprocess.measure import FEW_LABELS, label_counts
 
 
 def test_clean_keeps_two_lungs_and_drops_small_lesions():
@@ -25,6 +26,30 @@ def test_class_volumes_in_ml():
     assert [r["name"] for r in rows] == ["lung", "nodule", "vessel"]
     assert rows[0]["volume_ml"] == (499 * 1.0) / 1000
     assert rows[1]["voxels"] == 1 and rows[2]["voxels"] == 0
+
+
+def test_class_volumes_list_named_classes_and_values_present_only():
+    lab = np.zeros((4, 4, 4), np.float32)  # a float label map (as MONAI's SaveImage writes)
+    lab[0, 0, :3], lab[1, 1, 1] = 5, 1
+    rows = class_volumes(lab, (1.0, 1.0, 1.0), {1: "lung", 2: "nodule"})
+    assert [(r["index"], r["name"], r["voxels"]) for r in rows] == [(1, "lung", 1), (2, "nodule", 0), (5, "class 5", 3)]
+
+
+def test_label_counts_match_bincount():
+    def expected(labels):
+        counts = np.bincount(labels[labels > 0].astype(np.int64))
+        return {int(k): int(n) for k, n in enumerate(counts) if k and n}
+
+    rng = np.random.default_rng(0)
+    few = rng.integers(0, 4, (40, 9, 7)).astype(np.uint8)
+    assert label_counts(few) == expected(few)
+    many = rng.integers(-3, FEW_LABELS + 20, (40, 9, 7)).astype(np.int32)  # negative values are ignored
+    assert label_counts(many) == expected(many)
+    assert label_counts(np.zeros((3, 2, 2), np.uint8)) == {}
+    # an instance map with large ids (uint64, which np.bincount refuses): no array of size max+1
+    ids = np.zeros((4, 5, 6), np.uint64)
+    ids[0, 0, :2], ids[3, 4, 5] = 2**40, 7
+    assert label_counts(ids) == {7: 1, 2**40: 2}
 
 
 def test_lesions_must_touch_their_host_class():

@@ -170,25 +170,6 @@ def test_label_values_that_are_no_class_are_drawn_in_napari_colours():
     assert colormap.map(0)[3] == 0 and colormap.map(1000)[3] == 1  # background only is transparent
 
 
-def test_label_counts_match_bincount():
-    from napari_medai.widgets.segmentation import FEW_LABELS, label_counts
-
-    def expected(labels):
-        counts = np.bincount(labels[labels > 0].astype(np.int64))
-        return {int(k): int(n) for k, n in enumerate(counts) if k and n}
-
-    rng = np.random.default_rng(0)
-    few = rng.integers(0, 4, (40, 9, 7)).astype(np.uint8)
-    assert label_counts(few) == expected(few)
-    many = rng.integers(-3, FEW_LABELS + 20, (40, 9, 7)).astype(np.int32)  # negative values are ignored
-    assert label_counts(many) == expected(many)
-    assert label_counts(np.zeros((3, 2, 2), np.uint8)) == {}
-    # an instance map with large ids (uint64, which np.bincount refuses): no array of size max+1
-    ids = np.zeros((4, 5, 6), np.uint64)
-    ids[0, 0, :2], ids[3, 4, 5] = 2**40, 7
-    assert label_counts(ids) == {7: 1, 2**40: 2}
-
-
 def _table(widget) -> list[tuple[str, str]]:
     table = widget.volume_table
     return [(table.cell_text(r, 0), table.cell_text(r, 1)) for r in range(table.rowCount())]

@@ -5,16 +5,47 @@ from __future__ import annotations
 import numpy as np
 
 
-def class_volumes(labels: np.ndarray, spacing, class_names: dict[int, str] | None = None) -> list[dict]:
-    """Voxel count and volume in mL (1 mL = 1000 mm^3) for every non-background class."""
-    from .components import label_sizes
+FEW_LABELS = 32  # up to this many label values, counting value by value beats np.bincount
 
-    counts = label_sizes(np.asarray(labels))  # not an int64 copy of the whole map
+
+def class_volumes(labels: np.ndarray, spacing, class_names: dict[int, str] | None = None) -> list[dict]:
+    """Voxel count and volume in mL (1 mL = 1000 mm^3) of every named class above 0 and every
+    other value present ("class k")."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    names = class_names or {}
-    indices = sorted(set(range(1, len(counts))) | {i for i in names if i > 0})
+    return volume_rows(label_counts(labels), voxel_ml, class_names or {})
+
+
+def label_counts(labels) -> dict[int, int]:
+    """Voxels of each label value above 0 that ``labels`` holds.
+
+    A pass per value while there are few: on a 512x512x300 uint8 map with 3 values this took
+    0.05 s where ``np.bincount`` (which first casts the map to int64) took 0.7 s, on 2 busy
+    cores: short enough for the segmentation widget to recount on the Qt thread after each
+    stroke.  Many values (or large ones, an instance map's ids): ``np.unique`` over the
+    labelled voxels."""
+    from .components import SLAB
+
+    labels = np.asarray(labels)
+    top = int(labels.max()) if labels.size else 0
+    if top > FEW_LABELS:
+        values, voxels = np.unique(labels[labels > 0], return_counts=True)
+        return dict(zip(values.tolist(), voxels.tolist()))
+    counts = dict.fromkeys(range(1, top + 1), 0)
+    for z in range(0, len(labels), SLAB):  # slab by slab: the comparisons stay small
+        slab = labels[z:z + SLAB]
+        for k in counts:
+            counts[k] += int(np.count_nonzero(slab == k))
+    return {k: n for k, n in counts.items() if n}
+
+
+def volume_rows(counts: dict[int, int], voxel_ml: float, names: dict[int, str | dict]) -> list[dict]:
+    """``{"index", "name", "voxels", "volume_ml"}`` rows, in index order, of every class in
+    ``names`` above 0 (``{index: name}``, or a class table ``{index: {"name": ...}}``) and every
+    other value in ``counts`` (named "class k")."""
+    names = {i: (n["name"] if isinstance(n, dict) else n) for i, n in names.items()}
     rows = []
-    for i in indices:
-        n = int(counts[i]) if i < len(counts) else 0
-        rows.append({"index": i, "name": names.get(i, f"class {i}"), "voxels": n, "volume_ml": n * voxel_ml})
+    for i in sorted(set(counts) | {i for i in names if i > 0}):
+        voxels = int(counts.get(i, 0))
+        rows.append({"index": int(i), "name": names.get(i, f"class {i}"), "voxels": voxels,
+                     "volume_ml": voxels * voxel_ml})
     return rows
