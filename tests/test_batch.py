@@ -265,3 +265,12 @@ def test_a_run_on_some_cases_keeps_the_other_cases_rows(tmp_path, cohort, models
     assert after["alpha"]["category_by_attenuation"] == ""  # the old table did not have it
     assert after["broken"]["status"] == "ok" and after["beta"]["category_by_attenuation"] != ""
     assert rows[1]["status"] == "error"  # the first run's row that the second replaced
+
+
+def test_hidden_files_and_folders_are_no_cases(tmp_path, cohort):
+    (cohort / "._alpha.nii.gz").write_bytes(b"\0\5\26\7" + b"\0" * 4092)  # a Mac resource-fork twin
+    hidden = cohort / ".trash"
+    hidden.mkdir()
+    write_volume(two_lung_chest(), hidden / "old.nii.gz", affine=AFFINE, modality="CT")
+    names = [name for name, _ in find_cases([cohort])]
+    assert not any(name.startswith(".") or name == "old" for name in names) and "alpha" in names

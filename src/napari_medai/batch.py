@@ -65,8 +65,10 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
         if is_nifti_path(item) or (item.is_dir() and is_supported_path(item)):
             found.append(item)  # a case itself
         elif item.is_dir():
-            found += [p for p in sorted(item.iterdir())
-                      if is_nifti_path(p) or (p.is_dir() and is_supported_path(p))]
+            # hidden entries are no cases: a cohort copied from a Mac holds a "._scan.nii.gz"
+            # resource-fork twin of every scan (as medai evaluate and the DICOM reader skip them)
+            found += [p for p in sorted(item.iterdir()) if not p.name.startswith(".")
+                      and (is_nifti_path(p) or (p.is_dir() and is_supported_path(p)))]
         else:
             raise InputError(f"{item.name} is neither a NIfTI file nor a folder of cases")
     if not found:

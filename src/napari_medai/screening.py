@@ -543,6 +543,10 @@ def check_out_dir(source, out_dir) -> None:
     from .models.registry import sha256_of
 
     out = Path(out_dir)
+    if source is not None and Path(source).is_dir() and out.resolve() == Path(source).resolve():
+        # a DICOM series folder: the report would be written among the user's slices
+        raise InputError(f"{out_dir} is the DICOM series folder being screened, and its report would be written "
+                         "among its slices; choose another folder")
     if source is not None:
         for name in IMAGE_FILES:
             if (out / name).resolve() == Path(source).resolve():

@@ -238,3 +238,34 @@ def test_a_threshold_that_is_no_score_is_refused_before_the_model_loads(tmp_path
         assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "f.json"), "--threshold", bad,
                      "--model", "no-such", "--quiet"]) == 2
         assert "--threshold must be a score between 0 and 1" in capsys.readouterr().err
+
+
+def test_detect_replaces_its_own_summary_but_never_another_md_beside_out(tmp_path, ct_nifti, capsys, monkeypatch):
+    import napari_medai.api as api
+
+    model = str(install(detection_card(), tmp_path / "model"))
+    out = tmp_path / "notes.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model, "--quiet"]) == 0
+    first = out.with_suffix(".md").read_text()
+    assert first.startswith("# Lesion detection: ct.nii.gz")
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model, "--quiet"]) == 0  # its own: replaced
+    assert out.with_suffix(".md").read_text() == first
+    mine = tmp_path / "mine.md"
+    mine.write_text("# My notes on this patient\n")  # a reader's notes beside the name given to --out
+    monkeypatch.setattr(api, "detect", lambda *a, **k: pytest.fail("the detector ran"))
+    capsys.readouterr()
+    assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "mine.csv"), "--model", model, "--quiet"]) == 2
+    assert "is not a summary medai detect wrote" in capsys.readouterr().err
+    assert mine.read_text() == "# My notes on this patient\n" and not (tmp_path / "mine.csv").exists()
+    (tmp_path / "dir.md").mkdir()  # the summary's name is a folder: refused before the run, nothing half-written
+    assert main(["detect", str(ct_nifti), "--out", str(tmp_path / "dir.json"), "--model", model, "--quiet"]) == 2
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "dir.json").exists()
+
+
+def test_detect_refuses_a_cap_of_zero_findings_before_the_run(tmp_path, ct_nifti, capsys, monkeypatch):
+    import napari_medai.api as api
+
+    monkeypatch.setattr(api, "detect", lambda *a, **k: pytest.fail("the detector ran"))
+    out = tmp_path / "f.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--max-findings", "0", "--quiet"]) == 2
+    assert "--max-findings must be 1 or more, got 0" in capsys.readouterr().err and not out.exists()

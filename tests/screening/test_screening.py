@@ -489,3 +489,15 @@ def test_a_singleton_channel_axis_is_dropped_as_segment_and_detect_drop_it(share
     given = screen(toy_chest()[None], SPACING, detector=det, segmenter=seg, score_threshold=0.5)
     np.testing.assert_array_equal(given.labels, plain.labels)
     assert [s.to_dict() for s in given.findings] == [s.to_dict() for s in plain.findings]
+
+
+def test_a_report_folder_that_is_the_dicom_series_folder_itself_is_refused(tmp_path):
+    from napari_medai.screening import check_out_dir
+
+    series = tmp_path / "pat2"
+    series.mkdir()
+    (series / "IM0001").write_bytes(b"slice")
+    with pytest.raises(InputError, match="is the DICOM series folder being screened"):
+        check_out_dir(series, tmp_path / "." / "pat2")
+    check_out_dir(series, series / "report")  # a folder inside it is the user's choice, and writes no slice
+    check_out_dir(series, tmp_path / "pat2_report")

@@ -10,16 +10,17 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("detect", help="detect lesions (default: lung nodules in chest CT)")
     p.add_argument("input", help="NIfTI file or DICOM folder")
-    p.add_argument("--out", required=True, help="findings file: .json or .csv (a .md summary is written beside it)")
+    p.add_argument("--out", required=True, help="findings file: .json or .csv (a .md summary is written beside it; a .md there that is no "
+                   "earlier summary is refused)")
     p.add_argument("--model", default="lung-nodule-detection", help="built-in name or model path")
     p.add_argument("--threshold", type=float, default=0.0, help="minimum score of a finding")
-    p.add_argument("--max-findings", type=int, default=50)
+    p.add_argument("--max-findings", type=int, default=50, help="at most this many findings, 1 or more (default 50)")
     add_runtime_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..api import check_score_threshold, detect
+    from ..api import check_max_findings, check_score_threshold, detect
     from ..errors import InputError
     from ..io import read_volume
     from ..models import load_model
@@ -31,7 +32,13 @@ def run(args) -> int:
     if out.suffix.lower() not in (".json", ".csv"):
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
     check_writable(out, "--out")
+    summary_path = out.with_suffix(".md")
+    check_writable(summary_path, "the summary beside --out")
+    check_own_summary(summary_path)
     check_score_threshold(args.threshold, "--threshold")
+    check_max_findings(args.max_findings)  # a negative or fractional cap, in the API's words
+    if args.max_findings == 0:  # would run the detector to list nothing, and say nothing was found
+        raise InputError(f"--max-findings must be 1 or more, got {args.max_findings}")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)
@@ -42,7 +49,27 @@ def run(args) -> int:
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
                                 n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
-    out.with_suffix(".md").write_text(summary)
+    summary_path.write_text(summary)
     print(summary)
-    print(f"{len(findings)} finding(s) written to {out} (summary: {out.with_suffix('.md')})")
+    print(f"{len(findings)} finding(s) written to {out} (summary: {summary_path})")
     return 0
+
+
+def check_own_summary(path) -> None:
+    """The .md beside ``--out`` is written without being named: refuse to replace a file there
+    that is not an earlier summary of this command (a reader's notes.md beside notes.json, or a
+    screening's report.md beside report.json, was silently replaced)."""
+    from ..errors import InputError
+    from ..postprocess.report import SUMMARY_TITLE
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        first = ""
+    if not first.startswith(SUMMARY_TITLE):
+        raise InputError(f"{path} exists and is not a summary medai detect wrote, and the summary written beside "
+                         "--out would replace it; choose another --out name or move that file")

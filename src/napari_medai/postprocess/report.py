@@ -95,13 +95,16 @@ def craniocaudal_note(findings, slice_mm: float) -> str | None:
             "plane that shows the true size (the category here is from the axial axes)")
 
 
+SUMMARY_TITLE = "# Lesion detection"  # how the summary begins: medai detect knows its own .md by it
+
+
 def findings_markdown(findings: list[Finding], source: str = "", model: str = "", n_slices: int | None = None,
                       operating_point: float | None = None, fp_per_scan: float = 1.0) -> str:
     """The detection summary (``medai detect``'s .md); with ``n_slices`` (the scan's axial slice
     count) it notes the findings at the scan's first or last slice; with ``operating_point``
     (the model's default score threshold, fitted for ``fp_per_scan`` false positives per
     validation scan) it says which findings reach it."""
-    lines = [f"# Lesion detection: {source}".rstrip(": "), ""]
+    lines = [f"{SUMMARY_TITLE}: {source}".rstrip(": "), ""]
     if model:
         lines.append(f"Model: `{model}`. {len(findings)} finding(s), ranked by score.")
     if operating_point is not None and findings:
