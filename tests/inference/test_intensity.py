@@ -53,3 +53,57 @@ def test_probability_outputs(small_ct, output):
         np.testing.assert_allclose(out[0], expected, atol=1e-5)
     else:  # softmax over a single channel is 1 everywhere
         np.testing.assert_allclose(out, 1.0)
+
+
+# ---- kinds read from MONAI bundles, checked against MONAI's own transforms ----------------
+def _monai(transform, image: torch.Tensor) -> np.ndarray:
+    return np.asarray(transform(image.clone()))
+
+
+@pytest.mark.parametrize("spec, kwargs", [
+    ({"kind": "zscore", "subtrahend": 100.0, "divisor": 50.0}, dict(subtrahend=100.0, divisor=50.0)),
+    ({"kind": "zscore", "subtrahend": 100.0}, dict(subtrahend=100.0)),  # the image's std
+    ({"kind": "zscore", "divisor": 0.0}, dict(divisor=0.0)),  # divides by 1, as MONAI
+    ({"kind": "zscore", "subtrahend": 10.0, "divisor": 4.0, "nonzero": True},
+     dict(subtrahend=10.0, divisor=4.0, nonzero=True)),
+    ({"kind": "zscore", "subtrahend": [1.0, 2.0], "divisor": [3.0, 4.0], "channel_wise": True},
+     dict(subtrahend=[1.0, 2.0], divisor=[3.0, 4.0], channel_wise=True)),
+])
+def test_fixed_zscore_is_monais_normalize_intensity(rng, spec, kwargs):
+    from monai.transforms import NormalizeIntensity
+
+    image = torch.from_numpy(rng.normal(80, 30, size=(2, 4, 5, 6)).astype(np.float32))
+    image[:, 0] = 0.0  # zeros, for nonzero
+    out = fit_intensity(spec, image).apply(image)
+    np.testing.assert_allclose(out.numpy(), _monai(NormalizeIntensity(**kwargs), image), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channel_wise", [False, True])
+def test_minmax_is_monais_scale_intensity(rng, channel_wise):
+    from monai.transforms import ScaleIntensity
+
+    image = torch.from_numpy(rng.normal(80, 30, size=(2, 4, 5, 6)).astype(np.float32))
+    spec = {"kind": "minmax", "b_min": -1.0, "b_max": 2.0, "channel_wise": channel_wise}
+    out = fit_intensity(spec, image).apply(image)
+    expected = _monai(ScaleIntensity(minv=-1.0, maxv=2.0, channel_wise=channel_wise), image)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+    constant = torch.full((1, 2, 3, 4), 7.0)  # MONAI multiplies a constant image by minv
+    np.testing.assert_allclose(fit_intensity(spec, constant).apply(constant).numpy(),
+                               _monai(ScaleIntensity(minv=-1.0, maxv=2.0), constant))
+
+
+def test_a_chain_applies_its_steps_in_order_and_inverts(rng):
+    from monai.transforms import Compose, NormalizeIntensity, ScaleIntensityRange
+
+    from napari_medai.models.card import ModelCard
+
+    image = torch.from_numpy(rng.normal(0, 300, size=(1, 4, 5, 6)).astype(np.float32))
+    spec = {"kind": "chain", "steps": [
+        {"kind": "ct_window", "a_min": -200, "a_max": 200, "b_min": 0, "b_max": 1, "clip": False},
+        {"kind": "zscore"}]}
+    ModelCard(name="chained", intensity=spec)  # a valid card
+    imap = fit_intensity(spec, image)
+    out = imap.apply(image)
+    expected = _monai(Compose([ScaleIntensityRange(-200, 200, 0, 1), NormalizeIntensity()]), image)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(imap.invert(out.clone()).numpy(), image.numpy(), rtol=1e-4, atol=1e-2)

@@ -182,9 +182,23 @@ def target_spacing(card, spacing) -> tuple[float, ...] | None:
 def window_size(card, shape) -> tuple[int, ...]:
     """The card's roi_size for a network input of spatial ``shape``, both in the network's
     axis order.  A card axis left None spans the whole image, as MONAI's sliding window reads
-    a roi_size <= 0; it is known only now, after resampling and re-orienting."""
-    roi = sizes_to_network_axes(card.roi_size, card.axes) if card.spatial_dims == 3 else card.roi_size
-    return tuple(int(n) if r is None else int(r) for r, n in zip(roi, shape))
+    a roi_size <= 0 (rounded up to a multiple of the bundle's DivisiblePad k); it is known
+    only now, after resampling and re-orienting."""
+    roi = _network_order(card.roi_size, card)
+    # A bundle's DivisiblePad(k) (card.extra["divisible_k"], in the card's axis order) makes
+    # the whole-image size a multiple of k, which networks with k-fold downsampling need; the
+    # window is rounded up and MONAI's sliding window pads the image to it, as DivisiblePad does.
+    k = _network_order(card.extra.get("divisible_k") or [1] * card.spatial_dims, card)
+    return tuple(-(-int(n) // int(d)) * int(d) if r is None else int(r) for r, n, d in zip(roi, shape, k))
+
+
+def _network_order(values, card) -> tuple:
+    """Per-axis card values, (z, y, x) or a 2D network's (y, x), in the network's axis order.
+    A 2D card's axes code starts with S (slices are the batch); its other two letters order
+    and flip the in-plane axes, as for 3D."""
+    if card.spatial_dims == 3:
+        return sizes_to_network_axes(values, card.axes)
+    return sizes_to_network_axes((None, *values), card.axes)[1:]
 
 
 def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
@@ -202,10 +216,9 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         intensity = fit_intensity(card.intensity, x)
         x = intensity.apply(x)
         network = model.network.to(device).eval()
-        if card.spatial_dims == 3:
-            x = to_network_axes(x, card.axes)[None]
-        else:  # slices become the batch: (z, C, y, x)
-            x = x.permute(1, 0, 2, 3)
+        x = to_network_axes(x, card.axes)  # a 2D card's code keeps S first: only the plane turns
+        # 3D: one image (1, C, a, b, c); 2D: the slices become the batch (z, C, a, b)
+        x = x[None] if card.spatial_dims == 3 else x.permute(1, 0, 2, 3)
         roi = window_size(card, x.shape[2:])
         sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
                   overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
@@ -214,7 +227,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             y = run_sliding_window(network, x.flip(dims) if dims else x, roi,
                                    progress=share_progress(progress, i, len(passes)), **sw)
             y = y.flip(dims) if dims else y
-            y = from_network_axes(y[0], card.axes) if card.spatial_dims == 3 else y.permute(1, 0, 2, 3)
+            y = from_network_axes(y[0] if card.spatial_dims == 3 else y.permute(1, 0, 2, 3), card.axes)
             if y.shape[0] != card.out_channels:
                 raise ModelError(
                     f"model '{card.name}' returned {y.shape[0]} channel(s) but its card says {card.out_channels}"

@@ -11,6 +11,13 @@ input's units with :meth:`IntensityMap.invert`:
   ``NormalizeIntensity``: with ``"nonzero": true`` the statistics are those of the non-zero
   voxels and zeros stay 0 (MR: the air around the head is not tissue); with
   ``"channel_wise": true`` every channel has its own;
+  ``"subtrahend"``/``"divisor"`` (numbers, or one per channel with ``channel_wise``) replace
+  the mean/std as MONAI's fixed ``subtrahend``/``divisor`` do (a divisor of 0 divides by 1);
+* ``minmax``: this image's minimum..maximum to ``b_min``..``b_max`` (MONAI's
+  ``ScaleIntensity(minv, maxv)``, per channel with ``channel_wise``; a constant image is
+  multiplied by ``b_min``, as MONAI's ``rescale_array`` does);
+* ``chain``: the specs in ``"steps"`` applied in order, each fitted on the output of the one
+  before (a bundle whose preprocessing has several intensity transforms);
 * ``none``: unchanged.
 """
 
@@ -40,18 +47,23 @@ class IntensityMap:
 
         if self.kind == "none":
             return image
-        if self.kind == "zscore":
-            return self._zscore(image)
+        if self.kind in ("zscore", "minmax"):
+            return self._per_channel(image)
         out = ScaleIntensityRange(self.a_min, self.a_max, self.b_min, self.b_max, clip=self.clip)(image)
         return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
 
-    def _zscore(self, image: torch.Tensor) -> torch.Tensor:
+    def _per_channel(self, image: torch.Tensor) -> torch.Tensor:
+        """(x - lo) / (hi - lo) * (b_max - b_min) + b_min with each channel's (lo, hi)."""
         out = torch.as_tensor(image).to(torch.float32, copy=True)
         for c, (lo, hi) in enumerate(self._windows(out.shape[0])):
             channel = out[c]  # a view: the writes below land in ``out``
-            if self.nonzero:
+            if self.kind == "minmax" and hi == lo:  # a constant image: MONAI's rescale_array returns x * minv
+                channel.mul_(self.b_min)
+            elif self.nonzero:
                 inside = channel != 0
                 channel[inside] = (channel[inside] - lo) / (hi - lo)
+            elif self.kind == "minmax":  # the order of MONAI's rescale_array, for equal rounding
+                channel.sub_(lo).div_(hi - lo).mul_(self.b_max - self.b_min).add_(self.b_min)
             else:
                 channel.sub_(lo).div_(hi - lo)
         return out
@@ -82,7 +94,44 @@ def _mean_std(values: torch.Tensor, nonzero: bool) -> tuple[float, float]:
     return mean, (std if std > 0 else 1.0)
 
 
-def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap:
+@dataclass(frozen=True)
+class IntensityChain:
+    """Several maps applied in order (``kind == "chain"``); inverted in reverse order."""
+    maps: tuple[IntensityMap, ...]
+    kind: str = "chain"
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        for imap in self.maps:
+            image = imap.apply(image)
+        return image
+
+    def invert(self, values: torch.Tensor) -> torch.Tensor:
+        for imap in reversed(self.maps):
+            values = imap.invert(values)
+        return values
+
+
+def _fixed(value, channel: int | None, default: float) -> float:
+    """A fixed subtrahend/divisor: one number, or (per channel) the channel's own; ``default``
+    (the image's statistic) where none is given."""
+    if value is None:
+        return default
+    if isinstance(value, (list, tuple)):
+        return float(value[channel if channel is not None else 0])
+    return float(value)
+
+
+def _zscore_window(values: torch.Tensor, nonzero: bool, sub, div, channel: int | None) -> tuple[float, float]:
+    mean, std = _mean_std(values, nonzero)
+    mean, std = _fixed(sub, channel, mean), _fixed(div, channel, std)
+    return mean, mean + (std if std != 0 else 1.0)  # MONAI divides by 1 where the divisor is 0
+
+
+def _min_max(values: torch.Tensor) -> tuple[float, float]:
+    return float(values.min()), float(values.max())
+
+
+def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap | IntensityChain:
     """The map for this image (percentiles and z-score statistics depend on it)."""
     kind = spec.get("kind", "none")
     if kind == "none":
@@ -103,8 +152,21 @@ def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap:
                             float(spec.get("b_max", 1.0)), bool(spec.get("clip", False)))
     if kind == "zscore":
         nonzero = bool(spec.get("nonzero", False))
-        windows = tuple((m, m + s) for m, s in
-                        (_mean_std(channel, nonzero) for channel in image)) if spec.get("channel_wise") else ()
-        mean, std = _mean_std(image, nonzero)
-        return IntensityMap("zscore", mean, mean + std, 0.0, 1.0, False, nonzero=nonzero, channels=windows)
+        sub, div = spec.get("subtrahend"), spec.get("divisor")
+        windows = tuple(_zscore_window(channel, nonzero, sub, div, c)
+                        for c, channel in enumerate(image)) if spec.get("channel_wise") else ()
+        mean, hi = _zscore_window(image, nonzero, sub, div, None)
+        return IntensityMap("zscore", mean, hi, 0.0, 1.0, False, nonzero=nonzero, channels=windows)
+    if kind == "minmax":
+        windows = tuple(_min_max(channel) for channel in image) if spec.get("channel_wise") else ()
+        lo, hi = _min_max(image)
+        return IntensityMap("minmax", lo, hi, float(spec.get("b_min", 0.0)), float(spec.get("b_max", 1.0)),
+                            False, channels=windows)
+    if kind == "chain":
+        maps = []
+        for i, step in enumerate(spec["steps"]):
+            maps.append(fit_intensity(step, image))
+            if i + 1 < len(spec["steps"]):  # the next step's statistics are those of this output
+                image = maps[-1].apply(image)
+        return IntensityChain(tuple(maps))
     raise ValueError(f"unknown intensity kind {kind!r}")  # cards are validated before this

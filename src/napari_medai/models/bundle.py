@@ -13,13 +13,17 @@ get ``task="detection"`` and ``extra["method"] = "boxes"``; their ``detector`` (
 RetinaNetDetector wrapping ``network_def``, configured by ``detector_ops``) becomes the
 network, run by ``models/detection.py``.
 
-Bundle configs are Python expressions ("$..." entries) evaluated on parsing: a bundle is
-trusted code, and loading one says so.
+Bundle configs are Python expressions ("$..." entries) evaluated on parsing, and the bundle's
+own ``scripts/`` package is importable while it loads (as MONAI's runner makes it): a bundle
+is trusted code, and loading one says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +39,8 @@ if TYPE_CHECKING:  # loading.py imports this module
 log = logging.getLogger(__name__)
 
 TRUST_MESSAGE = (
-    "MONAI bundle configs can execute Python code: load bundles only from sources you trust ({})"
+    "MONAI bundle configs (and a bundle's scripts/ folder) can execute Python code: load bundles only "
+    "from sources you trust ({})"
 )
 # Colours for classes whose metadata gives none (background first, then distinct hues).
 PALETTE = ["#000000", "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4",
@@ -147,11 +152,15 @@ def _flatten(transform) -> list:
     return [transform]
 
 
-def _preprocessing_facts(transforms: list) -> dict[str, Any]:
-    """Spacing (network axis order), orientation and intensity from instantiated transforms."""
+def _preprocessing_facts(transforms: list, name: str = "the bundle") -> dict[str, Any]:
+    """Spacing (network axis order), orientation, intensity and DivisiblePad's k from
+    instantiated transforms.  Intensity transforms are kept in order (several become a
+    "chain" the engine applies in turn); one of monai.transforms.intensity that the plugin
+    cannot reproduce stops loading, since skipping it would feed the network other values."""
     from monai import transforms as mt
 
     facts: dict[str, Any] = {}
+    intensity: list[dict[str, Any]] = []
     for t in transforms:
         if isinstance(t, (mt.Spacingd, mt.Spacing)):
             spacing = t.spacing_transform if isinstance(t, mt.Spacingd) else t
@@ -160,22 +169,76 @@ def _preprocessing_facts(transforms: list) -> dict[str, Any]:
             orient = t.ornt_transform if isinstance(t, mt.Orientationd) else t
             if orient.axcodes:
                 facts["axcodes"] = str(orient.axcodes)
+                # A Spacingd before it applied pixdim along the file's own voxel axes, which the
+                # card (in Orientationd's order) cannot say; equal values are the same either way.
+                # (Without any Orientationd the card reads pixdim in RAS order, as before.)
+                facts["spacing_first"] = "pixdim" in facts
+        elif isinstance(t, (mt.DivisiblePadd, mt.DivisiblePad)):
+            pad = t.padder if isinstance(t, mt.DivisiblePadd) else t
+            facts["divisible_k"] = pad.k  # MONAI: one number for every axis, or one per axis
         elif isinstance(t, (mt.ScaleIntensityRanged, mt.ScaleIntensityRange)):
             s = t.scaler if isinstance(t, mt.ScaleIntensityRanged) else t
-            facts["intensity"] = {"kind": "ct_window", "a_min": float(s.a_min), "a_max": float(s.a_max),
-                                  "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)}
+            intensity.append({"kind": "ct_window", "a_min": float(s.a_min), "a_max": float(s.a_max),
+                              "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
         elif isinstance(t, (mt.ScaleIntensityRangePercentilesd, mt.ScaleIntensityRangePercentiles)):
             s = t.scaler if isinstance(t, mt.ScaleIntensityRangePercentilesd) else t
-            facts["intensity"] = {"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
-                                  "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)}
+            intensity.append({"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
+                              "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
         elif isinstance(t, (mt.NormalizeIntensityd, mt.NormalizeIntensity)):
             n = t.normalizer if isinstance(t, mt.NormalizeIntensityd) else t
             # nonzero (MR: statistics of the head, not of the air around it) changes the result
-            facts["intensity"] = {"kind": "zscore", "nonzero": bool(n.nonzero), "channel_wise": bool(n.channel_wise)}
+            spec = {"kind": "zscore", "nonzero": bool(n.nonzero), "channel_wise": bool(n.channel_wise)}
+            for key in ("subtrahend", "divisor"):  # fixed values replace the image's mean/std
+                value = _fixed_value(getattr(n, key), key, bool(n.channel_wise), name)
+                if value is not None:
+                    spec[key] = value
+            intensity.append(spec)
+        elif isinstance(t, (mt.ScaleIntensityd, mt.ScaleIntensity)):
+            s = t.scaler if isinstance(t, mt.ScaleIntensityd) else t
+            intensity.append(_scale_intensity_spec(s))
+        elif type(t).__module__.startswith("monai.transforms.intensity"):
+            raise ModelError(f"{name}: its preprocessing step {type(t).__name__} changes the image intensities in a "
+                             "way the plugin does not reproduce (it reads ScaleIntensityRange(d), "
+                             "ScaleIntensityRangePercentiles(d), NormalizeIntensity(d) and ScaleIntensity(d))")
+    if len(intensity) == 1:
+        facts["intensity"] = intensity[0]
+    elif intensity:
+        facts["intensity"] = {"kind": "chain", "steps": intensity}
     return facts
 
 
-def _output_activation(postprocessing: list, out_channels: int | None) -> str:
+def _fixed_value(value, key: str, channel_wise: bool, name: str):
+    """NormalizeIntensity's fixed subtrahend/divisor as a number, or a list (one per channel,
+    only with channel_wise, as MONAI requires); None when the image's statistic is used."""
+    import numpy as np
+
+    if value is None:
+        return None
+    values = np.ravel(np.asarray(value, dtype=float)).tolist()
+    if len(values) == 1 and not isinstance(value, (list, tuple, np.ndarray)):
+        return values[0]
+    if not channel_wise:
+        raise ModelError(f"{name}: NormalizeIntensity's {key} {value!r} is a sequence without channel_wise; "
+                         "the plugin reads one number, or one per channel with channel_wise=True")
+    return values
+
+
+def _scale_intensity_spec(s) -> dict[str, Any]:
+    """ScaleIntensity as MONAI computes it: with minv or maxv, the image's min..max to
+    minv..maxv (0..1 when either is None); otherwise ``x * (1 + factor)``, or unchanged."""
+    if s.minv is not None or s.maxv is not None:
+        both = s.minv is not None and s.maxv is not None
+        return {"kind": "minmax", "b_min": float(s.minv) if both else 0.0,
+                "b_max": float(s.maxv) if both else 1.0, "channel_wise": bool(s.channel_wise)}
+    if s.factor is not None:  # a fixed linear map: x * (1 + factor), as a window 0..1 -> 0..1 + factor
+        return {"kind": "ct_window", "a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0 + float(s.factor),
+                "clip": False}
+    return {"kind": "none"}
+
+
+def _output_activation(postprocessing: list, out_channels: int | None) -> str | None:
+    """The Activations flag, else sigmoid for one channel and softmax for more; None when
+    neither is known (a TorchScript file decides once it has probed its channels)."""
     from monai import transforms as mt
 
     for t in postprocessing:
@@ -186,7 +249,9 @@ def _output_activation(postprocessing: list, out_channels: int | None) -> str:
                 return "softmax"
             if any(_as_tuple(t.sigmoid)):
                 return "sigmoid"
-    return "softmax" if (out_channels or 2) > 1 else "sigmoid"
+    if out_channels is None:
+        return None
+    return "softmax" if out_channels > 1 else "sigmoid"
 
 
 def _as_tuple(value):
@@ -204,6 +269,98 @@ def _parsed(parser, key: str):
     except Exception as exc:  # a section we only read facts from must not stop loading
         log.info("bundle entry %r could not be parsed: %s", key, exc)
         return None
+
+
+# Steps that only load, save, invert, copy or re-type data: when one of them cannot be built
+# (a reader that is not installed, an output folder that is not defined, an Invertd of a
+# section that failed) nothing the plugin reads is lost.  Matched on the ``_target_`` class
+# name, with or without MONAI's dictionary suffix.
+_SKIPPABLE = re.compile(
+    r"^(LoadImage|SaveImage|Invert|EnsureChannelFirst|AddChannel|EnsureType|ToTensor|ToNumpy|ToDevice|"
+    r"CopyItems|DeleteItems|SelectItems|Identity|FromMetaTensor|ToMetaTensor|DataStats)(d|D|Dict)?$")
+# Postprocessing also turns the probabilities into labels, which the plugin does itself.
+_SKIPPABLE_AFTER = re.compile(
+    r"^(AsDiscrete|KeepLargestConnectedComponent|FillHoles|RemoveSmallObjects|LabelFilter)(d|D|Dict)?$")
+
+
+def _config_target(parser, path: str) -> str:
+    """The ``_target_`` text of the config at ``path`` (following "@id" references), or the
+    expression itself; "?" when there is none."""
+    raw = parser.get(path)
+    for _ in range(8):  # a chain of references
+        ref = raw[1:] if isinstance(raw, str) and raw.startswith("@") else None
+        if ref is None:
+            break
+        raw = parser.get(ref)
+    if isinstance(raw, dict):
+        return str(raw.get("_target_", "?"))
+    return str(raw) if isinstance(raw, str) else "?"
+
+
+def _step_paths(parser, path: str) -> list[str] | None:
+    """Config ids of the steps of the Compose (or plain list) at ``path``, following "@id"
+    and "$@id" references; None when it is not written as a list (e.g. an expression)."""
+    raw = parser.get(path)
+    for _ in range(8):
+        if isinstance(raw, dict) and "transforms" in raw:
+            path, raw = f"{path}#transforms", raw["transforms"]
+        elif isinstance(raw, str) and re.fullmatch(r"\$?@[\w#:]+", raw):
+            path = raw.lstrip("$@")
+            raw = parser.get(path)
+        else:
+            break
+    return [f"{path}#{i}" for i in range(len(raw))] if isinstance(raw, list) else None
+
+
+def _quiet_parse(parser, key: str):
+    with warnings.catch_warnings():  # deprecation chatter of transforms we only inspect
+        warnings.simplefilter("ignore")
+        return parser.get_parsed_content(key)
+
+
+def _section_transforms(parser, key: str, name: str) -> list:
+    """The transforms of ``preprocessing``/``postprocessing``, flattened.  When the section
+    as a whole cannot be built, its steps are built one by one: load/save/invert/copy steps
+    that fail are skipped (the plugin does that part itself), any other step that fails
+    stops loading, since the plugin cannot know what it does to the image.  Before, the whole
+    section was dropped silently (no spacing, no intensity window, softmax for sigmoid)."""
+    from ..errors import reason_of
+
+    if key not in parser:
+        return []
+    try:
+        return _flatten(_quiet_parse(parser, key))
+    except Exception as exc:
+        log.info("bundle %s: %r could not be built as a whole (%s); reading it step by step", name, key, exc)
+        paths = _step_paths(parser, key)
+        if paths is None:
+            raise ModelError(f"{name}: its {key} cannot be built ({reason_of(exc)})") from None
+    return _steps_one_by_one(parser, key, paths, name)
+
+
+def _steps_one_by_one(parser, key: str, paths: list[str], name: str) -> list:
+    from ..errors import reason_of
+
+    skippable = [_SKIPPABLE] + ([_SKIPPABLE_AFTER] if key == "postprocessing" else [])
+    out = []
+    for path in paths:
+        try:
+            out.extend(_flatten(_quiet_parse(parser, path)))
+            continue
+        except Exception as exc:
+            reason = reason_of(exc)
+        target = _config_target(parser, path)
+        inner = _step_paths(parser, path) if target.split(".")[-1] == "Compose" else None
+        if inner is not None:  # a nested Compose: its own steps, by the same rule
+            out.extend(_steps_one_by_one(parser, key, inner, name))
+        elif any(rule.match(target.split(".")[-1]) for rule in skippable):
+            log.info("bundle %s: skipped %s (%s), which cannot be built: %s", name, path, target, reason)
+        else:
+            raise ModelError(f"{name}: {key} step {path.split('#')[-1]} ({target}; config id {path}) cannot be "
+                             f"built: {reason.rstrip('.')}. The plugin cannot tell what it does to the "
+                             f"{'network output' if key == 'postprocessing' else 'image'}, so the bundle is not "
+                             "loaded") from None
+    return out
 
 
 def _per_axis(values, n: int, what: str, *, pad: bool = False) -> list:
@@ -232,25 +389,85 @@ def _to_zyx(values, axcodes: str):
     return tuple(out)
 
 
-def _bundle_spacing(pixdim, axcodes: str):
-    """Spacingd's pixdim as the card's (z, y, x) spacing.  In MONAI a pixdim <= 0 keeps the
-    input's spacing on that axis: the card leaves that axis None (the engine takes it from
-    the input), and None for the whole spacing when every axis does (no resampling)."""
-    values = [float(v) for v in _per_axis(pixdim, 3, "pixdim", pad=True)]
+def _bundle_spacing(pixdim, spatial_dims: int, axcodes: str):
+    """Spacingd's pixdim as the card's (z, y, x) spacing, or (y, x) for a 2D network.  In
+    MONAI a pixdim <= 0 keeps the input's spacing on that axis: the card leaves that axis None
+    (the engine takes it from the input), and None for the whole spacing when every axis does
+    (no resampling)."""
+    values = [float(v) for v in _per_axis(pixdim, spatial_dims, "pixdim", pad=True)]
     if all(v <= 0 for v in values):
         return None
-    return _to_zyx([v if v > 0 else None for v in values], axcodes)
+    return _to_card_order([v if v > 0 else None for v in values], spatial_dims, axcodes)
 
 
-def _bundle_roi(roi, spatial_dims: int, axcodes: str) -> tuple:
-    """The inferer's roi_size as the card's window: (z, y, x), or (y, x) for 2D networks,
-    which see each slice as it is.  A size <= 0 (MONAI: the whole image on that axis) is
-    None, resolved by the engine once it knows the image."""
+def _bundle_roi(inferer, spatial_dims: int, axcodes: str) -> tuple:
+    """The inferer's roi_size as the card's window: (z, y, x), or (y, x) for 2D networks.  A
+    size <= 0 (MONAI: the whole image on that axis) is None, resolved by the engine once it
+    knows the image; a SimpleInferer runs the whole image at once, None on every axis."""
+    from monai.inferers import SimpleInferer
+
+    if isinstance(inferer, SimpleInferer):
+        return (None,) * spatial_dims
+    roi = getattr(inferer, "roi_size", None)
     if roi is None:
         return (96, 96, 96) if spatial_dims == 3 else (256, 256)
     values = _per_axis(roi, spatial_dims, "roi_size")
     values = [None if isinstance(v, (int, float)) and v <= 0 else v for v in values]
-    return _to_zyx(values, axcodes) if spatial_dims == 3 else tuple(values)
+    return _to_card_order(values, spatial_dims, axcodes)
+
+
+def _to_card_order(values, spatial_dims: int, axcodes: str) -> tuple:
+    """Per-axis values from the network's axis order into the card's: (z, y, x), or (y, x)
+    for a 2D network, whose two codes name its in-plane axes (R/L is our x, A/P our y)."""
+    if spatial_dims == 3:
+        return _to_zyx(values, axcodes)
+    out = [None, None]
+    for value, code in zip(values, axcodes):
+        out[0 if code in "AP" else 1] = value
+    return tuple(out)
+
+
+def _plane_codes(axcodes: str | None, name: str) -> str:
+    """A 2D bundle's in-plane Orientationd codes ("RA" when it has none, MONAI's arrays then
+    being the file's (x, y)); the plugin runs 2D networks on axial slices, so both codes must
+    be in-plane (R/L and A/P)."""
+    codes = (axcodes or "RA").upper()[:2]
+    if sorted(_PLANE.get(c, "?") for c in codes) != ["x", "y"]:
+        raise ModelError(f"{name}: a 2D network oriented {axcodes!r} works on non-axial slices; the plugin runs "
+                         "2D networks on axial slices (codes of R/L and A/P, e.g. 'RA')")
+    return codes
+
+
+_PLANE = {"R": "x", "L": "x", "A": "y", "P": "y"}
+
+
+def _divisible_k(k, spatial_dims: int, axcodes: str) -> list | None:
+    """DivisiblePad's k in the card's axis order; None when it pads nothing (k <= 1)."""
+    values = [int(v) for v in _per_axis(k, spatial_dims, "DivisiblePad k")]
+    if all(v <= 1 for v in values):
+        return None
+    return list(_to_card_order(values, spatial_dims, axcodes))
+
+
+def _spatial_dims(parser, network) -> int:
+    """2 or 3: ``network_def#spatial_dims`` where written, else the built network's
+    ``spatial_dims``/``dimensions``, else the kind of its first convolution (a network_def
+    written as a "$..." expression has no readable arguments); 3 when nothing says."""
+    value = _parsed(parser, "network_def#spatial_dims")
+    if value in (2, 3):
+        return int(value)
+    for attr in ("spatial_dims", "dimensions"):
+        value = getattr(network, attr, None)
+        if isinstance(value, int) and value in (2, 3):
+            return value
+    if isinstance(network, torch.nn.Module):
+        for module in network.modules():
+            # a TorchScript module keeps its Python class name in original_name
+            kind = getattr(module, "original_name", None) or type(module).__name__
+            match = re.fullmatch(r"Conv(?:Transpose)?([23])d", str(kind))
+            if match:
+                return int(match.group(1))
+    return 3
 
 
 def _network_channels(parser) -> dict[str, int]:
@@ -266,23 +483,45 @@ def _network_channels(parser) -> dict[str, int]:
 
 def bundle_card_fields(parser, meta: dict, name: str, network=None) -> dict[str, Any]:
     """Card fields from a bundle's parsed inference config and its metadata: spacing,
-    orientation and intensity from ``preprocessing``, the window from ``inferer``, the
-    activation from ``postprocessing``, channels and classes from the metadata (``network_def``
-    where it says nothing).  Shared by bundle folders and TorchScript files exported from them."""
-    preprocessing, postprocessing = _parsed(parser, "preprocessing"), _parsed(parser, "postprocessing")
-    facts = _preprocessing_facts(_flatten(preprocessing) if preprocessing is not None else [])
+    orientation, intensity and DivisiblePad's k from ``preprocessing``, the window from
+    ``inferer``, the activation from ``postprocessing``, channels and classes from the metadata
+    (``network_def`` where it says nothing).  Shared by bundle folders and TorchScript files
+    exported from them."""
+    facts = _preprocessing_facts(_section_transforms(parser, "preprocessing", name), name)
     channels = _network_channels(parser)
     out_channels = card_fields_from_metadata(meta, defaults=channels).get("out_channels")
-    output = _output_activation(_flatten(postprocessing) if postprocessing is not None else [], out_channels)
-    spatial_dims = int(_parsed(parser, "network_def#spatial_dims") or getattr(network, "dimensions", None) or 3)
-    # MONAI arrays are (x, y, z) in the Orientationd codes (RAS when none is given); the card
-    # speaks the project's (z, y, x) and the engine re-orients the volume for the network.
-    axcodes = facts.get("axcodes", "RAS") if spatial_dims == 3 else "SPL"
-    spacing = _bundle_spacing(facts["pixdim"], axcodes) if "pixdim" in facts and spatial_dims == 3 else None
-    roi = _bundle_roi(getattr(_parsed(parser, "inferer"), "roi_size", None), spatial_dims, axcodes)
-    return {**card_fields_from_metadata(meta, output, defaults=channels), "task": bundle_task(meta),
-            "spatial_dims": spatial_dims, "spacing": spacing, "roi_size": roi,
-            "intensity": facts.get("intensity", {"kind": "none"}), "output": output, "extra": {"axes": axcodes}}
+    output = _output_activation(_section_transforms(parser, "postprocessing", name), out_channels)
+    spatial_dims = _spatial_dims(parser, network)
+    extra: dict[str, Any] = {}
+    if spatial_dims == 3:
+        # MONAI arrays are (x, y, z) in the Orientationd codes (RAS when none is given); the
+        # card speaks the project's (z, y, x) and the engine re-orients the volume for the network.
+        axcodes = facts.get("axcodes", "RAS")
+        extra["axes"] = axcodes
+    else:
+        # A 2D network's sizes are mapped to (y, x) by its in-plane codes, and the engine turns
+        # each axial slice into that orientation ("S" first: the slices stay the batch).
+        axcodes = _plane_codes(facts.get("axcodes"), name)
+        extra["axes"] = "S" + axcodes
+    spacing = None
+    if "pixdim" in facts:
+        pixdim = _per_axis(facts["pixdim"], spatial_dims, "pixdim", pad=True)
+        if facts.get("spacing_first") and len(set(pixdim)) > 1:
+            raise ModelError(f"{name}: its Spacingd (pixdim {pixdim}) comes before Orientationd, so MONAI applies "
+                             "it along each file's own voxel axes; the plugin can only follow a pixdim given in "
+                             "Orientationd's order (or the same on every axis)")
+        spacing = _bundle_spacing(pixdim, spatial_dims, axcodes)
+    if "divisible_k" in facts:
+        k = _divisible_k(facts["divisible_k"], spatial_dims, axcodes)
+        if k:
+            extra["divisible_k"] = k  # whole-image windows are rounded up to it (engine.window_size)
+    roi = _bundle_roi(_parsed(parser, "inferer"), spatial_dims, axcodes)
+    fields = {**card_fields_from_metadata(meta, output, defaults=channels), "task": bundle_task(meta),
+              "spatial_dims": spatial_dims, "spacing": spacing, "roi_size": roi,
+              "intensity": facts.get("intensity", {"kind": "none"}), "extra": extra}
+    if output is not None:  # else the card's default (softmax), or a TorchScript file's probe
+        fields["output"] = output
+    return fields
 
 
 def bundle_config_parser(meta, config, root, source, what: str):
@@ -347,9 +586,31 @@ def _bundle_network(parser, folder: Path, weights: Path) -> torch.nn.Module:
     return network
 
 
-def load_bundle(folder) -> LoadedModel:
-    from .loading import LoadedModel
+@contextlib.contextmanager
+def _bundle_on_path(folder: Path):
+    """The bundle root on ``sys.path`` while its configs are parsed and built, as MONAI's
+    bundle runner does, so that ``_target_``s and imports from the bundle's own ``scripts/``
+    resolve.  A ``scripts`` package already imported (another bundle's, or the user's) is set
+    aside first and put back after, and this bundle's is dropped, so that two bundles each
+    with a ``scripts`` package never see each other's code."""
+    def is_scripts(module_name: str) -> bool:
+        return module_name == "scripts" or module_name.startswith("scripts.")
 
+    saved = {k: sys.modules.pop(k) for k in [k for k in sys.modules if is_scripts(k)]}
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(str(folder))
+        except ValueError:  # the bundle's own code removed it
+            pass
+        for key in [k for k in sys.modules if is_scripts(k)]:
+            del sys.modules[key]
+        sys.modules.update(saved)
+
+
+def load_bundle(folder) -> LoadedModel:
     folder = Path(folder)
     configs = folder / "configs"
     inference_file = _config_file(configs, "inference")
@@ -358,11 +619,18 @@ def load_bundle(folder) -> LoadedModel:
         raise ModelError(
             f"{folder.name} is not a MONAI bundle: configs/metadata.json and configs/inference.json are needed"
         )
+    with _bundle_on_path(folder.resolve()):
+        return _load_bundle(folder, inference_file, metadata_file)
+
+
+def _load_bundle(folder: Path, inference_file: Path, metadata_file: Path) -> LoadedModel:
+    from .loading import LoadedModel
+
     parser = bundle_config_parser(str(metadata_file), str(inference_file), folder, folder, f"bundle {folder.name}")
     weights = _weights_file(folder)
     network = _bundle_network(parser, folder, weights)
     meta = parser.get(parser.meta_key) or {}
-    fields = bundle_card_fields(parser, meta, folder.name, network)
+    fields = bundle_card_fields(parser, meta, f"bundle {folder.name}", network)
     fields["extra"].update({"source": "monai_bundle", "bundle": str(folder), "version": meta.get("version")})
     if fields["task"] == "detection":  # RetinaNet-style: boxes, labels, scores (models/detection.py)
         network = _detector(parser, network, folder)

@@ -34,7 +34,9 @@ OUTPUTS = ("softmax", "sigmoid", "residual", "identity")
 INTENSITY_KINDS = {
     "ct_window": ("a_min", "a_max", "b_min", "b_max"),
     "percentile": ("lower", "upper"),
-    "zscore": (),
+    "zscore": (),  # optional fixed "subtrahend"/"divisor" (MONAI NormalizeIntensity)
+    "minmax": (),  # the image's min..max to b_min..b_max (MONAI ScaleIntensity)
+    "chain": (),  # "steps": several of the above, applied in order (a bundle's preprocessing)
     "none": (),
 }
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
@@ -119,8 +121,8 @@ class ModelCard:
             self._fail(f"{key} values must be positive{either}, got {out}")
         return out
 
-    def _validate_intensity(self):
-        spec = self.intensity
+    def _validate_intensity(self, spec=None):
+        spec = self.intensity if spec is None else spec
         if not isinstance(spec, dict) or spec.get("kind") not in INTENSITY_KINDS:
             self._fail(f"intensity.kind must be one of {tuple(INTENSITY_KINDS)}, got {spec!r}")
         for key in INTENSITY_KINDS[spec["kind"]]:
@@ -133,6 +135,19 @@ class ModelCard:
             self._fail(f"intensity window needs a_max > a_min, got {spec['a_min']}..{spec['a_max']}")
         if spec["kind"] == "percentile" and not 0 <= spec["lower"] < spec["upper"] <= 100:
             self._fail(f"percentiles need 0 <= lower < upper <= 100, got {spec['lower']}, {spec['upper']}")
+        for key in ("subtrahend", "divisor"):  # zscore: fixed values, one or one per channel
+            value = spec.get(key)
+            numbers = value if isinstance(value, list) else [value]
+            if value is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+                self._fail(f"intensity '{key}' must be a number or a list of numbers, got {value!r}")
+        if spec["kind"] == "chain":  # each step is a kind of its own (no chains inside chains)
+            steps = spec.get("steps")
+            if not isinstance(steps, list) or not steps:
+                self._fail(f"intensity 'chain' needs a non-empty list of 'steps', got {steps!r}")
+            for step in steps:
+                if isinstance(step, dict) and step.get("kind") == "chain":
+                    self._fail("intensity 'chain' steps cannot be chains")
+                self._validate_intensity(step)
 
     def _validate_classes(self):
         if not isinstance(self.classes, list):

@@ -6,7 +6,9 @@ Files written by :func:`save_torchscript` carry the card as the extra file
 ``monai.bundle.ckpt_export``, the bundle's inference config (``inference.json``), from which
 spacing, orientation, intensity, window and activation are read as for a bundle folder
 (``bundle.bundle_card_fields``).  Anything missing comes from the caller's keyword arguments
-or from defaults (3D, roi 96^3, no resampling, no intensity preprocessing, softmax).
+or from defaults (3D, roi 96^3, no resampling, no intensity preprocessing; softmax, or sigmoid
+for a network with one output channel).  Metadata alone (``save_net_with_metadata``) also
+gives the dimensions and window through the input's ``spatial_shape``.
 """
 
 from __future__ import annotations
@@ -84,12 +86,36 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> Load
         card.validate()
     if card is None:
         config = _embedded_config(extra)
-        found = _bundle_fields(config, meta, path, network) if config else card_fields_from_metadata(meta)
+        if config:
+            found = _bundle_fields(config, meta, path, network)
+        else:
+            found = {**card_fields_from_metadata(meta), **_metadata_geometry(meta)}
         fields = {"name": meta.get("name") or path.stem, **found, **card_fields}
         fields.setdefault("out_channels", _probe_out_channels(network, fields))
+        # One output channel is a single independent (logit) map: softmax over one channel
+        # would be 1 everywhere and label every voxel.  Bundles decide the same way.
+        fields.setdefault("output", "sigmoid" if fields["out_channels"] == 1 else "softmax")
         card = ModelCard(**fields)
     card.extra.setdefault("source", "torchscript")
     return LoadedModel(card, network.eval())
+
+
+def _metadata_geometry(meta: dict) -> dict:
+    """``spatial_dims`` and the window from MONAI metadata's input ``spatial_shape``
+    (``save_net_with_metadata``): two sizes are a 2D network, three a 3D one, in MONAI's
+    (x, y[, z]) order of RAS arrays, given to the card as (y, x) or (z, y, x).  Sizes written
+    as expressions ("16*n") say only the number of dimensions; the window is then the default."""
+    from .bundle import _to_card_order
+
+    image = ((meta.get("network_data_format") or {}).get("inputs") or {}).get("image")
+    shape = image.get("spatial_shape") if isinstance(image, dict) else None
+    if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
+        return {}
+    dims = len(shape)
+    fields = {"spatial_dims": dims, "roi_size": (96, 96, 96) if dims == 3 else (256, 256)}
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        fields["roi_size"] = _to_card_order(list(shape), dims, "RAS" if dims == 3 else "RA")
+    return fields
 
 
 def _embedded_config(extra: dict) -> dict | None:
@@ -108,7 +134,7 @@ def _bundle_fields(config: dict, meta: dict, path: Path, network) -> dict:
     """Card fields from the embedded bundle config, read as ``load_bundle`` reads a folder's
     (the file stands in for the network, so ``network_def`` is never built)."""
     parser = bundle_config_parser(meta, config, path.parent, path, f"TorchScript file {path.name}")
-    fields = bundle_card_fields(parser, meta, path.name, network)
+    fields = bundle_card_fields(parser, meta, f"TorchScript file {path.name}", network)
     fields["task"] = "segmentation"  # a box detector needs its bundle's detector, not an exported network
     return fields
 

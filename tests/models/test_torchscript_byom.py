@@ -1,0 +1,72 @@
+"""Plain TorchScript files: one output channel is a sigmoid map, and a file written with
+MONAI's save_net_with_metadata gives its dimensions and window through ``spatial_shape``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+import napari_medai
+from napari_medai.inference import InferenceSettings
+from napari_medai.models.loading import load_model
+
+FP32 = InferenceSettings(precision="fp32")
+
+
+class Logit(nn.Module):
+    """One channel: a logit that is positive only above 0 HU."""
+
+    def forward(self, x):
+        return x / 100.0
+
+
+class Conv2d(nn.Module):
+    """A 2D network: fails on 5D (3D) inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _script(network):
+    with warnings.catch_warnings():  # torch flags torch.jit.script as deprecated
+        warnings.simplefilter("ignore")
+        return torch.jit.script(network.eval())
+
+
+def test_a_one_channel_torchscript_is_a_sigmoid_map(tmp_path):
+    path = tmp_path / "binary.ts"
+    torch.jit.save(_script(Logit()), str(path))
+    model = load_model(path)
+    assert model.card.out_channels == 1 and model.card.output == "sigmoid"
+    volume = np.full((6, 12, 10), -850.0, np.float32)
+    volume[2:5, 3:9, 4:8] = 100.0
+    result = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32)
+    np.testing.assert_array_equal(result.labels, volume > 0)  # not every voxel
+
+
+def test_a_two_channel_torchscript_stays_softmax(tmp_path):
+    path = tmp_path / "two.ts"
+    torch.jit.save(_script(nn.Conv3d(1, 2, 1)), str(path))
+    assert load_model(path).card.output == "softmax"
+
+
+def test_a_2d_torchscript_with_monai_metadata_is_2d(tmp_path):
+    from monai.data import save_net_with_metadata
+
+    meta = {"name": "tiny2d", "network_data_format": {
+        "inputs": {"image": {"num_channels": 1, "spatial_shape": [16, 24]}},
+        "outputs": {"pred": {"num_channels": 2, "channel_def": {"0": "background", "1": "organ"}}}}}
+    save_net_with_metadata(_script(Conv2d()), str(tmp_path / "tiny2d"), meta_values=meta)
+    model = load_model(tmp_path / "tiny2d.ts")
+    assert model.card.spatial_dims == 2
+    assert model.card.roi_size == (24, 16)  # MONAI's (x, y) -> the card's (y, x)
+    volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
+    result = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32)
+    assert result.labels.shape == volume.shape
