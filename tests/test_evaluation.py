@@ -233,3 +233,22 @@ def test_a_case_a_later_model_refuses_is_announced_by_no_model(tmp_path, data):
     assert skipped == ["b"]
     assert said == [("a", "rule-any"), ("a", "rule-ct"), ("c", "rule-any"), ("c", "rule-ct")]
     assert {r["case"] for r in rows} == {"a", "c"}
+
+
+def test_images_without_labels_are_named_and_img_suffixes_left_out_of_case_names(tmp_path, data, model, capsys):
+    """An image without a label file used to drop out of `medai evaluate` silently; a
+    ``<case>_img``/``_seg`` pair used to be called ``<case>_img``."""
+    folder, truth = data
+    volume = blob_volume(blobs=BLOBS)
+    write_volume(volume, folder / "lonely_image.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(volume, folder / "d_img.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(truth.astype(np.uint8), folder / "d_seg.nii.gz", affine=AFFINE, is_labels=True)
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 image(s) without a label file are left out: lonely_image.nii.gz" in printed
+    assert "d · rule-seg: lung Dice 1.000" in printed and "d_img" not in printed
+    from napari_medai.training.seg_data import case_name, find_pairs
+
+    # training names its cases the same way
+    assert [case_name(i) for i, _ in find_pairs(folder)] == ["a", "b", "c", "d"]
+    assert case_name(folder / "case_001_0000.nii.gz") == "case_001"

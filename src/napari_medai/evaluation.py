@@ -218,7 +218,7 @@ def summarise(rows) -> list[dict]:
 
 
 def _case(path) -> str:
-    from .io.nifti import nifti_stem
+    """The case's name as training logs it (``b_img.nii.gz`` is "b" too, not "b_img")."""
+    from .training.seg_data import case_name
 
-    stem = nifti_stem(path)
-    return stem[: -len("_image")] if stem.endswith("_image") else stem
+    return case_name(path)

@@ -156,7 +156,7 @@ def test_validation_recall_is_the_fraction_of_reference_components_found():
 
     cases = [case([1.0, 0.5, 0.5]), case([0.5, 0.5])]  # 1 of the 5 nodules is found
     cfg = _cfg("unused", "unused", balance_components=(2,))
-    dice, recall = _validate(_BrightIsNodule(), cases, cfg, TrainingDevice(torch.device("cpu"), False))
+    dice, recall, _ = _validate(_BrightIsNodule(), cases, cfg, TrainingDevice(torch.device("cpu"), False))
     assert recall == {"nodule": pytest.approx(1 / 5)}
     # the Dice is per case, then averaged: the first case's 1 of 3 equal nodules gives 0.5, the second 0
     assert dice["nodule"] == pytest.approx((0.5 + 0.0) / 2) and dice["lung"] == 0.0

@@ -111,12 +111,65 @@ class ProgressBar:
             self.bar.close()
 
 
-def check_install_name(name: str) -> None:
-    """A built-in model's name becomes two file names: checked before hours of training."""
+# How the shipped cards that share another model's weights file are fitted again after those
+# weights change (scripts/train_models.sh); a card not listed here is named with its own command.
+REFIT_COMMANDS = {
+    "chest-ct-lung-nodule-edges": ("medai train lesion-threshold --model chest-ct-lung-nodule --try-refinement "
+                                   "--install-as chest-ct-lung-nodule-edges --replace",),
+    "lung-nodule-detection": ("medai train detection --from chest-ct-lung-nodule",
+                              "medai train operating-point --model lung-nodule-detection"),
+}
+
+
+def add_replace_option(p) -> None:
+    p.add_argument("--replace", action="store_true",
+                   help="let --install-as write over a built-in model of that name that is already installed "
+                        "(cards sharing its weights file stop loading until fitted again; the run names them)")
+
+
+def check_install_name(name: str, replace: bool = False, weights: bool = True) -> None:
+    """A built-in model's name becomes two file names: checked before hours of training.
+
+    A name already installed is refused unless ``replace`` (--install-as used to write over any
+    model silently, the shipped one included).  With ``replace`` and ``weights`` (the command
+    writes ``<name>.pt``), the other cards that use that weights file are named with how to fit
+    them again: their sha256 no longer matches once it is replaced, so they fail to load."""
     import re
 
     from ..errors import InputError
+    from ..models import registry
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith((".pt", ".json")):
         raise InputError(f"--install-as {name!r}: use letters, digits, '.', '_' and '-' only (it names "
                          "the model's .pt and .json files), without a suffix")
+    folder = registry.WEIGHTS_DIR  # read now: tests point it elsewhere
+    written = [f"{name}.json"] + ([f"{name}.pt"] if weights else [])
+    if not any((folder / f).exists() for f in written):
+        return
+    if not replace:
+        raise InputError(f"--install-as {name}: a built-in model of that name is already installed in {folder}; "
+                         "choose another name, or add --replace to write over it")
+    if not weights:
+        return
+    sharing = registry.cards_using_weights(f"{name}.pt", folder, but=name)
+    if sharing:
+        lines = [f"--replace: {len(sharing)} other installed card(s) use {name}.pt and will fail to load "
+                 "(sha256 mismatch) until fitted again:"]
+        for card in sharing:
+            commands = _refit_commands(card)
+            lines.append(f"  {card.name}: " + (" && ".join(commands) if commands else
+                                               "fit it again the way it was made"))
+        print("\n".join(lines), flush=True)
+
+
+def _refit_commands(card) -> tuple:
+    """How to fit ``card`` again on new weights: the known command(s) of a shipped card, else the
+    last step of the command its card records (a lesion-threshold variant's `...; then medai ...`)."""
+    if card.name in REFIT_COMMANDS:
+        return REFIT_COMMANDS[card.name]
+    last = (card.train_command or "").split("; then ")[-1].strip()
+    if not last.startswith("medai "):
+        return ()
+    if "--install-as" in last and "--replace" not in last:  # its own card is installed by now
+        last += " --replace"
+    return (last,)

@@ -44,7 +44,7 @@ def run(args) -> int:
         raise InputError(f"--out must end in .csv, got {Path(args.out).name}")
     if args.out:
         check_writable(args.out, "--out")
-    pairs = find_pairs(args.data)
+    pairs = find_pairs(args.data, log=print)  # images without a label are named, as training names them
     settings, _ = runtime(args)
     detection = args.task == "detection"
     models = args.model or [DEFAULT_DETECTION_MODEL if detection else DEFAULT_SEGMENTATION_MODEL]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from ._common import add_replace_option
+
     p = sub.add_parser(
         "lesion-threshold",
         help="choose the lesion probability threshold, test-time mirroring and edge refinement of a built-in "
@@ -24,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--install-as", metavar="NAME",
                    help="write the result as a new built-in card NAME for the same weights, not over the model's own")
     p.add_argument("--dry-run", action="store_true", help="print the scores, leave the card as it is")
+    add_replace_option(p)
     p.set_defaults(func=run)
 
 
@@ -33,8 +36,9 @@ def run(args) -> int:
     from ._common import check_install_name, check_seeds
 
     check_seeds(args.seeds)  # before the model loads or any phantom is made
-    if args.install_as:  # the name becomes the card's file name in the weights folder
-        check_install_name(args.install_as)
+    if args.install_as:  # the name becomes the card's file name in the weights folder; an installed
+        # card of that name only with --replace (a dry run writes none); the weights are not written
+        check_install_name(args.install_as, replace=args.replace or args.dry_run, weights=False)
     fit_lesion_threshold(args.model, list(range(*args.seeds)), install=not args.dry_run,
                          mirroring=tuple(args.mirroring), reaches=REACHES_MM if args.try_refinement else (),
                          install_as=args.install_as)

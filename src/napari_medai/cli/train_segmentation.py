@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import ProgressBar, add_training_device
+from ._common import ProgressBar, add_replace_option, add_training_device
 
 
 def add_parser(sub) -> None:
@@ -77,6 +77,7 @@ def add_parser(sub) -> None:
                    help="write the weights (see --install-checkpoint) and a model card into the package's built-in models")
     p.add_argument("--install-checkpoint", choices=("best", "last"), default="best",
                    help="which weights --install-as ships: the best-scoring epoch (default) or the final one")
+    add_replace_option(p)
     p.set_defaults(func=run)
 
 
@@ -116,8 +117,8 @@ def run(args) -> int:
 
     check_config(cfg)  # before phantoms are generated or any file is read
     check_writable(args.out, "--out", folder=True)
-    if args.install_as:
-        check_install_name(args.install_as)
+    if args.install_as:  # an installed name only with --replace, said before any training
+        check_install_name(args.install_as, replace=args.replace)
     if args.phantoms:
         from ..training.phantom_dataset import write_phantom_dataset
 
@@ -133,7 +134,8 @@ def run(args) -> int:
     if args.install_as:
         from ..training.segmentation import install_builtin
 
-        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()), checkpoint=args.install_checkpoint)
+        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()), checkpoint=args.install_checkpoint,
+                               replace=args.replace)
         print(f"installed built-in model card {path}")
     return 0
 

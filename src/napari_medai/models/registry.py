@@ -89,11 +89,38 @@ def unwrap_state_dict(state, expected_keys=None):
     return state
 
 
-def save_builtin(card: ModelCard, network, folder=None) -> Path:
-    """Write ``<name>.pt`` and ``<name>.json`` (with the sha256) into ``folder``; return the card path."""
+def cards_using_weights(weights_name: str, folder=None, but: str | None = None) -> list[ModelCard]:
+    """The cards in ``folder`` whose weights file is ``weights_name`` (other than the card ``but``):
+    the shipped chest-ct-lung-nodule.pt also serves chest-ct-lung-nodule-edges and
+    lung-nodule-detection, which stop loading (sha256 mismatch) when it is replaced."""
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        if path.stem == but:
+            continue
+        try:
+            card = load_card(path)
+        except Exception:  # noqa: BLE001 - a card that does not load is no model to protect
+            continue
+        if card.weights == weights_name and card.name != but:
+            found.append(card)
+    return found
+
+
+def save_builtin(card: ModelCard, network, folder=None, replace: bool = False) -> Path:
+    """Write ``<name>.pt`` and ``<name>.json`` (with the sha256) into ``folder``; return the card path.
+
+    A ``<name>.pt`` that another card also uses is written over only with ``replace`` (that card's
+    sha256 stops matching: it fails to load until fitted again).  Whether ``<name>`` itself may be
+    replaced is the caller's question, asked before training (cli._common.check_install_name)."""
     folder = Path(folder) if folder is not None else WEIGHTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{card.name}.pt"
+    sharing = cards_using_weights(weights.name, folder, but=card.name) if weights.exists() else []
+    if sharing and not replace:
+        raise ModelError(f"{weights.name} is also the weights file of {', '.join(c.name for c in sharing)}, "
+                         "which would fail to load if it were replaced: install under another name, or "
+                         "replace it on purpose (--replace) and fit those cards again")
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     import torch
 

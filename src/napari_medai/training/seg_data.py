@@ -23,6 +23,41 @@ _SUFFIX_PAIRS = (("_image", "_label"), ("_img", "_seg"), ("", "_label"), ("", "_
 _FOLDER_PAIRS = (("images", "labels"), ("imagesTr", "labelsTr"))
 
 
+# image name endings taken off to name a case (nnU-Net's channel ending "_0000" too): training
+# logs and `medai evaluate` rows call b_img.nii.gz "b", as they call b_image.nii.gz
+_IMAGE_ENDS = ("_image", "_img", "_0000")
+
+
+def case_name(image_path) -> str:
+    """The case an image file belongs to: its name without .nii(.gz) and an image ending."""
+    from ..io.nifti import nifti_stem
+
+    stem = nifti_stem(image_path)
+    end = next((e for e in _IMAGE_ENDS if stem.endswith(e) and len(stem) > len(e)), "")
+    return stem[: len(stem) - len(end)]
+
+
+def check_image_modality(arr: np.ndarray, modality: str, name: str) -> None:
+    """Training on images that are not ``modality`` (the run's --modality) is refused before it
+    starts, by the rule inference applies (inference.modality.check_modality): the model would
+    otherwise train and then refuse its own training images."""
+    from types import SimpleNamespace
+
+    from ..errors import ModelError
+    from ..inference.modality import check_modality
+
+    try:
+        check_modality(SimpleNamespace(name=name, modality=modality), arr)
+    except ModelError:
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        other = "MR" if modality == "CT" else "CT"
+        why = ("no voxel is below 0, as CT in Hounsfield units has (air -1000 HU)" if modality == "CT"
+               else "values this low occur only in CT in Hounsfield units")
+        raise InputError(f"{name}: the run trains a {modality} model (--modality {modality}), but this image's "
+                         f"values run from {lo:g} to {hi:g}: {why}. A model trained on it would refuse it at "
+                         f"inference; train with --modality {other} if these are {other} images") from None
+
+
 def _visible_nifti(path: Path) -> bool:
     """A NIfTI file that is not hidden (MSD's archives carry a macOS ``._case.nii.gz`` copy of
     every file, which is no image)."""
@@ -150,13 +185,16 @@ class Case:
 
 
 def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=True,
-              negative_values=()) -> Case:
+              negative_values=(), modality: str | None = None) -> Case:
     """One training pair at the model's spacing.  ``negative_values``: label values of the
     file (before ``chest_targets`` folds them, e.g. phantom vessels 3 and airways 4) whose
-    voxels become the case's hard negatives."""
+    voxels become the case's hard negatives.  ``modality`` ("CT"/"MR"): the image must pass
+    inference's modality check for it (``check_image_modality``)."""
     from ..io import read_volume
 
     img = read_volume(image_path)
+    if modality is not None:
+        check_image_modality(np.asarray(img.data), modality, Path(image_path).name)
     lab = read_volume(label_path)
     if img.data.shape != lab.data.shape:
         raise InputError(f"{image_path.name} and {label_path.name} differ in shape")
@@ -171,8 +209,7 @@ def load_case(image_path, label_path, target_spacing, intensity_fn, map_labels=T
     if negative_values:
         negative = np.isin(values, list(negative_values)).astype(np.uint8)
         negative = resample_array(negative, img.spacing, target_spacing, order=0)
-    name = image_path.name.split("_image")[0].split(".nii")[0].removesuffix("_0000")
-    return Case(name, intensity_fn(image).astype(np.float32), target.astype(np.uint8), negative)
+    return Case(case_name(image_path), intensity_fn(image).astype(np.float32), target.astype(np.uint8), negative)
 
 
 def component_balanced_indices(target: np.ndarray, n_classes: int, per_component: int = 64, seed: int = 0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,8 +199,10 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     pairs = find_pairs(cfg.data, log)
     cases = []
     for img, lab in pairs:
+        # modality: a CT run on MR images (or the reverse) used to train, and the model then refused
+        # its own training images at inference; refused here, before any training
         cases.append(load_case(img, lab, cfg.spacing, _intensity(cfg), map_labels=cfg.label_map == "chest",
-                               negative_values=cfg.hard_negatives))
+                               negative_values=cfg.hard_negatives, modality=cfg.modality))
         log(f"loaded {cases[-1].name}: {cases[-1].image.shape}")
     n_classes = len(cfg.class_names)
     values = {c.name: np.unique(c.target) for c in cases}  # one pass a case, sorted
@@ -215,18 +218,51 @@ def _load_cases(cfg: SegTrainConfig, log) -> list[Case]:
     return cases
 
 
-def _validate(net, cases, cfg, where) -> tuple[dict, dict]:
-    """Validation Dice per foreground class, and per balanced class the fraction of its
-    reference components found (the Dice alone barely moves when a 4 mm nodule is missed)."""
+def _split(cases: list[Case], cfg: SegTrainConfig, log) -> tuple[list[Case], list[Case]]:
+    """(validation, training) cases.  Validation takes the first cases (in file order, so runs
+    stay deterministic) whose labels hold foreground: an all-background case has no Dice, and
+    when it came first every epoch scored 0 and best.pt stayed at epoch 1.  One case with
+    foreground always stays in training; all-background cases validate only where too few others
+    do.  The log names the validation cases."""
+    n_val = min(cfg.val_cases, max(1, len(cases) // 5)) if len(cases) > 1 else 0
+    if not n_val:
+        return [], cases
+    labelled = [i for i, c in enumerate(cases) if c.target.any()]
+    picks = labelled[: min(n_val, max(0, len(labelled) - 1))]
+    picks += [i for i in range(len(cases)) if i not in labelled][: n_val - len(picks)]
+    val = [cases[i] for i in sorted(picks)]
+    log(f"validation case(s): {', '.join(c.name for c in val)}")
+    passed = [cases[i].name for i in range(max(picks)) if i not in labelled and i not in picks]
+    if passed:
+        log(f"  not used for validation, their labels are all background: {', '.join(passed)}")
+    present = set().union(*(np.unique(c.target).tolist() for c in val)) - {0}
+    if not present:
+        log("warning: no validation case holds a foreground label, so there is no Dice: the checkpoint "
+            "score is the validation loss")
+    elif len(present) < len(cfg.class_names) - 1:
+        absent = [n for k, n in enumerate(cfg.class_names) if k and k not in present]
+        log(f"class(es) {absent} are in no validation case: the checkpoint score leaves them out")
+    return val, [c for i, c in enumerate(cases) if i not in picks]
+
+
+def _validate(net, cases, cfg, where) -> tuple[dict, dict, float]:
+    """Validation Dice per foreground class present in at least one validation case, per balanced
+    class the fraction of its reference components found (the Dice alone barely moves when a
+    4 mm nodule is missed), and the mean validation loss (Dice + CE): the score when no
+    validation case holds foreground.  A class in no validation case has no Dice and is left out:
+    MONAI's mean over its all-NaN (empty) cases is 0, which pulled every epoch's score down."""
     import torch
     from monai.inferers import sliding_window_inference
+    from monai.losses import DiceCELoss
     from monai.metrics import DiceMetric
 
     from ..metrics import components_found
 
     metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     n = len(cfg.class_names)
     found = {c: [] for c in cfg.balance_components}  # per class: hit flag of each reference component
+    present, losses = set(), []
     net.eval()
     with torch.inference_mode():
         for case in cases:
@@ -234,15 +270,19 @@ def _validate(net, cases, cfg, where) -> tuple[dict, dict]:
             with where.autocast():
                 logits = sliding_window_inference(x, cfg.roi, 4, net, overlap=0.25, mode="gaussian").float()
             labels = logits.argmax(1).cpu()
+            target = torch.from_numpy(case.target.astype(np.int64))[None]
+            losses.append(float(loss_fn(logits.cpu(), target[:, None])))
+            present.update(torch.unique(target).tolist())
             pred = torch.nn.functional.one_hot(labels, n).permute(0, 4, 1, 2, 3)
-            ref = torch.nn.functional.one_hot(torch.from_numpy(case.target.astype(np.int64))[None], n)
+            ref = torch.nn.functional.one_hot(target, n)
             metric(pred, ref.permute(0, 4, 1, 2, 3))
             for c, hits in found.items():
                 hits += [h for _, h in components_found(labels[0].numpy() == c, case.target == c)]
     dice = metric.aggregate().cpu().numpy()
     net.train()
     recall = {cfg.class_names[c]: float(np.mean(hits)) for c, hits in found.items() if hits}
-    return {name: float(d) for name, d in zip(cfg.class_names[1:], dice)}, recall
+    dice = {name: float(d) for k, (name, d) in enumerate(zip(cfg.class_names[1:], dice), start=1) if k in present}
+    return dice, recall, float(np.mean(losses)) if losses else float("nan")
 
 
 def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
@@ -261,8 +301,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = _load_cases(cfg, log)
-    n_val = min(cfg.val_cases, max(1, len(cases) // 5)) if len(cases) > 1 else 0
-    val, train = cases[:n_val], cases[n_val:] or cases
+    val, train = _split(cases, cfg, log)
     items = [{"image": c.image[None], "label": c.target[None], "indices": _crop_centres(c, i, cfg)}
              for i, c in enumerate(train)]
     if cfg.hard_negatives:
@@ -294,6 +333,10 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed after epoch {state['epoch']}")
 
+    def run_so_far() -> dict:  # the summary so far: at the end, and for best.json whenever best.pt is written
+        return {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
+                "bf16": where.bf16, "device": where.name, "n_train": len(train), "n_val": len(val)}
+
     ds = Dataset(items, transform=_train_transforms(cfg))
     net.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -321,14 +364,20 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
                     progress(epoch * cfg.iters_per_epoch + it, total_iters)
                 if it >= cfg.iters_per_epoch:
                     break
-        dice, recall = _validate(net, val, cfg, where) if val else ({}, {})
-        score = _score(dice, recall) if dice else -float(np.mean(losses))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice,
-                         "val_component_recall": recall, "time_s": time.time() - t0})
+        dice, recall, val_loss = _validate(net, val, cfg, where) if val else ({}, {}, None)
+        if dice:
+            score = _score(dice, recall)
+        else:  # no foreground in validation: the validation loss; no validation case: the training loss
+            score = -(val_loss if val else float(np.mean(losses)))
+        entry = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice,
+                 "val_component_recall": recall, "score": score, "time_s": time.time() - t0}
+        history.append(entry if not val else {**entry, "val_loss": val_loss})
         if score > best:
             best = score
-            torch.save(cpu_state_dict(net), out / "best.pt")
-        torch.save(
+            _save_atomic(cpu_state_dict(net), out / "best.pt")
+            # its card beside it at once: after Ctrl+C the run's best.pt runs as it is
+            write_run_card(cfg, run_so_far(), atomic=True)
+        _save_atomic(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
              "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": _settings(cfg)},
             out / "last.pt",
@@ -336,8 +385,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         found = f"component recall {recall} " if recall else ""
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val dice {dice} {found}"
             f"best {best:.4f} ({time.time() - t0:.0f} s)")
-    summary = {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
-               "bf16": where.bf16, "device": where.name, "n_train": len(train), "n_val": len(val)}
+    summary = run_so_far()
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=list))
     write_run_card(cfg, summary)
     return summary
@@ -366,9 +414,16 @@ def _previous_run(out: Path, cfg: SegTrainConfig):
     trained nothing and reported the old score; more --epochs crashed the LR schedule)."""
     import torch
 
-    if not (out / "last.pt").exists():
+    last = out / "last.pt"
+    if not last.exists():
         return None
-    state = torch.load(out / "last.pt", weights_only=False, map_location="cpu")
+    try:
+        state = torch.load(last, weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a file cut off by a kill or a full disk: one line, no traceback
+        raise InputError(f"{last} cannot be read ({type(exc).__name__}): it is probably cut off (a run killed "
+                         "while writing it, or a full disk); delete it to start over, or choose another --out") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
     mine, theirs = _settings(cfg), state.get("settings")
     if theirs is None:
         raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
@@ -379,6 +434,19 @@ def _previous_run(out: Path, cfg: SegTrainConfig):
                          "with the same settings: choose another --out, or delete its last.pt to start over")
     return state
 
+
+
+def _save_atomic(obj, path: Path) -> None:
+    """``torch.save`` into a temporary file beside ``path``, then ``os.replace``: a run killed
+    while writing (Ctrl+C, a full disk) leaves the previous checkpoint whole, not a truncated one."""
+    import torch
+
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _score(dice: dict, recall: dict) -> float:
@@ -472,23 +540,26 @@ CHECKPOINTS = ("best", "last")
 
 
 def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = "",
-                    checkpoint: str = "best"):
+                    checkpoint: str = "best", replace: bool = False):
     """Copy the run's weights into the package's built-in models with a complete model card.
 
     ``checkpoint``: "best" (``best.pt``, the epoch with the best validation score) or "last"
     (the final epoch, from ``last.pt``): the per-epoch score is read on a few validation
     cases, so a larger validation set may prefer the fully annealed final epoch.
+    ``replace``: weights another card shares may be written over (``registry.save_builtin``).
     """
     from ..models.registry import save_builtin
 
     card, net = run_card(name, cfg, summary, command, description, checkpoint)
-    return save_builtin(card, net)
+    return save_builtin(card, net, replace=replace)
 
 
-def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
+def write_run_card(cfg: SegTrainConfig, summary: dict, atomic: bool = False) -> Path | None:
     """``OUT/best.json``: a model card for ``OUT/best.pt``, so the run's weights run at once with
     ``medai segment --model OUT/best.pt`` (or the .json), the widget and ``medai evaluate``,
-    without installing them into the package.  None when no epoch was kept."""
+    without installing them into the package.  None when no epoch was kept.  Written (with
+    ``atomic``: through a temporary file) each time best.pt is, so an interrupted run's best.pt
+    has its card."""
     from ..models.card import save_card
     from ..models.registry import sha256_of
 
@@ -497,7 +568,11 @@ def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
         return None
     card, _ = run_card(out.name, cfg, summary, "", checkpoint="best", build=False)
     card.weights, card.sha256 = "best.pt", sha256_of(out / "best.pt")
-    return save_card(card, out / "best.json")
+    if not atomic:
+        return save_card(card, out / "best.json")
+    partial = save_card(card, out / ".best.json.partial")
+    os.replace(partial, out / "best.json")
+    return out / "best.json"
 
 
 def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = "",
@@ -529,9 +604,12 @@ def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, descri
         "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
     }
     # report the Dice of the epoch whose weights are shipped
-    scored = [h for h in summary["history"] if h["val_dice"]]
+    # the epochs scored on validation cases (by their Dice, or their validation loss where no
+    # validation case held foreground); "score" is what training kept best.pt by
+    scored = [h for h in summary["history"] if h["val_dice"] or "val_loss" in h]
     if checkpoint == "best":
-        shipped = max(scored, key=lambda h: _score(h["val_dice"], h.get("val_component_recall", {})), default=None)
+        shipped = max(scored, key=lambda h: h["score"] if "score" in h else _score(
+            h["val_dice"], h.get("val_component_recall", {})), default=None)
     else:
         shipped = scored[-1] if scored else None
     card.scores = {"val_dice": shipped["val_dice"] if shipped else {},

@@ -1,0 +1,116 @@
+"""``--install-as NAME`` of ``medai train segmentation`` and ``medai train lesion-threshold``:
+an installed name is written over only with ``--replace`` (the shipped chest-ct-lung-nodule.pt is
+shared by two other cards, which stop loading when it changes), and the run says which cards."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from napari_medai.cli.main import main
+from napari_medai.errors import ModelError
+from napari_medai.models import registry
+from napari_medai.models.card import load_card, save_card
+
+_spec = importlib.util.spec_from_file_location(
+    "seg_train_tests", Path(__file__).resolve().parents[1] / "training" / "test_segmentation_training.py")
+_seg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_seg)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tiny(data, out):
+    return ["train", "segmentation", "--data", str(data), "--out", str(out), "--epochs", "1",
+            "--iters-per-epoch", "1", "--roi", "8", "16", "16", "--threads", "1"]
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    """A weights folder with model ``base`` and a variant card ``base-edges`` sharing base.pt."""
+    from napari_medai.training.segmentation import SegTrainConfig, build_unet, make_card
+
+    folder = tmp_path / "weights"
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    cfg = SegTrainConfig(data="unused", out="unused", roi=(8, 16, 16))
+    registry.save_builtin(make_card(cfg, "base"), build_unet(cfg), folder=folder)
+    variant = load_card(folder / "base.json")
+    variant.name = "base-edges"
+    variant.train_command = ("medai train segmentation ...; then medai train lesion-threshold --model base "
+                             "--try-refinement --install-as base-edges")
+    save_card(variant, folder / "base-edges.json")
+    return folder
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_installed_name_is_refused_before_training_without_replace(tmp_path, weights, capsys):
+    _seg._write_pairs(tmp_path / "data")
+    before = _files(weights)
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--install-as", "base"]) == 2
+    err = capsys.readouterr().err
+    assert "--install-as base" in err and "already installed" in err and "--replace" in err
+    assert not (tmp_path / "out").exists()  # refused before any training
+    assert _files(weights) == before
+
+
+def test_replace_names_the_cards_that_share_the_weights_and_writes_over_them(tmp_path, weights, capsys):
+    _seg._write_pairs(tmp_path / "data")
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--install-as", "base", "--replace"]) == 0
+    out = capsys.readouterr().out
+    # said before the training's first line
+    warning = out.index("base-edges")
+    assert warning < out.index("training and")
+    assert "medai train lesion-threshold --model base --try-refinement --install-as base-edges --replace" in out
+    card = registry.get_card("base", folder=weights)
+    assert card.sha256 == registry.sha256_of(weights / "base.pt")
+    with pytest.raises(ModelError, match="sha256 does not match"):  # as the warning said
+        registry.load_state_dict(registry.get_card("base-edges", folder=weights))
+
+
+def test_the_shipped_cards_sharing_weights_come_with_their_refit_commands(capsys):
+    from napari_medai.cli._common import check_install_name
+
+    check_install_name("chest-ct-lung-nodule", replace=True)  # the real weights folder: read only
+    out = capsys.readouterr().out
+    assert "chest-ct-lung-nodule-edges" in out and "lung-nodule-detection" in out
+    assert "medai train detection --from chest-ct-lung-nodule" in out
+    assert "medai train operating-point --model lung-nodule-detection" in out
+
+
+def test_save_builtin_never_replaces_weights_another_card_uses(weights):
+    from napari_medai.training.segmentation import SegTrainConfig, build_unet, make_card
+
+    cfg = SegTrainConfig(data="unused", out="unused", roi=(8, 16, 16))
+    before = (weights / "base.pt").read_bytes()
+    with pytest.raises(ModelError, match="base-edges"):
+        registry.save_builtin(make_card(cfg, "base"), build_unet(cfg), folder=weights)
+    assert (weights / "base.pt").read_bytes() == before
+    registry.save_builtin(make_card(cfg, "base"), build_unet(cfg), folder=weights, replace=True)
+    assert registry.get_card("base", folder=weights).sha256 == registry.sha256_of(weights / "base.pt")
+
+
+def test_lesion_threshold_refuses_an_installed_name_before_the_model_loads(weights, monkeypatch, capsys):
+    from napari_medai.training import lesion_threshold
+
+    calls = []
+    monkeypatch.setattr(lesion_threshold, "fit_lesion_threshold", lambda *a, **k: calls.append(k))
+    assert main(["train", "lesion-threshold", "--model", "base", "--install-as", "base-edges"]) == 2
+    assert "--replace" in capsys.readouterr().err and calls == []
+    # a dry run writes no card: nothing to refuse
+    assert main(["train", "lesion-threshold", "--model", "base", "--install-as", "base-edges", "--dry-run"]) == 0
+    assert main(["train", "lesion-threshold", "--model", "base", "--install-as", "base-edges", "--replace"]) == 0
+    assert [k["install_as"] for k in calls] == ["base-edges", "base-edges"]
+
+
+def test_the_retraining_script_replaces_the_names_it_reinstalls():
+    """scripts/train_models.sh installs over the shipped names: each such command needs --replace."""
+    shipped = {p.stem for p in (ROOT / "src" / "napari_medai" / "models" / "weights").glob("*.json")}
+    script = (ROOT / "scripts" / "train_models.sh").read_text()
+    commands = re.sub(r"\\\n\s*", " ", script).splitlines()
+    installs = [line for line in commands if re.search(r"--install-as (\S+)", line)
+                and re.search(r"--install-as (\S+)", line).group(1) in shipped]
+    assert len(installs) == 2 and all("--replace" in line for line in installs)

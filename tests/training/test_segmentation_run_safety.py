@@ -1,0 +1,143 @@
+"""Segmentation training: which cases validate and how a checkpoint is scored, the --modality
+check of the training images, and what a killed run leaves behind (tiny synthetic pairs)."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medai.errors import InputError
+from napari_medai.io import Volume, write_volume
+from napari_medai.training.segmentation import train_segmentation
+
+_spec = importlib.util.spec_from_file_location(
+    "seg_train_tests", Path(__file__).resolve().parent / "test_segmentation_training.py")
+_seg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_seg)
+_write_pairs, _cfg = _seg._write_pairs, _seg._cfg
+
+
+def _empty_labels(folder, *cases):
+    """Overwrite these cases' label files with all-background labels."""
+    for case in cases:
+        write_volume(Volume.from_spacing(np.zeros((12, 24, 24), np.uint8), (2.0, 1.0, 1.0), is_labels=True),
+                     folder / f"{case}_label.nii.gz")
+
+
+# --- validation cases and the checkpoint score ---------------------------------------------------
+
+def test_classes_absent_from_every_validation_case_do_not_count():
+    from napari_medai.training.device import TrainingDevice
+    from napari_medai.training.segmentation import _score, _validate
+
+    image = np.zeros((12, 24, 24), np.float32)
+    target = np.zeros((12, 24, 24), np.uint8)
+    image[4:7, 4:8, 4:8], target[4:7, 4:8, 4:8] = 1.0, 2  # a nodule the rule finds; no lung anywhere
+    cfg = _cfg("unused", "unused")
+    dice, recall, *_ = _validate(_seg._BrightIsNodule(), [SimpleNamespace(image=image, target=target, name="c")],
+                                 cfg, TrainingDevice(torch.device("cpu"), False))
+    # MONAI's mean of an all-NaN (absent) class is 0: it used to pull this perfect score to 0.5
+    assert dice == {"nodule": 1.0} and _score(dice, recall) == 1.0
+
+
+def test_validation_cases_are_chosen_among_those_with_foreground(tmp_path):
+    _write_pairs(tmp_path / "data")
+    _empty_labels(tmp_path / "data", "case0")  # alphabetically first: it used to be the validation case
+    logged = []
+    s = train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=logged.append)
+    assert "validation case(s): case1" in logged
+    assert s["n_val"] == 1 and set(s["history"][0]["val_dice"]) == {"lung", "nodule"}
+
+
+def test_without_foreground_in_validation_the_score_is_the_validation_loss(tmp_path):
+    _write_pairs(tmp_path / "data")
+    # case2, the only case with foreground, stays in training: the validation case holds none
+    _empty_labels(tmp_path / "data", "case0", "case1")
+    logged = []
+    s = train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=2), log=logged.append)
+    assert any("validation loss" in line for line in logged)
+    losses = [h["val_loss"] for h in s["history"]]
+    assert all(v > 0 for v in losses)
+    # a Dice of 0 every epoch kept epoch 1 whatever followed
+    assert s["best_score"] == pytest.approx(-min(losses))
+
+
+# --- the images against --modality -----------------------------------------------------------------
+
+def _pairs(folder, values, modality, n=2):
+    """Two pairs whose background, lung and nodule have these intensities."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        lab = np.zeros((12, 24, 24), np.uint8)
+        lab[2:10, 4:20, 4:20], lab[5:8, 10:14, 10:14] = 1, 2
+        img = np.choose(lab, values).astype(np.float32)
+        write_volume(Volume.from_spacing(img, (2.0, 1.0, 1.0), modality=modality), folder / f"c{i}_image.nii.gz")
+        write_volume(Volume.from_spacing(lab, (2.0, 1.0, 1.0), is_labels=True), folder / f"c{i}_label.nii.gz")
+
+
+def test_mr_images_are_refused_for_a_ct_run_before_training(tmp_path):
+    _pairs(tmp_path / "mr", [200.0, 600.0, 1200.0], "MR")  # no value below 0
+    with pytest.raises(InputError, match=r"c0_image.nii.gz: .*--modality MR"):
+        train_segmentation(_cfg(tmp_path / "mr", tmp_path / "run"), log=lambda *_: None)
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_ct_images_are_refused_for_an_mr_run(tmp_path):
+    _pairs(tmp_path / "ct", [-1000.0, -850.0, 30.0], "CT")  # air in HU
+    with pytest.raises(InputError, match=r"c0_image.nii.gz: .*--modality CT"):
+        train_segmentation(_cfg(tmp_path / "ct", tmp_path / "run", modality="MR", intensity="percentile"),
+                           log=lambda *_: None)
+
+
+# --- interruption ----------------------------------------------------------------------------------
+
+def test_an_interrupted_run_leaves_best_pt_with_its_card(tmp_path):
+    from napari_medai.models.registry import sha256_of
+
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=3)
+
+    def ctrl_c(done, total):
+        if done == cfg.iters_per_epoch + 1:  # in the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentation(cfg, log=lambda *_: None, progress=ctrl_c)
+    card = tmp_path / "run" / "best.json"
+    assert card.is_file() and not (tmp_path / "run" / "training.json").exists()
+    import json
+
+    assert json.loads(card.read_text())["sha256"] == sha256_of(tmp_path / "run" / "best.pt")
+
+
+def test_a_kill_while_writing_last_pt_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    _write_pairs(tmp_path / "data")
+    real_save, states = torch.save, []
+
+    def killed_on_the_second_state(obj, path, *a, **k):
+        if isinstance(obj, dict) and "opt" in obj:
+            states.append(obj["epoch"])
+            if len(states) == 2:  # half a file, then the process dies
+                Path(path).write_bytes(b"PK\x03\x04 cut off")
+                raise KeyboardInterrupt
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(torch, "save", killed_on_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=2), log=lambda *_: None)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 0
+
+
+def test_a_cut_off_last_pt_is_said_in_one_line_not_a_traceback(tmp_path):
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=1)
+    train_segmentation(cfg, log=lambda *_: None)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"last.pt cannot be read.*delete it.*another --out") as exc:
+        train_segmentation(cfg, log=lambda *_: None)
+    assert "\n" not in str(exc.value)
