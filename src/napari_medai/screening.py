@@ -54,9 +54,12 @@ REPORT_LIMITS = (
 )
 # lung cut by the first or last slice over more than this area: the scan may not cover the lungs
 LUNG_CUT_MM2 = 500.0
-# The slice numbers the reports give, in words (the same index as napari's slider)
-SLICE_CONVENTION = ("*Slice*: the axial slice index as napari's slider shows it, counted from 0 at the first "
-                    "slice of the volume as loaded (the most inferior one for a scan read by this plugin); "
+# The slice numbers the reports give, in words.  They are the image's own data index: napari's
+# slider counts over the whole world range of the viewer's layers, so it differs when another
+# layer (a prior scan, say) reaches further along that axis.
+SLICE_CONVENTION = ("*Slice*: the image's own axial slice index, counted from 0 at the first slice of the volume "
+                    "as loaded (the most inferior one for a scan read by this plugin); napari's slider shows the "
+                    "same number when this image alone sets the viewer's range; "
                     "*S mm*: that position along the patient's long axis (DICOM's z), as a viewer's table position")
 KEY_IMAGE_FOV_MM = 50.0  # the magnified field of a key image: a 30 mm nodule with its surroundings
 SIDES = ("right", "left")

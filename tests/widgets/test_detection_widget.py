@@ -10,6 +10,7 @@ import pytest
 from fixed_rule_models import detection_card, install
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QPalette
+from widget_helpers import pick_load_entry_and_cancel
 
 from napari_medai.errors import InputError
 from napari_medai.postprocess.findings import axial_slice
@@ -481,6 +482,39 @@ def test_choosing_a_model_with_an_operating_point_sets_the_threshold_it_was_fitt
     assert "operating point" not in widget.threshold_box.toolTip()
 
 
+@pytest.mark.parametrize("entry", ["Load model file…", "Load MONAI bundle folder…"])
+@pytest.mark.parametrize("display_name", ["Lesion detection", "Screening report"])
+def test_a_cancelled_load_dialog_leaves_the_model_and_every_setting_as_they_were(viewer, tmp_path, monkeypatch,
+                                                                                  entry, display_name):
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    fitted = detection_card(name="rule-det-op")
+    fitted.extra["operating_point"] = {"score_threshold": 0.87, "fp_per_scan": 1.0}
+    install(detection_card(name="rule-det"), tmp_path / "weights")
+    install(fitted, tmp_path / "weights")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", display_name)
+    box = widget.model_box
+    # a model with an operating point, its threshold then set by the reader
+    for name in ("rule-det", "rule-det-op"):  # whichever sits at index 0, the other is chosen once
+        box.setCurrentIndex(box.findText(name))
+        widget.threshold_box.setValue(0.3)
+        widget.max_findings_box.setValue(3)
+        before, tooltip = widget.params(), widget.threshold_box.toolTip()
+        changes = []
+        box.currentIndexChanged.connect(changes.append)
+        assert pick_load_entry_and_cancel(widget, monkeypatch, entry) == ["file" if "file" in entry else "folder"]
+        box.currentIndexChanged.disconnect(changes.append)
+        assert box.currentText() == name and widget.params() == before
+        assert widget.threshold_box.value() == pytest.approx(0.3) and widget.threshold_box.toolTip() == tooltip
+        assert changes == [box.findData(entry)]  # the pick itself only: the cancel announces no change
+    # a model file loaded earlier sits at index 0; the reader went back to a built-in model
+    widget.add_model_path(str(tmp_path / "mine.pt"))
+    assert box.currentIndex() == 0
+    box.setCurrentIndex(box.findText("rule-det"))
+    before = widget.params()
+    pick_load_entry_and_cancel(widget, monkeypatch, entry)
+    assert box.currentText() == "rule-det" and widget.params() == before
+
+
 def test_the_finding_markers_lie_on_top_of_their_masks(viewer, detection):
     names = [layer.name for layer in viewer.layers]
     assert names.index("crop findings") > names.index("crop finding masks")
@@ -592,3 +626,85 @@ def test_a_mark_measured_on_an_image_that_changed_meanwhile_is_not_added(qtbot, 
     assert ended.args[0] == "error"
     assert widget.findings == before
     assert any("'crop' changed while the marked nodule was measured; nothing was added" in m for _, m in notifications())
+
+
+@pytest.mark.parametrize("change", ["moved", "rescaled", "rotated", "affine", "new data", "reshaped"])
+def test_a_mark_on_an_image_moved_or_given_other_data_since_the_run_is_refused(qtbot, viewer, detection,
+                                                                                notifications, change):
+    """The mark is measured in the image's frame now but would join markers and masks in the
+    run's frame: refused, whatever changed, with nothing changed, until the detection runs again."""
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = detection
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    centre = np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]
+    findings, points, masks = list(widget.findings), widget.findings_layer, widget.masks_layer
+    marker_data, mask_data = points.data.copy(), masks.data.copy()
+    if change == "moved":
+        crop.translate = np.asarray(crop.translate) + (0.0, 20.0, 0.0)
+    elif change == "rescaled":
+        crop.scale = np.asarray(crop.scale) * (1.0, 1.25, 1.25)
+    elif change == "rotated":
+        crop.rotate = 10.0
+    elif change == "affine":
+        crop.affine = np.diag([1.0, 1.0, -1.0, 1.0])
+    elif change == "new data":
+        crop.data = crop.data.copy()  # another array, same shape and geometry: perhaps another scan
+    else:
+        crop.data = np.pad(crop.data, ((0, 0), (0, 8), (0, 8)), constant_values=-1000.0)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(centre))  # the nodule, where the image now shows it
+    assert ended.args[0] == "error"
+    message = "'crop' was moved, rescaled or given other data since the detection ran: run the detection again"
+    assert message in widget.status_label.text()
+    assert any(message in m for severity, m in notifications() if severity == "error")
+    assert widget.findings == findings and widget.review == [""] * len(findings)
+    assert widget.findings_table.rowCount() == len(findings)
+    np.testing.assert_array_equal(points.data, marker_data)
+    np.testing.assert_array_equal(masks.data, mask_data)
+    # a new run on the image as it is now: the mark is measured and lands where it was clicked
+    assert run_and_wait(qtbot, widget) == "done"
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(centre))
+    assert ended.args[0] == "done" and widget.findings[-1].added_by_reader
+    marker = widget.findings_layer.data_to_world(widget.findings_layer.data[-1])
+    np.testing.assert_allclose(marker, crop.data_to_world(centre), atol=2 * max(np.abs(crop.scale)))
+
+
+def test_a_mark_after_the_image_was_moved_back_is_measured(qtbot, viewer, detection):
+    """Only a difference from the run's geometry refuses a mark: moved and put back is the same frame."""
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = detection
+    translate = np.asarray(crop.translate).copy()
+    crop.translate = translate + 20.0
+    crop.translate = translate
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]))
+    assert ended.args[0] == "done" and widget.findings[-1].added_by_reader
+
+
+def test_the_table_slice_is_the_images_own_index_and_the_words_say_so(viewer, detection):
+    """The table's (and the reports') Slice is the image's own axial index; the slider shows it
+    only while this image alone sets the viewer's range.  The words must say that, not that it is
+    "the index as napari's slider shows it" (false once a layer reaches further)."""
+    from napari_medai.screening import SLICE_CONVENTION
+
+    widget, crop = detection
+    table = widget.findings_table
+    widget.go_to_finding(0)
+    listed = int(table.cell_text(0, 7))
+    assert listed == axial_slice(widget.findings[0].center_voxel)
+    assert viewer.dims.current_step[0] == listed  # the image alone sets the range
+    # a prior scan reaching 5 slices further down: the slider counts from its first slice
+    below = np.asarray(crop.translate) - (5 * crop.scale[0], 0.0, 0.0)
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="prior", scale=crop.scale, translate=below)
+    widget.go_to_finding(0)
+    assert int(table.cell_text(0, 7)) == listed  # the numbers do not change
+    assert round(crop.world_to_data(viewer.dims.point)[0]) == listed  # the image's own slice
+    assert viewer.dims.current_step[0] == listed + 5  # the slider's is not
+    for words in (SLICE_CONVENTION, table.horizontalHeaderItem(7).toolTip()):
+        assert "image's own" in words and "slice index" in words
+        assert "when this image alone sets the viewer's range" in words
+    assert "as napari's slider shows it" not in SLICE_CONVENTION

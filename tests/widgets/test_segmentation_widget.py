@@ -12,6 +12,7 @@ from widget_helpers import (
     assert_unchanged,
     count_forward_calls,
     layer_snapshot,
+    pick_load_entry_and_cancel,
     record_cancel,
     run_and_cancel,
 )
@@ -152,6 +153,28 @@ def test_the_minimum_size_overrides_the_card_only_when_changed(viewer, weights_d
     assert widget.min_size_box.text() == "model's own" and widget.params().min_lesion_mm3 is None
     widget.min_size_box.setValue(3.0)  # ... unless a value is typed
     assert widget.params().min_lesion_mm3 == 3.0
+
+
+@pytest.mark.parametrize("entry", ["Load model file…", "Load MONAI bundle folder…"])
+def test_a_cancelled_load_dialog_leaves_the_model_and_the_minimum_size_as_they_were(viewer, weights_dir, tmp_path,
+                                                                                   monkeypatch, entry):
+    card = segmentation_card()
+    card.extra["min_lesion_mm3"] = 7.25
+    install(card, weights_dir)
+    widget = open_segmentation(viewer)
+    choose(widget, "rule-seg")
+    widget.min_size_box.setValue(3.0)  # the reader's own value, over the card's
+    before = widget.params()
+    assert pick_load_entry_and_cancel(widget, monkeypatch, entry) == ["file" if "file" in entry else "folder"]
+    assert widget.model_box.currentText() == "rule-seg" and widget.params() == before
+    assert widget.min_size_box.value() == 3.0
+    # a model file loaded earlier sits at index 0; the reader went back to the built-in model
+    widget.add_model_path(str(tmp_path / "mine.pt"))
+    choose(widget, "rule-seg")
+    widget.min_size_box.setValue(3.0)
+    before = widget.params()
+    pick_load_entry_and_cancel(widget, monkeypatch, entry)
+    assert widget.model_box.currentText() == "rule-seg" and widget.params() == before
 
 
 def test_label_values_that_are_no_class_are_drawn_in_napari_colours():

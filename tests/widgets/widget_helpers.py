@@ -114,3 +114,28 @@ def count_forward_calls(monkeypatch, network_class) -> list:
 
     monkeypatch.setattr(network_class, "forward", forward)
     return calls
+
+
+def pick_load_entry_and_cancel(widget, monkeypatch, entry: str) -> list:
+    """Choose ``entry`` ("Load model file…" or "Load MONAI bundle folder…") in ``widget``'s model
+    list as a user's pick does (the index changes, then ``activated``), with its file dialog
+    cancelled.  Returns the dialogs opened (to show the branch ran)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    opened = []
+
+    def cancelled_file(*_args, **_kwargs):
+        opened.append("file")
+        return "", ""
+
+    def cancelled_folder(*_args, **_kwargs):
+        opened.append("folder")
+        return ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(cancelled_file))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(cancelled_folder))
+    index = widget.model_box.findData(entry)
+    assert index >= 0
+    widget.model_box.setCurrentIndex(index)
+    widget.model_box.activated.emit(index)
+    return opened

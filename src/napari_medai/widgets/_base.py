@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtCore import QEvent, QPersistentModelIndex, QSignalBlocker, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -97,6 +97,10 @@ class TaskWidget(QWidget):
         self.viewer = napari_viewer
         self.layer_picker = ImageLayerPicker(napari_viewer)
         self.model_box = QComboBox()
+        # the model chosen before a pick of "Load model file…" / "…bundle folder…": a cancelled
+        # dialog returns to it (a persistent index follows it when add_model_path inserts rows)
+        self._chosen_model = QPersistentModelIndex()
+        self.model_box.currentIndexChanged.connect(self._remember_model)
         self.model_box.activated.connect(self._on_model_activated)
         self.device_box = _combo(DEVICES, "Where the model runs; auto = CUDA when present, else CPU")
         self.precision_box = _combo(
@@ -359,7 +363,27 @@ class TaskWidget(QWidget):
         if path:
             self.add_model_path(path)
         else:
-            self.model_box.setCurrentIndex(0)
+            self._restore_chosen_model()
+
+    def _remember_model(self, index: int) -> None:
+        if not is_load_entry(self.model_box.itemData(index)):
+            self._chosen_model = QPersistentModelIndex(self.model_box.model().index(index, 0))
+
+    def _restore_chosen_model(self) -> None:
+        """Back to the model chosen before the cancelled dialog, with the box's signals blocked:
+        its handlers (the detection threshold, the segmentation minimum size) ignored the pick of
+        the load entry, so the selection and every parameter stay exactly as they were.  Returning
+        to index 0 instead picked another model when a loaded file sat there, and re-applying a
+        model's defaults undid the values the user had set."""
+        row = self._chosen_model.row() if self._chosen_model.isValid() else 0
+        with QSignalBlocker(self.model_box):
+            self.model_box.setCurrentIndex(max(row, 0))
+
+
+def is_load_entry(choice) -> bool:
+    """Whether a model list entry is "Load model file…" / "Load MONAI bundle folder…", which opens
+    a dialog rather than choosing a model (``==`` on a str only: a card compares unequal)."""
+    return isinstance(choice, str) and choice in (LOAD_FILE, LOAD_BUNDLE)
 
 
 def input_state(layer) -> tuple:

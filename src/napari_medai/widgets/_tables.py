@@ -82,7 +82,10 @@ class FindingsTable(_ReadOnlyTable):
                    "Attenuation read from the CT under the mask (solid, part-solid, GGN: ground glass) and the "
                    "Lung-RADS v2022 baseline category for it (part-solid: by the solid component; GGN: 2 under "
                    "30 mm); confirm the type on the image",
-                   "Axial slice of the finding's centre",
+                   # the layer's own index, as the reports give it: napari's slider counts over every
+                   # layer's world range, so it shows another number when a layer reaches further
+                   "Axial slice of the finding's centre: the image's own slice index (napari's slider shows the "
+                   "same number when this image alone sets the viewer's range); click the row to go there",
                    "The reader's review: ✓ accepted, ✗ rejected (Accept / Reject, keys A and R)")
     visible_rows = 6
     # A and R while the table has the focus: the reader accepts or rejects the current finding

@@ -21,6 +21,7 @@ box detectors alike) and builds the per-finding mask.  On the Qt thread the find
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
-from ._base import TaskParams, TaskWidget, input_state, with_extension
+from ._base import TaskParams, TaskWidget, _same_state, input_state, is_load_entry, with_extension
 from ._layers import edit_labels, image_source, layer_spacing, layer_world_mm, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
@@ -98,6 +99,7 @@ class DetectionWidget(TaskWidget):
         self._masks_colormap = None  # its colours before any finding was hidden
         self._review_colormap = None  # the colours this widget last gave it (to notice the user's own)
         self._source_layer = None  # the image the findings came from: a reader's mark is measured on it
+        self._source_state = None  # its data and geometry when the findings were added (_RunState)
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
         self._target_layer = None  # the Labels layer the value box was last set for
@@ -205,6 +207,8 @@ class DetectionWidget(TaskWidget):
         from ..models.card import operating_threshold
 
         card = self.model_box.currentData()
+        if is_load_entry(card):  # only a dialog so far: a cancelled one must leave the threshold and tooltip as set
+            return
         threshold = operating_threshold(card)
         if threshold is None:
             self.threshold_box.setToolTip(THRESHOLD_TIP)
@@ -285,6 +289,7 @@ class DetectionWidget(TaskWidget):
         self.masks_layer = next((layer for layer in layers if layer.metadata.get(FINDING_MASKS)), None)
         self._masks_colormap = self._review_colormap = None
         self._source_layer = source_layer
+        self._source_state = _RunState(source_layer)
         self.mark_button.setEnabled(True)
         self.new_labels_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
@@ -460,6 +465,11 @@ class DetectionWidget(TaskWidget):
             if layer not in self.viewer.layers:
                 raise InputError(f"'{layer.name}', the image the findings came from, was removed: run the "
                                  "detection on an image to mark a nodule on it")
+            # The mark is measured in the image's frame now, but joins markers and masks laid out
+            # in the frame of the run: after a move or new data it would land away from the click.
+            if not self._source_state.matches(layer):
+                raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection "
+                                 "ran: run the detection again to mark a nodule on it")
             data, spacing = image_source(layer)
             point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
             affine = layer_world_mm(layer)  # the finding's position in mm
@@ -629,6 +639,23 @@ class DetectionWidget(TaskWidget):
         default = f"{self.findings_layer.name}.csv" if self.findings_layer is not None else "findings.csv"
         self._save_with_dialog("Export findings", default, "CSV (*.csv)", self.export_csv,
                                "cannot export the findings")
+
+
+class _RunState:
+    """An image layer's :func:`input_state` (array identity, shape, data-to-world transform in mm)
+    when the findings were added, holding the array only weakly so that a volume the user
+    replaced is not kept alive in memory by the widget."""
+
+    def __init__(self, layer):
+        data, self.shape, self.world = input_state(layer)
+        try:
+            self._data = weakref.ref(data)
+        except TypeError:  # an array type without weak references: hold it
+            self._data = lambda data=data: data
+
+    def matches(self, layer) -> bool:
+        data = self._data()
+        return data is not None and _same_state(input_state(layer), (data, self.shape, self.world))
 
 
 def nodule_label(layer) -> int:

@@ -24,7 +24,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QLabel
 
 from ..postprocess.measure import label_counts, volume_rows
-from ._base import TaskParams, TaskWidget
+from ._base import TaskParams, TaskWidget, is_load_entry
 from ._layers import UNKNOWN_MODALITY, layer_spacing, output_layer_data
 from ._picker import unwrap
 from ._tables import VolumeTable
@@ -153,6 +153,8 @@ class SegmentationWidget(TaskWidget):
         return {"min_lesion_mm3": value, "probability_layer": self.probability_check.isChecked()}
 
     def _use_card_min_size(self, index: int) -> None:
+        if is_load_entry(self.model_box.itemData(index)):  # only a dialog so far: a cancelled one changes nothing
+            return
         value = card_min_lesion_mm3(self.model_box.itemData(index))
         self.min_size_box.setValue(self.min_size_box.minimum() if value is None else value)
         self._card_min_size = None if value is None else self.min_size_box.value()
