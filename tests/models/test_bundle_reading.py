@@ -171,6 +171,28 @@ def test_divisible_pad_rounds_whole_image_windows_up_to_its_k(tmp_path, fed):
     assert tuple(fed[0].shape[2:]) == (16, 16, 8)  # (x, y, z) = (10, 12, 6) padded to multiples of 8
 
 
+def test_a_divisible_pad_k_of_zero_on_an_axis_keeps_that_axis(tmp_path, fed):
+    pad = {"_target_": "DivisiblePadd", "keys": "image", "k": [8, 8, 0]}  # MONAI: k <= 0 keeps the size
+    folder = bundle(tmp_path, preprocessing=preprocessing(pad),
+                    inferer={"_target_": "SlidingWindowInferer", "roi_size": [-1, -1, -1]})
+    model = load_model(folder)
+    assert model.card.extra["divisible_k"] == [1, 8, 8]  # (z, y, x)
+    run_model(model, volume(), spacing=(1.0, 1.0, 1.0), settings=FP32)
+    assert tuple(fed[0].shape[2:]) == (16, 16, 6)
+
+
+def test_a_card_says_divisible_k_and_2d_axes_in_a_form_the_engine_can_follow():
+    from napari_medai.models.card import ModelCard
+
+    base = dict(name="c", task="segmentation", spatial_dims=2, in_channels=1, out_channels=2,
+                roi_size=(8, 8), network={"name": "UNet", "kwargs": {}})
+    assert ModelCard(**base, extra={"divisible_k": 16}).extra["divisible_k"] == [16, 16]
+    assert ModelCard(**base, extra={"axes": "SRA"}).axes == "SRA"
+    for extra in ({"divisible_k": 0}, {"divisible_k": [8, 8, 8]}, {"divisible_k": "8"}, {"axes": "RAS"}):
+        with pytest.raises(ModelError):
+            ModelCard(**base, extra=extra)
+
+
 def test_a_simple_inferer_runs_the_whole_image_in_one_window(tmp_path, fed):
     folder = bundle(tmp_path, inferer={"_target_": "SimpleInferer"})
     model = load_model(folder)

@@ -57,16 +57,30 @@ def test_a_two_channel_torchscript_stays_softmax(tmp_path):
     assert load_model(path).card.output == "softmax"
 
 
+class WindowOf16x24(nn.Module):
+    """A 2D network that runs only on the window its metadata declares."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        if x.shape[2] != 16 or x.shape[3] != 24:
+            raise RuntimeError("this network takes 16 x 24 windows")
+        return self.conv(x)
+
+
 def test_a_2d_torchscript_with_monai_metadata_is_2d(tmp_path):
     from monai.data import save_net_with_metadata
 
     meta = {"name": "tiny2d", "network_data_format": {
         "inputs": {"image": {"num_channels": 1, "spatial_shape": [16, 24]}},
         "outputs": {"pred": {"num_channels": 2, "channel_def": {"0": "background", "1": "organ"}}}}}
-    save_net_with_metadata(_script(Conv2d()), str(tmp_path / "tiny2d"), meta_values=meta)
+    save_net_with_metadata(_script(WindowOf16x24()), str(tmp_path / "tiny2d"), meta_values=meta)
     model = load_model(tmp_path / "tiny2d.ts")
     assert model.card.spatial_dims == 2
-    assert model.card.roi_size == (24, 16)  # MONAI's (x, y) -> the card's (y, x)
+    # the network's own axis order, fed as it is: it refuses any other window
+    assert model.card.roi_size == (16, 24) and model.card.axes == "SPL"
     volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
     result = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32)
     assert result.labels.shape == volume.shape

@@ -169,3 +169,10 @@ def test_slab_by_slab_argmax_and_organ_field_equal_the_whole_volume_ones():
     np.testing.assert_array_equal(_argmax_small(probs), probs.argmax(0))
     probs /= probs.sum(0, keepdims=True)
     np.testing.assert_array_equal(organ_field(probs, [1], 2), probs[[1, 2]].sum(0) >= 0.5)
+
+
+def test_label_counts_leave_nan_out():
+    lab = np.full((3, 4, 4), np.nan, np.float32)
+    assert label_counts(lab) == {}
+    lab[0, 0, :2] = 2
+    assert label_counts(lab) == {2: 2}

@@ -443,8 +443,9 @@ _PLANE = {"R": "x", "L": "x", "A": "y", "P": "y"}
 
 def _divisible_k(k, spatial_dims: int, axcodes: str) -> list | None:
     """DivisiblePad's k in the card's axis order; None when it pads nothing (k <= 1)."""
-    values = [int(v) for v in _per_axis(k, spatial_dims, "DivisiblePad k")]
-    if all(v <= 1 for v in values):
+    # MONAI: k <= 0 on an axis keeps its size, which k = 1 does too
+    values = [max(int(v), 1) for v in _per_axis(k, spatial_dims, "DivisiblePad k")]
+    if all(v == 1 for v in values):
         return None
     return list(_to_card_order(values, spatial_dims, axcodes))
 

@@ -106,6 +106,17 @@ class ModelCard:
         axes = self.extra.get("axes", DEFAULT_AXES)
         if not isinstance(axes, str) or len(axes) != 3:
             self._fail(f"extra.axes must be a 3-letter orientation code such as 'RAS', got {axes!r}")
+        if self.spatial_dims == 2 and axes.upper()[0] != "S":
+            # the engine runs a 2D network slice by slice: only the two in-plane axes can turn
+            self._fail(f"extra.axes of a 2D network must start with 'S' (its slices are the batch), then its two "
+                       f"in-plane codes, e.g. 'SPL' (ours) or 'SRA', got {axes!r}")
+        k = self.extra.get("divisible_k")
+        if k is not None:
+            values = [k] if isinstance(k, int) and not isinstance(k, bool) else k
+            if (not isinstance(values, (list, tuple)) or len(values) not in (1, self.spatial_dims)
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)):
+                self._fail(f"extra.divisible_k must be a whole number >= 1, or one per axis, got {k!r}")
+            self.extra["divisible_k"] = list(values) * (self.spatial_dims if len(values) == 1 else 1)
 
     def _positive_tuple(self, key, values, kind, open_axes: bool = False) -> tuple:
         """``values`` as a tuple of positive ``kind``; with ``open_axes`` an entry may be None."""

@@ -102,11 +102,11 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> Load
 
 def _metadata_geometry(meta: dict) -> dict:
     """``spatial_dims`` and the window from MONAI metadata's input ``spatial_shape``
-    (``save_net_with_metadata``): two sizes are a 2D network, three a 3D one, in MONAI's
-    (x, y[, z]) order of RAS arrays, given to the card as (y, x) or (z, y, x).  Sizes written
-    as expressions ("16*n") say only the number of dimensions; the window is then the default."""
-    from .bundle import _to_card_order
-
+    (``save_net_with_metadata``): two sizes are a 2D network, three a 3D one.  The sizes are
+    in the network's own axis order; a TorchScript file says nothing of its orientation, so
+    the card keeps the default axes (the arrays are fed as they are) and the window as given.
+    Sizes written as expressions ("16*n") say only the number of dimensions; the window is
+    then the default."""
     image = ((meta.get("network_data_format") or {}).get("inputs") or {}).get("image")
     shape = image.get("spatial_shape") if isinstance(image, dict) else None
     if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
@@ -114,7 +114,7 @@ def _metadata_geometry(meta: dict) -> dict:
     dims = len(shape)
     fields = {"spatial_dims": dims, "roi_size": (96, 96, 96) if dims == 3 else (256, 256)}
     if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        fields["roi_size"] = _to_card_order(list(shape), dims, "RAS" if dims == 3 else "RA")
+        fields["roi_size"] = tuple(shape)
     return fields
 
 

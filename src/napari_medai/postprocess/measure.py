@@ -25,8 +25,16 @@ def label_counts(labels) -> dict[int, int]:
     labelled voxels."""
     from .components import SLAB
 
+    import warnings
+
     labels = np.asarray(labels)
-    top = int(labels.max()) if labels.size else 0
+    top = 0
+    if labels.size:
+        with warnings.catch_warnings():  # an all-NaN map: nanmax warns and gives NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # NaN (a float map's "no value") is no label: nanmax skips it, and NaN == k is False below
+            peak = np.nanmax(labels) if labels.dtype.kind == "f" else labels.max()
+        top = 0 if np.isnan(peak) else int(peak)
     if top > FEW_LABELS:
         values, voxels = np.unique(labels[labels > 0], return_counts=True)
         return dict(zip(values.tolist(), voxels.tolist()))
