@@ -7,8 +7,9 @@ together the way a reading radiologist wants them:
   third of that lung's craniocaudal extent (upper / middle / lower: a position, not a lobe,
   which the models do not segment), and the volume the segmentation gives the same nodule;
 * the volume of each lung;
-* the highest Lung-RADS v2022 size category among the reported findings (1 when none is
-  reported) — decision support, not a diagnosis;
+* the highest Lung-RADS v2022 category among the reported findings, by each nodule's
+  attenuation where it was read, and by size alone beside it (no headline category when none
+  is reported) — decision support, not a diagnosis;
 * what produced it: each model's name and weights' sha256, the settings, the time of each step.
 
 A reader's review (``with_review``: each finding accepted, rejected or not reviewed; see
@@ -50,7 +51,10 @@ REPORT_LIMITS = (
     "the built-in models were trained on synthetic phantoms and tested on one real CT; on held-out phantoms "
     "they find 68 % of nodules of 4 mm or more at one false positive per scan (docs/detection.md)",
     "not assessed: benign calcification or fat (category 1), perifissural and juxtapleural nodule features, "
-    "airway nodules, cysts, and growth against a prior scan (every category here is a baseline screen's)",
+    "airway nodules, cysts, growth against a prior scan (every category here is a baseline screen's), "
+    "category 4X features (spiculation, lymphadenopathy) and the S modifier",
+    "attenuation as read here: a solid part under 3 mm across is not counted (such a nodule reads ground "
+    "glass), and a nodule at least 60 % solid by volume reads solid (a thin ground-glass rim is not counted)",
 )
 # lung cut by the first or last slice over more than this area: the scan may not cover the lungs
 LUNG_CUT_MM2 = 500.0
@@ -402,14 +406,17 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
     images = key_images or [None] * len(result.findings)
     review = checked_review(result.review, len(result.findings))
     category, by_attenuation = result.categories_after_review()
+    reported = any(not s.finding.added_by_reader for s in result.findings)  # by the detector
+    kept = not_rejected(result.findings, review)
     return {
         "source": source,
         "lung_rads_note": LUNG_RADS_NOTE,
         "limits": list(REPORT_LIMITS),
         # the report's headline: the category by attenuation where it was read, else by size;
-        # None when the software reported nothing (that is no category 1: docs/screening.md)
-        "headline_category": result.headline_category if result.findings else None,
-        "headline_category_after_review": (by_attenuation or category) if result.findings else None,
+        # None when the software reported nothing, or when the review kept no finding (neither is
+        # category 1, which needs a reader who has read the scan: docs/screening.md)
+        "headline_category": result.headline_category if reported else None,
+        "headline_category_after_review": (by_attenuation or category) if kept else None,
         "slice_convention": SLICE_CONVENTION.replace("*", ""),
         "highest_size_category": result.category,
         "highest_category_by_attenuation": result.category_by_attenuation,
@@ -447,7 +454,11 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
         counts = _detector_review_counts(result, review)
         more = (f"; the reader added {added} nodule{'s' if added != 1 else ''} the detector did not report"
                 if added else "")
-        before = result.headline_category if typed else result.category
+        # neither "the detector reported nothing" nor "the reader rejected every finding" is a
+        # category 1, which needs a reader who has read the whole scan
+        before = (result.headline_category if typed else result.category) if n else "no finding reported"
+        if not not_rejected(result.findings, review):
+            shown = "none kept (Lung-RADS 1 needs a reader who has read the scan)"
         lines += [f"**Highest {what} after the reader's review: {shown}** (of {n} finding"
                   f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
                   f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
@@ -458,7 +469,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     else:
         lines += [f"**Highest {what} among the reported findings: {shown}** "
                   f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}).", ""]
-    if typed:  # the size category alone, as the detector gives it, for comparison
+    if typed and not_rejected(result.findings, review):  # the size category alone, for comparison
         after = f" after the review ({result.category} before)" if reviewed else ""
         lines += [f"By size alone, as if every nodule were solid: {category}{after}.", ""]
     lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")

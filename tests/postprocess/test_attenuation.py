@@ -80,6 +80,17 @@ def test_a_small_solid_nodule_keeps_its_solid_diameter():
     assert result.kind == "solid" and result.solid_diameter_mm > 0
 
 
+def test_the_solid_component_is_rounded_as_a_findings_mean_diameter(monkeypatch):
+    import napari_medai.postprocess.attenuation as module
+
+    hu, mask = _nodule(6.0, core_mm=4.0, outer=GLASS)  # part-solid
+    monkeypatch.setattr(module, "axial_axes", lambda piece, spacing: (6.05, 5.84))
+    # each axis to one decimal first (6.1 and 5.8), then the mean: 6.0 mm, category 4A as a
+    # part-solid nodule; the mean of the unrounded axes (5.945) rounds to 5.9 mm, category 3
+    result = attenuation(mask, hu, SPACING)
+    assert result.kind == "part-solid" and result.solid_diameter_mm == 6.0
+
+
 def test_an_empty_mask_is_refused():
     with pytest.raises(ValueError, match="empty"):
         attenuation(np.zeros((3, 3, 3), bool), np.zeros((3, 3, 3)), SPACING)

@@ -312,6 +312,23 @@ def test_a_reader_nodule_on_a_scan_the_detector_left_empty_gets_its_attenuation_
     # report.md says what report.json says
     assert f"**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) after the reader's review: {by_attenuation}**" in screening_markdown(added)
     assert screening_record(added)["highest_category_by_attenuation_after_review"] == by_attenuation
+    # the detector reported nothing: that is no category before the review, in either file
+    assert "Before the review: no finding reported." in screening_markdown(added)
+    record = screening_record(added)
+    assert record["headline_category"] is None and record["headline_category_after_review"] == by_attenuation
+
+
+def test_a_review_that_rejects_every_finding_gives_no_category(shared_models):
+    from napari_medai.screening import with_review
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    rejected = with_review(result, ["rejected"] * len(result.findings))
+    text = screening_markdown(rejected, "toy")
+    assert "after the reader's review: none kept (Lung-RADS 1 needs a reader who has read the scan)**" in text
+    assert "Before the review: 4A." in text and "By size alone" not in text
+    record = screening_record(rejected)
+    assert record["headline_category"] == "4A" and record["headline_category_after_review"] is None
 
 
 def test_lungs_cut_by_the_scan_are_noted():

@@ -116,7 +116,7 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
     if not findings:
         lines.append("No findings above the score threshold.")
         return "\n".join(lines) + "\n"
-    lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS | "
+    lines += ["| # | score | centre (z, y, x voxels) | long axis mm | mean diameter mm | volume mL | Lung-RADS size | "
               "attenuation: category |", "|---|---|---|---|---|---|---|---|"]
     for rank, f in enumerate(findings, start=1):
         # the slice as every report gives it (halves up), the row and column to the nearest
