@@ -26,3 +26,30 @@ def test_the_app_opens_lung1_with_every_widget_as_a_tab_and_detection_in_front(m
     bar = bars[0]
     assert [bar.tabText(i) for i in range(bar.count())] == [f"{name} (napari-medai)" for name in WIDGETS]
     assert bar.tabText(bar.currentIndex()) == f"{FRONT} (napari-medai)"
+
+
+def test_the_app_says_in_one_line_why_it_cannot_open_a_path(make_napari_viewer, tmp_path, capsys, monkeypatch):
+    import napari
+
+    from napari_medai import app
+
+    monkeypatch.setattr(napari, "run", lambda: pytest.fail("the event loop started"))
+    viewers = []
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: viewers.append(make_napari_viewer()) or viewers[-1])
+    assert app.main([str(tmp_path / "missing.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m napari_medai: cannot open") and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        app.main(["--sample", "nosuch"])
+    assert "--sample must be one of lung1, colin27, synthetic_chest_ct" in capsys.readouterr().err
+
+
+def test_the_samples_the_app_knows_are_the_manifests():
+    from pathlib import Path
+
+    import yaml
+
+    from napari_medai import app
+
+    manifest = yaml.safe_load((Path(app.__file__).parent / "napari.yaml").read_text())
+    assert tuple(s["key"] for s in manifest["contributions"]["sample_data"]) == app.SAMPLES

@@ -9,6 +9,7 @@ import argparse
 # got one row's height; as tabs each widget has the whole height.
 WIDGETS = ("Denoising", "Lesion detection", "Segmentation", "Screening report")
 FRONT = "Lesion detection"  # the tab shown first
+SAMPLES = ("lung1", "colin27", "synthetic_chest_ct")  # napari.yaml's sample_data keys
 
 
 def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
@@ -32,8 +33,23 @@ def main(argv=None) -> int:
     parser.add_argument("path", nargs="?", help="NIfTI file or DICOM folder (default: the lung1 sample)")
     parser.add_argument("--sample", default="lung1", help="sample key when no path is given")
     args = parser.parse_args(argv)
+    import sys
+
     import napari
 
-    build_viewer(args.path, args.sample)
+    from .errors import MedaiError, reason_of
+
+    if args.path is None and args.sample not in SAMPLES:
+        parser.error(f"--sample must be one of {', '.join(SAMPLES)}, got {args.sample!r}")
+    viewer = napari.Viewer(title="napari-medai")
+    try:
+        build_viewer(args.path, args.sample, viewer=viewer)
+    except (MedaiError, OSError, ValueError, KeyError) as exc:
+        # one sentence, as medai's commands say it: a 4D file, a missing path, a file no reader
+        # takes or an unknown sample ended in a 40-line traceback with an empty window behind it
+        viewer.close()
+        what = args.path or f"sample {args.sample!r}"
+        print(f"python -m napari_medai: cannot open {what}: {reason_of(exc)}", file=sys.stderr)
+        return 2
     napari.run()
     return 0

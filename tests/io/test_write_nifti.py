@@ -109,3 +109,27 @@ def test_a_gantry_tilt_keeps_its_true_voxel_volume_and_one_consistent_affine(tmp
     # a qform cannot hold the shear: only the sform is stored, so the two never disagree
     assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) > 0
     np.testing.assert_allclose(read_volume(tmp_path / "tilt.nii.gz").affine, affine, atol=1e-5)
+
+
+def test_writing_over_a_file_keeps_its_permissions_follows_a_link_and_refuses_read_only(tmp_path):
+    import os
+    import stat
+
+    vol = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4) - 1000, np.eye(4), modality="CT")
+    private = write_volume(vol, tmp_path / "private.nii.gz")
+    os.chmod(private, 0o600)  # a scan only its owner may read
+    write_volume(vol, private)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    # a link to the archive: the archive is what gets written, the link stays a link
+    archive = write_volume(vol, tmp_path / "archive.nii.gz")
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(archive)
+    changed = Volume(vol.data + 1, np.eye(4), modality="CT")
+    assert write_volume(changed, link) == link
+    assert link.is_symlink() and np.array_equal(read_volume(archive).data, changed.data)
+    # a read-only file is refused and left as it was, whoever runs this (root can rename over it)
+    before = archive.read_bytes()
+    os.chmod(archive, 0o444)
+    with pytest.raises(InputError, match="read-only"):
+        write_volume(vol, archive)
+    assert archive.read_bytes() == before and not list(tmp_path.glob(".*.tmp*"))

@@ -207,6 +207,23 @@ def _mm_per_unit(img) -> float:
     return _MM_PER_UNIT.get(unit, 1.0)
 
 
+
+def _replace_target(path: Path) -> tuple[Path, int | None]:
+    """Where a write to ``path`` lands, and the permission bits to keep: a symlink's target (the
+    rename replaced the link with a file and left the user's real file unchanged) with its
+    mode; a read-only file is refused (the rename replaced it regardless of its mode, as root
+    everywhere); a new file: ``path`` and None (the umask's mode)."""
+    import stat
+
+    if path.is_symlink():
+        path = path.resolve()
+    if not path.exists():
+        return path, None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & stat.S_IWUSR:
+        raise InputError(f"cannot write {path}: the file is read-only; make it writable or choose another name")
+    return path, mode
+
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
     """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path.
 
@@ -236,12 +253,15 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
         img.header.set_intent("label")
     img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
 
+    target, mode = _replace_target(path)
     # Write beside the target, then rename: a failure or cancel leaves no partial file.
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
     try:
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
+        if mode is not None:  # the file it replaces keeps its permissions (a private 0600 scan stays private)
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc}") from None
     finally:
