@@ -85,7 +85,11 @@ def blob_log_candidates(hu: np.ndarray, lung: np.ndarray, spacing, min_d_mm=3.0,
         sel = blobs[:, 3] == s
         response = -ndimage.gaussian_laplace(small, s) * s**2
         scores[sel] = response[tuple(idx[sel].T)]
-    centres = blobs[:, :3] / np.asarray(zoom)
+    # ndimage.zoom (grid_mode False) puts output voxel o at input (n_in - 1) / (n_out - 1) * o,
+    # not o / zoom: on 5 mm slices the latter moved a centre 0.4 slice at z = 40 (fixed 11-27;
+    # the blob_log figures in docs/detection.md came before the fix and were not re-run)
+    step = (np.asarray(img.shape) - 1) / np.maximum(np.asarray(small.shape) - 1, 1)
+    centres = blobs[:, :3] * step
     diam = blobs[:, 3] * 2 * np.sqrt(3) * iso
     inside = lung[tuple(np.clip(np.rint(centres).astype(int), 0, np.array(lung.shape) - 1).T)]
     return scores[inside], centres[inside], diam[inside]

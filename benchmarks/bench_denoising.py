@@ -13,8 +13,10 @@ the reference; MR in units of the clean 99th percentile (data range 1), over the
 Classical methods work on the same normalised images and have their main parameter tuned for
 best mean PSNR on a tuning subset of each set (separate slices: phantom seed 9000, lung1 slice
 10, Colin27 slices 60 and 64); the grid is extended while the best value sits at its edge.
-Times are per slice on one CPU thread (torch.set_num_threads(1)); BM3D is evaluated on the same
-slices as everything else (it takes ~20 s per 512 x 512 slice) but tuned on 256 x 256 crops.
+Times are per slice on one CPU thread (torch.set_num_threads(1)); every classical method is
+tuned on 256 x 256 crops (CT) and evaluated on the same whole slices as everything else (BM3D
+takes ~20 s per 512 x 512 slice).  The methods run one after another, so a load that changes
+during the run changes their times unevenly.
 
     python benchmarks/bench_denoising.py            # full run (~15 min on one core)
     python benchmarks/bench_denoising.py --quick    # smoke run: 1 slice per set, coarse grids

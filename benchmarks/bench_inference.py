@@ -67,6 +67,12 @@ def current_rss_gb() -> float:
 
 
 def peak_rss_gb() -> float:
+    """This process's own peak RSS.  VmHWM belongs to the address space exec made; ru_maxrss
+    would start from the parent's peak at the fork (Linux keeps it across exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 

@@ -4,7 +4,7 @@ The built-in detector and segmentation share one network, so ``screen`` runs it 
 the two separate calls run it twice.  In one run this prints, each measured in a fresh
 process (time and peak RSS are that process's own):
 
-1. the real lung1 CT (512 x 512 x 48): time, peak RSS, and whether the findings and labels
+1. the real lung1 CT (48 x 386 x 512 voxels): time, peak RSS, and whether the findings and labels
    are identical to the separate calls';
 2. a 512 x 512 x 300 phantom CT (0.7 x 0.7 x 1.25 mm, as bench_segmentation.py): the same;
 3. with ``--thin``: a thin-slice 512 x 512 x 600 phantom CT (0.625 mm slices, the same extent as
