@@ -114,3 +114,13 @@ def test_the_retraining_script_replaces_the_names_it_reinstalls():
     installs = [line for line in commands if re.search(r"--install-as (\S+)", line)
                 and re.search(r"--install-as (\S+)", line).group(1) in shipped]
     assert len(installs) == 2 and all("--replace" in line for line in installs)
+
+
+@pytest.mark.parametrize("command", [["train", "retinanet"], ["train", "nodule-classifier"]])
+def test_the_box_detector_and_classifier_commands_refuse_an_installed_name_too(tmp_path, weights, capsys,
+                                                                               command):
+    before = _files(weights)
+    args = command + ["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), "--install-as", "base"]
+    assert main(args) == 2  # before any data is read: the folder given does not even exist
+    assert "already installed" in capsys.readouterr().err and _files(weights) == before
+    assert not (tmp_path / "out").exists()

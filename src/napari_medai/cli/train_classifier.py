@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_training_device
+from ._common import add_replace_option, add_training_device
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     add_training_device(p)
     p.add_argument("--install-as", metavar="NAME", help="install the best weights as this built-in classifier")
+    add_replace_option(p)
     p.set_defaults(func=run)
 
 
@@ -36,9 +37,11 @@ def run(args) -> int:
 
     from ..training.candidate_classifier import ClassifierTrainConfig, install_classifier, train_classifier
 
-    from ._common import check_writable
+    from ._common import check_install_name, check_writable
 
     check_writable(args.out, "--out", folder=True)  # before candidates are drawn for minutes
+    if args.install_as:  # an installed name only with --replace, said before any training
+        check_install_name(args.install_as, replace=args.replace)
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
                                 candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives,

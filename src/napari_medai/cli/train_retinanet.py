@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_replace_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -25,6 +27,7 @@ def add_parser(sub) -> None:
                    help="bf16 autocast where native (faster on such CPUs, but not bit-reproducible)")
     p.add_argument("--install-as", default=None, metavar="NAME",
                    help="after training, install the weights as built-in box detector NAME")
+    add_replace_option(p)
     p.set_defaults(func=run)
 
 
@@ -33,9 +36,11 @@ def run(args) -> int:
 
     from ..training.retinanet import RetinaTrainConfig, install_builtin, train_retinanet
 
-    from ._common import check_writable
+    from ._common import check_install_name, check_writable
 
     check_writable(args.out, "--out", folder=True)  # before any data is read
+    if args.install_as:  # an installed name only with --replace, said before any training
+        check_install_name(args.install_as, replace=args.replace)
     cfg = RetinaTrainConfig(data=tuple(args.data), out=args.out, iterations=args.iterations,
                             batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
                             skip_cases=tuple(args.skip_cases), seed=args.seed, threads=args.threads,
