@@ -263,9 +263,7 @@ def _parsed(parser, key: str):
     try:  # "network_def#x" where network_def is an expression string fails on the test itself
         if key not in parser:
             return None
-        with warnings.catch_warnings():  # deprecation chatter of transforms we only inspect
-            warnings.simplefilter("ignore")
-            return parser.get_parsed_content(key)
+        return _quiet_parse(parser, key)
     except Exception as exc:  # a section we only read facts from must not stop loading
         log.info("bundle entry %r could not be parsed: %s", key, exc)
         return None
@@ -410,10 +408,15 @@ def _bundle_roi(inferer, spatial_dims: int, axcodes: str) -> tuple:
         return (None,) * spatial_dims
     roi = getattr(inferer, "roi_size", None)
     if roi is None:
-        return (96, 96, 96) if spatial_dims == 3 else (256, 256)
+        return default_window(spatial_dims)
     values = _per_axis(roi, spatial_dims, "roi_size")
     values = [None if isinstance(v, (int, float)) and v <= 0 else v for v in values]
     return _to_card_order(values, spatial_dims, axcodes)
+
+
+def default_window(spatial_dims: int) -> tuple:
+    """The sliding window of a model that names none: 96³ in 3D, 256² in 2D."""
+    return (96, 96, 96) if spatial_dims == 3 else (256, 256)
 
 
 def _to_card_order(values, spatial_dims: int, axcodes: str) -> tuple:

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ModelError, reason_of
 from .card import ModelCard
-from .bundle import bundle_card_fields, bundle_config_parser, card_fields_from_metadata
+from .bundle import bundle_card_fields, bundle_config_parser, card_fields_from_metadata, default_window
 
 if TYPE_CHECKING:  # loading.py imports this module
     from .loading import LoadedModel
@@ -112,7 +112,7 @@ def _metadata_geometry(meta: dict) -> dict:
     if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
         return {}
     dims = len(shape)
-    fields = {"spatial_dims": dims, "roi_size": (96, 96, 96) if dims == 3 else (256, 256)}
+    fields = {"spatial_dims": dims, "roi_size": default_window(dims)}
     if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         fields["roi_size"] = tuple(shape)
     return fields

@@ -376,7 +376,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
             best = score
             _save_atomic(cpu_state_dict(net), out / "best.pt")
             # its card beside it at once: after Ctrl+C the run's best.pt runs as it is
-            write_run_card(cfg, run_so_far(), atomic=True)
+            write_run_card(cfg, run_so_far())
         _save_atomic(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
              "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": _settings(cfg)},
@@ -554,12 +554,11 @@ def install_builtin(name: str, cfg: SegTrainConfig, summary: dict, command: str,
     return save_builtin(card, net, replace=replace)
 
 
-def write_run_card(cfg: SegTrainConfig, summary: dict, atomic: bool = False) -> Path | None:
+def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
     """``OUT/best.json``: a model card for ``OUT/best.pt``, so the run's weights run at once with
     ``medai segment --model OUT/best.pt`` (or the .json), the widget and ``medai evaluate``,
-    without installing them into the package.  None when no epoch was kept.  Written (with
-    ``atomic``: through a temporary file) each time best.pt is, so an interrupted run's best.pt
-    has its card."""
+    without installing them into the package.  None when no epoch was kept.  Written through a
+    temporary file each time best.pt is, so an interrupted run's best.pt has its card."""
     from ..models.card import save_card
     from ..models.registry import sha256_of
 
@@ -568,8 +567,6 @@ def write_run_card(cfg: SegTrainConfig, summary: dict, atomic: bool = False) -> 
         return None
     card, _ = run_card(out.name, cfg, summary, "", checkpoint="best", build=False)
     card.weights, card.sha256 = "best.pt", sha256_of(out / "best.pt")
-    if not atomic:
-        return save_card(card, out / "best.json")
     partial = save_card(card, out / ".best.json.partial")
     os.replace(partial, out / "best.json")
     return out / "best.json"

@@ -318,7 +318,7 @@ class TaskWidget(QWidget):
         :func:`input_state` when the job started): labels of the old scan on the new one would
         be wrong, and on another grid they would not fit."""
         self._check_still_there(layer, during)
-        if not _same_state(input_state(layer), started_on):
+        if not same_state(input_state(layer), started_on):
             raise InputError(f"'{layer.name}' changed while {during}; nothing was added")
 
     def _no_model_message(self) -> str:
@@ -398,7 +398,8 @@ def input_state(layer) -> tuple:
     return data, tuple(data.shape), world
 
 
-def _same_state(now: tuple, before: tuple) -> bool:
+def same_state(now: tuple, before: tuple) -> bool:
+    """Whether two :func:`input_state` tuples describe the same array on the same grid."""
     (data, shape, world), (data0, shape0, world0) = now, before
     return (data is data0 and shape == shape0 and world is not None and world0 is not None
             and np.allclose(world, world0))

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSp
 from ..errors import InputError
 from ..postprocess.findings import LUNG_RADS_NOTE, axial_slice
 from ..review import ACCEPTED, NOT_REVIEWED, REJECTED, checked_review, is_reviewed, review_counts
-from ._base import TaskParams, TaskWidget, _same_state, input_state, is_load_entry, with_extension
+from ._base import TaskParams, TaskWidget, input_state, is_load_entry, same_state, with_extension
 from ._layers import edit_labels, image_source, layer_spacing, layer_world_mm, output_layer_data
 from ._picker import FINDING_MASKS, LabelsLayerPicker
 from ._tables import FindingsTable
@@ -655,7 +655,7 @@ class _RunState:
 
     def matches(self, layer) -> bool:
         data = self._data()
-        return data is not None and _same_state(input_state(layer), (data, self.shape, self.world))
+        return data is not None and same_state(input_state(layer), (data, self.shape, self.world))
 
 
 def nodule_label(layer) -> int:
