@@ -90,3 +90,23 @@ def test_automatic_model_follows_the_layers_modality(qtbot, viewer, low_dose_lay
     assert blocker.args == ["error"]
     assert "cannot choose a denoising model for modality 'unknown'" in widget.status_label.text()
     assert_unchanged(viewer, snapshot)
+
+
+def test_a_partial_strength_gives_what_the_api_and_cli_give(qtbot, viewer, low_dose_layer):
+    """An int16 CT at strength 0.3: the widget's layer equals denoise(..., strength=0.3) voxel
+    for voxel (it used to blend the API's rounded full-strength output and round again)."""
+    from napari_medai.denoising import denoise
+
+    ct_layer, _clean = low_dose_layer
+    ct16 = np.rint(ct_layer.data).astype(np.int16)
+    viewer.add_image(ct16, name="ct16", scale=ct_layer.scale, metadata={"modality": "CT"})
+    widget = _open_with_builtin_model(viewer)
+    widget.strength_box.setValue(0.3)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+    assert blocker.args == ["done"]
+    out = viewer.layers["ct16 denoised"].data
+    expected = denoise(ct16, tuple(ct_layer.scale), model="ct-lowdose-denoising", strength=0.3)
+    assert out.dtype == np.int16
+    assert not np.array_equal(expected, ct16)  # the blend moved the image
+    np.testing.assert_array_equal(out, expected)

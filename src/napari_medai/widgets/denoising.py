@@ -29,8 +29,10 @@ def _denoise_core(volume, spacing, params):
     def infer(progress, cancel):
         from ..denoising import denoise
 
-        return denoise(np.asarray(volume), spacing, model=params.model, settings=params,
-                       progress=progress, cancel=cancel)
+        # denoise() blends and rounds once, as `medai denoise --strength` does: blending its
+        # already rounded output again would move an integer CT by a unit here and there
+        return denoise(np.asarray(volume), spacing, model=params.model, strength=params.strength,
+                       settings=params, progress=progress, cancel=cancel)
 
     return infer
 
@@ -83,10 +85,8 @@ class DenoisingWidget(TaskWidget):
             raise InputError("strength 0 keeps the image as it is: choose a strength above 0 to denoise")
         # Built-in denoisers (2D/2.5D, slice-wise) run through napari_medai.denoising.denoise;
         # a card of another task (none is listed today) would go through the generic engine.
-        if getattr(params.model, "task", None) == "denoising":
-            infer = _denoise_core(volume, spacing, params)
-        else:
-            infer = super()._make_job(volume, spacing, params)
+        builtin = getattr(params.model, "task", None) == "denoising"
+        infer = _denoise_core(volume, spacing, params) if builtin else super()._make_job(volume, spacing, params)
 
         def job(progress, cancel):
             from ..denoising import as_input_dtype
@@ -94,8 +94,10 @@ class DenoisingWidget(TaskWidget):
             output = np.asarray(infer(progress, cancel))
             cancel.raise_if_cancelled()
             image = np.asarray(volume)
-            # in the input's dtype, as denoise() and `medai denoise` give it (int16 CT stays int16)
-            denoised = as_input_dtype(blend(image, output.reshape(image.shape), params.strength), image)
+            if builtin:  # already blended, in the input's dtype
+                denoised = output.reshape(image.shape)
+            else:  # in the input's dtype, as denoise() and `medai denoise` give it (int16 CT stays int16)
+                denoised = as_input_dtype(blend(image, output.reshape(image.shape), params.strength), image)
             difference = image.astype(np.float32) - denoised if params.show_difference else None
             return {"denoised": denoised, "difference": difference}
 
