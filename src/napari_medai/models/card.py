@@ -259,3 +259,20 @@ def operating_threshold(card) -> float | None:
     if not isinstance(op, dict) or "score_threshold" not in op:
         return None
     return float(op["score_threshold"])
+
+
+def card_for_path(path) -> ModelCard | None:
+    """The card a model file stands for: a card .json itself, or ``<name>.pt`` beside a
+    ``<name>.json`` whose weights are that file.  None for any other file (a TorchScript file, a
+    .json beside it that is not its card).  A card that cannot be read raises ``ModelError``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    if path.suffix.lower() == ".json":
+        return load_card(path)
+    sibling_card = path.with_suffix(".json")
+    if not sibling_card.is_file():
+        return None
+    card = load_card(sibling_card)
+    weights = card.weights_path()
+    return card if weights is not None and weights.resolve() == path.resolve() else None

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from .card import ModelCard, load_card
+from .card import ModelCard, card_for_path
 from .networks import build_network
 from .registry import get_card, load_state_dict
 
@@ -63,16 +63,13 @@ def _load_from_path_or_name(spec) -> LoadedModel:
 
         return load_bundle(path)
     if path.is_file():
-        if path.suffix.lower() == ".json":
-            return load_from_card(load_card(path))
-        sibling_card = path.with_suffix(".json")
-        if sibling_card.is_file():  # <name>.pt beside <name>.json: a card with its weights
-            card = load_card(sibling_card)
-            if card.weights_path() is not None and card.weights_path().resolve() == path.resolve():
-                return load_from_card(card)
+        card = card_for_path(path)
+        if card is not None:
+            return load_from_card(card)
         from .torchscript import load_torchscript
 
         return load_torchscript(path)
     if isinstance(spec, str) and "/" not in spec and "\\" not in spec and not path.suffix:
         return load_from_card(get_card(spec))
     raise ModelError(f"model file or folder {spec} does not exist")
+

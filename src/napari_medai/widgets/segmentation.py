@@ -17,7 +17,6 @@ the CLI and Python users get the same labels.  On the Qt thread the result becom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -95,20 +94,12 @@ def _card_of_path(model):
     if not isinstance(model, str):
         return None
     from ..errors import MedaiError
-    from ..models.card import load_card
+    from ..models.card import card_for_path  # no torch import on the Qt thread
 
-    path = Path(model).expanduser()
-    card_path = path if path.suffix.lower() == ".json" else path.with_suffix(".json")
-    if not path.is_file() or not card_path.is_file():
-        return None
     try:
-        card = load_card(card_path)
+        return card_for_path(model)
     except MedaiError:
         return None
-    weights = card.weights_path()
-    if card_path != path and (weights is None or weights.resolve() != path.resolve()):
-        return None  # a .json beside the file that is not its card
-    return card
 
 
 class SegmentationWidget(TaskWidget):
