@@ -281,32 +281,37 @@ _SKIPPABLE_AFTER = re.compile(
     r"^(AsDiscrete|KeepLargestConnectedComponent|FillHoles|RemoveSmallObjects|LabelFilter)(d|D|Dict)?$")
 
 
-def _config_target(parser, path: str) -> str:
-    """The ``_target_`` text of the config at ``path`` (following "@id" references), or the
-    expression itself; "?" when there is none."""
+_REFERENCE = re.compile(r"\$?@[\w#:]+")  # "@id" or "$@id": the config at id
+
+
+def _follow_references(parser, path: str):
+    """``(path, raw config)`` at the end of a chain of "@id"/"$@id" references from ``path``."""
     raw = parser.get(path)
-    for _ in range(8):  # a chain of references
-        ref = raw[1:] if isinstance(raw, str) and raw.startswith("@") else None
-        if ref is None:
+    for _ in range(8):  # a chain, not a cycle
+        if not (isinstance(raw, str) and _REFERENCE.fullmatch(raw)):
             break
-        raw = parser.get(ref)
+        path = raw.lstrip("$@")
+        raw = parser.get(path)
+    return path, raw
+
+
+def _config_target(parser, path: str) -> str:
+    """The ``_target_`` text of the config at ``path`` (following references), or the
+    expression itself; "?" when there is none."""
+    _path, raw = _follow_references(parser, path)
     if isinstance(raw, dict):
         return str(raw.get("_target_", "?"))
     return str(raw) if isinstance(raw, str) else "?"
 
 
 def _step_paths(parser, path: str) -> list[str] | None:
-    """Config ids of the steps of the Compose (or plain list) at ``path``, following "@id"
-    and "$@id" references; None when it is not written as a list (e.g. an expression)."""
-    raw = parser.get(path)
+    """Config ids of the steps of the Compose (or plain list) at ``path``, following references
+    to it and to its ``transforms``; None when it is not written as a list (e.g. an expression)."""
+    path, raw = _follow_references(parser, path)
     for _ in range(8):
-        if isinstance(raw, dict) and "transforms" in raw:
-            path, raw = f"{path}#transforms", raw["transforms"]
-        elif isinstance(raw, str) and re.fullmatch(r"\$?@[\w#:]+", raw):
-            path = raw.lstrip("$@")
-            raw = parser.get(path)
-        else:
+        if not (isinstance(raw, dict) and "transforms" in raw):
             break
+        path, raw = _follow_references(parser, f"{path}#transforms")
     return [f"{path}#{i}" for i in range(len(raw))] if isinstance(raw, list) else None
 
 
