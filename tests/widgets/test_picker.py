@@ -38,3 +38,19 @@ def test_adding_to_one_viewer_does_not_hold_the_pickers_of_another(make_napari_v
     with adding.keep_selection():
         added = second.add_image(small_ct + 1, name="the user's own")  # e.g. opened by the user
     assert elsewhere.current_layer() is added
+
+
+def test_add_layers_holds_every_picker_by_itself(viewer, small_ct):
+    """The widgets' one way to add outputs holds the pickers without a guard at each caller."""
+    from napari_medai.widgets._layers import add_layers
+
+    ct = viewer.add_image(small_ct, name="ct")
+    picker, targets = ImageLayerPicker(viewer), LabelsLayerPicker(viewer)
+    viewer.layers.selection.active = ct
+    added = add_layers(viewer, [(small_ct + 1, {"name": "ct denoised"}, "image"),
+                                (np.ones(small_ct.shape, np.int32), {"name": "ct labels"}, "labels")])
+    assert viewer.layers.selection.active is added[-1]  # napari made them active
+    assert picker.count() == 2 and picker.current_layer() is ct
+    assert targets.count() == 1 and targets.current_layer() is added[1]  # the only labels layer
+    viewer.layers.selection.active = added[0]  # and the user's own choice is followed afterwards
+    assert picker.current_layer() is added[0]

@@ -303,8 +303,7 @@ class TaskWidget(QWidget):
         """Add the outputs as NEW layers on the input's grid (Qt thread); ``run`` has checked
         that the input is still there, unchanged."""
         layer_data = self._result_layers(result, source_layer, params)
-        with self.layer_picker.keep_selection():  # every picker on the viewer keeps its layer
-            return add_layers(self.viewer, layer_data)
+        return add_layers(self.viewer, layer_data)  # every picker on the viewer keeps its layer
 
     # ---- helpers ------------------------------------------------------------------------
     def _check_still_there(self, layer, during: str) -> None:

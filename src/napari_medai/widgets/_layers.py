@@ -172,12 +172,16 @@ def _grid_shape(layer) -> tuple[int, ...]:
 
 def add_layers(viewer, layer_data: Iterable[tuple]) -> list:
     """Add layer-data tuples as NEW layers.  All layers are built before the first is added,
-    so a bad tuple leaves the viewer as it was."""
+    so a bad tuple leaves the viewer as it was.  napari makes each added layer active; no
+    plugin picker on the viewer follows that (the user's chosen image stays chosen)."""
     from napari.layers import Layer
 
+    from ._picker import plugin_adds_layers  # _picker imports this module
+
     layers = [Layer.create(data, meta, layer_type) for data, meta, layer_type in layer_data]
-    for layer in layers:
-        viewer.layers.append(layer)  # napari suffixes a taken name; nothing is replaced
+    with plugin_adds_layers(viewer):
+        for layer in layers:
+            viewer.layers.append(layer)  # napari suffixes a taken name; nothing is replaced
     return layers
 
 

@@ -543,8 +543,7 @@ class DetectionWidget(TaskWidget):
 
         data = output_layer_data(findings_mask([finding], self._findings_shape), self._source_layer, "finding masks",
                                  "labels", opacity=0.5, metadata={FINDING_MASKS: True})
-        with self.layer_picker.keep_selection():  # holds the target picker too
-            self.masks_layer = add_layers(self.viewer, [data])[0]
+        self.masks_layer = add_layers(self.viewer, [data])[0]  # holds the target picker too
         layer = self._live_findings_layer()
         if layer is not None:  # the markers stay on top of the masks
             self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
@@ -611,8 +610,7 @@ class DetectionWidget(TaskWidget):
         if layer not in self.viewer.layers:
             raise InputError(f"'{layer.name}', the image the findings came from, was removed")
         data = output_layer_data(np.zeros(self._findings_shape, np.int32), layer, "labels", "labels")
-        with self.layer_picker.keep_selection():
-            labels = add_layers(self.viewer, [data])[0]
+        labels = add_layers(self.viewer, [data])[0]
         self.target_picker.set_layer(labels)
         self.status_label.setText(f"'{labels.name}' added on the grid of '{layer.name}'")
         return labels
