@@ -179,6 +179,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)
+    # one finding more than the cap is asked for, so that the report can say the list was cut
+    asked = None if max_findings is None else max_findings + 1
     steps = (1 if denoise else 0) + (1 if shared else 2)
     step = 0
     times, models = {}, {}
@@ -200,14 +202,14 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         # the findings first: their working arrays are gone before the argmax makes its own, so
         # the peak memory is either step's, not both together
         found = findings_from_probabilities(det, probs, volume, spacing, affine=affine,
-                                            score_threshold=score_threshold, max_findings=max_findings)
+                                            score_threshold=score_threshold, max_findings=asked)
         first = first_segmentation(seg.card, probs)
         del probs
         result = finish_segmentation(seg, first, volume, spacing, settings=settings, cancel=cancel)
         times["detect + segment (one network run)"] = time.perf_counter() - t0
     else:
         found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
-                             max_findings=max_findings, settings=settings,
+                             max_findings=asked, settings=settings,
                              progress=share_progress(progress, step, steps), cancel=cancel)
         times["detect"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -217,6 +219,9 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     models["detect"] = _provenance(det.card, settings)
     models["segment"] = _provenance(seg.card, settings)
 
+    if max_findings is not None and len(found) > max_findings:
+        found = found[:max_findings]
+        notes.append(capped_note(max_findings, score_threshold))
     lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
     voxel_ml = float(np.prod(spacing)) / 1000.0
     lungs = _lungs(result.labels, lung, affine) if lung is not None else {}
@@ -243,6 +248,14 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
                            result.volumes, lung_sides=lungs)
+
+
+def capped_note(max_findings: int, score_threshold: float) -> str:
+    """The reports' note when more findings reached the threshold than ``max_findings`` lists:
+    the unlisted ones (lower scores) may hold a higher category than the headline's."""
+    return (f"more findings scored {score_threshold:g} or more than the {max_findings} listed (at most "
+            f"{max_findings} are listed, highest score first): the categories above are of the listed findings "
+            "only; list more with a larger max_findings (medai screen/batch --max-findings)")
 
 
 def lung_coverage_note(labels: np.ndarray, lung: int, spacing) -> str | None:

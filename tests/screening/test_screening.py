@@ -269,6 +269,21 @@ def test_the_readers_review_sets_the_categories_and_is_written_everywhere(shared
     assert "Lung-RADS 4A, rejected by the reader)" in (tmp_path / "report.md").read_text()
 
 
+def test_a_list_cut_by_max_findings_says_so_in_the_report(shared_models):
+    """Two findings reach the threshold: a cap of one lists the first and says more scored
+    above it (the unlisted one could hold a higher category); a cap of two says nothing."""
+    det, seg = shared_models
+    both = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=2)
+    assert len(both.findings) == 2 and not any("more findings scored" in n for n in both.notes)
+    cut = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=1)
+    assert [s.finding.to_dict() for s in cut.findings] == [both.findings[0].finding.to_dict()]
+    note = "more findings scored 0.5 or more than the 1 listed"
+    assert any(n.startswith(note) for n in cut.notes)
+    assert note in screening_markdown(cut, "toy") and any(n.startswith(note) for n in screening_record(cut)["notes"])
+    everything = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=None)
+    assert len(everything.findings) == 2 and not any("more findings scored" in n for n in everything.notes)
+
+
 def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(shared_models):
     from napari_medai.postprocess.seeded import nodule_at
     from napari_medai.screening import with_added_finding, with_review
