@@ -180,6 +180,26 @@ def test_detection_adds_findings_at_the_lesion(qtbot, viewer, ct_layer, monkeypa
     assert torch.get_num_threads() == main_threads
 
 
+def test_detection_says_when_max_findings_cut_the_list(qtbot, viewer, ct_layer, monkeypatch, notifications):
+    probs = _two_class_probabilities(ct_layer.data.shape)
+    probs[:, 3:6, 14:19, 14:19] = [[[[0.3]]], [[[0.7]]]]  # a second lesion, scoring lower
+    probs[:, 9, 20, 20] = [0.6, 0.4]  # the speck under the threshold: two findings in all
+    fake_engine(monkeypatch, probs)
+    widget = open_widget(viewer, "Lesion detection")
+    widget.add_model_path("fake.pt")
+    widget.threshold_box.setValue(0.5)
+    widget.max_findings_box.setValue(2)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(viewer.layers["ct findings"].data) == 2
+    assert not any("than the" in message for _severity, message in notifications())
+    widget.max_findings_box.setValue(1)
+    assert run_and_wait(qtbot, widget) == "done"
+    listed = viewer.layers["ct findings [1]"]
+    assert len(listed.data) == 1 and listed.features["score"][0] == pytest.approx(0.9)  # the higher one
+    assert any("more findings reached the score threshold 0.50 than the 1 listed" in message
+               for _severity, message in notifications())
+
+
 @pytest.mark.parametrize("strength", [0.5, 0.2])
 def test_denoising_blends_with_strength_and_shows_the_difference(qtbot, viewer, ct_layer, monkeypatch, strength):
     clean = np.full((1, *ct_layer.data.shape), 5.0, np.float32)

@@ -235,14 +235,17 @@ class DetectionWidget(TaskWidget):
             from ..postprocess.findings import findings_mask
 
             data = np.asarray(volume)
-            findings = detect(
+            cap = params.max_findings
+            findings = detect(  # one more than the cap: whether the list is cut
                 data, spacing, model=params.model, affine=affine,
-                score_threshold=params.score_threshold, max_findings=params.max_findings,
+                score_threshold=params.score_threshold, max_findings=None if cap is None else cap + 1,
                 settings=params.inference_settings(),
                 progress=progress, cancel=cancel,
             )
+            capped = cap is not None and len(findings) > cap
+            findings = findings[:cap] if capped else findings
             mask = findings_mask(findings, data.shape) if findings else None
-            return {"findings": findings, "mask": mask}
+            return {"findings": findings, "mask": mask, "capped": capped}
 
         return job
 
@@ -301,6 +304,11 @@ class DetectionWidget(TaskWidget):
             from napari.utils.notifications import show_info
 
             show_info(f"{self.title}: no findings reached the score threshold {params.score_threshold:.2f}.")
+        elif result.get("capped"):  # the unlisted ones could be larger than every listed one
+            from napari.utils.notifications import show_info
+
+            show_info(f"{self.title}: more findings reached the score threshold {params.score_threshold:.2f} than "
+                      f"the {len(self.findings)} listed (Max findings); raise it to list them.")
         return layers
 
     # ---- table actions -------------------------------------------------------------------
