@@ -450,9 +450,13 @@ def test_new_labels_lie_on_the_images_grid_and_become_the_target(viewer, detecti
     np.testing.assert_allclose(labels.affine.affine_matrix, crop.affine.affine_matrix)
     assert taken.data.shape == (2, 3, 4) and viewer.layers["crop labels"] is taken
     assert widget.layer_picker.current_layer() is crop
+    # it names the detector's classes (0 background, 1 lung, 2 nodule), so a finding goes in as
+    # the nodule class, not as napari's first brush label (1: lung to a fine-tuned chest model)
+    assert list(labels.features["class"]) == ["background", "lung", "nodule"]
+    assert widget.label_value_box.value() == 2
     widget.findings_table.setCurrentCell(0, 0)
     widget.add_to_labels_button.click()  # the findings fit it
-    assert (labels.data > 0).sum() == widget.findings[0].mask.sum() > 0
+    assert (labels.data == 2).sum() == widget.findings[0].mask.sum() > 0 and set(np.unique(labels.data)) == {0, 2}
 
 
 def test_a_dot_in_the_csv_name_is_kept(detection, tmp_path):

@@ -99,6 +99,7 @@ class DetectionWidget(TaskWidget):
         self._masks_colormap = None  # its colours before any finding was hidden
         self._review_colormap = None  # the colours this widget last gave it (to notice the user's own)
         self._source_layer = None  # the image the findings came from: a reader's mark is measured on it
+        self._classes = {}  # the last run's detector classes (index -> name, colour): New labels names them
         self._source_state = None  # its data and geometry when the findings were added (_RunState)
         self._findings_affine = np.eye(4)
         self._findings_shape: tuple = ()
@@ -231,13 +232,17 @@ class DetectionWidget(TaskWidget):
         affine = layer_world_mm(self.layer_picker.current_layer())
 
         def job(progress, cancel):
-            from ..api import detect
+            from ..api import _label_classes, _model, detect
             from ..postprocess.findings import findings_mask
 
             data = np.asarray(volume)
+            loaded = _model(params.model, "detection")
+            # a segmentation-based detector's classes (e.g. 1 lung, 2 nodule): New labels names
+            # them, so Add to labels writes a finding as the model's nodule class, not as label 1
+            classes = {} if loaded.card.draws_boxes else _label_classes(loaded.card)
             cap = params.max_findings
             findings = detect(  # one more than the cap: whether the list is cut
-                data, spacing, model=params.model, affine=affine,
+                data, spacing, model=loaded, affine=affine,
                 score_threshold=params.score_threshold, max_findings=None if cap is None else cap + 1,
                 settings=params.inference_settings(),
                 progress=progress, cancel=cancel,
@@ -245,7 +250,7 @@ class DetectionWidget(TaskWidget):
             capped = cap is not None and len(findings) > cap
             findings = findings[:cap] if capped else findings
             mask = findings_mask(findings, data.shape) if findings else None
-            return {"findings": findings, "mask": mask, "capped": capped}
+            return {"findings": findings, "mask": mask, "capped": capped, "classes": classes}
 
         return job
 
@@ -293,6 +298,7 @@ class DetectionWidget(TaskWidget):
         self._masks_colormap = self._review_colormap = None
         self._source_layer = source_layer
         self._source_state = _RunState(source_layer)
+        self._classes = dict(result.get("classes") or {})
         self.mark_button.setEnabled(True)
         self.new_labels_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
@@ -617,7 +623,13 @@ class DetectionWidget(TaskWidget):
             raise InputError("run the detection first: the new labels go on the grid of the image it ran on")
         if layer not in self.viewer.layers:
             raise InputError(f"'{layer.name}', the image the findings came from, was removed")
-        data = output_layer_data(np.zeros(self._findings_shape, np.int32), layer, "labels", "labels")
+        named = {}
+        if self._classes:  # the detector's classes, named and coloured as the segmentation widget's
+            from .segmentation import class_colormap, class_features
+
+            named = {"colormap": class_colormap(self._classes), "features": class_features(self._classes),
+                     "metadata": {"classes": self._classes}}
+        data = output_layer_data(np.zeros(self._findings_shape, np.int32), layer, "labels", "labels", **named)
         labels = add_layers(self.viewer, [data])[0]
         self.target_picker.set_layer(labels)
         self.status_label.setText(f"'{labels.name}' added on the grid of '{layer.name}'")
