@@ -58,6 +58,9 @@ REPORT_LIMITS = (
 )
 # lung cut by the first or last slice over more than this area: the scan may not cover the lungs
 LUNG_CUT_MM2 = 500.0
+# Under this share of the scanned volume labelled lung, there are no aerated lungs to screen: a
+# chest CT's lungs fill a fifth or more of it, an abdomen CT's lung bases still a few per cent
+MIN_LUNG_SHARE = 0.01
 # The slice numbers the reports give, in words.  They are the image's own data index: napari's
 # slider counts over the whole world range of the viewer's layers, so it differs when another
 # layer (a prior scan, say) reaches further along that axis.
@@ -231,6 +234,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         count = int((result.labels == lung).sum()) if lung is not None else 0
         lung_volumes = {"lungs": count * voxel_ml}
         notes.append("the segmentation does not show two lungs: findings are not given a side or zone")
+    if lung is not None:
+        check_lungs_found(sum(lung_volumes.values()), volume.size * voxel_ml)
     segmented = _lesion_components(result.labels, lesion, voxel_ml)
     screened = [ScreenedFinding(f, *_position(f, lungs), segmented(f)) for f in found]
     edge = scan_edge_note(found, volume.shape[0])
@@ -248,6 +253,15 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
                            result.volumes, lung_sides=lungs)
+
+
+def check_lungs_found(lung_ml: float, scanned_ml: float) -> None:
+    """Refuse to report on a scan with (almost) no lung: a report with no finding and category 1
+    would read as a negative screen, on a CT that is no chest CT or whose lungs were not found."""
+    if lung_ml < MIN_LUNG_SHARE * scanned_ml:
+        raise InputError(f"no aerated lungs found: the segmentation labelled {lung_ml:.1f} mL as lung, under "
+                         f"{MIN_LUNG_SHARE:.0%} of the {scanned_ml / 1000:.1f} L scanned; this does not look like "
+                         "a chest CT (or its lungs could not be segmented), so no screening report was made")
 
 
 def capped_note(max_findings: int, score_threshold: float) -> str:

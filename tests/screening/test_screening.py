@@ -155,6 +155,22 @@ def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
     assert calls == []
 
 
+def test_a_scan_without_aerated_lungs_is_refused_not_reported_as_category_1(shared_models):
+    """Lungs filled with soft tissue (a CT that is no chest CT, or lungs the model missed): no
+    report whose "no finding, category 1" would read as a negative screen."""
+    det, seg = shared_models
+    airless = toy_chest(blobs=())
+    airless[airless == -850.0] = 40.0
+    airless[14, 20, 10] = -850.0  # one lung voxel, so the rule's lung class is not empty
+    with pytest.raises(InputError, match="no aerated lungs found: the segmentation labelled 0.0 mL as lung"):
+        screen(airless, SPACING, detector=det, segmenter=seg)
+    # a scan whose lungs fill a few per cent of it (lung bases at the top of an abdomen CT) is screened
+    bases = toy_chest(blobs=())
+    bases[6:28] = 40.0
+    result = screen(bases, SPACING, detector=det, segmenter=seg)
+    assert 0.01 < sum(result.lung_volumes_ml.values()) / (bases.size * np.prod(SPACING) / 1000) < 0.2
+
+
 def test_denoise_first_feeds_the_models_the_denoised_volume(shared_models):
     """The shipped CT denoiser (small: seconds on this toy) runs first; the models read its output."""
     det, seg = shared_models
