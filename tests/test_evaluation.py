@@ -252,3 +252,18 @@ def test_images_without_labels_are_named_and_img_suffixes_left_out_of_case_names
     # training names its cases the same way
     assert [case_name(i) for i, _ in find_pairs(folder)] == ["a", "b", "c", "d"]
     assert case_name(folder / "case_001_0000.nii.gz") == "case_001"
+
+
+def test_a_label_file_that_is_no_class_indices_is_skipped_not_rounded(tmp_path, data, model):
+    """A probability map saved under a label name used to be rounded (0.6 -> 1) and scored;
+    training refuses it, and so does evaluate now: skipped with the reason, like other bad pairs."""
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, truth = data
+    write_volume(np.where(truth == 2, 0.6, truth).astype(np.float32), folder / "b_label.nii.gz", affine=AFFINE)
+    skipped = []
+    rows = evaluate_segmentation(find_pairs(folder), [model], on_skip=lambda c, why: skipped.append((c, why)))
+    assert [c for c, _ in skipped] == ["b"]
+    assert skipped[0][1].startswith("b_label.nii.gz: label values must be whole numbers (class indices), "
+                                    "found e.g. [0.6")
+    assert {r["case"] for r in rows} == {"a", "c"}

@@ -23,8 +23,9 @@ from .errors import InputError, MedaiError
 
 def read_pair(image_path, label_path, label_map: str = "none"):
     """(image Volume, reference labels as int array on its grid); the label file must have the
-    image's shape and affine.  ``label_map="chest"`` folds phantom labels into background /
-    lung / nodule (``training.seg_data.chest_targets``)."""
+    image's shape and affine, and hold class indices 0-255 as training requires (``label_values``).
+    ``label_map="chest"`` folds phantom labels into background / lung / nodule
+    (``training.seg_data.chest_targets``)."""
     from .io import read_volume
 
     image, labels = read_volume(image_path), read_volume(label_path)
@@ -33,7 +34,10 @@ def read_pair(image_path, label_path, label_map: str = "none"):
                          f"{image.data.shape}")
     if not np.allclose(labels.affine, image.affine, atol=1e-3):
         raise InputError(f"{label_path.name}: the labels lie elsewhere in space than the image (different affine)")
-    ref = np.rint(np.asarray(labels.data)).astype(np.int32)
+    from .training.seg_data import label_values
+
+    # training's check: a probability map saved as a label (0.6) is refused, not rounded and scored
+    ref = label_values(labels.data, label_path.name).astype(np.int32)
     if label_map == "chest":
         from .training.seg_data import chest_targets
 

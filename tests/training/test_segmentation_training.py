@@ -219,10 +219,81 @@ def test_a_run_with_other_settings_in_the_out_folder_is_refused_not_resumed(tmp_
         train_segmentation(_cfg(tmp_path / "other", tmp_path / "run", epochs=1), log=lambda *_: None)
     with pytest.raises(InputError, match="epochs 1 -> 3"):  # used to crash the LR schedule
         train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=3), log=lambda *_: None)
-    # the same settings resume (and a finished run is reported as it was)
-    logged = []
-    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=logged.append)
-    assert "resumed after epoch 0" in logged
+
+
+def test_a_killed_run_resumes_but_a_complete_one_or_new_annotations_are_refused(tmp_path):
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=2)
+
+    def ctrl_c(done, total):
+        if done == cfg.iters_per_epoch + 1:  # in the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentation(cfg, log=lambda *_: None, progress=ctrl_c)
+    logged = []  # the same command resumes a killed run, counting epochs from 1
+    train_segmentation(cfg, log=logged.append)
+    assert "resumed after epoch 1 of 2" in logged
+    best = (tmp_path / "run" / "best.pt").read_bytes()
+    # once complete, the same command again trained nothing and rewrote the card as if it had run
+    with pytest.raises(InputError, match=r"holds a complete run \(all 2 epoch\(s\).*another --out"):
+        train_segmentation(cfg, log=lambda *_: None)
+    # a newly annotated case in the same --data: refused, not "resumed" with the old weights
+    _write_pairs(tmp_path / "more", n=4)
+    for name in ("case3_image.nii.gz", "case3_label.nii.gz"):
+        (tmp_path / "data" / name).write_bytes((tmp_path / "more" / name).read_bytes())
+    with pytest.raises(InputError, match=r"pairs in .*data changed since the run in .*run started \(added: case3\)"):
+        train_segmentation(cfg, log=lambda *_: None)
+    # a corrected annotation too (same name, new content)
+    for name in ("case3_image.nii.gz", "case3_label.nii.gz"):
+        (tmp_path / "data" / name).unlink()
+    (tmp_path / "data" / "case1_label.nii.gz").write_bytes((tmp_path / "more" / "case2_label.nii.gz").read_bytes())
+    with pytest.raises(InputError, match=r"\(changed: case1\)"):
+        train_segmentation(cfg, log=lambda *_: None)
+    assert (tmp_path / "run" / "best.pt").read_bytes() == best
+
+
+def test_out_dot_names_the_runs_card_after_the_current_folder(tmp_path, monkeypatch):
+    import json
+
+    from napari_medai.training.segmentation import check_config
+
+    _write_pairs(tmp_path / "data", n=2)
+    (tmp_path / "my-run").mkdir()
+    monkeypatch.chdir(tmp_path / "my-run")
+    train_segmentation(_cfg(tmp_path / "data", ".", epochs=1), log=lambda *_: None)
+    assert json.loads((tmp_path / "my-run" / "best.json").read_text())["name"] == "my-run"
+    # a folder with no name to give the card: refused before any data is read, not after epoch 1
+    with pytest.raises(InputError, match="--out / has no folder name"):
+        check_config(_cfg(tmp_path / "missing", "/"))
+
+
+def test_init_from_a_runs_best_pt_or_last_pt_keeps_its_cards_class_rules(tmp_path):
+    from napari_medai.models.card import save_card
+    from napari_medai.training.segmentation import _inherited_extra, make_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    source = _cfg(tmp_path / "data", run)
+    torch.save(build_unet(source).state_dict(), run / "best.pt")
+    card = make_card(source, "run")
+    rules = {"organs": {"1": 2}, "lesions": [2], "lesion_hosts": [1], "min_lesion_mm3": 10.0}
+    card.extra, card.weights = {**rules, "lesion_threshold": 0.3}, "best.pt"
+    save_card(card, run / "best.json")
+    torch.save({"net": build_unet(source).state_dict(), "opt": {}, "settings": {}}, run / "last.pt")
+    for init in ("best.pt", "last.pt", "best.json"):  # a .pt used to give {}: the rules were dropped
+        assert _inherited_extra(_cfg(tmp_path / "data", tmp_path / "ft", init=str(run / init))) == rules
+    torch.save(build_unet(source).state_dict(), tmp_path / "bare.pt")  # no card: nothing to keep
+    assert _inherited_extra(_cfg(tmp_path / "data", tmp_path / "ft", init=str(tmp_path / "bare.pt"))) == {}
+
+
+def test_a_label_with_an_upper_case_suffix_is_paired(tmp_path):
+    _write_pairs(tmp_path / "data", n=2)
+    (tmp_path / "data" / "case0_label.nii.gz").rename(tmp_path / "data" / "case0_label.NII.GZ")
+    said = []
+    assert [(i.name, lab.name) for i, lab in find_pairs(tmp_path / "data", said.append)] == [
+        ("case0_image.nii.gz", "case0_label.NII.GZ"), ("case1_image.nii.gz", "case1_label.nii.gz")]
+    assert said == []
 
 
 @pytest.mark.parametrize("change, message", [

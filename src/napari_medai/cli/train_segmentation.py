@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
         "segmentation",
         help="train/fine-tune on a folder of NIfTI image/label pairs",
         description="Train or fine-tune a MONAI 3D UNet on <case>_image.nii.gz/<case>_label.nii.gz pairs. "
-        "Keeps the checkpoint with the best validation Dice; resumes from OUT/last.pt if present.",
+        "Keeps the checkpoint with the best validation Dice; a killed run resumes from OUT/last.pt (with the same "
+        "settings and data; a complete run is not run again).",
     )
     p.add_argument("--data", required=True, help="folder of image/label pairs")
     p.add_argument("--out", required=True, help="output folder (best.pt, last.pt, training.json)")
@@ -46,8 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--hard-negative-weight", type=float, default=1.0, metavar="W",
                    help="weight of that hard-negative term (default 1)")
     p.add_argument("--init", help="start from a built-in model name, a model card (.json), a MONAI bundle folder "
-                   "or a .pt file (weights, or another run's last.pt): fine-tuning. Tensors that do not fit (an "
-                   "output layer for other classes) start fresh; with the same classes the model's "
+                   "or a .pt file (weights, or another run's best.pt or last.pt): fine-tuning. Tensors that do "
+                   "not fit (an output layer for other classes) start fresh; with the same classes the model's "
                    "post-processing is kept")
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="'chest' folds phantom labels into 0 background / 1 lung / 2 nodule")

@@ -625,7 +625,9 @@ def load_bundle(folder) -> LoadedModel:
     inference_file = _config_file(configs, "inference")
     metadata_file = _config_file(configs, "metadata")
     if inference_file is None or metadata_file is None:
-        raise ModelError(
+        from .registry import run_file_message
+
+        raise ModelError(run_file_message(folder) or
             f"{folder.name} is not a MONAI bundle: configs/metadata.json and configs/inference.json are needed"
         )
     with _bundle_on_path(folder.resolve()):

@@ -14,7 +14,7 @@ import torch
 from ..errors import ModelError
 from .card import ModelCard, card_for_path
 from .networks import build_network
-from .registry import get_card, load_state_dict
+from .registry import get_card, load_state_dict, run_file_message
 
 
 @dataclass
@@ -63,7 +63,12 @@ def _load_from_path_or_name(spec) -> LoadedModel:
 
         return load_bundle(path)
     if path.is_file():
-        card = card_for_path(path)
+        try:
+            card = card_for_path(path)
+        except ModelError:  # a run's training.json is no card: name the run's model instead
+            if run_file_message(path) is None:
+                raise
+            raise ModelError(run_file_message(path)) from None
         if card is not None:
             return load_from_card(card)
         from .torchscript import load_torchscript

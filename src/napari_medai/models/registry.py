@@ -63,8 +63,9 @@ def load_state_dict(card: ModelCard) -> dict:
 
 
 # Keys under which training checkpoints keep the weights ({"model": ..., "optimizer": ...});
-# MONAI's CheckpointSaver writes "model" or "network", Lightning and others "state_dict".
-CHECKPOINT_KEYS = ("state_dict", "model", "network")
+# MONAI's CheckpointSaver writes "model" or "network", Lightning and others "state_dict", and
+# this plugin's trainer (a run's last.pt) "net", so a card can name a run's last.pt.
+CHECKPOINT_KEYS = ("state_dict", "model", "network", "net")
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel ("module."),
 # torch.compile ("_orig_mod.").
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -129,3 +130,21 @@ def save_builtin(card: ModelCard, network, folder=None, replace: bool = False) -
     card.sha256 = sha256_of(weights)
     card.source_dir = folder
     return save_card(card, folder / f"{card.name}.json")
+
+
+# What `medai train segmentation` writes into its --out folder besides the model (best.pt, best.json)
+RUN_FILES = ("last.pt", "training.json")
+
+
+def run_file_message(path) -> str | None:
+    """For a training run's folder, its last.pt or its training.json given as a model: the
+    sentence naming the run's best.pt (or best.json) to pass instead; None for anything else.
+    Those used to be refused as "not a MONAI bundle", "holds only weights" or "unknown card
+    fields", which never said which file of the run is the model."""
+    path = Path(path).expanduser()
+    run = path if path.is_dir() else path.parent
+    if not (path.is_dir() or path.name in RUN_FILES) or not any((run / f).is_file() for f in RUN_FILES):
+        return None
+    what = {"last.pt": "resumable state", "training.json": "log"}.get(path.name, "folder")
+    return (f"{path} is a training run's {what}, not a model: pass {run / 'best.pt'} (or its card "
+            f"{run / 'best.json'}), or for the final epoch's weights a card whose 'weights' is last.pt")

@@ -72,15 +72,24 @@ def find_pairs(folder, log=None) -> list[tuple[Path, Path]]:
     ``labels/<case>`` (MSD / nnU-Net ``imagesTr/<case>_0000`` with ``labelsTr/<case>``); a label
     may be .nii or .nii.gz whatever the image is.  Images found without a label are named
     through ``log``, not dropped silently."""
-    from ..io.nifti import NIFTI_SUFFIXES, nifti_stem
+    from ..io.nifti import nifti_stem
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"data folder {folder} does not exist")
 
+    # per folder, {stem: file}, .nii.gz before .nii: the suffix in any case (the writer accepts
+    # case_label.NII.GZ, and such a label used to be missed), the stem as it is written
+    stems: dict[Path, dict[str, Path]] = {}
+
     def label_for(directory: Path, stem: str) -> Path | None:
-        return next((directory / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES
-                     if (directory / f"{stem}{suffix}").is_file()), None)
+        if directory not in stems:
+            files = sorted((p for p in directory.iterdir() if _visible_nifti(p) and p.is_file()),
+                           key=lambda p: (not p.name.lower().endswith(".nii.gz"), p.name))
+            stems[directory] = {}
+            for p in files:
+                stems[directory].setdefault(nifti_stem(p), p)
+        return stems[directory].get(stem)
 
     pairs, unmatched = [], []
     for images, labels in _FOLDER_PAIRS:

@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import InputError, MedaiError
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
-from .seg_data import Case, component_balanced_indices, ct_window, ct_window_card, find_pairs, load_case
+from .seg_data import (Case, case_name, component_balanced_indices, ct_window, ct_window_card, find_pairs,
+                       load_case)
 
 
 @dataclass
@@ -127,6 +128,15 @@ def check_config(cfg: SegTrainConfig) -> None:
     intensity_card(cfg)
     if cfg.intensity == "ct_window" and not cfg.ct_window[0] < cfg.ct_window[1]:
         raise InputError(f"--ct-window must be LOW HIGH with LOW < HIGH, got {tuple(cfg.ct_window)}")
+    if not run_name(cfg.out).strip():  # the card of best.pt is named after it: said now, not after epoch 1
+        raise InputError(f"--out {cfg.out} has no folder name to name the run's model after: choose a named "
+                         "folder, e.g. --out runs/my-model")
+
+
+def run_name(out) -> str:
+    """The name of the run's model card (best.json): its --out folder's name, resolved, so that
+    --out . names it after the current folder (Path('.').name is '')."""
+    return Path(out).resolve().name
 
 
 CLASS_COLORS = ("#000000", "#4aa3ff", "#ff3030", "#30d060", "#ffd000", "#c040ff", "#ff8000", "#00d0d0")
@@ -297,7 +307,9 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     set_determinism(seed=cfg.seed)
     _source_model.cache_clear()  # a model re-installed under the same name since is read anew
     out = Path(cfg.out)
-    previous = _previous_run(out, cfg)  # before any loading: a wrong --out is said at once
+    # once, before loading: the data the run starts with is what a resume is checked against
+    settings = _settings(cfg)
+    previous = _previous_run(out, cfg, settings)  # before any loading: a wrong --out is said at once
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = _load_cases(cfg, log)
@@ -331,7 +343,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         net.load_state_dict(state["net"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         torch.set_rng_state(state["torch_rng"])
-        log(f"resumed after epoch {state['epoch']}")
+        log(f"resumed after epoch {state['epoch'] + 1} of {cfg.epochs}")
 
     def run_so_far() -> dict:  # the summary so far: at the end, and for best.json whenever best.pt is written
         return {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
@@ -379,7 +391,7 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
             write_run_card(cfg, run_so_far())
         _save_atomic(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-             "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": _settings(cfg)},
+             "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": settings},
             out / "last.pt",
         )
         found = f"component recall {recall} " if recall else ""
@@ -405,13 +417,29 @@ def _settings(cfg: SegTrainConfig) -> dict:
     for key in ("data", "init"):  # runs/x, runs/x/ and its absolute path are one folder
         if settings[key] and Path(settings[key]).exists():
             settings[key] = str(Path(settings[key]).resolve())
+    settings["data_files"] = _data_fingerprint(cfg.data)
     return settings
 
 
-def _previous_run(out: Path, cfg: SegTrainConfig):
+def _data_fingerprint(data) -> dict:
+    """{image file (relative to ``data``): [its size and modification time, its label file's
+    name, size and modification time]} for each pair: the same --data path with an annotation
+    added or corrected is other data, and a run started on the old data must not resume on it."""
+    folder = Path(data)
+    out = {}
+    for image, label in find_pairs(folder):
+        i, lab = image.stat(), label.stat()
+        out[image.relative_to(folder).as_posix()] = [i.st_size, i.st_mtime_ns, label.relative_to(folder).as_posix(),
+                                                     lab.st_size, lab.st_mtime_ns]
+    return out
+
+
+def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
     """The state in ``out/last.pt`` to resume from, or None when there is none.  A run with other
-    settings there is refused: it used to be resumed as if it were this one (a new --data
-    trained nothing and reported the old score; more --epochs crashed the LR schedule)."""
+    settings or other data there is refused: it used to be resumed as if it were this one (a new
+    --data, or new annotations in the same one, trained nothing and reported the old score; more
+    --epochs crashed the LR schedule).  So is a run that finished: resuming it trained nothing
+    and rewrote its card as if the run had been made again.  ``mine``: ``_settings(cfg)``."""
     import torch
 
     last = out / "last.pt"
@@ -424,7 +452,7 @@ def _previous_run(out: Path, cfg: SegTrainConfig):
                          "while writing it, or a full disk); delete it to start over, or choose another --out") from None
     if not isinstance(state, dict):
         raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
-    mine, theirs = _settings(cfg), state.get("settings")
+    mine, theirs = mine if mine is not None else _settings(cfg), state.get("settings")
     if theirs is None:
         raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
                          "choose another --out (or delete its last.pt to start over)")
@@ -432,6 +460,21 @@ def _previous_run(out: Path, cfg: SegTrainConfig):
     if changed:
         raise InputError(f"{out} holds a run with other settings ({'; '.join(changed)}); a run resumes only "
                          "with the same settings: choose another --out, or delete its last.pt to start over")
+    # a last.pt written before the data was recorded has no fingerprint: nothing to compare
+    before, now = theirs.get("data_files"), mine["data_files"]
+    if before is not None and before != now:
+        added = [case_name(k) for k in now if k not in before]
+        removed = [case_name(k) for k in before if k not in now]
+        edited = [case_name(k) for k in now if k in before and now[k] != before[k]]
+        what = "; ".join(f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                         for label, names in (("added", added), ("removed", removed), ("changed", edited)) if names)
+        raise InputError(f"the pairs in {cfg.data} changed since the run in {out} started ({what}); a run resumes "
+                         "only on the data it started with: choose another --out to train on the new data, or "
+                         "delete its last.pt to start over")
+    if state.get("epoch", -1) + 1 >= cfg.epochs:
+        raise InputError(f"{out} holds a complete run (all {cfg.epochs} epoch(s) trained; its model is "
+                         f"{out / 'best.pt'}): there is nothing to resume, so choose another --out for a new run, "
+                         "or delete its last.pt to train it again")
     return state
 
 
@@ -565,7 +608,7 @@ def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
     out = Path(cfg.out)
     if not (out / "best.pt").is_file():
         return None
-    card, _ = run_card(out.name, cfg, summary, "", checkpoint="best", build=False)
+    card, _ = run_card(run_name(out), cfg, summary, "", checkpoint="best", build=False)
     card.weights, card.sha256 = "best.pt", sha256_of(out / "best.pt")
     partial = save_card(card, out / ".best.json.partial")
     os.replace(partial, out / "best.json")
@@ -634,16 +677,33 @@ STRUCTURAL_EXTRA = ("organs", "lesions", "lesion_hosts", "inside_body", "extrapu
 
 def _inherited_extra(cfg: SegTrainConfig) -> dict:
     """The class-describing post-processing (``STRUCTURAL_EXTRA``) of the model fine-tuned from
-    (``--init`` a card, bundle or built-in name) when the class table is the same: a model
-    fine-tuned from chest-ct-lung-nodule keeps its lung clean-up and lesion rules.  Otherwise
-    nothing."""
-    if not cfg.init or Path(cfg.init).suffix == ".pt":
+    (``--init`` a card, bundle or built-in name, or a .pt with its card: ``_init_card``) when the
+    class table is the same: a model fine-tuned from chest-ct-lung-nodule keeps its lung clean-up
+    and lesion rules.  Otherwise nothing."""
+    if not cfg.init:
         return {}
     try:
-        source = _source_model(cfg.init).card
+        source = _init_card(cfg.init)
     except Exception:  # noqa: BLE001 - the run already loaded it; a card that no longer loads gives nothing
+        return {}
+    if source is None:
         return {}
     names = tuple(c["name"] for c in sorted(source.classes, key=lambda c: c["index"]))
     if names != tuple(cfg.class_names):
         return {}
     return {k: v for k, v in (source.extra or {}).items() if k in STRUCTURAL_EXTRA}
+
+
+def _init_card(spec: str):
+    """The card of the --init model, or None.  A .pt file is bare weights, but a run's best.pt
+    has its card beside it (best.json), and a run's last.pt that run's best.json (the same
+    network and classes): without them, fine-tuning from a run's .pt dropped its class rules."""
+    from ..models.card import card_for_path
+
+    path = Path(spec).expanduser()
+    if path.suffix != ".pt":
+        return _source_model(spec).card
+    card = card_for_path(path)
+    if card is None and path.name == "last.pt":
+        card = card_for_path(path.with_name("best.json"))
+    return card
