@@ -15,6 +15,15 @@ from .errors import InputError, ModelError
 
 DEFAULT_MODELS = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
 SLICES_PER_PASS = 4
+# The lowest value the denoisers were trained on (training/denoising_data.py): CT padding outside
+# the scan field (-2048, -3024 HU) was clipped to -1024, and MR magnitude images are never below 0
+# (the MR card's 0th percentile, "lower": 0.0, was 0 in training).  Below it the network
+# extrapolates, and (MR) a single negative voxel would move the percentile window of the whole
+# volume: the network sees the input clipped at the floor, and voxels below it keep their values.
+INPUT_FLOOR = {"CT": -1024.0, "MR": 0.0}
+# Resampling rings a few MR voxels below 0; a normalised (z-scored) MR has half of them there, and
+# those would come back undenoised: such an image is refused instead.
+MR_MAX_NEGATIVE_SHARE = 0.01
 
 
 def default_model_name(modality) -> str:
@@ -108,7 +117,9 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
 
     ``model``: a built-in name (``ct-lowdose-denoising``, ``mr-denoising``), a card, a path or a
     ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
-    [0, 1] blends input and output (0 returns the input unchanged).  ``settings``: anything with
+    [0, 1] blends input and output (0 returns the input unchanged, in the dtype below, after the
+    same checks).  The network sees the input clipped at the training floor (``INPUT_FLOOR``:
+    -1024 HU for CT, 0 for MR); voxels below it come back unchanged.  ``settings``: anything with
     ``device``/``precision`` attributes or keys ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x), is kept); an integer input gives the same integer dtype,
     anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
@@ -128,8 +139,6 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     if arr.ndim not in (2, 3):
         raise InputError(f"denoising needs a 2D slice or a 3D volume (z, y, x), got shape {arr.shape}")
     strength = _check_strength(strength)
-    if strength == 0.0:
-        return arr.copy().reshape(shape)
     if min(arr.shape[-2:]) < 8:
         raise InputError(f"slices of {arr.shape[-2:]} pixels are too small to denoise (need at least 8x8)")
 
@@ -150,13 +159,23 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise InputError(f"slices of {arr.shape[-2]}x{arr.shape[-1]} pixels are too small for model "
                          f"'{loaded.card.name}' (need more than {multiple} pixels along y or x)")
     check_modality(loaded.card, arr)  # a CT denoiser on MR (or the reverse) would change the anatomy
+    image = np.asarray(arr, dtype=np.float32)
+    floor = INPUT_FLOOR.get(loaded.card.modality)
+    below = image < floor if floor is not None else np.zeros(image.shape, dtype=bool)
+    if loaded.card.modality == "MR" and below.mean() > MR_MAX_NEGATIVE_SHARE:
+        raise ModelError(f"model '{loaded.card.name}' reads MR magnitude images, which are not below 0, but "
+                         f"{below.mean():.0%} of this image's voxels are: it looks like a normalised (z-scored) "
+                         "MR, so give the image as the scanner wrote it, or choose a model made for this one")
+    if strength == 0.0:  # after every check: strength 0 must not accept what strength 1 refuses
+        return arr.astype(arr.dtype if np.issubdtype(arr.dtype, np.integer) else np.float32).reshape(shape)
     device = select_device(_setting(settings, "device", "auto"), spatial_dims=2)
     precision = select_precision(device, _setting(settings, "precision", "auto"))
-    image = np.asarray(arr, dtype=np.float32)
-    stack = image[None] if image.ndim == 2 else image
+    seen = np.maximum(image, floor) if below.any() else image  # untouched when nothing is below
+    stack = seen[None] if seen.ndim == 2 else seen
     intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))
     network = loaded.network.to(device).eval()
     clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
                         in_channels=loaded.card.in_channels).reshape(image.shape)
+    clean[below] = image[below]
     blended = clean if strength == 1.0 else image + strength * (clean - image)
     return as_input_dtype(blended, arr).reshape(shape)

@@ -6,6 +6,7 @@ Training itself (determinism, resuming, loss weights) is tested in tests/trainin
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,121 @@ def test_sizes_that_cannot_train_are_refused(tmp_path, monkeypatch, sources, opt
     rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(tmp_path / "run"), "--device", "cpu",
                  *[x for kv in args.items() for x in kv])
     assert rc == 2 and not (tmp_path / "run" / "mr-denoising.pt").exists()
+
+
+MR_RUN = ("--steps", "2", "--warmup-steps", "1", "--batch", "2", "--patch", "32", "--device", "cpu")
+
+
+@pytest.mark.parametrize("changed", [("--seed", "1"), ("--steps", "3"), ("--no-adversarial",), ("--modality", "CT")])
+def test_a_rerun_with_other_settings_into_a_run_folder_is_refused(tmp_path, monkeypatch, sources, capsys, changed):
+    """It used to resume the old run as if it were this one (and write the new settings into the
+    card); another modality ended in a RuntimeError from load_state_dict."""
+    out = tmp_path / "run"
+    assert _run(monkeypatch, "--modality", "MR", "--out", str(out), *MR_RUN)[0] == 0
+    weights = (out / "mr-denoising.pt").read_bytes()
+    capsys.readouterr()
+    argv = ["--modality", "MR", "--out", str(out), *MR_RUN]
+    if changed[0] == "--modality":
+        argv[1] = changed[1]
+    else:
+        argv += list(changed)
+    assert _run(monkeypatch, *argv)[0] == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a run with other settings" in err and "delete its last.pt" in err
+    assert (out / "mr-denoising.pt").read_bytes() == weights
+
+
+def test_checkpoints_that_cannot_be_resumed_are_refused_with_a_message(tmp_path, monkeypatch, sources, capsys):
+    import pathlib
+
+    import torch
+
+    done = tmp_path / "done"
+    assert _run(monkeypatch, "--modality", "MR", "--out", str(done), *MR_RUN)[0] == 0
+    # a pickle that runs code when unpickled without weights_only: it must not run
+    marker = tmp_path / "code-ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return pathlib.Path.touch, (marker,)
+
+    torch.save({"step": 1, "gen": RunsCode()}, tmp_path / "code.pt")
+    old = torch.load(done / "last.pt", weights_only=True)
+    del old["settings"]
+    torch.save(old, tmp_path / "old.pt")
+    for resume, message in ((done / "mr-denoising.pt", "is not a last.pt or warmup.pt"),  # weights only
+                            (done / "mr-denoising.json", "cannot be read as a training checkpoint"),  # a card
+                            (tmp_path / "code.pt", "cannot be read as a training checkpoint"),
+                            (tmp_path / "old.pt", "written by an older version"),
+                            (done / "last.pt", "is at step 2, past --steps 1")):
+        capsys.readouterr()
+        rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(tmp_path / "new"), "--steps", "1",
+                     "--batch", "2", "--patch", "32", "--device", "cpu", "--resume", str(resume))
+        assert rc == 2 and message in capsys.readouterr().err, resume
+    assert not marker.exists() and not (tmp_path / "new" / "mr-denoising.pt").exists()
+    # a last.pt of an older version in the run's own folder
+    torch.save(old, done / "last.pt")
+    assert _run(monkeypatch, "--modality", "MR", "--out", str(done), *MR_RUN)[0] == 2
+    assert "written by an older version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--patch", "31"), "must be a multiple of 2"),  # the tiny generator halves once
+    (("--patch", "2"), "at least 4"),  # one pixel at the bottom: instance norm fails
+    (("--patch", "16", "--batch", "1"), "adversarial term cannot train"),  # discriminator batch norm
+    (("--threads", "0"), "threads must be 1 or more"),
+    (("--seed", "-1"), "seed must be 0 or more"),
+])
+def test_training_options_that_would_crash_are_refused_before_any_data_is_read(
+        tmp_path, monkeypatch, sources, capsys, args, message):
+    opts = {"--steps": "2", "--warmup-steps": "1", "--batch": "2", "--patch": "32"}
+    opts.update(zip(args[::2], args[1::2]))
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(tmp_path / "run"), "--device", "cpu",
+                 *[x for kv in opts.items() for x in kv])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert sources == [] and not (tmp_path / "run").exists()
+
+
+def test_the_card_records_no_adversarial_term_when_no_adversarial_step_ran(tmp_path, monkeypatch, sources, capsys):
+    out = tmp_path / "run"
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(out), "--steps", "2", "--batch", "2",
+                 "--patch", "32", "--device", "cpu")  # the default warm-up (3000 steps) never ends
+    assert rc == 0 and "no adversarial step runs" in capsys.readouterr().out
+    training = json.loads((out / "mr-denoising.json").read_text())["training"]
+    assert training["adversarial"] is False and training["adversarial_weight"] == 0.0
+
+
+def test_the_ct_pair_cache_is_remade_for_another_seed_or_when_cut_off(tmp_path, monkeypatch, sources):
+    import napari_medai.training.denoising as td
+
+    def load(seed):
+        return td._load_data("CT", seed, tmp_path, log=lambda *_: None)[0]
+
+    first = load(0)
+    assert sources == [("CT", 0)]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(load(0), first)) and sources == [("CT", 0)]
+    other = load(1)  # another seed (e.g. after deleting last.pt to start over): not the seed-0 pairs
+    assert sources == [("CT", 0), ("CT", 1)] and not np.array_equal(other[0][1], first[0][1])
+    cache = tmp_path / "ct_pairs.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # cut off
+    load(1)
+    assert sources[-1] == ("CT", 1) and len(sources) == 3
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(load(1), other)) and len(sources) == 3
+
+
+def test_a_run_killed_while_writing_the_ct_pair_cache_leaves_none(tmp_path, monkeypatch, sources):
+    import napari_medai.training.denoising as td
+
+    def killed(file, *args, **kwargs):
+        half = b"PK\x03\x04 half a zip"
+        if isinstance(file, (str, Path)):  # np.savez(path), as the cache was written before
+            Path(file).write_bytes(half)
+        else:
+            file.write(half)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(OSError):
+        td._load_data("CT", 0, tmp_path, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+

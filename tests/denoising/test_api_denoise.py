@@ -12,7 +12,7 @@ from napari_medai.inference.cancel import CancelToken
 def mr_volume(rng):
     vol = np.zeros((3, 30, 28), np.float32)
     vol[:, 5:25, 6:22] = 100.0
-    return vol + rng.normal(0, 5, vol.shape).astype(np.float32)
+    return np.abs(vol + rng.normal(0, 5, vol.shape)).astype(np.float32)  # a magnitude image: not below 0
 
 
 def test_identity_generator_returns_the_input(tiny_card, mr_volume):
@@ -30,8 +30,9 @@ def test_2_5d_model_sees_neighbours_and_keeps_the_grid(tmp_path, mr_volume):
     np.testing.assert_allclose(out, mr_volume, atol=1e-3)
     # A fixed CT window, so that editing one slice does not change the intensity scaling.
     changing = make_tiny_card(tmp_path / "b", modality="CT", in_channels=3, head_weight=0.05)
-    base = denoise(mr_volume, model=changing, settings={"precision": "fp32"})
-    edited = mr_volume.copy()
+    ct_like = mr_volume - 50.0  # a CT model needs values below 0
+    base = denoise(ct_like, model=changing, settings={"precision": "fp32"})
+    edited = ct_like.copy()
     edited[0] += 50.0  # a change in slice 0 reaches slice 1 (its neighbour), not slice 2
     moved = denoise(edited, model=changing, settings={"precision": "fp32"})
     assert not np.allclose(moved[1], base[1]) and np.allclose(moved[2], base[2], atol=1e-3)
@@ -137,9 +138,8 @@ def test_a_denoiser_refuses_the_other_modality_and_leaves_the_input_alone(tiny_c
     with pytest.raises(ModelError, match="made for MR.*only CT in Hounsfield units"):
         denoise(ct, model=tiny_card)  # the tiny card is an MR denoiser
     np.testing.assert_array_equal(ct, before)
-    mr = np.abs(mr_volume)  # MR magnitudes: nothing below 0
     with pytest.raises(ModelError, match="reads CT in Hounsfield units"):
-        denoise(mr, model=make_tiny_card(tmp_path / "ct", modality="CT"))
+        denoise(mr_volume, model=make_tiny_card(tmp_path / "ct", modality="CT"))  # MR magnitudes: nothing below 0
 
 
 def test_slices_too_small_for_the_networks_halvings_are_refused_with_a_message(tmp_path, rng):
@@ -160,3 +160,17 @@ def test_a_singleton_channel_axis_comes_back_as_given(tiny_card, mr_volume):
         assert out.shape == given.shape
         np.testing.assert_allclose(out, given, atol=1e-3)
         assert denoise(given, model=tiny_card, strength=0.0).shape == given.shape
+
+
+def test_strength_zero_checks_everything_first_and_returns_the_documented_dtype(tiny_card, mr_volume):
+    """Strength 0 used to return before the model and input checks, and float64 as float64."""
+    out = denoise(mr_volume.astype(np.float64), model=tiny_card, strength=0.0)
+    assert out.dtype == np.float32 and np.array_equal(out, mr_volume)
+    ints = np.rint(mr_volume).astype(np.int16)
+    assert denoise(ints, model=tiny_card, strength=0.0).dtype == np.int16
+    with pytest.raises(ModelError, match="no built-in model called"):
+        denoise(mr_volume, model="no-such-model", strength=0.0)
+    ct = np.full((3, 24, 24), -1000.0, np.float32)
+    ct[:, 4:20, 4:20] = 40.0
+    with pytest.raises(ModelError, match="made for MR"):
+        denoise(ct, model=tiny_card, strength=0.0)  # the tiny card is an MR denoiser

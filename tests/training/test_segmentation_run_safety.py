@@ -85,6 +85,12 @@ def test_mr_images_are_refused_for_a_ct_run_before_training(tmp_path):
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
+def test_ct_images_in_a_deep_learning_scale_are_refused_for_a_ct_run_and_said_so(tmp_path):
+    _pairs(tmp_path / "scaled", [-1.0, -0.85, 0.03], "CT")  # HU/1000: below 0, but no HU
+    with pytest.raises(InputError, match=r"c0_image.nii.gz: .*span too little for Hounsfield units.*in HU"):
+        train_segmentation(_cfg(tmp_path / "scaled", tmp_path / "run"), log=lambda *_: None)
+
+
 def test_ct_images_are_refused_for_an_mr_run(tmp_path):
     _pairs(tmp_path / "ct", [-1000.0, -850.0, 30.0], "CT")  # air in HU
     with pytest.raises(InputError, match=r"c0_image.nii.gz: .*--modality CT"):

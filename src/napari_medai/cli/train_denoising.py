@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
     add_training_device(p)
-    p.add_argument("--resume", default=None, help="checkpoint to start from (e.g. another run's warmup.pt)")
+    p.add_argument("--resume", default=None,
+                   help="another run's last.pt or warmup.pt to start from (same modality and network)")
     p.set_defaults(func=run)
 
 

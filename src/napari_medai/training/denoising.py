@@ -8,8 +8,9 @@ Determinism and resuming: every batch is a pure function of ``(seed, step)``, ne
 initialised from ``seed``, and torch runs on one CPU thread by default; a checkpoint
 (``last.pt``, every ``checkpoint_every`` steps, plus ``warmup.pt`` at the end of the warm-up)
 holds both networks and optimisers, so a killed run restarted with the same command continues
-bit-exactly.  A run without the adversarial term can start from another run's ``warmup.pt``
-(``resume``): both then share the warm-up and differ only in the adversarial phase.
+bit-exactly; it also holds the run's settings, and a restart with other settings is refused.  A run
+without the adversarial term can start from another run's ``warmup.pt`` (``resume``): both then
+share the warm-up and differ only in the adversarial phase.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +28,12 @@ import numpy as np
 MODEL_NAMES = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
 CONTENT_SSIM_WEIGHT = 0.5
 ADVERSARIAL_WEIGHT = 2e-3
+# The settings a run restarted into its folder (last.pt) must share with the run that wrote it; not
+# threads, device or checkpoint_every, which change the speed, not what is trained.
+_RESUME_KEYS = ("modality", "network", "seed", "steps", "warmup_steps", "adversarial", "batch", "patch", "lr")
+# What another run's checkpoint (``resume``, e.g. its warmup.pt) must share: its networks must fit.
+_START_KEYS = ("modality", "network")
+_STATE_KEYS = ("step", "gen", "disc", "opt_g", "opt_d", "history", "elapsed")
 
 
 def _lr_at(step: int, steps: int, lr: float) -> float:
@@ -41,14 +49,100 @@ def _load_data(modality: str, seed: int, out_dir: Path, log):
 
     if modality == "MR":
         return dd.mr_source("train"), dd.mr_batch
-    cache = out_dir / "ct_pairs.npz"
-    if cache.exists():  # simulating low dose is the slow part: reuse it when resuming
+    # Simulating low dose is the slow part: the pairs are cached, with the seed and recipe that made
+    # them (a cache of another seed, or one cut off by a kill, is simulated again).
+    cache, recipe = out_dir / "ct_pairs.npz", dd.ct_pairs_recipe(seed)
+    try:
         with np.load(cache) as npz:
-            pairs = [(npz[f"clean{i}"], npz[f"noisy{i}"]) for i in range(len(npz.files) // 2)]
-    else:
-        pairs = dd.ct_pairs(seed, progress=log)
-        np.savez(cache, **{f"{k}{i}": p[j] for i, p in enumerate(pairs) for j, k in enumerate(("clean", "noisy"))})
+            if "recipe" in npz.files and str(npz["recipe"]) == recipe:
+                count = sum(name.startswith("clean") for name in npz.files)
+                return [(npz[f"clean{i}"], npz[f"noisy{i}"]) for i in range(count)], dd.ct_batch
+        log(f"{cache} was made with another seed or recipe: simulating the CT pairs again")
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a cache cut off by a kill: make it again
+        log(f"{cache} cannot be read ({type(exc).__name__}): simulating the CT pairs again")
+    pairs = dd.ct_pairs(seed, progress=log)
+    partial = cache.with_name(f".{cache.name}.partial")
+    try:  # through a temporary file: a run killed while writing leaves no cut-off cache
+        with open(partial, "wb") as f:
+            np.savez(f, recipe=np.array(recipe),
+                     **{f"{k}{i}": p[j] for i, p in enumerate(pairs) for j, k in enumerate(("clean", "noisy"))})
+        os.replace(partial, cache)
+    finally:
+        partial.unlink(missing_ok=True)
     return pairs, dd.ct_batch
+
+
+def _read_checkpoint(path: Path, fix: str) -> dict:
+    """The training state in ``path``, read with ``weights_only`` (it may be any file a user named);
+    anything but a last.pt or warmup.pt of this version is refused with one sentence ending in ``fix``."""
+    import torch
+
+    from ..errors import InputError
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a card, a cut-off file, a pickle holding code: no traceback
+        raise InputError(f"{path} cannot be read as a training checkpoint ({type(exc).__name__}): it is cut off, "
+                         f"or no last.pt or warmup.pt of medai train denoising; {fix}") from None
+    if not isinstance(state, dict) or not all(k in state for k in _STATE_KEYS):
+        raise InputError(f"{path} is not a last.pt or warmup.pt of medai train denoising (weights alone cannot be "
+                         f"resumed); {fix}")
+    if not isinstance(state.get("settings"), dict):
+        raise InputError(f"{path} was written by an older version, which did not record the run's settings; {fix}")
+    return state
+
+
+def _state_to_resume(out_dir: Path, resume, settings: dict):
+    """(checkpoint path, state) to continue from, or (None, None).  The folder's own last.pt wins
+    over ``resume`` (restarting a killed run continues it) and must hold a run with the same
+    settings: it used to be resumed as if it were this run (a new seed changed nothing, yet the
+    card recorded it; another modality failed in load_state_dict)."""
+    from ..errors import InputError
+
+    last = out_dir / "last.pt"
+    if last.exists():
+        fix = "choose another --out, or delete its last.pt to start over"
+        state = _read_checkpoint(last, fix)
+        theirs = state["settings"]
+        changed = [f"{k} {theirs.get(k)!r} -> {settings[k]!r}" for k in _RESUME_KEYS if theirs.get(k) != settings[k]]
+        if changed:
+            raise InputError(f"{out_dir} holds a run with other settings ({'; '.join(changed)}); a run resumes "
+                             f"only with the same settings: {fix}")
+        return last, state
+    if not resume:
+        return None, None
+    fix = "resume from a last.pt or warmup.pt of a run with the same modality and network, or leave out --resume"
+    state = _read_checkpoint(Path(resume), fix)
+    theirs = state["settings"]
+    changed = [f"{k} {theirs.get(k)!r} -> {settings[k]!r}" for k in _START_KEYS if theirs.get(k) != settings[k]]
+    if changed:
+        raise InputError(f"{resume} holds networks of another kind ({'; '.join(changed)}); {fix}")
+    if state["step"] > settings["steps"]:
+        raise InputError(f"{resume} is at step {state['step']}, past --steps {settings['steps']}: "
+                         "raise --steps, or resume from an earlier checkpoint")
+    return Path(resume), state
+
+
+def _discriminator_fits(batch: int, patch: int) -> bool:
+    """Whether the PatchDiscriminator trains on ``batch`` patches of ``patch`` pixels: its
+    convolutions need pixels left at the end, and each batch norm more than one value per channel
+    (a 16-pixel patch in a batch of 1 failed only after the warm-up, hours into a run)."""
+    import torch
+
+    from ..models.denoising_nets import build_discriminator
+
+    disc, counts = build_discriminator().eval(), []
+    for module in disc.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            module.register_forward_pre_hook(lambda _, args: counts.append(batch * args[0][0, 0].numel()))
+    try:
+        with torch.no_grad():
+            disc(torch.zeros(1, 1, patch, patch))
+    except RuntimeError:
+        return False
+    return all(n > 1 for n in counts)
 
 
 def _smallest_slice(source):
@@ -97,21 +191,44 @@ def train_denoising(
     from ..models.denoising_nets import GENERATOR_KWARGS, build_discriminator, build_generator
     from . import denoising_data as dd
     from .device import cpu_state_dict, training_device
+    from .segmentation import _save_atomic
 
     from ..errors import InputError
 
     modality = modality.upper()
     if modality not in MODEL_NAMES:
         raise ValueError(f"modality must be CT or MR, got {modality!r}")
-    for name, value in (("steps", steps), ("batch", batch), ("patch", patch)):  # callers other than the CLI too
-        if value < 1:
-            raise InputError(f"{name} must be 1 or more, got {value}")
+    # callers other than the CLI too; all before any data is read (these used to fail with a traceback)
+    for name, value, least in (("steps", steps, 1), ("batch", batch, 1), ("patch", patch, 1), ("threads", threads, 1),
+                               ("seed", seed, 0), ("warmup_steps", warmup_steps, 0)):
+        if value < least:
+            raise InputError(f"{name} must be {least} or more, got {value}")
     if resume and not Path(resume).is_file():  # it used to be ignored: a run from scratch, unannounced
         raise InputError(f"the checkpoint to resume from, {resume}, is not a file")
+    # MR is 2.5D (the slice and its neighbours as channels), CT 2D: see docs/denoising.md.
+    in_channels = 2 * dd.MR_NEIGHBOURS + 1 if modality == "MR" else 1
+    gen_kwargs = {**GENERATOR_KWARGS, "in_channels": in_channels, **(generator_kwargs or {})}
+    # the generator halves the patch once per stride, and instance norm needs 2 x 2 pixels at the bottom
+    multiple = math.prod(gen_kwargs["strides"])
+    if patch % multiple or patch < 2 * multiple:
+        fits = max(2, round(patch / multiple)) * multiple
+        raise InputError(f"the training patch ({patch} pixels) must be a multiple of {multiple} and at least "
+                         f"{2 * multiple} for this generator: use a patch of {fits}")
+    gan = adversarial and steps > warmup_steps  # what runs is what the card records
+    if gan and not _discriminator_fits(batch, patch):
+        raise InputError(f"the adversarial term cannot train on patches of {patch} pixels in batches of {batch} "
+                         "(the discriminator's last layers keep too few values): use a larger patch or batch, or "
+                         "no adversarial term")
+    settings = {"modality": modality, "network": json.loads(json.dumps(gen_kwargs)), "seed": seed, "steps": steps,
+                "warmup_steps": warmup_steps, "adversarial": adversarial, "batch": batch, "patch": patch, "lr": lr}
+    out_dir = Path(out_dir)
+    ckpt, state = _state_to_resume(out_dir, resume, settings)
+    if adversarial and not gan:
+        log(f"no adversarial step runs (steps {steps} <= warmup steps {warmup_steps}): "
+            "the card records adversarial false")
     torch.set_num_threads(threads)
     # fp32, as the shipped generators were trained (no bf16 run of the GAN was ever compared)
     where = training_device(device, bf16=False)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source, batch_fn = data or _load_data(modality, seed, out_dir, log)
     # the slice size is known only now; still before any network is built or step taken
@@ -121,9 +238,6 @@ def train_denoising(
                          f"({smallest[0]} x {smallest[1]} pixels): use a patch of {min(smallest)} or less")
 
     torch.manual_seed(seed)
-    # MR is 2.5D (the slice and its neighbours as channels), CT 2D: see docs/denoising.md.
-    in_channels = 2 * dd.MR_NEIGHBOURS + 1 if modality == "MR" else 1
-    gen_kwargs = {**GENERATOR_KWARGS, "in_channels": in_channels, **(generator_kwargs or {})}
     gen, disc = build_generator(**gen_kwargs).to(where.device), build_discriminator().to(where.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 4, betas=(0.5, 0.999))
@@ -131,12 +245,7 @@ def train_denoising(
     adv_loss = PatchAdversarialLoss(criterion="least_squares")
 
     start, history, elapsed = 0, [], 0.0
-    # The run's own checkpoint wins over ``resume`` so that restarting a killed run continues it.
-    ckpt = out_dir / "last.pt"
-    if not ckpt.exists() and resume:
-        ckpt = Path(resume)
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location="cpu")
+    if state is not None:
         gen.load_state_dict(state["gen"])
         disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
@@ -145,10 +254,9 @@ def train_denoising(
         log(f"resumed from {ckpt} at step {start}")
 
     def save(path: Path, step: int):
-        state = {"step": step, "gen": cpu_state_dict(gen), "disc": cpu_state_dict(disc), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "history": history, "elapsed": elapsed}
-        torch.save(state, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)  # never leave a half-written checkpoint
+        _save_atomic({"step": step, "gen": cpu_state_dict(gen), "disc": cpu_state_dict(disc),
+                      "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "history": history,
+                      "elapsed": elapsed, "settings": settings}, path)
 
     t0 = time.perf_counter() - elapsed
     running = []
@@ -192,8 +300,8 @@ def train_denoising(
     weights = out_dir / f"{name}.pt"
     torch.save(cpu_state_dict(gen), weights)
     card = make_card(modality, weights, gen_kwargs, train_command, {
-        "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": adversarial,
-        "adversarial_weight": ADVERSARIAL_WEIGHT if adversarial else 0.0,
+        "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": gan,
+        "adversarial_weight": ADVERSARIAL_WEIGHT if gan else 0.0,
         "content": f"L1 (weighted per patch, see data) + {CONTENT_SSIM_WEIGHT} SSIM",
         "batch": batch, "patch": patch, "lr": lr, "threads": threads, "device": where.name, "seconds": round(elapsed, 1),
         "history": history[-5:],

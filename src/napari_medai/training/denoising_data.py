@@ -15,10 +15,12 @@ Every batch is a pure function of ``(seed, step)`` so that a killed run resumes 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
 
+from ..denoising import INPUT_FLOOR
 from ..errors import InputError
 
 # CT intensities: HU mapped linearly (no clipping: the residual must be able to reach bone and air).
@@ -44,6 +46,7 @@ CT_PHOTONS_RANGE = (5e3, 2e5)
 # Real CT slices from pydicom-data (uncompressed ones; lung1 is not among them).
 PYDICOM_DATA_CT = ("693_UNCR.dcm", "explicit_VR-UN.dcm")
 PHANTOM_SEEDS = (101, 102, 103, 104)  # benchmark phantoms use seeds >= 9000
+CT_REALISATIONS = (10, 2)  # low-dose realisations of each real slice, of each phantom slice
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -141,8 +144,9 @@ def _pydicom_data_ct() -> list[tuple[np.ndarray, float]]:
     for name in PYDICOM_DATA_CT:
         ds = pydicom.dcmread(folder / name)
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        # Outside the scan field these files hold -3024 HU padding: that is air.
-        out.append((np.clip(hu, -1024, 3071).astype(np.int16), float(ds.PixelSpacing[0])))
+        # Outside the scan field these files hold -3024 HU padding: that is air (denoise() clips
+        # its input at the same floor).
+        out.append((np.clip(hu, INPUT_FLOOR["CT"], 3071).astype(np.int16), float(ds.PixelSpacing[0])))
     return out
 
 
@@ -160,7 +164,15 @@ def _phantom_ct(seeds=PHANTOM_SEEDS, z_indices=(2, 4, 6)) -> list[tuple[np.ndarr
     return out
 
 
-def ct_pairs(seed: int = 0, realisations: int = 10, phantom_realisations: int = 2, progress=print):
+def ct_pairs_recipe(seed: int) -> str:
+    """What :func:`ct_pairs` makes for ``seed`` with its defaults (the training run's cache key)."""
+    return json.dumps({"seed": seed, "real": PYDICOM_DATA_CT, "phantoms": PHANTOM_SEEDS,
+                       "realisations": CT_REALISATIONS, "photons": CT_PHOTONS_RANGE, "hu_range": CT_HU_RANGE,
+                       "floor": INPUT_FLOOR["CT"]})
+
+
+def ct_pairs(seed: int = 0, realisations: int = CT_REALISATIONS[0],
+             phantom_realisations: int = CT_REALISATIONS[1], progress=print):
     """List of (clean, noisy) normalised float32 slices; deterministic for a given seed."""
     from ..phantoms import simulate_low_dose
 

@@ -51,11 +51,16 @@ def check_image_modality(arr: np.ndarray, modality: str, name: str) -> None:
     except ModelError:
         lo, hi = float(np.min(arr)), float(np.max(arr))
         other = "MR" if modality == "CT" else "CT"
-        why = ("no voxel is below 0, as CT in Hounsfield units has (air -1000 HU)" if modality == "CT"
-               else "values this low occur only in CT in Hounsfield units")
+        if modality == "CT" and lo < 0:  # below 0, but spanning too little for HU (inference.modality)
+            why = "they span too little for Hounsfield units (a CT rescaled, e.g. HU/1000, or a normalised MR)"
+        elif modality == "CT":
+            why = "no voxel is below 0, as CT in Hounsfield units has (air -1000 HU)"
+        else:
+            why = "values this low occur only in CT in Hounsfield units"
         raise InputError(f"{name}: the run trains a {modality} model (--modality {modality}), but this image's "
                          f"values run from {lo:g} to {hi:g}: {why}. A model trained on it would refuse it at "
-                         f"inference; train with --modality {other} if these are {other} images") from None
+                         f"inference; give the images in HU, or train with --modality {other} if these are "
+                         f"{other} images") from None
 
 
 def _visible_nifti(path: Path) -> bool:

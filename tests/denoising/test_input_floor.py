@@ -1,0 +1,55 @@
+"""denoise() feeds the network the input clipped at the training floor (CT -1024 HU, MR 0) and
+returns the voxels below it unchanged (tiny models only)."""
+
+import numpy as np
+import pytest
+from denoise_helpers import make_tiny_card
+
+from napari_medai.denoising import denoise
+from napari_medai.errors import ModelError
+
+FP32 = {"precision": "fp32"}
+
+
+def test_ct_padding_below_the_floor_leaves_the_body_as_with_air(tmp_path):
+    """Scanners write -2048 or -3024 HU outside the field of view; training clipped it to -1024.
+    The padding used to move the denoised body by several HU (instance norm saw it)."""
+    model = make_tiny_card(tmp_path, modality="CT", head_weight=0.05)
+    ct = np.full((2, 32, 32), -1024.0, np.float32)
+    ct[:, 8:24, 8:24] = 40.0 + np.random.default_rng(0).normal(0.0, 20.0, (2, 16, 16))
+    corners = np.zeros(ct.shape, bool)
+    corners[:, :4, :4] = corners[:, -4:, -4:] = True
+    air = denoise(ct, model=model, settings=FP32)
+    for padding in (-2048.0, -3024.0):
+        padded = np.where(corners, padding, ct).astype(np.float32)
+        out = denoise(padded, model=model, settings=FP32)
+        np.testing.assert_array_equal(out[~corners], air[~corners])
+        assert (out[corners] == padding).all()  # the padding comes back as it was
+
+
+def test_one_negative_mr_voxel_leaves_the_rest_of_the_volume_alone(tmp_path):
+    """The MR card's 0th percentile was 0 in training (magnitude images); at inference it is the
+    image's minimum, so one negative voxel used to rescale the whole volume."""
+    model = make_tiny_card(tmp_path, modality="MR", head_weight=0.05)
+    rng = np.random.default_rng(0)
+    mr = np.zeros((3, 32, 32), np.float32)
+    mr[:, 6:26, 6:26] = 100.0
+    mr = np.abs(mr + rng.normal(0.0, 5.0, mr.shape)).astype(np.float32)
+    mr[1, 0, 0] = 0.0
+    base = denoise(mr, model=model, settings=FP32)
+    ringing = mr.copy()
+    ringing[1, 0, 0] = -800.0  # e.g. spline resampling of a sharp edge
+    out = denoise(ringing, model=model, settings=FP32)
+    assert out[1, 0, 0] == -800.0
+    out[1, 0, 0] = base[1, 0, 0]
+    np.testing.assert_array_equal(out, base)
+
+
+def test_a_normalised_mr_is_refused_by_an_mr_denoiser(tmp_path):
+    """Half of a z-scored MR lies below 0: it would come back half undenoised."""
+    model = make_tiny_card(tmp_path, modality="MR")
+    z_scored = np.random.default_rng(0).normal(0.0, 1.0, (3, 16, 16)).astype(np.float32)
+    with pytest.raises(ModelError, match="looks like a normalised"):
+        denoise(z_scored, model=model)
+    with pytest.raises(ModelError, match="looks like a normalised"):
+        denoise(z_scored, model=model, strength=0.0)
