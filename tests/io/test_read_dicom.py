@@ -106,6 +106,30 @@ def test_missing_slice_is_refused(tmp_path, dicom_writer):
         read_volume(tmp_path / "gap")
 
 
+@pytest.mark.parametrize("step", [0.625, 1.25])
+def test_positions_written_to_a_tenth_of_a_millimetre_are_read(tmp_path, dicom_writer, step):
+    """0.625 mm slices whose ImagePositionPatient is rounded to 0.1 mm lie 0.6 to 0.7 mm apart:
+    not a missing slice.  The volume gets the mean step."""
+    n = 9
+    raw = np.arange(n * 16, dtype=np.uint16).reshape(n, 4, 4)
+    positions = [(0, 0, round(-100.0 + k * step, 1)) for k in range(n)]
+    dicom_writer(tmp_path / "rounded", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    vol = read_volume(tmp_path / "rounded")
+    assert vol.data.shape[0] == n and vol.spacing[0] == pytest.approx(step, abs=0.02)
+
+
+def test_a_drifting_or_doubled_spacing_is_refused(tmp_path, dicom_writer):
+    raw = np.ones((9, 4, 4), np.uint16)
+    drift = [(0, 0, z) for z in (0.0, 1.0, 2.0, 3.0, 4.0, 5.3, 6.6, 7.9, 9.2)]  # 1 mm, then 1.3 mm
+    dicom_writer(tmp_path / "drift", raw, drift, (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match="unevenly spaced"):
+        read_volume(tmp_path / "drift")
+    gap = [(0, 0, round(k * 0.625, 1)) for k in (0, 1, 2, 3, 5, 6, 7, 8, 9)]  # slice 4 missing
+    dicom_writer(tmp_path / "gap", raw, gap, (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match="unevenly spaced"):
+        read_volume(tmp_path / "gap")
+
+
 @pytest.mark.parametrize("keep", [140, 600, -10], ids=["in-its-header", "before-its-pixels", "in-its-pixels"])
 def test_a_slice_cut_short_is_named(tmp_path, dicom_writer, keep):
     raw = np.ones((4, 4, 4), np.uint16)

@@ -27,6 +27,9 @@ from .volume import Volume
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Two slices closer than this along the normal are at the same place (mm).
 _SAME_POSITION_MM = 1e-3
+# How far a slice may lie off an even stack: positions written to 0.1 mm are each up to 0.05 mm
+# off, and the line through the rounded first and last positions as much again
+POSITION_ROUNDING_MM = 0.15
 # File names that say "DICOM" (.ima: Siemens); napari.yaml's reader patterns list the same.
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 
@@ -280,10 +283,17 @@ def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path) -
             f"{n_dup} slice(s) of the DICOM series in {folder} repeat a position already taken "
             "(several acquisitions, phases or echoes in one series?)"
         )
-    if gaps.max() - gaps.min() > max(0.01, 0.01 * float(np.median(gaps))):
+    # Scanners write ImagePositionPatient rounded, some to 0.1 mm: 0.625 mm slices then lie 0.6 to
+    # 0.7 mm apart.  So each position is compared with an even stack from the first to the last
+    # (a drift or a second spacing shows there), and each gap with the median (a missing slice
+    # doubles one), with room for that rounding but not for a slice.
+    median = float(np.median(gaps))
+    even = along_normal[0] + np.arange(len(along_normal)) * (along_normal[-1] - along_normal[0]) / len(gaps)
+    off = float(np.abs(along_normal - even).max())
+    if gaps.max() > 1.5 * median or gaps.min() < 0.5 * median or off > max(POSITION_ROUNDING_MM, 0.25 * median):
         raise InputError(
             f"the slices of the DICOM series in {folder} are unevenly spaced "
-            f"({gaps.min():.3f} to {gaps.max():.3f} mm apart; a missing slice?)"
+            f"({gaps.min():.3f} to {gaps.max():.3f} mm apart, up to {off:.2f} mm off an even stack; a missing slice?)"
         )
     return (positions[-1] - positions[0]) / (len(positions) - 1)
 
