@@ -100,6 +100,25 @@ def test_segments_a_phantom_crop_into_an_aligned_labels_layer(qtbot, viewer, wei
     assert widget.layer_picker.current_layer() is phantom_crop
 
 
+def test_a_model_reinstalled_under_its_name_while_the_widget_is_open_runs_with_its_new_weights(
+        qtbot, viewer, weights_dir, phantom_crop):
+    """``medai train ... --install-as NAME --replace`` with napari open: the list's card was read
+    before, and its sha256 called the new weights "corrupted or replaced; reinstall"."""
+    from fixed_rule_models import unit
+
+    from napari_medai.models.networks import build_network
+    from napari_medai.models.registry import save_builtin
+
+    install(segmentation_card(roi_size=(8, 32, 32)), weights_dir)
+    widget = open_segmentation(viewer)
+    choose(widget, "rule-seg")
+    card = segmentation_card(roi_size=(8, 32, 32), nodule_above=unit(0.0))  # other weights (thresholds)
+    save_builtin(card, build_network(card), folder=weights_dir, replace=True)
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    labels = viewer.layers["phantom crop segmentation"].data
+    np.testing.assert_array_equal(labels, expected_labels(phantom_crop.data, nodule_above_hu=0.0))
+
+
 def test_the_widgets_minimum_lesion_size_removes_small_lesions(qtbot, viewer, weights_dir, phantom_crop):
     install(segmentation_card(roi_size=(8, 32, 32)), weights_dir)
     widget = open_segmentation(viewer)

@@ -82,6 +82,23 @@ def _weights_present(card) -> bool:
     return path is not None and path.is_file()
 
 
+def current_card(model):
+    """A built-in card as its file says now: the list holds the card read when it was filled, and
+    a model re-installed under that name since (``medai train ... --install-as NAME --replace``)
+    has new weights, which the old card's sha256 called corrupted.  Anything else as it is."""
+    from pathlib import Path
+
+    from ..models.card import ModelCard, load_card
+
+    if not isinstance(model, ModelCard) or model.source_dir is None:
+        return model
+    path = Path(model.source_dir) / f"{model.name}.json"
+    try:
+        return load_card(path) if path.is_file() else model
+    except MedaiError:  # a card broken meanwhile: the old one, whose weights check says what is wrong
+        return model
+
+
 class TaskWidget(QWidget):
     task = ""  # "segmentation": used for list_models() and in messages
     title = ""  # "Segmentation": names the job in the status line and notifications
@@ -216,7 +233,7 @@ class TaskWidget(QWidget):
     def params(self):
         """Current settings as ``params_type`` (a plain dataclass: no Qt in it)."""
         return self.params_type(
-            model=self.model_box.currentData(),
+            model=current_card(self.model_box.currentData()),
             device=self.device_box.currentText(),
             precision=self.precision_box.currentText(),
             tta=self.tta_box.currentText(),

@@ -23,7 +23,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
-from ._base import task_models, with_extension
+from ._base import current_card, task_models, with_extension
 from ._layers import layer_world_mm, output_layer_data
 from .detection import DetectionParams, DetectionWidget
 from .segmentation import class_colormap, class_features
@@ -67,7 +67,7 @@ class ScreeningWidget(DetectionWidget):
         form.addRow("", self.denoise_check)
 
     def _task_values(self):
-        return {**super()._task_values(), "segmenter": self.segmenter_box.currentData(),
+        return {**super()._task_values(), "segmenter": current_card(self.segmenter_box.currentData()),
                 "denoise": self.denoise_check.isChecked()}
 
     def _make_job(self, volume, spacing, params):
