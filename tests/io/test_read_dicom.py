@@ -143,6 +143,19 @@ def test_a_slice_cut_short_is_named(tmp_path, dicom_writer, keep):
         read_volume(tmp_path / "cut")
 
 
+@pytest.mark.parametrize("keep", [140, 600])
+def test_a_damaged_file_opened_itself_gets_the_one_sentence(tmp_path, dicom_writer, keep):
+    """Opening the cut file itself (not its folder) said it was "not an image slice" and then that
+    it could not be read: one sentence says what it is."""
+    raw = np.ones((4, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (0, 0, 4), (0, 0, 6)]
+    dicom_writer(tmp_path / "cut", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    damaged = sorted((tmp_path / "cut").iterdir())[1]
+    damaged.write_bytes(damaged.read_bytes()[:keep])
+    with pytest.raises(InputError, match=rf"^{damaged.name} is damaged, truncated or not a DICOM file$"):
+        read_volume(damaged)
+
+
 def test_single_slice_series_is_refused(tmp_path, dicom_writer):
     dicom_writer(tmp_path / "one", np.ones((1, 4, 4), np.uint16), [(0, 0, 0)], (1, 0, 0, 0, 1, 0), (1, 1))
     with pytest.raises(InputError, match="single slice"):

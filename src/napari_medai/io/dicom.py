@@ -73,6 +73,8 @@ def read_dicom_series(path) -> Volume:
     except InputError as exc:
         if not unreadable:
             raise
+        if path.is_file() and path.name in unreadable:  # the file given is itself the damaged one
+            raise InputError(f"{path.name} is damaged, truncated or not a DICOM file") from None
         # a truncated or damaged slice is the likely cause of a gap: name it
         names = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
         raise InputError(f"{exc}. {len(unreadable)} file(s) there look like DICOM but could not be read "
@@ -305,7 +307,8 @@ def _rescaled_stack(series: list) -> np.ndarray:
             pixels.append(ds.pixel_array)
         except Exception as exc:  # compressed syntaxes need optional decoders; a cut file lacks bytes
             name = Path(str(getattr(ds, "filename", "") or "")).name
-            raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded: {exc}") from None
+            raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded (a damaged or "
+                             f"truncated file, or a compression whose decoder is not installed): {exc}") from None
     raw = np.stack(pixels)
     slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series]).reshape(-1, 1, 1)
     intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series]).reshape(-1, 1, 1)
