@@ -700,7 +700,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     csv.write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
     # on the input file's grid, voxel for voxel (Volume.derived)
     labels = volume.derived(result.labels, is_labels=True)
-    paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz"))]
+    paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz", classes=result.classes))]
     if result.denoised is not None:
         paths.append(Path(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz")))
     else:  # a --denoise run's image would pass for this report's

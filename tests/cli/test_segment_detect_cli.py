@@ -31,6 +31,8 @@ def test_segment_writes_labels_with_the_inputs_affine(tmp_path, ct_nifti, capsys
     np.testing.assert_array_equal(nib.load(out).affine, nib.load(ct_nifti).affine)
     labels = read_volume(out)
     np.testing.assert_array_equal(labels.data, expected_labels(read_volume(ct_nifti).data))
+    # the file names its classes (opened in napari, they are named and coloured again)
+    assert {k: v["name"] for k, v in labels.metadata["classes"].items()} == {0: "background", 1: "lung", 2: "nodule"}
     printed = capsys.readouterr().out
     assert "nodule" in printed and "lung" in printed and "labels written to" in printed
 

@@ -219,3 +219,46 @@ def test_a_layer_saved_in_place_keeps_its_files_space_codes_and_a_moved_one_does
     out = write_image(str(tmp_path / "moved.nii.gz"), *layer.as_layer_data_tuple()[:2])[0]
     header = nib.load(out).header
     assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 2)
+
+
+CHEST_CLASSES = {0: {"name": "background", "color": "#000000"}, 1: {"name": "lung", "color": "#4aa3ff"},
+                 2: {"name": "nodule", "color": "#ff3030"}}
+
+
+def test_a_segmentation_saved_and_opened_again_keeps_its_class_names_and_colours(tmp_path):
+    """NIfTI has no field for label names: a segmentation layer saved and opened again was plain
+    labels, so *Add to labels* wrote a nodule as 1 (lung).  The class table rides in the file."""
+    from napari_medai.napari_hooks.label_classes import class_colormap
+    from napari_medai.widgets.detection import nodule_label
+
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1:3, 1:4, 1:4], data[2, 2, 2] = 1, 2
+    layer = Labels(data, scale=(2.0, 0.7, 0.7), features={"index": [0, 1, 2], "class": ["background", "lung", "nodule"]},
+                   colormap=class_colormap(CHEST_CLASSES), metadata={"classes": CHEST_CLASSES})
+    out = write_labels(str(tmp_path / "seg.nii.gz"), *layer.as_layer_data_tuple()[:2])[0]
+    assert read_volume(out).metadata["classes"] == CHEST_CLASSES
+    opened, meta, kind = get_reader(out)(out)[0]
+    again = Labels(opened, **meta)
+    assert kind == "labels" and list(again.features["class"]) == ["background", "lung", "nodule"]
+    assert nodule_label(again) == 2
+    np.testing.assert_allclose(again.colormap.map(2), layer.colormap.map(2))
+    # saved again from the reopened layer, the table is still there
+    twice = write_labels(str(tmp_path / "seg2.nii.gz"), *again.as_layer_data_tuple()[:2])[0]
+    assert read_volume(twice).metadata["classes"] == CHEST_CLASSES
+
+
+def test_a_foreign_comment_extension_or_an_image_reads_as_before(tmp_path):
+    import nibabel as nib
+
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1:3, 1:4, 1:4] = 1
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_intent("label")
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"made by another tool {not json"))
+    nib.save(img, str(tmp_path / "other.nii.gz"))
+    back = read_volume(tmp_path / "other.nii.gz")
+    assert back.is_labels and "classes" not in back.metadata
+    # an image volume never carries a class table, whatever its metadata says
+    vol = Volume.from_spacing(np.arange(120, dtype=np.float32).reshape(4, 5, 6), (1.0, 1.0, 1.0), modality="MR")
+    vol.metadata["classes"] = CHEST_CLASSES
+    assert not nib.load(str(write_volume(vol, tmp_path / "mr.nii.gz"))).header.extensions

@@ -40,7 +40,7 @@ def run(args) -> int:
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     # on the input file's grid, voxel for voxel (Volume.derived)
-    write_volume(vol.derived(result.labels, is_labels=True), args.output)
+    write_volume(vol.derived(result.labels, is_labels=True), args.output, classes=result.classes)
     missing = bool(args.probability) and result.lesion_probability is None
     if args.probability and not missing:
         write_volume(vol.derived(result.lesion_probability.astype(np.float32), modality="unknown"),

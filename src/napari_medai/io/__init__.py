@@ -58,7 +58,8 @@ def read_volume(path) -> Volume:
 
 
 def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None,
-                 orientation: str | None = None, nifti_space: dict | None = None) -> Path:
+                 orientation: str | None = None, nifti_space: dict | None = None,
+                 classes: dict | None = None) -> Path:
     """Write a :class:`Volume` or a (z, y, x) array to NIfTI and return the path.
 
     ``affine`` is the napari affine (index (z, y, x) -> world (S, P, L) mm); it overrides
@@ -68,7 +69,9 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
     grid (pass the input's ``metadata["nifti_orientation"]``); a Volume read from NIfTI keeps
     its own by default, anything else is written LPS.  ``nifti_space``: the sform/qform codes
     (a volume's ``metadata["nifti_space"]``); a Volume keeps its own while its affine is kept,
-    and anything else is written "aligned".
+    and anything else is written "aligned".  ``classes`` ({index: {"name", "color"}}; a label
+    Volume's ``metadata["classes"]`` by default): a label file's class table, stored in the file
+    and read back by ``read_volume``.
     """
     if isinstance(volume_or_array, Volume):
         vol = volume_or_array
@@ -78,6 +81,7 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         orientation = orientation or vol.metadata.get("nifti_orientation")
         if nifti_space is None and (affine is None or same_place(affine, base_affine)):
             nifti_space = vol.metadata.get("nifti_space")  # a space code holds for its geometry only
+        classes = vol.metadata.get("classes") if classes is None else classes
     else:
         data, base_affine = volume_or_array, np.eye(4)
     data = np.asarray(data)
@@ -88,7 +92,8 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         base_affine if affine is None else affine,
         modality=modality or "unknown",
         is_labels=bool(is_labels),
-        metadata={"nifti_space": nifti_space} if nifti_space else {},
+        metadata={**({"nifti_space": nifti_space} if nifti_space else {}),
+                  **({"classes": classes} if classes and is_labels else {})},
     )
     check_spacing(out.spacing)
     return write_nifti(out, path, orientation=orientation)

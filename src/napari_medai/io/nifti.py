@@ -92,7 +92,9 @@ def read_nifti(path) -> Volume:
         data, kind = (as_integers, "labels") if as_integers is not None else (data, "image")
     if modality is None:
         modality = "unknown" if kind == "labels" else guess_modality(data)
+    classes = _classes_of(img.header) if kind == "labels" else None
     metadata = {
+        **({"classes": classes} if classes else {}),
         "source": str(path),
         "format": "NIfTI",
         "source_orientation": orientation_codes(nifti_affine),
@@ -251,6 +253,9 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     kind = "labels" if volume.is_labels else "image"
     if volume.is_labels:
         img.header.set_intent("label")
+        named = _classes_extension(volume.metadata.get("classes"))
+        if named is not None:
+            img.header.extensions.append(named)
     img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
 
     target, mode = _replace_target(path)
@@ -295,6 +300,38 @@ def _header_text(header, field: str) -> str:
     if isinstance(value, bytes):
         value = value.split(b"\x00", 1)[0].decode("latin-1")
     return str(value).strip()
+
+
+# A label file's class table (index -> name, colour) rides in a NIfTI "comment" extension
+# (code 6) as JSON under this key: NIfTI has no field for label names, and without them a
+# segmentation saved and opened again lost "1 lung, 2 nodule" (and its colours).  Other
+# software skips the extension; a file without it reads as before.
+CLASSES_KEY = "medai_classes"
+
+
+def _classes_extension(classes):
+    """The extension holding ``classes`` ({index: {"name", "color"}}), or None without any."""
+    if not classes:
+        return None
+    table = {str(int(k)): {"name": str(v.get("name", f"class {k}")), "color": v.get("color")}
+             for k, v in classes.items()}
+    return nib.nifti1.Nifti1Extension("comment", json.dumps({CLASSES_KEY: table}).encode())
+
+
+def _classes_of(header) -> dict[int, dict] | None:
+    """The class table of a label file written by ``write_nifti``; None for any other file (an
+    extension that is not ours, or not readable as ours, is left alone: it never stops a read)."""
+    for extension in header.extensions:
+        if extension.get_code() != 6:
+            continue
+        try:
+            table = json.loads(extension.get_content().decode("utf-8"))[CLASSES_KEY]
+            classes = {int(k): {"name": str(v["name"]), "color": v.get("color")} for k, v in table.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if classes:
+            return classes
+    return None
 
 
 def _tagged_kind(description: str) -> tuple[str | None, str | None]:

@@ -105,6 +105,11 @@ def volume_layer_data(vol: Volume, default_name: str = "volume", name: str | Non
         "units": MM_UNITS,
     }
     if vol.is_labels:
+        classes = vol.metadata.get("classes")
+        if classes:  # a label file that names its classes: coloured and named as the widgets draw them
+            from .label_classes import class_colormap, class_features
+
+            meta["colormap"], meta["features"] = class_colormap(classes), class_features(classes)
         return vol.data, meta, "labels"
     meta["colormap"] = "gray"
     meta["contrast_limits"] = contrast_limits(vol)

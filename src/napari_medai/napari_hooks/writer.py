@@ -66,6 +66,8 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
         is_labels=is_labels,
         orientation=orientation,
         nifti_space=space,
+        # the class table of a segmentation (or *New labels*) layer: saved, it opens named again
+        classes=layer_metadata.get("classes") if is_labels else None,
     )
 
 
