@@ -61,6 +61,9 @@ LUNG_CUT_MM2 = 500.0
 # Under this share of the scanned volume labelled lung, there are no aerated lungs to screen: a
 # chest CT's lungs fill a fifth or more of it, an abdomen CT's lung bases still a few per cent
 MIN_LUNG_SHARE = 0.01
+# The smaller lung holds at least this share of the larger one's voxels to be a lung at all
+# (left and right differ by a fifth or so; a collapsed lung keeps more than this)
+MIN_SECOND_LUNG_SHARE = 0.05
 # The slice numbers the reports give, in words.  They are the image's own data index: napari's
 # slider counts over the whole world range of the viewer's layers, so it differs when another
 # layer (a prior scan, say) reaches further along that axis.
@@ -366,6 +369,12 @@ def _lungs(labels: np.ndarray, lung: int, affine: np.ndarray) -> dict[str, _Lung
     if n < 2:
         return {}
     sizes = label_sizes(comps, n)[1:]
+    # Face-connected pieces, so that lungs touching at a corner still count as two; but then a
+    # single lung (a pneumonectomy, a crop) also falls into pieces, and a few-voxel sliver must
+    # not become "the other lung" and send half the findings to the wrong side
+    first, second = np.sort(sizes)[::-1][:2]
+    if second < MIN_SECOND_LUNG_SHARE * first:
+        return {}
     boxes = ndimage.find_objects(comps)
     found = []
     for index in np.argsort(sizes)[::-1][:2] + 1:
@@ -680,9 +689,13 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     import json
     from pathlib import Path
 
-    from .io import write_volume
+    from .io import Volume, write_volume
     from .models.registry import sha256_of
     from .postprocess.report import findings_to_csv
+
+    if not isinstance(volume, Volume):  # its grid and file are what the outputs are written on
+        raise InputError(f"write_screening needs the screened scan as a Volume (read_volume's result), "
+                         f"not a {type(volume).__name__}")
 
     out = Path(out_dir)
     check_out_dir(volume.metadata.get("source"), out)

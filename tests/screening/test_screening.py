@@ -111,6 +111,17 @@ def test_no_finding_is_category_1_and_one_lung_gets_no_side(shared_models):
     assert set(one.lung_volumes_ml) == {"lungs"} and "two lungs" in one.notes[0]
 
 
+def test_a_single_lung_with_a_sliver_beside_it_gets_no_side(shared_models):
+    """One lung plus a few face-disconnected voxels of lung class (a pneumonectomy, a collapsed
+    lung, a crop): the sliver used to become "the other lung" and send findings to the wrong side."""
+    det, seg = shared_models
+    volume = toy_chest(blobs=((21, 20, 15, 5, 200.0),), lungs=("right",))
+    volume[10:12, 20:22, 50:52] = -850.0  # 8 voxels far from the right lung, where the left would be
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert [(s.side, s.zone) for s in result.findings] == [("", "")]
+    assert set(result.lung_volumes_ml) == {"lungs"} and any("two lungs" in n for n in result.notes)
+
+
 def test_report_record_and_markdown_carry_the_fields(shared_models):
     det, seg = shared_models
     result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
@@ -390,6 +401,17 @@ def test_the_headline_is_the_category_by_type_where_it_differs_from_size(shared_
     assert "Limit: the built-in models miss" in text  # the category shown is 2
     record = screening_record(typed)
     assert record["headline_category"] == "2" and record["highest_size_category"] == "4A"
+
+
+def test_write_screening_refuses_a_bare_array_with_one_sentence(shared_models, tmp_path):
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    volume = toy_chest()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    with pytest.raises(InputError, match="needs the screened scan as a Volume"):
+        write_screening(result, volume, "toy", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_write_screening_never_writes_over_its_scan(shared_models, tmp_path):
