@@ -17,7 +17,7 @@ _spec = importlib.util.spec_from_file_location(
     "seg_train_tests", Path(__file__).resolve().parent / "test_segmentation_training.py")
 _seg = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_seg)
-_write_pairs, _cfg = _seg._write_pairs, _seg._cfg
+_write_pairs, _cfg, _stopped_in_second_epoch = _seg._write_pairs, _seg._cfg, _seg._stopped_in_second_epoch
 
 
 def _empty_labels(folder, *cases):
@@ -105,13 +105,7 @@ def test_an_interrupted_run_leaves_best_pt_with_its_card(tmp_path):
 
     _write_pairs(tmp_path / "data")
     cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=3)
-
-    def ctrl_c(done, total):
-        if done == cfg.iters_per_epoch + 1:  # in the second epoch
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_segmentation(cfg, log=lambda *_: None, progress=ctrl_c)
+    _stopped_in_second_epoch(cfg)
     card = tmp_path / "run" / "best.json"
     assert card.is_file() and not (tmp_path / "run" / "training.json").exists()
     import json

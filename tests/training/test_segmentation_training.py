@@ -221,16 +221,20 @@ def test_a_run_with_other_settings_in_the_out_folder_is_refused_not_resumed(tmp_
         train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=3), log=lambda *_: None)
 
 
-def test_a_killed_run_resumes_but_a_complete_one_or_new_annotations_are_refused(tmp_path):
-    _write_pairs(tmp_path / "data")
-    cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=2)
-
+def _stopped_in_second_epoch(cfg) -> None:
+    """Run ``cfg`` and press Ctrl+C during its second epoch."""
     def ctrl_c(done, total):
-        if done == cfg.iters_per_epoch + 1:  # in the second epoch
+        if done == cfg.iters_per_epoch + 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train_segmentation(cfg, log=lambda *_: None, progress=ctrl_c)
+
+
+def test_a_killed_run_resumes_but_a_complete_one_or_new_annotations_are_refused(tmp_path):
+    _write_pairs(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=2)
+    _stopped_in_second_epoch(cfg)
     logged = []  # the same command resumes a killed run, counting epochs from 1
     train_segmentation(cfg, log=logged.append)
     assert "resumed after epoch 1 of 2" in logged
