@@ -267,3 +267,36 @@ def test_a_label_file_that_is_no_class_indices_is_skipped_not_rounded(tmp_path, 
     assert skipped[0][1].startswith("b_label.nii.gz: label values must be whole numbers (class indices), "
                                     "found e.g. [0.6")
     assert {r["case"] for r in rows} == {"a", "c"}
+
+
+def test_pairs_given_as_str_paths_are_read_and_named(tmp_path, data, model):
+    from napari_medai.evaluation import read_pair
+
+    folder, _ = data
+    rows = evaluate_segmentation([(str(folder / "a_image.nii.gz"), str(folder / "a_label.nii.gz"))], [model])
+    assert {(r["case"], r["class"]) for r in rows} == {("a", "lung"), ("a", "nodule")}
+    volume = blob_volume(blobs=BLOBS)
+    write_volume(expected_labels(volume)[:-1], tmp_path / "x_label.nii.gz", affine=AFFINE, is_labels=True)
+    with pytest.raises(InputError, match="x_label.nii.gz: labels of shape"):
+        read_pair(str(folder / "a_image.nii.gz"), str(tmp_path / "x_label.nii.gz"))
+
+
+def test_one_model_given_alone_is_one_model(tmp_path, data, model):
+    from fixed_rule_models import detection_card
+
+    from napari_medai.evaluation import evaluate_detection
+    from napari_medai.models import load_model
+    from napari_medai.training.seg_data import find_pairs
+
+    folder, _ = data
+    pairs = find_pairs(folder)
+
+    def scores(models):
+        return [(r["case"], r["model"], r["class"], r["dice"]) for r in evaluate_segmentation(pairs, models)]
+
+    assert scores(model) == scores([model])  # a str, not its letters
+    assert scores(load_model(model)) == scores([model])
+    det = install(detection_card(name="rule-det"), tmp_path / "det")  # a Path
+    alone = evaluate_detection(pairs, det)
+    assert list(alone) == ["rule-det"]
+    assert alone["rule-det"]["cases"] == evaluate_detection(pairs, [det])["rule-det"]["cases"]

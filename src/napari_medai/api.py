@@ -1,6 +1,7 @@
 """The Python API: ``segment``, ``detect`` and ``denoise`` a (z, y, x) volume.
 
-Numpy in, numpy out, no Qt: the widgets and the CLI call these same functions.
+Numpy in, numpy out, no Qt: the widgets and the CLI call these same functions.  ``segment``
+and ``detect`` read any other array (a CPU torch tensor, a dask array) into numpy once, first.
 Each takes ``settings`` (device, precision, window batch), ``progress(done, total)`` and a
 ``cancel`` token, and returns results on the input's grid.  A singleton channel axis
 ((1, z, y, x) or (z, y, x, 1)) is dropped, as the models drop it: ``segment``'s labels and
@@ -69,16 +70,23 @@ def _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm: dict, 
 def _checked_call(volume, spacing, settings):
     """What segment() and detect() need before a model loads: a spacing (their clean-up and
     measurements are in mm) and settings (InferenceSettings, or a dict of its fields).  Returns
-    (volume, settings), the volume without a singleton channel axis: the engine drops it
-    (io.validate.check_volume), so the clean-up must work on the same (z, y, x) grid."""
+    (volume, spacing, settings): the volume as a numpy array without a singleton channel axis
+    (the engine drops it, io.validate.check_volume, so the clean-up must work on the same
+    (z, y, x) grid) and the spacing as three floats."""
     from .errors import InputError
     from .inference import InferenceSettings
-    from .io.validate import without_singleton_axis
+    from .io.validate import check_spacing, without_singleton_axis
 
     if spacing is None:
         raise InputError("the voxel spacing is needed (mm, (z, y, x)): sizes and volumes are measured in mm")
+    # a torch tensor (MONAI's MetaTensor.pixdim) failed in the clean-up's np.prod after the inference
+    spacing = check_spacing(spacing, ndim=3)
+    # numpy once, here: the clean-up failed on a torch tensor after the whole inference, and
+    # read a lazy (dask) array again at every step (32 times in segment())
+    if volume is not None:  # None is the engine's to refuse ("no image given")
+        volume = np.asarray(volume)
     # (C, z, y, x) with C > 1 stays: the engine reads it as channels
-    return without_singleton_axis(volume), InferenceSettings.of(settings)
+    return without_singleton_axis(volume), spacing, InferenceSettings.of(settings)
 
 
 def check_score_threshold(value, what: str = "score_threshold") -> float:
@@ -142,11 +150,16 @@ def segment(
     from .inference import run_model
     from .inference.progress import share_progress
 
-    volume, settings = _checked_call(volume, spacing, settings)
-    if min_lesion_mm3 is not None and not (np.isfinite(min_lesion_mm3) and min_lesion_mm3 >= 0):
+    volume, spacing, settings = _checked_call(volume, spacing, settings)
+    if min_lesion_mm3 is not None:
         from .errors import InputError
 
-        raise InputError(f"the minimum lesion size must be 0 mm³ or more, got {min_lesion_mm3!r}")
+        # a string ("5") failed inside np.isfinite with a ufunc TypeError
+        number = isinstance(min_lesion_mm3, (int, float, np.integer, np.floating)) and not isinstance(
+            min_lesion_mm3, bool)
+        if not number or not (np.isfinite(min_lesion_mm3) and min_lesion_mm3 >= 0):
+            raise InputError(f"the minimum lesion size must be 0 mm³ or more (min_lesion_mm3: a number, or None "
+                             f"for the model's), got {min_lesion_mm3!r}")
     loaded = _model(model, "segmentation")
     confirm = loaded.card.extra.get("confirm") if postprocess else None
     stages = 2 if confirm else 1
@@ -286,7 +299,10 @@ def detect(
 
     max_findings = check_max_findings(max_findings)
     score_threshold = check_score_threshold(score_threshold)
-    volume, settings = _checked_call(volume, spacing, settings)
+    volume, spacing, settings = _checked_call(volume, spacing, settings)
+    if isinstance(model, np.ndarray) and model.shape == (4, 4):  # screen() takes the affine third
+        raise InputError("detect()'s third argument is the model, and this looks like an affine: "
+                         "pass the affine as affine=...")
     if affine is not None and np.shape(affine) != (4, 4):
         raise InputError(f"affine must be a 4x4 matrix (voxel (z, y, x) to world mm), got shape {np.shape(affine)}")
     loaded = _model(model, "detection")

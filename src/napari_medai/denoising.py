@@ -37,14 +37,6 @@ def default_model_name(modality) -> str:
     return DEFAULT_MODELS[key]
 
 
-def _setting(settings, key, default):
-    if settings is None:
-        return default
-    if isinstance(settings, dict):
-        return settings.get(key, default)
-    return getattr(settings, key, default)
-
-
 def load_denoiser(model=None, modality=None):
     """A ``LoadedModel`` for ``model`` (name, card, path or LoadedModel), or the default for ``modality``."""
     from .models import load_model
@@ -119,8 +111,9 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
     [0, 1] blends input and output (0 returns the input unchanged, in the dtype below, after the
     same checks).  The network sees the input clipped at the training floor (``INPUT_FLOOR``:
-    -1024 HU for CT, 0 for MR); voxels below it come back unchanged.  ``settings``: anything with
-    ``device``/``precision`` attributes or keys ("auto" by default).  Returns the same shape (a
+    -1024 HU for CT, 0 for MR); voxels below it come back unchanged.  ``settings``:
+    ``inference.InferenceSettings`` or a dict of its fields, of which ``device`` and
+    ``precision`` are used ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x), is kept); an integer input gives the same integer dtype,
     anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
     more than 8 along y or x (their three halvings must leave more than one pixel).  Raises ``Cancelled``
@@ -139,6 +132,11 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     if arr.ndim not in (2, 3):
         raise InputError(f"denoising needs a 2D slice or a 3D volume (z, y, x), got shape {arr.shape}")
     strength = _check_strength(strength)
+    from .inference import InferenceSettings
+
+    # as segment() and detect() take them: a misspelt key ({"devce": "cuda"}) or a bare "cpu" was
+    # silently ignored, running on the default device and precision
+    settings = InferenceSettings.of(settings)
     if min(arr.shape[-2:]) < 8:
         raise InputError(f"slices of {arr.shape[-2:]} pixels are too small to denoise (need at least 8x8)")
 
@@ -168,8 +166,8 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
                          "MR, so give the image as the scanner wrote it, or choose a model made for this one")
     if strength == 0.0:  # after every check: strength 0 must not accept what strength 1 refuses
         return arr.astype(arr.dtype if np.issubdtype(arr.dtype, np.integer) else np.float32).reshape(shape)
-    device = select_device(_setting(settings, "device", "auto"), spatial_dims=2)
-    precision = select_precision(device, _setting(settings, "precision", "auto"))
+    device = select_device(settings.device, spatial_dims=2)
+    precision = select_precision(device, settings.precision)
     seen = np.maximum(image, floor) if below.any() else image  # untouched when nothing is below
     stack = seen[None] if seen.ndim == 2 else seen
     intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))

@@ -14,6 +14,8 @@ the detection benchmark's FROC.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,6 +30,7 @@ def read_pair(image_path, label_path, label_map: str = "none"):
     (``training.seg_data.chest_targets``)."""
     from .io import read_volume
 
+    image_path, label_path = Path(image_path), Path(label_path)  # str paths too: the messages name the file
     image, labels = read_volume(image_path), read_volume(label_path)
     if labels.data.shape != image.data.shape:
         raise InputError(f"{label_path.name}: labels of shape {labels.data.shape} do not match the image's "
@@ -61,6 +64,7 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
     from .metrics import components_found, dice_hd95
     from .postprocess.measure import class_volumes
 
+    models = _as_list(models)
     loaded = [_model(m, "segmentation") for m in models]
     names = _model_names(models, loaded)
     rows = []
@@ -136,6 +140,7 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     from .metrics import at_threshold, froc
     from .models.card import operating_threshold
 
+    models = _as_list(models)
     loaded = [_model(m, "detection") for m in models]
     names = _model_names(models, loaded)
     rows = {name: [] for name in names}
@@ -184,6 +189,16 @@ def _usable_pairs(pairs, label_map: str, on_skip):
             on_skip(case, str(exc))
             continue
         yield case, image, ref
+
+
+def _as_list(models) -> list:
+    """``models`` as a list: one model given alone (a name, a path, a card, a loaded model) is
+    wrapped, since a name was otherwise iterated letter by letter."""
+    from .models import LoadedModel, ModelCard
+
+    if isinstance(models, (str, os.PathLike, LoadedModel, ModelCard)):
+        return [models]
+    return list(models)
 
 
 def _model_names(given, loaded) -> list[str]:

@@ -10,6 +10,7 @@ Everything below the sliding window stays on the CPU as float32.
 from __future__ import annotations
 
 import gc
+import warnings
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -204,8 +205,12 @@ def _network_order(values, card) -> tuple:
 def _infer(model, image, spacing, settings, device, precision, progress, cancel) -> np.ndarray:
     card = model.card
     grid = tuple(image.shape[1:])
-    # No copy when the caller's volume is already contiguous float32; nothing below writes to it.
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    # No copy when the caller's volume is already contiguous float32; nothing below writes to it
+    # (resampling, the intensity maps and the sliding window's windows are new tensors), so
+    # torch's warning about a read-only array (np.load(mmap_mode="r")) would only alarm
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     target = target_spacing(card, spacing)
     work = working_shape(grid, spacing, target)
     check_working_grid(work, grid, spacing, target)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 
@@ -53,11 +54,35 @@ def autocast(device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# cuDNN's flags are global to the process: calls in several threads share one switch-over,
+# entered by the first and left by the last (each saving and restoring them on its own, two
+# overlapping calls left TF32 off for good, or turned it back on under one still running)
+_IEEE_LOCK = threading.Lock()
+_ieee_users = 0
+_ieee_flags = None  # the open cudnn.flags context while any call runs
+
+
+@contextlib.contextmanager
 def ieee_fp32_convolutions():
     """cuDNN convolutions in full fp32.  PyTorch lets cuDNN use TF32 (a 10-bit mantissa) for
     fp32 convolutions by default: measured on an H200, that moved the shipped segmentation's
     lung1 nodule Dice from 0.5914 (CPU) to 0.5898 and gave no speed-up over AMP, so "fp32"
-    here means fp32; "amp" is the fast choice on a GPU."""
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                       allow_tf32=False)
+    here means fp32; "amp" is the fast choice on a GPU.  Safe in concurrent threads: the flags
+    the first caller found come back when the last one leaves."""
+    global _ieee_users, _ieee_flags
+    with _IEEE_LOCK:
+        if _ieee_users == 0:
+            cudnn = torch.backends.cudnn
+            flags = cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                                deterministic=cudnn.deterministic, allow_tf32=False)
+            flags.__enter__()
+            _ieee_flags = flags
+        _ieee_users += 1
+    try:
+        yield
+    finally:
+        with _IEEE_LOCK:
+            _ieee_users -= 1
+            if _ieee_users == 0:
+                flags, _ieee_flags = _ieee_flags, None
+                flags.__exit__(None, None, None)

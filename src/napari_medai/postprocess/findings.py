@@ -227,7 +227,9 @@ def findings_from_probability(
 def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None = None) -> np.ndarray | None:
     """Where the organ classes ``within`` plus the lesion ``channel`` hold half the probability
     (a nodule is part of the lung field it sits in), inside ``body`` when given (see
-    ``postprocess.body``: air under a blanket is not lung); None when no organ class is named."""
+    ``postprocess.body``: air under a blanket is not lung) unless that would remove more than
+    ``body.ORGAN_MAX_LOSS`` of the field (the body mask failed, as segmentation's clean-up
+    judges it); None when no organ class is named."""
     within = [int(i) for i in within]
     if not within:
         return None
@@ -237,7 +239,17 @@ def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None
     # transient 1.9 GB on a 600-slice CT; the sums are the same, slab or whole
     for z in range(0, probs.shape[1], FIELD_SLAB):
         field[z:z + FIELD_SLAB] = probs[channels, z:z + FIELD_SLAB].sum(0) >= 0.5
-    return field & body if body is not None else field
+    if body is None:
+        return field
+    from .body import ORGAN_MAX_LOSS
+
+    inside = field & body
+    total = int(np.count_nonzero(field))
+    # on a crop of a lung the body mask misses most of it: restricted, the field dropped
+    # candidates inside the lung
+    if total and (total - int(np.count_nonzero(inside))) / total > ORGAN_MAX_LOSS:
+        return field
+    return inside
 
 
 def card_field(probs: np.ndarray, extra: dict, channel: int, image: np.ndarray, spacing) -> np.ndarray | None:

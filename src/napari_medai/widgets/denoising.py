@@ -32,7 +32,7 @@ def _denoise_core(volume, spacing, params):
         # denoise() blends and rounds once, as `medai denoise --strength` does: blending its
         # already rounded output again would move an integer CT by a unit here and there
         return denoise(np.asarray(volume), spacing, model=params.model, strength=params.strength,
-                       settings=params, progress=progress, cancel=cancel)
+                       settings=params.inference_settings(), progress=progress, cancel=cancel)
 
     return infer
 
