@@ -58,8 +58,9 @@ REPORT_LIMITS = (
 )
 # lung cut by the first or last slice over more than this area: the scan may not cover the lungs
 LUNG_CUT_MM2 = 500.0
-# Under this share of the scanned volume labelled lung, there are no aerated lungs to screen: a
-# chest CT's lungs fill a fifth or more of it, an abdomen CT's lung bases still a few per cent
+# Under this share of the slices from the first to the last holding lung labelled lung, there
+# are no aerated lungs to screen: lungs fill a tenth or more of their own slices (lung1: about
+# a fifth), in a chest, whole-body or abdomen CT alike; a few stray voxels do not
 MIN_LUNG_SHARE = 0.01
 # The smaller lung holds at least this share of the larger one's voxels to be a lung at all
 # (left and right differ by a fifth or so; a collapsed lung keeps more than this)
@@ -94,7 +95,7 @@ class ScreeningResult:
     labels: np.ndarray  # the segmentation, (z, y, x) on the input grid
     classes: dict[int, dict]
     lung_volumes_ml: dict[str, float]  # "right", "left" (or "lungs" when they could not be told apart)
-    category: str  # highest Lung-RADS size category among the detector's findings; "1" when there is none
+    category: str  # highest Lung-RADS size category among the detector's listed findings; "1" when there is none
     models: dict[str, dict]  # step -> {"name", "sha256", "tta"}
     times_s: dict[str, float]
     score_threshold: float = 0.0
@@ -109,6 +110,9 @@ class ScreeningResult:
     # reader adds later is placed the same way without labelling the whole map again (about 3 s
     # on 512 x 512 x 300); None: not known, ``with_added_finding`` reads them from ``labels``.
     lung_sides: dict | None = field(default=None, repr=False, compare=False)
+    # more findings reached the threshold than max_findings listed (a note says so): the counts
+    # and categories are of the listed ones
+    capped: bool = False
 
     @property
     def headline_category(self) -> str:
@@ -225,7 +229,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     models["detect"] = _provenance(det.card, settings)
     models["segment"] = _provenance(seg.card, settings)
 
-    if max_findings is not None and len(found) > max_findings:
+    capped = max_findings is not None and len(found) > max_findings
+    if capped:
         found = found[:max_findings]
         notes.append(capped_note(max_findings, score_threshold))
     lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
@@ -238,7 +243,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         lung_volumes = {"lungs": count * voxel_ml}
         notes.append("the segmentation does not show two lungs: findings are not given a side or zone")
     if lung is not None:
-        check_lungs_found(sum(lung_volumes.values()), volume.size * voxel_ml)
+        check_lungs_found(sum(lung_volumes.values()), _lung_slab_ml(result.labels, lung, voxel_ml))
     segmented = _lesion_components(result.labels, lesion, voxel_ml)
     screened = [ScreenedFinding(f, *_position(f, lungs), segmented(f)) for f in found]
     edge = scan_edge_note(found, volume.shape[0])
@@ -255,16 +260,26 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
-                           result.volumes, lung_sides=lungs)
+                           result.volumes, lung_sides=lungs, capped=capped)
 
 
-def check_lungs_found(lung_ml: float, scanned_ml: float) -> None:
+def _lung_slab_ml(labels: np.ndarray, lung: int, voxel_ml: float) -> float:
+    """The volume of the slices from the first to the last that holds lung: a whole-body CT's
+    lungs are a small share of the whole scan but not of their own slices."""
+    slices = np.flatnonzero([np.any(labels[z] == lung) for z in range(labels.shape[0])])
+    if slices.size == 0:
+        return float(labels[0].size) * voxel_ml  # one slice's volume: no lung at all is refused
+    return float(slices[-1] - slices[0] + 1) * float(labels[0].size) * voxel_ml
+
+
+def check_lungs_found(lung_ml: float, slab_ml: float) -> None:
     """Refuse to report on a scan with (almost) no lung: a report with no finding and category 1
-    would read as a negative screen, on a CT that is no chest CT or whose lungs were not found."""
-    if lung_ml < MIN_LUNG_SHARE * scanned_ml:
+    would read as a negative screen, on a CT that is no chest CT or whose lungs were not found.
+    ``slab_ml``: the volume of the slices the lung class lies in (``_lung_slab_ml``)."""
+    if lung_ml < MIN_LUNG_SHARE * slab_ml:
         raise InputError(f"no aerated lungs found: the segmentation labelled {lung_ml:.1f} mL as lung, under "
-                         f"{MIN_LUNG_SHARE:.0%} of the {scanned_ml / 1000:.1f} L scanned; this does not look like "
-                         "a chest CT (or its lungs could not be segmented), so no screening report was made")
+                         f"{MIN_LUNG_SHARE:.0%} of the {slab_ml / 1000:.1f} L of the slices it lies in; this does not "
+                         "look like a chest CT (or its lungs could not be segmented), so no screening report was made")
 
 
 def capped_note(max_findings: int, score_threshold: float) -> str:
@@ -362,7 +377,8 @@ class _Lung:
 
 def _lungs(labels: np.ndarray, lung: int, affine: np.ndarray) -> dict[str, _Lung]:
     """{"right": _Lung, "left": _Lung} from the two largest lung components; {} unless there
-    are two (the card's clean-up keeps at most two)."""
+    are two (the card's clean-up keeps at most two) and the smaller holds
+    ``MIN_SECOND_LUNG_SHARE`` of the larger."""
     from scipy import ndimage
 
     comps, n = ndimage.label(labels == lung)
@@ -470,8 +486,19 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "models": result.models,
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
+        "findings_capped": result.capped,  # more reached the threshold than max_findings listed
         "notes": result.notes,
     }
+
+
+def _listed(n: int, result: ScreeningResult) -> str:
+    """"3 findings with score ≥ 0.5", or, when max_findings cut the list, that they are the
+    highest-scoring of more (the headline must not read as the whole list)."""
+    plural = "s" if n != 1 else ""
+    if result.capped:
+        return (f"the {n} highest-scoring finding{plural} listed of more with score ≥ {result.score_threshold:g}: "
+                "see the note on max_findings")
+    return f"{n} finding{plural} with score ≥ {result.score_threshold:g}"
 
 
 def screening_markdown(result: ScreeningResult, source: str = "", key_images: list[str] | None = None) -> str:
@@ -495,16 +522,14 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
         before = (result.headline_category if typed else result.category) if n else "no finding reported"
         if not not_rejected(result.findings, review):
             shown = "none kept (Lung-RADS 1 needs a reader who has read the scan)"
-        lines += [f"**Highest {what} after the reader's review: {shown}** (of {n} finding"
-                  f"{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}, the reader accepted "
+        lines += [f"**Highest {what} after the reader's review: {shown}** (of {_listed(n, result)}, the reader accepted "
                   f"{counts['accepted']}, rejected {counts['rejected']} and left {counts['not_reviewed']} not "
                   f"reviewed{more}; rejected findings do not count). Before the review: {before}.", ""]
     elif n == 0 and not added:
         lines += [f"**No nodule reported by the software** (no finding with score ≥ {result.score_threshold:g}). "
                   "This is not a negative screen: Lung-RADS 1 needs a reader who has read the scan.", ""]
     else:
-        lines += [f"**Highest {what} among the reported findings: {shown}** "
-                  f"({n} finding{'s' if n != 1 else ''} with score ≥ {result.score_threshold:g}).", ""]
+        lines += [f"**Highest {what} among the reported findings: {shown}** ({_listed(n, result)}).", ""]
     if typed and not_rejected(result.findings, review):  # the size category alone, for comparison
         after = f" after the review ({result.category} before)" if reviewed else ""
         lines += [f"By size alone, as if every nodule were solid: {category}{after}.", ""]

@@ -262,3 +262,22 @@ def test_a_foreign_comment_extension_or_an_image_reads_as_before(tmp_path):
     vol = Volume.from_spacing(np.arange(120, dtype=np.float32).reshape(4, 5, 6), (1.0, 1.0, 1.0), modality="MR")
     vol.metadata["classes"] = CHEST_CLASSES
     assert not nib.load(str(write_volume(vol, tmp_path / "mr.nii.gz"))).header.extensions
+
+
+def test_a_class_table_with_a_colour_that_is_no_colour_still_opens(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1:3, 1:4, 1:4] = 1
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_intent("label")
+    table = {"medai_classes": {"0": {"name": "background", "color": [0, 0, 0]}, "1": {"name": "lesion", "color": "red"}}}
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(table).encode()))
+    path = str(tmp_path / "odd.nii.gz")
+    nib.save(img, path)
+    opened, meta, kind = get_reader(path)(path)[0]
+    layer = Labels(opened, **meta)
+    assert kind == "labels" and list(layer.features["class"]) == ["background", "lesion"]
+    assert read_volume(path).metadata["classes"][1]["color"] is None  # a palette colour instead

@@ -306,7 +306,12 @@ def test_a_list_cut_by_max_findings_says_so_in_the_report(shared_models):
     assert [s.finding.to_dict() for s in cut.findings] == [both.findings[0].finding.to_dict()]
     note = "more findings scored 0.5 or more than the 1 listed"
     assert any(n.startswith(note) for n in cut.notes)
-    assert note in screening_markdown(cut, "toy") and any(n.startswith(note) for n in screening_record(cut)["notes"])
+    text, record = screening_markdown(cut, "toy"), screening_record(cut)
+    assert note in text and any(n.startswith(note) for n in record["notes"])
+    # the headline's count is of the listed findings, not the whole list; the record flags it
+    assert "(the 1 highest-scoring finding listed of more with score ≥ 0.5: see the note on max_findings)" in text
+    assert record["findings_capped"] is True and screening_record(both)["findings_capped"] is False
+    assert "(2 findings with score ≥ 0.5)" in screening_markdown(both, "toy")
     everything = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=None)
     assert len(everything.findings) == 2 and not any("more findings scored" in n for n in everything.notes)
 

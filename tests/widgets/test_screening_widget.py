@@ -64,6 +64,10 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
     assert widget.findings_table.rowCount() == 2
     # a finding goes into the new segmentation as its nodule class, not into the finding masks
     assert widget.target_picker.current_layer() is seg and widget.label_value_box.value() == 2
+    # and into a New labels layer as the nodule class too: it names the segmentation's classes
+    fresh = widget.new_labels_layer()
+    assert list(fresh.features["class"]) == ["background", "lung", "nodule"] and widget.label_value_box.value() == 2
+    widget.target_picker.set_layer(seg)
     md = widget.save_report(tmp_path / "chest report")
     saved = md.read_text()
     assert saved.startswith(text.rstrip("\n")) and "## Key images" not in text  # the dock shows no images

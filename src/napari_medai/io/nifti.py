@@ -326,12 +326,19 @@ def _classes_of(header) -> dict[int, dict] | None:
             continue
         try:
             table = json.loads(extension.get_content().decode("utf-8"))[CLASSES_KEY]
-            classes = {int(k): {"name": str(v["name"]), "color": v.get("color")} for k, v in table.items()}
+            classes = {int(k): {"name": str(v["name"]), "color": _hex_color(v.get("color"))}
+                       for k, v in table.items()}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if classes:
             return classes
     return None
+
+
+def _hex_color(value) -> str | None:
+    """A "#rrggbb" colour from a file's class table; None for anything else (a palette colour
+    is given instead: a list or a name written by other code must not stop the layer opening)."""
+    return value if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?", value) else None
 
 
 def _tagged_kind(description: str) -> tuple[str | None, str | None]:

@@ -136,7 +136,7 @@ def check_config(cfg: SegTrainConfig) -> None:
 def run_name(out) -> str:
     """The name of the run's model card (best.json): its --out folder's name, resolved, so that
     --out . names it after the current folder (Path('.').name is '')."""
-    return Path(out).resolve().name
+    return Path(os.path.abspath(out)).name  # not resolve(): a symlinked --out runs/latest is "latest"
 
 
 CLASS_COLORS = ("#000000", "#4aa3ff", "#ff3030", "#30d060", "#ffd000", "#c040ff", "#ff8000", "#00d0d0")

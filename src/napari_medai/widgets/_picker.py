@@ -38,7 +38,7 @@ class ImageLayerPicker(QComboBox):
     """Lists the Image layers of ``viewer``; follows the layer the user selects.
 
     It follows the viewer's active layer when that is an Image, except while any widget adds
-    its own outputs to the viewer (:meth:`keep_selection`): napari makes them active, and a
+    its own outputs to the viewer (``_layers.add_layers``, or :meth:`keep_selection`): napari makes them active, and a
     denoised image must not silently become the next input of this or any other widget.  An
     output the user selects afterwards is followed like any other layer.
     """

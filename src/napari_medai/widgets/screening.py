@@ -90,7 +90,9 @@ class ScreeningWidget(DetectionWidget):
             # the volume as it was screened (not the denoised one), as medai screen's do.
             progress(1, 1, "drawing the key images")
             pngs = key_image_pngs(findings, data, spacing, fov_mm=KEY_IMAGE_FOV_MM, cancel=cancel)
-            return {"findings": findings, "mask": mask, "screening": result, "key_images": pngs}
+            # the segmentation's classes: New labels names them, so Add to labels writes the nodule class
+            return {"findings": findings, "mask": mask, "screening": result, "key_images": pngs,
+                    "classes": result.classes}
 
         return job
 
