@@ -231,17 +231,27 @@ def _stopped_in_second_epoch(cfg) -> None:
         train_segmentation(cfg, log=lambda *_: None, progress=ctrl_c)
 
 
-def test_a_killed_run_resumes_but_a_complete_one_or_new_annotations_are_refused(tmp_path):
+def test_a_killed_run_resumes_a_complete_one_trains_nothing_and_new_annotations_are_refused(tmp_path):
+    import json
+    import os
+
     _write_pairs(tmp_path / "data")
     cfg = _cfg(tmp_path / "data", tmp_path / "run", epochs=2)
     _stopped_in_second_epoch(cfg)
+    for file in (tmp_path / "data").iterdir():  # the same data copied again: new times, same bytes
+        os.utime(file, (1e9, 1e9))
     logged = []  # the same command resumes a killed run, counting epochs from 1
-    train_segmentation(cfg, log=logged.append)
+    summary = train_segmentation(cfg, log=logged.append)
     assert "resumed after epoch 1 of 2" in logged
-    best = (tmp_path / "run" / "best.pt").read_bytes()
-    # once complete, the same command again trained nothing and rewrote the card as if it had run
-    with pytest.raises(InputError, match=r"holds a complete run \(all 2 epoch\(s\).*another --out"):
-        train_segmentation(cfg, log=lambda *_: None)
+    best, card = (tmp_path / "run" / "best.pt").read_bytes(), (tmp_path / "run" / "best.json").read_bytes()
+    # once complete, the same command trains nothing, leaves the run's files as they are and
+    # gives its summary back (so --install-as still installs it, and a pipeline goes on past it);
+    # it used to "resume", train nothing and rewrite the card
+    logged = []
+    again = train_segmentation(cfg, log=logged.append)
+    assert any("holds this run complete (all 2 epoch(s) trained" in line for line in logged)
+    assert json.loads(json.dumps(again, default=list)) == json.loads(json.dumps(summary, default=list))
+    assert (tmp_path / "run" / "best.json").read_bytes() == card
     # a newly annotated case in the same --data: refused, not "resumed" with the old weights
     _write_pairs(tmp_path / "more", n=4)
     for name in ("case3_image.nii.gz", "case3_label.nii.gz"):

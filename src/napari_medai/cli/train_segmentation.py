@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         help="train/fine-tune on a folder of NIfTI image/label pairs",
         description="Train or fine-tune a MONAI 3D UNet on <case>_image.nii.gz/<case>_label.nii.gz pairs. "
         "Keeps the checkpoint with the best validation Dice; a killed run resumes from OUT/last.pt (with the same "
-        "settings and data; a complete run is not run again).",
+        "settings and data; a complete run is not trained again, and --install-as still installs it).",
     )
     p.add_argument("--data", required=True, help="folder of image/label pairs")
     p.add_argument("--out", required=True, help="output folder (best.pt, last.pt, training.json)")

@@ -310,6 +310,8 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     # once, before loading: the data the run starts with is what a resume is checked against
     settings = _settings(cfg)
     previous = _previous_run(out, cfg, settings)  # before any loading: a wrong --out is said at once
+    if previous is not None and previous["epoch"] + 1 >= cfg.epochs:
+        return _complete_run(out, cfg, previous, log)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = _load_cases(cfg, log)
@@ -422,24 +424,24 @@ def _settings(cfg: SegTrainConfig) -> dict:
 
 
 def _data_fingerprint(data) -> dict:
-    """{image file (relative to ``data``): [its size and modification time, its label file's
-    name, size and modification time]} for each pair: the same --data path with an annotation
-    added or corrected is other data, and a run started on the old data must not resume on it."""
+    """{image file (relative to ``data``): [its sha256, its label file's name and sha256]} for
+    each pair: the same --data path with an annotation added or corrected is other data, and a
+    run started on the old data must not resume on it.  The contents, not the modification
+    times: a copy of the same data (cp, rsync, a checkout, a cluster's scratch) resumes."""
+    from ..models.registry import sha256_of
+
     folder = Path(data)
-    out = {}
-    for image, label in find_pairs(folder):
-        i, lab = image.stat(), label.stat()
-        out[image.relative_to(folder).as_posix()] = [i.st_size, i.st_mtime_ns, label.relative_to(folder).as_posix(),
-                                                     lab.st_size, lab.st_mtime_ns]
-    return out
+    return {image.relative_to(folder).as_posix(): [sha256_of(image), label.relative_to(folder).as_posix(),
+                                                   sha256_of(label)]
+            for image, label in find_pairs(folder)}
 
 
 def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
     """The state in ``out/last.pt`` to resume from, or None when there is none.  A run with other
     settings or other data there is refused: it used to be resumed as if it were this one (a new
     --data, or new annotations in the same one, trained nothing and reported the old score; more
-    --epochs crashed the LR schedule).  So is a run that finished: resuming it trained nothing
-    and rewrote its card as if the run had been made again.  ``mine``: ``_settings(cfg)``."""
+    --epochs crashed the LR schedule).  A complete run comes back too (``_complete_run``).
+    ``mine``: ``_settings(cfg)``."""
     import torch
 
     last = out / "last.pt"
@@ -471,11 +473,24 @@ def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
         raise InputError(f"the pairs in {cfg.data} changed since the run in {out} started ({what}); a run resumes "
                          "only on the data it started with: choose another --out to train on the new data, or "
                          "delete its last.pt to start over")
-    if state.get("epoch", -1) + 1 >= cfg.epochs:
-        raise InputError(f"{out} holds a complete run (all {cfg.epochs} epoch(s) trained; its model is "
-                         f"{out / 'best.pt'}): there is nothing to resume, so choose another --out for a new run, "
-                         "or delete its last.pt to train it again")
     return state
+
+
+def _complete_run(out: Path, cfg: SegTrainConfig, state: dict, log) -> dict:
+    """The summary of a run in ``out`` that already trained all its epochs, with the same settings
+    and data: nothing is trained again (it used to "resume", train nothing and rewrite its card
+    with the case counts of the moment), and the summary comes back so that the same command
+    with --install-as still installs it, and a pipeline re-run after a later stage's failure
+    goes on past it.  training.json is written when a kill came between last.pt and it."""
+    log(f"{out} holds this run complete (all {cfg.epochs} epoch(s) trained, best score {state['best']:.4f}): "
+        f"nothing to train; its model is {out / 'best.pt'}")
+    done = out / "training.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    summary = {"config": asdict(cfg), "history": state["history"], "best_score": state["best"]}
+    done.write_text(json.dumps(summary, indent=2, default=list))
+    write_run_card(cfg, summary)
+    return summary
 
 
 
