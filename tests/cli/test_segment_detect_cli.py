@@ -124,6 +124,18 @@ def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffi
     assert "2 finding(s) written" in capsys.readouterr().out
 
 
+def test_detect_summary_says_when_max_findings_cut_the_list(tmp_path, ct_nifti, capsys):
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "findings.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet",
+                 "--max-findings", "1"]) == 0
+    assert len(json.loads(out.read_text())) == 1
+    assert "more findings scored 0 or more than the 1 listed (--max-findings)" in out.with_suffix(".md").read_text()
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet",
+                 "--max-findings", "2"]) == 0  # the two there are: nothing cut, nothing said
+    assert len(json.loads(out.read_text())) == 2 and "more findings" not in out.with_suffix(".md").read_text()
+
+
 def test_detect_summary_says_which_findings_reach_the_models_operating_point(tmp_path, ct_nifti):
     from napari_medai.models.card import load_card, save_card
 

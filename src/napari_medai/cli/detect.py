@@ -42,13 +42,19 @@ def run(args) -> int:
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)
+    # one more than the cap: whether the list was cut, which the summary then says
     findings = detect(vol.data, vol.spacing, model=model, affine=vol.affine, score_threshold=args.threshold,
-                      max_findings=args.max_findings, settings=settings, progress=progress)
+                      max_findings=args.max_findings + 1, settings=settings, progress=progress)
+    capped = len(findings) > args.max_findings
+    findings = findings[:args.max_findings]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
                                 n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
+    if capped:  # the unlisted ones, with lower scores, could be larger than every listed one
+        summary += (f"\nNote: more findings scored {args.threshold:g} or more than the {args.max_findings} listed "
+                    "(--max-findings); raise it to list them.\n")
     summary_path.write_text(summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {summary_path})")
