@@ -199,7 +199,7 @@ def test_a_cancelled_load_dialog_leaves_the_model_and_the_minimum_size_as_they_w
 def test_label_values_that_are_no_class_are_drawn_in_napari_colours():
     from napari.layers import Labels
 
-    from napari_medai.widgets.segmentation import class_colormap
+    from napari_medai.napari_hooks.label_classes import class_colormap
 
     classes = {0: {"name": "background", "color": "#000000"}, 1: {"name": "lung", "color": "#4aa3ff"},
                2: {"name": "nodule", "color": "#ff3030"}}

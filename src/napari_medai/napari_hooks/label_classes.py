@@ -48,3 +48,9 @@ def class_features(classes: dict[int, dict]) -> dict[str, list]:
     """Labels-layer features: one row per label value ("index"), with the class name."""
     indices = sorted(classes)
     return {"index": indices, "class": [str(classes[i]["name"]) for i in indices]}
+
+
+def named_labels(classes: dict[int, dict]) -> dict:
+    """A Labels layer's ``colormap`` and ``features`` for ``classes``: how the widgets' outputs,
+    *New labels* and a label file that names its classes are all drawn and named."""
+    return {"colormap": class_colormap(classes), "features": class_features(classes)}

@@ -107,9 +107,9 @@ def volume_layer_data(vol: Volume, default_name: str = "volume", name: str | Non
     if vol.is_labels:
         classes = vol.metadata.get("classes")
         if classes:  # a label file that names its classes: coloured and named as the widgets draw them
-            from .label_classes import class_colormap, class_features
+            from .label_classes import named_labels
 
-            meta["colormap"], meta["features"] = class_colormap(classes), class_features(classes)
+            meta.update(named_labels(classes))
         return vol.data, meta, "labels"
     meta["colormap"] = "gray"
     meta["contrast_limits"] = contrast_limits(vol)

@@ -625,10 +625,9 @@ class DetectionWidget(TaskWidget):
             raise InputError(f"'{layer.name}', the image the findings came from, was removed")
         named = {}
         if self._classes:  # the detector's classes, named and coloured as the segmentation widget's
-            from .segmentation import class_colormap, class_features
+            from ..napari_hooks.label_classes import named_labels
 
-            named = {"colormap": class_colormap(self._classes), "features": class_features(self._classes),
-                     "metadata": {"classes": self._classes}}
+            named = {**named_labels(self._classes), "metadata": {"classes": self._classes}}
         data = output_layer_data(np.zeros(self._findings_shape, np.int32), layer, "labels", "labels", **named)
         labels = add_layers(self.viewer, [data])[0]
         self.target_picker.set_layer(labels)

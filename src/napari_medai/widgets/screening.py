@@ -23,10 +23,10 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
+from ..napari_hooks.label_classes import named_labels
 from ._base import current_card, task_models, with_extension
 from ._layers import layer_world_mm, output_layer_data
 from .detection import DetectionParams, DetectionWidget
-from .segmentation import class_colormap, class_features
 
 SEGMENTATION = "medai_screening_segmentation"  # metadata key marking the run's segmentation layer
 
@@ -114,7 +114,7 @@ class ScreeningWidget(DetectionWidget):
             ))
         layers.append(output_layer_data(
             screening.labels, source_layer, "segmentation", "labels",
-            colormap=class_colormap(screening.classes), features=class_features(screening.classes),
+            **named_labels(screening.classes),
             metadata={"classes": screening.classes, "lung_volumes_ml": screening.lung_volumes_ml,
                       SEGMENTATION: True},
         ))

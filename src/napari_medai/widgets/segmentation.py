@@ -22,7 +22,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QLabel
 
-from ..napari_hooks.label_classes import class_colormap, class_colors, class_features  # noqa: F401 (re-exported)
+from ..napari_hooks.label_classes import class_colors, named_labels
 from ..postprocess.measure import label_counts, volume_rows
 from ._base import TaskParams, TaskWidget, is_load_entry
 from ._layers import UNKNOWN_MODALITY, layer_spacing, output_layer_data
@@ -130,7 +130,7 @@ class SegmentationWidget(TaskWidget):
         classes = result.classes
         labels = output_layer_data(
             result.labels, source_layer, "segmentation", "labels",
-            colormap=class_colormap(classes), features=class_features(classes),
+            **named_labels(classes),
             metadata={"classes": classes, "class_volumes": result.volumes, "model": _model_name(params.model)},
         )
         layers = [labels]
