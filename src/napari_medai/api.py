@@ -263,6 +263,18 @@ def check_max_findings(max_findings) -> int | None:
     return int(max_findings)
 
 
+def one_more_than(max_findings: int | None) -> int | None:
+    """The cap to ask ``detect`` for so that ``cut_to`` can tell whether ``max_findings`` cut the
+    list: the unlisted findings could hold a higher category, and the reader must be told."""
+    return None if max_findings is None else max_findings + 1
+
+
+def cut_to(found: list, max_findings: int | None) -> tuple[list, bool]:
+    """(at most ``max_findings`` of ``found``, whether any were left out)."""
+    capped = max_findings is not None and len(found) > max_findings
+    return (found[:max_findings] if capped else found), capped
+
+
 def detect(
     volume: np.ndarray,
     spacing,

@@ -167,7 +167,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
     ``Cancelled``.
     """
-    from .api import _model, check_max_findings, check_score_threshold, finish_segmentation
+    from .api import _model, check_max_findings, check_score_threshold, cut_to, finish_segmentation, one_more_than
     from .api import findings_from_probabilities, first_segmentation
     from .api import detect as run_detector
     from .api import segment as run_segmentation
@@ -189,8 +189,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)
-    # one finding more than the cap is asked for, so that the report can say the list was cut
-    asked = None if max_findings is None else max_findings + 1
+    asked = one_more_than(max_findings)  # so that the report can say the list was cut
     steps = (1 if denoise else 0) + (1 if shared else 2)
     step = 0
     times, models = {}, {}
@@ -229,9 +228,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     models["detect"] = _provenance(det.card, settings)
     models["segment"] = _provenance(seg.card, settings)
 
-    capped = max_findings is not None and len(found) > max_findings
+    found, capped = cut_to(found, max_findings)
     if capped:
-        found = found[:max_findings]
         notes.append(capped_note(max_findings, score_threshold))
     lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
     voxel_ml = float(np.prod(spacing)) / 1000.0

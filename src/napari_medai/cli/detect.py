@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import check_max_findings, check_score_threshold, detect
+    from ..api import check_max_findings, check_score_threshold, cut_to, detect, one_more_than
     from ..errors import InputError
     from ..io import read_volume
     from ..models import load_model
@@ -42,11 +42,9 @@ def run(args) -> int:
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)
-    # one more than the cap: whether the list was cut, which the summary then says
     findings = detect(vol.data, vol.spacing, model=model, affine=vol.affine, score_threshold=args.threshold,
-                      max_findings=args.max_findings + 1, settings=settings, progress=progress)
-    capped = len(findings) > args.max_findings
-    findings = findings[:args.max_findings]
+                      max_findings=one_more_than(args.max_findings), settings=settings, progress=progress)
+    findings, capped = cut_to(findings, args.max_findings)  # the summary then says the list was cut
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),

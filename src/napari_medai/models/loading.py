@@ -66,9 +66,10 @@ def _load_from_path_or_name(spec) -> LoadedModel:
         try:
             card = card_for_path(path)
         except ModelError:  # a run's training.json is no card: name the run's model instead
-            if run_file_message(path) is None:
+            message = run_file_message(path)
+            if message is None:
                 raise
-            raise ModelError(run_file_message(path)) from None
+            raise ModelError(message) from None
         if card is not None:
             return load_from_card(card)
         from .torchscript import load_torchscript

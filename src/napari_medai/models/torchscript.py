@@ -46,8 +46,9 @@ def is_torchscript(path) -> bool:
 def _not_a_model(path: Path) -> ModelError:
     from .registry import run_file_message
 
-    if run_file_message(path):  # a training run's last.pt: say which of its files is the model
-        return ModelError(run_file_message(path))
+    message = run_file_message(path)
+    if message:  # a training run's last.pt: say which of its files is the model
+        return ModelError(message)
     if not zipfile.is_zipfile(path):
         return ModelError(
             f"{path.name} is not a model file: expected a TorchScript model (.pt/.ts), a model card "

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import settings_changes
+
 MODEL_NAMES = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
 CONTENT_SSIM_WEIGHT = 0.5
 ADVERSARIAL_WEIGHT = 2e-3
@@ -106,7 +108,7 @@ def _state_to_resume(out_dir: Path, resume, settings: dict):
         fix = "choose another --out, or delete its last.pt to start over"
         state = _read_checkpoint(last, fix)
         theirs = state["settings"]
-        changed = [f"{k} {theirs.get(k)!r} -> {settings[k]!r}" for k in _RESUME_KEYS if theirs.get(k) != settings[k]]
+        changed = settings_changes(theirs, settings, _RESUME_KEYS)
         if changed:
             raise InputError(f"{out_dir} holds a run with other settings ({'; '.join(changed)}); a run resumes "
                              f"only with the same settings: {fix}")
@@ -116,7 +118,7 @@ def _state_to_resume(out_dir: Path, resume, settings: dict):
     fix = "resume from a last.pt or warmup.pt of a run with the same modality and network, or leave out --resume"
     state = _read_checkpoint(Path(resume), fix)
     theirs = state["settings"]
-    changed = [f"{k} {theirs.get(k)!r} -> {settings[k]!r}" for k in _START_KEYS if theirs.get(k) != settings[k]]
+    changed = settings_changes(theirs, settings, _START_KEYS)
     if changed:
         raise InputError(f"{resume} holds networks of another kind ({'; '.join(changed)}); {fix}")
     if state["step"] > settings["steps"]:
@@ -191,7 +193,7 @@ def train_denoising(
     from ..models.denoising_nets import GENERATOR_KWARGS, build_discriminator, build_generator
     from . import denoising_data as dd
     from .device import cpu_state_dict, training_device
-    from .segmentation import _save_atomic
+    from .checkpoint import save_atomic
 
     from ..errors import InputError
 
@@ -254,7 +256,7 @@ def train_denoising(
         log(f"resumed from {ckpt} at step {start}")
 
     def save(path: Path, step: int):
-        _save_atomic({"step": step, "gen": cpu_state_dict(gen), "disc": cpu_state_dict(disc),
+        save_atomic({"step": step, "gen": cpu_state_dict(gen), "disc": cpu_state_dict(disc),
                       "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "history": history,
                       "elapsed": elapsed, "settings": settings}, path)
 

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, MedaiError
+from .checkpoint import save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
 from .seg_data import (Case, case_name, component_balanced_indices, ct_window, ct_window_card, find_pairs,
@@ -388,10 +389,10 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         history.append(entry if not val else {**entry, "val_loss": val_loss})
         if score > best:
             best = score
-            _save_atomic(cpu_state_dict(net), out / "best.pt")
+            save_atomic(cpu_state_dict(net), out / "best.pt")
             # its card beside it at once: after Ctrl+C the run's best.pt runs as it is
             write_run_card(cfg, run_so_far())
-        _save_atomic(
+        save_atomic(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
              "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": settings},
             out / "last.pt",
@@ -458,7 +459,7 @@ def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
     if theirs is None:
         raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
                          "choose another --out (or delete its last.pt to start over)")
-    changed = [f"{k} {theirs.get(k)!r} -> {mine[k]!r}" for k in _RESUME_KEYS if theirs.get(k) != mine[k]]
+    changed = settings_changes(theirs, mine, _RESUME_KEYS)
     if changed:
         raise InputError(f"{out} holds a run with other settings ({'; '.join(changed)}); a run resumes only "
                          "with the same settings: choose another --out, or delete its last.pt to start over")
@@ -492,19 +493,6 @@ def _complete_run(out: Path, cfg: SegTrainConfig, state: dict, log) -> dict:
     write_run_card(cfg, summary)
     return summary
 
-
-
-def _save_atomic(obj, path: Path) -> None:
-    """``torch.save`` into a temporary file beside ``path``, then ``os.replace``: a run killed
-    while writing (Ctrl+C, a full disk) leaves the previous checkpoint whole, not a truncated one."""
-    import torch
-
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        torch.save(obj, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _score(dice: dict, recall: dict) -> float:

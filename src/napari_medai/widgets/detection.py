@@ -232,7 +232,7 @@ class DetectionWidget(TaskWidget):
         affine = layer_world_mm(self.layer_picker.current_layer())
 
         def job(progress, cancel):
-            from ..api import _label_classes, _model, detect
+            from ..api import _label_classes, _model, cut_to, detect, one_more_than
             from ..postprocess.findings import findings_mask
 
             data = np.asarray(volume)
@@ -240,15 +240,13 @@ class DetectionWidget(TaskWidget):
             # a segmentation-based detector's classes (e.g. 1 lung, 2 nodule): New labels names
             # them, so Add to labels writes a finding as the model's nodule class, not as label 1
             classes = {} if loaded.card.draws_boxes else _label_classes(loaded.card)
-            cap = params.max_findings
-            findings = detect(  # one more than the cap: whether the list is cut
+            findings = detect(
                 data, spacing, model=loaded, affine=affine,
-                score_threshold=params.score_threshold, max_findings=None if cap is None else cap + 1,
+                score_threshold=params.score_threshold, max_findings=one_more_than(params.max_findings),
                 settings=params.inference_settings(),
                 progress=progress, cancel=cancel,
             )
-            capped = cap is not None and len(findings) > cap
-            findings = findings[:cap] if capped else findings
+            findings, capped = cut_to(findings, params.max_findings)
             mask = findings_mask(findings, data.shape) if findings else None
             return {"findings": findings, "mask": mask, "capped": capped, "classes": classes}
 
