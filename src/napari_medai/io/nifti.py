@@ -209,7 +209,6 @@ def _mm_per_unit(img) -> float:
     return _MM_PER_UNIT.get(unit, 1.0)
 
 
-
 def _replace_target(path: Path) -> tuple[Path, int | None]:
     """Where a write to ``path`` lands, and the permission bits to keep: a symlink's target (the
     rename replaced the link with a file and left the user's real file unchanged) with its
@@ -225,6 +224,7 @@ def _replace_target(path: Path) -> tuple[Path, int | None]:
     if not mode & stat.S_IWUSR:
         raise InputError(f"cannot write {path}: the file is read-only; make it writable or choose another name")
     return path, mode
+
 
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
     """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path.
