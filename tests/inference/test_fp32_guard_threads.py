@@ -40,6 +40,7 @@ def _overlapping_calls(work=lambda: None):
             assert a_out.wait(10)
             seen["inside B after A left"] = torch.backends.cudnn.allow_tf32
             seen["users"] = precision._ieee_users
+            seen["matmul inside B after A left"] = torch.get_float32_matmul_precision()
 
     threads = [threading.Thread(target=a), threading.Thread(target=b)]
     for t in threads:
@@ -69,3 +70,14 @@ def test_a_call_that_raises_still_leaves(tf32_on):
     with pytest.raises(RuntimeError), ieee_fp32_convolutions():
         raise RuntimeError("the network failed")
     assert torch.backends.cudnn.allow_tf32 is True and precision._ieee_users == 0
+
+
+def test_matmuls_run_in_full_fp32_until_the_last_leaves_and_the_users_choice_comes_back(tf32_on):
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a user's setting that lets matmuls use TF32
+    try:
+        seen = _overlapping_calls()
+        assert seen["matmul inside B after A left"] == "highest"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -1,6 +1,6 @@
 """Numeric precision policy.
 
-* CUDA: "amp" (float16 autocast); "fp32" there is full fp32 (no TF32 convolutions).
+* CUDA: "amp" (float16 autocast); "fp32" there is full fp32 (no TF32 convolutions or matmuls).
 * CPU: "bf16" autocast when the CPU has native bf16 (checked at run time through oneDNN);
   on CPUs without it bf16 is emulated and slower than fp32, so "fp32" there.
 * "fp32" can always be forced.  Outputs are returned in float32 whatever the precision.
@@ -60,6 +60,7 @@ def autocast(device, precision: str):
 _IEEE_LOCK = threading.Lock()
 _ieee_users = 0
 _ieee_flags = None  # the open cudnn.flags context while any call runs
+_ieee_matmul = None  # the matmul precision the first caller found
 
 
 @contextlib.contextmanager
@@ -67,9 +68,11 @@ def ieee_fp32_convolutions():
     """cuDNN convolutions in full fp32.  PyTorch lets cuDNN use TF32 (a 10-bit mantissa) for
     fp32 convolutions by default: measured on an H200, that moved the shipped segmentation's
     lung1 nodule Dice from 0.5914 (CPU) to 0.5898 and gave no speed-up over AMP, so "fp32"
-    here means fp32; "amp" is the fast choice on a GPU.  Safe in concurrent threads: the flags
-    the first caller found come back when the last one leaves."""
-    global _ieee_users, _ieee_flags
+    here means fp32; "amp" is the fast choice on a GPU.  Matmuls (linear layers, attention) are
+    held at "highest" too: a user's ``torch.set_float32_matmul_precision("high")`` would let
+    them run in TF32.  Safe in concurrent threads: the settings the first caller found come
+    back when the last one leaves."""
+    global _ieee_users, _ieee_flags, _ieee_matmul
     with _IEEE_LOCK:
         if _ieee_users == 0:
             cudnn = torch.backends.cudnn
@@ -77,6 +80,8 @@ def ieee_fp32_convolutions():
                                 deterministic=cudnn.deterministic, allow_tf32=False)
             flags.__enter__()
             _ieee_flags = flags
+            _ieee_matmul = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("highest")
         _ieee_users += 1
     try:
         yield
@@ -86,3 +91,4 @@ def ieee_fp32_convolutions():
             if _ieee_users == 0:
                 flags, _ieee_flags = _ieee_flags, None
                 flags.__exit__(None, None, None)
+                torch.set_float32_matmul_precision(_ieee_matmul)
