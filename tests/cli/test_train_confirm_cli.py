@@ -139,3 +139,36 @@ def test_seeds_without_a_nodule_are_refused_and_leave_the_card(weights, seeds):
     before = card_path.read_text()
     assert _confirm(*seeds) == 2
     assert card_path.read_text() == before
+
+
+def test_the_networks_run_on_the_device_asked_for(weights, made, monkeypatch):
+    """The segmentation and candidate networks (run_model) and the classifier (score_candidates)."""
+    from napari_medai.inference import device, engine
+
+    asked = {"run_model": [], "classifier": []}
+
+    def spy(module, key):
+        real = module.select_device
+
+        def select_device(preference="auto", spatial_dims=3):
+            asked[key].append(str(preference))
+            return real(preference, spatial_dims)
+
+        monkeypatch.setattr(module, "select_device", select_device)
+
+    spy(engine, "run_model")
+    spy(device, "classifier")
+    assert _confirm(1, 2, extra=["--dry-run", "--device", "cpu"]) == 0
+    assert made == [1] and asked["run_model"] == ["cpu", "cpu"]  # first pass, candidates: not on "auto"
+    assert asked["classifier"] and set(asked["classifier"]) == {"cpu"}
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_phantom(weights, made, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    card_path = weights / "rule-first-pass.json"
+    before = card_path.read_text()
+    assert _confirm(1, 2, extra=["--device", "cuda"]) == 2
+    assert "a CUDA GPU was requested but none is available" in capsys.readouterr().err
+    assert made == [] and card_path.read_text() == before

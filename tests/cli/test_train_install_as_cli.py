@@ -124,3 +124,49 @@ def test_the_box_detector_and_classifier_commands_refuse_an_installed_name_too(t
     assert main(args) == 2  # before any data is read: the folder given does not even exist
     assert "already installed" in capsys.readouterr().err and _files(weights) == before
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, replace, weights_written", [
+    (["segmentation", "--data", "{tmp}/data", "--out", "{tmp}/out"], False, True),
+    (["segmentation", "--data", "{tmp}/data", "--out", "{tmp}/out", "--replace"], True, True),
+    (["retinanet", "--data", "{tmp}/data", "--out", "{tmp}/out"], False, True),
+    (["nodule-classifier", "--data", "{tmp}/data", "--out", "{tmp}/out"], False, True),
+    (["lesion-threshold", "--model", "base", "--seeds", "1", "2"], False, False),
+    (["lesion-threshold", "--model", "base", "--seeds", "1", "2", "--dry-run"], True, False),
+    (["lesion-threshold", "--model", "base", "--seeds", "1", "2", "--replace"], True, False),
+])
+def test_every_training_command_checks_install_as_through_one_helper_before_its_work(
+        tmp_path, monkeypatch, capsys, command, replace, weights_written):
+    """cli._common.check_install_as: the --install-as guard the training commands each used to
+    repeat; lesion-threshold passes replace=--replace or --dry-run and weights=False."""
+    from napari_medai.cli import _common
+    from napari_medai.errors import InputError
+
+    calls = []
+
+    def check_install_as(args, replace=None, weights=True):
+        calls.append((args.install_as, args.replace if replace is None else replace, weights))
+        raise InputError("stopped at the install-name check")
+
+    monkeypatch.setattr(_common, "check_install_as", check_install_as)
+    argv = ["train", *(a.replace("{tmp}", str(tmp_path)) for a in command), "--install-as", "mine"]
+    assert main(argv) == 2
+    assert "stopped at the install-name check" in capsys.readouterr().err
+    assert calls == [("mine", replace, weights_written)]
+    assert not (tmp_path / "out").exists()  # before any data is read or any training
+
+
+def test_check_install_as_does_nothing_without_the_option_and_refuses_an_installed_name(weights):
+    from types import SimpleNamespace
+
+    from napari_medai.cli._common import check_install_as
+    from napari_medai.errors import InputError
+
+    check_install_as(SimpleNamespace(install_as=None, replace=False))
+    check_install_as(SimpleNamespace(install_as="new-name", replace=False))
+    with pytest.raises(InputError, match="already installed"):
+        check_install_as(SimpleNamespace(install_as="base", replace=False))
+    check_install_as(SimpleNamespace(install_as="base", replace=True))
+    check_install_as(SimpleNamespace(install_as="base", replace=False), replace=True, weights=False)
+    with pytest.raises(InputError, match="use letters"):
+        check_install_as(SimpleNamespace(install_as="../up", replace=True))

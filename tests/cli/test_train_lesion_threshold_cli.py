@@ -172,3 +172,28 @@ def test_an_install_name_that_is_no_file_name_is_refused(weights, capsys):
     rc = main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "1", "2", "--mirroring", "off",
                "--install-as", "../escaped"])
     assert rc == 2 and not (weights.parent / "escaped.json").exists()
+
+
+def test_the_network_runs_on_the_device_asked_for(weights, made, monkeypatch):
+    from napari_medai.inference import engine
+
+    asked, real = [], engine.select_device
+
+    def select_device(preference="auto", spatial_dims=3):  # where run_model puts the network
+        asked.append(str(preference))
+        return real(preference, spatial_dims)
+
+    monkeypatch.setattr(engine, "select_device", select_device)
+    _install(weights)
+    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "1", "2", "--dry-run",
+                 "--device", "cpu"]) == 0
+    assert made == [1] and asked == ["cpu", "cpu"]  # mirroring off and on, not on "auto"
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_phantom(weights, made, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    card_path = _install(weights)
+    before = card_path.read_text()
+    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "1", "2", "--device", "cuda"]) == 2
+    assert "a CUDA GPU was requested but none is available" in capsys.readouterr().err
+    assert made == [] and card_path.read_text() == before

@@ -54,3 +54,80 @@ def test_a_bad_install_name_is_refused_before_training(tmp_path, capsys):
     _seg._write_pairs(tmp_path / "data")
     assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--install-as", "my model.pt"]) == 2
     assert "--install-as 'my model.pt'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def _stand_in_phantoms(monkeypatch):
+    """``write_phantom_case`` writes a tiny pair per seed (the same bytes for the same seed, as
+    the real phantoms) and records the seeds it made, so a test sees whether anything was written."""
+    import numpy as np
+
+    from napari_medai.io import Volume, write_volume
+    from napari_medai.training import phantom_dataset
+
+    made = []
+
+    def write_phantom_case(seed, folder, **_):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = phantom_dataset.case_name(seed)
+        image = folder / f"{name}_image.nii.gz"
+        if image.exists() and (folder / f"{name}_nodules.json").exists():
+            return image
+        made.append(seed)
+        rng = np.random.default_rng(seed)
+        lab = np.zeros((12, 24, 24), np.uint8)
+        lab[2:10, 4:20, 3:21] = 1
+        lab[5:8, 10:14, 10:14] = 2
+        img = (np.choose(lab, [40, -800, 30]) + rng.normal(0, 20, lab.shape)).astype(np.int16)
+        write_volume(Volume.from_spacing(lab, (2.0, 1.0, 1.0), is_labels=True), folder / f"{name}_label.nii.gz")
+        (folder / f"{name}_nodules.json").write_text("[]")
+        write_volume(Volume.from_spacing(img, (2.0, 1.0, 1.0), modality="CT"), image)
+        return image
+
+    monkeypatch.setattr(phantom_dataset, "write_phantom_case", write_phantom_case)
+    return made
+
+
+def _listing(folder):
+    return sorted((p.name, p.read_bytes()) for p in Path(folder).iterdir()) if Path(folder).exists() else None
+
+
+def test_more_phantoms_for_a_run_to_resume_are_refused_before_any_is_written(tmp_path, monkeypatch, capsys):
+    """--phantoms wrote its new cases into --data before the resume check, so a re-run with a
+    larger N by mistake changed the run's data, was refused, and left the cases to delete by hand."""
+    made = _stand_in_phantoms(monkeypatch)
+    data, out = tmp_path / "data", tmp_path / "out"
+    command = _tiny(data, out) + ["--phantom-seed", "1000"]
+    assert main(command + ["--phantoms", "2"]) == 0 and made == [1000, 1001]
+    before = _listing(data)
+    assert main(command + ["--phantoms", "3"]) == 2
+    assert made == [1000, 1001] and _listing(data) == before  # case1002 used to be written, then refused
+    err = capsys.readouterr().err
+    assert "would change the pairs in" in err and "added: case1002" in err and "no phantom was written" in err
+    # other settings as well: the trainer's own refusal, made before any phantom too
+    assert main(command + ["--phantoms", "3", "--lr", "1e-3"]) == 2
+    assert "holds a run with other settings (lr" in capsys.readouterr().err
+    assert made == [1000, 1001] and _listing(data) == before
+    # the command the run started with still finds it complete
+    assert main(command + ["--phantoms", "2"]) == 0
+    assert "holds this run complete" in capsys.readouterr().out and _listing(data) == before
+
+
+def test_a_deleted_phantom_folder_is_made_again_only_for_the_phantoms_the_run_started_with(tmp_path, monkeypatch,
+                                                                                          capsys):
+    import shutil
+
+    made = _stand_in_phantoms(monkeypatch)
+    data, out = tmp_path / "data", tmp_path / "out"
+    command = _tiny(data, out) + ["--phantom-seed", "1000"]
+    assert main(command + ["--phantoms", "2"]) == 0
+    shutil.rmtree(data)
+    assert main(command + ["--phantoms", "3"]) == 2  # refused without making --data
+    assert not data.exists() and made == [1000, 1001]
+    assert "added: case1002" in capsys.readouterr().err
+    assert main(command + ["--phantoms", "1"]) == 2  # case1001 would be missing
+    assert "missing: case1001" in capsys.readouterr().err and not data.exists()
+    assert main(command + ["--phantoms", "2", "--lr", "1e-3"]) == 2
+    assert "other settings (lr" in capsys.readouterr().err and not data.exists()
+    assert main(command + ["--phantoms", "2"]) == 0  # the same phantoms again: the run is found complete
+    assert "holds this run complete" in capsys.readouterr().out and made == [1000, 1001, 1000, 1001]

@@ -307,3 +307,51 @@ def test_the_cli_fits_two_stages_with_the_first_pass_score_asked_for(weights, tw
     card = json.loads((weights / "cli-two-stage.json").read_text())
     assert card["extra"]["first_pass_score"] == "max" and card["training"]["seeds"] == [1]
     assert capsys.readouterr().out.splitlines()[-1] == "cli-two-stage: two stages, validation mean FROC 1.000"
+
+
+@pytest.fixture
+def devices(monkeypatch):
+    """The device each network run (``run_model``) is asked for, in order."""
+    from napari_medai.inference import engine
+
+    asked, real = [], engine.select_device
+
+    def select_device(preference="auto", spatial_dims=3):
+        asked.append(str(preference))
+        return real(preference, spatial_dims)
+
+    monkeypatch.setattr(engine, "select_device", select_device)
+    return asked
+
+
+def test_the_cli_runs_the_network_on_the_device_asked_for(weights, phantoms, devices):
+    from napari_medai.cli.main import main
+
+    _seg(weights)
+    assert main(["train", "detection", "--from", "rule-seg", "--seeds", "1", "2", "--measure-seeds", "2", "3",
+                 "--name", "cli-detector", "--device", "cpu"]) == 0
+    assert sorted(phantoms) == [1, 2] and devices == ["cpu", "cpu"]  # not "auto": the option reaches each run
+
+
+def test_the_cli_runs_both_stages_on_the_device_asked_for(weights, two_stage, devices):
+    from napari_medai.cli.main import main
+
+    assert main(["train", "detection", "--from", "rule-first-pass", "--candidate-weights", str(two_stage.candidate),
+                 "--classifier", "rule-classifier", "--seeds", "1", "2", "--name", "cli-two-stage",
+                 "--device", "cpu"]) == 0
+    assert two_stage.made == [1] and devices and set(devices) == {"cpu"}
+
+
+@pytest.mark.parametrize("two_stages", [False, True])
+def test_the_cli_refuses_a_device_this_machine_lacks_before_any_phantom(weights, phantoms, two_stage, monkeypatch,
+                                                                       capsys, two_stages):
+    from napari_medai.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _seg(weights)
+    extra = (["--candidate-weights", str(two_stage.candidate), "--classifier", "rule-classifier"] if two_stages
+             else [])
+    rc = main(["train", "detection", "--from", "rule-first-pass" if two_stages else "rule-seg", "--seeds", "1", "2",
+               "--name", "cli-gpu", "--device", "cuda", *extra])
+    assert rc == 2 and "a CUDA GPU was requested but none is available" in capsys.readouterr().err
+    assert phantoms == [] and two_stage.made == [] and not (weights / "cli-gpu.json").exists()

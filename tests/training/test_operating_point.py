@@ -76,3 +76,33 @@ def test_a_segmentation_card_is_refused(tmp_path):
     seg = install(segmentation_card(name="not-a-detector"), tmp_path)
     with pytest.raises(ValueError, match="not a detector"):
         fit_operating_point(str(seg), seeds=[1], rows=[])
+
+
+def test_the_cli_runs_the_detector_on_the_device_asked_for(tmp_path, stand_in_phantoms, monkeypatch):
+    from napari_medai.inference import engine
+
+    asked, real = [], engine.select_device
+
+    def select_device(preference="auto", spatial_dims=3):  # where run_model puts the network
+        asked.append(str(preference))
+        return real(preference, spatial_dims)
+
+    monkeypatch.setattr(engine, "select_device", select_device)
+    card_path = install(detection_card(name="op-cpu"), tmp_path)
+    assert main(["train", "operating-point", "--model", str(card_path), "--seeds", "1", "4", "--dry-run",
+                 "--device", "cpu"]) == 0
+    assert asked == ["cpu", "cpu", "cpu"]  # one run a scan, not on "auto"
+
+
+def test_the_cli_refuses_a_device_this_machine_lacks_before_any_phantom(tmp_path, monkeypatch, capsys):
+    import torch
+
+    made = []
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: made.append(seed))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    card_path = install(detection_card(name="op-gpu"), tmp_path)
+    before = card_path.read_text()
+    assert main(["train", "operating-point", "--model", str(card_path), "--seeds", "1", "4",
+                 "--device", "cuda"]) == 2
+    assert "a CUDA GPU was requested but none is available" in capsys.readouterr().err
+    assert made == [] and card_path.read_text() == before

@@ -72,9 +72,20 @@ def check_seeds(seeds, option: str = "--seeds") -> None:
         raise InputError(f"{option} FIRST STOP needs STOP > FIRST (got {first} {stop})")
 
 
-def add_training_device(p) -> None:
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when present), cpu, cuda, cuda:N; the shipped weights were trained with cpu")
+def add_training_device(p, note: str = "the shipped weights were trained with cpu") -> None:
+    p.add_argument("--device", default="auto", help=f"auto (CUDA when present), cpu, cuda, cuda:N; {note}")
+
+
+# --device of the commands that fit a card's settings by running its networks on validation phantoms
+FIT_DEVICE_NOTE = "where the networks run on the validation phantoms"
+
+
+def check_device(preference: str) -> None:
+    """Before any phantom is made or a model loads: ``--device`` names a device this machine has
+    ("cuda" without a GPU used to fail only when the first network ran, minutes in)."""
+    from ..inference.device import select_device
+
+    select_device(preference)
 
 
 def runtime(args):
@@ -125,6 +136,13 @@ def add_replace_option(p) -> None:
     p.add_argument("--replace", action="store_true",
                    help="let --install-as write over a built-in model of that name that is already installed "
                         "(cards sharing its weights file stop loading until fitted again; the run names them)")
+
+
+def check_install_as(args, replace: bool | None = None, weights: bool = True) -> None:
+    """``--install-as NAME``, when given, checked before any training or model loading (see
+    ``check_install_name``); ``replace`` defaults to ``args.replace``."""
+    if args.install_as:
+        check_install_name(args.install_as, replace=args.replace if replace is None else replace, weights=weights)
 
 
 def check_install_name(name: str, replace: bool = False, weights: bool = True) -> None:

@@ -37,11 +37,10 @@ def run(args) -> int:
 
     from ..training.candidate_classifier import ClassifierTrainConfig, install_classifier, train_classifier
 
-    from ._common import check_install_name, check_writable
+    from ._common import check_install_as, check_writable
 
     check_writable(args.out, "--out", folder=True)  # before candidates are drawn for minutes
-    if args.install_as:  # an installed name only with --replace, said before any training
-        check_install_name(args.install_as, replace=args.replace)
+    check_install_as(args)  # an installed name only with --replace, said before any training
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
                                 candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives,

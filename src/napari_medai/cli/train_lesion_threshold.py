@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ._common import add_replace_option
+    from ._common import FIT_DEVICE_NOTE, add_replace_option, add_training_device
 
     p = sub.add_parser(
         "lesion-threshold",
@@ -27,19 +27,21 @@ def add_parser(sub) -> None:
                    help="write the result as a new built-in card NAME for the same weights, not over the model's own")
     p.add_argument("--dry-run", action="store_true", help="print the scores, leave the card as it is")
     add_replace_option(p)
+    add_training_device(p, FIT_DEVICE_NOTE)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..training.lesion_threshold import REACHES_MM, fit_lesion_threshold
 
-    from ._common import check_install_name, check_seeds
+    from ._common import check_device, check_install_as, check_seeds
 
     check_seeds(args.seeds)  # before the model loads or any phantom is made
-    if args.install_as:  # the name becomes the card's file name in the weights folder; an installed
-        # card of that name only with --replace (a dry run writes none); the weights are not written
-        check_install_name(args.install_as, replace=args.replace or args.dry_run, weights=False)
+    check_device(args.device)
+    # the name becomes the card's file name in the weights folder; an installed card of that name
+    # only with --replace (a dry run writes none); the weights are not written
+    check_install_as(args, replace=args.replace or args.dry_run, weights=False)
     fit_lesion_threshold(args.model, list(range(*args.seeds)), install=not args.dry_run,
                          mirroring=tuple(args.mirroring), reaches=REACHES_MM if args.try_refinement else (),
-                         install_as=args.install_as)
+                         install_as=args.install_as, device=args.device)
     return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     from ..training.operating_point import DEFAULT_FP_PER_SCAN, DEFAULT_SEEDS
 
+    from ._common import FIT_DEVICE_NOTE, add_training_device
+
     p = sub.add_parser(
         "operating-point",
         help="choose a built-in detector's default score threshold on validation phantoms",
@@ -20,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fp-per-scan", type=float, default=DEFAULT_FP_PER_SCAN,
                    help="false positives per scan allowed at the threshold (default 1, the detection goal's point)")
     p.add_argument("--dry-run", action="store_true", help="print the result, leave the card as it is")
+    add_training_device(p, FIT_DEVICE_NOTE)
     p.set_defaults(func=run)
 
 
@@ -27,13 +30,17 @@ def run(args) -> int:
     from ..errors import InputError, MedaiError
     from ..training.operating_point import fit_operating_point
 
+    from ._common import check_device
+
     # InputError: "medai train: error: ..." and exit 2, as the other train tasks say it
     if not args.fp_per_scan >= 0:
         raise InputError("--fp-per-scan must be 0 or more")
     if args.seeds[1] <= args.seeds[0]:
         raise InputError("--seeds FIRST STOP needs STOP > FIRST")
+    check_device(args.device)  # before the model loads or any phantom is made
     try:
-        fit_operating_point(args.model, range(*args.seeds), fp_per_scan=args.fp_per_scan, install=not args.dry_run)
+        fit_operating_point(args.model, range(*args.seeds), fp_per_scan=args.fp_per_scan, install=not args.dry_run,
+                            device=args.device)
     except MedaiError:
         raise
     except ValueError as exc:  # a card that is no detector's

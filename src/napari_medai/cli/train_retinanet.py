@@ -36,11 +36,10 @@ def run(args) -> int:
 
     from ..training.retinanet import RetinaTrainConfig, install_builtin, train_retinanet
 
-    from ._common import check_install_name, check_writable
+    from ._common import check_install_as, check_writable
 
     check_writable(args.out, "--out", folder=True)  # before any data is read
-    if args.install_as:  # an installed name only with --replace, said before any training
-        check_install_name(args.install_as, replace=args.replace)
+    check_install_as(args)  # an installed name only with --replace, said before any training
     cfg = RetinaTrainConfig(data=tuple(args.data), out=args.out, iterations=args.iterations,
                             batch_size=args.batch_size, patch=tuple(args.patch), lr=args.lr,
                             skip_cases=tuple(args.skip_cases), seed=args.seed, threads=args.threads,

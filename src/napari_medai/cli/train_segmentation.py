@@ -114,12 +114,12 @@ def run(args) -> int:
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     from ..training.segmentation import check_config
 
-    from ._common import check_install_name, check_writable
+    from ._common import check_install_as, check_writable
 
     check_config(cfg)  # before phantoms are generated or any file is read
     check_writable(args.out, "--out", folder=True)
-    if args.install_as:  # an installed name only with --replace, said before any training
-        check_install_name(args.install_as, replace=args.replace)
+    check_install_as(args)  # an installed name only with --replace, said before any training
+    _check_resume_before_phantoms(args, cfg)
     if args.phantoms:
         from ..training.phantom_dataset import write_phantom_dataset
 
@@ -139,6 +139,41 @@ def run(args) -> int:
                                replace=args.replace)
         print(f"installed built-in model card {path}")
     return 0
+
+
+def _check_resume_before_phantoms(args, cfg) -> None:
+    """With --phantoms and a run in --out to resume, whether it may resume is decided before any
+    phantom is written.  New phantoms used to go into --data first: a re-run with a larger N (or
+    another --phantom-seed) changed the data the run started with, the resume was refused, and
+    the new cases stayed in --data until deleted by hand.  Refused here, with --data as it was:
+    other settings (the trainer's own check) and pairs other than those the run started on once
+    the phantoms are written.  Phantoms of the run missing from --data (a deleted folder) are made
+    again, the same files from the same seeds, and the trainer compares their sha256 after."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..training.phantom_dataset import case_name
+    from ..training.seg_data import case_name as seg_case
+    from ..training.seg_data import find_pairs
+    from ..training.segmentation import run_files
+
+    if not args.phantoms:
+        return
+    started_on = run_files(args.out, cfg)
+    if started_on is None:
+        return
+    data = Path(args.data)
+    present = {image.relative_to(data).as_posix() for image, _ in find_pairs(data)} if data.is_dir() else set()
+    seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
+    after = present | {f"{case_name(seed)}_image.nii.gz" for seed in seeds}
+    added, missing = sorted(after - set(started_on)), sorted(set(started_on) - after)
+    if added or missing:
+        what = "; ".join(f"{label}: {', '.join(seg_case(k) for k in keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                         for label, keys in (("added", added), ("missing", missing)) if keys)
+        raise InputError(f"--phantoms {args.phantoms} --phantom-seed {args.phantom_seed} would change the pairs in "
+                         f"{data} ({what}), and the run in {args.out} resumes only on the data it started with; "
+                         "no phantom was written. Give the --phantoms and --phantom-seed it started with to resume "
+                         "it, choose another --out to train on other phantoms, or delete its last.pt to start over")
 
 
 def _argv():

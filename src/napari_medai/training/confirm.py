@@ -18,7 +18,9 @@ THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 MARGIN = 0.005
 
 
-def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = True) -> dict:
+def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = True, device: str = "auto") -> dict:
+    """``device``: where the networks run ("auto", "cpu", "cuda", "cuda:N")."""
+    from ..inference import InferenceSettings
     from ..inference.confirm import score_candidates
     from ..models import load_model
     from ..models.card import save_card
@@ -46,8 +48,10 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
     host = int(extra.get("lesion_hosts", [0])[0])
     settings = [None] + [(t, d) for d in (False, True) for t in THRESHOLDS]
     dice = {s: [] for s in settings}
-    for seed, ph, truth, probs, base, body in validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body"))):
-        scored = score_candidates(ph.hu, ph.spacing, det, first_pass=(base == lesion, probs[lesion]))
+    run = InferenceSettings(device=device)
+    for seed, ph, truth, probs, base, body in validation_cases(loaded, seeds, lesion, bool(extra.get("inside_body")),
+                                                               run):
+        scored = score_candidates(ph.hu, ph.spacing, det, run, first_pass=(base == lesion, probs[lesion]))
         for s in settings:
             labels = base if s is None else merge_confirmed(base, lesion, scored.candidates, scored.scores,
                                                             s[0], host=host, drop_rejected=s[1])

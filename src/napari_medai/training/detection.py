@@ -131,10 +131,11 @@ def measurement_fit(cases, extra: dict, reaches=REFINE_REACHES_MM, log=print) ->
 
 
 def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection", log=print, install=True,
-                 measure_seeds=MEASURE_SEEDS):
+                 measure_seeds=MEASURE_SEEDS, device: str = "auto"):
     """Choose the candidate threshold (FROC on ``seeds``) and the finding masks' refinement
-    (diameter error on ``measure_seeds``) on validation phantoms; write the detector's card."""
-    from ..inference import run_model
+    (diameter error on ``measure_seeds``) on validation phantoms; write the detector's card.
+    ``device``: where the segmentation network runs ("auto", "cpu", "cuda", "cuda:N")."""
+    from ..inference import InferenceSettings, run_model
     from ..models import load_model
     from ..phantoms.tissues import NODULE
     from ..postprocess.refine import HALF_MAXIMUM
@@ -157,7 +158,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     for seed in sorted(set(seeds) | set(measure_seeds)):  # each phantom is run once
         ph = phantom_for(seed)
         hu, spacing, nodules = ph.hu, ph.spacing, ph.nodules
-        probs = run_model(seg, hu, spacing)
+        probs = run_model(seg, hu, spacing, InferenceSettings(device=device))
         field = card_field(probs, extra, extra["probability_channel"], hu, spacing)
         prob = probs[extra["probability_channel"]].copy()
         del probs
@@ -204,14 +205,16 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
 
 def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: str, seeds,
                            out_name: str = "lung-nodule-detection", log=print, install=True,
-                           first_pass_score: str = "classifier"):
+                           first_pass_score: str = "classifier", device: str = "auto"):
     """The two-stage detector: ``candidate_weights`` (a high-recall run of ``seg_model``'s
     network) proposes components above the classifier's candidate threshold, ``classifier``
-    scores them.  Nothing is chosen here; the validation FROC goes on the card."""
+    scores them.  Nothing is chosen here; the validation FROC goes on the card.  ``device``:
+    where the networks run."""
     import shutil
 
     import torch
 
+    from ..inference import InferenceSettings
     from ..inference.confirm import score_candidates
     from ..metrics import froc
     from ..models.card import save_card
@@ -244,7 +247,7 @@ def fit_two_stage_detector(seg_model: str, candidate_weights: str, classifier: s
     rows, nodule_lists = [], []
     for seed in seeds:
         hu, spacing, nodules = phantom_case_findings_inputs(seed)
-        scored = score_candidates(hu, spacing, detector)
+        scored = score_candidates(hu, spacing, detector, InferenceSettings(device=device))
         found = findings_from_scored_components(scored.candidates, scored.prob, scored.scores, spacing)
         rows.append(froc_row(found, hu.shape, spacing, nodules))
         log(f"validation phantom {seed}: {len(nodules)} nodule(s), {len(found)} scored candidates")

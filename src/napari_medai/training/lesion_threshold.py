@@ -104,11 +104,12 @@ def choose_refinement(best_means: dict, margin: float = MARGIN):
 
 
 def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
-                         mirroring=("off", "mirror"), reaches=(), install_as: str | None = None) -> dict:
+                         mirroring=("off", "mirror"), reaches=(), install_as: str | None = None,
+                         device: str = "auto") -> dict:
     """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``, without and with test-time
     mirroring (``mirroring``: the choices to try), each also with edge refinement at each of
     ``reaches`` (mm; none by default); the best choice goes on the card, or on a new card
-    ``install_as`` for the same weights."""
+    ``install_as`` for the same weights.  ``device``: where the network runs."""
     from ..inference import InferenceSettings
     from ..models import load_model
     from ..models.card import save_card
@@ -136,7 +137,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     # each phantom (and its body mask) is made once and run once per mirroring choice
     for seed, ph, truth, body in validation_scans(seeds, lesion, bool(extra.get("inside_body"))):
         for tta in mirroring:
-            probs, base = model_run(loaded, ph, InferenceSettings(tta=tta))
+            probs, base = model_run(loaded, ph, InferenceSettings(tta=tta, device=device))
             for t in THRESHOLDS:
                 labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body,
                                          lesion_refine=False)

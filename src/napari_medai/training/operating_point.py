@@ -36,10 +36,12 @@ def validation_rows(model, seeds, log=print, settings=None) -> list[tuple]:
 
 
 def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DEFAULT_FP_PER_SCAN, log=print,
-                        install: bool = True, rows=None, card_path=None) -> dict:
+                        install: bool = True, rows=None, card_path=None, device: str = "auto") -> dict:
     """Fit and (with ``install``) write ``extra.operating_point`` into detector card ``model``
     (a built-in name, or a card path, written back in place); ``rows`` (precomputed
-    ``validation_rows``) skips running the detector; ``card_path`` writes the card elsewhere."""
+    ``validation_rows``) skips running the detector; ``card_path`` writes the card elsewhere;
+    ``device``: where the detector runs."""
+    from ..inference import InferenceSettings
     from ..metrics import froc, operating_point
     from ..models import load_model
     from ..models.card import save_card
@@ -52,7 +54,7 @@ def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DE
         raise ValueError(f"model '{card.name}' is a {card.task} model, not a detector")
     seeds = [int(s) for s in seeds]
     if rows is None:
-        rows = validation_rows(loaded, seeds, log=log)
+        rows = validation_rows(loaded, seeds, log=log, settings=InferenceSettings(device=device))
     op = operating_point(rows, fp_per_scan=fp_per_scan)
     curve = froc(rows)
     log(f"operating point at <= {fp_per_scan:g} false positive(s) per scan: score >= {op['score_threshold']:.2f}, "

@@ -415,13 +415,27 @@ _RESUME_KEYS = ("data", "init", "label_map", "spacing", "roi", "channels", "stri
                 "ct_window", "intensity")
 
 
-def _settings(cfg: SegTrainConfig) -> dict:
+def _settings(cfg: SegTrainConfig, fingerprint: bool = True) -> dict:
+    """``fingerprint=False``: without the pairs' sha256 (``data_files`` None, not compared), for a
+    check made before --data is complete (``run_files``)."""
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in _RESUME_KEYS}
-    for key in ("data", "init"):  # runs/x, runs/x/ and its absolute path are one folder
-        if settings[key] and Path(settings[key]).exists():
-            settings[key] = str(Path(settings[key]).resolve())
-    settings["data_files"] = _data_fingerprint(cfg.data)
+    if settings["data"]:  # runs/x, runs/x/ and its absolute path are one folder, made yet or not
+        settings["data"] = str(Path(settings["data"]).resolve())
+    if settings["init"] and Path(settings["init"]).exists():  # a path, not a built-in model's name
+        settings["init"] = str(Path(settings["init"]).resolve())
+    settings["data_files"] = _data_fingerprint(cfg.data) if fingerprint else None
     return settings
+
+
+def run_files(out, cfg: SegTrainConfig) -> list[str] | None:
+    """The image files (relative to --data) that the run in ``out`` started on, once its settings
+    are found to match ``cfg`` (an InputError as a resume would give, if not); None when ``out``
+    holds no run, or one from before the files were recorded.  For a command that is about to add
+    files to --data (``medai train segmentation --phantoms``): it asks first, so that a resume the
+    new files would block is refused before they are written."""
+    state = _previous_run(Path(out), cfg, _settings(cfg, fingerprint=False))
+    files = None if state is None else state["settings"].get("data_files")
+    return None if files is None else sorted(files)
 
 
 def _data_fingerprint(data) -> dict:
@@ -465,7 +479,7 @@ def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
                          "with the same settings: choose another --out, or delete its last.pt to start over")
     # a last.pt written before the data was recorded has no fingerprint: nothing to compare
     before, now = theirs.get("data_files"), mine["data_files"]
-    if before is not None and before != now:
+    if before is not None and now is not None and before != now:
         added = [case_name(k) for k in now if k not in before]
         removed = [case_name(k) for k in before if k not in now]
         edited = [case_name(k) for k in now if k in before and now[k] != before[k]]
