@@ -114,15 +114,15 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     -1024 HU for CT, 0 for MR); voxels below it come back unchanged.  ``settings``:
     ``inference.InferenceSettings`` or a dict of its fields, of which ``device`` and
     ``precision`` are used ("auto" by default).  Returns the same shape (a
-    singleton axis, as in (1, z, y, x), is kept); an integer input gives the same integer dtype,
+    singleton axis, as in (1, z, y, x) or (1, 1, y, x), is kept); an integer input gives the same integer dtype,
     anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
     more than 8 along y or x (their three halvings must leave more than one pixel).  Raises ``Cancelled``
     when ``cancel`` is set, leaving the input untouched.
     """
-    from .io.validate import check_spacing, check_volume
+    from .io.validate import check_spacing, check_volume, without_singleton_axis
 
     shape = np.shape(volume)  # check_volume drops a singleton channel axis; the result gets it back
-    arr = np.asarray(volume)
+    arr = np.asarray(without_singleton_axis(volume))  # (1, 1, y, x): one slice with a channel axis
     if arr.ndim == 3 and arr.shape[0] == 1:  # one slice kept as a volume: check it as a slice
         check_volume(arr[0], need_3d=False)
         if spacing is not None:

@@ -79,3 +79,73 @@ def test_outputs_that_would_replace_the_input_or_cannot_be_written_are_refused_b
     card = make_tiny_card(tmp_path / "model", head_weight=0.05)
     nested = tmp_path / "new" / "folder" / "out.nii.gz"
     assert main(["denoise", str(noisy_nifti), str(nested), "--model", str(card)]) == 0 and nested.exists()
+
+
+def _slice_file(path, shape, dtype, rng):
+    """A single slice stored as ``shape`` ((y, x), (y, x, 1) or a sagittal (1, y, x)), MR-like."""
+    import nibabel as nib
+
+    data = rng.normal(300, 30, shape).astype(dtype)
+    affine = np.diag([-0.7, -0.8, 5.0, 1.0])  # LPS voxel axes, 5 mm thick
+    affine[:3, 3] = (12.5, -30.25, 41.0)
+    img = nib.Nifti1Image(data, affine)
+    img.header["descrip"] = b"medai modality=MR kind=image"
+    nib.save(img, str(path))
+    return path, data
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 64, 1), (1, 64, 48)])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_a_single_slice_file_is_denoised_into_a_file_of_its_shape_dtype_and_affine(tmp_path, rng, capsys,
+                                                                                    shape, dtype):
+    """The denoisers are 2D: one slice used to exit 2 with "is not a 3D volume"."""
+    import nibabel as nib
+
+    from napari_medai.denoising import denoise
+
+    card = make_tiny_card(tmp_path / "model", head_weight=0.05)
+    src_path, _data = _slice_file(tmp_path / "slice.nii.gz", shape, dtype, rng)
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(src_path), str(out_path), "--model", str(card), "--precision", "fp32"]) == 0
+    assert "slice 1/1" in capsys.readouterr().out
+    src, out = nib.load(str(src_path)), nib.load(str(out_path))
+    assert out.shape == shape and out.get_data_dtype() == np.dtype(dtype)  # as a volume's output
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)
+    assert [int(out.header[k]) for k in ("sform_code", "qform_code")] == [
+        int(src.header[k]) for k in ("sform_code", "qform_code")]
+    np.testing.assert_array_equal(read_volume(out_path, allow_slice=True).affine,
+                                  read_volume(src_path, allow_slice=True).affine)
+    # the very values the API gives for that slice (as displayed: (1, y, x), or (z, y) of the sagittal one)
+    shown = read_volume(src_path, allow_slice=True).data.squeeze()
+    expected = denoise(shown, model=str(card), settings={"precision": "fp32"})
+    np.testing.assert_array_equal(read_volume(out_path, allow_slice=True).data.squeeze(), expected)
+    assert not np.array_equal(expected, shown)
+
+
+def test_a_single_slice_dicom_is_denoised_with_the_builtin_ct_model(tmp_path, capsys):
+    """One full-size CT slice (pydicom's CT_small.dcm, 128 x 128): a NIfTI one slice thick on its grid."""
+    import shutil
+
+    import nibabel as nib
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "slice"
+    folder.mkdir()
+    dcm = Path(shutil.copy(get_testdata_file("CT_small.dcm"), folder / "CT_small.dcm"))
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(dcm), str(out_path), "--quiet"]) == 0  # CT from the file: ct-lowdose-denoising
+    src, out = read_volume(dcm, allow_slice=True), read_volume(out_path, allow_slice=True)
+    assert out.data.shape == src.data.shape == (1, 128, 128) and out.data.dtype == src.data.dtype == np.int16
+    np.testing.assert_array_equal(out.affine, src.affine)
+    np.testing.assert_allclose(out.spacing, (5.0, 0.661468, 0.661468), rtol=1e-6)  # SliceThickness 5 mm
+    assert nib.load(str(out_path)).shape == (128, 128, 1) and not np.array_equal(out.data, src.data)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_the_other_tasks_still_refuse_a_single_slice(tmp_path, rng, capsys):
+    src_path, _data = _slice_file(tmp_path / "slice.nii.gz", (64, 64), np.int16, rng)
+    assert main(["segment", str(src_path), str(tmp_path / "seg.nii.gz"), "--quiet"]) == 2
+    assert main(["detect", str(src_path), "--out", str(tmp_path / "f.json"), "--quiet"]) == 2
+    assert main(["screen", str(src_path), "--out-dir", str(tmp_path / "report"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("slice.nii.gz is not a 3D volume (shape (64, 64))") == 3 and "Traceback" not in err

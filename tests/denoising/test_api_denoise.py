@@ -119,6 +119,20 @@ def test_a_one_slice_volume_is_accepted(tiny_card, rng):
     np.testing.assert_allclose(out, one, atol=1e-3)
 
 
+def test_a_slice_with_a_channel_axis_is_denoised_as_the_slice(changing_card, rng):
+    """(1, 1, y, x): one slice with a channel axis, as torch and MONAI hold an image; it used to
+    be refused as "too small to process (shape (1, 64, 64))"."""
+    one = rng.normal(100, 10, (64, 64)).astype(np.float32)
+    settings = {"precision": "fp32"}
+    out = denoise(one[None, None], (3.0, 1.0, 1.0), model=changing_card, settings=settings)
+    assert out.shape == (1, 1, 64, 64) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, 0], denoise(one, model=changing_card, settings=settings))
+    assert not np.allclose(out[0, 0], one)  # the changing card did denoise it
+    assert denoise(one[None, None], model=changing_card, strength=0.0).shape == (1, 1, 64, 64)
+    with pytest.raises(InputError, match="too small"):  # a (1, y, x, 1) stays refused with a message
+        denoise(one[None, ..., None], model=changing_card)
+
+
 def test_top_level_api_is_the_same_function(changing_card, mr_volume):
     import napari_medai
 

@@ -294,3 +294,24 @@ def test_siemens_ima_and_dicom_names_are_dicom_files(tmp_path, dicom_writer, suf
     assert is_supported_path(renamed[0])
     with pytest.raises(InputError, match=rf"could not be read.*{renamed[2].name}"):
         read_volume(renamed[0])
+
+
+def test_a_single_slice_is_read_with_allow_slice_as_thick_as_its_file_says(tmp_path, dicom_writer):
+    """For the 2D denoisers only (``medai denoise`` on one DICOM slice); without ``allow_slice`` it is
+    refused as before (test_single_slice_series_is_refused)."""
+    import pydicom
+
+    raw = np.arange(16, dtype=np.uint16).reshape(1, 4, 4)
+    [path] = dicom_writer(tmp_path / "one", raw, [(5.0, -3.0, 12.0)], (1, 0, 0, 0, 1, 0), (0.6, 0.7),
+                          intercept=-1024)
+    vol = read_volume(path, allow_slice=True)
+    assert vol.data.shape == (1, 4, 4) and vol.data.dtype == np.int16
+    np.testing.assert_array_equal(vol.data[0], raw[0].astype(np.int16) - 1024)
+    np.testing.assert_allclose(vol.spacing, (1.0, 0.6, 0.7))  # no thickness in the file: 1 mm
+    np.testing.assert_allclose(vol.voxel_to_world((0, 0, 0)), (12.0, -3.0, 5.0))  # (S, P, L) of LPS
+    ds = pydicom.dcmread(path)
+    ds.SliceThickness = "2.5"
+    ds.save_as(path)
+    np.testing.assert_allclose(read_volume(tmp_path / "one", allow_slice=True).spacing, (2.5, 0.6, 0.7))
+    with pytest.raises(InputError, match="single slice"):
+        read_volume(path)

@@ -226,3 +226,35 @@ def test_complex_voxels_are_refused(tmp_path):
     data = (np.ones((4, 5, 6)) * (1 + 2j)).astype(np.complex64)
     with pytest.raises(InputError, match="complex voxels.*magnitude"):
         read_volume(_save(tmp_path / "c.nii.gz", data, np.eye(4)))
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (6, 7, 1), (1, 6, 7)])
+def test_a_single_slice_is_read_with_allow_slice_and_written_back_in_its_files_shape(tmp_path, shape):
+    """For the 2D denoisers only: a 2D file, or a 3D one a slice thick along any axis, reads as a
+    volume one voxel thick; written on its grid it has its file's shape, dtype and affine again.
+    Without ``allow_slice`` (every other task) it is refused as before (test_io_errors)."""
+    from napari_medai.io import write_volume
+
+    data = np.random.default_rng(0).integers(-1000, 1000, size=shape).astype(np.int16)
+    affine = _ras_affine("LPS", (*shape, 1)[:3], spacing=(0.7, 0.8, 5.0))
+    path = _save(tmp_path / "slice.nii.gz", data, affine)
+    vol = read_volume(path, allow_slice=True)
+    assert vol.data.size == data.size and sorted(vol.data.shape)[0] == 1
+    np.testing.assert_allclose(sorted(vol.spacing), [0.7, 0.8, 5.0], rtol=1e-6)
+    out = write_volume(vol.derived(vol.data), tmp_path / "out.nii.gz")
+    src, img = nib.load(str(path)), nib.load(str(out))
+    assert img.shape == shape and img.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data)
+    np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
+    assert (int(img.header["sform_code"]), int(img.header["qform_code"])) == (
+        int(src.header["sform_code"]), int(src.header["qform_code"]))
+    np.testing.assert_array_equal(read_volume(out, allow_slice=True).affine, vol.affine)
+    with pytest.raises(InputError, match=r"not a 3D volume \(shape"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("shape", [(6, 1), (6, 1, 1), (1, 1, 7)])
+def test_allow_slice_still_refuses_a_line_with_a_message(tmp_path, shape):
+    path = _save(tmp_path / "line.nii.gz", np.arange(np.prod(shape), dtype=np.int16).reshape(shape), np.eye(4))
+    with pytest.raises(InputError, match=r"line\.nii\.gz is neither a 3D volume nor a 2D slice \(shape"):
+        read_volume(path, allow_slice=True)

@@ -110,3 +110,72 @@ def test_a_partial_strength_gives_what_the_api_and_cli_give(qtbot, viewer, low_d
     assert out.dtype == np.int16
     assert not np.array_equal(expected, ct16)  # the blend moved the image
     np.testing.assert_array_equal(out, expected)
+
+
+def _ct_slice(rng):
+    """A noisy 64 x 64 int16 CT slice (soft-tissue disc in air)."""
+    yy, xx = np.mgrid[:64, :64]
+    clean = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 28**2, 40, -1000)
+    return np.rint(clean + rng.normal(0, 60, clean.shape)).astype(np.int16)
+
+
+@pytest.mark.parametrize("as_volume", [False, True], ids=["yx", "1yx"])
+def test_a_single_slice_is_denoised_into_a_layer_in_its_space(qtbot, viewer, rng, as_volume):
+    """The denoisers are 2D: a slice layer (y, x) or (1, y, x) used to be refused ("has 2
+    dimension(s)", "too small to process")."""
+    from napari_medai.denoising import denoise
+
+    noisy = _ct_slice(rng)
+    data = noisy[None] if as_volume else noisy
+    scale, translate = ((2.5, 0.7, 0.8), (-30.0, 5.0, 7.0)) if as_volume else ((0.7, 0.8), (5.0, 7.0))
+    affine = np.eye(data.ndim + 1)
+    affine[-3, -1] = 4.0  # an extra shift in the layer's affine: the output keeps it too
+    layer = viewer.add_image(data, name="key slice", scale=scale, translate=translate, affine=affine,
+                             metadata={"modality": "CT"}, contrast_limits=(-200.0, 300.0))
+    before = layer.data.copy()
+    widget = _open_with_builtin_model(viewer)
+    widget.difference_check.setChecked(True)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+    assert blocker.args == ["done"], widget.status_label.text()
+    out = viewer.layers["key slice denoised"]
+    assert out.data.shape == data.shape and out.data.dtype == np.int16
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
+    np.testing.assert_allclose(out.affine.affine_matrix, layer.affine.affine_matrix)
+    np.testing.assert_array_equal(out.data, denoise(data, model="ct-lowdose-denoising"))
+    assert not np.array_equal(out.data, data)
+    assert viewer.layers["key slice difference"].data.shape == data.shape
+    np.testing.assert_array_equal(layer.data, before)  # the input is untouched
+    assert widget.layer_picker.current_layer() is layer
+
+
+@pytest.mark.parametrize("given_as", ["card", "file"])
+def test_a_3d_model_refuses_a_single_slice_and_changes_nothing(qtbot, viewer, rng, monkeypatch, given_as):
+    """A user's 3D model (its card listed, or a file or bundle added) cannot denoise one slice: a
+    message naming both, no layer added, the model choice kept."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import napari_medai.models as models
+    from napari_medai.models import get_card
+
+    card3d = dataclasses.replace(get_card("ct-lowdose-denoising"), name="user-3d-denoiser", spatial_dims=3,
+                                 roi_size=(32, 96, 96), source_dir=None)
+    viewer.add_image(_ct_slice(rng), name="key slice", metadata={"modality": "CT"})
+    widget = _open_with_builtin_model(viewer)
+    if given_as == "card":
+        widget.model_box.insertItem(0, card3d.name, card3d)
+        widget.model_box.setCurrentIndex(0)
+    else:  # loaded in the worker: only then are its dimensions known
+        monkeypatch.setattr(models, "load_model", lambda spec, device=None: SimpleNamespace(card=card3d))
+        widget.add_model_path("my-3d-bundle")
+    chosen = widget.model_box.currentText()
+    snapshot = layer_snapshot(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+    assert blocker.args == ["error"]
+    assert ("'key slice' is a single 2D slice, and model 'user-3d-denoiser' is 3D"
+            in widget.status_label.text()), widget.status_label.text()
+    assert_unchanged(viewer, snapshot)
+    assert widget.model_box.currentText() == chosen and widget.run_button.isEnabled()

@@ -1,14 +1,16 @@
 """``medai denoise IN OUT [--model NAME] [--modality CT|MR] [--strength S]``.
 
 The output keeps the input's grid and affine; the model comes from the image's modality
-(read from the file, or ``--modality``) unless ``--model`` names one.
+(read from the file, or ``--modality``) unless ``--model`` names one.  The denoisers are 2D
+(slice-wise), so a single slice is taken too: a 2D NIfTI, a NIfTI one slice thick, a DICOM
+series of one slice; its output has the input file's shape.
 """
 
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("denoise", help="denoise a CT or MR volume with a built-in model")
+    p = sub.add_parser("denoise", help="denoise a CT or MR volume, or a single slice, with a built-in model")
     p.add_argument("input", help="NIfTI file or DICOM folder")
     p.add_argument("output", help="output .nii.gz")
     p.add_argument("--model", default=None, help="model name or card (default: from the modality)")
@@ -28,6 +30,8 @@ def _print_progress(done: int, total: int) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    import numpy as np
+
     from ..denoising import denoise
     from ..errors import InputError
     from ..io import read_volume, write_volume
@@ -35,13 +39,18 @@ def run(args) -> int:
 
     check_outputs(args.input, args.output)
     check_writable(args.output, "output")
-    volume = read_volume(args.input)
+    volume = read_volume(args.input, allow_slice=True)  # denoise() runs 2D models only
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
-    out = denoise(volume.data, volume.spacing, model=args.model, modality=modality, strength=args.strength,
+    data, spacing = volume.data, volume.spacing
+    # a single slice lies along any axis (a sagittal slice is (z, y, 1)): denoise() takes it as (1, y, x)
+    thin = data.shape.index(1) if 1 in data.shape else 0
+    out = denoise(np.moveaxis(data, thin, 0), [spacing[thin], *np.delete(spacing, thin)], model=args.model,
+                  modality=modality, strength=args.strength,
                   settings={"device": args.device, "precision": args.precision},
                   progress=None if args.quiet else _print_progress)
+    out = np.moveaxis(out, 0, thin)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     path = write_volume(volume.derived(out), args.output)  # on the input file's grid
     print(f"wrote {path}")

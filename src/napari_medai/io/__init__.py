@@ -43,15 +43,19 @@ def is_supported_path(path) -> bool:
     return is_dicom_file(path)
 
 
-def read_volume(path) -> Volume:
-    """Read a NIfTI file or a DICOM series (a folder, or any one file of the series)."""
+def read_volume(path, *, allow_slice: bool = False) -> Volume:
+    """Read a NIfTI file or a DICOM series (a folder, or any one file of the series).
+
+    ``allow_slice``: a single slice (a 2D NIfTI, a NIfTI or DICOM series one slice thick) is
+    read as a volume one voxel thick instead of refused; only the slice-wise 2D denoisers use
+    it, every other task needs a 3D volume."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if is_nifti_path(path):
-        return read_nifti(path)
+        return read_nifti(path, allow_slice=allow_slice)
     if path.is_dir() or is_dicom_file(path):
-        volume = read_dicom_series(path)
+        volume = read_dicom_series(path, allow_slice=allow_slice)
         volume.metadata.setdefault("nifti_space", dict(DICOM_SPACE))
         return volume
     raise InputError(f"{path.name} is not a supported format; open {SUPPORTED}")

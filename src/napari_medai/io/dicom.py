@@ -54,8 +54,11 @@ def _bare_start(head: bytes) -> bool:
     return len(head) >= 4 and head[:2] == b"\x08\x00"  # group 0x0008, little endian
 
 
-def read_dicom_series(path) -> Volume:
-    """Read the series in folder ``path``; given a file, read the series that file belongs to."""
+def read_dicom_series(path, *, allow_slice: bool = False) -> Volume:
+    """Read the series in folder ``path``; given a file, read the series that file belongs to.
+
+    ``allow_slice``: a series of one slice is read as a volume one slice thick (its thickness:
+    SpacingBetweenSlices, else SliceThickness, else 1 mm) instead of refused."""
     path = Path(path)
     if path.is_file():
         folder, wanted = path.parent, series_uid_of(path)
@@ -69,7 +72,7 @@ def read_dicom_series(path) -> Volume:
         if not series:  # the file given is no slice of an image series
             raise InputError(f"{path.name} is not an image slice ({_what_it_is(path)}); "
                              "open an image file of the series, or its folder")
-        return _series_volume(series, folder)
+        return _series_volume(series, folder, allow_slice)
     except InputError as exc:
         if not unreadable:
             raise
@@ -221,7 +224,7 @@ def _missing(ds, tag: str) -> bool:
     return value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0)
 
 
-def _series_volume(series: list, folder: Path) -> Volume:
+def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Volume:
     first = series[0]
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError("multi-frame (enhanced) DICOM files are not supported; export single-frame slices")
@@ -232,7 +235,7 @@ def _series_volume(series: list, folder: Path) -> Volume:
         if any(_missing(ds, tag) for ds in series):
             raise InputError(f"the DICOM series in {folder} lacks {tag}, so its geometry is unknown")
     series = _unique_instances(series)
-    if len(series) < 2:
+    if len(series) < 2 and not allow_slice:
         raise InputError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed")
     if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
         raise InputError(f"the slices of the DICOM series in {folder} differ in size")
@@ -246,7 +249,10 @@ def _series_volume(series: list, folder: Path) -> Volume:
     order = np.argsort(positions @ normal, kind="stable")
     series = [series[i] for i in order]
     positions = positions[order]
-    step = _slice_step(positions @ normal, positions, folder)
+    if len(series) == 1:  # allow_slice: one slice, as thick as the file says
+        step = normal * _slice_thickness(first)
+    else:
+        step = _slice_step(positions @ normal, positions, folder)
 
     # PixelSpacing is (distance between rows, distance between columns).
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
@@ -298,6 +304,20 @@ def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path) -
             f"({gaps.min():.3f} to {gaps.max():.3f} mm apart, up to {off:.2f} mm off an even stack; a missing slice?)"
         )
     return (positions[-1] - positions[0]) / (len(positions) - 1)
+
+
+def _slice_thickness(ds) -> float:
+    """The distance to the next slice of a lone slice: SpacingBetweenSlices, else SliceThickness,
+    else 1 mm (a single slice has no neighbour to measure it from)."""
+    for tag in ("SpacingBetweenSlices", "SliceThickness"):
+        if not _missing(ds, tag):
+            try:
+                value = abs(float(ds.get(tag)))
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value) and value > 0:
+                return value
+    return 1.0
 
 
 def _rescaled_stack(series: list) -> np.ndarray:

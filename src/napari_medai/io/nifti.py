@@ -54,7 +54,10 @@ def nifti_stem(path) -> str:
     return name
 
 
-def read_nifti(path) -> Volume:
+def read_nifti(path, *, allow_slice: bool = False) -> Volume:
+    """Read a 3D NIfTI file; with ``allow_slice``, also a single slice: a 2D file (y, x) or a
+    3D one with one axis of size 1 (x, y, 1), read as a volume one voxel thick (for the 2D
+    denoisers).  An output of a 2D file's volume is written 2D again (``write_nifti``)."""
     path = Path(path)
     try:
         img = nib.load(str(path))
@@ -71,7 +74,8 @@ def read_nifti(path) -> Volume:
         reason = str(exc) or type(exc).__name__
         raise InputError(f"{path.name} cannot be read: {reason}") from None
 
-    data_ijk = _as_3d(data_ijk, path.name)
+    file_ndim = data_ijk.ndim
+    data_ijk = _as_3d(data_ijk, path.name, allow_slice=allow_slice)
     nifti_affine = _affine_in_mm(img)
     spacing_ijk = np.linalg.norm(np.asarray(nifti_affine)[:3, :3], axis=0)
     try:
@@ -101,7 +105,7 @@ def read_nifti(path) -> Volume:
         # outputs written for this volume keep its file's voxel order (write_nifti's orientation)
         "nifti_orientation": orientation_codes(nifti_affine),
         "description": description,
-        "nifti_space": nifti_space(img, data_ijk.shape),
+        "nifti_space": nifti_space(img, data_ijk.shape, file_ndim),
     }
     return Volume(data, affine, modality=modality, is_labels=kind == "labels", metadata=metadata)
 
@@ -157,10 +161,12 @@ def _check_header_spacing(img, path: Path) -> None:
                          "(pixdim); a voxel size of 0 leaves the geometry unknown")
 
 
-def nifti_space(img, shape) -> dict:
+def nifti_space(img, shape, file_ndim: int = 3) -> dict:
     """The header's space codes and which of its affines gave the geometry (nibabel's rule:
     the sform when its code is set, else the qform, else pixdim alone): "both" when the two
-    codes are set and their affines agree, so that an output can state both again."""
+    codes are set and their affines agree, so that an output can state both again.  A 2D file
+    (``file_ndim`` 2, read with ``allow_slice``) adds ``"file_ndim": 2``, so that an output on
+    its grid is written 2D as well (the key rides with the codes, which hold for this grid)."""
     sform_code, qform_code = int(img.header["sform_code"]), int(img.header["qform_code"])
     if sform_code and qform_code:
         corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
@@ -169,7 +175,10 @@ def nifti_space(img, shape) -> dict:
         affine_from = "both" if apart < _SAME_AFFINE_MM else "sform"
     else:
         affine_from = "sform" if sform_code else "qform" if qform_code else "pixdim"
-    return {"sform_code": sform_code, "qform_code": qform_code, "affine_from": affine_from}
+    space = {"sform_code": sform_code, "qform_code": qform_code, "affine_from": affine_from}
+    if file_ndim == 2:
+        space["file_ndim"] = 2
+    return space
 
 
 def _xform_codes(space, sheared: bool) -> tuple[int, int]:
@@ -239,6 +248,9 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
         raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     data = storable(volume.data, volume.is_labels)
     data_ijk, nifti_affine = from_display_frame(data, volume.affine, orientation or "LPS")
+    space = volume.metadata.get("nifti_space")
+    if isinstance(space, dict) and space.get("file_ndim") == 2 and data_ijk.shape[2] == 1:
+        data_ijk = data_ijk[..., 0]  # an output of a 2D file's slice: 2D like its input file
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path.name}: the folder {path.parent} does not exist")
     img = nib.Nifti1Image(data_ijk, nifti_affine)
@@ -247,7 +259,7 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     # a qform is a rotation, so it cannot hold a gantry tilt's shear; a qform without it
     # would contradict the sform by millimetres, so only the sform is stored
     sheared = is_sheared(nifti_affine)
-    sform_code, qform_code = _xform_codes(volume.metadata.get("nifti_space"), sheared)
+    sform_code, qform_code = _xform_codes(space, sheared)
     img.set_sform(nifti_affine, code=sform_code)
     img.set_qform(None if sheared else nifti_affine, code=qform_code)
     kind = "labels" if volume.is_labels else "image"
@@ -274,7 +286,9 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
     return path
 
 
-def _as_3d(data: np.ndarray, name: str) -> np.ndarray:
+def _as_3d(data: np.ndarray, name: str, allow_slice: bool = False) -> np.ndarray:
+    """``data`` as a 3D array, or an InputError; ``allow_slice``: a 2D slice (y, x) is taken as
+    (y, x, 1), and a 3D array may have one axis of size 1 (a single slice)."""
     if np.iscomplexobj(data):
         raise InputError(f"{name} holds complex voxels; save its magnitude as a real-valued volume")
     if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number):
@@ -287,7 +301,12 @@ def _as_3d(data: np.ndarray, name: str) -> np.ndarray:
         raise InputError(
             f"{name} holds {data.shape[3]} volumes (4D, shape {data.shape}); open a single 3D volume"
         )
-    if data.ndim != 3 or min(data.shape) < 2:
+    if allow_slice:
+        if data.ndim == 2:
+            data = data[..., None]
+        if data.ndim != 3 or sorted(data.shape)[1] < 2:  # at most one axis of size 1
+            raise InputError(f"{name} is neither a 3D volume nor a 2D slice (shape {data.shape})")
+    if data.ndim != 3 or (min(data.shape) < 2 and not allow_slice):
         raise InputError(
             f"{name} is not a 3D volume (shape {data.shape}); the plugin works on 3D CT/MR volumes"
         )

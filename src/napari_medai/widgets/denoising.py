@@ -1,4 +1,8 @@
-"""Denoising dock widget: a denoised copy of an image (and optionally what was removed)."""
+"""Denoising dock widget: a denoised copy of an image (and optionally what was removed).
+
+The built-in denoisers are 2D (slice-wise), so besides a volume it takes a single slice: an
+Image layer (y, x) or (1, y, x).  Such a slice needs a 2D model; a 3D one (a user's bundle) gets
+a message and nothing changes.  Every other task widget needs a 3D volume."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox
 
-from ._base import TaskParams, TaskWidget
+from ._base import ReadOnce, TaskParams, TaskWidget, input_state
 from ._layers import UNKNOWN_MODALITY, output_layer_data
 
 AUTO_MODEL = "Automatic (from the image's modality)"
@@ -25,16 +29,68 @@ def blend(volume, denoised, strength: float) -> np.ndarray:
     return volume + np.float32(strength) * (np.asarray(denoised, dtype=np.float32) - volume)
 
 
-def _denoise_core(volume, spacing, params):
+def _denoise_core(volume, spacing, params, slice_of: str | None = None):
+    """``infer(progress, cancel)`` running ``denoise()``; ``slice_of``: the name of a single-slice
+    layer, for which a model given as a path is loaded here and must be 2D."""
+
     def infer(progress, cancel):
         from ..denoising import denoise
 
+        model = params.model
+        if slice_of is not None and getattr(model, "spatial_dims", None) is None:  # a file or bundle
+            from ..models import load_model
+
+            model = load_model(model)
+            _check_slice_model(model.card, slice_of)
+            cancel.raise_if_cancelled()
         # denoise() blends and rounds once, as `medai denoise --strength` does: blending its
         # already rounded output again would move an integer CT by a unit here and there
-        return denoise(np.asarray(volume), spacing, model=params.model, strength=params.strength,
+        return denoise(np.asarray(volume), spacing, model=model, strength=params.strength,
                        settings=params.inference_settings(), progress=progress, cancel=cancel)
 
     return infer
+
+
+def is_single_slice(layer) -> bool:
+    """Whether ``layer`` is a grey-level Image layer holding one 2D slice: (y, x) or (1, y, x)."""
+    from ._layers import _is_image
+
+    if layer is None or not _is_image(layer) or layer.rgb:
+        return False
+    data = layer.data[0] if layer.multiscale else layer.data
+    return data.ndim == 2 or (data.ndim == 3 and data.shape[0] == 1)
+
+
+def slice_source(layer) -> tuple:
+    """(data, spacing) of a single-slice Image layer (:func:`is_single_slice`), after the cheap
+    checks; ``spacing`` has a value per data axis (mm), as ``denoise()`` takes it."""
+    from ..errors import InputError
+    from ..io.validate import check_spacing
+    from ._layers import layer_spacing
+
+    data = layer.data[0] if layer.multiscale else layer.data  # level 0 = full resolution
+    spacing = layer_spacing(layer)  # a units problem names the layer itself
+    try:
+        spacing = check_spacing(spacing, ndim=data.ndim)
+    except InputError as exc:
+        raise InputError(f"'{layer.name}': {exc}") from None
+    return data, spacing
+
+
+def _check_slice_content(volume, name: str) -> None:
+    """The voxel checks of a slice (empty, constant, NaN, ...), in the worker, naming the layer."""
+    from ..io.validate import check_volume
+
+    data = np.asarray(volume)
+    check_volume(data.reshape(data.shape[-2:]), need_3d=False, what=f"image '{name}'")
+
+
+def _check_slice_model(card, name: str) -> None:
+    from ..errors import InputError
+
+    if card.spatial_dims != 2:
+        raise InputError(f"'{name}' is a single 2D slice, and model '{card.name}' is {card.spatial_dims}D: "
+                         "choose a 2D denoiser (ct-lowdose-denoising, mr-denoising) or open a 3D volume")
 
 
 class DenoisingWidget(TaskWidget):
@@ -78,15 +134,58 @@ class DenoisingWidget(TaskWidget):
             "show_difference": self.difference_check.isChecked(),
         }
 
-    def _make_job(self, volume, spacing, params):
+    def run(self) -> None:
+        """Run button: a volume runs as in every task widget; a single slice (y, x) or (1, y, x)
+        the same way, with the slice's own checks, through ``denoise()`` and a 2D model."""
+        layer = self.layer_picker.current_layer()
+        if self.runner.is_running or not is_single_slice(layer):
+            super().run()
+            return
+        from ..errors import MedaiError
+        from ._base import default_job_threads, torch_threads
+
+        try:
+            data, spacing = slice_source(layer)  # geometry only: fast
+            started_on = input_state(layer)
+            volume = data if isinstance(data, np.ndarray) else ReadOnce(data)
+            params = self.params()
+            core = self._make_job(volume, spacing, params, slice_of=layer.name)
+            threads = self.job_threads or default_job_threads()
+        except MedaiError as exc:
+            self._report(exc)
+            return
+
+        def job(progress, cancel):
+            try:  # as TaskWidget.run: the image's problems first, then the model's
+                _check_slice_content(volume, layer.name)
+                self._check_model(params.model)
+                with torch_threads(threads):
+                    return core(progress, cancel)
+            finally:
+                if isinstance(volume, ReadOnce):
+                    volume.release()
+
+        def on_success(result):
+            self._check_unchanged(layer, started_on, f"{self.title.lower()} ran")
+            return self._add_results(result, layer, params)
+
+        self.runner.start(job, on_success, name=self.title)
+
+    def _make_job(self, volume, spacing, params, slice_of: str | None = None):
+        """``slice_of``: the layer's name when ``volume`` is a single slice, which only a 2D model
+        denoises (a card's dimensions are checked here, a file's or bundle's once loaded)."""
         from ..errors import InputError
 
         if params.strength == 0.0:  # the network would run for an identical copy of the input
             raise InputError("strength 0 keeps the image as it is: choose a strength above 0 to denoise")
-        # Built-in denoisers (2D/2.5D, slice-wise) run through napari_medai.denoising.denoise;
-        # a card of another task (none is listed today) would go through the generic engine.
-        builtin = getattr(params.model, "task", None) == "denoising"
-        infer = _denoise_core(volume, spacing, params) if builtin else super()._make_job(volume, spacing, params)
+        if slice_of is not None and getattr(params.model, "spatial_dims", None) is not None:
+            _check_slice_model(params.model, slice_of)
+        # Built-in denoisers (2D/2.5D, slice-wise) run through napari_medai.denoising.denoise, and so
+        # does a slice; a volume with a card of another task (none is listed today) would go through
+        # the generic engine.
+        builtin = getattr(params.model, "task", None) == "denoising" or slice_of is not None
+        infer = (_denoise_core(volume, spacing, params, slice_of) if builtin
+                 else super()._make_job(volume, spacing, params))
 
         def job(progress, cancel):
             from ..denoising import as_input_dtype
