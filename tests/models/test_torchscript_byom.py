@@ -84,3 +84,47 @@ def test_a_2d_torchscript_with_monai_metadata_is_2d(tmp_path):
     volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
     result = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32)
     assert result.labels.shape == volume.shape
+
+
+def test_a_plain_2d_torchscript_runs_slice_by_slice(tmp_path):
+    # no metadata: its Conv2d says 2D, as a bundle's network does (bundle.network_spatial_dims);
+    # it was probed as 3D and refused with "give in_channels/spatial_dims/roi_size"
+    path = tmp_path / "plain2d.ts"
+    torch.jit.save(_script(Conv2d()), str(path))
+    model = load_model(path)
+    assert model.card.spatial_dims == 2 and model.card.roi_size == (256, 256) and model.card.out_channels == 2
+    volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
+    result = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32)
+    assert result.labels.shape == volume.shape
+
+
+class SlicesOnly(nn.Module):
+    """A 2D network without a convolution to tell it: runs only on (batch, channels, y, x)."""
+
+    def forward(self, x):
+        if x.dim() != 4:
+            raise RuntimeError("this network takes (batch, channels, y, x)")
+        return torch.cat([torch.zeros_like(x), x], dim=1)
+
+
+def test_a_torchscript_that_cannot_be_probed_says_what_to_do_and_a_card_beside_it_runs_it(tmp_path):
+    import json
+
+    import pytest
+
+    from napari_medai.errors import ModelError
+
+    path = tmp_path / "slices.ts"
+    torch.jit.save(_script(SlicesOnly()), str(path))
+    with pytest.raises(ModelError, match=r"write a model card beside it \(slices\.json with \"weights\": "
+                                         r"\"slices\.ts\".*save_net_with_metadata") as caught:
+        load_model(path)
+    assert "give in_channels" not in str(caught.value)  # nothing on the CLI or in the widget gives them
+    card = {"name": "slices", "task": "segmentation", "spatial_dims": 2, "roi_size": [16, 16], "out_channels": 2,
+            "classes": [{"index": 0, "name": "background"}, {"index": 1, "name": "organ"}], "weights": "slices.ts"}
+    (tmp_path / "slices.json").write_text(json.dumps(card))
+    model = load_model(path)  # the file, as the CLI's --model and the widget's Load model file give it
+    assert model.card.name == "slices" and model.card.spatial_dims == 2
+    volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
+    labels = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32).labels
+    np.testing.assert_array_equal(labels, volume > 0)

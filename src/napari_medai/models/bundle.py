@@ -83,19 +83,21 @@ def sigmoid_classes(classes: list[dict[str, Any]], out_channels: int) -> list[di
     return classes
 
 
+def _section(parent, key) -> dict:
+    """``parent[key]``; a part of metadata.json that is not a mapping counts as absent."""
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def card_fields_from_metadata(meta: dict, output: str | None = None, defaults: dict | None = None) -> dict[str, Any]:
     """Channels, class names and modality from a bundle's ``network_data_format``.
 
     ``output`` is the bundle's activation when known: a segmentation with a sigmoid output,
     or with one output channel (necessarily independent), names its classes by label
     (see :func:`sigmoid_classes`).  ``defaults`` holds fields the metadata may override."""
-    def section(parent, key) -> dict:  # a part of metadata.json that is not a mapping counts as absent
-        value = parent.get(key) if isinstance(parent, dict) else None
-        return value if isinstance(value, dict) else {}
-
-    fmt = section(meta, "network_data_format")
-    image = section(section(fmt, "inputs"), "image")
-    pred = section(section(fmt, "outputs"), "pred")
+    fmt = _section(meta, "network_data_format")
+    image = _section(_section(fmt, "inputs"), "image")
+    pred = _section(_section(fmt, "outputs"), "pred")
     fields: dict[str, Any] = dict(defaults or {})  # e.g. channels read from network_def
     if isinstance(image.get("num_channels"), int):
         fields["in_channels"] = image["num_channels"]
@@ -126,6 +128,55 @@ def bundle_task(meta: dict) -> str:
         if any("box" in text.lower() for text in described):
             return "detection"
     return "segmentation"
+
+
+# Metadata tasks that are neither segmentation nor detection: such a bundle's output is no class
+# probability map, and reading it as one gives labels (or findings) that mean nothing.
+_OTHER_TASKS = (("denois", "denoising"), ("classif", "classification"), ("regist", "registration"),
+                ("generat", "image generation"), ("synthes", "image synthesis"), ("reconstruct", "reconstruction"),
+                ("super-resolution", "super-resolution"))
+
+
+def check_task(meta: dict, name: str) -> None:
+    """Refuse a bundle (or a file exported from one) whose metadata ``task`` is another kind of
+    model than a segmentation or a detection, before anything is built."""
+    task = str(meta.get("task") or "") if isinstance(meta, dict) else ""
+    lower = task.lower()
+    if "segment" in lower or "detect" in lower:
+        return
+    for stem, kind in _OTHER_TASKS:
+        if stem in lower:
+            hint = ("; a denoiser is brought as a model card instead: a .json with \"task\": \"denoising\", its "
+                    "network and its weights (a state-dict .pt beside it), as docs/denoising.md describes"
+                    if kind == "denoising" else "")
+            raise ModelError(f"{name}: its metadata task is {task!r}, a {kind} model, and the plugin reads MONAI "
+                             f"bundles (and files exported from them) only as segmentation models or box "
+                             f"detectors{hint}")
+
+
+def _check_channels(meta: dict, channels: dict[str, int], name: str) -> None:
+    """metadata.json's channels (``num_channels``, the names in the output's ``channel_def``)
+    against ``network_def``'s ``in_channels``/``out_channels``, when the bundle loads: a
+    disagreement was found only once every window had run, and blamed on the card."""
+    fmt = _section(meta, "network_data_format")
+    for key, group, entry, side in (("in_channels", "inputs", "image", "input"),
+                                    ("out_channels", "outputs", "pred", "output")):
+        built = channels.get(key)
+        if built is None:
+            continue
+        spec = _section(_section(fmt, group), entry)
+        said = spec.get("num_channels")
+        if isinstance(said, int) and not isinstance(said, bool) and said != built:
+            raise ModelError(f"{name}: metadata.json gives {said} {side} channel(s) (network_data_format {group}."
+                             f"{entry}.num_channels) but network_def's {key} is {built}; the two must agree")
+        names = spec.get("channel_def")
+        if key == "out_channels" and isinstance(names, dict) and len(names) > built:
+            # a one-channel (sigmoid) output may name its background as label 0 besides its class
+            background = any(str(v).strip().lower() == "background" for v in names.values())
+            if not (background and len(names) == built + 1):
+                raise ModelError(f"{name}: metadata.json names {len(names)} output channels (network_data_format "
+                                 f"outputs.pred.channel_def) but network_def's out_channels is {built}; the two "
+                                 "must agree")
 
 
 def _detector(parser, network, folder: Path):
@@ -366,6 +417,68 @@ def _steps_one_by_one(parser, key: str, paths: list[str], name: str) -> list:
     return out
 
 
+_SPACING_STEP = re.compile(r"^Spacing(d|D|Dict)?$")
+_ORIENTATION_STEP = re.compile(r"^Orientation(d|D|Dict)?$")
+
+
+def _raw_steps(parser, key: str, depth: int = 0) -> list[tuple[str, str, Any]]:
+    """``(config id, _target_ class name, raw config)`` of each step written in section ``key``,
+    in order, nested Compose followed: the steps as written, before MONAI drops those switched
+    off by ``"_disabled_"``.  Empty when the section is not written as a list (an expression)."""
+    if depth > 8 or key not in parser:
+        return []
+    steps = []
+    for path in _step_paths(parser, key) or []:
+        path, raw = _follow_references(parser, path)
+        target = str(raw.get("_target_", "")).split(".")[-1] if isinstance(raw, dict) else ""
+        if target == "Compose":
+            steps.extend(_raw_steps(parser, path, depth + 1))
+        else:
+            steps.append((path, target, raw))
+    return steps
+
+
+def _switched_off_spacing(parser, facts: dict, name: str, source) -> dict[str, Any]:
+    """The grid of a ``Spacing(d)`` that ``preprocessing`` writes but switches off with
+    ``"_disabled_"``: the Model Zoo's lung_nodule_ct_detection does so by default
+    (``"@whether_resampled_luna16"``), its LUNA16 data having been resampled to that grid
+    beforehand.  MONAI drops the step, so the transforms built say nothing of the grid and every
+    scan would run on its own (5 mm slices for 1.25 mm ones, silently); the step's pixdim,
+    resolved as the parser resolves it, is the grid the bundle's data were on and the card
+    resamples to it.  A pixdim that cannot be resolved leaves the bundle resampling nothing, with
+    a warning.  Returns ``pixdim``/``spacing_first`` facts and a ``pixdim_note`` for the card."""
+    import numpy as np
+
+    steps = _raw_steps(parser, "preprocessing")
+    found, unread = [], []
+    for i, (path, target, raw) in enumerate(steps):
+        if not (_SPACING_STEP.match(target) and isinstance(raw, dict) and "_disabled_" in raw):
+            continue
+        try:
+            pixdim = [float(v) for v in np.ravel(np.asarray(_parsed(parser, f"{path}#pixdim"), dtype=float))]
+        except (TypeError, ValueError):
+            pixdim = []
+        if not pixdim or not np.isfinite(pixdim).all():  # None (an expression that gave nothing) reads as NaN
+            unread.append(f"{path} (pixdim {raw.get('pixdim')!r})")
+            continue
+        oriented_after = any(_ORIENTATION_STEP.match(t) for _p, t, _r in steps[i + 1:])
+        found.append((path, raw["_disabled_"], pixdim, oriented_after))
+    if not found and not unread:
+        return {}
+    if unread or len({tuple(f[2]) for f in found}) > 1:
+        what = ("its pixdim cannot be resolved: " + ", ".join(unread) if unread
+                else "they give different pixdims: " + ", ".join(f"{f[0]} {f[2]}" for f in found))
+        _warn(f"{name}: its preprocessing writes a Spacingd that is switched off (\"_disabled_\"), the grid its "
+              f"data were resampled to beforehand, but {what}; so the bundle resamples nothing and each scan runs "
+              "on its own grid, which may not be the one the network was trained on", UserWarning, source)
+        return {}
+    path, flag, pixdim, oriented_after = found[0]
+    note = (f"Its Spacingd (pixdim {pixdim}, MONAI's x, y, z) is switched off by \"_disabled_\": {flag!r}, its data "
+            "having been resampled to that grid beforehand; the plugin resamples each scan to it.")
+    log.info("%s: %s", name, note)
+    return {"pixdim": pixdim, "spacing_first": bool(facts.get("axcodes")) and oriented_after, "pixdim_note": note}
+
+
 def _per_axis(values, n: int, what: str, *, pad: bool = False) -> list:
     """``values`` as ``n`` numbers, as MONAI reads them: one number for every axis, and (with
     ``pad``, as ``Spacingd``'s pixdim) a short sequence padded with its last value."""
@@ -465,9 +578,15 @@ def _spatial_dims(parser, network) -> int:
     value = _parsed(parser, "network_def#spatial_dims")
     if value in (2, 3):
         return int(value)
+    return network_spatial_dims(network) or 3
+
+
+def network_spatial_dims(network) -> int | None:
+    """2 or 3 from a built network (a TorchScript module too): its ``spatial_dims``/``dimensions``
+    attribute, else the kind of its first convolution; None when neither says."""
     for attr in ("spatial_dims", "dimensions"):
         value = getattr(network, attr, None)
-        if isinstance(value, int) and value in (2, 3):
+        if isinstance(value, int) and not isinstance(value, bool) and value in (2, 3):
             return value
     if isinstance(network, torch.nn.Module):
         for module in network.modules():
@@ -476,7 +595,7 @@ def _spatial_dims(parser, network) -> int:
             match = re.fullmatch(r"Conv(?:Transpose)?([23])d", str(kind))
             if match:
                 return int(match.group(1))
-    return 3
+    return None
 
 
 def _network_channels(parser) -> dict[str, int]:
@@ -490,14 +609,17 @@ def _network_channels(parser) -> dict[str, int]:
     return found
 
 
-def bundle_card_fields(parser, meta: dict, name: str, network=None) -> dict[str, Any]:
+def bundle_card_fields(parser, meta: dict, name: str, network=None, source=None) -> dict[str, Any]:
     """Card fields from a bundle's parsed inference config and its metadata: spacing,
     orientation, intensity and DivisiblePad's k from ``preprocessing``, the window from
     ``inferer``, the activation from ``postprocessing``, channels and classes from the metadata
     (``network_def`` where it says nothing).  Shared by bundle folders and TorchScript files
-    exported from them."""
+    exported from them.  ``source`` (the path loaded) is named in warnings."""
     facts = _preprocessing_facts(_section_transforms(parser, "preprocessing", name), name)
+    if "pixdim" not in facts:  # a Spacingd switched off: the grid the bundle's data were already on
+        facts.update(_switched_off_spacing(parser, facts, name, source))
     channels = _network_channels(parser)
+    _check_channels(meta, channels, name)
     out_channels = card_fields_from_metadata(meta, defaults=channels).get("out_channels")
     output = _output_activation(_section_transforms(parser, "postprocessing", name), out_channels)
     spatial_dims = _spatial_dims(parser, network)
@@ -528,9 +650,21 @@ def bundle_card_fields(parser, meta: dict, name: str, network=None) -> dict[str,
     fields = {**card_fields_from_metadata(meta, output, defaults=channels), "task": bundle_task(meta),
               "spatial_dims": spatial_dims, "spacing": spacing, "roi_size": roi,
               "intensity": facts.get("intensity", {"kind": "none"}), "extra": extra}
+    if facts.get("pixdim_note"):  # the card says where its spacing came from
+        said = str(fields.get("description", "")).rstrip()
+        said += "." if said and not said.endswith((".", "!", "?")) else ""
+        fields["description"] = f"{said} {facts['pixdim_note']}".strip()
     if output is not None:  # else the card's default (softmax), or a TorchScript file's probe
         fields["output"] = output
     return fields
+
+
+def _warn(message: str, category, source) -> None:
+    """A warning located at the bundle (or file) ``source``, not at a line of this module: shown
+    once, as the message and that path (it was printed twice on the command line, once with a
+    source line of the loader, when a log warning went with it), and at every load."""
+    warnings.warn_explicit(message, category, filename=str(source or "bundle"), lineno=0,
+                           module="napari_medai.models.bundle")
 
 
 def bundle_config_parser(meta, config, root, source, what: str):
@@ -539,9 +673,7 @@ def bundle_config_parser(meta, config, root, source, what: str):
     warns first, naming ``source`` (the path loaded); ``what`` names it in errors."""
     from monai.bundle import ConfigParser
 
-    message = TRUST_MESSAGE.format(source)
-    warnings.warn(message, BundleTrustWarning, stacklevel=3)
-    log.warning(message)
+    _warn(TRUST_MESSAGE.format(source), BundleTrustWarning, source)
     parser = ConfigParser()
     try:
         parser.read_meta(meta)
@@ -585,13 +717,20 @@ def _bundle_network(parser, folder: Path, weights: Path) -> torch.nn.Module:
             return torch.jit.load(str(weights), map_location=torch.device("cpu"))
         except Exception as exc:
             raise ModelError(f"cannot load the TorchScript model of bundle {folder.name}: {reason_of(exc)}") from None
+    from .loading import unreadable_weights, weights_mismatch
+
     network = _network_def(parser, folder)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(unwrap_state_dict(state, network.state_dict().keys()))
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load the weights of bundle {folder.name}: {first_line}") from None
+        raise ModelError(f"cannot load the weights of bundle {folder.name}: models/{weights.name} "
+                         f"{unreadable_weights(weights, exc)}") from None
+    state = unwrap_state_dict(state, network.state_dict().keys())
+    try:
+        network.load_state_dict(state)
+    except Exception as exc:
+        raise ModelError(f"cannot load the weights of bundle {folder.name}: models/{weights.name} does not fit "
+                         f"network_def's {type(network).__name__}: {weights_mismatch(network, state, exc)}") from None
     return network
 
 
@@ -638,10 +777,11 @@ def _load_bundle(folder: Path, inference_file: Path, metadata_file: Path) -> Loa
     from .loading import LoadedModel
 
     parser = bundle_config_parser(str(metadata_file), str(inference_file), folder, folder, f"bundle {folder.name}")
+    meta = parser.get(parser.meta_key) or {}
+    check_task(meta, f"bundle {folder.name}")
     weights = _weights_file(folder)
     network = _bundle_network(parser, folder, weights)
-    meta = parser.get(parser.meta_key) or {}
-    fields = bundle_card_fields(parser, meta, f"bundle {folder.name}", network)
+    fields = bundle_card_fields(parser, meta, f"bundle {folder.name}", network, source=folder)
     fields["extra"].update({"source": "monai_bundle", "bundle": str(folder), "version": meta.get("version")})
     if fields["task"] == "detection":  # RetinaNet-style: boxes, labels, scores (models/detection.py)
         network = _detector(parser, network, folder)

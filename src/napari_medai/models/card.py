@@ -263,7 +263,7 @@ def operating_threshold(card) -> float | None:
 
 def card_for_path(path) -> ModelCard | None:
     """The card a model file stands for: a card .json itself, or ``<name>.pt`` beside a
-    ``<name>.json`` whose weights are that file.  None for any other file (a TorchScript file, a
+    ``<name>.json`` whose weights are that file.  None for any other file (a TorchScript file with no card beside it, a
     .json beside it that is not its card).  A card that cannot be read raises ``ModelError``."""
     path = Path(path).expanduser()
     if not path.is_file():

@@ -55,7 +55,9 @@ def load_state_dict(card: ModelCard) -> dict:
 
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot read the weights of model '{card.name}' ({path.name}): {exc}") from None
+        from .loading import unreadable_weights  # here: loading imports this module
+
+        raise ModelError(f"model '{card.name}': its weights file {path.name} {unreadable_weights(path, exc)}") from None
     state = unwrap_state_dict(state)
     if not isinstance(state, dict):
         raise ModelError(f"{path.name} does not hold a state dict (got {type(state).__name__})")

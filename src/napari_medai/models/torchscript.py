@@ -6,9 +6,12 @@ Files written by :func:`save_torchscript` carry the card as the extra file
 ``monai.bundle.ckpt_export``, the bundle's inference config (``inference.json``), from which
 spacing, orientation, intensity, window and activation are read as for a bundle folder
 (``bundle.bundle_card_fields``).  Anything missing comes from the caller's keyword arguments
-or from defaults (3D, roi 96^3, no resampling, no intensity preprocessing; softmax, or sigmoid
+or from defaults (2D or 3D as the network's convolutions say, ``bundle.network_spatial_dims``,
+else 3D; roi 96^3, or 256^2 in 2D; no resampling, no intensity preprocessing; softmax, or sigmoid
 for a network with one output channel).  Metadata alone (``save_net_with_metadata``) also
-gives the dimensions and window through the input's ``spatial_shape``.
+gives the dimensions and window through the input's ``spatial_shape``.  A model card beside the
+file that names it as its weights (and no network) is loaded by ``loading.load_from_card``,
+which hands it here.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 
 from ..errors import ModelError, reason_of
 from .card import ModelCard
-from .bundle import bundle_card_fields, bundle_config_parser, card_fields_from_metadata, default_window
+from .bundle import (bundle_card_fields, bundle_config_parser, card_fields_from_metadata, check_task, default_window,
+                     network_spatial_dims)
 
 if TYPE_CHECKING:  # loading.py imports this module
     from .loading import LoadedModel
@@ -90,13 +94,20 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> Load
             setattr(card, key, value)
         card.validate()
     if card is None:
+        if "task" not in card_fields:  # the caller may say what the file is
+            check_task(meta, f"TorchScript file {path.name}")
         config = _embedded_config(extra)
         if config:
             found = _bundle_fields(config, meta, path, network)
         else:
             found = {**card_fields_from_metadata(meta), **_metadata_geometry(meta)}
         fields = {"name": meta.get("name") or path.stem, **found, **card_fields}
-        fields.setdefault("out_channels", _probe_out_channels(network, fields))
+        if "spatial_dims" not in fields:  # a plain file: its convolutions say 2D or 3D, as a bundle's do
+            dims = network_spatial_dims(network)
+            if dims is not None:
+                fields["spatial_dims"] = dims
+                fields.setdefault("roi_size", default_window(dims))  # a 2D network runs slice by slice
+        fields.setdefault("out_channels", _probe_out_channels(network, fields, path))
         # One output channel is a single independent (logit) map: softmax over one channel
         # would be 1 everywhere and label every voxel.  Bundles decide the same way.
         fields.setdefault("output", "sigmoid" if fields["out_channels"] == 1 else "softmax")
@@ -139,25 +150,29 @@ def _bundle_fields(config: dict, meta: dict, path: Path, network) -> dict:
     """Card fields from the embedded bundle config, read as ``load_bundle`` reads a folder's
     (the file stands in for the network, so ``network_def`` is never built)."""
     parser = bundle_config_parser(meta, config, path.parent, path, f"TorchScript file {path.name}")
-    fields = bundle_card_fields(parser, meta, f"TorchScript file {path.name}", network)
+    fields = bundle_card_fields(parser, meta, f"TorchScript file {path.name}", network, source=path)
     fields["task"] = "segmentation"  # a box detector needs its bundle's detector, not an exported network
     return fields
 
 
-def _probe_out_channels(network, fields) -> int:
+def _probe_out_channels(network, fields, path: Path | None = None) -> int:
     """Run one small dummy window to learn how many channels the network returns."""
     dims = fields.get("spatial_dims", 3)
     # 32 voxels per axis suits networks that downsample up to 5 times, and stays cheap.
     # an axis left None (the whole image, a bundle roi_size <= 0) is probed at 32 too
-    roi = tuple(min(int(r or 32), 32) for r in fields.get("roi_size", (96,) * dims))
+    roi = tuple(min(int(r or 32), 32) for r in fields.get("roi_size", default_window(dims)))
     dummy = torch.zeros(1, fields.get("in_channels", 1), *roi)
     try:
         with torch.inference_mode():
             out = network.eval()(dummy)
     except Exception as exc:
+        path = Path(path or "model.ts")
         raise ModelError(
-            f"the TorchScript model does not run on a {tuple(dummy.shape)} input ({reason_of(exc)}); "
-            "give in_channels/spatial_dims/roi_size"
+            f"the TorchScript model {path.name} does not run on a {tuple(dummy.shape)} input ({reason_of(exc)}), "
+            f"and the file does not say what it takes: write a model card beside it ({path.stem}.json with "
+            f"\"weights\": \"{path.name}\" and its spatial_dims, in_channels, out_channels, roi_size and spacing; "
+            "docs/inference.md), or export it with MONAI's metadata (monai.data.save_net_with_metadata, "
+            "giving the input's num_channels and spatial_shape)"
         ) from None
     out = out[0] if isinstance(out, (list, tuple)) else out
     if not isinstance(out, torch.Tensor) or out.ndim < 2:
