@@ -274,3 +274,42 @@ def test_hidden_files_and_folders_are_no_cases(tmp_path, cohort):
     write_volume(two_lung_chest(), hidden / "old.nii.gz", affine=AFFINE, modality="CT")
     names = [name for name, _ in find_cases([cohort])]
     assert not any(name.startswith(".") or name == "old" for name in names) and "alpha" in names
+
+
+def test_a_device_this_machine_lacks_is_refused_once_before_any_case(tmp_path, cohort, models, monkeypatch, capsys):
+    """--device cuda without a GPU failed every case one by one, wrote cohort.csv and exited 1."""
+    import torch
+
+    from napari_medai import api
+    from napari_medai.inference import InferenceSettings
+
+    det, seg = models
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    with pytest.raises(InputError, match="a CUDA GPU was requested but none is available"):
+        screen_cases(cases, tmp_path / "out", detector=det, segmenter=seg, settings=InferenceSettings(device="cuda"))
+    assert not (tmp_path / "out").exists()
+    assert main(["batch", str(cohort / "alpha.nii.gz"), "--out-dir", str(tmp_path / "out2"), "--detector", det,
+                 "--segmenter", seg, "--device", "cuda", "--quiet"]) == 2
+    assert "case(s) to screen" not in capsys.readouterr().out and not (tmp_path / "out2").exists()
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("a model loaded"))
+    with pytest.raises(InputError, match="cancel must be a napari_medai.inference.CancelToken"):
+        screen_cases(cases, tmp_path / "out3", detector=det, segmenter=seg, cancel=True)
+
+
+def test_a_model_that_does_not_load_leaves_no_empty_out_dir(tmp_path, cohort, models):
+    from napari_medai.errors import ModelError
+
+    det, seg = models
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    with pytest.raises(ModelError, match="no built-in model called 'nope'"):
+        screen_cases(cases, tmp_path / "out", detector="nope", segmenter=seg)
+    assert not (tmp_path / "out").exists()  # medai screen leaves none either
+
+
+def test_no_workers_is_refused_before_the_cases_are_counted(tmp_path, cohort, models, capsys):
+    det, seg = models
+    assert main(["batch", str(cohort), "--out-dir", str(tmp_path / "out"), "--workers", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "--workers must be 1 or more, got 0" in captured.err and "case(s) to screen" not in captured.out
+    assert not (tmp_path / "out").exists()

@@ -300,3 +300,22 @@ def test_one_model_given_alone_is_one_model(tmp_path, data, model):
     alone = evaluate_detection(pairs, det)
     assert list(alone) == ["rule-det"]
     assert alone["rule-det"]["cases"] == evaluate_detection(pairs, [det])["rule-det"]["cases"]
+
+
+def test_a_class_no_reference_holds_prints_no_cases_and_monai_stays_quiet(tmp_path, data, model, capsys, recwarn):
+    """Only case c (its reference has no nodule): the nodule row said "nan ± nan" and "nan", and
+    MONAI's FutureWarning about always_return_as_numpy came out of the HD95 in the middle."""
+    import shutil
+
+    folder, _ = data
+    only_c = tmp_path / "only_c"
+    only_c.mkdir()
+    for f in folder.glob("c_*"):
+        shutil.copy(f, only_c / f.name)
+    assert main(["evaluate", "--data", str(only_c), "--model", model, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    nodule = next(line for line in printed.splitlines() if line.startswith("rule-seg") and "nodule" in line)
+    lung = next(line for line in printed.splitlines() if line.startswith("rule-seg") and "lung" in line)
+    assert "no cases" in nodule and "nan" not in nodule and nodule.split()[2] == "0"
+    assert " ± 0.000" in lung and lung.split()[2] == "1"
+    assert not [w for w in recwarn if "always_return_as_numpy" in str(w.message)]

@@ -94,15 +94,18 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     A ``cohort.csv`` there that no run wrote is refused (``InputError``) before any model loads.  ``screen_kwargs`` go
     to ``screen`` (``denoise``, ``score_threshold``, ``max_findings``, ``settings``).
     ``on_case(record, done, total)`` is called as each case finishes (from a worker thread).
+    The device in ``settings`` is checked once, before any model loads or ``out_dir`` is made.
     A cancelled ``cancel`` (``inference.CancelToken``) stops the running cases between windows
     and starts no other; ``Cancelled`` is raised, and ``cohort.csv`` keeps the finished cases.
     Ctrl+C (KeyboardInterrupt) cancels the same way before it is raised."""
     import dask
 
     from .api import _model, check_max_findings, check_score_threshold
-    from .inference import CancelToken
+    from .inference import InferenceSettings
+    from .inference.cancel import as_cancel_token
+    from .inference.device import select_device
 
-    cancel = cancel if cancel is not None else CancelToken()
+    cancel = as_cancel_token(cancel)
 
     if workers < 1:
         raise InputError(f"workers must be 1 or more, got {workers}")
@@ -110,12 +113,14 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     if screen_kwargs.get("score_threshold") is not None:
         check_score_threshold(screen_kwargs["score_threshold"])
     check_max_findings(screen_kwargs.get("max_findings"))
+    if screen_kwargs.get("settings") is not None:  # a device this machine lacks failed every case, one by one
+        select_device(InferenceSettings.of(screen_kwargs["settings"]).device)
     cases = list(cases)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # loaded once: every task shares the same networks (inference only, no state changes)
     earlier = earlier_cohort_rows(out / COHORT_FILE)  # refuses a table that is not ours, before any model loads
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
+    out.mkdir(parents=True, exist_ok=True)  # after the models: one that does not load leaves no empty folder
     lock, finished = threading.Lock(), {}
     order = {name: k for k, (name, _) in enumerate(cases)}
 

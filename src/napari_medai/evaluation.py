@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -81,7 +82,9 @@ def evaluate_segmentation(pairs, models, *, label_map: str = "none", settings=No
             # the classes as segment() named them ("class 1" where the model names none)
             classes = {i: c["name"] for i, c in result.classes.items() if i != 0}
             lesions = {int(i) for i in (card.extra or {}).get("lesions", ())}
-            scores = dice_hd95(pred, ref, classes, image.spacing)
+            with warnings.catch_warnings():  # MONAI 1.5's own deprecation inside compute_hausdorff_distance
+                warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+                scores = dice_hd95(pred, ref, classes, image.spacing)
             for index, name in classes.items():
                 row = {"case": case, "model": label, "class": name, **scores[name],
                        "reference_ml": reference.get(index, 0.0), "predicted_ml": predicted.get(index, 0.0)}

@@ -51,7 +51,38 @@ def test_no_point_or_a_wrong_suffix_is_refused(tmp_path, capsys):
     assert main(["measure", str(path), "--at", "1", "2", "3", "--out", str(tmp_path / "m.txt")]) == 2
     assert main(["measure", str(path), "--at", "1", "2", "3", "--max-diameter", "0",
                  "--out", str(tmp_path / "m.json")]) == 2
+    assert main(["measure", str(path), "--at", "1", "2", "3", "--max-diameter", "1e9",
+                 "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
     assert "give at least one point" in err and "--out must end in .json or .csv" in err
-    assert "--max-diameter must be a positive size in mm, got 0" in err
+    assert "--max-diameter must be a size in mm from 1 to 100 (the largest nodule or mass to measure), got 0" in err
+    assert "got 1e+09" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_no_point_measured_leaves_an_earlier_result_as_it_was(tmp_path, capsys):
+    path = _chest(tmp_path)
+    centre = np.argwhere(read_volume(path).data > 0).mean(0)
+    out = tmp_path / "measured.json"
+    assert main(["measure", str(path), "--at", *map(str, centre), "--out", str(out)]) == 0
+    before = out.read_text()
+    assert len(json.loads(before)) == 1
+    # a mistyped slice: exit 1 with the reason, and the good result is not replaced with []
+    assert main(["measure", str(path), "--at", "100", "10", "10", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "lies outside the volume" in err and "nothing written to" in err
+    assert out.read_text() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_an_image_not_in_hu_or_a_label_map_is_refused(tmp_path, capsys):
+    ct = read_volume(_chest(tmp_path))
+    raw = write_volume((ct.data + 1024).astype(np.uint16), tmp_path / "raw.nii.gz", affine=ct.affine)  # no HU rescale
+    mask = write_volume((ct.data > 0).astype(np.uint8), tmp_path / "mask.nii.gz", affine=ct.affine, is_labels=True)
+    centre = [str(c) for c in np.argwhere(ct.data > 0).mean(0)]
+    for path in (raw, mask):
+        assert main(["measure", str(path), "--at", *centre, "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "medai measure reads CT in Hounsfield units" in err and "(from 174 to 1064) are not on that scale" in err
+    assert "is a label map (a mask), not a CT" in err
+    assert "no lung around the point" not in err and not (tmp_path / "m.json").exists()

@@ -215,6 +215,27 @@ def test_a_zero_voxel_size_is_refused_not_read_as_1_mm(tmp_path):
         read_volume(tmp_path / "zero.nii")
 
 
+def test_a_bad_voxel_size_is_named_as_it_is_and_nibabels_repair_note_is_not_printed(tmp_path, caplog):
+    """nibabel printed "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" before medai's own
+    message, and a NaN voxel size was reported as "a voxel size of 0"."""
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.eye(4))
+    img.set_qform(np.eye(4), code=1)
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "base.nii"))
+    for name, value in (("zero", 0.0), ("nan", np.nan)):
+        raw = bytearray((tmp_path / "base.nii").read_bytes())
+        raw[88:92] = np.float32(value).tobytes()  # pixdim[3]
+        (tmp_path / f"{name}.nii").write_bytes(bytes(raw))
+    # nibabel logs the note to its 'nibabel.global' logger, whose handler prints it on stderr
+    with pytest.raises(InputError, match="voxel size of 1, 1, 0 .*a voxel size of 0 leaves"):
+        read_volume(tmp_path / "zero.nii")
+    with pytest.raises(InputError, match="voxel size of 1, 1, nan .*a voxel size of NaN leaves"):
+        read_volume(tmp_path / "nan.nii")
+    assert "should be non-zero" not in caplog.text
+    nib.load(str(tmp_path / "zero.nii"))  # nibabel's own note is only silenced while medai reads
+    assert "should be non-zero" in caplog.text
+
+
 def test_an_affine_in_metres_is_read_in_millimetres(tmp_path):
     img = nib.Nifti1Image(np.ones((4, 5, 6), np.int16), np.diag([0.0005, 0.0005, 0.0025, 1.0]))
     img.header.set_xyzt_units("meter")

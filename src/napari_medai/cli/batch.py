@@ -28,10 +28,15 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..batch import COHORT_FILE, find_cases, screen_cases
+    from ..errors import InputError
     from ..inference import InferenceSettings
+    from ._common import check_device
     from .screen import check_screening_options
 
     check_screening_options(args)
+    if args.workers < 1:  # before the count of cases is printed
+        raise InputError(f"--workers must be 1 or more, got {args.workers}")
+    check_device(args.device)  # once, before any case (each case failed on its own, and cohort.csv was written)
     cases = find_cases(args.inputs)
     settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
 

@@ -67,8 +67,11 @@ def run(args) -> int:
           f"{'FP cases':>10}{'lesions found':>15}")
     for s in summarise(rows):
         found = f"{s['lesions_found']}/{s['lesions']}" if "lesions" in s else ""
-        print(f"{s['model']:<28}{s['class']:<14}{s['cases']:>6}{s['dice_mean']:>11.3f} ± {s['dice_sd']:.3f}"
-              f"{s['hd95_median_mm']:>16.1f}{s['false_positive_cases']:>10}{found:>15}")
+        # a class no reference holds has no Dice or HD95 to average: "no cases", not "nan ± nan"
+        dice = f"{s['dice_mean']:>11.3f} ± {s['dice_sd']:.3f}" if s["cases"] else f"{'no cases':>18}"
+        hd95 = f"{s['hd95_median_mm']:.1f}" if s["cases"] else ""
+        print(f"{s['model']:<28}{s['class']:<14}{s['cases']:>6}{dice}"
+              f"{hd95:>16}{s['false_positive_cases']:>10}{found:>15}")
     if args.out:
         _write_rows(args.out, ["case", "model", "class", "dice", "hd95_mm", "reference_ml", "predicted_ml", "lesions",
                                "lesions_found"], rows)

@@ -6,7 +6,8 @@ Points are given as voxel indices of the volume as napari-medai reads it (``--at
 ``center_voxel`` of its findings, and what napari's status bar shows), or as DICOM patient
 coordinates in mm (``--at-lps X Y Z``: left, posterior, superior, as DICOM and LIDC-style
 annotation lists give them).  A point that holds no nodule is reported with its reason and
-the others go on; the command then exits 1.  The output's ``center_mm`` is in napari-medai's
+the others go on; the command then exits 1 (and writes nothing when no point was measured, so
+an earlier result stays).  An image that is not CT in HU, or a label map, is refused.  The output's ``center_mm`` is in napari-medai's
 world order (S, P, L), as for every finding: the reverse of ``--at-lps``'s (x, y, z).
 """
 
@@ -14,6 +15,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+
+# --max-diameter's range: Lung-RADS nodules are under 30 mm (the default); up to 100 mm takes in a
+# lung mass, and beyond that the region grown from a point is a lobe, not a lesion
+MIN_DIAMETER_MM, MAX_DIAMETER_MM = 1.0, 100.0
 
 
 def add_parser(sub) -> None:
@@ -25,8 +31,8 @@ def add_parser(sub) -> None:
                    help="a point in DICOM patient coordinates, mm (x left, y posterior, z superior); repeat")
     p.add_argument("--out", required=True, help="measured nodules: .json or .csv")
     p.add_argument("--max-diameter", type=float, default=30.0,
-                   help="largest nodule to measure, mm (a larger structure, or one running on beyond it, "
-                        "is refused)")
+                   help=f"largest nodule to measure, mm, {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} (a larger "
+                        "structure, or one running on beyond it, is refused)")
     p.set_defaults(func=run)
 
 
@@ -45,11 +51,13 @@ def run(args) -> int:
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
     if not args.at and not args.at_lps:
         raise InputError("give at least one point: --at Z Y X (voxels) or --at-lps X Y Z (mm)")
-    if not (np.isfinite(args.max_diameter) and args.max_diameter > 0):
-        raise InputError(f"--max-diameter must be a positive size in mm, got {args.max_diameter:g}")
+    if not MIN_DIAMETER_MM <= args.max_diameter <= MAX_DIAMETER_MM:  # NaN fails too
+        raise InputError(f"--max-diameter must be a size in mm from {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} "
+                         f"(the largest nodule or mass to measure), got {args.max_diameter:g}")
     check_writable(out, "--out")
     vol = read_volume(args.input)
     data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
+    _check_ct(vol, data, args.input)
     inverse = np.linalg.inv(vol.affine)
     # napari-medai's world axes are (S, P, L): DICOM's (x, y, z) = (L, P, S) reversed
     points = [("voxel", tuple(p), np.asarray(p, dtype=float)) for p in args.at]
@@ -69,7 +77,53 @@ def run(args) -> int:
         found.append(f)
         print(f"{where}: centre {[round(c, 1) for c in f.center_voxel]} (voxels), long axis {f.diameter_mm:.1f} mm, "
               f"mean {f.mean_diameter_mm:.1f} mm, {f.volume_ml:.3f} mL, Lung-RADS {f.lung_rads}, {f.attenuation}")
+    if not found:  # an earlier run's file there stays as it was (a mistyped point used to replace it with [])
+        print(f"medai measure: none of the {len(points)} point(s) could be measured: nothing written to {out}",
+              file=sys.stderr)
+        return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
+    _write_atomic(out, findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
     print(f"{len(found)} of {len(points)} point(s) measured, written to {out}")
     return 1 if refused else 0
+
+
+def _check_ct(vol, data, source) -> None:
+    """A label map, or an image that is not CT in HU, is refused by the rule the CT models apply
+    (inference.modality.check_modality): nodule_at would say "no lung around the point"."""
+    from types import SimpleNamespace
+
+    from ..errors import InputError, ModelError
+    from ..inference.modality import check_modality
+
+    if vol.is_labels:
+        raise InputError(f"{source} is a label map (a mask), not a CT: medai measure grows nodules on the CT "
+                         "in Hounsfield units")
+    try:
+        check_modality(SimpleNamespace(name="medai measure", modality="CT"), data)
+    except ModelError:
+        lo, hi = float(data.min()), float(data.max())
+        raise InputError(f"medai measure reads CT in Hounsfield units (air -1000, lung about -850), but the values "
+                         f"of {source} (from {lo:g} to {hi:g}) are not on that scale: it looks like MR, a CT saved "
+                         "without its rescale to HU, or one rescaled (HU/1000, HU x 10); give the CT in HU") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Into a temporary file beside ``path``, then renamed over it (as io.nifti.write_nifti does):
+    a failed write leaves an earlier result whole.  A symlink's target is written, a read-only
+    file refused, and a replaced file keeps its permissions (io.nifti._replace_target)."""
+    import os
+
+    from ..errors import InputError
+    from ..io.nifti import _replace_target
+
+    target, mode = _replace_target(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -59,6 +59,8 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
     3D one with one axis of size 1 (x, y, 1), read as a volume one voxel thick (for the 2D
     denoisers).  An output of a 2D file's volume is written 2D again (``write_nifti``)."""
     path = Path(path)
+    quiet = _ZeroPixdimFilter()  # nibabel printed its repair of a 0 pixdim before medai's own message
+    nib.imageglobals.logger.addFilter(quiet)
     try:
         img = nib.load(str(path))
         _check_header_spacing(img, path)
@@ -73,6 +75,8 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
             raise InputError(f"{path.name} is damaged, truncated or not a NIfTI file") from None
         reason = str(exc) or type(exc).__name__
         raise InputError(f"{path.name} cannot be read: {reason}") from None
+    finally:
+        nib.imageglobals.logger.removeFilter(quiet)
 
     file_ndim = data_ijk.ndim
     data_ijk = _as_3d(data_ijk, path.name, allow_slice=allow_slice)
@@ -146,6 +150,17 @@ def _float_labels(data: np.ndarray) -> np.ndarray | None:
     return narrowest(rounded.astype(np.int64), LABEL_INTEGERS)
 
 
+class _ZeroPixdimFilter:
+    """Drops nibabel's "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" while a file is
+    read: ``_check_header_spacing`` refuses such a file in its own words (or its sform gives the
+    geometry).  It is the logger's filter, so the note is dropped for every thread while a read is
+    on; each read adds and removes its own instance, so one read ending leaves another's in place."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return not str(record.getMessage()).startswith("pixdim[1,2,3] should be non-zero")
+
+
 def _check_header_spacing(img, path: Path) -> None:
     """nibabel repairs a zero voxel size in pixdim to 1 mm as it loads the header; every
     volume and length measured on such a file would be wrong, so the header as stored is
@@ -157,8 +172,9 @@ def _check_header_spacing(img, path: Path) -> None:
     ndim = min(int(header["dim"][0]), 3)
     pixdim = np.asarray(header["pixdim"][1 : ndim + 1], dtype=float)
     if int(header["sform_code"]) == 0 and (np.any(pixdim == 0) or not np.all(np.isfinite(pixdim))):
+        what = "0" if np.any(pixdim == 0) else "NaN" if np.any(np.isnan(pixdim)) else "infinite"
         raise InputError(f"{path.name}: the header gives a voxel size of {', '.join(f'{v:g}' for v in pixdim)} "
-                         "(pixdim); a voxel size of 0 leaves the geometry unknown")
+                         f"(pixdim); a voxel size of {what} leaves the geometry unknown")
 
 
 def nifti_space(img, shape, file_ndim: int = 3) -> dict:
