@@ -202,6 +202,89 @@ def test_clicking_a_row_moves_to_the_findings_slice_and_centres_it(qtbot, viewer
     assert viewer.dims.current_step[0] == axial_slice(last.center_voxel)
 
 
+def _tilt(in_plane_deg: float, tilt_deg: float) -> np.ndarray:
+    """(z, y, x) rotation: ``in_plane_deg`` about z (the axial plane turns), then ``tilt_deg`` mixing z and y
+    (a gantry tilt)."""
+    a, b = np.deg2rad(in_plane_deg), np.deg2rad(tilt_deg)
+    in_plane = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    tilt = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return tilt @ in_plane
+
+
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing")  # napari draws a tilted slice as it can
+@pytest.mark.parametrize("in_plane, tilt", [(0.0, 0.0), (20.0, 0.0), (20.0, 10.0)],
+                         ids=["axis-aligned", "in-plane-rotated", "tilted"])
+def test_a_row_click_shows_the_findings_slice_of_the_image_on_a_rotated_or_tilted_scan(
+        qtbot, viewer, tmp_path, monkeypatch, in_plane, tilt):
+    """napari slices a tilted layer through the sliced rows of its transform alone: the finding's
+    world z once showed data slices 20.6 and 14.9 for findings listed on slices 13 and 7.  (The
+    slider then moves the point to its nearest step: on a tilted layer its steps are not the
+    image's slices, and napari draws the slice the data point rounds to.)"""
+    from napari_medai.phantoms import make_chest_ct
+
+    monkeypatch.setattr("napari_medai.models.registry.WEIGHTS_DIR", tmp_path / "weights")
+    install(detection_card(roi_size=(8, 32, 32)), tmp_path / "weights")
+    phantom = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3)
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = _tilt(in_plane, tilt), (12.0, -7.0, 30.0)
+    layer = viewer.add_image(phantom.hu[CROP].astype(np.float32), name="scan", scale=(6.0, 4.0, 4.0),
+                             translate=(-140.0, 60.0, -90.0), affine=matrix)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.max_findings_box.setValue(8)
+    widget.threshold_box.setValue(0.5)
+    assert run_and_wait(qtbot, widget) == "done"
+    table, points = widget.findings_table, widget.findings_layer
+    assert len(widget.findings) >= 2
+    viewer.dims.set_point(0, viewer.dims.range[0].start)  # start away from every finding
+    for row in range(len(widget.findings)):
+        finding = widget.findings[row]
+        qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=table.visualItemRect(table.item(row, 0)).center())
+        listed = int(table.cell_text(row, 7))
+        assert listed == axial_slice(finding.center_voxel)
+        # the slice napari draws of the image (its data point rounded) is the listed one
+        assert np.round(layer._data_slice.point[0]) == listed
+        if tilt == 0.0:  # the slider's steps are the image's slices: exactly there, with the ring drawn
+            assert layer._data_slice.point[0] == pytest.approx(listed, abs=1e-6)
+            assert row in points._view_indices
+        # the view is centred where napari draws the finding on that slice
+        drawn = layer._transforms.simplified.set_slice(list(viewer.dims.displayed))(finding.center_voxel[1:])
+        np.testing.assert_allclose(viewer.camera.center[-2:], drawn, atol=1e-6)
+        if tilt == 0.0:  # an axial plane: the finding's world position, and the slider's own step
+            np.testing.assert_allclose(viewer.camera.center[-2:], layer.data_to_world(finding.center_voxel)[1:],
+                                       atol=1e-6)
+            assert viewer.dims.current_step[0] == listed
+
+
+def test_the_view_of_a_voxel_uses_naparis_slicing_and_if_need_be_the_sliders_steps():
+    """``view_of_voxel`` against napari's own slicing rule (``world_to_data.set_slice``) on a tilted
+    volume: off the slider's steps the point draws the voxel's slice exactly; on them (where
+    napari's slider may move it, steps that are not the image's slices) it draws that slice."""
+    from types import SimpleNamespace
+
+    from napari.utils.transforms import Affine
+
+    from napari_medai.widgets.detection import view_of_voxel
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = _tilt(20.0, 10.0) @ np.diag([5.0, 0.8, 0.8])
+    matrix[:3, 3] = (-100.0, 20.0, -30.0)
+    napari_slice = Affine(affine_matrix=matrix).inverse.set_slice([0])
+    steps = (-110.0, 5.0, 4.973)  # 0.98 of its slices a step, as napari gave a volume like it
+    dims = SimpleNamespace(ndim=3, not_displayed=[0], displayed=[1, 2], units=None,
+                           range=[steps, (0.0, 1.0, 1.0), (0.0, 1.0, 1.0)])
+    for z in (0.3, 3.0, 6.5, 9.4, 13.21, 18.7):
+        voxel = [z, 30.0, 41.0]
+        wanted = np.floor(z + 0.5)
+        point, centre = view_of_voxel(matrix, voxel, dims)
+        assert napari_slice([point[0]])[0] == pytest.approx(wanted, abs=1e-9)
+        np.testing.assert_allclose(centre, matrix[1:3, 1:3] @ voxel[1:] + matrix[1:3, 3])  # as napari draws it
+        point, _ = view_of_voxel(matrix, voxel, dims, on_steps=True)
+        k = (point[0] - steps[0]) / steps[2]
+        assert k == pytest.approx(round(k), abs=1e-9)  # a step of the slider
+        assert np.round(napari_slice([point[0]])[0]) == wanted
+
+
 def test_arrow_keys_in_the_table_step_through_the_findings(qtbot, viewer, detection):
     widget, crop = detection
     table = widget.findings_table
@@ -235,6 +318,9 @@ def test_export_csv_writes_every_finding(tmp_path, detection):
     assert list(rows[0]) == list(CSV_FIELDS)
     assert [float(r["score"]) for r in rows] == [f.score for f in widget.findings]
     assert [r["lung_rads"] for r in rows] == [f.lung_rads for f in widget.findings]
+    # the slice of each row is the one the table lists
+    table = widget.findings_table
+    assert [r["slice"] for r in rows] == [table.cell_text(row, 7) for row in range(table.rowCount())]
     assert widget.export_button.isEnabled() and str(path) in widget.status_label.text()
 
 

@@ -518,3 +518,50 @@ def test_each_widget_selects_its_default_built_in_model_first(viewer, display_na
             card = box.itemData(i)
             if getattr(card, "extra", {}).get("variant_of"):
                 assert names.index(card.extra["variant_of"]) < i
+
+
+def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_it(
+        qtbot, viewer, ct_layer, tmp_path, monkeypatch):
+    """torch and MONAI imported by the first Run's worker held the GIL and froze the viewer 0.6-2.6 s
+    about a second after the click.  The dock, once shown, imports them in a background thread
+    (not on the Qt thread: 3.6 s frozen), and a Run's job waits for that thread rather than import
+    beside it.  A module of the test's own, whose import lasts until the test lets it end, stands
+    for them."""
+    import sys
+
+    from napari_medai.widgets import _base
+    from napari_medai.widgets.segmentation import SegmentationWidget
+
+    (tmp_path / "medai_gate.py").write_text("import threading\nOPEN = threading.Event()\n")
+    (tmp_path / "medai_slow_import.py").write_text(
+        "import threading\nimport medai_gate\nIMPORTED_BY = threading.current_thread().name\n"
+        "medai_gate.OPEN.wait(10)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import medai_gate
+    monkeypatch.delitem(sys.modules, "medai_slow_import", raising=False)
+    monkeypatch.setattr(_base, "_preloads", [])
+    monkeypatch.setattr(_base, "_preload_requested", set())
+    monkeypatch.setattr(SegmentationWidget, "preload_modules", ("medai_slow_import",))
+    fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape))
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    assert "medai_slow_import" not in sys.modules  # the dock is built first
+    # Run at once: the job finds the import running and waits for it, saying so
+    seen = []
+    original = _base.wait_for_preload
+
+    def watched(progress=None):
+        running = any(thread.is_alive() for thread in _base._preloads)
+        medai_gate.OPEN.set()  # the import may end now
+        original(progress)
+        seen.append((running, "medai_slow_import" in sys.modules))
+
+    monkeypatch.setattr(_base, "wait_for_preload", watched)
+    qtbot.waitUntil(lambda: bool(_base._preloads), timeout=TIMEOUT_MS)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert seen == [(True, True)]
+    assert sys.modules["medai_slow_import"].IMPORTED_BY == "napari-medai preload"  # not the Qt thread
+    # a second dock asks for nothing more: the module is imported once a process
+    open_widget(viewer, "Segmentation")
+    qtbot.wait(50)
+    assert len(_base._preloads) == 1

@@ -16,9 +16,10 @@ ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (s
                     "(part-solid: by the solid component; ground-glass: 2 under 30 mm, 3 from 30 mm). "
                     "Confirm the type on the image: decision support, not a diagnosis")
 
+# slice: the axial slice the findings table, the reports and the key images list (axial_slice);
 # center_voxel: (z, y, x) array index; center_mm: napari's world (S, P, L); center_lps_mm: DICOM (x, y, z)
-CSV_FIELDS = ("rank", "score", "center_voxel", "center_mm", "center_lps_mm", "bbox_voxel", "diameter_mm", "short_axis_mm",
-              "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
+CSV_FIELDS = ("rank", "score", "slice", "center_voxel", "center_mm", "center_lps_mm", "bbox_voxel", "diameter_mm",
+              "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
               "lung_rads_by_attenuation", "added_by_reader")
 
 
@@ -36,8 +37,9 @@ def findings_to_json(findings: list[Finding], source: str = "") -> str:
 
 
 def findings_to_csv(findings: list[Finding], review=None) -> str:
-    """One row per finding with ``CSV_FIELDS``; with ``review`` (the reader's state per finding,
-    napari_medai.review) a last column ``review`` holds it ("" when not reviewed)."""
+    """One row per finding with ``CSV_FIELDS`` (``slice``: the axial slice the findings table lists);
+    with ``review`` (the reader's state per finding, napari_medai.review) a last column ``review``
+    holds it ("" when not reviewed)."""
     from ..review import checked_review
 
     fields = CSV_FIELDS if review is None else (*CSV_FIELDS, "review")
@@ -45,9 +47,9 @@ def findings_to_csv(findings: list[Finding], review=None) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    for row, state in zip(findings_to_records(findings), states):
+    for f, row, state in zip(findings, findings_to_records(findings), states):
         writer.writerow({**{k: (" ".join(map(str, _flat(v))) if isinstance(v, list) else v) for k, v in row.items()},
-                         "review": state})
+                         "slice": axial_slice(f.center_voxel), "review": state})
     return buf.getvalue()
 
 

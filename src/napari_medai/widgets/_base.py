@@ -20,11 +20,13 @@ its store once per Run (:class:`ReadOnce`).  ``job_finished(str)`` says how each
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QPersistentModelIndex, QSignalBlocker, Qt, Signal
+from qtpy.QtCore import QEvent, QPersistentModelIndex, QSignalBlocker, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -42,6 +44,17 @@ from ._job import ERROR, JobRunner
 from ._layers import add_layers, check_content, image_source, layer_world_mm
 from ._picker import ImageLayerPicker
 from ._threads import default_job_threads, torch_threads
+
+# The modules a Run's job imports first: torch and MONAI, through the plugin's inference and model
+# modules.  Their C extensions hold the GIL while they initialise, so imported by the first Run's
+# worker they froze the viewer 0.6-2.6 s about a second after the click (the Qt thread cannot run
+# without the GIL); imported on the Qt thread when the dock opens they froze it for the whole import
+# (3.6 s on 2 shared cores).  A background thread started once the dock is shown imports them
+# instead (:func:`preload`): its longest hold of the GIL (loading libtorch) was 0.46-0.51 s, right
+# after the dock opened, and a Run's job waits for it (:func:`wait_for_preload`) rather than import
+# beside it (docs/widgets.md).
+PRELOAD = ("napari_medai.inference.engine", "napari_medai.models.loading", "napari_medai.models.networks",
+           "napari_medai.models.bundle", "napari_medai.api")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -99,6 +112,47 @@ def current_card(model):
         return model
 
 
+_preloads: list[threading.Thread] = []  # started by preload(), in order
+_preload_requested: set[str] = set()
+
+
+def preload(modules) -> None:
+    """Import ``modules`` in a background thread (once per process); call it on the Qt thread.
+
+    One thread at a time imports (a later one waits for the earlier ones): two threads importing
+    the same package tree at once can deadlock on its import locks.  A module that fails to
+    import is left to the job, whose own import reports the error."""
+    todo = [name for name in modules if name not in _preload_requested and name not in sys.modules]
+    if not todo:
+        return
+    _preload_requested.update(todo)
+    earlier = list(_preloads)
+
+    def load():
+        import importlib
+
+        for thread in earlier:
+            thread.join()
+        for name in todo:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported by the job that needs it
+                pass
+
+    thread = threading.Thread(target=load, name="napari-medai preload", daemon=True)
+    _preloads.append(thread)
+    thread.start()
+
+
+def wait_for_preload(progress=None) -> None:
+    """In a job: wait until the background imports are done (saying so when it must wait)."""
+    running = [thread for thread in list(_preloads) if thread.is_alive()]
+    if running and progress is not None:
+        progress(0, 1, "loading PyTorch and MONAI")
+    for thread in running:
+        thread.join()
+
+
 class TaskWidget(QWidget):
     task = ""  # "segmentation": used for list_models() and in messages
     title = ""  # "Segmentation": names the job in the status line and notifications
@@ -106,6 +160,7 @@ class TaskWidget(QWidget):
     accepts_model_files = False  # offer "Load model file…" / "Load MONAI bundle folder…"
     offers_mirroring = True  # the test-time mirroring choice (its models run through run_model)
     job_threads: int | None = None  # torch CPU threads for a job; None: all cores but one
+    preload_modules: tuple[str, ...] = PRELOAD  # imported in the background when the dock is built
 
     job_finished = Signal(str)
 
@@ -159,6 +214,8 @@ class TaskWidget(QWidget):
         self.runner.finished.connect(self.job_finished)
         self.run_button.clicked.connect(self.run)
         self.refresh_models()
+        # once napari has shown the dock: a thread importing beside the dock's own set-up slowed it
+        QTimer.singleShot(0, lambda modules=self.preload_modules: preload(modules))
 
     # ---- closing the dock --------------------------------------------------------------------
     def event(self, event) -> bool:
@@ -304,6 +361,7 @@ class TaskWidget(QWidget):
             try:
                 check_content(volume, spacing, layer.name)
                 self._check_model(params.model)
+                wait_for_preload(progress)  # torch_threads and the job import torch
                 with torch_threads(threads):
                     return core(progress, cancel)
             finally:

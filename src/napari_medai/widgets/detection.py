@@ -62,6 +62,86 @@ def world_affine(layer) -> np.ndarray:
     return affine
 
 
+def view_of_voxel(matrix, voxel, dims, units=None,
+                  on_steps: bool = False) -> tuple[dict[int, float], tuple[float, ...]]:
+    """Where the viewer must stand for napari to show data point ``voxel`` of a 3D layer whose
+    voxel -> world matrix (4x4, in the layer's own units) is ``matrix``: {world axis: dims
+    point} for the axes napari slices (to draw the slice ``voxel`` rounds to, halves up), and the
+    camera centre (the displayed axes).
+
+    napari slices a layer through the not-displayed block of its world -> data transform alone
+    (``world_to_data.set_slice(not_displayed)``) and draws the slice through the displayed block
+    of its data -> world transform.  On a tilted layer, whose transform mixes sliced and
+    displayed axes, the world position of ``voxel`` lies on another slice (10 degrees of tilt
+    moved a finding 7 slices away) and elsewhere on the screen: both are solved here from those
+    same blocks.  ``on_steps``: only the slider's steps (``dims.range``), where napari's slider
+    may move the point (on a tilted layer they are not the image's slices): of the steps next to
+    the solution, the one where napari draws that slice (the data point rounded), with ``voxel``
+    itself within the half slice a Points layer shows its markers in when it can.  ``units``: the
+    layer's (napari converts between them and the viewer's so).
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    voxel = np.asarray(voxel, dtype=float)
+    ndim = len(voxel)
+    first = dims.ndim - ndim  # the volume's axes are the viewer's last ones
+    factor = _units_factor(units, dims, ndim)  # the layer's world units -> the viewer's
+    linear, shift = matrix[:ndim, :ndim], matrix[:ndim, ndim]
+    inverse = np.linalg.inv(linear)
+    sliced = [axis - first for axis in dims.not_displayed if axis >= first]
+    shown = [axis - first for axis in dims.displayed if axis >= first]
+    point = {}
+    if sliced:
+        block, offset = inverse[np.ix_(sliced, sliced)], (inverse @ shift)[sliced]
+        wanted = np.floor(voxel[sliced] + 0.5)  # the slices to draw
+
+        def drawn(world):  # napari's data point on the sliced axes for viewer coordinates ``world``
+            return block @ (np.asarray(world) / factor[sliced]) - offset
+
+        if np.linalg.cond(block) < 1e8:
+            world = np.linalg.solve(block, wanted + offset) * factor[sliced]
+            for i, axis in enumerate(sliced if on_steps else ()):
+                world[i] = _best_step(world, i, dims.range[axis + first], drawn, wanted[i], voxel[sliced][i])
+        else:  # these axes do not slice the volume (a layer turned on its side): its world position
+            world = (linear @ voxel + shift)[sliced] * factor[sliced]
+        point = {axis + first: float(w) for axis, w in zip(sliced, world)}
+    centre = linear[np.ix_(shown, shown)] @ voxel[shown] + shift[shown]
+    return point, tuple(float(c * factor[axis]) for axis, c in zip(shown, centre))
+
+
+def _best_step(world, i: int, steps, drawn, wanted: float, exact: float) -> float:
+    """Of the slider's steps next to ``world[i]``, the one where napari draws slice ``wanted`` on
+    axis ``i``, with ``exact`` (a marker there) drawn too if it can be, else the nearest."""
+    start, stop, step = (float(v) for v in steps)
+    if not step > 0 or stop <= start:
+        return float(world[i])
+    last = int(round((stop - start) / step))
+    near = min(max(int(round((world[i] - start) / step)), 0), last)  # napari keeps the point in range
+    best, best_key = float(world[i]), None
+    for k in range(max(near - 1, 0), min(near + 1, last) + 1):
+        candidate = np.array(world, dtype=float)
+        candidate[i] = start + k * step
+        data = float(drawn(candidate)[i])
+        key = (np.round(data) != wanted, abs(data - exact) > 0.5, abs(data - wanted))
+        if best_key is None or key < best_key:
+            best, best_key = float(candidate[i]), key
+    return best
+
+
+def _units_factor(units, dims, ndim: int) -> np.ndarray:
+    """Per axis, one unit of the layer's world in the viewer's (1 where either has no units)."""
+    world = getattr(dims, "units", None)
+    if units is None or world is None or len(world) < ndim or len(units) != ndim:
+        return np.ones(ndim)
+    try:
+        import pint
+
+        registry = pint.get_application_registry()
+        return np.array([registry.get_base_units(own)[0] / registry.get_base_units(viewer)[0]
+                         for own, viewer in zip(units, tuple(world)[-ndim:])], dtype=float)
+    except Exception:  # noqa: BLE001 - units napari itself could not convert: it does not scale either
+        return np.ones(ndim)
+
+
 def finding_features(findings: list) -> dict[str, list]:
     """Every field of each finding, as Points-layer features (one row per point)."""
     return {
@@ -89,6 +169,8 @@ class DetectionWidget(TaskWidget):
     title = "Lesion detection"
     params_type = DetectionParams
     accepts_model_files = True
+    preload_modules = (*TaskWidget.preload_modules, "napari_medai.postprocess.attenuation",
+                       "napari_medai.postprocess.body", "napari_medai.postprocess.refine")
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
@@ -102,6 +184,7 @@ class DetectionWidget(TaskWidget):
         self._classes = {}  # the last run's detector classes (index -> name, colour): New labels names them
         self._source_state = None  # its data and geometry when the findings were added (_RunState)
         self._findings_affine = np.eye(4)
+        self._findings_units = None  # the findings layer's units at run time
         self._findings_shape: tuple = ()
         self._target_layer = None  # the Labels layer the value box was last set for
         self.note_label = QLabel(LUNG_RADS_NOTE + ".")
@@ -300,6 +383,7 @@ class DetectionWidget(TaskWidget):
         self.mark_button.setEnabled(True)
         self.new_labels_button.setEnabled(True)
         self._findings_affine = world_affine(self.findings_layer)
+        self._findings_units = getattr(self.findings_layer, "units", None)
         self.findings_table.show_findings(self.findings)
         self.export_button.setEnabled(True)
         self._enable_finding_actions()
@@ -321,21 +405,28 @@ class DetectionWidget(TaskWidget):
         if not 0 <= row < len(self.findings):
             return
         finding = self.findings[row]
-        # On the table's slice exactly (a centre can fall between two slices).
-        target = [float(axial_slice(finding.center_voxel)), *map(float, finding.center_voxel[1:])]
-        layer = self._live_findings_layer()
+        # On the table's slice (the centre's z rounded, halves up: a centre can fall between two
+        # slices) as napari slices and draws the image the findings came from (the table's slice
+        # is that image's); then the markers, which lie on its grid; once both are gone, their
+        # transform at run time.
+        layer = next((layer for layer in (self._source_layer, self.findings_layer)
+                      if layer is not None and layer in self.viewer.layers), None)
         if layer is not None:  # follows any later move of the layer
-            world = np.asarray(layer.data_to_world(target), dtype=float)
-        else:  # the layer was deleted: its transform at run time
-            world = self._findings_affine[:3, :3] @ target + self._findings_affine[:3, 3]
+            matrix, units = world_affine(layer), getattr(layer, "units", None)
+        else:
+            matrix, units = self._findings_affine, self._findings_units
         dims = self.viewer.dims
-        first = dims.ndim - len(world)  # the volume's axes are the viewer's last ones
-        for axis in dims.not_displayed:
-            if axis >= first:
-                dims.set_point(axis, float(world[axis - first]))
+        point, centre = view_of_voxel(matrix, finding.center_voxel, dims, units)
+        if point:
+            dims.set_point(list(point), list(point.values()))
+        if point and not np.allclose([dims.point[axis] for axis in point], list(point.values())):
+            # napari's slider moved the point to its nearest step, which on a tilted image can draw
+            # the next slice: the step that draws the finding's
+            point, _ = view_of_voxel(matrix, finding.center_voxel, dims, units, on_steps=True)
+            dims.set_point(list(point), list(point.values()))
         # napari 0.9 moved the camera to viewer.scene (viewer.camera is deprecated there)
         camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
-        camera.center = tuple(float(world[axis - first]) for axis in dims.displayed if axis >= first)
+        camera.center = centre
         self.findings_table.selectRow(row)
         item = self.findings_table.item(row, 0)
         if item is not None:  # e.g. the reader's finding, added below the visible rows

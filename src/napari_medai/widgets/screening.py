@@ -40,6 +40,8 @@ class ScreeningParams(DetectionParams):
 class ScreeningWidget(DetectionWidget):
     title = "Screening report"
     params_type = ScreeningParams
+    preload_modules = (*DetectionWidget.preload_modules, "napari_medai.postprocess.airway", "napari_medai.screening",
+                       "napari_medai.postprocess.key_images")
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)

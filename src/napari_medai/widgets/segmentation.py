@@ -68,6 +68,7 @@ class SegmentationWidget(TaskWidget):
     title = "Segmentation"
     params_type = SegmentationParams
     accepts_model_files = True
+    preload_modules = (*TaskWidget.preload_modules, "napari_medai.postprocess.airway", "napari_medai.postprocess.body")
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)

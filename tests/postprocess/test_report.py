@@ -1,0 +1,30 @@
+"""The findings CSV (``medai detect --out x.csv``, the detection dock's Export CSV…)."""
+
+import csv
+import io
+
+from napari_medai.postprocess.findings import Finding
+from napari_medai.postprocess.report import CSV_FIELDS, findings_to_csv
+
+
+def _finding(z: float, score: float) -> Finding:
+    return Finding(center_voxel=[z, 20.0, 31.4], center_mm=[2.5 * z, 16.0, 25.1], bbox_voxel=[[5, 18, 29], [9, 23, 34]],
+                   diameter_mm=7.2, short_axis_mm=5.1, mean_diameter_mm=6.15, volume_ml=0.12, score=score,
+                   lung_rads="3")
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_the_csv_lists_each_findings_slice_as_the_table_does():
+    """The dock table's Slice column (the centre's z, halves rounded up) is in the file too, so the
+    exported rows name the slices the reader saw."""
+    findings = [_finding(13.21, 0.9), _finding(6.5, 0.8), _finding(7.49, 0.7)]
+    rows = _rows(findings_to_csv(findings))
+    assert list(rows[0]) == list(CSV_FIELDS) and "slice" in CSV_FIELDS
+    assert [r["slice"] for r in rows] == ["13", "7", "7"]
+    assert [r["center_voxel"] for r in rows] == ["13.21 20.0 31.4", "6.5 20.0 31.4", "7.49 20.0 31.4"]
+    reviewed = _rows(findings_to_csv(findings, review=["accepted", "", "rejected"]))
+    assert list(reviewed[0]) == [*CSV_FIELDS, "review"]
+    assert [(r["slice"], r["review"]) for r in reviewed] == [("13", "accepted"), ("7", ""), ("7", "rejected")]
