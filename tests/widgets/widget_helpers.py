@@ -48,7 +48,8 @@ def fake_engine(monkeypatch, probabilities, *, steps: int = 4, delay_s: float = 
     from napari_medai.models.loading import LoadedModel
 
     channels = probabilities.shape[0]
-    card = ModelCard(name="fake", out_channels=channels, extra=dict(extra or {}),
+    # "method": a card that stands in for detectors too (detect() refuses a plain segmentation card)
+    card = ModelCard(name="fake", out_channels=channels, extra={"method": "segmentation", **(extra or {})},
                      classes=[{"index": i, "name": f"class {i}"} for i in range(channels)])
 
     def load_model(spec, device=None):

@@ -345,7 +345,7 @@ class TaskWidget(QWidget):
         try:
             if layer is None:
                 layer = self._explain_missing_image()
-            data, spacing = image_source(layer)  # geometry only: fast
+            data, spacing = self._image_source(layer)  # geometry only: fast
             started_on = input_state(layer)
             volume = data if isinstance(data, np.ndarray) else ReadOnce(data)
             params = self.params()
@@ -359,7 +359,7 @@ class TaskWidget(QWidget):
             # In the worker: the voxel scan is slow on a big CT, and an image problem is
             # reported before a model problem whichever the order they were found in.
             try:
-                check_content(volume, spacing, layer.name)
+                self._check_content(volume, spacing, layer.name)
                 self._check_model(params.model)
                 wait_for_preload(progress)  # torch_threads and the job import torch
                 with torch_threads(threads):
@@ -373,6 +373,15 @@ class TaskWidget(QWidget):
             return self._add_results(result, layer, params)
 
         self.runner.start(job, on_success, name=self.title)
+
+    def _image_source(self, layer) -> tuple:
+        """(data, spacing) of the chosen layer after the cheap checks, on the Qt thread: a 3D
+        grayscale Image layer here (a widget that takes other input overrides it)."""
+        return image_source(layer)
+
+    def _check_content(self, volume, spacing, name: str) -> None:
+        """The voxel checks (empty, constant, NaN, ...), in the worker."""
+        check_content(volume, spacing, name)
 
     def _add_results(self, result, source_layer, params) -> list:
         """Add the outputs as NEW layers on the input's grid (Qt thread); ``run`` has checked

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox
 
-from ._base import ReadOnce, TaskParams, TaskWidget, input_state
+from ._base import TaskParams, TaskWidget
 from ._layers import UNKNOWN_MODALITY, output_layer_data
 
 AUTO_MODEL = "Automatic (from the image's modality)"
@@ -98,6 +98,7 @@ class DenoisingWidget(TaskWidget):
     title = "Denoising"
     params_type = DenoisingParams
     offers_mirroring = False  # the denoisers run slice by slice outside run_model
+    _slice_of: str | None = None  # the name of the single-slice layer a Run was started on
 
     def refresh_models(self) -> None:
         """Built-in models plus, first and selected, the automatic choice by modality."""
@@ -134,47 +135,25 @@ class DenoisingWidget(TaskWidget):
             "show_difference": self.difference_check.isChecked(),
         }
 
-    def run(self) -> None:
-        """Run button: a volume runs as in every task widget; a single slice (y, x) or (1, y, x)
-        the same way, with the slice's own checks, through ``denoise()`` and a 2D model."""
-        layer = self.layer_picker.current_layer()
-        if self.runner.is_running or not is_single_slice(layer):
-            super().run()
-            return
-        from ..errors import MedaiError
-        from ._base import default_job_threads, torch_threads
+    def _image_source(self, layer) -> tuple:
+        """A volume as in every task widget, or a single slice (y, x) or (1, y, x): the denoisers
+        are 2D.  ``_slice_of`` keeps the slice's name for this Run's job (set on the Qt thread,
+        before the job is made)."""
+        self._slice_of = layer.name if is_single_slice(layer) else None
+        return slice_source(layer) if self._slice_of else super()._image_source(layer)
 
-        try:
-            data, spacing = slice_source(layer)  # geometry only: fast
-            started_on = input_state(layer)
-            volume = data if isinstance(data, np.ndarray) else ReadOnce(data)
-            params = self.params()
-            core = self._make_job(volume, spacing, params, slice_of=layer.name)
-            threads = self.job_threads or default_job_threads()
-        except MedaiError as exc:
-            self._report(exc)
-            return
+    def _check_content(self, volume, spacing, name: str) -> None:
+        if len(volume.shape) == 2 or volume.shape[0] == 1:  # a slice: checked as a slice
+            _check_slice_content(volume, name)
+        else:
+            super()._check_content(volume, spacing, name)
 
-        def job(progress, cancel):
-            try:  # as TaskWidget.run: the image's problems first, then the model's
-                _check_slice_content(volume, layer.name)
-                self._check_model(params.model)
-                with torch_threads(threads):
-                    return core(progress, cancel)
-            finally:
-                if isinstance(volume, ReadOnce):
-                    volume.release()
-
-        def on_success(result):
-            self._check_unchanged(layer, started_on, f"{self.title.lower()} ran")
-            return self._add_results(result, layer, params)
-
-        self.runner.start(job, on_success, name=self.title)
-
-    def _make_job(self, volume, spacing, params, slice_of: str | None = None):
-        """``slice_of``: the layer's name when ``volume`` is a single slice, which only a 2D model
-        denoises (a card's dimensions are checked here, a file's or bundle's once loaded)."""
+    def _make_job(self, volume, spacing, params):
+        """A single slice (``_image_source`` named it) is denoised by a 2D model only: a card's
+        dimensions are checked here, a file's or bundle's once loaded."""
         from ..errors import InputError
+
+        slice_of = self._slice_of
 
         if params.strength == 0.0:  # the network would run for an identical copy of the input
             raise InputError("strength 0 keeps the image as it is: choose a strength above 0 to denoise")
