@@ -77,14 +77,18 @@ def _checked_call(volume, spacing, settings):
     from .inference import InferenceSettings
     from .io.validate import check_spacing, without_singleton_axis
 
+    if volume is None:  # the engine said "expects a 3D volume ... 0 dimension(s) ()"
+        raise InputError("no image given: pass the volume as an array (z, y, x)")
+    if isinstance(volume, (str, bytes)) or hasattr(volume, "__fspath__"):  # a file name, as medai takes
+        raise InputError(f"pass the image as an array, not the file name {str(volume)!r} (read a file with "
+                         "napari_medai.read_volume(path): its .data and .spacing)")
     if spacing is None:
         raise InputError("the voxel spacing is needed (mm, (z, y, x)): sizes and volumes are measured in mm")
     # a torch tensor (MONAI's MetaTensor.pixdim) failed in the clean-up's np.prod after the inference
     spacing = check_spacing(spacing, ndim=3)
     # numpy once, here: the clean-up failed on a torch tensor after the whole inference, and
     # read a lazy (dask) array again at every step (32 times in segment())
-    if volume is not None:  # None is the engine's to refuse ("no image given")
-        volume = np.asarray(volume)
+    volume = np.asarray(volume)
     # (C, z, y, x) with C > 1 stays: the engine reads it as channels
     return without_singleton_axis(volume), spacing, InferenceSettings.of(settings)
 
@@ -116,6 +120,12 @@ def _model(model, use: str | None = None):
     if use == "segmentation" and card.task == "detection" and card.draws_boxes:
         raise ModelError(f"model '{card.name}' is a box detector: it gives findings, not labels "
                          "(use detect() / medai detect)")
+    # a plain segmentation card or bundle names no lesion channel: its last class was reported as
+    # lung nodules with Lung-RADS categories (a spleen as a 77 mm nodule)
+    if use == "detection" and "method" not in (card.extra or {}):
+        raise ModelError(f"model '{card.name}' is a {card.task} model, not a detector: detection takes a detector "
+                         "card (extra.method \"segmentation\" with its lesion channel in extra.probability_channel, "
+                         "docs/detection.md) or a box-detection bundle (metadata task mentioning detection)")
     return loaded
 
 
@@ -148,9 +158,11 @@ def segment(
     of the network's edge, on the input grid (see ``postprocess.refine``).
     """
     from .inference import run_model
+    from .inference.cancel import as_cancel_token
     from .inference.progress import share_progress
 
     volume, spacing, settings = _checked_call(volume, spacing, settings)
+    cancel = as_cancel_token(cancel)  # cancel=True failed at the first window with an AttributeError
     if min_lesion_mm3 is not None:
         from .errors import InputError
 
@@ -308,15 +320,19 @@ def detect(
     """
     from .errors import InputError, ModelError
     from .inference import run_model
+    from .inference.cancel import as_cancel_token
 
     max_findings = check_max_findings(max_findings)
     score_threshold = check_score_threshold(score_threshold)
     volume, spacing, settings = _checked_call(volume, spacing, settings)
+    cancel = as_cancel_token(cancel)
     if isinstance(model, np.ndarray) and model.shape == (4, 4):  # screen() takes the affine third
         raise InputError("detect()'s third argument is the model, and this looks like an affine: "
                          "pass the affine as affine=...")
-    if affine is not None and np.shape(affine) != (4, 4):
-        raise InputError(f"affine must be a 4x4 matrix (voxel (z, y, x) to world mm), got shape {np.shape(affine)}")
+    if affine is not None:  # shape, NaN, singular: a NaN affine gave NaN centres (io.validate.check_affine)
+        from .io.validate import check_affine
+
+        affine = check_affine(affine)
     loaded = _model(model, "detection")
     card = loaded.card
     extra = card.extra

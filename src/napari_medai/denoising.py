@@ -38,12 +38,21 @@ def default_model_name(modality) -> str:
 
 
 def load_denoiser(model=None, modality=None):
-    """A ``LoadedModel`` for ``model`` (name, card, path or LoadedModel), or the default for ``modality``."""
+    """A ``LoadedModel`` for ``model`` (name, card, path or LoadedModel), or the default for ``modality``.
+    Given both, a model made for the other modality is refused (``modality`` was ignored, and a CT
+    denoiser ran on an image said to be MR)."""
     from .models import load_model
 
     loaded = load_model(model if model is not None else default_model_name(modality))
-    if loaded.card.task != "denoising":
-        raise ModelError(f"model '{loaded.card.name}' is a {loaded.card.task} model, not a denoising model")
+    card = loaded.card
+    if card.task != "denoising":
+        raise ModelError(f"model '{card.name}' is a {card.task} model, not a denoising model")
+    said = str(modality or "").strip().upper()
+    said = {"MRI": "MR", "CTA": "CT"}.get(said, said)
+    if model is not None and said in DEFAULT_MODELS and card.modality in DEFAULT_MODELS and said != card.modality:
+        raise ModelError(f"model '{card.name}' is made for {card.modality}, but the image is said to be {said} "
+                         f"(modality={modality!r}): choose a model made for {said}, or leave the model out to get "
+                         f"'{DEFAULT_MODELS[said]}'")
     return loaded
 
 
@@ -65,15 +74,19 @@ def as_input_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def _run_slices(network, image, intensity, device, precision, progress, cancel, in_channels=1) -> np.ndarray:
+def _run_slices(network, image, intensity, device, precision, progress, cancel, in_channels=1,
+                name: str = "denoiser") -> np.ndarray:
     """Slice-wise forward of a 2D network over ``image`` (z, y, x) float32 -> float32.
 
     A 2.5D network (``in_channels`` = 2k+1) gets each slice with its k neighbours on each side;
-    at the ends of the volume the end slice is repeated.
+    at the ends of the volume the end slice is repeated.  A pass that returns NaN or infinity
+    (a network overflowing bf16/float16, or broken weights) stops the run with a ModelError
+    naming model ``name``: the volume came back NaN without a word.
     """
     import torch
     import torch.nn.functional as F
 
+    from .inference.engine import non_finite_message
     from .inference.precision import autocast
 
     multiple = int(getattr(network, "size_multiple", 1))
@@ -96,10 +109,14 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
             x = F.pad(x, (0, pad_x, 0, pad_y), mode="replicate") if pad_y or pad_x else x
             with autocast(device, precision):
                 y = network(x.to(device))
+            if not bool(torch.isfinite(y).all()):  # on the device, one batch of slices at a time
+                raise ModelError(non_finite_message(name, precision))
             y = y[..., :ny, :nx].float().cpu()
             out[start : start + len(block)] = intensity.invert(y)[:, 0].numpy()
             if progress is not None:
                 progress(min(start + SLICES_PER_PASS, total), total)
+    if cancel is not None:  # pressed during the last pass: still leave nothing (as run_model)
+        cancel.raise_if_cancelled()
     return out
 
 
@@ -116,23 +133,38 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``precision`` are used ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x) or (1, 1, y, x), is kept); an integer input gives the same integer dtype,
     anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
-    more than 8 along y or x (their three halvings must leave more than one pixel).  Raises ``Cancelled``
+    more than 8 along y or x (their three halvings must leave more than one pixel).  ``spacing``
+    (checked, not used: noise is per pixel) is (z, y, x) mm; a single slice takes (y, x) or the
+    (z, y, x) of its volume.  One image only: a channel axis of more than 1 is refused.  Raises ``Cancelled``
     when ``cancel`` is set, leaving the input untouched.
     """
     from .io.validate import check_spacing, check_volume, without_singleton_axis
 
     shape = np.shape(volume)  # check_volume drops a singleton channel axis; the result gets it back
     arr = np.asarray(without_singleton_axis(volume))  # (1, 1, y, x): one slice with a channel axis
+    if arr.ndim == 4:  # (C, z, y, x) with C > 1 (one channel was dropped above)
+        raise InputError(f"{arr.shape[0]} channels are not supported (shape {shape}): pass one image, "
+                         "a volume (z, y, x) or a slice (y, x)")
+    one_slice = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[0] == 1)
     if arr.ndim == 3 and arr.shape[0] == 1:  # one slice kept as a volume: check it as a slice
         check_volume(arr[0], need_3d=False)
-        if spacing is not None:
-            check_spacing(spacing, ndim=3)
     else:
-        arr = check_volume(arr, spacing, need_3d=False)
+        arr = check_volume(arr, need_3d=False)
     if arr.ndim not in (2, 3):
         raise InputError(f"denoising needs a 2D slice or a 3D volume (z, y, x), got shape {arr.shape}")
+    if spacing is not None and one_slice:  # spacing is checked, not used (the denoisers run per slice)
+        n = len(spacing) if isinstance(spacing, (tuple, list, np.ndarray)) else None
+        if n not in (2, 3):
+            raise InputError(f"a single slice's spacing takes 2 values (y, x) in mm, or the 3 (z, y, x) of the "
+                             f"volume it comes from; got {spacing!r}")
+        check_spacing(spacing, ndim=n)
+    elif spacing is not None:
+        check_spacing(spacing, ndim=3)
     strength = _check_strength(strength)
     from .inference import InferenceSettings
+    from .inference.cancel import as_cancel_token
+
+    cancel = as_cancel_token(cancel)  # cancel=True failed at the first pass with an AttributeError
 
     # as segment() and detect() take them: a misspelt key ({"devce": "cuda"}) or a bare "cpu" was
     # silently ignored, running on the default device and precision
@@ -164,16 +196,16 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise ModelError(f"model '{loaded.card.name}' reads MR magnitude images, which are not below 0, but "
                          f"{below.mean():.0%} of this image's voxels are: it looks like a normalised (z-scored) "
                          "MR, so give the image as the scanner wrote it, or choose a model made for this one")
+    device = select_device(settings.device, spatial_dims=2)  # before strength 0 returns: "cuda" with no GPU
     if strength == 0.0:  # after every check: strength 0 must not accept what strength 1 refuses
         return arr.astype(arr.dtype if np.issubdtype(arr.dtype, np.integer) else np.float32).reshape(shape)
-    device = select_device(settings.device, spatial_dims=2)
     precision = select_precision(device, settings.precision)
     seen = np.maximum(image, floor) if below.any() else image  # untouched when nothing is below
     stack = seen[None] if seen.ndim == 2 else seen
     intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))
     network = loaded.network.to(device).eval()
     clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
-                        in_channels=loaded.card.in_channels).reshape(image.shape)
+                        in_channels=loaded.card.in_channels, name=loaded.card.name).reshape(image.shape)
     clean[below] = image[below]
     blended = clean if strength == 1.0 else image + strength * (clean - image)
     return as_input_dtype(blended, arr).reshape(shape)

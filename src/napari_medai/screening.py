@@ -328,11 +328,10 @@ def _reporting_threshold(card, score_threshold) -> tuple[float, list[str]]:
 
 
 def _affine(affine, spacing) -> np.ndarray:
-    if affine is not None:
-        affine = np.asarray(affine, dtype=float)
-        if affine.shape != (4, 4):
-            raise InputError(f"affine must be a 4x4 matrix, got shape {affine.shape}")
-        return affine
+    if affine is not None:  # a NaN or singular one crashed in _position (io.validate.check_affine)
+        from .io.validate import check_affine
+
+        return check_affine(affine)
     out = np.eye(4)
     out[:3, :3] = np.diag(np.asarray(spacing, dtype=float))
     return out

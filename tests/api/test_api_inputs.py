@@ -107,3 +107,55 @@ def test_whole_and_zero_minimum_lesion_sizes_are_taken(seg_model):
     volume = blob_volume(blobs=BLOBS)
     for value in (0, np.float32(5.0), None):
         assert napari_medai.segment(volume, SPACING, model=seg_model, min_lesion_mm3=value).labels.shape == volume.shape
+
+
+@pytest.mark.parametrize("affine, message", [(np.full((4, 4), np.nan), "NaN or infinite"),
+                                             (np.zeros((4, 4)), "singular")])
+def test_a_nan_or_singular_affine_is_refused_before_the_model(monkeypatch, affine, message):
+    from napari_medai import api
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(api, "_model", no_model)
+    with pytest.raises(InputError, match=message):  # it gave NaN (or 0) finding centres in mm
+        napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, affine=affine)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("scan.nii.gz", r"pass the image as an array, not the file name 'scan.nii.gz' \(read a file with "
+                    r"napari_medai.read_volume\(path\)"),
+    (None, "^no image given"),
+])
+def test_a_file_name_or_no_image_is_named_before_the_model(monkeypatch, given, message):
+    """Both said "expects a 3D volume (z, y, x) ... 0 dimension(s) ()" from the engine."""
+    from pathlib import Path
+
+    from napari_medai import api
+
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for call in (napari_medai.segment, napari_medai.detect):
+        with pytest.raises(InputError, match=message):
+            call(given, SPACING)
+    with pytest.raises(InputError, match="not the file name 'a/scan.nii'"):  # a Path too
+        napari_medai.segment(Path("a/scan.nii"), SPACING)
+
+
+@pytest.mark.parametrize("cancel", [True, "stop", __import__("threading").Event()])
+def test_a_cancel_that_is_no_cancel_token_is_refused_before_the_model(monkeypatch, cancel):
+    """cancel=True failed at the first window with "'bool' object has no attribute
+    'raise_if_cancelled'" (after the model had loaded)."""
+    from napari_medai import api
+
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for call in (napari_medai.segment, napari_medai.detect, napari_medai.denoise):
+        with pytest.raises(InputError, match=r"cancel must be a napari_medai.inference.CancelToken .* or None; got "):
+            call(blob_volume(blobs=BLOBS), SPACING, cancel=cancel)
+
+
+def test_a_cancel_token_and_none_are_taken(seg_model):
+    from napari_medai.inference import CancelToken
+
+    volume = blob_volume(blobs=BLOBS)
+    for cancel in (None, CancelToken()):
+        assert napari_medai.segment(volume, SPACING, model=seg_model, cancel=cancel).labels.shape == volume.shape

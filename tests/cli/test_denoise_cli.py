@@ -149,3 +149,36 @@ def test_the_other_tasks_still_refuse_a_single_slice(tmp_path, rng, capsys):
     assert main(["screen", str(src_path), "--out-dir", str(tmp_path / "report"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("slice.nii.gz is not a 3D volume (shape (64, 64))") == 3 and "Traceback" not in err
+
+
+def test_a_ct_denoiser_named_for_a_file_that_says_mr_is_refused_unless_modality_says_ct(tmp_path, capsys):
+    ct = np.full((3, 24, 24), -1000.0, np.float32)  # values that pass as HU
+    ct[:, 4:20, 4:20] = 40.0
+    ct[:, 8:14, 6:12] = -850.0
+    src = write_volume(ct, tmp_path / "in.nii.gz", affine=np.eye(4), modality="MR")
+    card = make_tiny_card(tmp_path / "model", modality="CT")
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(src), str(out_path), "--model", str(card), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"medai denoise: error: {src} is an MR image by its header, but model 'tiny-ct-denoiser' "
+                          "is made for CT: if it is a CT after all, pass --modality CT")
+    assert not out_path.exists()
+    assert main(["denoise", str(src), str(out_path), "--model", str(card), "--quiet", "--modality", "CT"]) == 0
+    assert out_path.exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_first_even_at_strength_zero(tmp_path, noisy_nifti, monkeypatch,
+                                                                             capsys):
+    """--device cuda --strength 0 wrote the input back on a machine without a GPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    card = make_tiny_card(tmp_path / "model")
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(noisy_nifti), str(out_path), "--model", str(card), "--device", "cuda",
+                 "--strength", "0"]) == 2
+    # checked before the input is read: a missing file is not what it says
+    assert main(["denoise", str(tmp_path / "missing.nii.gz"), str(out_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("a CUDA GPU was requested but none is available") == 2 and "does not exist" not in err
+    assert not out_path.exists()

@@ -120,3 +120,15 @@ def test_an_out_dir_that_cannot_be_made_or_a_bad_threshold_is_refused_before_the
         pytest.skip("no /proc to refuse files")
     assert main(["screen", str(scan), "--out-dir", "/proc/medai-scr", *common]) == 2
     assert "--out-dir /proc/medai-scr: /proc cannot be written" in capsys.readouterr().err
+
+
+def test_screen_refuses_a_file_that_says_mr_even_with_values_like_hu(tmp_path, capsys):
+    path = write_volume(two_lung_chest(), tmp_path / "t1.nii.gz", modality="MR")  # lungs at -850: passes as HU
+    det = install(detection_card(name="cli-det"), tmp_path / "models")
+    seg = install(segmentation_card(name="cli-seg"), tmp_path / "models")
+    out = tmp_path / "report"
+    assert main(["screen", str(path), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
+                 "--quiet"]) == 2
+    assert not out.exists()
+    assert (f"{path} is an MR image by its header, but model 'cli-det' is made for CT: choose a model made for MR"
+            in capsys.readouterr().err)

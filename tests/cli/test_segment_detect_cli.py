@@ -283,3 +283,33 @@ def test_detect_refuses_a_cap_of_zero_findings_before_the_run(tmp_path, ct_nifti
     out = tmp_path / "f.json"
     assert main(["detect", str(ct_nifti), "--out", str(out), "--max-findings", "0", "--quiet"]) == 2
     assert "--max-findings must be 1 or more, got 0" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "detect"])
+def test_a_file_that_says_mr_is_not_run_through_a_ct_model_even_with_values_like_hu(tmp_path, command, capsys):
+    # values a CT model takes (lung, blobs): only the file's modality tells them apart
+    mr_nifti = write_volume(blob_volume(blobs=BLOBS), tmp_path / "t1.nii.gz", affine=np.eye(4), modality="MR")
+    assert read_volume(mr_nifti).modality == "MR"
+    card = segmentation_card() if command == "segment" else detection_card()
+    model = install(card, tmp_path / "model")
+    out = tmp_path / ("labels.nii.gz" if command == "segment" else "findings.json")
+    args = [str(mr_nifti), str(out)] if command == "segment" else [str(mr_nifti), "--out", str(out)]
+    assert main([command, *args, "--model", str(model), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"medai {command}: error: {mr_nifti} is an MR image by its header, but model "
+                          f"'{card.name}' is made for CT: choose a model made for MR")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "detect"])
+def test_a_network_that_returns_nan_exits_2_naming_fp32_and_writes_nothing(tmp_path, ct_nifti, command, capsys):
+    # bf16/float16 overflow gives NaN: the softmax then labelled nothing and the detector found nothing, exit 0
+    card = (segmentation_card if command == "segment" else detection_card)(name="nan-net", steepness=float("nan"))
+    model = install(card, tmp_path / "model")
+    out = tmp_path / ("labels.nii.gz" if command == "segment" else "findings.json")
+    args = [str(ct_nifti), str(out)] if command == "segment" else [str(ct_nifti), "--out", str(out)]
+    assert main([command, *args, "--model", str(model), "--quiet", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"medai {command}: error: model 'nan-net' returned NaN or infinite values in bfloat16 "
+                          "precision") and "--precision fp32" in err
+    assert not out.exists() and not out.with_suffix(".md").exists()

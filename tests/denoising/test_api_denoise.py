@@ -188,3 +188,68 @@ def test_strength_zero_checks_everything_first_and_returns_the_documented_dtype(
     ct[:, 4:20, 4:20] = 40.0
     with pytest.raises(ModelError, match="made for MR"):
         denoise(ct, model=tiny_card, strength=0.0)  # the tiny card is an MR denoiser
+
+
+def test_a_slice_takes_its_volumes_spacing_and_two_channels_are_refused_plainly(tiny_card, mr_volume):
+    """One axial slice given the volume's 3 spacing values was refused as "spacing must have 2
+    values (z, y, x) ... got 3", and a (2, z, y, x) image as "spacing must have 4 values (z, y, x)"."""
+    settings = {"precision": "fp32"}
+    one = mr_volume[1]
+    np.testing.assert_array_equal(denoise(one, (2.0, 1.0, 1.0), model=tiny_card, settings=settings),
+                                  denoise(one, (1.0, 1.0), model=tiny_card, settings=settings))
+    with pytest.raises(InputError, match=r"a single slice's spacing takes 2 values \(y, x\) in mm, or the 3"):
+        denoise(one, (2.0, 1.0, 1.0, 1.0), model=tiny_card)
+    with pytest.raises(InputError, match="voxel spacing must be positive"):
+        denoise(one, (0.0, 1.0), model=tiny_card)
+    with pytest.raises(InputError, match=r"spacing must have 3 values \(z, y, x\)"):  # a volume: 3 values
+        denoise(mr_volume, (1.0, 1.0), model=tiny_card)
+    with pytest.raises(InputError, match=r"^2 channels are not supported \(shape \(2, 3, 30, 28\)\): pass one image"):
+        denoise(np.stack([mr_volume, mr_volume]), (2.0, 1.0, 1.0), model=tiny_card)
+
+
+def test_a_denoiser_that_returns_nan_is_a_model_error_not_a_nan_volume(tmp_path):
+    from denoise_helpers import make_tiny_card
+
+    broken = make_tiny_card(tmp_path, modality="CT", head_weight=float("nan"))  # as float16 overflow gives
+    ct = np.full((3, 24, 24), -1000, np.int16)
+    ct[:, 4:20, 4:20] = 40
+    with pytest.raises(ModelError, match=r"^model 'tiny-ct-denoiser' returned NaN or infinite values \(in fp32"):
+        denoise(ct, model=broken, settings={"precision": "fp32"})
+    with pytest.raises(ModelError, match="in bfloat16 precision.*--precision fp32"):
+        denoise(ct, model=broken, settings={"precision": "bf16"})
+
+
+def test_a_named_model_of_the_other_modality_than_the_one_given_is_refused(tmp_path):
+    from denoise_helpers import make_tiny_card
+
+    ct_card = make_tiny_card(tmp_path, modality="CT")
+    ct = np.full((3, 24, 24), -1000, np.int16)
+    ct[:, 4:20, 4:20] = 40
+    with pytest.raises(ModelError, match=r"^model 'tiny-ct-denoiser' is made for CT, but the image is said to be "
+                                         r"MR \(modality='MRI'\): .*'mr-denoising'$"):
+        denoise(ct, model=ct_card, modality="MRI")  # the modality was ignored when a model was named
+    assert denoise(ct, model=ct_card, modality="CT", strength=0.0).dtype == np.int16
+
+
+def test_a_cancel_during_the_last_pass_still_leaves_nothing(tiny_card, rng):
+    """As run_model: Cancel pressed while the last slices ran returned the result (segment and
+    detect raise Cancelled)."""
+    vol = rng.normal(100, 10, (5, 16, 16)).astype(np.float32)  # two passes of SLICES_PER_PASS = 4
+    token = CancelToken()
+
+    def cancel_at_the_end(done, total):
+        if done == total:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        denoise(vol, model=tiny_card, progress=cancel_at_the_end, cancel=token)
+
+
+def test_a_device_this_machine_lacks_is_refused_at_strength_0_too(tiny_card, mr_volume, monkeypatch):
+    """strength 0 returned before the device was looked at: "cuda" on a machine without one passed."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for strength in (0.0, 1.0):
+        with pytest.raises(InputError, match="a CUDA GPU was requested but none is available"):
+            denoise(mr_volume, model=tiny_card, strength=strength, settings={"device": "cuda"})

@@ -30,6 +30,7 @@ def test_2d_image_for_a_3d_model(model, rng):
     (np.full((8, 8, 8), 5.0), "constant"),
     (np.where(np.eye(8)[None] > 0, np.nan, 1.0) * np.ones((8, 8, 8)), "NaN"),
     (np.zeros((0, 8, 8)), "empty"),
+    (np.linspace(-1e300, 1e300, 512).reshape(8, 8, 8), "beyond the range of the 32-bit floats"),
 ])
 def test_bad_volumes(model, bad, message):
     with pytest.raises(InputError, match=message):
@@ -120,3 +121,44 @@ def test_each_model_runs_on_its_own_modality_and_any_runs_on_both(rng, small_ct)
     # a CT crop with soft tissue and fat only still has negative HU: not refused
     fat_and_muscle = np.where(rng.random((8, 16, 16)) > 0.5, -100.0, 40.0)
     run_model(make_model(Pointwise(), modality="CT"), fat_and_muscle)
+
+
+# --- a network that returns NaN or infinity (float16/bfloat16 overflow, broken weights) ---
+
+class _Overflowing(Counting):
+    """Returns ``value`` (NaN, inf) in every voxel of two channels, as an overflowing network does."""
+
+    def __init__(self, value):
+        import torch
+
+        super().__init__(torch.nn.Identity())
+        self.value = value
+
+    def forward(self, x):
+        import torch
+
+        super().forward(x)
+        return torch.cat([x, x], 1) * self.value
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_network_that_returns_nan_or_inf_is_a_model_error_not_empty_labels(small_ct, value):
+    model = make_model(_Overflowing(value), roi_size=(8, 8, 8))  # 12 windows, 3 batches of 4
+    with pytest.raises(ModelError, match=r"^model 'tiny' returned NaN or infinite values \(in fp32 precision\): "
+                                         "its weights may be broken"):
+        run_model(model, small_ct, settings=InferenceSettings(precision="fp32", tta="off"))
+    assert model.network.calls == 1  # stopped at the first batch of windows
+
+
+def test_a_network_that_overflows_in_half_precision_is_told_to_run_in_fp32(small_ct):
+    model = make_model(_Overflowing(float("inf")))
+    with pytest.raises(ModelError, match=r"returned NaN or infinite values in bfloat16 precision.*"
+                                         r"--precision fp32, or precision='fp32'"):
+        run_model(model, small_ct, settings=InferenceSettings(precision="bf16"))
+
+
+@pytest.mark.parametrize("cancel", [True, "stop"])
+def test_run_model_refuses_a_cancel_that_is_no_token_before_running(model, small_ct, cancel):
+    """screen() calls run_model directly: cancel=True failed there with an AttributeError."""
+    with pytest.raises(InputError, match="cancel must be a napari_medai.inference.CancelToken"):
+        run_model(model, small_ct, (1.0, 1.0, 1.0), cancel=cancel)

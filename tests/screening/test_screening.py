@@ -157,6 +157,12 @@ def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
         screen(np.zeros((40, 60), np.float32), SPACING[1:], detector=det, segmenter=seg)
     with pytest.raises(InputError, match="4x4"):
         screen(toy_chest(), SPACING, np.eye(3), detector=det, segmenter=seg)
+    # a NaN affine crashed placing the findings ("cannot convert float NaN to integer"), a singular one
+    # put every voxel at one point
+    with pytest.raises(InputError, match="NaN or infinite"):
+        screen(toy_chest(), SPACING, np.full((4, 4), np.nan), detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="singular"):
+        screen(toy_chest(), SPACING, np.zeros((4, 4)), detector=det, segmenter=seg)
     with pytest.raises(InputError, match="constant"):
         screen(np.full((30, 40, 60), -850.0, np.float32), SPACING, detector=det, segmenter=seg)
     with pytest.raises(InputError, match="spacing"):

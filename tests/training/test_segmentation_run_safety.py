@@ -141,3 +141,16 @@ def test_a_cut_off_last_pt_is_said_in_one_line_not_a_traceback(tmp_path):
     with pytest.raises(InputError, match=r"last.pt cannot be read.*delete it.*another --out") as exc:
         train_segmentation(cfg, log=lambda *_: None)
     assert "\n" not in str(exc.value)
+
+
+def test_a_training_image_in_hu_x10_is_refused_for_what_it_is_not_for_its_span():
+    """The Hounsfield-scale rules (HU x 10) refuse it at inference; training said its values
+    "span too little", which a range of -20000 to 4800 does not."""
+    from napari_medai.training.seg_data import check_image_modality
+
+    rng = np.random.default_rng(0)
+    hu_x10 = (rng.normal(-700, 300, (12, 24, 24)) * 10).astype(np.float32)
+    with pytest.raises(InputError) as refused:
+        check_image_modality(hu_x10, "CT", "c0_image.nii.gz")
+    assert "span too little" not in str(refused.value)
+    assert "wrong rescale (e.g. HU x 10)" in str(refused.value)

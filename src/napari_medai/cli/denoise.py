@@ -35,18 +35,28 @@ def run(args) -> int:
     from ..denoising import denoise
     from ..errors import InputError
     from ..io import read_volume, write_volume
-    from ._common import check_outputs, check_writable
+    from ._common import check_device, check_outputs, check_writable
 
     check_outputs(args.input, args.output)
     check_writable(args.output, "output")
+    check_device(args.device)  # before reading: --strength 0 returned before the device was looked at
     volume = read_volume(args.input, allow_slice=True)  # denoise() runs 2D models only
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
     data, spacing = volume.data, volume.spacing
+    model = args.model
+    if model is not None and modality is not None:  # a CT denoiser named for a file that says MR
+        from ..denoising import load_denoiser
+        from ..inference.modality import check_file_modality
+
+        model = load_denoiser(model)
+        said_by = f"--modality {args.modality}" if args.modality else "its header"
+        check_file_modality(model.card, modality, np.squeeze(data), args.input, said_by,
+                            override=None if args.modality else "--modality")
     # a single slice lies along any axis (a sagittal slice is (z, y, 1)): denoise() takes it as (1, y, x)
     thin = data.shape.index(1) if 1 in data.shape else 0
-    out = denoise(np.moveaxis(data, thin, 0), [spacing[thin], *np.delete(spacing, thin)], model=args.model,
+    out = denoise(np.moveaxis(data, thin, 0), [spacing[thin], *np.delete(spacing, thin)], model=model,
                   modality=modality, strength=args.strength,
                   settings={"device": args.device, "precision": args.precision},
                   progress=None if args.quiet else _print_progress)

@@ -51,9 +51,17 @@ def run(args) -> int:
     check_screening_options(args)
     check_out_dir(args.input, args.out_dir)
     vol = read_volume(args.input)
+    detector, segmenter = args.detector, args.segmenter
+    if vol.modality == "MR":  # a file that says MR is not run through the CT models
+        from ..inference.modality import check_file_modality
+        from ..models import load_model
+
+        detector, segmenter = load_model(detector), load_model(segmenter)
+        for model in (detector, segmenter):
+            check_file_modality(model.card, vol.modality, vol.data, args.input)
     settings, progress = runtime(args)
-    result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=args.detector,
-                    segmenter=args.segmenter, score_threshold=args.threshold, max_findings=args.max_findings,
+    result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=detector,
+                    segmenter=segmenter, score_threshold=args.threshold, max_findings=args.max_findings,
                     settings=settings, progress=progress)
     source = Path(args.input).name
     write_screening(result, vol, source, args.out_dir)

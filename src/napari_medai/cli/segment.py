@@ -33,8 +33,15 @@ def run(args) -> int:
     if args.probability:
         check_writable(args.probability, "--probability")
     vol = read_volume(args.input)
+    model = args.model
+    if vol.modality == "MR":  # a file that says MR is not run through a CT model
+        from ..inference.modality import check_file_modality
+        from ..models import load_model
+
+        model = load_model(args.model)
+        check_file_modality(model.card, vol.modality, vol.data, args.input)
     settings, progress = runtime(args)
-    result = segment(vol.data, vol.spacing, model=args.model, settings=settings, progress=progress,
+    result = segment(vol.data, vol.spacing, model=model, settings=settings, progress=progress,
                      min_lesion_mm3=args.min_lesion_mm3)
     for out in (args.output, args.probability):
         if out:

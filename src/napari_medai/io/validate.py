@@ -68,6 +68,45 @@ def check_volume(data, spacing=None, *, need_3d: bool = True, what: str = "image
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         raise InputError(f"the {what} is constant (every voxel is {lo}); there is nothing to analyse")
+    if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 4:
+        check_float32_range(lo, hi, what)
     if spacing is not None:
         check_spacing(spacing, ndim=arr.ndim)
+    return arr
+
+
+def check_float32_range(lo, hi, what: str = "image") -> None:
+    """The models compute in float32: a float64 image with values beyond its range (about ±3.4e38)
+    became ±inf and then NaN there, and one whose values differ only past float32's precision
+    (1e-300 and 2e-300) became constant.  Only the minimum and maximum are needed: integer images
+    (up to 64 bits) always fit."""
+    top = float(np.finfo(np.float32).max)
+    if max(-float(lo), float(hi)) > top:
+        raise InputError(f"the {what}'s values run from {float(lo):g} to {float(hi):g}, beyond the range of the "
+                         f"32-bit floats the models compute in (±{top:.3g}); no scanner writes such values, "
+                         "so check how the image was scaled")
+    if np.float32(lo) == np.float32(hi):
+        raise InputError(f"the {what}'s values run from {float(lo)!r} to {float(hi)!r}, which become one value in the "
+                         "32-bit floats the models compute in; there is nothing to analyse, so check how the "
+                         "image was scaled")
+
+
+def check_affine(affine, what: str = "affine") -> np.ndarray:
+    """``affine`` (voxel (z, y, x) to world mm) as a 4x4 float array, or an InputError: a NaN or
+    singular (all-zero) matrix gave NaN or zero finding centres, and a crash in the screening's
+    lung zones ("cannot convert float NaN to integer")."""
+    try:
+        arr = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a 4x4 matrix of numbers (voxel (z, y, x) to world mm), "
+                         f"got {type(affine).__name__}") from None
+    if arr.shape != (4, 4):
+        raise InputError(f"{what} must be a 4x4 matrix (voxel (z, y, x) to world mm), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"the {what} holds NaN or infinite values, so no voxel has a position in mm; "
+                         "check the image's geometry (its header, or the layer's affine)")
+    if np.linalg.matrix_rank(arr[:3, :3]) < 3:
+        raise InputError(f"the {what} is singular (its 3x3 part maps the volume onto a plane, a line or a point), "
+                         "so voxels have no distinct positions in mm; check the image's geometry (its header, "
+                         "or the layer's affine)")
     return arr

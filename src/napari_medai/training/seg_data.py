@@ -48,11 +48,15 @@ def check_image_modality(arr: np.ndarray, modality: str, name: str) -> None:
 
     try:
         check_modality(SimpleNamespace(name=name, modality=modality), arr)
-    except ModelError:
+    except ModelError as exc:
+        from ..inference.modality import CT_MIN_HU_RANGE
+
         lo, hi = float(np.min(arr)), float(np.max(arr))
         other = "MR" if modality == "CT" else "CT"
-        if modality == "CT" and lo < 0:  # below 0, but spanning too little for HU (inference.modality)
+        if modality == "CT" and lo < 0 and hi - lo < CT_MIN_HU_RANGE:  # below 0, but spanning too little
             why = "they span too little for Hounsfield units (a CT rescaled, e.g. HU/1000, or a normalised MR)"
+        elif modality == "CT" and lo < 0:  # the Hounsfield-scale rules (HU x 10, an MR's background): theirs
+            why = f"they do not look like Hounsfield units ({str(exc).partition(', but ')[2] or exc})"
         elif modality == "CT":
             why = "no voxel is below 0, as CT in Hounsfield units has (air -1000 HU)"
         else:

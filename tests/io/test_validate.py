@@ -1,0 +1,51 @@
+"""io.validate: values the models' float32 cannot hold, and affines that place no voxel."""
+
+import numpy as np
+import pytest
+
+from napari_medai.errors import InputError
+from napari_medai.io.validate import check_affine, check_volume
+
+
+def _ct(dtype=np.float64):
+    ct = np.full((4, 8, 8), -1000.0)
+    ct[:, 2:6, 2:6] = 40.0
+    return ct.astype(dtype)
+
+
+@pytest.mark.parametrize("scale", [1e300, -1e300, 1e39])
+def test_float64_values_beyond_float32_are_refused_before_the_cast_makes_them_inf(scale):
+    big = _ct() * scale
+    with np.errstate(over="ignore"):
+        assert np.isfinite(big).all() and not np.isfinite(big.astype(np.float32)).all()
+    with pytest.raises(InputError, match=r"beyond the range of the 32-bit floats the models compute in"):
+        check_volume(big)
+
+
+def test_float64_values_that_float32_cannot_tell_apart_are_refused_as_constant():
+    tiny = _ct() * 1e-300 + 1e-300  # different in float64, all 0 in float32
+    with pytest.raises(InputError, match="become one value in the 32-bit floats"):
+        check_volume(tiny)
+
+
+def test_values_float32_holds_pass_and_integers_are_not_checked():
+    for data in (_ct(), _ct() * 1e30, _ct(np.float32), _ct(np.float16), _ct(np.int16), _ct(np.int64) * 2**40):
+        assert check_volume(data) is not None
+
+
+def test_a_nan_infinite_or_singular_affine_is_refused():
+    good = np.diag([2.0, 0.7, 0.7, 1.0])
+    np.testing.assert_array_equal(check_affine(good), good)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        check_affine(np.full((4, 4), np.nan))
+    bad = good.copy()
+    bad[1, 3] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        check_affine(bad)
+    for singular in (np.zeros((4, 4)), np.diag([2.0, 0.0, 0.7, 1.0])):
+        with pytest.raises(InputError, match="singular"):
+            check_affine(singular)
+    with pytest.raises(InputError, match=r"4x4 matrix .* got shape \(3, 3\)"):
+        check_affine(np.eye(3))
+    with pytest.raises(InputError, match="4x4 matrix of numbers"):
+        check_affine("eye")
