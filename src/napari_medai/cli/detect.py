@@ -24,6 +24,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..inference.modality import check_file_modality
     from ..io import read_volume
+    from ..io.atomic import write_text_atomic
     from ..models import load_model
     from ..models.card import operating_threshold
     from ..postprocess.report import findings_markdown, findings_to_csv, findings_to_json
@@ -48,14 +49,14 @@ def run(args) -> int:
                       max_findings=one_more_than(args.max_findings), settings=settings, progress=progress)
     findings, capped = cut_to(findings, args.max_findings)  # the summary then says the list was cut
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
+    write_text_atomic(out, findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
                                 n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
     if capped:  # the unlisted ones, with lower scores, could be larger than every listed one
         summary += (f"\nNote: more findings scored {args.threshold:g} or more than the {args.max_findings} listed "
                     "(--max-findings); raise it to list them.\n")
-    summary_path.write_text(summary)
+    write_text_atomic(summary_path, summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {summary_path})")
     return 0

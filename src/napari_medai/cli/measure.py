@@ -41,6 +41,7 @@ def run(args) -> int:
 
     from ..errors import InputError
     from ..io import read_volume
+    from ..io.atomic import write_text_atomic
     from ..io.validate import check_volume
     from ..postprocess.report import findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
@@ -82,7 +83,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
+    write_text_atomic(out, findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
     print(f"{len(found)} of {len(points)} point(s) measured, written to {out}")
     return 1 if refused else 0
 
@@ -105,25 +106,3 @@ def _check_ct(vol, data, source) -> None:
         raise InputError(f"medai measure reads CT in Hounsfield units (air -1000, lung about -850), but the values "
                          f"of {source} (from {lo:g} to {hi:g}) are not on that scale: it looks like MR, a CT saved "
                          "without its rescale to HU, or one rescaled (HU/1000, HU x 10); give the CT in HU") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Into a temporary file beside ``path``, then renamed over it (as io.nifti.write_nifti does):
-    a failed write leaves an earlier result whole.  A symlink's target is written, a read-only
-    file refused, and a replaced file keeps its permissions (io.nifti._replace_target)."""
-    import os
-
-    from ..errors import InputError
-    from ..io.nifti import _replace_target
-
-    target, mode = _replace_target(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ in ``Volume.metadata["nifti_space"]`` and written back to outputs on the same ge
 from __future__ import annotations
 
 import json
-import os
 import re
 import zlib
 from pathlib import Path
@@ -22,6 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
+from .atomic import replace_atomically
 from .dtypes import rescaled, storable
 from .heuristics import guess_modality, looks_like_labels, normalise_modality
 from .orientation import from_display_frame, orientation_codes, to_display_frame
@@ -234,23 +234,6 @@ def _mm_per_unit(img) -> float:
     return _MM_PER_UNIT.get(unit, 1.0)
 
 
-def _replace_target(path: Path) -> tuple[Path, int | None]:
-    """Where a write to ``path`` lands, and the permission bits to keep: a symlink's target (the
-    rename replaced the link with a file and left the user's real file unchanged) with its
-    mode; a read-only file is refused (the rename replaced it regardless of its mode, as root
-    everywhere); a new file: ``path`` and None (the umask's mode)."""
-    import stat
-
-    if path.is_symlink():
-        path = path.resolve()
-    if not path.exists():
-        return path, None
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if not mode & stat.S_IWUSR:
-        raise InputError(f"cannot write {path}: the file is read-only; make it writable or choose another name")
-    return path, mode
-
-
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
     """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically and return the path.
 
@@ -286,19 +269,9 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
             img.header.extensions.append(named)
     img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
 
-    target, mode = _replace_target(path)
-    # Write beside the target, then rename: a failure or cancel leaves no partial file.
+    # nibabel picks the compression from the temporary file's ending
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        nib.save(img, str(tmp))
-        if mode is not None:  # the file it replaces keeps its permissions (a private 0600 scan stays private)
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(path, lambda tmp: nib.save(img, str(tmp)), suffix=suffix)
     return path
 
 
