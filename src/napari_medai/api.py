@@ -120,9 +120,10 @@ def _model(model, use: str | None = None):
     if use == "segmentation" and card.task == "detection" and card.draws_boxes:
         raise ModelError(f"model '{card.name}' is a box detector: it gives findings, not labels "
                          "(use detect() / medai detect)")
-    # a plain segmentation card or bundle names no lesion channel: its last class was reported as
-    # lung nodules with Lung-RADS categories (a spleen as a 77 mm nodule)
-    if use == "detection" and "method" not in (card.extra or {}):
+    # a plain segmentation card or bundle is no detector: its last class was reported as lung nodules
+    # with Lung-RADS categories (a spleen as a 77 mm nodule).  A card of task "detection" is one, its
+    # method "segmentation" unless it says otherwise (ModelCard.draws_boxes)
+    if use == "detection" and card.task != "detection" and "method" not in (card.extra or {}):
         raise ModelError(f"model '{card.name}' is a {card.task} model, not a detector: detection takes a detector "
                          "card (extra.method \"segmentation\" with its lesion channel in extra.probability_channel, "
                          "docs/detection.md) or a box-detection bundle (metadata task mentioning detection)")

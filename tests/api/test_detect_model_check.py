@@ -38,3 +38,13 @@ def test_a_detector_card_still_detects(tmp_path):
     card = detection_card(name="det")
     assert card.extra["method"] == "segmentation"
     assert napari_medai.detect(blob_volume(blobs=((4, 8, 8, 2, 200.0),)), SPACING, model=str(install(card, tmp_path)))
+
+
+def test_a_detection_card_that_names_no_method_is_a_segmentation_based_detector(tmp_path):
+    """ModelCard.draws_boxes takes "segmentation" as the default method: a user's detection card
+    without extra.method worked before the check above and must still work."""
+    card = detection_card(name="det-no-method")
+    del card.extra["method"]
+    assert card.task == "detection" and not card.draws_boxes
+    found = napari_medai.detect(blob_volume(blobs=((4, 8, 8, 2, 200.0),)), SPACING, model=str(install(card, tmp_path)))
+    assert found

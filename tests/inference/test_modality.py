@@ -96,12 +96,12 @@ def test_a_ct_on_another_scale_or_an_mr_with_a_negative_background_is_refused(lu
         check_modality(CT_MODEL, np.where(hu > 0, np.float32(3e38), hu))
     raw = lung1_crop.astype(np.int16) + 1024  # stored without its rescale, padded with -2000 outside
     raw[:, :, :10] = -2000
-    with pytest.raises(ModelError, match=f"{NOT_HU}: under 0.1%.*padding of a CT saved without its rescale"):
+    with pytest.raises(ModelError, match=f"{NOT_HU}: under 0.1%.*nothing but padding lies below 0, as in a CT saved without its rescale"):
         check_modality(CT_MODEL, raw)
     mr = read_volume(sample_path("colin27_t1")).data[80:88].astype(np.float32)
     mr[mr == 0] = -3.0  # a background a few units below 0, as a resampling or bias correction leaves
     assert mr.min() < 0 and np.ptp(mr) > 50  # what the check used to accept as HU
-    with pytest.raises(ModelError, match=f"{NOT_HU}: under 0.1%.*look like the background of an MR"):
+    with pytest.raises(ModelError, match=f"{NOT_HU}: under 0.1%.*just below 0, as an MR.s background does"):
         check_modality(CT_MODEL, mr)
 
 
@@ -134,3 +134,44 @@ def test_a_file_that_says_mr_is_not_run_through_a_ct_model(lung1_crop):
     # values that are not HU get the values' own message
     with pytest.raises(ModelError, match=NOT_HU):
         check_file_modality(CT_MODEL, "MR", lung1_crop * 10.0, "ct.nii.gz")
+
+
+def _ct_card():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="ct-model", modality="CT")
+
+
+def test_soft_tissue_crops_without_air_or_fat_pass_on_their_noise():
+    """A liver crop at 55 +- 20 HU and a contrast-enhanced mediastinum reach only -20 to -40 in a
+    few voxels: the "0.1 % clearly below 0" rule alone refused them as an MR's background."""
+    rng = np.random.default_rng(0)
+    liver = (55 + 20 * rng.standard_normal((40, 64, 64))).round().astype(np.int16)
+    mediastinum = 50 + 15 * rng.standard_normal((40, 64, 64))
+    mediastinum[:, 20:40, 20:40] = 350 + 20 * rng.standard_normal((40, 20, 20))
+    for crop in (liver, mediastinum.round().astype(np.int16)):
+        check_modality(_ct_card(), crop)
+
+
+def test_an_unlisted_padding_value_is_padding_though_a_resampling_overshoots_below_it():
+    rng = np.random.default_rng(1)
+    head = np.full((20, 64, 64), -1000.0, np.float32)
+    head[:, 12:52, 12:52] = 35 + 5 * rng.standard_normal((20, 40, 40))
+    head[:, :, :20] = -2500.0  # outside the field of view: not in PADDING_HU, and not the minimum below
+    head[0, 0, 0] = -2600.0
+    check_modality(_ct_card(), head)
+    x10 = (rng.normal(-700, 300, (20, 64, 64)) * 10).astype(np.float32)
+    with pytest.raises(ModelError, match=r"wrong rescale \(e.g. HU x 10\)"):  # many values, none of them padding
+        check_modality(_ct_card(), x10)
+
+
+def test_an_mr_background_and_a_ct_without_its_rescale_are_still_refused():
+    rng = np.random.default_rng(2)
+    mr = np.full((20, 64, 64), -3.0, np.float32)
+    mr[:, 10:54, 10:54] = 300 + 20 * rng.standard_normal((20, 44, 44))
+    with pytest.raises(ModelError, match="just below 0, as an MR's background does"):
+        check_modality(_ct_card(), mr)
+    raw = rng.uniform(0, 2000, (20, 64, 64)).astype(np.float32)
+    raw[:, :5] = -2000.0
+    with pytest.raises(ModelError, match="nothing but padding lies below 0"):
+        check_modality(_ct_card(), raw)

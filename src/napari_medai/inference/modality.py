@@ -19,10 +19,16 @@ background a resampling or bias correction left at -3 has negatives too).  So, f
 * at most ``CT_MAX_OFF_SCALE_SHARE`` may lie above ``CT_CEILING_HU``: the densest bone is about
   2000-3000 HU, and metal, clipped at 3071 or on an extended scale higher, fills a few percent at most;
 * at least ``CT_MIN_NEGATIVE_SHARE`` must lie clearly below 0, between ``CT_FLOOR_HU`` and
-  ``CT_NEGATIVE_HU``: air, lung, fat, or the noise of soft tissue (a crop inside soft tissue at
-  40 +- 30 HU has 2 % of its voxels under -20), where an MR's negative background sits a few units
-  below 0, and a CT saved without its rescale has only its padding.  Air itself is not required:
-  a crop, or a bundle's abdomen CT, may hold none.
+  ``CT_NEGATIVE_HU`` (air, lung, fat, or the noise of soft tissue: a crop inside soft tissue at
+  40 +- 30 HU has 2 % of its voxels under -20), unless the image has values below 0 and at most
+  ``CT_MAX_FAINT_SHARE`` just below it: a liver crop at 55 +- 20 HU or a contrast-enhanced
+  mediastinum reaches only -20 to -40 in a few voxels, while an MR's background left at -3 fills a
+  large share just below 0, and a CT saved without its rescale has nothing below 0 but its padding.
+  Air itself is not required: a crop, or a bundle's abdomen CT, may hold none.
+
+Padding is the image's minimum, one of ``PADDING_HU``, or any one value below ``CT_FLOOR_HU``
+that holds more than ``PADDING_MIN_SHARE`` of the voxels (a resampling that overshoots below an
+unlisted padding value moves the minimum off it).
 
 Shares are counted on a regular subsample of at most ``SAMPLE_VOXELS`` voxels, so the check costs
 about 15 ms on a 512 x 512 x 300 CT besides its minimum and maximum.
@@ -54,6 +60,13 @@ CT_MAX_OFF_SCALE_SHARE = 0.05
 # Values clearly below 0 in HU (air, lung, fat, soft-tissue noise), of which a CT holds some.
 CT_NEGATIVE_HU = -20.0
 CT_MIN_NEGATIVE_SHARE = 0.001
+# ... unless the image holds nothing that looks like an MR's background either: a soft-tissue crop (a
+# liver at 55 +- 20 HU, a contrast-enhanced mediastinum) has a few voxels just below 0 and none far
+# below; an MR's background fills a large share just below 0, and a CT saved without its rescale has
+# nothing below 0 but its padding.
+CT_MAX_FAINT_SHARE = 0.05
+# A single value below CT_FLOOR_HU holding more than this share of the voxels is padding.
+PADDING_MIN_SHARE = 0.01
 SAMPLE_VOXELS = 1_000_000
 
 
@@ -106,10 +119,19 @@ def _check_hounsfield_scale(card, arr: np.ndarray, lo: float, hi: float) -> None
     padding = (sample == lo) if lo < CT_FLOOR_HU else np.zeros(sample.shape, bool)
     for value in PADDING_HU:
         padding |= sample == value
-    voxels = max(sample.size - int(np.count_nonzero(padding)), 1)
-    below = np.count_nonzero((sample < CT_FLOOR_HU) & ~padding) / voxels
-    above = np.count_nonzero(sample > CT_CEILING_HU) / voxels
-    negative = np.count_nonzero((sample >= CT_FLOOR_HU) & (sample <= CT_NEGATIVE_HU)) / sample.size
+    deep = sample[(sample < CT_FLOOR_HU) & ~padding]
+    if deep.size:  # a padding value not in the list: one value filling a share of the scan (a resampling
+        # that overshoots below it by a voxel made the minimum another value, and the whole field "HU x 10")
+        values, counts = np.unique(deep, return_counts=True)
+        for value in values[counts > PADDING_MIN_SHARE * sample.size]:
+            padding |= sample == value
+    kept = sample[~padding]
+    voxels = max(kept.size, 1)
+    below = np.count_nonzero(kept < CT_FLOOR_HU) / voxels
+    above = np.count_nonzero(kept > CT_CEILING_HU) / voxels
+    negative = np.count_nonzero((kept >= CT_FLOOR_HU) & (kept <= CT_NEGATIVE_HU)) / voxels
+    # just below 0 (an MR's background left at -3 by a resampling; CT water's noise reaches further)
+    faint = np.count_nonzero((kept > CT_NEGATIVE_HU) & (kept <= 0)) / voxels
     start = (f"model '{card.name}' reads CT in Hounsfield units, but this image's values (from {lo:g} to {hi:g}) "
              "are not on that scale: ")
     end = "; give the CT in HU, or choose a model made for this image"
@@ -121,11 +143,13 @@ def _check_hounsfield_scale(card, arr: np.ndarray, lo: float, hi: float) -> None
         raise ModelError(f"{start}{above:.0%} of its voxels lie above {CT_CEILING_HU:g}, yet the densest bone is "
                          "about 2000 HU and metal fills a few percent of a scan at most: it looks like a CT stored "
                          f"with a wrong rescale (e.g. HU x 10) or not a CT{end}")
-    if negative < CT_MIN_NEGATIVE_SHARE:
+    if negative < CT_MIN_NEGATIVE_SHARE and (faint > CT_MAX_FAINT_SHARE or not np.any(kept < 0)):
         raise ModelError(f"{start}under {CT_MIN_NEGATIVE_SHARE:.1%} of its voxels lie between {CT_FLOOR_HU:g} and "
                          f"{CT_NEGATIVE_HU:g}, where HU puts air (-1000), lung (about -850), fat (about -100) and the "
-                         "noise of soft tissue: its values below 0 look like the background of an MR, or the padding "
-                         f"of a CT saved without its rescale to HU{end}")
+                         "noise of soft tissue, and "
+                         + (f"{faint:.0%} lie just below 0, as an MR's background does" if np.any(kept < 0) else
+                            "nothing but padding lies below 0, as in a CT saved without its rescale to HU")
+                         + end)
 
 
 def check_file_modality(card, stated, arr: np.ndarray, source: str, said_by: str = "its header",
