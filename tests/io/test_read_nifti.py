@@ -279,3 +279,24 @@ def test_allow_slice_still_refuses_a_line_with_a_message(tmp_path, shape):
     path = _save(tmp_path / "line.nii.gz", np.arange(np.prod(shape), dtype=np.int16).reshape(shape), np.eye(4))
     with pytest.raises(InputError, match=r"line\.nii\.gz is neither a 3D volume nor a 2D slice \(shape"):
         read_volume(path, allow_slice=True)
+
+
+def test_a_single_slice_whose_thin_axis_says_0_mm_is_read_as_a_slice(tmp_path):
+    """pixdim[3] = 0 on a one-voxel-thick file leaves nothing unknown for a 2D denoiser (the
+    thin axis is taken as 1 mm, as a lone DICOM slice without a thickness is); a volume, or the
+    same file read as one, is still refused."""
+    from napari_medai.io.nifti import read_nifti
+
+    data = (np.random.default_rng(0).standard_normal((32, 24, 1)) * 100).astype(np.int16)
+    img = nib.Nifti1Image(data, np.diag([0.7, 0.8, 1.0, 1.0]))
+    img.set_sform(None, code=0)
+    path = tmp_path / "thin.nii"
+    nib.save(img, str(path))
+    header = nib.Nifti1Header.from_fileobj(open(path, "rb"))
+    header["pixdim"][3] = 0.0  # nibabel writes no 0 itself: the header as another tool left it
+    body = path.read_bytes()[len(header.binaryblock):]
+    path.write_bytes(header.binaryblock + body)
+    with pytest.raises(InputError, match="voxel size of 0"):
+        read_nifti(path)
+    volume = read_nifti(path, allow_slice=True)
+    assert 1 in volume.data.shape and np.isclose(sorted(volume.spacing)[0], 0.7, atol=1e-6)

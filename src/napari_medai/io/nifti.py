@@ -63,7 +63,7 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
     nib.imageglobals.logger.addFilter(quiet)
     try:
         img = nib.load(str(path))
-        _check_header_spacing(img, path)
+        _check_header_spacing(img, path, slice_ok=allow_slice)
         data_ijk = _voxels(img)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
@@ -161,16 +161,20 @@ class _ZeroPixdimFilter:
         return not str(record.getMessage()).startswith("pixdim[1,2,3] should be non-zero")
 
 
-def _check_header_spacing(img, path: Path) -> None:
+def _check_header_spacing(img, path: Path, slice_ok: bool = False) -> None:
     """nibabel repairs a zero voxel size in pixdim to 1 mm as it loads the header; every
     volume and length measured on such a file would be wrong, so the header as stored is
-    read again and such a file is refused (unless an sform gives the geometry)."""
+    read again and such a file is refused (unless an sform gives the geometry).  ``slice_ok``
+    (a single slice for the 2D denoisers): an axis one voxel thick may say 0; it is taken as
+    1 mm, as a lone DICOM slice without a thickness is, and nothing is measured along it."""
     from nibabel.openers import ImageOpener
 
     with ImageOpener(str(path)) as stream:
         header = type(img.header).from_fileobj(stream, check=False)
     ndim = min(int(header["dim"][0]), 3)
     pixdim = np.asarray(header["pixdim"][1 : ndim + 1], dtype=float)
+    if slice_ok:
+        pixdim = pixdim[np.asarray(header["dim"][1 : ndim + 1]) > 1]
     if int(header["sform_code"]) == 0 and (np.any(pixdim == 0) or not np.all(np.isfinite(pixdim))):
         what = "0" if np.any(pixdim == 0) else "NaN" if np.any(np.isnan(pixdim)) else "infinite"
         raise InputError(f"{path.name}: the header gives a voxel size of {', '.join(f'{v:g}' for v in pixdim)} "
