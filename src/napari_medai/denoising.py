@@ -9,6 +9,9 @@ resampled), a few slices per forward pass, with progress
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from .errors import InputError, ModelError
@@ -46,7 +49,12 @@ def load_denoiser(model=None, modality=None):
     loaded = load_model(model if model is not None else default_model_name(modality))
     card = loaded.card
     if card.task != "denoising":
-        raise ModelError(f"model '{card.name}' is a {card.task} model, not a denoising model")
+        hint = ""
+        if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() in (".ts", ".pt", ".pth"):
+            # a bare network file says nothing of its task: it is read as a segmentation model
+            hint = (f"; a denoiser of your own is brought as a model card: {Path(model).with_suffix('.json').name} "
+                    f"beside it with \"task\": \"denoising\" and \"weights\": \"{Path(model).name}\" (docs/denoising.md)")
+        raise ModelError(f"model '{card.name}' is a {card.task} model, not a denoising model{hint}")
     said = str(modality or "").strip().upper()
     said = {"MRI": "MR", "CTA": "CT"}.get(said, said)
     if model is not None and said in DEFAULT_MODELS and card.modality in DEFAULT_MODELS and said != card.modality:

@@ -253,3 +253,15 @@ def test_a_device_this_machine_lacks_is_refused_at_strength_0_too(tiny_card, mr_
     for strength in (0.0, 1.0):
         with pytest.raises(InputError, match="a CUDA GPU was requested but none is available"):
             denoise(mr_volume, model=tiny_card, strength=strength, settings={"device": "cuda"})
+
+
+def test_a_bare_network_file_given_as_a_denoiser_is_told_how_to_bring_one(tmp_path):
+    """A TorchScript file alone is read as a segmentation model: the message said only that."""
+    import torch
+
+    net = torch.jit.script(torch.nn.Conv3d(1, 1, 3, padding=1))
+    net.save(str(tmp_path / "mine.ts"))
+    with pytest.raises(ModelError, match=r"not a denoising model; a denoiser of your own is brought as a model "
+                                         r"card: mine\.json beside it"):
+        noisy = np.random.default_rng(0).normal(-500, 200, (4, 32, 32)).astype(np.float32)
+        denoise(noisy, (1.0, 1.0, 1.0), model=str(tmp_path / "mine.ts"))
