@@ -712,6 +712,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     from pathlib import Path
 
     from .io import Volume, write_volume
+    from .io.atomic import write_text_atomic
     from .models.registry import sha256_of
     from .postprocess.report import findings_to_csv
 
@@ -727,12 +728,11 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     # files that the next run may still replace, not ones it must refuse as changed
     keys = [f"{KEY_IMAGES}/finding_{rank:02d}.png" for rank in range(1, len(result.findings) + 1)]
     pending = sorted({*_report_files(out), *REPORT_FILES, *keys} - {"report.json"})
-    js.write_text(json.dumps({"note": UNFINISHED, "files": dict.fromkeys(pending)}, indent=2),
-                  encoding="utf-8")
+    write_text_atomic(js, json.dumps({"note": UNFINISHED, "files": dict.fromkeys(pending)}, indent=2))
     images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
                               fov_mm=KEY_IMAGE_FOV_MM)
-    md.write_text(screening_markdown(result, source, images), encoding="utf-8")
-    csv.write_text(findings_to_csv([s.finding for s in result.findings], review=result.review or None))
+    write_text_atomic(md, screening_markdown(result, source, images))  # whole or not at all
+    write_text_atomic(csv, findings_to_csv([s.finding for s in result.findings], review=result.review or None))
     # on the input file's grid, voxel for voxel (Volume.derived)
     labels = volume.derived(result.labels, is_labels=True)
     paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz", classes=result.classes))]
@@ -743,5 +743,5 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     paths += [out / image for image in images]
     record = screening_record(result, source, images)
     record["files"] = {path.relative_to(out).as_posix(): sha256_of(path) for path in paths if path != js}
-    js.write_text(json.dumps(record, indent=2), encoding="utf-8")  # last: the run is complete
+    write_text_atomic(js, json.dumps(record, indent=2))  # last: the run is complete
     return paths

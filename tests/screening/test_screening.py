@@ -582,3 +582,29 @@ def test_a_report_folder_that_is_the_dicom_series_folder_itself_is_refused(tmp_p
         check_out_dir(series, tmp_path / "." / "pat2")
     check_out_dir(series, series / "report")  # a folder inside it is the user's choice, and writes no slice
     check_out_dir(series, tmp_path / "pat2_report")
+
+
+def test_a_report_write_that_fails_leaves_the_earlier_report_whole(shared_models, tmp_path, monkeypatch):
+    """report.md, findings.csv and report.json were written in place: a full disk midway left a
+    cut-off report beside the earlier run's files."""
+    from napari_medai.io import Volume, atomic
+    from napari_medai.screening import write_screening
+
+    det, seg = shared_models
+    result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    volume = Volume(toy_chest(), np.diag([*SPACING, 1.0]), modality="CT")
+    write_screening(result, volume, "toy", tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("report.md", "findings.csv")}
+    real = atomic.replace_atomically
+
+    def disk_full_on_the_report(path, save, suffix=""):
+        if str(path).endswith("report.md"):
+            return real(path, lambda tmp: (tmp.write_text("# cut"), (_ for _ in ()).throw(OSError("disk full"))),
+                        suffix)
+        return real(path, save, suffix)
+
+    monkeypatch.setattr(atomic, "replace_atomically", disk_full_on_the_report)
+    with pytest.raises(InputError, match="disk full"):
+        write_screening(result, volume, "toy", tmp_path)
+    assert (tmp_path / "report.md").read_bytes() == before["report.md"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -731,13 +731,14 @@ class DetectionWidget(TaskWidget):
 
     def export_csv(self, path) -> Path:
         """Write the findings of the last run (every field, ranked) as CSV."""
+        from ..io.atomic import write_text_atomic
         from ..postprocess.report import findings_to_csv
 
         if self.findings_layer is None:
             raise InputError("run the detection first: there are no findings to export")
         path = with_extension(path, ".csv")
         review = self.review if is_reviewed(self.review) else None  # a reader column once there is a review
-        path.write_text(findings_to_csv(self.findings, review=review), encoding="utf-8")
+        write_text_atomic(path, findings_to_csv(self.findings, review=review))  # a failed write keeps the old file
         self.status_label.setText(f"{len(self.findings)} finding(s) written to {path}")
         return path
 

@@ -23,6 +23,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
+from ..io.atomic import write_text_atomic
 from ..napari_hooks.label_classes import named_labels
 from ._base import current_card, task_models, with_extension
 from ._layers import layer_world_mm, output_layer_data
@@ -200,8 +201,8 @@ class ScreeningWidget(DetectionWidget):
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
-        md.write_text(screening_markdown(reviewed, self.source_name, images), encoding="utf-8")
-        js.write_text(json.dumps(screening_record(reviewed, self.source_name, images), indent=2), encoding="utf-8")
+        write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))  # whole or not at all
+        write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images), indent=2))
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
         return md
