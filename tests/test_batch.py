@@ -313,3 +313,16 @@ def test_no_workers_is_refused_before_the_cases_are_counted(tmp_path, cohort, mo
     captured = capsys.readouterr()
     assert "--workers must be 1 or more, got 0" in captured.err and "case(s) to screen" not in captured.out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_case_whose_file_says_mr_is_an_error_and_the_others_go_on(tmp_path, models):
+    """medai screen refuses a file that says MR for its CT models; batch screened it."""
+    det, seg = models
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    write_volume(two_lung_chest(), folder / "ct.nii.gz", affine=AFFINE, modality="CT")
+    write_volume(two_lung_chest(), folder / "t1.nii.gz", affine=AFFINE, modality="MR")  # values pass as HU
+    records = {r.case: r for r in screen_cases(find_cases([folder]), tmp_path / "out", detector=det, segmenter=seg)}
+    assert records["ct"].status == "ok"
+    assert records["t1"].status == "error" and "is an MR image by its header" in records["t1"].message
+    assert not (tmp_path / "out" / "t1" / "report.md").exists()

@@ -155,6 +155,11 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
         if volume.is_labels:  # a phantom's or a reader's mask beside the CTs: nothing to screen
             return CaseRecord(name, str(path), "skipped", "a label map, not a CT",
                               seconds=round(time.perf_counter() - t0, 1))
+        if volume.modality == "MR":  # a file that says MR is not run through CT models (medai screen's rule)
+            from .inference.modality import check_file_modality
+
+            for model in (det, seg):
+                check_file_modality(model.card, volume.modality, volume.data, path.name)
         result = screen(volume.data, volume.spacing, volume.affine, detector=det, segmenter=seg, **screen_kwargs)
         write_screening(result, volume, path.name, case_dir)
     except Cancelled:
