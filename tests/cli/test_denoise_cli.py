@@ -182,3 +182,16 @@ def test_a_device_this_machine_lacks_is_refused_first_even_at_strength_zero(tmp_
     err = capsys.readouterr().err
     assert err.count("a CUDA GPU was requested but none is available") == 2 and "does not exist" not in err
     assert not out_path.exists()
+
+
+def test_apple_mps_is_a_device_for_the_2d_denoisers(tmp_path, noisy_nifti, monkeypatch, capsys):
+    """The up-front --device check took the denoisers for 3D networks and refused "mps", which
+    denoise() accepts for them (a 3D network cannot run there)."""
+    from napari_medai.inference import device
+
+    monkeypatch.setattr(device, "mps_available", lambda: True)
+    card = make_tiny_card(tmp_path / "model")
+    out_path = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(noisy_nifti), str(out_path), "--model", str(card), "--device", "mps",
+                 "--strength", "0"]) == 0  # strength 0: no network runs, so no real MPS is needed
+    assert "cannot run 3D networks" not in capsys.readouterr().err and out_path.exists()

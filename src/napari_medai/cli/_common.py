@@ -80,12 +80,13 @@ def add_training_device(p, note: str = "the shipped weights were trained with cp
 FIT_DEVICE_NOTE = "where the networks run on the validation phantoms"
 
 
-def check_device(preference: str) -> None:
+def check_device(preference: str, spatial_dims: int = 3) -> None:
     """Before any phantom is made or a model loads: ``--device`` names a device this machine has
-    ("cuda" without a GPU used to fail only when the first network ran, minutes in)."""
+    ("cuda" without a GPU used to fail only when the first network ran, minutes in) for networks
+    of ``spatial_dims`` (the 2D denoisers also run on Apple's "mps")."""
     from ..inference.device import select_device
 
-    select_device(preference)
+    select_device(preference, spatial_dims)
 
 
 def runtime(args):

@@ -39,7 +39,7 @@ def run(args) -> int:
 
     check_outputs(args.input, args.output)
     check_writable(args.output, "output")
-    check_device(args.device)  # before reading: --strength 0 returned before the device was looked at
+    check_device(args.device, spatial_dims=2)  # the denoisers are 2D; before reading: --strength 0 returned before the device was looked at
     volume = read_volume(args.input, allow_slice=True)  # denoise() runs 2D models only
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:
