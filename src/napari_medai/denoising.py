@@ -94,7 +94,7 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
     import torch
     import torch.nn.functional as F
 
-    from .inference.engine import non_finite_message
+    from .inference.sliding_window import non_finite_message
     from .inference.precision import autocast
 
     multiple = int(getattr(network, "size_multiple", 1))

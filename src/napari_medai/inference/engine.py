@@ -227,16 +227,10 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         roi = window_size(card, x.shape[2:])
         sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
                   overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
-        checked = FiniteOutputs(network)
         out = None
         for i, dims in enumerate(passes):
-            try:
-                y = run_sliding_window(checked, x.flip(dims) if dims else x, roi,
-                                       progress=share_progress(progress, i, len(passes)), **sw)
-            except ModelError as exc:  # the sliding window reports the network's errors as its own
-                if isinstance(exc.__cause__, NonFiniteOutput):
-                    raise ModelError(non_finite_message(card.name, precision)) from None
-                raise
+            y = run_sliding_window(network, x.flip(dims) if dims else x, roi,
+                                   progress=share_progress(progress, i, len(passes)), name=card.name, **sw)
             y = y.flip(dims) if dims else y
             y = from_network_axes(y[0] if card.spatial_dims == 3 else y.permute(1, 0, 2, 3), card.axes)
             if y.shape[0] != card.out_channels:
@@ -252,40 +246,6 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             out /= len(passes)
         out = resample(out, grid, "linear")
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
-
-
-class NonFiniteOutput(Exception):
-    """Raised by ``FiniteOutputs`` inside the sliding window, and turned into a ModelError there."""
-
-
-class FiniteOutputs:
-    """The network, with each batch of windows it returns checked for NaN and infinity.
-
-    A network whose values overflow float16 or bfloat16 (``precision`` "amp", "bf16"), or whose
-    weights hold NaN, returns NaN or inf; the softmax then made every voxel background, the
-    detector found nothing and the denoiser returned NaN, all without a word.  The check runs on
-    each batch where it is made (the compute device), and stops the run at the first bad one."""
-
-    def __init__(self, network):
-        self.network = network
-
-    def __call__(self, windows: torch.Tensor):
-        out = self.network(windows)
-        head = out[0] if isinstance(out, (list, tuple)) else out  # deep supervision: the prediction
-        if isinstance(head, torch.Tensor) and not bool(torch.isfinite(head).all()):
-            raise NonFiniteOutput()
-        return out
-
-
-def non_finite_message(name: str, precision: str) -> str:
-    """What to say when model ``name`` returned NaN or infinity running in ``precision``."""
-    if precision != "fp32":
-        half = {"amp": "float16 (amp)", "bf16": "bfloat16"}.get(precision, precision)
-        return (f"model '{name}' returned NaN or infinite values in {half} precision, where values beyond its "
-                "range overflow: run it again in full precision (--precision fp32, or precision='fp32' in the "
-                "settings)")
-    return (f"model '{name}' returned NaN or infinite values (in fp32 precision): its weights may be broken, "
-            "or the image is far from what the model was made for")
 
 
 def _activate(out: torch.Tensor, output: str, intensity: IntensityMap) -> torch.Tensor:

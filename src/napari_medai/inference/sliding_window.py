@@ -36,12 +36,29 @@ def count_windows(image_size, roi_size, overlap: float) -> int:
     return len(dense_patch_slices(padded, tuple(roi_size), _scan_interval(padded, roi_size, overlap)))
 
 
+def non_finite_message(name: str, precision: str) -> str:
+    """What to say when model ``name`` returned NaN or infinity running in ``precision``."""
+    if precision != "fp32":
+        half = {"amp": "float16 (amp)", "bf16": "bfloat16"}.get(precision, precision)
+        return (f"model '{name}' returned NaN or infinite values in {half} precision, where values beyond its "
+                "range overflow: run it again in full precision (--precision fp32, or precision='fp32' in the "
+                "settings)")
+    return (f"model '{name}' returned NaN or infinite values (in fp32 precision): its weights may be broken, "
+            "or the image is far from what the model was made for")
+
+
 class WindowPredictor:
-    """Runs one batch of windows: cancel check, autocast, float32 output, progress."""
+    """Runs one batch of windows: cancel check, autocast, float32 output, progress.
+
+    Each batch the network returns is checked for NaN and infinity where it was made (the compute
+    device), and the first bad one stops the run with a ModelError naming model ``name``: a network
+    overflowing float16/bfloat16, or with NaN weights, made every voxel background after the
+    softmax, and the detector found nothing, without a word."""
 
     def __init__(self, network, device, precision: str, total: int,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None, name: str = "network"):
         self.network = network
+        self.name = name
         self.device = torch.device(device)
         self.precision = precision
         self.total = total
@@ -67,6 +84,8 @@ class WindowPredictor:
             ) from exc
         if isinstance(out, (list, tuple)):  # deep-supervision heads: the first is the prediction
             out = out[0]
+        if not bool(torch.isfinite(out).all()):
+            raise ModelError(non_finite_message(self.name, self.precision))
         out = out.float()  # no copy in fp32; bf16/fp16 windows are blended in float32
         self.calls += 1
         self.done += int(windows.shape[0])
@@ -77,8 +96,10 @@ class WindowPredictor:
 
 def run_sliding_window(network, inputs: torch.Tensor, roi_size, *, device="cpu", precision: str = "fp32",
                    sw_batch_size: int = 4, overlap: float = 0.25, mode: str = "gaussian",
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
-    """``inputs`` (B, C, *spatial) float32 on the CPU -> (B, C_out, *spatial) float32 on the CPU.
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                   name: str = "network") -> torch.Tensor:
+    """``inputs`` (B, C, *spatial) float32 on the CPU -> (B, C_out, *spatial) float32 on the CPU;
+    ``name``: the model's, for the message when it returns NaN or infinity.
 
     For a 2D network run slice-wise, B is the number of slices: MONAI then batches windows
     from several slices together and the window count is ``B * windows per slice``.
@@ -87,7 +108,7 @@ def run_sliding_window(network, inputs: torch.Tensor, roi_size, *, device="cpu",
 
     roi_size = tuple(int(r) for r in roi_size)
     total = count_windows(inputs.shape[2:], roi_size, overlap) * int(inputs.shape[0])
-    predictor = WindowPredictor(network, device, precision, total, progress, cancel)
+    predictor = WindowPredictor(network, device, precision, total, progress, cancel, name)
     if progress is not None:
         progress(0, total)
     # At batch 1, fp32 Conv3d on CPU falls back to a slow kernel: never run single windows.
