@@ -385,12 +385,13 @@ def _lungs(labels: np.ndarray, lung: int, affine: np.ndarray) -> dict[str, _Lung
     # Face-connected pieces, so that lungs touching at a corner still count as two; but then a
     # single lung (a pneumonectomy, a crop) also falls into pieces, and a few-voxel sliver must
     # not become "the other lung" and send half the findings to the wrong side
-    first, second = np.sort(sizes)[::-1][:2]
+    largest = np.argsort(sizes)[::-1][:2]
+    first, second = sizes[largest]
     if second < MIN_SECOND_LUNG_SHARE * first:
         return {}
     boxes = ndimage.find_objects(comps)
     found = []
-    for index in np.argsort(sizes)[::-1][:2] + 1:
+    for index in largest + 1:
         box = boxes[index - 1]
         # every k-th voxel in array order: a sample is plenty for a mean and an extent (taken
         # from flat indices: argwhere held all of a lung's coordinates, 0.3 GB on 512 x 512 x 300)

@@ -299,7 +299,7 @@ def _as_3d(data: np.ndarray, name: str, allow_slice: bool = False) -> np.ndarray
             data = data[..., None]
         if data.ndim != 3 or sorted(data.shape)[1] < 2:  # at most one axis of size 1
             raise InputError(f"{name} is neither a 3D volume nor a 2D slice (shape {data.shape})")
-    if data.ndim != 3 or (min(data.shape) < 2 and not allow_slice):
+    elif data.ndim != 3 or min(data.shape) < 2:
         raise InputError(
             f"{name} is not a 3D volume (shape {data.shape}); the plugin works on 3D CT/MR volumes"
         )

@@ -143,7 +143,7 @@ class DenoisingWidget(TaskWidget):
         return slice_source(layer) if self._slice_of else super()._image_source(layer)
 
     def _check_content(self, volume, spacing, name: str) -> None:
-        if len(volume.shape) == 2 or volume.shape[0] == 1:  # a slice: checked as a slice
+        if self._slice_of is not None:  # this Run's layer is a single slice: checked as a slice
             _check_slice_content(volume, name)
         else:
             super()._check_content(volume, spacing, name)
