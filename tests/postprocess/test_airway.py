@@ -84,3 +84,25 @@ def test_an_airway_surrounded_by_parenchyma_is_lung_field_and_stays():
     out = drop_extrapulmonary_air(lab, hu, SPACING)
     assert not (out[:3, lumen] == 1).any()  # the pieces of pure air above still go
     assert (out[3:, lumen] == 1).all()  # where parenchyma encloses it, it is lung field
+
+
+def test_air_pieces_are_those_whose_median_is_below_the_level():
+    # the count shortcut must pick exactly the pieces ndimage.median picks, even-sized pieces
+    # whose two middle values straddle the level included
+    from scipy import ndimage
+
+    from napari_medai.postprocess.airway import MAX_MEDIAN_HU, _air_pieces
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(-930, 40, size=(64, 64)).astype(np.float32)
+    pieces, n = ndimage.label(rng.random((64, 64)) < 0.45)
+    image[pieces == 1] = -960.0
+    image[pieces == 2] = -940.0
+    candidates = np.arange(1, n + 1)
+    medians = np.asarray(ndimage.median(image, pieces, candidates))
+    expected = candidates[medians < MAX_MEDIAN_HU]
+    assert 0 < expected.size < n  # some pieces of each kind
+    np.testing.assert_array_equal(_air_pieces(image, pieces, candidates, MAX_MEDIAN_HU), expected)
+    straddle = np.zeros((1, 4), np.int32) + 1
+    assert _air_pieces(np.array([[-1000.0, -952.0, -949.0, -800.0]]), straddle, np.array([1]), -950.0).tolist() == [1]
+    assert _air_pieces(np.array([[-1000.0, -951.0, -947.0, -800.0]]), straddle, np.array([1]), -950.0).tolist() == []

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_medai.postprocess import class_volumes, clean_segmentation
 from napari_medai.postprocess.measure import FEW_LABELS, label_counts
@@ -176,3 +177,58 @@ def test_label_counts_leave_nan_out():
     assert label_counts(lab) == {}
     lab[0, 0, :2] = 2
     assert label_counts(lab) == {2: 2}
+
+
+def _whole_volume_clean(labels, spacing, organs, lesions, min_lesion_mm3, lesion_hosts):
+    """clean_segmentation as it was before it worked in bounding boxes: every step on the
+    whole volume (the reference the box version must match voxel for voxel)."""
+    from napari_medai.postprocess.components import (drop_components_away_from, keep_largest_components,
+                                                     remove_small_components)
+
+    out = labels.copy()
+    for cls, n in organs.items():
+        m = out == cls
+        out[m & ~keep_largest_components(m, n)] = 0
+    for cls in lesions:
+        m = out == cls
+        out[m & ~remove_small_components(m, min_lesion_mm3, spacing)] = 0
+    host = np.isin(out, lesion_hosts)
+    for cls in lesions:
+        m = out == cls
+        out[m & ~drop_components_away_from(m, host)] = 0
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_working_in_bounding_boxes_changes_no_voxel(seed):
+    # random blobs of lung and nodule, some at the array's edges, some touching, some alone
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(20, 40, 36)), 2)
+    labels = np.zeros(field.shape, np.uint8)
+    labels[field > 0.0] = 1
+    labels[(field > 0.12) & (rng.random(field.shape) < 0.6)] = 2  # nodules inside lungs, some tiny
+    labels[(field < -0.1) & (rng.random(field.shape) < 0.02)] = 2  # specks away from any lung
+    args = ((2.0, 1.0, 1.0), {1: 2}, (2,), 6.0, (1,))
+    expected = _whole_volume_clean(labels, *args)
+    assert (expected != labels).any() and (expected == 2).any()  # the clean-up did something
+    np.testing.assert_array_equal(clean_segmentation(labels, *args), expected)
+
+
+def test_bounding_box_grows_within_the_array():
+    from napari_medai.postprocess.components import bounding_box
+
+    mask = np.zeros((4, 5, 6), bool)
+    assert bounding_box(mask) is None
+    mask[0, 2, 5] = mask[1, 3, 4] = True
+    assert bounding_box(mask) == (slice(0, 2), slice(2, 4), slice(4, 6))
+    assert bounding_box(mask, margin=1) == (slice(0, 3), slice(1, 5), slice(3, 6))
+
+
+def test_a_nodule_touching_its_lung_only_beyond_the_nodules_box_is_kept():
+    labels = np.zeros((6, 8, 24), np.uint8)
+    labels[1:5, 1:7, 10:20] = 1
+    labels[2:4, 3:5, 6:10] = 2  # against the lung's side at x = 10, outside the nodules' own box
+    out = clean_segmentation(labels, (1.0, 1.0, 1.0), {1: 1}, (2,), 0.0, (1,))
+    np.testing.assert_array_equal(out, labels)

@@ -48,13 +48,29 @@ def drop_extrapulmonary_air(labels: np.ndarray, image: np.ndarray, spacing, orga
         small = np.flatnonzero(sizes <= max_pixels) + 1
         if small.size == 0:
             continue
-        medians = np.asarray(ndimage.median(image[z], pieces, small), dtype=float)
-        air = small[medians < max_median_hu]
+        air = _air_pieces(image[z], pieces, small, max_median_hu)
         if air.size:
             lumens[int(z)] = np.isin(pieces, air)
             out[z][lumens[int(z)]] = 0
     _follow_lumens(out, image, spacing, organ, lumens, max_pixels, max_median_hu)
     return out
+
+
+def _air_pieces(image2d, pieces, candidates, max_median_hu) -> np.ndarray:
+    """The ``candidates`` among the labelled ``pieces`` whose median is below ``max_median_hu``.
+
+    A median below the level needs at least half the piece's pixels below it, so pieces that
+    fail that count (parenchyma, about -850 HU) are not sorted: ndimage.median over every piece
+    of every slice took 2.2 s of a 512 x 512 x 300 CT's clean-up."""
+    below = image2d < max_median_hu
+    counts = np.bincount(pieces[below], minlength=int(pieces.max()) + 1)
+    sizes = np.bincount(pieces.ravel(), minlength=len(counts))
+    maybe = candidates[2 * counts[candidates] >= sizes[candidates]]
+    if maybe.size == 0:
+        return maybe
+    inside = np.isin(pieces, maybe)
+    medians = np.asarray(ndimage.median(image2d[inside], pieces[inside], maybe), dtype=float).reshape(-1)
+    return maybe[medians < max_median_hu]
 
 
 def _follow_lumens(out, image, spacing, organ, lumens, max_pixels, air_hu) -> None:

@@ -175,21 +175,39 @@ def clean_segmentation(
     Removed voxels become background.  Returns a new array; the input is not modified.
     """
     out = np.array(labels, copy=True)
+    # Each step labels the components of one class inside that class's bounding box (grown by
+    # a voxel where the lesion's neighbours are read): the same components as in the whole
+    # volume, at the cost of the box. A 512 x 512 x 300 CT's nodules fill a few boxes of
+    # thousands of voxels; labelling their mask in the whole volume took about a second a step.
     for cls, n in (organs or {}).items():
-        m = out == cls
-        if m.any():
-            out[m & ~keep_largest_components(m, n)] = 0
+        box = bounding_box(out == cls)
+        if box is not None:
+            m = out[box] == cls
+            out[box][m & ~keep_largest_components(m, n)] = 0
     for cls in lesions:
-        m = out == cls
-        if m.any():
-            out[m & ~remove_small_components(m, min_lesion_mm3, spacing)] = 0
+        box = bounding_box(out == cls)
+        if box is not None:
+            m = out[box] == cls
+            out[box][m & ~remove_small_components(m, min_lesion_mm3, spacing)] = 0
     if lesion_hosts and lesions:
-        host = np.isin(out, lesion_hosts)
         for cls in lesions:
-            m = out == cls
-            if m.any():
-                out[m & ~drop_components_away_from(m, host)] = 0
+            box = bounding_box(out == cls, margin=1)
+            if box is not None:
+                m = out[box] == cls
+                out[box][m & ~drop_components_away_from(m, np.isin(out[box], lesion_hosts))] = 0
     return out
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``, grown by ``margin`` voxels on
+    each side within the array; None for an empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
 
 
 def merge_confirmed(labels: np.ndarray, lesion: int, candidates, scores: np.ndarray,
