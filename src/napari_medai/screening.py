@@ -172,6 +172,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
+    from .inference.engine import mirror_mode
     from .inference.progress import share_progress
 
     from .io.validate import check_spacing, check_volume
@@ -202,11 +203,14 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         denoised = run_denoiser(volume, spacing, model=denoiser, modality="CT", settings=settings,
                                 progress=share_progress(progress, step, steps), cancel=cancel)
         times["denoise"] = time.perf_counter() - t0
-        models["denoise"] = _provenance(_model(denoiser or default_model_name("CT")).card, settings)
+        models["denoise"] = _provenance(_model(denoiser or default_model_name("CT")).card, "off")  # never mirrors
         volume, step = denoised, step + 1
     t0 = time.perf_counter()
     if shared:
-        probs = run_model(seg, volume, spacing, settings, progress=share_progress(progress, step, steps),
+        # the detector's mirroring: where the segmentation's is "mirror-lesions" and the detector's
+        # "mirror", full mirroring serves both (the detector's candidates start below the focus level)
+        shared_settings = replace(settings, tta=mirror_mode(settings, det.card))
+        probs = run_model(seg, volume, spacing, shared_settings, progress=share_progress(progress, step, steps),
                           cancel=cancel)
         # the findings first: their working arrays are gone before the argmax makes its own, so
         # the peak memory is either step's, not both together
@@ -216,6 +220,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         del probs
         result = finish_segmentation(seg, first, volume, spacing, settings=settings, cancel=cancel)
         times["detect + segment (one network run)"] = time.perf_counter() - t0
+        models["segment"] = _provenance(seg.card, mirror_mode(shared_settings, seg.card))
     else:
         found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
                              max_findings=asked, settings=settings,
@@ -225,8 +230,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         result = run_segmentation(volume, spacing, seg, settings=settings,
                                   progress=share_progress(progress, step + 1, steps), cancel=cancel)
         times["segment"] = time.perf_counter() - t0
-    models["detect"] = _provenance(det.card, settings)
-    models["segment"] = _provenance(seg.card, settings)
+    models["detect"] = _provenance(det.card, mirror_mode(settings, det.card))
+    models.setdefault("segment", _provenance(seg.card, mirror_mode(settings, seg.card)))
 
     found, capped = cut_to(found, max_findings)
     if capped:
@@ -339,7 +344,8 @@ def _affine(affine, spacing) -> np.ndarray:
 
 def _one_network(det_card, seg_card, settings) -> bool:
     """Whether the detector reads the segmentation network's own probabilities: same weights,
-    grid, window and test-time mirroring, and a one-stage segmentation-based detector."""
+    grid, window and mirrored passes (full mirroring serves "mirror-lesions" too), and a one-stage
+    segmentation-based detector."""
     from .inference.engine import mirror_passes
 
     same = (det_card.sha256 and det_card.sha256 == seg_card.sha256
@@ -351,11 +357,9 @@ def _one_network(det_card, seg_card, settings) -> bool:
     return bool(same and one_stage and mirror_passes(settings, det_card) == mirror_passes(settings, seg_card))
 
 
-def _provenance(card, settings) -> dict:
-    from .inference.engine import mirror_passes
-
-    return {"name": card.name, "sha256": card.sha256 or "",
-            "tta": "mirror" if len(mirror_passes(settings, card)) > 1 else "off"}
+def _provenance(card, tta: str) -> dict:
+    """The report's record of a step's model and the test-time mirroring it ran with."""
+    return {"name": card.name, "sha256": card.sha256 or "", "tta": tta}
 
 
 def _class_index(classes: dict[int, dict], name: str) -> int | None:

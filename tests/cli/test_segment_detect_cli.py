@@ -58,8 +58,9 @@ def test_segment_with_test_time_mirroring(tmp_path, ct_nifti, capsys):
     # a voxel-wise model gives the same labels mirrored: the mirrored passes come back aligned
     model = install(segmentation_card(), tmp_path / "model")
     out = tmp_path / "labels.nii.gz"
-    assert main(["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet", "--tta", "mirror"]) == 0
-    np.testing.assert_array_equal(read_volume(out).data, expected_labels(read_volume(ct_nifti).data))
+    for tta in ("mirror", "mirror-lesions"):
+        assert main(["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet", "--tta", tta]) == 0
+        np.testing.assert_array_equal(read_volume(out).data, expected_labels(read_volume(ct_nifti).data))
     with pytest.raises(SystemExit):
         main(["segment", str(ct_nifti), str(out), "--model", str(model), "--tta", "rotate"])
     assert "invalid choice" in capsys.readouterr().err

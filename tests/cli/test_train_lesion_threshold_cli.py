@@ -92,7 +92,7 @@ def test_the_fit_takes_the_threshold_that_finds_the_faint_nodule_and_drops_mirro
     assert "lesion_refine" not in card["extra"]
     fit = card["scores"]["lesion_threshold_fit"]
     assert fit["seeds"] == [1, 2] and fit["cases_with_nodules"] == 1  # the scan without a nodule is skipped
-    for mirroring in ("off", "mirror"):
+    for mirroring in ("off", "mirror-lesions"):  # the default choices
         assert fit["mean_nodule_dice"][mirroring] == {"0.5": 0.0, "0.4": 0.0, "0.3": 1.0, "0.2": 1.0,
                                                       "0.15": 1.0, "0.1": 1.0}
     assert fit["chosen"] == {"tta": "off", "lesion_threshold": 0.3, "lesion_refine_reach_mm": None}

@@ -98,9 +98,10 @@ def test_mirroring_a_box_detector_is_refused_and_auto_runs_it():
     from napari_medai.errors import InputError
     from napari_medai.inference import InferenceSettings
 
-    with pytest.raises(InputError, match="returns boxes"):
-        napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
-                            settings=InferenceSettings(tta="mirror"))
+    for tta in ("mirror", "mirror-lesions"):
+        with pytest.raises(InputError, match="returns boxes"):
+            napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
+                                settings=InferenceSettings(tta=tta))
     assert len(napari_medai.detect(blob_volume(blobs=BLOBS), SPACING, model=box_model(),
                                    settings=InferenceSettings(tta="auto"))) == 3
 

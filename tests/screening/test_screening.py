@@ -75,6 +75,34 @@ def test_one_network_run_feeds_both_and_matches_the_separate_calls(shared_models
     assert [s.finding.to_dict() for s in result.findings] == [f.to_dict() for f in alone]
 
 
+def test_full_mirroring_for_the_detector_serves_a_segmentation_mirrored_at_lesions(shared_models, monkeypatch):
+    # the detector's candidates start below the level that limits "mirror-lesions": the one shared
+    # run mirrors every window, and the report says so for both steps
+    det, seg = shared_models
+    for path, tta in ((det, "mirror"), (seg, "mirror-lesions")):
+        card = json.loads(open(path).read())
+        card["extra"]["tta"] = tta
+        open(path, "w").write(json.dumps(card))
+    seen = []
+    real = inference.run_model
+
+    def spy(model, volume, spacing=None, settings=None, **kwargs):
+        seen.append(settings.tta)
+        return real(model, volume, spacing, settings, **kwargs)
+
+    monkeypatch.setattr(inference, "run_model", spy)
+    volume = toy_chest()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert seen == ["mirror"]
+    assert result.models["detect"]["tta"] == "mirror" and result.models["segment"]["tta"] == "mirror"
+    alone = napari_medai.detect(volume, SPACING, model=det, score_threshold=0.5, max_findings=20)
+    assert [s.finding.to_dict() for s in result.findings] == [f.to_dict() for f in alone]
+    # the denoiser never mirrors, whatever the settings say
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5, denoise=True,
+                    settings=inference.InferenceSettings(tta="mirror-lesions"))
+    assert result.models["denoise"]["tta"] == "off" and result.models["segment"]["tta"] == "mirror-lesions"
+
+
 def test_different_weights_run_twice(tmp_path, monkeypatch):
     det = str(install(detection_card(name="other-det"), tmp_path))
     seg = str(install(segmentation_card(name="other-seg"), tmp_path))

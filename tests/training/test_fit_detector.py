@@ -102,6 +102,24 @@ def test_the_nodule_probabilities_are_those_the_scenes_are_built_on():
     assert p[3] < 0.02 and p[4] < 0.02 and p[5] > 0.99
 
 
+def test_a_segmentation_mirrored_at_lesions_only_gives_the_detector_full_mirroring(weights, phantoms, monkeypatch):
+    # the candidates start at 0.02, below the probability that decides where "mirror-lesions"
+    # mirrors: the detector is fitted on (and its card asks for) every window mirrored
+    from napari_medai.inference import engine
+
+    _seg(weights, tta="mirror-lesions")
+    seen = []
+
+    def spy(model, volume, spacing=None, settings=None, **_):
+        seen.append(settings.tta)
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(engine, "run_model", spy)
+    with pytest.raises(RuntimeError, match="enough"):
+        detection.fit_detector("rule-seg", [1], out_name="tiny-detector", log=lambda *_: None, measure_seeds=[2])
+    assert seen == ["mirror"]
+
+
 def test_the_fit_takes_the_only_threshold_that_finds_the_nodule_and_refines_masks_drawn_too_small(
         weights, phantoms):
     import napari_medai

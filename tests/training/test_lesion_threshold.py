@@ -25,7 +25,7 @@ def test_the_fit_scores_every_threshold_on_scans_with_a_lesion(tmp_path, monkeyp
     model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
     logs = []
     fit = fit_lesion_threshold(str(model), [1, 2], log=logs.append, install=False, reaches=REACHES_MM)
-    assert set(fit["means"]) == {"off", "mirror"}
+    assert set(fit["means"]) == {"off", "mirror-lesions"}  # the mirrored choice tried by default
     for means in fit["means"].values():
         assert set(means) == set(THRESHOLDS) and all(0.0 < m <= 1.0 for m in means.values())
     assert fit["best"] in THRESHOLDS
@@ -35,7 +35,7 @@ def test_the_fit_scores_every_threshold_on_scans_with_a_lesion(tmp_path, monkeyp
         assert all(set(m) == set(THRESHOLDS) for m in by_reach.values())
     assert fit["refine_reach_mm"] in (None, *REACHES_MM)
     # a voxel-wise model scores the same mirrored: four times the time for nothing is not chosen
-    assert fit["means"]["off"] == pytest.approx(fit["means"]["mirror"]) and fit["tta"] == "off"
+    assert fit["means"]["off"] == pytest.approx(fit["means"]["mirror-lesions"]) and fit["tta"] == "off"
     assert sum(m.startswith("validation phantom") for m in logs) == 2
 
 
@@ -85,3 +85,13 @@ def test_install_as_writes_a_new_card_for_the_same_weights_and_leaves_the_model_
     assert variant.extra.get("lesion_refine", {}).get("reach_mm") == fit["refine_reach_mm"]
     assert variant.extra["lesion_threshold"] == fit["best"]
     assert variant.extra["variant_of"] == str(model)  # widgets list the model itself first
+
+
+def test_the_cheapest_mirroring_within_the_margin_of_the_best_is_chosen():
+    from napari_medai.training.lesion_threshold import choose_mirroring
+
+    # limited to lesions, mirroring costs about half of full mirroring on a chest CT
+    assert choose_mirroring({"off": 0.4999, "mirror-lesions": 0.5230, "mirror": 0.5232}) == "mirror-lesions"
+    assert choose_mirroring({"off": 0.4999, "mirror-lesions": 0.5150, "mirror": 0.5232}) == "mirror"
+    assert choose_mirroring({"off": 0.5200, "mirror-lesions": 0.5230, "mirror": 0.5232}) == "off"
+    assert choose_mirroring({"mirror-lesions": 0.5, "mirror": float("nan")}) == "mirror-lesions"

@@ -51,8 +51,9 @@ def test_each_widget_opens_and_says_its_model_is_not_installed(
     # test-time mirroring reaches the core's settings; the denoiser (no run_model) does not offer it
     assert widget.offers_mirroring == (task != "denoising")
     if widget.offers_mirroring:
-        widget.tta_box.setCurrentText("mirror")
-        assert widget.params().inference_settings().tta == "mirror"
+        for choice in ("mirror-lesions", "mirror"):
+            widget.tta_box.setCurrentText(choice)
+            assert widget.params().inference_settings().tta == choice
     else:
         assert widget.tta_box.isHidden()
 

@@ -7,9 +7,10 @@ def add_runtime_options(p) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "amp"],
                    help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32")
-    p.add_argument("--tta", default="auto", choices=["auto", "off", "mirror"],
+    p.add_argument("--tta", default="auto", choices=["auto", "off", "mirror-lesions", "mirror"],
                    help="test-time mirroring: mirror averages the output over the volume and its mirror "
-                        "images along each axis (4x the time); auto: as the model card says")
+                        "images along each axis (4x the time); mirror-lesions does so only where the plain "
+                        "run sees a possible lesion (models naming lesion classes); auto: as the model card says")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -12,15 +12,17 @@ def add_parser(sub) -> None:
         "segmentation model on validation phantoms",
         description="Segments validation phantoms without and with test-time mirroring, scores the nodule Dice "
         "for each threshold in 0.5 (argmax only) ... 0.1 with the card's post-processing, and writes the best "
-        "pair into the card (mirroring, 4x the inference time, only where it gains 0.005 in mean Dice). "
+        "pair into the card (mirroring, up to 4x the inference time, only where it gains 0.005 in mean Dice). "
         "With --try-refinement each is also scored with the lesion edges moved to the image's half-maximum "
         "contour within 1, 1.5 and 2 mm (extra.lesion_refine), switched on only where it gains 0.005.",
     )
     p.add_argument("--model", default="chest-ct-lung-nodule", help="built-in segmentation model")
     p.add_argument("--seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"),
                    help="phantom seeds (default 2000-2011: used neither in training nor in the benchmark)")
-    p.add_argument("--mirroring", nargs="+", choices=("off", "mirror"), default=("off", "mirror"),
-                   help="the test-time mirroring choices to try (default: both)")
+    p.add_argument("--mirroring", nargs="+", choices=("off", "mirror-lesions", "mirror"),
+                   default=("off", "mirror-lesions"),
+                   help="the test-time mirroring choices to try (default: off and mirror-lesions, which mirrors only "
+                   "the windows where the plain run sees a possible lesion; mirror mirrors every window)")
     p.add_argument("--try-refinement", action="store_true",
                    help="also score edge refinement (postprocess.refine) at 1, 1.5 and 2 mm")
     p.add_argument("--install-as", metavar="NAME",

@@ -25,15 +25,18 @@ from .intensity import IntensityMap, fit_intensity
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
 from .precision import select_precision
-from .progress import share_progress
+from .focus import FocusedPass, lesion_channels, lesion_focus
+from .progress import PassesProgress
 from .resample import resample, working_shape
-from .sliding_window import run_sliding_window
+from .sliding_window import padding, run_sliding_window, window_coords
 
 BLEND_MODES = ("gaussian", "constant")
 # Test-time augmentation: "mirror" averages the outputs for the volume as it is and mirrored
 # along each spatial axis in turn (1 + 3 passes for a 3D network, 1 + 2 in-plane for a 2D one);
-# "auto" does what the model card's ``extra["tta"]`` says ("off" when it says nothing).
-TTA_MODES = ("auto", "off", "mirror")
+# "mirror-lesions" runs the mirrored passes only where the plain pass sees a possible lesion
+# (inference.focus); "auto" does what the model card's ``extra["tta"]`` says ("off" when it
+# says nothing).
+TTA_MODES = ("auto", "off", "mirror", "mirror-lesions")
 
 
 @dataclass
@@ -140,14 +143,23 @@ def run_model(model, volume, spacing=None, settings: InferenceSettings | None = 
     raise Cancelled("inference was cancelled; nothing was produced")
 
 
+def mirror_mode(settings, card) -> str:
+    """The test-time mirroring a run of ``card``'s model does: "off", "mirror" or
+    "mirror-lesions" (the settings' choice, or the card's for "auto")."""
+    choice = settings.tta if settings.tta != "auto" else str(card.extra.get("tta", "off"))
+    if choice not in TTA_MODES[1:]:
+        raise ModelError(f"model '{card.name}' asks for test-time augmentation {choice!r}: "
+                         f"use one of {TTA_MODES[1:]}")
+    if choice == "mirror-lesions":
+        lesion_channels(card)  # a card naming no lesion probability: refused before any pass
+    return choice
+
+
 def mirror_passes(settings, card) -> list[tuple[int, ...]]:
     """Spatial dims of the network input (B, C, *spatial) to flip, one entry per pass; ()
     is the volume as it is.  A 2D network is mirrored in-plane only."""
-    choice = settings.tta if settings.tta != "auto" else str(card.extra.get("tta", "off"))
-    if choice == "off":
+    if mirror_mode(settings, card) == "off":
         return [()]
-    if choice != "mirror":
-        raise ModelError(f"model '{card.name}' asks for test-time augmentation {choice!r}: use off or mirror")
     return [()] + [(d,) for d in range(2, 2 + card.spatial_dims)]
 
 
@@ -215,6 +227,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
     work = working_shape(grid, spacing, target)
     check_working_grid(work, grid, spacing, target)
     passes = mirror_passes(settings, card)
+    focused = mirror_mode(settings, card) == "mirror-lesions"
 
     with torch.inference_mode():
         x = resample(x, work, "linear")
@@ -227,11 +240,14 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         roi = window_size(card, x.shape[2:])
         sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
                   overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
-        out = None
+        out, plans = None, [None] * len(passes)
+        bar = PassesProgress(progress, len(passes))
         for i, dims in enumerate(passes):
-            y = run_sliding_window(network, x.flip(dims) if dims else x, roi,
-                                   progress=share_progress(progress, i, len(passes)), name=card.name, **sw)
+            y = run_sliding_window(network, x.flip(dims) if dims else x, roi, progress=bar.stage(i),
+                                   name=card.name, focused=plans[i], **sw)
             y = y.flip(dims) if dims else y
+            if focused and i == 0:  # the plain pass decides where the mirrored passes run
+                plans = _focused_passes(y.clone(), card, passes, x.shape, roi, settings.overlap, bar)
             y = from_network_axes(y[0] if card.spatial_dims == 3 else y.permute(1, 0, 2, 3), card.axes)
             if y.shape[0] != card.out_channels:
                 raise ModelError(
@@ -246,6 +262,17 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             out /= len(passes)
         out = resample(out, grid, "linear")
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def _focused_passes(raw, card, passes, shape, roi, overlap, bar) -> list[FocusedPass | None]:
+    """A plan for each mirrored pass from the plain pass's output ``raw`` (B, C, *spatial, before
+    the activation), with the windows each runs told to the progress bar."""
+    focus = lesion_focus(raw, card)
+    plans = [None] + [FocusedPass(raw, focus, dims, padding(shape[2:], roi)) for dims in passes[1:]]
+    coords = window_coords(shape, roi, overlap)
+    for i, plan in enumerate(plans[1:], 1):
+        bar.expect(i, sum(plan.runs(c) for c in coords))
+    return plans
 
 
 def _activate(out: torch.Tensor, output: str, intensity: IntensityMap) -> torch.Tensor:

@@ -8,3 +8,30 @@ def share_progress(progress, stage: int, stages: int):
     if progress is None or stages == 1:
         return progress
     return lambda done, total: progress(stage * total + done, stages * total)
+
+
+class PassesProgress:
+    """One bar over passes of unequal size (``tta="mirror-lesions"``: a mirrored pass runs only
+    some windows).  A pass whose size is not known yet counts as large as the first; the plain
+    pass tells the mirrored passes' sizes (``expect``) as soon as it has run, so the bar's total
+    shrinks once, then only grows towards it."""
+
+    def __init__(self, progress, passes: int):
+        self.progress = progress
+        self.totals: list[int | None] = [None] * passes
+
+    def expect(self, stage: int, total: int) -> None:
+        self.totals[stage] = int(total)
+
+    def stage(self, stage: int):
+        """The progress callback for pass ``stage``."""
+        if self.progress is None:
+            return None
+
+        def report(done, total):
+            self.totals[stage] = int(total)
+            first = self.totals[0]
+            sizes = [first if t is None else t for t in self.totals]
+            self.progress(sum(sizes[:stage]) + int(done), sum(sizes))
+
+        return report

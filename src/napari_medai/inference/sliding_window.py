@@ -14,9 +14,11 @@ import torch
 
 from ..errors import ModelError, reason_of
 from .cancel import CancelToken
+from .focus import FocusedPass
 from .precision import autocast
 
 ProgressFn = Callable[[int, int], None]
+FOCUSED_BATCHES = 8  # batches of windows MONAI gathers per predictor call in a focused pass
 
 
 def _scan_interval(image_size, roi_size, overlap) -> tuple[int, ...]:
@@ -34,6 +36,22 @@ def count_windows(image_size, roi_size, overlap: float) -> int:
 
     padded = tuple(max(int(s), int(r)) for s, r in zip(image_size, roi_size))
     return len(dense_patch_slices(padded, tuple(roi_size), _scan_interval(padded, roi_size, overlap)))
+
+
+def padding(image_size, roi_size) -> tuple[int, ...]:
+    """What MONAI pads before each spatial axis of an image smaller than the window."""
+    return tuple(max(int(r) - int(s), 0) // 2 for s, r in zip(image_size, roi_size))
+
+
+def window_coords(shape, roi_size, overlap: float) -> list[list[slice]]:
+    """Every window MONAI runs on inputs of ``shape`` (B, C, *spatial), as the coordinates it
+    hands a predictor with ``with_coord``: batch slice, channel slice, spatial slices in the
+    padded image."""
+    from monai.data.utils import dense_patch_slices
+
+    padded = tuple(max(int(s), int(r)) for s, r in zip(shape[2:], roi_size))
+    slices = dense_patch_slices(padded, tuple(roi_size), _scan_interval(padded, roi_size, overlap))
+    return [[slice(b, b + 1), slice(None), *s] for b in range(int(shape[0])) for s in slices]
 
 
 def non_finite_message(name: str, precision: str) -> str:
@@ -56,8 +74,11 @@ class WindowPredictor:
     softmax, and the detector found nothing, without a word."""
 
     def __init__(self, network, device, precision: str, total: int,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None, name: str = "network"):
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None, name: str = "network",
+                 focused: FocusedPass | None = None, batch: int = 4):
         self.network = network
+        self.focused = focused  # a mirrored pass limited to lesions: only some windows run
+        self.batch = batch  # windows per network call in a focused pass
         self.name = name
         self.device = torch.device(device)
         self.precision = precision
@@ -67,7 +88,24 @@ class WindowPredictor:
         self.done = 0
         self.calls = 0
 
-    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, windows: torch.Tensor, coords=None) -> torch.Tensor:
+        if self.focused is None:
+            return self._run(windows)
+        # A focused pass gets FOCUSED_BATCHES batches from MONAI at once, so that the windows
+        # that run fill whole batches; the others return the plain pass's output.
+        runs = [i for i, c in enumerate(coords) if self.focused.runs(c)]
+        outs = [None] * len(coords)
+        for start in range(0, len(runs), self.batch):
+            chunk = runs[start:start + self.batch]
+            # a lone window goes with a copy of itself: batch 1 takes a slow Conv3d kernel on CPU
+            computed = self._run(windows[chunk if len(chunk) > 1 else chunk * 2], counted=len(chunk))
+            for k, i in enumerate(chunk):
+                outs[i] = computed[k]
+        return torch.stack([o if o is not None else self.focused.stand_in(c).to(windows.device)
+                            for o, c in zip(outs, coords)])
+
+    def _run(self, windows: torch.Tensor, counted: int | None = None) -> torch.Tensor:
+        """The network on ``windows``; ``counted``: how many of them progress counts."""
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
         try:
@@ -88,7 +126,7 @@ class WindowPredictor:
             raise ModelError(non_finite_message(self.name, self.precision))
         out = out.float()  # no copy in fp32; bf16/fp16 windows are blended in float32
         self.calls += 1
-        self.done += int(windows.shape[0])
+        self.done += int(windows.shape[0]) if counted is None else counted
         if self.progress is not None:
             self.progress(self.done, self.total)
         return out
@@ -97,22 +135,30 @@ class WindowPredictor:
 def run_sliding_window(network, inputs: torch.Tensor, roi_size, *, device="cpu", precision: str = "fp32",
                    sw_batch_size: int = 4, overlap: float = 0.25, mode: str = "gaussian",
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                   name: str = "network") -> torch.Tensor:
+                   name: str = "network", focused: FocusedPass | None = None) -> torch.Tensor:
     """``inputs`` (B, C, *spatial) float32 on the CPU -> (B, C_out, *spatial) float32 on the CPU;
     ``name``: the model's, for the message when it returns NaN or infinity.
 
     For a 2D network run slice-wise, B is the number of slices: MONAI then batches windows
     from several slices together and the window count is ``B * windows per slice``.
+
+    ``focused``: a mirrored pass of ``tta="mirror-lesions"``; only its windows that run count.
     """
     from monai.inferers import sliding_window_inference
 
     roi_size = tuple(int(r) for r in roi_size)
-    total = count_windows(inputs.shape[2:], roi_size, overlap) * int(inputs.shape[0])
-    predictor = WindowPredictor(network, device, precision, total, progress, cancel, name)
+    if focused is None:
+        total = count_windows(inputs.shape[2:], roi_size, overlap) * int(inputs.shape[0])
+    else:
+        total = sum(focused.runs(c) for c in window_coords(inputs.shape, roi_size, overlap))
+    # At batch 1, fp32 Conv3d on CPU falls back to a slow kernel: never run single windows.
+    batch = max(2, int(sw_batch_size))
+    predictor = WindowPredictor(network, device, precision, total, progress, cancel, name, focused, batch)
     if progress is not None:
         progress(0, total)
-    # At batch 1, fp32 Conv3d on CPU falls back to a slow kernel: never run single windows.
+    per_call = batch * (1 if focused is None else FOCUSED_BATCHES)
     return sliding_window_inference(
-        inputs, roi_size, max(2, int(sw_batch_size)), predictor,
+        inputs, roi_size, per_call, predictor,
         overlap=overlap, mode=mode, sw_device=torch.device(device), device=torch.device("cpu"),
+        with_coord=focused is not None,
     )

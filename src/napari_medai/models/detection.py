@@ -70,7 +70,7 @@ def run_box_detector(
     card = loaded.card
     if card.spatial_dims != 3:
         raise ModelError(f"box detector '{card.name}' must be a 3D model (spatial_dims 3)")
-    if settings.tta == "mirror":
+    if settings.tta in ("mirror", "mirror-lesions"):
         raise InputError(f"test-time mirroring averages probability maps; '{card.name}' returns boxes: "
                          "set it to auto or off")
     if progress is not None:

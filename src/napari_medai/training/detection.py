@@ -152,13 +152,15 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     seg_card = builtin_card(seg_model)  # before any phantom: the card is written on it
     seg = load_model(seg_model)
     extra = dict(DEFAULT_EXTRA)
-    if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are
-        extra["tta"] = seg.card.extra["tta"]
+    if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are,
+        # but in every window: candidates start at probabilities (0.02) below the level that decides
+        # where "mirror-lesions" mirrors (inference.focus.FOCUS_PROBABILITY)
+        extra["tta"] = "mirror" if seg.card.extra["tta"] == "mirror-lesions" else seg.card.extra["tta"]
     prob_maps, cases, measure_cases = [], [], []
     for seed in sorted(set(seeds) | set(measure_seeds)):  # each phantom is run once
         ph = phantom_for(seed)
         hu, spacing, nodules = ph.hu, ph.spacing, ph.nodules
-        probs = run_model(seg, hu, spacing, InferenceSettings(device=device))
+        probs = run_model(seg, hu, spacing, InferenceSettings(device=device, tta=extra.get("tta", "auto")))
         field = card_field(probs, extra, extra["probability_channel"], hu, spacing)
         prob = probs[extra["probability_channel"]].copy()
         del probs

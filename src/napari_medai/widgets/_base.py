@@ -58,7 +58,7 @@ PRELOAD = ("napari_medai.inference.engine", "napari_medai.models.loading", "napa
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-MIRRORING = ("auto", "off", "mirror")
+MIRRORING = ("auto", "off", "mirror-lesions", "mirror")  # inference.engine.TTA_MODES
 LOAD_FILE = "Load model file…"
 LOAD_BUNDLE = "Load MONAI bundle folder…"
 
@@ -180,7 +180,9 @@ class TaskWidget(QWidget):
         )
         self.tta_box = _combo(
             MIRRORING, "Average the model's output over the image and its mirror images along each axis: "
-            "steadier results, 4 times the time (3 for 2D models); auto = as the model card says"
+            "steadier results, 4 times the time (3 for 2D models); mirror-lesions mirrors only where the "
+            "plain run sees a possible lesion (lesion models; about twice the time on a chest CT); "
+            "auto = as the model card says"
         )
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")

@@ -1,0 +1,145 @@
+"""tta="mirror-lesions": mirrored passes only where the plain pass sees a possible lesion."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_medai.errors import Cancelled, InputError, ModelError
+from napari_medai.inference import CancelToken, InferenceSettings, run_model
+from napari_medai.inference.focus import FOCUS_PROBABILITY, lesion_focus
+from tiny_nets import Counting, make_model
+
+OFF, MIRROR, LESIONS = (InferenceSettings(precision="fp32", tta=t) for t in ("off", "mirror", "mirror-lesions"))
+
+
+class LesionNet(nn.Module):
+    """Three classes from a lopsided 3x3x3 convolution (mirroring changes its output), with a
+    lesion logit that follows the intensity: bright voxels are lesions, dark ones are not."""
+
+    def __init__(self, dims=3, lesion_gain=12.0, lesion_bias=-6.0):
+        super().__init__()
+        torch.manual_seed(3)
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        self.conv = conv(1, 3, 3, padding=1)
+        self.gain, self.bias = lesion_gain, lesion_bias
+
+    def forward(self, x):
+        out = self.conv(x)
+        return torch.cat([out[:, :2], out[:, 2:] + self.gain * x + self.bias], 1)
+
+
+def _model(net, **fields):
+    fields.setdefault("extra", {"lesions": [2]})
+    return make_model(net, out_channels=3, **fields)
+
+
+def _volume(rng, shape=(16, 48, 48)):
+    volume = rng.normal(0, 0.05, size=shape).astype(np.float32)
+    volume[4:10, 2:6, 3:7] = 1.0  # the one bright blob: the only place the plain pass sees a lesion
+    return volume
+
+
+def test_exact_full_mirroring_at_the_lesion_and_the_plain_pass_far_from_it(rng):
+    volume = _volume(rng)
+    net = Counting(LesionNet())
+    model = _model(net, roi_size=(16, 16, 16))  # 16 windows a pass
+    plain, full = run_model(model, volume, settings=OFF), run_model(model, volume, settings=MIRROR)
+    net.calls = net.windows = 0
+    focused = run_model(model, volume, settings=LESIONS)
+    # the plain pass runs all 16 windows; each mirrored pass the one holding the blob (run twice:
+    # a lone window goes with a copy of itself)
+    assert net.windows == 16 + 3 * 2
+    near = plain[2] >= FOCUS_PROBABILITY
+    assert near.any() and (full[2][near] >= 0.5).any()  # a lesion the test can see
+    np.testing.assert_allclose(focused[:, near], full[:, near], atol=1e-5)
+    # no window that runs in a mirrored pass reaches y or x >= 16, from either side
+    np.testing.assert_allclose(focused[:, :, 16:32, 16:32], plain[:, :, 16:32, 16:32], atol=1e-6)
+    assert not np.allclose(full[:, :, 16:32, 16:32], plain[:, :, 16:32, 16:32], atol=1e-3)  # mirroring matters there
+
+
+def test_everything_in_focus_is_full_mirroring_and_nothing_is_the_plain_pass(rng):
+    volume = _volume(rng)
+    everywhere = _model(LesionNet(lesion_gain=0.0, lesion_bias=0.0), roi_size=(16, 16, 16))  # lesion p ~ 1/3
+    np.testing.assert_allclose(run_model(everywhere, volume, settings=LESIONS),
+                               run_model(everywhere, volume, settings=MIRROR), atol=1e-5)
+    net = Counting(LesionNet(lesion_gain=0.0, lesion_bias=-20.0))  # no lesion anywhere
+    nowhere = _model(net, roi_size=(16, 16, 16))
+    out = run_model(nowhere, volume, settings=LESIONS)
+    assert net.windows == 16  # the plain pass only
+    np.testing.assert_allclose(out, run_model(nowhere, volume, settings=OFF), atol=1e-6)
+
+
+def test_an_image_smaller_than_the_window_is_mirrored_in_full(rng):
+    # MONAI pads it: the padded windows always run, so the result is full mirroring's
+    volume = _volume(rng, shape=(12, 14, 16))
+    model = _model(LesionNet(lesion_gain=0.0, lesion_bias=-20.0), roi_size=(16, 16, 16))
+    np.testing.assert_allclose(run_model(model, volume, settings=LESIONS),
+                               run_model(model, volume, settings=MIRROR), atol=1e-5)
+
+
+def test_two_dimensional_model_focuses_slice_by_slice(rng):
+    volume = _volume(rng, shape=(10, 48, 48))
+    net = Counting(LesionNet(dims=2))
+    model = _model(net, spatial_dims=2, roi_size=(16, 16))
+    plain, full = run_model(model, volume, settings=OFF), run_model(model, volume, settings=MIRROR)
+    net.windows = 0
+    focused = run_model(model, volume, settings=LESIONS)
+    assert net.windows < 10 * 16 * 2  # far fewer than the plain pass and a full mirrored pass
+    near = plain[2] >= FOCUS_PROBABILITY
+    np.testing.assert_allclose(focused[:, near], full[:, near], atol=1e-5)
+    np.testing.assert_allclose(focused[:, 0], plain[:, 0], atol=1e-6)  # a slice without the blob
+
+
+def test_progress_shrinks_to_the_windows_that_run_and_ends_full(rng):
+    reports = []
+    run_model(_model(LesionNet(), roi_size=(16, 16, 16)), _volume(rng), settings=LESIONS,
+              progress=lambda d, t: reports.append((d, t)))
+    done = [d for d, _ in reports]
+    assert done == sorted(done)
+    assert reports[0] == (0, 64)  # before the plain pass: as if every pass ran every window
+    assert reports[-1] == (19, 19)  # 16 + 3 x 1 windows
+
+
+def test_cancel_in_a_mirrored_pass_returns_nothing(rng):
+    token = CancelToken()
+    net = Counting(LesionNet())
+
+    def progress(done, total):
+        if done == 17:  # the first mirrored pass's window has run
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_model(_model(net, roi_size=(16, 16, 16)), _volume(rng), settings=LESIONS, progress=progress,
+                  cancel=token)
+    assert net.windows == 16 + 2
+
+
+def test_the_card_can_ask_for_it(rng):
+    net = Counting(LesionNet())
+    model = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "tta": "mirror-lesions"})
+    run_model(model, _volume(rng), settings=InferenceSettings(precision="fp32"))
+    assert net.windows == 16 + 3 * 2
+
+
+def test_a_model_without_a_lesion_probability_is_refused_before_running(rng):
+    net = Counting(LesionNet())
+    for fields in ({"extra": {}}, {"extra": {"lesions": [5]}}, {"extra": {"lesions": [2]}, "output": "identity"}):
+        with pytest.raises(ModelError, match="lesion"):
+            run_model(_model(net, **fields), _volume(rng), settings=LESIONS)
+    assert net.calls == 0
+    with pytest.raises(InputError, match="test-time augmentation"):
+        InferenceSettings(tta="lesions").validate()
+
+
+def test_focus_reads_softmax_and_sigmoid_outputs():
+    raw = torch.zeros(1, 3, 2, 2, 2)
+    raw[0, 2, 0, 0, 0] = 2.0  # softmax: e^2 / (2 + e^2) = 0.79
+    raw[0, 2, 1, 1, 1] = -3.0  # 0.024: below the level
+    card = make_model(nn.Identity(), out_channels=3, extra={"lesions": [2]}).card
+    focus = lesion_focus(raw, card)
+    assert focus.shape == (1, 2, 2, 2) and bool(focus[0, 0, 0, 0]) and not bool(focus[0, 1, 1, 1])
+    assert bool(focus[0, 0, 1, 0])  # 1/3
+    card.output = "sigmoid"
+    focus = lesion_focus(raw, card)
+    assert bool(focus[0, 0, 0, 0]) and not bool(focus[0, 1, 1, 1]) and bool(focus[0, 0, 1, 0])  # 0.5
