@@ -5,7 +5,9 @@ Prints, in one run:
    training), for the model and for the classical baseline (HU threshold + connected
    components + hole filling for lungs; threshold inside the lung mask for nodules);
 2. nodule Dice on the real lung1 CT (never used in training) and a PNG overlay in docs/images;
-3. time and peak RSS of segmenting a 512x512x300 volume, fp32 vs bf16, and their agreement.
+3. time and peak RSS of segmenting a 512x512x300 volume, fp32 vs bf16, and their agreement;
+   where the card mirrors at lesions only ("mirror-lesions"), also full mirroring in fp32 as
+   the baseline, with the labels' agreement.
 
     .venv/bin/python benchmarks/bench_segmentation.py            # full run (~15-25 min on 2 cores)
     .venv/bin/python benchmarks/bench_segmentation.py --quick    # 3 small phantoms, no big volume
@@ -150,7 +152,7 @@ BIG_FILE = Path("/tmp/bench_seg_big_hu.npy")
 BF16_CROP = (slice(100, 196), slice(160, 352), slice(160, 352))  # 96 x 192 x 192 of the big volume
 
 
-def big_volume_run(model_name, precision, crop=None, tag=None):
+def big_volume_run(model_name, precision, crop=None, tag=None, tta="auto"):
     """Segment a 512x512x300 phantom CT (0.7x0.7x1.25 mm) in a fresh process: time + peak RSS.
 
     The volume is generated once and saved, so the measuring process holds only the int16
@@ -172,7 +174,7 @@ def peak_mb():  # VmHWM: this process's own peak (ru_maxrss would include the fo
 hu = np.ascontiguousarray(np.load({str(BIG_FILE)!r}){"" if crop is None else "[" + repr(tuple(crop)) + "]"})
 rss0 = peak_mb()
 t = time.perf_counter()
-res = segment(hu, {BIG_SPACING!r}, model={model_name!r}, settings=InferenceSettings(precision={precision!r}))
+res = segment(hu, {BIG_SPACING!r}, model={model_name!r}, settings=InferenceSettings(precision={precision!r}, tta={tta!r}))
 dt = time.perf_counter() - t
 np.save('/tmp/bench_seg_{tag or precision}.npy', res.labels)
 print(json.dumps({{"seconds": dt, "peak_rss_mb": peak_mb(),
@@ -188,13 +190,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true", help="skip the 512x512x300 timing")
     ap.add_argument("--big-only", action="store_true", help="only the 512x512x300 timing")
+    ap.add_argument("--tta", default="auto", choices=("auto", "off", "mirror-lesions", "mirror"),
+                    help="test-time mirroring for the phantoms and lung1 (default: the card's)")
     args = ap.parse_args()
     import torch
 
     from napari_medai.inference import InferenceSettings
     from napari_medai.inference.precision import cpu_has_native_bf16
 
-    settings = InferenceSettings()
+    settings = InferenceSettings(tta=args.tta)
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
     print(f"model {args.model}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"native bf16: {cpu_has_native_bf16()}; settings {settings}")
@@ -249,6 +253,24 @@ def big_volume(args):
         a, b = np.load("/tmp/bench_seg_crop_fp32.npy"), np.load("/tmp/bench_seg_crop_bf16.npy")
     print(f"bf16 speed-up over fp32: {runs['fp32']['seconds'] / runs['bf16']['seconds']:.2f}x; "
           f"label agreement {100 * (a == b).mean():.3f} % of voxels")
+    full_mirroring_baseline(args)
+
+
+def full_mirroring_baseline(args):
+    """The card's mirroring against mirroring every window, both fp32, in this run: what
+    "mirror-lesions" (inference.focus) saves and what it changes."""
+    from napari_medai.models import load_model
+
+    card_tta = load_model(args.model).card.extra.get("tta", "off")
+    if card_tta != "mirror-lesions":
+        return
+    full = big_volume_run(args.model, "fp32", tag="fp32_full_mirror", tta="mirror")
+    mine = np.load("/tmp/bench_seg_fp32.npy")
+    other = np.load("/tmp/bench_seg_fp32_full_mirror.npy")
+    print(f"baseline, full mirroring (tta=mirror), fp32: {full['seconds']:.1f} s, peak RSS "
+          f"{full['peak_rss_mb']:.0f} MB; the card's mirror-lesions agrees on {100 * (mine == other).mean():.3f} % "
+          f"of voxels; nodule voxels {int((mine == 2).sum())} vs {int((other == 2).sum())}, "
+          f"{int(((mine == 2) != (other == 2)).sum())} differ")
 
 
 if __name__ == "__main__":
