@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from .models.card import is_multilabel, sigmoid_offset
+
 DEFAULT_SEGMENTATION_MODEL = "chest-ct-lung-nodule"
 DEFAULT_DETECTION_MODEL = "lung-nodule-detection"
 
@@ -184,14 +186,6 @@ def segment(
                                progress=share_progress(progress, 1, stages), cancel=cancel)
 
 
-def _sigmoid_offset(card) -> int:
-    """Label of channel k is k + this: 1, except for a card whose class table names channel 0
-    "background" (one class per channel), where channel k is label k and channel 0 draws
-    nothing (``bundle.sigmoid_classes`` leaves such a table as it is)."""
-    names = {int(c["index"]): str(c["name"]).lower() for c in card.classes}
-    return 0 if names.get(0) == "background" and len(names) == card.out_channels else 1
-
-
 def _multilabel_small(probs: np.ndarray, offset: int = 1) -> np.ndarray:
     """Label map of independent (sigmoid) channels: label k + 1 where channel k reaches 0.5,
     0 (background) where none does.  Where several do, the channel whose region (its voxels
@@ -206,19 +200,14 @@ def _multilabel_small(probs: np.ndarray, offset: int = 1) -> np.ndarray:
     return labels
 
 
-def _is_multilabel(card, channels: int) -> bool:
-    """Sigmoid channels are independent (multi-label); one channel can only be foreground."""
-    return card.output == "sigmoid" or channels == 1
-
-
 def first_segmentation(card, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The labels and a copy of the first lesion class's probability (None without one) from
     the class probabilities ``probs`` (C, z, y, x): all ``finish_segmentation`` needs, so the
     caller can free ``probs`` before the clean-up (and ``screening`` can also detect on them).
     Softmax outputs give the argmax; sigmoid (multi-label) ones label k + 1 where channel k
     reaches 0.5 (``_multilabel_small``), so their lesion label k + 1 reads channel k."""
-    multilabel = _is_multilabel(card, probs.shape[0])
-    offset = _sigmoid_offset(card) if multilabel else 0
+    multilabel = is_multilabel(card, probs.shape[0])
+    offset = sigmoid_offset(card) if multilabel else 0
     labels = _multilabel_small(probs, offset) if multilabel else _argmax_small(probs)
     lesions = tuple(int(i) for i in card.extra.get("lesions", ()))
     if not lesions:
@@ -234,7 +223,7 @@ def _label_classes(card) -> dict[int, dict]:
     from .models.bundle import sigmoid_classes
 
     classes = card.classes
-    if _is_multilabel(card, card.out_channels):
+    if is_multilabel(card, card.out_channels):
         unnamed = [{"index": i + 1, "name": f"class {i + 1}"} for i in range(card.out_channels)]
         classes = sigmoid_classes(classes or unnamed, card.out_channels)
     return {int(c["index"]): {"name": c["name"], "color": c.get("color")} for c in classes} or {

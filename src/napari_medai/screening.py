@@ -172,7 +172,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
-    from .inference.engine import mirror_mode
+    from .inference.engine import MIRRORING_BY_COST, mirror_mode
     from .inference.progress import share_progress
 
     from .io.validate import check_spacing, check_volume
@@ -207,9 +207,10 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         volume, step = denoised, step + 1
     t0 = time.perf_counter()
     if shared:
-        # the detector's mirroring: where the segmentation's is "mirror-lesions" and the detector's
-        # "mirror", full mirroring serves both (the detector's candidates start below the focus level)
-        shared_settings = replace(settings, tta=mirror_mode(settings, det.card))
+        # the fuller of the two mirrorings serves both: full mirroring is what "mirror-lesions"
+        # stands in for, and the detector's candidates start below its focus level
+        shared_settings = replace(settings, tta=max(mirror_mode(settings, det.card), mirror_mode(settings, seg.card),
+                                                    key=MIRRORING_BY_COST.index))
         probs = run_model(seg, volume, spacing, shared_settings, progress=share_progress(progress, step, steps),
                           cancel=cancel)
         # the findings first: their working arrays are gone before the argmax makes its own, so

@@ -70,12 +70,22 @@ def test_everything_in_focus_is_full_mirroring_and_nothing_is_the_plain_pass(rng
     np.testing.assert_allclose(out, run_model(nowhere, volume, settings=OFF), atol=1e-6)
 
 
-def test_an_image_smaller_than_the_window_is_mirrored_in_full(rng):
-    # MONAI pads it: the padded windows always run, so the result is full mirroring's
-    volume = _volume(rng, shape=(12, 14, 16))
-    model = _model(LesionNet(lesion_gain=0.0, lesion_bias=-20.0), roi_size=(16, 16, 16))
-    np.testing.assert_allclose(run_model(model, volume, settings=LESIONS),
-                               run_model(model, volume, settings=MIRROR), atol=1e-5)
+def test_an_image_smaller_than_the_window_counts_only_its_part_inside(rng):
+    # MONAI pads it (here along z and y): a window runs only where its part inside the image
+    # holds a focus voxel, and a stand-in's padded part is cut away again
+    volume = _volume(rng, shape=(12, 14, 48))
+    net = Counting(LesionNet(lesion_gain=0.0, lesion_bias=-20.0))  # no lesion anywhere
+    nowhere = _model(net, roi_size=(16, 16, 16))
+    out = run_model(nowhere, volume, settings=LESIONS)
+    assert net.windows == 4  # the plain pass only: 1 x 1 x 4 windows
+    np.testing.assert_allclose(out, run_model(nowhere, volume, settings=OFF), atol=1e-6)
+    model = _model(LesionNet(), roi_size=(16, 16, 16))
+    plain, full = run_model(model, volume, settings=OFF), run_model(model, volume, settings=MIRROR)
+    focused = run_model(model, volume, settings=LESIONS)
+    near = plain[2] >= FOCUS_PROBABILITY
+    assert near.any()
+    np.testing.assert_allclose(focused[:, near], full[:, near], atol=1e-5)
+    np.testing.assert_allclose(focused[..., 24:], plain[..., 24:], atol=1e-6)  # no window that runs reaches
 
 
 def test_two_dimensional_model_focuses_slice_by_slice(rng):
@@ -140,6 +150,87 @@ def test_focus_reads_softmax_and_sigmoid_outputs():
     focus = lesion_focus(raw, card)
     assert focus.shape == (1, 2, 2, 2) and bool(focus[0, 0, 0, 0]) and not bool(focus[0, 1, 1, 1])
     assert bool(focus[0, 0, 1, 0])  # 1/3
-    card.output = "sigmoid"
+    # a multi-label (sigmoid) card's label k + 1 is channel k: label 3 reads channel 2
+    card.output, card.extra = "sigmoid", {"lesions": [3]}
+    raw[:, :2] = -10.0
     focus = lesion_focus(raw, card)
     assert bool(focus[0, 0, 0, 0]) and not bool(focus[0, 1, 1, 1]) and bool(focus[0, 0, 1, 0])  # 0.5
+    card.extra = {"lesions": [2]}  # channel 1: below the level everywhere
+    assert not bool(lesion_focus(raw, card).any())
+
+
+class SigmoidLesions(nn.Module):
+    """Two independent (sigmoid) classes: label 1 = channel 0 (organ), label 2 = channel 1,
+    the lesion, bright voxels; a lopsided convolution makes mirroring matter."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return torch.cat([out[:, :1], out[:, 1:] + 12.0 * x - 6.0], 1)
+
+
+def test_a_multi_label_model_is_mirrored_at_its_own_lesion_channel(rng):
+    volume = _volume(rng)
+    model = make_model(SigmoidLesions(), out_channels=2, output="sigmoid", roi_size=(16, 16, 16),
+                       extra={"lesions": [2]})
+    plain, full = run_model(model, volume, settings=OFF), run_model(model, volume, settings=MIRROR)
+    focused = run_model(model, volume, settings=LESIONS)
+    near = plain[1] >= FOCUS_PROBABILITY
+    assert near.any() and not np.allclose(full[:, near], plain[:, near], atol=1e-3)
+    np.testing.assert_allclose(focused[:, near], full[:, near], atol=1e-5)
+
+
+def test_a_later_stage_that_shrinks_never_moves_the_bar_back(rng):
+    from napari_medai.inference.progress import share_progress
+
+    reports = []
+    run_model(_model(LesionNet(), roi_size=(16, 16, 16)), _volume(rng), settings=LESIONS,
+              progress=share_progress(lambda d, t: reports.append((d, t)), 1, 2))
+    # a command-line bar counts what is done: it must only grow, on a total that stays
+    done, totals = [d for d, _ in reports], {t for _, t in reports}
+    assert done == sorted(done) and len(totals) == 1
+    assert done[0] / reports[0][1] == 0.5 and done[-1] == reports[-1][1]
+
+
+def test_the_plain_pass_output_is_gone_before_the_last_resampling(rng, monkeypatch):
+    import gc
+
+    from napari_medai.inference import engine
+    from napari_medai.inference.focus import FocusedPass
+
+    alive = []
+    real = engine.resample
+
+    def watching(x, shape, mode):
+        gc.collect()
+        alive.append(sum(isinstance(o, FocusedPass) for o in gc.get_objects()))
+        return real(x, shape, mode)
+
+    monkeypatch.setattr(engine, "resample", watching)
+    run_model(_model(LesionNet(), roi_size=(16, 16, 16)), _volume(rng), settings=LESIONS)
+    assert alive == [0, 0]  # into the model's grid, then back to the input's
+
+
+def test_a_gpu_gathers_one_batch_at_a_time(monkeypatch):
+    # on CPU MONAI gathers 8 batches so that the windows that run fill whole ones; on a GPU each
+    # gathered window and its output would sit in the GPU's memory
+    import monai.inferers
+
+    from napari_medai.inference.sliding_window import FOCUSED_BATCHES, run_sliding_window
+
+    seen = []
+    monkeypatch.setattr(monai.inferers, "sliding_window_inference",
+                        lambda inputs, roi, per_call, predictor, **kw: seen.append(per_call))
+    raw, focus = torch.zeros(1, 3, 16, 16, 16), torch.zeros(1, 16, 16, 16, dtype=torch.bool)
+    from napari_medai.inference.focus import FocusedPass
+
+    plan = FocusedPass(raw, focus, (2,), (0, 0, 0))
+    for device in ("cpu", "cuda"):
+        run_sliding_window(nn.Identity(), torch.zeros(1, 1, 16, 16, 16), (16, 16, 16), device=device,
+                           sw_batch_size=4, focused=plan)
+    run_sliding_window(nn.Identity(), torch.zeros(1, 1, 16, 16, 16), (16, 16, 16), sw_batch_size=4)
+    assert seen == [4 * FOCUSED_BATCHES, 4, 4]

@@ -97,10 +97,19 @@ def test_full_mirroring_for_the_detector_serves_a_segmentation_mirrored_at_lesio
     assert result.models["detect"]["tta"] == "mirror" and result.models["segment"]["tta"] == "mirror"
     alone = napari_medai.detect(volume, SPACING, model=det, score_threshold=0.5, max_findings=20)
     assert [s.finding.to_dict() for s in result.findings] == [f.to_dict() for f in alone]
-    # the denoiser never mirrors, whatever the settings say
-    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5, denoise=True,
+    # asked for explicitly, both steps run it
+    seen.clear()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5,
                     settings=inference.InferenceSettings(tta="mirror-lesions"))
-    assert result.models["denoise"]["tta"] == "off" and result.models["segment"]["tta"] == "mirror-lesions"
+    assert seen == ["mirror-lesions"] and result.models["segment"]["tta"] == "mirror-lesions"
+    # the other way round: a segmentation card asking for full mirroring gets it
+    for path, tta in ((det, "mirror-lesions"), (seg, "mirror")):
+        card = json.loads(open(path).read())
+        card["extra"]["tta"] = tta
+        open(path, "w").write(json.dumps(card))
+    seen.clear()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert seen == ["mirror"] and result.models["segment"]["tta"] == "mirror"
 
 
 def test_different_weights_run_twice(tmp_path, monkeypatch):

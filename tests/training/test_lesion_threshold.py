@@ -95,3 +95,14 @@ def test_the_cheapest_mirroring_within_the_margin_of_the_best_is_chosen():
     assert choose_mirroring({"off": 0.4999, "mirror-lesions": 0.5150, "mirror": 0.5232}) == "mirror"
     assert choose_mirroring({"off": 0.5200, "mirror-lesions": 0.5230, "mirror": 0.5232}) == "off"
     assert choose_mirroring({"mirror-lesions": 0.5, "mirror": float("nan")}) == "mirror-lesions"
+
+
+def test_unknown_mirroring_choices_are_refused_before_any_phantom(monkeypatch):
+    from napari_medai.errors import InputError
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import fit_lesion_threshold
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    for mirroring in (("off", "auto"), ()):
+        with pytest.raises(InputError, match="mirroring choices"):
+            fit_lesion_threshold("chest-ct-lung-nodule", [2000], install=False, mirroring=mirroring)

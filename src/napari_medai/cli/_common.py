@@ -115,6 +115,9 @@ class ProgressBar:
             return
         if self.bar is None:
             self.bar = tqdm(total=total, initial=max(0, done - 1), **self.options)
+        if total != self.bar.total:  # a run mirrored only at lesions learns its size after the first pass
+            self.bar.total = total
+            self.bar.refresh()
         self.bar.update(done - self.bar.n)
         if self.close_at_end and done >= total:
             self.close()

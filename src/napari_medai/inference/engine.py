@@ -37,6 +37,7 @@ BLEND_MODES = ("gaussian", "constant")
 # (inference.focus); "auto" does what the model card's ``extra["tta"]`` says ("off" when it
 # says nothing).
 TTA_MODES = ("auto", "off", "mirror", "mirror-lesions")
+MIRRORING_BY_COST = ("off", "mirror-lesions", "mirror")  # cheapest first; each serves those before it
 
 
 @dataclass
@@ -257,7 +258,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             y = _activate(y, card.output, intensity)
             out = y if out is None else out.add_(y)
             del y
-        del x
+        del x, plans  # the plain pass's output is no longer needed: not through the resampling below
         if len(passes) > 1:
             out /= len(passes)
         out = resample(out, grid, "linear")

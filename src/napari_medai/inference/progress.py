@@ -4,10 +4,21 @@ from __future__ import annotations
 
 
 def share_progress(progress, stage: int, stages: int):
-    """Progress of one of ``stages`` equal passes as a share of one bar over all of them."""
+    """Progress of one of ``stages`` equal passes as a share of one bar over all of them.
+
+    A stage counts as large as its first total; a stage whose total later shrinks (a run with
+    ``tta="mirror-lesions"``) reports its share done of that, so the bar never goes back."""
     if progress is None or stages == 1:
         return progress
-    return lambda done, total: progress(stage * total + done, stages * total)
+    unit = []
+
+    def report(done, total):
+        if not unit:
+            unit.append(max(int(total), 1))
+        n = unit[0]
+        progress(stage * n + round(n * int(done) / max(int(total), 1)), stages * n)
+
+    return report
 
 
 class PassesProgress:

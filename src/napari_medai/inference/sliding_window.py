@@ -18,7 +18,7 @@ from .focus import FocusedPass
 from .precision import autocast
 
 ProgressFn = Callable[[int, int], None]
-FOCUSED_BATCHES = 8  # batches of windows MONAI gathers per predictor call in a focused pass
+FOCUSED_BATCHES = 8  # batches of windows MONAI gathers per predictor call in a focused pass on CPU
 
 
 def _scan_interval(image_size, roi_size, overlap) -> tuple[int, ...]:
@@ -156,7 +156,10 @@ def run_sliding_window(network, inputs: torch.Tensor, roi_size, *, device="cpu",
     predictor = WindowPredictor(network, device, precision, total, progress, cancel, name, focused, batch)
     if progress is not None:
         progress(0, total)
-    per_call = batch * (1 if focused is None else FOCUSED_BATCHES)
+    # On CPU a focused pass gathers several batches so that the windows that run fill whole ones;
+    # on a GPU every gathered window (and its output) would sit in its memory, so it gathers one.
+    gather = FOCUSED_BATCHES if focused is not None and torch.device(device).type == "cpu" else 1
+    per_call = batch * gather
     return sliding_window_inference(
         inputs, roi_size, per_call, predictor,
         overlap=overlap, mode=mode, sw_device=torch.device(device), device=torch.device("cpu"),

@@ -276,3 +276,24 @@ def card_for_path(path) -> ModelCard | None:
     card = load_card(sibling_card)
     weights = card.weights_path()
     return card if weights is not None and weights.resolve() == path.resolve() else None
+
+
+def is_multilabel(card, channels: int) -> bool:
+    """Sigmoid channels are independent (multi-label); one channel can only be foreground."""
+    return card.output == "sigmoid" or channels == 1
+
+
+def sigmoid_offset(card) -> int:
+    """Label of channel k is k + this: 1, except for a card whose class table names channel 0
+    "background" (one class per channel), where channel k is label k and channel 0 draws
+    nothing (``bundle.sigmoid_classes`` leaves such a table as it is)."""
+    names = {int(c["index"]): str(c["name"]).lower() for c in card.classes}
+    return 0 if names.get(0) == "background" and len(names) == card.out_channels else 1
+
+
+def label_channel(card, label: int) -> int:
+    """The output channel that label ``label`` of ``card``'s label map is read from: the same
+    number for a softmax model, ``label - sigmoid_offset`` for a multi-label one."""
+    if is_multilabel(card, card.out_channels):
+        return max(int(label) - sigmoid_offset(card), 0)
+    return int(label)

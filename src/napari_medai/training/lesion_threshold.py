@@ -84,10 +84,6 @@ def validation_cases(loaded, seeds, lesion: int, inside_body: bool, settings=Non
         del probs, base  # before the next scan's probabilities exist
 
 
-# cheapest first: mirroring limited to lesions runs a fraction of full mirroring's windows
-MIRRORING_BY_COST = ("off", "mirror-lesions", "mirror")
-
-
 def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> str:
     """``best_means``: {mirroring choice: its best mean Dice}.  A mirrored choice only where the
     best of them beats the plain run's by ``margin``; then the cheapest within ``margin`` of
@@ -99,6 +95,8 @@ def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> st
     top = max(mirrored.values())
     if not math.isnan(off) and top < off + margin:
         return "off"
+    from ..inference.engine import MIRRORING_BY_COST
+
     return min((m for m, v in mirrored.items() if v >= top - margin), key=MIRRORING_BY_COST.index)
 
 
@@ -134,6 +132,9 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     from .phantom_dataset import validation_seeds
 
     t0 = time.time()
+    unknown = [m for m in mirroring if m not in ("off", "mirror-lesions", "mirror")]
+    if unknown or not mirroring:
+        raise InputError(f"mirroring choices must be some of off, mirror-lesions, mirror; got {list(mirroring)}")
     seeds = validation_seeds(seeds, "the lesion threshold")
     loaded = load_model(model)
     card = loaded.card
