@@ -221,7 +221,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         del probs
         result = finish_segmentation(seg, first, volume, spacing, settings=settings, cancel=cancel)
         times["detect + segment (one network run)"] = time.perf_counter() - t0
-        models["segment"] = _provenance(seg.card, mirror_mode(shared_settings, seg.card))
+        settings = shared_settings  # what both steps ran with, for the report below
     else:
         found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
                              max_findings=asked, settings=settings,
@@ -232,7 +232,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
                                   progress=share_progress(progress, step + 1, steps), cancel=cancel)
         times["segment"] = time.perf_counter() - t0
     models["detect"] = _provenance(det.card, mirror_mode(settings, det.card))
-    models.setdefault("segment", _provenance(seg.card, mirror_mode(settings, seg.card)))
+    models["segment"] = _provenance(seg.card, mirror_mode(settings, seg.card))
 
     found, capped = cut_to(found, max_findings)
     if capped:

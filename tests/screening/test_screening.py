@@ -109,7 +109,7 @@ def test_full_mirroring_for_the_detector_serves_a_segmentation_mirrored_at_lesio
         open(path, "w").write(json.dumps(card))
     seen.clear()
     result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
-    assert seen == ["mirror"] and result.models["segment"]["tta"] == "mirror"
+    assert seen == ["mirror"] and result.models["segment"]["tta"] == result.models["detect"]["tta"] == "mirror"
 
 
 def test_different_weights_run_twice(tmp_path, monkeypatch):
