@@ -54,14 +54,21 @@ def test_screen_refuses_a_2d_image_and_writes_nothing(tmp_path, capsys):
 
 def test_screen_refuses_an_mr_volume_for_its_ct_models_and_writes_nothing(tmp_path, capsys):
     mr = np.random.default_rng(5).uniform(0, 300, (12, 40, 60)).astype(np.float32)
-    path = write_volume(mr, tmp_path / "t1.nii.gz", modality="MR")
+    _screen_mr_file_with_ct_models(mr, tmp_path)
+    assert "'cli-det' reads CT in Hounsfield units" in capsys.readouterr().err
+
+
+def _screen_mr_file_with_ct_models(volume, tmp_path):
+    """``medai screen`` of ``volume`` saved as an MR NIfTI with stand-in CT models: it must exit
+    2 and write no report folder.  Returns the file's path."""
+    path = write_volume(volume, tmp_path / "t1.nii.gz", modality="MR")
     det = install(detection_card(name="cli-det"), tmp_path / "models")
     seg = install(segmentation_card(name="cli-seg"), tmp_path / "models")
     out = tmp_path / "report"
     assert main(["screen", str(path), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
                  "--quiet"]) == 2
     assert not out.exists()
-    assert "'cli-det' reads CT in Hounsfield units" in capsys.readouterr().err
+    return path
 
 
 def test_an_out_dir_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
@@ -123,12 +130,6 @@ def test_an_out_dir_that_cannot_be_made_or_a_bad_threshold_is_refused_before_the
 
 
 def test_screen_refuses_a_file_that_says_mr_even_with_values_like_hu(tmp_path, capsys):
-    path = write_volume(two_lung_chest(), tmp_path / "t1.nii.gz", modality="MR")  # lungs at -850: passes as HU
-    det = install(detection_card(name="cli-det"), tmp_path / "models")
-    seg = install(segmentation_card(name="cli-seg"), tmp_path / "models")
-    out = tmp_path / "report"
-    assert main(["screen", str(path), "--out-dir", str(out), "--detector", str(det), "--segmenter", str(seg),
-                 "--quiet"]) == 2
-    assert not out.exists()
+    path = _screen_mr_file_with_ct_models(two_lung_chest(), tmp_path)  # lungs at -850: passes as HU
     assert (f"{path} is an MR image by its header, but model 'cli-det' is made for CT: choose a model made for MR"
             in capsys.readouterr().err)

@@ -179,15 +179,22 @@ def test_detect_refuses_an_unknown_report_format(tmp_path, ct_nifti, capsys):
 @pytest.mark.parametrize("command", ["segment", "detect"])
 def test_a_ct_model_on_an_mr_file_exits_with_one_sentence_and_writes_nothing(tmp_path, command, capsys):
     mr = np.random.default_rng(3).uniform(0, 600, size=(12, 24, 24)).astype(np.float32)
-    mr_nifti = write_volume(mr, tmp_path / "t1.nii.gz", affine=np.eye(4), modality="MR")
+    _run_ct_model_on_mr_file(command, mr, tmp_path)
+    err = capsys.readouterr().err
+    assert "reads CT in Hounsfield units" in err and "Traceback" not in err
+
+
+def _run_ct_model_on_mr_file(command, volume, tmp_path):
+    """``medai segment``/``detect`` of ``volume`` saved as an MR NIfTI with a stand-in CT model:
+    it must exit 2 and write nothing.  Returns the file's path."""
+    mr_nifti = write_volume(volume, tmp_path / "t1.nii.gz", affine=np.eye(4), modality="MR")
     card = segmentation_card() if command == "segment" else detection_card()
     model = install(card, tmp_path / "model")
     out = tmp_path / ("labels.nii.gz" if command == "segment" else "findings.json")
     args = [str(mr_nifti), str(out)] if command == "segment" else [str(mr_nifti), "--out", str(out)]
     assert main([command, *args, "--model", str(model), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "reads CT in Hounsfield units" in err and "Traceback" not in err
     assert not out.exists()
+    return mr_nifti
 
 
 def test_segment_refuses_an_output_that_is_the_input_or_named_twice(tmp_path, ct_nifti, capsys):
@@ -289,17 +296,12 @@ def test_detect_refuses_a_cap_of_zero_findings_before_the_run(tmp_path, ct_nifti
 @pytest.mark.parametrize("command", ["segment", "detect"])
 def test_a_file_that_says_mr_is_not_run_through_a_ct_model_even_with_values_like_hu(tmp_path, command, capsys):
     # values a CT model takes (lung, blobs): only the file's modality tells them apart
-    mr_nifti = write_volume(blob_volume(blobs=BLOBS), tmp_path / "t1.nii.gz", affine=np.eye(4), modality="MR")
+    mr_nifti = _run_ct_model_on_mr_file(command, blob_volume(blobs=BLOBS), tmp_path)
     assert read_volume(mr_nifti).modality == "MR"
-    card = segmentation_card() if command == "segment" else detection_card()
-    model = install(card, tmp_path / "model")
-    out = tmp_path / ("labels.nii.gz" if command == "segment" else "findings.json")
-    args = [str(mr_nifti), str(out)] if command == "segment" else [str(mr_nifti), "--out", str(out)]
-    assert main([command, *args, "--model", str(model), "--quiet"]) == 2
+    name = (segmentation_card() if command == "segment" else detection_card()).name
     err = capsys.readouterr().err
     assert err.startswith(f"medai {command}: error: {mr_nifti} is an MR image by its header, but model "
-                          f"'{card.name}' is made for CT: choose a model made for MR")
-    assert not out.exists()
+                          f"'{name}' is made for CT: choose a model made for MR")
 
 
 @pytest.mark.parametrize("command", ["segment", "detect"])

@@ -90,6 +90,21 @@ def check_device(preference: str, spatial_dims: int = 3) -> None:
     select_device(preference, spatial_dims)
 
 
+def models_for_file(vol, source, *models) -> tuple:
+    """``models`` as they are, or, where the file ``vol`` says it is MR, each loaded and checked
+    against that (``check_file_modality``: a CT model is refused with one sentence naming
+    ``source``); a loaded model is not loaded again by the API."""
+    if vol.modality != "MR":
+        return models
+    from ..inference.modality import check_file_modality
+    from ..models import load_model
+
+    loaded = tuple(load_model(m) for m in models)
+    for model in loaded:
+        check_file_modality(model.card, vol.modality, vol.data, source)
+    return loaded
+
+
 def runtime(args):
     """(settings, progress callback) from the parsed options."""
     from ..inference import InferenceSettings

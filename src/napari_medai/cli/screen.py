@@ -46,19 +46,12 @@ def check_screening_options(args) -> None:
 def run(args) -> int:
     from ..io import read_volume
     from ..screening import check_out_dir, screen, screening_markdown, write_screening
-    from ._common import runtime
+    from ._common import models_for_file, runtime
 
     check_screening_options(args)
     check_out_dir(args.input, args.out_dir)
     vol = read_volume(args.input)
-    detector, segmenter = args.detector, args.segmenter
-    if vol.modality == "MR":  # a file that says MR is not run through the CT models
-        from ..inference.modality import check_file_modality
-        from ..models import load_model
-
-        detector, segmenter = load_model(detector), load_model(segmenter)
-        for model in (detector, segmenter):
-            check_file_modality(model.card, vol.modality, vol.data, args.input)
+    detector, segmenter = models_for_file(vol, args.input, args.detector, args.segmenter)  # MR file, CT models
     settings, progress = runtime(args)
     result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=detector,
                     segmenter=segmenter, score_threshold=args.threshold, max_findings=args.max_findings,

@@ -26,20 +26,14 @@ def run(args) -> int:
 
     from ..api import segment
     from ..io import read_volume, write_volume
-    from ._common import check_outputs, check_writable, runtime
+    from ._common import check_outputs, check_writable, models_for_file, runtime
 
     check_outputs(args.input, args.output, args.probability)
     check_writable(args.output, "output")
     if args.probability:
         check_writable(args.probability, "--probability")
     vol = read_volume(args.input)
-    model = args.model
-    if vol.modality == "MR":  # a file that says MR is not run through a CT model
-        from ..inference.modality import check_file_modality
-        from ..models import load_model
-
-        model = load_model(args.model)
-        check_file_modality(model.card, vol.modality, vol.data, args.input)
+    (model,) = models_for_file(vol, args.input, args.model)  # a file that says MR, a CT model: refused
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=model, settings=settings, progress=progress,
                      min_lesion_mm3=args.min_lesion_mm3)

@@ -132,7 +132,9 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     from .phantom_dataset import validation_seeds
 
     t0 = time.time()
-    unknown = [m for m in mirroring if m not in ("off", "mirror-lesions", "mirror")]
+    from ..inference.engine import MIRRORING_BY_COST
+
+    unknown = [m for m in mirroring if m not in MIRRORING_BY_COST]
     if unknown or not mirroring:
         raise InputError(f"mirroring choices must be some of off, mirror-lesions, mirror; got {list(mirroring)}")
     seeds = validation_seeds(seeds, "the lesion threshold")
