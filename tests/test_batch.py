@@ -307,6 +307,19 @@ def test_a_model_that_does_not_load_leaves_no_empty_out_dir(tmp_path, cohort, mo
     assert not (tmp_path / "out").exists()  # medai screen leaves none either
 
 
+def test_a_detector_that_does_not_load_is_the_only_thing_batch_prints(tmp_path, cohort, models, capsys):
+    det, seg = models
+    assert main(["batch", str(cohort), "--out-dir", str(tmp_path / "out"), "--detector", "nope",
+                 "--segmenter", seg]) == 2
+    captured = capsys.readouterr()
+    assert "no built-in model called 'nope'" in captured.err and captured.out == ""
+    assert not (tmp_path / "out").exists()
+    # a run whose models load counts its cases first
+    assert main(["batch", str(cohort / "alpha.nii.gz"), "--out-dir", str(tmp_path / "out"), "--detector", det,
+                 "--segmenter", seg, "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("1 case(s) to screen with 1 worker(s)\n")
+
+
 def test_no_workers_is_refused_before_the_cases_are_counted(tmp_path, cohort, models, capsys):
     det, seg = models
     assert main(["batch", str(cohort), "--out-dir", str(tmp_path / "out"), "--workers", "0"]) == 2

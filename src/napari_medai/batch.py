@@ -87,13 +87,16 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
 
 def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION_MODEL,
                  segmenter=DEFAULT_SEGMENTATION_MODEL, on_case: Callable[[CaseRecord, int, int], None] | None = None,
-                 cancel=None, **screen_kwargs) -> list[CaseRecord]:
+                 cancel=None, on_start: Callable[[int], None] | None = None, **screen_kwargs) -> list[CaseRecord]:
     """Screen each (name, path) of ``cases`` (``find_cases``) into ``out_dir/<name>/`` and write
     ``out_dir/cohort.csv`` (rewritten as each case ends, in the order of ``cases``, after the rows
     an earlier run there wrote for other cases); returns the records in the order of ``cases``.
     A ``cohort.csv`` there that no run wrote is refused (``InputError``) before any model loads.  ``screen_kwargs`` go
     to ``screen`` (``denoise``, ``score_threshold``, ``max_findings``, ``settings``).
-    ``on_case(record, done, total)`` is called as each case finishes (from a worker thread).
+    ``on_case(record, done, total)`` is called as each case finishes (from a worker thread);
+    ``on_start(total)`` once the run's checks have passed and the models have loaded, before the
+    first case (``medai batch`` prints the count of cases there, so a model that fails to load
+    is not preceded by it).
     The device in ``settings`` is checked once, before any model loads or ``out_dir`` is made.
     A cancelled ``cancel`` (``inference.CancelToken``) stops the running cases between windows
     and starts no other; ``Cancelled`` is raised, and ``cohort.csv`` keeps the finished cases.
@@ -121,6 +124,8 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     earlier = earlier_cohort_rows(out / COHORT_FILE)  # refuses a table that is not ours, before any model loads
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     out.mkdir(parents=True, exist_ok=True)  # after the models: one that does not load leaves no empty folder
+    if on_start is not None:
+        on_start(len(cases))
     lock, finished = threading.Lock(), {}
     order = {name: k for k, (name, _) in enumerate(cases)}
 

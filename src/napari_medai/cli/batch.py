@@ -47,9 +47,11 @@ def run(args) -> int:
         if not args.quiet or record.status == "error":
             print(f"[{done}/{total}] {record.case}: {what} ({record.seconds:.1f} s)", flush=True)
 
-    print(f"{len(cases)} case(s) to screen with {args.workers} worker(s)", flush=True)
+    def on_start(total):  # after the models have loaded: a model that does not load is the only line
+        print(f"{total} case(s) to screen with {args.workers} worker(s)", flush=True)
+
     records = screen_cases(cases, args.out_dir, workers=args.workers, detector=args.detector,
-                           segmenter=args.segmenter, on_case=on_case, denoise=args.denoise,
+                           segmenter=args.segmenter, on_case=on_case, on_start=on_start, denoise=args.denoise,
                            score_threshold=args.threshold, max_findings=args.max_findings, settings=settings)
     failed = [r for r in records if r.status == "error"]
     screened = sum(r.status == "ok" for r in records)
