@@ -11,7 +11,8 @@ A task widget subclasses :class:`TaskWidget` and provides
   thread; the default loads ``params.model`` and calls ``inference.run_model``.
 
 Run: the image layer's geometry is checked on the Qt thread (fast); the voxel checks
-(constant, NaN) and the model choice are checked first thing in the worker; any
+(constant, NaN), the model choice and the modality the layer's file stated (as ``medai
+segment``/``detect``/``screen`` check the file's header) are checked first thing in the worker; any
 InputError/ModelError becomes a notification and no layer changes; so does a result whose
 input layer was removed or given other data meanwhile.  A lazy (dask, zarr) layer is read from
 its store once per Run (:class:`ReadOnce`).  ``job_finished(str)`` says how each Run ended:
@@ -349,6 +350,7 @@ class TaskWidget(QWidget):
                 layer = self._explain_missing_image()
             data, spacing = self._image_source(layer)  # geometry only: fast
             started_on = input_state(layer)
+            stated = (getattr(layer, "metadata", None) or {}).get("modality")  # the reader's, from the file
             volume = data if isinstance(data, np.ndarray) else ReadOnce(data)
             params = self.params()
             core = self._make_job(volume, spacing, params)
@@ -363,6 +365,7 @@ class TaskWidget(QWidget):
             try:
                 self._check_content(volume, spacing, layer.name)
                 self._check_model(params.model)
+                check_stated_modality(stated, volume, self._stated_models(params), layer.name)
                 wait_for_preload(progress)  # torch_threads and the job import torch
                 with torch_threads(threads):
                     return core(progress, cancel)
@@ -380,6 +383,10 @@ class TaskWidget(QWidget):
         """(data, spacing) of the chosen layer after the cheap checks, on the Qt thread: a 3D
         grayscale Image layer here (a widget that takes other input overrides it)."""
         return image_source(layer)
+
+    def _stated_models(self, params) -> list:
+        """The chosen models, each checked against the modality the layer's file states."""
+        return [params.model]
 
     def _check_content(self, volume, spacing, name: str) -> None:
         """The voxel checks (empty, constant, NaN, ...), in the worker."""
@@ -463,6 +470,38 @@ class TaskWidget(QWidget):
         row = self._chosen_model.row() if self._chosen_model.isValid() else 0
         with QSignalBlocker(self.model_box):
             self.model_box.setCurrentIndex(max(row, 0))
+
+
+def check_stated_modality(stated, volume, models, name: str) -> None:
+    """Refuse a CT model on a layer whose file said MR, or the reverse (``stated``: the
+    ``modality`` the plugin's reader put in the layer's metadata, from the DICOM Modality or the
+    NIfTI description), with the CLI's message (``inference.modality.check_file_modality``: the
+    values speak first).  A model whose card cannot be read here (a bundle, a bare TorchScript
+    file) is left to the run's own checks."""
+    if stated not in ("CT", "MR"):
+        return
+    from ..inference.modality import check_file_modality
+
+    for model in models:
+        card = card_of(model)
+        if card is not None:
+            check_file_modality(card, stated, np.asarray(volume), f"'{name}'",
+                                said_by="the file it was opened from")
+
+
+def card_of(model):
+    """The card of a model choice without loading it: a card from the list, a card .json, or a
+    .pt beside its card; None for anything else or a card that cannot be read (Run reports it)."""
+    from ..models.card import card_for_path  # no torch import
+
+    if hasattr(model, "extra"):  # a card
+        return model
+    if isinstance(model, str):
+        try:
+            return card_for_path(model)
+        except MedaiError:
+            return None
+    return None
 
 
 def is_load_entry(choice) -> bool:

@@ -73,6 +73,9 @@ class ScreeningWidget(DetectionWidget):
         return {**super()._task_values(), "segmenter": current_card(self.segmenter_box.currentData()),
                 "denoise": self.denoise_check.isChecked()}
 
+    def _stated_models(self, params) -> list:
+        return [params.model, params.segmenter]  # a segmenter left None (the built-in default) is skipped
+
     def _make_job(self, volume, spacing, params):
         affine = layer_world_mm(self.layer_picker.current_layer())  # positions in mm
 

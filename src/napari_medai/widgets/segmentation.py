@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QLabel
 
 from ..napari_hooks.label_classes import class_colors, named_labels
 from ..postprocess.measure import label_counts, volume_rows
-from ._base import TaskParams, TaskWidget, is_load_entry
+from ._base import TaskParams, TaskWidget, card_of, is_load_entry
 from ._layers import UNKNOWN_MODALITY, layer_spacing, output_layer_data
 from ._picker import unwrap
 from ._tables import VolumeTable
@@ -46,21 +46,9 @@ def card_min_lesion_mm3(model) -> float | None:
     added with "Load model file…": a card .json, or a .pt beside the card that names it (as
     ``models.load_model`` reads them).  None: no card (a bundle, a bare TorchScript file, an
     unreadable card: Run reports that one)."""
-    card = model if hasattr(model, "extra") else _card_of_path(model)
+    card = card_of(model)
     value = (getattr(card, "extra", None) or {}).get("min_lesion_mm3", 0.0) if card is not None else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _card_of_path(model):
-    if not isinstance(model, str):
-        return None
-    from ..errors import MedaiError
-    from ..models.card import card_for_path  # no torch import on the Qt thread
-
-    try:
-        return card_for_path(model)
-    except MedaiError:
-        return None
 
 
 class SegmentationWidget(TaskWidget):
