@@ -20,6 +20,8 @@ Prints, in one run:
     .venv/bin/python benchmarks/bench_detection.py --quick    # 3 small phantoms
     .venv/bin/python benchmarks/bench_detection.py --model A B --seeds 2000 2006 --no-blob
         # two detectors side by side on validation phantoms (where a choice between them is made)
+    .venv/bin/python benchmarks/bench_detection.py --tta-baseline mirror --no-blob
+        # the first detector also with every window mirrored (its card's mirror-lesions' baseline)
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def _fmt(r):
     return f"{s} | mean {r['mean']:.3f} ({r['targets']} nodules, {r['scans']} scans)"
 
 
-def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
-    """FROC rows per model (each phantom generated once, every model run on it) and blob_log's."""
+def phantom_froc(models, seeds, quick, blob=True, compare_masks=True, settings=None):
+    """FROC rows per model (each phantom generated once, every model run on it) and blob_log's.
+    ``settings``: per model name, the InferenceSettings it runs with (default: the card's); a
+    name may be a row label standing for another model (``model_of``)."""
     from napari_medai.api import detect, findings_from_probabilities
     from napari_medai.inference import run_model
     from napari_medai.models import load_model
@@ -58,8 +62,9 @@ def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
     times = {"blob_log": 0.0}
     measured = {}  # per model, one row per nodule hit: reference and finding measurements
     loaded = {}
+    settings = settings or {}
     for name in models:
-        loaded[name] = load_model(name)
+        loaded[name] = load_model(model_of(name))
         rows[name], rows[name + " >= 4 mm"], times[name] = [], [], 0.0
         measured[name] = []
     # the masks-as-drawn baseline reads the same network run (a one-stage detector's probabilities)
@@ -84,7 +89,7 @@ def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
                 probs = run_model(first, ph.hu, spacing)
                 found = findings_from_probabilities(first, probs, ph.hu, spacing, max_findings=None)
             else:
-                found = detect(ph.hu, spacing, model=loaded[name], max_findings=None)
+                found = detect(ph.hu, spacing, model=loaded[name], max_findings=None, settings=settings.get(name))
             times[name] += time.perf_counter() - t
             scores = [f.score for f in found]
             centres = np.array([f.center_voxel for f in found]).reshape(-1, 3)
@@ -115,6 +120,11 @@ def phantom_froc(models, seeds, quick, blob=True, compare_masks=True):
     return ({k: froc(v) for k, v in rows.items() if blob or not k.startswith("blob")}, times, measured, rows)
 
 
+def model_of(label: str) -> str:
+    """The detector a row label runs: "NAME (tta MODE)" is NAME run with that mirroring."""
+    return label.split(" (tta ")[0]
+
+
 def operating_point_lines(models, rows) -> list[str]:
     """What each detector with a fitted operating point (its card's default score threshold,
     ``medai train operating-point``) shows a reader on these phantoms."""
@@ -124,7 +134,7 @@ def operating_point_lines(models, rows) -> list[str]:
 
     lines = []
     for name in models:
-        t = operating_threshold(load_model(name).card)
+        t = operating_threshold(load_model(model_of(name)).card)
         if t is None:
             lines.append(f"{name}: no operating point on its card")
             continue
@@ -175,13 +185,13 @@ def lung1_rank(model, settings=None):
             "findings": found}
 
 
-def big_volume_time(model):
+def big_volume_time(model, settings=None):
     from napari_medai.api import detect
     from napari_medai.phantoms import make_chest_ct
 
     ph = make_chest_ct(77, shape=(300, 512, 512), spacing=(1.25, 0.7, 0.7), n_nodules=3)
     t = time.perf_counter()
-    found = detect(ph.hu, (1.25, 0.7, 0.7), model=model)
+    found = detect(ph.hu, (1.25, 0.7, 0.7), model=model, settings=settings)
     return time.perf_counter() - t, len(found)
 
 
@@ -199,21 +209,32 @@ def main():
                     help="skip the baseline that re-measures the same run's findings with their masks as drawn")
     ap.add_argument("--no-blob", action="store_true",
                     help="skip the blob_log baseline (comparing models against figures of an earlier full run)")
+    ap.add_argument("--tta-baseline", choices=("off", "mirror", "mirror-lesions"),
+                    help="also run the first detector with this test-time mirroring instead of its card's, "
+                         "as a row of its own (e.g. mirror: every window mirrored, what mirror-lesions stands in for)")
     args = ap.parse_args()
     import torch
 
     from napari_medai.models import load_model
     from napari_medai.models.card import operating_threshold
 
+    from napari_medai.inference import InferenceSettings
+
     models = list(dict.fromkeys(args.model))
+    settings = {}
+    if args.tta_baseline:
+        label = f"{models[0]} (tta {args.tta_baseline})"
+        models.append(label)
+        settings[label] = InferenceSettings(tta=args.tta_baseline)
     seeds = list(HELD_OUT_SEEDS)[:3] if args.quick else list(HELD_OUT_SEEDS)
     if args.seeds:
         seeds = list(range(*args.seeds))
     print(f"models {', '.join(models)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          "default InferenceSettings")
+          "default InferenceSettings" + (f" (mirroring as each card says, except the '(tta {args.tta_baseline})' "
+                                         "row)" if args.tta_baseline else ""))
     print(f"== FROC on {'validation' if args.seeds else 'held-out'} phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
     res, times, measured, rows = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
-                                              compare_masks=not args.no_mask_baseline)
+                                              compare_masks=not args.no_mask_baseline, settings=settings)
     width = max(len(m) for m in models) + 18
     for name in models:
         print(f"{name + ', all nodules':<{width}}{_fmt(res[name])}")
@@ -232,7 +253,7 @@ def main():
     print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
           "medians; Lung-RADS size category agreement")
     for name in models:
-        refine = load_model(name).card.extra.get("mask_refine")
+        refine = load_model(model_of(name)).card.extra.get("mask_refine")
         print(f"-- {name} as its card says (finding masks "
               + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
         for line in measurement_summary(measured[name]):
@@ -246,7 +267,7 @@ def main():
         return
     print("== real CT lung1 (test only)")
     for name in models:
-        r = lung1_rank(name)
+        r = lung1_rank(model_of(name), settings.get(name))
         if r["rank"] is None:
             print(f"{name}: the true nodule is NOT among the {r['n_findings']} findings ({r['seconds']:.1f} s)")
         else:
@@ -255,7 +276,7 @@ def main():
                   f"positive(s) above it); score {f['score']:.3f}, long axis {f['diameter_mm']} mm, volume "
                   f"{f['volume_ml']:.2f} mL (reference {r['truth_ml']:.2f} mL), Lung-RADS {f['lung_rads']}; "
                   f"{r['seconds']:.1f} s")
-        t = operating_threshold(load_model(name).card)
+        t = operating_threshold(load_model(model_of(name)).card)
         if t is not None:
             shown = [f for f in r["findings"] if f.score >= t]
             where = (f"the true nodule is number {r['rank']} of them" if r["rank"] is not None and r["rank"] <= len(shown)
@@ -263,7 +284,7 @@ def main():
             print(f"{name} at its operating point (score >= {t:.2f}): {len(shown)} finding(s) listed, {where}")
     if not (args.quick or args.no_big):
         for name in models:
-            dt, n = big_volume_time(name)
+            dt, n = big_volume_time(model_of(name), settings.get(name))
             print(f"== 512x512x300 volume (0.7x0.7x1.25 mm), {name}: detection {dt:.1f} s, {n} finding(s)")
 
 

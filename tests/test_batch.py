@@ -297,6 +297,18 @@ def test_a_device_this_machine_lacks_is_refused_once_before_any_case(tmp_path, c
         screen_cases(cases, tmp_path / "out3", detector=det, segmenter=seg, cancel=True)
 
 
+def test_a_bad_setting_is_refused_before_any_case(tmp_path, cohort, models, monkeypatch):
+    from napari_medai import api
+
+    det, seg = models
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("a model loaded"))
+    for settings, match in (({"focus_probability": 2}, "focus_probability"), ({"tta": "flip"}, "test-time")):
+        with pytest.raises(InputError, match=match):
+            screen_cases(cases, tmp_path / "out", detector=det, segmenter=seg, settings=settings)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_that_does_not_load_leaves_no_empty_out_dir(tmp_path, cohort, models):
     from napari_medai.errors import ModelError
 

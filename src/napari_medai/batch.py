@@ -116,8 +116,10 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     if screen_kwargs.get("score_threshold") is not None:
         check_score_threshold(screen_kwargs["score_threshold"])
     check_max_findings(screen_kwargs.get("max_findings"))
-    if screen_kwargs.get("settings") is not None:  # a device this machine lacks failed every case, one by one
-        select_device(InferenceSettings.of(screen_kwargs["settings"]).device)
+    if screen_kwargs.get("settings") is not None:  # a device this machine lacks, or a bad setting, failed every case
+        settings = InferenceSettings.of(screen_kwargs["settings"])
+        settings.validate()
+        select_device(settings.device)
     cases = list(cases)
     out = Path(out_dir)
     # loaded once: every task shares the same networks (inference only, no state changes)

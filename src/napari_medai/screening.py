@@ -96,7 +96,7 @@ class ScreeningResult:
     classes: dict[int, dict]
     lung_volumes_ml: dict[str, float]  # "right", "left" (or "lungs" when they could not be told apart)
     category: str  # highest Lung-RADS size category among the detector's listed findings; "1" when there is none
-    models: dict[str, dict]  # step -> {"name", "sha256", "tta"}
+    models: dict[str, dict]  # step -> {"name", "sha256", "tta"} (+ "focus_probability" for mirror-lesions)
     times_s: dict[str, float]
     score_threshold: float = 0.0
     denoised: np.ndarray | None = None
@@ -173,6 +173,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
     from .inference.engine import MIRRORING_BY_COST, mirror_mode
+    from .inference.focus import focus_level
     from .inference.progress import share_progress
 
     from .io.validate import check_spacing, check_volume
@@ -187,6 +188,9 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     settings = InferenceSettings.of(settings)
     affine = _affine(affine, spacing)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
+    settings.validate()  # the settings' and each card's mirroring (and focus level): before the denoiser runs
+    for card in (det.card, seg.card):
+        mirror_mode(settings, card)
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)
@@ -211,6 +215,10 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         # stands in for, and the detector's candidates start below its focus level
         shared_settings = replace(settings, tta=max(mirror_mode(settings, det.card), mirror_mode(settings, seg.card),
                                                     key=MIRRORING_BY_COST.index))
+        if shared_settings.tta == "mirror-lesions":  # mirrored from the lower of the two cards' levels
+            shared_settings = replace(shared_settings, focus_probability=min(
+                focus_level(settings, card) for card in (det.card, seg.card)
+                if mirror_mode(settings, card) == "mirror-lesions"))
         probs = run_model(seg, volume, spacing, shared_settings, progress=share_progress(progress, step, steps),
                           cancel=cancel)
         # the findings first: their working arrays are gone before the argmax makes its own, so
@@ -231,8 +239,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         result = run_segmentation(volume, spacing, seg, settings=settings,
                                   progress=share_progress(progress, step + 1, steps), cancel=cancel)
         times["segment"] = time.perf_counter() - t0
-    models["detect"] = _provenance(det.card, mirror_mode(settings, det.card))
-    models["segment"] = _provenance(seg.card, mirror_mode(settings, seg.card))
+    models["detect"] = _provenance(det.card, mirror_mode(settings, det.card), settings)
+    models["segment"] = _provenance(seg.card, mirror_mode(settings, seg.card), settings)
 
     found, capped = cut_to(found, max_findings)
     if capped:
@@ -358,9 +366,15 @@ def _one_network(det_card, seg_card, settings) -> bool:
     return bool(same and one_stage and mirror_passes(settings, det_card) == mirror_passes(settings, seg_card))
 
 
-def _provenance(card, tta: str) -> dict:
-    """The report's record of a step's model and the test-time mirroring it ran with."""
-    return {"name": card.name, "sha256": card.sha256 or "", "tta": tta}
+def _provenance(card, tta: str, settings=None) -> dict:
+    """The report's record of a step's model and the test-time mirroring it ran with (for
+    "mirror-lesions", also the lesion probability it mirrored from)."""
+    record = {"name": card.name, "sha256": card.sha256 or "", "tta": tta}
+    if tta == "mirror-lesions":
+        from .inference.focus import focus_level
+
+        record["focus_probability"] = focus_level(settings, card)
+    return record
 
 
 def _class_index(classes: dict[int, dict], name: str) -> int | None:
@@ -567,8 +581,9 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     if shown in ("1", "2"):
         lines.append(f"Limit: {SMALL_NODULE_LIMIT}.")
     lines += ["", "Limits: " + "; ".join(REPORT_LIMITS) + "."]
-    lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']})"
-                                        for step, m in result.models.items()) + ".",
+    lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']}"
+                                        + (f" from p >= {m['focus_probability']:g}" if "focus_probability" in m else "")
+                                        + ")" for step, m in result.models.items()) + ".",
               "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.times_s.items()) + "."]
     if key_images and result.findings:
         lines += ["", "## Key images", "",

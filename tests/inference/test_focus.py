@@ -132,6 +132,40 @@ def test_the_card_can_ask_for_it(rng):
     assert net.windows == 16 + 3 * 2
 
 
+def test_the_card_and_the_settings_set_the_level_windows_are_mirrored_from(rng):
+    # the background's lesion probability is about 0.002: a card level under it mirrors every
+    # window (full mirroring); the settings' level overrides the card's
+    volume = _volume(rng)
+    net = Counting(LesionNet())
+    low = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "focus_probability": 1e-4})
+    plain = run_model(low, volume, settings=OFF)
+    assert plain[2].min() > 1e-4 and plain[2].max() > 0.5
+    full = run_model(low, volume, settings=MIRROR)
+    net.windows = 0
+    np.testing.assert_allclose(run_model(low, volume, settings=LESIONS), full, atol=1e-5)
+    assert net.windows == 4 * 16
+    net.windows = 0
+    run_model(low, volume, settings=InferenceSettings(precision="fp32", tta="mirror-lesions", focus_probability=0.05))
+    assert net.windows == 16 + 3 * 2  # the card's default level: the blob's window only
+
+
+def test_a_focus_level_outside_0_to_1_is_refused_before_running(rng):
+    net = Counting(LesionNet())
+    for bad in (0, 1, 1.5, -0.1, "often", True):
+        model = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "focus_probability": bad})
+        with pytest.raises(ModelError, match="focus_probability"):
+            run_model(model, _volume(rng), settings=LESIONS)
+        with pytest.raises(InputError, match="focus_probability"):
+            InferenceSettings(tta="mirror-lesions", focus_probability=bad).validate()
+    assert net.calls == 0
+    # a card level only matters where lesions are mirrored: off and full mirroring ignore it
+    zero = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "focus_probability": 0})
+    run_model(zero, _volume(rng), settings=OFF)
+    assert net.windows == 16
+    run_model(zero, _volume(rng), settings=MIRROR)
+    assert net.windows == 16 + 4 * 16
+
+
 def test_a_model_without_a_lesion_probability_is_refused_before_running(rng):
     net = Counting(LesionNet())
     for fields in ({"extra": {}}, {"extra": {"lesions": [5]}}, {"extra": {"lesions": [2]}, "output": "identity"}):

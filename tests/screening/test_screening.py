@@ -112,6 +112,50 @@ def test_full_mirroring_for_the_detector_serves_a_segmentation_mirrored_at_lesio
     assert seen == ["mirror"] and result.models["segment"]["tta"] == result.models["detect"]["tta"] == "mirror"
 
 
+def test_one_run_mirrors_from_the_lower_of_the_two_cards_focus_levels(shared_models, monkeypatch):
+    # the built-in detector mirrors from 0.01, the segmentation from its default 0.05: the one
+    # shared run takes 0.01, so the findings are the detector's own, and the report says so
+    det, seg = shared_models
+    for path, extra in ((det, {"tta": "mirror-lesions", "focus_probability": 0.01}), (seg, {"tta": "mirror-lesions"})):
+        card = json.loads(open(path).read())
+        card["extra"].update(extra)
+        open(path, "w").write(json.dumps(card))
+    seen = []
+    real = inference.run_model
+
+    def spy(model, volume, spacing=None, settings=None, **kwargs):
+        seen.append((settings.tta, settings.focus_probability))
+        return real(model, volume, spacing, settings, **kwargs)
+
+    monkeypatch.setattr(inference, "run_model", spy)
+    volume = toy_chest()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert seen == [("mirror-lesions", 0.01)]
+    for step in ("detect", "segment"):
+        assert result.models[step]["tta"] == "mirror-lesions" and result.models[step]["focus_probability"] == 0.01
+    assert "mirroring mirror-lesions from p >= 0.01" in screening_markdown(result)
+    alone = napari_medai.detect(volume, SPACING, model=det, score_threshold=0.5, max_findings=20)
+    assert [s.finding.to_dict() for s in result.findings] == [f.to_dict() for f in alone]
+    # asked for in the settings, that level serves both
+    seen.clear()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5,
+                    settings=inference.InferenceSettings(focus_probability=0.2))
+    assert seen == [("mirror-lesions", 0.2)] and result.models["segment"]["focus_probability"] == 0.2
+
+
+def test_a_cards_bad_focus_level_is_refused_before_the_denoiser_runs(tmp_path, monkeypatch):
+    import napari_medai.denoising as denoising
+    from napari_medai.errors import ModelError
+
+    card = detection_card(name="bad-focus-det")
+    card.extra.update({"tta": "mirror-lesions", "focus_probability": 0})
+    det = str(install(card, tmp_path))
+    seg = str(install(segmentation_card(name="other-seg"), tmp_path))  # other weights: two runs
+    monkeypatch.setattr(denoising, "denoise", lambda *a, **k: pytest.fail("the denoiser ran"))
+    with pytest.raises(ModelError, match="focus_probability"):
+        screen(toy_chest(), SPACING, detector=det, segmenter=seg, denoise=True)
+
+
 def test_different_weights_run_twice(tmp_path, monkeypatch):
     det = str(install(detection_card(name="other-det"), tmp_path))
     seg = str(install(segmentation_card(name="other-seg"), tmp_path))

@@ -102,22 +102,23 @@ def test_the_nodule_probabilities_are_those_the_scenes_are_built_on():
     assert p[3] < 0.02 and p[4] < 0.02 and p[5] > 0.99
 
 
-def test_a_segmentation_mirrored_at_lesions_only_gives_the_detector_full_mirroring(weights, phantoms, monkeypatch):
-    # the candidates start at 0.02, below the probability that decides where "mirror-lesions"
-    # mirrors: the detector is fitted on (and its card asks for) every window mirrored
+def test_a_segmentation_mirrored_at_lesions_gives_the_detector_a_lower_focus_level(weights, phantoms, monkeypatch):
+    # the candidates start at 0.02, below the segmentation's level (0.05) that decides where
+    # "mirror-lesions" mirrors: the detector is fitted on (and its card asks for) mirroring from
+    # half the lowest candidate threshold
     from napari_medai.inference import engine
 
     _seg(weights, tta="mirror-lesions")
     seen = []
 
     def spy(model, volume, spacing=None, settings=None, **_):
-        seen.append(settings.tta)
+        seen.append((settings.tta, settings.focus_probability))
         raise RuntimeError("enough")
 
     monkeypatch.setattr(engine, "run_model", spy)
     with pytest.raises(RuntimeError, match="enough"):
         detection.fit_detector("rule-seg", [1], out_name="tiny-detector", log=lambda *_: None, measure_seeds=[2])
-    assert seen == ["mirror"]
+    assert seen == [("mirror-lesions", 0.01)] and min(detection.CANDIDATE_THRESHOLDS) == 0.02
 
 
 def test_the_fit_takes_the_only_threshold_that_finds_the_nodule_and_refines_masks_drawn_too_small(
@@ -174,6 +175,17 @@ def test_ties_go_to_the_lowest_threshold_and_masks_drawn_right_stay_as_drawn(wei
     assert "mask_refine" not in card.extra  # no reach beats the masks as drawn
     assert "tta" not in card.extra  # the segmentation card does not mirror
     assert not (weights / "lung-nodule-detection.json").exists()  # install=False writes nothing
+
+
+def test_the_card_of_a_fit_on_lesion_mirrored_probabilities_names_its_focus_level(weights, phantoms):
+    _seg(weights, tta="mirror-lesions")
+    card, _ = detection.fit_detector("rule-seg", [3], measure_seeds=[4], install=False, log=lambda *_: None)
+    assert card.extra["tta"] == "mirror-lesions" and card.extra["focus_probability"] == 0.01
+    assert card.extra["focus_probability"] < card.extra["candidate_threshold"]
+    # a segmentation that mirrors from lower still: the detector never mirrors less than it
+    _seg(weights, tta="mirror-lesions", focus_probability=0.005)
+    card, _ = detection.fit_detector("rule-seg", [3], measure_seeds=[4], install=False, log=lambda *_: None)
+    assert card.extra["focus_probability"] == 0.005
 
 
 def test_an_unknown_segmentation_model_is_refused_before_any_phantom_is_made(weights, phantoms):

@@ -25,7 +25,7 @@ from .intensity import IntensityMap, fit_intensity
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
 from .precision import select_precision
-from .focus import FocusedPass, lesion_channels, lesion_focus
+from .focus import FocusedPass, check_focus_probability, focus_level, lesion_channels, lesion_focus
 from .progress import PassesProgress
 from .resample import resample, working_shape
 from .sliding_window import padding, run_sliding_window, window_coords
@@ -47,7 +47,10 @@ class InferenceSettings:
     sw_batch_size: int = 4  # windows per forward pass (at least 2)
     overlap: float = 0.25  # fraction of the roi shared by neighbouring windows
     mode: str = "gaussian"  # window blending: "gaussian" | "constant"
-    tta: str = "auto"  # test-time mirroring: "auto" (the card's choice) | "off" | "mirror"
+    tta: str = "auto"  # test-time mirroring: "auto" (the card's choice) | "off" | "mirror" | "mirror-lesions"
+    # "mirror-lesions": the plain pass's lesion probability from which a window is mirrored;
+    # None: the card's extra["focus_probability"], else inference.focus.FOCUS_PROBABILITY
+    focus_probability: float | None = None
 
     @classmethod
     def of(cls, settings) -> "InferenceSettings":
@@ -74,6 +77,8 @@ class InferenceSettings:
             raise InputError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
         if self.tta not in TTA_MODES:
             raise InputError(f"test-time augmentation must be one of {TTA_MODES}, got {self.tta!r}")
+        if self.focus_probability is not None:
+            check_focus_probability(self.focus_probability, "focus_probability", InputError)
 
 
 def check_input(volume, spacing, card) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -152,7 +157,8 @@ def mirror_mode(settings, card) -> str:
         raise ModelError(f"model '{card.name}' asks for test-time augmentation {choice!r}: "
                          f"use one of {TTA_MODES[1:]}")
     if choice == "mirror-lesions":
-        lesion_channels(card)  # a card naming no lesion probability: refused before any pass
+        lesion_channels(card)  # a card naming no lesion probability, or a bad focus level:
+        focus_level(settings, card)  # refused before any pass
     return choice
 
 
@@ -248,7 +254,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
                                    name=card.name, focused=plans[i], **sw)
             y = y.flip(dims) if dims else y
             if focused and i == 0:  # the plain pass decides where the mirrored passes run
-                plans = _focused_passes(y.clone(), card, passes, x.shape, roi, settings.overlap, bar)
+                plans = _focused_passes(y.clone(), card, passes, x.shape, roi, settings, bar)
             y = from_network_axes(y[0] if card.spatial_dims == 3 else y.permute(1, 0, 2, 3), card.axes)
             if y.shape[0] != card.out_channels:
                 raise ModelError(
@@ -265,12 +271,12 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 
 
-def _focused_passes(raw, card, passes, shape, roi, overlap, bar) -> list[FocusedPass | None]:
+def _focused_passes(raw, card, passes, shape, roi, settings, bar) -> list[FocusedPass | None]:
     """A plan for each mirrored pass from the plain pass's output ``raw`` (B, C, *spatial, before
     the activation), with the windows each runs told to the progress bar."""
-    focus = lesion_focus(raw, card)
+    focus = lesion_focus(raw, card, focus_level(settings, card))
     plans = [None] + [FocusedPass(raw, focus, dims, padding(shape[2:], roi)) for dims in passes[1:]]
-    coords = window_coords(shape, roi, overlap)
+    coords = window_coords(shape, roi, settings.overlap)
     for i, plan in enumerate(plans[1:], 1):
         bar.expect(i, sum(plan.runs(c) for c in coords))
     return plans

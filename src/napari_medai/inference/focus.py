@@ -14,16 +14,45 @@ mirroring's by a little (up to 0.002 in a test with a 2 mm model grid on 1 mm vo
 
 Why 0.05: a voxel the plain pass gives less than that can only reach the shipped card's
 lesion threshold of 0.5 if the three mirrored views average more than 0.65 there, and the
-lowest threshold the fit tries (0.1) if they average more than 0.117.
+lowest threshold the fit tries (0.1) if they average more than 0.117.  A card whose
+probabilities matter lower down says so with ``extra["focus_probability"]``: the built-in
+detector's candidates start at 0.02, so it mirrors from 0.01 (a voxel under that reaches
+0.02 only if the mirrored views average more than 0.023 there).  ``InferenceSettings.
+focus_probability`` overrides the card (``screen()``'s one run takes the lower of its two
+models' levels).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 
-FOCUS_PROBABILITY = 0.05
+FOCUS_PROBABILITY = 0.05  # for a card that names no level of its own
+
+
+def check_focus_probability(value, what: str, error=ModelError) -> float:
+    """``value`` as a probability strictly between 0 and 1, or a clear ``error`` naming ``what``
+    (at 0 every window would run, at 1 none)."""
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        level = float("nan")
+    if isinstance(value, bool) or not 0.0 < level < 1.0:
+        raise error(f"{what} must be a probability between 0 and 1 (exclusive), got {value!r}")
+    return level
+
+
+def focus_level(settings, card) -> float:
+    """The lesion probability from which ``tta="mirror-lesions"`` mirrors a window: the
+    settings' ``focus_probability``, else the card's ``extra["focus_probability"]``, else
+    ``FOCUS_PROBABILITY``."""
+    if getattr(settings, "focus_probability", None) is not None:
+        return check_focus_probability(settings.focus_probability, "focus_probability", InputError)
+    value = card.extra.get("focus_probability")
+    if value is None:
+        return FOCUS_PROBABILITY
+    return check_focus_probability(value, f"model '{card.name}': extra['focus_probability']")
 
 
 def lesion_channels(card) -> list[int]:
@@ -45,18 +74,18 @@ def lesion_channels(card) -> list[int]:
     return lesions
 
 
-def lesion_focus(raw: torch.Tensor, card) -> torch.Tensor:
-    """Where the plain pass's lesion probability is at least ``FOCUS_PROBABILITY``.
+def lesion_focus(raw: torch.Tensor, card, level: float = FOCUS_PROBABILITY) -> torch.Tensor:
+    """Where the plain pass's lesion probability is at least ``level``.
 
     ``raw``: its stitched network output (B, C, *spatial), before the activation.  Returns a
     bool (B, *spatial).  For softmax, p_l = exp(z_l - logsumexp(z)), which needs one
     spatial-size buffer instead of a copy of every channel."""
     lesions = lesion_channels(card)
     if card.output == "sigmoid":
-        logit = torch.logit(torch.tensor(FOCUS_PROBABILITY)).item()
+        logit = torch.logit(torch.tensor(float(level))).item()
         return (raw[:, lesions] >= logit).any(1)
     norm = torch.logsumexp(raw, 1)
-    level = torch.log(torch.tensor(FOCUS_PROBABILITY)).item()
+    level = torch.log(torch.tensor(float(level))).item()
     focus = torch.zeros_like(norm, dtype=torch.bool)
     for c in lesions:
         focus |= (raw[:, c] - norm) >= level

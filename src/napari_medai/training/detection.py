@@ -142,6 +142,7 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     from ..postprocess.findings import card_field
     from ..models.card import save_card
     from ..models.registry import WEIGHTS_DIR, sha256_of
+    from ..inference.focus import focus_level
     from .phantom_dataset import phantom_for
 
     from .phantom_dataset import validation_seeds
@@ -152,15 +153,18 @@ def fit_detector(seg_model: str, seeds, out_name: str = "lung-nodule-detection",
     seg_card = builtin_card(seg_model)  # before any phantom: the card is written on it
     seg = load_model(seg_model)
     extra = dict(DEFAULT_EXTRA)
-    if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are,
-        # but in every window: candidates start at probabilities (0.02) below the level that decides
-        # where "mirror-lesions" mirrors (inference.focus.FOCUS_PROBABILITY)
-        extra["tta"] = "mirror" if seg.card.extra["tta"] == "mirror-lesions" else seg.card.extra["tta"]
+    if "tta" in seg.card.extra:  # the probabilities fitted on are mirrored as the segmentation's are
+        extra["tta"] = seg.card.extra["tta"]
+        if extra["tta"] == "mirror-lesions":  # ... but from a lower level than the segmentation's: the
+            # candidates start at CANDIDATE_THRESHOLDS[0], and a voxel the plain pass puts under half
+            # of that reaches it only where the mirrored views average 2.3 times more
+            extra["focus_probability"] = min(min(CANDIDATE_THRESHOLDS) / 2, focus_level(None, seg.card))
     prob_maps, cases, measure_cases = [], [], []
     for seed in sorted(set(seeds) | set(measure_seeds)):  # each phantom is run once
         ph = phantom_for(seed)
         hu, spacing, nodules = ph.hu, ph.spacing, ph.nodules
-        probs = run_model(seg, hu, spacing, InferenceSettings(device=device, tta=extra.get("tta", "auto")))
+        probs = run_model(seg, hu, spacing, InferenceSettings(device=device, tta=extra.get("tta", "auto"),
+                                                              focus_probability=extra.get("focus_probability")))
         field = card_field(probs, extra, extra["probability_channel"], hu, spacing)
         prob = probs[extra["probability_channel"]].copy()
         del probs
