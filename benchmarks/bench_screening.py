@@ -5,7 +5,8 @@ the two separate calls run it twice.  In one run this prints, each measured in a
 process (time and peak RSS are that process's own):
 
 1. the real lung1 CT (48 x 386 x 512 voxels): time, peak RSS, and whether the findings and labels
-   are identical to the separate calls';
+   are identical to the separate calls' (where the labels differ, by how many voxels per class:
+   the shared run mirrors from the lower of the two cards' focus levels, docs/screening.md);
 2. a 512 x 512 x 300 phantom CT (0.7 x 0.7 x 1.25 mm, as bench_segmentation.py): the same;
 3. with ``--thin``: a thin-slice 512 x 512 x 600 phantom CT (0.625 mm slices, the same extent as
    the 300-slice one, as low-dose screening CTs are often reconstructed): the same;
@@ -55,9 +56,10 @@ else:
     hu, spacing, affine = vol.data, vol.spacing, vol.affine
 rss0 = peak_mb()
 t = time.perf_counter()
-if how == "screen":
+if how.startswith("screen"):
     from napari_medai.screening import screen
-    r = screen(hu, spacing, affine, score_threshold=0.0, max_findings=50)
+    settings = InferenceSettings(tta="mirror") if how == "screen-mirror" else None
+    r = screen(hu, spacing, affine, score_threshold=0.0, max_findings=50, settings=settings)
     findings, labels = [s.finding.to_dict() for s in r.findings], r.labels
 else:
     from napari_medai.api import detect, segment
@@ -77,18 +79,35 @@ def run(source: Path, how: str, spacing=BIG_SPACING) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compare(source: Path, title: str, spacing=BIG_SPACING) -> None:
+def compare(source: Path, title: str, spacing=BIG_SPACING, mirror_baseline: bool = False) -> None:
     print(f"== {title}")
-    rows = {how: run(source, how, spacing) for how in ("separate", "screen")}
-    for how, label in (("separate", "baseline: detect() then segment()"), ("screen", "screen(), one network run")):
-        r = rows[how]
+    hows = ("separate", "screen") + (("screen-mirror",) if mirror_baseline else ())
+    rows = {how: run(source, how, spacing) for how in hows}
+    labels = {"separate": "baseline: detect() then segment()", "screen": "screen(), one network run",
+              "screen-mirror": "screen(), every window mirrored"}
+    for how in hows:
+        label, r = labels[how], rows[how]
         print(f"{label:<36} {r['seconds']:6.1f} s, peak RSS {r['peak_rss_mb']:5.0f} MB "
               f"(before {r['rss_before_mb']:.0f} MB), {r['findings']} findings")
     a, b = (OUT / f"{source.stem}_separate", OUT / f"{source.stem}_screen")
-    same_labels = np.array_equal(np.load(f"{a}.npy"), np.load(f"{b}.npy"))
+    la, lb = np.load(f"{a}.npy"), np.load(f"{b}.npy")
+    same_labels = np.array_equal(la, lb)
     same_findings = json.loads(Path(f"{a}.json").read_text()) == json.loads(Path(f"{b}.json").read_text())
     speedup = rows["separate"]["seconds"] / rows["screen"]["seconds"]
     print(f"speed-up {speedup:.2f}x; identical labels: {same_labels}; identical findings: {same_findings}")
+    if not same_labels:  # screen() mirrors from the lower of the two cards' focus levels, segment() from its own
+        differ = la != lb
+        per_class = ", ".join(f"class {c}: {int((la == c).sum())} vs {int((lb == c).sum())} voxels"
+                              for c in np.union1d(np.unique(la), np.unique(lb)) if c)
+        print(f"  labels differ on {int(differ.sum())} voxels ({100 * differ.mean():.4f} %); separate vs screen: "
+              f"{per_class}")
+    if mirror_baseline:  # what screen() ran before the detector mirrored only where a nodule may be (11-28)
+        c = OUT / f"{source.stem}_screen-mirror"
+        lc = np.load(f"{c}.npy")
+        same = json.loads(Path(f"{b}.json").read_text()) == json.loads(Path(f"{c}.json").read_text())
+        print(f"screen() vs every window mirrored: speed-up {rows['screen-mirror']['seconds'] / rows['screen']['seconds']:.2f}x; "
+              f"labels agree on {100 * (lb == lc).mean():.4f} % of voxels (nodule voxels {int((lb == 2).sum())} vs "
+              f"{int((lc == 2).sum())}); identical findings: {same}")
 
 
 def low_dose(photons: float, seeds=range(9000, 9020)) -> None:
@@ -143,6 +162,8 @@ def main():
     ap.add_argument("--low-dose", type=float, default=None, metavar="PHOTONS",
                     help="also screen the held-out phantoms at this simulated dose, without and with denoising")
     ap.add_argument("--low-dose-only", action="store_true", help="only the low-dose section")
+    ap.add_argument("--mirror-baseline", action="store_true",
+                    help="also screen() with every window mirrored (what it ran before 11-28), in the same run")
     ap.add_argument("--thin", action="store_true",
                     help="also a thin-slice CT: 512 x 512 x 600 at 0.625 mm, the same extent as the 300-slice one")
     args = ap.parse_args()
@@ -154,7 +175,7 @@ def main():
     if args.low_dose_only:
         low_dose(args.low_dose or 2e4)
         return
-    compare(LUNG1, "real CT lung1 (512 x 512 x 48, 0.57 x 0.57 x 5 mm)")
+    compare(LUNG1, "real CT lung1 (512 x 512 x 48, 0.57 x 0.57 x 5 mm)", mirror_baseline=args.mirror_baseline)
     if args.low_dose:
         low_dose(args.low_dose)
     if not args.no_big:
@@ -162,7 +183,7 @@ def main():
             from napari_medai.phantoms import make_chest_ct
 
             np.save(BIG_FILE, make_chest_ct(77, shape=BIG_SHAPE, spacing=BIG_SPACING, n_nodules=3).hu)
-        compare(BIG_FILE, "phantom CT 512 x 512 x 300 (0.7 x 0.7 x 1.25 mm)")
+        compare(BIG_FILE, "phantom CT 512 x 512 x 300 (0.7 x 0.7 x 1.25 mm)", mirror_baseline=args.mirror_baseline)
     if args.thin:
         if not THIN_FILE.exists():
             from napari_medai.phantoms import make_chest_ct
