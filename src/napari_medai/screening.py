@@ -469,9 +469,13 @@ def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float) 
     return volume
 
 
-def screening_record(result: ScreeningResult, source: str = "", key_images: list[str] | None = None) -> dict:
+def screening_record(result: ScreeningResult, source: str = "", key_images: list[str] | None = None,
+                     grid: tuple | None = None) -> dict:
     """The report as plain data (``report.json``); ``key_images``: each finding's image path, in
-    rank order, relative to the report (``write_key_images``)."""
+    rank order, relative to the report (``write_key_images``); ``grid``: ``postprocess.report.
+    file_grid`` of the scan, for each finding's ``center_file_voxel`` (null without it)."""
+    from .postprocess.report import center_file_voxel
+
     images = key_images or [None] * len(result.findings)
     review = checked_review(result.review, len(result.findings))
     category, by_attenuation = result.categories_after_review()
@@ -497,7 +501,8 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "score_threshold": result.score_threshold,
         "lung_volumes_ml": {k: round(v, 1) for k, v in result.lung_volumes_ml.items()},
         "findings": [{"rank": i, "slice": axial_slice(s.finding.center_voxel), **s.to_dict(),
-                      "center_lps_mm": lps_position(s.finding), "review": state,
+                      "center_lps_mm": lps_position(s.finding), "center_file_voxel": center_file_voxel(s.finding, grid),
+                      "review": state,
                       **({"key_image": image} if image else {})}
                      for i, (s, image, state) in enumerate(zip(result.findings, images, review), start=1)],
         "models": result.models,
@@ -735,7 +740,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     from .io import Volume, write_volume
     from .io.atomic import write_text_atomic
     from .models.registry import sha256_of
-    from .postprocess.report import findings_to_csv
+    from .postprocess.report import file_grid, findings_to_csv
 
     if not isinstance(volume, Volume):  # its grid and file are what the outputs are written on
         raise InputError(f"write_screening needs the screened scan as a Volume (read_volume's result), "
@@ -753,7 +758,9 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
                               fov_mm=KEY_IMAGE_FOV_MM)
     write_text_atomic(md, screening_markdown(result, source, images))  # whole or not at all
-    write_text_atomic(csv, findings_to_csv([s.finding for s in result.findings], review=result.review or None))
+    grid = file_grid(volume.data.shape, volume.metadata)  # center_file_voxel, where the scan is a NIfTI file
+    write_text_atomic(csv, findings_to_csv([s.finding for s in result.findings], review=result.review or None,
+                                           grid=grid))
     # on the input file's grid, voxel for voxel (Volume.derived)
     labels = volume.derived(result.labels, is_labels=True)
     paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz", classes=result.classes))]
@@ -762,7 +769,7 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     else:  # a --denoise run's image would pass for this report's
         (out / "denoised.nii.gz").unlink(missing_ok=True)
     paths += [out / image for image in images]
-    record = screening_record(result, source, images)
+    record = screening_record(result, source, images, grid)
     record["files"] = {path.relative_to(out).as_posix(): sha256_of(path) for path in paths if path != js}
     write_text_atomic(js, json.dumps(record, indent=2))  # last: the run is complete
     return paths

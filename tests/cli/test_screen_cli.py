@@ -37,6 +37,11 @@ def test_screen_writes_the_report_files_with_the_inputs_geometry(tmp_path, capsy
     assert "](key_images/finding_01.png)" in report and "](key_images/finding_02.png)" in report
     rows = list(csv.DictReader((out / "findings.csv").open()))
     assert [r["lung_rads"] for r in rows] == ["4A", "2"]
+    # each centre also as the (i, j, k) index of the file's own voxels, on the nodule in the file
+    data = np.asanyarray(nib.load(ct).dataobj)
+    for f, row in zip(record["findings"], rows):
+        assert data[tuple(int(round(v)) for v in f["center_file_voxel"])] > -300, f
+        assert row["center_file_voxel"] == " ".join(map(str, f["center_file_voxel"]))
     printed = capsys.readouterr().out
     assert "Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A" in printed and "report written to" in printed
     # run again into the same folder: the previous report's files are its own to replace

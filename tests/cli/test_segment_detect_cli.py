@@ -101,6 +101,34 @@ def test_a_probability_map_the_model_cannot_make_is_reported_not_skipped(tmp_pat
     assert "no lesion class, so no probability map was written" in capsys.readouterr().err
 
 
+def test_detect_gives_each_findings_index_in_the_files_own_voxel_order(tmp_path, ct_nifti):
+    # a RAS-stored copy (as many tools write it): center_voxel is the display frame's (z, y, x);
+    # center_file_voxel is the (i, j, k) another viewer of that file shows, on the blob itself
+    ras = nib.as_closest_canonical(nib.load(ct_nifti))
+    nib.save(ras, str(tmp_path / "ras.nii.gz"))
+    model = install(detection_card(), tmp_path / "model")
+    for name in ("ct", "ras"):
+        for suffix in (".json", ".csv"):
+            out = tmp_path / f"{name}{suffix}"
+            assert main(["detect", str(tmp_path / f"{name}.nii.gz"), "--out", str(out), "--model", str(model),
+                         "--quiet"]) == 0
+        records = json.loads((tmp_path / f"{name}.json").read_text())
+        with (tmp_path / f"{name}.csv").open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        data = np.asanyarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj)
+        for record, row, hu in zip(records, rows, (200.0, 0.0)):  # the two blobs, ranked
+            ijk = record["center_file_voxel"]
+            assert data[tuple(int(round(v)) for v in ijk)] == hu, (name, ijk)
+            assert row["center_file_voxel"] == " ".join(map(str, ijk))
+        if name == "ras":
+            assert records[0]["center_file_voxel"] != records[0]["center_voxel"][::-1]  # not the display order
+    # an array has no file: the key is there, empty
+    from napari_medai.postprocess.report import findings_to_records
+
+    found = __import__("napari_medai").detect(read_volume(ct_nifti).data, (2.0, 1.0, 1.0), model=str(model))
+    assert findings_to_records(found)[0]["center_file_voxel"] is None
+
+
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffix, capsys):
     model = install(detection_card(), tmp_path / "model")

@@ -300,6 +300,22 @@ def test_arrow_keys_in_the_table_step_through_the_findings(qtbot, viewer, detect
     assert viewer.dims.current_step[0] == axial_slice(widget.findings[0].center_voxel)
 
 
+def test_export_csv_gives_the_index_in_the_image_files_own_voxel_order(qtbot, tmp_path, widget_and_crop):
+    # an image the reader opened from a RAS-stored NIfTI keeps that order in its metadata
+    from napari_medai.io.orientation import file_voxel
+
+    widget, crop = widget_and_crop
+    crop.metadata["nifti_orientation"] = "RAS"
+    widget.threshold_box.setValue(0.5)
+    assert run_and_wait(qtbot, widget) == "done" and widget.findings
+    with widget.export_csv(tmp_path / "findings.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    shape = crop.data.shape
+    assert [r["center_file_voxel"] for r in rows] == [
+        " ".join(map(str, file_voxel(f.center_voxel, shape, "RAS"))) for f in widget.findings]
+    assert rows[0]["center_file_voxel"] != " ".join(map(str, widget.findings[0].center_voxel[::-1]))
+
+
 def test_the_findings_table_shows_six_rows_without_scrolling(viewer):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Lesion detection")
     table = widget.findings_table

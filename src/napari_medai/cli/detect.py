@@ -27,7 +27,7 @@ def run(args) -> int:
     from ..io.atomic import write_text_atomic
     from ..models import load_model
     from ..models.card import operating_threshold
-    from ..postprocess.report import findings_markdown, findings_to_csv, findings_to_json
+    from ..postprocess.report import file_grid, findings_markdown, findings_to_csv, findings_to_json
     from ._common import check_writable, runtime
 
     out = Path(args.out)
@@ -49,7 +49,9 @@ def run(args) -> int:
                       max_findings=one_more_than(args.max_findings), settings=settings, progress=progress)
     findings, capped = cut_to(findings, args.max_findings)  # the summary then says the list was cut
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, findings_to_json(findings) if out.suffix.lower() == ".json" else findings_to_csv(findings))
+    grid = file_grid(vol.data.shape, vol.metadata)  # center_file_voxel: the index in the file's own voxel order
+    write_text_atomic(out, findings_to_json(findings, grid=grid) if out.suffix.lower() == ".json"
+                      else findings_to_csv(findings, grid=grid))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
                                 n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))

@@ -43,7 +43,7 @@ def run(args) -> int:
     from ..io import read_volume
     from ..io.atomic import write_text_atomic
     from ..io.validate import check_volume
-    from ..postprocess.report import findings_to_csv, findings_to_json
+    from ..postprocess.report import file_grid, findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
     from ._common import check_writable
 
@@ -83,7 +83,9 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, findings_to_json(found) if out.suffix.lower() == ".json" else findings_to_csv(found))
+    grid = file_grid(data.shape, vol.metadata)
+    write_text_atomic(out, findings_to_json(found, grid=grid) if out.suffix.lower() == ".json"
+                      else findings_to_csv(found, grid=grid))
     print(f"{len(found)} of {len(points)} point(s) measured, written to {out}")
     return 1 if refused else 0
 

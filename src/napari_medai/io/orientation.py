@@ -81,3 +81,19 @@ def from_display_frame(data_zyx: np.ndarray, napari_affine: np.ndarray, axcodes:
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
         return data_ijk, nifti_affine
     return apply_orientation(data_ijk, transform), nifti_affine @ inv_ornt_aff(transform, data_ijk.shape)
+
+
+def file_voxel(point_zyx, shape_zyx, axcodes: str) -> list[float]:
+    """A point given in the display frame's (z, y, x) voxels, as the (i, j, k) voxel index of the
+    file it was read from, whose index axes point along ``axcodes`` (``Volume.metadata
+    ["nifti_orientation"]``, e.g. 'RAS'): the index another viewer of that file shows.  The
+    inverse of :func:`to_display_frame`'s flips and swaps, for one point (sub-voxel positions
+    stay sub-voxel: a flip maps c to n - 1 - c)."""
+    codes = tuple(str(axcodes).upper())
+    shape_ijk = tuple(int(n) for n in shape_zyx)[::-1]
+    display_ijk = np.asarray(point_zyx, dtype=float)[::-1]
+    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), axcodes2ornt(codes))
+    # inv_ornt_aff maps the re-oriented array's indices to the display array's: invert it
+    to_display = inv_ornt_aff(transform, shape_ijk)
+    out = np.linalg.solve(to_display, np.append(display_ijk, 1.0))[:3]
+    return [float(v) + 0.0 for v in np.round(out, 6)]  # + 0.0: no -0.0 in the files

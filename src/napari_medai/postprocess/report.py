@@ -17,28 +17,52 @@ ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (s
                     "Confirm the type on the image: decision support, not a diagnosis")
 
 # slice: the axial slice the findings table, the reports and the key images list (axial_slice);
-# center_voxel: (z, y, x) array index; center_mm: napari's world (S, P, L); center_lps_mm: DICOM (x, y, z)
-CSV_FIELDS = ("rank", "score", "slice", "center_voxel", "center_mm", "center_lps_mm", "bbox_voxel", "diameter_mm",
-              "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation", "solid_diameter_mm",
-              "lung_rads_by_attenuation", "added_by_reader")
+# center_voxel: (z, y, x) array index; center_mm: napari's world (S, P, L); center_lps_mm: DICOM (x, y, z);
+# center_file_voxel: (i, j, k) index in the NIfTI file's own voxel order (file_grid), empty otherwise
+CSV_FIELDS = ("rank", "score", "slice", "center_voxel", "center_mm", "center_lps_mm", "center_file_voxel", "bbox_voxel",
+              "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads", "attenuation",
+              "solid_diameter_mm", "lung_rads_by_attenuation", "added_by_reader")
 
 
-def findings_to_records(findings: list[Finding]) -> list[dict]:
+def file_grid(shape, metadata) -> tuple | None:
+    """(shape, axis codes) of the NIfTI file a volume or layer was read from, where its metadata
+    says (``nifti_orientation``, set by the reader; a layer's outputs keep it): what
+    ``center_file_voxel`` needs.  None for anything else (an array, a phantom, a DICOM series)."""
+    codes = (metadata or {}).get("nifti_orientation")
+    return (tuple(int(n) for n in shape)[-3:], str(codes)) if codes else None
+
+
+def center_file_voxel(finding: Finding, grid: tuple | None) -> list[float] | None:
+    """The finding's centre as the (i, j, k) index of its NIfTI file (``file_grid``): where another
+    viewer of that file shows it, when the file stores its voxels in another order than the
+    plugin's (z, y, x) display frame (e.g. RAS).  None without a file grid."""
+    if grid is None:
+        return None
+    from ..io.orientation import file_voxel
+
+    return file_voxel(finding.center_voxel, *grid)
+
+
+def findings_to_records(findings: list[Finding], grid: tuple | None = None) -> list[dict]:
+    """The findings as plain data, ranked; ``grid``: ``file_grid`` of the scan (None: the key
+    ``center_file_voxel`` is null)."""
     rows = []
     for rank, f in enumerate(findings, start=1):
         d = f.to_dict()
         d.pop("label", None)
-        rows.append({"rank": rank, **d, "center_lps_mm": lps_position(f)})
+        rows.append({"rank": rank, **d, "center_lps_mm": lps_position(f),
+                     "center_file_voxel": center_file_voxel(f, grid)})
     return rows
 
 
-def findings_to_json(findings: list[Finding], source: str = "") -> str:
-    return json.dumps(findings_to_records(findings), indent=2)
+def findings_to_json(findings: list[Finding], source: str = "", grid: tuple | None = None) -> str:
+    return json.dumps(findings_to_records(findings, grid), indent=2)
 
 
-def findings_to_csv(findings: list[Finding], review=None) -> str:
-    """One row per finding with ``CSV_FIELDS`` (``slice``: the axial slice the findings table lists);
-    with ``review`` (the reader's state per finding, napari_medai.review) a last column ``review``
+def findings_to_csv(findings: list[Finding], review=None, grid: tuple | None = None) -> str:
+    """One row per finding with ``CSV_FIELDS`` (``slice``: the axial slice the findings table lists;
+    ``center_file_voxel`` from ``grid``, ``file_grid`` of the scan, empty without it); with
+    ``review`` (the reader's state per finding, napari_medai.review) a last column ``review``
     holds it ("" when not reviewed)."""
     from ..review import checked_review
 
@@ -47,7 +71,7 @@ def findings_to_csv(findings: list[Finding], review=None) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    for f, row, state in zip(findings, findings_to_records(findings), states):
+    for f, row, state in zip(findings, findings_to_records(findings, grid), states):
         writer.writerow({**{k: (" ".join(map(str, _flat(v))) if isinstance(v, list) else v) for k, v in row.items()},
                          "slice": axial_slice(f.center_voxel), "review": state})
     return buf.getvalue()

@@ -732,13 +732,14 @@ class DetectionWidget(TaskWidget):
     def export_csv(self, path) -> Path:
         """Write the findings of the last run (every field, ranked) as CSV."""
         from ..io.atomic import write_text_atomic
-        from ..postprocess.report import findings_to_csv
+        from ..postprocess.report import file_grid, findings_to_csv
 
         if self.findings_layer is None:
             raise InputError("run the detection first: there are no findings to export")
         path = with_extension(path, ".csv")
         review = self.review if is_reviewed(self.review) else None  # a reader column once there is a review
-        write_text_atomic(path, findings_to_csv(self.findings, review=review))  # a failed write keeps the old file
+        grid = file_grid(self._findings_shape, self.findings_layer.metadata)  # the image's file, where it says
+        write_text_atomic(path, findings_to_csv(self.findings, review=review, grid=grid))  # a failed write keeps the old file
         self.status_label.setText(f"{len(self.findings)} finding(s) written to {path}")
         return path
 

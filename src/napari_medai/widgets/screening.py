@@ -192,6 +192,7 @@ class ScreeningWidget(DetectionWidget):
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
         from ..postprocess.key_images import save_key_images
+        from ..postprocess.report import file_grid
         from ..screening import check_report_json, screening_markdown, screening_record
 
         if self.screening is None:
@@ -205,7 +206,8 @@ class ScreeningWidget(DetectionWidget):
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
         write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))  # whole or not at all
-        write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images), indent=2))
+        grid = file_grid(self._findings_shape, self.findings_layer.metadata if self.findings_layer else None)
+        write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images, grid), indent=2))
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
         return md
