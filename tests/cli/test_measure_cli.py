@@ -45,6 +45,36 @@ def test_points_in_voxels_and_in_lps_give_the_same_nodule_and_a_bad_point_is_rep
     assert "--at 5 5 5: no nodule at the point" in captured.err and "2 of 3 point(s) measured" in captured.out
 
 
+def test_a_point_as_the_files_own_voxel_index_gives_the_same_nodule(tmp_path, capsys):
+    # the ball's index in a RAS-stored copy (what other viewers of that file show) finds it, and
+    # the output gives it back as center_file_voxel
+    path = _chest(tmp_path)
+    ras = nib.as_closest_canonical(nib.load(path))
+    assert "".join(nib.aff2axcodes(ras.affine)) == "RAS"
+    nib.save(ras, str(tmp_path / "ras.nii.gz"))
+    ijk = np.argwhere(np.asarray(ras.dataobj) > 0).mean(0)
+    for name in ("ct", "ras"):
+        out = tmp_path / f"{name}.json"
+        file_ijk = ijk if name == "ras" else np.argwhere(np.asarray(nib.load(path).dataobj) > 0).mean(0)
+        assert main(["measure", str(tmp_path / f"{name}.nii.gz"), "--at-file", *map(str, file_ijk),
+                     "--out", str(out)]) == 0
+        found = json.loads(out.read_text())
+        assert len(found) == 1 and abs(found[0]["mean_diameter_mm"] - 8.0) <= 0.8
+        np.testing.assert_allclose(found[0]["center_file_voxel"], file_ijk, atol=0.3)
+    assert "--at-file" in capsys.readouterr().out
+
+
+def test_a_file_voxel_index_on_a_dicom_series_is_refused(tmp_path, capsys, monkeypatch):
+    import napari_medai.io as io
+
+    path = _chest(tmp_path)
+    vol = read_volume(path)
+    vol.metadata.pop("nifti_orientation")  # what a DICOM series' volume holds
+    monkeypatch.setattr(io, "read_volume", lambda *_a, **_k: vol)
+    assert main(["measure", str(path), "--at-file", "1", "2", "3", "--out", str(tmp_path / "m.json")]) == 2
+    assert "--at-file takes a NIfTI file's own voxel index" in capsys.readouterr().err
+
+
 def test_no_point_or_a_wrong_suffix_is_refused(tmp_path, capsys):
     path = _chest(tmp_path)
     assert main(["measure", str(path), "--out", str(tmp_path / "m.json")]) == 2

@@ -31,3 +31,12 @@ def test_a_marked_voxel_comes_back_to_its_index_in_the_file(tmp_path, codes):
 
 def test_the_display_frame_itself_is_the_array_index_reversed():
     assert file_voxel((4.0, 8.0, 2.0), (10, 20, 30), "LPS") == [2.0, 8.0, 4.0]
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "AIR", "PLI"])
+def test_display_voxel_undoes_file_voxel(codes):
+    from napari_medai.io.orientation import display_voxel
+
+    shape, point = (12, 30, 20), [3.25, 7.0, 11.5]
+    there = file_voxel(point, shape, codes)
+    assert display_voxel(there, shape, codes) == point

@@ -3,9 +3,10 @@
 The command-line side of the widgets' *Add missed nodule*: each point is grown into a nodule on
 the CT alone (``postprocess.seeded.nodule_at``, no model) and measured like a detector's finding.
 Points are given as voxel indices of the volume as napari-medai reads it (``--at``: the
-``center_voxel`` of its findings, and what napari's status bar shows), or as DICOM patient
-coordinates in mm (``--at-lps X Y Z``: left, posterior, superior, as DICOM and LIDC-style
-annotation lists give them).  A point that holds no nodule is reported with its reason and
+``center_voxel`` of its findings, and what napari's status bar shows), as the NIfTI file's own
+voxel index (``--at-file I J K``: what ITK-SNAP, FSLeyes or nibabel show for that file, and the
+``center_file_voxel`` of the findings files), or as DICOM patient coordinates in mm (``--at-lps
+X Y Z``: left, posterior, superior, as DICOM and LIDC-style annotation lists give them).  A point that holds no nodule is reported with its reason and
 the others go on; the command then exits 1 (and writes nothing when no point was measured, so
 an earlier result stays).  An image that is not CT in HU, or a label map, is refused.  The output's ``center_mm`` is in napari-medai's
 world order (S, P, L), as for every finding: the reverse of ``--at-lps``'s (x, y, z).
@@ -27,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="NIfTI file or DICOM folder (CT in HU)")
     p.add_argument("--at", nargs=3, type=float, action="append", default=[], metavar=("Z", "Y", "X"),
                    help="a point in voxels of the volume as napari-medai reads it (axial slice first); repeat")
+    p.add_argument("--at-file", nargs=3, type=float, action="append", default=[], metavar=("I", "J", "K"),
+                   help="a point as the voxel index of the NIfTI file itself, in its own axis order (what other "
+                        "viewers of the file show); repeat")
     p.add_argument("--at-lps", nargs=3, type=float, action="append", default=[], metavar=("X", "Y", "Z"),
                    help="a point in DICOM patient coordinates, mm (x left, y posterior, z superior); repeat")
     p.add_argument("--out", required=True, help="measured nodules: .json or .csv")
@@ -42,6 +46,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io import read_volume
     from ..io.atomic import write_text_atomic
+    from ..io.orientation import display_voxel
     from ..io.validate import check_volume
     from ..postprocess.report import file_grid, findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
@@ -50,8 +55,9 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
-    if not args.at and not args.at_lps:
-        raise InputError("give at least one point: --at Z Y X (voxels) or --at-lps X Y Z (mm)")
+    if not args.at and not args.at_lps and not args.at_file:
+        raise InputError("give at least one point: --at Z Y X (voxels), --at-file I J K (the file's own voxel "
+                         "index) or --at-lps X Y Z (mm)")
     if not MIN_DIAMETER_MM <= args.max_diameter <= MAX_DIAMETER_MM:  # NaN fails too
         raise InputError(f"--max-diameter must be a size in mm from {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} "
                          f"(the largest nodule or mass to measure), got {args.max_diameter:g}")
@@ -62,12 +68,18 @@ def run(args) -> int:
     inverse = np.linalg.inv(vol.affine)
     # napari-medai's world axes are (S, P, L): DICOM's (x, y, z) = (L, P, S) reversed
     points = [("voxel", tuple(p), np.asarray(p, dtype=float)) for p in args.at]
+    if args.at_file:
+        codes = vol.metadata.get("nifti_orientation")
+        if not codes:  # a DICOM series has no one file whose index could be meant
+            raise InputError(f"--at-file takes a NIfTI file's own voxel index; {Path(args.input).name} is not a "
+                             "NIfTI file: use --at or --at-lps")
+        points += [("file", tuple(p), np.asarray(display_voxel(p, data.shape, codes))) for p in args.at_file]
     points += [("lps", tuple(p), inverse[:3, :3] @ np.asarray(p[::-1], dtype=float) + inverse[:3, 3])
                for p in args.at_lps]
     found, refused = [], 0
     for kind, given, voxel in points:
-        where = f"--at {' '.join(f'{v:g}' for v in given)}" if kind == "voxel" else \
-            f"--at-lps {' '.join(f'{v:g}' for v in given)}"
+        option = {"voxel": "--at", "file": "--at-file", "lps": "--at-lps"}[kind]
+        where = f"{option} {' '.join(f'{v:g}' for v in given)}"
         try:
             f = nodule_at(data, vol.spacing, voxel, vol.affine, max_diameter_mm=args.max_diameter)
         except InputError as exc:

@@ -89,11 +89,24 @@ def file_voxel(point_zyx, shape_zyx, axcodes: str) -> list[float]:
     ["nifti_orientation"]``, e.g. 'RAS'): the index another viewer of that file shows.  The
     inverse of :func:`to_display_frame`'s flips and swaps, for one point (sub-voxel positions
     stay sub-voxel: a flip maps c to n - 1 - c)."""
-    codes = tuple(str(axcodes).upper())
     shape_ijk = tuple(int(n) for n in shape_zyx)[::-1]
     display_ijk = np.asarray(point_zyx, dtype=float)[::-1]
-    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), axcodes2ornt(codes))
-    # inv_ornt_aff maps the re-oriented array's indices to the display array's: invert it
-    to_display = inv_ornt_aff(transform, shape_ijk)
-    out = np.linalg.solve(to_display, np.append(display_ijk, 1.0))[:3]
+    out = np.linalg.solve(_file_to_display(shape_ijk, axcodes), np.append(display_ijk, 1.0))[:3]
     return [float(v) + 0.0 for v in np.round(out, 6)]  # + 0.0: no -0.0 in the files
+
+
+def display_voxel(file_ijk, shape_zyx, axcodes: str) -> list[float]:
+    """The inverse of :func:`file_voxel`: a file's own (i, j, k) voxel index (its index axes
+    pointing along ``axcodes``) as the display frame's (z, y, x) voxels of that volume."""
+    shape_ijk = tuple(int(n) for n in shape_zyx)[::-1]
+    out = _file_to_display(shape_ijk, axcodes) @ np.append(np.asarray(file_ijk, dtype=float), 1.0)
+    return [float(v) + 0.0 for v in np.round(out[:3][::-1], 6)]
+
+
+def _file_to_display(shape_ijk, axcodes: str) -> np.ndarray:
+    """4 x 4 map from the file's (i, j, k) indices to the display array's (i, j, k) (before its
+    transpose to (z, y, x)); ``shape_ijk``: the display array's shape in (i, j, k) order."""
+    codes = tuple(str(axcodes).upper())
+    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), axcodes2ornt(codes))
+    # inv_ornt_aff maps the re-oriented (file) array's indices to the display array's
+    return inv_ornt_aff(transform, shape_ijk)
