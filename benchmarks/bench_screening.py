@@ -189,7 +189,8 @@ def main():
             from napari_medai.phantoms import make_chest_ct
 
             np.save(THIN_FILE, make_chest_ct(77, shape=THIN_SHAPE, spacing=THIN_SPACING, n_nodules=3).hu)
-        compare(THIN_FILE, "thin-slice phantom CT 512 x 512 x 600 (0.7 x 0.7 x 0.625 mm)", THIN_SPACING)
+        compare(THIN_FILE, "thin-slice phantom CT 512 x 512 x 600 (0.7 x 0.7 x 0.625 mm)", THIN_SPACING,
+                mirror_baseline=args.mirror_baseline)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,13 @@ def test_the_csv_lists_each_findings_slice_as_the_table_does():
     reviewed = _rows(findings_to_csv(findings, review=["accepted", "", "rejected"]))
     assert list(reviewed[0]) == [*CSV_FIELDS, "review"]
     assert [(r["slice"], r["review"]) for r in reviewed] == [("13", "accepted"), ("7", ""), ("7", "rejected")]
+
+
+def test_the_file_grid_is_the_readers_only_while_the_data_keeps_its_shape():
+    from napari_medai.postprocess.report import file_grid
+
+    meta = {"nifti_orientation": "RAS", "shape": (20, 30, 40)}
+    assert file_grid((20, 30, 40), meta) == ((20, 30, 40), "RAS")
+    assert file_grid((20, 28, 40), meta) is None  # cropped, its metadata kept: no longer the file's grid
+    assert file_grid((20, 30, 40), {"nifti_orientation": "RAS"}) == ((20, 30, 40), "RAS")  # no shape said
+    assert file_grid((20, 30, 40), {}) is None and file_grid((20, 30, 40), None) is None

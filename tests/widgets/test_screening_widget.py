@@ -105,6 +105,25 @@ def test_the_readers_review_updates_the_report_and_goes_into_the_saved_files(qtb
     assert "**Highest Lung-RADS category (v2022, baseline screen, by each nodule's attenuation) among the reported findings: 4A**" in widget.report_view.toPlainText()
 
 
+def test_the_report_gives_the_index_in_the_image_files_own_voxel_order(qtbot, viewer, chest, tmp_path):
+    # an image the reader opened from a RAS-stored NIfTI keeps that order and its grid in its metadata
+    from napari_medai.io.orientation import file_voxel
+
+    chest.metadata.update({"nifti_orientation": "RAS", "shape": tuple(chest.data.shape)})
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done"
+    expected = [file_voxel(s.finding.center_voxel, chest.data.shape, "RAS") for s in widget.screening.findings]
+    # in the findings layer's record, kept current through the review, and in the saved report
+    assert [f["center_file_voxel"] for f in widget.findings_layer.metadata["screening"]["findings"]] == expected
+    widget.set_review(0, "accepted")
+    assert [f["center_file_voxel"] for f in widget.findings_layer.metadata["screening"]["findings"]] == expected
+    saved = json.loads(widget.save_report(tmp_path / "exam").with_suffix(".json").read_text())
+    assert [f["center_file_voxel"] for f in saved["findings"]] == expected
+    assert expected[0] != list(widget.screening.findings[0].finding.center_voxel[::-1])
+
+
 def test_a_dot_in_the_report_name_is_kept(qtbot, viewer, chest, tmp_path):
     widget = _open(viewer)
     with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:

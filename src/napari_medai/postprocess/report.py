@@ -27,9 +27,16 @@ CSV_FIELDS = ("rank", "score", "slice", "center_voxel", "center_mm", "center_lps
 def file_grid(shape, metadata) -> tuple | None:
     """(shape, axis codes) of the NIfTI file a volume or layer was read from, where its metadata
     says (``nifti_orientation``, set by the reader; a layer's outputs keep it): what
-    ``center_file_voxel`` needs.  None for anything else (an array, a phantom, a DICOM series)."""
-    codes = (metadata or {}).get("nifti_orientation")
-    return (tuple(int(n) for n in shape)[-3:], str(codes)) if codes else None
+    ``center_file_voxel`` needs.  None for anything else (an array, an in-memory phantom, a DICOM
+    series), and for data that is no longer the file's grid (``metadata["shape"]``, the reader's,
+    differs: a layer cropped or given other data with its metadata kept)."""
+    metadata = metadata or {}
+    codes = metadata.get("nifti_orientation")
+    shape = tuple(int(n) for n in shape)[-3:]
+    source_shape = metadata.get("shape")
+    if not codes or (source_shape is not None and tuple(int(n) for n in source_shape)[-3:] != shape):
+        return None
+    return shape, str(codes)
 
 
 def center_file_voxel(finding: Finding, grid: tuple | None) -> list[float] | None:

@@ -26,7 +26,8 @@ from ..io.validate import check_spacing, check_volume
 # nifti_orientation: the source file's voxel order, so that an output saved from napari lies on
 # that file's grid; nifti_space: its sform/qform codes (scanner, MNI, ...), written back while
 # the output sits where the file put it (napari_hooks.writer)
-_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation", "nifti_space")
+# shape: the grid those keys hold for (an output lies on its input's grid, voxel for voxel)
+_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation", "nifti_space", "shape")
 # The modality of an output whose values are not the input's intensities (a probability, a
 # difference), as ``medai segment --probability`` writes it: saved from napari, such a layer must
 # not reopen with the CT window, nor be taken for a CT by the automatic model choice.

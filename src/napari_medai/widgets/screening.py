@@ -110,7 +110,8 @@ class ScreeningWidget(DetectionWidget):
         features["side"] = [s.side for s in screening.findings]
         features["zone"] = [s.zone for s in screening.findings]
         features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screening.findings]
-        points[1]["metadata"]["screening"] = _record(screening, source_layer.name)
+        points[1]["metadata"]["screening"] = _record(screening, source_layer.name,
+                                                     _grid(source_layer.data.shape, source_layer.metadata))
         # bottom to top: the volume the models read, the segmentation, the findings' masks and markers
         layers = []
         if screening.denoised is not None:
@@ -186,13 +187,13 @@ class ScreeningWidget(DetectionWidget):
         bar.setValue(position)
         layer = self._live_findings_layer()
         if layer is not None:
-            layer.metadata["screening"] = _record(reviewed, self.source_name)
+            layer.metadata["screening"] = _record(reviewed, self.source_name,
+                                                  _grid(self._findings_shape, layer.metadata))
 
     def save_report(self, path) -> Path:
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
         from ..postprocess.key_images import save_key_images
-        from ..postprocess.report import file_grid
         from ..screening import check_report_json, screening_markdown, screening_record
 
         if self.screening is None:
@@ -206,7 +207,7 @@ class ScreeningWidget(DetectionWidget):
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
         write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))  # whole or not at all
-        grid = file_grid(self._findings_shape, self.findings_layer.metadata if self.findings_layer else None)
+        grid = _grid(self._findings_shape, self.findings_layer.metadata if self.findings_layer else None)
         write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images, grid), indent=2))
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
@@ -217,7 +218,13 @@ class ScreeningWidget(DetectionWidget):
                                self.save_report, "cannot save the report")
 
 
-def _record(screening, source: str) -> dict:
+def _grid(shape, metadata):
+    from ..postprocess.report import file_grid  # here: the dock opens without the report module
+
+    return file_grid(shape, metadata)
+
+
+def _record(screening, source: str, grid=None) -> dict:
     from ..screening import screening_record
 
-    return screening_record(screening, source)
+    return screening_record(screening, source, grid=grid)
