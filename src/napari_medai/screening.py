@@ -211,8 +211,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         volume, step = denoised, step + 1
     t0 = time.perf_counter()
     if shared:
-        # the fuller of the two mirrorings serves both: full mirroring is what "mirror-lesions"
-        # stands in for, and the detector's candidates start below its focus level
+        # the fuller of the two mirrorings serves both (full mirroring is what "mirror-lesions"
+        # stands in for), and the lower of two focus levels serves the step that asked for the higher
         shared_settings = replace(settings, tta=max(mirror_mode(settings, det.card), mirror_mode(settings, seg.card),
                                                     key=MIRRORING_BY_COST.index))
         if shared_settings.tta == "mirror-lesions":  # mirrored from the lower of the two cards' levels
