@@ -172,8 +172,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
-    from .inference.engine import MIRRORING_BY_COST, mirror_mode
-    from .inference.focus import focus_level
+    from .inference.engine import mirror_mode
     from .inference.progress import share_progress
 
     from .io.validate import check_spacing, check_volume
@@ -189,8 +188,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     affine = _affine(affine, spacing)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     settings.validate()  # the settings' and each card's mirroring (and focus level): before the denoiser runs
-    for card in (det.card, seg.card):
-        mirror_mode(settings, card)
+    modes = [mirror_mode(settings, card) for card in (det.card, seg.card)]
     score_threshold, notes = _reporting_threshold(det.card, score_threshold)
     at_operating_point = bool(notes)  # its note comes first
     shared = _one_network(det.card, seg.card, settings)
@@ -211,14 +209,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         volume, step = denoised, step + 1
     t0 = time.perf_counter()
     if shared:
-        # the fuller of the two mirrorings serves both (full mirroring is what "mirror-lesions"
-        # stands in for), and the lower of two focus levels serves the step that asked for the higher
-        shared_settings = replace(settings, tta=max(mirror_mode(settings, det.card), mirror_mode(settings, seg.card),
-                                                    key=MIRRORING_BY_COST.index))
-        if shared_settings.tta == "mirror-lesions":  # mirrored from the lower of the two cards' levels
-            shared_settings = replace(shared_settings, focus_probability=min(
-                focus_level(settings, card) for card in (det.card, seg.card)
-                if mirror_mode(settings, card) == "mirror-lesions"))
+        shared_settings = _shared_settings(settings, (det.card, seg.card), modes)
         probs = run_model(seg, volume, spacing, shared_settings, progress=share_progress(progress, step, steps),
                           cancel=cancel)
         # the findings first: their working arrays are gone before the argmax makes its own, so
@@ -364,6 +355,22 @@ def _one_network(det_card, seg_card, settings) -> bool:
             and det_card.output == seg_card.output)
     one_stage = not det_card.draws_boxes and not det_card.extra.get("classifier")
     return bool(same and one_stage and mirror_passes(settings, det_card) == mirror_passes(settings, seg_card))
+
+
+def _shared_settings(settings, cards, modes):
+    """The settings of one network run serving the steps of ``cards``, which asked for the
+    mirrorings ``modes``: the fuller mirroring serves both (full mirroring is what
+    "mirror-lesions" stands in for), from the lower focus level of the cards mirrored at lesions
+    (the lower level serves the step that asked for the higher)."""
+    from .inference.engine import MIRRORING_BY_COST
+    from .inference.focus import focus_level
+
+    tta = max(modes, key=MIRRORING_BY_COST.index)
+    shared = replace(settings, tta=tta)
+    if tta == "mirror-lesions":
+        shared = replace(shared, focus_probability=min(focus_level(settings, card)
+                                                       for card, mode in zip(cards, modes) if mode == tta))
+    return shared
 
 
 def _provenance(card, tta: str, settings=None) -> dict:
