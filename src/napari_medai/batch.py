@@ -163,10 +163,9 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
             return CaseRecord(name, str(path), "skipped", "a label map, not a CT",
                               seconds=round(time.perf_counter() - t0, 1))
         if volume.modality == "MR":  # a file that says MR is not run through CT models (medai screen's rule)
-            from .inference.modality import check_file_modality
+            from .inference.modality import check_stated_modality
 
-            for model in (det, seg):
-                check_file_modality(model.card, volume.modality, volume.data, path.name)
+            check_stated_modality(volume.modality, (det.card, seg.card), volume.data, path.name)
         result = screen(volume.data, volume.spacing, volume.affine, detector=det, segmenter=seg, **screen_kwargs)
         write_screening(result, volume, path.name, case_dir)
     except Cancelled:

@@ -7,7 +7,13 @@ import pytest
 from scipy import ndimage
 
 from napari_medai.errors import ModelError
-from napari_medai.inference.modality import SAMPLE_VOXELS, check_file_modality, check_modality, regular_sample
+from napari_medai.inference.modality import (
+    SAMPLE_VOXELS,
+    check_file_modality,
+    check_modality,
+    check_stated_modality,
+    regular_sample,
+)
 from napari_medai.io import read_volume
 from napari_medai.io.resources import sample_path
 
@@ -134,6 +140,24 @@ def test_a_file_that_says_mr_is_not_run_through_a_ct_model(lung1_crop):
     # values that are not HU get the values' own message
     with pytest.raises(ModelError, match=NOT_HU):
         check_file_modality(CT_MODEL, "MR", lung1_crop * 10.0, "ct.nii.gz")
+
+
+def test_check_stated_modality_checks_every_card_it_is_given(lung1_crop):
+    mr_model = SimpleNamespace(name="an-mr-model", modality="MR")
+    with pytest.raises(ModelError) as refused:  # the MR card passes, None is skipped, the CT card is refused
+        check_stated_modality("MR", [mr_model, None, CT_MODEL], lung1_crop, "'t1'",
+                              said_by="the file it was opened from")
+    assert str(refused.value) == ("'t1' is an MR image by the file it was opened from, but model 'a-ct-model' "
+                                  "is made for CT: choose a model made for MR")
+    with pytest.raises(ModelError, match=r"^t1.nii.gz is an MR image by its header, but model 'a-ct-model'"):
+        check_stated_modality("MR", (CT_MODEL,), lung1_crop, "t1.nii.gz")
+    for stated in ("CT", None, "unknown"):
+        check_stated_modality(stated, [CT_MODEL], lung1_crop, "t1.nii.gz")
+
+    def cards():  # not iterated for a file that states no modality: no card is read
+        raise AssertionError("cards read")
+        yield
+    check_stated_modality(None, cards(), lung1_crop, "t1.nii.gz")
 
 
 def _ct_card():

@@ -96,12 +96,11 @@ def models_for_file(vol, source, *models) -> tuple:
     ``source``); a loaded model is not loaded again by the API."""
     if vol.modality != "MR":
         return models
-    from ..inference.modality import check_file_modality
+    from ..inference.modality import check_stated_modality
     from ..models import load_model
 
     loaded = tuple(load_model(m) for m in models)
-    for model in loaded:
-        check_file_modality(model.card, vol.modality, vol.data, source)
+    check_stated_modality(vol.modality, (model.card for model in loaded), vol.data, source)
     return loaded
 
 

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..api import check_max_findings, check_score_threshold, cut_to, detect, one_more_than
     from ..errors import InputError
-    from ..inference.modality import check_file_modality
+    from ..inference.modality import check_stated_modality
     from ..io import read_volume
     from ..io.atomic import write_text_atomic
     from ..models import load_model
@@ -44,7 +44,7 @@ def run(args) -> int:
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)
-    check_file_modality(model.card, vol.modality, vol.data, args.input)  # a file that says MR, a CT model
+    check_stated_modality(vol.modality, [model.card], vol.data, args.input)  # a file that says MR, a CT model
     findings = detect(vol.data, vol.spacing, model=model, affine=vol.affine, score_threshold=args.threshold,
                       max_findings=one_more_than(args.max_findings), settings=settings, progress=progress)
     findings, capped = cut_to(findings, args.max_findings)  # the summary then says the list was cut

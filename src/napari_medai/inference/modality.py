@@ -178,5 +178,17 @@ def check_file_modality(card, stated, arr: np.ndarray, source: str, said_by: str
                      f"for {modality}: {remedy}")
 
 
+def check_stated_modality(stated, cards, arr, source: str, said_by: str = "its header") -> None:
+    """``check_file_modality`` for each of ``cards`` on an image whose file says ``stated``:
+    shared by medai segment/detect/screen, ``batch`` and the widgets.  A None card (one the
+    widgets cannot read without loading the model) is skipped.  ``cards`` is iterated only when
+    ``stated`` is CT or MR, so a lazy iterable reads no card for a file that says neither."""
+    if stated not in ("CT", "MR"):
+        return
+    for card in cards:
+        if card is not None:  # converted here: with no card to check, a lazy volume is not read
+            check_file_modality(card, stated, np.asarray(arr), source, said_by)
+
+
 def _article(modality: str) -> str:
     return "an" if modality == "MR" else "a"

@@ -478,15 +478,10 @@ def check_stated_modality(stated, volume, models, name: str) -> None:
     NIfTI description), with the CLI's message (``inference.modality.check_file_modality``: the
     values speak first).  A model whose card cannot be read here (a bundle, a bare TorchScript
     file) is left to the run's own checks."""
-    if stated not in ("CT", "MR"):
-        return
-    from ..inference.modality import check_file_modality
+    from ..inference.modality import check_stated_modality as check
 
-    for model in models:
-        card = card_of(model)
-        if card is not None:
-            check_file_modality(card, stated, np.asarray(volume), f"'{name}'",
-                                said_by="the file it was opened from")
+    # a generator: each card is read only once the models before it have passed, as before
+    check(stated, (card_of(model) for model in models), volume, f"'{name}'", said_by="the file it was opened from")
 
 
 def card_of(model):
