@@ -5,8 +5,8 @@ Prints, in one run:
    functions) on held-out phantoms, for all nodules and for nodules >= 4 mm, for the model
    and for scikit-image ``blob_log`` inside a classical lung mask;
    With several ``--model`` names every model runs on the same phantoms, side by side.
-2. on the real lung1 CT: the rank of the true nodule among the findings and how many false
-   positives score above it; for a detector whose card has an operating point (its default
+2. on the real lung1 CT (and with ``--lung2`` on pyradiomics' lung2): the rank of the true
+   lesion among the findings and how many false positives score above it; for a detector whose card has an operating point (its default
    score threshold), what a reader is shown at it, there and on the phantoms;
 3. detection time on a 512x512x300 volume;
 4. how well the found nodules are measured: for each held-out nodule the detector hits, its
@@ -22,6 +22,8 @@ Prints, in one run:
         # two detectors side by side on validation phantoms (where a choice between them is made)
     .venv/bin/python benchmarks/bench_detection.py --tta-baseline mirror --no-blob
         # the first detector also with every window mirrored (its card's mirror-lesions' baseline)
+    .venv/bin/python benchmarks/bench_detection.py --lung2 --real-only
+        # lung1 and a second real CT, pyradiomics' lung2 (a 48 mL tumour; no detector has seen it)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baselines import blob_log_candidates, classical_lung_mask  # noqa: E402
+from real_cases import real_case  # noqa: E402
 
 HELD_OUT_SEEDS = range(9000, 9020)
 QUICK_SHAPE = (48, 256, 256)  # --quick: crop each held-out phantom's grid to this
@@ -163,24 +166,22 @@ def measurement_summary(rows) -> list[str]:
     return lines
 
 
-def lung1_rank(model, settings=None):
+def real_rank(model, settings=None, case="lung1"):
     from scipy import ndimage
 
     from napari_medai.api import detect
-    from napari_medai.io import read_volume
 
-    ct = read_volume(ROOT / "sample_data" / "lung1_ct.nii.gz")
-    truth = read_volume(ROOT / "sample_data" / "lung1_nodule_mask.nii.gz").data > 0
+    volume, spacing, affine, truth = real_case(case)
     # a finding hits when its centre lies in the nodule (one voxel of tolerance)
     hit_zone = ndimage.binary_dilation(truth, iterations=1)
     t = time.perf_counter()
-    found = detect(ct.data, ct.spacing, model=model, affine=ct.affine, max_findings=None, settings=settings)
+    found = detect(volume, spacing, model=model, affine=affine, max_findings=None, settings=settings)
     dt = time.perf_counter() - t
     for rank, f in enumerate(found, start=1):
         c = tuple(np.clip(np.rint(f.center_voxel).astype(int), 0, np.array(truth.shape) - 1))
         if hit_zone[c]:
             return {"rank": rank, "false_positives_above": rank - 1, "finding": f.to_dict(), "n_findings": len(found),
-                    "seconds": dt, "truth_ml": float(truth.sum() * np.prod(ct.spacing) / 1000), "findings": found}
+                    "seconds": dt, "truth_ml": float(truth.sum() * np.prod(spacing) / 1000), "findings": found}
     return {"rank": None, "false_positives_above": len(found), "n_findings": len(found), "seconds": dt,
             "findings": found}
 
@@ -212,6 +213,11 @@ def main():
     ap.add_argument("--tta-baseline", choices=("off", "mirror", "mirror-lesions"),
                     help="also run the first detector with this test-time mirroring instead of its card's, "
                          "as a row of its own (e.g. mirror: every window mirrored, what mirror-lesions stands in for)")
+    ap.add_argument("--lung2", action="store_true",
+                    help="also rank the tumour of pyradiomics' lung2 CT, a second real scan (fetched with pip on "
+                         "first use into ~/.cache/napari-medai; needs pynrrd)")
+    ap.add_argument("--real-only", action="store_true",
+                    help="only the real CTs (lung1, and lung2 with --lung2): no phantoms, no big volume")
     args = ap.parse_args()
     import torch
 
@@ -232,57 +238,61 @@ def main():
     print(f"models {', '.join(models)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           "default InferenceSettings" + (f" (mirroring as each card says, except the '(tta {args.tta_baseline})' "
                                          "row)" if args.tta_baseline else ""))
-    print(f"== FROC on {'validation' if args.seeds else 'held-out'} phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
-    res, times, measured, rows = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
-                                              compare_masks=not args.no_mask_baseline, settings=settings)
-    width = max(len(m) for m in models) + 18
-    for name in models:
-        print(f"{name + ', all nodules':<{width}}{_fmt(res[name])}")
-        print(f"{name + ', nodules >= 4 mm':<{width}}{_fmt(res[name + ' >= 4 mm'])}")
-    if args.no_blob:
-        print("blob_log baseline skipped (--no-blob)")
-    else:
-        print(f"{'blob_log, all nodules':<{width}}{_fmt(res['blob'])}")
-        print(f"{'blob_log, >= 4 mm':<{width}}{_fmt(res['blob_4mm'])}")
-    at_1fp = ", ".join(f"{m} {res[m + ' >= 4 mm']['sensitivity'][1]:.3f}" for m in models)
-    print(f"goal: mean >= 0.90 and sensitivity at 1 FP >= 0.90 for nodules >= 4 mm "
-          f"(at 1 FP: {at_1fp}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
-    for line in operating_point_lines(models, rows):
-        print(line)
-    print("time over " + f"{len(seeds)} scans: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
-    print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
-          "medians; Lung-RADS size category agreement")
-    for name in models:
-        refine = load_model(model_of(name)).card.extra.get("mask_refine")
-        print(f"-- {name} as its card says (finding masks "
-              + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
-        for line in measurement_summary(measured[name]):
+    if not args.real_only:
+        print(f"== FROC on {'validation' if args.seeds else 'held-out'} phantoms, seeds {seeds[0]}..{seeds[-1]}: sensitivity at 1/8 1/4 1/2 1 2 4 8 FP/scan")
+        res, times, measured, rows = phantom_froc(models, seeds, args.quick, blob=not args.no_blob,
+                                                  compare_masks=not args.no_mask_baseline, settings=settings)
+        width = max(len(m) for m in models) + 18
+        for name in models:
+            print(f"{name + ', all nodules':<{width}}{_fmt(res[name])}")
+            print(f"{name + ', nodules >= 4 mm':<{width}}{_fmt(res[name + ' >= 4 mm'])}")
+        if args.no_blob:
+            print("blob_log baseline skipped (--no-blob)")
+        else:
+            print(f"{'blob_log, all nodules':<{width}}{_fmt(res['blob'])}")
+            print(f"{'blob_log, >= 4 mm':<{width}}{_fmt(res['blob_4mm'])}")
+        at_1fp = ", ".join(f"{m} {res[m + ' >= 4 mm']['sensitivity'][1]:.3f}" for m in models)
+        print(f"goal: mean >= 0.90 and sensitivity at 1 FP >= 0.90 for nodules >= 4 mm "
+              f"(at 1 FP: {at_1fp}); anchor: MONAI LUNA16 detector 0.936 mean on real scans")
+        for line in operating_point_lines(models, rows):
             print(line)
-    if measured.get("as drawn"):
-        print(f"-- baseline, {models[0]}'s same network run: finding masks as drawn "
-              "(probability >= 0.5, refine_masks=False)")
-        for line in measurement_summary(measured["as drawn"]):
-            print(line)
+        print("time over " + f"{len(seeds)} scans: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+        print("== measurements of the nodules found (best finding per hit nodule) against the reference mask, "
+              "medians; Lung-RADS size category agreement")
+        for name in models:
+            refine = load_model(model_of(name)).card.extra.get("mask_refine")
+            print(f"-- {name} as its card says (finding masks "
+                  + (f"refined within {refine['reach_mm']} mm)" if refine else "as drawn)"))
+            for line in measurement_summary(measured[name]):
+                print(line)
+        if measured.get("as drawn"):
+            print(f"-- baseline, {models[0]}'s same network run: finding masks as drawn "
+                  "(probability >= 0.5, refine_masks=False)")
+            for line in measurement_summary(measured["as drawn"]):
+                print(line)
     if args.seeds:  # a choice made on validation phantoms must not look at the test data
         return
-    print("== real CT lung1 (test only)")
-    for name in models:
-        r = lung1_rank(model_of(name), settings.get(name))
-        if r["rank"] is None:
-            print(f"{name}: the true nodule is NOT among the {r['n_findings']} findings ({r['seconds']:.1f} s)")
-        else:
-            f = r["finding"]
-            print(f"{name}: true nodule ranked {r['rank']} of {r['n_findings']} ({r['false_positives_above']} false "
-                  f"positive(s) above it); score {f['score']:.3f}, long axis {f['diameter_mm']} mm, volume "
-                  f"{f['volume_ml']:.2f} mL (reference {r['truth_ml']:.2f} mL), Lung-RADS {f['lung_rads']}; "
-                  f"{r['seconds']:.1f} s")
-        t = operating_threshold(load_model(model_of(name)).card)
-        if t is not None:
-            shown = [f for f in r["findings"] if f.score >= t]
-            where = (f"the true nodule is number {r['rank']} of them" if r["rank"] is not None and r["rank"] <= len(shown)
-                     else "the true nodule is not among them")
-            print(f"{name} at its operating point (score >= {t:.2f}): {len(shown)} finding(s) listed, {where}")
-    if not (args.quick or args.no_big):
+    for case in ("lung1", "lung2") if args.lung2 else ("lung1",):
+        print(f"== real CT {case} (test only)")
+        for name in models:
+            r = real_rank(model_of(name), settings.get(name), case)
+            above_half = sum(f.score >= 0.5 for f in r["findings"])
+            if r["rank"] is None:
+                print(f"{name}: the true lesion is NOT among the {r['n_findings']} findings ({above_half} score >= 0.5; "
+                      f"{r['seconds']:.1f} s)")
+            else:
+                f = r["finding"]
+                print(f"{name}: true lesion ranked {r['rank']} of {r['n_findings']} ({r['false_positives_above']} false "
+                      f"positive(s) above it, {above_half} finding(s) score >= 0.5); score {f['score']:.3f}, long axis "
+                      f"{f['diameter_mm']} mm, volume {f['volume_ml']:.2f} mL (reference {r['truth_ml']:.2f} mL), "
+                      f"Lung-RADS {f['lung_rads']}; {r['seconds']:.1f} s")
+            t = operating_threshold(load_model(model_of(name)).card)
+            if t is not None:
+                shown = [f for f in r["findings"] if f.score >= t]
+                where = (f"the true lesion is number {r['rank']} of them" if r["rank"] is not None
+                         and r["rank"] <= len(shown) else "the true lesion is not among them")
+                print(f"{name} at its operating point (score >= {t:.2f}): {len(shown)} finding(s) listed, {where}")
+    if not (args.quick or args.no_big or args.real_only):
         for name in models:
             dt, n = big_volume_time(model_of(name), settings.get(name))
             print(f"== 512x512x300 volume (0.7x0.7x1.25 mm), {name}: detection {dt:.1f} s, {n} finding(s)")

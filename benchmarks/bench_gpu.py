@@ -115,14 +115,14 @@ def check_big_volume(gpu: bool) -> list[dict]:
 
 
 def check_detection(gpu: bool) -> list[dict]:
-    from bench_detection import lung1_rank  # the detection benchmark's own lung1 check
+    from bench_detection import real_rank  # the detection benchmark's own lung1 check
 
     from napari_medai.inference import InferenceSettings
 
     rows, base = [], None
     for device, precision in runs(gpu):
         settings = InferenceSettings(device=device, precision=precision)
-        r, _, peak = timed(lambda: lung1_rank("lung-nodule-detection", settings), device)
+        r, _, peak = timed(lambda: real_rank("lung-nodule-detection", settings), device)
         top = [(np.array(f.center_voxel), f.score) for f in r["findings"][:10]]
         base = top if base is None else base
         same = sum(1 for (c, s), (c0, s0) in zip(top, base) if np.abs(c - c0).max() <= 1 and abs(s - s0) <= 0.02)

@@ -170,3 +170,32 @@ def test_discs_measure_their_diameter_and_a_lone_pixel_one_pixel():
     beside[0, 25, 25] = True  # a lone pixel of the same finding counts, next to a piece the blur keeps
     assert axial_axes(beside, (1, 1, 1))[0] > 20  # from the far side of the 13 mm disc to the pixel
     assert axial_axes(np.zeros((2, 4, 4), bool), (1, 1, 1)) == (0.0, 0.0)
+
+
+def test_a_blob_that_makes_its_own_field_is_no_finding_when_only_the_lungs_count():
+    """Real CT (lung2): the network calls a soft-tissue blob outside the lungs 'nodule', so the
+    organ field (lung + nodule probability) held the blob and the blob reached it. Keeping the
+    field's two largest components (the lungs) drops it and keeps the nodule in a lung."""
+    from napari_medai.postprocess.findings import card_field
+
+    spacing = (2.0, 1.0, 1.0)
+    shape = (10, 40, 60)
+    probs = np.zeros((3, *shape), np.float32)
+    probs[0] = 1.0
+    lungs = np.zeros(shape, bool)
+    lungs[1:9, 5:35, 3:20] = lungs[1:9, 5:35, 40:57] = True
+    nodule = _ball(shape, (5, 20, 12), 3.0, spacing)
+    blob = _ball(shape, (5, 20, 30), 3.0, spacing)  # between the lungs, 7 mm from each
+    probs[1][lungs & ~nodule] = 1.0
+    probs[2][nodule | blob] = 0.9
+    probs[0][lungs | blob] = 0.0
+    volume = np.zeros(shape, np.float32)
+    extra = {"within_classes": [1], "margin_mm": 5.0}
+
+    def found(extra):
+        field = card_field(probs, extra, 2, volume, spacing)
+        return findings_from_probability(probs[2], spacing, field=field, field_margin_mm=5.0)
+
+    assert len(found(extra)) == 2  # the blob is its own field
+    kept = found({**extra, "field_components": 2})
+    assert len(kept) == 1 and kept[0].center_voxel == pytest.approx((5, 20, 12), abs=0.5)

@@ -224,12 +224,14 @@ def findings_from_probability(
     return rank_findings(found, max_findings)
 
 
-def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None = None) -> np.ndarray | None:
+def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None = None,
+                components: int | None = None) -> np.ndarray | None:
     """Where the organ classes ``within`` plus the lesion ``channel`` hold half the probability
     (a nodule is part of the lung field it sits in), inside ``body`` when given (see
     ``postprocess.body``: air under a blanket is not lung) unless that would remove more than
     ``body.ORGAN_MAX_LOSS`` of the field (the body mask failed, as segmentation's clean-up
-    judges it); None when no organ class is named."""
+    judges it); None when no organ class is named.  ``components`` (2 for lungs): only the
+    field's largest connected components count, as segmentation keeps the lungs' two largest."""
     within = [int(i) for i in within]
     if not within:
         return None
@@ -239,28 +241,35 @@ def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None
     # transient 1.9 GB on a 600-slice CT; the sums are the same, slab or whole
     for z in range(0, probs.shape[1], FIELD_SLAB):
         field[z:z + FIELD_SLAB] = probs[channels, z:z + FIELD_SLAB].sum(0) >= 0.5
-    if body is None:
-        return field
-    from .body import ORGAN_MAX_LOSS
+    if body is not None:
+        from .body import ORGAN_MAX_LOSS
 
-    inside = field & body
-    total = int(np.count_nonzero(field))
-    # on a crop of a lung the body mask misses most of it: restricted, the field dropped
-    # candidates inside the lung
-    if total and (total - int(np.count_nonzero(inside))) / total > ORGAN_MAX_LOSS:
-        return field
-    return inside
+        inside = field & body
+        total = int(np.count_nonzero(field))
+        # on a crop of a lung the body mask misses most of it: restricted, the field dropped
+        # candidates inside the lung
+        if not (total and (total - int(np.count_nonzero(inside))) / total > ORGAN_MAX_LOSS):
+            field = inside
+    if components:
+        from .components import keep_largest_components
+
+        # On real CT the network also calls stomach gas or a soft-tissue blob (the chin at the
+        # thoracic inlet) lung or nodule; a candidate there then "reached" the field it made
+        # itself (lung2: 4 of 26 findings scoring >= 0.5, docs/detection.md).
+        field = keep_largest_components(field, int(components))
+    return field
 
 
 def card_field(probs: np.ndarray, extra: dict, channel: int, image: np.ndarray, spacing) -> np.ndarray | None:
     """The organ field a detector card (``extra``) asks candidates to reach: ``organ_field`` of
-    ``extra["within_classes"]``, inside the body of ``image`` when ``extra["inside_body"]``."""
+    ``extra["within_classes"]``, inside the body of ``image`` when ``extra["inside_body"]``, its
+    ``extra["field_components"]`` largest components when given."""
     if not extra.get("within_classes"):
         return None
     from .body import body_mask
 
     body = body_mask(image, spacing) if extra.get("inside_body") else None
-    return organ_field(probs, extra["within_classes"], channel, body)
+    return organ_field(probs, extra["within_classes"], channel, body, extra.get("field_components"))
 
 
 def _near_field(lab, index, box, field, spacing, margin_mm) -> bool:

@@ -21,6 +21,7 @@ DEFAULT_EXTRA = {
     "within_classes": [1],
     "margin_mm": 5.0,
     "inside_body": True,  # the lung field excludes air outside the patient (postprocess.body)
+    "field_components": 2,  # ... and anything but its two largest parts (stomach gas, the chin)
     "mask_threshold": 0.5,
     "min_volume_mm3": 0.0,
 }

@@ -28,6 +28,7 @@ PYRADIOMICS_REQUIREMENT = "pyradiomics==3.0.1"
 PYRADIOMICS_SDIST = "pyradiomics-3.0.1.tar.gz"
 PYRADIOMICS_SHA256 = "47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5"
 LUNG2_MEMBER = "pyradiomics-3.0.1/data/lung2_image.nrrd"
+LUNG2_LABEL_MEMBER = "pyradiomics-3.0.1/data/lung2_label.nrrd"
 
 
 def cache_dir() -> Path:
@@ -85,9 +86,18 @@ def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.ascontiguousarray(data.transpose(2, 1, 0)), tuple(float(s) for s in spacing[::-1])
 
 
+def _member(name: str, folder, download) -> tuple[np.ndarray, tuple[float, float, float]]:
+    with tarfile.open(pyradiomics_sdist(folder, download)) as tar:
+        raw = tar.extractfile(name).read()
+    return read_nrrd_volume(io.BytesIO(raw))
+
+
 def lung2_ct(folder: Path | None = None, download: bool = True) -> tuple[np.ndarray, tuple[float, float, float]]:
     """pyradiomics' ``lung2`` chest CT as (int16 HU (z, y, x), spacing (z, y, x) mm)."""
-    with tarfile.open(pyradiomics_sdist(folder, download)) as tar:
-        raw = tar.extractfile(LUNG2_MEMBER).read()
-    hu, spacing = read_nrrd_volume(io.BytesIO(raw))
+    hu, spacing = _member(LUNG2_MEMBER, folder, download)
     return hu.astype(np.int16), spacing
+
+
+def lung2_label(folder: Path | None = None, download: bool = True) -> np.ndarray:
+    """The tumour outlined on ``lung2`` (uint8 (z, y, x), 1 inside): for benchmarks only."""
+    return _member(LUNG2_LABEL_MEMBER, folder, download)[0].astype(np.uint8)
