@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_medai.errors import InputError
+from napari_medai.models.registry import sha256_of
 from napari_medai.training import real_ct
 
 nrrd = pytest.importorskip("nrrd")
@@ -57,7 +58,7 @@ def test_lung2_ct_reads_the_member_of_a_checked_archive(tmp_path, monkeypatch):
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     # the real archive's checksum is pinned; this stand-in's is accepted in its place
-    monkeypatch.setattr(real_ct, "PYRADIOMICS_SHA256", real_ct._sha256(archive))
+    monkeypatch.setattr(real_ct, "PYRADIOMICS_SHA256", sha256_of(archive))
     hu, spacing = real_ct.lung2_ct(tmp_path, download=False)
     assert hu.dtype == np.int16 and hu.shape == (2, 3, 4)
     assert spacing == pytest.approx((5.0, 0.63, 0.63))

