@@ -20,6 +20,8 @@ during the run changes their times unevenly.
 
     python benchmarks/bench_denoising.py            # full run (~15 min on one core)
     python benchmarks/bench_denoising.py --quick    # smoke run: 1 slice per set, coarse grids
+    python benchmarks/bench_denoising.py --sets lung1 --candidate runs/ct3-gan/ct-lowdose-denoising.json
+                                                    # a new run's generator beside the shipped one
 """
 
 from __future__ import annotations
@@ -236,8 +238,9 @@ def model_runner(ds, spec, precision):
     return loaded, run
 
 
-def model_specs(kind):
-    """(label, spec) of the shipped model and of its variant with/without the adversarial term."""
+def model_specs(kind, candidates=()):
+    """(label, spec) of the shipped model, of its variant with/without the adversarial term and of
+    any ``candidates`` (model card paths, e.g. a new training run's) made for ``kind``."""
     from napari_medai.denoising import DEFAULT_MODELS
     from napari_medai.models import get_card, load_card
 
@@ -245,6 +248,8 @@ def model_specs(kind):
     specs = [(shipped, "shipped")]
     for path in sorted(VARIANTS_DIR.glob(f"{DEFAULT_MODELS[kind]}-*.json")):
         specs.append((load_card(path), "variant"))
+    specs += [(card, f"candidate {Path(path).parent.name}") for path in candidates
+              if (card := load_card(path)).modality == kind]
     out = []
     for card, role in specs:
         gan = "GAN" if card.training.get("adversarial") else "no GAN"
@@ -260,6 +265,8 @@ def main(argv=None):
     parser.add_argument("--precision", default="auto", help="precision of our models (auto = bf16 where native)")
     parser.add_argument("--skip", default="", help="comma-separated classical methods to leave out")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--candidate", action="append", default=[], metavar="CARD.json",
+                        help="also score this model card (e.g. runs/NAME/ct-lowdose-denoising.json) in the same run")
     args = parser.parse_args(argv)
 
     import torch
@@ -287,7 +294,7 @@ def main(argv=None):
             unit = " HU" if ds.kind == "CT" and name != "gaussian" else ""
             shown = best * (CT_HI - CT_LO) if unit else best
             rows[name] = (psnr, ssim, sec, f"{pname}={shown:.4g}{unit}")
-        for label, card in model_specs(ds.kind):
+        for label, card in model_specs(ds.kind, args.candidate):
             _, run = model_runner(ds, card, args.precision)
             rows[label] = (*evaluate(ds, run, whole_stack=True), card.name)
         print(f"{'method':26s} {'PSNR dB':>8s} {'SSIM':>7s} {'s/slice':>8s}  parameter")

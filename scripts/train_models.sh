@@ -47,20 +47,23 @@ for step in "${steps[@]}"; do case "$step" in
     # the default score threshold shown to readers: <= 1 false positive per validation scan
     $M train operating-point --model lung-nodule-detection ;;
   denoising)
-    # needs the training extra (pydicom-data's real CT slices, nilearn's MNI152 template)
+    # needs the training extra (pydicom-data's real CT slices, nilearn's MNI152 template, pynrrd
+    # for pyradiomics' lung2 chest CT, which training/real_ct.py fetches with pip on first use)
     .venv/bin/python -m pip install -q -e ".[training]"
-    # 2026-11-26 recipe: 5-6x longer runs; MR noise 1-10 % log-uniform with L1 weighted by
-    # 0.05/noise level and 80 % Colin27 patches (benchmarks/denoising_recipes.py).
-    $M train denoising --modality CT --out runs/ct2-gan --steps 18000 --warmup-steps 15000
-    $M train denoising --modality CT --out runs/ct2-noadv --steps 18000 --warmup-steps 15000 --no-adversarial \
-      --resume runs/ct2-gan/warmup.pt
+    # CT (2026-11-28): every slice of lung2 added to the real slices, phantom slices x5.
+    # MR (2026-11-26): noise 1-10 % log-uniform with L1 weighted by 0.05/noise level and 80 %
+    # Colin27 patches (benchmarks/denoising_recipes.py).
+    $M train denoising --modality CT --out runs/ct4-gan --steps 12000 --warmup-steps 10500
+    mkdir -p runs/ct4-noadv && cp runs/ct4-gan/ct_pairs.npz runs/ct4-noadv/  # the same pairs, not simulated again
+    $M train denoising --modality CT --out runs/ct4-noadv --steps 12000 --warmup-steps 10500 --no-adversarial \
+      --resume runs/ct4-gan/warmup.pt
     $M train denoising --modality MR --out runs/mr3-gan --steps 20000 --warmup-steps 16500
     $M train denoising --modality MR --out runs/mr3-noadv --steps 20000 --warmup-steps 16500 --no-adversarial \
       --resume runs/mr3-gan/warmup.pt
     .venv/bin/python - <<'PY'
 from napari_medai.training.denoising import install_weights
 W, V = "src/napari_medai/models/weights", "benchmarks/denoising_variants"
-for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct2-gan", "runs/ct2-noadv"),
+for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct4-gan", "runs/ct4-noadv"),
                          ("mr-denoising", "runs/mr3-gan", "runs/mr3-noadv")):
     install_weights(gan, W, name)               # shipped: the GAN-trained generator
     install_weights(noadv, V, name, "-noadv")   # kept for the benchmark's comparison

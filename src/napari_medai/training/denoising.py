@@ -15,7 +15,6 @@ share the warm-up and differ only in the adversarial phase.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.registry import sha256_of
 from .checkpoint import settings_changes
 
 MODEL_NAMES = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
@@ -40,10 +40,6 @@ _STATE_KEYS = ("step", "gen", "disc", "opt_g", "opt_d", "history", "elapsed")
 
 def _lr_at(step: int, steps: int, lr: float) -> float:
     return lr / 100 + 0.5 * (lr - lr / 100) * (1 + math.cos(math.pi * min(step, steps) / steps))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _load_data(modality: str, seed: int, out_dir: Path, log):
@@ -319,7 +315,8 @@ def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str
     if modality == "CT":
         lo, hi = dd.CT_HU_RANGE
         intensity = ct_window_card(lo, hi, clip=False)
-        data = (f"pydicom-data CT slices {list(dd.PYDICOM_DATA_CT)} and phantom seeds {list(dd.PHANTOM_SEEDS)} "
+        data = (f"pydicom-data CT slices {list(dd.PYDICOM_DATA_CT)}, every slice of pyradiomics 3.0.1's lung2 chest CT "
+                f"and phantom seeds {list(dd.PHANTOM_SEEDS)} "
                 f"with simulate_low_dose at {dd.CT_PHOTONS_RANGE[0]:.0e}-{dd.CT_PHOTONS_RANGE[1]:.0e} photons/ray; never lung1")
     else:
         # Training scaled each volume by its 99th percentile (background is 0, the lower end).
@@ -341,7 +338,7 @@ def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str
         "in_channels": gen_kwargs.get("in_channels", 1), "out_channels": 1, "classes": [], "intensity": intensity,
         "network": {"name": "napari_medai.models.denoising_nets.ResidualDenoiser", "kwargs": kwargs},
         # The network itself returns input - noise: its output is already the image.
-        "output": "identity", "weights": Path(weights).name, "sha256": _sha256(weights),
+        "output": "identity", "weights": Path(weights).name, "sha256": sha256_of(weights),
         "train_command": train_command, "training": {**training, "data": data}, "scores": {}, "extra": {},
     }
     ModelCard.from_dict(card)  # fail here, not at load time, if the card is invalid
@@ -359,7 +356,7 @@ def install_weights(run_dir, dest_dir, name: str, suffix: str = "") -> Path:
     card = json.loads((run_dir / f"{name}.json").read_text())
     weights = dest_dir / f"{name}{suffix}.pt"
     shutil.copy2(run_dir / f"{name}.pt", weights)
-    card.update(name=f"{name}{suffix}", weights=weights.name, sha256=_sha256(weights))
+    card.update(name=f"{name}{suffix}", weights=weights.name, sha256=sha256_of(weights))
     path = dest_dir / f"{name}{suffix}.json"
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
