@@ -253,9 +253,9 @@ def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None
     if components:
         from .components import keep_largest_components
 
-        # On real CT the network also calls stomach gas or a soft-tissue blob (the chin at the
-        # thoracic inlet) lung or nodule; a candidate there then "reached" the field it made
-        # itself (lung2: 4 of 26 findings scoring >= 0.5, docs/detection.md).
+        # On real CT the network also calls small pieces outside the lungs lung (stomach gas,
+        # specks by the chin at the thoracic inlet), and a candidate beside them "reached" the
+        # lung field (lung2: 4 of 26 findings scoring >= 0.5, docs/detection.md).
         field = keep_largest_components(field, int(components))
     return field
 
