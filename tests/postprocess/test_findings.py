@@ -173,9 +173,9 @@ def test_discs_measure_their_diameter_and_a_lone_pixel_one_pixel():
 
 
 def test_a_blob_that_makes_its_own_field_is_no_finding_when_only_the_lungs_count():
-    """Real CT (lung2): the network calls a soft-tissue blob outside the lungs 'nodule', so the
-    organ field (lung + nodule probability) held the blob and the blob reached it. Keeping the
-    field's two largest components (the lungs) drops it and keeps the nodule in a lung."""
+    """A piece of organ field outside the lungs (here the blob's own nodule probability; on the
+    real lung2, small pieces the network called lung) let a candidate pass. Keeping the field's
+    two largest components (the lungs) drops it and keeps the nodule in a lung."""
     from napari_medai.postprocess.findings import card_field
 
     spacing = (2.0, 1.0, 1.0)
