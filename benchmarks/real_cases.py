@@ -8,14 +8,17 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("lung1", "lung2")
 
 
+@functools.lru_cache(maxsize=2)  # each model of a benchmark runs on the same case: read it once
 def real_case(name: str):
-    """(volume, spacing, affine or None, truth mask) of real annotated CT ``name``."""
+    """(volume, spacing, affine or None, truth mask) of real annotated CT ``name`` (read-only:
+    every caller shares the arrays)."""
     if name == "lung1":
         from napari_medai.io import read_volume
 
@@ -24,7 +27,7 @@ def real_case(name: str):
         return ct.data, ct.spacing, ct.affine, truth
     if name != "lung2":
         raise ValueError(f"unknown real case {name!r}: one of {CASES}")
-    from napari_medai.training.real_ct import lung2_ct, lung2_label
+    from napari_medai.training.real_ct import lung2_with_label
 
-    hu, spacing = lung2_ct()
-    return hu, spacing, None, lung2_label() > 0
+    hu, spacing, label = lung2_with_label()
+    return hu, spacing, None, label > 0

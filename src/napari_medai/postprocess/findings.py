@@ -248,7 +248,7 @@ def organ_field(probs: np.ndarray, within, channel: int, body: np.ndarray | None
         total = int(np.count_nonzero(field))
         # on a crop of a lung the body mask misses most of it: restricted, the field dropped
         # candidates inside the lung
-        if not (total and (total - int(np.count_nonzero(inside))) / total > ORGAN_MAX_LOSS):
+        if total == 0 or (total - int(np.count_nonzero(inside))) / total <= ORGAN_MAX_LOSS:
             field = inside
     if components:
         from .components import keep_largest_components

@@ -138,6 +138,13 @@ def mr_source(split: str, reach: int = MR_MAX_REACH, colin_share=MR_COLIN_SHARE)
     return MRSource([colin], [(0, z) for z in range(lo, hi)])
 
 
+def _clip_hu(hu: np.ndarray) -> np.ndarray:
+    """Real CT clipped to what denoise() takes in (air) and the low-dose simulation's ceiling."""
+    from ..phantoms.lowdose import HU_MAX
+
+    return np.clip(hu, INPUT_FLOOR["CT"], HU_MAX)
+
+
 def _pydicom_data_ct() -> list[tuple[np.ndarray, float]]:
     """(HU slice clipped to air, pixel mm) for the real CT slices of pydicom-data."""
     import pydicom
@@ -152,7 +159,7 @@ def _pydicom_data_ct() -> list[tuple[np.ndarray, float]]:
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         # Outside the scan field these files hold -3024 HU padding: that is air (denoise() clips
         # its input at the same floor).
-        out.append((np.clip(hu, INPUT_FLOOR["CT"], 3071).astype(np.int16), float(ds.PixelSpacing[0])))
+        out.append((_clip_hu(hu).astype(np.int16), float(ds.PixelSpacing[0])))
     return out
 
 
@@ -182,7 +189,7 @@ def _lung2_ct() -> list[tuple[np.ndarray, float]]:
     from .real_ct import lung2_ct
 
     hu, spacing = lung2_ct()
-    return [(np.clip(s, INPUT_FLOOR["CT"], 3071), spacing[1]) for s in hu]
+    return [(_clip_hu(s), spacing[1]) for s in hu]
 
 
 def ct_pairs(seed: int = 0, realisations: int = CT_REALISATIONS[0],

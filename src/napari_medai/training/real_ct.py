@@ -36,8 +36,7 @@ LUNG2_LABEL_MEMBER = "pyradiomics-3.0.1/data/lung2_label.nrrd"
 def cache_dir() -> Path:
     """Where fetched training data is kept: ``$NAPARI_MEDAI_CACHE``, else ``~/.cache/napari-medai``."""
     env = os.environ.get("NAPARI_MEDAI_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-medai"
-    return base
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-medai"
 
 
 def pyradiomics_sdist(folder: Path | None = None, download: bool = True) -> Path:
@@ -80,18 +79,20 @@ def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.ascontiguousarray(data.transpose(2, 1, 0)), tuple(float(s) for s in spacing[::-1])
 
 
-def _member(name: str, folder, download) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _members(names, folder, download) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
+    """The NRRD volumes ``names`` of the archive: one checksum and one pass through the gzip."""
     with tarfile.open(pyradiomics_sdist(folder, download)) as tar:
-        raw = tar.extractfile(name).read()
-    return read_nrrd_volume(io.BytesIO(raw))
+        raws = [tar.extractfile(name).read() for name in names]
+    return [read_nrrd_volume(io.BytesIO(raw)) for raw in raws]
 
 
 def lung2_ct(folder: Path | None = None, download: bool = True) -> tuple[np.ndarray, tuple[float, float, float]]:
     """pyradiomics' ``lung2`` chest CT as (int16 HU (z, y, x), spacing (z, y, x) mm)."""
-    hu, spacing = _member(LUNG2_MEMBER, folder, download)
+    (hu, spacing), = _members([LUNG2_MEMBER], folder, download)
     return hu.astype(np.int16), spacing
 
 
-def lung2_label(folder: Path | None = None, download: bool = True) -> np.ndarray:
-    """The tumour outlined on ``lung2`` (uint8 (z, y, x), 1 inside): for benchmarks only."""
-    return _member(LUNG2_LABEL_MEMBER, folder, download)[0].astype(np.uint8)
+def lung2_with_label(folder: Path | None = None, download: bool = True):
+    """(int16 HU, spacing, uint8 tumour mask (z, y, x), 1 inside) of ``lung2``: for benchmarks only."""
+    (hu, spacing), (label, _) = _members([LUNG2_MEMBER, LUNG2_LABEL_MEMBER], folder, download)
+    return hu.astype(np.int16), spacing, label.astype(np.uint8)
