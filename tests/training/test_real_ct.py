@@ -15,10 +15,10 @@ from napari_medai.training import real_ct
 nrrd = pytest.importorskip("nrrd")
 
 
-def _nrrd_bytes(data_xyz: np.ndarray, spacing_xyz) -> bytes:
+def _nrrd_bytes(data_xyz: np.ndarray, spacing_xyz, directions=None, space="left-posterior-superior") -> bytes:
     """A gzip NRRD file's bytes (pynrrd writes to a file name only)."""
-    header = {"space": "left-posterior-superior", "space directions": np.diag(spacing_xyz).tolist(),
-              "encoding": "gzip"}
+    header = {"space": space, "encoding": "gzip",
+              "space directions": (np.diag(spacing_xyz) if directions is None else np.asarray(directions)).tolist()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "v.nrrd"
         nrrd.write(str(path), data_xyz, header)
@@ -31,6 +31,17 @@ def test_read_nrrd_volume_returns_zyx_and_spacing_in_that_order():
     assert vol.shape == (2, 3, 4)
     assert spacing == pytest.approx((5.0, 0.7, 0.6))
     assert vol[1, 2, 3] == data[3, 2, 1]
+
+
+@pytest.mark.parametrize("directions, space", [
+    ([[0.6, 0, 0], [0, -0.7, 0], [0, 0, 5.0]], "left-posterior-superior"),  # y flipped
+    ([[0.6, 0.1, 0], [-0.1, 0.6, 0], [0, 0, 5.0]], "left-posterior-superior"),  # oblique
+    ([[0.6, 0, 0], [0, 0.7, 0], [0, 0, 5.0]], "right-anterior-superior"),
+])
+def test_read_nrrd_volume_refuses_other_orientations(directions, space):
+    data = np.zeros((4, 3, 2), np.int16)
+    with pytest.raises(InputError, match="reorient"):
+        real_ct.read_nrrd_volume(io.BytesIO(_nrrd_bytes(data, None, directions, space)))
 
 
 def test_read_nrrd_volume_refuses_2d():

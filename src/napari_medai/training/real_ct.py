@@ -64,7 +64,10 @@ def pyradiomics_sdist(folder: Path | None = None, download: bool = True) -> Path
 
 
 def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """(volume (z, y, x), spacing (z, y, x) mm) of a 3D NRRD with axis-aligned space directions."""
+    """(volume (z, y, x), spacing (z, y, x) mm) of a 3D NRRD whose axes run along +x, +y, +z of
+    left-posterior-superior space (pyradiomics' lung1 and lung2 do).  Any other layout (oblique,
+    flipped or another space) is refused: the array would reach the models in another
+    orientation than the scans they are measured on, and this reader does not resample."""
     try:
         import nrrd
     except ImportError as exc:
@@ -75,6 +78,11 @@ def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
         raise InputError(f"expected a 3D NRRD volume, got {data.ndim} dimensions")
     directions = np.asarray(header["space directions"], dtype=float)
     spacing = np.linalg.norm(directions, axis=1)  # per file axis (x, y, z)
+    space = header.get("space", "left-posterior-superior")
+    if space != "left-posterior-superior" or not np.allclose(directions, np.diag(spacing)):
+        raise InputError(f"expected a NRRD volume whose axes run along +x, +y, +z of left-posterior-superior "
+                         f"space; this one's space is {space!r} with directions {directions.tolist()}: "
+                         "reorient it first")
     # NRRD's first axis varies fastest (x); the project works in (z, y, x).
     return np.ascontiguousarray(data.transpose(2, 1, 0)), tuple(float(s) for s in spacing[::-1])
 
