@@ -268,6 +268,15 @@ def main(argv=None):
     parser.add_argument("--candidate", action="append", default=[], metavar="CARD.json",
                         help="also score this model card (e.g. runs/NAME/ct-lowdose-denoising.json) in the same run")
     args = parser.parse_args(argv)
+    # a candidate is scored on the sets of its own modality only: one that none of the chosen sets
+    # can score would be left out without a word
+    from napari_medai.models import load_card
+
+    kinds = {"MR" if name.startswith("mr") else "CT" for name in args.sets.split(",")}
+    for path in args.candidate:
+        if load_card(path).modality not in kinds:
+            parser.error(f"--candidate {path} is a {load_card(path).modality} model, and no set in --sets "
+                         f"{args.sets} is {load_card(path).modality}")
 
     import torch
 
