@@ -13,6 +13,8 @@ Prints, in one run:
     .venv/bin/python benchmarks/bench_segmentation.py            # full run (~15-25 min on 2 cores)
     .venv/bin/python benchmarks/bench_segmentation.py --quick    # 3 small phantoms, no big volume
     .venv/bin/python benchmarks/bench_segmentation.py --real-only --lung2   # lung1 and the second real CT
+    .venv/bin/python benchmarks/bench_segmentation.py --no-big --compare chest-ct-lung-nodule-edges
+        # a second card scored on the same scans (one network run where both share weights and mirroring)
 """
 
 from __future__ import annotations
@@ -58,35 +60,59 @@ def _summ(values):
     return f"{v.mean():.3f} ± {v.std():.3f} (n={len(v)})" if len(v) else "n/a"
 
 
-def phantom_scores(model_name, seeds, quick, settings):
-    from napari_medai.api import segment
+def _run_key(card, settings) -> str:
+    """What decides a card's network output: two cards with the same key share one run."""
+    extra = card.extra
+    tta = extra.get("tta", "off") if settings.tta == "auto" else settings.tta
+    return json.dumps([card.sha256, card.weights, list(card.spacing), list(card.roi_size), card.intensity, tta,
+                       extra.get("focus_probability")], sort_keys=True, default=str)
+
+
+def segment_cards(volume, spacing, names, settings) -> list[np.ndarray]:
+    """Each named model's labels for ``volume``; cards that share weights and mirroring (a
+    variant's clean-up) share one network run, so their difference is the clean-up alone."""
+    from napari_medai.api import first_segmentation, finish_segmentation
+    from napari_medai.inference import run_model
+    from napari_medai.models import load_model
+
+    runs, out = {}, []
+    for name in names:
+        loaded = load_model(name)
+        key = _run_key(loaded.card, settings)
+        if key not in runs:
+            runs[key] = first_segmentation(loaded.card, run_model(loaded, volume, spacing, settings))
+        out.append(finish_segmentation(loaded, runs[key], volume, spacing, settings=settings).labels)
+    return out
+
+
+def phantom_scores(model_name, seeds, quick, settings, compare=None):
     from napari_medai.metrics import dice_hd95
     from napari_medai.training.phantom_dataset import phantom_for
     from napari_medai.training.seg_data import chest_targets
 
-    rows = {"model": [], "classical": []}
-    found = {"model": [], "classical": []}
+    methods = ["model", "classical"] + (["compare"] if compare else [])
+    rows = {m: [] for m in methods}
+    found = {m: [] for m in methods}
     t_model = t_base = 0.0
     for seed in seeds:
         ph = phantom_for(seed, max_shape=QUICK_SHAPE if quick else None)
         shape, spacing = ph.hu.shape, ph.spacing
         ref = chest_targets(ph.labels)
         t = time.perf_counter()
-        pred = segment(ph.hu, spacing, model=model_name, settings=settings).labels
+        preds = dict(zip(["model", "compare"], segment_cards(ph.hu, spacing, [model_name, compare][:len(methods) - 1],
+                                                             settings)))
         t_model += time.perf_counter() - t
         t = time.perf_counter()
-        base = classical_segmentation(ph.hu, spacing)
+        preds["classical"] = classical_segmentation(ph.hu, spacing)
         t_base += time.perf_counter() - t
         # Scans without nodules: nodule Dice is only defined where there is a nodule.
         classes = CLASSES if (ref == 2).any() else {1: "lung"}
-        rows["model"].append(dice_hd95(pred, ref, classes, spacing))
-        rows["classical"].append(dice_hd95(base, ref, classes, spacing))
-        found["model"] += nodules_found(pred, ref, spacing)
-        found["classical"] += nodules_found(base, ref, spacing)
-        print(f"  seed {seed} {shape} {spacing}: model lung {rows['model'][-1]['lung']['dice']:.3f} "
-              f"nodule {rows['model'][-1].get('nodule', {}).get('dice', float('nan')):.3f} | classical lung "
-              f"{rows['classical'][-1]['lung']['dice']:.3f} nodule "
-              f"{rows['classical'][-1].get('nodule', {}).get('dice', float('nan')):.3f}", flush=True)
+        for m in methods:
+            rows[m].append(dice_hd95(preds[m], ref, classes, spacing))
+            found[m] += nodules_found(preds[m], ref, spacing)
+        print(f"  seed {seed} {shape} {spacing}: " + " | ".join(
+            f"{m} lung {rows[m][-1]['lung']['dice']:.3f} nodule "
+            f"{rows[m][-1].get('nodule', {}).get('dice', float('nan')):.3f}" for m in methods), flush=True)
     out = {}
     for method, res in rows.items():
         out[method] = {}
@@ -100,23 +126,22 @@ def phantom_scores(model_name, seeds, quick, settings):
     return out
 
 
-def real_scores(model_name, settings, png: Path | None, case="lung1"):
-    from napari_medai.api import segment
-
+def real_scores(model_name, settings, png: Path | None, case="lung1", compare=None):
+    """The model's (and ``compare``'s, under "compare") nodule Dice and volumes on a real CT."""
     from real_cases import real_case
 
     volume, spacing, _, ref = real_case(case)
-    res = segment(volume, spacing, model=model_name, settings=settings)
-    nod = res.labels == 2
-    dice = 2 * (nod & ref).sum() / max(1, nod.sum() + ref.sum())
+    labels = segment_cards(volume, spacing, [model_name] + ([compare] if compare else []), settings)
     base = classical_segmentation(volume, spacing) == 2
     dice_base = 2 * (base & ref).sum() / max(1, base.sum() + ref.sum())
     if png is not None:
-        _overlay_png(volume, res.labels, ref, spacing, png)
-    return {"nodule_dice": float(dice), "classical_nodule_dice": float(dice_base),
-            "predicted_nodule_ml": float(nod.sum() * np.prod(spacing) / 1000),
+        _overlay_png(volume, labels[0], ref, spacing, png)
+    out = [{"nodule_dice": float(2 * ((lab == 2) & ref).sum() / max(1, (lab == 2).sum() + ref.sum())),
+            "classical_nodule_dice": float(dice_base),
+            "predicted_nodule_ml": float((lab == 2).sum() * np.prod(spacing) / 1000),
             "reference_nodule_ml": float(ref.sum() * np.prod(spacing) / 1000),
-            "lung_ml": float((res.labels == 1).sum() * np.prod(spacing) / 1000)}
+            "lung_ml": float((lab == 1).sum() * np.prod(spacing) / 1000)} for lab in labels]
+    return {**out[0], "compare": out[1]} if compare else out[0]
 
 
 def _overlay_png(hu, labels, ref, spacing, path: Path):
@@ -195,6 +220,8 @@ def main():
     ap.add_argument("--tta", default="auto", choices=("auto", "off", "mirror-lesions", "mirror"),
                     help="test-time mirroring for the phantoms and lung1 (default: the card's)")
     ap.add_argument("--real-only", action="store_true", help="only the real CTs: no phantoms, no big volume")
+    ap.add_argument("--compare", metavar="MODEL",
+                    help="also score this model on the same scans (a variant card: one shared network run)")
     ap.add_argument("--lung2", action="store_true",
                     help="also score pyradiomics' lung2 CT's tumour (fetched with pip on first use; needs pynrrd)")
     args = ap.parse_args()
@@ -216,14 +243,17 @@ def main():
 def phantoms_and_lung1(args, seeds, settings):
     if not args.real_only:
         print(f"== held-out phantoms: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} scans)")
-        ph = phantom_scores(args.model, seeds, args.quick, settings)
+        ph = phantom_scores(args.model, seeds, args.quick, settings, args.compare)
+        methods = ("model", "classical") + (("compare",) if args.compare else ())
+        if args.compare:
+            print(f"compare = {args.compare}")
         print(f"{'method':<11}{'lung Dice':<26}{'lung HD95 mm':<26}{'nodule Dice':<26}{'nodule HD95 mm':<26}")
-        for m in ("model", "classical"):
+        for m in methods:
             r = ph[m]
             print(f"{m:<11}{r['lung']['dice_txt']:<26}{r['lung']['hd95_txt']:<26}{r['nodule']['dice_txt']:<26}"
                   f"{r['nodule']['hd95_txt']:<26}")
         print("nodules found (any voxel labelled nodule), by equivalent diameter:")
-        for m in ("model", "classical"):
+        for m in methods:
             print(f"  {m:<10} {_recall_by_size(ph['found'][m])}")
         print(f"time: model {ph['time_s']['model']:.1f} s, classical {ph['time_s']['classical']:.1f} s "
               "(goal: lung Dice >= 0.97, nodule Dice >= 0.80)")
@@ -231,16 +261,24 @@ def phantoms_and_lung1(args, seeds, settings):
     # each model its own overlay: a variant's run must not replace the shipped model's figure
     suffix = "" if args.model == "chest-ct-lung-nodule" else f"_{Path(args.model).stem}"
     png = ROOT / "docs" / "images" / f"segmentation_lung1{suffix}.png"
-    l1 = real_scores(args.model, settings, None if args.quick else png)
+    l1 = real_scores(args.model, settings, None if args.quick else png, compare=args.compare)
     print(f"nodule Dice {l1['nodule_dice']:.3f} (goal >= 0.70; classical {l1['classical_nodule_dice']:.3f}); "
           f"nodule {l1['predicted_nodule_ml']:.2f} mL vs reference {l1['reference_nodule_ml']:.2f} mL; "
           f"lungs {l1['lung_ml']:.0f} mL" + ("" if args.quick else f"; overlay {png.relative_to(ROOT)}"))
+    if args.compare:
+        c = l1["compare"]
+        print(f"  compare {args.compare}: nodule Dice {c['nodule_dice']:.3f}; nodule {c['predicted_nodule_ml']:.2f} mL; "
+              f"lungs {c['lung_ml']:.0f} mL")
     if args.lung2:
         print("== real CT lung2 (test only: a 48 mL tumour, larger than the 3-30 mm nodules trained on)")
-        l2 = real_scores(args.model, settings, None, "lung2")
+        l2 = real_scores(args.model, settings, None, "lung2", compare=args.compare)
         print(f"tumour Dice {l2['nodule_dice']:.3f} (classical {l2['classical_nodule_dice']:.3f}); "
               f"nodule label {l2['predicted_nodule_ml']:.2f} mL vs reference {l2['reference_nodule_ml']:.2f} mL; "
               f"lungs {l2['lung_ml']:.0f} mL")
+        if args.compare:
+            c = l2["compare"]
+            print(f"  compare {args.compare}: tumour Dice {c['nodule_dice']:.3f}; nodule label "
+                  f"{c['predicted_nodule_ml']:.2f} mL; lungs {c['lung_ml']:.0f} mL")
 
 
 def big_volume(args):

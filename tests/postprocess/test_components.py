@@ -81,6 +81,34 @@ def test_relabel_above_only_below_one_half():
     assert lab[1] == 1  # input untouched
 
 
+def test_a_lower_threshold_with_a_confidence_level_grows_only_confident_components():
+    from napari_medai.postprocess.components import confident_components, relabel_above
+
+    lab = np.zeros((1, 1, 9), np.uint8)
+    lab[0, 0, 1] = 2  # a nodule the network is sure of (p 0.99)
+    lab[0, 0, 6] = 2  # an unsure one (p 0.6): the argmax made it a nodule, the level does not
+    prob = np.array([[[0.3, 0.99, 0.35, 0.0, 0.0, 0.3, 0.6, 0.4, 0.0]]], np.float32)
+    np.testing.assert_array_equal(confident_components(prob >= 0.3, prob, 0.9)[0, 0],
+                                  [1, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.3, confident=0.9)[0, 0],
+                                  [2, 2, 2, 0, 0, 0, 2, 0, 0])
+    # without the level both grow; with a level no component reaches, only the argmax stays
+    np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.3)[0, 0], [2, 2, 2, 0, 0, 2, 2, 2, 0])
+    np.testing.assert_array_equal(relabel_above(lab, prob, 2, 0.3, confident=0.999), lab)
+    assert not confident_components(np.zeros((2, 2, 2), bool), np.ones((2, 2, 2)), 0.5).any()
+
+
+@pytest.mark.parametrize("level", ["0.9", 0.0, 1.5, True])
+def test_a_confidence_level_that_is_no_probability_is_refused(level):
+    from napari_medai.errors import ModelError
+    from napari_medai.postprocess.components import clean_with_card
+
+    labels = np.ones((4, 4, 4), np.uint8)
+    with pytest.raises(ModelError, match="lesion_confident"):
+        clean_with_card(labels, np.zeros(labels.shape, np.float32), (1, 1, 1),
+                        {"lesions": [2], "lesion_threshold": 0.3, "lesion_confident": level})
+
+
 def _merge_scene():
     """Lung (1) everywhere; first-pass nodules A (confirmed), B (a vessel: rejected) and C (no
     candidate there); candidates 1 on A, 2 on B, 3 a small nodule the first pass missed, 4 a

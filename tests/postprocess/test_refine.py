@@ -114,6 +114,34 @@ def _finding_of(mask, score=0.9):
     return measure_finding(mask[box].astype(np.float32) * score, box, score, SPACING, np.diag([*SPACING, 1.0]))
 
 
+def test_only_components_holding_a_marked_voxel_are_refined():
+    image, labels, truth = _scene()
+    labels[0:2, 0:3, 0:3] = NODULE  # a second, tiny component in lung far from the nodule
+    image[0:3, 0:4, 0:4] = 30.0  # brighter than what was drawn: refinement would grow it
+    only = np.zeros(labels.shape, bool)
+    only[10, 20, 20] = True  # the nodule's centre
+    out = refine_lesion_edges(labels, image, SPACING, NODULE, hosts=(LUNG,), reach_mm=3.0, only=only)
+    assert np.array_equal(out[5:] == NODULE, truth[5:])  # the nodule moved to its contour
+    assert np.array_equal(out[:3, :5, :5], labels[:3, :5, :5])  # the unmarked one did not
+    grown = refine_lesion_edges(labels, image, SPACING, NODULE, hosts=(LUNG,), reach_mm=3.0)
+    assert (grown[:3, :5, :5] == NODULE).sum() > (labels[:3, :5, :5] == NODULE).sum()
+
+
+def test_the_cards_confidence_level_limits_the_refinement_to_sure_components():
+    image, labels, truth = _scene()
+    labels[0:2, 0:3, 0:3] = NODULE
+    image[0:3, 0:4, 0:4] = 30.0
+    prob = np.where(labels == NODULE, 0.6, 0.0).astype(np.float32)
+    prob[10, 20, 20] = 1.0
+    extra = {"lesions": [NODULE], "lesion_hosts": [LUNG], "lesion_confident": 0.99,
+             "lesion_refine": {"reach_mm": 3.0, "level": 0.5}}
+    out = clean_with_card(labels, prob, SPACING, extra, image=image)
+    assert np.array_equal(out[5:] == NODULE, truth[5:])
+    assert np.array_equal(out[:3, :5, :5], labels[:3, :5, :5])
+    free = clean_with_card(labels, prob, SPACING, extra, image=image, lesion_confident=False)
+    assert (free[:3, :5, :5] == NODULE).sum() > (labels[:3, :5, :5] == NODULE).sum()
+
+
 def test_a_finding_drawn_too_small_is_remeasured_on_the_refined_mask():
     from napari_medai.postprocess.findings import lung_rads_category
     from napari_medai.postprocess.refine import refine_findings

@@ -106,3 +106,57 @@ def test_unknown_mirroring_choices_are_refused_before_any_phantom(monkeypatch):
     for mirroring in (("off", "auto"), ()):
         with pytest.raises(InputError, match="mirroring choices"):
             fit_lesion_threshold("chest-ct-lung-nodule", [2000], install=False, mirroring=mirroring)
+
+
+def test_the_highest_confidence_level_within_the_margin_is_chosen():
+    from napari_medai.training.lesion_threshold import choose_confidence
+
+    assert choose_confidence({None: 0.5477, 0.9: 0.5600, 0.99: 0.5590}) == 0.99
+    assert choose_confidence({None: 0.5477, 0.9: 0.5600, 0.99: 0.5500}) == 0.9
+    assert choose_confidence({None: 0.5700, 0.9: 0.5600, 0.99: 0.5500}) is None
+    assert choose_confidence({None: 0.5, 0.9: 0.5}) == 0.9  # as good: the stricter rule
+    assert choose_confidence({None: float("nan")}) is None
+
+
+def test_the_fit_scores_confidence_levels_when_asked(tmp_path, monkeypatch):
+    from fixed_rule_models import install, segmentation_card
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import THRESHOLDS, fit_lesion_threshold
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: make_chest_ct(
+        seed, n_nodules=2, shape=(24, 96, 96), spacing=(2.5, 1.6, 1.6)))
+    model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
+    fit = fit_lesion_threshold(str(model), [1], log=lambda _: None, install=False, mirroring=("off",),
+                               reaches=(1.0,), confidences=(0.9,))
+    by_gate = fit["confident_means"]["off"]
+    assert set(by_gate) == {None, 0.9}
+    assert all(set(by_reach) == {None, 1.0} and all(set(m) == set(THRESHOLDS) for m in by_reach.values())
+               for by_reach in by_gate.values())
+    assert fit["confident"] in (None, 0.9)
+
+
+def test_the_cards_command_repeats_the_options_of_the_fit():
+    from napari_medai.training.lesion_threshold import CONFIDENCES, REACHES_MM, THRESHOLDS, fit_command
+
+    assert fit_command("m", ("off", "mirror-lesions"), REACHES_MM, (), THRESHOLDS, "m-edges") == (
+        "medai train lesion-threshold --model m --try-refinement --install-as m-edges")
+    assert fit_command("m", ("mirror-lesions",), REACHES_MM, CONFIDENCES, (0.5,)) == (
+        "medai train lesion-threshold --model m --mirroring mirror-lesions --thresholds 0.5 --try-refinement "
+        "--try-confidence")
+
+
+@pytest.mark.parametrize("thresholds", [(), (0.6,), (0.0,), (0.5, -0.1)])
+def test_thresholds_outside_zero_to_one_half_are_refused_before_any_phantom(thresholds, tmp_path, monkeypatch):
+    from fixed_rule_models import install, segmentation_card
+    from napari_medai.errors import InputError
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import fit_lesion_threshold
+
+    def no_phantom(*_, **__):
+        raise AssertionError("a phantom was made")
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", no_phantom)
+    model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
+    with pytest.raises(InputError, match=r"\(0, 0.5\]"):
+        fit_lesion_threshold(str(model), [1], log=lambda _: None, install=False, thresholds=thresholds)

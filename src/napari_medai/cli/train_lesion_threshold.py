@@ -14,7 +14,10 @@ def add_parser(sub) -> None:
         "for each threshold in 0.5 (argmax only) ... 0.1 with the card's post-processing, and writes the best "
         "pair into the card (mirroring, up to 4x the inference time, only where it gains 0.005 in mean Dice). "
         "With --try-refinement each is also scored with the lesion edges moved to the image's half-maximum "
-        "contour within 1, 1.5 and 2 mm (extra.lesion_refine), switched on only where it gains 0.005.",
+        "contour within 1, 1.5 and 2 mm (extra.lesion_refine), switched on only where it gains 0.005. "
+        "With --try-confidence, the lower threshold and the refinement are also scored limited to components "
+        "whose peak probability reaches 0.9 or 0.99 (extra.lesion_confident); the highest level within 0.005 "
+        "of the best is taken.",
     )
     p.add_argument("--model", default="chest-ct-lung-nodule", help="built-in segmentation model")
     p.add_argument("--seeds", type=int, nargs=2, default=(2000, 2012), metavar=("FIRST", "STOP"),
@@ -25,6 +28,11 @@ def add_parser(sub) -> None:
                    "the windows where the plain run sees a possible lesion; mirror mirrors every window)")
     p.add_argument("--try-refinement", action="store_true",
                    help="also score edge refinement (postprocess.refine) at 1, 1.5 and 2 mm")
+    p.add_argument("--thresholds", type=float, nargs="+", metavar="P",
+                   help="lesion thresholds to try, each in (0, 0.5] (default 0.5 0.4 0.3 0.2 0.15 0.1; 0.5 alone keeps "
+                   "the argmax and fits only mirroring, refinement and confidence)")
+    p.add_argument("--try-confidence", action="store_true",
+                   help="also score limiting the lower threshold and refinement to components reaching p 0.9 or 0.99")
     p.add_argument("--install-as", metavar="NAME",
                    help="write the result as a new built-in card NAME for the same weights, not over the model's own")
     p.add_argument("--dry-run", action="store_true", help="print the scores, leave the card as it is")
@@ -34,7 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..training.lesion_threshold import REACHES_MM, fit_lesion_threshold
+    from ..training.lesion_threshold import CONFIDENCES, REACHES_MM, THRESHOLDS, fit_lesion_threshold
 
     from ._common import check_device, check_install_as, check_seeds
 
@@ -45,5 +53,7 @@ def run(args) -> int:
     check_install_as(args, replace=args.replace or args.dry_run, weights=False)
     fit_lesion_threshold(args.model, list(range(*args.seeds)), install=not args.dry_run,
                          mirroring=tuple(args.mirroring), reaches=REACHES_MM if args.try_refinement else (),
-                         install_as=args.install_as, device=args.device)
+                         install_as=args.install_as, device=args.device,
+                         confidences=CONFIDENCES if args.try_confidence else (),
+                         thresholds=tuple(args.thresholds) if args.thresholds else THRESHOLDS)
     return 0

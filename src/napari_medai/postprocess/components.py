@@ -77,7 +77,8 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
 
 def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: float | None = None,
                     lesion_threshold: float | None = None, image: np.ndarray | None = None,
-                    body: np.ndarray | None = None, lesion_refine: dict | bool | None = None) -> np.ndarray:
+                    body: np.ndarray | None = None, lesion_refine: dict | bool | None = None,
+                    lesion_confident: float | bool | None = None) -> np.ndarray:
     """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
     argmax ``labels``; ``lesion_prob`` is the probability of the card's first lesion class
     (only that channel: callers need not keep every class in memory; None without one).
@@ -86,12 +87,19 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
     passes its body mask instead (callers cleaning one scan several times compute it once).
     ``extra["lesion_refine"]`` (``{"reach_mm", "level"}``, see ``postprocess.refine``) moves the
     first lesion class's edges to the image's half-maximum contour; it needs ``image``.
-    ``lesion_refine``: None takes the card's, False turns it off, a dict replaces it."""
+    ``lesion_refine``: None takes the card's, False turns it off, a dict replaces it.
+    ``extra["lesion_confident"]`` (a probability q) limits both the lower threshold and the
+    refinement to lesion components that hold a voxel of probability >= q: a component the
+    network is unsure of everywhere keeps its argmax outline.  ``lesion_confident``: None takes
+    the card's, False turns it off, a number replaces it."""
     lesions = tuple(int(i) for i in extra.get("lesions", ()))
     if lesion_threshold is None:
         lesion_threshold = extra.get("lesion_threshold")
+    if lesion_confident is None:
+        lesion_confident = extra.get("lesion_confident")
+    confident = _confidence_level(lesion_confident) if lesion_prob is not None else None
     if lesions and lesion_threshold is not None and lesion_prob is not None:
-        labels = relabel_above(labels, lesion_prob, lesions[0], float(lesion_threshold))
+        labels = relabel_above(labels, lesion_prob, lesions[0], float(lesion_threshold), confident)
     inside = inside_body_classes(extra)
     if inside and (image is not None or body is not None):
         labels = _inside_body(labels, image, spacing, inside, lesions, body)
@@ -110,8 +118,22 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
     if lesions and lesion_refine and image is not None:
         from .refine import refine_lesion_edges
 
-        labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine)
+        only = lesion_prob >= confident if confident is not None else None
+        labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine, only=only)
     return labels
+
+
+def _confidence_level(value) -> float | None:
+    """``lesion_confident`` as a probability in (0, 1], or None (off); anything else is refused
+    (a card is a text file: a typo must not silently turn the limit off)."""
+    if value is None or value is False:
+        return None
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not number or not 0.0 < float(value) <= 1.0:
+        from ..errors import ModelError
+
+        raise ModelError(f"lesion_confident must be a probability in (0, 1] (or false: off), got {value!r}")
+    return float(value)
 
 
 def inside_body_classes(extra: dict) -> list[int]:
@@ -146,8 +168,11 @@ def _inside_body(labels, image, spacing, classes, lesions, body=None):
     return labels
 
 
-def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: float) -> np.ndarray:
-    """``labels`` with every voxel where ``prob >= threshold`` set to ``cls`` (a new array).
+def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: float,
+                  confident: float | None = None) -> np.ndarray:
+    """``labels`` with every voxel where ``prob >= threshold`` set to ``cls`` (a new array);
+    with ``confident``, only in the components of ``prob >= threshold`` that reach it somewhere
+    (hysteresis: ``confident_components``).
 
     For a rare lesion class the argmax is too strict: a faint nodule can be the likeliest
     lesion voxel at p = 0.3 while background still wins.  At 0.5 or above nothing changes
@@ -155,7 +180,29 @@ def relabel_above(labels: np.ndarray, prob: np.ndarray, cls: int, threshold: flo
     """
     out = np.array(labels, copy=True)
     if threshold < 0.5:
-        out[prob >= threshold] = cls
+        above = prob >= threshold
+        if confident is not None:
+            above = confident_components(above, prob, confident)
+        out[above] = cls
+    return out
+
+
+def confident_components(mask: np.ndarray, prob: np.ndarray, level: float) -> np.ndarray:
+    """The 26-connected components of ``mask`` that hold a voxel of ``prob >= level``.
+
+    Why: on the validation phantoms every true nodule the network finds peaks at p = 1.00,
+    while the components that overlap no nodule peak at 0.50-0.88 (docs/segmentation.md); a
+    rule that enlarges nodules (a lower threshold, edge refinement) should enlarge the former
+    and leave the latter as the argmax drew them."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return out
+    lab, n = ndimage.label(mask[box], structure=_FULL)
+    if n == 0:
+        return out
+    peaks = np.asarray(ndimage.maximum(prob[box], lab, np.arange(1, n + 1)), dtype=float).reshape(n)
+    out[box] = lookup(np.concatenate([[False], peaks >= level]), lab)
     return out
 
 

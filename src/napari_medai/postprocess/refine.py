@@ -31,13 +31,16 @@ HALF_MAXIMUM = 0.5  # the level both fits use: the edge an observer would draw
 
 
 def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: int, hosts=(),
-                        reach_mm: float = 1.5, level: float = HALF_MAXIMUM) -> np.ndarray:
+                        reach_mm: float = 1.5, level: float = HALF_MAXIMUM,
+                        only: np.ndarray | None = None) -> np.ndarray:
     """``labels`` with each ``lesion`` component's edge moved to the ``level`` contour between
     its core (median intensity) and its host (median intensity in a 3-6 mm shell of ``hosts``
     voxels), within ``reach_mm`` of the old edge.  Returns a new array.
 
     ``image`` must lie on the labels' grid (the scan itself); ``spacing`` is (z, y, x) in mm.
-    A component with no host voxels around it, or no contrast to its host, is left as it is.
+    A component with no host voxels around it, or no contrast to its host, is left as it is;
+    with ``only`` (a boolean mask on the same grid), so is every component that holds none of
+    its voxels.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
@@ -53,17 +56,18 @@ def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: 
     # result as on the whole volume, without labelling a 512 x 512 x 300 grid for a few nodules.
     pad = [math.ceil(max(SHELL_MM[1], reach_mm) / s) + 1 for s in spacing]
     crop = tuple(slice(max(b.start - p, 0), b.stop + p) for b, p in zip(found[0], pad))
-    out[crop] = _refine_in(out[crop], np.asarray(image[crop]), spacing, lesion, hosts, reach_mm, level, pad)
+    out[crop] = _refine_in(out[crop], np.asarray(image[crop]), spacing, lesion, hosts, reach_mm, level, pad,
+                           None if only is None else only[crop])
     return out
 
 
-def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad) -> np.ndarray:
+def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad, only=None) -> np.ndarray:
     """``refine_lesion_edges`` on a crop that holds every lesion with its padding."""
     out = np.array(labels, copy=True)
     comps, _ = ndimage.label(labels == lesion, structure=_FULL)
     fill = hosts[0] if hosts else 0
     for k, box in enumerate(ndimage.find_objects(comps), start=1):
-        if box is None:
+        if box is None or (only is not None and not only[box][comps[box] == k].any()):
             continue
         big = tuple(slice(max(b.start - p, 0), b.stop + p) for b, p in zip(box, pad))
         mine = comps[big] == k

@@ -22,6 +22,12 @@ switched on only where it beats the unrefined best by ``MARGIN``; among the reac
 on a scan unlike the validation phantoms).  The shipped ``chest-ct-lung-nodule`` card is fitted
 without it and the variant ``chest-ct-lung-nodule-edges`` with it (``install_as``): on the real
 lung1 CT the refinement lowered the nodule Dice (docs/segmentation.md).
+
+Asked to (``confidences``), each of those is also scored with the lower threshold and the
+refinement limited to components that reach a confidence level q somewhere
+(``extra["lesion_confident"]``); among the levels within ``MARGIN`` of the best, the highest
+is taken (the fewer components a rule enlarges, the less it can enlarge a false positive on a
+scan unlike the phantoms), and None (every component) only where no level comes within it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ import numpy as np
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
 MARGIN = 0.005  # mean Dice a lower threshold must gain to be chosen
 REACHES_MM = (1.0, 1.5, 2.0)  # edge refinement reaches tried (at the half-maximum level)
+# confidence levels tried for limiting the lower threshold and the refinement to components that
+# reach them (``postprocess.components.confident_components``); None: every component
+CONFIDENCES = (0.9, 0.99)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,6 +109,18 @@ def choose_mirroring(best_means: dict[str, float], margin: float = MARGIN) -> st
     return min((m for m, v in mirrored.items() if v >= top - margin), key=MIRRORING_BY_COST.index)
 
 
+def choose_confidence(best_means: dict, margin: float = MARGIN):
+    """``best_means``: {None (every component) or a confidence level: best mean Dice}.  The
+    highest level within ``margin`` of the best; None only where no level comes within it."""
+    scored = {q: m for q, m in best_means.items() if not math.isnan(m)}
+    if not scored:
+        return None
+    top = max(scored.values())
+    near = [q for q, m in scored.items() if m >= top - margin]
+    levels = [q for q in near if q is not None]
+    return max(levels) if levels else None
+
+
 def choose_refinement(best_means: dict, margin: float = MARGIN):
     """``best_means``: {None (no refinement) or reach in mm: best mean Dice}.  The shortest reach
     within ``margin`` of the best, if that best beats no refinement by ``margin``; else None."""
@@ -115,10 +136,12 @@ def choose_refinement(best_means: dict, margin: float = MARGIN):
 
 def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                          mirroring=("off", "mirror-lesions"), reaches=(), install_as: str | None = None,
-                         device: str = "auto") -> dict:
-    """Mean per-scan lesion Dice for each threshold in ``THRESHOLDS``, without and with test-time
+                         device: str = "auto", confidences=(), thresholds=THRESHOLDS) -> dict:
+    """Mean per-scan lesion Dice for each threshold in ``thresholds`` (all of ``THRESHOLDS`` by
+    default; 0.5 alone keeps the argmax), without and with test-time
     mirroring (``mirroring``: the choices to try), each also with edge refinement at each of
-    ``reaches`` (mm; none by default); the best choice goes on the card, or on a new card
+    ``reaches`` (mm; none by default) and with both limited to confident components at each of
+    ``confidences`` (none by default); the best choice goes on the card, or on a new card
     ``install_as`` for the same weights.  ``device``: where the network runs."""
     from ..inference import InferenceSettings
     from ..models import load_model
@@ -147,67 +170,109 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     lesion = int(extra["lesions"][0])
     hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
     variants = (None, *reaches)
-    # dice[tta][reach][threshold]: one value per scan with a lesion
-    dice = {tta: {r: {t: [] for t in THRESHOLDS} for r in variants} for tta in mirroring}
+    gates = (None, *confidences)
+    # dice[tta][gate][reach][threshold]: one value per scan with a lesion
+    thresholds = tuple(float(t) for t in thresholds)
+    if not thresholds or any(not 0.0 < t <= 0.5 for t in thresholds):
+        raise InputError(f"lesion thresholds must lie in (0, 0.5] (0.5: the argmax alone), got {list(thresholds)}")
+    dice = {tta: {q: {r: {t: [] for t in thresholds} for r in variants} for q in gates} for tta in mirroring}
     # each phantom (and its body mask) is made once and run once per mirroring choice
     for seed, ph, truth, body in validation_scans(seeds, lesion, bool(extra.get("inside_body"))):
         for tta in mirroring:
             probs, base = model_run(loaded, ph, InferenceSettings(tta=tta, device=device))
-            for t in THRESHOLDS:
-                labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body,
-                                         lesion_refine=False)
-                dice[tta][None][t].append(_dice(labels == lesion, truth))
-                for r in reaches:  # refinement is the last step of the clean-up: apply it to its result
-                    refined = refine_lesion_edges(labels, ph.hu, ph.spacing, lesion, hosts, r, HALF_MAXIMUM)
-                    dice[tta][r][t].append(_dice(refined == lesion, truth))
-            log(f"validation phantom {seed}, mirroring {tta}: "
-                + "; ".join(f"{_name(r)} " + ", ".join(f"{t}: {dice[tta][r][t][-1]:.3f}" for t in THRESHOLDS)
-                            for r in variants))
+            for q in gates:
+                only = probs[lesion] >= q if q is not None else None
+                for t in thresholds:
+                    labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body,
+                                             lesion_refine=False, lesion_confident=False if q is None else q)
+                    dice[tta][q][None][t].append(_dice(labels == lesion, truth))
+                    for r in reaches:  # refinement is the last step of the clean-up: apply it to its result
+                        refined = refine_lesion_edges(labels, ph.hu, ph.spacing, lesion, hosts, r, HALF_MAXIMUM,
+                                                      only=only)
+                        dice[tta][q][r][t].append(_dice(refined == lesion, truth))
+                log(f"validation phantom {seed}, mirroring {tta}{_gate_name(q)}: "
+                    + "; ".join(f"{_name(r)} " + ", ".join(f"{t}: {dice[tta][q][r][t][-1]:.3f}" for t in thresholds)
+                                for r in variants))
             del probs, base
-    n_cases = len(dice[mirroring[0]][None][THRESHOLDS[0]])
+    n_cases = len(dice[mirroring[0]][None][None][thresholds[0]])
     if not n_cases:  # every mean would be NaN: nothing to choose, and the card must not get NaN scores
         raise InputError(f"none of the {len(seeds)} validation phantom(s) holds a lesion, so there is no Dice "
                          "to fit the threshold on: choose other seeds; the card is left as it was")
-    means = {tta: {r: {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta][r].items()}
-                   for r in variants} for tta in mirroring}
-    chosen = {}  # tta -> (reach or None, threshold, mean)
+    means = {tta: {q: {r: {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta][q][r].items()}
+                       for r in variants} for q in gates} for tta in mirroring}
+    chosen = {}  # tta -> (gate or None, reach or None, threshold, mean)
     for tta in mirroring:
-        best_t = {r: choose_threshold(means[tta][r]) for r in variants}
-        reach = choose_refinement({r: means[tta][r][best_t[r]] for r in variants})
-        chosen[tta] = (reach, best_t[reach], means[tta][reach][best_t[reach]])
-        for r in variants:
-            log(f"mirroring {tta}, {_name(r)}: mean nodule Dice per threshold "
-                + json.dumps({str(t): round(m, 4) for t, m in means[tta][r].items()}))
-    tta = choose_mirroring({m: chosen[m][2] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
-    reach, threshold, mean = chosen[tta]
-    log(f"chosen: mirroring {tta}, lesion threshold {threshold}, {_name(reach)} ({mean:.4f}; "
-        f"argmax alone, no refinement, mirroring {mirroring[0]}: {means[mirroring[0]][None][0.5]:.4f})")
+        per_gate = {}  # gate -> (reach, threshold, mean)
+        for q in gates:
+            best_t = {r: choose_threshold(means[tta][q][r]) for r in variants}
+            reach = choose_refinement({r: means[tta][q][r][best_t[r]] for r in variants})
+            per_gate[q] = (reach, best_t[reach], means[tta][q][reach][best_t[reach]])
+            for r in variants:
+                log(f"mirroring {tta}{_gate_name(q)}, {_name(r)}: mean nodule Dice per threshold "
+                    + json.dumps({str(t): round(m, 4) for t, m in means[tta][q][r].items()}))
+        gate = choose_confidence({q: v[2] for q, v in per_gate.items()})
+        chosen[tta] = (gate, *per_gate[gate])
+    tta = choose_mirroring({m: chosen[m][3] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
+    gate, reach, threshold, mean = chosen[tta]
+    if threshold >= 0.5 and reach is None:
+        gate = None  # nothing for a confidence level to limit
+    log(f"chosen: mirroring {tta}, lesion threshold {threshold}, {_name(reach)}{_gate_name(gate)} ({mean:.4f}; "
+        f"the first threshold tried, no refinement, mirroring {mirroring[0]}: "
+        f"{means[mirroring[0]][None][None][thresholds[0]]:.4f})")
     if install:
         if install_as:
             card.name = install_as
             card.description = f"{card.description}; lesion edges refined (medai train lesion-threshold)"
-            card.train_command = (f"{card.train_command}; then medai train lesion-threshold --model {model} "
-                                  f"--try-refinement --install-as {install_as}")
+            card.train_command = f"{card.train_command}; then " + fit_command(
+                model, mirroring, reaches, confidences, thresholds, install_as)
             # the model's benchmark figures are not this card's: it is measured on its own
             card.scores = {k: v for k, v in card.scores.items() if k != "benchmark"}
-        card.extra = {k: v for k, v in extra.items() if k != "lesion_refine"}
+        card.extra = {k: v for k, v in extra.items() if k not in ("lesion_refine", "lesion_confident")}
         if install_as:
             card.extra["variant_of"] = extra.get("variant_of", model)  # pickers list the model first
         card.extra.update(lesion_threshold=threshold, tta=tta)
         if reach is not None:
             card.extra["lesion_refine"] = {"reach_mm": reach, "level": HALF_MAXIMUM}
-        card.scores = {**card.scores, "lesion_threshold_fit": {
-            "seeds": [int(s) for s in seeds], "cases_with_nodules": n_cases,
-            "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m][None].items()} for m in mirroring},
-            "mean_nodule_dice_refined": {m: {str(r): {str(t): round(v, 4) for t, v in means[m][r].items()}
-                                             for r in reaches} for m in mirroring},
-            "chosen": {"tta": tta, "lesion_threshold": threshold, "lesion_refine_reach_mm": reach},
-            "time_s": round(time.time() - t0)}}
+        if gate is not None:
+            card.extra["lesion_confident"] = gate
+        fit = {"seeds": [int(s) for s in seeds], "cases_with_nodules": n_cases,
+               "mean_nodule_dice": {m: {str(t): round(v, 4) for t, v in means[m][None][None].items()}
+                                    for m in mirroring},
+               "mean_nodule_dice_refined": {m: {str(r): {str(t): round(v, 4) for t, v in means[m][None][r].items()}
+                                                for r in reaches} for m in mirroring}}
+        if confidences:
+            fit["mean_nodule_dice_confident"] = {
+                m: {str(q): {_name(r): {str(t): round(v, 4) for t, v in means[m][q][r].items()} for r in variants}
+                    for q in confidences} for m in mirroring}
+        fit.update(chosen={"tta": tta, "lesion_threshold": threshold, "lesion_refine_reach_mm": reach,
+                           "lesion_confident": gate}, time_s=round(time.time() - t0))
+        card.scores = {**card.scores, "lesion_threshold_fit": fit}
         path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
         log(f"wrote {path}")
-    return {"means": {m: means[m][None] for m in mirroring}, "refined_means": means, "best": threshold,
-            "tta": tta, "refine_reach_mm": reach}
+    return {"means": {m: means[m][None][None] for m in mirroring},
+            "refined_means": {m: means[m][None] for m in mirroring}, "confident_means": means,
+            "best": threshold, "tta": tta, "refine_reach_mm": reach, "confident": gate}
+
+
+def fit_command(model, mirroring, reaches, confidences, thresholds, install_as=None) -> str:
+    """The ``medai train lesion-threshold`` command line that makes this fit (for the card)."""
+    parts = ["medai train lesion-threshold", f"--model {model}"]
+    if tuple(mirroring) != ("off", "mirror-lesions"):
+        parts.append("--mirroring " + " ".join(mirroring))
+    if tuple(thresholds) != THRESHOLDS:
+        parts.append("--thresholds " + " ".join(f"{t:g}" for t in thresholds))
+    if reaches:
+        parts.append("--try-refinement")
+    if confidences:
+        parts.append("--try-confidence")
+    if install_as:
+        parts.append(f"--install-as {install_as}")
+    return " ".join(parts)
 
 
 def _name(reach) -> str:
     return "no refinement" if reach is None else f"edges refined within {reach} mm"
+
+
+def _gate_name(gate) -> str:
+    return "" if gate is None else f", only components reaching p >= {gate}"
