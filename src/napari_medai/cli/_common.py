@@ -145,7 +145,7 @@ class ProgressBar:
 # weights change (scripts/train_models.sh); a card not listed here is named with its own command.
 REFIT_COMMANDS = {
     "chest-ct-lung-nodule-edges": ("medai train lesion-threshold --model chest-ct-lung-nodule --try-refinement "
-                                   "--install-as chest-ct-lung-nodule-edges --replace",),
+                                   "--try-confidence --install-as chest-ct-lung-nodule-edges --replace",),
     "lung-nodule-detection": ("medai train detection --from chest-ct-lung-nodule",
                               "medai train operating-point --model lung-nodule-detection"),
 }
