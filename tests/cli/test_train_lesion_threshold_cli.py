@@ -95,7 +95,9 @@ def test_the_fit_takes_the_threshold_that_finds_the_faint_nodule_and_drops_mirro
     for mirroring in ("off", "mirror-lesions"):  # the default choices
         assert fit["mean_nodule_dice"][mirroring] == {"0.5": 0.0, "0.4": 0.0, "0.3": 1.0, "0.2": 1.0,
                                                       "0.15": 1.0, "0.1": 1.0}
-    assert fit["chosen"] == {"tta": "off", "lesion_threshold": 0.3, "lesion_refine_reach_mm": None}
+    assert fit["chosen"] == {"tta": "off", "lesion_threshold": 0.3, "lesion_refine_reach_mm": None,
+                             "lesion_confident": None}
+    assert "lesion_confident" not in card["extra"]
     # the rest of the card is the model's own: same weights, same benchmark figures
     assert (weights / "rule-seg.pt").read_bytes() == weights_before
     assert card["sha256"] and card["weights"] == "rule-seg.pt"
@@ -121,6 +123,31 @@ def test_try_refinement_switches_on_the_only_reach_that_takes_the_whole_rim(weig
     assert refined["1.5"]["0.5"] == pytest.approx(2 * (whole - 8) / (2 * whole - 8), abs=1e-4)
     assert refined["2.0"]["0.5"] == 1.0
     assert fit["chosen"]["lesion_refine_reach_mm"] == 2.0
+
+
+def test_try_confidence_keeps_the_refinement_to_components_the_network_is_sure_of(weights):
+    # the rim scan's core is drawn at p ~1: every level scores as every component does, and the
+    # highest level is taken; --thresholds 0.5 keeps the argmax
+    card_path = _install(weights, lesion_hosts=[1])
+    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "3", "4", "--mirroring", "off",
+                 "--try-refinement", "--try-confidence", "--thresholds", "0.5"]) == 0
+    card = json.loads(card_path.read_text())
+    assert card["extra"]["lesion_threshold"] == 0.5 and card["extra"]["lesion_confident"] == 0.99
+    assert card["extra"]["lesion_refine"] == {"reach_mm": 2.0, "level": 0.5}
+    fit = card["scores"]["lesion_threshold_fit"]
+    assert set(fit["mean_nodule_dice"]["off"]) == {"0.5"}  # only the threshold asked for
+    gated = fit["mean_nodule_dice_confident"]["off"]
+    assert set(gated) == {"0.9", "0.99"}
+    assert gated["0.99"]["edges refined within 2.0 mm"]["0.5"] == 1.0
+    assert fit["chosen"]["lesion_confident"] == 0.99
+
+
+def test_thresholds_above_one_half_exit_2_and_leave_the_card(weights, capsys):
+    card_path = _install(weights)
+    before = card_path.read_text()
+    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "1", "2", "--thresholds", "0.6"]) == 2
+    assert "(0, 0.5]" in capsys.readouterr().err
+    assert card_path.read_text() == before
 
 
 def test_dry_run_leaves_the_card_and_a_single_mirroring_choice_is_taken_as_given(weights, capsys):
