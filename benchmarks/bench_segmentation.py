@@ -60,11 +60,14 @@ def _summ(values):
     return f"{v.mean():.3f} ± {v.std():.3f} (n={len(v)})" if len(v) else "n/a"
 
 
-def _run_key(card, settings) -> str:
-    """What decides a card's network output: two cards with the same key share one run."""
-    extra = card.extra
+def _run_key(loaded, settings) -> str:
+    """What decides a card's network output: two cards with the same key share one run.  The
+    weights are named by their checksum where the card has one, else by the network object (a
+    bundle or TorchScript file loaded twice is two networks, never shared by accident)."""
+    card, extra = loaded.card, loaded.card.extra
     tta = extra.get("tta", "off") if settings.tta == "auto" else settings.tta
-    return json.dumps([card.sha256, card.weights, list(card.spacing), list(card.roi_size), card.intensity, tta,
+    weights = card.sha256 or f"network {id(loaded.network)}"
+    return json.dumps([weights, card.weights, list(card.spacing), list(card.roi_size), card.intensity, tta,
                        extra.get("focus_probability")], sort_keys=True, default=str)
 
 
@@ -78,7 +81,7 @@ def segment_cards(volume, spacing, names, settings) -> list[np.ndarray]:
     runs, out = {}, []
     for name in names:
         loaded = load_model(name)
-        key = _run_key(loaded.card, settings)
+        key = _run_key(loaded, settings)
         if key not in runs:
             runs[key] = first_segmentation(loaded.card, run_model(loaded, volume, spacing, settings))
         out.append(finish_segmentation(loaded, runs[key], volume, spacing, settings=settings).labels)
@@ -255,7 +258,8 @@ def phantoms_and_lung1(args, seeds, settings):
         print("nodules found (any voxel labelled nodule), by equivalent diameter:")
         for m in methods:
             print(f"  {m:<10} {_recall_by_size(ph['found'][m])}")
-        print(f"time: model {ph['time_s']['model']:.1f} s, classical {ph['time_s']['classical']:.1f} s "
+        shared = " (with --compare's clean-up: not a timing)" if args.compare else ""
+        print(f"time: model{shared} {ph['time_s']['model']:.1f} s, classical {ph['time_s']['classical']:.1f} s "
               "(goal: lung Dice >= 0.97, nodule Dice >= 0.80)")
     print("== real CT lung1 (test only, never trained on)")
     # each model its own overlay: a variant's run must not replace the shipped model's figure

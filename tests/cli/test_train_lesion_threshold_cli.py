@@ -49,7 +49,19 @@ def rim_scan():
     return SimpleNamespace(hu=hu, labels=labels, spacing=(1.0, 1.0, 1.0))
 
 
-SCANS = {1: faint_nodule_scan, 2: no_nodule_scan, 3: rim_scan}
+def rim_and_unsure_scan():
+    """``rim_scan``'s nodule and, 14 mm away, a false positive the rule is unsure of: a 3-voxel
+    cube at -90 HU (nodule p 0.81 < 0.9) in a one-voxel -300 HU ring that the rule calls lung
+    and the half-maximum contour (-470 HU) would take.  The reference calls both lung."""
+    hu, labels = _lung((20, 24, 48))
+    hu[7:14, 9:16, 9:16], labels[7:14, 9:16, 9:16] = -300.0, 2
+    hu[8:13, 10:15, 10:15] = 200.0
+    hu[9:14, 10:15, 29:34] = -300.0
+    hu[10:13, 11:14, 30:33] = -90.0
+    return SimpleNamespace(hu=hu, labels=labels, spacing=(1.0, 1.0, 1.0))
+
+
+SCANS = {1: faint_nodule_scan, 2: no_nodule_scan, 3: rim_scan, 5: rim_and_unsure_scan}
 
 
 @pytest.fixture
@@ -125,11 +137,11 @@ def test_try_refinement_switches_on_the_only_reach_that_takes_the_whole_rim(weig
     assert fit["chosen"]["lesion_refine_reach_mm"] == 2.0
 
 
-def test_try_confidence_keeps_the_refinement_to_components_the_network_is_sure_of(weights):
-    # the rim scan's core is drawn at p ~1: every level scores as every component does, and the
-    # highest level is taken; --thresholds 0.5 keeps the argmax
+def test_try_confidence_refines_only_the_nodule_the_network_is_sure_of(weights):
+    # --thresholds 0.5 keeps the argmax.  Unlimited, the refinement takes the rim and also grows
+    # the unsure false positive into its ring; limited to p >= 0.9 or 0.99 it leaves that alone.
     card_path = _install(weights, lesion_hosts=[1])
-    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "3", "4", "--mirroring", "off",
+    assert main(["train", "lesion-threshold", "--model", "rule-seg", "--seeds", "5", "6", "--mirroring", "off",
                  "--try-refinement", "--try-confidence", "--thresholds", "0.5"]) == 0
     card = json.loads(card_path.read_text())
     assert card["extra"]["lesion_threshold"] == 0.5 and card["extra"]["lesion_confident"] == 0.99
@@ -137,9 +149,14 @@ def test_try_confidence_keeps_the_refinement_to_components_the_network_is_sure_o
     fit = card["scores"]["lesion_threshold_fit"]
     assert set(fit["mean_nodule_dice"]["off"]) == {"0.5"}  # only the threshold asked for
     gated = fit["mean_nodule_dice_confident"]["off"]
-    assert set(gated) == {"0.9", "0.99"}
-    assert gated["0.99"]["edges refined within 2.0 mm"]["0.5"] == 1.0
+    assert set(gated) == {"0.9", "0.99"} and set(gated["0.99"]) == {"none", "1.0", "1.5", "2.0"}
+    whole, blob, ring = 7 ** 3, 3 ** 3, 5 ** 3 - 3 ** 3
+    assert gated["0.99"]["2.0"]["0.5"] == pytest.approx(2 * whole / (2 * whole + blob), abs=1e-4)
+    unlimited = fit["mean_nodule_dice_refined"]["off"]["2.0"]["0.5"]
+    assert unlimited == pytest.approx(2 * whole / (2 * whole + blob + ring), abs=1e-4)
+    assert gated["0.9"]["2.0"]["0.5"] == gated["0.99"]["2.0"]["0.5"]  # p 0.81: below both levels
     assert fit["chosen"]["lesion_confident"] == 0.99
+    assert fit["command"].endswith("--mirroring off --thresholds 0.5 --try-refinement --try-confidence")
 
 
 def test_thresholds_above_one_half_exit_2_and_leave_the_card(weights, capsys):

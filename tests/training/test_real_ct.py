@@ -44,6 +44,18 @@ def test_read_nrrd_volume_refuses_other_orientations(directions, space):
         real_ct.read_nrrd_volume(io.BytesIO(_nrrd_bytes(data, None, directions, space)))
 
 
+def test_read_nrrd_volume_takes_the_lps_abbreviation_and_refuses_an_unstated_space():
+    data = np.zeros((4, 3, 2), np.int16)
+    vol, spacing = real_ct.read_nrrd_volume(io.BytesIO(_nrrd_bytes(data, (0.6, 0.7, 5.0), space="LPS")))
+    assert vol.shape == (2, 3, 4) and spacing == pytest.approx((5.0, 0.7, 0.6))
+    with tempfile.TemporaryDirectory() as tmp:  # no space field, no directions: only spacings
+        path = Path(tmp) / "v.nrrd"
+        nrrd.write(str(path), data, {"spacings": [0.6, 0.7, 5.0]})
+        raw = path.read_bytes()
+    with pytest.raises(InputError, match="no space directions"):
+        real_ct.read_nrrd_volume(io.BytesIO(raw))
+
+
 def test_read_nrrd_volume_refuses_2d():
     with pytest.raises(InputError, match="3D"):
         real_ct.read_nrrd_volume(io.BytesIO(_nrrd_bytes(np.zeros((4, 3), np.int16), (0.6, 0.7))))

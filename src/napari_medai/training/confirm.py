@@ -55,7 +55,7 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
         for s in settings:
             labels = base if s is None else merge_confirmed(base, lesion, scored.candidates, scored.scores,
                                                             s[0], host=host, drop_rejected=s[1])
-            labels = clean_with_card(labels, probs[lesion], ph.spacing, extra, body=body)
+            labels = clean_with_card(labels, probs[lesion], ph.spacing, extra, image=ph.hu, body=body)
             dice[s].append(_dice(labels == lesion, truth))
         del probs
         log(f"validation phantom {seed}: first pass {dice[None][-1]:.3f}, best confirmed "

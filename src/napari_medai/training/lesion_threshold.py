@@ -183,6 +183,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
             for q in gates:
                 only = probs[lesion] >= q if q is not None else None
                 for t in thresholds:
+                    # no image: the airway rule (lung class only) is left out; the nodules it cannot change
                     labels = clean_with_card(base, probs[lesion], ph.spacing, extra, lesion_threshold=t, body=body,
                                              lesion_refine=False, lesion_confident=False if q is None else q)
                     dice[tta][q][None][t].append(_dice(labels == lesion, truth))
@@ -241,12 +242,13 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                                     for m in mirroring},
                "mean_nodule_dice_refined": {m: {str(r): {str(t): round(v, 4) for t, v in means[m][None][r].items()}
                                                 for r in reaches} for m in mirroring}}
-        if confidences:
+        if confidences:  # {mirroring: {level: {reach ("none": not refined): {threshold: mean}}}}
             fit["mean_nodule_dice_confident"] = {
-                m: {str(q): {_name(r): {str(t): round(v, 4) for t, v in means[m][q][r].items()} for r in variants}
-                    for q in confidences} for m in mirroring}
+                m: {str(q): {"none" if r is None else str(r): {str(t): round(v, 4) for t, v in means[m][q][r].items()}
+                             for r in variants} for q in confidences} for m in mirroring}
         fit.update(chosen={"tta": tta, "lesion_threshold": threshold, "lesion_refine_reach_mm": reach,
-                           "lesion_confident": gate}, time_s=round(time.time() - t0))
+                           "lesion_confident": gate}, time_s=round(time.time() - t0),
+                   command=fit_command(model, mirroring, reaches, confidences, thresholds, install_as))
         card.scores = {**card.scores, "lesion_threshold_fit": fit}
         path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
         log(f"wrote {path}")

@@ -76,10 +76,13 @@ def read_nrrd_volume(fileobj) -> tuple[np.ndarray, tuple[float, float, float]]:
     data = nrrd.read_data(header, fileobj)
     if data.ndim != 3:
         raise InputError(f"expected a 3D NRRD volume, got {data.ndim} dimensions")
+    if header.get("space directions") is None:
+        raise InputError("the NRRD volume states no space directions, so neither its spacing nor its orientation "
+                         "is known")
     directions = np.asarray(header["space directions"], dtype=float)
     spacing = np.linalg.norm(directions, axis=1)  # per file axis (x, y, z)
-    space = header.get("space", "left-posterior-superior")
-    if space != "left-posterior-superior" or not np.allclose(directions, np.diag(spacing)):
+    space = header.get("space")  # none: directions in no stated frame, so no orientation to trust
+    if space not in ("left-posterior-superior", "LPS") or not np.allclose(directions, np.diag(spacing)):
         raise InputError(f"expected a NRRD volume whose axes run along +x, +y, +z of left-posterior-superior "
                          f"space; this one's space is {space!r} with directions {directions.tolist()}: "
                          "reorient it first")
