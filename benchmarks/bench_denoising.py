@@ -274,9 +274,9 @@ def main(argv=None):
 
     kinds = {"MR" if name.startswith("mr") else "CT" for name in args.sets.split(",")}
     for path in args.candidate:
-        if load_card(path).modality not in kinds:
-            parser.error(f"--candidate {path} is a {load_card(path).modality} model, and no set in --sets "
-                         f"{args.sets} is {load_card(path).modality}")
+        modality = load_card(path).modality
+        if modality not in kinds:
+            parser.error(f"--candidate {path} is a {modality} model, and no set in --sets {args.sets} is {modality}")
 
     import torch
 

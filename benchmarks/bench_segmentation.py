@@ -93,6 +93,7 @@ def phantom_scores(model_name, seeds, quick, settings, compare=None):
     from napari_medai.training.phantom_dataset import phantom_for
     from napari_medai.training.seg_data import chest_targets
 
+    cards = {"model": model_name, **({"compare": compare} if compare else {})}  # method -> model name
     methods = ["model", "classical"] + (["compare"] if compare else [])
     rows = {m: [] for m in methods}
     found = {m: [] for m in methods}
@@ -102,8 +103,7 @@ def phantom_scores(model_name, seeds, quick, settings, compare=None):
         shape, spacing = ph.hu.shape, ph.spacing
         ref = chest_targets(ph.labels)
         t = time.perf_counter()
-        preds = dict(zip(["model", "compare"], segment_cards(ph.hu, spacing, [model_name, compare][:len(methods) - 1],
-                                                             settings)))
+        preds = dict(zip(cards, segment_cards(ph.hu, spacing, list(cards.values()), settings)))
         t_model += time.perf_counter() - t
         t = time.perf_counter()
         preds["classical"] = classical_segmentation(ph.hu, spacing)

@@ -121,6 +121,19 @@ def choose_confidence(best_means: dict, margin: float = MARGIN):
     return max(levels) if levels else None
 
 
+def choose_clean_up(means: dict) -> tuple:
+    """``means``: {gate: {reach: {threshold: mean Dice}}} of one mirroring choice.  Per gate the
+    threshold (``choose_threshold``) for each reach, then the reach (``choose_refinement``);
+    then the gate (``choose_confidence``).  Returns (gate, reach, threshold, mean)."""
+    per_gate = {}  # gate -> (reach, threshold, mean)
+    for q, by_reach in means.items():
+        best_t = {r: choose_threshold(by_threshold) for r, by_threshold in by_reach.items()}
+        reach = choose_refinement({r: by_reach[r][t] for r, t in best_t.items()})
+        per_gate[q] = (reach, best_t[reach], by_reach[reach][best_t[reach]])
+    gate = choose_confidence({q: v[2] for q, v in per_gate.items()})
+    return (gate, *per_gate[gate])
+
+
 def choose_refinement(best_means: dict, margin: float = MARGIN):
     """``best_means``: {None (no refinement) or reach in mm: best mean Dice}.  The shortest reach
     within ``margin`` of the best, if that best beats no refinement by ``margin``; else None."""
@@ -201,18 +214,12 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                          "to fit the threshold on: choose other seeds; the card is left as it was")
     means = {tta: {q: {r: {t: float(np.mean(v)) if v else float("nan") for t, v in dice[tta][q][r].items()}
                        for r in variants} for q in gates} for tta in mirroring}
-    chosen = {}  # tta -> (gate or None, reach or None, threshold, mean)
     for tta in mirroring:
-        per_gate = {}  # gate -> (reach, threshold, mean)
         for q in gates:
-            best_t = {r: choose_threshold(means[tta][q][r]) for r in variants}
-            reach = choose_refinement({r: means[tta][q][r][best_t[r]] for r in variants})
-            per_gate[q] = (reach, best_t[reach], means[tta][q][reach][best_t[reach]])
             for r in variants:
                 log(f"mirroring {tta}{_gate_name(q)}, {_name(r)}: mean nodule Dice per threshold "
                     + json.dumps({str(t): round(m, 4) for t, m in means[tta][q][r].items()}))
-        gate = choose_confidence({q: v[2] for q, v in per_gate.items()})
-        chosen[tta] = (gate, *per_gate[gate])
+    chosen = {tta: choose_clean_up(means[tta]) for tta in mirroring}  # tta -> (gate, reach, threshold, mean)
     tta = choose_mirroring({m: chosen[m][3] for m in mirroring}) if len(mirroring) > 1 else mirroring[0]
     gate, reach, threshold, mean = chosen[tta]
     if threshold >= 0.5 and reach is None:
