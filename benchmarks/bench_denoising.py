@@ -146,14 +146,19 @@ def lung1_set(photons, quick):
                    f"{photons:.0e} photons/ray")
 
 
+MR_SLAB_REACH = 8
+
+
 def mr_set(level, quick):
     from napari_medai.training.denoising_data import colin27_path, load_mr_axial, rician
 
     colin = load_mr_axial(colin27_path())
     rng = np.random.default_rng(int(level * 1000))
-    # The 2.5D model needs the neighbours: noise the whole slab around the eval slices.
+    # The 2.5D and 3D models need the neighbours: noise the whole slab around the eval slices,
+    # MR_SLAB_REACH slices beyond them (a 3D model sees that far; the slab stays inside the band
+    # 55-115 that no MR model trains on).
     eval_z = [98] if quick else list(range(90, 107, 4))
-    first, last = eval_z[0] - 1, eval_z[-1] + 1
+    first, last = eval_z[0] - MR_SLAB_REACH, eval_z[-1] + MR_SLAB_REACH
     slab = rician(colin[first : last + 1], level, rng)
 
     def tune_pair(z):
@@ -165,7 +170,7 @@ def mr_set(level, quick):
     return DataSet(f"mr{round(level * 100)}", "MR", [colin[z] for z in eval_z], [slab[i] for i in index],
                    [largest_filled(colin[z] > 0.1) for z in eval_z], *map(list, zip(*tunes)),
                    f"Colin27 axial slices {eval_z[0]}-{eval_z[-1]} step 4 (slab {first}-{last} noised "
-                   f"for the 2.5D model's neighbours), Rician {level:.0%} of p99", stack=slab, index=index)
+                   f"for the models' neighbours), Rician {level:.0%} of p99", stack=slab, index=index)
 
 
 # --------------------------------------------------------------------------- methods
@@ -234,7 +239,7 @@ def model_runner(ds, spec, precision):
         out = denoise(units, model=loaded, settings={"precision": precision, "device": "cpu"})
         return _ct_norm(out) if ds.kind == "CT" else out / 100.0
 
-    run(ds.stack[:1])  # warm-up (first-call allocations)
+    run(ds.stack[:8])  # warm-up (first-call allocations); a 3D model takes no single slice
     return loaded, run
 
 
@@ -244,10 +249,16 @@ def model_specs(kind, candidates=()):
     from napari_medai.denoising import DEFAULT_MODELS
     from napari_medai.models import get_card, load_card
 
+    from napari_medai.models import list_models
+
     shipped = get_card(DEFAULT_MODELS[kind])
     specs = [(shipped, "shipped")]
+    # built-in variants of the default (e.g. ct-lowdose-denoising-fullres), then the benchmark's own
+    specs += [(card, f"built-in {card.name}") for card in list_models("denoising")
+              if card.extra.get("variant_of") == shipped.name]
     for path in sorted(VARIANTS_DIR.glob(f"{DEFAULT_MODELS[kind]}-*.json")):
-        specs.append((load_card(path), "variant"))
+        card = load_card(path)
+        specs.append((card, f"variant {card.name}"))
     specs += [(card, f"candidate {Path(path).parent.name}") for path in candidates
               if (card := load_card(path)).modality == kind]
     out = []

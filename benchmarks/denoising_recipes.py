@@ -1,6 +1,6 @@
 """Short MR denoiser trainings side by side: which training recipe to spend a long run on.
 
-Each recipe trains the shipped MR generator (2.5D, 16-32-64-128) from scratch for ``--steps``
+Each recipe trains the MR generator (2.5D, 16-32-64-128) from scratch for ``--steps``
 steps of L1 + SSIM (no adversarial term), then denoises Colin27 tuning slices 58-66 (step 2;
 inside the band kept out of training, outside the benchmark's test slab 90-110) at 3, 5 and 8 %
 Rician noise.  Baselines in the same run: the noisy input, the earlier recipe ("before",
@@ -12,9 +12,12 @@ Recipes (training/denoising_data.mr_batch and mr_source keywords):
   weighted  noise 1-10 % log-uniform, L1 weighted by 0.05 / noise level
   colin     weighted + 80 % of patches from Colin27 (the shipped recipe since 2026-11-26)
   wide      colin with channels 32-64-128-256 (4x the generator's arithmetic)
+  fullres   colin with a first level at full resolution (strides 1-2-2; the generator's default
+            since 2026-11-28; the recipes above keep the first stride of 2 they were run with)
 
     python benchmarks/denoising_recipes.py                  # 3 recipes x 1000 steps, ~8 min on 2 cores
     python benchmarks/denoising_recipes.py --recipes colin,wide   # the wider generator beside it
+    python benchmarks/denoising_recipes.py --recipes colin,fullres   # a first level at full resolution
     python benchmarks/denoising_recipes.py --recipes before,colin --steps 200
 """
 
@@ -36,15 +39,17 @@ LEVELS = (0.03, 0.05, 0.08)
 EVAL_Z = (58, 60, 62, 64, 66)
 REACH = 1  # the 2.5D model's neighbours on each side: the slab is noised this far around EVAL_Z
 BM3D_FACTOR = 1.3
+HALF = {"strides": [2, 2, 2]}  # the generator before 2026-11-28: no level at full resolution
 WIDE = {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]}
 
 
 def recipes() -> dict:
     """name -> (mr_source keywords, mr_batch keywords, generator keywords)."""
-    before = ({"colin_share": None}, {"noise_range": (0.02, 0.10), "log_uniform": False, "reference_sigma": None}, {})
-    weighted = ({"colin_share": None}, {}, {})
-    colin = ({}, {}, {})
-    return {"before": before, "weighted": weighted, "colin": colin, "wide": ({}, {}, WIDE)}
+    before = ({"colin_share": None}, {"noise_range": (0.02, 0.10), "log_uniform": False, "reference_sigma": None}, HALF)
+    weighted = ({"colin_share": None}, {}, HALF)
+    colin = ({}, {}, HALF)
+    return {"before": before, "weighted": weighted, "colin": colin, "wide": ({}, {}, WIDE),
+            "fullres": ({}, {}, {"strides": [1, 2, 2]})}
 
 
 def eval_slabs() -> list[tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]]:

@@ -1,9 +1,10 @@
 """Denoising with the built-in generators (or any image-to-image model card): ``denoise()``.
 
-The shipped models are 2D (CT) and 2.5D (MR: a slice and its neighbours in, the slice out): they
-run slice by slice along z on the input's own grid (noise is a per-pixel property, so nothing is
-resampled), a few slices per forward pass, with progress
-``(slices done, total)`` and a cancel check between passes.  ``strength`` blends the input
+A 2D (CT) or 2.5D model (a slice and its neighbours in, the slice out) runs slice by slice along
+z on the input's own grid (noise is a per-pixel property, so nothing is resampled), a few slices
+per forward pass, with progress ``(slices done, total)`` and a cancel check between passes.  A 3D
+model runs on the whole volume in one pass, or in overlapping blocks (``VOLUME_WINDOW``) when the
+volume holds more than ``WHOLE_VOLUME_VOXELS``; progress then counts passes.  ``strength`` blends the input
 (0) with the model's output (1), so a radiologist can keep some texture.
 """
 
@@ -18,6 +19,11 @@ from .errors import InputError, ModelError
 
 DEFAULT_MODELS = {"CT": "ct-lowdose-denoising", "MR": "mr-denoising"}
 SLICES_PER_PASS = 4
+# 3D models: a volume up to this many voxels (after padding to the network's size multiple) runs in
+# one pass, which is fastest (no overlap; a 181 x 217 x 181 brain MR in 2 s in bf16 on 2 cores,
+# under 1.5 GB); a larger one in blocks of VOLUME_WINDOW voxels overlapping by a quarter.
+WHOLE_VOLUME_VOXELS = 16_000_000
+VOLUME_WINDOW = (96, 256, 256)
 # The lowest value the denoisers were trained on (training/denoising_data.py): CT padding outside
 # the scan field (-2048, -3024 HU) was clipped to -1024, and MR magnitude images are never below 0
 # (the MR card's 0th percentile, "lower": 0.0, was 0 in training).  Below it the network
@@ -128,6 +134,43 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
     return out
 
 
+def _run_volume(network, image, intensity, device, precision, progress, cancel, name: str = "denoiser") -> np.ndarray:
+    """A 3D network over ``image`` (z, y, x) float32 -> float32, padded by edge replication to its
+    size multiple (a zero border would look like an edge), in one pass or in blocks."""
+    import torch
+    import torch.nn.functional as F
+
+    from .inference.precision import autocast
+    from .inference.sliding_window import non_finite_message, run_sliding_window
+
+    multiple = int(getattr(network, "size_multiple", 1))
+    x = intensity.apply(torch.from_numpy(image)[None])  # (1, z, y, x): one channel
+    pads = [(-n) % multiple for n in image.shape]
+    x = F.pad(x[None], (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate") if any(pads) else x[None]
+    with torch.inference_mode():
+        if x[0, 0].numel() <= WHOLE_VOLUME_VOXELS:
+            if progress is not None:
+                progress(0, 1)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            with autocast(device, precision):
+                y = network(x.to(device))
+            if not bool(torch.isfinite(y).all()):
+                raise ModelError(non_finite_message(name, precision))
+            y = y.float().cpu()
+            if progress is not None:
+                progress(1, 1)
+        else:
+            roi = tuple(min(n, w) for n, w in zip(x.shape[2:], VOLUME_WINDOW))
+            y = run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
+                                   progress=progress, cancel=cancel, name=name)
+        if cancel is not None:  # pressed during the pass: still leave nothing
+            cancel.raise_if_cancelled()
+        # inverted in place, still in inference mode (its tensors allow no in-place change outside it)
+        y = y[0, :, : image.shape[0], : image.shape[1], : image.shape[2]].contiguous()
+        return intensity.invert(y)[0].numpy()
+
+
 def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, settings=None,
             progress=None, cancel=None) -> np.ndarray:
     """Denoise a CT (HU) or MR volume (z, y, x) or a single slice (y, x).
@@ -188,8 +231,10 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     from .inference.precision import select_precision
 
     loaded = load_denoiser(model, modality)
-    if loaded.card.spatial_dims != 2:
-        raise ModelError(f"model '{loaded.card.name}' is 3D; denoise() runs 2D (slice-wise) models")
+    dims = loaded.card.spatial_dims
+    if dims == 3 and one_slice:
+        raise InputError(f"model '{loaded.card.name}' is 3D and needs a volume (z, y, x), not a single slice: "
+                         "give the whole volume, or choose a 2D model")
     # padded to the network's size multiple, a slice must keep more than one pixel at its deepest
     # level: instance norm cannot normalise a single pixel (8x8 under three halvings is 1x1)
     multiple = int(getattr(loaded.network, "size_multiple", 1))
@@ -204,7 +249,7 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise ModelError(f"model '{loaded.card.name}' reads MR magnitude images, which are not below 0, but "
                          f"{below.mean():.0%} of this image's voxels are: it looks like a normalised (z-scored) "
                          "MR, so give the image as the scanner wrote it, or choose a model made for this one")
-    device = select_device(settings.device, spatial_dims=2)  # before strength 0 returns: "cuda" with no GPU
+    device = select_device(settings.device, spatial_dims=dims)  # before strength 0 returns: "cuda" with no GPU
     if strength == 0.0:  # after every check: strength 0 must not accept what strength 1 refuses
         return arr.astype(arr.dtype if np.issubdtype(arr.dtype, np.integer) else np.float32).reshape(shape)
     precision = select_precision(device, settings.precision)
@@ -212,8 +257,11 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     stack = seen[None] if seen.ndim == 2 else seen
     intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))
     network = loaded.network.to(device).eval()
-    clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
-                        in_channels=loaded.card.in_channels, name=loaded.card.name).reshape(image.shape)
+    if dims == 3:
+        clean = _run_volume(network, stack, intensity, device, precision, progress, cancel, name=loaded.card.name)
+    else:
+        clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
+                            in_channels=loaded.card.in_channels, name=loaded.card.name).reshape(image.shape)
     clean[below] = image[below]
     blended = clean if strength == 1.0 else image + strength * (clean - image)
     return as_input_dtype(blended, arr).reshape(shape)

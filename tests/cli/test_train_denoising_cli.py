@@ -248,3 +248,35 @@ def test_a_run_killed_while_writing_the_ct_pair_cache_leaves_none(tmp_path, monk
         td._load_data("CT", 0, tmp_path, log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_an_mr_run_in_3d_writes_a_3d_card_and_a_ct_one_is_refused(tmp_path, monkeypatch, sources, capsys):
+    depths = []
+
+    def mr_source_3d(depth, **_):
+        depths.append(depth)
+        volume = np.random.default_rng(0).uniform(0.2, 1.0, (30, 40, 40)).astype(np.float32)
+        return dd.MRSource([volume], [(0, z0) for z0 in range(30 - depth + 1)])
+
+    monkeypatch.setattr(dd, "mr_source_3d", mr_source_3d)
+    out = tmp_path / "mr3d"
+    rc, argv = _run(monkeypatch, "--modality", "MR", "--dims", "3", "--out", str(out), "--steps", "2",
+                    "--no-adversarial", "--batch", "2", "--patch", "32", "--device", "cpu")
+    assert rc == 0 and depths == [16]
+    card = json.loads((out / "mr-denoising.json").read_text())
+    assert card["spatial_dims"] == 3 and card["in_channels"] == 1 and card["roi_size"] == [16, 32, 32]
+    assert card["train_command"] == shlex.join(argv)
+    rc, _ = _run(monkeypatch, "--modality", "CT", "--dims", "3", "--out", str(tmp_path / "ct3d"), "--steps", "2")
+    assert rc == 2 and "dims must be 2, or 3 for MR" in capsys.readouterr().err
+    assert not (tmp_path / "ct3d" / "ct_pairs.npz").exists()
+
+
+@pytest.mark.parametrize("first_stride, strides", [(None, [2]), ("2", [2]), ("1", [1])])
+def test_first_stride_sets_the_generators_first_level(tmp_path, monkeypatch, sources, first_stride, strides):
+    out = tmp_path / "run"
+    option = [] if first_stride is None else ["--first-stride", first_stride]
+    rc, _ = _run(monkeypatch, "--modality", "MR", "--out", str(out), "--steps", "1", "--no-adversarial",
+                 "--batch", "2", "--patch", "32", "--device", "cpu", *option)
+    assert rc == 0
+    card = json.loads((out / "mr-denoising.json").read_text())
+    assert card["network"]["kwargs"]["strides"] == strides  # TINY has one level below the first

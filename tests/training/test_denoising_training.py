@@ -154,3 +154,88 @@ def test_sizes_that_cannot_train_are_refused_before_any_data_is_read(tmp_path, s
     with pytest.raises(InputError, match=f"{name} must be 1 or more"):
         train_denoising("MR", tmp_path / "run", data=None, log=lambda *_: None, **sizes)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- 3D (MR)
+@pytest.fixture
+def tiny_blocks():
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(0.2, 1.0, (40, 40, 40)).astype(np.float32)
+    return MRSource([volume], [(0, z0) for z0 in range(0, 40 - 16 + 1)])
+
+
+def _train_3d(out, blocks, **kw):
+    from napari_medai.training.denoising_data import mr_batch_3d
+
+    settings = {"steps": 2, "warmup_steps": 2, "batch": 2, "patch": 32, "seed": 3, **kw}
+    return train_denoising("MR", out, dims=3, data=(blocks, mr_batch_3d), generator_kwargs=TINY,
+                           log=lambda *_: None, **settings)
+
+
+def test_3d_batches_are_blocks_half_as_deep_with_inverse_noise_weights(tiny_blocks):
+    from napari_medai.training.denoising_data import MR_REFERENCE_SIGMA, mr_batch_3d
+
+    noisy, clean, weights = mr_batch_3d(tiny_blocks, seed=0, step=5, batch=3, size=32)
+    assert noisy.shape == clean.shape == (3, 1, 16, 32, 32)
+    # the weight is the reference level over the noise actually added (Rician, so judged on the bias-free part)
+    sigma = MR_REFERENCE_SIGMA / weights
+    spread = [np.std(n - c) for n, c in zip(noisy, clean)]
+    assert np.allclose(spread, sigma, rtol=0.15)
+    again = mr_batch_3d(tiny_blocks, seed=0, step=5, batch=3, size=32)
+    assert all(np.array_equal(a, b) for a, b in zip((noisy, clean, weights), again))
+
+
+def test_3d_training_blocks_stay_out_of_colin27s_guard_band(monkeypatch):
+    import napari_medai.training.denoising_data as dd
+
+    volumes = {"colin": np.ones((181, 20, 20), np.float32), "mni": np.ones((60, 20, 20), np.float32)}
+    monkeypatch.setattr(dd, "colin27_path", lambda: "colin")
+    monkeypatch.setattr(dd, "mni152_path", lambda: "mni")
+    monkeypatch.setattr(dd, "load_mr_axial", lambda path: volumes[path])
+    source = dd.mr_source_3d(depth=32)
+    lo, hi = dd.COLIN_GUARD
+    colin = [z0 for v, z0 in source.slices if v == 0]
+    assert colin and all(z0 + 32 <= lo or z0 >= hi for z0 in colin)
+    assert 0 in colin and lo - 32 in colin and hi in colin and lo - 31 not in colin
+    assert [z0 for v, z0 in source.slices if v == 1] == list(range(60 - 32 + 1))
+    with pytest.raises(dd.InputError, match="no training block of 200 slices"):
+        dd.mr_source_3d(depth=200)
+
+
+def test_3d_run_is_reproducible_and_its_card_denoises_a_volume(tmp_path, tiny_blocks):
+    from napari_medai.denoising import denoise
+
+    card = _train_3d(tmp_path / "a", tiny_blocks)
+    _train_3d(tmp_path / "b", tiny_blocks)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["head.weight"].abs().sum() > 0
+    assert card["spatial_dims"] == 3 and card["in_channels"] == 1 and card["roi_size"] == [16, 32, 32]
+    assert card["training"]["precision"] in ("bf16", "fp32") and "3D" in card["description"]
+    volume = np.random.default_rng(2).uniform(20, 100, (12, 36, 30)).astype(np.float32)
+    out = denoise(volume, model=tmp_path / "a" / "mr-denoising.json")
+    assert out.shape == volume.shape and not np.array_equal(out, volume)
+
+
+def test_3d_adversarial_phase_runs_with_a_3d_discriminator(tmp_path, tiny_blocks):
+    big = MRSource([np.random.default_rng(4).uniform(0.2, 1.0, (40, 70, 70)).astype(np.float32)],
+                   [(0, z0) for z0 in range(0, 40 - 32 + 1)])
+    card = _train_3d(tmp_path, big, patch=64, steps=2, warmup_steps=1, adversarial=True)
+    assert card["training"]["adversarial"] is True
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert any(v.ndim == 5 for v in state["disc"].values())  # Conv3d kernels
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"modality": "CT", "dims": 3}, "dims must be 2, or 3 for MR"),
+    ({"modality": "MR", "dims": 3, "patch": 30}, "must be a multiple of 4"),
+    ({"modality": "MR", "dims": 4}, "dims must be 2, or 3 for MR"),
+])
+def test_3d_settings_that_cannot_train_are_refused_before_any_data(tmp_path, kw, says):
+    from napari_medai.errors import InputError
+
+    kw = {"patch": 32, **kw}
+    modality = kw.pop("modality")
+    with pytest.raises(InputError, match=says):
+        train_denoising(modality, tmp_path, steps=2, warmup_steps=2, batch=2, generator_kwargs=TINY,
+                        data=("never read", None), log=lambda *_: None, **kw)

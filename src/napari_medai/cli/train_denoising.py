@@ -21,7 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--no-adversarial", action="store_true", help="content loss only (no PatchGAN term)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=96)
+    p.add_argument("--patch", type=int, default=96,
+                   help="patch width in pixels (3D: blocks of patch/2 x patch x patch voxels)")
+    p.add_argument("--first-stride", type=int, choices=[1, 2], default=2,
+                   help="stride of the generator's first level: 2 (the default, the shipped generators) "
+                        "or 1, which keeps a level at full resolution (better, 3x slower: docs/denoising.md)")
+    p.add_argument("--dims", type=int, choices=[2, 3], default=2,
+                   help="2: slice-wise generator (CT 2D, MR 2.5D); 3: a 3D generator (MR only)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
     add_training_device(p)
     p.add_argument("--resume", default=None,
@@ -43,10 +49,15 @@ def run(args) -> int:
             raise InputError(f"{option} must be 1 or more, got {value}")
     check_writable(args.out, "--out", folder=True)
     command = "medai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from ..models import denoising_nets
+
+    default = denoising_nets.GENERATOR_KWARGS["strides"]
+    generator = None if args.first_stride == default[0] else {"strides": [args.first_stride, *default[1:]]}
     card = train_denoising(
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,
         adversarial=not args.no_adversarial, seed=args.seed, batch=args.batch, patch=args.patch,
-        threads=args.threads, device=args.device, resume=args.resume, train_command=command,
+        threads=args.threads, device=args.device, resume=args.resume, dims=args.dims, generator_kwargs=generator,
+        train_command=command,
     )
     print(f"wrote {args.out}/{card['name']}.pt and .json ({card['training']['seconds']} s)")
     return 0

@@ -13,6 +13,11 @@ from torch import nn
 
 # Default generator: 4-level 2D MONAI UNet, 0.2 M parameters.  Small on purpose: a 512x512 CT
 # slice must denoise in well under the time scikit-image's non-local means needs (benchmark goal).
+# With MONAI's UNet a first stride of 2 leaves no layer at the image's own grid: the noise, a
+# per-pixel pattern, is estimated from half-resolution features.  A first stride of 1 keeps a
+# level there: +0.2 to +0.8 dB on the CT benchmark, but 3x the time, which breaks the
+# 5x-faster-than-NLM goal, so it is a variant (``medai train denoising --first-stride 1``), not the
+# default (docs/denoising.md).
 GENERATOR_KWARGS = {
     "spatial_dims": 2,
     "channels": [16, 32, 64, 128],

@@ -41,6 +41,9 @@ COLIN_GUARD = (55, 115)
 # MR model is 2.5D: the slice and MR_NEIGHBOURS on each side (training draws gaps of 1 or 2 slices).
 MR_NEIGHBOURS = 1
 MR_MAX_REACH = 2 * MR_NEIGHBOURS
+# A 3D MR model trains on blocks of (patch // MR_3D_DEPTH_DIVISOR, patch, patch) voxels: half as
+# deep as wide keeps a step affordable on a CPU while the block still spans 32 slices at patch 64.
+MR_3D_DEPTH_DIVISOR = 2
 # CT photon counts per ray for training pairs.  Measured on 512 x 512 chest slices at 0.7 mm:
 # 2e5 adds only ~9 HU of noise, 2e4 ~28 HU (the benchmark's low dose), 5e3 ~55 HU.
 CT_PHOTONS_RANGE = (5e3, 2e5)
@@ -136,6 +139,25 @@ def mr_source(split: str, reach: int = MR_MAX_REACH, colin_share=MR_COLIN_SHARE)
                         shares=None if colin_share is None else (colin_share, 1 - colin_share))
     lo, hi = {"tune": COLIN_TUNE, "test": COLIN_TEST}[split]
     return MRSource([colin], [(0, z) for z in range(lo, hi)])
+
+
+def mr_source_3d(depth: int, colin_share=MR_COLIN_SHARE) -> MRSource:
+    """Training blocks for a 3D model: ``slices`` holds (volume, first slice) of every block of
+    ``depth`` slices that lies wholly outside Colin27's guard band (MNI152: anywhere) and whose
+    middle slice holds tissue; Colin27 is drawn ``colin_share`` of the time."""
+    colin, mni = load_mr_axial(colin27_path()), load_mr_axial(mni152_path())
+    guard_lo, guard_hi = COLIN_GUARD
+
+    def starts(vol, outside):
+        return [z0 for z0 in range(vol.shape[0] - depth + 1)
+                if outside(z0) and (vol[z0 + depth // 2] > 0.1).mean() > 0.10]
+
+    colin_z = starts(colin, lambda z0: z0 + depth <= guard_lo or z0 >= guard_hi)
+    mni_z = starts(mni, lambda z0: True)
+    if not colin_z or not mni_z:
+        raise InputError(f"no training block of {depth} slices fits the MR volumes: use a smaller patch")
+    return MRSource([colin, mni], [(0, z) for z in colin_z] + [(1, z) for z in mni_z],
+                    shares=(colin_share, 1 - colin_share))
 
 
 def _clip_hu(hu: np.ndarray) -> np.ndarray:
@@ -272,3 +294,30 @@ def ct_batch(pairs, seed: int, step: int, batch: int, size: int):
         clean.append(c)
         noisy.append(n)
     return np.stack(noisy)[:, None], np.stack(clean)[:, None], np.ones(batch, np.float32)
+
+
+def mr_batch_3d(source: MRSource, seed: int, step: int, batch: int, size: int, noise_range=MR_NOISE_RANGE,
+                reference_sigma=MR_REFERENCE_SIGMA):
+    """(noisy, clean) blocks of shape (batch, 1, size // MR_3D_DEPTH_DIVISOR, size, size) and loss
+    weights (batch,): the 3D counterpart of :func:`mr_batch` (one Rician level per block, drawn
+    log-uniformly, weight ``reference_sigma / level``; random in-plane rot90 and flips of z and x)."""
+    rng = np.random.default_rng([seed, step])
+    depth = size // MR_3D_DEPTH_DIVISOR
+    noisy, clean, weights = [], [], []
+    lo, hi = np.log(noise_range)
+    for _ in range(batch):
+        v, z0 = source.draw(rng)
+        vol = source.volumes[v]
+        y, x = _crop_origin(vol[z0 + depth // 2], size, rng, tissue=0.1)
+        block = vol[z0 : z0 + depth, y : y + size, x : x + size]
+        block = np.rot90(block, int(rng.integers(4)), axes=(1, 2))
+        if rng.random() < 0.5:
+            block = block[::-1]
+        if rng.random() < 0.5:
+            block = block[:, :, ::-1]
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        sigma = float(np.exp(rng.uniform(lo, hi)))
+        clean.append(block[None])
+        noisy.append(rician(block, sigma, rng)[None])
+        weights.append(reference_sigma / sigma)
+    return np.stack(noisy), np.stack(clean), np.asarray(weights, np.float32)
