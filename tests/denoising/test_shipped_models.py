@@ -16,13 +16,14 @@ def _rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2)))
 
 
-def test_ct_model_removes_low_dose_noise_from_a_lung1_crop():
+@pytest.mark.parametrize("model", [None, "ct-lowdose-denoising-fullres"])
+def test_ct_model_removes_low_dose_noise_from_a_lung1_crop(model):
     from napari_medai.phantoms import simulate_low_dose
 
     vol = read_volume(SAMPLES / "lung1_ct.nii.gz")
     crop = vol.data[22:24, 150:278, 190:318]  # mediastinum, lung and chest wall
     noisy = simulate_low_dose(crop, 5e2, seed=1, spacing=vol.spacing)  # ~47 HU: well above lung1's own noise
-    out = denoise(noisy, vol.spacing, modality="CT")
+    out = denoise(noisy, vol.spacing, modality="CT", model=model)  # None: the default, from the modality
     assert out.shape == crop.shape and out.dtype == noisy.dtype == np.int16
     assert _rmse(out, crop) < 0.7 * _rmse(noisy, crop)
 
