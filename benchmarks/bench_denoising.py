@@ -244,8 +244,9 @@ def model_runner(ds, spec, precision):
 
 
 def model_specs(kind, candidates=()):
-    """(label, spec) of the shipped model, of its variant with/without the adversarial term and of
-    any ``candidates`` (model card paths, e.g. a new training run's) made for ``kind``."""
+    """(label, spec) of the shipped model, of its built-in variants (``extra.variant_of``), of the
+    benchmark's own variants (benchmarks/denoising_variants: with/without the adversarial term) and
+    of any ``candidates`` (model card paths, e.g. a new training run's) made for ``kind``."""
     from napari_medai.denoising import DEFAULT_MODELS
     from napari_medai.models import get_card, load_card
 
@@ -317,9 +318,10 @@ def main(argv=None):
         for label, card in model_specs(ds.kind, args.candidate):
             _, run = model_runner(ds, card, args.precision)
             rows[label] = (*evaluate(ds, run, whole_stack=True), card.name)
-        print(f"{'method':26s} {'PSNR dB':>8s} {'SSIM':>7s} {'s/slice':>8s}  parameter")
+        width = max(26, *map(len, rows))
+        print(f"{'method':{width}s} {'PSNR dB':>8s} {'SSIM':>7s} {'s/slice':>8s}  parameter")
         for name, (psnr, ssim, sec, param) in rows.items():
-            print(f"{name:26s} {psnr:8.2f} {ssim:7.4f} {sec:8.3f}  {param}")
+            print(f"{name:{width}s} {psnr:8.2f} {ssim:7.4f} {sec:8.3f}  {param}")
         classical = {k: v for k, v in rows.items() if k in methods}
         shipped = next(k for k in rows if k.endswith("(shipped)"))
         if classical:

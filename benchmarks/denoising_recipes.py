@@ -12,8 +12,8 @@ Recipes (training/denoising_data.mr_batch and mr_source keywords):
   weighted  noise 1-10 % log-uniform, L1 weighted by 0.05 / noise level
   colin     weighted + 80 % of patches from Colin27 (the shipped recipe since 2026-11-26)
   wide      colin with channels 32-64-128-256 (4x the generator's arithmetic)
-  fullres   colin with a first level at full resolution (strides 1-2-2; the generator's default
-            since 2026-11-28; the recipes above keep the first stride of 2 they were run with)
+  fullres   colin with a first level at full resolution (strides 1-2-2, as the CT variant
+            ct-lowdose-denoising-fullres; the default generator and the recipes above: 2-2-2)
 
     python benchmarks/denoising_recipes.py                  # 3 recipes x 1000 steps, ~8 min on 2 cores
     python benchmarks/denoising_recipes.py --recipes colin,wide   # the wider generator beside it

@@ -184,7 +184,7 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``precision`` are used ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x) or (1, 1, y, x), is kept); an integer input gives the same integer dtype,
     anything else float32.  Slices need at least 8x8 pixels and, for the built-in networks,
-    more than 8 along y or x (their three halvings must leave more than one pixel).  ``spacing``
+    more than 8 along y or x (their halvings must leave more than one pixel).  ``spacing``
     (checked, not used: noise is per pixel) is (z, y, x) mm; a single slice takes (y, x) or the
     (z, y, x) of its volume.  One image only: a channel axis of more than 1 is refused.  Raises ``Cancelled``
     when ``cancel`` is set, leaving the input untouched.
@@ -236,7 +236,7 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise InputError(f"model '{loaded.card.name}' is 3D and needs a volume (z, y, x), not a single slice: "
                          "give the whole volume, or choose a 2D model")
     # padded to the network's size multiple, a slice must keep more than one pixel at its deepest
-    # level: instance norm cannot normalise a single pixel (8x8 under three halvings is 1x1)
+    # level: instance norm cannot normalise a single pixel (8x8 under the default's three halvings is 1x1)
     multiple = int(getattr(loaded.network, "size_multiple", 1))
     if max(arr.shape[-2:]) <= multiple:
         raise InputError(f"slices of {arr.shape[-2]}x{arr.shape[-1]} pixels are too small for model "

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
 
 
 def _print_progress(done: int, total: int) -> None:
-    print(f"\rdenoising: slice {done}/{total}", end="\n" if done == total else "", flush=True)
+    # slices for the 2D and 2.5D models, passes (the whole volume, or its blocks) for a 3D one
+    print(f"\rdenoising: {done}/{total}", end="\n" if done == total else "", flush=True)
 
 
 def run(args) -> int:

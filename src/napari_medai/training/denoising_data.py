@@ -157,7 +157,7 @@ def mr_source_3d(depth: int, colin_share=MR_COLIN_SHARE) -> MRSource:
     if not colin_z or not mni_z:
         raise InputError(f"no training block of {depth} slices fits the MR volumes: use a smaller patch")
     return MRSource([colin, mni], [(0, z) for z in colin_z] + [(1, z) for z in mni_z],
-                    shares=(colin_share, 1 - colin_share))
+                    shares=None if colin_share is None else (colin_share, 1 - colin_share))
 
 
 def _clip_hu(hu: np.ndarray) -> np.ndarray:
