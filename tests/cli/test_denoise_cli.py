@@ -195,3 +195,9 @@ def test_apple_mps_is_a_device_for_the_2d_denoisers(tmp_path, noisy_nifti, monke
     assert main(["denoise", str(noisy_nifti), str(out_path), "--model", str(card), "--device", "mps",
                  "--strength", "0"]) == 0  # strength 0: no network runs, so no real MPS is needed
     assert "cannot run 3D networks" not in capsys.readouterr().err and out_path.exists()
+
+
+def test_a_3d_denoiser_counts_passes_not_slices(tmp_path, noisy_nifti, capsys):
+    card = make_tiny_card(tmp_path / "model", spatial_dims=3, head_weight=0.05)
+    assert main(["denoise", str(noisy_nifti), str(tmp_path / "out.nii.gz"), "--model", str(card)]) == 0
+    assert "denoising: pass 1/1" in capsys.readouterr().out

@@ -23,9 +23,31 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _print_progress(done: int, total: int) -> None:
-    # slices for the 2D and 2.5D models, passes (the whole volume, or its blocks) for a 3D one
-    print(f"\rdenoising: {done}/{total}", end="\n" if done == total else "", flush=True)
+def _progress_printer(unit: str):
+    def show(done: int, total: int) -> None:
+        print(f"\rdenoising: {unit} {done}/{total}", end="\n" if done == total else "", flush=True)
+
+    return show
+
+
+def _card_of(model, modality):
+    """The card of the model denoise() will run, or None when it cannot be read (denoise() then
+    says why, after its checks of the image)."""
+    from pathlib import Path
+
+    from ..denoising import default_model_name
+    from ..errors import InputError, ModelError
+    from ..models import get_card, load_card
+
+    try:
+        if model is None:
+            return get_card(default_model_name(modality))
+        path = Path(model)
+        if path.exists():  # a card, or a weights file with its card beside it
+            return load_card(path.with_suffix(".json"))
+        return get_card(str(model))
+    except (InputError, ModelError, OSError, ValueError, KeyError):
+        return None
 
 
 def run(args) -> int:
@@ -55,12 +77,15 @@ def run(args) -> int:
         said_by = f"--modality {args.modality}" if args.modality else "its header"
         check_file_modality(model.card, modality, np.squeeze(data), args.input, said_by,
                             override=None if args.modality else "--modality")
+    # 2D and 2.5D models count slices; a 3D one counts passes (the whole volume, or its blocks)
+    card = getattr(model, "card", None) or _card_of(model, modality)
+    unit = "pass" if getattr(card, "spatial_dims", 2) == 3 else "slice"
     # a single slice lies along any axis (a sagittal slice is (z, y, 1)): denoise() takes it as (1, y, x)
     thin = data.shape.index(1) if 1 in data.shape else 0
     out = denoise(np.moveaxis(data, thin, 0), [spacing[thin], *np.delete(spacing, thin)], model=model,
                   modality=modality, strength=args.strength,
                   settings={"device": args.device, "precision": args.precision},
-                  progress=None if args.quiet else _print_progress)
+                  progress=None if args.quiet else _progress_printer(unit))
     out = np.moveaxis(out, 0, thin)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
     path = write_volume(volume.derived(out), args.output)  # on the input file's grid
