@@ -67,6 +67,9 @@ for step in "${steps[@]}"; do case "$step" in
     $M train denoising --modality CT --out runs/ct5-gan --steps 6000 --warmup-steps 5000 --threads 2 --first-stride 1
     $M train denoising --modality CT --out runs/ct5-noadv --steps 6000 --warmup-steps 5000 --no-adversarial \
       --resume runs/ct5-gan/warmup.pt --threads 2 --first-stride 1
+    $M train denoising --modality MR --out runs/mr4-gan --steps 6000 --warmup-steps 5000 --threads 2 --first-stride 1
+    $M train denoising --modality MR --out runs/mr4-noadv --steps 6000 --warmup-steps 5000 --no-adversarial \
+      --resume runs/mr4-gan/warmup.pt --threads 2 --first-stride 1
     .venv/bin/python - <<'PY'
 from napari_medai.training.denoising import install_weights
 W, V = "src/napari_medai/models/weights", "benchmarks/denoising_variants"
@@ -74,12 +77,15 @@ for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct4-gan", "runs/ct4-noad
                          ("mr-denoising", "runs/mr3-gan", "runs/mr3-noadv")):
     install_weights(gan, W, name)               # shipped: the GAN-trained generator
     install_weights(noadv, V, name, "-noadv")   # kept for the benchmark's comparison
-# the variant: its card also says extra.variant_of (and its scores; see the committed card)
+# the variants: their cards also say extra.variant_of (descriptions and scores: see the committed cards)
 import json, pathlib
-for run, folder, suffix in (("runs/ct5-gan", W, "-fullres"), ("runs/ct5-noadv", V, "-fullres-noadv")):
-    path = install_weights(run, folder, "ct-lowdose-denoising", suffix)
+for name, run, folder, suffix in (("ct-lowdose-denoising", "runs/ct5-gan", W, "-fullres"),
+                                  ("ct-lowdose-denoising", "runs/ct5-noadv", V, "-fullres-noadv"),
+                                  ("mr-denoising", "runs/mr4-gan", W, "-fullres"),
+                                  ("mr-denoising", "runs/mr4-noadv", V, "-fullres-noadv")):
+    path = install_weights(run, folder, name, suffix)
     card = json.loads(path.read_text())
-    card["extra"]["variant_of"] = "ct-lowdose-denoising"
+    card["extra"]["variant_of"] = name
     path.write_text(json.dumps(card, indent=2) + "\n")
 PY
     ;;

@@ -28,7 +28,8 @@ def test_ct_model_removes_low_dose_noise_from_a_lung1_crop(model):
     assert _rmse(out, crop) < 0.7 * _rmse(noisy, crop)
 
 
-def test_mr_model_removes_rician_noise_from_a_colin27_crop():
+@pytest.mark.parametrize("model", [None, "mr-denoising-fullres"])
+def test_mr_model_removes_rician_noise_from_a_colin27_crop(model):
     from napari_medai.training.denoising_data import rician
 
     vol = read_volume(SAMPLES / "colin27_t1.nii.gz")
@@ -36,6 +37,6 @@ def test_mr_model_removes_rician_noise_from_a_colin27_crop():
     crop = vol.data[centre[0] - 2 : centre[0] + 3, centre[1] - 48 : centre[1] + 48, centre[2] - 48 : centre[2] + 48]
     clean = crop.astype(np.float32)
     noisy = rician(clean, 0.05 * np.percentile(vol.data, 99), np.random.default_rng(0))
-    out = denoise(noisy, vol.spacing, modality="MR")
+    out = denoise(noisy, vol.spacing, modality="MR", model=model)
     assert out.shape == crop.shape and out.dtype == np.float32
     assert _rmse(out, clean) < 0.7 * _rmse(noisy, clean)
