@@ -140,30 +140,19 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     import torch
     import torch.nn.functional as F
 
-    from .inference.precision import autocast
-    from .inference.sliding_window import non_finite_message, run_sliding_window
+    from .inference.sliding_window import run_sliding_window
 
     multiple = int(getattr(network, "size_multiple", 1))
     x = intensity.apply(torch.from_numpy(image)[None])  # (1, z, y, x): one channel
     pads = [(-n) % multiple for n in image.shape]
     x = F.pad(x[None], (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate") if any(pads) else x[None]
+    # one window holding the whole volume (no blending needed), or blocks blended with Gaussian weights;
+    # the shared runner checks cancel, reports progress and refuses NaN either way
+    whole = x[0, 0].numel() <= WHOLE_VOLUME_VOXELS
+    roi = tuple(x.shape[2:]) if whole else tuple(min(n, w) for n, w in zip(x.shape[2:], VOLUME_WINDOW))
     with torch.inference_mode():
-        if x[0, 0].numel() <= WHOLE_VOLUME_VOXELS:
-            if progress is not None:
-                progress(0, 1)
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            with autocast(device, precision):
-                y = network(x.to(device))
-            if not bool(torch.isfinite(y).all()):
-                raise ModelError(non_finite_message(name, precision))
-            y = y.float().cpu()
-            if progress is not None:
-                progress(1, 1)
-        else:
-            roi = tuple(min(n, w) for n, w in zip(x.shape[2:], VOLUME_WINDOW))
-            y = run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
-                                   progress=progress, cancel=cancel, name=name)
+        y = run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
+                               mode="constant" if whole else "gaussian", progress=progress, cancel=cancel, name=name)
         if cancel is not None:  # pressed during the pass: still leave nothing
             cancel.raise_if_cancelled()
         # inverted in place, still in inference mode (its tensors allow no in-place change outside it)

@@ -30,32 +30,12 @@ def _progress_printer(unit: str):
     return show
 
 
-def _card_of(model, modality):
-    """The card of the model denoise() will run, or None when it cannot be read (denoise() then
-    says why, after its checks of the image)."""
-    from pathlib import Path
-
-    from ..denoising import default_model_name
-    from ..errors import InputError, ModelError
-    from ..models import get_card, load_card
-
-    try:
-        if model is None:
-            return get_card(default_model_name(modality))
-        path = Path(model)
-        if path.exists():  # a card, or a weights file with its card beside it
-            return load_card(path.with_suffix(".json"))
-        return get_card(str(model))
-    except (InputError, ModelError, OSError, ValueError, KeyError):
-        return None
-
-
 def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
 
-    from ..denoising import denoise
+    from ..denoising import denoise, load_denoiser
     from ..errors import InputError
     from ..io import read_volume, write_volume
     from ._common import check_device, check_outputs, check_writable
@@ -68,18 +48,16 @@ def run(args) -> int:
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")
     data, spacing = volume.data, volume.spacing
-    model = args.model
-    if model is not None and modality is not None:  # a CT denoiser named for a file that says MR
-        from ..denoising import load_denoiser
+    # loaded once here (denoise() takes it as loaded): its card names the progress unit
+    model = load_denoiser(args.model) if args.model is not None else load_denoiser(modality=modality)
+    if args.model is not None and modality is not None:  # a CT denoiser named for a file that says MR
         from ..inference.modality import check_file_modality
 
-        model = load_denoiser(model)
         said_by = f"--modality {args.modality}" if args.modality else "its header"
         check_file_modality(model.card, modality, np.squeeze(data), args.input, said_by,
                             override=None if args.modality else "--modality")
     # 2D and 2.5D models count slices; a 3D one counts passes (the whole volume, or its blocks)
-    card = getattr(model, "card", None) or _card_of(model, modality)
-    unit = "pass" if getattr(card, "spatial_dims", 2) == 3 else "slice"
+    unit = "pass" if model.card.spatial_dims == 3 else "slice"
     # a single slice lies along any axis (a sagittal slice is (z, y, 1)): denoise() takes it as (1, y, x)
     thin = data.shape.index(1) if 1 in data.shape else 0
     out = denoise(np.moveaxis(data, thin, 0), [spacing[thin], *np.delete(spacing, thin)], model=model,
