@@ -70,7 +70,8 @@ def test_a_ct_run_writes_checkpoints_weights_and_a_card_and_a_rerun_reuses_its_p
     assert training["steps"] == 2 and training["warmup_steps"] == 1 and training["adversarial"] is True
     assert training["batch"] == 2 and training["patch"] == 32 and training["seed"] == 0
     assert training["device"] == "cpu" and training["history"][-1]["step"] == 2
-    assert shlex.split(card["train_command"]) == command  # the command, quoted so it can be rerun
+    # the command, quoted so it can be rerun, with the network options it left at their defaults named
+    assert shlex.split(card["train_command"]) == command + ["--dims", "2", "--first-stride", "2", "--head-channels", "0"]
     out_text = capsys.readouterr().out
     assert f"wrote {out}/ct-lowdose-denoising.pt and .json" in out_text
     # the card and weights load and denoise, on the input's own grid
@@ -265,7 +266,7 @@ def test_an_mr_run_in_3d_writes_a_3d_card_and_a_ct_one_is_refused(tmp_path, monk
     assert rc == 0 and depths == [16]
     card = json.loads((out / "mr-denoising.json").read_text())
     assert card["spatial_dims"] == 3 and card["in_channels"] == 1 and card["roi_size"] == [16, 32, 32]
-    assert card["train_command"] == shlex.join(argv)
+    assert card["train_command"] == shlex.join(argv) + " --first-stride 2 --head-channels 0"
     rc, _ = _run(monkeypatch, "--modality", "CT", "--dims", "3", "--out", str(tmp_path / "ct3d"), "--steps", "2")
     assert rc == 2 and "dims must be 2, or 3 for MR" in capsys.readouterr().err
     assert not (tmp_path / "ct3d" / "ct_pairs.npz").exists()
@@ -280,3 +281,26 @@ def test_first_stride_sets_the_generators_first_level(tmp_path, monkeypatch, sou
     assert rc == 0
     card = json.loads((out / "mr-denoising.json").read_text())
     assert card["network"]["kwargs"]["strides"] == strides  # TINY has one level below the first
+
+
+@pytest.mark.parametrize("option, head", [([], None), (["--head-channels", "6"], 6), (["--head=5"], 5)])
+def test_head_channels_adds_a_full_resolution_convolution_and_the_card_names_it(
+        tmp_path, monkeypatch, sources, option, head):
+    out = tmp_path / "run"
+    rc, argv = _run(monkeypatch, "--modality", "CT", "--out", str(out), "--steps", "1", "--no-adversarial",
+                    "--batch", "2", "--patch", "32", "--device", "cpu", "--dims", "2", "--first-stride", "2", *option)
+    assert rc == 0
+    card = json.loads((out / "ct-lowdose-denoising.json").read_text())
+    assert card["network"]["kwargs"].get("head_channels") == head
+    # recorded once, as typed (a prefix too); left out, it is named with its default
+    assert card["train_command"] == shlex.join(argv) + ("" if option else " --head-channels 0")
+    state = __import__("torch").load(out / "ct-lowdose-denoising.pt", weights_only=True)
+    assert ("fuse.0.weight" in state) == (head is not None)
+    if head:
+        assert tuple(state["fuse.0.weight"].shape) == (head, TINY["features"] + 1, 3, 3)
+
+
+def test_a_negative_head_width_is_refused_before_any_data_is_read(tmp_path, monkeypatch, sources, capsys):
+    rc, _ = _run(monkeypatch, "--modality", "CT", "--out", str(tmp_path / "run"), "--head-channels", "-1")
+    assert rc == 2 and "--head-channels must be 0 (none) or more" in capsys.readouterr().err
+    assert sources == [] and not (tmp_path / "run").exists()

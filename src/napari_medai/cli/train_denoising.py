@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--first-stride", type=int, choices=[1, 2], default=2,
                    help="stride of the generator's first level: 2 (the default, the shipped generators) "
                         "or 1, which keeps a level at full resolution (better, 3x slower: docs/denoising.md)")
+    p.add_argument("--head-channels", type=int, default=0,
+                   help="channels of a 3x3 convolution at full resolution before the generator's output, over "
+                        "its features and the input (0: none, the default); a cheaper way than --first-stride 1 "
+                        "to let the generator read the noise at the image's own grid (docs/denoising.md)")
     p.add_argument("--dims", type=int, choices=[2, 3], default=2,
                    help="2: slice-wise generator (CT 2D, MR 2.5D); 3: a 3D generator (MR only)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
@@ -47,17 +51,37 @@ def run(args) -> int:
     for option, value in (("--steps", args.steps), ("--batch", args.batch), ("--patch", args.patch)):
         if value < 1:
             raise InputError(f"{option} must be 1 or more, got {value}")
+    if args.head_channels < 0:
+        raise InputError(f"--head-channels must be 0 (none) or more, got {args.head_channels}")
     check_writable(args.out, "--out", folder=True)
-    command = "medai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _recorded_command(sys.argv[1:], args)
     from ..models import denoising_nets
 
     default = denoising_nets.GENERATOR_KWARGS["strides"]
-    generator = None if args.first_stride == default[0] else {"strides": [args.first_stride, *default[1:]]}
+    generator = {}
+    if args.first_stride != default[0]:
+        generator["strides"] = [args.first_stride, *default[1:]]
+    if args.head_channels:
+        generator["head_channels"] = args.head_channels
     card = train_denoising(
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,
         adversarial=not args.no_adversarial, seed=args.seed, batch=args.batch, patch=args.patch,
-        threads=args.threads, device=args.device, resume=args.resume, dims=args.dims, generator_kwargs=generator,
+        threads=args.threads, device=args.device, resume=args.resume, dims=args.dims, generator_kwargs=generator or None,
         train_command=command,
     )
     print(f"wrote {args.out}/{card['name']}.pt and .json ({card['training']['seconds']} s)")
     return 0
+
+
+# Options that shape the generator.  The card records them even when they were left at their
+# defaults: a default that changes later must not change what the recorded command trains.
+NETWORK_OPTIONS = ("--dims", "--first-stride", "--head-channels")
+
+
+def _recorded_command(argv: list[str], args) -> str:
+    """The command as typed (quoted so it can be re-run), plus any network option it left out."""
+    given = [a.split("=", 1)[0] for a in argv if a.startswith("--") and len(a) > 2]
+    # argparse also takes a unique prefix (--head for --head-channels)
+    missing = [[option, str(getattr(args, option[2:].replace("-", "_")))]
+               for option in NETWORK_OPTIONS if not any(option.startswith(g) for g in given)]
+    return " ".join(["medai", *(shlex.quote(a) for a in argv), *(part for pair in missing for part in pair)])

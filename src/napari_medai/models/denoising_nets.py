@@ -32,10 +32,16 @@ class ResidualDenoiser(nn.Module):
 
     ``in_channels`` > 1 (odd) makes it 2.5D: the input holds the slice and its neighbours
     (z-k..z+k as channels) and the output is the denoised centre slice.
+
+    ``head_channels`` > 0 puts one 3x3 convolution at full resolution before the head, over the
+    UNet's features and the input itself.  With strides 2-2-2 no UNet layer sees the input at its
+    own grid, so this is the only place the per-pixel noise pattern is read at full resolution;
+    it costs half the default's time, where a full-resolution UNet level (first stride 1) costs
+    three times as much (docs/denoising.md).
     """
 
     def __init__(self, spatial_dims=2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1, features=16,
-                 in_channels=1):
+                 in_channels=1, head_channels=0):
         super().__init__()
         from monai.networks.nets import UNet
 
@@ -46,7 +52,11 @@ class ResidualDenoiser(nn.Module):
         self.body = UNet(spatial_dims, in_channels, features, tuple(channels), tuple(strides),
                          num_res_units=num_res_units)
         self.act = nn.PReLU()
-        self.head = conv(features, 1, kernel_size=1)
+        # None registers nothing: generators without it keep their state-dict keys
+        self.fuse = None
+        if head_channels:
+            self.fuse = nn.Sequential(conv(features + in_channels, head_channels, kernel_size=3, padding=1), nn.PReLU())
+        self.head = conv(head_channels or features, 1, kernel_size=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         # Inputs must be divisible by this (one halving per stride).
@@ -54,7 +64,10 @@ class ResidualDenoiser(nn.Module):
 
     def noise(self, x: torch.Tensor) -> torch.Tensor:
         """The noise estimate f(x) that the generator removes."""
-        return self.head(self.act(self.body(x)))
+        features = self.act(self.body(x))
+        if self.fuse is not None:
+            features = self.fuse(torch.cat([features, x], dim=1))
+        return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, self.centre : self.centre + 1] - self.noise(x)
