@@ -151,7 +151,7 @@ def test_the_card_and_the_settings_set_the_level_windows_are_mirrored_from(rng):
 
 def test_a_focus_level_outside_0_to_1_is_refused_before_running(rng):
     net = Counting(LesionNet())
-    for bad in (0, 1, 1.5, -0.1, "often", True):
+    for bad in (0, 1, 1.5, -0.1, "often", "0.2", True):
         model = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "focus_probability": bad})
         with pytest.raises(ModelError, match="focus_probability"):
             run_model(model, _volume(rng), settings=LESIONS)

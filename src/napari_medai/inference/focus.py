@@ -33,12 +33,13 @@ FOCUS_PROBABILITY = 0.05  # for a card that names no level of its own
 
 def check_focus_probability(value, what: str, error=ModelError) -> float:
     """``value`` as a probability strictly between 0 and 1, or a clear ``error`` naming ``what``
-    (at 0 every window would run, at 1 none)."""
-    try:
-        level = float(value)
-    except (TypeError, ValueError):
-        level = float("nan")
-    if isinstance(value, bool) or not 0.0 < level < 1.0:
+    (at 0 every window would run, at 1 none).  Only a number passes: a quoted "0.9" in a card is
+    refused, as ``lesion_confident`` refuses it, rather than read one way here and another there."""
+    import numbers
+
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    level = float(value) if is_number else float("nan")
+    if not 0.0 < level < 1.0:
         raise error(f"{what} must be a probability between 0 and 1 (exclusive), got {value!r}")
     return level
 
