@@ -40,3 +40,14 @@ def test_display_voxel_undoes_file_voxel(codes):
     shape, point = (12, 30, 20), [3.25, 7.0, 11.5]
     there = file_voxel(point, shape, codes)
     assert display_voxel(there, shape, codes) == point
+
+
+def test_a_file_voxel_for_a_wrong_orientation_code_is_refused_with_the_readers_message():
+    from napari_medai.errors import InputError
+    from napari_medai.io.orientation import display_voxel, file_voxel
+
+    for fn in (file_voxel, display_voxel):
+        with pytest.raises(InputError, match="three axis codes"):
+            fn([1, 2, 3], (4, 5, 6), "RAX")
+    # a known code maps a point there and back
+    assert display_voxel(file_voxel([1, 2, 3], (4, 5, 6), "RAS"), (4, 5, 6), "RAS") == [1.0, 2.0, 3.0]

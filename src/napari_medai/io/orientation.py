@@ -68,16 +68,9 @@ def from_display_frame(data_zyx: np.ndarray, napari_affine: np.ndarray, axcodes:
     """The inverse of :func:`to_display_frame`: ``(data_ijk, nifti_affine)`` with the index
     axes pointing along ``axcodes`` (e.g. 'RAS', the orientation of the file an input came
     from), so that an output lies on its input file's voxel grid, voxel for voxel."""
-    codes = tuple(str(axcodes).upper())
-    try:
-        target = axcodes2ornt(codes)
-    except Exception:  # nibabel raises ValueError or its own error for a wrong code
-        target = None
-    if target is None or len(codes) != 3 or np.isnan(target).any():
-        raise InputError(f"orientation must be three axis codes such as 'RAS' or 'LPS', got {axcodes!r}")
+    transform = _display_to_file(axcodes)
     data_ijk = np.transpose(np.asarray(data_zyx), (2, 1, 0))
     nifti_affine = nifti_affine_from_napari(napari_affine)
-    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), target)
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
         return data_ijk, nifti_affine
     return apply_orientation(data_ijk, transform), nifti_affine @ inv_ornt_aff(transform, data_ijk.shape)
@@ -106,7 +99,18 @@ def display_voxel(file_ijk, shape_zyx, axcodes: str) -> list[float]:
 def _file_to_display(shape_ijk, axcodes: str) -> np.ndarray:
     """4 x 4 map from the file's (i, j, k) indices to the display array's (i, j, k) (before its
     transpose to (z, y, x)); ``shape_ijk``: the display array's shape in (i, j, k) order."""
-    codes = tuple(str(axcodes).upper())
-    transform = nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), axcodes2ornt(codes))
     # inv_ornt_aff maps the re-oriented (file) array's indices to the display array's
-    return inv_ornt_aff(transform, shape_ijk)
+    return inv_ornt_aff(_display_to_file(axcodes), shape_ijk)
+
+
+def _display_to_file(axcodes: str) -> np.ndarray:
+    """nibabel's orientation transform from the display frame (LPS) to index axes along
+    ``axcodes``, or an InputError for anything that is not three axis codes such as 'RAS'."""
+    codes = tuple(str(axcodes).upper())
+    try:
+        target = axcodes2ornt(codes)
+    except Exception:  # nibabel raises ValueError or its own error for a wrong code
+        target = None
+    if target is None or len(codes) != 3 or np.isnan(target).any():
+        raise InputError(f"orientation must be three axis codes such as 'RAS' or 'LPS', got {axcodes!r}")
+    return nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), target)
