@@ -54,3 +54,11 @@ def test_a_full_resolution_head_keeps_the_identity_start_and_reads_the_input_at_
     with torch.no_grad():
         direct = net.head(net.fuse(torch.cat([net.act(net.body(x)), y], 1))) - net.noise(x)
     assert direct[0, 0, 7, 7].abs() > 0 and direct[0, 0, 0, 0] == 0
+
+
+def test_a_3d_generator_with_a_full_resolution_head_starts_as_the_identity():
+    torch.manual_seed(0)
+    net = build_generator(spatial_dims=3, channels=[4, 8], strides=[2], num_res_units=0, features=4, head_channels=3)
+    x = torch.rand(1, 1, 8, 16, 16)
+    assert isinstance(net.fuse[0], torch.nn.Conv3d) and net.fuse[0].in_channels == 4 + 1
+    assert torch.equal(net(x), x)

@@ -158,6 +158,8 @@ def test_a_focus_level_outside_0_to_1_is_refused_before_running(rng):
         with pytest.raises(InputError, match="focus_probability"):
             InferenceSettings(tta="mirror-lesions", focus_probability=bad).validate()
     assert net.calls == 0
+    # a numpy number is a number
+    InferenceSettings(tta="mirror-lesions", focus_probability=np.float32(0.2)).validate()
     # a card level only matters where lesions are mirrored: off and full mirroring ignore it
     zero = _model(net, roi_size=(16, 16, 16), extra={"lesions": [2], "focus_probability": 0})
     run_model(zero, _volume(rng), settings=OFF)

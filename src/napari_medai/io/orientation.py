@@ -111,6 +111,8 @@ def _display_to_file(axcodes: str) -> np.ndarray:
         target = axcodes2ornt(codes)
     except Exception:  # nibabel raises ValueError or its own error for a wrong code
         target = None
-    if target is None or len(codes) != 3 or np.isnan(target).any():
+    # each axis once: 'RLS' names left-right twice and no front-back axis, a mapping that was
+    # silently wrong in one direction and a bare LinAlgError in the other
+    if target is None or len(codes) != 3 or np.isnan(target).any() or sorted(target[:, 0]) != [0, 1, 2]:
         raise InputError(f"orientation must be three axis codes such as 'RAS' or 'LPS', got {axcodes!r}")
     return nib.orientations.ornt_transform(axcodes2ornt(DISPLAY_AXCODES), target)

@@ -36,8 +36,8 @@ class ResidualDenoiser(nn.Module):
     ``head_channels`` > 0 puts one 3x3 convolution at full resolution before the head, over the
     UNet's features and the input itself.  With strides 2-2-2 no UNet layer sees the input at its
     own grid, so this is the only place the per-pixel noise pattern is read at full resolution;
-    it adds about half the default's time per slice, where a full-resolution UNet level (first
-    stride 1) triples it (docs/denoising.md).
+    it costs 1.2-1.8 times the default's time per slice, where a full-resolution UNet level (first
+    stride 1) costs 3-4.6 times (docs/denoising.md).
     """
 
     def __init__(self, spatial_dims=2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1, features=16,
