@@ -43,7 +43,7 @@ def sources(monkeypatch):
 
 
 def _run(monkeypatch, *argv):
-    """``medai train denoising ARGV`` as the console script runs it (the card records sys.argv)."""
+    """``medai train denoising ARGV`` as the console script runs it (sys.argv set too)."""
     argv = ["train", "denoising", *argv]
     monkeypatch.setattr(sys, "argv", ["medai", *argv])
     return main(argv), ["medai", *argv]
@@ -304,3 +304,12 @@ def test_a_negative_head_width_is_refused_before_any_data_is_read(tmp_path, monk
     rc, _ = _run(monkeypatch, "--modality", "CT", "--out", str(tmp_path / "run"), "--head-channels", "-1")
     assert rc == 2 and "--head-channels must be 0 (none) or more" in capsys.readouterr().err
     assert sources == [] and not (tmp_path / "run").exists()
+
+
+def test_the_card_records_the_command_main_was_given_not_the_callers_own(tmp_path, monkeypatch, sources):
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "tests"])  # medai called from Python
+    argv = ["train", "denoising", "--modality", "CT", "--out", str(tmp_path / "run"), "--steps", "1",
+            "--no-adversarial", "--batch", "2", "--patch", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    card = json.loads((tmp_path / "run" / "ct-lowdose-denoising.json").read_text())
+    assert card["train_command"] == shlex.join(["medai", *argv]) + " --dims 2 --first-stride 2 --head-channels 0"

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def typed_command(args) -> list[str]:
+    """``medai`` and the arguments ``main()`` parsed: the command a model card records, so that
+    it can be run again."""
+    import sys
+
+    return ["medai", *getattr(args, "argv", sys.argv[1:])]
+
+
 def add_runtime_options(p) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "amp"],

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # what was typed, for the commands that record it in a model card: the list given here when
+    # medai is called from Python (sys.argv then belongs to the caller), else the console's
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -33,11 +33,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-
     from ..training.candidate_classifier import ClassifierTrainConfig, install_classifier, train_classifier
 
-    from ._common import check_install_as, check_writable
+    from ._common import check_install_as, check_writable, typed_command
 
     check_writable(args.out, "--out", folder=True)  # before candidates are drawn for minutes
     check_install_as(args)  # an installed name only with --replace, said before any training
@@ -49,6 +47,6 @@ def run(args) -> int:
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
           f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")
     if args.install_as:
-        path = install_classifier(args.out, args.install_as, " ".join(["medai"] + sys.argv[1:]))
+        path = install_classifier(args.out, args.install_as, " ".join(typed_command(args)))
         print(f"installed built-in classifier {path}")
     return 0

@@ -7,7 +7,6 @@ The shipped models were made with the commands recorded in their model cards
 from __future__ import annotations
 
 import shlex
-import sys
 
 from ._common import add_training_device
 
@@ -44,7 +43,7 @@ def run(args) -> int:
 
     from ..errors import InputError
 
-    from ._common import check_writable
+    from ._common import check_writable, typed_command
 
     # before any data is read: sizes that cannot train used to write an untrained generator
     # (--steps 0) or fail with a bare ValueError in the first batch
@@ -54,7 +53,7 @@ def run(args) -> int:
     if args.head_channels < 0:
         raise InputError(f"--head-channels must be 0 (none) or more, got {args.head_channels}")
     check_writable(args.out, "--out", folder=True)
-    command = _recorded_command(sys.argv[1:], args)
+    command = _recorded_command(typed_command(args)[1:], args)
     from ..models import denoising_nets
 
     default = denoising_nets.GENERATOR_KWARGS["strides"]

@@ -32,11 +32,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-
     from ..training.retinanet import RetinaTrainConfig, install_builtin, train_retinanet
 
-    from ._common import check_install_as, check_writable
+    from ._common import check_install_as, check_writable, typed_command
 
     check_writable(args.out, "--out", folder=True)  # before any data is read
     check_install_as(args)  # an installed name only with --replace, said before any training
@@ -46,6 +44,6 @@ def run(args) -> int:
                             device=args.device, bf16=args.bf16)
     summary = train_retinanet(cfg, log=lambda m: print(m, flush=True))
     if args.install_as:
-        command = "medai " + " ".join(sys.argv[1:])
+        command = " ".join(typed_command(args))
         print(f"installed {install_builtin(args.install_as, cfg, summary, command)}")
     return 0

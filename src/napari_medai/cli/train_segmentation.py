@@ -114,7 +114,7 @@ def run(args) -> int:
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     from ..training.segmentation import check_config
 
-    from ._common import check_install_as, check_writable
+    from ._common import check_install_as, check_writable, typed_command
 
     check_config(cfg)  # before phantoms are generated or any file is read
     check_writable(args.out, "--out", folder=True)
@@ -135,7 +135,7 @@ def run(args) -> int:
     if args.install_as:
         from ..training.segmentation import install_builtin
 
-        path = install_builtin(args.install_as, cfg, summary, " ".join(_argv()), checkpoint=args.install_checkpoint,
+        path = install_builtin(args.install_as, cfg, summary, " ".join(typed_command(args)), checkpoint=args.install_checkpoint,
                                replace=args.replace)
         print(f"installed built-in model card {path}")
     return 0
@@ -174,9 +174,3 @@ def _check_resume_before_phantoms(args, cfg) -> None:
                          f"{data} ({what}), and the run in {args.out} resumes only on the data it started with; "
                          "no phantom was written. Give the --phantoms and --phantom-seed it started with to resume "
                          "it, choose another --out to train on other phantoms, or delete its last.pt to start over")
-
-
-def _argv():
-    import sys
-
-    return ["medai"] + sys.argv[1:]
