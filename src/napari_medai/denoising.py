@@ -149,10 +149,23 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     # one window holding the whole volume (no blending needed), or blocks blended with Gaussian weights;
     # the shared runner checks cancel, reports progress and refuses NaN either way
     whole = x[0, 0].numel() <= WHOLE_VOLUME_VOXELS
-    roi = tuple(x.shape[2:]) if whole else tuple(min(n, w) for n, w in zip(x.shape[2:], VOLUME_WINDOW))
+    blocks = tuple(min(n, w) for n, w in zip(x.shape[2:], VOLUME_WINDOW))
+
+    def run(roi, whole):
+        return run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
+                                  mode="constant" if whole else "gaussian", progress=progress, cancel=cancel, name=name)
+
     with torch.inference_mode():
-        y = run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
-                               mode="constant" if whole else "gaussian", progress=progress, cancel=cancel, name=name)
+        try:
+            y = run(tuple(x.shape[2:]) if whole else blocks, whole)
+        except torch.OutOfMemoryError:
+            # the one pass did not fit this GPU (WHOLE_VOLUME_VOXELS is sized for a CPU's memory):
+            # the blocks a larger volume gets need a fraction of it
+            if not whole or blocks == tuple(x.shape[2:]):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            y = run(blocks, False)
         if cancel is not None:  # pressed during the pass: still leave nothing
             cancel.raise_if_cancelled()
         # inverted in place, still in inference mode (its tensors allow no in-place change outside it)

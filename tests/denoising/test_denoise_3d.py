@@ -72,3 +72,39 @@ def test_a_3d_cancel_leaves_nothing(tmp_path, volume, monkeypatch):
     with pytest.raises(Cancelled):
         denoise(volume, model=card, cancel=token, progress=progress)
     assert max(calls) < 8  # stopped long before the last block
+
+
+def test_a_one_pass_that_runs_out_of_device_memory_is_run_again_in_blocks(tmp_path, volume, monkeypatch):
+    import torch
+
+    import napari_medai.inference.sliding_window as sw
+
+    card = make_tiny_card(tmp_path, spatial_dims=3, head_weight=0.05)
+    monkeypatch.setattr(denoising, "VOLUME_WINDOW", (8, 16, 16))
+    real, rois = sw.run_sliding_window, []
+
+    def gpu_too_small(network, x, roi, **kwargs):
+        rois.append(tuple(roi))
+        if tuple(roi) == tuple(x.shape[2:]):  # the whole volume at once
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(network, x, roi, **kwargs)
+
+    monkeypatch.setattr(sw, "run_sliding_window", gpu_too_small)
+    out = denoise(volume, model=card)
+    assert rois == [(14, 30, 28), (8, 16, 16)]  # padded to the size multiple (2), then the blocks
+    monkeypatch.setattr(sw, "run_sliding_window", real)
+    monkeypatch.setattr(denoising, "WHOLE_VOLUME_VOXELS", 1000)
+    np.testing.assert_array_equal(out, denoise(volume, model=card))  # what blocks give from the start
+
+
+def test_blocks_that_run_out_of_device_memory_still_say_so(tmp_path, volume, monkeypatch):
+    import torch
+
+    import napari_medai.inference.sliding_window as sw
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(sw, "run_sliding_window", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        denoise(volume, model=make_tiny_card(tmp_path, spatial_dims=3))
