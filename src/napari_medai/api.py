@@ -27,6 +27,9 @@ class SegmentationResult:
     classes: dict[int, dict]  # index -> {"name", "color"}
     volumes: list[dict] = field(default_factory=list)  # per-class voxels and mL
     lesion_probability: np.ndarray | None = None  # float32 (z, y, x), when the model has a lesion class
+    # each lesion component with the outline it got (half-maximum or the network's):
+    # postprocess.components.lesion_outlines
+    lesion_outlines: list[dict] = field(default_factory=list)
 
     def __iter__(self):  # labels, classes = segment(...)
         return iter((self.labels, self.classes))
@@ -235,7 +238,7 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     """``segment``'s second half: the card's second opinion and clean-up on ``first_segmentation``'s
     output, then the class table and volumes."""
     from .postprocess import class_volumes
-    from .postprocess.components import clean_with_card
+    from .postprocess.components import clean_with_card, lesion_outlines
 
     loaded = _model(model)
     card = loaded.card
@@ -249,7 +252,10 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     if postprocess:
         labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
     names = {i: c["name"] for i, c in classes.items()}
-    return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob)
+    # without the clean-up no edge was refined: every component keeps the network's outline
+    extra = card.extra if postprocess else {**card.extra, "lesion_refine": None}
+    return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob,
+                              lesion_outlines(labels, lesion_prob, spacing, extra))
 
 
 def check_max_findings(max_findings) -> int | None:

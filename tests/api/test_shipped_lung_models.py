@@ -49,6 +49,13 @@ def test_segmentation_overlaps_the_real_lung1_nodule(lung1_crop):
     nodule = res.labels == 2
     assert 2 * (nodule & truth).sum() / (nodule.sum() + truth.sum()) > 0.3
     assert res.lesion_probability[truth].mean() > 0.5
+    # the nodule's component is confident (p >= 0.99), so its outline is the refined half-maximum
+    # one, and the rows add up to the nodule class's volume
+    at = [r for r in res.lesion_outlines if truth[tuple(int(round(c)) for c in r["center_voxel"])]]
+    assert len(at) == 1 and at[0]["outline"] == "half-maximum" and at[0]["peak_probability"] >= 0.99
+    assert sum(r["voxels"] for r in res.lesion_outlines) == int(nodule.sum())
+    raw = segment(hu, spacing, postprocess=False)
+    assert raw.lesion_outlines and {r["outline"] for r in raw.lesion_outlines} == {"network"}
 
 
 @needs

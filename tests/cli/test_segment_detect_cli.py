@@ -35,6 +35,12 @@ def test_segment_writes_labels_with_the_inputs_affine(tmp_path, ct_nifti, capsys
     assert {k: v["name"] for k, v in labels.metadata["classes"].items()} == {0: "background", 1: "lung", 2: "nodule"}
     printed = capsys.readouterr().out
     assert "nodule" in printed and "lung" in printed and "labels written to" in printed
+    # each lesion with its outline: this card refines no edge, so every one keeps the network's
+    lines = printed.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("lesion at"))) + 1:-1]
+    nodules = int((labels.data == 2).sum())
+    assert table and all(line.endswith("  network") for line in table)
+    assert nodules * 2.0 / 1000 == pytest.approx(sum(float(line.split()[-3]) for line in table), abs=1e-3 * len(table))
 
 
 def test_segment_of_a_ras_file_writes_labels_on_that_files_grid(tmp_path, ct_nifti):

@@ -260,3 +260,29 @@ def test_a_nodule_touching_its_lung_only_beyond_the_nodules_box_is_kept():
     labels[2:4, 3:5, 6:10] = 2  # against the lung's side at x = 10, outside the nodules' own box
     out = clean_segmentation(labels, (1.0, 1.0, 1.0), {1: 1}, (2,), 0.0, (1,))
     np.testing.assert_array_equal(out, labels)
+
+
+def test_each_lesion_component_says_which_outline_it_got():
+    from napari_medai.postprocess.components import lesion_outlines
+
+    labels = np.zeros((6, 20, 20), dtype=np.uint8)
+    prob = np.zeros(labels.shape, dtype=np.float32)
+    labels[1:3, 2:6, 2:6] = 2  # confident: peaks at 0.995
+    prob[1:3, 2:6, 2:6] = 0.7
+    prob[2, 3, 3] = 0.995
+    labels[3:5, 10:13, 10:12] = 2  # unsure everywhere: peaks at 0.8
+    prob[3:5, 10:13, 10:12] = 0.8
+    labels[0, 18:20, 0:2] = 1  # another class: not a lesion
+    extra = {"lesions": [2], "lesion_refine": {"reach_mm": 1.0}, "lesion_confident": 0.99}
+    rows = lesion_outlines(labels, prob, (2.0, 1.0, 1.0), extra)
+    assert [r["outline"] for r in rows] == ["half-maximum", "network"]  # largest first
+    assert rows[0]["voxels"] == 32 and rows[0]["volume_ml"] == 0.064 and rows[0]["peak_probability"] == 0.995
+    assert rows[0]["center_voxel"] == [1.5, 3.5, 3.5] and rows[1]["center_voxel"] == [3.5, 11.0, 10.5]
+    # no confidence limit: the refinement reaches every component; no refinement: none
+    assert [r["outline"] for r in lesion_outlines(labels, prob, (2, 1, 1), {**extra, "lesion_confident": None})] == [
+        "half-maximum", "half-maximum"]
+    assert {r["outline"] for r in lesion_outlines(labels, prob, (2, 1, 1), {"lesions": [2]})} == {"network"}
+    # no lesion class, no probability, or no lesion voxel: nothing to list
+    assert lesion_outlines(labels, prob, (2, 1, 1), {}) == []
+    assert lesion_outlines(labels, None, (2, 1, 1), extra) == []
+    assert lesion_outlines(np.zeros_like(labels), prob, (2, 1, 1), extra) == []

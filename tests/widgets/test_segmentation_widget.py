@@ -98,6 +98,10 @@ def test_segments_a_phantom_crop_into_an_aligned_labels_layer(qtbot, viewer, wei
     assert [table.cell_text(r, 0) for r in range(table.rowCount())] == ["lung", "nodule"]
     assert float(table.cell_text(1, 1)) == pytest.approx((labels.data == 2).sum() * voxel_ml, rel=1e-3)
     assert widget.layer_picker.current_layer() is phantom_crop
+    # each nodule with the outline it got (this card refines no edge: the network's)
+    outlines = labels.metadata["lesion_outlines"]
+    assert outlines and {r["outline"] for r in outlines} == {"network"}
+    assert sum(r["voxels"] for r in outlines) == int((labels.data == 2).sum())
 
 
 def test_a_model_reinstalled_under_its_name_while_the_widget_is_open_runs_with_its_new_weights(

@@ -49,6 +49,12 @@ def run(args) -> int:
     print(f"{'class':<14}{'voxels':>12}{'volume mL':>12}")
     for row in result.volumes:
         print(f"{row['name']:<14}{row['voxels']:>12}{row['volume_ml']:>12.2f}")
+    if result.lesion_outlines:
+        # which outline each lesion got: its volume on a follow-up compares only with the same kind
+        print(f"{'lesion at (z, y, x) voxel':<28}{'volume mL':>10}{'peak p':>8}  outline")
+        for row in result.lesion_outlines:
+            centre = ", ".join(f"{c:g}" for c in row["center_voxel"])
+            print(f"{'(' + centre + ')':<28}{row['volume_ml']:>10.3f}{row['peak_probability']:>8.2f}  {row['outline']}")
     print(f"labels written to {args.output}")
     if missing:  # asked for, and not made: say so, and exit 1 (done in part)
         print(f"medai segment: the model has no lesion class, so no probability map was written to "

@@ -292,3 +292,37 @@ def merge_confirmed(labels: np.ndarray, lesion: int, candidates, scores: np.ndar
         if not lesion_mask[box][region].any():
             out[box][region] = lesion
     return out
+
+
+def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing, extra: dict) -> list[dict]:
+    """Each 26-connected component of the card's first lesion class after ``clean_with_card``,
+    largest first, with the outline it was given: ``"half-maximum"`` where the card's edge
+    refinement (``extra["lesion_refine"]``) applies to it (with ``extra["lesion_confident"]``,
+    only a component that reaches that probability somewhere), else ``"network"`` (the network's
+    own outline).  A reader comparing volumes across visits needs to know: on lung1 the two
+    outlines of the nodule differ by 3.5 % (docs/segmentation.md).  Each row: ``center_voxel``
+    (z, y, x), ``voxels``, ``volume_ml``, ``peak_probability`` and ``outline``.  Empty without a
+    lesion class or its probability."""
+    lesions = tuple(int(i) for i in extra.get("lesions", ()))
+    if not lesions or lesion_prob is None:
+        return []
+    mask = labels == lesions[0]
+    box = bounding_box(mask)
+    if box is None:
+        return []
+    lab, n = ndimage.label(mask[box], structure=_FULL)
+    index = np.arange(1, n + 1)
+    peaks = np.asarray(ndimage.maximum(lesion_prob[box], lab, index), dtype=float).reshape(n)
+    centres = ndimage.center_of_mass(mask[box], lab, index)
+    sizes = label_sizes(lab, n)[1:]
+    refined = bool(extra.get("lesion_refine"))
+    confident = _confidence_level(extra.get("lesion_confident"))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for centre, size, peak in zip(centres, sizes, peaks):
+        half_maximum = refined and (confident is None or peak >= confident)
+        rows.append({"center_voxel": [round(float(c) + b.start, 1) for c, b in zip(centre, box)],
+                     "voxels": int(size), "volume_ml": round(float(size) * voxel_ml, 4),
+                     "peak_probability": round(float(peak), 4),
+                     "outline": "half-maximum" if half_maximum else "network"})
+    return sorted(rows, key=lambda row: -row["voxels"])

@@ -120,7 +120,9 @@ class SegmentationWidget(TaskWidget):
         labels = output_layer_data(
             result.labels, source_layer, "segmentation", "labels",
             **named_labels(classes),
-            metadata={"classes": classes, "class_volumes": result.volumes, "model": _model_name(params.model)},
+            # lesion_outlines: which outline each nodule got, for volumes compared across visits
+            metadata={"classes": classes, "class_volumes": result.volumes, "model": _model_name(params.model),
+                      "lesion_outlines": result.lesion_outlines},
         )
         layers = [labels]
         if result.lesion_probability is not None:
