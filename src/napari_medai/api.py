@@ -249,13 +249,14 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     if confirm and lesions:
         labels = _confirm_lesions(labels, lesion_prob, volume, spacing, card, confirm, lesions[0], settings,
                                   progress, cancel)
+    # where the clean-up moves a lesion's edge to the image's contour: each lesion's outline kind
+    refined = np.zeros(labels.shape, dtype=bool) if postprocess and lesions and card.extra.get("lesion_refine") else None
     if postprocess:
-        labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume)
+        labels = clean_with_card(labels, lesion_prob, spacing, card.extra, min_lesion_mm3, image=volume,
+                                 refined=refined)
     names = {i: c["name"] for i, c in classes.items()}
-    # without the clean-up no edge was refined: every component keeps the network's outline
-    extra = card.extra if postprocess else {**card.extra, "lesion_refine": None}
-    return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob,
-                              lesion_outlines(labels, lesion_prob, spacing, extra))
+    outlines = lesion_outlines(labels, lesion_prob, spacing, lesions[0], refined) if lesions else []
+    return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob, outlines)
 
 
 def check_max_findings(max_findings) -> int | None:

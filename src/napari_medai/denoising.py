@@ -155,17 +155,25 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
         return run_sliding_window(network, x, roi, device=device, precision=precision, sw_batch_size=2,
                                   mode="constant" if whole else "gaussian", progress=progress, cancel=cancel, name=name)
 
+    out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5: cuda's
+    retry = False
     with torch.inference_mode():
         try:
             y = run(tuple(x.shape[2:]) if whole else blocks, whole)
-        except torch.OutOfMemoryError:
+        except out_of_memory:
             # the one pass did not fit this GPU (WHOLE_VOLUME_VOXELS is sized for a CPU's memory):
-            # the blocks a larger volume gets need a fraction of it
+            # the blocks a larger volume gets need a fraction of it.  Retried outside this handler,
+            # whose traceback would keep the failed pass's tensors on the GPU.
             if not whole or blocks == tuple(x.shape[2:]):
                 raise
+            retry = True
+        if retry:
+            import gc
+
+            gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            y = run(blocks, False)
+            y = run(blocks, False)  # blended blocks: within a little of the one pass (tests)
         if cancel is not None:  # pressed during the pass: still leave nothing
             cancel.raise_if_cancelled()
         # inverted in place, still in inference mode (its tensors allow no in-place change outside it)

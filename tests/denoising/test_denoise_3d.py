@@ -105,6 +105,13 @@ def test_blocks_that_run_out_of_device_memory_still_say_so(tmp_path, volume, mon
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
+    card = make_tiny_card(tmp_path, spatial_dims=3)
     monkeypatch.setattr(sw, "run_sliding_window", no_memory)
-    with pytest.raises(torch.OutOfMemoryError):
-        denoise(volume, model=make_tiny_card(tmp_path, spatial_dims=3))
+    with pytest.raises(torch.OutOfMemoryError):  # one pass, and no smaller blocks to retry in
+        denoise(volume, model=card)
+    monkeypatch.setattr(denoising, "VOLUME_WINDOW", (8, 16, 16))
+    with pytest.raises(torch.OutOfMemoryError):  # one pass, then its blocks
+        denoise(volume, model=card)
+    monkeypatch.setattr(denoising, "WHOLE_VOLUME_VOXELS", 1000)
+    with pytest.raises(torch.OutOfMemoryError):  # blocks from the start
+        denoise(volume, model=card)

@@ -262,27 +262,37 @@ def test_a_nodule_touching_its_lung_only_beyond_the_nodules_box_is_kept():
     np.testing.assert_array_equal(out, labels)
 
 
-def test_each_lesion_component_says_which_outline_it_got():
-    from napari_medai.postprocess.components import lesion_outlines
+def test_each_lesion_component_says_the_outline_the_clean_up_gave_it():
+    from napari_medai.postprocess.components import clean_with_card, lesion_outlines
 
-    labels = np.zeros((6, 20, 20), dtype=np.uint8)
-    prob = np.zeros(labels.shape, dtype=np.float32)
-    labels[1:3, 2:6, 2:6] = 2  # confident: peaks at 0.995
-    prob[1:3, 2:6, 2:6] = 0.7
-    prob[2, 3, 3] = 0.995
-    labels[3:5, 10:13, 10:12] = 2  # unsure everywhere: peaks at 0.8
-    prob[3:5, 10:13, 10:12] = 0.8
-    labels[0, 18:20, 0:2] = 1  # another class: not a lesion
-    extra = {"lesions": [2], "lesion_refine": {"reach_mm": 1.0}, "lesion_confident": 0.99}
-    rows = lesion_outlines(labels, prob, (2.0, 1.0, 1.0), extra)
-    assert [r["outline"] for r in rows] == ["half-maximum", "network"]  # largest first
-    assert rows[0]["voxels"] == 32 and rows[0]["volume_ml"] == 0.064 and rows[0]["peak_probability"] == 0.995
-    assert rows[0]["center_voxel"] == [1.5, 3.5, 3.5] and rows[1]["center_voxel"] == [3.5, 11.0, 10.5]
-    # no confidence limit: the refinement reaches every component; no refinement: none
-    assert [r["outline"] for r in lesion_outlines(labels, prob, (2, 1, 1), {**extra, "lesion_confident": None})] == [
-        "half-maximum", "half-maximum"]
-    assert {r["outline"] for r in lesion_outlines(labels, prob, (2, 1, 1), {"lesions": [2]})} == {"network"}
-    # no lesion class, no probability, or no lesion voxel: nothing to list
-    assert lesion_outlines(labels, prob, (2, 1, 1), {}) == []
-    assert lesion_outlines(labels, None, (2, 1, 1), extra) == []
-    assert lesion_outlines(np.zeros_like(labels), prob, (2, 1, 1), extra) == []
+    spacing = (1.0, 1.0, 1.0)
+    image = np.full((24, 40, 40), -800.0, dtype=np.float32)  # lung
+    labels = np.ones(image.shape, dtype=np.uint8)
+    prob = np.zeros(image.shape, dtype=np.float32)
+    zz, yy, xx = np.ogrid[:24, :40, :40]
+    ball = (zz - 8) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 <= 16  # a solid nodule of radius 4
+    image[ball] = 40.0
+    labels[(zz - 8) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 <= 6] = 2  # drawn too small: refined
+    prob[labels == 2] = 0.995
+    labels[14:18, 28:32, 28:32] = 2  # a lesion with no contrast to its lung: left as drawn
+    prob[14:18, 28:32, 28:32] = 0.995
+    labels[16:18, 8:10, 30:32] = 2  # unsure everywhere: kept out of the refinement
+    prob[16:18, 8:10, 30:32] = 0.6
+    extra = {"lesions": [2], "organs": {"1": 1}, "lesion_hosts": [1], "lesion_refine": {"reach_mm": 1.5},
+             "lesion_confident": 0.99}
+    refined = np.zeros(labels.shape, dtype=bool)
+    out = clean_with_card(labels, prob, spacing, extra, image=image, refined=refined)
+    assert (out == 2).sum() > (labels == 2).sum()  # the nodule grew to its contour
+    rows = lesion_outlines(out, prob, spacing, 2, refined)
+    assert [(r["voxels"], r["outline"]) for r in rows] == [
+        ((out[:12] == 2).sum(), "half-maximum"), (64, "network"), (8, "network")]
+    assert rows[0]["center_voxel"] == [8.0, 10.0, 10.0] and rows[1]["peak_probability"] == 0.995
+    assert rows[1]["volume_ml"] == 0.064
+    # a refined nodule grown into an unrefined neighbour is both: "mixed"
+    joined = out.copy()
+    joined[8, 10, 14:20] = 2
+    assert lesion_outlines(joined, prob, spacing, 2, refined)[0]["outline"] == "mixed"
+    # nothing refined (no mask), no lesion voxel: the network's outline, nothing to list
+    assert {r["outline"] for r in lesion_outlines(out, None, spacing, 2)} == {"network"}
+    assert lesion_outlines(out, None, spacing, 2)[0]["peak_probability"] is None
+    assert lesion_outlines(np.zeros_like(out), prob, spacing, 2) == []

@@ -54,7 +54,8 @@ def run(args) -> int:
         print(f"{'lesion at (z, y, x) voxel':<28}{'volume mL':>10}{'peak p':>8}  outline")
         for row in result.lesion_outlines:
             centre = ", ".join(f"{c:g}" for c in row["center_voxel"])
-            print(f"{'(' + centre + ')':<28}{row['volume_ml']:>10.3f}{row['peak_probability']:>8.2f}  {row['outline']}")
+            peak = "" if row["peak_probability"] is None else f"{row['peak_probability']:.3f}"
+            print(f"{'(' + centre + ')':<28}{row['volume_ml']:>10.4f}{peak:>8}  {row['outline']}")
     print(f"labels written to {args.output}")
     if missing:  # asked for, and not made: say so, and exit 1 (done in part)
         print(f"medai segment: the model has no lesion class, so no probability map was written to "

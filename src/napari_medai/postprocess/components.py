@@ -78,7 +78,7 @@ def drop_components_away_from(mask: np.ndarray, host: np.ndarray) -> np.ndarray:
 def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: float | None = None,
                     lesion_threshold: float | None = None, image: np.ndarray | None = None,
                     body: np.ndarray | None = None, lesion_refine: dict | bool | None = None,
-                    lesion_confident: float | bool | None = None) -> np.ndarray:
+                    lesion_confident: float | bool | None = None, refined: np.ndarray | None = None) -> np.ndarray:
     """The post-processing a model card declares in ``extra`` (see ``api.segment``), applied to
     argmax ``labels``; ``lesion_prob`` is the probability of the card's first lesion class
     (only that channel: callers need not keep every class in memory; None without one).
@@ -91,7 +91,8 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
     ``extra["lesion_confident"]`` (a probability q) limits both the lower threshold and the
     refinement to lesion components that hold a voxel of probability >= q: a component the
     network is unsure of everywhere keeps its argmax outline.  ``lesion_confident``: None takes
-    the card's, False turns it off, a number replaces it."""
+    the card's, False turns it off, a number replaces it.  ``refined`` (boolean, the labels'
+    shape) is marked where the refinement moved a component's edge (``refine_lesion_edges``)."""
     lesions = tuple(int(i) for i in extra.get("lesions", ()))
     if lesion_threshold is None:
         lesion_threshold = extra.get("lesion_threshold")
@@ -121,7 +122,8 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
         from .refine import refine_lesion_edges
 
         only = lesion_prob >= confident if confident is not None else None
-        labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine, only=only)
+        labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine, only=only,
+                                     refined=refined)
     return labels
 
 
@@ -294,35 +296,32 @@ def merge_confirmed(labels: np.ndarray, lesion: int, candidates, scores: np.ndar
     return out
 
 
-def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing, extra: dict) -> list[dict]:
-    """Each 26-connected component of the card's first lesion class after ``clean_with_card``,
-    largest first, with the outline it was given: ``"half-maximum"`` where the card's edge
-    refinement (``extra["lesion_refine"]``) applies to it (with ``extra["lesion_confident"]``,
-    only a component that reaches that probability somewhere), else ``"network"`` (the network's
-    own outline).  A reader comparing volumes across visits needs to know: on lung1 the two
-    outlines of the nodule differ by 3.5 % (docs/segmentation.md).  Each row: ``center_voxel``
-    (z, y, x), ``voxels``, ``volume_ml``, ``peak_probability`` and ``outline``.  Empty without a
-    lesion class or its probability."""
-    lesions = tuple(int(i) for i in extra.get("lesions", ()))
-    if not lesions or lesion_prob is None:
-        return []
-    mask = labels == lesions[0]
+def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing, lesion: int,
+                    refined: np.ndarray | None = None) -> list[dict]:
+    """Each 26-connected component of class ``lesion``, largest first, with the outline it has:
+    ``"half-maximum"`` where the edge refinement moved it to the image's contour (``refined``, as
+    ``clean_with_card`` marks it), ``"network"`` where it kept the network's outline, and
+    ``"mixed"`` for a component made of both (a refined nodule grown into an unrefined neighbour).
+    A reader comparing volumes across visits needs to know: on lung1 the two outlines of the
+    nodule differ by 3.5 % (docs/segmentation.md).  Each row: ``center_voxel`` (z, y, x),
+    ``voxels``, ``volume_ml``, ``peak_probability`` (None without ``lesion_prob``) and ``outline``."""
+    mask = labels == lesion
     box = bounding_box(mask)
     if box is None:
         return []
     lab, n = ndimage.label(mask[box], structure=_FULL)
     index = np.arange(1, n + 1)
-    peaks = np.asarray(ndimage.maximum(lesion_prob[box], lab, index), dtype=float).reshape(n)
     centres = ndimage.center_of_mass(mask[box], lab, index)
     sizes = label_sizes(lab, n)[1:]
-    refined = bool(extra.get("lesion_refine"))
-    confident = _confidence_level(extra.get("lesion_confident"))
+    peaks = ([None] * n if lesion_prob is None else
+             np.asarray(ndimage.maximum(lesion_prob[box], lab, index), dtype=float).reshape(n))
+    # refined voxels per component: counted over the refined voxels only (no second label map)
+    moved = np.zeros(n, dtype=np.int64) if refined is None else np.bincount(lab[refined[box]], minlength=n + 1)[1:]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
-    for centre, size, peak in zip(centres, sizes, peaks):
-        half_maximum = refined and (confident is None or peak >= confident)
+    for centre, size, peak, done in zip(centres, sizes, peaks, moved):
+        outline = "network" if done == 0 else "half-maximum" if done == size else "mixed"
         rows.append({"center_voxel": [round(float(c) + b.start, 1) for c, b in zip(centre, box)],
                      "voxels": int(size), "volume_ml": round(float(size) * voxel_ml, 4),
-                     "peak_probability": round(float(peak), 4),
-                     "outline": "half-maximum" if half_maximum else "network"})
+                     "peak_probability": None if peak is None else round(float(peak), 4), "outline": outline})
     return sorted(rows, key=lambda row: -row["voxels"])

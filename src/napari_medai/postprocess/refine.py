@@ -32,7 +32,7 @@ HALF_MAXIMUM = 0.5  # the level both fits use: the edge an observer would draw
 
 def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: int, hosts=(),
                         reach_mm: float = 1.5, level: float = HALF_MAXIMUM,
-                        only: np.ndarray | None = None) -> np.ndarray:
+                        only: np.ndarray | None = None, refined: np.ndarray | None = None) -> np.ndarray:
     """``labels`` with each ``lesion`` component's edge moved to the ``level`` contour between
     its core (median intensity) and its host (median intensity in a 3-6 mm shell of ``hosts``
     voxels), within ``reach_mm`` of the old edge.  Returns a new array.
@@ -40,7 +40,9 @@ def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: 
     ``image`` must lie on the labels' grid (the scan itself); ``spacing`` is (z, y, x) in mm.
     A component with no host voxels around it, or no contrast to its host, is left as it is;
     with ``only`` (a boolean mask on the same grid), so is every component that holds none of
-    its voxels.
+    its voxels.  ``refined`` (a boolean array on the same grid, written in place) gets True on
+    the new footprint of each component whose edge was actually moved to the contour, so a
+    caller can say which outline each lesion has (``components.lesion_outlines``).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
@@ -57,11 +59,11 @@ def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: 
     pad = [math.ceil(max(SHELL_MM[1], reach_mm) / s) + 1 for s in spacing]
     crop = tuple(slice(max(b.start - p, 0), b.stop + p) for b, p in zip(found[0], pad))
     out[crop] = _refine_in(out[crop], np.asarray(image[crop]), spacing, lesion, hosts, reach_mm, level, pad,
-                           None if only is None else only[crop])
+                           None if only is None else only[crop], None if refined is None else refined[crop])
     return out
 
 
-def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad, only=None) -> np.ndarray:
+def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad, only=None, refined=None) -> np.ndarray:
     """``refine_lesion_edges`` on a crop that holds every lesion with its padding."""
     out = np.array(labels, copy=True)
     comps, _ = ndimage.label(labels == lesion, structure=_FULL)
@@ -88,6 +90,8 @@ def _refine_in(labels, image, spacing, lesion, hosts, reach_mm, level, pad, only
         region = out[big]  # a view: writes land in ``out``
         region[grow] = lesion
         region[shrink] = fill
+        if refined is not None:  # a view too: the component as the contour drew it
+            refined[big] |= (mine | grow) & ~shrink
     return out
 
 
