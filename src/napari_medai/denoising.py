@@ -140,6 +140,7 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     import torch
     import torch.nn.functional as F
 
+    from .inference.device import release_memory
     from .inference.sliding_window import run_sliding_window
 
     multiple = int(getattr(network, "size_multiple", 1))
@@ -168,11 +169,7 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
                 raise
             retry = True
         if retry:
-            import gc
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory(device)
             y = run(blocks, False)  # blended blocks: within a little of the one pass (tests)
         if cancel is not None:  # pressed during the pass: still leave nothing
             cancel.raise_if_cancelled()

@@ -42,3 +42,14 @@ def select_device(preference: str | torch.device | None = "auto", spatial_dims: 
     elif device.type != "cpu":
         raise InputError(f"unsupported device '{preference}': use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def release_memory(device) -> None:
+    """Give a failed or cancelled run's memory back: Python's garbage first (tensors held in
+    reference cycles), then CUDA's cache of freed blocks.  Call it outside the ``except`` block,
+    whose traceback still holds the failed frames' tensors."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

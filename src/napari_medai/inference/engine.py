@@ -9,7 +9,6 @@ Everything below the sliding window stays on the CPU as float32.
 
 from __future__ import annotations
 
-import gc
 import warnings
 from dataclasses import dataclass, fields
 from typing import Callable
@@ -20,7 +19,7 @@ import torch
 from ..errors import Cancelled, InputError, ModelError
 from ..io.validate import check_spacing, check_volume
 from .cancel import CancelToken, as_cancel_token
-from .device import select_device
+from .device import release_memory, select_device
 from .intensity import IntensityMap, fit_intensity
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
@@ -143,9 +142,7 @@ def run_model(model, volume, spacing=None, settings: InferenceSettings | None = 
         pass
     # Outside the except block the traceback (and the frames holding the half-stitched
     # buffers) is gone, so the memory can actually be released before re-raising.
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     raise Cancelled("inference was cancelled; nothing was produced")
 
 
