@@ -35,7 +35,8 @@ from .errors import InputError
 from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice, lps_position
 from .postprocess.key_images import write_key_images
-from .postprocess.report import ATTENUATION_NOTE, attenuation_cell, craniocaudal_note, scan_edge_note, score_cell
+from .postprocess.report import (ATTENUATION_NOTE, attenuation_cell, craniocaudal_note, outline_note, scan_edge_note,
+                                 score_cell)
 from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
 LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B")
@@ -72,6 +73,11 @@ SLICE_CONVENTION = ("*Slice*: the image's own axial slice index, counted from 0 
                     "as loaded (the most inferior one for a scan read by this plugin); napari's slider shows the "
                     "same number when this image alone sets the viewer's range; "
                     "*S mm*: that position along the patient's long axis (DICOM's z), as a viewer's table position")
+# A segmented volume (all or part) on the network's outline, not the CT's edge (components.lesion_outlines)
+NOT_REFINED = ("network", "mixed")
+NOT_REFINED_MARK = "†"
+NOT_REFINED_NOTE = ("*segmented* volume (all or part) on the network's outline as drawn, not moved to the CT's "
+                    "half-maximum edge: compare it across visits only with a volume outlined the same way")
 KEY_IMAGE_FOV_MM = 50.0  # the magnified field of a key image: a 30 mm nodule with its surroundings
 SIDES = ("right", "left")
 ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
@@ -83,10 +89,12 @@ class ScreenedFinding:
     side: str  # "right", "left", or "" when the lungs could not be told apart
     zone: str  # "upper", "middle", "lower" third of that lung's craniocaudal extent, or ""
     segmented_volume_ml: float  # the segmentation's nodule components that overlap the finding (0: none)
+    # their outline (components.lesion_outlines): "half-maximum", "network", "mixed"; "": none, or not known
+    segmented_outline: str = ""
 
     def to_dict(self) -> dict:
         return {**self.finding.to_dict(), "side": self.side, "zone": self.zone,
-                "segmented_volume_ml": round(self.segmented_volume_ml, 4)}
+                "segmented_volume_ml": round(self.segmented_volume_ml, 4), "segmented_outline": self.segmented_outline}
 
 
 @dataclass
@@ -113,6 +121,8 @@ class ScreeningResult:
     # more findings reached the threshold than max_findings listed (a note says so): the counts
     # and categories are of the listed ones
     capped: bool = False
+    # the segmentation's lesion components with the outline each has (SegmentationResult.lesion_outlines)
+    lesion_outlines: list[dict] = field(default_factory=list)
 
     @property
     def headline_category(self) -> str:
@@ -139,8 +149,8 @@ def with_added_finding(result: ScreeningResult, finding: Finding, spacing, affin
     lungs = result.lung_sides
     if lungs is None:
         lungs = _lungs(result.labels, lung, affine) if lung is not None else {}
-    segmented = _lesion_components(result.labels, lesion, float(np.prod(spacing)) / 1000.0)
-    added = ScreenedFinding(finding, *_position(finding, lungs), segmented(finding))
+    segmented = _lesion_components(result.labels, lesion, float(np.prod(spacing)) / 1000.0, result.lesion_outlines)
+    added = ScreenedFinding(finding, *_position(finding, lungs), *segmented(finding))
     review = checked_review(result.review, len(result.findings)) + [ACCEPTED]
     return replace(result, findings=[*result.findings, added], review=review)
 
@@ -247,14 +257,17 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         notes.append("the segmentation does not show two lungs: findings are not given a side or zone")
     if lung is not None:
         check_lungs_found(sum(lung_volumes.values()), _lung_slab_ml(result.labels, lung, voxel_ml))
-    segmented = _lesion_components(result.labels, lesion, voxel_ml)
-    screened = [ScreenedFinding(f, *_position(f, lungs), segmented(f)) for f in found]
+    segmented = _lesion_components(result.labels, lesion, voxel_ml, result.lesion_outlines)
+    screened = [ScreenedFinding(f, *_position(f, lungs), *segmented(f)) for f in found]
     edge = scan_edge_note(found, volume.shape[0])
     if edge:
         notes.append(edge)
     elongated = craniocaudal_note(found, spacing[0])
     if elongated:
         notes.append(elongated)
+    drawn = outline_note(found)
+    if drawn:
+        notes.append(drawn)
     cut = lung_coverage_note(result.labels, lung, spacing) if lung is not None else None
     if cut:
         notes.append(cut)
@@ -263,7 +276,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
-                           result.volumes, lung_sides=lungs, capped=capped)
+                           result.volumes, lung_sides=lungs, capped=capped, lesion_outlines=result.lesion_outlines)
 
 
 def _lung_slab_ml(labels: np.ndarray, lung: int, voxel_ml: float) -> float:
@@ -444,34 +457,37 @@ def _position(f: Finding, lungs: dict[str, _Lung]) -> tuple[str, str]:
     return side, ZONES[int(np.clip((s_mm - s_min) / (s_max - s_min) * 3, 0, 2))]
 
 
-def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float) -> Callable[[Finding], float]:
-    """A function giving, for a finding, the volume (mL) of the segmentation's lesion
-    components that overlap the finding's own mask (0 when none does)."""
-    from scipy import ndimage
+def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float,
+                       outlines: list[dict] = ()) -> Callable[[Finding], tuple[float, str]]:
+    """A function giving, for a finding, the volume (mL) of the segmentation's lesion components
+    (26-connected, as the segmentation counts them) that overlap the finding's own mask (0 when
+    none does), and their outline kind from the segmentation's ``outlines``
+    (``SegmentationResult.lesion_outlines``): "half-maximum", "network", "mixed" when they
+    differ, "" for none."""
+    from .postprocess.components import lesion_components, outline_per_component
 
-    if lesion is None:
-        return lambda f: 0.0
-    lesions = labels == lesion
-    # label only the box around the lesion voxels (a few nodules in a 512 x 512 x 300 map)
-    spans = [np.flatnonzero(lesions.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
-    if not len(spans[0]):
-        return lambda f: 0.0
-    start = np.array([int(s[0]) for s in spans])
-    comps, n = ndimage.label(lesions[tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)])
+    found = lesion_components(labels, lesion) if lesion is not None else None
+    if found is None:
+        return lambda f: (0.0, "")
+    box, comps, n = found
     sizes = label_sizes(comps, n)
+    kinds = outline_per_component(comps, n, box, list(outlines))
+    start = np.array([b.start for b in box])
     stop = start + comps.shape
 
-    def volume(f: Finding) -> float:
+    def volume(f: Finding) -> tuple[float, str]:
         if f.mask is None:
-            return 0.0
+            return 0.0, ""
         lo, hi = np.asarray(f.bbox_voxel[0]), np.asarray(f.bbox_voxel[1])
         a, b = np.maximum(lo, start), np.minimum(hi, stop)
         if np.any(b <= a):
-            return 0.0
+            return 0.0, ""
         mask = f.mask[tuple(slice(int(x - o), int(y - o)) for x, y, o in zip(a, b, lo))]
         touched = np.unique(comps[tuple(slice(int(x - o), int(y - o)) for x, y, o in zip(a, b, start))][mask])
         touched = touched[touched > 0]
-        return float(sizes[touched].sum()) * voxel_ml
+        found_kinds = {kinds[k] for k in touched} - {""}
+        kind = "" if not found_kinds else found_kinds.pop() if len(found_kinds) == 1 else "mixed"
+        return float(sizes[touched].sum()) * voxel_ml, kind
 
     return volume
 
@@ -516,8 +532,16 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
         "findings_capped": result.capped,  # more reached the threshold than max_findings listed
+        # every lesion component of the segmentation, largest first, with its outline kind
+        "segmented_lesions": result.lesion_outlines,
         "notes": result.notes,
     }
+
+
+def _segmented_cell(s: ScreenedFinding) -> str:
+    """The segmented volume in mm³, marked where some of it keeps the network's outline."""
+    mark = NOT_REFINED_MARK if s.segmented_outline in NOT_REFINED else ""
+    return f"{s.segmented_volume_ml * 1000:.0f}{mark}"
 
 
 def _listed(n: int, result: ScreeningResult) -> str:
@@ -577,7 +601,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
             lines.append(f"| {i} | {score_cell(f)} | {s.side or '?'} | {s.zone or '?'} | "
                          f"{axial_slice(f.center_voxel)} ({f.center_mm[0]:.1f}) | "
                          f"{f.diameter_mm:.1f} | {f.short_axis_mm:.1f} | {f.mean_diameter_mm:.1f} | "
-                         f"{f.volume_ml * 1000:.0f} | {s.segmented_volume_ml * 1000:.0f} | {f.lung_rads} | "
+                         f"{f.volume_ml * 1000:.0f} | {_segmented_cell(s)} | {f.lung_rads} | "
                          f"{attenuation_cell(f)} |{cell}")
         grown = (" (for a nodule the reader added, the mask grown from the marked point: *score* reads "
                  "*reader*)") if added else ""
@@ -586,6 +610,8 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   f"(Lung-RADS v2022). *Volume*: the detector's mask{grown}; *segmented*: the segmentation's "
                   "nodule components that overlap it (0: the segmentation did not label it). *Size category*: "
                   f"Lung-RADS for a solid nodule of that mean diameter. {SLICE_CONVENTION}.", ""]
+        if any(s.segmented_outline in NOT_REFINED for s in result.findings):
+            lines += [f"{NOT_REFINED_MARK} {NOT_REFINED_NOTE}.", ""]
         if any(s.finding.attenuation for s in result.findings):
             lines += [f"{ATTENUATION_NOTE}.", ""]
     for note in result.notes:

@@ -92,3 +92,5 @@ def test_detection_ranks_the_real_lung1_nodule_first(lung1_crop):
     assert 8 <= found[0].diameter_mm <= 25 and found[0].lung_rads in {"4A", "4B"}
     # a solid tumour: read solid, so its category by attenuation is its size category
     assert found[0].attenuation == "solid" and found[0].lung_rads_by_attenuation == found[0].lung_rads
+    # the card refines the finding's mask: it is measured on the CT's half-maximum edge
+    assert found[0].outline == "half-maximum"

@@ -37,7 +37,7 @@ def test_boxes_become_ranked_findings_measured_from_the_box():
     assert top.bbox_voxel == [[2, 6, 6], [7, 11, 11]]
     assert top.diameter_mm == top.short_axis_mm == top.mean_diameter_mm == 5.0  # 5 pixels of 1 mm
     assert top.volume_ml == pytest.approx(math.pi / 6 * 10 * 5 * 5 / 1000, abs=1e-4)  # inscribed ellipsoid
-    assert top.lung_rads == "2"
+    assert top.lung_rads == "2" and top.outline == "box"  # the reports say what it was measured on
     assert top.mask.shape == (5, 5, 5) and top.mask[2, 2, 2] and not top.mask[0, 0, 0]
     mask = findings_mask(findings, (16, 32, 32))
     assert [mask[4, 8, 8], mask[10, 20, 20], mask[12, 6, 25]] == [1, 2, 3]

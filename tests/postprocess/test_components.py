@@ -296,3 +296,13 @@ def test_each_lesion_component_says_the_outline_the_clean_up_gave_it():
     assert {r["outline"] for r in lesion_outlines(out, None, spacing, 2)} == {"network"}
     assert lesion_outlines(out, None, spacing, 2)[0]["peak_probability"] is None
     assert lesion_outlines(np.zeros_like(out), prob, spacing, 2) == []
+    # the screening report reads each component's kind back from the rows, numbered as it labels them
+    from napari_medai.postprocess.components import lesion_components, outline_per_component
+
+    box, lab, n = lesion_components(out, 2)
+    kinds = outline_per_component(lab, n, box, rows)
+    assert sorted(kinds) == ["", "half-maximum", "network", "network"]
+    assert kinds[lab[8 - box[0].start, 10 - box[1].start, 10 - box[2].start]] == "half-maximum"
+    assert kinds[lab[15 - box[0].start, 29 - box[1].start, 29 - box[2].start]] == "network"
+    assert outline_per_component(lab, n, box, [])[1:] == [""] * n  # rows of another map: not known
+    assert lesion_components(np.zeros_like(out), 2) is None

@@ -155,6 +155,7 @@ def test_a_finding_drawn_too_small_is_remeasured_on_the_refined_mask():
     assert big.volume_ml == pytest.approx(whole.volume_ml) and big.mean_diameter_mm == whole.mean_diameter_mm
     assert big.lung_rads == lung_rads_category(whole.mean_diameter_mm) != "2"
     assert big.center_voxel == small.center_voxel and big.score == small.score  # measured, not moved
+    assert (small.outline, big.outline) == ("network", "half-maximum")  # the reports say which
     # bbox and mask still describe each other: painting the finding gives the refined nodule
     from dataclasses import replace
 
@@ -171,3 +172,13 @@ def test_refining_findings_grows_only_into_the_field():
     field[labels == NODULE] = True
     (same,) = refine_findings([_finding_of(labels == NODULE)], image, SPACING, field, reach_mm=3.0)
     assert same.volume_ml == _finding_of(labels == NODULE).volume_ml
+    assert same.outline == "network"  # no lung around it to read the edge from: not refined
+
+
+def test_a_finding_with_no_contrast_keeps_the_networks_outline_and_says_so():
+    from napari_medai.postprocess.refine import refine_findings
+
+    image, labels, _ = _scene(radius=4.0, drawn=2.5)
+    drawn = _finding_of(labels == NODULE)
+    (flat,) = refine_findings([drawn], np.zeros_like(image), SPACING, labels > 0, reach_mm=3.0)
+    assert flat.outline == "network" and flat.volume_ml == drawn.volume_ml

@@ -7,10 +7,10 @@ from napari_medai.postprocess.findings import Finding
 from napari_medai.postprocess.report import CSV_FIELDS, findings_to_csv
 
 
-def _finding(z: float, score: float) -> Finding:
+def _finding(z: float, score: float, outline: str = "half-maximum", mean_mm: float = 6.15) -> Finding:
     return Finding(center_voxel=[z, 20.0, 31.4], center_mm=[2.5 * z, 16.0, 25.1], bbox_voxel=[[5, 18, 29], [9, 23, 34]],
-                   diameter_mm=7.2, short_axis_mm=5.1, mean_diameter_mm=6.15, volume_ml=0.12, score=score,
-                   lung_rads="3")
+                   diameter_mm=7.2, short_axis_mm=5.1, mean_diameter_mm=mean_mm, volume_ml=0.12, score=score,
+                   lung_rads="3", outline=outline)
 
 
 def _rows(text: str) -> list[dict]:
@@ -38,3 +38,19 @@ def test_the_file_grid_is_the_readers_only_while_the_data_keeps_its_shape():
     assert file_grid((20, 28, 40), meta) is None  # cropped, its metadata kept: no longer the file's grid
     assert file_grid((20, 30, 40), {"nifti_orientation": "RAS"}) == ((20, 30, 40), "RAS")  # no shape said
     assert file_grid((20, 30, 40), {}) is None and file_grid((20, 30, 40), None) is None
+
+
+def test_small_findings_on_the_networks_outline_are_noted_and_the_csv_says_each_outline():
+    """The network's outline undersizes nodules under 8 mm: the summary says which findings kept
+    it, and the CSV names every finding's outline."""
+    from napari_medai.postprocess.report import findings_markdown, outline_note
+
+    findings = [_finding(13, 0.9, "network", 12.0), _finding(7, 0.8, "network", 7.9),
+                _finding(6, 0.7, "half-maximum", 5.0), _finding(5, 0.6, "box", 4.0), _finding(4, 0.5, "network", 3.1)]
+    note = outline_note(findings)
+    assert note.startswith("findings 2, 5 are measured on the network's outline as drawn")  # not 1: 12 mm
+    assert note in findings_markdown(findings, n_slices=40)
+    assert outline_note(findings[:1]) is None and outline_note(findings[2:4]) is None
+    assert outline_note(findings[1:2]).startswith("finding 1 is measured")
+    assert [r["outline"] for r in _rows(findings_to_csv(findings))] == [
+        "network", "network", "half-maximum", "box", "network"]

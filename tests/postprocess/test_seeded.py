@@ -52,7 +52,7 @@ def test_a_nodule_on_a_vessel_is_measured_without_the_vessel_from_a_click_beside
     (z0, y0, x0), (z1, y1, x1) = f.bbox_voxel
     assert (x1 - x0) * SPACING[2] <= 8.0 + 2 * 2.0
     assert f.volume_ml == pytest.approx(nodule.sum() * np.prod(SPACING) / 1000, rel=0.25)
-    assert f.attenuation == "solid" and f.score == READER_SCORE
+    assert f.attenuation == "solid" and f.score == READER_SCORE and f.outline == "half-maximum"
     assert f.mask.shape == tuple(np.subtract(f.bbox_voxel[1], f.bbox_voxel[0]))
 
 

@@ -59,8 +59,14 @@ def test_findings_get_side_zone_and_segmented_volume(shared_models):
     assert result.labels.shape == (30, 40, 60)
     # the 11-voxel cube spans 22 mm along the body on 2 mm slices, 11 mm across (14.5 mm along
     # the diagonal the calipers take): measure it coronally
-    [note] = result.notes
-    assert "(20 mm along the body axis, 14.5 mm axial long axis) is longer craniocaudally" in note
+    elongated, drawn = result.notes
+    assert "(20 mm along the body axis, 14.5 mm axial long axis) is longer craniocaudally" in elongated
+    # neither toy card refines: both are measured on the network's outline, and the small one is noted
+    small = 1 + [s.side for s in result.findings].index("right")
+    assert drawn.startswith(f"finding {small} is measured on the network's outline as drawn")
+    assert {s.finding.outline for s in result.findings} == {"network"}
+    assert {s.segmented_outline for s in result.findings} == {"network"}
+    assert [row["outline"] for row in result.lesion_outlines] == ["network", "network"]
 
 
 def test_one_network_run_feeds_both_and_matches_the_separate_calls(shared_models, monkeypatch):
@@ -229,6 +235,11 @@ def test_report_record_and_markdown_carry_the_fields(shared_models):
             f"{f.mean_diameter_mm:.1f} | {f.volume_ml * 1000:.0f} |") in text
     assert "| 1 |" in text and "| 2 |" in text and "rule-seg" in text
     assert "| 4A | solid: 4A |" in text and "*Attenuation*: read from the CT" in text
+    # the toy segmentation does not refine: each segmented volume is marked as the network's outline
+    seg_mm3 = result.findings[0].segmented_volume_ml * 1000
+    assert f"| {seg_mm3:.0f}† |" in text and "† *segmented* volume (all or part) on the network's outline" in text
+    assert first["outline"] == first["segmented_outline"] == "network"
+    assert [row["outline"] for row in record["segmented_lesions"]] == ["network", "network"]
 
 
 def test_bad_input_is_refused_before_any_model_runs(shared_models, monkeypatch):
@@ -689,3 +700,31 @@ def test_a_report_write_that_fails_leaves_the_earlier_report_whole(shared_models
         write_screening(result, volume, "toy", tmp_path)
     assert (tmp_path / "report.md").read_bytes() == before["report.md"]
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_findings_segmented_volume_names_the_outline_of_the_components_it_overlaps():
+    """One finding over a refined and an unrefined component reads "mixed"; components touching
+    only diagonally are one component, as the segmentation counts them."""
+    from napari_medai.postprocess.components import lesion_outlines
+    from napari_medai.postprocess.findings import Finding
+    from napari_medai.screening import _lesion_components
+
+    labels = np.zeros((8, 12, 12), np.uint8)
+    labels[1:3, 1:3, 1:3] = 2  # refined
+    labels[3, 3, 3] = 2  # diagonal to it: the same 26-connected component
+    labels[1:3, 6:8, 6:8] = 2  # left as drawn
+    refined = np.zeros(labels.shape, bool)
+    refined[1:3, 1:3, 1:3] = refined[3, 3, 3] = True
+    rows = lesion_outlines(labels, None, (1.0, 1.0, 1.0), 2, refined)
+    segmented = _lesion_components(labels, 2, 0.001, rows)
+
+    def finding(lo, hi) -> Finding:
+        return Finding(center_voxel=[0, 0, 0], center_mm=[0, 0, 0], bbox_voxel=[lo, hi], diameter_mm=1,
+                       short_axis_mm=1, mean_diameter_mm=1, volume_ml=0, score=1, lung_rads="2",
+                       mask=np.ones(np.subtract(hi, lo), bool))
+
+    assert segmented(finding([1, 1, 1], [2, 2, 2])) == (pytest.approx(0.009), "half-maximum")
+    assert segmented(finding([1, 6, 6], [2, 7, 7])) == (pytest.approx(0.008), "network")
+    assert segmented(finding([1, 1, 1], [3, 8, 8])) == (pytest.approx(0.017), "mixed")
+    assert segmented(finding([5, 9, 9], [7, 11, 11])) == (0.0, "")
+    assert _lesion_components(labels, None, 0.001)(finding([1, 1, 1], [2, 2, 2])) == (0.0, "")

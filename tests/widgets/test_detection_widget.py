@@ -20,7 +20,7 @@ from napari_medai.widgets._tables import attenuation_text
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 15_000
 CROP = (slice(2, 18), slice(4, 44), slice(4, 44))
-FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "lung_rads",
+FIELDS = {"rank", "score", "diameter_mm", "short_axis_mm", "mean_diameter_mm", "volume_ml", "outline", "lung_rads",
           "attenuation", "solid_diameter_mm", "lung_rads_by_attenuation", "review", "added_by_reader",
           "slice", "center_z_mm", "center_y_mm", "center_x_mm", "bbox_voxel"}
 

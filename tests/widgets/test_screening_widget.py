@@ -55,6 +55,7 @@ def test_the_report_adds_findings_segmentation_and_text_in_the_images_space(qtbo
     assert list(points.features["side"]) == ["left", "right"]
     assert list(points.features["zone"]) == ["upper", "lower"]
     assert points.features["segmented_volume_ml"][0] == pytest.approx(11 ** 3 * 2.0 / 1000)
+    assert list(points.features["segmented_outline"]) == ["network", "network"]  # the toy card does not refine
     for layer in (points, seg):
         np.testing.assert_allclose(layer.scale, SCALE)
         np.testing.assert_allclose(layer.translate, TRANSLATE)

@@ -252,6 +252,7 @@ def _finding(lo, hi, score, spacing, shape, affine) -> Finding:
         score=round(score, 4),
         lung_rads=lung_rads_category(mean_d),
         mask=inscribed_ellipsoid(lo, hi, start, stop),
+        outline="box",
     )
 
 

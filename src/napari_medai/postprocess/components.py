@@ -305,13 +305,12 @@ def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing,
     A reader comparing volumes across visits needs to know: on lung1 the two outlines of the
     nodule differ by 3.5 % (docs/segmentation.md).  Each row: ``center_voxel`` (z, y, x),
     ``voxels``, ``volume_ml``, ``peak_probability`` (None without ``lesion_prob``) and ``outline``."""
-    mask = labels == lesion
-    box = bounding_box(mask)
-    if box is None:
+    found = lesion_components(labels, lesion)
+    if found is None:
         return []
-    lab, n = ndimage.label(mask[box], structure=_FULL)
+    box, lab, n = found
     index = np.arange(1, n + 1)
-    centres = ndimage.center_of_mass(mask[box], lab, index)
+    centres = _centres(lab, n, box)
     sizes = label_sizes(lab, n)[1:]
     peaks = ([None] * n if lesion_prob is None else
              np.asarray(ndimage.maximum(lesion_prob[box], lab, index), dtype=float).reshape(n))
@@ -321,7 +320,34 @@ def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing,
     rows = []
     for centre, size, peak, done in zip(centres, sizes, peaks, moved):
         outline = "network" if done == 0 else "half-maximum" if done == size else "mixed"
-        rows.append({"center_voxel": [round(float(c) + b.start, 1) for c, b in zip(centre, box)],
-                     "voxels": int(size), "volume_ml": round(float(size) * voxel_ml, 4),
+        rows.append({"center_voxel": centre, "voxels": int(size), "volume_ml": round(float(size) * voxel_ml, 4),
                      "peak_probability": None if peak is None else round(float(peak), 4), "outline": outline})
     return sorted(rows, key=lambda row: -row["voxels"])
+
+
+def lesion_components(labels: np.ndarray, lesion: int) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
+    """(box, component labels inside it, count) of class ``lesion``'s 26-connected components,
+    labelled inside their bounding box only (a few nodules in a 512 x 512 x 300 map); None when
+    the class is absent.  ``lesion_outlines`` and the screening report number them alike."""
+    mask = labels == lesion
+    box = bounding_box(mask)
+    if box is None:
+        return None
+    lab, n = ndimage.label(mask[box], structure=_FULL)
+    return box, lab, n
+
+
+def _centres(lab: np.ndarray, n: int, box) -> list[list[float]]:
+    """Each component's centre of mass (z, y, x) on the whole grid, to 0.1 voxel."""
+    centres = ndimage.center_of_mass(lab > 0, lab, np.arange(1, n + 1))
+    return [[round(float(c) + b.start, 1) for c, b in zip(centre, box)] for centre in centres]
+
+
+def outline_per_component(lab: np.ndarray, n: int, box, outlines: list[dict]) -> list[str]:
+    """The outline kind of each component of ``lesion_components`` (index 0: background, ""),
+    read from ``lesion_outlines``' rows for the same label map (matched by voxel count and
+    centre, which identify a component); "" for a component no row describes."""
+    kinds = {(row["voxels"], tuple(row["center_voxel"])): row["outline"] for row in outlines}
+    sizes = label_sizes(lab, n)[1:]
+    return ["", *(kinds.get((int(size), tuple(centre)), "")
+                  for size, centre in zip(sizes, _centres(lab, n, box)))]

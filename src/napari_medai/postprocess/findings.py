@@ -21,6 +21,14 @@ LUNG_RADS_SOLID_BASELINE = ((6.0, "2"), (8.0, "3"), (15.0, "4A"), (float("inf"),
 LUNG_RADS_NOTE = ("Lung-RADS v2022 categories for a baseline screen, by size (as a solid nodule) and by the "
                   "attenuation read from the CT: decision support, not a diagnosis")
 FIELD_SLAB = 16  # axial slices summed at a time by organ_field
+# What a finding's mask is, so a reader knows how far to trust a small nodule's size: the network's
+# outline undersizes nodules under 8 mm (held-out phantoms: median volume -57 % at 6-8 mm, -25 %
+# once moved to the half-maximum contour; docs/detection.md).
+OUTLINES = {
+    "half-maximum": "the CT's half-maximum contour between the nodule and the lung around it",
+    "network": "the network's outline as drawn (the CT gave no edge to move it to, or refinement is off)",
+    "box": "the ellipsoid inside a box detector's box",
+}
 OUTLINE_SMOOTH_PX = 0.7  # Gaussian sigma (pixels) of the outline calipers are laid on (slice_outlines_mm)
 
 
@@ -67,6 +75,8 @@ class Finding:
     solid_diameter_mm: float = 0.0  # mean axial diameter of the solid component
     lung_rads_by_attenuation: str = ""  # Lung-RADS v2022 baseline category for that attenuation
     added_by_reader: bool = False  # marked by a reader and measured from that point (postprocess.seeded)
+    # Which outline the sizes were measured on (OUTLINES); "" in records written before it was kept
+    outline: str = ""
     mask: np.ndarray | None = field(default=None, repr=False)  # bool, shape of bbox
 
     def to_dict(self) -> dict:
@@ -310,6 +320,7 @@ def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_thre
         bbox_voxel=[[s.start for s in box], [s.stop for s in box]],
         score=round(float(score), 4),
         mask=mask,
+        outline="network",
         **mask_measurements(mask, spacing),
     )
 

@@ -103,6 +103,8 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
     organ field, e.g. the lungs) its host (everything when None); the bounding box, mask,
     diameters, volume and Lung-RADS size category follow the refined mask.  The centre and the
     score are the detector's and stay: refinement measures a finding, it does not move it.
+    A refined finding's ``outline`` reads "half-maximum"; one with no lung around it or no
+    contrast to it keeps its mask and its outline ("network").
     """
     from dataclasses import replace
 
@@ -123,13 +125,14 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
         mask[tuple(slice(int(x), int(y)) for x, y in zip(lo - a, hi - a))] = f.mask
         host = field[region] if field is not None else np.ones(mask.shape, dtype=bool)
         labels = np.where(mask, 2, np.where(host, 1, 0)).astype(np.uint8)
-        refined = refine_lesion_edges(labels, image[region], spacing, 2, (1,), reach_mm, level) == 2
-        if not refined.any():
+        moved = np.zeros(mask.shape, dtype=bool)
+        refined = refine_lesion_edges(labels, image[region], spacing, 2, (1,), reach_mm, level, refined=moved) == 2
+        if not moved.any() or not refined.any():  # no lung around it, no contrast: the network's outline stays
             out.append(f)
             continue
         box = ndimage.find_objects(refined.astype(np.uint8))[0]
         tight = refined[box]
         out.append(replace(
             f, bbox_voxel=[[int(a[k] + box[k].start) for k in range(3)], [int(a[k] + box[k].stop) for k in range(3)]],
-            mask=tight, **mask_measurements(tight, spacing)))
+            mask=tight, outline="half-maximum", **mask_measurements(tight, spacing)))
     return out

@@ -138,7 +138,7 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
         center_voxel=[round(float(c), 2) for c in centre_voxel],
         center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre_voxel + affine[:3, 3]],
         bbox_voxel=[[int(s) for s in start], [int(s) for s in start + np.array(mask.shape)]],
-        score=READER_SCORE, mask=mask, added_by_reader=True, attenuation=kind.kind,
+        score=READER_SCORE, mask=mask, added_by_reader=True, outline="half-maximum", attenuation=kind.kind,
         solid_diameter_mm=kind.solid_diameter_mm,
         lung_rads_by_attenuation=lung_rads_by_attenuation(kind.kind, sizes["mean_diameter_mm"],
                                                           kind.solid_diameter_mm),

@@ -151,6 +151,7 @@ def finding_features(findings: list) -> dict[str, list]:
         "short_axis_mm": [f.short_axis_mm for f in findings],
         "mean_diameter_mm": [f.mean_diameter_mm for f in findings],
         "volume_ml": [f.volume_ml for f in findings],
+        "outline": [f.outline for f in findings],  # what the sizes were measured on (findings.OUTLINES)
         "lung_rads": [f.lung_rads for f in findings],
         "attenuation": [f.attenuation for f in findings],
         "solid_diameter_mm": [f.solid_diameter_mm for f in findings],

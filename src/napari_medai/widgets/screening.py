@@ -110,6 +110,7 @@ class ScreeningWidget(DetectionWidget):
         features["side"] = [s.side for s in screening.findings]
         features["zone"] = [s.zone for s in screening.findings]
         features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screening.findings]
+        features["segmented_outline"] = [s.segmented_outline for s in screening.findings]
         points[1]["metadata"]["screening"] = _record(screening, source_layer.name,
                                                      _grid(source_layer.data.shape, source_layer.metadata))
         # bottom to top: the volume the models read, the segmentation, the findings' masks and markers
@@ -168,6 +169,7 @@ class ScreeningWidget(DetectionWidget):
             features["side"] = [s.side for s in screened]
             features["zone"] = [s.zone for s in screened]
             features["segmented_volume_ml"] = [s.segmented_volume_ml for s in screened]
+            features["segmented_outline"] = [s.segmented_outline for s in screened]
             layer.features = features
         return said
 
