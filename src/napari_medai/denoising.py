@@ -88,6 +88,18 @@ def as_input_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
+def _padded(x, multiple: int):
+    """``x`` (N, C, *spatial) with each spatial axis padded at its far end to a multiple of
+    ``multiple`` by edge replication: a zero border would look like a sharp edge to the network.
+    The caller crops the output back to the input's size."""
+    import torch.nn.functional as F
+
+    pads = [(-n) % multiple for n in x.shape[2:]]
+    if not any(pads):
+        return x
+    return F.pad(x, [side for n in reversed(pads) for side in (0, n)], mode="replicate")
+
+
 def _run_slices(network, image, intensity, device, precision, progress, cancel, in_channels=1,
                 name: str = "denoiser") -> np.ndarray:
     """Slice-wise forward of a 2D network over ``image`` (z, y, x) float32 -> float32.
@@ -98,7 +110,6 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
     naming model ``name``: the volume came back NaN without a word.
     """
     import torch
-    import torch.nn.functional as F
 
     from .inference.sliding_window import non_finite_message
     from .inference.precision import autocast
@@ -118,9 +129,7 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
             block = torch.from_numpy(image[stack])  # (slices, channels, y, x)
             x = intensity.apply(block)
             ny, nx = x.shape[-2:]
-            pad_y, pad_x = (-ny) % multiple, (-nx) % multiple
-            # Edge replication instead of zeros: a zero border would look like a sharp edge.
-            x = F.pad(x, (0, pad_x, 0, pad_y), mode="replicate") if pad_y or pad_x else x
+            x = _padded(x, multiple)
             with autocast(device, precision):
                 y = network(x.to(device))
             if not bool(torch.isfinite(y).all()):  # on the device, one batch of slices at a time
@@ -138,15 +147,12 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     """A 3D network over ``image`` (z, y, x) float32 -> float32, padded by edge replication to its
     size multiple (a zero border would look like an edge), in one pass or in blocks."""
     import torch
-    import torch.nn.functional as F
 
     from .inference.device import release_memory
     from .inference.sliding_window import run_sliding_window
 
     multiple = int(getattr(network, "size_multiple", 1))
-    x = intensity.apply(torch.from_numpy(image)[None])  # (1, z, y, x): one channel
-    pads = [(-n) % multiple for n in image.shape]
-    x = F.pad(x[None], (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate") if any(pads) else x[None]
+    x = _padded(intensity.apply(torch.from_numpy(image)[None])[None], multiple)  # (1, 1, z, y, x): one channel
     # one window holding the whole volume (no blending needed), or blocks blended with Gaussian weights;
     # the shared runner checks cancel, reports progress and refuses NaN either way
     whole = x[0, 0].numel() <= WHOLE_VOLUME_VOXELS

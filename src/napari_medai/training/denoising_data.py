@@ -266,7 +266,6 @@ def mr_batch(source: MRSource, seed: int, step: int, batch: int, size: int, neig
     """
     rng = np.random.default_rng([seed, step])
     noisy, clean, weights = [], [], []
-    lo, hi = np.log(noise_range) if log_uniform else noise_range
     for _ in range(batch):
         v, z = source.draw(rng)
         vol = source.volumes[v]
@@ -274,11 +273,20 @@ def mr_batch(source: MRSource, seed: int, step: int, batch: int, size: int, neig
         zs = np.clip(z + gap * np.arange(-neighbours, neighbours + 1), 0, vol.shape[0] - 1)
         y, x = _crop_origin(vol[z], size, rng, tissue=0.1)
         stack = _augment([vol[k, y : y + size, x : x + size] for k in zs], rng)
-        sigma = float(np.exp(rng.uniform(lo, hi))) if log_uniform else float(rng.uniform(lo, hi))
+        sigma, weight = _noise_level(rng, noise_range, log_uniform, reference_sigma)
         clean.append(stack[neighbours][None])
         noisy.append(np.stack([rician(s, sigma, rng) for s in stack]))
-        weights.append(1.0 if reference_sigma is None else reference_sigma / sigma)
+        weights.append(weight)
     return np.stack(noisy), np.stack(clean).astype(np.float32), np.asarray(weights, np.float32)
+
+
+def _noise_level(rng, noise_range, log_uniform: bool, reference_sigma) -> tuple[float, float]:
+    """One Rician noise level drawn from ``noise_range`` (log-uniformly or uniformly) and its loss
+    weight ``reference_sigma / level`` (1 when None): a patch's L1 scales with its noise, and the
+    weight keeps the quiet patches, where the errors are small, from counting for nothing."""
+    lo, hi = np.log(noise_range) if log_uniform else noise_range
+    sigma = float(np.exp(rng.uniform(lo, hi))) if log_uniform else float(rng.uniform(lo, hi))
+    return sigma, 1.0 if reference_sigma is None else reference_sigma / sigma
 
 
 def ct_batch(pairs, seed: int, step: int, batch: int, size: int):
@@ -304,7 +312,6 @@ def mr_batch_3d(source: MRSource, seed: int, step: int, batch: int, size: int, n
     rng = np.random.default_rng([seed, step])
     depth = size // MR_3D_DEPTH_DIVISOR
     noisy, clean, weights = [], [], []
-    lo, hi = np.log(noise_range)
     for _ in range(batch):
         v, z0 = source.draw(rng)
         vol = source.volumes[v]
@@ -316,8 +323,8 @@ def mr_batch_3d(source: MRSource, seed: int, step: int, batch: int, size: int, n
         if rng.random() < 0.5:
             block = block[:, :, ::-1]
         block = np.ascontiguousarray(block, dtype=np.float32)
-        sigma = float(np.exp(rng.uniform(lo, hi)))
+        sigma, weight = _noise_level(rng, noise_range, True, reference_sigma)
         clean.append(block[None])
         noisy.append(rician(block, sigma, rng)[None])
-        weights.append(reference_sigma / sigma)
+        weights.append(weight)
     return np.stack(noisy), np.stack(clean), np.asarray(weights, np.float32)
