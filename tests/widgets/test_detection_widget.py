@@ -96,7 +96,11 @@ def test_findings_become_points_with_every_field_a_mask_and_a_table(viewer, dete
         "#", "Score", "Long (mm)", "Mean (mm)", "Vol. (mL)", "Lung-RADS", "Type", "Slice", "Reader"]
     assert table.cell_text(0, 1) == f"{findings[0].score:.2f}"
     assert table.cell_text(1, 2) == f"{findings[1].diameter_mm:.1f}"
-    assert table.cell_text(1, 3) == f"{findings[1].mean_diameter_mm:.1f}"
+    assert table.cell_text(1, 3).rstrip("†") == f"{findings[1].mean_diameter_mm:.1f}"
+    # the test model does not refine: its findings under 8 mm are marked, with the reason as a tip
+    drawn = [f.outline == "network" and f.mean_diameter_mm < 8 for f in findings]
+    assert any(drawn) and [table.cell_text(r, 3).endswith("†") for r in range(len(findings))] == drawn
+    assert [bool(table.item(r, 3).toolTip()) for r in range(len(findings))] == drawn
     assert table.cell_text(1, 5) == findings[1].lung_rads
     assert table.cell_text(1, 6) == attenuation_text(findings[1]) and findings[1].attenuation  # read from the CT
     assert table.cell_text(1, 7) == str(int(np.floor(findings[1].center_voxel[0] + 0.5)))

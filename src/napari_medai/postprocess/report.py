@@ -134,8 +134,7 @@ def outline_note(findings) -> str | None:
     and 4A meet (held-out phantoms, docs/detection.md).  A finding whose edge the CT gave no
     contrast to move keeps it (``postprocess.refine.refine_findings``), and so does every finding
     of a detector that does not refine."""
-    ranks = [rank for rank, f in enumerate(findings, start=1)
-             if f.outline == "network" and f.mean_diameter_mm < SMALL_OUTLINE_MM]
+    ranks = [rank for rank, f in enumerate(findings, start=1) if small_on_network_outline(f)]
     if not ranks:
         return None
     one = len(ranks) == 1
@@ -144,6 +143,12 @@ def outline_note(findings) -> str | None:
             f"{'it' if one else 'them'}, or the detector does not refine): under {SMALL_OUTLINE_MM:g} mm that outline "
             "reads small (held-out phantoms, nodules of 6-8 mm: median volume -57 %, against -25 % on the "
             "half-maximum edge), so the size category may be too low: measure on the image")
+
+
+def small_on_network_outline(f: Finding) -> bool:
+    """Whether ``f`` is under ``SMALL_OUTLINE_MM`` and measured on the network's outline as drawn:
+    its size may read small (``outline_note``; the dock's table marks its mean diameter)."""
+    return f.outline == "network" and f.mean_diameter_mm < SMALL_OUTLINE_MM
 
 
 SMALL_OUTLINE_MM = 8.0  # the network's outline undersizes nodules under this (docs/detection.md)

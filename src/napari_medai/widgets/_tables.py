@@ -7,7 +7,7 @@ from qtpy.QtGui import QColor, QPalette
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 from ..postprocess.findings import axial_slice
-from ..postprocess.report import score_cell
+from ..postprocess.report import score_cell, small_on_network_outline
 from ..review import ACCEPTED, REJECTED, review_mark
 
 
@@ -104,10 +104,14 @@ class FindingsTable(_ReadOnlyTable):
     def show_findings(self, findings: list) -> None:
         self._set_rows([
             [rank, score_cell(f), f"{f.diameter_mm:.1f}",
-             f"{f.mean_diameter_mm:.1f}", _ml(f.volume_ml), f.lung_rads, attenuation_text(f),
-             axial_slice(f.center_voxel), ""]
+             f"{f.mean_diameter_mm:.1f}{DRAWN_MARK if small_on_network_outline(f) else ''}", _ml(f.volume_ml),
+             f.lung_rads, attenuation_text(f), axial_slice(f.center_voxel), ""]
             for rank, f in enumerate(findings, start=1)
         ])
+        mean = self.columns.index("Mean (mm)")
+        for row, f in enumerate(findings):
+            if small_on_network_outline(f):
+                self.item(row, mean).setToolTip(DRAWN_TIP)
         # Ask the dock for the width every column needs, so none hides behind a scroll bar.  The
         # header's length would count the stretched last column at its current width instead.
         header = self.horizontalHeader()
@@ -125,6 +129,13 @@ class FindingsTable(_ReadOnlyTable):
             self.item(row, column).setText(review_mark(state))
             for c in range(self.columnCount()):
                 self.item(row, c).setForeground(grey if state == REJECTED else normal)
+
+
+# A small finding measured on the network's outline as drawn (postprocess.report.outline_note)
+DRAWN_MARK = "†"
+DRAWN_TIP = ("† Measured on the network's outline as drawn, not on the CT's half-maximum edge (no contrast to "
+             "the lung around it, or the detector does not refine): under 8 mm that outline reads small, so "
+             "the size category may be too low. Measure it on the image")
 
 
 def attenuation_text(f) -> str:
