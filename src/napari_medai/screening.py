@@ -73,11 +73,12 @@ SLICE_CONVENTION = ("*Slice*: the image's own axial slice index, counted from 0 
                     "as loaded (the most inferior one for a scan read by this plugin); napari's slider shows the "
                     "same number when this image alone sets the viewer's range; "
                     "*S mm*: that position along the patient's long axis (DICOM's z), as a viewer's table position")
-# A segmented volume (all or part) on the network's outline, not the CT's edge (components.lesion_outlines)
-NOT_REFINED = ("network", "mixed")
-NOT_REFINED_MARK = "†"
-NOT_REFINED_NOTE = ("*segmented* volume (all or part) on the network's outline as drawn, not moved to the CT's "
-                    "half-maximum edge: compare it across visits only with a volume outlined the same way")
+# A segmented volume not (all) on the CT's half-maximum edge (components.lesion_outlines); "unknown":
+# a component the segmentation's run did not list (the labels were edited after it)
+NOT_REFINED = ("network", "mixed", "unknown")
+NOT_REFINED_MARK = "‡"  # the dock's † marks a finding's own mean diameter (widgets._tables)
+NOT_REFINED_NOTE = ("*segmented* volume not (all) on the CT's half-maximum edge: on the network's outline as drawn, "
+                    "or labels edited after the run; compare it across visits only with a volume outlined the same way")
 KEY_IMAGE_FOV_MM = 50.0  # the magnified field of a key image: a 30 mm nodule with its surroundings
 SIDES = ("right", "left")
 ZONES = ("lower", "middle", "upper")  # thirds of a lung's extent, inferior to superior
@@ -89,7 +90,8 @@ class ScreenedFinding:
     side: str  # "right", "left", or "" when the lungs could not be told apart
     zone: str  # "upper", "middle", "lower" third of that lung's craniocaudal extent, or ""
     segmented_volume_ml: float  # the segmentation's nodule components that overlap the finding (0: none)
-    # their outline (components.lesion_outlines): "half-maximum", "network", "mixed"; "": none, or not known
+    # their outline (components.lesion_outlines): "half-maximum", "network", "mixed", "unknown"
+    # (labels edited after the run); "": none overlaps
     segmented_outline: str = ""
 
     def to_dict(self) -> dict:
@@ -463,7 +465,8 @@ def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float,
     (26-connected, as the segmentation counts them) that overlap the finding's own mask (0 when
     none does), and their outline kind from the segmentation's ``outlines``
     (``SegmentationResult.lesion_outlines``): "half-maximum", "network", "mixed" when they
-    differ, "" for none."""
+    differ, "unknown" for a component no row describes (labels edited after the run: a reader's
+    nodule added to them), "" when none overlaps."""
     from .postprocess.components import lesion_components, outline_per_component
 
     found = lesion_components(labels, lesion) if lesion is not None else None
@@ -485,7 +488,7 @@ def _lesion_components(labels: np.ndarray, lesion: int | None, voxel_ml: float,
         mask = f.mask[tuple(slice(int(x - o), int(y - o)) for x, y, o in zip(a, b, lo))]
         touched = np.unique(comps[tuple(slice(int(x - o), int(y - o)) for x, y, o in zip(a, b, start))][mask])
         touched = touched[touched > 0]
-        found_kinds = {kinds[k] for k in touched} - {""}
+        found_kinds = {kinds[k] or "unknown" for k in touched}  # "": no row describes it (labels edited since)
         kind = "" if not found_kinds else found_kinds.pop() if len(found_kinds) == 1 else "mixed"
         return float(sizes[touched].sum()) * voxel_ml, kind
 
@@ -532,7 +535,7 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
         "findings_capped": result.capped,  # more reached the threshold than max_findings listed
-        # every lesion component of the segmentation, largest first, with its outline kind
+        # every lesion component of the segmentation as its run made it, largest first, with its outline kind
         "segmented_lesions": result.lesion_outlines,
         "notes": result.notes,
     }

@@ -176,9 +176,31 @@ def test_refining_findings_grows_only_into_the_field():
 
 
 def test_a_finding_with_no_contrast_keeps_the_networks_outline_and_says_so():
+    from napari_medai.postprocess.findings import measure_finding
     from napari_medai.postprocess.refine import refine_findings
 
     image, labels, _ = _scene(radius=4.0, drawn=2.5)
-    drawn = _finding_of(labels == NODULE)
+    nodule = labels == NODULE
+    # as the detector measures it: the mask (p >= 0.5) inside its wider candidate box
+    box = tuple(slice(s.start - 2, s.stop + 2) for s in ndimage.find_objects(nodule.astype(np.uint8))[0])
+    drawn = measure_finding(nodule[box] * 0.9, box, 0.9, SPACING, np.diag([*SPACING, 1.0]))
     (flat,) = refine_findings([drawn], np.zeros_like(image), SPACING, labels > 0, reach_mm=3.0)
     assert flat.outline == "network" and flat.volume_ml == drawn.volume_ml
+    # the box still shrinks to the mask, as for a refined finding
+    tight = ndimage.find_objects(nodule.astype(np.uint8))[0]
+    assert flat.bbox_voxel == [[s.start for s in tight], [s.stop for s in tight]] != drawn.bbox_voxel
+    assert flat.mask.shape == tuple(s.stop - s.start for s in tight)
+
+
+def test_a_finding_refined_in_one_piece_only_reads_mixed():
+    from napari_medai.postprocess.findings import measure_finding
+    from napari_medai.postprocess.refine import refine_findings
+
+    image, labels, _ = _scene(radius=4.0, drawn=2.5)
+    mask = labels == NODULE
+    mask[17:19, 34:37, 34:37] = True  # a second piece of the same finding, in lung of its own HU: no contrast
+    image[16:20, 33:38, 33:38] = -880.0
+    box = (slice(0, 20), slice(0, 40), slice(0, 40))
+    drawn = measure_finding(mask.astype(np.float32), box, 0.9, SPACING, np.diag([*SPACING, 1.0]))
+    (both,) = refine_findings([drawn], image, SPACING, np.ones(mask.shape, bool), reach_mm=3.0)
+    assert both.outline == "mixed" and both.volume_ml > drawn.volume_ml

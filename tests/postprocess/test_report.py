@@ -46,11 +46,13 @@ def test_small_findings_on_the_networks_outline_are_noted_and_the_csv_says_each_
     from napari_medai.postprocess.report import findings_markdown, outline_note
 
     findings = [_finding(13, 0.9, "network", 12.0), _finding(7, 0.8, "network", 7.9),
-                _finding(6, 0.7, "half-maximum", 5.0), _finding(5, 0.6, "box", 4.0), _finding(4, 0.5, "network", 3.1)]
+                _finding(6, 0.7, "half-maximum", 5.0), _finding(5, 0.6, "box", 4.0), _finding(4, 0.5, "mixed", 3.1)]
     note = outline_note(findings)
-    assert note.startswith("findings 2, 5 are measured on the network's outline as drawn")  # not 1: 12 mm
+    # not 1 (12 mm); 5 is partly on the network's outline
+    assert note.startswith("findings 2, 5 are measured (at least in part) on the network's outline as drawn")
+    assert "no lung or no contrast around the finding" in note and "size category may be too low" in note
     assert note in findings_markdown(findings, n_slices=40)
     assert outline_note(findings[:1]) is None and outline_note(findings[2:4]) is None
     assert outline_note(findings[1:2]).startswith("finding 1 is measured")
     assert [r["outline"] for r in _rows(findings_to_csv(findings))] == [
-        "network", "network", "half-maximum", "box", "network"]
+        "network", "network", "half-maximum", "box", "mixed"]

@@ -63,7 +63,8 @@ def test_findings_get_side_zone_and_segmented_volume(shared_models):
     assert "(20 mm along the body axis, 14.5 mm axial long axis) is longer craniocaudally" in elongated
     # neither toy card refines: both are measured on the network's outline, and the small one is noted
     small = 1 + [s.side for s in result.findings].index("right")
-    assert drawn.startswith(f"finding {small} is measured on the network's outline as drawn")
+    assert drawn.startswith(f"finding {small} is measured (at least in part) on the network's outline as drawn")
+    assert "-57 % as drawn, -9 % on the half-maximum edge" in drawn
     assert {s.finding.outline for s in result.findings} == {"network"}
     assert {s.segmented_outline for s in result.findings} == {"network"}
     assert [row["outline"] for row in result.lesion_outlines] == ["network", "network"]
@@ -237,7 +238,7 @@ def test_report_record_and_markdown_carry_the_fields(shared_models):
     assert "| 4A | solid: 4A |" in text and "*Attenuation*: read from the CT" in text
     # the toy segmentation does not refine: each segmented volume is marked as the network's outline
     seg_mm3 = result.findings[0].segmented_volume_ml * 1000
-    assert f"| {seg_mm3:.0f}† |" in text and "† *segmented* volume (all or part) on the network's outline" in text
+    assert f"| {seg_mm3:.0f}‡ |" in text and "‡ *segmented* volume not (all) on the CT's half-maximum edge" in text
     assert first["outline"] == first["segmented_outline"] == "network"
     assert [row["outline"] for row in record["segmented_lesions"]] == ["network", "network"]
 
@@ -727,4 +728,9 @@ def test_a_findings_segmented_volume_names_the_outline_of_the_components_it_over
     assert segmented(finding([1, 6, 6], [2, 7, 7])) == (pytest.approx(0.008), "network")
     assert segmented(finding([1, 1, 1], [3, 8, 8])) == (pytest.approx(0.017), "mixed")
     assert segmented(finding([5, 9, 9], [7, 11, 11])) == (0.0, "")
+    # a component the run did not list (a reader's nodule added to the labels since) is not known
+    labels[5:7, 9:11, 9:11] = 2
+    edited = _lesion_components(labels, 2, 0.001, rows)
+    assert edited(finding([5, 9, 9], [7, 11, 11])) == (pytest.approx(0.008), "unknown")
+    assert edited(finding([1, 6, 6], [7, 11, 11]))[1] == "mixed"  # network and unknown
     assert _lesion_components(labels, None, 0.001)(finding([1, 1, 1], [2, 2, 2])) == (0.0, "")

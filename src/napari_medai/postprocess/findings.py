@@ -22,11 +22,13 @@ LUNG_RADS_NOTE = ("Lung-RADS v2022 categories for a baseline screen, by size (as
                   "attenuation read from the CT: decision support, not a diagnosis")
 FIELD_SLAB = 16  # axial slices summed at a time by organ_field
 # What a finding's mask is, so a reader knows how far to trust a small nodule's size: the network's
-# outline undersizes nodules under 8 mm (held-out phantoms: median volume -57 % at 6-8 mm, -25 %
-# once moved to the half-maximum contour; docs/detection.md).
+# outline undersizes nodules under 8 mm (held-out phantoms, 4 nodules of 6-8 mm: median volume
+# -57 % as drawn, -9 % once moved to the half-maximum contour; docs/detection.md).
 OUTLINES = {
     "half-maximum": "the CT's half-maximum contour between the nodule and the lung around it",
-    "network": "the network's outline as drawn (the CT gave no edge to move it to, or refinement is off)",
+    "network": ("the network's outline as drawn (no lung or no contrast around the finding to move its edge to, "
+                "or refinement off)"),
+    "mixed": "the half-maximum contour for some of its pieces, the network's outline for the others",
     "box": "the ellipsoid inside a box detector's box",
 }
 OUTLINE_SMOOTH_PX = 0.7  # Gaussian sigma (pixels) of the outline calipers are laid on (slice_outlines_mm)

@@ -104,7 +104,8 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
     diameters, volume and Lung-RADS size category follow the refined mask.  The centre and the
     score are the detector's and stay: refinement measures a finding, it does not move it.
     A refined finding's ``outline`` reads "half-maximum"; one with no lung around it or no
-    contrast to it keeps its mask and its outline ("network").
+    contrast to it keeps its mask and its outline ("network"), and a finding of several pieces
+    of which only some were refined reads "mixed".
     """
     from dataclasses import replace
 
@@ -127,12 +128,14 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
         labels = np.where(mask, 2, np.where(host, 1, 0)).astype(np.uint8)
         moved = np.zeros(mask.shape, dtype=bool)
         refined = refine_lesion_edges(labels, image[region], spacing, 2, (1,), reach_mm, level, refined=moved) == 2
-        if not moved.any() or not refined.any():  # no lung around it, no contrast: the network's outline stays
+        if not refined.any():
             out.append(f)
             continue
+        # a piece with no lung around it or no contrast to it keeps the network's outline
+        outline = f.outline if not moved.any() else "half-maximum" if not (refined & ~moved).any() else "mixed"
         box = ndimage.find_objects(refined.astype(np.uint8))[0]
-        tight = refined[box]
+        tight = refined[box]  # the box shrinks to the mask even where no edge moved
         out.append(replace(
             f, bbox_voxel=[[int(a[k] + box[k].start) for k in range(3)], [int(a[k] + box[k].stop) for k in range(3)]],
-            mask=tight, outline="half-maximum", **mask_measurements(tight, spacing)))
+            mask=tight, outline=outline, **mask_measurements(tight, spacing)))
     return out

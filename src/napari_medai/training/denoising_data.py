@@ -308,7 +308,8 @@ def mr_batch_3d(source: MRSource, seed: int, step: int, batch: int, size: int, n
                 reference_sigma=MR_REFERENCE_SIGMA):
     """(noisy, clean) blocks of shape (batch, 1, size // MR_3D_DEPTH_DIVISOR, size, size) and loss
     weights (batch,): the 3D counterpart of :func:`mr_batch` (one Rician level per block, drawn
-    log-uniformly, weight ``reference_sigma / level``; random in-plane rot90 and flips of z and x)."""
+    log-uniformly, weight ``reference_sigma / level``, 1 when None; random in-plane rot90 and flips
+    of z and x)."""
     rng = np.random.default_rng([seed, step])
     depth = size // MR_3D_DEPTH_DIVISOR
     noisy, clean, weights = [], [], []

@@ -6,8 +6,8 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QPalette
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
-from ..postprocess.findings import axial_slice
-from ..postprocess.report import score_cell, small_on_network_outline
+from ..postprocess.findings import OUTLINES, axial_slice
+from ..postprocess.report import DRAWN_EVIDENCE, score_cell, small_on_network_outline
 from ..review import ACCEPTED, REJECTED, review_mark
 
 
@@ -133,9 +133,9 @@ class FindingsTable(_ReadOnlyTable):
 
 # A small finding measured on the network's outline as drawn (postprocess.report.outline_note)
 DRAWN_MARK = "†"
-DRAWN_TIP = ("† Measured on the network's outline as drawn, not on the CT's half-maximum edge (no contrast to "
-             "the lung around it, or the detector does not refine): under 8 mm that outline reads small, so "
-             "the size category may be too low. Measure it on the image")
+DRAWN_TIP = (f"† Measured (at least in part) on {OUTLINES['network']}, not on the CT's half-maximum edge: under "
+             f"8 mm that outline reads small ({DRAWN_EVIDENCE}), so the size category may be too low. "
+             "Measure it on the image")
 
 
 def attenuation_text(f) -> str:
