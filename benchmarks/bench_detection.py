@@ -150,19 +150,24 @@ def operating_point_lines(models, rows) -> list[str]:
 
 def measurement_summary(rows) -> list[str]:
     """Lines of the measurement table: per reference size band, median absolute diameter error,
-    median absolute and signed volume error (% of the reference), Lung-RADS category agreement."""
+    median absolute and signed volume error (% of the reference), Lung-RADS category agreement,
+    and how many of the findings were measured on the CT's half-maximum edge (``Finding.outline``;
+    the rest kept the network's outline: no lung or no contrast around them, or no refinement)."""
     from napari_medai.metrics import measurement_errors
 
     bands = (("< 6 mm", 0, 6), ("6-8 mm", 6, 8), ("8-15 mm", 8, 15), (">= 15 mm", 15, 1e9), ("all", 0, 1e9))
-    lines = [f"{'reference size':<16}{'hits':>5}{'|d diam| mm':>13}{'|d vol| %':>11}{'vol bias %':>12}{'category':>10}"]
+    lines = [f"{'reference size':<16}{'hits':>5}{'|d diam| mm':>13}{'|d vol| %':>11}{'vol bias %':>12}{'category':>10}"
+             f"{'refined':>9}"]
     for name, lo, hi in bands:
-        e = measurement_errors([r for r in rows if lo <= r["ref_diameter_mm"] < hi])
+        band = [r for r in rows if lo <= r["ref_diameter_mm"] < hi]
+        e = measurement_errors(band)
         if not e["n"]:
             lines.append(f"{name:<16}{0:>5}")
             continue
         agree = f"{e['category_agree']}/{e['n']}"
+        refined = f"{sum(r.get('outline') == 'half-maximum' for r in band)}/{e['n']}"
         lines.append(f"{name:<16}{e['n']:>5}{e['diameter_abs_mm']:>13.2f}{e['volume_abs_pct']:>11.1f}"
-                     f"{e['volume_bias_pct']:>+12.1f}{agree:>10}")
+                     f"{e['volume_bias_pct']:>+12.1f}{agree:>10}{refined:>9}")
     return lines
 
 

@@ -32,6 +32,7 @@ def test_each_hit_lesion_is_measured_by_its_best_finding_against_its_whole_refer
     assert row["diameter_mm"] == high.mean_diameter_mm and row["volume_ml"] == high.volume_ml
     assert row["ref_ml"] == pytest.approx(reference.sum() * 2.0 / 1000)
     assert row["ref_diameter_mm"] > row["diameter_mm"] and row["category"] == "2" and row["ref_category"] != "2"
+    assert row["outline"] == "network"  # the best finding's own: measured on its probability mask
     e = measurement_errors(rows)
     assert e["n"] == 1 and e["category_agree"] == 0
     assert e["diameter_abs_mm"] == pytest.approx(row["ref_diameter_mm"] - row["diameter_mm"])

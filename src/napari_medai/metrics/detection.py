@@ -109,7 +109,8 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
     Lung-RADS size category beside those of the reference mask, measured with the findings' own
     functions.  ``reference``: bool mask of every lesion voxel; lesion ``i``'s reference is every
     connected piece of it reaching into target ``i`` (spicules and a ground-glass rim count).
-    ``nominal_mm``: optional nominal diameters, reported beside."""
+    ``nominal_mm``: optional nominal diameters, reported beside.  ``outline``: what the
+    finding was measured on (``Finding.outline``)."""
     from scipy import ndimage
 
     from ..postprocess.findings import axial_axes, lung_rads_category
@@ -139,7 +140,8 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
         rows.append({"lesion": i, "nominal_mm": None if nominal_mm is None else float(nominal_mm[i - 1]),
                      "ref_diameter_mm": ref_d, "diameter_mm": float(best.mean_diameter_mm),
                      "ref_ml": float(ref.sum()) * voxel_ml, "volume_ml": float(best.volume_ml),
-                     "ref_category": lung_rads_category(ref_d), "category": best.lung_rads})
+                     "ref_category": lung_rads_category(ref_d), "category": best.lung_rads,
+                     "outline": best.outline})
     return rows
 
 
