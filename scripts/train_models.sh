@@ -61,7 +61,7 @@ for step in "${steps[@]}"; do case "$step" in
     $M train denoising --modality MR --out runs/mr3-gan --steps 20000 --warmup-steps 16500
     $M train denoising --modality MR --out runs/mr3-noadv --steps 20000 --warmup-steps 16500 --no-adversarial \
       --resume runs/mr3-gan/warmup.pt
-    # the CT variant with a generator level at full resolution (2026-11-28; better, 4-5x slower),
+    # the CT variant with a generator level at full resolution (2026-11-28; better, about 4x slower),
     # trained as long as the default since the twenty-seventh session (6000 steps before)
     mkdir -p runs/ct7-gan runs/ct7-noadv
     cp runs/ct4-gan/ct_pairs.npz runs/ct7-gan/ && cp runs/ct4-gan/ct_pairs.npz runs/ct7-noadv/

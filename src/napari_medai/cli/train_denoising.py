@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
                    help="patch width in pixels (3D: blocks of patch/2 x patch x patch voxels)")
     p.add_argument("--first-stride", type=int, choices=[1, 2], default=2,
                    help="stride of the generator's first level: 2 (the default, the shipped generators) "
-                        "or 1, which keeps a level at full resolution (better, 3x slower: docs/denoising.md)")
+                        "or 1, which keeps a level at full resolution (better, about 4x slower: docs/denoising.md)")
     p.add_argument("--head-channels", type=int, default=0,
                    help="channels of a 3x3 convolution at full resolution before the generator's output, over "
                         "its features and the input (0: none, the default); a cheaper way than --first-stride 1 "
