@@ -68,9 +68,9 @@ for step in "${steps[@]}"; do case "$step" in
     $M train denoising --modality CT --out runs/ct7-gan --steps 12000 --warmup-steps 10500 --threads 2 --first-stride 1
     $M train denoising --modality CT --out runs/ct7-noadv --steps 12000 --warmup-steps 10500 --no-adversarial \
       --resume runs/ct7-gan/warmup.pt --threads 2 --first-stride 1
-    $M train denoising --modality MR --out runs/mr4-gan --steps 6000 --warmup-steps 5000 --threads 2 --first-stride 1
-    $M train denoising --modality MR --out runs/mr4-noadv --steps 6000 --warmup-steps 5000 --no-adversarial \
-      --resume runs/mr4-gan/warmup.pt --threads 2 --first-stride 1
+    $M train denoising --modality MR --out runs/mr6-gan --steps 12000 --warmup-steps 10500 --threads 2 --first-stride 1
+    $M train denoising --modality MR --out runs/mr6-noadv --steps 12000 --warmup-steps 10500 --no-adversarial \
+      --resume runs/mr6-gan/warmup.pt --threads 2 --first-stride 1
     .venv/bin/python - <<'PY'
 from napari_medai.training.denoising import install_weights
 W, V = "src/napari_medai/models/weights", "benchmarks/denoising_variants"
@@ -82,8 +82,8 @@ for name, gan, noadv in (("ct-lowdose-denoising", "runs/ct4-gan", "runs/ct4-noad
 import json, pathlib
 for name, run, folder, suffix in (("ct-lowdose-denoising", "runs/ct7-gan", W, "-fullres"),
                                   ("ct-lowdose-denoising", "runs/ct7-noadv", V, "-fullres-noadv"),
-                                  ("mr-denoising", "runs/mr4-gan", W, "-fullres"),
-                                  ("mr-denoising", "runs/mr4-noadv", V, "-fullres-noadv")):
+                                  ("mr-denoising", "runs/mr6-gan", W, "-fullres"),
+                                  ("mr-denoising", "runs/mr6-noadv", V, "-fullres-noadv")):
     path = install_weights(run, folder, name, suffix)
     card = json.loads(path.read_text())
     card["extra"]["variant_of"] = name
