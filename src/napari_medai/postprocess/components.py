@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from .refine import outline_kind
 
 _FULL = ndimage.generate_binary_structure(3, 3)  # 26-connectivity: thin vessels stay connected
 SLAB = 16  # leading-axis slices per step of label_sizes / lookup
@@ -319,7 +320,7 @@ def lesion_outlines(labels: np.ndarray, lesion_prob: np.ndarray | None, spacing,
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for centre, size, peak, done in zip(centres, sizes, peaks, moved):
-        outline = "network" if done == 0 else "half-maximum" if done == size else "mixed"
+        outline = outline_kind(int(done), int(size))
         rows.append({"center_voxel": centre, "voxels": int(size), "volume_ml": round(float(size) * voxel_ml, 4),
                      "peak_probability": None if peak is None else round(float(peak), 4), "outline": outline})
     return sorted(rows, key=lambda row: -row["voxels"])

@@ -30,6 +30,12 @@ SHELL_MM = (3.0, 6.0)
 HALF_MAXIMUM = 0.5  # the level both fits use: the edge an observer would draw
 
 
+def outline_kind(moved: int, voxels: int, unmoved: str = "network") -> str:
+    """What a lesion of ``voxels`` voxels, ``moved`` of them on an edge the refinement moved, was
+    outlined by: "half-maximum" (all), ``unmoved`` (none: the network's outline), "mixed"."""
+    return unmoved if moved == 0 else "half-maximum" if moved == voxels else "mixed"
+
+
 def refine_lesion_edges(labels: np.ndarray, image: np.ndarray, spacing, lesion: int, hosts=(),
                         reach_mm: float = 1.5, level: float = HALF_MAXIMUM,
                         only: np.ndarray | None = None, refined: np.ndarray | None = None) -> np.ndarray:
@@ -132,7 +138,7 @@ def refine_findings(findings, image: np.ndarray, spacing, field: np.ndarray | No
             out.append(f)
             continue
         # a piece with no lung around it or no contrast to it keeps the network's outline
-        outline = f.outline if not moved.any() else "half-maximum" if not (refined & ~moved).any() else "mixed"
+        outline = outline_kind(int((refined & moved).sum()), int(refined.sum()), f.outline)
         box = ndimage.find_objects(refined.astype(np.uint8))[0]
         tight = refined[box]  # the box shrinks to the mask even where no edge moved
         out.append(replace(
