@@ -131,3 +131,20 @@ def test_a_deleted_phantom_folder_is_made_again_only_for_the_phantoms_the_run_st
     assert "other settings (lr" in capsys.readouterr().err and not data.exists()
     assert main(command + ["--phantoms", "2"]) == 0  # the same phantoms again: the run is found complete
     assert "holds this run complete" in capsys.readouterr().out and made == [1000, 1001, 1000, 1001]
+
+
+def test_the_network_shape_is_chosen_on_the_command_line_and_recorded_in_the_card(tmp_path):
+    # a full-grid first level (stride 1), as the detector's small-nodule experiments need
+    _seg._write_pairs(tmp_path / "data")
+    args = _tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "8", "--strides", "1", "--res-units", "1"]
+    assert main(args) == 0
+    kwargs = json.loads((tmp_path / "out" / "best.json").read_text())["network"]["kwargs"]
+    assert (kwargs["channels"], kwargs["strides"], kwargs["num_res_units"]) == ([4, 8], [1], 1)
+
+
+def test_strides_that_do_not_fit_the_channels_are_refused_before_loading(tmp_path, capsys):
+    _seg._write_pairs(tmp_path / "data")
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "8", "16", "--strides", "2"]) == 2
+    assert "one value fewer than --channels" in capsys.readouterr().err
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "0", "--strides", "2"]) == 2
+    assert "at least 1" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -58,6 +58,14 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--spacing", type=float, nargs=3, default=(2.0, 1.0, 1.0), metavar=("Z", "Y", "X"))
     p.add_argument("--roi", type=int, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"))
+    # the network's shape; the default is the built-in chest model's.  A stride of 1 first keeps a
+    # level at the full grid (the default's first layer already halves it; docs/segmentation.md)
+    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128), metavar="C",
+                   help="UNet feature channels per level, finest first (default 16 32 64 128)")
+    p.add_argument("--strides", type=int, nargs="+", default=(2, 2, 2), metavar="S",
+                   help="the downsampling between levels, one fewer than --channels (default 2 2 2)")
+    p.add_argument("--res-units", type=int, default=2, metavar="N",
+                   help="residual units per UNet level (default 2)")
     p.add_argument("--classes", nargs="+", default=["background", "lung", "nodule"],
                    help="a name per label value, background first (default: background lung nodule)")
     p.add_argument("--intensity", choices=("ct_window", "percentile", "zscore"), default=None,
@@ -87,7 +95,8 @@ def run(args) -> int:
 
     cfg = SegTrainConfig(
         data=args.data, out=args.out, init=args.init, label_map=args.label_map, spacing=tuple(args.spacing),
-        roi=tuple(args.roi), class_names=tuple(args.classes), epochs=args.epochs,
+        roi=tuple(args.roi), channels=tuple(args.channels), strides=tuple(args.strides),
+        num_res_units=args.res_units, class_names=tuple(args.classes), epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, bf16=not args.fp32, device=args.device, balance_components=tuple(args.balance_components),
         dice_per_crop=args.dice_per_crop, component_loss=tuple(args.component_loss),

@@ -120,6 +120,12 @@ def check_config(cfg: SegTrainConfig) -> None:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
     if len(cfg.spacing) != 3 or not all(float(v) > 0 for v in cfg.spacing):
         raise InputError(f"--spacing must be three positive sizes in mm, got {tuple(cfg.spacing)}")
+    if len(cfg.channels) < 2 or len(cfg.strides) != len(cfg.channels) - 1:
+        raise InputError(f"--strides needs one value fewer than --channels (a stride between each two levels), "
+                         f"got channels {tuple(cfg.channels)} and strides {tuple(cfg.strides)}")
+    if min(cfg.channels) < 1 or min(cfg.strides) < 1 or int(cfg.num_res_units) < 0:
+        raise InputError(f"--channels and --strides must be at least 1 and --res-units at least 0, got "
+                         f"{tuple(cfg.channels)}, {tuple(cfg.strides)} and {cfg.num_res_units}")
     factor = int(np.prod(cfg.strides)) if cfg.strides else 1
     if any(int(r) < factor or int(r) % factor for r in cfg.roi):
         raise InputError(f"--roi {tuple(cfg.roi)}: each size must be a multiple of {factor} (the UNet halves "
