@@ -90,3 +90,35 @@ def test_rgb_voxels(tmp_path):
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
     with pytest.raises(InputError, match="grey-level volume is needed"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("slope, inter", [(1e20, 0.0), (1.0, 1e19)])
+def test_a_huge_whole_number_rescale_does_not_wrap_round(tmp_path, slope, inter):
+    # int64 arithmetic used to wrap silently: a slope of 1e20 gave values near -9.2e18
+    path = tmp_path / "huge.nii"
+    img = nib.Nifti1Image(np.arange(10, 70, dtype=np.int16).reshape(3, 4, 5), np.eye(4))
+    img.header.set_slope_inter(slope, inter)
+    nib.save(img, str(path))
+    data = read_volume(path).data
+    np.testing.assert_allclose(float(data.max()), 69 * slope + inter, rtol=1e-6)
+    assert data.min() > 0
+
+
+def test_a_rescale_beyond_any_image_is_refused(tmp_path):
+    path = tmp_path / "inf.nii"
+    img = nib.Nifti1Image(np.arange(10, 70, dtype=np.int16).reshape(3, 4, 5), np.eye(4))
+    img.header.set_slope_inter(1e38, 0.0)  # float32 would overflow to inf
+    nib.save(img, str(path))
+    with pytest.raises(InputError, match="rescale .* gives values beyond"):
+        read_volume(path)
+
+
+def test_slices_nearly_parallel_to_an_axis_are_refused_when_read(tmp_path):
+    # the columns are 2 mm long, but the slice planes lie 0.005 mm apart: every task refused the
+    # file after it opened, blaming the layer's scale
+    affine = np.eye(4)
+    affine[:3, 2] = (2.0, 0.0, 0.005)
+    path = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.int16), affine), str(path))
+    with pytest.raises(InputError, match=r"flat\.nii: voxel spacing \(0\.005, 1, 1\) mm .*check the voxel size and axes"):
+        read_volume(path)

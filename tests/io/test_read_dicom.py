@@ -315,3 +315,64 @@ def test_a_single_slice_is_read_with_allow_slice_as_thick_as_its_file_says(tmp_p
     np.testing.assert_allclose(read_volume(tmp_path / "one", allow_slice=True).spacing, (2.5, 0.6, 0.7))
     with pytest.raises(InputError, match="single slice"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("orientation, why", [
+    ((2, 0, 0, 0, 2, 0), "cosines of length 2: every in-plane size doubled"),
+    ((1, 0, 0, 0.5, np.sqrt(0.75), 0), "rows at 60 degrees to the columns: a sheared grid"),
+    ((0, 0, 0, 0, 0, 0), "no direction at all"),
+])
+def test_orientation_cosines_that_are_not_unit_and_at_right_angles_are_refused(tmp_path, dicom_writer,
+                                                                             orientation, why):
+    raw = np.ones((4, 4, 4), np.uint16)
+    dicom_writer(tmp_path / "s", raw, [(0, 0, 2 * k) for k in range(4)], orientation, (0.7, 0.7))
+    with pytest.raises(InputError, match="ImageOrientationPatient .* not two unit vectors at right angles"):
+        read_volume(tmp_path / "s")
+
+
+def test_cosines_written_to_six_decimals_are_read(tmp_path, dicom_writer):
+    # scanners round the cosines: an oblique series' vectors are then unit and orthogonal to ~1e-6
+    c, s = round(np.cos(0.3), 6), round(np.sin(0.3), 6)
+    dicom_writer(tmp_path / "s", np.ones((4, 4, 4), np.uint16), [(0, 0, 2 * k) for k in range(4)],
+                 (c, s, 0, -s, c, 0), (0.7, 0.7))
+    np.testing.assert_allclose(read_volume(tmp_path / "s").spacing, (2, 0.7, 0.7), rtol=1e-5)
+
+
+def test_a_pixel_spacing_that_changes_within_the_series_is_refused(tmp_path, dicom_writer):
+    import pydicom
+
+    files = _good_series(tmp_path / "s", dicom_writer)
+    for path in files[2:]:  # read from the first slice only, half the stack was measured at its scale
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [2, 2]
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match=r"differ in PixelSpacing \(1 to 2 mm\)"):
+        read_volume(tmp_path / "s")
+
+
+def test_a_slice_shifted_sideways_off_the_stack_is_refused(tmp_path, dicom_writer):
+    raw = np.ones((4, 4, 4), np.uint16)
+    positions = [(0, 0, 0), (0, 0, 2), (10, 0, 4), (10, 0, 6)]  # two stacks side by side
+    dicom_writer(tmp_path / "s", raw, positions, (1, 0, 0, 0, 1, 0), (1, 1))
+    with pytest.raises(InputError, match=r"do not lie on one line: a slice is 3\.33 mm beside"):
+        read_volume(tmp_path / "s")
+
+
+@pytest.mark.parametrize("tag, value, expect", [
+    ("PixelSpacing", "0.7", "PixelSpacing .* must hold 2 numbers"),
+    ("ImageOrientationPatient", [1, 0, 0, 0, 1], "ImageOrientationPatient .* must hold 6 numbers"),
+    ("ImagePositionPatient", [0, 0], "ImagePositionPatient .* must hold 3 numbers"),
+    ("RescaleSlope", "7.2531", "RescaleSlope of .* is 'abcdef', not a number"),
+])
+def test_geometry_and_rescale_tags_of_the_wrong_form_get_a_clear_message(tmp_path, dicom_writer, tag, value,
+                                                                         expect):
+    import pydicom
+
+    for path in _good_series(tmp_path / "s", dicom_writer):
+        ds = pydicom.dcmread(path)
+        setattr(ds, tag, value)
+        ds.save_as(path, enforce_file_format=True)
+        if tag == "RescaleSlope":  # a damaged value pydicom will not write itself: edited in the bytes
+            path.write_bytes(path.read_bytes().replace(b"7.2531", b"abcdef"))
+    with pytest.raises(InputError, match=expect):
+        read_volume(tmp_path / "s")

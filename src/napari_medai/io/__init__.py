@@ -99,7 +99,7 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         metadata={**({"nifti_space": nifti_space} if nifti_space else {}),
                   **({"classes": classes} if classes and is_labels else {})},
     )
-    check_spacing(out.spacing)
+    check_spacing(out.spacing, what="check the layer's scale and affine")
     return write_nifti(out, path, orientation=orientation)
 
 

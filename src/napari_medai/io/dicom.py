@@ -240,12 +240,17 @@ def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Vol
     if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
         raise InputError(f"the slices of the DICOM series in {folder} differ in size")
 
-    orientation = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in series])
+    orientation = np.array([_numbers(ds, "ImageOrientationPatient", 6, folder) for ds in series])
     if not np.allclose(orientation, orientation[0], atol=1e-4):
         raise InputError(f"the slices of the DICOM series in {folder} are not parallel")
-    row_dir, col_dir = orientation[0, :3], orientation[0, 3:]
+    row_dir, col_dir = _direction_cosines(orientation[0], folder)
     normal = np.cross(row_dir, col_dir)
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in series])
+    positions = np.array([_numbers(ds, "ImagePositionPatient", 3, folder) for ds in series])
+    pixel_spacing = np.array([_numbers(ds, "PixelSpacing", 2, folder) for ds in series])
+    if not np.allclose(pixel_spacing, pixel_spacing[0], rtol=1e-4, atol=1e-6):
+        # read from the first slice only, the others would be measured at its scale
+        raise InputError(f"the slices of the DICOM series in {folder} differ in PixelSpacing "
+                         f"({pixel_spacing.min():g} to {pixel_spacing.max():g} mm)")
     order = np.argsort(positions @ normal, kind="stable")
     series = [series[i] for i in order]
     positions = positions[order]
@@ -255,7 +260,7 @@ def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Vol
         step = _slice_step(positions @ normal, positions, folder)
 
     # PixelSpacing is (distance between rows, distance between columns).
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    row_spacing, col_spacing = pixel_spacing[0]
     # the distance between slice planes (under a gantry tilt, shorter than the step)
     check_spacing((abs(float(step @ normal)), row_spacing, col_spacing),
                   what="check PixelSpacing and the slice positions")
@@ -303,7 +308,43 @@ def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path) -
             f"the slices of the DICOM series in {folder} are unevenly spaced "
             f"({gaps.min():.3f} to {gaps.max():.3f} mm apart, up to {off:.2f} mm off an even stack; a missing slice?)"
         )
-    return (positions[-1] - positions[0]) / (len(positions) - 1)
+    step = (positions[-1] - positions[0]) / (len(positions) - 1)
+    # the step is a straight line from the first slice to the last (a gantry tilt shifts each
+    # slice the same way); a slice off that line sideways would be drawn where it was not taken
+    aside = float(np.linalg.norm(positions - (positions[0] + np.arange(len(positions))[:, None] * step), axis=1).max())
+    if aside > max(POSITION_ROUNDING_MM, 0.25 * median):
+        raise InputError(f"the slices of the DICOM series in {folder} do not lie on one line: a slice is "
+                         f"{aside:.2f} mm beside where an even stack puts it (ImagePositionPatient; "
+                         "several stacks in one series?)")
+    return step
+
+
+def _numbers(ds, tag: str, count: int, folder: Path) -> np.ndarray:
+    """The ``count`` finite numbers of a geometry tag of slice ``ds``; a clear error for a tag
+    with another count or a value that is no number (a damaged or hand-edited header)."""
+    value = ds.get(tag)
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    try:
+        numbers = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is None or numbers.size != count or not np.isfinite(numbers).all():
+        name = Path(str(getattr(ds, "filename", "") or "")).name
+        raise InputError(f"{tag} of the DICOM series in {folder}{f' ({name})' if name else ''} must hold {count} "
+                         f"numbers, it holds {str(value)[:80]!r}")
+    return numbers
+
+
+def _direction_cosines(orientation: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column directions of ImageOrientationPatient: unit vectors at right angles,
+    as DICOM defines them.  Others used to pass: cosines of length 2 doubled every in-plane size
+    (volumes 4x too large) and rows at 60 degrees to the columns gave a sheared grid."""
+    row, col = orientation[:3], orientation[3:]
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(col)))
+    if min(lengths) == 0 or max(abs(n - 1) for n in lengths) > 1e-3 or abs(float(row @ col)) > 1e-3 * lengths[0] * lengths[1]:
+        raise InputError(f"ImageOrientationPatient of the DICOM series in {folder} is not two unit vectors at right "
+                         f"angles ({', '.join(f'{v:g}' for v in orientation)}): its geometry cannot be trusted")
+    return row / lengths[0], col / lengths[1]
 
 
 def _slice_thickness(ds) -> float:
@@ -330,9 +371,23 @@ def _rescaled_stack(series: list) -> np.ndarray:
             raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded (a damaged or "
                              f"truncated file, or a compression whose decoder is not installed): {exc}") from None
     raw = np.stack(pixels)
-    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for ds in series]).reshape(-1, 1, 1)
-    intercepts = np.array([float(ds.get("RescaleIntercept", 0) or 0) for ds in series]).reshape(-1, 1, 1)
+    slopes = np.array([_rescale_number(ds, "RescaleSlope", 1.0) for ds in series]).reshape(-1, 1, 1)
+    intercepts = np.array([_rescale_number(ds, "RescaleIntercept", 0.0) for ds in series]).reshape(-1, 1, 1)
     return rescaled(raw, slopes, intercepts)
+
+
+def _rescale_number(ds, tag: str, default: float) -> float:
+    """RescaleSlope or RescaleIntercept as a finite number (``default`` when absent or blank)."""
+    if _missing(ds, tag):
+        return default
+    try:
+        value = float(ds.get(tag))
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        name = Path(str(getattr(ds, "filename", "") or "")).name
+        raise InputError(f"{tag} of {name or 'a slice'} is {str(ds.get(tag))[:40]!r}, not a number: a damaged header")
+    return default if tag == "RescaleSlope" and value == 0 else value  # a zero slope: as if absent, as before
 
 
 def _display_window(ds) -> tuple[float, float] | None:

@@ -34,6 +34,11 @@ def rounded_whole(values: np.ndarray, tol: float = 1e-3) -> np.ndarray | None:
     return rounded
 
 
+# rescaled values beyond this are no image (CT runs to about 3e4 HU, MR to 1e6 or so); also
+# within float32, the type a fractional rescale gives
+RESCALE_LIMIT = 1e30
+
+
 def rescaled(raw: np.ndarray, slope, intercept) -> np.ndarray:
     """``raw * slope + intercept`` with per-slice (or scalar) slope and intercept: integer when
     ``raw`` is integer and both are whole numbers (int16 or int32 where the values fit),
@@ -41,8 +46,17 @@ def rescaled(raw: np.ndarray, slope, intercept) -> np.ndarray:
     slope, intercept = np.asarray(slope, dtype=float), np.asarray(intercept, dtype=float)
     if np.all(slope == 1) and np.all(intercept == 0):
         return raw
+    # the largest value the rescale can give, in float64 first: int64 arithmetic wrapped round
+    # silently (a slope of 1e20 gave values near -9.2e18) and float32 overflowed to inf
+    if raw.size:
+        peak = float(np.max(np.abs(slope))) * max(abs(float(raw.min())), abs(float(raw.max()))) \
+            + float(np.max(np.abs(intercept)))
+        if not np.isfinite(peak) or peak > RESCALE_LIMIT:
+            raise InputError(f"the header's rescale (slope {float(np.max(np.abs(slope))):g}, intercept "
+                             f"{float(np.max(np.abs(intercept))):g}) gives values beyond {RESCALE_LIMIT:g}: "
+                             "a damaged header (scl_slope/scl_inter or RescaleSlope/RescaleIntercept)")
     whole = np.all(np.mod(slope, 1) == 0) and np.all(np.mod(intercept, 1) == 0)
-    if np.issubdtype(raw.dtype, np.integer) and whole:
+    if np.issubdtype(raw.dtype, np.integer) and whole and (not raw.size or peak < 2**62):
         values = raw.astype(np.int64) * slope.astype(np.int64) + intercept.astype(np.int64)
         narrow = narrowest(values)
         return values if narrow is None else narrow

@@ -26,7 +26,7 @@ from .dtypes import rescaled, storable
 from .heuristics import guess_modality, looks_like_labels, normalise_modality
 from .orientation import from_display_frame, orientation_codes, to_display_frame
 from .validate import check_spacing
-from .volume import Volume, is_sheared
+from .volume import Volume, is_sheared, voxel_spacing
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # NIFTI_INTENT_LABEL: the voxels are label indices (ITK-SNAP, 3D Slicer and this plugin set it)
@@ -84,9 +84,12 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
     spacing_ijk = np.linalg.norm(np.asarray(nifti_affine)[:3, :3], axis=0)
     try:
         check_spacing(spacing_ijk[::-1], what="check the voxel size in the file's header")
+        data, affine = to_display_frame(data_ijk, nifti_affine)
+        # and the spacing every task uses (Volume.spacing: on a sheared grid the distance between
+        # slice planes, not the column length), so a file that opens is not refused by each task after
+        check_spacing(voxel_spacing(affine[:3, :3]), what="check the voxel size and axes in the file's header")
     except InputError as exc:
         raise InputError(f"{path.name}: {exc}") from None
-    data, affine = to_display_frame(data_ijk, nifti_affine)
 
     description = _header_text(img.header, "descrip")
     modality, kind = _tagged_kind(description)
