@@ -218,6 +218,18 @@ def test_only_labels_layers_can_be_edited(small_ct):
         edit_labels(Labels(np.zeros((2, 2, 2), np.uint8)), np.ones((3, 3, 3), bool), 1)
 
 
+def test_labels_whose_data_cannot_be_written_are_refused_unchanged():
+    import dask.array as da
+
+    frozen = np.zeros((2, 3, 3), np.uint8)
+    frozen.setflags(write=False)  # as a memory-mapped file opened read-only
+    for data, kind in ((frozen, "read-only"), (da.zeros((2, 3, 3), dtype=np.uint8, chunks=2), "a dask array")):
+        labels = Labels(data, name="lazy")
+        with pytest.raises(InputError, match=f"'lazy' cannot be edited here: its data is {kind}"):
+            edit_labels(labels, np.ones((2, 3, 3), bool), 1)
+        assert not np.asarray(labels.data).any()
+
+
 def test_a_label_edit_may_cover_a_box_of_the_layer():
     labels = Labels(np.zeros((4, 6, 6), np.uint8))
     labels.data[2, 3, 3] = 7

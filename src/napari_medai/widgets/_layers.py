@@ -205,8 +205,15 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
             or any(o < 0 or o + m > s for o, m, s in zip(origin, mask.shape, shape))):
         where = f" at {origin}" if any(origin) else ""
         raise InputError(f"the edit has shape {mask.shape}{where}, which does not fit '{layer.name}' ({shape})")
+    data = layer.data
+    if not isinstance(data, np.ndarray) or not data.flags.writeable:
+        # napari's data_setitem would fail half-way with numpy's or dask's own words
+        kind = "read-only" if isinstance(data, np.ndarray) else f"a {type(data).__module__.split('.')[0]} array"
+        raise InputError(f"'{layer.name}' cannot be edited here: its data is {kind}, not an array in memory "
+                         "that can be written (a memory-mapped file or a lazily loaded image). Add the result as "
+                         "a new layer instead, or give the layer an in-memory copy of its data first")
     box = tuple(slice(o, o + m) for o, m in zip(origin, mask.shape))
-    local = np.nonzero(mask & (np.asarray(layer.data[box]) != value))
+    local = np.nonzero(mask & (np.asarray(data[box]) != value))
     indices = tuple(axis + o for axis, o in zip(local, origin))
     if indices[0].size == 0:
         return 0
