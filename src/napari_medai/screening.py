@@ -194,6 +194,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
     max_findings = check_max_findings(max_findings)
+    if max_findings == 0:  # the report would head "No nodule reported by the software" over found ones
+        raise InputError("max_findings must be 1 or more for a screening report (None lists every finding), got 0")
     if score_threshold is not None:
         score_threshold = check_score_threshold(score_threshold)
     settings = InferenceSettings.of(settings)

@@ -127,6 +127,9 @@ def test_an_out_dir_that_cannot_be_made_or_a_bad_threshold_is_refused_before_the
     for bad in ("nan", "1.5", "-1"):
         assert main(["screen", str(scan), "--out-dir", str(tmp_path / "r"), "--threshold", bad, *common]) == 2
         assert "--threshold must be a score between 0 and 1" in capsys.readouterr().err
+    # a report listing nothing headed "No nodule reported" over the findings it left out
+    assert main(["screen", str(scan), "--out-dir", str(tmp_path / "r"), "--max-findings", "0", *common]) == 2
+    assert "--max-findings must be 1 or more, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     if not os.path.isdir("/proc"):
         pytest.skip("no /proc to refuse files")

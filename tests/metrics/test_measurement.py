@@ -39,6 +39,17 @@ def test_each_hit_lesion_is_measured_by_its_best_finding_against_its_whole_refer
     assert e["volume_bias_pct"] < 0 and e["volume_abs_pct"] == pytest.approx(-e["volume_bias_pct"])
 
 
+def test_a_finding_on_the_reference_mask_itself_agrees_to_the_digit():
+    # the reference is measured as findings are (each axis rounded before the mean); the mean of
+    # unrounded axes put a finding on the reference's own mask 0.055 mm and a category away
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        reference = _ball(rng.uniform(2.5, 5.0), centre=(10, 20 + rng.uniform(-0.5, 0.5), 20 + rng.uniform(-0.5, 0.5)))
+        target = target_mask(reference.shape, SPACING, [(10, 20, 20)], [8.0])
+        (row,) = measurement_rows(reference, target, [_finding(reference, 0.9)], SPACING)
+        assert row["ref_diameter_mm"] == row["diameter_mm"] and row["ref_category"] == row["category"]
+
+
 def test_a_finding_outside_every_target_measures_nothing():
     reference = _ball(4.0)
     target = target_mask(reference.shape, SPACING, [(10, 20, 20)], [8.0])

@@ -26,6 +26,17 @@ def test_froc_counts_hits_and_false_positives():
     assert r2["targets"] == 1 and r2["sensitivity"][8] == pytest.approx(1.0)
 
 
+def test_a_detector_that_hits_every_lesion_without_false_positives_scores_1():
+    # MONAI's curve leaves out the lowest score of all, a missed lesion's 0; with every lesion hit
+    # it left out the hit's own score, and this detector scored 0 everywhere
+    mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10)], [6])
+    r = froc([([0.9], [(5, 10, 10)], mask, [])])
+    assert r["sensitivity"] == {t: 1.0 for t in r["sensitivity"]} and r["mean"] == 1.0
+    # a hit ranked below two false positives: found from 2 false positives per scan on
+    r = froc([([0.6, 0.5, 0.3], [(5, 40, 40), (5, 30, 30), (5, 10, 10)], mask, [])])
+    assert r["sensitivity"][2] == r["sensitivity"][8] == 1.0 and r["sensitivity"][1] < 1.0
+
+
 def _operating_cases():
     mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10), (5, 40, 40)], [6, 6])
     # scan 1: lesion 1 at 0.95, lesion 2 at 0.60, false positives at 0.90 and 0.50
@@ -59,6 +70,15 @@ def test_at_threshold_counts_what_a_reader_is_shown():
     assert r["lesions_found"] == 2 and r["fp_per_scan"] == 1.0  # 0.9 and 0.873 pass, 0.5 and 0.2 do not
     r = at_threshold(_operating_cases(), 0.96)
     assert r["lesions_found"] == 0 and r["sensitivity"] == 0.0 and r["fp_per_scan"] == 0.0
+
+
+def test_no_operating_point_when_false_positives_score_1():
+    # a threshold capped at 1.0 kept both: 2 false positives per scan against a budget of 1
+    mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10)], [6])
+    cases = [([1.0, 1.0, 0.8], [(5, 40, 40), (5, 30, 30), (5, 10, 10)], mask, [])]
+    with pytest.raises(ValueError, match="no score threshold keeps the false positives within 1 per scan: 2 false"):
+        operating_point(cases, fp_per_scan=1.0)
+    assert operating_point(cases, fp_per_scan=2.0)["score_threshold"] == 0.01  # the budget holds for all
 
 
 def test_operating_point_needs_scans():

@@ -448,7 +448,7 @@ def test_a_reader_nodule_on_a_scan_the_detector_left_empty_gets_its_attenuation_
     from napari_medai.screening import with_added_finding
 
     det, seg = shared_models
-    empty = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=0)
+    empty = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=1.0)
     assert empty.findings == [] and empty.category_by_attenuation == "1"
     assert "With the attenuation read from the CT" not in screening_markdown(empty)  # nothing to read
     nodule = nodule_at(toy_chest(), SPACING, (21, 20, 45))  # the 4A blob, not listed here
@@ -734,3 +734,10 @@ def test_a_findings_segmented_volume_names_the_outline_of_the_components_it_over
     assert edited(finding([5, 9, 9], [7, 11, 11])) == (pytest.approx(0.008), "unknown")
     assert edited(finding([1, 6, 6], [7, 11, 11]))[1] == "mixed"  # network and unknown
     assert _lesion_components(labels, None, 0.001)(finding([1, 1, 1], [2, 2, 2])) == (0.0, "")
+
+
+def test_a_report_that_may_list_no_finding_is_refused_before_any_model_runs(shared_models):
+    # max_findings=0 headed the report "No nodule reported by the software" over a 4A finding
+    det, seg = shared_models
+    with pytest.raises(InputError, match="max_findings must be 1 or more for a screening report"):
+        screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=0)

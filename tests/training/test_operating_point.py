@@ -106,3 +106,20 @@ def test_the_cli_refuses_a_device_this_machine_lacks_before_any_phantom(tmp_path
                  "--device", "cuda"]) == 2
     assert "a CUDA GPU was requested but none is available" in capsys.readouterr().err
     assert made == [] and card_path.read_text() == before
+
+
+def test_no_threshold_within_the_budget_is_said_and_the_card_kept(tmp_path):
+    import numpy as np
+
+    from napari_medai.errors import ModelError
+    from napari_medai.metrics import target_mask
+    from napari_medai.training.operating_point import fit_operating_point
+
+    card_path = install(detection_card(name="op-saturated"), tmp_path)
+    before = card_path.read_text()
+    mask = target_mask((10, 30, 30), SPACING, [(5, 10, 10)], [6.0])
+    rows = [([1.0, 1.0, 0.8], [(5, 25, 25), (5, 3, 3), (5, 10, 10)], mask, []),
+            ([0.5], [(5, 25, 25)], np.zeros_like(mask), [])]  # two false positives at the top score
+    with pytest.raises(ModelError, match="'op-saturated' on phantoms 1-2: no score threshold keeps the false positives"):
+        fit_operating_point(str(card_path), seeds=[1, 2], fp_per_scan=0.5, rows=rows, log=lambda *_: None)
+    assert card_path.read_text() == before

@@ -41,6 +41,10 @@ def check_screening_options(args) -> None:
     if args.threshold is not None:
         check_score_threshold(args.threshold, "--threshold")
     check_max_findings(args.max_findings)
+    if args.max_findings == 0:  # a report listing nothing would head "No nodule reported" over found ones
+        from ..errors import InputError
+
+        raise InputError(f"--max-findings must be 1 or more, got {args.max_findings}")
 
 
 def run(args) -> int:

@@ -59,7 +59,11 @@ def froc(cases, thresholds=FROC_THRESHOLDS) -> dict:
     fp_all, tp_all, n_targets, n_images = fp_tp_scores(cases)
     if n_targets == 0:
         return {"sensitivity": {t: float("nan") for t in thresholds}, "mean": float("nan"), "targets": 0, "scans": n_images}
-    fps_per_image, sens = compute_froc_curve_data(fp_all, tp_all, n_targets, n_images)
+    # MONAI's curve starts one threshold above the lowest score of all, taking it to be a missed
+    # lesion's 0; with every lesion hit it dropped a real score instead, and a perfect detector
+    # without false positives scored 0.  A 0 among the false positives is that lowest score
+    # (it counts at no threshold the curve uses), so every real score is a threshold.
+    fps_per_image, sens = compute_froc_curve_data(np.append(fp_all, np.float32(0.0)), tp_all, n_targets, n_images)
     at = np.asarray(compute_froc_score(fps_per_image, sens, eval_thresholds=tuple(thresholds)))
     # compute_froc_score returns the mean; recompute each point the same way MONAI does.
     points = {t: float(np.interp(t, fps_per_image[::-1], sens[::-1])) for t in thresholds}
@@ -85,7 +89,12 @@ def operating_point(cases, fp_per_scan: float = 1.0, decimals: int = 2) -> dict:
     else:
         # strictly above the first false positive over the budget (its float32 score read to 6
         # decimals, so that a score stored as 0.8999999762 counts as the 0.9 it stands for)
-        threshold = min(np.ceil((round(float(ranked[allowed]), 6) + 1e-9) / step) * step, 1.0)
+        over = round(float(ranked[allowed]), 6)
+        if over >= 1.0:  # capping the threshold at 1 would go over the budget without a word
+            raise ValueError(f"no score threshold keeps the false positives within {fp_per_scan:g} per scan: "
+                             f"{int(np.sum(fp_all >= 1.0))} false positive(s) on {n_images} scan(s) score 1.0, the "
+                             "highest score there is")
+        threshold = min(np.ceil((over + 1e-9) / step) * step, 1.0)
     threshold = round(float(threshold), decimals)
     return {**_at(fp_all, tp_all, n_targets, n_images, threshold), "fp_per_scan_budget": float(fp_per_scan)}
 
@@ -113,7 +122,7 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
     finding was measured on (``Finding.outline``)."""
     from scipy import ndimage
 
-    from ..postprocess.findings import axial_axes, lung_rads_category
+    from ..postprocess.findings import mask_measurements
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     pieces, _ = ndimage.label(reference, ndimage.generate_binary_structure(3, 3))
@@ -135,12 +144,13 @@ def measurement_rows(reference: np.ndarray, target: np.ndarray, found, spacing, 
                       for k in range(3))
         ref = np.isin(pieces[union], ids)
         ref = ref[ndimage.find_objects(ref.astype(np.uint8))[0]]
-        long_ax, short_ax = axial_axes(ref, spacing)
-        ref_d = 0.5 * (long_ax + short_ax)
+        # the reference measured as a finding is (each axis rounded first, then their mean): the
+        # unrounded mean put the finding's own mask 0.055 mm and a size category off itself
+        ref_sizes = mask_measurements(ref, spacing)
         rows.append({"lesion": i, "nominal_mm": None if nominal_mm is None else float(nominal_mm[i - 1]),
-                     "ref_diameter_mm": ref_d, "diameter_mm": float(best.mean_diameter_mm),
+                     "ref_diameter_mm": ref_sizes["mean_diameter_mm"], "diameter_mm": float(best.mean_diameter_mm),
                      "ref_ml": float(ref.sum()) * voxel_ml, "volume_ml": float(best.volume_ml),
-                     "ref_category": lung_rads_category(ref_d), "category": best.lung_rads,
+                     "ref_category": ref_sizes["lung_rads"], "category": best.lung_rads,
                      "outline": best.outline})
     return rows
 

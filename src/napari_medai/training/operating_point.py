@@ -55,7 +55,12 @@ def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DE
     seeds = [int(s) for s in seeds]
     if rows is None:
         rows = validation_rows(loaded, seeds, log=log, settings=InferenceSettings(device=device))
-    op = operating_point(rows, fp_per_scan=fp_per_scan)
+    try:
+        op = operating_point(rows, fp_per_scan=fp_per_scan)
+    except ValueError as exc:  # false positives at the top score: said in one sentence, the card unchanged
+        from ..errors import ModelError
+
+        raise ModelError(f"'{card.name}' on phantoms {seeds[0]}-{seeds[-1]}: {exc}") from None
     curve = froc(rows)
     log(f"operating point at <= {fp_per_scan:g} false positive(s) per scan: score >= {op['score_threshold']:.2f}, "
         f"{op['lesions_found']}/{op['lesions']} nodules found, {op['fp_per_scan']:.2f} false positives per scan "
