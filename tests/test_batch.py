@@ -224,6 +224,13 @@ def test_a_threshold_that_is_no_score_is_refused_before_any_case(tmp_path, cohor
     assert not (tmp_path / "out" / COHORT_FILE).exists()
 
 
+def test_a_report_listing_no_finding_is_refused_before_any_case(tmp_path, cohort, models):
+    det, seg = models  # every case would fail on it, after the models loaded and cohort.csv was begun
+    with pytest.raises(InputError, match="max_findings must be 1 or more for a screening report"):
+        screen_cases(find_cases([cohort]), tmp_path / "out", detector=det, segmenter=seg, max_findings=0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_cohort_table_that_no_run_wrote_is_refused_before_any_model_loads(tmp_path, cohort, models, monkeypatch):
     import napari_medai.api as api
 

@@ -115,7 +115,8 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     # the run's mistakes, before any model loads (else every case would fail with them)
     if screen_kwargs.get("score_threshold") is not None:
         check_score_threshold(screen_kwargs["score_threshold"])
-    check_max_findings(screen_kwargs.get("max_findings"))
+    if check_max_findings(screen_kwargs.get("max_findings", 20)) == 0:  # screen() refuses it for every case
+        raise InputError("max_findings must be 1 or more for a screening report (None lists every finding), got 0")
     if screen_kwargs.get("settings") is not None:  # a device this machine lacks, or a bad setting, failed every case
         settings = InferenceSettings.of(screen_kwargs["settings"])
         settings.validate()

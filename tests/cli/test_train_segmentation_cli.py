@@ -147,4 +147,13 @@ def test_strides_that_do_not_fit_the_channels_are_refused_before_loading(tmp_pat
     assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "8", "16", "--strides", "2"]) == 2
     assert "one value fewer than --channels" in capsys.readouterr().err
     assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "0", "--strides", "2"]) == 2
-    assert "at least 1" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert "at least 1" in capsys.readouterr().err
+    # a stride of 4 passed, and the UNet failed mid-run on mismatched tensor sizes
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--channels", "4", "8", "--strides", "4"]) == 2
+    assert "--strides must each be 1 (keep the grid) or 2 (halve it), got (4,)" in capsys.readouterr().err
+    # a stride of 1 does not halve: 3 halvings for strides 1 2 2 2, so sizes must be multiples of 8
+    args = _tiny(tmp_path / "data", tmp_path / "out")
+    args[args.index("--roi") + 1:args.index("--roi") + 4] = ["8", "16", "20"]
+    assert main(args + ["--channels", "4", "8", "8", "8", "8", "--strides", "1", "2", "2", "2"]) == 2
+    assert "multiple of 8 (the UNet halves it 3 times)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

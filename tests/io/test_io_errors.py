@@ -122,3 +122,13 @@ def test_slices_nearly_parallel_to_an_axis_are_refused_when_read(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.int16), affine), str(path))
     with pytest.raises(InputError, match=r"flat\.nii: voxel spacing \(0\.005, 1, 1\) mm .*check the voxel size and axes"):
         read_volume(path)
+
+
+def test_nan_voxels_do_not_make_an_ordinary_rescale_look_damaged(tmp_path):
+    data = np.ones((3, 4, 5), np.float32)
+    data[1, 2, 3] = np.nan
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(2.0, 5.0)
+    nib.save(img, str(tmp_path / "nan.nii"))
+    out = read_volume(tmp_path / "nan.nii").data
+    assert np.isnan(out).sum() == 1 and np.nanmax(out) == 7.0  # read as before; NaN is refused by the tasks

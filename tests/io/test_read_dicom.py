@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,12 +331,32 @@ def test_orientation_cosines_that_are_not_unit_and_at_right_angles_are_refused(t
         read_volume(tmp_path / "s")
 
 
-def test_cosines_written_to_six_decimals_are_read(tmp_path, dicom_writer):
-    # scanners round the cosines: an oblique series' vectors are then unit and orthogonal to ~1e-6
-    c, s = round(np.cos(0.3), 6), round(np.sin(0.3), 6)
-    dicom_writer(tmp_path / "s", np.ones((4, 4, 4), np.uint16), [(0, 0, 2 * k) for k in range(4)],
-                 (c, s, 0, -s, c, 0), (0.7, 0.7))
-    np.testing.assert_allclose(read_volume(tmp_path / "s").spacing, (2, 0.7, 0.7), rtol=1e-5)
+@pytest.mark.parametrize("orientation", [
+    (round(np.cos(0.3), 6), round(np.sin(0.3), 6), 0, -round(np.sin(0.3), 6), round(np.cos(0.3), 6), 0),
+    (-0.695, -0.453, -0.559, 0.207, -0.869, 0.449),  # 3 decimals: row . column = -0.0012
+])
+def test_rounded_cosines_of_an_oblique_series_are_read(tmp_path, dicom_writer, orientation):
+    o = np.asarray(orientation, float)
+    normal = np.cross(o[:3], o[3:])
+    normal /= np.linalg.norm(normal)
+    positions = [tuple(2 * k * normal) for k in range(4)]
+    dicom_writer(tmp_path / "s", np.ones((4, 4, 4), np.uint16), positions, orientation, (0.7, 0.7))
+    np.testing.assert_allclose(read_volume(tmp_path / "s").spacing, (2, 0.7, 0.7), rtol=1e-2)
+
+
+def test_oblique_positions_rounded_to_a_tenth_of_a_millimetre_stay_on_the_stack():
+    from napari_medai.io.dicom import _slice_step
+
+    # a series the first sideways check refused: 0.625 mm slices, each coordinate rounded to 0.1 mm
+    o = np.array([-0.76649, 0.617778, -0.175626, -0.557199, -0.503639, 0.66021])
+    normal = np.cross(o[:3], o[3:])
+    normal /= np.linalg.norm(normal)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        start = rng.uniform(-150, 150, 3)
+        positions = np.round(start + 0.625 * np.arange(400)[:, None] * normal, 1)
+        step = _slice_step(positions @ normal, positions, Path("series"), normal)
+        assert abs(np.linalg.norm(step) - 0.625) < 1e-3
 
 
 def test_a_pixel_spacing_that_changes_within_the_series_is_refused(tmp_path, dicom_writer):

@@ -79,6 +79,10 @@ def test_no_operating_point_when_false_positives_score_1():
     with pytest.raises(ValueError, match="no score threshold keeps the false positives within 1 per scan: 2 false"):
         operating_point(cases, fp_per_scan=1.0)
     assert operating_point(cases, fp_per_scan=2.0)["score_threshold"] == 0.01  # the budget holds for all
+    # scores just under 1.0 (float32 0.99999994) read as 1.0 but stay below a threshold of 1.0
+    below = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    op = operating_point([([below, below, 0.8], cases[0][1], mask, [])], fp_per_scan=1.0)
+    assert op["score_threshold"] == 1.0 and op["fp_per_scan"] == 0.0
 
 
 def test_operating_point_needs_scans():

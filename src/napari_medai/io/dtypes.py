@@ -48,15 +48,16 @@ def rescaled(raw: np.ndarray, slope, intercept) -> np.ndarray:
         return raw
     # the largest value the rescale can give, in float64 first: int64 arithmetic wrapped round
     # silently (a slope of 1e20 gave values near -9.2e18) and float32 overflowed to inf
-    if raw.size:
-        peak = float(np.max(np.abs(slope))) * max(abs(float(raw.min())), abs(float(raw.max()))) \
+    finite = raw if np.issubdtype(raw.dtype, np.integer) else raw[np.isfinite(raw)]  # NaN voxels stay NaN
+    if finite.size:
+        peak = float(np.max(np.abs(slope))) * max(abs(float(finite.min())), abs(float(finite.max()))) \
             + float(np.max(np.abs(intercept)))
         if not np.isfinite(peak) or peak > RESCALE_LIMIT:
             raise InputError(f"the header's rescale (slope {float(np.max(np.abs(slope))):g}, intercept "
                              f"{float(np.max(np.abs(intercept))):g}) gives values beyond {RESCALE_LIMIT:g}: "
                              "a damaged header (scl_slope/scl_inter or RescaleSlope/RescaleIntercept)")
     whole = np.all(np.mod(slope, 1) == 0) and np.all(np.mod(intercept, 1) == 0)
-    if np.issubdtype(raw.dtype, np.integer) and whole and (not raw.size or peak < 2**62):
+    if np.issubdtype(raw.dtype, np.integer) and whole and (not finite.size or peak < 2**62):
         values = raw.astype(np.int64) * slope.astype(np.int64) + intercept.astype(np.int64)
         narrow = narrowest(values)
         return values if narrow is None else narrow

@@ -90,10 +90,10 @@ def operating_point(cases, fp_per_scan: float = 1.0, decimals: int = 2) -> dict:
         # strictly above the first false positive over the budget (its float32 score read to 6
         # decimals, so that a score stored as 0.8999999762 counts as the 0.9 it stands for)
         over = round(float(ranked[allowed]), 6)
-        if over >= 1.0:  # capping the threshold at 1 would go over the budget without a word
+        at_top = int(np.sum(fp_all >= 1.0))  # what a threshold of 1.0 still shows (as _at counts)
+        if over >= 1.0 and at_top > allowed:  # capping the threshold at 1 would break the budget silently
             raise ValueError(f"no score threshold keeps the false positives within {fp_per_scan:g} per scan: "
-                             f"{int(np.sum(fp_all >= 1.0))} false positive(s) on {n_images} scan(s) score 1.0, the "
-                             "highest score there is")
+                             f"{at_top} false positive(s) on {n_images} scan(s) score 1.0, the highest score there is")
         threshold = min(np.ceil((over + 1e-9) / step) * step, 1.0)
     threshold = round(float(threshold), decimals)
     return {**_at(fp_all, tp_all, n_targets, n_images, threshold), "fp_per_scan_budget": float(fp_per_scan)}

@@ -123,13 +123,15 @@ def check_config(cfg: SegTrainConfig) -> None:
     if len(cfg.channels) < 2 or len(cfg.strides) != len(cfg.channels) - 1:
         raise InputError(f"--strides needs one value fewer than --channels (a stride between each two levels), "
                          f"got channels {tuple(cfg.channels)} and strides {tuple(cfg.strides)}")
-    if min(cfg.channels) < 1 or min(cfg.strides) < 1 or int(cfg.num_res_units) < 0:
-        raise InputError(f"--channels and --strides must be at least 1 and --res-units at least 0, got "
-                         f"{tuple(cfg.channels)}, {tuple(cfg.strides)} and {cfg.num_res_units}")
+    if min(cfg.channels) < 1 or int(cfg.num_res_units) < 0:
+        raise InputError(f"--channels must be at least 1 and --res-units at least 0, got "
+                         f"{tuple(cfg.channels)} and {cfg.num_res_units}")
+    if any(int(v) not in (1, 2) for v in cfg.strides):  # MONAI's 3-voxel kernels: larger strides fail mid-run
+        raise InputError(f"--strides must each be 1 (keep the grid) or 2 (halve it), got {tuple(cfg.strides)}")
     factor = int(np.prod(cfg.strides)) if cfg.strides else 1
     if any(int(r) < factor or int(r) % factor for r in cfg.roi):
         raise InputError(f"--roi {tuple(cfg.roi)}: each size must be a multiple of {factor} (the UNet halves "
-                         f"it {len(cfg.strides)} times), e.g. {tuple(max(factor, int(r) // factor * factor) for r in cfg.roi)}")
+                         f"it {sum(int(v) == 2 for v in cfg.strides)} times), e.g. {tuple(max(factor, int(r) // factor * factor) for r in cfg.roi)}")
     if len(cfg.class_names) < 2:
         raise InputError(f"--classes needs background and at least one class, got {cfg.class_names}")
     intensity_card(cfg)

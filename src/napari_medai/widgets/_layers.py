@@ -206,12 +206,13 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
         where = f" at {origin}" if any(origin) else ""
         raise InputError(f"the edit has shape {mask.shape}{where}, which does not fit '{layer.name}' ({shape})")
     data = layer.data
-    if not isinstance(data, np.ndarray) or not data.flags.writeable:
-        # napari's data_setitem would fail half-way with numpy's or dask's own words
-        kind = "read-only" if isinstance(data, np.ndarray) else f"a {type(data).__module__.split('.')[0]} array"
-        raise InputError(f"'{layer.name}' cannot be edited here: its data is {kind}, not an array in memory "
-                         "that can be written (a memory-mapped file or a lazily loaded image). Add the result as "
-                         "a new layer instead, or give the layer an in-memory copy of its data first")
+    # napari's data_setitem would fail half-way with numpy's or dask's own words; other array
+    # types napari writes to (zarr, tensorstore) are left to it
+    read_only = isinstance(data, np.ndarray) and not data.flags.writeable
+    if read_only or type(data).__module__.split(".")[0] == "dask":
+        kind = "read-only" if read_only else "a dask array (computed lazily, never written)"
+        raise InputError(f"'{layer.name}' cannot be edited here: its data is {kind}. Add the result as a new "
+                         "layer instead, or give the layer a writable in-memory copy of its data first")
     box = tuple(slice(o, o + m) for o, m in zip(origin, mask.shape))
     local = np.nonzero(mask & (np.asarray(data[box]) != value))
     indices = tuple(axis + o for axis, o in zip(local, origin))
