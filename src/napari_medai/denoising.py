@@ -111,11 +111,13 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
     """
     import torch
 
+    from .inference.intensity import keeps_zeros
     from .inference.sliding_window import non_finite_message
     from .inference.precision import autocast
 
     multiple = int(getattr(network, "size_multiple", 1))
     total = image.shape[0]
+    keep_zeros = keeps_zeros(intensity)
     out = np.empty(image.shape, dtype=np.float32)
     if progress is not None:
         progress(0, total)
@@ -136,6 +138,8 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
                 raise ModelError(non_finite_message(name, precision))
             y = y[..., :ny, :nx].float().cpu()
             out[start : start + len(block)] = intensity.invert(y)[:, 0].numpy()
+            if keep_zeros:  # the background a nonzero z-score left out stays 0 (invert gave it the mean)
+                out[start : start + len(block)][image[centres] == 0] = 0
             if progress is not None:
                 progress(min(start + SLICES_PER_PASS, total), total)
     if cancel is not None:  # pressed during the last pass: still leave nothing (as run_model)
@@ -149,6 +153,7 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     import torch
 
     from .inference.device import release_memory
+    from .inference.intensity import keeps_zeros
     from .inference.sliding_window import run_sliding_window
 
     multiple = int(getattr(network, "size_multiple", 1))
@@ -181,7 +186,10 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
             cancel.raise_if_cancelled()
         # inverted in place, still in inference mode (its tensors allow no in-place change outside it)
         y = y[0, :, : image.shape[0], : image.shape[1], : image.shape[2]].contiguous()
-        return intensity.invert(y)[0].numpy()
+        out = intensity.invert(y)[0].numpy()
+        if keeps_zeros(intensity):  # the background a nonzero z-score left out stays 0, not the mean
+            out[image == 0] = 0
+        return out
 
 
 def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, settings=None,

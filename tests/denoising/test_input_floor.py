@@ -53,3 +53,29 @@ def test_a_normalised_mr_is_refused_by_an_mr_denoiser(tmp_path):
         denoise(z_scored, model=model)
     with pytest.raises(ModelError, match="looks like a normalised"):
         denoise(z_scored, model=model, strength=0.0)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_nonzero_zscore_denoiser_keeps_the_background_at_0(spatial_dims):
+    # invert is linear: the zeros the z-score left out came back as the brain's mean (about 100)
+    import torch
+
+    from napari_medai.denoising import denoise
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    class PassThrough(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x[:, :1] * 1.0
+
+    rng = np.random.default_rng(0)
+    mr = np.zeros((4, 32, 32), np.float32)
+    mr[:, 8:24, 8:24] = 100 + rng.normal(0, 10, (4, 16, 16))
+    card = ModelCard(name="pass", task="denoising", modality="MR", spacing=None, roi_size=(32,) * spatial_dims,
+                     spatial_dims=spatial_dims, in_channels=1, out_channels=1, output="identity",
+                     intensity={"kind": "zscore", "nonzero": True})
+    out = denoise(mr, None, model=LoadedModel(card, PassThrough()), settings={"device": "cpu", "precision": "fp32"})
+    assert (out[mr == 0] == 0).all()
+    np.testing.assert_allclose(out[mr != 0], mr[mr != 0], rtol=1e-5)

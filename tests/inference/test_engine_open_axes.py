@@ -5,7 +5,7 @@ tests/models/test_bundle_end_to_end.py runs such bundles against MONAI's own tra
 import numpy as np
 import pytest
 
-from napari_medai.errors import ModelError
+from napari_medai.errors import InputError, ModelError
 from napari_medai.inference import run_model
 from napari_medai.models.card import ModelCard
 from tiny_nets import Counting, Pointwise, make_model
@@ -20,6 +20,17 @@ def test_a_2d_model_keeps_the_rows_it_leaves_null_and_windows_all_of_them(rng):
     # x resampled to 2 mm (24 -> 12 voxels, windows of 8), y kept at 0.5 mm: windows of all 20 rows
     assert {shape[1:] for shape in network.shapes} == {(1, 20, 8)}
     assert network.windows == 4 * 2  # each of the 4 slices: x windows at 0 and 4, y one window
+
+
+def test_a_2d_model_runs_on_one_slice_given_as_2d_or_as_a_one_slice_volume(rng):
+    # the one-slice z axis was refused as "too small to process", so this path never ran
+    model = make_model(Pointwise(dims=2), spatial_dims=2, spacing=None, roi_size=(8, 8))
+    plane = rng.normal(size=(20, 24)).astype(np.float32)
+    for volume, spacing in ((plane, (0.5, 1.0)), (plane[None], (2.5, 0.5, 1.0))):
+        out = run_model(model, volume, spacing=spacing)
+        assert out.shape == (2, 1, 20, 24)
+    with pytest.raises(InputError, match=r"the slice is too small to process \(shape \(1, 24\)\)"):
+        run_model(model, plane[:1], spacing=(0.5, 1.0))
 
 
 def test_null_axes_in_a_card_file_and_what_stays_refused():

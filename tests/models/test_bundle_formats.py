@@ -137,6 +137,25 @@ def test_an_mr_zscore_over_non_zero_voxels_is_carried_and_applied_as_monai_does(
     assert (ours.numpy()[image == 0] == 0).all()  # the air stays 0
 
 
+@pytest.mark.parametrize("step, message", [
+    ({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 5, "upper": 95, "b_min": 0,
+      "b_max": 1, "relative": True}, "uses relative=True, which napari-medai's percentile window does not reproduce"),
+    ({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 5, "upper": 95, "b_min": 0,
+      "b_max": 1, "channel_wise": True}, "uses channel_wise=True"),
+    ({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1000, "a_max": 400, "b_min": None,
+      "b_max": None}, "leaves b_min/b_max unset"),
+])
+def test_intensity_options_the_card_cannot_carry_are_refused_not_dropped(tmp_path, step, message):
+    from napari_medai.errors import ModelError
+
+    # relative/channel_wise were dropped silently (MONAI maps p5 to 0.05, the card to 0.0), and
+    # b_min None raised TypeError
+    folder = write_bundle(tmp_path / "b", RULE, ThresholdSegmenter(**TRAINED).state_dict())
+    _edit_json(folder / "configs" / "inference.json", lambda c: c["preprocessing"]["transforms"].__setitem__(4, step))
+    with pytest.raises(ModelError, match=message):
+        load_model(folder)
+
+
 # ---- 4. pixdim and roi_size values <= 0 ----------------------------------------------------
 def test_pixdim_that_keeps_the_input_spacing_everywhere_means_no_resampling(tmp_path):
     folder = write_bundle(tmp_path / "native", RULE, ThresholdSegmenter().state_dict(), pixdim=(-1, -1, -1))

@@ -57,6 +57,16 @@ def test_two_dimensional_card_takes_two_values():
     ({"intensity": {"kind": "histogram"}}, "intensity.kind"),
     ({"classes": [{"index": 1, "name": "lung", "color": "green"}]}, "colour must be hex"),
     ({"classes": [{"index": 1, "name": "a"}, {"index": 1, "name": "b"}]}, "appears twice"),
+    # wrong types that used to end in a Python error where they were first used
+    ({"classes": [{"index": "lung", "name": "lung"}]}, "index must be a whole number 0 or more, got 'lung'"),
+    ({"classes": [{"index": 1.5, "name": "lung"}]}, "index must be a whole number"),
+    ({"extra": None}, "extra must be an object"),
+    ({"training": []}, "training must be an object"),
+    ({"sha256": 123}, "sha256 must be text"),
+    ({"weights": 5}, "weights must be text"),
+    ({"intensity": {"kind": ["ct_window"]}}, "intensity.kind must be one of"),
+    ({"network": {"name": "UNet", "kwargs": [1, 2]}}, "network must be an object"),
+    ({"network": {"name": 7}}, "network must be an object"),
 ])
 def test_invalid_cards_raise_model_errors(overrides, message):
     with pytest.raises(ModelError, match=message):

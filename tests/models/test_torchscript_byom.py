@@ -128,3 +128,17 @@ def test_a_torchscript_that_cannot_be_probed_says_what_to_do_and_a_card_beside_i
     volume = np.random.default_rng(0).normal(size=(3, 20, 30)).astype(np.float32)
     labels = napari_medai.segment(volume, (1.0, 1.0, 1.0), model=model, settings=FP32).labels
     np.testing.assert_array_equal(labels, volume > 0)
+
+
+def test_metadata_that_is_json_but_no_mapping_is_read_as_none(tmp_path):
+    import json
+
+    from napari_medai.models.bundle import bundle_task
+
+    net = torch.jit.script(nn.Conv3d(1, 2, 3, padding=1))
+    for i, meta in enumerate(("[1]", json.dumps({"network_data_format": {"inputs": [1]}}),
+                              json.dumps({"network_data_format": "x"}))):
+        path = tmp_path / f"m{i}.ts"  # each raised AttributeError ('list' object has no attribute 'get')
+        torch.jit.save(net, str(path), _extra_files={"metadata.json": meta})
+        assert load_model(path).card.out_channels == 2
+    assert bundle_task({"network_data_format": {"outputs": [1, 2]}}) == "segmentation"

@@ -97,7 +97,12 @@ def check_input(volume, spacing, card) -> tuple[np.ndarray, tuple[float, ...] | 
             f"model '{card.name}' expects {card.in_channels} input channel(s) as (C, z, y, x), "
             f"the image has {channels} (shape {arr.shape})"
         )
-    if channels == 1:
+    if channels == 1 and card.spatial_dims == 2 and arr.shape[-3] == 1:
+        # one slice for a 2D model: its plane is checked (check_volume refused its 1-slice z axis
+        # as "too small", so a 2D model could never run on one slice)
+        check_volume(arr.reshape(arr.shape[-2:]), need_3d=False, what="slice")
+        arr = arr.reshape((1, *arr.shape[-3:]))
+    elif channels == 1:
         arr = check_volume(arr)[None]
     else:
         for c in range(channels):

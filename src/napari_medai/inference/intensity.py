@@ -82,6 +82,14 @@ class IntensityMap:
         return values
 
 
+def keeps_zeros(intensity) -> bool:
+    """Whether ``intensity`` (a map or a chain) holds a ``nonzero`` z-score: it leaves the
+    input's zeros (MR's background) out, and an image output should keep them at 0, where the
+    linear ``invert`` gives them the mean."""
+    maps = getattr(intensity, "maps", (intensity,))
+    return any(getattr(m, "kind", "") == "zscore" and getattr(m, "nonzero", False) for m in maps)
+
+
 def _mean_std(values: torch.Tensor, nonzero: bool) -> tuple[float, float]:
     """Mean and population std (MONAI's), of the non-zero voxels only with ``nonzero``; a std
     of 0 (or no voxel) divides by 1, as MONAI does."""

@@ -83,6 +83,14 @@ def sigmoid_classes(classes: list[dict[str, Any]], out_channels: int) -> list[di
     return classes
 
 
+def _check_output_range(scaler, transform: str, name) -> None:
+    """A bundle's b_min/b_max of None (MONAI then skips the rescale) has no counterpart in the
+    card's window: refused in one sentence (float(None) was a TypeError)."""
+    if getattr(scaler, "b_min", 0) is None or getattr(scaler, "b_max", 0) is None:
+        raise ModelError(f"bundle {name}: its {transform} leaves b_min/b_max unset (no rescale), which "
+                         "napari-medai's intensity window does not reproduce; give both numbers")
+
+
 def _section(parent, key) -> dict:
     """``parent[key]``; a part of metadata.json that is not a mapping counts as absent."""
     value = parent.get(key) if isinstance(parent, dict) else None
@@ -121,7 +129,7 @@ def bundle_task(meta: dict) -> str:
     output is described as boxes), else "segmentation"."""
     if "detect" in str(meta.get("task", "")).lower():
         return "detection"
-    outputs = (meta.get("network_data_format") or {}).get("outputs") or {}
+    outputs = _section(_section(meta, "network_data_format"), "outputs")  # a list there is no mapping
     for key, spec in outputs.items():
         described = [str(key)] + ([str(spec.get("type", "")), str(spec.get("format", ""))]
                                   if isinstance(spec, dict) else [])
@@ -229,10 +237,17 @@ def _preprocessing_facts(transforms: list, name: str = "the bundle") -> dict[str
             facts["divisible_k"] = pad.k  # MONAI: one number for every axis, or one per axis
         elif isinstance(t, (mt.ScaleIntensityRanged, mt.ScaleIntensityRange)):
             s = t.scaler if isinstance(t, mt.ScaleIntensityRanged) else t
+            _check_output_range(s, type(t).__name__, name)
             intensity.append({"kind": "ct_window", "a_min": float(s.a_min), "a_max": float(s.a_max),
                               "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
         elif isinstance(t, (mt.ScaleIntensityRangePercentilesd, mt.ScaleIntensityRangePercentiles)):
             s = t.scaler if isinstance(t, mt.ScaleIntensityRangePercentilesd) else t
+            _check_output_range(s, type(t).__name__, name)
+            if getattr(s, "relative", False) or getattr(s, "channel_wise", False):
+                # the plugin's percentile window has neither: the network would get other values silently
+                raise ModelError(f"bundle {name}: its {type(t).__name__} uses "
+                                 f"{'relative=True' if getattr(s, 'relative', False) else 'channel_wise=True'}, "
+                                 "which napari-medai's percentile window does not reproduce")
             intensity.append({"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
                               "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
         elif isinstance(t, (mt.NormalizeIntensityd, mt.NormalizeIntensity)):

@@ -85,6 +85,14 @@ class ModelCard:
             self._fail(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.spatial_dims not in (2, 3):
             self._fail(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        # the free-form sections are read with .get() and the file names with Path(): a card
+        # with "extra": null or "sha256": 123 ended in a Python error where it is first used
+        for key in ("extra", "training", "scores"):
+            if not isinstance(getattr(self, key), dict):
+                self._fail(f"{key} must be an object {{...}}, got {getattr(self, key)!r}")
+        for key in ("weights", "sha256", "train_command", "description"):
+            if not isinstance(getattr(self, key, ""), str):
+                self._fail(f"{key} must be text, got {getattr(self, key)!r}")
         # None on an axis is resolved from the input when the model runs on a grid; a
         # classifier's patches (inference/candidates.py) need every size up front.
         open_axes = self.task != "classification"
@@ -101,8 +109,9 @@ class ModelCard:
             self._fail(f"output must be one of {OUTPUTS}, got {self.output!r}")
         self._validate_intensity()
         self._validate_classes()
-        if not isinstance(self.network, dict):
-            self._fail("network must be an object {'name': ..., 'kwargs': {...}}")
+        if (not isinstance(self.network, dict) or not isinstance(self.network.get("name", ""), str)
+                or not isinstance(self.network.get("kwargs", {}), dict)):
+            self._fail(f"network must be an object {{'name': text, 'kwargs': {{...}}}}, got {self.network!r}")
         axes = self.extra.get("axes", DEFAULT_AXES)
         if not isinstance(axes, str) or len(axes) != 3:
             self._fail(f"extra.axes must be a 3-letter orientation code such as 'RAS', got {axes!r}")
@@ -134,7 +143,7 @@ class ModelCard:
 
     def _validate_intensity(self, spec=None):
         spec = self.intensity if spec is None else spec
-        if not isinstance(spec, dict) or spec.get("kind") not in INTENSITY_KINDS:
+        if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str) or spec.get("kind") not in INTENSITY_KINDS:
             self._fail(f"intensity.kind must be one of {tuple(INTENSITY_KINDS)}, got {spec!r}")
         for key in INTENSITY_KINDS[spec["kind"]]:
             if not isinstance(spec.get(key), (int, float)) or isinstance(spec.get(key), bool):
@@ -167,6 +176,10 @@ class ModelCard:
         for entry in self.classes:
             if not isinstance(entry, dict) or not {"index", "name"} <= set(entry):
                 self._fail(f"each class needs 'index' and 'name', got {entry!r}")
+            index = entry["index"]
+            if isinstance(index, bool) or not isinstance(index, (int, float)) or not float(index).is_integer() \
+                    or index < 0:  # a label value: "lung" failed only after the whole inference
+                self._fail(f"class '{entry['name']}' index must be a whole number 0 or more, got {index!r}")
             if entry["index"] in seen:
                 self._fail(f"class index {entry['index']} appears twice")
             seen.add(entry["index"])

@@ -26,8 +26,8 @@ import torch
 
 from ..errors import ModelError, reason_of
 from .card import ModelCard
-from .bundle import (bundle_card_fields, bundle_config_parser, card_fields_from_metadata, check_task, default_window,
-                     network_spatial_dims)
+from .bundle import (_section, bundle_card_fields, bundle_config_parser, card_fields_from_metadata, check_task,
+                     default_window, network_spatial_dims)
 
 if TYPE_CHECKING:  # loading.py imports this module
     from .loading import LoadedModel
@@ -88,6 +88,8 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> Load
         meta = json.loads(extra[METADATA_FILE] or "{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
         meta = {}
+    if not isinstance(meta, dict):  # "[1]" is JSON but no metadata: read as none
+        meta = {}
     if card is None and extra.get(CARD_FILE):
         card = ModelCard.from_json(extra[CARD_FILE].decode("utf-8"), source_dir=path.parent)
         for key, value in card_fields.items():
@@ -123,7 +125,7 @@ def _metadata_geometry(meta: dict) -> dict:
     the card keeps the default axes (the arrays are fed as they are) and the window as given.
     Sizes written as expressions ("16*n") say only the number of dimensions; the window is
     then the default."""
-    image = ((meta.get("network_data_format") or {}).get("inputs") or {}).get("image")
+    image = _section(_section(meta, "network_data_format"), "inputs").get("image")
     shape = image.get("spatial_shape") if isinstance(image, dict) else None
     if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
         return {}
