@@ -137,23 +137,26 @@ def test_an_mr_zscore_over_non_zero_voxels_is_carried_and_applied_as_monai_does(
     assert (ours.numpy()[image == 0] == 0).all()  # the air stays 0
 
 
-@pytest.mark.parametrize("step, message", [
-    ({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 5, "upper": 95, "b_min": 0,
-      "b_max": 1, "relative": True}, "uses relative=True, which napari-medai's percentile window does not reproduce"),
-    ({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 5, "upper": 95, "b_min": 0,
-      "b_max": 1, "channel_wise": True}, "uses channel_wise=True"),
-    ({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1000, "a_max": 400, "b_min": None,
-      "b_max": None}, "leaves b_min/b_max unset"),
-])
-def test_intensity_options_the_card_cannot_carry_are_refused_not_dropped(tmp_path, step, message):
+def test_percentile_options_are_carried_and_an_unset_output_range_refused(tmp_path):
     from napari_medai.errors import ModelError
 
-    # relative/channel_wise were dropped silently (MONAI maps p5 to 0.05, the card to 0.0), and
+    def bundle_with(step, folder):
+        path = write_bundle(tmp_path / folder, RULE, ThresholdSegmenter(**TRAINED).state_dict())
+        _edit_json(path / "configs" / "inference.json", lambda c: c["preprocessing"]["transforms"].__setitem__(4, step))
+        return path
+
+    percentiles = {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 5, "upper": 95,
+                   "b_min": 0, "b_max": 1}
+    # relative=True: MONAI maps p5 and p95 to 0.05 and 0.95 (the window was 0..1, silently)
+    card = load_model(bundle_with({**percentiles, "relative": True}, "rel")).card
+    assert (card.intensity["b_min"], card.intensity["b_max"]) == pytest.approx((0.05, 0.95))
+    # channel_wise on a one-channel image is the same window: loads as before
+    assert load_model(bundle_with({**percentiles, "channel_wise": True}, "cw")).card.intensity["b_max"] == 1.0
     # b_min None raised TypeError
-    folder = write_bundle(tmp_path / "b", RULE, ThresholdSegmenter(**TRAINED).state_dict())
-    _edit_json(folder / "configs" / "inference.json", lambda c: c["preprocessing"]["transforms"].__setitem__(4, step))
-    with pytest.raises(ModelError, match=message):
-        load_model(folder)
+    unset = {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1000, "a_max": 400, "b_min": None,
+             "b_max": None}
+    with pytest.raises(ModelError, match="leaves b_min/b_max unset, which the card's intensity window cannot state"):
+        load_model(bundle_with(unset, "none"))
 
 
 # ---- 4. pixdim and roi_size values <= 0 ----------------------------------------------------

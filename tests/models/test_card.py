@@ -60,8 +60,8 @@ def test_two_dimensional_card_takes_two_values():
     # wrong types that used to end in a Python error where they were first used
     ({"classes": [{"index": "lung", "name": "lung"}]}, "index must be a whole number 0 or more, got 'lung'"),
     ({"classes": [{"index": 1.5, "name": "lung"}]}, "index must be a whole number"),
-    ({"extra": None}, "extra must be an object"),
-    ({"training": []}, "training must be an object"),
+    ({"extra": []}, "extra must be an object"),
+    ({"training": "ten epochs"}, "training must be an object"),
     ({"sha256": 123}, "sha256 must be text"),
     ({"weights": 5}, "weights must be text"),
     ({"intensity": {"kind": ["ct_window"]}}, "intensity.kind must be one of"),
@@ -71,6 +71,15 @@ def test_two_dimensional_card_takes_two_values():
 def test_invalid_cards_raise_model_errors(overrides, message):
     with pytest.raises(ModelError, match=message):
         full_card(**overrides)
+
+
+def test_null_stands_for_a_fields_default_and_indices_may_be_written_as_text():
+    card = full_card(extra=None, scores=None, sha256=None, description=None,
+                     classes=[{"index": "0", "name": "background"}, {"index": 1.0, "name": "lung"}])
+    assert card.extra == {} and card.scores == {} and card.sha256 == "" and card.description == ""
+    assert card.class_names == {0: "background", 1: "lung"}
+    with pytest.raises(ModelError, match="index must be a whole number"):
+        full_card(classes=[{"index": 10**400, "name": "huge"}, {"index": -1, "name": "negative"}][1:])
 
 
 def test_bad_json_and_unknown_fields(tmp_path):

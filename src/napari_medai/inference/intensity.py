@@ -83,11 +83,12 @@ class IntensityMap:
 
 
 def keeps_zeros(intensity) -> bool:
-    """Whether ``intensity`` (a map or a chain) holds a ``nonzero`` z-score: it leaves the
+    """Whether ``intensity`` is a ``nonzero`` z-score: it leaves the
     input's zeros (MR's background) out, and an image output should keep them at 0, where the
     linear ``invert`` gives them the mean."""
-    maps = getattr(intensity, "maps", (intensity,))
-    return any(getattr(m, "kind", "") == "zscore" and getattr(m, "nonzero", False) for m in maps)
+    # a single map only: inside a chain the z-score leaves out the zeros of the step before it,
+    # not the input's (left as they were: the chain's inversion stays linear)
+    return getattr(intensity, "kind", "") == "zscore" and bool(getattr(intensity, "nonzero", False))
 
 
 def _mean_std(values: torch.Tensor, nonzero: bool) -> tuple[float, float]:

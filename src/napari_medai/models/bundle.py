@@ -87,8 +87,8 @@ def _check_output_range(scaler, transform: str, name) -> None:
     """A bundle's b_min/b_max of None (MONAI then skips the rescale) has no counterpart in the
     card's window: refused in one sentence (float(None) was a TypeError)."""
     if getattr(scaler, "b_min", 0) is None or getattr(scaler, "b_max", 0) is None:
-        raise ModelError(f"bundle {name}: its {transform} leaves b_min/b_max unset (no rescale), which "
-                         "napari-medai's intensity window does not reproduce; give both numbers")
+        raise ModelError(f"{name}: its {transform} leaves b_min/b_max unset, which the card's intensity window "
+                         "cannot state; give both numbers")
 
 
 def _section(parent, key) -> dict:
@@ -243,13 +243,12 @@ def _preprocessing_facts(transforms: list, name: str = "the bundle") -> dict[str
         elif isinstance(t, (mt.ScaleIntensityRangePercentilesd, mt.ScaleIntensityRangePercentiles)):
             s = t.scaler if isinstance(t, mt.ScaleIntensityRangePercentilesd) else t
             _check_output_range(s, type(t).__name__, name)
-            if getattr(s, "relative", False) or getattr(s, "channel_wise", False):
-                # the plugin's percentile window has neither: the network would get other values silently
-                raise ModelError(f"bundle {name}: its {type(t).__name__} uses "
-                                 f"{'relative=True' if getattr(s, 'relative', False) else 'channel_wise=True'}, "
-                                 "which napari-medai's percentile window does not reproduce")
+            b_min, b_max = float(s.b_min), float(s.b_max)
+            if getattr(s, "relative", False):  # MONAI maps the percentiles to their share of b_min..b_max
+                b_min, b_max = (b_min + (float(s.b_max) - b_min) * float(s.lower) / 100.0,
+                                b_min + (float(s.b_max) - b_min) * float(s.upper) / 100.0)
             intensity.append({"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
-                              "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
+                              "b_min": b_min, "b_max": b_max, "clip": bool(s.clip)})
         elif isinstance(t, (mt.NormalizeIntensityd, mt.NormalizeIntensity)):
             n = t.normalizer if isinstance(t, mt.NormalizeIntensityd) else t
             # nonzero (MR: statistics of the head, not of the air around it) changes the result

@@ -44,6 +44,17 @@ _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
 DEFAULT_AXES = "SPL"
 
 
+def _whole_number(value) -> bool:
+    """A label value as cards write it: 2, 2.0 or "2" (read with int()), 0 or more."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return value.strip().isdigit()
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, float) and value.is_integer() and value >= 0
+
+
 @dataclass
 class ModelCard:
     name: str
@@ -87,10 +98,15 @@ class ModelCard:
             self._fail(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
         # the free-form sections are read with .get() and the file names with Path(): a card
         # with "extra": null or "sha256": 123 ended in a Python error where it is first used
+        # (null stands for the field's default, as hand-written cards use it)
         for key in ("extra", "training", "scores"):
+            if getattr(self, key) is None:
+                setattr(self, key, {})
             if not isinstance(getattr(self, key), dict):
                 self._fail(f"{key} must be an object {{...}}, got {getattr(self, key)!r}")
         for key in ("weights", "sha256", "train_command", "description"):
+            if getattr(self, key, "") is None:
+                setattr(self, key, "")
             if not isinstance(getattr(self, key, ""), str):
                 self._fail(f"{key} must be text, got {getattr(self, key)!r}")
         # None on an axis is resolved from the input when the model runs on a grid; a
@@ -176,9 +192,8 @@ class ModelCard:
         for entry in self.classes:
             if not isinstance(entry, dict) or not {"index", "name"} <= set(entry):
                 self._fail(f"each class needs 'index' and 'name', got {entry!r}")
-            index = entry["index"]
-            if isinstance(index, bool) or not isinstance(index, (int, float)) or not float(index).is_integer() \
-                    or index < 0:  # a label value: "lung" failed only after the whole inference
+            index = entry["index"]  # a label value: "lung" failed only after the whole inference
+            if not _whole_number(index):
                 self._fail(f"class '{entry['name']}' index must be a whole number 0 or more, got {index!r}")
             if entry["index"] in seen:
                 self._fail(f"class index {entry['index']} appears twice")
