@@ -133,3 +133,24 @@ def test_a_plain_torchscript_returning_a_dict_is_refused_with_a_message(tmp_path
     torch.jit.save(torch.jit.script(DictOut()), str(tmp_path / "dict.pt"))
     with pytest.raises(ModelError, match="returns dict, not a .batch, channels"):
         load_model(tmp_path / "dict.pt")
+
+
+def test_a_package_a_card_names_is_not_imported_unless_allowed(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    if "tabnanny" in sys.modules:
+        pytest.skip("the stand-in package is already imported here")
+    card = {"name": "foreign", "task": "segmentation", "modality": "CT", "out_channels": 2,
+            "network": {"name": "tabnanny.Net"}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    monkeypatch.delenv("MEDAI_NETWORK_PACKAGES", raising=False)
+    with pytest.raises(ModelError, match="comes from package 'tabnanny', which is not imported.*"
+                                         "MEDAI_NETWORK_PACKAGES=tabnanny"):
+        load_model(tmp_path / "card.json")
+    assert "tabnanny" not in sys.modules  # its code did not run
+    monkeypatch.setenv("MEDAI_NETWORK_PACKAGES", "other, tabnanny")
+    with pytest.raises(ModelError, match="cannot import network 'tabnanny.Net'"):  # imported, and has no Net
+        load_model(tmp_path / "card.json")
+    assert "tabnanny" in sys.modules
+    del sys.modules["tabnanny"]

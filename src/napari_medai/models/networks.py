@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 
 import torch
 
 from ..errors import ModelError
 from .card import ModelCard
+
+
+# packages a card may name a network class from without their being imported first
+TRUSTED_PACKAGES = ("monai", "torch", "napari_medai")
+NETWORK_PACKAGES_ENV = "MEDAI_NETWORK_PACKAGES"
 
 
 def resolve_network_class(name: str):
@@ -23,6 +30,15 @@ def resolve_network_class(name: str):
             raise ModelError(f"MONAI has no network called '{name}' (see monai.networks.nets)")
         return cls
     module_name, _, attr = name.rpartition(".")
+    # Importing a module runs its code, and the name comes from a card file: only packages the
+    # plugin trusts, packages already imported, and those the user names in the environment
+    # variable are imported (a card naming "this.Foo" printed the Zen of Python before failing)
+    top = module_name.split(".")[0]
+    allowed = {*TRUSTED_PACKAGES, *(p.strip() for p in os.environ.get(NETWORK_PACKAGES_ENV, "").split(",") if p.strip())}
+    if top not in allowed and top not in sys.modules:
+        raise ModelError(f"the card's network '{name}' comes from package '{top}', which is not imported: napari-medai "
+                         f"does not import a package a model card names, since importing runs its code. Import it "
+                         f"first (in Python), or allow it with {NETWORK_PACKAGES_ENV}={top} (comma-separated names)")
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
