@@ -55,6 +55,8 @@ def test_two_dimensional_card_takes_two_values():
     ({"intensity": {"kind": "ct_window", "a_min": 400, "a_max": -1000, "b_min": 0, "b_max": 1}}, "a_max > a_min"),
     ({"intensity": {"kind": "ct_window", "a_min": -1000}}, "needs a number for 'a_max'"),
     ({"intensity": {"kind": "histogram"}}, "intensity.kind"),
+    ({"intensity": {"kind": "ct_window", "a_min": -1000, "a_max": 400, "b_min": 1, "b_max": 1}},
+     "needs b_max different from b_min, got 1 for both"),
     ({"classes": [{"index": 1, "name": "lung", "color": "green"}]}, "colour must be hex"),
     ({"classes": [{"index": 1, "name": "a"}, {"index": 1, "name": "b"}]}, "appears twice"),
     # wrong types that used to end in a Python error where they were first used

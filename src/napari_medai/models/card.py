@@ -171,6 +171,9 @@ class ModelCard:
             self._fail(f"intensity window needs a_max > a_min, got {spec['a_min']}..{spec['a_max']}")
         if spec["kind"] == "percentile" and not 0 <= spec["lower"] < spec["upper"] <= 100:
             self._fail(f"percentiles need 0 <= lower < upper <= 100, got {spec['lower']}, {spec['upper']}")
+        if spec["kind"] in ("ct_window", "percentile", "minmax") and spec.get("b_min", 0.0) == spec.get("b_max", 1.0):
+            # every value would map to one number, and an image output's inversion divides by zero
+            self._fail(f"intensity '{spec['kind']}' needs b_max different from b_min, got {spec.get('b_min')} for both")
         for key in ("subtrahend", "divisor"):  # zscore: fixed values, one or one per channel
             value = spec.get(key)
             numbers = value if isinstance(value, list) else [value]
