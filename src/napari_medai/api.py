@@ -272,6 +272,17 @@ def check_max_findings(max_findings) -> int | None:
     return int(max_findings)
 
 
+def check_some_findings_listed(max_findings, name: str = "max_findings", context: str = "") -> int | None:
+    """``check_max_findings``, refusing 0 too: where the findings are listed (``medai detect``'s
+    summary, a screening report), a list of none headed "No nodule reported" over found ones."""
+    from .errors import InputError
+
+    cap = check_max_findings(max_findings)
+    if cap == 0:
+        raise InputError(f"{name} must be 1 or more{context}, got 0")
+    return cap
+
+
 def one_more_than(max_findings: int | None) -> int | None:
     """The cap to ask ``detect`` for so that ``cut_to`` can tell whether ``max_findings`` cut the
     list: the unlisted findings could hold a higher category, and the reader must be told."""

@@ -103,10 +103,11 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     Ctrl+C (KeyboardInterrupt) cancels the same way before it is raised."""
     import dask
 
-    from .api import _model, check_max_findings, check_score_threshold
+    from .api import _model, check_score_threshold, check_some_findings_listed
     from .inference import InferenceSettings
     from .inference.cancel import as_cancel_token
     from .inference.device import select_device
+    from .screening import REPORT_CAP_CONTEXT
 
     cancel = as_cancel_token(cancel)
 
@@ -115,8 +116,7 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     # the run's mistakes, before any model loads (else every case would fail with them)
     if screen_kwargs.get("score_threshold") is not None:
         check_score_threshold(screen_kwargs["score_threshold"])
-    if check_max_findings(screen_kwargs.get("max_findings", 20)) == 0:  # screen() refuses it for every case
-        raise InputError("max_findings must be 1 or more for a screening report (None lists every finding), got 0")
+    check_some_findings_listed(screen_kwargs.get("max_findings", 20), context=REPORT_CAP_CONTEXT)  # screen()'s check
     if screen_kwargs.get("settings") is not None:  # a device this machine lacks, or a bad setting, failed every case
         settings = InferenceSettings.of(screen_kwargs["settings"])
         settings.validate()

@@ -163,6 +163,9 @@ def with_review(result: ScreeningResult, review) -> ScreeningResult:
     return replace(result, review=checked_review(review, len(result.findings)))
 
 
+# how the refusal of max_findings 0 reads for a report (screen(), screen_cases())
+REPORT_CAP_CONTEXT = " for a screening report (None lists every finding)"
+
 def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, denoise: bool = False,
            detector=DEFAULT_DETECTION_MODEL, segmenter=DEFAULT_SEGMENTATION_MODEL, denoiser=None,
            score_threshold: float | None = None, max_findings: int | None = 20, settings=None,
@@ -179,7 +182,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     one bar over all steps; a cancelled ``cancel`` token stops between windows and raises
     ``Cancelled``.
     """
-    from .api import _model, check_max_findings, check_score_threshold, cut_to, finish_segmentation, one_more_than
+    from .api import _model, check_score_threshold, check_some_findings_listed, cut_to, finish_segmentation, one_more_than
     from .api import findings_from_probabilities, first_segmentation
     from .api import detect as run_detector
     from .api import segment as run_segmentation
@@ -193,9 +196,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     # singleton channel axis goes, as segment() and detect() drop it (the results are (z, y, x))
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
-    max_findings = check_max_findings(max_findings)
-    if max_findings == 0:  # the report would head "No nodule reported by the software" over found ones
-        raise InputError("max_findings must be 1 or more for a screening report (None lists every finding), got 0")
+    max_findings = check_some_findings_listed(max_findings, context=REPORT_CAP_CONTEXT)
     if score_threshold is not None:
         score_threshold = check_score_threshold(score_threshold)
     settings = InferenceSettings.of(settings)

@@ -355,7 +355,7 @@ def test_oblique_positions_rounded_to_a_tenth_of_a_millimetre_stay_on_the_stack(
     for _ in range(20):
         start = rng.uniform(-150, 150, 3)
         positions = np.round(start + 0.625 * np.arange(400)[:, None] * normal, 1)
-        step = _slice_step(positions @ normal, positions, Path("series"), normal)
+        step = _slice_step(positions, normal, Path("series"))
         assert abs(np.linalg.norm(step) - 0.625) < 1e-3
 
 

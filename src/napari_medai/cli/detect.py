@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import check_max_findings, check_score_threshold, cut_to, detect, one_more_than
+    from ..api import check_score_threshold, check_some_findings_listed, cut_to, detect, one_more_than
     from ..errors import InputError
     from ..inference.modality import check_stated_modality
     from ..io import read_volume
@@ -38,9 +38,8 @@ def run(args) -> int:
     check_writable(summary_path, "the summary beside --out")
     check_own_summary(summary_path)
     check_score_threshold(args.threshold, "--threshold")
-    check_max_findings(args.max_findings)  # a negative or fractional cap, in the API's words
-    if args.max_findings == 0:  # would run the detector to list nothing, and say nothing was found
-        raise InputError(f"--max-findings must be 1 or more, got {args.max_findings}")
+    # a negative or fractional cap, in the API's words; 0 would run the detector to list nothing
+    check_some_findings_listed(args.max_findings, "--max-findings")
     vol = read_volume(args.input)
     settings, progress = runtime(args)
     model = load_model(args.model)

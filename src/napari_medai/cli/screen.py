@@ -34,17 +34,13 @@ def add_screening_options(p) -> None:
 
 def check_screening_options(args) -> None:
     """What ``medai screen`` and ``medai batch`` check before reading a scan or loading a model."""
-    from ..api import check_max_findings, check_score_threshold
+    from ..api import check_score_threshold, check_some_findings_listed
     from ._common import check_writable
 
     check_writable(args.out_dir, "--out-dir", folder=True)
     if args.threshold is not None:
         check_score_threshold(args.threshold, "--threshold")
-    check_max_findings(args.max_findings)
-    if args.max_findings == 0:  # a report listing nothing would head "No nodule reported" over found ones
-        from ..errors import InputError
-
-        raise InputError(f"--max-findings must be 1 or more, got {args.max_findings}")
+    check_some_findings_listed(args.max_findings, "--max-findings")
 
 
 def run(args) -> int:

@@ -257,7 +257,7 @@ def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Vol
     if len(series) == 1:  # allow_slice: one slice, as thick as the file says
         step = normal * _slice_thickness(first)
     else:
-        step = _slice_step(positions @ normal, positions, folder, normal)
+        step = _slice_step(positions, normal, folder)
 
     # PixelSpacing is (distance between rows, distance between columns).
     row_spacing, col_spacing = pixel_spacing[0]
@@ -288,7 +288,9 @@ def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Vol
     return Volume(data, affine, modality=normalise_modality(first.get("Modality")), metadata=metadata)
 
 
-def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path, normal: np.ndarray) -> np.ndarray:
+def _slice_step(positions: np.ndarray, normal: np.ndarray, folder: Path) -> np.ndarray:
+    """The step from one slice to the next, from positions sorted along the slice ``normal``."""
+    along_normal = positions @ normal
     gaps = np.diff(along_normal)
     if gaps.min() < _SAME_POSITION_MM:
         n_dup = int((gaps < _SAME_POSITION_MM).sum())
@@ -324,6 +326,11 @@ def _slice_step(along_normal: np.ndarray, positions: np.ndarray, folder: Path, n
     return step
 
 
+def _file_name(ds) -> str:
+    """The file name a slice was read from ("" for one built in memory), for messages."""
+    return Path(str(getattr(ds, "filename", "") or "")).name
+
+
 def _numbers(ds, tag: str, count: int, folder: Path) -> np.ndarray:
     """The ``count`` finite numbers of a geometry tag of slice ``ds``; a clear error for a tag
     with another count or a value that is no number (a damaged or hand-edited header)."""
@@ -334,7 +341,7 @@ def _numbers(ds, tag: str, count: int, folder: Path) -> np.ndarray:
     except (TypeError, ValueError):
         numbers = None
     if numbers is None or numbers.size != count or not np.isfinite(numbers).all():
-        name = Path(str(getattr(ds, "filename", "") or "")).name
+        name = _file_name(ds)
         raise InputError(f"{tag} of the DICOM series in {folder}{f' ({name})' if name else ''} must hold {count} "
                          f"numbers, it holds {str(value)[:80]!r}")
     return numbers
@@ -373,7 +380,7 @@ def _rescaled_stack(series: list) -> np.ndarray:
         try:
             pixels.append(ds.pixel_array)
         except Exception as exc:  # compressed syntaxes need optional decoders; a cut file lacks bytes
-            name = Path(str(getattr(ds, "filename", "") or "")).name
+            name = _file_name(ds)
             raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded (a damaged or "
                              f"truncated file, or a compression whose decoder is not installed): {exc}") from None
     raw = np.stack(pixels)
@@ -391,7 +398,7 @@ def _rescale_number(ds, tag: str, default: float) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not np.isfinite(value):
-        name = Path(str(getattr(ds, "filename", "") or "")).name
+        name = _file_name(ds)
         raise InputError(f"{tag} of {name or 'a slice'} is {str(ds.get(tag))[:40]!r}, not a number: a damaged header")
     return default if tag == "RescaleSlope" and value == 0 else value  # a zero slope: as if absent, as before
 
