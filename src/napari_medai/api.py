@@ -5,7 +5,8 @@ and ``detect`` read any other array (a CPU torch tensor, a dask array) into nump
 Each takes ``settings`` (device, precision, window batch), ``progress(done, total)`` and a
 ``cancel`` token, and returns results on the input's grid.  A singleton channel axis
 ((1, z, y, x) or (z, y, x, 1)) is dropped, as the models drop it: ``segment``'s labels and
-``detect``'s findings are then (z, y, x); ``denoise`` returns the shape it was given.
+``detect``'s findings are then (z, y, x); a 2D model's (y, x) slice gets (y, x) labels (its
+spacing still names the slice thickness, for the volumes); ``denoise`` returns the shape it was given.
 """
 
 from __future__ import annotations
@@ -167,7 +168,15 @@ def segment(
     from .inference.cancel import as_cancel_token
     from .inference.progress import share_progress
 
-    volume, spacing, settings = _checked_call(volume, spacing, settings)
+    # a (y, x) slice (a 2D model's input) runs as a one-slice volume and gets (y, x) labels back:
+    # it used to get (1, y, x), a shape the caller never gave
+    flat = np.ndim(volume) == 2
+    if flat and spacing is not None and np.size(spacing) == 2:
+        from .errors import InputError
+
+        raise InputError("a (y, x) slice needs its spacing as (slice thickness, y, x) in mm: the class volumes "
+                         f"are measured in mL (got {tuple(float(v) for v in np.ravel(spacing))})")
+    volume, spacing, settings = _checked_call(np.asarray(volume)[None] if flat else volume, spacing, settings)
     cancel = as_cancel_token(cancel)  # cancel=True failed at the first window with an AttributeError
     if min_lesion_mm3 is not None:
         from .errors import InputError
@@ -184,9 +193,21 @@ def segment(
     probs = run_model(loaded, volume, spacing, settings, progress=share_progress(progress, 0, stages), cancel=cancel)
     first = first_segmentation(loaded.card, probs)
     del probs  # the full probabilities (C floats a voxel) are not needed past this point
-    return finish_segmentation(loaded, first, volume, spacing, min_lesion_mm3=min_lesion_mm3,
-                               postprocess=postprocess, settings=settings,
-                               progress=share_progress(progress, 1, stages), cancel=cancel)
+    result = finish_segmentation(loaded, first, volume, spacing, min_lesion_mm3=min_lesion_mm3,
+                                 postprocess=postprocess, settings=settings,
+                                 progress=share_progress(progress, 1, stages), cancel=cancel)
+    return _as_slice(result) if flat else result
+
+
+def _as_slice(result: SegmentationResult) -> SegmentationResult:
+    """A one-slice result on the (y, x) grid of the slice it came from: labels and lesion
+    probability lose their z axis, the lesion outlines' centres are (y, x)."""
+    from dataclasses import replace
+
+    prob = result.lesion_probability
+    outlines = [{**row, "center_voxel": tuple(row["center_voxel"])[1:]} for row in result.lesion_outlines]
+    return replace(result, labels=result.labels[0], lesion_probability=None if prob is None else prob[0],
+                   lesion_outlines=outlines)
 
 
 def _multilabel_small(probs: np.ndarray, offset: int = 1) -> np.ndarray:

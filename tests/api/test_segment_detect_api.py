@@ -328,3 +328,23 @@ def test_a_score_threshold_that_is_no_score_is_refused_before_a_model_loads(bad)
 
     with pytest.raises(InputError, match="score_threshold must be a score between 0 and 1"):
         napari_medai.detect(np.zeros((4, 8, 8)), SPACING, model="no-such-model", score_threshold=bad)
+
+
+def test_a_2d_model_on_a_slice_gives_labels_on_the_slices_grid(tmp_path):
+    """A (y, x) slice for a 2D model: labels, lesion probability and outline centres are (y, x),
+    as the slice was given (they used to come back as (1, y, x))."""
+    from dataclasses import replace
+
+    from napari_medai.errors import InputError
+
+    card = replace(segmentation_card(name="rule-seg-2d"), spatial_dims=2, roi_size=(32, 32))
+    model = str(install(card, tmp_path))
+    one = blob_volume(shape=(3, 32, 32), blobs=((1, 10, 12, 1, 200.0),))[1]
+    result = napari_medai.segment(one, SPACING, model=model)
+    assert result.labels.shape == result.lesion_probability.shape == (32, 32)
+    np.testing.assert_array_equal(result.labels, expected_labels(one))
+    nodule = next(row for row in result.volumes if row["name"] == "nodule")
+    assert nodule["voxels"] == 9 and nodule["volume_ml"] == pytest.approx(9 * 2.0 / 1000)  # 2 mm thick
+    assert [row["center_voxel"] for row in result.lesion_outlines] == [(10, 12)]
+    with pytest.raises(InputError, match="slice thickness"):
+        napari_medai.segment(one, (1.0, 1.0), model=model)
