@@ -111,13 +111,12 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
     """
     import torch
 
-    from .inference.intensity import keeps_zeros
+    from .inference.intensity import restore_zeros
     from .inference.sliding_window import non_finite_message
     from .inference.precision import autocast
 
     multiple = int(getattr(network, "size_multiple", 1))
     total = image.shape[0]
-    keep_zeros = keeps_zeros(intensity)
     out = np.empty(image.shape, dtype=np.float32)
     if progress is not None:
         progress(0, total)
@@ -138,8 +137,7 @@ def _run_slices(network, image, intensity, device, precision, progress, cancel, 
                 raise ModelError(non_finite_message(name, precision))
             y = y[..., :ny, :nx].float().cpu()
             out[start : start + len(block)] = intensity.invert(y)[:, 0].numpy()
-            if keep_zeros:  # the background a nonzero z-score left out stays 0 (invert gave it the mean)
-                out[start : start + len(block)][image[centres] == 0] = 0
+            restore_zeros(out[start : start + len(block)], intensity, image[centres])
             if progress is not None:
                 progress(min(start + SLICES_PER_PASS, total), total)
     if cancel is not None:  # pressed during the last pass: still leave nothing (as run_model)
@@ -153,7 +151,7 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
     import torch
 
     from .inference.device import release_memory
-    from .inference.intensity import keeps_zeros
+    from .inference.intensity import restore_zeros
     from .inference.sliding_window import run_sliding_window
 
     multiple = int(getattr(network, "size_multiple", 1))
@@ -187,8 +185,7 @@ def _run_volume(network, image, intensity, device, precision, progress, cancel, 
         # inverted in place, still in inference mode (its tensors allow no in-place change outside it)
         y = y[0, :, : image.shape[0], : image.shape[1], : image.shape[2]].contiguous()
         out = intensity.invert(y)[0].numpy()
-        if keeps_zeros(intensity):  # the background a nonzero z-score left out stays 0, not the mean
-            out[image == 0] = 0
+        restore_zeros(out, intensity, image)
         return out
 
 

@@ -44,6 +44,20 @@ def test_identity_model_output_comes_back_in_hu(small_ct):
     assert out[0].min() >= -1100 - 1e-3  # clipped to the window
 
 
+@pytest.mark.parametrize("card_spacing", [None, (2.0, 2.0, 2.0)])
+def test_an_image_output_keeps_a_nonzero_zscores_background_at_0(rng, card_spacing):
+    """The zeros a nonzero z-score leaves out (MR's background) stay 0 in an image output, on the
+    input's grid or the model's: the linear inversion gave them the brain's mean (about 100)."""
+    mr = np.zeros((8, 16, 16), np.float32)
+    mr[2:6, 4:12, 4:12] = 100 + rng.normal(0, 10, (4, 8, 8))
+    model = make_model(Identity(), intensity={"kind": "zscore", "nonzero": True}, out_channels=1,
+                       output="identity", spacing=card_spacing, roi_size=(8, 16, 16))
+    out = run_model(model, mr, spacing=(1.0, 1.0, 1.0), settings=InferenceSettings(precision="fp32"))
+    assert (out[0][mr == 0] == 0).all()
+    if card_spacing is None:  # on its own grid the pass-through gives the brain back
+        np.testing.assert_allclose(out[0][mr != 0], mr[mr != 0], rtol=1e-4)
+
+
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])
 def test_probability_outputs(small_ct, output):
     model = make_model(Identity(), intensity=WINDOW, out_channels=1, output=output)

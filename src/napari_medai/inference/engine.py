@@ -20,7 +20,7 @@ from ..errors import Cancelled, InputError, ModelError
 from ..io.validate import check_spacing, check_volume
 from .cancel import CancelToken, as_cancel_token
 from .device import release_memory, select_device
-from .intensity import IntensityMap, fit_intensity
+from .intensity import IntensityMap, fit_intensity, restore_zeros
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
 from .precision import select_precision
@@ -270,7 +270,10 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         if len(passes) > 1:
             out /= len(passes)
         out = resample(out, grid, "linear")
-        return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+        out = np.ascontiguousarray(out.numpy(), dtype=np.float32)
+        if card.output in ("identity", "residual"):  # an image: the zeros a nonzero z-score left out stay 0
+            restore_zeros(out, intensity, image[0] if image.shape[0] == 1 else np.abs(image).max(0))
+        return out
 
 
 def _focused_passes(raw, card, passes, shape, roi, settings, bar) -> list[FocusedPass | None]:

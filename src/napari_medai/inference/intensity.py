@@ -91,6 +91,14 @@ def keeps_zeros(intensity) -> bool:
     return getattr(intensity, "kind", "") == "zscore" and bool(getattr(intensity, "nonzero", False))
 
 
+def restore_zeros(out, intensity, image) -> None:
+    """Set ``out`` back to 0 where the input ``image`` is 0, in place, when ``intensity`` left
+    those zeros out (``keeps_zeros``): an image output's linear inversion gave them the mean.
+    ``image`` has ``out``'s shape or that of its last axes (channels of ``out`` share it)."""
+    if keeps_zeros(intensity):
+        out[..., image == 0] = 0
+
+
 def _mean_std(values: torch.Tensor, nonzero: bool) -> tuple[float, float]:
     """Mean and population std (MONAI's), of the non-zero voxels only with ``nonzero``; a std
     of 0 (or no voxel) divides by 1, as MONAI does."""
