@@ -197,7 +197,8 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
     [0, 1] blends input and output (0 returns the input unchanged, in the dtype below, after the
     same checks).  The network sees the input clipped at the training floor (``INPUT_FLOOR``:
-    -1024 HU for CT, 0 for MR); voxels below it come back unchanged.  ``settings``:
+    -1024 HU for CT, 0 for MR); voxels below it come back unchanged, and an MR model's output is
+    not below 0 (magnitude images).  ``settings``:
     ``inference.InferenceSettings`` or a dict of its fields, of which ``device`` and
     ``precision`` are used ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x) or (1, 1, y, x), is kept); an integer input gives the same integer dtype,
@@ -280,6 +281,8 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     else:
         clean = _run_slices(network, stack, intensity, device, precision, progress, cancel,
                             in_channels=loaded.card.in_channels, name=loaded.card.name).reshape(image.shape)
+    if loaded.card.modality == "MR":  # a magnitude image is not negative: the network's slight undershoot
+        np.maximum(clean, INPUT_FLOOR["MR"], out=clean)  # (to -4 on Colin27's 0 background) is not signal
     clean[below] = image[below]
     blended = clean if strength == 1.0 else image + strength * (clean - image)
     return as_input_dtype(blended, arr).reshape(shape)

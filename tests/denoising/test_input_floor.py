@@ -79,3 +79,32 @@ def test_a_nonzero_zscore_denoiser_keeps_the_background_at_0(spatial_dims):
     out = denoise(mr, None, model=LoadedModel(card, PassThrough()), settings={"device": "cpu", "precision": "fp32"})
     assert (out[mr == 0] == 0).all()
     np.testing.assert_allclose(out[mr != 0], mr[mr != 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("modality", ["MR", "CT"])
+def test_an_mr_denoisers_output_is_not_negative(modality):
+    """MR magnitude is not below 0: the shipped MR model undershot Colin27's 0 background to -4.
+    A CT denoiser's output may go below -1024 HU (it is not clipped)."""
+    import torch
+
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    class Undershoot(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x[:, :1] - 0.05  # 5 % of the window below the input
+
+    image = np.zeros((2, 16, 16), np.float32) if modality == "MR" else np.full((2, 16, 16), -1000.0, np.float32)
+    image[:, 4:12, 4:12] = 100.0 + np.random.default_rng(0).normal(0, 5, (2, 8, 8))
+    window = {"kind": "ct_window", "a_min": float(image.min()), "a_max": 200.0, "b_min": 0.0, "b_max": 1.0, "clip": False}
+    card = ModelCard(name="under", task="denoising", modality=modality, spacing=None, roi_size=(16, 16),
+                     spatial_dims=2, in_channels=1, out_channels=1, output="identity", intensity=window)
+    out = denoise(image, None, model=LoadedModel(card, Undershoot()), settings=FP32)
+    shift = 0.05 * (200.0 - image.min())
+    np.testing.assert_allclose(out[:, 4:12, 4:12], image[:, 4:12, 4:12] - shift, rtol=1e-5)  # the brain moved
+    if modality == "MR":
+        assert out.min() == 0.0 and (out[image == 0] == 0).all()
+    else:
+        np.testing.assert_allclose(out[image == -1000], -1000 - shift, rtol=1e-6)
