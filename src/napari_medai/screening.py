@@ -120,6 +120,9 @@ class ScreeningResult:
     # reader adds later is placed the same way without labelling the whole map again (about 3 s
     # on 512 x 512 x 300); None: not known, ``with_added_finding`` reads them from ``labels``.
     lung_sides: dict | None = field(default=None, repr=False, compare=False)
+    # the voxel -> world matrix the scan was screened with (``lung_sides`` are in its frame), so that
+    # an added nodule's centre is put in the same frame; None: not known (the spacing's diagonal)
+    affine: np.ndarray | None = field(default=None, repr=False, compare=False)
     # more findings reached the threshold than max_findings listed (a note says so): the counts
     # and categories are of the listed ones
     capped: bool = False
@@ -144,9 +147,14 @@ def with_added_finding(result: ScreeningResult, finding: Finding, spacing, affin
     """``result`` with ``finding`` (a nodule the reader marked, ``postprocess.seeded.nodule_at``)
     appended after the detector's findings, given its lung, zone and segmented volume like them,
     and reviewed "accepted" (the reader put it there).  ``category`` stays the detector's: the
-    categories after the review count the added finding."""
+    categories after the review count the added finding.  Its ``center_mm`` is set from its
+    ``center_voxel`` with the affine ``result`` was screened with (``affine`` when given, which must
+    be that one): a finding measured without the scan's affine had the spacing's diagonal for a
+    frame and was put in the wrong lung."""
     spacing = np.asarray(spacing, dtype=float)
-    affine = _affine(affine, spacing)
+    affine = _added_affine(result.affine, affine, spacing)
+    centre = np.asarray(finding.center_voxel, dtype=float)
+    finding = replace(finding, center_mm=[round(float(c), 2) for c in affine[:3, :3] @ centre + affine[:3, 3]])
     lung, lesion = _class_index(result.classes, "lung"), _class_index(result.classes, "nodule")
     lungs = result.lung_sides
     if lungs is None:
@@ -155,6 +163,20 @@ def with_added_finding(result: ScreeningResult, finding: Finding, spacing, affin
     added = ScreenedFinding(finding, *_position(finding, lungs), *segmented(finding))
     review = checked_review(result.review, len(result.findings)) + [ACCEPTED]
     return replace(result, findings=[*result.findings, added], review=review)
+
+
+def _added_affine(screened, given, spacing) -> np.ndarray:
+    """The affine an added nodule is placed with: the one the scan was screened with; a different
+    one given beside it is refused (the lungs' sides are in the screened frame)."""
+    if given is None:
+        return _affine(screened, spacing)
+    given = _affine(given, spacing)
+    if screened is not None and not np.allclose(given, screened, atol=1e-3):
+        from .errors import InputError
+
+        raise InputError("the affine given for the added nodule is not the one the scan was screened with: "
+                         "its side and zone would be read in another frame")
+    return given
 
 
 def with_review(result: ScreeningResult, review) -> ScreeningResult:
@@ -281,7 +303,8 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
-                           result.volumes, lung_sides=lungs, capped=capped, lesion_outlines=result.lesion_outlines)
+                           result.volumes, lung_sides=lungs, affine=affine, capped=capped,
+                           lesion_outlines=result.lesion_outlines)
 
 
 def _lung_slab_ml(labels: np.ndarray, lung: int, voxel_ml: float) -> float:

@@ -415,6 +415,27 @@ def test_a_list_cut_by_max_findings_says_so_in_the_report(shared_models):
     assert len(everything.findings) == 2 and not any("more findings scored" in n for n in everything.notes)
 
 
+def test_an_added_nodule_is_placed_in_the_frame_the_scan_was_screened_in(shared_models):
+    """docs/screening.md's recipe measures the nodule without the affine: its centre was then in
+    the spacing's frame, compared with lungs in the scan's (here mirrored left-right), and the
+    nodule went to the other lung."""
+    from napari_medai.postprocess.seeded import nodule_at
+    from napari_medai.screening import with_added_finding
+
+    det, seg = shared_models
+    mirrored = np.diag([*SPACING, 1.0])
+    mirrored[2, 2], mirrored[2, 3] = -SPACING[2], 100.0  # L = 100 - x: the toy's right lung is on the left
+    result = screen(toy_chest(), SPACING, mirrored, detector=det, segmenter=seg, score_threshold=0.5, max_findings=1)
+    without = with_added_finding(result, nodule_at(toy_chest(), SPACING, (5, 20, 15)), SPACING).findings[-1]
+    given = nodule_at(toy_chest(), SPACING, (5, 20, 15), affine=mirrored)
+    with_it = with_added_finding(result, given, SPACING, mirrored).findings[-1]
+    assert without.side == with_it.side == "left"
+    assert without.finding.center_mm == with_it.finding.center_mm == given.center_mm
+    assert given.center_mm[2] == pytest.approx(100.0 - given.center_voxel[2])
+    with pytest.raises(InputError, match="not the one the scan was screened with"):
+        with_added_finding(result, given, SPACING, np.diag([*SPACING, 1.0]))
+
+
 def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(shared_models):
     from napari_medai.postprocess.seeded import nodule_at
     from napari_medai.screening import with_added_finding, with_review
