@@ -35,7 +35,7 @@ from .errors import InputError
 from .postprocess.components import label_sizes
 from .postprocess.findings import LUNG_RADS_NOTE, Finding, axial_slice, lps_position
 from .postprocess.key_images import write_key_images
-from .postprocess.report import (ATTENUATION_NOTE, attenuation_cell, craniocaudal_note, outline_note, scan_edge_note,
+from .postprocess.report import (ATTENUATION_NOTE, attenuation_cell, craniocaudal_note, edge_notes, outline_note,
                                  score_cell)
 from .review import ACCEPTED, REJECTED, checked_review, is_reviewed, not_rejected, review_counts
 
@@ -286,9 +286,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         check_lungs_found(sum(lung_volumes.values()), _lung_slab_ml(result.labels, lung, voxel_ml))
     segmented = _lesion_components(result.labels, lesion, voxel_ml, result.lesion_outlines)
     screened = [ScreenedFinding(f, *_position(f, lungs), *segmented(f)) for f in found]
-    edge = scan_edge_note(found, volume.shape[0])
-    if edge:
-        notes.append(edge)
+    notes += edge_notes(found, volume.shape)
     elongated = craniocaudal_note(found, spacing[0])
     if elongated:
         notes.append(elongated)

@@ -51,7 +51,7 @@ def test_small_findings_on_the_networks_outline_are_noted_and_the_csv_says_each_
     # not 1 (12 mm); 5 is partly on the network's outline
     assert note.startswith("findings 2, 5 are measured (at least in part) on the network's outline as drawn")
     assert "no lung or no contrast around the finding" in note and "size category may be too low" in note
-    assert note in findings_markdown(findings, n_slices=40)
+    assert note in findings_markdown(findings, shape=(40, 64, 64))
     assert outline_note(findings[:1]) is None and outline_note(findings[2:4]) is None
     assert outline_note(findings[1:2]).startswith("finding 1 is measured")
     assert [r["outline"] for r in _rows(findings_to_csv(findings))] == [

@@ -14,6 +14,7 @@ import napari_medai
 import napari_medai.inference as inference
 from napari_medai.errors import InputError
 from napari_medai.models.card import save_card
+from napari_medai.postprocess.findings import Finding
 from napari_medai.screening import screen, screening_markdown, screening_record
 
 SPACING = (2.0, 1.0, 1.0)  # world = voxel x spacing: S grows with z, L with x
@@ -320,6 +321,31 @@ def test_edge_findings_are_those_whose_box_reaches_either_end():
 
     box = lambda z0, z1: SimpleNamespace(bbox_voxel=[[z0, 0, 0], [z1, 5, 5]])  # noqa: E731
     assert edge_findings([box(3, 6), box(0, 2), box(27, 30), box(26, 29)], 30) == [2, 3]
+
+
+def test_a_finding_at_the_side_of_the_field_of_view_gets_its_own_note():
+    """A nodule cut off in-plane is undersized as one cut by the first slice is (a 10 mm sphere at
+    x = 0 measured 7.9 mm, Lung-RADS 3 for 4A); only the first or last slice used to be noted."""
+    from types import SimpleNamespace
+
+    from napari_medai.postprocess.report import edge_findings, edge_notes, field_edge_note, findings_markdown
+
+    box = lambda lo, hi: SimpleNamespace(bbox_voxel=[lo, hi])  # noqa: E731
+    found = [box([3, 5, 5], [6, 9, 9]), box([3, 0, 5], [6, 4, 9]), box([3, 5, 60], [6, 9, 64]),
+             box([0, 5, 5], [2, 9, 9])]
+    assert edge_findings(found, (30, 64, 64), axes=(1, 2)) == [2, 3]
+    assert edge_findings(found, (30, 64, 64)) == [4]  # the first or last slice only, as before
+    note = field_edge_note(found, (30, 64, 64))
+    assert note == ("findings 2, 3 touch the edge of the image's field of view: they may continue beyond the image, "
+                    "so the size may be underestimated")
+    assert field_edge_note(found[:1], (30, 64, 64)) is None and edge_notes(found[:1], (30, 64, 64)) == []
+    notes = edge_notes(found, (30, 64, 64))
+    assert len(notes) == 2 and notes[0].startswith("finding 4 touches the scan's first or last slice") and notes[1] == note
+    with_scores = [Finding(center_voxel=[4, 2, 7], center_mm=[8, 2, 7], bbox_voxel=[[3, 0, 5], [6, 4, 9]],
+                           diameter_mm=7.2, short_axis_mm=5.1, mean_diameter_mm=6.2, volume_ml=0.1, score=0.9,
+                           lung_rads="3")]
+    assert "Note: finding 1 touches the edge of the image's field of view" in findings_markdown(
+        with_scores, shape=(30, 64, 64))
 
 
 def _with_operating_point(card_path: str, threshold: float) -> str:

@@ -52,7 +52,7 @@ def run(args) -> int:
     write_text_atomic(out, findings_to_json(findings, grid=grid) if out.suffix.lower() == ".json"
                       else findings_to_csv(findings, grid=grid))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
-                                n_slices=vol.data.shape[0], operating_point=operating_threshold(model.card),
+                                shape=vol.data.shape, operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
     if capped:  # the unlisted ones, with lower scores, could be larger than every listed one
         summary += (f"\nNote: more findings scored {args.threshold:g} or more than the {args.max_findings} listed "

@@ -89,10 +89,16 @@ def _flat(v):
         yield from (_flat(x) if isinstance(x, list) else [x])
 
 
-def edge_findings(findings, n_slices: int) -> list[int]:
-    """Ranks (1-based) of the findings whose box reaches the first or the last axial slice."""
+def edge_findings(findings, n_slices: int, axes=(0,)) -> list[int]:
+    """Ranks (1-based) of the findings whose box reaches either end of the volume along ``axes``
+    (of z, y, x; ``n_slices``: the volume's size along the one axis, or its (z, y, x) shape)."""
+    shape = (n_slices,) if np.ndim(n_slices) == 0 else tuple(n_slices)
     return [rank for rank, f in enumerate(findings, start=1)
-            if f.bbox_voxel[0][0] <= 0 or f.bbox_voxel[1][0] >= n_slices]
+            if any(f.bbox_voxel[0][a] <= 0 or f.bbox_voxel[1][a] >= shape[a] for a in axes)]
+
+
+def _ranks(cut: list[int]) -> tuple[bool, str]:
+    return len(cut) == 1, ", ".join(map(str, cut))
 
 
 def scan_edge_note(findings, n_slices: int) -> str | None:
@@ -101,10 +107,29 @@ def scan_edge_note(findings, n_slices: int) -> str | None:
     cut = edge_findings(findings, n_slices)
     if not cut:
         return None
-    one = len(cut) == 1
-    return (f"{'finding' if one else 'findings'} {', '.join(map(str, cut))} {'touches' if one else 'touch'} "
+    one, ranks = _ranks(cut)
+    return (f"{'finding' if one else 'findings'} {ranks} {'touches' if one else 'touch'} "
             f"the scan's first or last slice: {'it' if one else 'they'} may continue beyond the scan, so the size "
             "may be underestimated, and the network saw nothing past that slice to tell a nodule from a vessel")
+
+
+def field_edge_note(findings, shape) -> str | None:
+    """The reports' note on findings at the side of the image's field of view (``shape``: the
+    volume's (z, y, x)), where a nodule is cut off in-plane as at the first or last slice: a 10 mm
+    sphere cut by the image's edge measured 7.9 mm (Lung-RADS 3, not 4A).  None when there are none."""
+    cut = edge_findings(findings, shape, axes=(1, 2))
+    if not cut:
+        return None
+    one, ranks = _ranks(cut)
+    return (f"{'finding' if one else 'findings'} {ranks} {'touches' if one else 'touch'} the edge of the image's "
+            f"field of view: {'it' if one else 'they'} may continue beyond the image, so the size may be "
+            "underestimated")
+
+
+def edge_notes(findings, shape) -> list[str]:
+    """The notes on findings at the scan's first or last slice and at the side of its field of
+    view (``shape``: the volume's (z, y, x)); empty when no finding is cut off."""
+    return [note for note in (scan_edge_note(findings, shape[0]), field_edge_note(findings, shape)) if note]
 
 
 def craniocaudal_note(findings, slice_mm: float) -> str | None:
@@ -160,10 +185,11 @@ SMALL_OUTLINE_MM = 8.0  # the network's outline undersizes nodules under this (d
 SUMMARY_TITLE = "# Lesion detection"  # how the summary begins: medai detect knows its own .md by it
 
 
-def findings_markdown(findings: list[Finding], source: str = "", model: str = "", n_slices: int | None = None,
+def findings_markdown(findings: list[Finding], source: str = "", model: str = "", shape=None,
                       operating_point: float | None = None, fp_per_scan: float = 1.0) -> str:
-    """The detection summary (``medai detect``'s .md); with ``n_slices`` (the scan's axial slice
-    count) it notes the findings at the scan's first or last slice; with ``operating_point``
+    """The detection summary (``medai detect``'s .md); with ``shape`` (the scan's (z, y, x)) it
+    notes the findings at the scan's first or last slice or at the side of its field of view
+    (``edge_notes``); with ``operating_point``
     (the model's default score threshold, fitted for ``fp_per_scan`` false positives per
     validation scan) it says which findings reach it."""
     lines = [f"{SUMMARY_TITLE}: {source}".rstrip(": "), ""]
@@ -185,7 +211,7 @@ def findings_markdown(findings: list[Finding], source: str = "", model: str = ""
         c = ", ".join(map(str, [axial_slice(f.center_voxel), *(int(np.floor(v + 0.5)) for v in f.center_voxel[1:])]))
         lines.append(f"| {rank} | {f.score:.2f} | {c} | {f.diameter_mm:.1f} | {f.mean_diameter_mm:.1f} | "
                      f"{f.volume_ml:.3f} | {f.lung_rads} | {attenuation_cell(f)} |")
-    notes = [scan_edge_note(findings, n_slices) if n_slices is not None else None, outline_note(findings)]
+    notes = [*(edge_notes(findings, shape) if shape is not None else []), outline_note(findings)]
     lines += [line for note in notes if note for line in ("", f"Note: {note}.")]
     if any(f.attenuation for f in findings):
         lines += ["", f"{ATTENUATION_NOTE}."]
