@@ -361,7 +361,7 @@ def detect(
     if affine is not None:  # shape, NaN, singular: a NaN affine gave NaN centres (io.validate.check_affine)
         from .io.validate import check_affine
 
-        affine = check_affine(affine)
+        affine = check_affine(affine, spacing=spacing)
     loaded = _model(model, "detection")
     card = loaded.card
     extra = card.extra

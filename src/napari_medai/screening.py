@@ -375,7 +375,7 @@ def _affine(affine, spacing) -> np.ndarray:
     if affine is not None:  # a NaN or singular one crashed in _position (io.validate.check_affine)
         from .io.validate import check_affine
 
-        return check_affine(affine)
+        return check_affine(affine, spacing=spacing)
     out = np.eye(4)
     out[:3, :3] = np.diag(np.asarray(spacing, dtype=float))
     return out

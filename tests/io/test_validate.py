@@ -49,3 +49,21 @@ def test_a_nan_infinite_or_singular_affine_is_refused():
         check_affine(np.eye(3))
     with pytest.raises(InputError, match="4x4 matrix of numbers"):
         check_affine("eye")
+
+
+def test_an_affine_whose_voxel_size_is_not_the_spacing_is_refused():
+    """Centres come from the affine and sizes from the spacing: a (2.5, 0.7, 0.7) mm affine with a
+    spacing of (1, 1, 1) measured a 10 mm nodule as 15 mm in a report placed by the other grid."""
+    from napari_medai.postprocess.seeded import nodule_at
+
+    turned = np.zeros((4, 4))
+    turned[0, 0], turned[1, 2], turned[2, 1], turned[3, 3] = -2.5, 0.7, -0.7, 1.0  # flips and a swap: same sizes
+    assert check_affine(turned, spacing=(2.5, 0.7, 0.7)) is not None
+    assert check_affine(turned, spacing=(2.5, 0.703, 0.7)) is not None  # within 1 %
+    with pytest.raises(InputError, match=r"voxel size \(2.5 x 0.7 x 0.7 mm\) is not the spacing given \(1 x 1 x 1 mm\)"):
+        check_affine(turned, spacing=(1.0, 1.0, 1.0))
+    ct = np.full((12, 24, 24), -850.0, np.float32)
+    ct[4:8, 9:15, 9:15] = 40.0
+    with pytest.raises(InputError, match="is not the spacing given"):
+        nodule_at(ct, (1.0, 1.0, 1.0), (6, 12, 12), affine=turned)
+    assert nodule_at(ct, (2.5, 0.7, 0.7), (6, 12, 12), affine=turned).center_mm[0] == pytest.approx(-2.5 * 5.5, abs=0.3)

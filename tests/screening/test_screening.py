@@ -460,6 +460,11 @@ def test_an_added_nodule_is_placed_in_the_frame_the_scan_was_screened_in(shared_
     assert given.center_mm[2] == pytest.approx(100.0 - given.center_voxel[2])
     with pytest.raises(InputError, match="not the one the scan was screened with"):
         with_added_finding(result, given, SPACING, np.diag([*SPACING, 1.0]))
+    # an affine of another voxel size than the spacing is refused before any model runs
+    with pytest.raises(InputError, match="is not the spacing given"):
+        screen(toy_chest(), SPACING, np.eye(4), detector=det, segmenter=seg)
+    with pytest.raises(InputError, match="is not the spacing given"):
+        napari_medai.detect(toy_chest(), SPACING, model=det, affine=np.eye(4))
 
 
 def test_a_nodule_the_reader_adds_is_placed_and_counted_after_the_review_only(shared_models):

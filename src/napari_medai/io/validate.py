@@ -91,10 +91,13 @@ def check_float32_range(lo, hi, what: str = "image") -> None:
                          "image was scaled")
 
 
-def check_affine(affine, what: str = "affine") -> np.ndarray:
+def check_affine(affine, what: str = "affine", spacing=None) -> np.ndarray:
     """``affine`` (voxel (z, y, x) to world mm) as a 4x4 float array, or an InputError: a NaN or
     singular (all-zero) matrix gave NaN or zero finding centres, and a crash in the screening's
-    lung zones ("cannot convert float NaN to integer")."""
+    lung zones ("cannot convert float NaN to integer").  With ``spacing`` (the (z, y, x) mm the
+    sizes are measured with), the affine's own voxel size must agree with it to 1 %: centres, sides
+    and zones come from the affine, sizes and volumes from the spacing, and a pair that disagreed
+    gave a report of two voxel sizes (a 10 mm nodule measured 15 mm)."""
     try:
         arr = np.asarray(affine, dtype=float)
     except (TypeError, ValueError):
@@ -109,4 +112,14 @@ def check_affine(affine, what: str = "affine") -> np.ndarray:
         raise InputError(f"the {what} is singular (its 3x3 part maps the volume onto a plane, a line or a point), "
                          "so voxels have no distinct positions in mm; check the image's geometry (its header, "
                          "or the layer's affine)")
+    if spacing is not None:
+        from .volume import voxel_spacing
+
+        own = np.asarray(voxel_spacing(arr[:3, :3]))
+        given = np.asarray(spacing, dtype=float)
+        if given.shape == own.shape and not np.allclose(own, given, rtol=0.01, atol=1e-6):
+            mm = lambda v: " x ".join(f"{x:g}" for x in np.round(v, 4))  # noqa: E731
+            raise InputError(f"the {what}'s voxel size ({mm(own)} mm) is not the spacing given ({mm(given)} mm): "
+                             "positions would come from one and sizes from the other; pass the image's own pair "
+                             "(read_volume's .spacing and .affine)")
     return arr

@@ -66,11 +66,13 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     Raises InputError when the point is off the volume, on air or lung with no nodule, or on a
     structure larger than ``max_diameter_mm`` along its long axis (a vessel, the chest wall, a
     mass)."""
-    from ..io.validate import check_spacing
+    from ..io.validate import check_affine, check_spacing
 
     volume = np.asarray(volume)
     # first: None, a zero or two values otherwise failed later with messages about the volume
     spacing = np.asarray(check_spacing(spacing, ndim=3, what="check the scan's voxel size"), dtype=float)
+    # NaN, singular, or a voxel size other than the spacing's (the sizes use the spacing)
+    affine = np.diag([*spacing, 1.0]) if affine is None else check_affine(affine, spacing=spacing)
     if volume.ndim != 3:
         raise InputError(f"a nodule is measured in a 3D volume, got shape {volume.shape}")
     if not (np.isfinite(max_diameter_mm) and max_diameter_mm > 0):
@@ -131,7 +133,6 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
                          f"{max_diameter_mm:g} mm largest nodule to measure (a mass?)")
     start = lo + np.array([s.start for s in box])
     centre_voxel = np.array(ndimage.center_of_mass(mask)) + start
-    affine = np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, dtype=float)
     hu = crop[box]
     kind = attenuation(mask, hu, spacing)
     return Finding(
