@@ -61,6 +61,7 @@ def load_denoiser(model=None, modality=None):
             hint = (f"; a denoiser of your own is brought as a model card: {Path(model).with_suffix('.json').name} "
                     f"beside it with \"task\": \"denoising\" and \"weights\": \"{Path(model).name}\" (docs/denoising.md)")
         raise ModelError(f"model '{card.name}' is a {card.task} model, not a denoising model{hint}")
+    _check_denoiser_channels(card)
     said = str(modality or "").strip().upper()
     said = {"MRI": "MR", "CTA": "CT"}.get(said, said)
     if model is not None and said in DEFAULT_MODELS and card.modality in DEFAULT_MODELS and said != card.modality:
@@ -68,6 +69,22 @@ def load_denoiser(model=None, modality=None):
                          f"(modality={modality!r}): choose a model made for {said}, or leave the model out to get "
                          f"'{DEFAULT_MODELS[said]}'")
     return loaded
+
+
+def _check_denoiser_channels(card) -> None:
+    """A denoiser gives one image back, from one slice (3D) or from a slice and k neighbours on each
+    side (2.5D: 2k + 1 channels).  Channel 0 of several outputs was taken as the image: for a 2.5D
+    network returning its input slices, the slice above, one slice off in z; an even number of
+    input slices has no centre and failed inside torch."""
+    if card.out_channels != 1:
+        raise ModelError(f"model '{card.name}' is a denoiser with {card.out_channels} output channels: a denoiser "
+                         "gives back one image (out_channels 1 in its card)")
+    if card.spatial_dims == 3 and card.in_channels != 1:
+        raise ModelError(f"model '{card.name}' is a 3D denoiser with {card.in_channels} input channels: a 3D "
+                         "denoiser reads the volume itself (in_channels 1)")
+    if card.in_channels % 2 == 0:
+        raise ModelError(f"model '{card.name}' reads {card.in_channels} slices at a time: a 2.5D denoiser reads a "
+                         "slice with the same number of neighbours on each side (an odd in_channels: 1, 3, 5, ...)")
 
 
 def _check_strength(strength) -> float:
@@ -197,8 +214,8 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     ``LoadedModel``; when None it is chosen from ``modality`` ("CT" or "MR").  ``strength`` in
     [0, 1] blends input and output (0 returns the input unchanged, in the dtype below, after the
     same checks).  The network sees the input clipped at the training floor (``INPUT_FLOOR``:
-    -1024 HU for CT, 0 for MR); voxels below it come back unchanged, and an MR model's output is
-    not below 0 (magnitude images).  ``settings``:
+    -1024 HU for CT, 0 for MR); voxels below it, and those outside a card's clipping window, come
+    back unchanged, and an MR model's output is not below 0 (magnitude images).  ``settings``:
     ``inference.InferenceSettings`` or a dict of its fields, of which ``device`` and
     ``precision`` are used ("auto" by default).  Returns the same shape (a
     singleton axis, as in (1, z, y, x) or (1, 1, y, x), is kept); an integer input gives the same integer dtype,
@@ -245,7 +262,7 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     import torch
 
     from .inference.device import select_device
-    from .inference.intensity import fit_intensity
+    from .inference.intensity import clipped_away, fit_intensity
     from .inference.modality import check_modality
     from .inference.precision import select_precision
 
@@ -275,6 +292,9 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
     seen = np.maximum(image, floor) if below.any() else image  # untouched when nothing is below
     stack = seen[None] if seen.ndim == 2 else seen
     intensity = fit_intensity(loaded.card.intensity, torch.from_numpy(stack))
+    clipped = clipped_away(intensity, image)  # a card's clipping window: what lies outside stays as it was
+    if clipped is not None:
+        below = below | clipped
     network = loaded.network.to(device).eval()
     if dims == 3:
         clean = _run_volume(network, stack, intensity, device, precision, progress, cancel, name=loaded.card.name)

@@ -265,3 +265,22 @@ def test_a_bare_network_file_given_as_a_denoiser_is_told_how_to_bring_one(tmp_pa
                                          r"card: mine\.json beside it"):
         noisy = np.random.default_rng(0).normal(-500, 200, (4, 32, 32)).astype(np.float32)
         denoise(noisy, (1.0, 1.0, 1.0), model=str(tmp_path / "mine.ts"))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(in_channels=3, out_channels=3), "3 output channels"),
+    (dict(in_channels=2, out_channels=1), "an odd in_channels"),
+    (dict(in_channels=3, out_channels=1, spatial_dims=3, roi_size=(16, 16, 16)), "3D denoiser with 3 input channels"),
+])
+def test_a_denoiser_card_with_channels_a_denoiser_cannot_have_is_refused(fields, message):
+    """Channel 0 of a 3-channel output was taken as the image: a 2.5D pass-through came back one
+    slice off in z (found by an audit helper); 2 input slices have no centre slice."""
+    import torch
+
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    card = ModelCard(**{"name": "odd", "task": "denoising", "modality": "MR", "spatial_dims": 2, "roi_size": (16, 16),
+                        "output": "identity", "intensity": {"kind": "none"}, **fields})
+    with pytest.raises(ModelError, match=message):
+        denoise(np.random.rand(4, 16, 16).astype(np.float32) + 1, None, model=LoadedModel(card, torch.nn.Identity()))

@@ -108,3 +108,27 @@ def test_an_mr_denoisers_output_is_not_negative(modality):
         assert out.min() == 0.0 and (out[image == 0] == 0).all()
     else:
         np.testing.assert_allclose(out[image == -1000], -1000 - shift, rtol=1e-6)
+
+
+def test_voxels_outside_a_clipping_window_come_back_as_they_went_in():
+    """A card's ct_window clips by default: the network saw bone at the window's edge, and 1800 HU
+    came back at about 1000 (found by an audit helper).  The shipped cards do not clip."""
+    import torch
+
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    class PassThrough(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x[:, :1] * 1.0
+
+    ct = np.full((2, 16, 16), -800.0, np.float32)
+    ct[:, 4:8, 4:8] = 1800.0  # bone, beyond the window
+    ct[:, 10:14, 10:14] = 40.0 + np.random.default_rng(0).normal(0, 5, (2, 4, 4))
+    window = {"kind": "ct_window", "a_min": -1000.0, "a_max": 1000.0, "b_min": 0.0, "b_max": 1.0}  # clip: default
+    card = ModelCard(name="clips", task="denoising", modality="CT", spacing=None, roi_size=(16, 16), spatial_dims=2,
+                     in_channels=1, out_channels=1, output="identity", intensity=window)
+    out = denoise(ct, None, model=LoadedModel(card, PassThrough()), settings=FP32)
+    np.testing.assert_allclose(out, ct, atol=1e-3)  # bone included: it used to come back at 1000 HU

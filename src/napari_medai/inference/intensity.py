@@ -91,6 +91,17 @@ def keeps_zeros(intensity) -> bool:
     return getattr(intensity, "kind", "") == "zscore" and bool(getattr(intensity, "nonzero", False))
 
 
+def clipped_away(intensity, image: np.ndarray) -> np.ndarray | None:
+    """Where ``image`` lies outside a clipping window (``clip``: true; a single map): the network
+    sees the window's edge there, so an image output flattens it (bone at 1800 HU came back at
+    about 1000 from a window ending at 1000).  None when nothing is clipped."""
+    if not getattr(intensity, "clip", False) or intensity.kind not in ("ct_window", "percentile"):
+        return None
+    lo, hi = sorted((intensity.a_min, intensity.a_max))
+    outside = (image < lo) | (image > hi)
+    return outside if outside.any() else None
+
+
 def restore_zeros(out, intensity, image) -> None:
     """Set ``out`` back to 0 where the input ``image`` is 0, in place, when ``intensity`` left
     those zeros out (``keeps_zeros``): an image output's linear inversion gave them the mean.
