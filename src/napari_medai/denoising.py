@@ -46,6 +46,16 @@ def default_model_name(modality) -> str:
     return DEFAULT_MODELS[key]
 
 
+def guessed_modality_note(source: str, modality: str, model_name: str) -> str:
+    """What the automatic choice says when it rests on a modality guessed from the values
+    (``metadata["modality_guessed"]``): an MR guess also fits a CT stored without its HU rescale
+    (uint16 with +1024, or scaled to 0-1), which the MR model would then run on."""
+    why = "none of its values is below 0" if modality == "MR" else "its darkest values are air in HU"
+    return (f"{source} does not state its modality; it is read as {modality} because {why}, so '{model_name}' "
+            "runs. A CT stored without its HU rescale reads as MR too: give it in HU, or choose the modality or "
+            "model yourself")
+
+
 def load_denoiser(model=None, modality=None):
     """A ``LoadedModel`` for ``model`` (name, card, path or LoadedModel), or the default for ``modality``.
     Given both, a model made for the other modality is refused (``modality`` was ignored, and a CT

@@ -201,3 +201,33 @@ def test_a_3d_denoiser_counts_passes_not_slices(tmp_path, noisy_nifti, capsys):
     card = make_tiny_card(tmp_path / "model", spatial_dims=3, head_weight=0.05)
     assert main(["denoise", str(noisy_nifti), str(tmp_path / "out.nii.gz"), "--model", str(card)]) == 0
     assert "denoising: pass 1/1" in capsys.readouterr().out
+
+
+def test_a_modality_guessed_from_the_values_is_said_and_not_written_as_stated(tmp_path, rng, capsys):
+    """A CT stored without its HU rescale (uint16, +1024, no scl_inter) reads as MR: the automatic
+    choice ran the MR model without a word, and the output file was tagged MR as if the input had
+    said so (found by an audit helper)."""
+    import nibabel as nib
+
+    ct = np.clip(rng.normal(1064, 30, (4, 24, 24)), 0, None).astype(np.uint16)  # soft tissue, +1024
+    ct[:, :4] = 24  # air at -1000 HU
+    path = tmp_path / "offset_ct.nii.gz"
+    nib.save(nib.Nifti1Image(ct.T, np.diag([0.8, 0.8, 2.5, 1.0])), str(path))
+    read = read_volume(path)
+    assert read.modality == "MR" and read.metadata["modality_guessed"]
+    out = tmp_path / "out.nii.gz"
+    assert main(["denoise", str(path), str(out), "--precision", "fp32", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "does not state its modality; it is read as MR because none of its values is below 0" in err
+    assert "'mr-denoising' runs" in err and "A CT stored without its HU rescale reads as MR too" in err
+    again = read_volume(out)
+    assert again.metadata["description"] == "medai kind=image" and again.metadata["modality_guessed"]
+    # stated by --modality, a tagged file, or the model named: no note, and a tagged output
+    assert main(["denoise", str(path), str(out), "--modality", "MR", "--precision", "fp32", "--quiet"]) == 0
+    assert "does not state" not in capsys.readouterr().err
+    assert read_volume(out).metadata["description"] == "medai modality=MR kind=image"  # stated now
+    stated = write_volume(ct.astype(np.float32), tmp_path / "mr.nii.gz", modality="MR")
+    assert "modality_guessed" not in read_volume(stated).metadata
+    assert main(["denoise", str(stated), str(out), "--precision", "fp32", "--quiet"]) == 0
+    assert "does not state" not in capsys.readouterr().err
+    assert read_volume(out).metadata["description"] == "medai modality=MR kind=image"

@@ -72,7 +72,7 @@ def test_cancel_stops_the_model_and_adds_nothing(qtbot, viewer, rng, monkeypatch
     assert_unchanged(viewer, snapshot)
 
 
-def test_automatic_model_follows_the_layers_modality(qtbot, viewer, low_dose_layer):
+def test_automatic_model_follows_the_layers_modality(qtbot, viewer, low_dose_layer, notifications):
     from napari_medai.widgets.denoising import AUTO_MODEL
 
     ct_layer, _clean = low_dose_layer
@@ -82,6 +82,12 @@ def test_automatic_model_follows_the_layers_modality(qtbot, viewer, low_dose_lay
     assert widget.params().model.name == "ct-lowdose-denoising"
     ct_layer.metadata["modality"] = "MR"
     assert widget.params().model.name == "mr-denoising"
+    assert not any("does not state its modality" in text for _, text in notifications())
+    # a modality the reader only guessed from the values (a CT without its HU rescale reads as MR): said
+    ct_layer.metadata["modality_guessed"] = True
+    assert widget.params().model.name == "mr-denoising"
+    assert any("'ct' does not state its modality; it is read as MR" in text for _, text in notifications())
+    del ct_layer.metadata["modality_guessed"]
     # unknown modality: a clear message at Run, no layer added
     ct_layer.metadata["modality"] = "unknown"
     snapshot = layer_snapshot(viewer)

@@ -31,6 +31,7 @@ def _progress_printer(unit: str):
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -50,6 +51,11 @@ def run(args) -> int:
     data, spacing = volume.data, volume.spacing
     # loaded once here (denoise() takes it as loaded): its card names the progress unit
     model = load_denoiser(args.model) if args.model is not None else load_denoiser(modality=modality)
+    if args.model is None and args.modality is None and volume.metadata.get("modality_guessed"):
+        from ..denoising import guessed_modality_note
+
+        print(f"note: {guessed_modality_note(args.input, modality, model.card.name)} (--modality, --model)",
+              file=sys.stderr)
     if args.model is not None and modality is not None:  # a CT denoiser named for a file that says MR
         from ..inference.modality import check_file_modality
 
@@ -66,6 +72,7 @@ def run(args) -> int:
                   progress=None if args.quiet else _progress_printer(unit))
     out = np.moveaxis(out, 0, thin)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
-    path = write_volume(volume.derived(out), args.output)  # on the input file's grid
+    # on the input file's grid, with the modality --modality stated (the file's own otherwise)
+    path = write_volume(volume.derived(out, modality=args.modality), args.output)
     print(f"wrote {path}")
     return 0

@@ -63,7 +63,7 @@ def read_volume(path, *, allow_slice: bool = False) -> Volume:
 
 def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels=None,
                  orientation: str | None = None, nifti_space: dict | None = None,
-                 classes: dict | None = None) -> Path:
+                 classes: dict | None = None, modality_guessed: bool | None = None) -> Path:
     """Write a :class:`Volume` or a (z, y, x) array to NIfTI and return the path.
 
     ``affine`` is the napari affine (index (z, y, x) -> world (S, P, L) mm); it overrides
@@ -75,11 +75,15 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
     (a volume's ``metadata["nifti_space"]``); a Volume keeps its own while its affine is kept,
     and anything else is written "aligned".  ``classes`` ({index: {"name", "color"}}; a label
     Volume's ``metadata["classes"]`` by default): a label file's class table, stored in the file
-    and read back by ``read_volume``.
+    and read back by ``read_volume``.  ``modality_guessed`` (a Volume's
+    ``metadata["modality_guessed"]`` when its modality is kept): the modality was guessed from the
+    values, so the file does not state it.
     """
     if isinstance(volume_or_array, Volume):
         vol = volume_or_array
         data, base_affine = vol.data, vol.affine
+        if modality_guessed is None:
+            modality_guessed = modality is None and bool(vol.metadata.get("modality_guessed"))
         modality = vol.modality if modality is None else modality
         is_labels = vol.is_labels if is_labels is None else is_labels
         orientation = orientation or vol.metadata.get("nifti_orientation")
@@ -97,7 +101,8 @@ def write_volume(volume_or_array, path, affine=None, *, modality=None, is_labels
         modality=modality or "unknown",
         is_labels=bool(is_labels),
         metadata={**({"nifti_space": nifti_space} if nifti_space else {}),
-                  **({"classes": classes} if classes and is_labels else {})},
+                  **({"classes": classes} if classes and is_labels else {}),
+                  **({"modality_guessed": True} if modality_guessed else {})},
     )
     check_spacing(out.spacing, what="check the layer's scale and affine")
     return write_nifti(out, path, orientation=orientation)

@@ -101,11 +101,15 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
     if kind == "labels" and np.issubdtype(data.dtype, np.floating):
         as_integers = _float_labels(data)  # napari's Labels layers take integers only
         data, kind = (as_integers, "labels") if as_integers is not None else (data, "image")
+    guessed = modality is None and kind != "labels"  # no header or sidecar says it: from the values
     if modality is None:
         modality = "unknown" if kind == "labels" else guess_modality(data)
     classes = _classes_of(img.header) if kind == "labels" else None
     metadata = {
         **({"classes": classes} if classes else {}),
+        # a modality read from the values only (io.heuristics): a CT stored without its HU rescale reads
+        # as MR; the automatic model choice says so, and outputs are not tagged with the guess
+        **({"modality_guessed": True} if guessed and modality != "unknown" else {}),
         "source": str(path),
         "format": "NIfTI",
         "source_orientation": orientation_codes(nifti_affine),
@@ -274,7 +278,9 @@ def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path
         named = _classes_extension(volume.metadata.get("classes"))
         if named is not None:
             img.header.extensions.append(named)
-    img.header["descrip"] = f"medai modality={volume.modality} kind={kind}".encode()
+    # a guessed modality is not written as if the file had said it: read back, it is guessed again
+    said = "" if volume.metadata.get("modality_guessed") else f"modality={volume.modality} "
+    img.header["descrip"] = f"medai {said}kind={kind}".encode()
 
     # nibabel picks the compression from the temporary file's ending
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"

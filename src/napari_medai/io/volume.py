@@ -111,6 +111,8 @@ class Volume:
         for any volume with this affine."""
         grid = {k: copy.deepcopy(self.metadata[k]) for k in ("nifti_orientation", "nifti_space")
                 if k in self.metadata}
+        if modality is None and self.metadata.get("modality_guessed"):  # the same guess, still a guess
+            grid["modality_guessed"] = True
         return Volume(data, self.affine.copy(), modality=self.modality if modality is None else modality,
                       is_labels=is_labels, metadata=grid)
 

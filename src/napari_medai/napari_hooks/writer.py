@@ -63,6 +63,7 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
         path,
         affine=affine,
         modality=layer_metadata.get("modality", "unknown"),
+        modality_guessed=bool(layer_metadata.get("modality_guessed")),
         is_labels=is_labels,
         orientation=orientation,
         nifti_space=space,

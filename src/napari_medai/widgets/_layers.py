@@ -27,7 +27,8 @@ from ..io.validate import check_spacing, check_volume
 # that file's grid; nifti_space: its sform/qform codes (scanner, MNI, ...), written back while
 # the output sits where the file put it (napari_hooks.writer)
 # shape: the grid those keys hold for (an output lies on its input's grid, voxel for voxel)
-_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "nifti_orientation", "nifti_space", "shape")
+_GEOMETRY_METADATA = ("affine", "nifti_affine", "spacing", "modality", "modality_guessed", "nifti_orientation",
+                      "nifti_space", "shape")
 # The modality of an output whose values are not the input's intensities (a probability, a
 # difference), as ``medai segment --probability`` writes it: saved from napari, such a layer must
 # not reopen with the CT window, nor be taken for a CT by the automatic model choice.
@@ -140,6 +141,7 @@ def output_metadata(layer, *, modality: str | None = None, **extra) -> dict[str,
     meta = {k: layer.metadata[k] for k in _GEOMETRY_METADATA if k in layer.metadata}
     if modality is not None:
         meta["modality"] = modality
+        meta.pop("modality_guessed", None)  # stated now, not guessed
     meta["source_layer"] = layer.name
     meta.update(extra)
     return meta
