@@ -22,6 +22,20 @@ class Cancelled(Exception):
     """Raised inside a job when the user pressed Cancel; nothing must be left behind."""
 
 
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """One sentence for a run that ran out of memory (torch's OutOfMemoryError on a GPU, a
+    RuntimeError saying so on Apple's MPS, numpy's MemoryError on the CPU), else None: they
+    surfaced as a traceback in the CLI and as a program error in the widgets."""
+    text = str(exc).lower()
+    gpu = type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text)
+    if not gpu and not isinstance(exc, MemoryError):
+        return None
+    where = "the GPU" if gpu else "the computer"
+    return (f"{where} ran out of memory for this image ({reason_of(exc) if str(exc) else type(exc).__name__}); "
+            "nothing was written or added. Close other programs or layers, run it on the CPU (device 'cpu'), "
+            "or crop the image to the region you need")
+
+
 def reason_of(exc: BaseException) -> str:
     """The line of a library's error that says what went wrong, for a one-sentence message
     (TorchScript's first line only says that "the following operation failed")."""

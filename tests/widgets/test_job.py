@@ -120,6 +120,22 @@ def test_a_bug_is_reported_with_its_exception(qtbot, runner, notifications):
     assert any(sev == "error" and "division by zero" in msg for sev, msg in notifications())
 
 
+def test_running_out_of_memory_is_a_sentence_not_a_bug(qtbot, runner, notifications):
+    """torch's OutOfMemoryError on a GPU was shown as a program error with its traceback."""
+    import torch
+
+    def too_big(progress, cancel):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    results = []
+    assert start_and_wait(qtbot, runner, too_big, results) == ERROR and results == []
+    said = [msg for sev, msg in notifications() if sev == "error"]
+    assert said == ["Test job: the GPU ran out of memory for this image (CUDA out of memory. Tried to allocate "
+                    "9.00 GiB); nothing was written or added. Close other programs or layers, run it on the CPU "
+                    "(device 'cpu'), or crop the image to the region you need"]
+    assert "ran out of memory" in runner._status.text()
+
+
 def test_generator_jobs_yield_progress_and_return_the_result(qtbot, runner):
     def generator_job(progress, cancel):
         for done in range(1, 4):

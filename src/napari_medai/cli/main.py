@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import MedaiError
+from ..errors import MedaiError, out_of_memory_message
 
 SUBCOMMANDS = ["info", "phantom", "segment", "detect", "measure", "screen", "batch", "evaluate", "denoise", "train"]
 
@@ -50,6 +50,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"medai {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:  # out of memory gets a sentence; anything else is a bug
+        said = out_of_memory_message(exc)
+        if said is None:
+            raise
+        print(f"medai {args.command}: error: {said}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

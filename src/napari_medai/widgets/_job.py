@@ -32,7 +32,7 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QAbstractButton, QLabel, QProgressBar
 
-from ..errors import Cancelled, MedaiError
+from ..errors import Cancelled, MedaiError, out_of_memory_message
 from ..inference.cancel import CancelToken
 
 DONE, CANCELLED, ERROR = "done", "cancelled", "error"
@@ -224,9 +224,10 @@ class JobRunner(QObject):
             self._status.setText(f"{self._name}: cancelled, nothing was added")
             show_info(f"{self._name} cancelled; no layer was added or changed.")
         else:
-            self._status.setText(f"{self._name} failed: {value}")
-            if isinstance(value, MedaiError):
-                show_error(f"{self._name}: {value}")
+            memory = out_of_memory_message(value)  # not the plugin's bug: the image did not fit
+            self._status.setText(f"{self._name} failed: {memory or value}")
+            if isinstance(value, MedaiError) or memory:
+                show_error(f"{self._name}: {memory or value}")
             else:  # a bug: keep the traceback reachable from the notification
                 notification_manager.receive_error(type(value), value, value.__traceback__)
         self._end(status, value if status != DONE else None)

@@ -1,0 +1,39 @@
+"""errors.out_of_memory_message: which errors are "out of memory", and how the CLI says it."""
+
+import pytest
+
+from napari_medai.errors import out_of_memory_message
+
+
+def test_out_of_memory_is_recognised_on_the_gpu_mps_and_cpu_only():
+    import torch
+
+    assert out_of_memory_message(torch.OutOfMemoryError("CUDA out of memory")).startswith("the GPU ran out of memory")
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)")
+    assert out_of_memory_message(mps).startswith("the GPU ran out of memory for this image (MPS backend out of memory")
+    assert out_of_memory_message(MemoryError()).startswith("the computer ran out of memory for this image (MemoryError)")
+    assert out_of_memory_message(RuntimeError("shape mismatch")) is None
+    assert out_of_memory_message(ValueError("out of memory")) is None
+
+
+def test_the_cli_says_it_in_a_sentence_and_still_shows_a_bug(monkeypatch, capsys, tmp_path):
+    import numpy as np
+
+    from napari_medai.cli.main import main
+    from napari_medai.io import write_volume
+
+    path = write_volume(np.random.rand(4, 8, 8).astype(np.float32), tmp_path / "x.nii.gz", modality="MR")
+
+    def boom(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr("napari_medai.io.read_volume", boom)
+    assert main(["info", str(path)]) == 2
+    assert "medai info: error: the computer ran out of memory for this image" in capsys.readouterr().err
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("index out of range")
+
+    monkeypatch.setattr("napari_medai.io.read_volume", bug)
+    with pytest.raises(RuntimeError, match="index out of range"):
+        main(["info", str(path)])
