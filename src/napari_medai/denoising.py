@@ -46,14 +46,16 @@ def default_model_name(modality) -> str:
     return DEFAULT_MODELS[key]
 
 
-def guessed_modality_note(source: str, modality: str, model_name: str) -> str:
-    """What the automatic choice says when it rests on a modality guessed from the values
-    (``metadata["modality_guessed"]``): an MR guess also fits a CT stored without its HU rescale
-    (uint16 with +1024, or scaled to 0-1), which the MR model would then run on."""
-    why = "none of its values is below 0" if modality == "MR" else "its darkest values are air in HU"
-    return (f"{source} does not state its modality; it is read as {modality} because {why}, so '{model_name}' "
-            "runs. A CT stored without its HU rescale reads as MR too: give it in HU, or choose the modality or "
-            "model yourself")
+def guessed_mr_note(metadata: dict, source: str, model_name: str) -> str | None:
+    """What the automatic choice says when it rests on MR guessed from the values
+    (``metadata["modality_guessed"]``), else None: a CT stored without its HU rescale (uint16 with
+    +1024, or scaled to 0-1) reads as MR too, and the MR model would run on it.  (A CT guess rests on
+    air at -900 HU or below, which no MR has.)"""
+    if not (metadata.get("modality_guessed") and metadata.get("modality") == "MR"):
+        return None
+    return (f"{source} does not state its modality; it is read as MR because none of its values is below 0, so "
+            f"'{model_name}' runs. A CT stored without its HU rescale reads as MR too: give it in HU, or choose the "
+            "modality or model yourself")
 
 
 def load_denoiser(model=None, modality=None):

@@ -36,7 +36,7 @@ def run(args) -> int:
 
     import numpy as np
 
-    from ..denoising import denoise, load_denoiser
+    from ..denoising import denoise, guessed_mr_note, load_denoiser
     from ..errors import InputError
     from ..io import read_volume, write_volume
     from ._common import check_device, check_outputs, check_writable
@@ -51,11 +51,9 @@ def run(args) -> int:
     data, spacing = volume.data, volume.spacing
     # loaded once here (denoise() takes it as loaded): its card names the progress unit
     model = load_denoiser(args.model) if args.model is not None else load_denoiser(modality=modality)
-    if args.model is None and args.modality is None and volume.metadata.get("modality_guessed"):
-        from ..denoising import guessed_modality_note
-
-        print(f"note: {guessed_modality_note(args.input, modality, model.card.name)} (--modality, --model)",
-              file=sys.stderr)
+    guessed = guessed_mr_note({**volume.metadata, "modality": volume.modality}, args.input, model.card.name)
+    if args.model is None and args.modality is None and guessed:
+        print(f"note: {guessed} (--modality, --model)", file=sys.stderr)
     if args.model is not None and modality is not None:  # a CT denoiser named for a file that says MR
         from ..inference.modality import check_file_modality
 

@@ -118,13 +118,13 @@ class DenoisingWidget(TaskWidget):
             metadata = getattr(layer, "metadata", {}) if layer is not None else {}
             modality = metadata.get("modality")
             params.model = get_card(default_model_name(modality))
-            if metadata.get("modality_guessed"):  # e.g. a CT without its HU rescale, read as MR
+            from ..denoising import guessed_mr_note
+
+            guessed = guessed_mr_note(metadata, repr(getattr(layer, "name", "")), params.model.name)
+            if guessed:  # e.g. a CT without its HU rescale, read as MR
                 from napari.utils.notifications import show_warning
 
-                from ..denoising import guessed_modality_note
-
-                show_warning(f"{self.title}: {guessed_modality_note(repr(layer.name), modality, params.model.name)} "
-                             "(the model box)")
+                show_warning(f"{self.title}: {guessed} (the model box)")
         return params
 
     def _build_params(self, form):
