@@ -11,6 +11,19 @@ def test_target_mask_balls_and_min_radius():
     assert m[10, 30, 32] == 2 and m[10, 30, 33] == 0  # tiny lesion gets the 2 mm floor
 
 
+def test_where_two_lesions_balls_overlap_each_keeps_its_own_centre():
+    """An elongated lesion's ball covered a small neighbour's centre: a finding there was scored a
+    hit on the large lesion and the small one as missed (found by an audit helper)."""
+    m = target_mask((20, 40, 40), (1.0, 1.0, 1.0), [(10, 20, 10), (10, 20, 18)], [21.0, 3.0])
+    assert m[10, 20, 18] == 2 and m[10, 20, 17] == 2  # within 1.5 mm of B, 7-8 mm (of 10.5) from A
+    assert m[10, 20, 16] == 1 and m[10, 20, 10] == 1 and m[10, 20, 20] == 1  # A's where it is relatively nearer
+    r = froc([([0.9, 0.8], [(10, 20, 10), (10, 20, 18)], m, [])])
+    assert r["sensitivity"][8] == pytest.approx(1.0)  # both hit
+    # listed the other way round, the same voxels go to the same lesions
+    swapped = target_mask((20, 40, 40), (1.0, 1.0, 1.0), [(10, 20, 18), (10, 20, 10)], [3.0, 21.0])
+    np.testing.assert_array_equal(swapped, np.select([m == 1, m == 2], [2, 1], 0))
+
+
 def test_froc_counts_hits_and_false_positives():
     mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10), (5, 40, 40)], [6, 6])
     # scan 1: hit lesion 1 with 0.9, a FP at 0.8, lesion 2 missed

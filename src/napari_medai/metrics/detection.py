@@ -1,7 +1,8 @@
 """FROC for lesion detection, with MONAI's FROC functions.
 
 Each true lesion is a labelled region of an evaluation mask; a finding is a hit when its
-centre falls inside a region (LUNA16-style: within the lesion's radius of its centre).
+centre falls inside a region (LUNA16-style: within the lesion's radius of its centre; where two
+lesions' balls overlap, the relatively nearer lesion's).
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ FROC_THRESHOLDS = (0.125, 0.25, 0.5, 1, 2, 4, 8)
 
 
 def target_mask(shape, spacing, centres_voxel, diameters_mm, min_radius_mm: float = 2.0) -> np.ndarray:
-    """Label i+1 = ball of the lesion's radius (at least ``min_radius_mm``) around centre i."""
+    """Label i+1 = ball of the lesion's radius (at least ``min_radius_mm``) around centre i.
+    Where two balls overlap, a voxel belongs to the lesion it is relatively nearer (distance over
+    radius): it went to the first lesion listed, and a finding on the second one's centre, inside
+    the first's ball, was scored as a hit on the first and the second as missed."""
     mask = np.zeros(shape, dtype=np.int32)
     sp = np.asarray(spacing, dtype=float)
-    for i, (c, d) in enumerate(zip(centres_voxel, diameters_mm)):
-        r = max(float(d) / 2.0, min_radius_mm)
-        lo = np.maximum(np.floor(np.asarray(c) - r / sp).astype(int), 0)
-        hi = np.minimum(np.ceil(np.asarray(c) + r / sp).astype(int) + 1, shape)
+    centres = [np.asarray(c, dtype=float) for c in centres_voxel]
+    radii = [max(float(d) / 2.0, min_radius_mm) for d in diameters_mm]
+    for i, (c, r) in enumerate(zip(centres, radii)):
+        lo = np.maximum(np.floor(c - r / sp).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r / sp).astype(int) + 1, shape)
         grid = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
-        dist = np.sqrt(sum(((g - ci) * s) ** 2 for g, ci, s in zip(grid, c, sp)))
+        near = np.sqrt(sum(((g - ci) * s) ** 2 for g, ci, s in zip(grid, c, sp))) / r
         view = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        view[(dist <= r) & (view == 0)] = i + 1
+        inside = near <= 1.0
+        for j in np.unique(view[inside & (view != 0)]):  # earlier lesions' balls: the relatively nearer keeps it
+            theirs = np.sqrt(sum(((g - cj) * s) ** 2 for g, cj, s in zip(grid, centres[j - 1], sp))) / radii[j - 1]
+            inside &= (view != j) | (near < theirs)
+        view[inside] = i + 1
     return mask
 
 
