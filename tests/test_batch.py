@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import json
 
 import numpy as np
@@ -46,10 +47,11 @@ def cohort(tmp_path):
 def test_find_cases_takes_files_series_folders_and_folders_of_them(tmp_path, cohort):
     cases = find_cases([cohort])
     assert [name for name, _ in cases] == ["alpha", "beta", "broken", "gamma"]  # the .txt is no case
-    # a file given twice, or two cases with one name, keep apart
+    # a file given twice (and in a folder given) is one case, screened once; "." is named by its folder
     again = find_cases([cohort / "alpha.nii.gz", cohort, cohort / "gamma"])
-    assert [name for name, _ in again][:2] == ["alpha", "alpha_2"] and again[-1][0] == "gamma_2"
-    # ... also beside a case whose own name already ends in _2
+    assert [name for name, _ in again] == ["alpha", "beta", "broken", "gamma"]
+    assert find_cases([cohort / "gamma" / "."]) == [("gamma", cohort / "gamma" / ".")]
+    # two cases with one name keep apart, also beside a case whose own name already ends in _2
     other = tmp_path / "other"
     other.mkdir()
     for name in ("scan.nii.gz", "scan_2.nii.gz"):
@@ -358,3 +360,66 @@ def test_a_case_whose_file_says_mr_is_an_error_and_the_others_go_on(tmp_path, mo
     assert records["ct"].status == "ok"
     assert records["t1"].status == "error" and "is an MR image by its header" in records["t1"].message
     assert not (tmp_path / "out" / "t1" / "report.md").exists()
+
+
+def test_a_rerun_on_fewer_inputs_keeps_each_sources_case_name(tmp_path, models):
+    """Names depend on the inputs given: a re-run with b/scan.nii.gz alone named it "scan", wrote
+    its report over a's, and the table listed b twice (found by an audit helper)."""
+    det, seg = models
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_volume(two_lung_chest(), tmp_path / folder / "scan.nii.gz", affine=AFFINE, modality="CT")
+    out = tmp_path / "out"
+    first = screen_cases(find_cases([tmp_path / "a", tmp_path / "b"]), out, detector=det, segmenter=seg)
+    assert [(r.case, Path(r.source).parent.name) for r in first] == [("scan", "a"), ("scan_2", "b")]
+    a_report = (out / "scan" / "report.json").read_text()
+    again = screen_cases(find_cases([tmp_path / "b"]), out, detector=det, segmenter=seg)
+    assert [r.case for r in again] == ["scan_2"]  # b's name from the first run
+    assert (out / "scan" / "report.json").read_text() == a_report  # a's report untouched
+    with open(out / COHORT_FILE, newline="") as fh:
+        rows = [(row["case"], Path(row["source"]).parent.name) for row in csv.DictReader(fh)]
+    assert rows == [("scan", "a"), ("scan_2", "b")]
+    # a new source never takes a name an earlier row gave another
+    (tmp_path / "c").mkdir()
+    write_volume(two_lung_chest(), tmp_path / "c" / "scan.nii.gz", affine=AFFINE, modality="CT")
+    assert [r.case for r in screen_cases(find_cases([tmp_path / "c"]), out, detector=det, segmenter=seg)] == ["scan_3"]
+
+
+def test_a_case_being_screened_is_listed_as_running_not_by_its_earlier_row(tmp_path, cohort, models, monkeypatch):
+    """A re-run killed while a case's files were rewritten left that case's earlier "ok" row."""
+    import napari_medai.screening as screening
+
+    det, seg = models
+    out = tmp_path / "out"
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    screen_cases(cases, out, detector=det, segmenter=seg)
+    real, seen = screening.screen, []
+
+    def looking(*args, **kwargs):
+        with open(out / COHORT_FILE, newline="") as fh:
+            seen.append({row["case"]: row["status"] for row in csv.DictReader(fh)})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "screen", looking)
+    (record,) = screen_cases(cases, out, detector=det, segmenter=seg)
+    assert seen == [{"alpha": "running"}] and record.status == "ok"
+    with open(out / COHORT_FILE, newline="") as fh:
+        assert [row["status"] for row in csv.DictReader(fh)] == ["ok"]
+
+
+def test_a_case_that_fails_on_a_rerun_moves_its_earlier_report_aside(tmp_path, cohort, models):
+    """Its folder kept the earlier run's complete report beside a cohort row saying error."""
+    det, seg = models
+    out = tmp_path / "out"
+    cases = [c for c in find_cases([cohort]) if c[0] == "alpha"]
+    screen_cases(cases, out, detector=det, segmenter=seg)
+    (out / "alpha" / "notes.txt").write_text("the reader's")  # not the report's: stays where it is
+    (cohort / "alpha.nii.gz").write_bytes(b"damaged now")
+    (record,) = screen_cases(cases, out, detector=det, segmenter=seg)
+    assert record.status == "error" and "the earlier run's report was moved to 'alpha (earlier run)'" in record.message
+    aside = out / "alpha (earlier run)"
+    assert {p.name for p in aside.iterdir()} == {"report.md", "report.json", "findings.csv", "segmentation.nii.gz",
+                                                  "key_images"}
+    assert [p.name for p in (out / "alpha").iterdir()] == ["notes.txt"]
+    (record,) = screen_cases(cases, out, detector=det, segmenter=seg)  # no report left to move
+    assert record.status == "error" and "moved" not in record.message and aside.is_dir()

@@ -27,6 +27,7 @@ from typing import Callable
 
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import Cancelled, InputError, MedaiError, reason_of
+from .io.atomic import write_text_atomic
 
 COHORT_FILE = "cohort.csv"
 
@@ -37,7 +38,7 @@ class CaseRecord:
 
     case: str
     source: str
-    status: str  # "ok", "error", or "skipped" (a label map, not a CT)
+    status: str  # "ok", "error", "skipped" (a label map, not a CT), or "running" (started, not finished)
     message: str = ""  # the error, why it was skipped, or the report's notes
     score_threshold: float | None = None  # findings reported from this score up
     findings: int | None = None
@@ -53,8 +54,10 @@ class CaseRecord:
 def find_cases(inputs) -> list[tuple[str, Path]]:
     """(case name, path) for each input: a NIfTI file, a folder holding one DICOM series, or a
     folder of cases (its NIfTI files and its sub-folders that hold a DICOM series, one level
-    down).  Names are file names without .nii/.nii.gz, or folder names; a repeated name gets
-    ``_2``, ``_3``…  Raises InputError for a missing path or when no case is found."""
+    down).  A file found twice (given, and in a folder given) is one case.  Names are file names
+    without .nii/.nii.gz, or folder names (``.`` is named by the folder it stands for); a repeated
+    name gets ``_2``, ``_3``… (``screen_cases`` keeps the names an earlier run into the same
+    folder gave its sources).  Raises InputError for a missing path or when no case is found."""
     from .io import is_supported_path
     from .io.nifti import is_nifti_path, nifti_stem
 
@@ -73,16 +76,44 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
             raise InputError(f"{item.name} is neither a NIfTI file nor a folder of cases")
     if not found:
         raise InputError("no chest CT found: give NIfTI files, DICOM series folders, or folders holding them")
+    unique = list({path.resolve(): path for path in reversed(found)}.values())[::-1]  # first mention kept
     cases, taken = [], set()
-    for path in found:
-        name = stem = nifti_stem(path)
-        k = 1
-        while name in taken:  # "scan" twice beside a real "scan_2": the second becomes "scan_3"
-            k += 1
-            name = f"{stem}_{k}"
+    for path in unique:
+        # "." (a series folder run from inside it) had no name, and its report landed beside cohort.csv
+        name = _free_name(nifti_stem(path) or path.resolve().name or "case", taken)
         taken.add(name)
         cases.append((name, path))
     return cases
+
+
+def _free_name(stem: str, taken) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``… the first not in ``taken`` ("scan" twice beside a real
+    "scan_2": the second becomes "scan_3")."""
+    name, k = stem, 1
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}"
+    return name
+
+
+def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
+    """``cases`` named as an earlier run into the same folder named their sources (``earlier``:
+    its cohort rows), and the others given names no earlier row uses.  Names depend on which
+    inputs are given: a re-run with ``b/scan.nii.gz`` only named it "scan", the name ``a/scan.nii.gz``
+    had, and wrote its report over a's while the table listed b twice."""
+    def resolved(source) -> Path:
+        return Path(source).resolve()
+
+    before = {resolved(row["source"]): row["case"] for row in earlier if row.get("source")}
+    kept = {k: before[resolved(path)] for k, (_, path) in enumerate(cases) if resolved(path) in before}
+    taken = {row["case"] for row in earlier} | set(kept.values())
+    out = []
+    for k, (name, path) in enumerate(cases):
+        if k not in kept:
+            kept[k] = _free_name(name, taken)
+            taken.add(kept[k])
+        out.append((kept[k], path))
+    return out
 
 
 def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION_MODEL,
@@ -121,25 +152,30 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
         settings = InferenceSettings.of(screen_kwargs["settings"])
         settings.validate()
         select_device(settings.device)
-    cases = list(cases)
     out = Path(out_dir)
     # loaded once: every task shares the same networks (inference only, no state changes)
     earlier = earlier_cohort_rows(out / COHORT_FILE)  # refuses a table that is not ours, before any model loads
+    cases = keep_earlier_names(list(cases), earlier)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     out.mkdir(parents=True, exist_ok=True)  # after the models: one that does not load leaves no empty folder
     if on_start is not None:
         on_start(len(cases))
-    lock, finished = threading.Lock(), {}
+    lock, rows, finished = threading.Lock(), {}, set()
     order = {name: k for k, (name, _) in enumerate(cases)}
+
+    def table(name: str, record: CaseRecord) -> None:
+        rows[name] = record  # under the lock; the whole table is replaced in one step
+        write_text_atomic(out / COHORT_FILE, cohort_csv(sorted(rows.values(), key=lambda r: order[r.case]), earlier))
 
     def one(name: str, path: Path) -> CaseRecord:
         cancel.raise_if_cancelled()  # a stopped run starts no other case
+        with lock:  # an earlier run's "ok" row must not stand while this run rewrites the case's files
+            table(name, CaseRecord(name, str(path.resolve()), "running", "started; not finished"))
         record = _screen_one(name, path, out / name, det, seg, {**screen_kwargs, "cancel": cancel})
         with lock:
-            finished[name] = record
+            finished.add(name)
             # rewritten as each case ends: a run stopped halfway keeps the table of what it did
-            done = sorted(finished.values(), key=lambda r: order[r.case])
-            (out / COHORT_FILE).write_text(cohort_csv(done, earlier), encoding="utf-8")
+            table(name, record)
             if on_case is not None:
                 on_case(record, len(finished), len(cases))
         return record
@@ -157,12 +193,16 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
     from .screening import check_out_dir, screen, write_screening
 
     t0 = time.perf_counter()
+    source = str(path.resolve())  # what the next run into this folder matches its inputs by
     try:
         check_out_dir(path, case_dir)  # before the models run on it
+    except (MedaiError, OSError) as exc:  # the folder holds what is not ours: it is left as it is
+        return CaseRecord(name, source, "error", str(exc), seconds=round(time.perf_counter() - t0, 1))
+    try:
         volume = read_volume(path)
         if volume.is_labels:  # a phantom's or a reader's mask beside the CTs: nothing to screen
-            return CaseRecord(name, str(path), "skipped", "a label map, not a CT",
-                              seconds=round(time.perf_counter() - t0, 1))
+            return _set_aside(case_dir, CaseRecord(name, source, "skipped", "a label map, not a CT",
+                                                   seconds=round(time.perf_counter() - t0, 1)))
         if volume.modality == "MR":  # a file that says MR is not run through CT models (medai screen's rule)
             from .inference.modality import check_stated_modality
 
@@ -172,21 +212,59 @@ def _screen_one(name: str, path: Path, case_dir: Path, det, seg, screen_kwargs) 
     except Cancelled:
         raise
     except (MedaiError, OSError) as exc:  # this case's problem: say it, go on with the others
-        return CaseRecord(name, str(path), "error", str(exc), seconds=round(time.perf_counter() - t0, 1))
+        return _set_aside(case_dir, CaseRecord(name, source, "error", str(exc),
+                                               seconds=round(time.perf_counter() - t0, 1)))
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure on one scan must not stop the cohort
         reason = f"unexpected {type(exc).__name__}: {reason_of(exc)}"
-        return CaseRecord(name, str(path), "error", reason, seconds=round(time.perf_counter() - t0, 1))
+        return _set_aside(case_dir, CaseRecord(name, source, "error", reason, seconds=round(time.perf_counter() - t0, 1)))
     lungs = result.lung_volumes_ml
     # the operating point's explanation is the same for every case: its column says it instead
     notes = result.notes[1:] if result.at_operating_point else result.notes
     return CaseRecord(
-        name, str(path), "ok", "; ".join(notes), score_threshold=result.score_threshold,
+        name, source, "ok", "; ".join(notes), score_threshold=result.score_threshold,
         findings=len(result.findings),
         highest_category=result.category, category_by_attenuation=result.category_by_attenuation,
         largest_finding_mm=max((s.finding.diameter_mm for s in result.findings), default=None),
         right_lung_ml=_round(lungs.get("right")), left_lung_ml=_round(lungs.get("left")),
         nodule_segmented_ml=_round(_class_ml(result, "nodule"), 3),
         seconds=round(time.perf_counter() - t0, 1))
+
+
+EARLIER_RUN = "{name} (earlier run)"  # where a case's earlier report goes when this run could not replace it
+
+
+def _set_aside(case_dir: Path, record: CaseRecord) -> CaseRecord:
+    """A case that ended without a report (error, skipped) after its folder passed
+    ``check_out_dir``: the earlier run's report files there (those its report.json claims) move
+    to ``<case> (earlier run)/``, replacing what an earlier move put there, so the folder no longer
+    passes for this run's result; the record says where they went.  Nothing else in the folder
+    moves (the scan itself may sit there)."""
+    import shutil
+
+    import json
+
+    from .screening import UNFINISHED, _claims
+
+    claimed = [name for name in _claims(case_dir) if (case_dir / name).is_file()]
+    try:  # a report this run left unfinished says so itself (its note), and is not an earlier run's
+        unfinished = json.loads((case_dir / "report.json").read_text()).get("note") == UNFINISHED
+    except (OSError, ValueError, AttributeError):
+        unfinished = True
+    if not claimed or unfinished:
+        return record
+    aside = case_dir.with_name(EARLIER_RUN.format(name=case_dir.name))
+    if aside.exists():
+        if not (aside / "report.json").is_file():  # not a folder this function made: leave both alone
+            return record
+        shutil.rmtree(aside)
+    for name in dict.fromkeys([*claimed, "report.json"]):  # report.json may claim itself
+        (aside / name).parent.mkdir(parents=True, exist_ok=True)
+        (case_dir / name).rename(aside / name)
+    for folder in {(case_dir / name).parent for name in claimed} - {case_dir}:  # key_images/, emptied
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    record.message = f"{record.message} (the earlier run's report was moved to '{aside.name}')"
+    return record
 
 
 def _class_ml(result, name: str) -> float | None:
