@@ -172,3 +172,23 @@ def test_a_device_this_machine_lacks_is_refused_before_any_phantom(weights, made
     assert _confirm(1, 2, extra=["--device", "cuda"]) == 2
     assert "a CUDA GPU was requested but none is available" in capsys.readouterr().err
     assert made == [] and card_path.read_text() == before
+
+
+def test_a_card_given_by_path_is_written_back_there_not_into_the_weights_folder(weights, tmp_path):
+    """A run's card named like a built-in one (its --out folder's name) used to be written into the
+    weights folder under that name: the built-in card replaced, pointing at a best.pt not there."""
+    import shutil
+
+    run = tmp_path / "runs" / "rule-first-pass"
+    run.mkdir(parents=True)
+    shutil.copy(weights / "rule-first-pass.pt", run / "best.pt")
+    card = json.loads((weights / "rule-first-pass.json").read_text())
+    (run / "best.json").write_text(json.dumps({**card, "weights": "best.pt"}))
+    shipped = (weights / "rule-first-pass.json").read_text()
+    assert main(["train", "confirm", "--model", str(run / "best.json"), "--detector", "rule-two-stage",
+                 "--seeds", "1", "2"]) == 0
+    assert (weights / "rule-first-pass.json").read_text() == shipped
+    assert sorted(p.name for p in weights.glob("*.json")) == ["rule-classifier.json", "rule-first-pass.json",
+                                                              "rule-two-stage.json"]
+    fitted = json.loads((run / "best.json").read_text())
+    assert fitted["weights"] == "best.pt" and fitted["extra"]["confirm"]["detector"] == "rule-two-stage"

@@ -159,3 +159,39 @@ def test_thresholds_outside_zero_to_one_half_are_refused_before_any_phantom(thre
     model = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), tmp_path)
     with pytest.raises(InputError, match=r"\(0, 0.5\]"):
         fit_lesion_threshold(str(model), [1], log=lambda _: None, install=False, thresholds=thresholds)
+
+
+def test_a_card_given_by_path_is_written_back_there_not_over_a_built_in_of_its_name(tmp_path, monkeypatch):
+    """A run's best.json is named after its --out folder; fitted, it used to be written into the
+    weights folder under that name (a shipped card replaced without --replace, pointing at best.pt)."""
+    import shutil
+
+    from fixed_rule_models import install, segmentation_card
+    from napari_medai.errors import InputError
+    from napari_medai.models import registry
+    from napari_medai.phantoms import make_chest_ct
+    from napari_medai.training import phantom_dataset
+    from napari_medai.training.lesion_threshold import fit_lesion_threshold
+
+    made = []
+    monkeypatch.setattr(phantom_dataset, "phantom_for", lambda seed, **_: made.append(seed) or make_chest_ct(
+        seed, n_nodules=2, shape=(24, 96, 96), spacing=(2.5, 1.6, 1.6)))
+    weights = tmp_path / "weights"
+    shipped = install(segmentation_card("rule-seg", roi_size=(8, 32, 32)), weights)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    run = tmp_path / "runs" / "rule-seg"
+    run.mkdir(parents=True)
+    shutil.copy(weights / "rule-seg.pt", run / "best.pt")
+    card = registry.load_card(shipped)
+    card.weights = "best.pt"
+    registry.save_card(card, run / "best.json")
+    before = shipped.read_text()
+    # a built-in card cannot name a run's weights: refused before any phantom
+    with pytest.raises(InputError, match="not a built-in model's"):
+        fit_lesion_threshold(str(run / "best.json"), [1], log=lambda _: None, install_as="rule-seg-v2")
+    assert made == [] and not (weights / "rule-seg-v2.json").exists()
+    fit = fit_lesion_threshold(str(run / "best.json"), [1], log=lambda _: None, mirroring=("off",))
+    assert shipped.read_text() == before and sorted(p.name for p in weights.iterdir()) == ["rule-seg.json",
+                                                                                          "rule-seg.pt"]
+    fitted = registry.load_card(run / "best.json")
+    assert fitted.weights == "best.pt" and fitted.extra["lesion_threshold"] == fit["best"]

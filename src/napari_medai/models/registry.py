@@ -38,6 +38,33 @@ def get_card(name: str, folder=None) -> ModelCard:
     return load_card(path)
 
 
+def fitted_card_path(model) -> Path:
+    """The card file a fit of ``model`` writes its result back into: a built-in name's card in
+    the weights folder; a card .json (or a .pt with its card beside it) that file itself.  A run's
+    card used to be written into the weights folder under its card name: a bogus built-in whose
+    weights were not there, or, for a run folder named like a shipped model, that model's card
+    replaced without --replace.  A model with no card file (a bundle, TorchScript): ModelError."""
+    from .card import card_for_path
+
+    path = Path(str(model)).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return path
+        if card_for_path(path) is not None:
+            return path.with_suffix(".json")
+    elif isinstance(model, str) and "/" not in model and "\\" not in model and not path.suffix:
+        return WEIGHTS_DIR / f"{model}.json"
+    raise ModelError(f"{model} has no model card file to write the fit into: give a built-in model's name "
+                     "or a card (.json) path")
+
+
+def in_weights_dir(card: ModelCard) -> bool:
+    """Whether ``card``'s weights file lies in the built-in weights folder (a built-in card can
+    name it by file name alone)."""
+    weights = card.weights_path()
+    return weights is not None and weights.resolve().parent == Path(WEIGHTS_DIR).resolve()
+
+
 def load_state_dict(card: ModelCard) -> dict:
     """The card's weights, after checking that they are there and intact."""
     path = card.weights_path()

@@ -24,7 +24,7 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
     from ..inference.confirm import score_candidates
     from ..models import load_model
     from ..models.card import save_card
-    from ..models.registry import WEIGHTS_DIR
+    from ..models.registry import fitted_card_path
     from ..postprocess.components import clean_with_card, merge_confirmed
     from .lesion_threshold import _dice, validation_cases
 
@@ -43,6 +43,8 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
     if not det.card.extra.get("classifier"):
         raise InputError(f"detector '{det.card.name}' names no classifier (extra['classifier']): "
                          "the second opinion comes from a two-stage detector")
+    # the card given, written back where it is (a run's card stays in its run); said before any phantom
+    target = fitted_card_path(model) if install else None
     extra = {k: v for k, v in card.extra.items() if k != "confirm"}
     lesion = int(extra["lesions"][0])
     host = int(extra.get("lesion_hosts", [0])[0])
@@ -77,5 +79,5 @@ def fit_confirm(model: str, detector: str, seeds, log=print, install: bool = Tru
         card.scores = {**card.scores, "confirm_fit": {
             "seeds": [int(s) for s in seeds], "cases_with_nodules": len(dice[None]),
             "mean_nodule_dice": table, "time_s": round(time.time() - t0)}}
-        log(f"wrote {save_card(card, WEIGHTS_DIR / f'{card.name}.json')}")
+        log(f"wrote {save_card(card, target)}")
     return {"means": means, "best": best, "used": use}

@@ -159,7 +159,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     from ..inference import InferenceSettings
     from ..models import load_model
     from ..models.card import save_card
-    from ..models.registry import WEIGHTS_DIR
+    from ..models import registry
     from ..postprocess.components import clean_with_card
     from ..postprocess.refine import HALF_MAXIMUM, refine_lesion_edges
 
@@ -180,6 +180,14 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
     if not extra.get("lesions"):  # before any phantom is made
         raise InputError(f"model '{card.name}' names no lesion class (extra['lesions']): "
                          "only a lesion segmentation model has a lesion threshold")
+    if install and install_as:  # a new built-in card names the weights by file name: they must be built-in
+        if not registry.in_weights_dir(card):
+            raise InputError(f"--install-as {install_as}: the weights of {model} ({card.weights_path()}) are not a "
+                             "built-in model's, so a built-in card cannot name them: install the model first, "
+                             "or fit its own card (without --install-as)")
+        target = registry.WEIGHTS_DIR / f"{install_as}.json"
+    elif install:  # the card given, written back where it is (a run's card stays in its run)
+        target = registry.fitted_card_path(model)
     lesion = int(extra["lesions"][0])
     hosts = tuple(int(i) for i in extra.get("lesion_hosts", ()))
     variants = (None, *reaches)
@@ -257,7 +265,7 @@ def fit_lesion_threshold(model: str, seeds, log=print, install: bool = True,
                            "lesion_confident": gate}, time_s=round(time.time() - t0),
                    command=fit_command(model, mirroring, reaches, confidences, thresholds, install_as))
         card.scores = {**card.scores, "lesion_threshold_fit": fit}
-        path = save_card(card, WEIGHTS_DIR / f"{card.name}.json")
+        path = save_card(card, target)
         log(f"wrote {path}")
     return {"means": {m: means[m][None][None] for m in mirroring},
             "refined_means": {m: means[m][None] for m in mirroring}, "confident_means": means,

@@ -12,7 +12,6 @@ the widgets and ``screen()`` start from it, and ``detect()`` keeps returning eve
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 DEFAULT_SEEDS = range(2000, 2012)  # the lesion-threshold fit's validation phantoms
 DEFAULT_FP_PER_SCAN = 1.0
@@ -45,7 +44,7 @@ def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DE
     from ..metrics import froc, operating_point
     from ..models import load_model
     from ..models.card import save_card
-    from ..models.registry import WEIGHTS_DIR
+    from ..models.registry import fitted_card_path
 
     t0 = time.time()
     loaded = load_model(model)
@@ -53,6 +52,8 @@ def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DE
     if card.task != "detection":
         raise ValueError(f"model '{card.name}' is a {card.task} model, not a detector")
     seeds = [int(s) for s in seeds]
+    if install and card_path is None:  # before the detector runs: a model with no card file is said now
+        card_path = fitted_card_path(model)
     if rows is None:
         rows = validation_rows(loaded, seeds, log=log, settings=InferenceSettings(device=device))
     try:
@@ -73,9 +74,6 @@ def fit_operating_point(model: str, seeds=DEFAULT_SEEDS, fp_per_scan: float = DE
             "command": f"medai train operating-point --model {card.name} --seeds {seeds[0]} {seeds[-1] + 1} "
                        f"--fp-per-scan {fp_per_scan:g}",
             "time_s": round(time.time() - t0)}}
-        if card_path is None:
-            given = Path(str(model))
-            card_path = given if given.suffix == ".json" and given.is_file() else WEIGHTS_DIR / f"{card.name}.json"
         path = save_card(card, card_path)
         log(f"wrote {path}")
     return op
