@@ -91,3 +91,26 @@ def test_bad_json_and_unknown_fields(tmp_path):
         ModelCard.from_dict({"name": "x", "colour": "red"})
     with pytest.raises(ModelError, match="does not exist"):
         load_card(tmp_path / "missing.json")
+
+
+def test_a_write_cut_off_midway_leaves_the_previous_card_whole(tmp_path, monkeypatch):
+    """A kill or a full disk while a card was written in place left half a card that no longer loaded."""
+    import errno
+    import pathlib
+
+    from napari_medai.errors import InputError
+
+    path = save_card(full_card(), tmp_path / "lung_seg.json")
+    before = path.read_text()
+
+    def disk_full(self, text, *args, **kwargs):  # half the text lands, then the disk is full
+        with open(self, "w", encoding="utf-8") as fh:
+            fh.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    with pytest.raises((InputError, OSError)):
+        save_card(full_card(description="refitted"), path)
+    monkeypatch.undo()
+    assert path.read_text() == before and load_card(path) == full_card()
+    assert [p.name for p in tmp_path.iterdir()] == ["lung_seg.json"]  # no temporary file left

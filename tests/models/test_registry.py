@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medai.errors import ModelError
+from napari_medai.errors import MedaiError, ModelError
 from napari_medai.models import registry
 from napari_medai.models.card import ModelCard
 from napari_medai.models.loading import load_model
@@ -82,3 +82,26 @@ def test_shipped_cards_parse_and_installed_weights_match_their_sha256():
         path = card.weights_path()
         assert path.is_file(), f"{card.name}: {path} is missing"
         assert registry.sha256_of(path) == card.sha256, card.name
+
+
+
+def test_an_install_cut_off_midway_leaves_the_installed_weights_whole(installed, monkeypatch):
+    """save_builtin wrote <name>.pt in place: a kill mid-write left cut-off weights under the old card."""
+    folder, network = installed
+    weights = folder / "tiny_seg.pt"
+    before = weights.read_bytes()
+    real_save = torch.save
+
+    def cut_off(obj, f, *args, **kwargs):  # part of the file lands, then the disk is full
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:
+            fh.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", cut_off)
+    with pytest.raises((OSError, MedaiError)):
+        registry.save_builtin(tiny_card(), build_network(tiny_card()), folder=folder)
+    monkeypatch.undo()
+    assert weights.read_bytes() == before
+    assert load_model(str(folder / "tiny_seg.json")).card.name == "tiny_seg"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []

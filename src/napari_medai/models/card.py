@@ -278,8 +278,13 @@ def load_card(path) -> ModelCard:
 
 
 def save_card(card: ModelCard, path) -> Path:
+    """Write ``card`` to ``path`` whole or not at all (a temporary file renamed over it): written
+    in place, a kill or a full disk mid-write left a cut-off card that no longer loaded, the
+    shipped card of a re-fit included."""
+    from ..io.atomic import write_text_atomic
+
     path = Path(path)
-    path.write_text(card.to_json() + "\n", encoding="utf-8")
+    write_text_atomic(path, card.to_json() + "\n")
     return path
 
 

@@ -154,7 +154,10 @@ def save_builtin(card: ModelCard, network, folder=None, replace: bool = False) -
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     import torch
 
-    torch.save(state, weights)
+    from ..io.atomic import replace_atomically
+
+    # each file whole or not at all: a kill mid-write left cut-off weights under the old card
+    replace_atomically(weights, lambda tmp: torch.save(state, tmp))
     card.weights = weights.name
     card.sha256 = sha256_of(weights)
     card.source_dir = folder

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import replace_atomically, write_text_atomic
 from ..models.registry import sha256_of
 from .checkpoint import settings_changes
 
@@ -395,8 +396,9 @@ def install_weights(run_dir, dest_dir, name: str, suffix: str = "") -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     card = json.loads((run_dir / f"{name}.json").read_text())
     weights = dest_dir / f"{name}{suffix}.pt"
-    shutil.copy2(run_dir / f"{name}.pt", weights)
+    # each file whole or not at all: an interrupted copy left cut-off weights under the old card
+    replace_atomically(weights, lambda tmp: shutil.copy2(run_dir / f"{name}.pt", tmp))
     card.update(name=f"{name}{suffix}", weights=weights.name, sha256=sha256_of(weights))
     path = dest_dir / f"{name}{suffix}.json"
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(card, indent=2) + "\n")
     return path

@@ -635,9 +635,7 @@ def write_run_card(cfg: SegTrainConfig, summary: dict) -> Path | None:
         return None
     card, _ = run_card(run_name(out), cfg, summary, "", checkpoint="best", build=False)
     card.weights, card.sha256 = "best.pt", sha256_of(out / "best.pt")
-    partial = save_card(card, out / ".best.json.partial")
-    os.replace(partial, out / "best.json")
-    return out / "best.json"
+    return save_card(card, out / "best.json")  # atomic (save_card)
 
 
 def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, description: str = "",
