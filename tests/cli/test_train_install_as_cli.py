@@ -170,3 +170,62 @@ def test_check_install_as_does_nothing_without_the_option_and_refuses_an_install
     check_install_as(SimpleNamespace(install_as="base", replace=False), replace=True, weights=False)
     with pytest.raises(InputError, match="use letters"):
         check_install_as(SimpleNamespace(install_as="../up", replace=True))
+
+
+def _shared(folder, name):
+    """``name`` installed in ``folder`` with a second card ``name-variant`` sharing its weights."""
+    from fixed_rule_models import install, segmentation_card
+
+    install(segmentation_card(name), folder)
+    variant = load_card(folder / f"{name}.json")
+    variant.name = f"{name}-variant"
+    save_card(variant, folder / f"{name}-variant.json")
+
+
+def _fake_retinanet(cfg, log=print, progress=None):
+    """Stands in for the training: final.pt of an untrained detector and the summary's keys."""
+    import torch
+
+    from napari_medai.training import retinanet
+
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    torch.save(retinanet.build_detector(cfg).state_dict(), Path(cfg.out) / "final.pt")
+    return {"cases": ["a"], "nodules": 1, "iterations": 1, "train_seconds": 0.0, "final_losses": [0, 0],
+            "device": "cpu", "bf16": False}
+
+
+def _fake_classifier(cfg, log=print, progress=None):
+    """Stands in for the training: best.pt, card.json and history.json of an untrained classifier."""
+    import json
+
+    import torch
+
+    from napari_medai.models.networks import build_network
+    from napari_medai.training import candidate_classifier as cc
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    card = cc.make_classifier_card(cfg)
+    torch.save(build_network(card).state_dict(), out / "best.pt")
+    save_card(card, out / "card.json")
+    summary = {"config": {}, "best_val_mean_sensitivity": 0.5, "best_val_auc": 0.5, "time_s": 0}
+    (out / "history.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.mark.parametrize("task", ["retinanet", "nodule-classifier"])
+def test_replace_reaches_the_install_of_the_retinanet_and_the_classifier(task, tmp_path, monkeypatch):
+    """--replace passed the early check but not the install: the install failed after the training."""
+    from napari_medai.training import candidate_classifier, retinanet
+
+    folder = tmp_path / "weights"
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    _shared(folder, "mine")
+    monkeypatch.setattr(retinanet, "train_retinanet", _fake_retinanet)
+    monkeypatch.setattr(candidate_classifier, "train_classifier", _fake_classifier)
+    args = ["train", task, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--install-as", "mine"]
+    assert main(args) == 2  # refused early without --replace
+    assert main(args + ["--replace"]) == 0
+    assert registry.get_card("mine", folder=folder).sha256 == registry.sha256_of(folder / "mine.pt")
+    with pytest.raises(ModelError, match="sha256 does not match"):
+        registry.load_state_dict(registry.get_card("mine-variant", folder=folder))

@@ -47,6 +47,6 @@ def run(args) -> int:
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
           f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")
     if args.install_as:
-        path = install_classifier(args.out, args.install_as, " ".join(typed_command(args)))
+        path = install_classifier(args.out, args.install_as, " ".join(typed_command(args)), replace=args.replace)
         print(f"installed built-in classifier {path}")
     return 0

@@ -45,5 +45,5 @@ def run(args) -> int:
     summary = train_retinanet(cfg, log=lambda m: print(m, flush=True))
     if args.install_as:
         command = " ".join(typed_command(args))
-        print(f"installed {install_builtin(args.install_as, cfg, summary, command)}")
+        print(f"installed {install_builtin(args.install_as, cfg, summary, command, replace=args.replace)}")
     return 0

@@ -254,8 +254,10 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     return summary
 
 
-def install_classifier(out: str, name: str = "lung-nodule-classifier", train_command: str = "", folder=None) -> Path:
-    """Copy ``out/best.pt`` into the built-in weights with its card (sha256, command, scores)."""
+def install_classifier(out: str, name: str = "lung-nodule-classifier", train_command: str = "", folder=None,
+                       replace: bool = False) -> Path:
+    """Copy ``out/best.pt`` into the built-in weights with its card (sha256, command, scores);
+    ``replace``: weights another card shares may be written over (``registry.save_builtin``)."""
     import torch
 
     from ..models.card import load_card
@@ -274,4 +276,4 @@ def install_classifier(out: str, name: str = "lung-nodule-classifier", train_com
                    "validation_auc": summary["best_val_auc"]}
     net = build_network(card)
     net.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True))
-    return save_builtin(card, net, folder=folder)
+    return save_builtin(card, net, folder=folder, replace=replace)

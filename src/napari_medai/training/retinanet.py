@@ -245,7 +245,9 @@ def make_card(cfg: RetinaTrainConfig, name: str):
     )
 
 
-def install_builtin(name: str, cfg: RetinaTrainConfig, summary: dict, command: str, folder=None):
+def install_builtin(name: str, cfg: RetinaTrainConfig, summary: dict, command: str, folder=None,
+                    replace: bool = False):
+    """``replace``: weights another card shares may be written over (``registry.save_builtin``)."""
     import torch
 
     from ..models.registry import save_builtin
@@ -259,4 +261,4 @@ def install_builtin(name: str, cfg: RetinaTrainConfig, summary: dict, command: s
     card.training = {k: summary[k] for k in ("nodules", "iterations", "train_seconds", "final_losses",
                                              "device", "bf16")}
     card.training["cases"] = len(summary["cases"])
-    return save_builtin(card, det, folder)
+    return save_builtin(card, det, folder, replace=replace)
