@@ -154,3 +154,35 @@ def test_a_training_image_in_hu_x10_is_refused_for_what_it_is_not_for_its_span()
         check_image_modality(hu_x10, "CT", "c0_image.nii.gz")
     assert "span too little" not in str(refused.value)
     assert "wrong rescale (e.g. HU x 10)" in str(refused.value)
+
+
+def test_a_run_killed_between_its_last_pt_and_training_json_is_finished(tmp_path, monkeypatch, capsys):
+    """The final last.pt written, then a kill before training.json: the run could never be finished
+    (KeyError 'time_s' building its card, then in the command's last line)."""
+    import json
+
+    from napari_medai.cli.main import main
+    from napari_medai.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "weights")
+    _write_pairs(tmp_path / "data")
+    run = tmp_path / "run"
+    command = ["train", "segmentation", "--data", str(tmp_path / "data"), "--out", str(run), "--epochs", "1",
+               "--iters-per-epoch", "1", "--roi", "8", "16", "16", "--threads", "1"]
+    assert main(command) == 0
+    first = json.loads((run / "training.json").read_text())
+    (run / "training.json").unlink()
+    assert main(command + ["--install-as", "finished"]) == 0
+    again = json.loads((run / "training.json").read_text())
+    assert {k: again[k] for k in ("n_train", "n_val", "bf16", "device")} == \
+        {k: first[k] for k in ("n_train", "n_val", "bf16", "device")} and again["time_s"] > 0
+    assert registry.get_card("finished").training["n_train"] == first["n_train"]
+    # a last.pt written before it recorded them: finished all the same, without the figures it lacks
+    state = torch.load(run / "last.pt", weights_only=False)
+    torch.save({k: v for k, v in state.items() if k not in ("time_s", "n_train", "n_val", "bf16", "device")},
+               run / "last.pt")
+    (run / "training.json").unlink()
+    capsys.readouterr()
+    assert main(command + ["--install-as", "finished-old", "--replace"]) == 0
+    assert "best validation score" in capsys.readouterr().out
+    assert registry.get_card("finished-old").training["time_s"] is None

@@ -139,7 +139,8 @@ def run(args) -> int:
         summary = train_segmentation(cfg, progress=progress)
     finally:
         progress.close()  # before the last messages, so the bar's line does not follow them
-    print(f"best validation score {summary['best_score']:.4f} in {summary['time_s']:.0f} s -> {args.out}/best.pt "
+    took = f" in {summary['time_s']:.0f} s" if summary.get("time_s") is not None else ""  # not in an old last.pt
+    print(f"best validation score {summary['best_score']:.4f}{took} -> {args.out}/best.pt "
           f"(its card: {args.out}/best.json, e.g. medai segment IN OUT --model {args.out}/best.pt)")
     if args.install_as:
         from ..training.segmentation import install_builtin

@@ -402,14 +402,15 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
             write_run_card(cfg, run_so_far())
         save_atomic(
             {"net": cpu_state_dict(net), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-             "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": settings},
+             "best": best, "history": history, "torch_rng": torch.get_rng_state(), "settings": settings,
+             **{k: v for k, v in run_so_far().items() if k in RUN_FACTS}},
             out / "last.pt",
         )
         found = f"component recall {recall} " if recall else ""
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val dice {dice} {found}"
             f"best {best:.4f} ({time.time() - t0:.0f} s)")
     summary = run_so_far()
-    (out / "training.json").write_text(json.dumps(summary, indent=2, default=list))
+    _write_summary(out, summary)
     write_run_card(cfg, summary)
     return summary
 
@@ -510,10 +511,24 @@ def _complete_run(out: Path, cfg: SegTrainConfig, state: dict, log) -> dict:
     done = out / "training.json"
     if done.is_file():
         return json.loads(done.read_text())
-    summary = {"config": asdict(cfg), "history": state["history"], "best_score": state["best"]}
-    done.write_text(json.dumps(summary, indent=2, default=list))
+    # what the summary says beyond the history: in last.pt since it was found missing (a run killed
+    # here could never be finished: KeyError 'time_s'); a last.pt from before lacks it (.get() below)
+    summary = {"config": asdict(cfg), "history": state["history"], "best_score": state["best"],
+               **{k: state[k] for k in RUN_FACTS if k in state}}
+    _write_summary(out, summary)
     write_run_card(cfg, summary)
     return summary
+
+
+# what run_so_far() adds to the history: last.pt keeps them, so a complete run's summary can be rebuilt
+RUN_FACTS = ("time_s", "bf16", "device", "n_train", "n_val")
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    """``out/training.json``, whole or not at all (it marks the run as finished)."""
+    from ..io.atomic import write_text_atomic
+
+    write_text_atomic(out / "training.json", json.dumps(summary, indent=2, default=list))
 
 
 
@@ -664,7 +679,9 @@ def run_card(name: str, cfg: SegTrainConfig, summary: dict, command: str, descri
         "balance_components": list(cfg.balance_components), "dice_per_crop": cfg.dice_per_crop,
         "component_loss": list(cfg.component_loss), "component_loss_weight": cfg.component_loss_weight,
         "component_ce_weight": cfg.component_ce_weight, "min_component_voxels": cfg.min_component_voxels,
-        "time_s": round(summary["time_s"]), "n_train": summary["n_train"], "n_val": summary["n_val"],
+        # None: a run finished from a last.pt that did not record them yet
+        "time_s": round(summary["time_s"]) if summary.get("time_s") is not None else None,
+        "n_train": summary.get("n_train"), "n_val": summary.get("n_val"),
     }
     # report the Dice of the epoch whose weights are shipped
     # the epochs scored on validation cases (by their Dice, or their validation loss where no
