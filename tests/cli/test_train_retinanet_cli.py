@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from tiny_pairs import write_nodule_pairs
 
 from napari_medai.cli.main import main
@@ -33,3 +34,16 @@ def test_one_step_through_the_cli_writes_weights_and_a_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nodules"] == 4 and summary["iterations"] == 1 and summary["bf16"] is False
     assert (out / "final.pt").is_file() and (out / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--iterations", "0", "--iterations must be at least 1"), ("--batch-size", "0", "--batch-size must be at least 1"),
+    ("--threads", "0", "--threads must be at least 1"), ("--lr", "-1", "--lr must be positive"),
+    ("--lr", "0", "--lr must be positive")])
+def test_bad_numbers_are_refused_before_any_case_loads(tmp_path, capsys, option, value, said):
+    """--iterations 0 wrote NaN into summary.json (not JSON); the others failed after loading."""
+    out = tmp_path / "run"
+    # no --data folder: a check after loading would say that instead
+    assert main(["train", "retinanet", "--data", str(tmp_path / "nowhere"), "--out", str(out), option, value]) == 2
+    assert said in capsys.readouterr().err
+    assert not out.exists()

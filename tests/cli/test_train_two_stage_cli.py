@@ -35,3 +35,22 @@ def test_operating_point_and_detection_errors_read_like_the_other_train_tasks(ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("medai train: error: ") for line in lines)
     assert "no-such-model" in lines[0] and "--fp-per-scan" in lines[1] and "STOP > FIRST" in lines[2]
+
+
+def test_classifier_options_are_refused_before_any_candidate(tmp_path, capsys):
+    """An empty --val-seeds range failed after collecting every candidate, --epochs 0 never wrote best.pt."""
+    import pytest
+
+    base = ["train", "nodule-classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]
+    for extra, said in ((["--val-seeds", "5", "5"], "--val-seeds FIRST STOP needs STOP > FIRST"),
+                        (["--epochs", "0"], "--epochs must be at least 1"),
+                        (["--threads", "0"], "--threads must be at least 1"),
+                        (["--max-negatives", "0"], "--max-negatives must be at least 1")):
+        assert main(base + extra) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    from napari_medai.errors import InputError
+    from napari_medai.training.candidate_classifier import ClassifierTrainConfig, train_classifier
+
+    with pytest.raises(InputError, match="--val-seeds"):  # from Python too
+        train_classifier(ClassifierTrainConfig(data=(str(tmp_path),), out=str(tmp_path / "out"), val_seeds=(3, 1)))

@@ -91,3 +91,20 @@ def test_sensitivity_at_false_positive_rates():
     sens = cc.sensitivity_at_fp_rates(scores, labels, n_scans=2, rates=(0.5, 1.0, 2.0))
     # 0.5 FP/scan: 1 negative passes (threshold 0.6) -> 2 of 3; 1 FP/scan: 2 pass -> 2 of 3; 2: all -> 3 of 3
     assert sens == {"0.5": pytest.approx(2 / 3), "1.0": pytest.approx(2 / 3), "2.0": 1.0}
+
+
+def test_validation_phantoms_without_a_nodule_candidate_are_refused(setup, tmp_path, monkeypatch):
+    """No validation positive: torch.cat of nothing (no candidate) or a sensitivity of 0 every epoch."""
+    from napari_medai.errors import InputError
+    from napari_medai.training import phantom_dataset
+
+    def no_nodule(seed, **_):
+        hu, labels = _scan(100 + seed)
+        labels[labels == 2] = 1
+        hu[labels == 1] = -850.0
+        return SimpleNamespace(hu=hu, labels=labels, spacing=(1.0, 1.0, 1.0))
+
+    monkeypatch.setattr(phantom_dataset, "phantom_for", no_nodule)
+    with pytest.raises(InputError, match="none on a nodule.*--val-seeds"):
+        cc.train_classifier(_cfg(setup, tmp_path / "run"), log=lambda *_: None)
+    assert not (tmp_path / "run" / "best.pt").exists()

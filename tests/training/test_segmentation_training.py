@@ -1,5 +1,6 @@
 """Smoke tests of the segmentation trainer on tiny synthetic pairs (seconds, tiny UNet)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def test_install_can_ship_the_final_epoch_instead_of_the_best(tmp_path, monkeypa
 def test_labels_beyond_the_classes_are_refused(tmp_path):
     _write_pairs(tmp_path / "data", n=2)
     with pytest.raises(InputError, match="labels go up to 2"):
-        train_segmentation(_cfg(tmp_path / "data", tmp_path / "o", class_names=("bg", "lung")), log=lambda *_: None)
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "o", class_names=("bg", "lung"),
+                                     class_ratios=(1, 1)), log=lambda *_: None)
 
 
 def test_missing_pairs_and_chest_targets(tmp_path):
@@ -408,3 +410,24 @@ def test_init_from_a_wrapped_checkpoint_loads_weights_only_and_leaves_the_rng_al
     after = torch.rand(1)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(1))
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(roi=(8, 8, 8), channels=(4, 8, 16, 32), strides=(2, 2, 2)), "one voxel at its bottom level"),
+    (dict(threads=0), "--threads must be at least 1"),
+    (dict(class_ratios=(0, 0, 0)), "--class-ratios"),
+    (dict(class_ratios=(-1, 1, 1)), "--class-ratios"),
+    (dict(class_ratios=(1, 1)), "--class-ratios"),
+    (dict(init="runs/nowhere/best.pt"), "--init runs/nowhere/best.pt does not exist"),
+    (dict(init="no-such-model"), "no built-in model called 'no-such-model'"),
+])
+def test_options_that_failed_after_loading_are_refused_before(tmp_path, change, said):
+    """Each of these passed check_config and failed after every case had loaded (instance norm on a
+    one-voxel bottom level, RandCropByLabelClassesd, the --init lookup)."""
+    from napari_medai.errors import InputError
+    from napari_medai.training.segmentation import check_config
+
+    with pytest.raises(InputError, match=re.escape(said)):
+        check_config(_cfg(tmp_path / "data", tmp_path / "run", **change))
+    check_config(_cfg(tmp_path / "data", tmp_path / "run", roi=(8, 8, 16), channels=(4, 8, 16, 32),
+                      strides=(2, 2, 2)))  # two voxels at the bottom are enough

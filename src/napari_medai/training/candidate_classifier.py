@@ -50,6 +50,21 @@ class ClassifierTrainConfig:
     ct_window: tuple = (-1000.0, 400.0)
 
 
+def check_config(cfg: ClassifierTrainConfig) -> None:
+    """Options checked before the candidate network runs over every scan (minutes): an empty
+    --val-seeds range, --epochs 0 (no best.pt written) and the like used to fail after it."""
+    from ..errors import InputError
+
+    for name in ("epochs", "threads", "max_negatives", "batch_size", "positive_repeat"):
+        if int(getattr(cfg, name)) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise InputError(f"the learning rate must be positive, got {cfg.lr}")
+    first, stop = cfg.val_seeds
+    if stop <= first:
+        raise InputError(f"--val-seeds FIRST STOP needs STOP > FIRST (got {first} {stop})")
+
+
 def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-classifier"):
     from ..models.card import ModelCard
     from .seg_data import ct_window_card
@@ -185,6 +200,7 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     from ..models.networks import build_network
     from .device import cpu_state_dict, training_device
 
+    check_config(cfg)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -197,6 +213,11 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     xt, yt, xv, yv = _collect(cfg, model, card, out, log)
     xt, xv = torch.from_numpy(xt), torch.from_numpy(xv)
     n_val_scans = cfg.val_seeds[1] - cfg.val_seeds[0]
+    if not yv.any():  # no sensitivity to pick an epoch by (torch.cat of nothing, or 0 every epoch)
+        from ..errors import InputError
+
+        raise InputError(f"the validation phantoms {cfg.val_seeds[0]}-{cfg.val_seeds[1] - 1} give {len(yv)} "
+                         "candidate(s), none on a nodule, so no epoch can be scored: choose more --val-seeds")
     log(f"training candidates {len(yt)} ({int(yt.sum())} positive); validation {len(yv)} ({int(yv.sum())} positive)")
 
     where = training_device(cfg.device, cfg.bf16)

@@ -170,9 +170,25 @@ def learning_rate(cfg: RetinaTrainConfig, step: int) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def check_config(cfg: RetinaTrainConfig) -> None:
+    """Options checked before any case loads: --iterations 0 wrote NaN into summary.json (not
+    JSON), --batch-size 0 and a learning rate of 0 or less failed after loading."""
+    for name in ("iterations", "batch_size", "threads", "checkpoint_every"):
+        if int(getattr(cfg, name)) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise InputError(f"--lr must be positive, got {cfg.lr}")
+    if cfg.warmup < 0 or not 0 <= cfg.positive_fraction <= 1:
+        raise InputError(f"warmup must be 0 or more and positive_fraction in [0, 1], got {cfg.warmup} and "
+                         f"{cfg.positive_fraction}")
+    if len(cfg.patch) != 3 or min(int(p) for p in cfg.patch) < 1:
+        raise InputError(f"--patch must be three sizes of at least 1, got {tuple(cfg.patch)}")
+
+
 def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
     import torch
 
+    check_config(cfg)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

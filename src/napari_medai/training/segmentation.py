@@ -113,7 +113,7 @@ def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
 def check_config(cfg: SegTrainConfig) -> None:
     """Every option a run needs, checked before any data loads (a bad one used to surface as a
     scheduler's or a crop transform's traceback after minutes of loading)."""
-    for name in ("epochs", "iters_per_epoch", "batch_size"):
+    for name in ("epochs", "iters_per_epoch", "batch_size", "threads"):
         if int(getattr(cfg, name)) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
@@ -132,14 +132,42 @@ def check_config(cfg: SegTrainConfig) -> None:
     if any(int(r) < factor or int(r) % factor for r in cfg.roi):
         raise InputError(f"--roi {tuple(cfg.roi)}: each size must be a multiple of {factor} (the UNet halves "
                          f"it {sum(int(v) == 2 for v in cfg.strides)} times), e.g. {tuple(max(factor, int(r) // factor * factor) for r in cfg.roi)}")
+    # instance norm needs more than one voxel per channel: a bottom level of one voxel (--roi 8 8 8
+    # halved three times) passed and failed in the first training step, after loading
+    if all(int(r) == factor for r in cfg.roi):
+        raise InputError(f"--roi {tuple(cfg.roi)}: the UNet halves it to one voxel at its bottom level, where "
+                         f"instance norm fails: make at least one size {2 * factor} or more")
     if len(cfg.class_names) < 2:
         raise InputError(f"--classes needs background and at least one class, got {cfg.class_names}")
+    ratios = [float(r) for r in cfg.class_ratios]  # crop centre weights (RandCropByLabelClassesd failed mid-run)
+    if len(ratios) != len(cfg.class_names) or min(ratios) < 0 or not sum(ratios) > 0:
+        raise InputError(f"--class-ratios needs one weight of 0 or more per class ({len(cfg.class_names)}), "
+                         f"not all 0, got {tuple(cfg.class_ratios)}")
     intensity_card(cfg)
     if cfg.intensity == "ct_window" and not cfg.ct_window[0] < cfg.ct_window[1]:
         raise InputError(f"--ct-window must be LOW HIGH with LOW < HIGH, got {tuple(cfg.ct_window)}")
+    _check_init(cfg.init)
     if not run_name(cfg.out).strip():  # the card of best.pt is named after it: said now, not after epoch 1
         raise InputError(f"--out {cfg.out} has no folder name to name the run's model after: choose a named "
                          "folder, e.g. --out runs/my-model")
+
+
+def _check_init(spec) -> None:
+    """``--init`` names a file, a folder or a built-in model that is there (a missing one used to
+    be found only after every case had loaded)."""
+    if not spec:
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        return
+    if "/" in spec or "\\" in spec or path.suffix:
+        raise InputError(f"--init {spec} does not exist")
+    from ..models.registry import get_card
+
+    try:
+        get_card(spec)
+    except MedaiError as exc:
+        raise InputError(f"--init {spec}: {exc}") from None
 
 
 def run_name(out) -> str:
