@@ -1,5 +1,7 @@
 """The RetinaNet trainer (training/retinanet.py) on tiny synthetic pairs and a tiny network."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,39 @@ def test_resuming_from_last_checkpoint_ends_where_an_uninterrupted_run_ends(tmp_
     train_retinanet(changed, log=lambda *_: None)
     other = torch.load(tmp_path / "changed" / "final.pt", weights_only=True)
     assert any(not torch.equal(full[k], other[k]) for k in full if full[k].is_floating_point())
+
+
+def test_a_resume_with_other_settings_or_data_or_a_cut_off_last_pt_is_refused(tmp_path, monkeypatch):
+    """last.pt was resumed whatever the settings (its summary then named the new ones), and a cut-off
+    one gave a raw RuntimeError; a kill while writing it cut it off."""
+    from pathlib import Path
+
+    from napari_medai.errors import InputError
+
+    write_nodule_pairs(tmp_path / "data")
+    real_save, saved = torch.save, []
+
+    def killed_on_the_second_checkpoint(obj, path, *a, **k):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            saved.append(obj["step"])
+            if len(saved) == 2:  # part of a file, then the process dies
+                Path(path).write_bytes(b"PK\x03\x04 cut off")
+                raise KeyboardInterrupt
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(torch, "save", killed_on_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_retinanet(_cfg(tmp_path / "data", tmp_path / "run"), log=lambda *_: None)
+    monkeypatch.undo()
+    last = tmp_path / "run" / "last.pt"
+    assert torch.load(last, weights_only=False)["step"] == 1  # the previous checkpoint, whole
+    for change, said in ((dict(lr=1e-3), "other settings (lr"), (dict(seed=1), "other settings (seed"),
+                         (dict(bf16=True), "other settings (bf16")):
+        with pytest.raises(InputError, match=re.escape(said)):
+            train_retinanet(_cfg(tmp_path / "data", tmp_path / "run", **change), log=lambda *_: None)
+    (tmp_path / "data" / "case1_image.nii.gz").write_bytes((tmp_path / "data" / "case0_image.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="changed since the run"):
+        train_retinanet(_cfg(tmp_path / "data", tmp_path / "run"), log=lambda *_: None)
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"last.pt cannot be read.*delete it"):
+        train_retinanet(_cfg(tmp_path / "data", tmp_path / "run"), log=lambda *_: None)

@@ -28,6 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..io.atomic import write_text_atomic
+from .checkpoint import save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .seg_data import ct_window, ct_window_card, find_pairs, load_case
 
@@ -191,6 +193,8 @@ def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
     check_config(cfg)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    settings = _settings(cfg)  # once, before loading: what a resume is checked against
+    previous = _previous_run(out / "last.pt", settings)  # before any loading: a wrong --out is said at once
     out.mkdir(parents=True, exist_ok=True)
     where = training_device(cfg.device, cfg.bf16)
     device = where.device
@@ -205,8 +209,8 @@ def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
     opt = torch.optim.SGD(det.network.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=3e-5, nesterov=True)
     start, history = 0, []
     last = out / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+    if previous is not None:
+        state = previous
         det.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
@@ -233,15 +237,61 @@ def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
         if progress is not None:
             progress(step + 1, cfg.iterations)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations:
-            torch.save({"model": cpu_state_dict(det), "optimizer": opt.state_dict(), "step": step + 1,
-                        "history": history}, last)
-    torch.save(cpu_state_dict(det), out / "final.pt")
+            save_atomic({"model": cpu_state_dict(det), "optimizer": opt.state_dict(), "step": step + 1,
+                         "history": history, "settings": settings}, last)
+    save_atomic(cpu_state_dict(det), out / "final.pt")
     summary = {"cases": [c.name for c in cases], "nodules": int(sum(len(c.boxes) for c in cases)),
                "iterations": cfg.iterations, "train_seconds": round(time.time() - t_train, 1),
                "final_losses": np.mean(history[-50:], axis=0).round(4).tolist(), "device": str(device),
                "bf16": where.bf16, "config": asdict(cfg)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=list))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=list))
     return summary
+
+
+# The settings a resumed run must share with the run that wrote last.pt (not threads, device or
+# how often it is saved); bf16 is one: its steps differ from fp32's.
+_RESUME_KEYS = ("data", "spacing", "patch", "batch_size", "positive_fraction", "iterations", "lr", "warmup",
+                "min_component_voxels", "skip_cases", "seed", "bf16", "ct_window", "network")
+
+
+def _settings(cfg: RetinaTrainConfig) -> dict:
+    """``_RESUME_KEYS`` of ``cfg`` as last.pt records them (lists, resolved folders), with each
+    folder's pairs and their sha256 (``segmentation._data_fingerprint``)."""
+    from .segmentation import _data_fingerprint
+
+    settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k in _RESUME_KEYS}, default=list))
+    settings["data"] = [str(Path(d).resolve()) for d in cfg.data]
+    settings["data_files"] = [_data_fingerprint(d) for d in cfg.data]
+    return settings
+
+
+def _previous_run(last: Path, settings: dict):
+    """The state in ``last`` to resume from, or None.  A run with other settings or data is
+    refused: it used to be resumed as if it were this one, and its summary named the new settings."""
+    import torch
+
+    if not last.exists():
+        return None
+    try:
+        state = torch.load(last, weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a file cut off by a kill or a full disk: one line, no traceback
+        raise InputError(f"{last} cannot be read ({type(exc).__name__}): it is probably cut off (a run killed "
+                         "while writing it, or a full disk); delete it to start over, or choose another --out") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
+    theirs = state.get("settings")
+    if theirs is None:
+        raise InputError(f"{last.parent} holds a run from an older version, whose settings are not recorded: "
+                         "choose another --out (or delete its last.pt to start over)")
+    changed = settings_changes(theirs, settings, _RESUME_KEYS)
+    if changed:
+        raise InputError(f"{last.parent} holds a run with other settings ({'; '.join(changed)}); a run resumes only "
+                         "with the same settings: choose another --out, or delete its last.pt to start over")
+    if theirs.get("data_files") != settings["data_files"]:
+        raise InputError(f"the pairs in {', '.join(settings['data'])} changed since the run in {last.parent} started; "
+                         "a run resumes only on the data it started with: choose another --out, or delete its "
+                         "last.pt to start over")
+    return state
 
 
 def make_card(cfg: RetinaTrainConfig, name: str):
