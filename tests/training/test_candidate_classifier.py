@@ -108,3 +108,25 @@ def test_validation_phantoms_without_a_nodule_candidate_are_refused(setup, tmp_p
     with pytest.raises(InputError, match="none on a nodule.*--val-seeds"):
         cc.train_classifier(_cfg(setup, tmp_path / "run"), log=lambda *_: None)
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_the_candidate_cache_is_collected_again_when_the_pairs_or_the_weights_change(setup, tmp_path):
+    """The cache was keyed on folder paths only: reused after a case was added or the candidate
+    weights were retrained in place."""
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"first")
+    cfg = _cfg(setup, tmp_path / "run")
+    cfg.epochs, cfg.candidate_weights = 1, str(weights)
+
+    def reused():
+        logs = []
+        cc.train_classifier(cfg, log=logs.append)
+        return any("reusing" in m for m in logs)
+
+    assert not reused() and reused()
+    assert not list((tmp_path / "run").glob(".*"))  # no temporary file left beside the cache
+    weights.write_bytes(b"retrained")
+    assert not reused() and reused()
+    for suffix in ("image", "label"):
+        (setup / f"case9_{suffix}.nii.gz").write_bytes((setup / f"case0_{suffix}.nii.gz").read_bytes())
+    assert not reused()

@@ -99,6 +99,11 @@ def load_candidate_model(cfg: ClassifierTrainConfig):
     return model
 
 
+def card_sha256(model) -> str:
+    """The candidate model's weights as its card records them ("" for a card without)."""
+    return str(getattr(getattr(model, "card", None), "sha256", "") or "")
+
+
 def case_candidates(model, card, volume, nodule_mask, spacing, threshold, max_negatives, rng, settings=None,
                     separation_mm=None):
     """Patches (float16) and labels (bool) of the candidates kept, the number of reference
@@ -160,17 +165,27 @@ def _collect(cfg, model, card, out: Path, log):
     from .phantom_dataset import phantom_for
     from .seg_data import chest_targets, find_pairs
 
+    from ..io.atomic import replace_atomically
+    from ..models.registry import sha256_of
+    from .segmentation import _data_fingerprint
+
     keys = ("data", "candidate_model", "candidate_weights", "val_seeds", "candidate_threshold",
             "candidate_separation_mm", "patch_shape",
             "patch_step_mm", "max_negatives", "seed", "ct_window")
-    key = json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=list)
+    # the contents too, not only the paths: the cache was reused after cases were added to a folder,
+    # labels edited, or the candidate weights retrained under the same name
+    contents = {"pairs": [_data_fingerprint(folder) for folder in cfg.data], "candidate_card_sha256": card_sha256(model),
+                "candidate_weights_sha256": sha256_of(cfg.candidate_weights) if cfg.candidate_weights else None}
+    key = json.dumps({**{k: getattr(cfg, k) for k in keys}, **contents}, sort_keys=True, default=list)
     cache = out / "candidates.npz"
     rng = np.random.default_rng([cfg.seed, 1])  # its own stream: a reused cache leaves training unchanged
-    if cache.is_file():
+    try:
         with np.load(cache) as z:
             if str(z["key"]) == key:
                 log(f"reusing the candidates collected in {cache}")
                 return z["xt"], z["yt"], z["xv"], z["yv"]
+    except (OSError, ValueError, KeyError):  # none yet, or unreadable: collected again
+        pass
     train_x, train_y = [], []
     for folder in cfg.data:
         for img, lab in find_pairs(folder):
@@ -189,7 +204,8 @@ def _collect(cfg, model, card, out: Path, log):
         val_x.append(x), val_y.append(y)
         log(f"validation phantom {seed}: {n} candidates, {int(y.sum())} on nodules; {found} of {n_ref} nodules found")
     xt, yt, xv, yv = np.concatenate(train_x), np.concatenate(train_y), np.concatenate(val_x), np.concatenate(val_y)
-    np.savez(cache, key=key, xt=xt, yt=yt, xv=xv, yv=yv)
+    # whole or not at all (np.savez adds .npz to a name without it)
+    replace_atomically(cache, lambda tmp: np.savez(tmp, key=key, xt=xt, yt=yt, xv=xv, yv=yv), suffix=".npz")
     return xt, yt, xv, yv
 
 
