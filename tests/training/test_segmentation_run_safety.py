@@ -186,3 +186,19 @@ def test_a_run_killed_between_its_last_pt_and_training_json_is_finished(tmp_path
     assert main(command + ["--install-as", "finished-old", "--replace"]) == 0
     assert "best validation score" in capsys.readouterr().out
     assert registry.get_card("finished-old").training["time_s"] is None
+
+
+def test_a_run_resumes_only_in_the_precision_it_started_in(tmp_path):
+    """bf16 autocast is not bit-reproducible: a run started in it and resumed in fp32 (or the
+    reverse) is neither run.  A last.pt from before the precision was recorded resumes as it did."""
+    _write_pairs(tmp_path / "data")
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1), log=lambda *_: None)
+    with pytest.raises(InputError, match=r"other settings \(bf16 True -> False\)"):
+        train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1, bf16=False), log=lambda *_: None)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["settings"]["bf16"]
+    torch.save(state, last)
+    logged = []
+    train_segmentation(_cfg(tmp_path / "data", tmp_path / "run", epochs=1, bf16=False), log=logged.append)
+    assert any("holds this run complete" in line for line in logged)

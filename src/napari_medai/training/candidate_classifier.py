@@ -7,7 +7,8 @@ candidate centred on a reference nodule is a positive, the rest negatives.  A
 small MONAI ``Classifier`` learns from a 16 x 32 x 32 patch (2 x 1 x 1 mm: 32 mm across) of
 the CT and of the candidate probability around each one whether it is a nodule or a vessel.
 
-Deterministic for a given seed and thread count (numpy and torch seeded, one process).
+Numpy and torch are seeded and one process runs: for a given seed and thread count an fp32 run
+is bit-identical; the default bf16 autocast (on a CPU with native bf16) is not bit for bit.
 Writes ``best.pt`` (best validation score), ``history.json`` and ``card.json`` into ``out``.
 """
 

@@ -1,7 +1,9 @@
 """Train or fine-tune a 3D segmentation network on NIfTI image/label pairs.
 
-Deterministic for a given seed, thread count and device: data order, crops and augmentation
-all draw from MONAI's seeded generators, and the data loader runs in the main process.  Runs
+Data order, crops and augmentation all draw from MONAI's seeded generators, and the data loader
+runs in the main process: for a given seed, thread count and device, an fp32 run (``bf16=False``,
+``--fp32``, or a CPU without native bf16) is bit-identical.  The default bf16 autocast on a CPU
+with native bf16 is not: two such runs agree to about 1e-3 in the weights.  Runs
 on CUDA when present (``device``), else on the CPU; see ``training.device``.
 Writes ``best.pt`` (weights with the best validation Dice), ``last.pt`` (resumable
 state) and ``training.json`` (settings and per-epoch scores) into the output folder;
@@ -443,13 +445,13 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     return summary
 
 
-# The settings a resumed run must share with the run that wrote last.pt (not threads, device or
-# precision, which change the speed, not what is trained).
+# The settings a resumed run must share with the run that wrote last.pt (not threads or device,
+# which change the speed; bf16 is one: its steps differ from fp32's).
 _RESUME_KEYS = ("data", "init", "label_map", "spacing", "roi", "channels", "strides", "num_res_units",
                 "class_names", "class_ratios", "balance_components", "epochs", "iters_per_epoch", "batch_size",
                 "lr", "val_cases", "seed", "dice_per_crop", "component_loss", "component_loss_weight",
                 "component_ce_weight", "min_component_voxels", "hard_negatives", "hard_negative_weight",
-                "ct_window", "intensity")
+                "ct_window", "intensity", "bf16")
 
 
 def _settings(cfg: SegTrainConfig, fingerprint: bool = True) -> dict:
@@ -510,7 +512,8 @@ def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
     if theirs is None:
         raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
                          "choose another --out (or delete its last.pt to start over)")
-    changed = settings_changes(theirs, mine, _RESUME_KEYS)
+    # a last.pt from before the precision was recorded resumes as it did
+    changed = settings_changes(theirs, mine, [k for k in _RESUME_KEYS if k in theirs or k != "bf16"])
     if changed:
         raise InputError(f"{out} holds a run with other settings ({'; '.join(changed)}); a run resumes only "
                          "with the same settings: choose another --out, or delete its last.pt to start over")
