@@ -289,6 +289,33 @@ def test_the_view_of_a_voxel_uses_naparis_slicing_and_if_need_be_the_sliders_ste
         assert np.round(napari_slice([point[0]])[0]) == wanted
 
 
+def test_a_click_on_a_tilted_volume_reads_the_voxel_napari_draws_there():
+    """``voxel_of_view`` undoes ``view_of_voxel``: a click where napari draws a voxel of a tilted
+    volume is that voxel.  The full world -> data transform put it 9 slices and 7 rows away, and
+    the reader's mark grew nothing or another structure (found by an audit helper)."""
+    from types import SimpleNamespace
+
+    from napari.utils.transforms import Affine
+
+    from napari_medai.widgets.detection import view_of_voxel, voxel_of_view
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = _tilt(20.0, 10.0) @ np.diag([5.0, 0.8, 0.8])
+    matrix[:3, 3] = (-100.0, 20.0, -30.0)
+    dims = SimpleNamespace(ndim=3, not_displayed=[0], displayed=[1, 2], units=None)
+    for voxel in ([3.0, 30.0, 41.0], [13.0, 12.5, 60.25], [18.0, 70.0, 5.0]):
+        point, centre = view_of_voxel(matrix, voxel, dims)
+        click = [point[0], *centre]
+        np.testing.assert_allclose(voxel_of_view(matrix, click, dims), voxel, atol=1e-9)
+        assert np.abs(Affine(affine_matrix=matrix).inverse(click) - voxel).max() > 1.0  # what it was before
+    # untilted: the plain world -> data transform, with a leading viewer axis (a 4D viewer)
+    plain = np.diag([2.5, 0.7, 0.7, 1.0])
+    plain[:3, 3] = (-30.0, 5.0, 7.0)
+    four = SimpleNamespace(ndim=4, not_displayed=[0, 1], displayed=[2, 3], units=None)
+    click = np.array([1.0, *(plain[:3, :3] @ [4.0, 9.0, 11.0] + plain[:3, 3])])
+    np.testing.assert_allclose(voxel_of_view(plain, click, four), [4.0, 9.0, 11.0], atol=1e-9)
+
+
 def test_arrow_keys_in_the_table_step_through_the_findings(qtbot, viewer, detection):
     widget, crop = detection
     table = widget.findings_table

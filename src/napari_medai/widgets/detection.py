@@ -127,6 +127,30 @@ def _best_step(world, i: int, steps, drawn, wanted: float, exact: float) -> floa
     return best
 
 
+def voxel_of_view(matrix, world, dims, units=None) -> np.ndarray:
+    """The data point (z, y, x) of a 3D layer that napari shows at the viewer's world point
+    ``world`` (a click on the canvas): ``view_of_voxel`` the other way.  On the sliced axes, the
+    slice napari draws at the viewer's point (the not-displayed block of the world -> data
+    transform); on the displayed axes, the pixel of that slice drawn under ``world`` (the
+    displayed block of the data -> world transform).  The full world -> data transform put a
+    click on a tilted layer several slices away from the nodule drawn under it."""
+    matrix = np.asarray(matrix, dtype=float)
+    ndim = matrix.shape[0] - 1
+    world = np.asarray(world, dtype=float)[-ndim:]
+    first = dims.ndim - ndim
+    factor = _units_factor(units, dims, ndim)
+    linear, shift = matrix[:ndim, :ndim], matrix[:ndim, ndim]
+    inverse = np.linalg.inv(linear)
+    sliced = [axis - first for axis in dims.not_displayed if axis >= first]
+    shown = [axis - first for axis in dims.displayed if axis >= first]
+    voxel = inverse @ (world / factor - shift)  # where no block applies: the plain transform
+    if sliced and np.linalg.cond(inverse[np.ix_(sliced, sliced)]) < 1e8:
+        voxel[sliced] = inverse[np.ix_(sliced, sliced)] @ (world[sliced] / factor[sliced]) - (inverse @ shift)[sliced]
+    if shown:
+        voxel[shown] = np.linalg.solve(linear[np.ix_(shown, shown)], world[shown] / factor[shown] - shift[shown])
+    return voxel
+
+
 def _units_factor(units, dims, ndim: int) -> np.ndarray:
     """Per axis, one unit of the layer's world in the viewer's (1 where either has no units)."""
     world = getattr(dims, "units", None)
@@ -575,7 +599,8 @@ class DetectionWidget(TaskWidget):
                 raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection "
                                  "ran: run the detection again to mark a nodule on it")
             data, spacing = image_source(layer)
-            point = np.asarray(layer.world_to_data(np.asarray(world, dtype=float)), dtype=float)[-3:]
+            # the voxel napari draws under the click (not world_to_data's: tilted layers differ)
+            point = voxel_of_view(world_affine(layer), world, self.viewer.dims, getattr(layer, "units", None))
             affine = layer_world_mm(layer)  # the finding's position in mm
             started_on = input_state(layer)
         except InputError as exc:
