@@ -592,6 +592,21 @@ def test_new_labels_lie_on_the_images_grid_and_become_the_target(viewer, detecti
     assert (labels.data == 2).sum() == widget.findings[0].mask.sum() > 0 and set(np.unique(labels.data)) == {0, 2}
 
 
+def test_new_labels_are_refused_once_the_image_changed_since_the_run(viewer, detection):
+    """After new data, New labels failed with a traceback; after a move it made a layer that Add to
+    labels then refused (found by an audit helper)."""
+    widget, crop = detection
+    before = len(viewer.layers)
+    crop.translate = np.asarray(crop.translate) + (5.0, 0.0, 0.0)
+    with pytest.raises(InputError, match="was moved, rescaled or given other data since the detection ran"):
+        widget.new_labels_layer()
+    crop.translate = np.asarray(crop.translate) - (5.0, 0.0, 0.0)  # back where it ran: fine again
+    crop.data = np.concatenate([crop.data, crop.data[:2]])
+    widget.new_labels_button.click()  # the button shows the message, adds nothing
+    assert "given other data since the detection ran" in widget.status_label.text()
+    assert len(viewer.layers) == before
+
+
 def test_a_dot_in_the_csv_name_is_kept(detection, tmp_path):
     widget, _crop = detection
     assert widget.export_csv(tmp_path / "CHEST 1.25mm findings").name == "CHEST 1.25mm findings.csv"

@@ -738,6 +738,11 @@ class DetectionWidget(TaskWidget):
             raise InputError("run the detection first: the new labels go on the grid of the image it ran on")
         if layer not in self.viewer.layers:
             raise InputError(f"'{layer.name}', the image the findings came from, was removed")
+        # the layer is made on the image's grid now, but sized to the run's: after new data it did not
+        # fit (a traceback), and after a move Add to labels refused the layer it had just made
+        if not self._source_state.matches(layer):
+            raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection ran: "
+                             "run the detection again to make labels on its grid")
         named = {}
         if self._classes:  # the detector's classes, named and coloured as the segmentation widget's
             from ..napari_hooks.label_classes import named_labels
