@@ -51,6 +51,10 @@ def test_label_counts_match_bincount():
     ids = np.zeros((4, 5, 6), np.uint64)
     ids[0, 0, :2], ids[3, 4, 5] = 2**40, 7
     assert label_counts(ids) == {7: 1, 2**40: 2}
+    # every dtype a Labels layer holds, with values above the 32 a pass each was for (bincount, slab by slab)
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32, np.int64, np.uint64, np.float32):
+        wide = rng.integers(0, 255, (40, 9, 7)).astype(dtype)
+        assert label_counts(wide) == expected(wide.astype(np.int64))
 
 
 def test_lesions_must_touch_their_host_class():
