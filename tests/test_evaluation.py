@@ -319,3 +319,36 @@ def test_a_class_no_reference_holds_prints_no_cases_and_monai_stays_quiet(tmp_pa
     assert "no cases" in nodule and "nan" not in nodule and nodule.split()[2] == "0"
     assert " ± 0.000" in lung and lung.split()[2] == "1"
     assert not [w for w in recwarn if "always_return_as_numpy" in str(w.message)]
+
+
+def test_the_hd95_median_says_over_how_many_cases_and_a_model_that_missed(tmp_path, model, capsys):
+    """HD95 has no value where the model labels none of the class: the median over the other
+    cases alone read better for a model that missed a class outright (found by an audit helper)."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    shown = blob_volume(blobs=BLOBS)
+    _pair(folder, "a", expected_labels(shown), shown)
+    hidden = blob_volume(blobs=((4, 8, 8, 2, -700.0),))  # no nodule in the image (a -700 HU patch of lung); the reference marks one
+    marked = expected_labels(hidden)
+    marked[4, 20:23, 4:7] = 2
+    _pair(folder, "b", marked, hidden)
+    from napari_medai.training.seg_data import find_pairs
+
+    s = {x["class"]: x for x in summarise(evaluate_segmentation(find_pairs(folder), [model]))}
+    assert s["nodule"]["cases"] == 2 and s["nodule"]["hd95_cases"] == 1 and s["nodule"]["missed_cases"] == 1
+    assert s["lung"]["missed_cases"] == 0 and s["lung"]["hd95_cases"] == 2
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--quiet"]) == 0
+    nodule = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rule-seg") and "nodule" in line)
+    assert "(1 missed)" in nodule
+
+
+def test_a_run_that_scored_no_case_leaves_an_earlier_scores_file(tmp_path, data, model, capsys):
+    """Every case skipped: the earlier file was replaced by a header alone (found by an audit helper)."""
+    folder, _ = data
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 0
+    before = out.read_text()
+    for label in folder.glob("*_label.nii.gz"):  # every reference now on another grid: each case is skipped
+        write_volume(np.zeros((3, 4, 5), np.uint8), label, affine=AFFINE, is_labels=True)
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 1
+    assert "no case was scored" in capsys.readouterr().out and out.read_text() == before

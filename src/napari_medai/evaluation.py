@@ -219,7 +219,10 @@ def _model_names(given, loaded) -> list[str]:
 def summarise(rows) -> list[dict]:
     """Per model and class: mean ± sd Dice and median HD95 over the cases whose reference holds
     the class (``cases``), the cases where the model labels a class the reference lacks
-    (``false_positive_cases``), and lesions found of all reference lesions."""
+    (``false_positive_cases``), and lesions found of all reference lesions.  HD95 has no value
+    where the model labels none of the class: ``hd95_cases`` says how many cases the median is
+    over and ``missed_cases`` how many of ``cases`` the model left empty (the median alone read
+    better for a model that missed a class outright)."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         for name in dict.fromkeys(r["class"] for r in rows if r["model"] == model):
@@ -230,7 +233,8 @@ def summarise(rows) -> list[dict]:
             entry = {"model": model, "class": name, "cases": len(present),
                      "dice_mean": float(np.mean(dice)) if dice else float("nan"),
                      "dice_sd": float(np.std(dice)) if dice else float("nan"),
-                     "hd95_median_mm": float(np.median(hd)) if hd else float("nan"),
+                     "hd95_median_mm": float(np.median(hd)) if hd else float("nan"), "hd95_cases": len(hd),
+                     "missed_cases": sum(1 for r in present if r["predicted_ml"] == 0),
                      "false_positive_cases": sum(1 for r in mine if r["reference_ml"] == 0 and r["predicted_ml"] > 0)}
             if any("lesions" in r for r in mine):
                 entry["lesions"] = sum(r.get("lesions", 0) for r in mine)

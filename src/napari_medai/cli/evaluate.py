@@ -69,7 +69,9 @@ def run(args) -> int:
         found = f"{s['lesions_found']}/{s['lesions']}" if "lesions" in s else ""
         # a class no reference holds has no Dice or HD95 to average: "no cases", not "nan ± nan"
         dice = f"{s['dice_mean']:>11.3f} ± {s['dice_sd']:.3f}" if s["cases"] else f"{'no cases':>18}"
-        hd95 = f"{s['hd95_median_mm']:.1f}" if s["cases"] else ""
+        hd95 = f"{s['hd95_median_mm']:.1f}" if s["hd95_cases"] else ("none" if s["cases"] else "")
+        if s["missed_cases"]:  # the median is over the cases the model labelled the class in
+            hd95 += f" ({s['missed_cases']} missed)"
         print(f"{s['model']:<28}{s['class']:<14}{s['cases']:>6}{dice}"
               f"{hd95:>16}{s['false_positive_cases']:>10}{found:>15}")
     if args.out:
@@ -87,14 +89,23 @@ def _skipped(skipped, total) -> int:
 
 
 def _write_rows(path, fields, rows) -> None:
+    """The rows as CSV at ``path``, whole or not at all; none scored: the file is left as it was
+    (a run whose every case was skipped replaced an earlier run's scores with a header)."""
     import csv
+    import io
     from pathlib import Path
 
+    from ..io.atomic import write_text_atomic
+
+    if not rows:
+        print(f"no case was scored: {path} was not written")
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
     print(f"rows written to {path}")
 
 
