@@ -423,3 +423,23 @@ def test_a_case_that_fails_on_a_rerun_moves_its_earlier_report_aside(tmp_path, c
     assert [p.name for p in (out / "alpha").iterdir()] == ["notes.txt"]
     (record,) = screen_cases(cases, out, detector=det, segmenter=seg)  # no report left to move
     assert record.status == "error" and "moved" not in record.message and aside.is_dir()
+
+
+def test_nifti_files_in_sub_folders_are_named_not_dropped_silently(tmp_path, models, capsys):
+    """A folder per patient (p02/ct.nii.gz): only the top level is searched, and those were left
+    out while the run said "1 of 1 case(s) screened" (found by an audit helper)."""
+    folder = tmp_path / "cohort"
+    for sub in ("p02", "p03", "empty", ".hidden"):
+        (folder / sub).mkdir(parents=True)
+    write_volume(two_lung_chest(), folder / "p01.nii.gz", affine=AFFINE, modality="CT")
+    for sub in ("p02", "p03", ".hidden"):
+        write_volume(two_lung_chest(), folder / sub / "ct.nii.gz", affine=AFFINE, modality="CT")
+    notes = []
+    assert [name for name, _ in find_cases([folder], on_note=notes.append)] == ["p01"]
+    assert notes == [f"{folder}: the NIfTI files in p02, p03 (sub-folders) are not screened: give those folders "
+                     "as inputs too"]
+    with pytest.warns(UserWarning, match="p02, p03"):
+        find_cases([folder])
+    det, seg = models
+    main(["batch", str(folder), "--out-dir", str(tmp_path / "out"), "--detector", det, "--segmenter", seg, "--quiet"])
+    assert "note: " in capsys.readouterr().err

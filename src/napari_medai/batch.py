@@ -51,13 +51,15 @@ class CaseRecord:
     seconds: float | None = None
 
 
-def find_cases(inputs) -> list[tuple[str, Path]]:
+def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tuple[str, Path]]:
     """(case name, path) for each input: a NIfTI file, a folder holding one DICOM series, or a
     folder of cases (its NIfTI files and its sub-folders that hold a DICOM series, one level
     down).  A file found twice (given, and in a folder given) is one case.  Names are file names
     without .nii/.nii.gz, or folder names (``.`` is named by the folder it stands for); a repeated
     name gets ``_2``, ``_3``… (``screen_cases`` keeps the names an earlier run into the same
-    folder gave its sources).  Raises InputError for a missing path or when no case is found."""
+    folder gave its sources).  Sub-folders of a folder of cases that hold NIfTI files (a folder
+    per patient) are not searched: ``on_note`` (default: a warning) names them, since they were
+    left out without a word.  Raises InputError for a missing path or when no case is found."""
     from .io import is_supported_path
     from .io.nifti import is_nifti_path, nifti_stem
 
@@ -70,8 +72,13 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
         elif item.is_dir():
             # hidden entries are no cases: a cohort copied from a Mac holds a "._scan.nii.gz"
             # resource-fork twin of every scan (as medai evaluate and the DICOM reader skip them)
-            found += [p for p in sorted(item.iterdir()) if not p.name.startswith(".")
-                      and (is_nifti_path(p) or (p.is_dir() and is_supported_path(p)))]
+            entries = [p for p in sorted(item.iterdir()) if not p.name.startswith(".")]
+            found += [p for p in entries if is_nifti_path(p) or (p.is_dir() and is_supported_path(p))]
+            nested = [p.name for p in entries if p.is_dir() and not is_supported_path(p)
+                      and any(is_nifti_path(f) and not f.name.startswith(".") for f in p.iterdir())]
+            if nested:
+                _note(on_note, f"{item}: the NIfTI files in {', '.join(nested[:5])}{' …' if len(nested) > 5 else ''} "
+                               "(sub-folders) are not screened: give those folders as inputs too")
         else:
             raise InputError(f"{item.name} is neither a NIfTI file nor a folder of cases")
     if not found:
@@ -84,6 +91,15 @@ def find_cases(inputs) -> list[tuple[str, Path]]:
         taken.add(name)
         cases.append((name, path))
     return cases
+
+
+def _note(on_note, text: str) -> None:
+    if on_note is not None:
+        on_note(text)
+    else:
+        import warnings
+
+        warnings.warn(text, UserWarning, stacklevel=3)
 
 
 def _free_name(stem: str, taken) -> str:

@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from ..batch import COHORT_FILE, find_cases, screen_cases
@@ -37,7 +38,7 @@ def run(args) -> int:
     if args.workers < 1:  # before the count of cases is printed
         raise InputError(f"--workers must be 1 or more, got {args.workers}")
     check_device(args.device)  # once, before any case (each case failed on its own, and cohort.csv was written)
-    cases = find_cases(args.inputs)
+    cases = find_cases(args.inputs, on_note=lambda text: print(f"note: {text}", file=sys.stderr))
     settings = InferenceSettings(device=args.device, precision=args.precision, tta=args.tta)
 
     def on_case(record, done, total):
