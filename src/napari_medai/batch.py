@@ -255,9 +255,8 @@ def _set_aside(case_dir: Path, record: CaseRecord) -> CaseRecord:
     to ``<case> (earlier run)/``, replacing what an earlier move put there, so the folder no longer
     passes for this run's result; the record says where they went.  Nothing else in the folder
     moves (the scan itself may sit there)."""
-    import shutil
-
     import json
+    import shutil
 
     from .screening import UNFINISHED, _claims
 

@@ -33,10 +33,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..training.candidate_classifier import ClassifierTrainConfig, install_classifier, train_classifier
-
-    from ..training.candidate_classifier import check_config
-
+    from ..training.candidate_classifier import (ClassifierTrainConfig, check_config, install_classifier,
+                                                 train_classifier)
     from ._common import check_install_as, check_seeds, check_writable, typed_command
 
     check_seeds(args.val_seeds, "--val-seeds")  # before candidates are drawn for minutes
