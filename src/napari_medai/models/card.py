@@ -257,16 +257,21 @@ class ModelCard:
         return cls(**data, source_dir=Path(source_dir) if source_dir is not None else None)
 
     @classmethod
-    def from_json(cls, text: str, source_dir=None) -> "ModelCard":
+    def from_json(cls, text: str, source_dir=None, default_name: str | None = None) -> "ModelCard":
+        """``default_name``: the name of a card that gives none (a card file's own name; the docs'
+        lists of the fields a card of your own needs left ``name`` out, and such a card was refused)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelError(f"the model card is not valid JSON: {exc}") from None
+        if default_name and isinstance(data, dict) and "name" not in data:
+            data = {**data, "name": default_name}
         return cls.from_dict(data, source_dir=source_dir)
 
 
 def load_card(path) -> ModelCard:
-    """Read a card from a .json file; its weights are resolved relative to the file."""
+    """Read a card from a .json file; its weights are resolved relative to the file, and a card
+    without a ``name`` is named after the file (``my_denoiser.json``: "my_denoiser")."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model card {path} does not exist")
@@ -274,7 +279,7 @@ def load_card(path) -> ModelCard:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read model card {path.name}: {exc}") from None
-    return ModelCard.from_json(text, source_dir=path.parent)
+    return ModelCard.from_json(text, source_dir=path.parent, default_name=path.stem)
 
 
 def save_card(card: ModelCard, path) -> Path:
