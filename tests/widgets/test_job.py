@@ -136,6 +136,31 @@ def test_running_out_of_memory_is_a_sentence_not_a_bug(qtbot, runner, notificati
     assert "ran out of memory" in runner._status.text()
 
 
+def test_a_finished_worker_keeps_nothing_its_job_held(qtbot, runner):
+    """napari keeps every finished worker with its arguments for the session: a job handed over
+    directly kept its image (and layer and widget) alive after the reader removed them, a CT a
+    run (found by an audit helper)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    class Image:  # stands for a layer's array (numpy arrays take no weak references)
+        data = np.zeros((4, 8, 8))
+
+    image = Image()
+    alive = weakref.ref(image)
+
+    def job(progress, cancel, image=image):
+        return float(image.data.sum())
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS):
+        worker = runner.start(job, lambda result: None, name="Test job")
+    del job, image
+    gc.collect()
+    assert worker is not None and alive() is None
+
+
 def test_generator_jobs_yield_progress_and_return_the_result(qtbot, runner):
     def generator_job(progress, cancel):
         for done in range(1, 4):

@@ -80,11 +80,15 @@ class _Outcome:
     value: Any = None  # the result when done, the exception otherwise
 
 
-def _run_job(job, reporter: _ProgressReporter) -> _Outcome:
-    """Body of the worker thread.  Every exception becomes an outcome, so that the Qt
+def _run_job(holder: list, reporter: _ProgressReporter) -> _Outcome:
+    """Body of the worker thread: runs the job ``holder`` holds, taking it out first.  napari
+    keeps every finished worker, with its arguments, for the session (its task-status manager):
+    a job handed over directly kept its image, its layer and its widget alive after the reader
+    removed or closed them, a CT per run.  Every exception becomes an outcome, so that the Qt
     thread alone decides how to report it (a plain message for a user error, the
     traceback for a bug) and no exception escapes into napari's generic handler."""
     token = reporter.token
+    job = holder.pop()
     try:
         result = job if inspect.isgenerator(job) else job(reporter, token)
         if inspect.isgenerator(result):
@@ -169,7 +173,7 @@ class JobRunner(QObject):
         self._set_running(True)
         self._status.setText(f"{name}: running…")
 
-        worker = create_worker(_run_job, job, self._reporter, _start_thread=False)
+        worker = create_worker(_run_job, [job], self._reporter, _start_thread=False)
         # Connect before start(): a fast job can return before a late connect.
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_crashed)  # only if _run_job itself fails
