@@ -328,6 +328,8 @@ def test_a_nodule_the_detector_did_not_list_is_added_from_a_click(qtbot, viewer,
     md = widget.save_report(tmp_path / "exam")
     record = json.loads(md.with_suffix(".json").read_text())
     assert [f["added_by_reader"] for f in record["findings"]] == [False, True]
+    assert [f["label"] for f in record["findings"]] == [1, 2]  # the mask's label (it said 0: a copy's)
+    assert [f["label"] for f in widget.findings_layer.metadata["screening"]["findings"]] == [1, 2]
     assert record["reader_review"]["added"] == 1 and record["highest_size_category_after_review"] == "4A"
     assert record["findings"][1]["key_image"] == "exam_key_images/finding_02.png"
     assert (tmp_path / "exam_key_images" / "finding_02.png").exists()
