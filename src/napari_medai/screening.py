@@ -785,6 +785,31 @@ def check_report_json(path) -> None:
                          "it; choose another name or move that file")
 
 
+def check_key_image_folder(report_json, folder: str) -> None:
+    """Refuse to write a saved report's key images into ``folder`` (beside ``report_json``) when it
+    already holds images that the .json being replaced does not link: another report's, whose
+    name maps to the same folder ("exam report" and "exam_report" both to exam_report_key_images),
+    or the reader's own.  Saving the second replaced and deleted the first report's images."""
+    import json
+    from pathlib import Path
+
+    report_json = Path(report_json)
+    images = sorted((report_json.parent / folder).glob("*.png"))
+    if not images:
+        return
+    try:
+        record = json.loads(report_json.read_text(encoding="utf-8")) if report_json.exists() else {}
+    except (OSError, ValueError):
+        record = {}
+    linked = {str(f.get("key_image", "")) for f in record.get("findings", []) if isinstance(f, dict)} \
+        if isinstance(record, dict) else set()
+    theirs = [p.name for p in images if f"{folder}/{p.name}" not in linked]
+    if theirs:
+        raise InputError(f"{folder}/ beside {report_json.name} holds images this report did not write "
+                         f"({', '.join(theirs[:3])}{' …' if len(theirs) > 3 else ''}): another report's, whose name "
+                         "gives the same folder, would lose them; choose another name")
+
+
 def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> list:
     """Write ``medai screen``'s files for ``result`` into ``out_dir`` (created if missing):
     report.md, report.json, findings.csv, segmentation.nii.gz (and denoised.nii.gz; a previous

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from fixed_rule_models import detection_card, install, segmentation_card, two_lung_chest
+from qtpy.QtWidgets import QMessageBox
 from skimage.io import imread
 
 from napari_medai.errors import InputError
@@ -272,6 +273,48 @@ def test_the_save_buttons_ask_for_a_file_and_report_a_failure(qtbot, viewer, che
     answer("")  # the dialog cancelled: nothing happens
     widget.save_button.click()
     assert notifications()[-1] == (severity, text)
+    # a name typed without its extension: the dialog asked about "mine", not the mine.md it replaced
+    questions = []
+
+    def reply(button):
+        def question(parent, caption, text, *args):
+            questions.append(text)
+            return button
+        monkeypatch.setattr("napari_medai.widgets._base.QMessageBox.question", question)
+
+    (tmp_path / "mine.md").write_text("the reader's own notes")
+    (tmp_path / "mine.csv").write_text("the reader's own table")
+    reply(QMessageBox.No)
+    answer(tmp_path / "mine")
+    widget.save_button.click()
+    widget.export_button.click()
+    assert questions == ["mine.md already exists. Do you want to replace it?",
+                         "mine.csv already exists. Do you want to replace it?"]
+    assert (tmp_path / "mine.md").read_text() == "the reader's own notes"
+    assert (tmp_path / "mine.csv").read_text() == "the reader's own table"
+    reply(QMessageBox.Yes)
+    widget.save_button.click()
+    assert (tmp_path / "mine.md").read_text().startswith("# Lung-nodule screening")
+    answer(tmp_path / "exam.md")  # the same name again: the dialog itself asked, no second question
+    widget.save_button.click()
+    assert len(questions) == 3
+
+
+def test_two_report_names_that_share_a_key_image_folder_do_not_take_each_others_images(qtbot, viewer, chest,
+                                                                                     tmp_path):
+    """"exam report" and "exam_report" both put their images in exam_report_key_images/: saving the
+    second replaced and deleted the first report's images (found by an audit helper)."""
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.run_button.click()
+    first = widget.save_report(tmp_path / "exam report")
+    folder = tmp_path / "exam_report_key_images"
+    images = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert len(images) == 2 and "exam_report_key_images/finding_01.png" in first.read_text()
+    with pytest.raises(InputError, match="holds images this report did not write"):
+        widget.save_report(tmp_path / "exam_report")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == images and not (tmp_path / "exam_report.md").exists()
+    widget.save_report(tmp_path / "exam report")  # saving the same report again replaces its own images
 
 
 def _click(widget, viewer, world, moves=0):

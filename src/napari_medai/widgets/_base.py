@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -248,14 +250,24 @@ class TaskWidget(QWidget):
         for offset, widget in enumerate(widgets):
             layout.insertWidget(stretch + offset, widget)
 
-    def _save_with_dialog(self, caption: str, default_name: str, file_filter: str, write, failure: str) -> None:
+    def _save_with_dialog(self, caption: str, default_name: str, file_filter: str, write, failure: str,
+                          written=None) -> None:
         """Ask for a file name, then ``write(path)``; a refusal or a disk error becomes an
-        error notification ("<title>: <failure>: <reason>") instead of a traceback."""
+        error notification ("<title>: <failure>: <reason>") instead of a traceback.  ``written(path)``:
+        the files ``write`` will write for the name given (an extension added or swapped); one that
+        is not the name typed and exists is replaced only when the reader says so, since the dialog
+        asked only about the name typed ("exam" replaced an existing exam.md without a question)."""
         from napari.utils.notifications import show_error
 
         path, _ = QFileDialog.getSaveFileName(self, caption, default_name, file_filter)
         if not path:
             return
+        for other in (written(path) if written is not None else ()):
+            if Path(other) != Path(path) and Path(other).exists():
+                answer = QMessageBox.question(self, caption, f"{Path(other).name} already exists. Do you want to "
+                                              "replace it?", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+                if answer != QMessageBox.Yes:
+                    return
         try:
             write(path)
         except (InputError, OSError) as exc:

@@ -777,7 +777,7 @@ class DetectionWidget(TaskWidget):
     def _choose_csv_file(self) -> None:
         default = f"{self.findings_layer.name}.csv" if self.findings_layer is not None else "findings.csv"
         self._save_with_dialog("Export findings", default, "CSV (*.csv)", self.export_csv,
-                               "cannot export the findings")
+                               "cannot export the findings", written=lambda p: [with_extension(p, ".csv")])
 
 
 class _RunState:

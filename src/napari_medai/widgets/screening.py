@@ -200,16 +200,14 @@ class ScreeningWidget(DetectionWidget):
         """Write the last run's report as ``<path>.md`` and ``<path>.json``, with a key image of
         each finding in ``<path stem>_key_images/`` beside them; returns the .md path."""
         from ..postprocess.key_images import save_key_images
-        from ..screening import check_report_json, screening_markdown, screening_record
+        from ..screening import check_key_image_folder, check_report_json, screening_markdown, screening_record
 
         if self.screening is None:
             raise InputError("run the screening first: there is no report to save")
-        if Path(path).suffix.lower() == ".json":  # the pair's other name: the same report
-            path = Path(path).with_suffix("")
-        md = with_extension(path, ".md")  # "CHEST 1.25mm report" keeps its "1.25"
-        js = md.with_suffix(".json")
+        md, js = report_files(path)
         check_report_json(js)  # before anything is written
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
+        check_key_image_folder(js, folder)  # "exam report" and "exam_report" share it
         images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
         write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))  # whole or not at all
@@ -221,7 +219,16 @@ class ScreeningWidget(DetectionWidget):
 
     def _choose_report_file(self) -> None:
         self._save_with_dialog("Save screening report", f"{self.source_name} report.md", "Markdown (*.md)",
-                               self.save_report, "cannot save the report")
+                               self.save_report, "cannot save the report", written=lambda p: report_files(p)[:1])
+
+
+def report_files(path) -> tuple[Path, Path]:
+    """The (.md, .json) pair ``save_report`` writes for the name ``path`` (the .json is refused
+    unless it is a report's own, ``check_report_json``)."""
+    if Path(path).suffix.lower() == ".json":  # the pair's other name: the same report
+        path = Path(path).with_suffix("")
+    md = with_extension(path, ".md")  # "CHEST 1.25mm report" keeps its "1.25"
+    return md, md.with_suffix(".json")
 
 
 def _grid(shape, metadata):
