@@ -381,3 +381,29 @@ def test_a_nodule_the_detector_did_not_list_is_added_from_a_click(qtbot, viewer,
         widget.measure_at(chest.data_to_world((14, 10, 10)))
     assert ended.args[0] == "error" and "no nodule at the point" in widget.status_label.text()
     assert len(widget.findings) == 2 and len(points.data) == 2
+
+
+def test_closing_the_dock_with_an_unsaved_report_says_where_the_review_stays(qtbot, viewer, chest, tmp_path,
+                                                                              notifications):
+    """napari makes a new dock after a close: the report and the reader's review were gone without
+    a word (found by an audit helper).  A saved one closes quietly."""
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
+    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
+    widget.segmenter_box.setCurrentIndex(widget.segmenter_box.findText("rule-seg"))
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.run_button.click()
+    widget.save_report(tmp_path / "exam")
+    widget.set_review(0, "rejected")  # after the save: the saved report no longer says what the reader did
+    viewer.window.remove_dock_widget(dock)
+    said = [text for sev, text in notifications() if "closed with its report not saved" in text]
+    assert said == ["Screening report: closed with its report not saved; the findings and the review stay on the "
+                    "layer 'chest findings' (its 'review' feature and metadata['screening']). Run it again to save a "
+                    "report"]
+    dock, again = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
+    again.model_box.setCurrentIndex(again.model_box.findText("rule-det"))
+    again.segmenter_box.setCurrentIndex(again.segmenter_box.findText("rule-seg"))
+    with qtbot.waitSignal(again.job_finished, timeout=TIMEOUT_MS):
+        again.run_button.click()
+    again.save_report(tmp_path / "exam2")
+    viewer.window.remove_dock_widget(dock)
+    assert len([text for sev, text in notifications() if "closed with its report not saved" in text]) == 1

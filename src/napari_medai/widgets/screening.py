@@ -48,6 +48,7 @@ class ScreeningWidget(DetectionWidget):
         super().__init__(napari_viewer, parent)
         self.screening = None
         self.source_name = ""
+        self._saved = None  # _report_state() when the report was last saved
         self._key_images = []  # the last run's key images, PNG bytes in rank order
         self.report_view = QPlainTextEdit()
         self.report_view.setReadOnly(True)
@@ -215,7 +216,24 @@ class ScreeningWidget(DetectionWidget):
         write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images, grid), indent=2))
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
+        self._saved = self._report_state()
         return md
+
+    def _report_state(self):
+        return (id(self.screening), tuple(self.review))
+
+    def _on_closed(self) -> None:
+        """A closed dock is not docked again (napari makes a new one): a report or review not saved
+        would be gone without a word, so the reader is told where the findings and review stay."""
+        super()._on_closed()
+        if self.screening is None or self._report_state() == self._saved:
+            return
+        from napari.utils.notifications import show_warning
+
+        layer = self.findings_layer
+        where = (f"; the findings and the review stay on the layer '{layer.name}' (its 'review' feature and "
+                 "metadata['screening'])" if layer is not None and layer in self.viewer.layers else "")
+        show_warning(f"{self.title}: closed with its report not saved{where}. Run it again to save a report")
 
     def _choose_report_file(self) -> None:
         self._save_with_dialog("Save screening report", f"{self.source_name} report.md", "Markdown (*.md)",
