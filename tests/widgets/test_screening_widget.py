@@ -28,11 +28,16 @@ def _install_models(folder, **network_kwargs):
     save_card(det, folder / "rule-det.json")
 
 
-def _open(viewer):
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
+def _docked(viewer):
+    """(dock, widget) of a new Screening dock with the test's models chosen."""
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
     widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
     widget.segmenter_box.setCurrentIndex(widget.segmenter_box.findText("rule-seg"))
-    return widget
+    return dock, widget
+
+
+def _open(viewer):
+    return _docked(viewer)[1]
 
 
 @pytest.fixture
@@ -387,9 +392,7 @@ def test_closing_the_dock_with_an_unsaved_report_says_where_the_review_stays(qtb
                                                                               notifications):
     """napari makes a new dock after a close: the report and the reader's review were gone without
     a word (found by an audit helper).  A saved one closes quietly."""
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
-    widget.model_box.setCurrentIndex(widget.model_box.findText("rule-det"))
-    widget.segmenter_box.setCurrentIndex(widget.segmenter_box.findText("rule-seg"))
+    dock, widget = _docked(viewer)
     with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
         widget.run_button.click()
     widget.save_report(tmp_path / "exam")
@@ -399,9 +402,7 @@ def test_closing_the_dock_with_an_unsaved_report_says_where_the_review_stays(qtb
     assert said == ["Screening report: closed with its report not saved; the findings and the review stay on the "
                     "layer 'chest findings' (its 'review' feature and metadata['screening']). Run it again to save a "
                     "report"]
-    dock, again = viewer.window.add_plugin_dock_widget("napari-medai", "Screening report")
-    again.model_box.setCurrentIndex(again.model_box.findText("rule-det"))
-    again.segmenter_box.setCurrentIndex(again.segmenter_box.findText("rule-seg"))
+    dock, again = _docked(viewer)
     with qtbot.waitSignal(again.job_finished, timeout=TIMEOUT_MS):
         again.run_button.click()
     again.save_report(tmp_path / "exam2")

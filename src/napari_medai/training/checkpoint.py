@@ -20,6 +20,23 @@ def save_atomic(obj, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def read_checkpoint(last: Path, needs: str | None = None) -> dict:
+    """The training state in ``last``, or one InputError: a file cut off by a kill or a full disk
+    gave a raw PytorchStreamReader traceback.  ``needs``: a key the state must hold."""
+    import torch
+
+    from ..errors import InputError
+
+    try:
+        state = torch.load(last, weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises for a broken file: one line, no traceback
+        raise InputError(f"{last} cannot be read ({type(exc).__name__}): it is probably cut off (a run killed "
+                         "while writing it, or a full disk); delete it to start over, or choose another --out") from None
+    if not isinstance(state, dict) or (needs is not None and needs not in state):
+        raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
+    return state
+
+
 def settings_changes(theirs: dict, mine: dict, keys) -> list[str]:
     """"key old -> new" for each of ``keys`` where a checkpoint's recorded settings differ from
     this run's: what the refusal to resume names."""

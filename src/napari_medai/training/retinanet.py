@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
-from .checkpoint import save_atomic, settings_changes
+from .checkpoint import read_checkpoint, save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .seg_data import ct_window, ct_window_card, find_pairs, load_case
 
@@ -268,17 +268,9 @@ def _settings(cfg: RetinaTrainConfig) -> dict:
 def _previous_run(last: Path, settings: dict):
     """The state in ``last`` to resume from, or None.  A run with other settings or data is
     refused: it used to be resumed as if it were this one, and its summary named the new settings."""
-    import torch
-
     if not last.exists():
         return None
-    try:
-        state = torch.load(last, weights_only=False, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - a file cut off by a kill or a full disk: one line, no traceback
-        raise InputError(f"{last} cannot be read ({type(exc).__name__}): it is probably cut off (a run killed "
-                         "while writing it, or a full disk); delete it to start over, or choose another --out") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
+    state = read_checkpoint(last, needs="model")
     theirs = state.get("settings")
     if theirs is None:
         raise InputError(f"{last.parent} holds a run from an older version, whose settings are not recorded: "

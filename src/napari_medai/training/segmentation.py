@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, MedaiError
-from .checkpoint import save_atomic, settings_changes
+from .checkpoint import read_checkpoint, save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
 from .seg_data import (Case, case_name, component_balanced_indices, ct_window, ct_window_card, find_pairs,
@@ -496,18 +496,10 @@ def _previous_run(out: Path, cfg: SegTrainConfig, mine: dict | None = None):
     --data, or new annotations in the same one, trained nothing and reported the old score; more
     --epochs crashed the LR schedule).  A complete run comes back too (``_complete_run``).
     ``mine``: ``_settings(cfg)``."""
-    import torch
-
     last = out / "last.pt"
     if not last.exists():
         return None
-    try:
-        state = torch.load(last, weights_only=False, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - a file cut off by a kill or a full disk: one line, no traceback
-        raise InputError(f"{last} cannot be read ({type(exc).__name__}): it is probably cut off (a run killed "
-                         "while writing it, or a full disk); delete it to start over, or choose another --out") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{last} holds no training state: delete it to start over, or choose another --out")
+    state = read_checkpoint(last)
     mine, theirs = mine if mine is not None else _settings(cfg), state.get("settings")
     if theirs is None:
         raise InputError(f"{out} holds a run from an older version, whose settings are not recorded: "
