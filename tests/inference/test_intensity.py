@@ -58,6 +58,19 @@ def test_an_image_output_keeps_a_nonzero_zscores_background_at_0(rng, card_spaci
         np.testing.assert_allclose(out[0][mr != 0], mr[mr != 0], rtol=1e-4)
 
 
+def test_channel_wise_percentiles_are_refused_for_several_channels(rng):
+    """A bundle's ScaleIntensityRangePercentilesd(channel_wise=True) was fitted on the channels'
+    pooled percentiles (found by an audit helper); on one channel it is the same window."""
+    from napari_medai.errors import ModelError
+
+    spec = {"kind": "percentile", "lower": 1.0, "upper": 99.0, "channel_wise": True}
+    one = torch.from_numpy(rng.normal(100, 20, size=(1, 8, 8, 8)).astype(np.float32))
+    plain = fit_intensity({k: v for k, v in spec.items() if k != "channel_wise"}, one)
+    assert fit_intensity(spec, one).a_max == plain.a_max
+    with pytest.raises(ModelError, match="each input channel between its own percentiles"):
+        fit_intensity(spec, torch.cat([one, one * 10]))
+
+
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])
 def test_probability_outputs(small_ct, output):
     model = make_model(Identity(), intensity=WINDOW, out_channels=1, output=output)

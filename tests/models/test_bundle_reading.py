@@ -159,6 +159,19 @@ def test_an_intensity_transform_the_plugin_does_not_reproduce_stops_loading(tmp_
         load_model(folder)
 
 
+@pytest.mark.parametrize("step, message", [
+    ({"_target_": "Resized", "keys": "image", "spatial_size": [64, 64, 32]}, "Resized resizes, flips or turns"),
+    ({"_target_": "Flipd", "keys": "image", "spatial_axis": 0}, "Flipd resizes, flips or turns"),
+    ({"_target_": "Rotate90d", "keys": "image"}, "Rotate90d resizes, flips or turns"),
+])
+def test_a_spatial_step_the_plugin_does_not_reproduce_stops_loading(tmp_path, step, message):
+    """They loaded without a word, and the network ran on another grid or orientation than MONAI's
+    own inference gives it (found by an audit helper)."""
+    folder = bundle(tmp_path, preprocessing=preprocessing(step, WINDOW))
+    with pytest.raises(ModelError, match=message):
+        load_model(folder)
+
+
 # ---- 4. DivisiblePad and whole-image inferers ----------------------------------------------
 def test_divisible_pad_rounds_whole_image_windows_up_to_its_k(tmp_path, fed):
     pad = {"_target_": "DivisiblePadd", "keys": "image", "k": 8}

@@ -168,6 +168,11 @@ def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap | IntensityCh
         return IntensityMap("ct_window", float(spec["a_min"]), float(spec["a_max"]),
                             float(spec["b_min"]), float(spec["b_max"]), bool(spec.get("clip", True)))
     if kind == "percentile":
+        if spec.get("channel_wise") and image.shape[0] > 1:  # one window of pooled percentiles was fitted
+            from ..errors import ModelError
+
+            raise ModelError("the model windows each input channel between its own percentiles (channel_wise), "
+                             f"which the plugin does not reproduce for {image.shape[0]} channels")
         # numpy: torch.quantile refuses tensors above 16 M voxels (a CT has ~80 M).
         flat = image.detach().cpu().numpy().ravel()
         # A regular subsample of <= 8 M voxels gives the same percentiles to well within a

@@ -247,8 +247,11 @@ def _preprocessing_facts(transforms: list, name: str = "the bundle") -> dict[str
             if getattr(s, "relative", False):  # MONAI maps the percentiles to their share of b_min..b_max
                 b_min, b_max = (b_min + (float(s.b_max) - b_min) * float(s.lower) / 100.0,
                                 b_min + (float(s.b_max) - b_min) * float(s.upper) / 100.0)
-            intensity.append({"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
-                              "b_min": b_min, "b_max": b_max, "clip": bool(s.clip)})
+            spec = {"kind": "percentile", "lower": float(s.lower), "upper": float(s.upper),
+                    "b_min": b_min, "b_max": b_max, "clip": bool(s.clip)}
+            if getattr(s, "channel_wise", False):  # each channel its own percentiles (refused for several)
+                spec["channel_wise"] = True
+            intensity.append(spec)
         elif isinstance(t, (mt.NormalizeIntensityd, mt.NormalizeIntensity)):
             n = t.normalizer if isinstance(t, mt.NormalizeIntensityd) else t
             # nonzero (MR: statistics of the head, not of the air around it) changes the result
@@ -265,6 +268,13 @@ def _preprocessing_facts(transforms: list, name: str = "the bundle") -> dict[str
             raise ModelError(f"{name}: its preprocessing step {type(t).__name__} changes the image intensities in a "
                              "way the plugin does not reproduce (it reads ScaleIntensityRange(d), "
                              "ScaleIntensityRangePercentiles(d), NormalizeIntensity(d) and ScaleIntensity(d))")
+        elif type(t).__module__.startswith("monai.transforms.spatial"):
+            # Resize, Zoom, Flip, Rotate90, Rotate, Affine: the network would run on another grid or
+            # orientation than it was trained on; they were skipped without a word.  (Crops and pads,
+            # monai.transforms.croppad, change neither voxel size nor orientation: the whole volume runs.)
+            raise ModelError(f"{name}: its preprocessing step {type(t).__name__} resizes, flips or turns the image "
+                             "in a way the plugin does not reproduce (it reads Spacing(d), Orientation(d) and "
+                             "DivisiblePad(d)); the network would see another grid than it was trained on")
     if len(intensity) == 1:
         facts["intensity"] = intensity[0]
     elif intensity:
