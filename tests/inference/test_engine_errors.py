@@ -162,3 +162,18 @@ def test_run_model_refuses_a_cancel_that_is_no_token_before_running(model, small
     """screen() calls run_model directly: cancel=True failed there with an AttributeError."""
     with pytest.raises(InputError, match="cancel must be a napari_medai.inference.CancelToken"):
         run_model(model, small_ct, (1.0, 1.0, 1.0), cancel=cancel)
+
+
+def test_a_network_whose_output_size_is_not_its_inputs_is_refused(rng):
+    """MONAI's sliding window took another output size for a zoom, and the result was stretched
+    back onto the grid, up to a voxel off: a UNet with strides 2 on odd windows returns one voxel
+    more (found by an audit helper)."""
+    from monai.networks.nets import UNet
+
+    network = UNet(3, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
+    model = make_model(network, roi_size=(9, 17, 17))
+    volume = rng.normal(size=(18, 34, 34)).astype(np.float32)
+    with pytest.raises(ModelError, match=r"returned windows of size \(10, 18, 18\) for windows of \(9, 17, 17\)"):
+        run_model(model, volume, settings=InferenceSettings(precision="fp32"))
+    even = make_model(network, roi_size=(8, 16, 16))  # a window its downsampling divides runs
+    assert run_model(even, volume, settings=InferenceSettings(precision="fp32")).shape == (2, 18, 34, 34)

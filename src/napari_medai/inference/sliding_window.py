@@ -122,6 +122,12 @@ class WindowPredictor:
             ) from exc
         if isinstance(out, (list, tuple)):  # deep-supervision heads: the first is the prediction
             out = out[0]
+        if tuple(out.shape[2:]) != tuple(windows.shape[2:]):
+            # MONAI's sliding window reads another size as a zoom and the result was stretched back onto
+            # the grid, up to a voxel off (a UNet with strides 2 on an odd window returns one voxel more)
+            raise ModelError(f"model '{self.name}' returned windows of size {tuple(out.shape[2:])} for windows of "
+                             f"{tuple(windows.shape[2:])}: its output must match its input; give it a window "
+                             "(roi_size) its downsampling divides, or the bundle's DivisiblePad (extra.divisible_k)")
         if not bool(torch.isfinite(out).all()):
             raise ModelError(non_finite_message(self.name, self.precision))
         out = out.float()  # no copy in fp32; bf16/fp16 windows are blended in float32
