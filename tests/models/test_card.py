@@ -105,6 +105,16 @@ def test_a_card_file_without_a_name_is_named_after_the_file(tmp_path):
         ModelCard.from_json(json.dumps(data))
 
 
+def test_a_one_channel_card_without_an_output_is_a_sigmoid():
+    """A softmax over one channel is 1 everywhere: such a card labelled every voxel, while the same
+    TorchScript file without a card got sigmoid (found by an audit helper)."""
+    data = {k: v for k, v in json.loads(full_card().to_json()).items() if k not in ("output", "classes")}
+    assert ModelCard.from_dict({**data, "out_channels": 1}).output == "sigmoid"
+    assert ModelCard.from_dict({**data, "out_channels": 1, "output": None}).output == "sigmoid"
+    assert ModelCard.from_dict(data).output == "softmax"  # three channels: the default stands
+    assert ModelCard.from_dict({**data, "out_channels": 1, "output": "identity"}).output == "identity"
+
+
 def test_a_write_cut_off_midway_leaves_the_previous_card_whole(tmp_path, monkeypatch):
     """A kill or a full disk while a card was written in place left half a card that no longer loaded."""
     import errno

@@ -254,6 +254,10 @@ class ModelCard:
             )
         if "name" not in data:
             raise ModelError("a model card needs a 'name'")
+        if data.get("output") is None and data.get("out_channels") == 1:
+            # a softmax over one channel is 1 everywhere: a one-channel card that names no output labelled every
+            # voxel, where the same TorchScript file without a card got sigmoid (found by an audit helper)
+            data = {**data, "output": "sigmoid"}
         return cls(**data, source_dir=Path(source_dir) if source_dir is not None else None)
 
     @classmethod
