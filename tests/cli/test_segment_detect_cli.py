@@ -350,3 +350,19 @@ def test_a_network_that_returns_nan_exits_2_naming_fp32_and_writes_nothing(tmp_p
     assert err.startswith(f"medai {command}: error: model 'nan-net' returned NaN or infinite values in bfloat16 "
                           "precision") and "--precision fp32" in err
     assert not out.exists() and not out.with_suffix(".md").exists()
+
+
+def test_detect_and_measure_do_not_replace_the_scans_bids_sidecar(tmp_path, ct_nifti, capsys):
+    """--out ct.json beside ct.nii.gz replaced its BIDS sidecar, which the reader takes the modality
+    from (found by an audit helper); an earlier findings list there is replaced as before."""
+    model = str(install(detection_card(), tmp_path / "model"))
+    sidecar = ct_nifti.with_name("ct.json")
+    sidecar.write_text(json.dumps({"Modality": "CT", "ConvolutionKernel": "B30f"}))
+    for command in (["detect", str(ct_nifti), "--out", str(sidecar), "--model", model],
+                    ["measure", str(ct_nifti), "--at", "4", "8", "8", "--out", str(sidecar)]):
+        assert main(command) == 2
+        assert "exists and is not a findings list" in capsys.readouterr().err
+        assert json.loads(sidecar.read_text())["ConvolutionKernel"] == "B30f"
+    out = tmp_path / "findings.json"
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model]) == 0
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model]) == 0  # its own list again

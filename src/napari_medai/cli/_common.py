@@ -71,6 +71,27 @@ def check_writable(path, what: str, *, folder: bool = False) -> None:
         raise InputError(f"{what} {path} cannot be written")
 
 
+def check_findings_out(path, option: str = "--out") -> None:
+    """Refuse a ``.json`` ``--out`` that exists and is not a findings list (a JSON array, as
+    ``findings_to_json`` writes): ``scan.json`` beside ``scan.nii.gz`` is the scan's BIDS sidecar,
+    which the reader takes the modality from, and ``--out scan.json`` replaced it silently."""
+    import json
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return
+    try:
+        ours = isinstance(json.loads(path.read_text(encoding="utf-8")), list)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ours = False
+    if not ours:
+        raise InputError(f"{option} {path} exists and is not a findings list (a scan's BIDS sidecar, or another "
+                         "tool's file), and would be replaced; choose another name")
+
+
 def check_seeds(seeds, option: str = "--seeds") -> None:
     """Before any phantom is made: a FIRST STOP range that holds no seed (STOP <= FIRST) used to
     run for minutes and then fail on an empty list, or write NaN scores into a card."""

@@ -28,12 +28,13 @@ def run(args) -> int:
     from ..models import load_model
     from ..models.card import operating_threshold
     from ..postprocess.report import file_grid, findings_markdown, findings_to_csv, findings_to_json
-    from ._common import check_writable, runtime
+    from ._common import check_findings_out, check_writable, runtime
 
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
         raise InputError(f"--out must end in .json or .csv, got {out.name}")
     check_writable(out, "--out")
+    check_findings_out(out)  # scan.json beside scan.nii.gz is its BIDS sidecar
     summary_path = out.with_suffix(".md")
     check_writable(summary_path, "the summary beside --out")
     check_own_summary(summary_path)

@@ -50,7 +50,7 @@ def run(args) -> int:
     from ..io.validate import check_volume
     from ..postprocess.report import file_grid, findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
-    from ._common import check_writable
+    from ._common import check_findings_out, check_writable
 
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
@@ -62,6 +62,7 @@ def run(args) -> int:
         raise InputError(f"--max-diameter must be a size in mm from {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} "
                          f"(the largest nodule or mass to measure), got {args.max_diameter:g}")
     check_writable(out, "--out")
+    check_findings_out(out)  # scan.json beside scan.nii.gz is its BIDS sidecar
     vol = read_volume(args.input)
     data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
     _check_ct(vol, data, args.input)
