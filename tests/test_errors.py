@@ -37,3 +37,15 @@ def test_the_cli_says_it_in_a_sentence_and_still_shows_a_bug(monkeypatch, capsys
     monkeypatch.setattr("napari_medai.io.read_volume", bug)
     with pytest.raises(RuntimeError, match="index out of range"):
         main(["info", str(path)])
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`medai info scan | head -1` said "error: [Errno 32] Broken pipe" and exit 2 (found by an audit helper)."""
+    from napari_medai.cli.main import main
+
+    def cut(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("napari_medai.io.read_volume", cut)
+    assert main(["info", "scan.nii.gz"]) == 141
+    assert "Broken pipe" not in capsys.readouterr().err

@@ -44,6 +44,15 @@ def main(argv=None) -> int:
     except MedaiError as exc:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `medai ... | head`: the reader stopped listening, which is no error of ours
+        import io
+        import os
+
+        try:  # Python would report the pipe again while flushing stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):  # no file behind stdout (a test's capture)
+            pass
+        return 141  # 128 + SIGPIPE, as a shell reports a pipe's writer that was cut off
     except OSError as exc:  # a file that cannot be written (a full disk, no permission): no traceback
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
