@@ -280,16 +280,18 @@ def finish_segmentation(model, first, volume: np.ndarray, spacing, *, min_lesion
     return SegmentationResult(labels, classes, class_volumes(labels, spacing, names), lesion_prob, outlines)
 
 
-def check_max_findings(max_findings) -> int | None:
+def check_max_findings(max_findings, name: str = "max_findings", least: int = 0, context: str = "") -> int | None:
     """The cap on findings as an int, checked before any model runs (a slice with -1 dropped the
-    last finding instead); None lists every finding, 0 none."""
+    last finding instead); None lists every finding, 0 none.  ``name``: the option, as the
+    message names it (``--max-findings`` said "max_findings ... 0 or more", then refused 0);
+    ``least``: the smallest cap the caller takes."""
     from .errors import InputError
 
     if max_findings is None:
         return None
     number = isinstance(max_findings, (int, float, np.integer, np.floating)) and not isinstance(max_findings, bool)
-    if not number or not float(max_findings).is_integer() or max_findings < 0:
-        raise InputError(f"max_findings must be a whole number of findings, 0 or more, got {max_findings!r}")
+    if not number or not float(max_findings).is_integer() or max_findings < least:
+        raise InputError(f"{name} must be a whole number of findings, {least} or more{context}, got {max_findings!r}")
     return int(max_findings)
 
 
@@ -298,10 +300,9 @@ def check_some_findings_listed(max_findings, name: str = "max_findings", context
     summary, a screening report), a list of none headed "No nodule reported" over found ones."""
     from .errors import InputError
 
-    cap = check_max_findings(max_findings)
-    if cap == 0:
+    if isinstance(max_findings, (int, np.integer)) and not isinstance(max_findings, bool) and max_findings == 0:
         raise InputError(f"{name} must be 1 or more{context}, got 0")
-    return cap
+    return check_max_findings(max_findings, name, least=1, context=context)
 
 
 def one_more_than(max_findings: int | None) -> int | None:

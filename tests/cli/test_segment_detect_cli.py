@@ -250,7 +250,7 @@ def test_a_negative_max_findings_is_refused_before_a_model_runs(tmp_path, ct_nif
     out = tmp_path / "f.json"
     assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--max-findings", "-1",
                  "--quiet"]) == 2
-    assert "max_findings must be a whole number of findings, 0 or more, got -1" in capsys.readouterr().err
+    assert "--max-findings must be a whole number of findings, 1 or more, got -1" in capsys.readouterr().err
     assert not out.exists()
     for bad in (-1, 2.5):  # checked first: the model named here does not even exist
         with pytest.raises(InputError, match="max_findings"):
