@@ -366,3 +366,15 @@ def test_detect_and_measure_do_not_replace_the_scans_bids_sidecar(tmp_path, ct_n
     out = tmp_path / "findings.json"
     assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model]) == 0
     assert main(["detect", str(ct_nifti), "--out", str(out), "--model", model]) == 0  # its own list again
+
+
+def test_a_label_map_is_refused_as_a_mask_not_blamed_on_its_values(tmp_path, ct_nifti, capsys):
+    """segment's own output fed to detect was said to look like MR or an unrescaled CT (found by an
+    audit helper)."""
+    labels = tmp_path / "labels.nii.gz"
+    assert main(["segment", str(ct_nifti), str(labels), "--model", str(install(segmentation_card(), tmp_path / "s"))]) == 0
+    capsys.readouterr()
+    for command in (["segment", str(labels), str(tmp_path / "again.nii.gz")],
+                    ["detect", str(labels), "--out", str(tmp_path / "f.json")]):
+        assert main(command) == 2
+        assert "is a label map (a mask), not an image" in capsys.readouterr().err

@@ -119,6 +119,16 @@ def check_device(preference: str, spatial_dims: int = 3) -> None:
     select_device(preference, spatial_dims)
 
 
+def check_not_labels(vol, source, command: str) -> None:
+    """A label map (its header or values say so) is no image to run a model on: the models' own
+    check blamed its values ("looks like MR, or a CT saved without its rescale")."""
+    from ..errors import InputError
+
+    if vol.is_labels:
+        raise InputError(f"{source} is a label map (a mask), not an image: medai {command} runs its model on the "
+                         "scan itself")
+
+
 def models_for_file(vol, source, *models) -> tuple:
     """``models`` as they are, or, where the file ``vol`` says it is MR, each loaded and checked
     against that (``check_file_modality``: a CT model is refused with one sentence naming

@@ -28,7 +28,7 @@ def run(args) -> int:
     from ..models import load_model
     from ..models.card import operating_threshold
     from ..postprocess.report import file_grid, findings_markdown, findings_to_csv, findings_to_json
-    from ._common import check_findings_out, check_writable, runtime
+    from ._common import check_findings_out, check_not_labels, check_writable, runtime
 
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
@@ -42,6 +42,7 @@ def run(args) -> int:
     # a negative or fractional cap, in the API's words; 0 would run the detector to list nothing
     check_some_findings_listed(args.max_findings, "--max-findings")
     vol = read_volume(args.input)
+    check_not_labels(vol, args.input, "detect")
     settings, progress = runtime(args)
     model = load_model(args.model)
     check_stated_modality(vol.modality, [model.card], vol.data, args.input)  # a file that says MR, a CT model

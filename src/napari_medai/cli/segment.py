@@ -26,13 +26,14 @@ def run(args) -> int:
 
     from ..api import segment
     from ..io import read_volume, write_volume
-    from ._common import check_outputs, check_writable, models_for_file, runtime
+    from ._common import check_not_labels, check_outputs, check_writable, models_for_file, runtime
 
     check_outputs(args.input, args.output, args.probability)
     check_writable(args.output, "output")
     if args.probability:
         check_writable(args.probability, "--probability")
     vol = read_volume(args.input)
+    check_not_labels(vol, args.input, "segment")
     (model,) = models_for_file(vol, args.input, args.model)  # a file that says MR, a CT model: refused
     settings, progress = runtime(args)
     result = segment(vol.data, vol.spacing, model=model, settings=settings, progress=progress,
