@@ -51,3 +51,14 @@ def test_info_counts_nan_voxels_and_describes_the_rest(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "not finite:  3 NaN and 0 infinite voxel(s)" in out
     assert "range:       3 to 119" in out and "nan" not in out.split("not finite")[1].split("\n", 1)[1]
+
+
+def test_info_describes_a_single_slice_file(tmp_path, capsys):
+    """medai phantom --shape 1 32 32 writes one slice, which medai denoise reads but medai info
+    refused as "not a 3D volume" (found by an audit helper)."""
+    from napari_medai.cli.main import main
+
+    assert main(["phantom", "--seed", "1", "--out", str(tmp_path), "--shape", "1", "32", "32"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "case0001_image.nii.gz")]) == 0
+    assert "1 x 32 x 32" in capsys.readouterr().out

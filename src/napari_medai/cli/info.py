@@ -29,7 +29,7 @@ def describe(path) -> list[str]:
     from ..io.orientation import orientation_codes
     from ..io.volume import nifti_affine_from_napari
 
-    vol = read_volume(path)
+    vol = read_volume(path, allow_slice=True)  # a one-slice file medai phantom writes and medai denoise reads
     data = vol.data
     meta = vol.metadata
     spacing = " x ".join(f"{s:g}" for s in vol.spacing)
