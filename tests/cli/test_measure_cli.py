@@ -64,6 +64,23 @@ def test_a_point_as_the_files_own_voxel_index_gives_the_same_nodule(tmp_path, ca
     assert "--at-file" in capsys.readouterr().out
 
 
+def test_a_file_index_off_the_files_grid_is_named_in_its_own_terms(tmp_path, capsys):
+    """The refusal gave the display frame's (z, y, x) point and shape, not the I J K typed (found by
+    an audit helper)."""
+    path = _chest(tmp_path)
+    ras = nib.as_closest_canonical(nib.load(path))
+    nib.save(ras, str(tmp_path / "ras.nii.gz"))
+    shape = ras.shape
+    ijk = np.argwhere(np.asarray(ras.dataobj) > 0).mean(0)
+    out = tmp_path / "m.json"
+    assert main(["measure", str(tmp_path / "ras.nii.gz"), "--at-file", *map(str, ijk), "--at-file", "1", "2",
+                 str(shape[2] + 5), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert (f"--at-file 1 2 {shape[2] + 5}: the point lies outside the file's voxel grid (I J K from 0 to "
+            f"{shape[0] - 1} {shape[1] - 1} {shape[2] - 1})") in captured.err
+    assert "1 of 2 point(s) measured" in captured.out and len(json.loads(out.read_text())) == 1
+
+
 def test_a_file_voxel_index_on_a_dicom_series_is_refused(tmp_path, capsys, monkeypatch):
     import napari_medai.io as io
 
@@ -84,7 +101,7 @@ def test_no_point_or_a_wrong_suffix_is_refused(tmp_path, capsys):
     assert main(["measure", str(path), "--at", "1", "2", "3", "--max-diameter", "1e9",
                  "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
-    assert "give at least one point" in err and "--out must end in .json or .csv" in err
+    assert "give at least one point" in err and "--out must be a file name ending in .json or .csv" in err
     assert "--max-diameter must be a size in mm from 1 to 100 (the largest nodule or mass to measure), got 0" in err
     assert "got 1e+09" in err
     assert not (tmp_path / "m.json").exists()

@@ -206,7 +206,9 @@ def test_detect_refuses_an_unknown_report_format(tmp_path, ct_nifti, capsys):
     model = install(detection_card(), tmp_path / "model")
     out = tmp_path / "findings.txt"
     assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 2
-    assert "--out must end in .json or .csv" in capsys.readouterr().err
+    assert "--out must be a file name ending in .json or .csv" in capsys.readouterr().err
+    assert main(["detect", str(ct_nifti), "--out", str(tmp_path / ".json")]) == 2  # a dot name has no suffix
+    assert "(e.g. findings.json), got .json" in capsys.readouterr().err
     assert not out.exists()
 
 

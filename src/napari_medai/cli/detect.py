@@ -31,8 +31,8 @@ def run(args) -> int:
     from ._common import check_findings_out, check_not_labels, check_writable, runtime
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise InputError(f"--out must end in .json or .csv, got {out.name}")
+    if out.suffix.lower() not in (".json", ".csv"):  # ".json" alone is a hidden name without a suffix
+        raise InputError(f"--out must be a file name ending in .json or .csv (e.g. findings.json), got {out.name}")
     check_writable(out, "--out")
     check_findings_out(out)  # scan.json beside scan.nii.gz is its BIDS sidecar
     summary_path = out.with_suffix(".md")

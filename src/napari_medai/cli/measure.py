@@ -46,15 +46,15 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io import read_volume
     from ..io.atomic import write_text_atomic
-    from ..io.orientation import display_voxel
+    from ..io.orientation import display_voxel, file_voxel
     from ..io.validate import check_volume
     from ..postprocess.report import file_grid, findings_to_csv, findings_to_json
     from ..postprocess.seeded import nodule_at
     from ._common import check_findings_out, check_writable
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise InputError(f"--out must end in .json or .csv, got {out.name}")
+    if out.suffix.lower() not in (".json", ".csv"):  # ".json" alone is a hidden name without a suffix
+        raise InputError(f"--out must be a file name ending in .json or .csv (e.g. findings.json), got {out.name}")
     if not args.at and not args.at_lps and not args.at_file:
         raise InputError("give at least one point: --at Z Y X (voxels), --at-file I J K (the file's own voxel "
                          "index) or --at-lps X Y Z (mm)")
@@ -69,15 +69,25 @@ def run(args) -> int:
     inverse = np.linalg.inv(vol.affine)
     # napari-medai's world axes are (S, P, L): DICOM's (x, y, z) = (L, P, S) reversed
     points = [("voxel", tuple(p), np.asarray(p, dtype=float)) for p in args.at]
+    total, refused = len(args.at) + len(args.at_file) + len(args.at_lps), 0
     if args.at_file:
         codes = vol.metadata.get("nifti_orientation")
         if not codes:  # a DICOM series has no one file whose index could be meant
             raise InputError(f"--at-file takes a NIfTI file's own voxel index; {Path(args.input).name} is not a "
                              "NIfTI file: use --at or --at-lps")
-        points += [("file", tuple(p), np.asarray(display_voxel(p, data.shape, codes))) for p in args.at_file]
+        # the file's own grid, in its I J K: a point off it was reported in the display frame's (z, y, x)
+        corners = (file_voxel((0, 0, 0), data.shape, codes), file_voxel(np.subtract(data.shape, 1), data.shape, codes))
+        file_shape = tuple(int(round(abs(b - a))) + 1 for a, b in zip(*corners))
+        for p in args.at_file:
+            if all(-0.5 < v < n - 0.5 for v, n in zip(p, file_shape)):
+                points.append(("file", tuple(p), np.asarray(display_voxel(p, data.shape, codes))))
+            else:
+                refused += 1
+                print(f"medai measure: --at-file {' '.join(f'{v:g}' for v in p)}: the point lies outside the file's "
+                      f"voxel grid (I J K from 0 to {' '.join(str(n - 1) for n in file_shape)})", file=sys.stderr)
     points += [("lps", tuple(p), inverse[:3, :3] @ np.asarray(p[::-1], dtype=float) + inverse[:3, 3])
                for p in args.at_lps]
-    found, refused = [], 0
+    found = []
     for kind, given, voxel in points:
         option = {"voxel": "--at", "file": "--at-file", "lps": "--at-lps"}[kind]
         where = f"{option} {' '.join(f'{v:g}' for v in given)}"
@@ -92,14 +102,14 @@ def run(args) -> int:
         print(f"{where}: centre {[round(c, 1) for c in f.center_voxel]} (voxels), long axis {f.diameter_mm:.1f} mm, "
               f"mean {f.mean_diameter_mm:.1f} mm, {f.volume_ml:.3f} mL, Lung-RADS {f.lung_rads}, {f.attenuation}")
     if not found:  # an earlier run's file there stays as it was (a mistyped point used to replace it with [])
-        print(f"medai measure: none of the {len(points)} point(s) could be measured: nothing written to {out}",
+        print(f"medai measure: none of the {total} point(s) could be measured: nothing written to {out}",
               file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     grid = file_grid(data.shape, vol.metadata)
     write_text_atomic(out, findings_to_json(found, grid=grid) if out.suffix.lower() == ".json"
                       else findings_to_csv(found, grid=grid))
-    print(f"{len(found)} of {len(points)} point(s) measured, written to {out}")
+    print(f"{len(found)} of {total} point(s) measured, written to {out}")
     return 1 if refused else 0
 
 
