@@ -115,6 +115,14 @@ def test_a_one_channel_card_without_an_output_is_a_sigmoid():
     assert ModelCard.from_dict({**data, "out_channels": 1, "output": "identity"}).output == "identity"
 
 
+def test_a_patch_classifier_has_one_logit():
+    """A two-logit (softmax) classifier card was accepted and scored by its "not lesion" logit
+    (found by an audit helper)."""
+    with pytest.raises(ModelError, match="one logit per patch"):
+        full_card(task="classification", out_channels=2, classes=[])
+    assert full_card(task="classification", out_channels=1, classes=[], output="sigmoid").out_channels == 1
+
+
 def test_a_write_cut_off_midway_leaves_the_previous_card_whole(tmp_path, monkeypatch):
     """A kill or a full disk while a card was written in place left half a card that no longer loaded."""
     import errno

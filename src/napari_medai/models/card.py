@@ -123,6 +123,10 @@ class ModelCard:
                 self._fail(f"{key} must be a positive integer, got {value!r}")
         if self.output not in OUTPUTS:
             self._fail(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.task == "classification" and self.out_channels != 1:
+            # a patch classifier's score is the sigmoid of its one logit: a two-logit (softmax) one was
+            # scored by its "not lesion" logit, its scores inverted
+            self._fail(f"a classification model gives one logit per patch (out_channels 1), got {self.out_channels}")
         self._validate_intensity()
         self._validate_classes()
         if (not isinstance(self.network, dict) or not isinstance(self.network.get("name", ""), str)
