@@ -306,6 +306,25 @@ def test_a_2d_bundle_on_non_axial_slices_is_refused(tmp_path):
         load_model(folder)
 
 
+@pytest.mark.parametrize("spatial_dim", [0, 2])
+def test_a_slice_inferer_across_another_axis_than_the_axial_is_refused(tmp_path, spatial_dim):
+    """MONAI's SliceInferer slices across ``spatial_dim`` (default 0: sagittal in RAS); the engine
+    ran such a network on axial slices without a word (found by an audit helper)."""
+    from monai.networks.nets import UNet
+
+    kwargs = dict(spatial_dims=2, in_channels=1, out_channels=2, channels=[2, 4], strides=[2], num_res_units=0)
+    folder = write_bundle(tmp_path / "b", {"_target_": "UNet", **kwargs}, UNet(**kwargs).state_dict(),
+                          channel_def=TWO_CLASSES, roi_size=(8, 16),
+                          extra_config={"preprocessing": preprocessing(pixdim=(1, 1, 1)),
+                                        "inferer": {"_target_": "SliceInferer", "roi_size": [8, 16],
+                                                    "spatial_dim": spatial_dim}})
+    if spatial_dim == 2:  # across S in RAS: the axial slices the engine runs
+        assert load_model(folder).card.spatial_dims == 2
+    else:
+        with pytest.raises(ModelError, match="SliceInferer runs the network on slices across axis 0"):
+            load_model(folder)
+
+
 # ---- 9. Spacingd before Orientationd ---------------------------------------------------------------
 @pytest.mark.parametrize("pixdim, spacing", [((2.0, 2.0, 4.0), None), ((1.5, 1.5, 1.5), (1.5, 1.5, 1.5))])
 def test_spacing_before_orientation_is_refused_unless_isotropic(tmp_path, pixdim, spacing):
