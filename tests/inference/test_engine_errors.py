@@ -43,6 +43,9 @@ def test_bad_spacing_and_settings(model, small_ct):
         run_model(model, small_ct, spacing=(0.0, 1.0, 1.0))
     with pytest.raises(InputError, match="overlap"):
         run_model(model, small_ct, settings=InferenceSettings(overlap=1.0))
+    # 0.99 made millions of windows, and counting them ran for minutes (found by an audit helper)
+    with pytest.raises(InputError, match="window overlap must be from 0 to 0.9"):
+        run_model(model, small_ct, settings=InferenceSettings(overlap=0.99))
     with pytest.raises(InputError, match="blending"):
         run_model(model, small_ct, settings=InferenceSettings(mode="median"))
     assert model.network.calls == 0
