@@ -2,6 +2,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from napari_medai.cli.main import main
 from napari_medai.io import read_volume
@@ -40,6 +41,18 @@ def test_phantom_command_writes_image_labels_lowdose_and_nodules(tmp_path, capsy
 def test_phantom_command_rejects_bad_count(tmp_path, capsys):
     assert main(["phantom", "--seed", "1", "--count", "0", "--out", str(tmp_path)]) == 2
     assert "count" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--nodules", "-1"], "--nodules must be 0 or more, got -1"),
+    (["--low-dose", "inf"], "--low-dose must be a finite number of photons per ray, at least 1, got inf"),
+    (["--low-dose", "nan"], "--low-dose must be a finite number of photons per ray, at least 1, got nan"),
+])
+def test_phantom_options_are_refused_in_their_own_words(tmp_path, capsys, option, message):
+    """The generator named its Python arguments, and called infinity "below 1" (found by an audit helper)."""
+    out = tmp_path / "ph"
+    assert main(["phantom", "--seed", "1", "--out", str(out), "--shape", "8", "32", "32", *option]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_napari_sample_gives_image_labels_and_nodule_points(monkeypatch):

@@ -32,6 +32,7 @@ def case_name(seed: int) -> str:
 
 def run(args) -> int:
     import json
+    import math
     from pathlib import Path
 
     from ..errors import InputError
@@ -43,6 +44,12 @@ def run(args) -> int:
         raise InputError(f"--count must be at least 1, got {args.count}")
     if args.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
+    # in the options' words, before the folder is made (the generator named its Python arguments, and
+    # called infinity "below 1")
+    if args.nodules is not None and args.nodules < 0:
+        raise InputError(f"--nodules must be 0 or more, got {args.nodules}")
+    if args.low_dose is not None and not (math.isfinite(args.low_dose) and args.low_dose >= 1):
+        raise InputError(f"--low-dose must be a finite number of photons per ray, at least 1, got {args.low_dose:g}")
     check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
