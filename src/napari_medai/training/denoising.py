@@ -329,7 +329,8 @@ def train_denoising(
 
     name = MODEL_NAMES[modality]
     weights = out_dir / f"{name}.pt"
-    torch.save(cpu_state_dict(gen), weights)
+    state = cpu_state_dict(gen)
+    replace_atomically(weights, lambda tmp: torch.save(state, tmp))  # whole or not at all, as the checkpoints
     card = make_card(modality, weights, gen_kwargs, train_command, {
         "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": gan,
         "adversarial_weight": ADVERSARIAL_WEIGHT if gan else 0.0,
@@ -338,7 +339,7 @@ def train_denoising(
         "precision": "bf16" if where.bf16 else "fp32", "seconds": round(elapsed, 1),
         "history": history[-5:],
     })
-    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
+    write_text_atomic(out_dir / f"{name}.json", json.dumps(card, indent=2))
     return card
 
 
