@@ -51,6 +51,9 @@ def test_find_cases_takes_files_series_folders_and_folders_of_them(tmp_path, coh
     again = find_cases([cohort / "alpha.nii.gz", cohort, cohort / "gamma"])
     assert [name for name, _ in again] == ["alpha", "beta", "broken", "gamma"]
     assert find_cases([cohort / "gamma" / "."]) == [("gamma", cohort / "gamma" / ".")]
+    # the first mention of a file keeps its place and name
+    assert [name for name, _ in find_cases([cohort / "gamma", cohort / "beta.nii", cohort])] == [
+        "gamma", "beta", "alpha", "broken"]
     # two cases with one name keep apart, also beside a case whose own name already ends in _2
     other = tmp_path / "other"
     other.mkdir()
@@ -405,6 +408,17 @@ def test_a_case_being_screened_is_listed_as_running_not_by_its_earlier_row(tmp_p
     assert seen == [{"alpha": "running"}] and record.status == "ok"
     with open(out / COHORT_FILE, newline="") as fh:
         assert [row["status"] for row in csv.DictReader(fh)] == ["ok"]
+    # a re-run cancelled before it wrote anything gives the earlier row back (it stayed "running")
+    from napari_medai.errors import Cancelled
+
+    def cancelled(*args, **kwargs):
+        raise Cancelled()
+
+    monkeypatch.setattr(screening, "screen", cancelled)
+    with pytest.raises(Cancelled):
+        screen_cases(cases, out, detector=det, segmenter=seg)
+    with open(out / COHORT_FILE, newline="") as fh:
+        assert [row["status"] for row in csv.DictReader(fh)] == ["ok"]
 
 
 def test_a_case_that_fails_on_a_rerun_moves_its_earlier_report_aside(tmp_path, cohort, models):
@@ -440,6 +454,9 @@ def test_nifti_files_in_sub_folders_are_named_not_dropped_silently(tmp_path, mod
                      "as inputs too"]
     with pytest.warns(UserWarning, match="p02, p03"):
         find_cases([folder])
+    (folder / "p03" / "report.json").write_text("{}")  # a report folder (--out-dir the cohort) is no patient's
+    find_cases([folder], on_note=notes.append)
+    assert notes[-1].endswith("the NIfTI files in p02 (sub-folders) are not screened: give those folders as inputs too")
     det, seg = models
     main(["batch", str(folder), "--out-dir", str(tmp_path / "out"), "--detector", det, "--segmenter", seg, "--quiet"])
     assert "note: " in capsys.readouterr().err

@@ -74,7 +74,9 @@ def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tup
             # resource-fork twin of every scan (as medai evaluate and the DICOM reader skip them)
             entries = [p for p in sorted(item.iterdir()) if not p.name.startswith(".")]
             found += [p for p in entries if is_nifti_path(p) or (p.is_dir() and is_supported_path(p))]
+            # a report folder (its report.json) holds a screening's own NIfTI files, not a patient's
             nested = [p.name for p in entries if p.is_dir() and not is_supported_path(p)
+                      and not (p / "report.json").is_file()
                       and any(is_nifti_path(f) and not f.name.startswith(".") for f in p.iterdir())]
             if nested:
                 _note(on_note, f"{item}: the NIfTI files in {', '.join(nested[:5])}{' …' if len(nested) > 5 else ''} "
@@ -83,7 +85,10 @@ def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tup
             raise InputError(f"{item.name} is neither a NIfTI file nor a folder of cases")
     if not found:
         raise InputError("no chest CT found: give NIfTI files, DICOM series folders, or folders holding them")
-    unique = list({path.resolve(): path for path in reversed(found)}.values())[::-1]  # first mention kept
+    first = {}
+    for path in found:  # the first mention of each file, in the order given
+        first.setdefault(path.resolve(), path)
+    unique = list(first.values())
     cases, taken = [], set()
     for path in unique:
         # "." (a series folder run from inside it) had no name, and its report landed beside cohort.csv
@@ -179,15 +184,25 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     lock, rows, finished = threading.Lock(), {}, set()
     order = {name: k for k, (name, _) in enumerate(cases)}
 
-    def table(name: str, record: CaseRecord) -> None:
-        rows[name] = record  # under the lock; the whole table is replaced in one step
+    def table(name: str, record: CaseRecord | None) -> None:
+        """Under the lock: the case's row set (None: dropped, its earlier run's row back), the whole
+        table replaced in one step."""
+        if record is None:
+            rows.pop(name, None)
+        else:
+            rows[name] = record
         write_text_atomic(out / COHORT_FILE, cohort_csv(sorted(rows.values(), key=lambda r: order[r.case]), earlier))
 
     def one(name: str, path: Path) -> CaseRecord:
         cancel.raise_if_cancelled()  # a stopped run starts no other case
         with lock:  # an earlier run's "ok" row must not stand while this run rewrites the case's files
             table(name, CaseRecord(name, str(path.resolve()), "running", "started; not finished"))
-        record = _screen_one(name, path, out / name, det, seg, {**screen_kwargs, "cancel": cancel})
+        try:
+            record = _screen_one(name, path, out / name, det, seg, {**screen_kwargs, "cancel": cancel})
+        except BaseException:  # cancelled (Cancel, Ctrl+C) before writing: the earlier row comes back
+            with lock:
+                table(name, None)
+            raise
         with lock:
             finished.add(name)
             # rewritten as each case ends: a run stopped halfway keeps the table of what it did
