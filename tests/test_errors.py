@@ -10,8 +10,13 @@ def test_out_of_memory_is_recognised_on_the_gpu_mps_and_cpu_only():
 
     assert out_of_memory_message(torch.OutOfMemoryError("CUDA out of memory")).startswith("the GPU ran out of memory")
     mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)")
-    assert out_of_memory_message(mps).startswith("the GPU ran out of memory for this image (MPS backend out of memory")
-    assert out_of_memory_message(MemoryError()).startswith("the computer ran out of memory for this image (MemoryError)")
+    assert out_of_memory_message(mps).startswith("the GPU ran out of memory (MPS backend out of memory")
+    assert out_of_memory_message(MemoryError()).startswith("the computer ran out of memory (MemoryError)")
+    # torch's own CPU allocator (found by a reviewer): the commonest way to run out without a GPU
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 40000000000000 bytes.")
+    said = out_of_memory_message(cpu)
+    assert said.startswith("the computer ran out of memory") and "device 'cpu'" not in said
     assert out_of_memory_message(RuntimeError("shape mismatch")) is None
     assert out_of_memory_message(ValueError("out of memory")) is None
 
@@ -29,7 +34,7 @@ def test_the_cli_says_it_in_a_sentence_and_still_shows_a_bug(monkeypatch, capsys
 
     monkeypatch.setattr("napari_medai.io.read_volume", boom)
     assert main(["info", str(path)]) == 2
-    assert "medai info: error: the computer ran out of memory for this image" in capsys.readouterr().err
+    assert "medai info: error: the computer ran out of memory (MemoryError)" in capsys.readouterr().err
 
     def bug(*args, **kwargs):
         raise RuntimeError("index out of range")

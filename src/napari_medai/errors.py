@@ -24,16 +24,22 @@ class Cancelled(Exception):
 
 def out_of_memory_message(exc: BaseException) -> str | None:
     """One sentence for a run that ran out of memory (torch's OutOfMemoryError on a GPU, a
-    RuntimeError saying so on Apple's MPS, numpy's MemoryError on the CPU), else None: they
-    surfaced as a traceback in the CLI and as a program error in the widgets."""
+    RuntimeError saying so on Apple's MPS; numpy's MemoryError or torch's "can't allocate memory"
+    on the CPU), else None: they surfaced as a traceback in the CLI and as a program error in the
+    widgets.  It says nothing of what was written: a command that writes as it goes (phantoms,
+    training) may have written some files first."""
     text = str(exc).lower()
     gpu = type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text)
-    if not gpu and not isinstance(exc, MemoryError):
+    cpu = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "cannot allocate memory" in text or "defaultcpuallocator" in text))
+    if not gpu and not cpu:
         return None
-    where = "the GPU" if gpu else "the computer"
-    return (f"{where} ran out of memory for this image ({reason_of(exc) if str(exc) else type(exc).__name__}); "
-            "nothing was written or added. Close other programs or layers, run it on the CPU (device 'cpu'), "
-            "or crop the image to the region you need")
+    reason = reason_of(exc) if str(exc) else type(exc).__name__
+    if gpu:
+        return (f"the GPU ran out of memory ({reason}). Run it on the CPU (device 'cpu'), close other programs "
+                "using the GPU, or crop the image to the region you need")
+    return (f"the computer ran out of memory ({reason}). Close other programs or layers, or crop the image to the "
+            "region you need")
 
 
 def reason_of(exc: BaseException) -> str:

@@ -130,9 +130,9 @@ def test_running_out_of_memory_is_a_sentence_not_a_bug(qtbot, runner, notificati
     results = []
     assert start_and_wait(qtbot, runner, too_big, results) == ERROR and results == []
     said = [msg for sev, msg in notifications() if sev == "error"]
-    assert said == ["Test job: the GPU ran out of memory for this image (CUDA out of memory. Tried to allocate "
-                    "9.00 GiB); nothing was written or added. Close other programs or layers, run it on the CPU "
-                    "(device 'cpu'), or crop the image to the region you need"]
+    assert said == ["Test job: the GPU ran out of memory (CUDA out of memory. Tried to allocate 9.00 GiB). Run it "
+                    "on the CPU (device 'cpu'), close other programs using the GPU, or crop the image to the region "
+                    "you need"]
     assert "ran out of memory" in runner._status.text()
 
 
