@@ -168,9 +168,12 @@ def segment(
     from .inference.cancel import as_cancel_token
     from .inference.progress import share_progress
 
-    # a (y, x) slice (a 2D model's input) runs as a one-slice volume and gets (y, x) labels back:
-    # it used to get (1, y, x), a shape the caller never gave
+    # a (y, x) slice for a 2D model runs as a one-slice volume and gets (y, x) labels back: it used to
+    # get (1, y, x), a shape the caller never gave (a 3D model gets the slice as it is, and says so)
     flat = np.ndim(volume) == 2
+    if flat:
+        model = _model(model, "segmentation")
+        flat = model.card.spatial_dims == 2
     if flat and spacing is not None and np.size(spacing) == 2:
         from .errors import InputError
 

@@ -348,3 +348,12 @@ def test_a_2d_model_on_a_slice_gives_labels_on_the_slices_grid(tmp_path):
     assert [row["center_voxel"] for row in result.lesion_outlines] == [(10, 12)]
     with pytest.raises(InputError, match="slice thickness"):
         napari_medai.segment(one, (1.0, 1.0), model=model)
+
+
+def test_a_3d_model_on_a_slice_says_it_needs_a_volume(seg_model):
+    """A (y, x) slice for a 3D model was padded to (1, y, x) and refused as "too small" (found by a
+    reviewer); the model's own words name what it needs."""
+    from napari_medai.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"expects a 3D volume \(z, y, x\), the image has 2 dimension"):
+        napari_medai.segment(blob_volume()[4], SPACING, model=seg_model)
