@@ -159,6 +159,19 @@ def test_a_finished_worker_keeps_nothing_its_job_held(qtbot, runner):
     del job, image
     gc.collect()
     assert worker is not None and alive() is None
+    # a failed job's error (kept as last_error, and in napari's notifications) held it in its frames
+    # (found by a reviewer)
+    image = Image()
+    alive = weakref.ref(image)
+
+    def failing(progress, cancel, image=image):
+        raise InputError(f"refused {image.data.shape}")
+
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS):
+        runner.start(failing, lambda result: None, name="Test job")
+    del failing, image
+    gc.collect()
+    assert isinstance(runner.last_error, InputError) and alive() is None
 
 
 def test_generator_jobs_yield_progress_and_return_the_result(qtbot, runner):

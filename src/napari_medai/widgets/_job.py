@@ -101,6 +101,29 @@ def _run_job(holder: list, reporter: _ProgressReporter) -> _Outcome:
         return _Outcome(ERROR, exc)
 
 
+def _forget_locals(exc: BaseException) -> None:
+    """Let go of what a failed job's frames held: its image and layer stayed alive for as long as
+    ``last_error`` and napari's notifications kept the error (the session).  A user's error (bad
+    input, a refusal) drops its tracebacks, which no one reads; a bug keeps them for its report,
+    its frames' local variables cleared (the frames still say where it failed)."""
+    import traceback
+
+    from ..errors import MedaiError
+
+    seen = set()
+    user = isinstance(exc, MedaiError)
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if user:
+            exc.__traceback__ = None
+        else:
+            try:
+                traceback.clear_frames(exc.__traceback__)
+            except RuntimeError:  # a frame still running: nothing of ours
+                pass
+        exc = exc.__cause__ or exc.__context__
+
+
 def _drain(generator, reporter: _ProgressReporter):
     while True:
         try:
@@ -234,6 +257,7 @@ class JobRunner(QObject):
                 show_error(f"{self._name}: {memory or value}")
             else:  # a bug: keep the traceback reachable from the notification
                 notification_manager.receive_error(type(value), value, value.__traceback__)
+            _forget_locals(value)
         self._end(status, value if status != DONE else None)
 
     def _on_crashed(self, exc: BaseException):
