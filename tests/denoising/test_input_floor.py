@@ -132,3 +132,24 @@ def test_voxels_outside_a_clipping_window_come_back_as_they_went_in():
                      in_channels=1, out_channels=1, output="identity", intensity=window)
     out = denoise(ct, None, model=LoadedModel(card, PassThrough()), settings=FP32)
     np.testing.assert_allclose(out, ct, atol=1e-3)  # bone included: it used to come back at 1000 HU
+
+
+def test_a_channel_wise_percentile_window_runs_on_a_volume_of_several_slices():
+    """denoise() fits its window on the (z, y, x) stack: the channel-wise refusal took the slices
+    for channels (found by a reviewer)."""
+    import torch
+
+    from napari_medai.models.card import ModelCard
+    from napari_medai.models.loading import LoadedModel
+
+    class PassThrough(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x[:, :1] * 1.0
+
+    mr = 100 + np.random.default_rng(0).normal(0, 5, (3, 16, 16)).astype(np.float32)
+    window = {"kind": "percentile", "lower": 0.0, "upper": 99.0, "b_min": 0.0, "b_max": 1.0, "channel_wise": True}
+    card = ModelCard(name="cw", task="denoising", modality="MR", spacing=None, roi_size=(16, 16), spatial_dims=2,
+                     in_channels=1, out_channels=1, output="identity", intensity=window)
+    np.testing.assert_allclose(denoise(mr, None, model=LoadedModel(card, PassThrough()), settings=FP32), mr, rtol=1e-5)

@@ -20,7 +20,7 @@ from ..errors import Cancelled, InputError, ModelError
 from ..io.validate import check_spacing, check_volume
 from .cancel import CancelToken, as_cancel_token
 from .device import release_memory, select_device
-from .intensity import IntensityMap, fit_intensity, restore_zeros
+from .intensity import IntensityMap, check_channel_wise, fit_intensity, restore_zeros
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
 from .precision import select_precision
@@ -246,6 +246,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
 
     with torch.inference_mode():
         x = resample(x, work, "linear")
+        check_channel_wise(card.intensity, x.shape[0], card.name)
         intensity = fit_intensity(card.intensity, x)
         x = intensity.apply(x)
         network = model.network.to(device).eval()

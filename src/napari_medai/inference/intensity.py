@@ -102,6 +102,19 @@ def clipped_away(intensity, image: np.ndarray) -> np.ndarray | None:
     return outside if outside.any() else None
 
 
+def check_channel_wise(spec: dict, channels: int, name: str) -> None:
+    """A percentile window fitted per channel (a bundle's ScaleIntensityRangePercentilesd with
+    channel_wise) is the same window on one channel; on several the plugin would pool the channels'
+    percentiles, which MONAI does not: refused.  (Only the engine knows the channels: denoise()
+    fits its windows on (z, y, x) stacks, whose first axis is the slices.)"""
+    steps = spec.get("steps", [spec]) if spec.get("kind") == "chain" else [spec]
+    if channels > 1 and any(s.get("kind") == "percentile" and s.get("channel_wise") for s in steps):
+        from ..errors import ModelError
+
+        raise ModelError(f"model '{name}' windows each input channel between its own percentiles (channel_wise), "
+                         f"which the plugin does not reproduce for {channels} channels")
+
+
 def restore_zeros(out, intensity, image) -> None:
     """Set ``out`` back to 0 where the input ``image`` is 0, in place, when ``intensity`` left
     those zeros out (``keeps_zeros``): an image output's linear inversion gave them the mean.
@@ -167,12 +180,7 @@ def fit_intensity(spec: dict, image: torch.Tensor) -> IntensityMap | IntensityCh
     if kind == "ct_window":
         return IntensityMap("ct_window", float(spec["a_min"]), float(spec["a_max"]),
                             float(spec["b_min"]), float(spec["b_max"]), bool(spec.get("clip", True)))
-    if kind == "percentile":
-        if spec.get("channel_wise") and image.shape[0] > 1:  # one window of pooled percentiles was fitted
-            from ..errors import ModelError
-
-            raise ModelError("the model windows each input channel between its own percentiles (channel_wise), "
-                             f"which the plugin does not reproduce for {image.shape[0]} channels")
+    if kind == "percentile":  # channel_wise: one channel only (the engine refuses several, check_channel_wise)
         # numpy: torch.quantile refuses tensors above 16 M voxels (a CT has ~80 M).
         flat = image.detach().cpu().numpy().ravel()
         # A regular subsample of <= 8 M voxels gives the same percentiles to well within a
