@@ -130,3 +130,11 @@ def test_the_candidate_cache_is_collected_again_when_the_pairs_or_the_weights_ch
     for suffix in ("image", "label"):
         (setup / f"case9_{suffix}.nii.gz").write_bytes((setup / f"case0_{suffix}.nii.gz").read_bytes())
     assert not reused()
+    # a cache cut off by a kill (an old non-atomic write) or an empty one is collected again, not a
+    # BadZipFile or EOFError traceback (found by a reviewer)
+    cache = tmp_path / "run" / "candidates.npz"
+    for broken in (cache.read_bytes()[: len(cache.read_bytes()) // 2], b""):
+        cache.write_bytes(broken)
+        assert not reused()
+    assert cc.check_config(cc.ClassifierTrainConfig(data=(str(setup),), out=str(tmp_path / "o"),
+                                                    max_negatives=None)) is None  # None keeps every negative

@@ -431,3 +431,12 @@ def test_options_that_failed_after_loading_are_refused_before(tmp_path, change, 
         check_config(_cfg(tmp_path / "data", tmp_path / "run", **change))
     check_config(_cfg(tmp_path / "data", tmp_path / "run", roi=(8, 8, 16), channels=(4, 8, 16, 32),
                       strides=(2, 2, 2)))  # two voxels at the bottom are enough
+
+
+def test_a_run_to_resume_is_not_refused_for_an_init_file_gone_since(tmp_path):
+    """A resumed or finished run never loads --init again: a moved init checkpoint blocked it (found by a reviewer)."""
+    from napari_medai.training.segmentation import check_config
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"a run's state")
+    check_config(_cfg(tmp_path / "data", tmp_path / "run", init="runs/nowhere/best.pt"))

@@ -57,6 +57,8 @@ def check_config(cfg: ClassifierTrainConfig) -> None:
     from ..errors import InputError
 
     for name in ("epochs", "threads", "max_negatives", "batch_size", "positive_repeat"):
+        if name == "max_negatives" and cfg.max_negatives is None:  # None keeps every negative
+            continue
         if int(getattr(cfg, name)) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
@@ -185,7 +187,7 @@ def _collect(cfg, model, card, out: Path, log):
             if str(z["key"]) == key:
                 log(f"reusing the candidates collected in {cache}")
                 return z["xt"], z["yt"], z["xv"], z["yv"]
-    except (OSError, ValueError, KeyError):  # none yet, or unreadable: collected again
+    except Exception:  # noqa: BLE001 - none yet, or unreadable (a cut-off zip, an empty file): collected again
         pass
     train_x, train_y = [], []
     for folder in cfg.data:

@@ -148,7 +148,8 @@ def check_config(cfg: SegTrainConfig) -> None:
     intensity_card(cfg)
     if cfg.intensity == "ct_window" and not cfg.ct_window[0] < cfg.ct_window[1]:
         raise InputError(f"--ct-window must be LOW HIGH with LOW < HIGH, got {tuple(cfg.ct_window)}")
-    _check_init(cfg.init)
+    if not (Path(cfg.out) / "last.pt").exists():  # a resumed or finished run never loads --init again
+        _check_init(cfg.init)
     if not run_name(cfg.out).strip():  # the card of best.pt is named after it: said now, not after epoch 1
         raise InputError(f"--out {cfg.out} has no folder name to name the run's model after: choose a named "
                          "folder, e.g. --out runs/my-model")
