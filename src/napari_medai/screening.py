@@ -172,8 +172,6 @@ def _added_affine(screened, given, spacing) -> np.ndarray:
         return _affine(screened, spacing)
     given = _affine(given, spacing)
     if screened is not None and not np.allclose(given, screened, atol=1e-3):
-        from .errors import InputError
-
         raise InputError("the affine given for the added nodule is not the one the scan was screened with: "
                          "its side and zone would be read in another frame")
     return given
