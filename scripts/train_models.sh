@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The training commands run on CUDA when present (--device auto); a GPU run does not give the
 # CPU run's bytes, so hide any GPU to reproduce the shipped weights (and, for fp32 runs, their sha256).
+# The segmentation stages pass --fp32: the shipped weights were trained in fp32 (their cards say
+# bf16 false), and on a CPU with native bf16 the default would be bf16 autocast (found by an audit
+# helper, 2026-11-29: the script as it was could not give the shipped bytes there).
 export CUDA_VISIBLE_DEVICES="${MEDAI_TRAIN_GPUS:-}"
 M=.venv/bin/medai
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(segmentation detection denoising)
@@ -18,21 +21,21 @@ for step in "${steps[@]}"; do case "$step" in
   segmentation)
     # Stage 1-2: 36 phantoms (seeds 1000-1035, their own 0-4 nodules; the first 3 validate).
     $M train segmentation --data runs/phantoms-train --phantoms 36 --phantom-seed 1000 --label-map chest \
-      --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1
+      --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1 --fp32
     $M train segmentation --data runs/phantoms-train --label-map chest --init runs/seg/best.pt \
-      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1
+      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1 --fp32
     # Stage 3: 44 nodule-rich phantoms (seeds 1100-1143, 8 nodules each; the first 3 validate),
     # nodule-centred crops weighted 4 (background 1, lung 1).
     $M train segmentation --data runs/phantoms-rich --phantoms 44 --phantom-seed 1100 --phantom-nodules 8 \
       --label-map chest --init runs/seg2/best.pt --out runs/seg3 --epochs 30 --iters-per-epoch 80 --lr 1e-3 \
-      --class-ratios 1 1 4 --threads 2
+      --class-ratios 1 1 4 --threads 2 --fp32
     # Stage 4: the same data, every nodule an equally likely crop centre whatever its size
     # (stage 3 drew centres per voxel, so large nodules dominated); installs the shipped weights
     # over the installed ones (--replace; the cards sharing them are fitted again below and in
     # the detection step).
     $M train segmentation --data runs/phantoms-rich --label-map chest --init runs/seg3/best.pt \
       --out runs/seg4 --epochs 22 --iters-per-epoch 80 --lr 1e-3 --class-ratios 1 1 4 \
-      --balance-components 2 --threads 2 --install-as chest-ct-lung-nodule --replace
+      --balance-components 2 --threads 2 --fp32 --install-as chest-ct-lung-nodule --replace
     # test-time mirroring (limited to where a nodule may be, only where it gains) and the nodule
     # edges moved to the CT's half-maximum contour, only for components the network is sure of
     # somewhere (extra.lesion_confident), on validation phantoms 2000-2011. The threshold stays the

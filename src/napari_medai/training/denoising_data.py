@@ -72,10 +72,13 @@ def rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndar
 
 
 def colin27_path() -> Path:
-    for path in (REPO_ROOT / "sample_data" / "colin27_t1.nii.gz", REPO_ROOT.parent / "shared" / "data" / "colin27_t1.nii.gz"):
+    """The repository's own copy of Colin27 (shipped with its licence): training never reads
+    ../shared, which a fresh checkout does not have (it fell back there when the copy was missing)."""
+    package = Path(__file__).resolve().parents[1] / "sample_data" / "colin27_t1.nii.gz"
+    for path in (REPO_ROOT / "sample_data" / "colin27_t1.nii.gz", package):
         if path.exists():
             return path
-    raise InputError("Colin27 T1 not found in sample_data/ (or ../shared/data/)")
+    raise InputError("Colin27 T1 not found in the repository's sample_data/ (src/napari_medai/sample_data/)")
 
 
 def mni152_path() -> Path:
