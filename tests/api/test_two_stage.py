@@ -90,3 +90,22 @@ def test_first_pass_nodules_keep_their_confidence_when_asked(models, tmp_path):
 
     assert score_of_rod("classifier") < 0.01  # the classifier's veto stands
     assert score_of_rod("max") > 0.8  # the first pass's own peak probability on the rod (0.81) stands
+
+
+def test_a_multi_label_first_pass_is_read_from_its_lesion_channel(tmp_path):
+    """A sigmoid first pass's lesion label 2 is its channel 1: the label itself indexed past its two
+    channels (IndexError; found by an audit helper)."""
+    from napari_medai import detect
+
+    clf = install(classifier_card(), tmp_path)
+    seg = segmentation_card("sigmoid-first", roi_size=(8, 32, 32), nodule_above=unit(0))
+    seg.output, seg.out_channels = "sigmoid", 2
+    seg.classes = [{"index": 1, "name": "lung", "color": "#00ff00"}, {"index": 2, "name": "nodule", "color": "#ff0000"}]
+    seg.network = {"name": "fixed_rule_models.SigmoidLungNodule", "kwargs": {"nodule_above": unit(0)}}
+    seg_path = install(seg, tmp_path)
+    det = detection_card("two-stage-sigmoid", roi_size=(8, 32, 32), nodule_above=unit(-300))
+    det.extra.update(classifier=str(clf), candidate_threshold=0.5, first_pass=str(seg_path))
+    volume = np.full((16, 40, 40), -850.0, np.float32)
+    volume[4:7, 5:8, 5:8] = 200.0
+    found = detect(volume, (1.0, 1.0, 1.0), model=str(install(det, tmp_path)))
+    assert len(found) == 1 and np.allclose(found[0].center_voxel, (5, 6, 6))

@@ -111,3 +111,27 @@ def test_a_nodule_on_a_vessel_gets_a_candidate_of_its_own():
     assert nod.sum() < (many.labels[box] == 1).sum() and nodule[box][nod].mean() > 0.5
     painted = many.paint(np.ones(len(many), bool))
     assert not (painted & (prob <= 0.5)).any() and painted.sum() > 0.9 * (prob > 0.5).sum()
+
+
+def test_a_candidate_is_centred_on_its_component_not_between_two_equal_parts():
+    """The mean of tied deepest voxels fell on the strand between two equal balls (the region then
+    missed both) or in a ring's hole (an empty region measured as its whole box); found by an
+    audit helper."""
+    from napari_medai.postprocess.findings import findings_from_scored_components
+
+    prob = np.zeros((20, 20, 60), np.float32)
+    zz, yy, xx = np.ogrid[:20, :20, :60]
+    for cx in (12, 47):
+        prob[(zz - 10) ** 2 + (yy - 10) ** 2 + (xx - cx) ** 2 <= 9] = 0.9
+    prob[10, 10, 12:48] = 0.9  # the strand
+    found = find_candidates(prob, (1.0, 1.0, 1.0), 0.5)
+    np.testing.assert_allclose(found.centres[0], (10, 10, 12))  # the deepest voxel nearest the mean: a ball's centre
+    assert found.region(0).sum() > 100  # a ball, not 14 voxels of strand
+    ring = np.zeros((9, 40, 40), np.float32)
+    yy, xx = np.ogrid[:40, :40]
+    distance = np.sqrt((yy - 20) ** 2 + (xx - 20) ** 2)
+    ring[3:6][:, (distance >= 12) & (distance <= 14)] = 0.9
+    found = find_candidates(ring, (1.0, 1.0, 1.0), 0.5)
+    assert found.labels[tuple(np.round(found.centres[0]).astype(int))] == 1 and found.region(0).any()
+    finding = findings_from_scored_components(found, ring, np.array([0.9]), (1.0, 1.0, 1.0))[0]
+    assert finding.volume_ml < 0.528  # measured on its region, not on the whole 2523-voxel box

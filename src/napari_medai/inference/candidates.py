@@ -97,8 +97,14 @@ def find_candidates(prob: np.ndarray, spacing, threshold: float = 0.5, first: np
         offset = np.array([b.start for b in box]) - 1
         if i < m or separation_mm is None:
             deepest_mm = dist.max()
-            # the mean of the deepest voxels: a plateau (a tube's axis, a flat blob) gives its middle
-            points = [np.argwhere(dist >= deepest_mm - 1e-9).mean(0)]
+            # the mean of the deepest voxels: a plateau (a tube's axis, a flat blob) gives its middle;
+            # where that mean is no deepest voxel itself (a ring's hole, the strand between two equal
+            # blobs: the candidate's region then missed both), the deepest voxel nearest it
+            deepest = np.argwhere(dist >= deepest_mm - 1e-9)
+            mean = deepest.mean(0)
+            if dist[tuple(np.round(mean).astype(int))] < deepest_mm - 1e-9:
+                mean = deepest[np.argmin(((deepest - mean) ** 2).sum(1))].astype(float)
+            points = [mean]
             depths = [deepest_mm]
         else:
             points, depths = _separated_maxima(dist, sp, separation_mm)

@@ -81,7 +81,11 @@ def score_candidates(
     stages = 2 if extra.get("first_pass") and first_pass is None else 1
     if stages == 2:
         first = load_model(extra["first_pass"])
-        lesion = int(first.card.extra.get("lesions", [first.card.out_channels - 1])[0])
+        # the lesion label's output channel (a multi-label card's label k + 1 is channel k: the label
+        # itself indexed past the channels, found by an audit helper)
+        from ..models.card import label_channel
+
+        lesion = label_channel(first.card, int(first.card.extra.get("lesions", [first.card.out_channels - 1])[0]))
         p_first = run_model(first, volume, spacing, settings, progress=share_progress(progress, 0, 2), cancel=cancel)[lesion].copy()
         first_pass = (p_first >= 0.5, p_first)
     probs = run_model(detector, volume, spacing, settings, progress=share_progress(progress, stages - 1, stages), cancel=cancel)

@@ -308,6 +308,8 @@ def measure_finding(p: np.ndarray, box, score: float, spacing, affine, mask_thre
     the component) where it reaches ``mask_threshold``; None when smaller than ``min_volume_mm3``."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
     peak = float(p.max())
+    if peak <= 0:  # an empty region: "half its peak" was every voxel of the box
+        return None
     mask = p >= mask_threshold
     if not mask.any():  # a faint candidate: measure it at half its own peak
         mask = p >= 0.5 * peak
