@@ -199,3 +199,22 @@ def test_a_blob_that_makes_its_own_field_is_no_finding_when_only_the_lungs_count
     assert len(found(extra)) == 2  # the blob is its own field
     kept = found({**extra, "field_components": 2})
     assert len(kept) == 1 and kept[0].center_voxel == pytest.approx((5, 20, 12), abs=0.5)
+
+
+def test_two_nodules_whose_faint_edges_touch_are_two_findings():
+    """At the candidate level (0.02) two 6.3 mm nodules 2 mm apart were one finding, measured
+    across both (10.6 mm, Lung-RADS 4A) and centred in the gap (found by an audit helper).  A
+    speck of the mask beside a nodule stays part of it."""
+    spacing = (1.0, 0.7, 0.7)
+    zz, yy, xx = np.ogrid[:20, :60, :80]
+    prob = np.zeros((20, 60, 80), np.float32)
+    for cx in (25, 37):
+        d = np.sqrt(((zz - 10) * spacing[0]) ** 2 + ((yy - 30) * spacing[1]) ** 2 + ((xx - cx) * spacing[2]) ** 2)
+        prob = np.maximum(prob, np.where(d <= 2.5, 0.99, 0.99 * np.exp(-(d - 2.5) / 1.0)).astype(np.float32))
+    assert prob[10, 30, 31] > 0.02  # one candidate at the shipped level
+    found = findings_from_probability(prob, spacing, candidate_threshold=0.02)
+    assert sorted(f.center_voxel[2] for f in found) == [25.0, 37.0]
+    assert all(f.lung_rads == "3" and f.mean_diameter_mm == pytest.approx(6.7, abs=0.3) for f in found)
+    speck = prob.copy()
+    speck[10, 30, 44] = 0.9  # one voxel at the mask level beside the second nodule
+    assert len(findings_from_probability(speck, spacing, candidate_threshold=0.02)) == 2
