@@ -204,3 +204,25 @@ def test_a_finding_refined_in_one_piece_only_reads_mixed():
     drawn = measure_finding(mask.astype(np.float32), box, 0.9, SPACING, np.diag([*SPACING, 1.0]))
     (both,) = refine_findings([drawn], image, SPACING, np.ones(mask.shape, bool), reach_mm=3.0)
     assert both.outline == "mixed" and both.volume_ml > drawn.volume_ml
+
+
+def test_a_piece_the_refinement_splits_off_under_the_minimum_size_goes_back_to_the_lung():
+    """Moving the edge can split a lesion: a 2 mm³ speck was left and reported as a nodule of its
+    own, under the card's 10 mm³ minimum (found by an audit helper)."""
+    import json
+    from importlib.resources import files
+
+    from scipy import ndimage
+
+    from napari_medai.postprocess.components import clean_with_card
+
+    extra = json.loads((files("napari_medai") / "models" / "weights" / "chest-ct-lung-nodule.json").read_text())["extra"]
+    labels = np.ones((30, 30, 40), np.uint8)
+    image = np.full(labels.shape, -850.0, np.float32)
+    labels[13:18, 13:18, 13:18], image[13:18, 13:18, 13:18] = 2, 40.0  # the nodule
+    labels[15, 15, 18:21] = 2  # the network's label runs on
+    image[15, 15, 18], image[15, 15, 19:21] = -800.0, 40.0  # through a gap into a 2-voxel speck
+    prob = np.where(labels == 2, 0.999, 0.0).astype(np.float32)
+    out = clean_with_card(labels, prob, (1.0, 1.0, 1.0), extra, image=image)
+    pieces, n = ndimage.label(out == 2, np.ones((3, 3, 3)))
+    assert n == 1 and (out[15, 15, 19:21] == 1).all()  # the speck is lung again

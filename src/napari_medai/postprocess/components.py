@@ -125,6 +125,12 @@ def clean_with_card(labels, lesion_prob, spacing, extra: dict, min_lesion_mm3: f
         only = lesion_prob >= confident if confident is not None else None
         labels = refine_lesion_edges(labels, image, spacing, lesions[0], hosts, **lesion_refine, only=only,
                                      refined=refined)
+        # a refined edge can split a lesion: a piece under the minimum size goes back to the host it
+        # lies in (a 2 mm³ speck was reported as a nodule of its own; found by an audit helper)
+        box = bounding_box(labels == lesions[0])
+        if box is not None and min_lesion_mm3 > 0:
+            m = labels[box] == lesions[0]
+            labels[box][m & ~remove_small_components(m, min_lesion_mm3, spacing)] = hosts[0] if hosts else 0
     return labels
 
 
