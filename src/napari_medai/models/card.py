@@ -70,7 +70,9 @@ class ModelCard:
     classes: list[dict[str, Any]] = field(default_factory=list)
     intensity: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     network: dict[str, Any] = field(default_factory=dict)
-    output: str = "softmax"
+    # None: "sigmoid" for one output channel (a softmax over one channel is 1 everywhere and labelled
+    # every voxel), else "softmax"; resolved in validate() for cards from JSON and from code alike
+    output: str | None = None
     weights: str = ""
     sha256: str = ""
     train_command: str = ""
@@ -121,6 +123,8 @@ class ModelCard:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 self._fail(f"{key} must be a positive integer, got {value!r}")
+        if self.output is None:
+            self.output = "sigmoid" if self.out_channels == 1 else "softmax"
         if self.output not in OUTPUTS:
             self._fail(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.task == "classification" and self.out_channels != 1:
@@ -258,10 +262,6 @@ class ModelCard:
             )
         if "name" not in data:
             raise ModelError("a model card needs a 'name'")
-        if data.get("output") is None and data.get("out_channels") == 1:
-            # a softmax over one channel is 1 everywhere: a one-channel card that names no output labelled every
-            # voxel, where the same TorchScript file without a card got sigmoid (found by an audit helper)
-            data = {**data, "output": "sigmoid"}
         return cls(**data, source_dir=Path(source_dir) if source_dir is not None else None)
 
     @classmethod

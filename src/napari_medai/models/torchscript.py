@@ -110,10 +110,7 @@ def load_torchscript(path, card: ModelCard | None = None, **card_fields) -> Load
                 fields["spatial_dims"] = dims
                 fields.setdefault("roi_size", default_window(dims))  # a 2D network runs slice by slice
         fields.setdefault("out_channels", _probe_out_channels(network, fields, path))
-        # One output channel is a single independent (logit) map: softmax over one channel
-        # would be 1 everywhere and label every voxel.  Bundles decide the same way.
-        fields.setdefault("output", "sigmoid" if fields["out_channels"] == 1 else "softmax")
-        card = ModelCard(**fields)
+        card = ModelCard(**fields)  # one output channel: a sigmoid map (ModelCard's default output)
     card.extra.setdefault("source", "torchscript")
     return LoadedModel(card, network.eval())
 
