@@ -72,15 +72,18 @@ def check_writable(path, what: str, *, folder: bool = False) -> None:
 
 
 def check_findings_out(path, option: str = "--out") -> None:
-    """Refuse a ``.json`` ``--out`` that exists and is not a findings list (a JSON array, as
-    ``findings_to_json`` writes): ``scan.json`` beside ``scan.nii.gz`` is the scan's BIDS sidecar,
-    which the reader takes the modality from, and ``--out scan.json`` replaced it silently."""
+    """A findings file's name (``medai detect``, ``medai measure``): one ending in .json or .csv,
+    and not a ``.json`` that exists and is no findings list (a JSON array, as ``findings_to_json``
+    writes): ``scan.json`` beside ``scan.nii.gz`` is the scan's BIDS sidecar, which the reader
+    takes the modality from, and ``--out scan.json`` replaced it silently."""
     import json
     from pathlib import Path
 
     from ..errors import InputError
 
     path = Path(path)
+    if path.suffix.lower() not in (".json", ".csv"):  # ".json" alone is a hidden name without a suffix
+        raise InputError(f"{option} must be a file name ending in .json or .csv (e.g. findings.json), got {path.name}")
     if path.suffix.lower() != ".json" or not path.is_file():
         return
     try:

@@ -21,7 +21,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..api import check_score_threshold, check_some_findings_listed, cut_to, detect, one_more_than
-    from ..errors import InputError
     from ..inference.modality import check_stated_modality
     from ..io import read_volume
     from ..io.atomic import write_text_atomic
@@ -31,10 +30,8 @@ def run(args) -> int:
     from ._common import check_findings_out, check_not_labels, check_writable, runtime
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".json", ".csv"):  # ".json" alone is a hidden name without a suffix
-        raise InputError(f"--out must be a file name ending in .json or .csv (e.g. findings.json), got {out.name}")
+    check_findings_out(out)
     check_writable(out, "--out")
-    check_findings_out(out)  # scan.json beside scan.nii.gz is its BIDS sidecar
     summary_path = out.with_suffix(".md")
     check_writable(summary_path, "the summary beside --out")
     check_own_summary(summary_path)

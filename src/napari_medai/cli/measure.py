@@ -53,8 +53,7 @@ def run(args) -> int:
     from ._common import check_findings_out, check_writable
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".json", ".csv"):  # ".json" alone is a hidden name without a suffix
-        raise InputError(f"--out must be a file name ending in .json or .csv (e.g. findings.json), got {out.name}")
+    check_findings_out(out)
     if not args.at and not args.at_lps and not args.at_file:
         raise InputError("give at least one point: --at Z Y X (voxels), --at-file I J K (the file's own voxel "
                          "index) or --at-lps X Y Z (mm)")
@@ -62,7 +61,6 @@ def run(args) -> int:
         raise InputError(f"--max-diameter must be a size in mm from {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} "
                          f"(the largest nodule or mass to measure), got {args.max_diameter:g}")
     check_writable(out, "--out")
-    check_findings_out(out)  # scan.json beside scan.nii.gz is its BIDS sidecar
     vol = read_volume(args.input)
     data = check_volume(vol.data, vol.spacing, need_3d=True, what="CT")
     _check_ct(vol, data, args.input)
