@@ -270,17 +270,13 @@ def _set_aside(case_dir: Path, record: CaseRecord) -> CaseRecord:
     to ``<case> (earlier run)/``, replacing what an earlier move put there, so the folder no longer
     passes for this run's result; the record says where they went.  Nothing else in the folder
     moves (the scan itself may sit there)."""
-    import json
     import shutil
 
-    from .screening import UNFINISHED, _claims
+    from .screening import finished_report_files
 
-    claimed = [name for name in _claims(case_dir) if (case_dir / name).is_file()]
-    try:  # a report this run left unfinished says so itself (its note), and is not an earlier run's
-        unfinished = json.loads((case_dir / "report.json").read_text()).get("note") == UNFINISHED
-    except (OSError, ValueError, AttributeError):
-        unfinished = True
-    if not claimed or unfinished:
+    # a report this run left unfinished says so itself (its note), and is not an earlier run's
+    claimed = [name for name in finished_report_files(case_dir) if (case_dir / name).is_file()]
+    if not claimed:
         return record
     aside = case_dir.with_name(EARLIER_RUN.format(name=case_dir.name))
     if aside.exists():

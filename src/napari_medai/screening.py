@@ -733,17 +733,31 @@ def _report_files(out) -> list[str]:
     return names
 
 
-def _claims(out) -> dict:
-    """The files ``out/report.json`` says a screening wrote in ``out``: path -> sha256, or None
-    where only the name is known (an unfinished run, or a report from before ``files``);
-    {} without a screening's report.json there."""
+def _report_record(out) -> dict | None:
+    """``out/report.json`` as a dict, or None (none, unreadable, not JSON, not an object)."""
     import json
 
     try:
         record = json.loads((out / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none, unreadable, or not JSON: nothing there is ours
-        return {}
-    if not isinstance(record, dict):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def finished_report_files(out) -> dict:
+    """``_claims`` of a finished report only: {} where the report.json there says its run did not
+    finish (``UNFINISHED``), whose files are that run's, not an earlier one's."""
+    record = _report_record(out)
+    return {} if record is None or record.get("note") == UNFINISHED else _claims(out, record)
+
+
+def _claims(out, record: dict | None = None) -> dict:
+    """The files ``out/report.json`` (or ``record``, its content) says a screening wrote in ``out``:
+    path -> sha256, or None where only the name is known (an unfinished run, or a report from
+    before ``files``); {} without a screening's report.json there."""
+    if record is None:
+        record = _report_record(out)
+    if record is None:
         return {}
     ours = _is_screening_record(record) or record.get("note") == UNFINISHED
     if ours and isinstance(record.get("files"), dict):  # another program's JSON may say "files" too
