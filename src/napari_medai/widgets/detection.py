@@ -80,15 +80,8 @@ def view_of_voxel(matrix, voxel, dims, units=None,
     itself within the half slice a Points layer shows its markers in when it can.  ``units``: the
     layer's (napari converts between them and the viewer's so).
     """
-    matrix = np.asarray(matrix, dtype=float)
     voxel = np.asarray(voxel, dtype=float)
-    ndim = len(voxel)
-    first = dims.ndim - ndim  # the volume's axes are the viewer's last ones
-    factor = _units_factor(units, dims, ndim)  # the layer's world units -> the viewer's
-    linear, shift = matrix[:ndim, :ndim], matrix[:ndim, ndim]
-    inverse = np.linalg.inv(linear)
-    sliced = [axis - first for axis in dims.not_displayed if axis >= first]
-    shown = [axis - first for axis in dims.displayed if axis >= first]
+    first, factor, linear, shift, inverse, sliced, shown = _view_blocks(matrix, len(voxel), dims, units)
     point = {}
     if sliced:
         block, offset = inverse[np.ix_(sliced, sliced)], (inverse @ shift)[sliced]
@@ -127,6 +120,19 @@ def _best_step(world, i: int, steps, drawn, wanted: float, exact: float) -> floa
     return best
 
 
+def _view_blocks(matrix, ndim: int, dims, units):
+    """What ``view_of_voxel`` and ``voxel_of_view`` read of a layer's voxel -> world ``matrix``:
+    the viewer axis of its first axis (its axes are the viewer's last ones), the layer's world
+    units in the viewer's, the linear part, its shift and inverse, and which of its axes napari
+    slices and which it displays."""
+    matrix = np.asarray(matrix, dtype=float)
+    first = dims.ndim - ndim
+    linear, shift = matrix[:ndim, :ndim], matrix[:ndim, ndim]
+    sliced = [axis - first for axis in dims.not_displayed if axis >= first]
+    shown = [axis - first for axis in dims.displayed if axis >= first]
+    return first, _units_factor(units, dims, ndim), linear, shift, np.linalg.inv(linear), sliced, shown
+
+
 def voxel_of_view(matrix, world, dims, units=None) -> np.ndarray:
     """The data point (z, y, x) of a 3D layer that napari shows at the viewer's world point
     ``world`` (a click on the canvas): ``view_of_voxel`` the other way.  On the sliced axes, the
@@ -134,15 +140,9 @@ def voxel_of_view(matrix, world, dims, units=None) -> np.ndarray:
     transform); on the displayed axes, the pixel of that slice drawn under ``world`` (the
     displayed block of the data -> world transform).  The full world -> data transform put a
     click on a tilted layer several slices away from the nodule drawn under it."""
-    matrix = np.asarray(matrix, dtype=float)
-    ndim = matrix.shape[0] - 1
+    ndim = np.shape(matrix)[0] - 1
     world = np.asarray(world, dtype=float)[-ndim:]
-    first = dims.ndim - ndim
-    factor = _units_factor(units, dims, ndim)
-    linear, shift = matrix[:ndim, :ndim], matrix[:ndim, ndim]
-    inverse = np.linalg.inv(linear)
-    sliced = [axis - first for axis in dims.not_displayed if axis >= first]
-    shown = [axis - first for axis in dims.displayed if axis >= first]
+    _, factor, linear, shift, inverse, sliced, shown = _view_blocks(matrix, ndim, dims, units)
     voxel = inverse @ (world / factor - shift)  # where no block applies: the plain transform
     if sliced and np.linalg.cond(inverse[np.ix_(sliced, sliced)]) < 1e8:
         voxel[sliced] = inverse[np.ix_(sliced, sliced)] @ (world[sliced] / factor[sliced]) - (inverse @ shift)[sliced]
@@ -581,6 +581,20 @@ class DetectionWidget(TaskWidget):
                 return
             self.measure_at(position)
 
+    def _run_source(self, first: str, again: str):
+        """The image the findings came from, still in the viewer and where the run found it, or an
+        InputError saying what to do (``first``: why a run is needed; ``again``: what to do then)."""
+        layer = self._source_layer
+        if layer is None:
+            raise InputError(f"run the detection first: {first}")
+        if layer not in self.viewer.layers:
+            raise InputError(f"'{layer.name}', the image the findings came from, was removed: run the detection on "
+                             f"an image to {again}")
+        if not self._source_state.matches(layer):
+            raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection ran: run "
+                             f"the detection again to {again}")
+        return layer
+
     def measure_at(self, world) -> None:
         """Measure the nodule at ``world`` (the viewer's world coordinates) on the image the
         findings came from, in a job, and add it as the reader's finding."""
@@ -588,16 +602,9 @@ class DetectionWidget(TaskWidget):
         try:
             if self.runner.is_running:
                 raise InputError("wait for the running job to finish (or cancel it), then mark the nodule again")
-            if layer is None:
-                raise InputError("run the detection first: the nodule is measured on the image it ran on")
-            if layer not in self.viewer.layers:
-                raise InputError(f"'{layer.name}', the image the findings came from, was removed: run the "
-                                 "detection on an image to mark a nodule on it")
             # The mark is measured in the image's frame now, but joins markers and masks laid out
             # in the frame of the run: after a move or new data it would land away from the click.
-            if not self._source_state.matches(layer):
-                raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection "
-                                 "ran: run the detection again to mark a nodule on it")
+            layer = self._run_source("the nodule is measured on the image it ran on", "mark a nodule on it")
             data, spacing = image_source(layer)
             # the voxel napari draws under the click (not world_to_data's: tilted layers differ)
             point = voxel_of_view(world_affine(layer), world, self.viewer.dims, getattr(layer, "units", None))
@@ -733,16 +740,9 @@ class DetectionWidget(TaskWidget):
         findings came from (a NEW layer: napari suffixes a taken name), and make it the target."""
         from ._layers import add_layers
 
-        layer = self._source_layer
-        if layer is None:
-            raise InputError("run the detection first: the new labels go on the grid of the image it ran on")
-        if layer not in self.viewer.layers:
-            raise InputError(f"'{layer.name}', the image the findings came from, was removed")
-        # the layer is made on the image's grid now, but sized to the run's: after new data it did not
-        # fit (a traceback), and after a move Add to labels refused the layer it had just made
-        if not self._source_state.matches(layer):
-            raise InputError(f"'{layer.name}' was moved, rescaled or given other data since the detection ran: "
-                             "run the detection again to make labels on its grid")
+        # made on the image's grid now, but sized to the run's: after new data it did not fit (a
+        # traceback), and after a move Add to labels refused the layer it had just made
+        layer = self._run_source("the new labels go on the grid of the image it ran on", "make labels on its grid")
         named = {}
         if self._classes:  # the detector's classes, named and coloured as the segmentation widget's
             from ..napari_hooks.label_classes import named_labels
