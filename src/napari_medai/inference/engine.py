@@ -20,7 +20,7 @@ from ..errors import Cancelled, InputError, ModelError
 from ..io.validate import check_spacing, check_volume
 from .cancel import CancelToken, as_cancel_token
 from .device import release_memory, select_device
-from .intensity import IntensityMap, check_channel_wise, fit_intensity, restore_zeros
+from .intensity import IntensityMap, check_channel_wise, fit_intensity, keeps_zeros, restore_zeros
 from .layout import from_network_axes, sizes_to_network_axes, to_network_axes
 from .modality import check_modality
 from .precision import select_precision
@@ -278,7 +278,8 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
             out /= len(passes)
         out = resample(out, grid, "linear")
         out = np.ascontiguousarray(out.numpy(), dtype=np.float32)
-        if card.output in ("identity", "residual"):  # an image: the zeros a nonzero z-score left out stay 0
+        # an image: the zeros a nonzero z-score left out stay 0 (the channels' maximum taken only then)
+        if card.output in ("identity", "residual") and keeps_zeros(intensity):
             restore_zeros(out, intensity, image[0] if image.shape[0] == 1 else np.abs(image).max(0))
         return out
 
