@@ -56,11 +56,10 @@ def check_config(cfg: ClassifierTrainConfig) -> None:
     --val-seeds range, --epochs 0 (no best.pt written) and the like used to fail after it."""
     from ..errors import InputError
 
-    for name in ("epochs", "threads", "max_negatives", "batch_size", "positive_repeat"):
-        if name == "max_negatives" and cfg.max_negatives is None:  # None keeps every negative
-            continue
-        if int(getattr(cfg, name)) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    from .checkpoint import check_counts
+
+    # max_negatives None keeps every negative
+    check_counts(cfg, ("epochs", "threads", "max_negatives", "batch_size", "positive_repeat"), optional=("max_negatives",))
     if not cfg.lr > 0:
         raise InputError(f"the learning rate must be positive, got {cfg.lr}")
     first, stop = cfg.val_seeds

@@ -20,6 +20,19 @@ def save_atomic(obj, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def check_counts(cfg, names, optional=()) -> None:
+    """Each option ``names`` of a training config (epochs, iterations, batch size, threads…) is a
+    count of at least 1, checked before any data loads; an ``optional`` one may be None."""
+    from ..errors import InputError
+
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None and name in optional:
+            continue
+        if int(value) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def read_checkpoint(last: Path, needs: str | None = None) -> dict:
     """The training state in ``last``, or one InputError: a file cut off by a kill or a full disk
     gave a raw PytorchStreamReader traceback.  ``needs``: a key the state must hold."""

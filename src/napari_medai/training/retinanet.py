@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
-from .checkpoint import read_checkpoint, save_atomic, settings_changes
+from .checkpoint import check_counts, read_checkpoint, save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .seg_data import ct_window, ct_window_card, find_pairs, load_case
 
@@ -175,9 +175,7 @@ def learning_rate(cfg: RetinaTrainConfig, step: int) -> float:
 def check_config(cfg: RetinaTrainConfig) -> None:
     """Options checked before any case loads: --iterations 0 wrote NaN into summary.json (not
     JSON), --batch-size 0 and a learning rate of 0 or less failed after loading."""
-    for name in ("iterations", "batch_size", "threads", "checkpoint_every"):
-        if int(getattr(cfg, name)) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    check_counts(cfg, ("iterations", "batch_size", "threads", "checkpoint_every"))
     if not cfg.lr > 0:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
     if cfg.warmup < 0 or not 0 <= cfg.positive_fraction <= 1:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, MedaiError
-from .checkpoint import read_checkpoint, save_atomic, settings_changes
+from .checkpoint import check_counts, read_checkpoint, save_atomic, settings_changes
 from .device import cpu_state_dict, training_device
 from .losses import HardNegativeLoss, PerLesionLoss
 from .seg_data import (Case, case_name, component_balanced_indices, ct_window, ct_window_card, find_pairs,
@@ -115,9 +115,7 @@ def _intensity(cfg: SegTrainConfig) -> Callable[[np.ndarray], np.ndarray]:
 def check_config(cfg: SegTrainConfig) -> None:
     """Every option a run needs, checked before any data loads (a bad one used to surface as a
     scheduler's or a crop transform's traceback after minutes of loading)."""
-    for name in ("epochs", "iters_per_epoch", "batch_size", "threads"):
-        if int(getattr(cfg, name)) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    check_counts(cfg, ("epochs", "iters_per_epoch", "batch_size", "threads"))
     if not cfg.lr > 0:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
     if len(cfg.spacing) != 3 or not all(float(v) > 0 for v in cfg.spacing):

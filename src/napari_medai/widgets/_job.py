@@ -108,8 +108,6 @@ def _forget_locals(exc: BaseException) -> None:
     its frames' local variables cleared (the frames still say where it failed)."""
     import traceback
 
-    from ..errors import MedaiError
-
     seen = set()
     user = isinstance(exc, MedaiError)
     while exc is not None and id(exc) not in seen:
