@@ -1,6 +1,7 @@
 """Air outside the lung field (trachea, bronchi, oesophagus) leaves the lung class."""
 
 import numpy as np
+import pytest
 
 from napari_medai.postprocess.airway import drop_extrapulmonary_air
 from napari_medai.postprocess.components import clean_with_card
@@ -106,3 +107,46 @@ def test_air_pieces_are_those_whose_median_is_below_the_level():
     straddle = np.zeros((1, 4), np.int32) + 1
     assert _air_pieces(np.array([[-1000.0, -952.0, -949.0, -800.0]]), straddle, np.array([1]), -950.0).tolist() == [1]
     assert _air_pieces(np.array([[-1000.0, -951.0, -947.0, -800.0]]), straddle, np.array([1]), -950.0).tolist() == []
+
+
+def test_an_emphysematous_apex_stays_lung_and_the_trachea_still_goes():
+    # A bullous apex: the right lung's top two slices are small pieces of pure air (-1000 HU,
+    # 144 and 324 mm², under the trachea's 800 mm² limit), the dome widening into the lung below.
+    # The trachea between the lungs keeps its cross-section on every slice.
+    hu, lab, lumen = _chest()
+    right = (slice(20, 100), slice(100, 150))
+    for z, (h, w) in ((0, (20, 20)), (1, (30, 30))):
+        hu[z][right] = 40.0
+        lab[z][right] = 0
+        hu[z, 50:50 + h, 110:110 + w] = -1000.0
+        lab[z, 50:50 + h, 110:110 + w] = 1
+    out = drop_extrapulmonary_air(lab, hu, SPACING)
+    apex = np.zeros(lab.shape, bool)
+    apex[:, :, 100:] = True
+    np.testing.assert_array_equal(out[apex], lab[apex])  # the whole right lung stays, its air apex too
+    assert not (out[:, lumen] == 1).any()  # the trachea still goes
+
+
+def test_a_lumen_is_not_an_apex_where_the_scan_ends():
+    # With one or two slices the 10 mm comparison has no slice to read: the lumen goes as before.
+    hu, lab, lumen = _chest()
+    out = drop_extrapulmonary_air(lab[:2], hu[:2], SPACING)
+    assert not (out[:, lumen] == 1).any()
+
+
+@pytest.mark.parametrize("slice_mm", [1.25, 5.0])
+def test_a_bullous_dome_apex_stays_lung(slice_mm):
+    # A lung's top as a half-ellipsoid dome (60 x 40 x 30 mm semi-axes) whose upper 8 mm is a
+    # bulla of pure air: its top slices are small pieces below -950 HU, as a trachea's are.
+    spacing = (slice_mm, 0.7, 0.7)
+    z, y, x = np.meshgrid(np.arange(int(50 / slice_mm)) * slice_mm, np.arange(160) * 0.7, np.arange(200) * 0.7,
+                          indexing="ij")
+    lung = ((z - 60) / 60) ** 2 + ((y - 56) / 40) ** 2 + ((x - 70) / 30) ** 2 <= 1
+    hu = np.where(lung, -850.0, 40.0)
+    hu[lung & (z < 8)] = -1000.0
+    trachea = (y - 56) ** 2 + (x - 120) ** 2 <= 8 ** 2
+    hu[trachea] = -1000.0
+    lab = (lung | trachea).astype(np.uint8)
+    out = drop_extrapulmonary_air(lab, hu, spacing)
+    assert (out[lung] == 1).all()
+    assert not (out[trachea] == 1).any()

@@ -8,7 +8,10 @@ it back to background:
 
 1. **Pieces of pure air.**  On every axial slice a piece of the lung field holds parenchyma,
    whose median is about -850 HU even in the thin apices.  A 2D piece of the lung class no
-   larger than a trachea's cross-section whose median is below -950 HU is an airway lumen.
+   larger than a trachea's cross-section whose median is below -950 HU is an airway lumen,
+   unless it widens into a lung along the body axis: an emphysematous apex (a bulla, itself
+   below -950 HU) is the top of a dome: 10 mm further down, the lung covers the piece and the
+   5 mm around it.  A trachea or oesophagus 10 mm on is still a tube in the mediastinum.
 2. **The same lumen where it touches a lung.**  Lower down, the label of the trachea runs into
    the right lung's on the same slice, so it is no piece of its own.  From the lumens of
    step 1, the airway is followed slice by slice: an air blob inside the lung class that
@@ -31,6 +34,13 @@ MAX_AREA_MM2 = 800.0  # a 32 mm circle: wider than an adult trachea (up to ~25 m
 TISSUE_HU = -500.0  # above this: wall, mediastinum, vessel; below: air or parenchyma
 RING_MM = (2.0, 4.0)  # where a lumen's surroundings are read (beyond a tracheal wall's inner part)
 MIN_TISSUE = 0.6  # share of that ring in soft tissue for a lumen outside the lung
+# An air piece that lies, with 5 mm around it, at least 70 % in the lung class 10 mm up or down is
+# the tip of a lung (an apex, bullous or not), not a tube: a dome widens under its top, while a
+# trachea's 5 mm margin there is its wall and the mediastinum (about 60 % of the disc for a
+# 16 mm trachea).  10 mm: two slices of a 5 mm scan.
+WIDENING_MM = 10.0
+WIDENING_MARGIN_MM = 5.0
+WIDENING_SHARE = 0.7
 
 
 def drop_extrapulmonary_air(labels: np.ndarray, image: np.ndarray, spacing, organ: int = 1,
@@ -49,6 +59,7 @@ def drop_extrapulmonary_air(labels: np.ndarray, image: np.ndarray, spacing, orga
         if small.size == 0:
             continue
         air = _air_pieces(image[z], pieces, small, max_median_hu)
+        air = air[[not _widens_into_lung(labels, z, pieces == k, organ, spacing) for k in air]]
         if air.size:
             lumens[int(z)] = np.isin(pieces, air)
             out[z][lumens[int(z)]] = 0
@@ -71,6 +82,24 @@ def _air_pieces(image2d, pieces, candidates, max_median_hu) -> np.ndarray:
     inside = np.isin(pieces, maybe)
     medians = np.asarray(ndimage.median(image2d[inside], pieces[inside], maybe), dtype=float).reshape(-1)
     return maybe[medians < max_median_hu]
+
+
+def _widens_into_lung(labels, z, piece, organ, spacing) -> bool:
+    """Whether the 2D ``piece`` of slice ``z``, with a WIDENING_MARGIN_MM margin around it, lies
+    at least WIDENING_SHARE in the ``organ`` class WIDENING_MM up or down: the tip of a lung,
+    with the lung spreading out under it (see the module).  A trachea or bronchus there is
+    mostly wall and mediastinum around its own label, even where that label has run into a
+    lung's beside it."""
+    step = max(1, int(round(WIDENING_MM / float(spacing[0]))))
+    reach = [WIDENING_MARGIN_MM / float(mm) for mm in spacing[1:]]
+    lo = [max(0, int(i.min() - r - 1)) for i, r in zip(np.nonzero(piece), reach)]
+    hi = [int(i.max() + r + 2) for i, r in zip(np.nonzero(piece), reach)]
+    box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))  # the piece and its margin: small
+    around = ndimage.distance_transform_edt(~piece[box], sampling=spacing[1:]) <= WIDENING_MARGIN_MM
+    for nz in (z - step, z + step):
+        if 0 <= nz < labels.shape[0] and float((labels[nz][box][around] == organ).mean()) >= WIDENING_SHARE:
+            return True
+    return False
 
 
 def _follow_lumens(out, image, spacing, organ, lumens, max_pixels, air_hu) -> None:
