@@ -144,3 +144,63 @@ def test_bundle_metadata_that_cannot_be_read_gives_a_model_error(tmp_path, bundl
     metadata = copy.deepcopy(METADATA)
     metadata["network_data_format"]["inputs"] = ["image"]  # not a mapping: read as absent
     assert load_model(_bundle_with(tmp_path, bundle, metadata=metadata)).card.in_channels == 1
+
+
+def _bundle_inference_by_monai(network, volume, overlap, mode):
+    """The bundle's own pipeline by hand (as above) on a volume of several windows, with MONAI's
+    sliding_window_inference stepping and blending them."""
+    from monai.inferers import sliding_window_inference
+
+    size = tuple(2 * n for n in volume.shape[:1]) + tuple(2 * n for n in volume.shape[1:])
+    x = F.interpolate(torch.from_numpy(volume)[None, None], size=size, mode="trilinear")
+    x = ((x + 57) / (164 + 57)).clamp(0, 1)
+    ras = x.permute(0, 1, 4, 3, 2).flip(2, 3)
+    with torch.inference_mode():
+        logits = sliding_window_inference(ras, (48, 48, 16), 4, network, overlap=overlap, mode=mode)
+        prob = torch.softmax(logits, dim=1)
+    prob = prob.flip(2, 3).permute(0, 1, 4, 3, 2)
+    return F.interpolate(prob, size=volume.shape, mode="trilinear")[0].numpy()
+
+
+def test_bundle_windows_overlap_and_blend_as_its_inferer_says(bundle, rng):
+    # The inferer says overlap 0.5 and no mode (MONAI's default: "constant"); the card carries both
+    # and the engine steps and blends as MONAI does, where its own defaults (0.25, gaussian) differ.
+    folder, network = bundle
+    with pytest.warns(BundleTrustWarning):
+        model = load_model(folder)
+    assert model.card.extra["sw_overlap"] == 0.5 and model.card.extra["sw_mode"] == "constant"
+    volume = rng.normal(50, 80, size=(16, 40, 40)).astype(np.float32)  # 32 x 80 x 80 on the bundle's grid
+    out = run_model(model, volume, spacing=(4.0, 3.0, 3.0), settings=InferenceSettings(precision="fp32"))
+    np.testing.assert_allclose(out, _bundle_inference_by_monai(network, volume, 0.5, "constant"), atol=1e-5)
+    # the settings still decide when given
+    other = run_model(model, volume, spacing=(4.0, 3.0, 3.0),
+                      settings=InferenceSettings(precision="fp32", overlap=0.25, mode="gaussian"))
+    np.testing.assert_allclose(other, _bundle_inference_by_monai(network, volume, 0.25, "gaussian"), atol=1e-5)
+    assert np.abs(other - out).max() > 1e-3
+
+
+def test_bundle_inferer_values_the_engine_cannot_take(tmp_path, bundle):
+    folder, _ = bundle
+    config = json.loads((folder / "configs" / "inference.json").read_text())
+    config["inferer"].update(overlap=[0.5, 0.25, 0.95], mode="gaussian")
+    (folder / "configs" / "inference.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning) as seen:
+        card = load_model(folder).card
+    said = " ".join(str(w.message) for w in seen)
+    assert "one overlap for every axis" in said and "at most 0.9" in said
+    assert card.extra["sw_overlap"] == 0.9 and card.extra["sw_mode"] == "gaussian"
+
+
+def test_a_card_with_a_bad_window_overlap_is_refused_when_it_runs(bundle, rng):
+    from napari_medai.errors import ModelError
+
+    folder, _ = bundle
+    with pytest.warns(BundleTrustWarning):
+        model = load_model(folder)
+    volume = rng.normal(50, 80, size=(8, 24, 24)).astype(np.float32)
+    model.card.extra["sw_overlap"] = 1.5
+    with pytest.raises(ModelError, match=r"'Tiny spleen': extra.sw_overlap must be from 0 to 0.9"):
+        run_model(model, volume, spacing=(4.0, 3.0, 3.0))
+    model.card.extra.update(sw_overlap=0.5, sw_mode="median")
+    with pytest.raises(ModelError, match="extra.sw_mode must be one of"):
+        run_model(model, volume, spacing=(4.0, 3.0, 3.0))

@@ -39,6 +39,8 @@ TTA_MODES = ("auto", "off", "mirror", "mirror-lesions")
 MIRRORING_BY_COST = ("off", "mirror-lesions", "mirror")  # cheapest first; each serves those before it
 
 
+DEFAULT_OVERLAP = 0.25
+DEFAULT_MODE = "gaussian"
 MAX_OVERLAP = 0.9  # a window step of a tenth of the window: 55,000 windows of 96³ on a 300 x 512 x 512 CT
 
 
@@ -47,8 +49,10 @@ class InferenceSettings:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "amp"
     sw_batch_size: int = 4  # windows per forward pass (at least 2)
-    overlap: float = 0.25  # fraction of the roi shared by neighbouring windows (at most MAX_OVERLAP)
-    mode: str = "gaussian"  # window blending: "gaussian" | "constant"
+    # None: the card's own (extra["sw_overlap"], extra["sw_mode"]: a MONAI bundle's inferer values),
+    # else DEFAULT_OVERLAP and DEFAULT_MODE
+    overlap: float | None = None  # fraction of the roi shared by neighbouring windows (at most MAX_OVERLAP)
+    mode: str | None = None  # window blending: "gaussian" | "constant"
     tta: str = "auto"  # test-time mirroring: "auto" (the card's choice) | "off" | "mirror" | "mirror-lesions"
     # "mirror-lesions": the plain pass's lesion probability from which a window is mirrored;
     # None: the card's extra["focus_probability"], else inference.focus.FOCUS_PROBABILITY
@@ -71,12 +75,9 @@ class InferenceSettings:
         raise InputError(f"settings must be InferenceSettings or a dict of its fields, got {type(settings).__name__}")
 
     def validate(self) -> None:
-        if not 0 <= float(self.overlap) <= MAX_OVERLAP:
-            # 0.99 moves a 96-voxel window one voxel a step: 35 M windows on a chest CT, and counting
-            # them alone (MONAI's dense_patch_slices) ran for minutes before any progress showed
-            raise InputError(f"window overlap must be from 0 to {MAX_OVERLAP:g} (a fraction of the window shared by "
-                             f"its neighbours), got {self.overlap}")
-        if self.mode not in BLEND_MODES:
+        if self.overlap is not None:
+            check_overlap(self.overlap, "window overlap", InputError)
+        if self.mode is not None and self.mode not in BLEND_MODES:
             raise InputError(f"blending mode must be one of {BLEND_MODES}, got {self.mode!r}")
         if int(self.sw_batch_size) < 1:
             raise InputError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
@@ -155,6 +156,32 @@ def run_model(model, volume, spacing=None, settings: InferenceSettings | None = 
     # buffers) is gone, so the memory can actually be released before re-raising.
     release_memory(device)
     raise Cancelled("inference was cancelled; nothing was produced")
+
+
+def check_overlap(value, what: str, error) -> None:
+    """``error`` unless ``value`` is a number from 0 to MAX_OVERLAP."""
+    # 0.99 moves a 96-voxel window one voxel a step: 35 M windows on a chest CT, and counting
+    # them alone (MONAI's dense_patch_slices) ran for minutes before any progress showed
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= float(value) <= MAX_OVERLAP
+    if not ok:
+        raise error(f"{what} must be from 0 to {MAX_OVERLAP:g} (a fraction of the window shared by its "
+                    f"neighbours), got {value!r}")
+
+
+def window_blending(settings, card) -> tuple[float, str]:
+    """The sliding window's overlap and blending mode: the settings' where given, else the card's
+    (``extra["sw_overlap"]``, ``extra["sw_mode"]``, read from a MONAI bundle's inferer so that it
+    runs as the bundle does), else DEFAULT_OVERLAP and DEFAULT_MODE."""
+    overlap = settings.overlap
+    if overlap is None:
+        overlap = card.extra.get("sw_overlap", DEFAULT_OVERLAP)
+        check_overlap(overlap, f"model '{card.name}': extra.sw_overlap", ModelError)
+    mode = settings.mode
+    if mode is None:
+        mode = card.extra.get("sw_mode", DEFAULT_MODE)
+        if mode not in BLEND_MODES:
+            raise ModelError(f"model '{card.name}': extra.sw_mode must be one of {BLEND_MODES}, got {mode!r}")
+    return float(overlap), str(mode)
 
 
 def mirror_mode(settings, card) -> str:
@@ -254,8 +281,9 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         # 3D: one image (1, C, a, b, c); 2D: the slices become the batch (z, C, a, b)
         x = x[None] if card.spatial_dims == 3 else x.permute(1, 0, 2, 3)
         roi = window_size(card, x.shape[2:])
+        overlap, mode = window_blending(settings, card)
         sw = dict(device=device, precision=precision, sw_batch_size=settings.sw_batch_size,
-                  overlap=float(settings.overlap), mode=settings.mode, cancel=cancel)
+                  overlap=overlap, mode=mode, cancel=cancel)
         out, plans = None, [None] * len(passes)
         bar = PassesProgress(progress, len(passes))
         for i, dims in enumerate(passes):
@@ -263,7 +291,7 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
                                    name=card.name, focused=plans[i], **sw)
             y = y.flip(dims) if dims else y
             if focused and i == 0:  # the plain pass decides where the mirrored passes run
-                plans = _focused_passes(y.clone(), card, passes, x.shape, roi, settings, bar)
+                plans = _focused_passes(y.clone(), card, passes, x.shape, roi, settings, overlap, bar)
             y = from_network_axes(y[0] if card.spatial_dims == 3 else y.permute(1, 0, 2, 3), card.axes)
             if y.shape[0] != card.out_channels:
                 raise ModelError(
@@ -284,12 +312,12 @@ def _infer(model, image, spacing, settings, device, precision, progress, cancel)
         return out
 
 
-def _focused_passes(raw, card, passes, shape, roi, settings, bar) -> list[FocusedPass | None]:
+def _focused_passes(raw, card, passes, shape, roi, settings, overlap, bar) -> list[FocusedPass | None]:
     """A plan for each mirrored pass from the plain pass's output ``raw`` (B, C, *spatial, before
     the activation), with the windows each runs told to the progress bar."""
     focus = lesion_focus(raw, card, focus_level(settings, card))
     plans = [None] + [FocusedPass(raw, focus, dims, padding(shape[2:], roi)) for dims in passes[1:]]
-    coords = window_coords(shape, roi, settings.overlap)
+    coords = window_coords(shape, roi, overlap)
     for i, plan in enumerate(plans[1:], 1):
         bar.expect(i, sum(plan.runs(c) for c in coords))
     return plans
