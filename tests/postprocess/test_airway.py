@@ -110,43 +110,73 @@ def test_air_pieces_are_those_whose_median_is_below_the_level():
 
 
 def test_an_emphysematous_apex_stays_lung_and_the_trachea_still_goes():
-    # A bullous apex: the right lung's top two slices are small pieces of pure air (-1000 HU,
-    # 144 and 324 mm², under the trachea's 800 mm² limit), the dome widening into the lung below.
-    # The trachea between the lungs keeps its cross-section on every slice.
+    # A bullous apex: under soft tissue (slice 0), the right lung's top two slices are small pieces
+    # of pure air (-1000 HU, 144 and 324 mm², under the trachea's 800 mm² limit), the dome widening
+    # into the lung below.  The trachea between the lungs is air on every slice.
     hu, lab, lumen = _chest()
     right = (slice(20, 100), slice(100, 150))
-    for z, (h, w) in ((0, (20, 20)), (1, (30, 30))):
-        hu[z][right] = 40.0
-        lab[z][right] = 0
+    hu[0][right], lab[0][right] = 40.0, 0
+    for z, (h, w) in ((1, (20, 20)), (2, (30, 30))):
+        hu[z][right], lab[z][right] = 40.0, 0
         hu[z, 50:50 + h, 110:110 + w] = -1000.0
         lab[z, 50:50 + h, 110:110 + w] = 1
-    out = drop_extrapulmonary_air(lab, hu, SPACING)
-    apex = np.zeros(lab.shape, bool)
-    apex[:, :, 100:] = True
-    np.testing.assert_array_equal(out[apex], lab[apex])  # the whole right lung stays, its air apex too
-    assert not (out[:, lumen] == 1).any()  # the trachea still goes
+    for flipped in (False, True):  # the apex at the first or the last slices: either way up
+        h, lb, lm = (hu[::-1], lab[::-1], lumen) if flipped else (hu, lab, lumen)
+        out = drop_extrapulmonary_air(lb, h, SPACING)
+        np.testing.assert_array_equal(out[:, :, 100:], lb[:, :, 100:])  # the right lung stays, its air apex too
+        assert not (out[:, lm] == 1).any()  # the trachea still goes
 
 
 def test_a_lumen_is_not_an_apex_where_the_scan_ends():
-    # With one or two slices the 10 mm comparison has no slice to read: the lumen goes as before.
+    # With one or two slices the 5 mm look up or down reads the lumen's own air, or no slice
     hu, lab, lumen = _chest()
-    out = drop_extrapulmonary_air(lab[:2], hu[:2], SPACING)
-    assert not (out[:, lumen] == 1).any()
+    for n in (1, 2):
+        out = drop_extrapulmonary_air(lab[:n], hu[:n], SPACING)
+        assert not (out[:, lumen] == 1).any()
+
+
+def _dome(slice_mm, pixel_mm=(0.7, 0.7), flush=False):
+    """A lung's top as a half-ellipsoid dome (60 x 40 x 30 mm semi-axes) under 10 mm of soft
+    tissue, whose upper 8 mm is a bulla of pure air; a trachea of 8 mm radius beside it, all
+    labelled lung.  ``flush``: the dome cut by the chest wall through its tip (its medial half)."""
+    n = int(60 / slice_mm)
+    z, y, x = np.meshgrid(np.arange(n) * slice_mm, np.arange(160) * pixel_mm[0], np.arange(200) * pixel_mm[1],
+                          indexing="ij")
+    lung = ((z - 70) / 60) ** 2 + ((y - 56) / 40) ** 2 + ((x - 70) / 30) ** 2 <= 1
+    if flush:
+        lung &= x <= 70
+    hu = np.where(lung, -850.0, 40.0)
+    hu[lung & (z < 18)] = -1000.0
+    trachea = (y - 56) ** 2 + (x - 120) ** 2 <= 8 ** 2
+    hu[trachea] = -1000.0
+    return hu, (lung | trachea).astype(np.uint8), lung, trachea
 
 
 @pytest.mark.parametrize("slice_mm", [1.25, 5.0])
-def test_a_bullous_dome_apex_stays_lung(slice_mm):
-    # A lung's top as a half-ellipsoid dome (60 x 40 x 30 mm semi-axes) whose upper 8 mm is a
-    # bulla of pure air: its top slices are small pieces below -950 HU, as a trachea's are.
-    spacing = (slice_mm, 0.7, 0.7)
-    z, y, x = np.meshgrid(np.arange(int(50 / slice_mm)) * slice_mm, np.arange(160) * 0.7, np.arange(200) * 0.7,
-                          indexing="ij")
-    lung = ((z - 60) / 60) ** 2 + ((y - 56) / 40) ** 2 + ((x - 70) / 30) ** 2 <= 1
-    hu = np.where(lung, -850.0, 40.0)
-    hu[lung & (z < 8)] = -1000.0
-    trachea = (y - 56) ** 2 + (x - 120) ** 2 <= 8 ** 2
-    hu[trachea] = -1000.0
-    lab = (lung | trachea).astype(np.uint8)
-    out = drop_extrapulmonary_air(lab, hu, spacing)
-    assert (out[lung] == 1).all()
-    assert not (out[trachea] == 1).any()
+@pytest.mark.parametrize("pixel_mm", [(0.7, 0.7), (0.6, 0.9)])
+@pytest.mark.parametrize("flush", [False, True])
+def test_a_bullous_dome_apex_stays_lung(slice_mm, pixel_mm, flush):
+    # its top slices are small pieces below -950 HU, as a trachea's are; a dome flush with the
+    # chest wall leaves no lung beside its tip either
+    hu, lab, lung, trachea = _dome(slice_mm, pixel_mm, flush)
+    for flipped in (False, True):
+        h, lb, lg, tr = (x[::-1] for x in (hu, lab, lung, trachea)) if flipped else (hu, lab, lung, trachea)
+        out = drop_extrapulmonary_air(lb, h, (slice_mm, *pixel_mm))
+        assert (out[lg] == 1).all()
+        assert not (out[tr] == 1).any()
+
+
+def test_a_trachea_hugged_by_lung_still_goes():
+    # Hyperinflated lungs 2 mm from a 20 mm trachea over most of its circumference: the trachea
+    # is still air up and down, so it goes (the lungs around it are parenchyma and stay)
+    yy, xx = np.mgrid[:200, :260]
+    r = np.hypot((yy - 100) * 0.7, (xx - 130) * 0.7)
+    lumen = r <= 10
+    lungs = (r > 12) & (r < 60) & (np.abs(yy - 100) * 0.7 < 40)
+    hu = np.where(lungs, -850.0, 40.0)
+    hu[lumen] = -1000.0
+    lab = np.repeat((lungs | lumen)[None], 12, 0).astype(np.uint8)
+    hu = np.repeat(hu[None], 12, 0)
+    out = drop_extrapulmonary_air(lab, hu, (2.5, 0.7, 0.7))
+    assert not (out[:, lumen] == 1).any()
+    assert (out[:, lungs] == 1).all()
