@@ -204,3 +204,23 @@ def test_a_card_with_a_bad_window_overlap_is_refused_when_it_runs(bundle, rng):
     model.card.extra.update(sw_overlap=0.5, sw_mode="median")
     with pytest.raises(ModelError, match="extra.sw_mode must be one of"):
         run_model(model, volume, spacing=(4.0, 3.0, 3.0))
+
+
+def test_bundle_inferer_settings_the_engine_runs_at_monais_defaults_are_named(bundle):
+    folder, _ = bundle
+    config = json.loads((folder / "configs" / "inference.json").read_text())
+    config["inferer"].update(mode="gaussian", sigma_scale=0.25, padding_mode="reflect")
+    (folder / "configs" / "inference.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=r"sigma_scale.*padding_mode.*MONAI's defaults"):
+        load_model(folder)
+
+
+def test_overlap_as_a_numpy_scalar(bundle, rng):
+    folder, _ = bundle
+    with pytest.warns(BundleTrustWarning):
+        model = load_model(folder)
+    volume = rng.normal(50, 80, size=(8, 24, 24)).astype(np.float32)
+    same = [run_model(model, volume, spacing=(4.0, 3.0, 3.0), settings=InferenceSettings(precision="fp32", overlap=o))
+            for o in (0.5, np.float32(0.5), np.float64(0.5))]
+    np.testing.assert_array_equal(same[0], same[1])
+    np.testing.assert_array_equal(same[0], same[2])

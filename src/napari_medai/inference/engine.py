@@ -9,6 +9,8 @@ Everything below the sliding window stays on the CPU as float32.
 
 from __future__ import annotations
 
+import numbers
+
 import warnings
 from dataclasses import dataclass, fields
 from typing import Callable
@@ -162,7 +164,8 @@ def check_overlap(value, what: str, error) -> None:
     """``error`` unless ``value`` is a number from 0 to MAX_OVERLAP."""
     # 0.99 moves a 96-voxel window one voxel a step: 35 M windows on a chest CT, and counting
     # them alone (MONAI's dense_patch_slices) ran for minutes before any progress showed
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= float(value) <= MAX_OVERLAP
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))  # numpy scalars too
+          and 0 <= float(value) <= MAX_OVERLAP)
     if not ok:
         raise error(f"{what} must be from 0 to {MAX_OVERLAP:g} (a fraction of the window shared by its "
                     f"neighbours), got {value!r}")

@@ -601,7 +601,21 @@ def _bundle_blending(inferer, name: str, source) -> dict[str, Any]:
               UserWarning, source)
         value = MAX_OVERLAP
     out["sw_overlap"] = value
+    # what else MONAI's sliding window takes: the engine runs MONAI's defaults for these
+    defaults = {"sigma_scale": 0.125, "padding_mode": "constant", "cval": 0.0}
+    differ = {key: getattr(inferer, key) for key, default in defaults.items()
+              if _differs(getattr(inferer, key), default)}
+    if differ:
+        _warn(f"{name}: its inferer sets {differ}; the plugin runs MONAI's defaults for these ({defaults}), so its "
+              "output may differ from the bundle's near window edges", UserWarning, source)
     return out
+
+
+def _differs(value, default) -> bool:
+    """Whether an inferer setting (a number, one per axis, or an enum/str) is not ``default``."""
+    if isinstance(default, str):
+        return str(getattr(value, "value", value)) != default
+    return any(float(v) != default for v in (value if isinstance(value, (list, tuple)) else [value]))
 
 
 def default_window(spatial_dims: int) -> tuple:
