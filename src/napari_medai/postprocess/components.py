@@ -214,8 +214,12 @@ def confident_components(mask: np.ndarray, prob: np.ndarray, level: float) -> np
     lab, n = ndimage.label(mask[box], structure=_FULL)
     if n == 0:
         return out
-    peaks = np.asarray(ndimage.maximum(prob[box], lab, np.arange(1, n + 1)), dtype=float).reshape(n)
-    out[box] = lookup(np.concatenate([[False], peaks >= level]), lab)
+    # the components a voxel of p >= level lies in: ndimage.maximum per component sorted every
+    # voxel of the box by label, 4 s of a 300 x 512 x 512 CT's clean-up at threshold 0.2
+    sure = np.zeros(n + 1, dtype=bool)
+    sure[np.unique(lab[prob[box] >= level])] = True
+    sure[0] = False
+    out[box] = lookup(sure, lab)
     return out
 
 
