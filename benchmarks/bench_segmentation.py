@@ -13,7 +13,7 @@ Prints, in one run:
     .venv/bin/python benchmarks/bench_segmentation.py            # full run (~15-25 min on 2 cores)
     .venv/bin/python benchmarks/bench_segmentation.py --quick    # 3 small phantoms, no big volume
     .venv/bin/python benchmarks/bench_segmentation.py --real-only --lung2   # lung1 and the second real CT
-    .venv/bin/python benchmarks/bench_segmentation.py --no-big --compare chest-ct-lung-nodule-edges
+    .venv/bin/python benchmarks/bench_segmentation.py --no-big --compare chest-ct-lung-nodule-argmax
         # a second card scored on the same scans (one network run where both share weights and mirroring)
 """
 

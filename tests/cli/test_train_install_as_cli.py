@@ -76,7 +76,7 @@ def test_the_shipped_cards_sharing_weights_come_with_their_refit_commands(capsys
 
     check_install_name("chest-ct-lung-nodule", replace=True)  # the real weights folder: read only
     out = capsys.readouterr().out
-    assert "chest-ct-lung-nodule-edges" in out and "lung-nodule-detection" in out
+    assert "chest-ct-lung-nodule-argmax" in out and "lung-nodule-detection" in out
     assert "medai train detection --from chest-ct-lung-nodule" in out
     assert "medai train operating-point --model lung-nodule-detection" in out
 

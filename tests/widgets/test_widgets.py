@@ -532,7 +532,7 @@ def test_every_widget_says_plainly_that_there_is_no_gpu(qtbot, viewer, ct_layer,
 
 @pytest.mark.parametrize("display_name", ["Segmentation", "Lesion detection", "Screening report"])
 def test_each_widget_selects_its_default_built_in_model_first(viewer, display_name):
-    # (denoising: "automatic" first.) A variant card (extra.variant_of, e.g. chest-ct-lung-nodule-edges)
+    # (denoising: "automatic" first.) A variant card (extra.variant_of, e.g. chest-ct-lung-nodule-argmax)
     # is listed after its model; the screening widget's segmentation picker follows the same rule.
     widget = open_widget(viewer, display_name)
     boxes = [(widget.model_box, BUILT_IN[display_name])]

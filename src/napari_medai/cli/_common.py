@@ -186,8 +186,9 @@ class ProgressBar:
 # How the shipped cards that share another model's weights file are fitted again after those
 # weights change (scripts/train_models.sh); a card not listed here is named with its own command.
 REFIT_COMMANDS = {
-    "chest-ct-lung-nodule-edges": ("medai train lesion-threshold --model chest-ct-lung-nodule --try-refinement "
-                                   "--try-confidence --install-as chest-ct-lung-nodule-edges --replace",),
+    "chest-ct-lung-nodule-argmax": ("medai train lesion-threshold --model chest-ct-lung-nodule --thresholds 0.5 "
+                                    "--try-refinement --try-confidence --install-as chest-ct-lung-nodule-argmax "
+                                    "--replace",),
     "lung-nodule-detection": ("medai train detection --from chest-ct-lung-nodule",
                               "medai train operating-point --model lung-nodule-detection"),
 }

@@ -121,7 +121,7 @@ def unwrap_state_dict(state, expected_keys=None):
 
 def cards_using_weights(weights_name: str, folder=None, but: str | None = None) -> list[ModelCard]:
     """The cards in ``folder`` whose weights file is ``weights_name`` (other than the card ``but``):
-    the shipped chest-ct-lung-nodule.pt also serves chest-ct-lung-nodule-edges and
+    the shipped chest-ct-lung-nodule.pt also serves chest-ct-lung-nodule-argmax and
     lung-nodule-detection, which stop loading (sha256 mismatch) when it is replaced."""
     folder = Path(folder) if folder is not None else WEIGHTS_DIR
     found = []
