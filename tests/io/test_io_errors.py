@@ -132,3 +132,106 @@ def test_nan_voxels_do_not_make_an_ordinary_rescale_look_damaged(tmp_path):
     nib.save(img, str(tmp_path / "nan.nii"))
     out = read_volume(tmp_path / "nan.nii").data
     assert np.isnan(out).sum() == 1 and np.nanmax(out) == 7.0  # read as before; NaN is refused by the tasks
+
+
+def _series(tmp_path, dicom_writer, n=4):
+    raw = np.full((n, 6, 6), 1000, np.uint16)
+    return dicom_writer(tmp_path / "series", raw, [(0.0, 0.0, 2.5 * k) for k in range(n)], (1, 0, 0, 0, 1, 0),
+                        (0.7, 0.7), intercept=-1024)
+
+
+def _element_offset(data: bytes, tag: int) -> int:
+    group, elem = tag >> 16, tag & 0xFFFF
+    return data.index(group.to_bytes(2, "little") + elem.to_bytes(2, "little"), 132)
+
+
+@pytest.mark.parametrize("damage", ["garbled VR of ImageOrientationPatient", "Columns tag garbled",
+                                    "cut in the pixel data's header", "cut at every byte"])
+def test_a_slice_with_a_damaged_header_is_named_not_a_traceback(tmp_path, dicom_writer, damage):
+    # pydicom parses an element when it is first read: the damage surfaced deep in the reader as
+    # NotImplementedError, AttributeError or struct.error (found by an audit helper)
+    paths = _series(tmp_path, dicom_writer)
+    good = paths[1].read_bytes()
+    iop, columns, pixels = (_element_offset(good, t) for t in (0x00200037, 0x00280011, 0x7FE00010))
+    damaged = {"garbled VR of ImageOrientationPatient": [good[:iop + 4] + b"\x44\xb2" + good[iop + 6:]],
+               "Columns tag garbled": [good[:columns + 2] + b"\x19\x00" + good[columns + 4:]],
+               "cut in the pixel data's header": [good[:pixels + 8]],
+               "cut at every byte": [good[:cut] for cut in range(132, len(good), 7)]}[damage]
+    for data in damaged:
+        paths[1].write_bytes(data)
+        with pytest.raises(InputError) as info:
+            read_volume(paths[1].parent)
+        assert "\n" not in str(info.value)
+        with pytest.raises(InputError, match="damaged") as info:  # the file itself: "damaged, truncated or ..."
+            read_volume(paths[1])
+        assert "\n" not in str(info.value)
+
+
+def test_a_multi_frame_file_is_refused_wherever_it_sorts(tmp_path, dicom_writer):
+    import pydicom
+
+    paths = _series(tmp_path, dicom_writer)
+    ds = pydicom.dcmread(paths[-1])  # the last by name, not the first
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+    ds.save_as(paths[-1])
+    with pytest.raises(InputError, match="multi-frame"):
+        read_volume(paths[0].parent)
+
+
+@pytest.mark.parametrize("units", [5, 0x0D, 0x1A, 0x3F])
+def test_an_unknown_space_unit_is_taken_as_mm(tmp_path, units):
+    # nibabel's get_xyzt_units() raised KeyError for 228 of the 256 byte values
+    img = nib.Nifti1Image(np.arange(8 * 9 * 10, dtype=np.int16).reshape(8, 9, 10) - 500, np.diag([0.8, 0.8, 2.5, 1]))
+    img.header["xyzt_units"] = units
+    nib.save(img, tmp_path / "u.nii.gz")
+    vol = read_volume(tmp_path / "u.nii.gz")
+    assert vol.spacing == pytest.approx((2.5, 0.8, 0.8))
+
+
+def test_the_known_space_units_scale_to_mm(tmp_path):
+    for code, mm in ((1, 1000.0), (2, 1.0), (3, 0.001), (0x0A, 1.0)):  # metre, mm, micron; mm with seconds
+        img = nib.Nifti1Image(np.arange(8 * 9 * 10, dtype=np.int16).reshape(8, 9, 10) - 500,
+                              np.diag([0.8, 0.8, 2.5, 1]) * [1.0 / mm if mm != 1 else 1, 1.0 / mm if mm != 1 else 1,
+                                                             1.0 / mm if mm != 1 else 1, 1])
+        img.header["xyzt_units"] = code
+        nib.save(img, tmp_path / "m.nii.gz")
+        assert read_volume(tmp_path / "m.nii.gz").spacing == pytest.approx((2.5, 0.8, 0.8))
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_claiming_absurd_dimensions_is_damaged_not_out_of_memory(tmp_path, suffix):
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    img.header.set_data_shape((30000, 30000, 30000))
+    raw = img.header.binaryblock + b"\0" * 4 + np.zeros(64, np.int16).tobytes()
+    path = tmp_path / f"huge{suffix}"
+    if suffix == ".nii.gz":
+        import gzip
+
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    with pytest.raises(InputError, match="30000 x 30000 x 30000") as info:
+        read_volume(path)
+    assert "damaged" in str(info.value)
+
+
+def test_a_compression_without_its_decoder_is_named_in_one_line(tmp_path, monkeypatch):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+    ds = pydicom.dcmread(source)
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    for k in range(2):
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / f"IM{k}.dcm")
+
+    def no_decoder(self, *args, **kwargs):
+        raise RuntimeError("Unable to decompress 'JPEG-LS Lossless Image Compression' pixel data because all "
+                           "plugins are missing dependencies:\n\tgdcm - requires gdcm\n\tpyjpegls - requires pyjpegls")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    with pytest.raises(InputError) as info:
+        read_volume(tmp_path)
+    assert "\n" not in str(info.value) and "pip install pyjpegls" in str(info.value)

@@ -125,14 +125,38 @@ def _image_datasets(folder: Path) -> tuple[list, list[str]]:
             if is_dicom_file(file):  # a DICOM preamble or a .dcm name: damaged, not foreign
                 unreadable.append(file.name)
             continue  # not DICOM (README, DICOMDIR index is skipped below), or unreadable
-        if "PixelData" in ds and "Rows" in ds:
+        if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
             found.append(ds)
         elif _cut_short(ds):
             unreadable.append(file.name)
     return found, unreadable
 
 
+# The elements the reader uses.  pydicom parses an element when it is first read, so a damaged
+# one (a garbled VR, a length running past the end) raised NotImplementedError, struct.error and
+# the like deep in the reader, as a traceback; reading them at once makes it a damaged file.
+USED_TAGS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "SeriesNumber", "SeriesDescription", "Modality",
+             "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "ImagePositionPatient",
+             "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept", "WindowCenter",
+             "WindowWidth", "InstanceNumber", "BitsAllocated", "BitsStored", "PixelRepresentation",
+             "PhotometricInterpretation")
+
+
 def _dcmread(file: Path, stop_before_pixels: bool = False):
+    """The dataset in ``file``, its used elements parsed (USED_TAGS): InvalidDicomError for a file
+    that is not DICOM or is damaged, OSError where the system cannot read it."""
+    try:
+        ds = _read_dataset(file, stop_before_pixels)
+        for tag in USED_TAGS:
+            ds.get(tag)
+    except (InvalidDicomError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a cut or garbled file
+        raise InvalidDicomError(str(exc)) from None
+    return ds
+
+
+def _read_dataset(file: Path, stop_before_pixels: bool = False):
     """The dataset in ``file``.  Files written without the 128-byte preamble and 'DICM' (older
     scanners and some exports) are still DICOM when their first element is a group-0008 tag:
     they are read as such; anything else without the preamble is not DICOM."""
@@ -173,11 +197,26 @@ def _cut_short(ds) -> bool:
     return name is None or "Image Storage" in name
 
 
+def _undecodable_why(ds, exc: Exception) -> str:
+    """Why pixel data cannot be decoded, in one line: a compression with no decoder installed
+    (pydicom's own text lists every missing plugin on lines of their own), else its first line."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if syntax is not None and syntax.is_compressed and "missing dependencies" in str(exc):
+        name = syntax.name
+        package = ("pyjpegls" if "JPEG-LS" in name else "pylibjpeg pylibjpeg-openjpeg" if "2000" in name
+                   else "pylibjpeg pylibjpeg-libjpeg" if "JPEG" in name else "python-gdcm")
+        return f"({name}: no decoder for it is installed; pip install {package}, then open it again)"
+    return f"(a damaged or truncated file, or a compression whose decoder is not installed): {first}"
+
+
 def _sop_class_name(ds) -> str | None:
     """The SOP class a file names, in words ("CT Image Storage", "Basic Text SR Storage"), from
-    the data set or its file meta; None when it names none."""
+    the data set or its file meta; None when it names none, or none DICOM knows (a UID cut short,
+    "1", named a truncated slice "not an image slice (1)")."""
     sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    return None if sop is None else str(getattr(sop, "name", "") or "")
+    name = None if sop is None else str(getattr(sop, "name", "") or "")
+    return None if name is None or name == str(sop) else name
 
 
 def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:
@@ -226,7 +265,7 @@ def _missing(ds, tag: str) -> bool:
 
 def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Volume:
     first = series[0]
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in series):  # not only when it sorts first
         raise InputError("multi-frame (enhanced) DICOM files are not supported; export single-frame slices")
     if any(int(ds.get("SamplesPerPixel", 1) or 1) > 1 for ds in series):
         # a screenshot or secondary capture: the stack would get a colour axis no geometry has
@@ -381,8 +420,8 @@ def _rescaled_stack(series: list) -> np.ndarray:
             pixels.append(ds.pixel_array)
         except Exception as exc:  # compressed syntaxes need optional decoders; a cut file lacks bytes
             name = _file_name(ds)
-            raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded (a damaged or "
-                             f"truncated file, or a compression whose decoder is not installed): {exc}") from None
+            raise InputError(f"the DICOM pixel data{f' of {name}' if name else ''} cannot be decoded "
+                             f"{_undecodable_why(ds, exc)}") from None
     raw = np.stack(pixels)
     slopes = np.array([_rescale_number(ds, "RescaleSlope", 1.0) for ds in series]).reshape(-1, 1, 1)
     intercepts = np.array([_rescale_number(ds, "RescaleIntercept", 0.0) for ds in series]).reshape(-1, 1, 1)

@@ -32,7 +32,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # NIFTI_INTENT_LABEL: the voxels are label indices (ITK-SNAP, 3D Slicer and this plugin set it)
 INTENT_LABEL = 1002
 # mm per header space unit; an unknown unit is taken as mm, as every reader does
-_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+_MM_PER_CODE = {1: 1000.0, 2: 1.0, 3: 1e-3}  # NIfTI space units: metre, mm, micron
 # NIfTI's xform codes: 0 unknown, 1 scanner, 2 aligned, 3 talairach, 4 mni, 5 template
 _XFORM_CODES = frozenset(range(6))
 ALIGNED = 2  # what a file gets whose space nobody told us (nibabel's default too)
@@ -61,13 +61,17 @@ def read_nifti(path, *, allow_slice: bool = False) -> Volume:
     path = Path(path)
     quiet = _ZeroPixdimFilter()  # nibabel printed its repair of a 0 pixdim before medai's own message
     nib.imageglobals.logger.addFilter(quiet)
+    img = None
     try:
         img = nib.load(str(path))
         _check_header_spacing(img, path, slice_ok=allow_slice)
+        _check_claimed_size(img, path)
         data_ijk = _voxels(img)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
-    except (InputError, MemoryError):
+    except MemoryError:
+        raise _implausible_size(img, path) or MemoryError() from None
+    except InputError:
         raise
     except Exception as exc:  # any parsing failure means the file is unusable
         if _is_damaged(exc):
@@ -241,8 +245,48 @@ def _affine_in_mm(img) -> np.ndarray:
 
 
 def _mm_per_unit(img) -> float:
-    unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
-    return _MM_PER_UNIT.get(unit, 1.0)
+    """mm per unit of the header's space code (its xyzt_units' low 3 bits: 1 metre, 2 mm, 3 micron);
+    any other code is taken as mm.  nibabel's get_xyzt_units() raised KeyError on 228 of the 256
+    byte values, a traceback for a file nibabel itself loads."""
+    try:
+        code = int(np.asarray(img.header["xyzt_units"]).item()) & 0x07
+    except (KeyError, ValueError, TypeError):  # Analyze headers have no such field
+        return 1.0
+    return _MM_PER_CODE.get(code, 1.0)
+
+
+def _claimed_bytes(img) -> int:
+    return int(np.prod(img.shape, dtype=np.float64)) * np.dtype(img.get_data_dtype()).itemsize
+
+
+def _check_claimed_size(img, path: Path) -> None:
+    """A .nii (uncompressed) whose header claims more voxel bytes than the file holds is damaged
+    (a header of 30000³ voxels on a 3 kB file was read as "out of memory")."""
+    if path.name.lower().endswith(".nii"):
+        offset = int(np.asarray(img.header.get("vox_offset", 0)).item() or 0)
+        held = path.stat().st_size - offset
+        if _claimed_bytes(img) > held:
+            raise InputError(f"{path.name} is damaged or truncated: its header claims {_shape_text(img)} voxels "
+                             f"({_claimed_bytes(img) / 1e6:,.1f} MB), the file holds {max(held, 0) / 1e6:,.1f} MB")
+
+
+def _implausible_size(img, path: Path) -> InputError | None:
+    """For a file that ran out of memory: an InputError when its header claims over 1000 times the
+    file's size (a damaged header; no scan compresses so well), else None (a real large volume)."""
+    if img is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if _claimed_bytes(img) <= 1000 * size:
+        return None
+    return InputError(f"{path.name}: its header claims {_shape_text(img)} voxels ({_claimed_bytes(img) / 1e9:,.1f} GB) "
+                      f"from a file of {size / 1e6:,.2f} MB: the header is damaged")
+
+
+def _shape_text(img) -> str:
+    return " x ".join(str(int(n)) for n in img.shape)
 
 
 def write_nifti(volume: Volume, path, *, orientation: str | None = None) -> Path:
