@@ -235,3 +235,10 @@ def test_a_compression_without_its_decoder_is_named_in_one_line(tmp_path, monkey
     with pytest.raises(InputError) as info:
         read_volume(tmp_path)
     assert "\n" not in str(info.value) and "pip install pyjpegls" in str(info.value)
+
+
+def test_a_negative_pixel_spacing_is_named_with_its_tag(tmp_path, dicom_writer):
+    raw = np.full((3, 6, 6), 1000, np.uint16)
+    dicom_writer(tmp_path / "s", raw, [(0.0, 0.0, 2.5 * k) for k in range(3)], (1, 0, 0, 0, 1, 0), (-0.7, 0.7))
+    with pytest.raises(InputError, match=r"PixelSpacing of \[-0.7, 0.7\] mm"):
+        read_volume(tmp_path / "s")

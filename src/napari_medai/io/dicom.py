@@ -290,6 +290,9 @@ def _series_volume(series: list, folder: Path, allow_slice: bool = False) -> Vol
         # read from the first slice only, the others would be measured at its scale
         raise InputError(f"the slices of the DICOM series in {folder} differ in PixelSpacing "
                          f"({pixel_spacing.min():g} to {pixel_spacing.max():g} mm)")
+    if not (pixel_spacing[0] > 0).all():  # the general check said "voxel spacing ... got (1.25, -0.7, 0.7) mm"
+        raise InputError(f"the DICOM series in {folder} has a PixelSpacing of {pixel_spacing[0].tolist()} mm; "
+                         "pixel sizes must be positive")
     order = np.argsort(positions @ normal, kind="stable")
     series = [series[i] for i in order]
     positions = positions[order]
