@@ -486,6 +486,83 @@ def test_add_to_labels_writes_the_chosen_finding_as_one_undoable_edit(qtbot, vie
     assert not (annotation.data == 3).any() and annotation.data[0, 0, 0] == 5
 
 
+def test_add_to_labels_into_a_hidden_layer_after_a_row_click_is_one_undoable_edit(qtbot, viewer, detection):
+    # napari does not re-slice a hidden layer: data_setitem updated the view of the slice last
+    # shown and failed there, the voxels written and no undo step saved (found by an audit helper)
+    widget, crop = detection
+    annotation = viewer.add_labels(np.zeros(crop.data.shape, np.uint8), name="hidden annotation",
+                                   scale=crop.scale, translate=crop.translate)
+    annotation.visible = False  # the reader hides it to see the CT
+    widget.target_picker.set_layer(annotation)
+    widget.label_value_box.setValue(3)
+    for row in (0, 1):  # each row click moves the view to that finding's slice
+        widget.findings_table.setCurrentCell(row, 0)
+        widget.go_to_finding(row)
+    widget.add_to_labels_button.click()
+    second = _finding_mask_in_volume(widget.findings[1], crop.data.shape)
+    assert second.any() and "Ctrl+Z" in widget.status_label.text()
+    np.testing.assert_array_equal(annotation.data == 3, second)
+    annotation.undo()
+    assert not annotation.data.any()
+
+
+def test_a_failed_labels_edit_changes_nothing_and_leaves_no_half_step(viewer, monkeypatch):
+    from napari.layers import Labels
+
+    from napari_medai.widgets._layers import edit_labels
+
+    layer = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="annotation")
+    layer.data_setitem((np.array([0]), np.array([0]), np.array([0])), 2)  # the user's own stroke
+    real = Labels.data_setitem
+
+    def fails_after_writing(self, indices, value, refresh=True):
+        real(self, indices, value, refresh=refresh)
+        raise IndexError("index 36 is out of bounds for axis 0 with size 1")
+
+    monkeypatch.setattr(Labels, "data_setitem", fails_after_writing)
+    mask = np.zeros((4, 8, 8), bool)
+    mask[1:3, 2:5, 2:5] = True
+    with pytest.raises(InputError, match="could not be edited.*nothing was changed"):
+        edit_labels(layer, mask, 7)
+    assert not (layer.data == 7).any() and layer.data[0, 0, 0] == 2
+    monkeypatch.undo()
+    layer.undo()  # the user's stroke is still the last step, not mixed with a staged half-edit
+    assert not layer.data.any()
+
+
+def test_add_to_labels_refuses_a_multiscale_layer_with_a_message(viewer, detection):
+    widget, crop = detection
+    level0 = np.zeros(crop.data.shape, np.uint8)
+    pyramid = viewer.add_labels([level0, level0[:, ::2, ::2]], name="pyramid labels", multiscale=True,
+                                scale=crop.scale, translate=crop.translate)
+    widget.target_picker.set_layer(pyramid)
+    widget.findings_table.setCurrentCell(0, 0)
+    widget.add_to_labels_button.click()
+    assert "multiscale pyramid" in widget.status_label.text()
+    assert not np.asarray(pyramid.data[0]).any()
+
+
+def test_a_nodule_marked_while_the_masks_are_hidden_is_added_as_one_undoable_edit(qtbot, viewer, widget_and_crop):
+    from napari_medai.phantoms import make_chest_ct
+
+    widget, crop = widget_and_crop
+    widget.threshold_box.setValue(0.5)
+    assert run_and_wait(qtbot, widget) == "done" and widget.findings
+    masks = widget.masks_layer
+    before, count = masks.data.copy(), len(widget.findings)
+    masks.visible = False
+    nodule = make_chest_ct(0, shape=(20, 48, 48), spacing=(6.0, 4.0, 4.0), n_nodules=3).nodules[1]
+    centre = np.asarray(nodule["center_voxel"]) - [s.start for s in CROP]
+    widget.go_to_finding(0)  # the view elsewhere than the nodule's slice
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.measure_at(crop.data_to_world(centre))
+    assert ended.args[0] == "done"
+    assert len(widget.findings) == count + 1 == widget.findings_table.rowCount()
+    assert (masks.data != before).any()
+    masks.undo()
+    np.testing.assert_array_equal(masks.data, before)
+
+
 def test_add_to_labels_uses_the_segmentations_nodule_class(viewer, detection):
     widget, crop = detection
     from napari_medai.widgets.detection import nodule_label

@@ -207,6 +207,9 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
             or any(o < 0 or o + m > s for o, m, s in zip(origin, mask.shape, shape))):
         where = f" at {origin}" if any(origin) else ""
         raise InputError(f"the edit has shape {mask.shape}{where}, which does not fit '{layer.name}' ({shape})")
+    if getattr(layer, "multiscale", False):  # data[box] on napari's MultiScaleData raised a TypeError
+        raise InputError(f"'{layer.name}' is a multiscale pyramid, which cannot be edited here: add the result as "
+                         "a new layer instead")
     data = layer.data
     # napari's data_setitem would fail half-way with numpy's or dask's own words; other array
     # types napari writes to (zarr, tensorstore) are left to it
@@ -220,6 +223,29 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
     indices = tuple(axis + o for axis, o in zip(local, origin))
     if indices[0].size == 0:
         return 0
-    with layer.block_history():
-        layer.data_setitem(indices, value)
+    if not layer.visible:
+        # napari does not re-slice a hidden layer, and data_setitem updates the view of the slice
+        # last shown: after a move to another slice it failed there, the voxels written and no undo
+        # step saved (found by an audit helper)
+        layer.set_view_slice()
+    before = np.array(data[indices], copy=True)
+    try:
+        with layer.block_history():
+            layer.data_setitem(indices, value)
+    except Exception as exc:  # all or nothing: what was written goes back, and no half step stays staged
+        _undo_failed_edit(layer, indices, before)
+        raise InputError(f"'{layer.name}' could not be edited ({type(exc).__name__}: {exc}); nothing was "
+                         "changed") from None
     return int(indices[0].size)
+
+
+def _undo_failed_edit(layer, indices, before) -> None:
+    """Put ``before`` back at ``indices`` and drop the history napari staged for the failed edit
+    (napari 0.9 keeps it in ``_staged_history`` and would commit it with the next edit)."""
+    try:
+        layer.data[indices] = before
+    finally:
+        staged = getattr(layer, "_staged_history", None)
+        if isinstance(staged, list):
+            staged.clear()
+        layer.refresh()

@@ -631,10 +631,12 @@ class DetectionWidget(TaskWidget):
         return job
 
     def _add_reader_finding(self, result) -> str:
-        """Append the reader's finding (Qt thread): table, marker, mask, review "accepted";
-        returns the status line the job runner shows."""
+        """Append the reader's finding (Qt thread): mask, table, marker, review "accepted";
+        returns the status line the job runner shows.  The mask goes first: an edit that fails
+        (an InputError from edit_labels) leaves the findings, table and markers as they were."""
         finding = result["finding"]
         finding.label = len(self.findings) + 1
+        overlaps = self._add_reader_mask(finding)
         self.findings.append(finding)
         self.review.append(ACCEPTED)
         self.findings_table.show_findings(self.findings)
@@ -651,20 +653,6 @@ class DetectionWidget(TaskWidget):
             layer.features = pd.concat([before, pd.DataFrame(finding_features([finding]))], ignore_index=True)
             self._update_points_review(layer)
             layer.metadata["findings"] = [f.to_dict() for f in self.findings]
-        masks = self.masks_layer
-        overlaps = ""
-        if masks is not None and masks in self.viewer.layers and finding.mask is not None:
-            box = tuple(slice(o, o + m) for o, m in zip(finding.bbox_voxel[0], finding.mask.shape))
-            under = np.asarray(masks.data[box])
-            # like the detector's masks, it fills only empty voxels: another finding's stay its own
-            others = sorted({int(v) for v in np.unique(under[finding.mask])} - {0})
-            edit_labels(masks, finding.mask & (under == 0), finding.label, origin=finding.bbox_voxel[0])
-            if others:
-                overlaps = f"; it overlaps the mask of finding {', '.join(map(str, others))}"
-        elif finding.mask is not None and self._source_layer in self.viewer.layers:
-            # the run found nothing, or the user removed the masks layer: the reader's finding
-            # starts a new one, so its outline can be checked
-            self._add_masks_layer(finding)
         self._update_masks_review()
         self._enable_finding_actions()
         row = len(self.findings) - 1
@@ -672,6 +660,23 @@ class DetectionWidget(TaskWidget):
         self._review_changed()
         return (f"Finding {row + 1} added by the reader: {finding.mean_diameter_mm:.1f} mm mean diameter, "
                 f"Lung-RADS {finding.lung_rads}{overlaps}" + self._review_summary())
+
+    def _add_reader_mask(self, finding) -> str:
+        """The reader's finding's mask into the masks layer (one undoable edit), or a new masks
+        layer; returns the note on masks it overlaps ("" for none)."""
+        masks = self.masks_layer
+        if masks is not None and masks in self.viewer.layers and finding.mask is not None:
+            box = tuple(slice(o, o + m) for o, m in zip(finding.bbox_voxel[0], finding.mask.shape))
+            under = np.asarray(masks.data[box])
+            # like the detector's masks, it fills only empty voxels: another finding's stay its own
+            others = sorted({int(v) for v in np.unique(under[finding.mask])} - {0})
+            edit_labels(masks, finding.mask & (under == 0), finding.label, origin=finding.bbox_voxel[0])
+            return f"; it overlaps the mask of finding {', '.join(map(str, others))}" if others else ""
+        if finding.mask is not None and self._source_layer in self.viewer.layers:
+            # the run found nothing, or the user removed the masks layer: the reader's finding
+            # starts a new one, so its outline can be checked
+            self._add_masks_layer(finding)
+        return ""
 
     def _add_masks_layer(self, finding) -> None:
         from ..postprocess.findings import findings_mask

@@ -159,13 +159,18 @@ class ScreeningWidget(DetectionWidget):
         return job
 
     def _add_reader_finding(self, result) -> str:
+        previous = self.screening, self._key_images
         self.screening = result["screening"]
         self._key_images = [*self._key_images, result["key_image"]]
         # the report's copy of the finding (with_added_finding copies it) gets the label its mask gets
         # below, before the report is redrawn: the saved JSON said 0, and a consumer matching findings to
         # mask labels got background
         self.screening.findings[-1].finding.label = len(self.findings) + 1
-        said = super()._add_reader_finding(result)
+        try:
+            said = super()._add_reader_finding(result)
+        except Exception:  # the mask could not be added: the report stays as the widget is
+            self.screening, self._key_images = previous
+            raise
         layer = self._live_findings_layer()
         rows = self.point_rows(layer)
         if rows is not None:
