@@ -522,8 +522,10 @@ def test_a_failed_labels_edit_changes_nothing_and_leaves_no_half_step(viewer, mo
     monkeypatch.setattr(Labels, "data_setitem", fails_after_writing)
     mask = np.zeros((4, 8, 8), bool)
     mask[1:3, 2:5, 2:5] = True
+    from napari.utils._proxies import PublicOnlyProxy
+
     with pytest.raises(InputError, match="could not be edited.*nothing was changed"):
-        edit_labels(layer, mask, 7)
+        edit_labels(PublicOnlyProxy(layer), mask, 7)  # widgets get the viewer's public-only proxy
     assert not (layer.data == 7).any() and layer.data[0, 0, 0] == 2
     monkeypatch.undo()
     layer.undo()  # the user's stroke is still the last step, not mixed with a staged half-edit

@@ -13,6 +13,8 @@ Rules every widget follows:
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -245,7 +247,11 @@ def _undo_failed_edit(layer, indices, before) -> None:
     try:
         layer.data[indices] = before
     finally:
-        staged = getattr(layer, "_staged_history", None)
-        if isinstance(staged, list):
+        # a private name: through the viewer proxy widgets get, napari warns (FutureWarning) and may
+        # refuse it from 0.10 (AttributeError: then the half step stays staged, the data restored)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            staged = getattr(layer, "_staged_history", None)
+        if staged is not None and hasattr(staged, "clear"):
             staged.clear()
         layer.refresh()
