@@ -139,7 +139,7 @@ USED_TAGS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "SeriesNumber
              "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "ImagePositionPatient",
              "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept", "WindowCenter",
              "WindowWidth", "InstanceNumber", "BitsAllocated", "BitsStored", "PixelRepresentation",
-             "PhotometricInterpretation")
+             "PhotometricInterpretation", "SliceThickness", "SpacingBetweenSlices")
 
 
 def _dcmread(file: Path, stop_before_pixels: bool = False):
@@ -202,7 +202,7 @@ def _undecodable_why(ds, exc: Exception) -> str:
     (pydicom's own text lists every missing plugin on lines of their own), else its first line."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if syntax is not None and syntax.is_compressed and "missing dependencies" in str(exc):
+    if syntax is not None and "missing dependencies" in str(exc):  # (is_compressed raises on a private syntax)
         name = syntax.name
         package = ("pyjpegls" if "JPEG-LS" in name else "pylibjpeg pylibjpeg-openjpeg" if "2000" in name
                    else "pylibjpeg pylibjpeg-libjpeg" if "JPEG" in name else "python-gdcm")
@@ -215,8 +215,14 @@ def _sop_class_name(ds) -> str | None:
     the data set or its file meta; None when it names none, or none DICOM knows (a UID cut short,
     "1", named a truncated slice "not an image slice (1)")."""
     sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    name = None if sop is None else str(getattr(sop, "name", "") or "")
-    return None if name is None or name == str(sop) else name
+    if sop is None:
+        return None
+    name = str(getattr(sop, "name", "") or "")
+    if name and name != str(sop):
+        return name
+    # a UID DICOM does not list: a vendor's own class (Siemens' CSA non-image objects) in a file
+    # read whole, or a UID cut short in a file that ends before its series UID
+    return str(sop) if "SeriesInstanceUID" in ds and getattr(sop, "is_valid", False) else None
 
 
 def _pick_series(slices: list, wanted: str | None, folder: Path) -> list:

@@ -263,26 +263,34 @@ def _check_claimed_size(img, path: Path) -> None:
     """A .nii (uncompressed) whose header claims more voxel bytes than the file holds is damaged
     (a header of 30000³ voxels on a 3 kB file was read as "out of memory")."""
     if path.name.lower().endswith(".nii"):
-        offset = int(np.asarray(img.header.get("vox_offset", 0)).item() or 0)
-        held = path.stat().st_size - offset
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)  # the header's vox_offset reads 0 once loaded
+        held = max(path.stat().st_size - offset, 0)
         if _claimed_bytes(img) > held:
-            raise InputError(f"{path.name} is damaged or truncated: its header claims {_shape_text(img)} voxels "
-                             f"({_claimed_bytes(img) / 1e6:,.1f} MB), the file holds {max(held, 0) / 1e6:,.1f} MB")
+            raise InputError(f"{path.name} is damaged, truncated or not a NIfTI file: its header claims "
+                             f"{_shape_text(img)} voxels ({_size_text(_claimed_bytes(img))}), the file holds "
+                             f"{_size_text(held)} of voxels")
 
 
 def _implausible_size(img, path: Path) -> InputError | None:
-    """For a file that ran out of memory: an InputError when its header claims over 1000 times the
-    file's size (a damaged header; no scan compresses so well), else None (a real large volume)."""
+    """For a file that ran out of memory: an InputError when its header claims over 1500 times the
+    file's size (a damaged header; gzip compresses nothing so well), else None (a real large volume)."""
     if img is None:
         return None
     try:
         size = path.stat().st_size
     except OSError:
         return None
-    if _claimed_bytes(img) <= 1000 * size:
+    if _claimed_bytes(img) <= 1500 * size:  # deflate reaches about 1032:1 at most
         return None
-    return InputError(f"{path.name}: its header claims {_shape_text(img)} voxels ({_claimed_bytes(img) / 1e9:,.1f} GB) "
-                      f"from a file of {size / 1e6:,.2f} MB: the header is damaged")
+    return InputError(f"{path.name} is damaged, truncated or not a NIfTI file: its header claims "
+                      f"{_shape_text(img)} voxels ({_size_text(_claimed_bytes(img))}) from a file of {_size_text(size)}")
+
+
+def _size_text(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _shape_text(img) -> str:
