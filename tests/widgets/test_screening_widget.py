@@ -408,3 +408,24 @@ def test_closing_the_dock_with_an_unsaved_report_says_where_the_review_stays(qtb
     again.save_report(tmp_path / "exam2")
     viewer.window.remove_dock_widget(dock)
     assert len([text for sev, text in notifications() if "closed with its report not saved" in text]) == 1
+
+
+def test_a_failure_after_the_readers_finding_went_in_keeps_the_report_with_the_widget(qtbot, viewer, chest,
+                                                                                      monkeypatch):
+    # the report rolls back only when the finding did not go in: rolled back after it had, every
+    # review click failed ("the review has 2 state(s) for 1 finding(s)"; found by a review helper)
+    widget = _open(viewer)
+    widget.max_findings_box.setValue(1)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.run_button.click()
+
+    def fails(row):
+        raise RuntimeError("a failure after the mask went in")
+
+    monkeypatch.setattr(widget, "go_to_finding", fails)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS):
+        widget.measure_at(chest.data_to_world((5, 20, 15)))
+    monkeypatch.undo()
+    assert len(widget.screening.findings) == len(widget.findings) == 2
+    widget.set_review(0, "rejected")  # the review still works
+    assert widget.review[0] == "rejected"

@@ -231,27 +231,38 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
         # step saved (found by an audit helper)
         layer.set_view_slice()
     before = np.array(data[indices], copy=True)
+    staged = _staged_history(layer)
+    already = len(staged) if staged is not None else 0  # a stroke the user is painting stays staged
     try:
         with layer.block_history():
             layer.data_setitem(indices, value)
     except Exception as exc:  # all or nothing: what was written goes back, and no half step stays staged
-        _undo_failed_edit(layer, indices, before)
-        raise InputError(f"'{layer.name}' could not be edited ({type(exc).__name__}: {exc}); nothing was "
-                         "changed") from None
+        restored = _undo_failed_edit(layer, indices, before, staged, already)
+        said = "nothing was changed" if restored else "part of the edit may remain: check the layer"
+        raise InputError(f"'{layer.name}' could not be edited ({type(exc).__name__}: {exc}); {said}") from None
     return int(indices[0].size)
 
 
-def _undo_failed_edit(layer, indices, before) -> None:
-    """Put ``before`` back at ``indices`` and drop the history napari staged for the failed edit
-    (napari 0.9 keeps it in ``_staged_history`` and would commit it with the next edit)."""
+def _staged_history(layer):
+    """napari 0.9's list of the layer's uncommitted history atoms (``Labels._staged_history``), or
+    None.  A private name: through the viewer proxy widgets get, napari warns (FutureWarning) and
+    may refuse it from 0.10 (AttributeError: then None)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        staged = getattr(layer, "_staged_history", None)
+    return staged if staged is not None and hasattr(staged, "__delitem__") else None
+
+
+def _undo_failed_edit(layer, indices, before, staged, already: int) -> bool:
+    """Put ``before`` back at ``indices`` where the failed edit wrote, and drop the atoms it staged
+    (napari would commit them with the next edit); whether the data are as before."""
+    restored = True
     try:
-        layer.data[indices] = before
-    finally:
-        # a private name: through the viewer proxy widgets get, napari warns (FutureWarning) and may
-        # refuse it from 0.10 (AttributeError: then the half step stays staged, the data restored)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            staged = getattr(layer, "_staged_history", None)
-        if staged is not None and hasattr(staged, "clear"):
-            staged.clear()
-        layer.refresh()
+        if not np.array_equal(np.asarray(layer.data[indices]), before):  # a store that refused the write: as it was
+            layer.data[indices] = before
+    except Exception:  # noqa: BLE001 - a store that takes no write back (read-only zarr): said to the reader
+        restored = False
+    if staged is not None:
+        del staged[already:]
+    layer.refresh()
+    return restored

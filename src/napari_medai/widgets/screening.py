@@ -166,10 +166,12 @@ class ScreeningWidget(DetectionWidget):
         # below, before the report is redrawn: the saved JSON said 0, and a consumer matching findings to
         # mask labels got background
         self.screening.findings[-1].finding.label = len(self.findings) + 1
+        count = len(self.findings)
         try:
             said = super()._add_reader_finding(result)
-        except Exception:  # the mask could not be added: the report stays as the widget is
-            self.screening, self._key_images = previous
+        except Exception:
+            if len(self.findings) == count:  # the mask could not be added: nor is the finding, in the report
+                self.screening, self._key_images = previous
             raise
         layer = self._live_findings_layer()
         rows = self.point_rows(layer)
