@@ -397,3 +397,14 @@ def test_geometry_and_rescale_tags_of_the_wrong_form_get_a_clear_message(tmp_pat
             path.write_bytes(path.read_bytes().replace(b"7.2531", b"abcdef"))
     with pytest.raises(InputError, match=expect):
         read_volume(tmp_path / "s")
+
+
+@pytest.mark.parametrize("width", ["1e400", "0", "-400"])
+def test_a_display_window_napari_cannot_draw_is_ignored(tmp_path, dicom_writer, width):
+    import pydicom
+
+    for path in _good_series(tmp_path / "s", dicom_writer):
+        ds = pydicom.dcmread(path)
+        ds.WindowCenter, ds.WindowWidth = "40", width
+        ds.save_as(path, enforce_file_format=True)
+    assert "window" not in read_volume(tmp_path / "s").metadata

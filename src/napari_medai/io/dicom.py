@@ -459,6 +459,8 @@ def _display_window(ds) -> tuple[float, float] | None:
     centre = centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre
     width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
     try:
-        return float(centre), float(width)
+        centre, width = float(centre), float(width)
     except (TypeError, ValueError):  # an optional display hint: a bad one is ignored
         return None
+    # "1e400" reads as inf: a contrast range napari cannot draw (found by a review helper)
+    return (centre, width) if np.isfinite(centre) and np.isfinite(width) and width > 0 else None
