@@ -609,7 +609,9 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
     else:
         lines += [f"**Highest {what} among the reported findings: {shown}** ({_listed(n, result)}).", ""]
     if typed and not_rejected(result.findings, review):  # the size category alone, for comparison
-        after = f" after the review ({result.category} before)" if reviewed else ""
+        # the detector's own list empty: no category before (an empty list reads "1" in result.category)
+        earlier = result.category if n else "no finding reported"
+        after = f" after the review ({earlier} before)" if reviewed else ""
         lines += [f"By size alone, as if every nodule were solid: {category}{after}.", ""]
     lines.append("Lung volumes: " + ", ".join(f"{k} {v:,.0f} mL" for k, v in result.lung_volumes_ml.items()) + ".")
     if result.denoised is not None:
@@ -641,7 +643,7 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
             lines += [f"{ATTENUATION_NOTE}.", ""]
     for note in result.notes:
         lines.append(f"Note: {note}.")
-    if shown in ("1", "2"):
+    if shown in ("1", "2") or str(shown).startswith("none kept"):  # no nodule left: the warning as much
         lines.append(f"Limit: {SMALL_NODULE_LIMIT}.")
     lines += ["", "Limits: " + "; ".join(REPORT_LIMITS) + "."]
     lines += ["", "Models: " + "; ".join(f"{step} `{m['name']}` (sha256 {m['sha256'][:12]}, mirroring {m['tta']}"

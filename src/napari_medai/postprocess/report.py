@@ -13,7 +13,8 @@ from .findings import LUNG_RADS_NOTE, OUTLINES, Finding, axial_slice, lps_positi
 # What the attenuation column means, for the reports (postprocess.attenuation).
 ATTENUATION_NOTE = ("*Attenuation*: read from the CT under the finding's mask (solid component: voxels of "
                     "-300 HU or more); its category is Lung-RADS v2022 on a baseline screen for that type "
-                    "(part-solid: by the solid component; ground-glass: 2 under 30 mm, 3 from 30 mm). "
+                    "(part-solid: 2 under 6 mm in all, else by the solid component: 3 under 6 mm, 4A under 8 mm, "
+                    "4B from 8 mm; ground-glass: 2 under 30 mm, 3 from 30 mm). "
                     "Confirm the type on the image: decision support, not a diagnosis")
 
 # slice: the axial slice the findings table, the reports and the key images list (axial_slice);

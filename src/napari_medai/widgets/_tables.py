@@ -80,8 +80,8 @@ class FindingsTable(_ReadOnlyTable):
                    "Volume of the finding's mask, mL",
                    "Lung-RADS v2022 size category (solid nodule, baseline screen): decision support",
                    "Attenuation read from the CT under the mask (solid, part-solid, GGN: ground glass) and the "
-                   "Lung-RADS v2022 baseline category for it (part-solid: by the solid component; GGN: 2 under "
-                   "30 mm); confirm the type on the image",
+                   "Lung-RADS v2022 baseline category for it (part-solid: 2 under 6 mm in all, else by the solid "
+                   "component; GGN: 2 under 30 mm, 3 from 30 mm); confirm the type on the image",
                    # the layer's own index, as the reports give it: napari's slider counts over every
                    # layer's world range, so it shows another number when a layer reaches further
                    "Axial slice of the finding's centre: the image's own slice index (napari's slider shows the "
