@@ -159,3 +159,26 @@ def test_a_spacing_that_is_missing_or_not_a_voxel_size_is_refused_first():
                              ((-1.0, 0.8, 0.8), "must be positive"), ((0.8, 0.8), "must have 3 values")):
         with pytest.raises(InputError, match=message):
             nodule_at(ct, spacing, CENTRE)
+
+
+def test_a_ground_glass_nodule_of_30_mm_or_more_is_measured_and_a_solid_one_refused():
+    # Lung-RADS v2022: a non-solid nodule of 30 mm or more is category 3, no mass; the 30 mm limit
+    # refused it (found by an audit helper). A solid one that size stays refused (a mass).
+    from napari_medai.postprocess.seeded import nodule_at
+
+    spacing = (1.0, 0.7, 0.7)
+    volume = np.full((90, 160, 160), 40.0, np.float32)
+    volume[3:87, 5:155, 5:155] = -850.0
+    z, y, x = np.ogrid[0:90, 0:160, 0:160]
+    r = np.sqrt(((z - 45) * spacing[0]) ** 2 + ((y - 80) * spacing[1]) ** 2 + ((x - 80) * spacing[2]) ** 2)
+    ggn = volume.copy()
+    ggn[r <= 16] = -600.0
+    found = nodule_at(ggn, spacing, (45, 80, 80))
+    assert found.attenuation == "ground-glass" and found.lung_rads_by_attenuation == "3"
+    assert 31 <= found.mean_diameter_mm <= 34
+    solid = volume.copy()
+    solid[r <= 16] = 40.0
+    with pytest.raises(InputError, match="more than the 30 mm largest nodule|runs on beyond 30 mm"):
+        nodule_at(solid, spacing, (45, 80, 80))
+    with pytest.raises(InputError, match="30 mm"):  # a caller's own limit is not widened past itself
+        nodule_at(ggn, spacing, (45, 80, 80), ground_glass_max_mm=30.0)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from .attenuation import ELONGATION_MAX, attenuation, ball, elongation, lung_rads_by_attenuation
+from .attenuation import ELONGATION_MAX, SOLID_HU, attenuation, ball, elongation, lung_rads_by_attenuation
 from .findings import Finding, mask_measurements
 from .refine import HALF_MAXIMUM
 
@@ -42,7 +42,10 @@ SNAP_MM = 3.0  # a click this far from the nodule's core still finds it
 SMOOTH_MM = 0.7  # Gaussian sigma for finding the core: noise does not decide the snap
 LUNG_HU = -500.0  # lung parenchyma lies below this (ground glass above it)
 MIN_CONTRAST_HU = 100.0  # a core this little above the lung is no nodule
-MAX_DIAMETER_MM = 30.0  # Lung-RADS nodules are under 30 mm; larger is a mass
+MAX_DIAMETER_MM = 30.0  # Lung-RADS solid nodules are under 30 mm; larger is a mass
+# ... but a ground-glass nodule of 30 mm or more is still one (Lung-RADS v2022 baseline: 3): one
+# whose core reads below the solid level is measured up to this size instead
+GROUND_GLASS_MAX_DIAMETER_MM = 50.0
 # Vessels are cut off with an opening by a ball this share of the nodule's depth at its core
 # (its radius for a round nodule): a vessel narrower than that goes, the nodule stays whole.
 OPENING_SHARE = 0.8
@@ -57,8 +60,32 @@ RUN_ON_SHARE = 0.02  # ... with more than this share of the region; less is a ve
 READER_SCORE = 1.0  # a reader's mark is not a detector's guess: it ranks with the surest findings
 
 
+class _TooLarge(InputError):
+    """What is at the point runs on beyond, or measures more than, the largest size: carries
+    the core's HU, so that a ground-glass core may be measured again with a larger limit."""
+
+    def __init__(self, message: str, core_hu: float):
+        super().__init__(message)
+        self.core_hu = core_hu
+
+
 def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | None = None, *,
-              max_diameter_mm: float = MAX_DIAMETER_MM) -> Finding:
+              max_diameter_mm: float = MAX_DIAMETER_MM,
+              ground_glass_max_mm: float = GROUND_GLASS_MAX_DIAMETER_MM) -> Finding:
+    """The nodule at ``point_voxel`` (see ``_nodule_at``).  Where what is at the point is larger
+    than ``max_diameter_mm`` and its core reads ground glass (below the solid level), it is
+    measured again up to ``ground_glass_max_mm``: a ground-glass nodule of 30 mm or more is
+    Lung-RADS 3, no mass (an audit helper found it refused)."""
+    try:
+        return _nodule_at(volume, spacing, point_voxel, affine, max_diameter_mm=max_diameter_mm)
+    except _TooLarge as exc:
+        if exc.core_hu >= SOLID_HU or ground_glass_max_mm <= max_diameter_mm:
+            raise InputError(str(exc)) from None
+    return _nodule_at(volume, spacing, point_voxel, affine, max_diameter_mm=ground_glass_max_mm)
+
+
+def _nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | None = None, *,
+               max_diameter_mm: float = MAX_DIAMETER_MM) -> Finding:
     """The nodule at ``point_voxel`` (z, y, x, voxel coordinates, may be fractional) in the CT
     ``volume`` (HU) with voxel ``spacing`` (mm), measured as a Finding (score ``READER_SCORE``).
 
@@ -117,8 +144,8 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     region = _cut_vessels(region, core, spacing)
     far = region & (distance > radius_mm + RUN_ON_MM / 2)
     if far.sum() > RUN_ON_SHARE * region.sum():
-        raise InputError(f"what is at the point runs on beyond {max_diameter_mm:g} mm (a vessel, the chest wall "
-                         "or a mass): it cannot be measured as a nodule from one point")
+        raise _TooLarge(f"what is at the point runs on beyond {max_diameter_mm:g} mm (a vessel, the chest wall "
+                        "or a mass): it cannot be measured as a nodule from one point", core_hu)
     region &= ~far  # stubs of the vessels cut off, left beyond the largest nodule's reach
     stretch = elongation(region, spacing)
     if stretch > ELONGATION_MAX:  # the attenuation's tube rule: a vessel segment, not a nodule
@@ -129,8 +156,8 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     mask = region[box]
     sizes = mask_measurements(mask, spacing)
     if sizes["diameter_mm"] > max_diameter_mm:  # grown within reach of a larger one: say so, not its size
-        raise InputError(f"what is at the point measures {sizes['diameter_mm']:.1f} mm across, more than the "
-                         f"{max_diameter_mm:g} mm largest nodule to measure (a mass?)")
+        raise _TooLarge(f"what is at the point measures {sizes['diameter_mm']:.1f} mm across, more than the "
+                        f"{max_diameter_mm:g} mm largest nodule to measure (a mass?)", core_hu)
     start = lo + np.array([s.start for s in box])
     centre_voxel = np.array(ndimage.center_of_mass(mask)) + start
     hu = crop[box]
