@@ -218,3 +218,19 @@ def test_two_nodules_whose_faint_edges_touch_are_two_findings():
     speck = prob.copy()
     speck[10, 30, 44] = 0.9  # one voxel at the mask level beside the second nodule
     assert len(findings_from_probability(speck, spacing, candidate_threshold=0.02)) == 2
+
+
+def test_a_finding_listed_at_a_score_is_kept_at_that_threshold():
+    # the threshold met the raw peak (0.61109...) while every output gives 0.6111: listed at
+    # 0.6111, the finding was dropped at --threshold 0.6111 (found by an audit helper)
+    from napari_medai.models.detection import boxes_to_findings
+
+    prob = np.zeros((10, 20, 20), np.float32)
+    prob[4:7, 8:12, 8:12] = np.float32(0.61109)
+    (found,) = findings_from_probability(prob, (1, 1, 1))
+    assert found.score == 0.6111
+    assert len(findings_from_probability(prob, (1, 1, 1), score_threshold=found.score)) == 1
+    edges = np.array([[[2, 2, 2], [6, 8, 8]]])
+    (box,) = boxes_to_findings(edges, np.array([0.61109]), (1.0, 1.0, 1.0), (10, 20, 20))
+    assert len(boxes_to_findings(edges, np.array([0.61109]), (1.0, 1.0, 1.0), (10, 20, 20),
+                                 score_threshold=box.score)) == 1

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, InputError, ModelError
-from ..postprocess.findings import Finding, lung_rads_category, mean_diameter, rank_findings, round_half_up
+from ..postprocess.findings import Finding, lung_rads_category, mean_diameter, rank_findings, reported_score, round_half_up
 
 BOX_KEYS = ("boxes", "box", "pred_boxes")
 SCORE_KEYS = ("scores", "labels_scores", "label_scores", "box_scores", "pred_scores")
@@ -227,7 +227,7 @@ def boxes_to_findings(edges: np.ndarray, scores: np.ndarray, spacing, shape, aff
     found = []
     for (lo, hi), score in zip(edges, scores):
         lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
-        if score < score_threshold or np.any(hi - lo <= 0):
+        if reported_score(score) < score_threshold or np.any(hi - lo <= 0):
             continue  # below the threshold, or a box entirely outside the volume
         found.append(_finding(lo, hi, float(score), spacing, shape, affine))
     return rank_findings(found, max_findings)
@@ -249,7 +249,7 @@ def _finding(lo, hi, score, spacing, shape, affine) -> Finding:
         short_axis_mm=short_ax,
         mean_diameter_mm=mean_d,
         volume_ml=round(math.pi / 6.0 * float(np.prod(extent_mm)) / 1000.0, 4),
-        score=round(score, 4),
+        score=reported_score(score),
         lung_rads=lung_rads_category(mean_d),
         mask=inscribed_ellipsoid(lo, hi, start, stop),
         outline="box",
