@@ -377,6 +377,9 @@ def test_a_label_map_is_refused_as_a_mask_not_blamed_on_its_values(tmp_path, ct_
     assert main(["segment", str(ct_nifti), str(labels), "--model", str(install(segmentation_card(), tmp_path / "s"))]) == 0
     capsys.readouterr()
     for command in (["segment", str(labels), str(tmp_path / "again.nii.gz")],
-                    ["detect", str(labels), "--out", str(tmp_path / "f.json")]):
+                    ["detect", str(labels), "--out", str(tmp_path / "f.json")],
+                    ["screen", str(labels), "--out-dir", str(tmp_path / "report")],  # these two: since 11-29
+                    ["denoise", str(labels), str(tmp_path / "den.nii.gz")]):
         assert main(command) == 2
         assert "is a label map (a mask), not an image" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists() and not (tmp_path / "den.nii.gz").exists()

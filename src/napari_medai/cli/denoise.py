@@ -39,12 +39,13 @@ def run(args) -> int:
     from ..denoising import denoise, guessed_mr_note, load_denoiser
     from ..errors import InputError
     from ..io import read_volume, write_volume
-    from ._common import check_device, check_outputs, check_writable
+    from ._common import check_device, check_not_labels, check_outputs, check_writable
 
     check_outputs(args.input, args.output)
     check_writable(args.output, "output")
     check_device(args.device, spatial_dims=2)  # the denoisers are 2D; before reading: --strength 0 returned before the device was looked at
     volume = read_volume(args.input, allow_slice=True)  # denoise() runs 2D models only
+    check_not_labels(volume, args.input, "denoise")  # it read "looks like MR" (an audit helper)
     modality = args.modality or (volume.modality if volume.modality in ("CT", "MR") else None)
     if args.model is None and modality is None:
         raise InputError(f"the modality of {args.input} is unknown: pass --modality CT or MR, or --model")

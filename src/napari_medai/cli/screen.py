@@ -46,11 +46,12 @@ def check_screening_options(args) -> None:
 def run(args) -> int:
     from ..io import read_volume
     from ..screening import check_out_dir, screen, screening_markdown, write_screening
-    from ._common import models_for_file, runtime
+    from ._common import check_not_labels, models_for_file, runtime
 
     check_screening_options(args)
     check_out_dir(args.input, args.out_dir)
     vol = read_volume(args.input)
+    check_not_labels(vol, args.input, "screen")  # it read "looks like MR" (an audit helper)
     detector, segmenter = models_for_file(vol, args.input, args.detector, args.segmenter)  # MR file, CT models
     settings, progress = runtime(args)
     result = screen(vol.data, vol.spacing, vol.affine, denoise=args.denoise, detector=detector,
