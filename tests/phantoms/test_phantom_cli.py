@@ -44,7 +44,10 @@ def test_phantom_command_rejects_bad_count(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, message", [
-    (["--nodules", "-1"], "--nodules must be 0 or more, got -1"),
+    (["--nodules", "-1"], "--nodules must be from 0 to 20, got -1"),
+    (["--nodules", "1000"], "--nodules must be from 0 to 20, got 1000"),  # these three: the folder was left
+    (["--shape", "2", "8", "8"], "--shape must be three integers (z, y, x) of at least"),
+    (["--spacing", "0", "1", "1"], "--spacing must be positive and finite"),
     (["--low-dose", "inf"], "--low-dose must be a finite number of photons per ray, at least 1, got inf"),
     (["--low-dose", "nan"], "--low-dose must be a finite number of photons per ray, at least 1, got nan"),
 ])

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256), metavar=("Z", "Y", "X"))
     p.add_argument("--spacing", type=float, nargs=3, default=(2.5, 0.8, 0.8), metavar=("Z", "Y", "X"),
                    help="voxel size in mm; Z is also the slice thickness")
-    p.add_argument("--nodules", type=int, default=None, help="nodules per case (default: 0-4 at random)")
+    p.add_argument("--nodules", type=int, default=None, help="nodules per case, 0 to 20 (default: 0-4 at random)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +38,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io import write_volume
     from ..phantoms import make_chest_ct
+    from ..phantoms.chest import MAX_NODULES, check_phantom_args
     from ._common import check_writable
 
     if args.count < 1:
@@ -46,10 +47,14 @@ def run(args) -> int:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
     # in the options' words, before the folder is made (the generator named its Python arguments, and
     # called infinity "below 1")
-    if args.nodules is not None and args.nodules < 0:
-        raise InputError(f"--nodules must be 0 or more, got {args.nodules}")
+    if args.nodules is not None and not 0 <= args.nodules <= MAX_NODULES:
+        raise InputError(f"--nodules must be from 0 to {MAX_NODULES}, got {args.nodules}")
     if args.low_dose is not None and not (math.isfinite(args.low_dose) and args.low_dose >= 1):
         raise InputError(f"--low-dose must be a finite number of photons per ray, at least 1, got {args.low_dose:g}")
+    try:  # shape and spacing too, before the folder is made (it was left empty; an audit helper)
+        check_phantom_args(args.seed, args.shape, args.spacing, args.nodules, args.low_dose)
+    except InputError as exc:
+        raise InputError(str(exc).replace("shape must", "--shape must").replace("voxel spacing", "--spacing")) from None
     check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ class ChestPhantom:
         return None if self.low_dose is None else self._volume(self.low_dose)
 
 
-def _check_args(seed, shape, spacing, n_nodules, low_dose_photons):
+def check_phantom_args(seed, shape, spacing, n_nodules, low_dose_photons):
     try:
         seed = int(seed)
     except (TypeError, ValueError):
@@ -123,7 +123,7 @@ def make_chest_ct(
     if not nod.MIN_DIAMETER_MM <= max_diameter <= nod.MAX_DIAMETER_MM:
         raise InputError(f"max_nodule_diameter_mm must lie in [{nod.MIN_DIAMETER_MM}, {nod.MAX_DIAMETER_MM}] mm, "
                          f"got {max_nodule_diameter_mm!r}")
-    seed, shape, spacing, n_nodules = _check_args(seed, shape, spacing, n_nodules, low_dose_photons)
+    seed, shape, spacing, n_nodules = check_phantom_args(seed, shape, spacing, n_nodules, low_dose_photons)
     rng = np.random.default_rng(seed)
     fov = tuple(n * s for n, s in zip(shape, spacing))
     lay = sample_layout(rng, fov)
