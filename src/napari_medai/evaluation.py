@@ -148,8 +148,14 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
     names = _model_names(models, loaded)
     rows = {name: [] for name in names}
     cases = {name: [] for name in names}
+    if isinstance(lesion, bool) or not isinstance(lesion, (int, np.integer)) or lesion < 1:
+        raise InputError(f"the lesion label must be a label value of 1 or more (--lesion-label), got {lesion!r}")
+    seen, lesions = set(), 0  # the label values of references without a lesion, while none has one
     for case, image, ref in _usable_pairs(pairs, label_map, on_skip):
         targets, diameters = lesion_targets(ref, lesion, image.spacing)
+        lesions += len(diameters)
+        if not lesions:
+            seen |= {int(v) for v in np.unique(ref)}
         case_rows, case_cases, said = {}, {}, []
         for model, name in zip(loaded, names):
             found = _per_case(case, on_skip, detect, image.data, image.spacing, model=model, max_findings=None,
@@ -168,6 +174,10 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
             for name in names:
                 rows[name].append(case_rows[name])
                 cases[name].append(case_cases[name])
+    if seen and not lesions:  # every reference scored, none with a lesion: FROC of nothing (NaN), all findings false
+        values = ", ".join(map(str, sorted(seen)))
+        raise InputError(f"no reference holds a lesion of label {lesion} (their labels hold {values}): choose the "
+                         "lesions' label value with --lesion-label (after --label-map)")
     out = {}
     for model, name in zip(loaded, names):
         threshold = operating_threshold(model.card)
