@@ -87,7 +87,7 @@ def test_labels_off_the_images_grid_are_refused(tmp_path, model):
 def test_the_cli_prints_the_summary_and_writes_the_rows(tmp_path, data, model, capsys):
     folder, _ = data
     out = tmp_path / "scores.csv"
-    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 0
+    assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "3 annotated case(s)" in printed and "a · rule-seg: lung Dice 1.000, nodule Dice 1.000" in printed
     summary = next(line for line in printed.splitlines() if line.startswith("rule-seg") and "nodule" in line)
@@ -129,10 +129,12 @@ def test_the_cli_scores_detectors_too(tmp_path, data, capsys):
     folder, _ = data
     det = str(install(detection_card(name="rule-det"), tmp_path / "det"))
     out = tmp_path / "det.csv"
-    assert main(["evaluate", "--task", "detection", "--data", str(folder), "--model", det, "--out", str(out),
-                 "--quiet"]) == 0
+    assert main(["evaluate", "--task", "detection", "--data", str(folder), "--model", det, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "b · rule-det: 1 of 2 lesion(s) hit" in printed and "mean" in printed and "(4 lesions, 3 scans)" in printed
+    assert main(["evaluate", "--task", "detection", "--data", str(folder), "--model", det, "--quiet"]) == 0
+    quiet = capsys.readouterr().out  # no line per case, the summary as before
+    assert "lesion(s) hit" not in quiet and "(4 lesions, 3 scans)" in quiet
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["case"] for r in rows] == ["a", "b", "c"] and rows[1]["lesions_hit"] == "1"
@@ -262,7 +264,7 @@ def test_images_without_labels_are_named_and_img_suffixes_left_out_of_case_names
     write_volume(volume, folder / "lonely_image.nii.gz", affine=AFFINE, modality="CT")
     write_volume(volume, folder / "d_img.nii.gz", affine=AFFINE, modality="CT")
     write_volume(truth.astype(np.uint8), folder / "d_seg.nii.gz", affine=AFFINE, is_labels=True)
-    assert main(["evaluate", "--data", str(folder), "--model", model, "--quiet"]) == 0
+    assert main(["evaluate", "--data", str(folder), "--model", model]) == 0
     printed = capsys.readouterr().out
     assert "1 image(s) without a label file are left out: lonely_image.nii.gz" in printed
     assert "d · rule-seg: lung Dice 1.000" in printed and "d_img" not in printed

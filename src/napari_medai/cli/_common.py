@@ -11,7 +11,7 @@ def typed_command(args) -> list[str]:
     return ["medai", *getattr(args, "argv", sys.argv[1:])]
 
 
-def add_runtime_options(p) -> None:
+def add_runtime_options(p, quiet_help: str = "no progress bar") -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "amp"],
                    help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32")
@@ -19,7 +19,7 @@ def add_runtime_options(p) -> None:
                    help="test-time mirroring: mirror averages the output over the volume and its mirror "
                         "images along each axis (4x the time); mirror-lesions does so only where the plain "
                         "run sees a possible lesion (models naming lesion classes); auto: as the model card says")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
 
 
 def check_outputs(source, *outputs) -> None:

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="cases screened at once (default 1; 2 overlap one case's post-processing with another's "
                         "network run: about a fifth faster on a 2-core CPU, for one more case's memory)")
-    add_screening_options(p)
+    add_screening_options(p, quiet_help="no line per case screened or skipped (errors are still printed)")
     p.set_defaults(func=run)
 
 

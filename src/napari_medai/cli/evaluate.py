@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label-map", choices=["none", "chest"], default="none",
                    help="chest: the labels are phantom labels, folded into background / lung / nodule")
     p.add_argument("--out", help="also write every row to this .csv file")
-    add_runtime_options(p)
+    add_runtime_options(p, quiet_help="no line per case scored (skipped cases are still printed)")
     p.set_defaults(func=run)
 
 
@@ -59,7 +59,8 @@ def run(args) -> int:
         return _detection(args, pairs, models, settings, on_skip) or _skipped(skipped, len(pairs))
 
     def on_case(case, model, dice):
-        print(f"  {case} · {model}: " + ", ".join(f"{name} Dice {d:.3f}" for name, d in dice.items()), flush=True)
+        if not args.quiet:  # --quiet did nothing here: evaluate shows no progress bar (an audit helper)
+            print(f"  {case} · {model}: " + ", ".join(f"{name} Dice {d:.3f}" for name, d in dice.items()), flush=True)
 
     rows = evaluate_segmentation(pairs, models, label_map=args.label_map, settings=settings, on_case=on_case,
                                  on_skip=on_skip)
@@ -113,7 +114,8 @@ def _detection(args, pairs, models, settings, on_skip) -> int:
     from ..evaluation import evaluate_detection
 
     def on_case(case, model, hit, lesions):
-        print(f"  {case} · {model}: {hit} of {lesions} lesion(s) hit", flush=True)
+        if not args.quiet:
+            print(f"  {case} · {model}: {hit} of {lesions} lesion(s) hit", flush=True)
 
     results = evaluate_detection(pairs, models, lesion=args.lesion_label, label_map=args.label_map,
                                  settings=settings, on_case=on_case, on_skip=on_skip)

@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_screening_options(p) -> None:
-    """The screening workflow's options, shared with ``medai batch``."""
+def add_screening_options(p, quiet_help: str = "no progress bar") -> None:
+    """The screening workflow's options, shared with ``medai batch`` (``quiet_help``: what
+    --quiet leaves out there)."""
     from ..api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
     from ._common import add_runtime_options
 
@@ -29,7 +30,7 @@ def add_screening_options(p) -> None:
     p.add_argument("--max-findings", type=int, default=20)
     p.add_argument("--detector", default=DEFAULT_DETECTION_MODEL, help="detection model (name or path)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTATION_MODEL, help="segmentation model (name or path)")
-    add_runtime_options(p)
+    add_runtime_options(p, quiet_help)
 
 
 def check_screening_options(args) -> None:
