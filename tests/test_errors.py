@@ -54,3 +54,46 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr("napari_medai.io.read_volume", cut)
     assert main(["info", "scan.nii.gz"]) == 141
     assert "Broken pipe" not in capsys.readouterr().err
+
+
+class _ClosedPipe:
+    """A stdout whose reader went away after the first line (``| head -1``)."""
+
+    def __init__(self):
+        self.lines = 0
+
+    def write(self, text):
+        if self.lines >= 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.lines += text.count("\n")
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_a_closed_pipe_does_not_stop_the_files_being_written(monkeypatch, tmp_path):
+    # `medai phantom ... | head -1` stopped after the first case (and measure, evaluate and batch left
+    # their --out unwritten; found by an audit helper): the rest of stdout goes nowhere, the files are
+    # written, and the exit is still 141
+    import sys
+
+    from napari_medai.cli.main import main
+
+    pipe = _ClosedPipe()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    assert main(["phantom", "--seed", "1", "--count", "3", "--out", str(tmp_path), "--shape", "8", "32", "32"]) == 141
+    assert sorted(p.name for p in tmp_path.glob("*_image.nii.gz")) == [
+        "case0001_image.nii.gz", "case0002_image.nii.gz", "case0003_image.nii.gz"]
+    assert sys.stdout is pipe  # put back
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_traceback(tmp_path):
+    import json
+    import os
+
+    from napari_medai.io.atomic import write_text_atomic
+
+    name = os.fsdecode(b"caf\xe9.nii.gz")  # a Latin-1 name: a lone surrogate in Python's str
+    write_text_atomic(tmp_path / "f.json", json.dumps({"source": name}, ensure_ascii=False))
+    assert "caf\\udce9" in (tmp_path / "f.json").read_text(encoding="utf-8")

@@ -30,6 +30,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PipeGuard:
+    """stdout that survives its reader going away (``medai measure ... --out f.json | head -1``):
+    the first BrokenPipeError sends the rest to devnull, and the command goes on to write its
+    files.  Ending the command there left --out unwritten and a batch half screened (found by
+    an audit helper)."""
+
+    def __init__(self, stream):
+        self.stream, self.broken = stream, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._to_devnull()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._to_devnull()
+
+    def _to_devnull(self):
+        import io
+        import os
+
+        self.broken = True
+        try:  # Python would report the pipe again while flushing stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file behind it (a capture)
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _printable_stdio() -> None:
+    """Paths from file names that are not UTF-8 (lone surrogates) print as backslash escapes,
+    not as a UnicodeEncodeError traceback on a strict UTF-8 terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a TextIOWrapper (a test's capture)
+            pass
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,8 +87,12 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    _printable_stdio()
+    pipe = _PipeGuard(sys.stdout)
+    sys.stdout = pipe
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        return 141 if pipe.broken else rc  # 128 + SIGPIPE, as a shell reports a pipe's writer that was cut off
     except MedaiError as exc:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +108,9 @@ def main(argv=None) -> int:
     except OSError as exc:  # a file that cannot be written (a full disk, no permission): no traceback
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except UnicodeError as exc:  # text no encoding takes (the file names are written escaped): one line
+        print(f"medai {args.command}: error: text that cannot be encoded ({exc.reason})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"medai {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -65,6 +120,8 @@ def main(argv=None) -> int:
             raise
         print(f"medai {args.command}: error: {said}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout = pipe.stream
 
 
 if __name__ == "__main__":

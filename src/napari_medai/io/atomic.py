@@ -31,8 +31,10 @@ def replace_atomically(path, save: Callable[[Path], None], suffix: str = "") -> 
 
 
 def write_text_atomic(path, text: str) -> None:
-    """``text`` (UTF-8) into ``path`` by :func:`replace_atomically`."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """``text`` (UTF-8) into ``path`` by :func:`replace_atomically`.  A file name that is not UTF-8
+    (Latin-1 bytes) comes into the text as lone surrogates, which strict UTF-8 refused with a
+    traceback after the other outputs were written: they are written as backslash escapes."""
+    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="backslashreplace"))
 
 
 def _replace_target(path: Path) -> tuple[Path, int | None]:
