@@ -460,3 +460,12 @@ def test_nifti_files_in_sub_folders_are_named_not_dropped_silently(tmp_path, mod
     det, seg = models
     main(["batch", str(folder), "--out-dir", str(tmp_path / "out"), "--detector", det, "--segmenter", seg, "--quiet"])
     assert "note: " in capsys.readouterr().err
+
+
+def test_a_case_is_never_named_as_the_runs_own_files(tmp_path):
+    # "a (earlier run).nii.gz" beside "a.nii.gz": a's failed re-run moved its report into the other
+    # case's folder, removing it; "cohort.csv.nii.gz" failed on the cohort file (found by an audit helper)
+    for name in ("a.nii.gz", "a (earlier run).nii.gz", "cohort.csv.nii.gz", "COHORT.CSV.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    names = sorted(case for case, _ in find_cases([tmp_path]))
+    assert names == ["COHORT.CSV_2", "a", "a (earlier run)_2", "cohort.csv_2"]

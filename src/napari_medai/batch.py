@@ -109,12 +109,18 @@ def _note(on_note, text: str) -> None:
 
 def _free_name(stem: str, taken) -> str:
     """``stem``, or ``stem_2``, ``stem_3``… the first not in ``taken`` ("scan" twice beside a real
-    "scan_2": the second becomes "scan_3")."""
+    "scan_2": the second becomes "scan_3") and not one of the run's own names: ``cohort.csv`` and
+    any ``<case> (earlier run)`` (a scan so named had its folder removed by another case's move, or
+    failed on the cohort file; found by an audit helper)."""
     name, k = stem, 1
-    while name in taken:
+    while name in taken or _reserved(name):
         k += 1
         name = f"{stem}_{k}"
     return name
+
+
+def _reserved(name: str) -> bool:
+    return name.lower() == COHORT_FILE.lower() or name.endswith(EARLIER_RUN.format(name=""))
 
 
 def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
