@@ -373,3 +373,26 @@ def test_a_run_that_scored_no_case_leaves_an_earlier_scores_file(tmp_path, data,
         write_volume(np.zeros((3, 4, 5), np.uint8), label, affine=AFFINE, is_labels=True)
     assert main(["evaluate", "--data", str(folder), "--model", model, "--out", str(out), "--quiet"]) == 1
     assert "no case was scored" in capsys.readouterr().out and out.read_text() == before
+
+
+def test_the_rows_file_is_rounded_and_long_names_keep_their_columns(tmp_path, data, capsys):
+    # the CSV held 0.9601378285250997 and "nan"; a name over 28 characters ran into the class column
+    # (found by an audit helper)
+    folder, _ = data
+    long_name = tmp_path / "a-model-with-a-rather-long-name-indeed.json"
+    model = install(segmentation_card(name="rule-seg"), tmp_path / "m")
+    long_name.write_text(model.read_text() if hasattr(model, "read_text") else open(model).read())
+    import json as _json
+
+    card = _json.loads(long_name.read_text())
+    card["name"] = long_name.stem
+    card["weights"] = str((model.parent if hasattr(model, "parent") else tmp_path / "m") / card["weights"])
+    long_name.write_text(_json.dumps(card))
+    out = tmp_path / "rows.csv"
+    assert main(["evaluate", "--data", str(folder), "--model", str(long_name), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{long_name.stem}  lung" in printed or f"{long_name.stem}  nodule" in printed
+    with open(out, newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key in ("dice", "hd95_mm", "reference_ml", "predicted_ml"):
+                assert row[key] != "nan" and (row[key] == "" or len(row[key].split(".")[-1]) <= 4)

@@ -64,16 +64,18 @@ def run(args) -> int:
 
     rows = evaluate_segmentation(pairs, models, label_map=args.label_map, settings=settings, on_case=on_case,
                                  on_skip=on_skip)
-    print(f"{'model':<28}{'class':<14}{'cases':>6}{'Dice mean ± sd':>18}{'HD95 median mm':>16}"
+    summary = summarise(rows)
+    width = _name_width(s["model"] for s in summary)
+    print(f"{'model':<{width}}{'class':<14}{'cases':>6}{'Dice mean ± sd':>18}{'HD95 median mm':>16}"
           f"{'FP cases':>10}{'lesions found':>15}")
-    for s in summarise(rows):
+    for s in summary:
         found = f"{s['lesions_found']}/{s['lesions']}" if "lesions" in s else ""
         # a class no reference holds has no Dice or HD95 to average: "no cases", not "nan ± nan"
         dice = f"{s['dice_mean']:>11.3f} ± {s['dice_sd']:.3f}" if s["cases"] else f"{'no cases':>18}"
         hd95 = f"{s['hd95_median_mm']:.1f}" if s["hd95_cases"] else ("none" if s["cases"] else "")
         if s["missed_cases"]:  # the median is over the cases the model labelled the class in
             hd95 += f" ({s['missed_cases']} missed)"
-        print(f"{s['model']:<28}{s['class']:<14}{s['cases']:>6}{dice}"
+        print(f"{s['model']:<{width}}{s['class']:<14}{s['cases']:>6}{dice}"
               f"{hd95:>16}{s['false_positive_cases']:>10}{found:>15}")
     if args.out:
         _write_rows(args.out, ["case", "model", "class", "dice", "hd95_mm", "reference_ml", "predicted_ml", "lesions",
@@ -105,7 +107,7 @@ def _write_rows(path, fields, rows) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     write_text_atomic(path, buffer.getvalue())
     print(f"rows written to {path}")
 
@@ -120,16 +122,30 @@ def _detection(args, pairs, models, settings, on_skip) -> int:
     results = evaluate_detection(pairs, models, lesion=args.lesion_label, label_map=args.label_map,
                                  settings=settings, on_case=on_case, on_skip=on_skip)
     print("FROC: sensitivity at 1/8 1/4 1/2 1 2 4 8 false positives per scan, and their mean")
+    width = _name_width(results)
     for name, r in results.items():
         f = r["froc"]
         points = " ".join(f"{v:.3f}" for v in f["sensitivity"].values())
-        print(f"{name:<28}{points} | mean {f['mean']:.3f} ({f['targets']} lesions, {f['scans']} scans)")
+        print(f"{name:<{width}}{points} | mean {f['mean']:.3f} ({f['targets']} lesions, {f['scans']} scans)")
         op = r["operating_point"]
         if op is not None:
-            print(f"{'':<28}at its operating point (score >= {op['score_threshold']:.2f}): sensitivity "
+            print(f"{'':<{width}}at its operating point (score >= {op['score_threshold']:.2f}): sensitivity "
                   f"{op['sensitivity']:.3f} ({op['lesions_found']}/{op['lesions']}), "
                   f"{op['fp_per_scan']:.2f} false positives per scan")
     if args.out:
         _write_rows(args.out, ["model", "case", "lesions", "lesions_hit", "findings"],
                     [{"model": name, **c} for name, r in results.items() for c in r["cases"]])
     return 0
+
+
+def _name_width(names) -> int:
+    """The model column's width: 28, or the longest name and two spaces (a longer one ran into the
+    next column; found by an audit helper)."""
+    return max([28, *(len(str(n)) + 2 for n in names)])
+
+
+def _cell(value):
+    """A CSV cell: floats to 4 decimals (0.9601378285250997 was written), NaN empty."""
+    if isinstance(value, float):
+        return "" if value != value else round(value, 4)
+    return value
