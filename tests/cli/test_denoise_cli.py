@@ -32,7 +32,7 @@ def test_round_trip_keeps_grid_and_affine(tmp_path, noisy_nifti, capsys):
     assert out.data.shape == src.data.shape
     np.testing.assert_array_equal(out.affine, src.affine)
     assert not np.allclose(out.data, src.data)
-    assert "slice 4/4" in capsys.readouterr().out
+    assert "slice 4/4" in capsys.readouterr().err
 
 
 def test_strength_zero_writes_the_input(tmp_path, noisy_nifti, capsys):
@@ -107,7 +107,7 @@ def test_a_single_slice_file_is_denoised_into_a_file_of_its_shape_dtype_and_affi
     src_path, _data = _slice_file(tmp_path / "slice.nii.gz", shape, dtype, rng)
     out_path = tmp_path / "out.nii.gz"
     assert main(["denoise", str(src_path), str(out_path), "--model", str(card), "--precision", "fp32"]) == 0
-    assert "slice 1/1" in capsys.readouterr().out
+    assert "slice 1/1" in capsys.readouterr().err
     src, out = nib.load(str(src_path)), nib.load(str(out_path))
     assert out.shape == shape and out.get_data_dtype() == np.dtype(dtype)  # as a volume's output
     np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)
@@ -200,7 +200,8 @@ def test_apple_mps_is_a_device_for_the_2d_denoisers(tmp_path, noisy_nifti, monke
 def test_a_3d_denoiser_counts_passes_not_slices(tmp_path, noisy_nifti, capsys):
     card = make_tiny_card(tmp_path / "model", spatial_dims=3, head_weight=0.05)
     assert main(["denoise", str(noisy_nifti), str(tmp_path / "out.nii.gz"), "--model", str(card)]) == 0
-    assert "denoising: pass 1/1" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "denoising: pass 1/1" in said.err and "\r" not in said.out  # progress on stderr: stdout stays a log
 
 
 def test_a_modality_guessed_from_the_values_is_said_and_not_written_as_stated(tmp_path, rng, capsys):

@@ -24,8 +24,10 @@ def add_parser(sub) -> None:
 
 
 def _progress_printer(unit: str):
-    def show(done: int, total: int) -> None:
-        print(f"\rdenoising: {unit} {done}/{total}", end="\n" if done == total else "", flush=True)
+    import sys
+
+    def show(done: int, total: int) -> None:  # on stderr, as the other commands' progress bars: stdout stays a log
+        print(f"\rdenoising: {unit} {done}/{total}", end="\n" if done == total else "", flush=True, file=sys.stderr)
 
     return show
 
