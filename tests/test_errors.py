@@ -97,3 +97,31 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped_not_a_traceback(tmp_pat
     name = os.fsdecode(b"caf\xe9.nii.gz")  # a Latin-1 name: a lone surrogate in Python's str
     write_text_atomic(tmp_path / "f.json", json.dumps({"source": name}, ensure_ascii=False))
     assert "caf\\udce9" in (tmp_path / "f.json").read_text(encoding="utf-8")
+
+
+def test_a_real_pipe_closed_early_exits_141_and_a_refusal_still_counts(tmp_path):
+    # stdout to a pipe is block-buffered: the break came at the final flush, after the guard was
+    # gone ("Exception ignored", exit 120); a refused point's exit 1 became 141; 2>&1 | head broke
+    # on stderr (found by a review helper)
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from napari_medai.io import write_volume
+
+    scan = tmp_path / "scan.nii.gz"
+    write_volume(np.full((6, 16, 16), -800, np.int16), scan, modality="CT")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    medai = f"{sys.executable} -m napari_medai.cli.main"
+
+    def piped(command):
+        done = subprocess.run(["bash", "-c", f"{command} | true; echo ${{PIPESTATUS[0]}}"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        return int(done.stdout.split()[-1]), done.stderr
+
+    rc, err = piped(f"{medai} info {scan}")
+    assert rc == 141 and "Exception ignored" not in err
+    rc, _ = piped(f"{medai} measure {scan} --at 1 1 1 --out {tmp_path / 'm.json'} 2>&1")
+    assert rc == 2  # nothing measurable: refused, as without the pipe (not 141)

@@ -31,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _PipeGuard:
-    """stdout that survives its reader going away (``medai measure ... --out f.json | head -1``):
-    the first BrokenPipeError sends the rest to devnull, and the command goes on to write its
-    files.  Ending the command there left --out unwritten and a batch half screened (found by
-    an audit helper)."""
+    """stdout (or stderr) that survives its reader going away (``medai measure ... --out f.json |
+    head -1``): the first BrokenPipeError sends the rest to devnull, and the command goes on to
+    write its files.  Ending the command there left --out unwritten and a batch half screened
+    (found by an audit helper)."""
 
     def __init__(self, stream):
         self.stream, self.broken = stream, False
@@ -68,6 +68,12 @@ class _PipeGuard:
         return getattr(self.stream, name)
 
 
+def _flush(guards) -> None:
+    for guard in guards:
+        if guard is not None:
+            guard.flush()
+
+
 def _printable_stdio() -> None:
     """Paths from file names that are not UTF-8 (lone surrogates) print as backslash escapes,
     not as a UnicodeEncodeError traceback on a strict UTF-8 terminal."""
@@ -88,11 +94,16 @@ def main(argv=None) -> int:
         parser.print_help()
         return 1
     _printable_stdio()
-    pipe = _PipeGuard(sys.stdout)
-    sys.stdout = pipe
+    saved = sys.stdout, sys.stderr
+    # stdout and stderr both (`2>&1 | head`); none where a stream is closed (`>&-`: sys.stdout is None)
+    guards = [None if stream is None else _PipeGuard(stream) for stream in saved]
+    sys.stdout, sys.stderr = (guard or stream for guard, stream in zip(guards, saved))
     try:
         rc = int(args.func(args) or 0)
-        return 141 if pipe.broken else rc  # 128 + SIGPIPE, as a shell reports a pipe's writer that was cut off
+        _flush(guards)  # stdout to a pipe is block-buffered: what is left breaks here, guarded, not at exit
+        # a command's own failure (1: cases or points skipped) stays; else 128 + SIGPIPE, as a shell
+        # reports a pipe's writer that was cut off
+        return rc or (141 if any(g is not None and g.broken for g in guards) else 0)
     except MedaiError as exc:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -109,7 +120,8 @@ def main(argv=None) -> int:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except UnicodeError as exc:  # text no encoding takes (the file names are written escaped): one line
-        print(f"medai {args.command}: error: text that cannot be encoded ({exc.reason})", file=sys.stderr)
+        print(f"medai {args.command}: error: text that cannot be encoded or decoded "
+              f"({getattr(exc, 'reason', exc)})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medai {args.command}: interrupted", file=sys.stderr)
@@ -121,7 +133,8 @@ def main(argv=None) -> int:
         print(f"medai {args.command}: error: {said}", file=sys.stderr)
         return 2
     finally:
-        sys.stdout = pipe.stream
+        _flush(guards)
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":
