@@ -34,9 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--at-lps", nargs=3, type=float, action="append", default=[], metavar=("X", "Y", "Z"),
                    help="a point in DICOM patient coordinates, mm (x left, y posterior, z superior); repeat")
     p.add_argument("--out", required=True, help="measured nodules: .json or .csv")
-    p.add_argument("--max-diameter", type=float, default=30.0,
+    p.add_argument("--max-diameter", type=float, default=None,
                    help=f"largest nodule to measure, mm, {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} (a larger "
-                        "structure, or one running on beyond it, is refused)")
+                        "structure, or one running on beyond it, is refused); default 30, and 50 for a nodule "
+                        "whose core reads ground glass (Lung-RADS: 3 from 30 mm)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +58,10 @@ def run(args) -> int:
     if not args.at and not args.at_lps and not args.at_file:
         raise InputError("give at least one point: --at Z Y X (voxels), --at-file I J K (the file's own voxel "
                          "index) or --at-lps X Y Z (mm)")
-    if not MIN_DIAMETER_MM <= args.max_diameter <= MAX_DIAMETER_MM:  # NaN fails too
+    # given: the limit for every nodule; not given: nodule_at's own (30 mm, 50 for a ground-glass core)
+    limits = {} if args.max_diameter is None else {"max_diameter_mm": args.max_diameter,
+                                                   "ground_glass_max_mm": args.max_diameter}
+    if args.max_diameter is not None and not MIN_DIAMETER_MM <= args.max_diameter <= MAX_DIAMETER_MM:  # NaN fails too
         raise InputError(f"--max-diameter must be a size in mm from {MIN_DIAMETER_MM:g} to {MAX_DIAMETER_MM:g} "
                          f"(the largest nodule or mass to measure), got {args.max_diameter:g}")
     check_writable(out, "--out")
@@ -90,7 +94,7 @@ def run(args) -> int:
         option = {"voxel": "--at", "file": "--at-file", "lps": "--at-lps"}[kind]
         where = f"{option} {' '.join(f'{v:g}' for v in given)}"
         try:
-            f = nodule_at(data, vol.spacing, voxel, vol.affine, max_diameter_mm=args.max_diameter)
+            f = nodule_at(data, vol.spacing, voxel, vol.affine, **limits)
         except InputError as exc:
             refused += 1
             print(f"medai measure: {where}: {exc}", file=sys.stderr)
@@ -98,7 +102,8 @@ def run(args) -> int:
         f.label = len(found) + 1
         found.append(f)
         print(f"{where}: centre {[round(c, 1) for c in f.center_voxel]} (voxels), long axis {f.diameter_mm:.1f} mm, "
-              f"mean {f.mean_diameter_mm:.1f} mm, {f.volume_ml:.3f} mL, Lung-RADS {f.lung_rads}, {f.attenuation}")
+              f"mean {f.mean_diameter_mm:.1f} mm, {f.volume_ml:.3f} mL, Lung-RADS {f.lung_rads} by size, "
+              f"{f.attenuation}: {f.lung_rads_by_attenuation or f.lung_rads}")
     if not found:  # an earlier run's file there stays as it was (a mistyped point used to replace it with [])
         print(f"medai measure: none of the {total} point(s) could be measured: nothing written to {out}",
               file=sys.stderr)

@@ -81,7 +81,11 @@ def nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | Non
     except _TooLarge as exc:
         if exc.core_hu >= SOLID_HU or ground_glass_max_mm <= max_diameter_mm:
             raise InputError(str(exc)) from None
-    return _nodule_at(volume, spacing, point_voxel, affine, max_diameter_mm=ground_glass_max_mm)
+        first = str(exc)
+    try:
+        return _nodule_at(volume, spacing, point_voxel, affine, max_diameter_mm=ground_glass_max_mm)
+    except _TooLarge:  # too large for a ground-glass nodule too: the limit the caller set is the one to name
+        raise InputError(first) from None
 
 
 def _nodule_at(volume: np.ndarray, spacing, point_voxel, affine: np.ndarray | None = None, *,
