@@ -182,7 +182,8 @@ def test_a_ground_glass_nodule_of_30_mm_or_more_is_measured_and_a_solid_one_refu
         nodule_at(solid, spacing, (45, 80, 80))
     with pytest.raises(InputError, match="30 mm"):  # a caller's own limit is not widened past itself
         nodule_at(ggn, spacing, (45, 80, 80), ground_glass_max_mm=30.0)
-    huge = volume.copy()
-    huge[r <= 28] = -600.0  # a 56 mm ground-glass mass: refused, naming the limit of 30 mm (not 50)
+    huge = volume.copy()  # a ground-glass mass 64 mm long: refused, naming the limit of 30 mm (not 50)
+    huge[((z - 45) * spacing[0] / 15) ** 2 + ((y - 80) * spacing[1] / 15) ** 2 + ((x - 80) * spacing[2] / 32) ** 2
+         <= 1] = -600.0
     with pytest.raises(InputError, match="more than the 30 mm largest nodule|runs on beyond 30 mm"):
         nodule_at(huge, spacing, (45, 80, 80))
