@@ -469,3 +469,13 @@ def test_a_case_is_never_named_as_the_runs_own_files(tmp_path):
         (tmp_path / name).write_bytes(b"")
     names = sorted(case for case, _ in find_cases([tmp_path]))
     assert names == ["COHORT.CSV_2", "a", "a (earlier run)_2", "cohort.csv_2"]
+
+
+def test_an_earlier_runs_reserved_case_name_is_not_kept(tmp_path):
+    from napari_medai.batch import keep_earlier_names
+
+    scan = tmp_path / "a (Earlier Run).nii.gz"
+    scan.write_bytes(b"")
+    earlier = [{"case": "a (Earlier Run)", "source": str(scan)}]  # named so before names were reserved
+    ((name, _),) = keep_earlier_names([("a (Earlier Run)", scan)], earlier)
+    assert name == "a (Earlier Run)_2"

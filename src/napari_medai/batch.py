@@ -119,8 +119,8 @@ def _free_name(stem: str, taken) -> str:
     return name
 
 
-def _reserved(name: str) -> bool:
-    return name.lower() == COHORT_FILE.lower() or name.endswith(EARLIER_RUN.format(name=""))
+def _reserved(name: str) -> bool:  # either letter case: a case-insensitive file system is one folder
+    return name.lower() == COHORT_FILE.lower() or name.lower().endswith(EARLIER_RUN.format(name="").lower())
 
 
 def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
@@ -131,7 +131,8 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
     def resolved(source) -> Path:
         return Path(source).resolve()
 
-    before = {resolved(row["source"]): row["case"] for row in earlier if row.get("source")}
+    # an earlier run (before names were reserved) may have named a case "x (earlier run)": not kept
+    before = {resolved(row["source"]): row["case"] for row in earlier if row.get("source") and not _reserved(row["case"])}
     kept = {k: before[resolved(path)] for k, (_, path) in enumerate(cases) if resolved(path) in before}
     taken = {row["case"] for row in earlier} | set(kept.values())
     out = []

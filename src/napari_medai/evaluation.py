@@ -132,7 +132,8 @@ def lesion_targets(ref: np.ndarray, lesion: int, spacing) -> tuple[np.ndarray, l
 
 def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none", settings=None,
                        on_case: Callable[[str, str, int, int], None] | None = None,
-                       on_skip: Callable[[str, str], None] | None = None) -> dict[str, dict]:
+                       on_skip: Callable[[str, str], None] | None = None,
+                       on_note: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Per detector (name -> result): the FROC over the pairs (``metrics.froc``; targets from
     ``lesion_targets``), the sensitivity and false positives per scan at its card's operating
     point (None without one), and per case the lesions and how many a finding hits.  Every
@@ -175,9 +176,16 @@ def evaluate_detection(pairs, models, *, lesion: int = 2, label_map: str = "none
                 rows[name].append(case_rows[name])
                 cases[name].append(case_cases[name])
     if seen and not lesions:  # every reference scored, none with a lesion: FROC of nothing (NaN), all findings false
+        # a cohort of negative scans is a fair use (false positives per scan), a mistyped label is not:
+        # said, not refused (it was refused at first, after every detector had run)
         values = ", ".join(map(str, sorted(seen)))
-        raise InputError(f"no reference holds a lesion of label {lesion} (their labels hold {values}): choose the "
-                         "lesions' label value with --lesion-label (after --label-map)")
+        note = (f"no reference holds a lesion of label {lesion} (their labels hold {values}): the sensitivities are "
+                "not defined and every finding counts as false; if the lesions have another label value, choose it "
+                "with --lesion-label (after --label-map)")
+        if on_note is not None:
+            on_note(note)
+        else:
+            warnings.warn(note, UserWarning, stacklevel=2)
     out = {}
     for model, name in zip(loaded, names):
         threshold = operating_threshold(model.card)

@@ -113,6 +113,8 @@ def _write_rows(path, fields, rows) -> None:
 
 
 def _detection(args, pairs, models, settings, on_skip) -> int:
+    import sys
+
     from ..evaluation import evaluate_detection
 
     def on_case(case, model, hit, lesions):
@@ -120,7 +122,8 @@ def _detection(args, pairs, models, settings, on_skip) -> int:
             print(f"  {case} · {model}: {hit} of {lesions} lesion(s) hit", flush=True)
 
     results = evaluate_detection(pairs, models, lesion=args.lesion_label, label_map=args.label_map,
-                                 settings=settings, on_case=on_case, on_skip=on_skip)
+                                 settings=settings, on_case=on_case, on_skip=on_skip,
+                                 on_note=lambda text: print(f"warning: {text}", file=sys.stderr))
     print("FROC: sensitivity at 1/8 1/4 1/2 1 2 4 8 false positives per scan, and their mean")
     width = _name_width(results)
     for name, r in results.items():
@@ -145,7 +148,10 @@ def _name_width(names) -> int:
 
 
 def _cell(value):
-    """A CSV cell: floats to 4 decimals (0.9601378285250997 was written), NaN empty."""
-    if isinstance(value, float):
+    """A CSV cell: floats (numpy's too) to 4 decimals (0.9601378285250997 was written), NaN empty."""
+    import numbers
+
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        value = float(value)
         return "" if value != value else round(value, 4)
     return value

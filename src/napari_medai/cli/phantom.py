@@ -54,7 +54,8 @@ def run(args) -> int:
     try:  # shape and spacing too, before the folder is made (it was left empty; an audit helper)
         check_phantom_args(args.seed, args.shape, args.spacing, args.nodules, args.low_dose)
     except InputError as exc:
-        raise InputError(str(exc).replace("shape must", "--shape must").replace("voxel spacing", "--spacing")) from None
+        said = str(exc).replace("shape must", "--shape must").replace("voxel spacing", "--spacing")
+        raise InputError(said.replace(" (check the layer's scale)", "")) from None  # no layer on the command line
     check_writable(args.out, "--out", folder=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

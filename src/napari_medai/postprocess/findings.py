@@ -34,12 +34,12 @@ OUTLINES = {
 OUTLINE_SMOOTH_PX = 0.7  # Gaussian sigma (pixels) of the outline calipers are laid on (slice_outlines_mm)
 
 
-
 def reported_score(score) -> float:
     """A finding's score as every output gives it (4 decimals).  The score threshold is compared with
     this value: compared with the raw one, a finding listed at 0.6111 was left out at
     --threshold 0.6111 (found by an audit helper)."""
     return round(float(score), 4)
+
 
 def round_half_up(value: float, digits: int = 1) -> float:
     """``value`` to ``digits`` decimals with halves rounded up, as a reader rounds a caliper
