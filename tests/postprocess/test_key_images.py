@@ -122,3 +122,28 @@ def test_drawing_key_images_stops_when_cancelled():
     token.cancel()
     with pytest.raises(Cancelled):
         key_image_pngs([finding], volume, SPACING, cancel=token)
+
+
+def test_a_key_image_that_cannot_be_written_whole_is_not_left_truncated(tmp_path, monkeypatch):
+    # a full disk left finding_01.png cut short, linked from the report (found by an audit helper)
+    from pathlib import Path
+
+    from napari_medai.errors import InputError
+    from napari_medai.postprocess.key_images import save_key_images
+
+    (tmp_path / "key_images").mkdir()
+    (tmp_path / "key_images" / "finding_01.png").write_bytes(b"the earlier image")
+    real = Path.write_bytes
+
+    def disk_full(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    try:
+        save_key_images([b"\x89PNG" + b"x" * 100], tmp_path)
+    except (OSError, InputError):
+        pass
+    monkeypatch.undo()
+    assert (tmp_path / "key_images" / "finding_01.png").read_bytes() == b"the earlier image"
+    assert [p.name for p in (tmp_path / "key_images").iterdir()] == ["finding_01.png"]  # no temporary left

@@ -106,9 +106,12 @@ def save_key_images(pngs, out_dir, *, folder: str = "key_images") -> list[str]:
         return []
     target.mkdir(exist_ok=True)  # in ``out_dir``, which must exist: a report never makes up a folder path
     names = []
+    from ..io.atomic import replace_atomically
+
     for rank, png in enumerate(pngs, start=1):
         name = f"{folder}/finding_{rank:02d}.png"
-        (Path(out_dir) / name).write_bytes(png)
+        # whole or not at all: a full disk left a truncated PNG the report linked (an audit helper)
+        replace_atomically(Path(out_dir) / name, lambda tmp, data=png: tmp.write_bytes(data), suffix=".png")
         names.append(name)
     return names
 
