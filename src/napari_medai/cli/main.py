@@ -55,17 +55,23 @@ class _PipeGuard:
                 self._to_devnull()
 
     def _to_devnull(self):
-        import io
-        import os
-
         self.broken = True
-        try:  # Python would report the pipe again while flushing stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file behind it (a capture)
-            pass
+        _to_devnull(self.stream)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s file at devnull: Python would report the broken pipe again while flushing
+    it at exit."""
+    import io
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file behind it (a capture)
+        pass
 
 
 def _flush(guards) -> None:
@@ -108,13 +114,7 @@ def main(argv=None) -> int:
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `medai ... | head`: the reader stopped listening, which is no error of ours
-        import io
-        import os
-
-        try:  # Python would report the pipe again while flushing stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file behind stdout (a capture)
-            pass
+        _to_devnull(sys.stdout)
         return 141  # 128 + SIGPIPE, as a shell reports a pipe's writer that was cut off
     except OSError as exc:  # a file that cannot be written (a full disk, no permission): no traceback
         print(f"medai {args.command}: error: {exc}", file=sys.stderr)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .components import bounding_box
+
 MAX_MEDIAN_HU = -950.0  # parenchyma's median is ~ -850 HU; a lumen's ~ -1000 HU
 MAX_AREA_MM2 = 800.0  # a 32 mm circle: wider than an adult trachea (up to ~25 mm)
 TISSUE_HU = -500.0  # above this: wall, mediastinum, vessel; below: air or parenchyma
@@ -83,11 +85,10 @@ def _blind_chains(found, labels, image, spacing, organ, max_pixels) -> np.ndarra
     end blind at a narrow glottis and open into a lung at the carina, runs longer than a lung's
     cap of small pieces."""
     caps = np.zeros(found.shape, bool)
-    if not found.any():
-        return caps
     # labelled inside the pieces' bounding box: int32 labels of a whole 300 x 512 x 512 CT are 300 MB
-    crop = tuple(slice(int(i[0]), int(i[-1]) + 1)
-                 for i in (np.flatnonzero(found.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)))
+    crop = bounding_box(found)
+    if crop is None:
+        return caps
     chains, _ = ndimage.label(found[crop])  # face neighbours: overlapping footprints on adjacent slices
     z0 = crop[0].start
     longest = max(1, int(round(CAP_MM / float(spacing[0]))))
