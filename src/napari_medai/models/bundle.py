@@ -709,6 +709,7 @@ def bundle_card_fields(parser, meta: dict, name: str, network=None, source=None)
     out_channels = card_fields_from_metadata(meta, defaults=channels).get("out_channels")
     output = _output_activation(_section_transforms(parser, "postprocessing", name), out_channels)
     spatial_dims = _spatial_dims(parser, network)
+    inferer = _parsed(parser, "inferer")  # built once: the window, slice axis and blending all read it
     extra: dict[str, Any] = {}
     if spatial_dims == 3:
         # MONAI arrays are (x, y, z) in the Orientationd codes (RAS when none is given); the
@@ -720,7 +721,7 @@ def bundle_card_fields(parser, meta: dict, name: str, network=None, source=None)
         # each axial slice into that orientation ("S" first: the slices stay the batch).
         axcodes = _plane_codes(facts.get("axcodes"), name)
         extra["axes"] = "S" + axcodes
-        _check_slice_axis(_parsed(parser, "inferer"), facts.get("axcodes") or "RAS", name)
+        _check_slice_axis(inferer, facts.get("axcodes") or "RAS", name)
     spacing = None
     if "pixdim" in facts:
         pixdim = _per_axis(facts["pixdim"], spatial_dims, "pixdim", pad=True)
@@ -733,8 +734,8 @@ def bundle_card_fields(parser, meta: dict, name: str, network=None, source=None)
         k = _divisible_k(facts["divisible_k"], spatial_dims, axcodes)
         if k:
             extra["divisible_k"] = k  # whole-image windows are rounded up to it (engine.window_size)
-    roi = _bundle_roi(_parsed(parser, "inferer"), spatial_dims, axcodes)
-    extra.update(_bundle_blending(_parsed(parser, "inferer"), name, source))
+    roi = _bundle_roi(inferer, spatial_dims, axcodes)
+    extra.update(_bundle_blending(inferer, name, source))
     fields = {**card_fields_from_metadata(meta, output, defaults=channels), "task": bundle_task(meta),
               "spatial_dims": spatial_dims, "spacing": spacing, "roi_size": roi,
               "intensity": facts.get("intensity", {"kind": "none"}), "extra": extra}
