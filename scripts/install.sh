@@ -21,6 +21,21 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A first install unpacks about 2 GB into .venv (torch alone is most of it) and pip stages
+# wheels in the temporary folder: check the room up front, so a full disk gets a clear
+# message instead of pip's OSError halfway through (the partial .venv would stay behind).
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null; }; then
+  need_mb=3000
+  for dir in . "${TMPDIR:-/tmp}"; do
+    free_mb=$(df -Pm "$dir" | awk 'NR==2 {print $4}')
+    if [ -n "$free_mb" ] && [ "$free_mb" -lt "$need_mb" ]; then
+      echo "napari-medai install: only ${free_mb} MB free in $(cd "$dir" && pwd); the first" \
+           "install needs about ${need_mb} MB there. Free some space and run it again." >&2
+      exit 1
+    fi
+  done
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q -U pip
 # torch first, pinned to the CPU wheel: left to resolve on its own (monai needs torch),
