@@ -172,6 +172,24 @@ def test_truncated_and_foreign_weight_files(tmp_path):
     assert "is not a PyTorch weights file" in _message(_bundle_with_weights(tmp_path / "n", b"my notes\n"))
 
 
+def _damaged_index(data: bytes) -> bytes:
+    """A zip whose central directory is damaged: zipfile still calls it a zip, then cannot read it."""
+    at = data.find(b"PK\x01\x02")
+    return data[:at] + b"XX\x01\x02" + data[at + 4:]
+
+
+def test_weights_whose_zip_index_is_damaged_are_called_damaged_not_a_raw_badzipfile(tmp_path):
+    """zipfile.is_zipfile passed such a file and reading its names raised BadZipFile, a traceback
+    (an audit helper's finding), for a bundle's state dict and for a TorchScript file alike."""
+    whole = tmp_path / "whole.pt"
+    torch.save(tiny_unet().state_dict(), whole)
+    damaged = _damaged_index(whole.read_bytes())
+    assert "is damaged or truncated" in _message(_bundle_with_weights(tmp_path / "d", damaged))
+    script = tmp_path / "whole.ts"
+    torch.jit.save(torch.jit.script(tiny_unet()), str(script))
+    assert "is damaged or truncated" in _message(_bundle_with_weights(tmp_path / "s", _damaged_index(script.read_bytes())))
+
+
 def test_a_cards_weights_of_another_network_get_the_same_sentence(tmp_path):
     card = ModelCard(name="mine", roi_size=(16, 16, 16), out_channels=2, weights="mine.pt",
                      network={"name": "UNet", "kwargs": {"channels": [4, 8], "strides": [2], "num_res_units": 0}})

@@ -43,8 +43,11 @@ def is_torchscript(path) -> bool:
     ``code/``), which ``torch.save`` archives never do."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:  # a damaged index: torch.load's own reading gives the "damaged" message
+        return False
 
 
 def _not_a_model(path: Path) -> ModelError:
