@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from napari_medai.errors import InputError, ModelError
 from napari_medai.inference import InferenceSettings, run_model
@@ -180,3 +182,17 @@ def test_a_network_whose_output_size_is_not_its_inputs_is_refused(rng):
         run_model(model, volume, settings=InferenceSettings(precision="fp32"))
     even = make_model(network, roi_size=(8, 16, 16))  # a window its downsampling divides runs
     assert run_model(even, volume, settings=InferenceSettings(precision="fp32")).shape == (2, 18, 34, 34)
+
+
+class _Heads(nn.Module):
+    """A network with named heads, as some bundles' networks return them."""
+
+    def forward(self, x):
+        return {"pred": torch.cat([x, x], 1)}
+
+
+def test_a_network_that_returns_a_dict_is_a_model_error(small_ct):
+    """The dict reached `out.shape` and gave an AttributeError traceback (an audit helper's finding)."""
+    model = make_model(_Heads(), roi_size=(8, 8, 8))
+    with pytest.raises(ModelError, match=r"returned dict for its windows, not a tensor"):
+        run_model(model, small_ct, settings=InferenceSettings(precision="fp32", tta="off"))

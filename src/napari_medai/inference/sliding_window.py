@@ -120,8 +120,12 @@ class WindowPredictor:
                 f"the model failed on windows of shape {tuple(windows.shape)} (batch, channels, *size): "
                 f"{reason_of(exc)}. Its card (channels, dimensions, window size) may not describe it"
             ) from exc
-        if isinstance(out, (list, tuple)):  # deep-supervision heads: the first is the prediction
+        if isinstance(out, (list, tuple)) and out:  # deep-supervision heads: the first is the prediction
             out = out[0]
+        if not isinstance(out, torch.Tensor):  # a dict of heads, say: which one is the prediction is unknown
+            raise ModelError(f"model '{self.name}' returned {type(out).__name__} for its windows, not a tensor: "
+                             "a segmentation model must return the class scores (batch, classes, *size); wrap a "
+                             "network with several heads so that it returns the one to use")
         if tuple(out.shape[2:]) != tuple(windows.shape[2:]):
             # MONAI's sliding window reads another size as a zoom and the result was stretched back onto
             # the grid, up to a voxel off (a UNet with strides 2 on an odd window returns one voxel more)
