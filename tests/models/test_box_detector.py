@@ -94,6 +94,30 @@ def test_boxes_of_the_wrong_shape_are_refused():
         napari_medai.detect(blob_volume(), SPACING, model=box_model(TwoDimensionalBoxes()))
 
 
+def _fixed_detector(box, score):
+    """A detector returning one given box and score, whatever the image."""
+    import torch
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images):
+            return [{"boxes": torch.tensor([box]), "labels": torch.zeros(1), "scores": torch.tensor([score])}]
+
+    return Fixed()
+
+
+@pytest.mark.parametrize("box, score, message", [
+    ([math.nan, 3.0, 4.0, 6.0, 9.0, 10.0], 0.9, "NaN or infinite box corners or scores"),  # was a ValueError
+    ([2.0, 3.0, 4.0, math.inf, 9.0, 10.0], 0.9, "NaN or infinite box corners or scores"),  # was clipped to the edge
+    ([2.0, 3.0, 4.0, 6.0, 9.0, 10.0], math.nan, "NaN or infinite box corners or scores"),  # passed any threshold
+    ([2.0, 3.0, 4.0, 6.0, 9.0, 10.0], 7.5, r"scores from 7.5 to 7.5, not probabilities in \[0, 1\]"),  # a logit
+])
+def test_non_finite_boxes_and_scores_out_of_range_are_refused(box, score, message):
+    """An audit helper's findings: each became a traceback, a box to the volume's edge, or a
+    finding reported at every threshold (a NaN score, written to JSON as NaN)."""
+    with pytest.raises(ModelError, match=message):
+        napari_medai.detect(blob_volume(), SPACING, model=box_model(_fixed_detector(box, score)), score_threshold=0.99)
+
+
 def test_mirroring_a_box_detector_is_refused_and_auto_runs_it():
     from napari_medai.errors import InputError
     from napari_medai.inference import InferenceSettings

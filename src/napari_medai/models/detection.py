@@ -160,6 +160,7 @@ def _predictions(raw, card) -> tuple[np.ndarray, np.ndarray]:
         raise ModelError(f"model '{card.name}' returned boxes of shape {boxes.shape}; a 3D detector gives (N, 6)")
     if len(scores) != len(boxes):
         raise ModelError(f"model '{card.name}' returned {len(boxes)} boxes but {len(scores)} scores")
+    _check_values(boxes, scores, card)
     mode = str(card.extra.get("box_mode", "xyzxyz"))
     if len(boxes) and mode != "xyzxyz":
         try:
@@ -167,6 +168,19 @@ def _predictions(raw, card) -> tuple[np.ndarray, np.ndarray]:
         except Exception as exc:  # an unknown mode name
             raise ModelError(f"model '{card.name}': box_mode {mode!r} is not a MONAI box mode ({exc})") from None
     return boxes.astype(np.float64), scores.astype(np.float64)
+
+
+def _check_values(boxes: np.ndarray, scores: np.ndarray, card) -> None:
+    """Refuse what would become a false finding: a NaN score passes every threshold (NaN < t is
+    False) and is no JSON, an infinite corner is clipped to a box reaching the volume's edge, a
+    NaN one failed as a traceback, and a logit read as a score above any threshold."""
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ModelError(f"model '{card.name}' returned NaN or infinite box corners or scores: its weights may be "
+                         "broken, or it needs full precision (--precision fp32, or precision='fp32')")
+    if len(scores) and (scores.min() < 0 or scores.max() > 1):
+        raise ModelError(f"model '{card.name}' returned scores from {scores.min():.3g} to {scores.max():.3g}, not "
+                         "probabilities in [0, 1]: apply a sigmoid or softmax to its class logits (MONAI's "
+                         "RetinaNetDetector does so in its box selector)")
 
 
 def _entry(result: dict, wanted, candidates, card, what: str, suffix: str | None = None):
