@@ -42,7 +42,7 @@ def test_null_axes_in_a_card_file_and_what_stays_refused():
     with pytest.raises(ModelError, match=r"spacing values must be positive \(or null"):
         ModelCard(name="bad", spacing=(-1.0, 0.8, 0.8))
     # a classifier's patches have a fixed shape and step, taken before any volume is seen
-    with pytest.raises(ModelError, match="roi_size must be a list of numbers"):
+    with pytest.raises(ModelError, match="roi_size must be a list of finite numbers"):
         ModelCard(name="cls", task="classification", spacing=(1.0, 1.0, 1.0), roi_size=(None, 8, 8))
-    with pytest.raises(ModelError, match="spacing must be a list of numbers"):
+    with pytest.raises(ModelError, match="spacing must be a list of finite numbers"):
         ModelCard(name="cls", task="classification", spacing=(None, 1.0, 1.0), roi_size=(4, 8, 8))

@@ -69,10 +69,26 @@ def test_two_dimensional_card_takes_two_values():
     ({"intensity": {"kind": ["ct_window"]}}, "intensity.kind must be one of"),
     ({"network": {"name": "UNet", "kwargs": [1, 2]}}, "network must be an object"),
     ({"network": {"name": 7}}, "network must be an object"),
+    # an audit helper's findings: a raw ValueError, an OverflowError, a scan resampled to one slice,
+    # a window read digit by digit, a fraction of a voxel cut off, a class no channel gives
+    ({"spacing": (float("nan"), 1.0, 1.0)}, "spacing must be a list of finite numbers"),
+    ({"spacing": (float("inf"), 1.0, 1.0)}, "spacing must be a list of finite numbers"),
+    ({"roi_size": (float("inf"), 16, 16)}, "roi_size must be a list of finite numbers"),
+    ({"roi_size": "96"}, "roi_size must be a list of finite numbers"),
+    ({"roi_size": (16.7, 16, 16)}, "roi_size must be whole numbers of voxels"),
+    ({"classes": [{"index": 0, "name": "bg"}, {"index": 5, "name": "x"}]},
+     r"class index\(es\) \[5\] lie beyond the labels its 3 softmax output channel\(s\) can give \(0 to 2\)"),
 ])
 def test_invalid_cards_raise_model_errors(overrides, message):
     with pytest.raises(ModelError, match=message):
         full_card(**overrides)
+
+
+def test_a_sigmoid_cards_labels_start_at_one():
+    """Channel k of a multi-label card is label k + 1: two channels name labels up to 2."""
+    assert full_card(out_channels=2, output="sigmoid").class_names[2] == "nodule"
+    with pytest.raises(ModelError, match=r"\(0 to 2\)"):
+        full_card(out_channels=2, output="sigmoid", classes=[{"index": 3, "name": "x"}])
 
 
 def test_null_stands_for_a_fields_default_and_indices_may_be_written_as_text():

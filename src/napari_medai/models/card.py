@@ -20,6 +20,7 @@ Example (see docs/inference.md for every field)::
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -152,11 +153,20 @@ class ModelCard:
             self.extra["divisible_k"] = list(values) * (self.spatial_dims if len(values) == 1 else 1)
 
     def _positive_tuple(self, key, values, kind, open_axes: bool = False) -> tuple:
-        """``values`` as a tuple of positive ``kind``; with ``open_axes`` an entry may be None."""
+        """``values`` as a tuple of positive, finite ``kind``; with ``open_axes`` an entry may be
+        None.  A text ("96" read as (9, 6)), a fraction of a voxel for a window (16.7 cut to 16),
+        NaN or infinity (a spacing of infinity resampled the scan to one slice, silently) are refused."""
         try:
-            out = tuple(None if v is None and open_axes else kind(v) for v in values)
+            if isinstance(values, (str, bytes)):
+                raise TypeError
+            numbers = tuple(None if v is None and open_axes else float(v) for v in values)
+            if any(v is not None and not math.isfinite(v) for v in numbers):
+                raise ValueError
         except (TypeError, ValueError):
-            self._fail(f"{key} must be a list of numbers, got {values!r}")
+            self._fail(f"{key} must be a list of finite numbers, got {values!r}")
+        if kind is int and any(v is not None and v != int(v) for v in numbers):
+            self._fail(f"{key} must be whole numbers of voxels, got {values!r}")
+        out = tuple(None if v is None else kind(v) for v in numbers)
         if len(out) != self.spatial_dims:
             order = "(z, y, x)" if self.spatial_dims == 3 else "(y, x)"
             self._fail(f"{key} needs {self.spatial_dims} values {order}, got {len(out)}: {out}")
@@ -212,6 +222,14 @@ class ModelCard:
             color = entry.get("color")
             if color is not None and not (isinstance(color, str) and _HEX_COLOR.match(color)):
                 self._fail(f"class '{entry['name']}' colour must be hex like '#ff0000', got {color!r}")
+        if self.task == "segmentation" and seen:
+            # label k comes from channel k (softmax) or k - 1 (sigmoid): a class past the last channel is
+            # never drawn, and a channel it should have named came out as "class k" (an audit helper)
+            top = self.out_channels - (0 if is_multilabel(self, self.out_channels) else 1)
+            beyond = sorted(int(i) for i in seen if int(i) > top)
+            if beyond:
+                self._fail(f"class index(es) {beyond} lie beyond the labels its {self.out_channels} {self.output} "
+                           f"output channel(s) can give (0 to {top}): give each class the index of its channel")
 
     # -- convenience ------------------------------------------------------------------------
     @property
