@@ -142,3 +142,30 @@ def test_metadata_that_is_json_but_no_mapping_is_read_as_none(tmp_path):
         torch.jit.save(net, str(path), _extra_files={"metadata.json": meta})
         assert load_model(path).card.out_channels == 2
     assert bundle_task({"network_data_format": {"outputs": [1, 2]}}) == "segmentation"
+
+
+def test_a_damaged_torchscript_is_called_damaged_and_a_cards_sha256_is_checked_first(tmp_path):
+    """An audit helper's findings: a card (no network) over a cut-off .ts said "the card's network
+    needs a 'name'", its sha256 never checked; the file given alone was "not a model file"."""
+    import hashlib
+    import json
+
+    import pytest
+
+    from napari_medai.errors import ModelError
+
+    path = tmp_path / "m.ts"
+    torch.jit.save(_script(Conv2d()), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=r"m\.ts is no TorchScript model: it is damaged or truncated"):
+        load_model(path)
+    card = {"name": "m", "weights": "m.ts", "spatial_dims": 2, "roi_size": [16, 16]}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"names no network, so its weights file m\.ts must be a TorchScript "
+                                         r"model, but it is damaged or truncated"):
+        load_model(tmp_path / "m.json")
+    card["sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"\(m\.ts\) are corrupted or were replaced: their sha256 does not match"):
+        load_model(tmp_path / "m.json")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,12 +141,30 @@ def _torchscript_weights(card: ModelCard) -> Path | None:
     from .torchscript import is_torchscript
 
     path = card.weights_path()
-    if card.network or path is None or not path.is_file() or not is_torchscript(path):
+    if card.network or path is None or not path.is_file():
         return None
+    # the sha256 first: a damaged TorchScript file is no TorchScript, and was then built as a network
+    # the card does not name ("needs a 'name'"), its sha256 never checked (an audit helper's finding)
     if card.sha256 and sha256_of(path) != card.sha256.lower():
         raise ModelError(f"the weights of model '{card.name}' ({path.name}) are corrupted or were replaced: "
                          "their sha256 does not match the model card")
+    if not is_torchscript(path):
+        raise ModelError(f"model '{card.name}' names no network, so its weights file {path.name} must be a "
+                         f"TorchScript model, but it {_not_torchscript(path)}")
     return path
+
+
+def _not_torchscript(path: Path) -> str:
+    """Why a card's weights file is no TorchScript model, as the end of a sentence."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        return unreadable_weights(path, exc)
+    if isinstance(state, dict):
+        return "holds only weights (a state dict): name the network they fit in the card's 'network'"
+    return f"holds a {type(state).__name__}, not a network"
 
 
 def load_model(spec, device=None) -> LoadedModel:

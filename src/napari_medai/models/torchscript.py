@@ -56,7 +56,9 @@ def _not_a_model(path: Path) -> ModelError:
     message = run_file_message(path)
     if message:  # a training run's last.pt: say which of its files is the model
         return ModelError(message)
-    if not zipfile.is_zipfile(path):
+    with open(path, "rb") as handle:
+        zipped = handle.read(2) == b"PK"  # torch's archives are zips: a cut-off one has no readable index
+    if not zipfile.is_zipfile(path) and not zipped:
         return ModelError(
             f"{path.name} is not a model file: expected a TorchScript model (.pt/.ts), a model card "
             "(.json) or a MONAI bundle folder"
@@ -65,8 +67,10 @@ def _not_a_model(path: Path) -> ModelError:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        state = None
+    except Exception as exc:  # cut off, or a pickled network: say which
+        from .loading import unreadable_weights
+
+        return ModelError(f"{path.name} is no TorchScript model: it {unreadable_weights(path, exc)}")
     if isinstance(state, dict):
         return ModelError(
             f"{path.name} holds only weights (a state dict), not a runnable network: load it through a "
