@@ -281,7 +281,7 @@ def _set_aside(case_dir: Path, record: CaseRecord) -> CaseRecord:
 
     from .screening import finished_report_files
 
-    # a report this run left unfinished says so itself (its note), and is not an earlier run's
+    # a report an earlier version left unfinished says so itself (its note), and is no finished run's
     claimed = [name for name in finished_report_files(case_dir) if (case_dir / name).is_file()]
     if not claimed:
         return record

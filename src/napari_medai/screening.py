@@ -685,6 +685,8 @@ def _detector_review_counts(result: ScreeningResult, review) -> dict:
 IMAGE_FILES = ("segmentation.nii.gz", "denoised.nii.gz")  # the NIfTI files write_screening writes or removes
 REPORT_FILES = ("report.md", "report.json", "findings.csv", *IMAGE_FILES)  # each written, or removed
 KEY_IMAGES = "key_images"  # its finding_NN.png are written, and those beyond this report's findings removed
+# what report.json said while an earlier version wrote the other files one by one: they are that
+# run's, not a finished report's (write_screening now renames them all into place at the end)
 UNFINISHED = "a screening run began writing this folder and did not finish"
 
 
@@ -832,12 +834,14 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     image of each finding on ``volume`` itself (key_images/finding_NN.png, linked from the report).
     report.json lists the other files with their sha256 (``files``): what the next run into this
     folder may replace.  Refuses (``check_out_dir``) a folder whose files would replace the scan
-    ``volume`` was read from, or a file no earlier report there wrote.  Returns the paths written."""
+    ``volume`` was read from, or a file no earlier report there wrote.  The files are written all
+    or none (``io.atomic.all_or_nothing``): a failed write leaves the earlier report as it was.
+    Returns the paths written."""
     import json
     from pathlib import Path
 
     from .io import Volume, write_volume
-    from .io.atomic import write_text_atomic
+    from .io.atomic import all_or_nothing, discard, pending, write_text_atomic
     from .models.registry import sha256_of
     from .postprocess.report import file_grid, findings_to_csv
 
@@ -849,26 +853,25 @@ def write_screening(result: ScreeningResult, volume, source: str, out_dir) -> li
     check_out_dir(volume.metadata.get("source"), out)
     out.mkdir(parents=True, exist_ok=True)
     md, js, csv = out / "report.md", out / "report.json", out / "findings.csv"
-    # claimed by name before anything is written: a run stopped halfway (disk full, Ctrl+C) leaves
-    # files that the next run may still replace, not ones it must refuse as changed
-    keys = [f"{KEY_IMAGES}/finding_{rank:02d}.png" for rank in range(1, len(result.findings) + 1)]
-    pending = sorted({*_report_files(out), *REPORT_FILES, *keys} - {"report.json"})
-    write_text_atomic(js, json.dumps({"note": UNFINISHED, "files": dict.fromkeys(pending)}, indent=2))
-    images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
-                              fov_mm=KEY_IMAGE_FOV_MM)
-    write_text_atomic(md, screening_markdown(result, source, images))  # whole or not at all
-    grid = file_grid(volume.data.shape, volume.metadata)  # center_file_voxel, where the scan is a NIfTI file
-    write_text_atomic(csv, findings_to_csv([s.finding for s in result.findings], review=result.review or None,
-                                           grid=grid))
-    # on the input file's grid, voxel for voxel (Volume.derived)
-    labels = volume.derived(result.labels, is_labels=True)
-    paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz", classes=result.classes))]
-    if result.denoised is not None:
-        paths.append(Path(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz")))
-    else:  # a --denoise run's image would pass for this report's
-        (out / "denoised.nii.gz").unlink(missing_ok=True)
-    paths += [out / image for image in images]
-    record = screening_record(result, source, images, grid)
-    record["files"] = {path.relative_to(out).as_posix(): sha256_of(path) for path in paths if path != js}
-    write_text_atomic(js, json.dumps(record, indent=2))  # last: the run is complete
+    # every file or none: a run stopped halfway (disk full, Ctrl+C) left a new report.md beside the
+    # earlier segmentation, under a report.json that said the run did not finish (UNFINISHED)
+    with all_or_nothing():
+        images = write_key_images([s.finding for s in result.findings], volume.data, volume.spacing, out,
+                                  fov_mm=KEY_IMAGE_FOV_MM)
+        write_text_atomic(md, screening_markdown(result, source, images))
+        grid = file_grid(volume.data.shape, volume.metadata)  # center_file_voxel, where the scan is a NIfTI file
+        write_text_atomic(csv, findings_to_csv([s.finding for s in result.findings], review=result.review or None,
+                                               grid=grid))
+        # on the input file's grid, voxel for voxel (Volume.derived)
+        labels = volume.derived(result.labels, is_labels=True)
+        paths = [md, js, csv, Path(write_volume(labels, out / "segmentation.nii.gz", classes=result.classes))]
+        if result.denoised is not None:
+            paths.append(Path(write_volume(volume.derived(result.denoised), out / "denoised.nii.gz")))
+        else:  # a --denoise run's image would pass for this report's
+            discard(out / "denoised.nii.gz")
+        paths += [out / image for image in images]
+        record = screening_record(result, source, images, grid)
+        # of the files as written (still staged beside their names)
+        record["files"] = {path.relative_to(out).as_posix(): sha256_of(pending(path)) for path in paths if path != js}
+        write_text_atomic(js, json.dumps(record, indent=2))  # last: renamed after the files it lists
     return paths

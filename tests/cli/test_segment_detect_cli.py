@@ -82,6 +82,23 @@ def test_segment_can_save_the_lesion_probability(tmp_path, ct_nifti):
     assert probability.data[4, 8, 8] > 0.9 and probability.data[0, 0, 0] < 0.05
 
 
+def test_segment_writes_labels_and_probability_both_or_neither(tmp_path, ct_nifti, full_disk, capsys):
+    """A full disk at the probability map (written second) left the new labels in place while the
+    command reported the failure."""
+    model = install(segmentation_card(), tmp_path / "model")
+    out, prob = tmp_path / "run" / "labels.nii.gz", tmp_path / "run" / "prob.nii.gz"
+    command = ["segment", str(ct_nifti), str(out), "--model", str(model), "--quiet", "--probability", str(prob)]
+    full_disk("prob.nii.gz")
+    assert main(command) == 2
+    assert f"cannot write {prob}: [Errno 28] No space left on device" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []  # no labels, no temporary
+    out.write_bytes(b"an earlier run's labels")
+    prob.write_bytes(b"an earlier run's probability")
+    assert main(command) == 2
+    assert out.read_bytes() == b"an earlier run's labels" and prob.read_bytes() == b"an earlier run's probability"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["labels.nii.gz", "prob.nii.gz"]
+
+
 def test_segment_outputs_keep_the_inputs_space_codes(tmp_path, ct_nifti):
     img = nib.load(ct_nifti)
     img.set_sform(img.affine, code="mni")  # an MNI-space input, as FSL registrations write
@@ -157,6 +174,27 @@ def test_detect_writes_findings_and_a_markdown_summary(tmp_path, ct_nifti, suffi
     assert "decision support, not a diagnosis" in summary and "| 1 |" in summary and "| 2 |" in summary
     assert "first or last slice" not in summary  # both blobs lie inside the scan
     assert "2 finding(s) written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_detect_writes_findings_and_summary_both_or_neither(tmp_path, ct_nifti, full_disk, capsys, suffix):
+    """A full disk at the summary (.md, written second) left the new findings file beside an
+    earlier summary, or none, while the command reported the failure."""
+    from napari_medai.postprocess.report import SUMMARY_TITLE
+
+    model = install(detection_card(), tmp_path / "model")
+    out = tmp_path / "reports" / f"findings{suffix}"
+    summary = out.with_suffix(".md")
+    full_disk("findings.md")
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 2
+    assert f"cannot write {summary}: [Errno 28] No space left on device" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []  # no findings file, no temporary
+    out.write_text("an earlier run's findings")
+    summary.write_text(f"{SUMMARY_TITLE}\n\nan earlier run's summary\n")
+    assert main(["detect", str(ct_nifti), "--out", str(out), "--model", str(model), "--quiet"]) == 2
+    assert out.read_text() == "an earlier run's findings"
+    assert summary.read_text() == f"{SUMMARY_TITLE}\n\nan earlier run's summary\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, summary.name])
 
 
 def test_detect_summary_says_when_max_findings_cut_the_list(tmp_path, ct_nifti, capsys):

@@ -3,6 +3,7 @@ its permissions; a read-only file is refused and left as it is."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -41,3 +42,69 @@ def test_a_read_only_file_is_refused_and_kept(tmp_path):
     with pytest.raises(InputError, match="read-only"):
         write_text_atomic(path, "replaced")
     assert path.read_text() == "kept"
+
+
+def test_files_written_together_are_renamed_only_when_every_one_was_written(tmp_path):
+    from napari_medai.io.atomic import all_or_nothing
+
+    first, second = tmp_path / "findings.json", tmp_path / "findings.md"
+    first.write_text("[1]")
+
+    def disk_full(tmp):
+        tmp.write_text("# cut")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError, match=f"cannot write {second}: .*No space left on device"):
+        with all_or_nothing():
+            write_text_atomic(first, "[1, 2]")
+            replace_atomically(second, disk_full)
+    # the earlier result as it was, no second file and no temporary
+    assert first.read_text() == "[1]" and sorted(p.name for p in tmp_path.iterdir()) == ["findings.json"]
+    with all_or_nothing():
+        write_text_atomic(first, "[1, 2]")
+        write_text_atomic(second, "# two")
+        assert first.read_text() == "[1]" and not second.exists()  # staged until the block ends
+    assert first.read_text() == "[1, 2]" and second.read_text() == "# two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["findings.json", "findings.md"]
+
+
+def test_an_error_of_any_kind_in_the_block_leaves_the_files_and_removes_the_temporaries(tmp_path):
+    from napari_medai.io.atomic import all_or_nothing, discard
+
+    kept, old = tmp_path / "labels.nii.gz", tmp_path / "old.png"
+    kept.write_bytes(b"earlier")
+    old.write_bytes(b"earlier image")
+    with pytest.raises(KeyboardInterrupt):
+        with all_or_nothing():
+            write_text_atomic(kept, "new")
+            discard(old)  # removed with the renames only
+            raise KeyboardInterrupt
+    assert kept.read_bytes() == b"earlier" and old.read_bytes() == b"earlier image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii.gz", "old.png"]
+    with all_or_nothing():
+        discard(old)
+        assert old.exists()
+    assert not old.exists()
+
+
+def test_inside_a_block_links_modes_and_read_only_files_are_treated_as_one_by_one(tmp_path):
+    from napari_medai.io.atomic import all_or_nothing, pending
+    from napari_medai.models.registry import sha256_of
+
+    real, link, locked = tmp_path / "real.csv", tmp_path / "link.csv", tmp_path / "locked.md"
+    real.write_text("old")
+    os.chmod(real, 0o600)
+    link.symlink_to(real)
+    locked.write_text("kept")
+    os.chmod(locked, 0o444)
+    with pytest.raises(InputError, match="read-only"):
+        with all_or_nothing():
+            write_text_atomic(link, "new")
+            write_text_atomic(locked, "replaced")
+    assert real.read_text() == "old" and locked.read_text() == "kept"
+    with all_or_nothing():
+        write_text_atomic(link, "new")
+        # the content as written, before its rename (a report lists the sha256 of the files beside it)
+        assert pending(link) != link and sha256_of(pending(link)) == hashlib.sha256(b"new").hexdigest()
+    assert link.is_symlink() and real.read_text() == "new" and (real.stat().st_mode & 0o777) == 0o600
+    assert pending(link) == link

@@ -38,6 +38,26 @@ def test_phantom_command_writes_image_labels_lowdose_and_nodules(tmp_path, capsy
     assert "case0006" in capsys.readouterr().out
 
 
+def test_phantom_command_writes_each_cases_files_all_or_none(tmp_path, full_disk, capsys):
+    """A full disk at a case's image (written last) left its new label map, low-dose image and
+    nodule list beside an earlier image, or none; the cases before it stay whole."""
+    out = tmp_path / "ph"
+    command = ["phantom", "--seed", "5", "--count", "2", "--out", str(out), "--shape", "8", "32", "32",
+               "--low-dose", "5e3", "--nodules", "1"]
+    full_disk("case0006_image.nii.gz")
+    assert main(command) == 2
+    assert f"cannot write {out / 'case0006_image.nii.gz'}: [Errno 28]" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [f"case0005_{kind}" for kind in (
+        "image.nii.gz", "label.nii.gz", "lowdose.nii.gz", "nodules.json")]
+    earlier = {name: b"an earlier run's " + name.encode() for name in (
+        "case0006_image.nii.gz", "case0006_label.nii.gz", "case0006_lowdose.nii.gz", "case0006_nodules.json")}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    assert main(command) == 2
+    assert {name: (out / name).read_bytes() for name in earlier} == earlier
+    assert len(list(out.iterdir())) == 8  # no temporary
+
+
 def test_phantom_command_rejects_bad_count(tmp_path, capsys):
     assert main(["phantom", "--seed", "1", "--count", "0", "--out", str(tmp_path)]) == 2
     assert "count" in capsys.readouterr().err

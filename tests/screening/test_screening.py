@@ -661,26 +661,34 @@ def test_a_rerun_replaces_its_own_files_but_not_one_changed_since(shared_models,
     assert corrected.read_bytes() == before
 
 
-def test_a_run_stopped_halfway_leaves_a_folder_the_next_run_can_write(shared_models, tmp_path, monkeypatch):
-    import napari_medai.io
+def test_a_run_that_fails_halfway_leaves_the_earlier_report_as_it_was(shared_models, tmp_path, full_disk,
+                                                                      monkeypatch):
+    """A full disk at segmentation.nii.gz (after the key images, report.md and findings.csv) left
+    the new report.md beside the earlier segmentation, one key image fewer, under a report.json
+    that said the run had not finished."""
     from napari_medai.screening import write_screening
 
     det, seg = shared_models
     result = screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5)
     volume, out = _ct(tmp_path), tmp_path / "report"
     write_screening(result, volume, "ct.nii.gz", out)
-    reviewed = replace(result, review=["rejected", ""])  # report.md and findings.csv change
 
-    def disk_full(*args, **kwargs):
-        raise OSError("No space left on device")
+    def files():
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
-    with monkeypatch.context() as patch:
-        patch.setattr(napari_medai.io, "write_volume", disk_full)
-        with pytest.raises(OSError, match="No space left"):
-            write_screening(reviewed, volume, "ct.nii.gz", out)
-    assert "rejected by the reader" in (out / "report.md").read_text()  # the stopped run got that far
+    before = files()
+    assert "key_images/finding_02.png" in before
+    reviewed = replace(result, findings=result.findings[:1], review=["rejected"])  # every file changes
+    full_disk("segmentation.nii.gz")
+    with pytest.raises(InputError, match=f"cannot write {out / 'segmentation.nii.gz'}: .*No space left on device"):
+        write_screening(reviewed, volume, "ct.nii.gz", out)
+    assert files() == before  # each file as it was, none removed, no temporary
+    monkeypatch.undo()  # space again: the next run replaces that report
     write_screening(reviewed, volume, "ct.nii.gz", out)
-    assert "files" in json.loads((out / "report.json").read_text())
+    assert "rejected by the reader" in (out / "report.md").read_text()
+    assert sorted(p.name for p in (out / "key_images").iterdir()) == ["finding_01.png"]
+    assert sorted(json.loads((out / "report.json").read_text())["files"]) == [
+        "findings.csv", "key_images/finding_01.png", "report.md", "segmentation.nii.gz"]
 
 
 def test_a_folder_from_before_report_json_listed_its_files_is_still_rewritten(shared_models, tmp_path):

@@ -23,7 +23,7 @@ def run(args) -> int:
     from ..api import check_score_threshold, check_some_findings_listed, cut_to, detect, one_more_than
     from ..inference.modality import check_stated_modality
     from ..io import read_volume
-    from ..io.atomic import write_text_atomic
+    from ..io.atomic import all_or_nothing, write_text_atomic
     from ..models import load_model
     from ..models.card import operating_threshold
     from ..postprocess.report import file_grid, findings_markdown, findings_to_csv, findings_to_json
@@ -48,15 +48,16 @@ def run(args) -> int:
     findings, capped = cut_to(findings, args.max_findings)  # the summary then says the list was cut
     out.parent.mkdir(parents=True, exist_ok=True)
     grid = file_grid(vol.data.shape, vol.metadata)  # center_file_voxel: the index in the file's own voxel order
-    write_text_atomic(out, findings_to_json(findings, grid=grid) if out.suffix.lower() == ".json"
-                      else findings_to_csv(findings, grid=grid))
     summary = findings_markdown(findings, source=Path(args.input).name, model=str(args.model),
                                 shape=vol.data.shape, operating_point=operating_threshold(model.card),
                                 fp_per_scan=model.card.extra.get("operating_point", {}).get("fp_per_scan", 1.0))
     if capped:  # the unlisted ones, with lower scores, could be larger than every listed one
         summary += (f"\nNote: more findings scored {args.threshold:g} or more than the {args.max_findings} listed "
                     "(--max-findings); raise it to list them.\n")
-    write_text_atomic(summary_path, summary)
+    with all_or_nothing():  # both or neither: a full disk at the summary left the new list beside an earlier one
+        write_text_atomic(out, findings_to_json(findings, grid=grid) if out.suffix.lower() == ".json"
+                          else findings_to_csv(findings, grid=grid))
+        write_text_atomic(summary_path, summary)
     print(summary)
     print(f"{len(findings)} finding(s) written to {out} (summary: {summary_path})")
     return 0

@@ -37,6 +37,7 @@ def run(args) -> int:
 
     from ..errors import InputError
     from ..io import write_volume
+    from ..io.atomic import all_or_nothing, write_text_atomic
     from ..phantoms import make_chest_ct
     from ..phantoms.chest import MAX_NODULES, check_phantom_args
     from ._common import check_writable
@@ -63,10 +64,13 @@ def run(args) -> int:
         ph = make_chest_ct(seed, shape=tuple(args.shape), spacing=tuple(args.spacing),
                            n_nodules=args.nodules, low_dose_photons=args.low_dose)
         name = case_name(seed)
-        write_volume(ph.labels_volume(), out / f"{name}_label.nii.gz")
-        if ph.low_dose is not None:
-            write_volume(ph.low_dose_volume(), out / f"{name}_lowdose.nii.gz")
-        (out / f"{name}_nodules.json").write_text(json.dumps(ph.nodules, indent=1))
-        write_volume(ph.to_volume(), out / f"{name}_image.nii.gz")
+        # a case's files all or none (a full disk left a new label map beside an earlier image); the
+        # cases before it stay written, each whole
+        with all_or_nothing():
+            write_volume(ph.labels_volume(), out / f"{name}_label.nii.gz")
+            if ph.low_dose is not None:
+                write_volume(ph.low_dose_volume(), out / f"{name}_lowdose.nii.gz")
+            write_text_atomic(out / f"{name}_nodules.json", json.dumps(ph.nodules, indent=1))
+            write_volume(ph.to_volume(), out / f"{name}_image.nii.gz")
         print(f"{name}: {len(ph.nodules)} nodule(s) -> {out / (name + '_image.nii.gz')}")
     return 0

@@ -26,6 +26,7 @@ def run(args) -> int:
 
     from ..api import segment
     from ..io import read_volume, write_volume
+    from ..io.atomic import all_or_nothing
     from ._common import check_not_labels, check_outputs, check_writable, models_for_file, runtime
 
     check_outputs(args.input, args.output, args.probability)
@@ -41,12 +42,14 @@ def run(args) -> int:
     for out in (args.output, args.probability):
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)  # as medai detect does
-    # on the input file's grid, voxel for voxel (Volume.derived)
-    write_volume(vol.derived(result.labels, is_labels=True), args.output, classes=result.classes)
     missing = bool(args.probability) and result.lesion_probability is None
-    if args.probability and not missing:
-        write_volume(vol.derived(result.lesion_probability.astype(np.float32), modality="unknown"),
-                     args.probability)
+    # both or neither: new labels stayed beside an earlier probability map when the map's write failed;
+    # on the input file's grid, voxel for voxel (Volume.derived)
+    with all_or_nothing():
+        write_volume(vol.derived(result.labels, is_labels=True), args.output, classes=result.classes)
+        if args.probability and not missing:
+            write_volume(vol.derived(result.lesion_probability.astype(np.float32), modality="unknown"),
+                         args.probability)
     print(f"{'class':<14}{'voxels':>12}{'volume mL':>12}")
     for row in result.volumes:
         print(f"{row['name']:<14}{row['voxels']:>12}{row['volume_ml']:>12.2f}")

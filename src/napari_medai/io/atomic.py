@@ -1,33 +1,107 @@
 """Files written whole or not at all: into a temporary file beside the target, then renamed over
 it.  A failed write, a full disk or a cancel leaves an earlier result as it was (a re-run that
-failed used to leave a cut-off NIfTI, or replace a good findings list with "[]")."""
+failed used to leave a cut-off NIfTI, or replace a good findings list with "[]").
+
+Files that belong together (a findings list and its summary, a label map and its probability
+map, a screening report) are written inside one ``all_or_nothing()`` block: each is staged in
+its temporary file, and they are renamed into place only once every one was written (a full
+disk at the second file used to leave the first one new beside an earlier or missing second,
+while the command said it had failed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
 
 
+class _Block:
+    """What an ``all_or_nothing`` block has staged: target -> (path as given, its temporary), and
+    the paths it removes."""
+
+    def __init__(self):
+        self.files: dict[Path, tuple[Path, Path]] = {}
+        self.removed: list[Path] = []
+
+
+# the block open in this thread: a context variable, so that medai batch's worker threads, each
+# writing its own case's report, never rename one another's files
+_BLOCK: ContextVar[_Block | None] = ContextVar("napari_medai_atomic_block", default=None)
+
+
 def replace_atomically(path, save: Callable[[Path], None], suffix: str = "") -> None:
     """``save(tmp)`` writes the content to ``tmp`` (a hidden file beside the target, ending in
-    ``suffix``), which then replaces ``path``.  A symlink's target is written (the rename would
-    replace the link and leave the user's real file unchanged), a read-only file is refused, and
-    a replaced file keeps its permissions (a private 0600 scan stays private)."""
+    ``suffix``), which then replaces ``path``; inside ``all_or_nothing()`` at the block's end.  A
+    symlink's target is written (the rename would replace the link and leave the user's real file
+    unchanged), a read-only file is refused, and a replaced file keeps its permissions (a private
+    0600 scan stays private)."""
     path = Path(path)
     target, mode = _replace_target(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
+    block = _BLOCK.get()
+    if block is not None:  # before the write: the block removes a temporary cut off midway too
+        block.files[target] = (path, tmp)
     try:
         save(tmp)
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        if block is None:
+            os.replace(tmp, target)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if block is None:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Every file ``replace_atomically`` writes inside the block (``write_text_atomic``,
+    ``io.write_volume``, key images) is renamed into place only when the block ends without an
+    error, and every ``discard`` is done then; on an error the temporaries are removed and each
+    path keeps what it held before.  A block inside another is part of it.  The renames at the end
+    are not one step: only a kill between them (microseconds) can still mix two runs' files."""
+    if _BLOCK.get() is not None:
+        yield
+        return
+    block = _Block()
+    token = _BLOCK.set(block)
+    try:
+        yield
+        for target, (path, tmp) in block.files.items():
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise InputError(f"cannot write {path}: {exc}") from None
+        for path in block.removed:
+            path.unlink(missing_ok=True)
+    finally:
+        _BLOCK.reset(token)
+        for _, tmp in block.files.values():
+            tmp.unlink(missing_ok=True)
+
+
+def discard(path) -> None:
+    """Remove ``path`` (if there) now, or inside ``all_or_nothing()`` with the block's renames:
+    an earlier run's file that the new set leaves out stays while that set may still fail."""
+    block = _BLOCK.get()
+    if block is None:
+        Path(path).unlink(missing_ok=True)
+    else:
+        block.removed.append(Path(path))
+
+
+def pending(path) -> Path:
+    """The file that holds what was last written to ``path``: inside ``all_or_nothing()`` its
+    staged temporary (a report's sha256 of a file it is written beside), else ``path``."""
+    path = Path(path)
+    block = _BLOCK.get()
+    staged = block.files.get(path.resolve() if path.is_symlink() else path) if block is not None else None
+    return path if staged is None else staged[1]
 
 
 def write_text_atomic(path, text: str) -> None:

@@ -96,18 +96,18 @@ def save_key_images(pngs, out_dir, *, folder: str = "key_images") -> list[str]:
     returns their paths relative to ``out_dir`` (as the report links them).  Images of a report
     saved there before under the same name, beyond these, are removed: a folder beside a report
     shows that report's findings only."""
+    from ..io.atomic import discard, replace_atomically
+
     target = Path(out_dir) / folder
     if target.is_dir():
         for old in target.glob("finding_*.png"):
             rank = old.stem.removeprefix("finding_")
             if rank.isdigit() and int(rank) > len(pngs):
-                old.unlink()
+                discard(old)  # inside a report's all_or_nothing block: with its renames
     if not pngs:
         return []
     target.mkdir(exist_ok=True)  # in ``out_dir``, which must exist: a report never makes up a folder path
     names = []
-    from ..io.atomic import replace_atomically
-
     for rank, png in enumerate(pngs, start=1):
         name = f"{folder}/finding_{rank:02d}.png"
         # whole or not at all: a full disk left a truncated PNG the report linked (an audit helper)
