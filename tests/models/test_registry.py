@@ -105,3 +105,17 @@ def test_an_install_cut_off_midway_leaves_the_installed_weights_whole(installed,
     assert weights.read_bytes() == before
     assert load_model(str(folder / "tiny_seg.json")).card.name == "tiny_seg"
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_install_whose_card_cannot_be_written_leaves_the_earlier_weights_and_card(installed, full_disk):
+    """A full disk at the card (written after the weights) left the new weights under the old
+    card, whose sha256 they failed: the installed model stopped loading."""
+    folder, _ = installed
+    before = {name: (folder / name).read_bytes() for name in ("tiny_seg.pt", "tiny_seg.json")}
+    torch.manual_seed(1)  # other weights
+    full_disk("tiny_seg.json")
+    with pytest.raises(MedaiError, match=f"cannot write {folder / 'tiny_seg.json'}: .*No space left on device"):
+        registry.save_builtin(tiny_card(), build_network(tiny_card()), folder=folder)
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert load_model(str(folder / "tiny_seg.json")).card.name == "tiny_seg"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []

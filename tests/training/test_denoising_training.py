@@ -88,6 +88,33 @@ def test_card_records_command_and_checksum(tmp_path, tiny_slices):
     assert card["sha256"] == sha256_of(tmp_path / "mr-denoising.pt")
 
 
+def test_weights_and_card_are_written_both_or_neither(tmp_path, tiny_slices, full_disk):
+    """A full disk at the card (written after the weights) left the new weights under an earlier
+    run's card, whose sha256 no longer matched; installing them likewise."""
+    from napari_medai.errors import InputError
+    from napari_medai.training.denoising import install_weights
+
+    run, dest = tmp_path / "run", tmp_path / "weights"
+    _train(run, tiny_slices, adversarial=False)
+    full_disk("mr-denoising.json")
+
+    def earlier(folder):  # an earlier model there
+        folder.mkdir(exist_ok=True)
+        (folder / "mr-denoising.pt").write_bytes(b"earlier weights")
+        (folder / "mr-denoising.json").write_text("earlier card")
+
+    earlier(dest)
+    with pytest.raises(InputError, match=f"cannot write {dest / 'mr-denoising.json'}: .*No space left on device"):
+        install_weights(run, dest, "mr-denoising")
+    earlier(run)
+    with pytest.raises(InputError, match=f"cannot write {run / 'mr-denoising.json'}: .*No space left on device"):
+        _train(run, tiny_slices, adversarial=False)
+    for folder in (run, dest):
+        assert (folder / "mr-denoising.pt").read_bytes() == b"earlier weights"
+        assert (folder / "mr-denoising.json").read_text() == "earlier card"
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary
+
+
 def test_batches_depend_only_on_seed_and_step(tiny_slices):
     n1, c1, w1 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
     n2, c2, w2 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)

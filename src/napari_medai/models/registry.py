@@ -154,14 +154,17 @@ def save_builtin(card: ModelCard, network, folder=None, replace: bool = False) -
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     import torch
 
-    from ..io.atomic import replace_atomically
+    from ..io.atomic import all_or_nothing, pending, replace_atomically
 
-    # each file whole or not at all: a kill mid-write left cut-off weights under the old card
-    replace_atomically(weights, lambda tmp: torch.save(state, tmp))
-    card.weights = weights.name
-    card.sha256 = sha256_of(weights)
-    card.source_dir = folder
-    return save_card(card, folder / f"{card.name}.json")
+    # each file whole or not at all (a kill mid-write left cut-off weights under the old card), and
+    # both or neither: a full disk at the card left the new weights under the old card's sha256
+    with all_or_nothing():
+        replace_atomically(weights, lambda tmp: torch.save(state, tmp))
+        card.weights = weights.name
+        card.sha256 = sha256_of(pending(weights))
+        card.source_dir = folder
+        path = save_card(card, folder / f"{card.name}.json")
+    return path
 
 
 # What `medai train segmentation` writes into its --out folder besides the model (best.pt, best.json)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import replace_atomically, write_text_atomic
+from ..io.atomic import all_or_nothing, pending, replace_atomically, write_text_atomic
 from ..models.registry import sha256_of
 from .checkpoint import settings_changes
 
@@ -330,16 +330,19 @@ def train_denoising(
     name = MODEL_NAMES[modality]
     weights = out_dir / f"{name}.pt"
     state = cpu_state_dict(gen)
-    replace_atomically(weights, lambda tmp: torch.save(state, tmp))  # whole or not at all, as the checkpoints
-    card = make_card(modality, weights, gen_kwargs, train_command, {
-        "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": gan,
-        "adversarial_weight": ADVERSARIAL_WEIGHT if gan else 0.0,
-        "content": f"L1 (weighted per patch, see data) + {CONTENT_SSIM_WEIGHT} SSIM",
-        "batch": batch, "patch": patch, "lr": lr, "threads": threads, "device": where.name,
-        "precision": "bf16" if where.bf16 else "fp32", "seconds": round(elapsed, 1),
-        "history": history[-5:],
-    })
-    write_text_atomic(out_dir / f"{name}.json", json.dumps(card, indent=2))
+    # each whole or not at all, as the checkpoints, and both or neither (new weights under an earlier
+    # run's card failed its sha256)
+    with all_or_nothing():
+        replace_atomically(weights, lambda tmp: torch.save(state, tmp))
+        card = make_card(modality, weights, gen_kwargs, train_command, {
+            "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": gan,
+            "adversarial_weight": ADVERSARIAL_WEIGHT if gan else 0.0,
+            "content": f"L1 (weighted per patch, see data) + {CONTENT_SSIM_WEIGHT} SSIM",
+            "batch": batch, "patch": patch, "lr": lr, "threads": threads, "device": where.name,
+            "precision": "bf16" if where.bf16 else "fp32", "seconds": round(elapsed, 1),
+            "history": history[-5:],
+        })
+        write_text_atomic(out_dir / f"{name}.json", json.dumps(card, indent=2))
     return card
 
 
@@ -380,7 +383,7 @@ def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str
         "in_channels": gen_kwargs.get("in_channels", 1), "out_channels": 1, "classes": [], "intensity": intensity,
         "network": {"name": "napari_medai.models.denoising_nets.ResidualDenoiser", "kwargs": kwargs},
         # The network itself returns input - noise: its output is already the image.
-        "output": "identity", "weights": Path(weights).name, "sha256": sha256_of(weights),
+        "output": "identity", "weights": Path(weights).name, "sha256": sha256_of(pending(weights)),
         "train_command": train_command, "training": {**training, "data": data}, "scores": {}, "extra": {},
     }
     ModelCard.from_dict(card)  # fail here, not at load time, if the card is invalid
@@ -397,9 +400,11 @@ def install_weights(run_dir, dest_dir, name: str, suffix: str = "") -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     card = json.loads((run_dir / f"{name}.json").read_text())
     weights = dest_dir / f"{name}{suffix}.pt"
-    # each file whole or not at all: an interrupted copy left cut-off weights under the old card
-    replace_atomically(weights, lambda tmp: shutil.copy2(run_dir / f"{name}.pt", tmp))
-    card.update(name=f"{name}{suffix}", weights=weights.name, sha256=sha256_of(weights))
     path = dest_dir / f"{name}{suffix}.json"
-    write_text_atomic(path, json.dumps(card, indent=2) + "\n")
+    # each file whole or not at all (an interrupted copy left cut-off weights under the old card), and
+    # both or neither
+    with all_or_nothing():
+        replace_atomically(weights, lambda tmp: shutil.copy2(run_dir / f"{name}.pt", tmp))
+        card.update(name=f"{name}{suffix}", weights=weights.name, sha256=sha256_of(pending(weights)))
+        write_text_atomic(path, json.dumps(card, indent=2) + "\n")
     return path
