@@ -15,7 +15,20 @@ def test_classifier_training_refuses_a_missing_data_folder(tmp_path, capsys):
     rc = main(["train", "nodule-classifier", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--epochs", "1"])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
-    assert not (out / "best.pt").exists()
+    assert not out.exists()  # it was made first, and left empty
+
+
+def test_classifier_training_checks_its_weights_and_device_before_making_the_run_folder(tmp_path, capsys):
+    """A mistyped --candidate-weights, or a --device this machine lacks, left an empty --out behind
+    (the device was looked at only after the candidates were collected)."""
+    out, data = tmp_path / "out", tmp_path / "data"
+    data.mkdir()
+    base = ["train", "nodule-classifier", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main(base + ["--candidate-weights", str(tmp_path / "typo.pt")]) == 2
+    assert f"--candidate-weights {tmp_path / 'typo.pt'} is not a file" in capsys.readouterr().err
+    assert main(base + ["--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_train_lists_the_two_stage_tasks(capsys):

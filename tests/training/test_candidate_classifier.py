@@ -110,6 +110,30 @@ def test_validation_phantoms_without_a_nodule_candidate_are_refused(setup, tmp_p
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
+def test_the_inputs_are_read_before_the_run_folder_is_made(setup, tmp_path, monkeypatch):
+    """A mistyped data folder or weights file, or a candidate model that does not load, left an
+    empty run folder: it was made before anything was read."""
+    from napari_medai.errors import InputError, ModelError
+
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match=f"data folder {tmp_path / 'typo'} does not exist"):
+        cc.train_classifier(_cfg(tmp_path / "typo", run), log=lambda *_: None)
+    assert not run.exists()
+    cfg = _cfg(setup, run)
+    cfg.candidate_weights = str(tmp_path / "typo.pt")
+    with pytest.raises(InputError, match=f"--candidate-weights {cfg.candidate_weights} is not a file"):
+        cc.train_classifier(cfg, log=lambda *_: None)
+    assert not run.exists()
+
+    def does_not_load(cfg):
+        raise ModelError("the weights do not fit the network")
+
+    monkeypatch.setattr(cc, "load_candidate_model", does_not_load)
+    with pytest.raises(ModelError, match="do not fit"):
+        cc.train_classifier(_cfg(setup, run), log=lambda *_: None)
+    assert not run.exists()
+
+
 def test_the_candidate_cache_is_collected_again_when_the_pairs_or_the_weights_change(setup, tmp_path):
     """The cache was keyed on folder paths only: reused after a case was added or the candidate
     weights were retrained in place."""

@@ -35,16 +35,17 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.candidate_classifier import (ClassifierTrainConfig, check_config, install_classifier,
                                                  train_classifier)
-    from ._common import check_install_as, check_seeds, check_writable, typed_command
+    from ._common import check_device, check_install_as, check_seeds, check_writable, typed_command
 
     check_seeds(args.val_seeds, "--val-seeds")  # before candidates are drawn for minutes
+    check_device(args.device)  # the training's: it was looked at after the candidates, in a folder then made
     check_writable(args.out, "--out", folder=True)  # before candidates are drawn for minutes
     check_install_as(args)  # an installed name only with --replace, said before any training
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
                                 candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives,
                                 threads=args.threads, device=args.device)
-    check_config(cfg)
+    check_config(cfg)  # the options, then the data folders and weights: --out is made only after
     summary = train_classifier(cfg, log=lambda m: print(m, flush=True))
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "
           f"(AUC {summary['best_val_auc']:.4f}) in {summary['time_s']} s -> {args.out}/best.pt")

@@ -65,6 +65,12 @@ def check_config(cfg: ClassifierTrainConfig) -> None:
     first, stop = cfg.val_seeds
     if stop <= first:
         raise InputError(f"--val-seeds FIRST STOP needs STOP > FIRST (got {first} {stop})")
+    # the inputs too, before --out is made: a mistyped folder or weights file left an empty run folder
+    for folder in cfg.data:
+        if not Path(folder).is_dir():
+            raise InputError(f"data folder {folder} does not exist")
+    if cfg.candidate_weights and not Path(cfg.candidate_weights).is_file():
+        raise InputError(f"--candidate-weights {cfg.candidate_weights} is not a file")
 
 
 def make_classifier_card(cfg: ClassifierTrainConfig, name: str = "lung-nodule-classifier"):
@@ -160,14 +166,8 @@ def _augment(x, rng):
     return x
 
 
-def _collect(cfg, model, card, out: Path, log):
-    """Training and validation patches, cached in ``out/candidates.npz``: collecting them runs
-    the candidate network over every scan (tens of minutes), training on them takes minutes."""
-    from ..io import read_volume
-    from .phantom_dataset import phantom_for
-    from .seg_data import chest_targets, find_pairs
-
-    from ..io.atomic import replace_atomically
+def _cache_key(cfg, model) -> str:
+    """What ``out/candidates.npz`` was collected from; it reads every pair of the data folders."""
     from ..models.registry import sha256_of
     from .segmentation import _data_fingerprint
 
@@ -178,7 +178,18 @@ def _collect(cfg, model, card, out: Path, log):
     # labels edited, or the candidate weights retrained under the same name
     contents = {"pairs": [_data_fingerprint(folder) for folder in cfg.data], "candidate_card_sha256": card_sha256(model),
                 "candidate_weights_sha256": sha256_of(cfg.candidate_weights) if cfg.candidate_weights else None}
-    key = json.dumps({**{k: getattr(cfg, k) for k in keys}, **contents}, sort_keys=True, default=list)
+    return json.dumps({**{k: getattr(cfg, k) for k in keys}, **contents}, sort_keys=True, default=list)
+
+
+def _collect(cfg, model, card, out: Path, key: str, log):
+    """Training and validation patches, cached in ``out/candidates.npz`` (``_cache_key``): collecting
+    them runs the candidate network over every scan (tens of minutes), training on them takes minutes."""
+    from ..io import read_volume
+    from .phantom_dataset import phantom_for
+    from .seg_data import chest_targets, find_pairs
+
+    from ..io.atomic import replace_atomically
+
     cache = out / "candidates.npz"
     rng = np.random.default_rng([cfg.seed, 1])  # its own stream: a reused cache leaves training unchanged
     try:
@@ -224,11 +235,14 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, progress=None) -> di
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     card = make_classifier_card(cfg)
+    # what the run reads first, before --out is made (a mistyped --data or weights file, or data that
+    # cannot be read, left an empty run folder): the candidate model and its weights, every pair
     model = load_candidate_model(cfg)
+    key = _cache_key(cfg, model)
+    out.mkdir(parents=True, exist_ok=True)
 
-    xt, yt, xv, yv = _collect(cfg, model, card, out, log)
+    xt, yt, xv, yv = _collect(cfg, model, card, out, key, log)
     xt, xv = torch.from_numpy(xt), torch.from_numpy(xv)
     n_val_scans = cfg.val_seeds[1] - cfg.val_seeds[0]
     if not yv.any():  # no sensitivity to pick an epoch by (torch.cat of nothing, or 0 every epoch)
