@@ -22,7 +22,16 @@ def test_a_missing_folder_or_data_without_nodules_is_refused(tmp_path, capsys):
     write_volume(Volume.from_spacing(lung, (2.0, 1.0, 1.0), is_labels=True), empty / "a_label.nii.gz")
     assert main(["train", "retinanet", "--data", str(empty), "--out", str(out)]) == 2
     assert "no nodules" in capsys.readouterr().err
-    assert not (out / "final.pt").exists()
+    assert not out.exists()  # it was made before the cases loaded, and left empty
+
+
+def test_an_unknown_device_is_refused_before_the_run_folder_is_made(tmp_path, capsys):
+    """--device was looked at after --out was made: the run folder was left empty."""
+    write_nodule_pairs(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "retinanet", "--data", str(tmp_path / "data"), "--out", str(out), "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_one_step_through_the_cli_writes_weights_and_a_summary(tmp_path):

@@ -25,6 +25,15 @@ def test_balance_components_must_name_foreground_classes(tmp_path, capsys):
     assert not (tmp_path / "out" / "best.pt").exists()
 
 
+def test_an_unknown_device_is_refused_before_any_case_loads_or_the_run_folder_is_made(tmp_path, capsys):
+    """--device was looked at once every case had loaded, after --out was made: it was left empty."""
+    _seg._write_pairs(tmp_path / "data")
+    assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--device", "tpu"]) == 2
+    captured = capsys.readouterr()
+    assert "unknown device 'tpu'" in captured.err and "cases at spacing" not in captured.out
+    assert not (tmp_path / "out").exists()
+
+
 def test_balanced_run_records_nodule_recall(tmp_path):
     _seg._write_pairs(tmp_path / "data", n=6)
     assert main(_tiny(tmp_path / "data", tmp_path / "out") + ["--balance-components", "2"]) == 0

@@ -115,6 +115,22 @@ def test_weights_and_card_are_written_both_or_neither(tmp_path, tiny_slices, ful
         assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary
 
 
+def test_a_missing_training_source_is_found_before_the_run_folder_is_made(tmp_path, monkeypatch):
+    """The data were read after --out was made: a missing source (Colin27, nilearn's MNI152,
+    pydicom-data) left an empty run folder."""
+    from napari_medai.errors import InputError
+    from napari_medai.training import denoising_data
+
+    def missing():
+        raise InputError("Colin27 T1 not found in the repository's sample_data/")
+
+    monkeypatch.setattr(denoising_data, "colin27_path", missing)
+    with pytest.raises(InputError, match="Colin27 T1 not found"):
+        train_denoising("MR", tmp_path / "run", steps=1, warmup_steps=0, batch=2, patch=32, generator_kwargs=TINY,
+                        log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_batches_depend_only_on_seed_and_step(tiny_slices):
     n1, c1, w1 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)
     n2, c2, w2 = mr_batch(tiny_slices, seed=1, step=5, batch=2, size=32)

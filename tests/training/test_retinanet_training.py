@@ -48,6 +48,18 @@ def _cfg(data, out, **kw):
     return RetinaTrainConfig(data=(str(data),), out=str(out), **base)
 
 
+def test_the_run_folder_is_made_only_once_the_device_and_the_cases_are_read(tmp_path):
+    """A device this machine lacks failed after the run folder was made, and left it empty (data
+    without a nodule likewise: tests/cli/test_train_retinanet_cli.py)."""
+    from napari_medai.errors import InputError
+
+    write_nodule_pairs(tmp_path / "data")
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        train_retinanet(_cfg(tmp_path / "data", out, device="tpu"), log=lambda *_: None)
+    assert not out.exists()
+
+
 def test_training_is_deterministic_and_installs_a_detector_that_runs(tmp_path):
     write_nodule_pairs(tmp_path / "data")
     s1 = train_retinanet(_cfg(tmp_path / "data", tmp_path / "a"), log=lambda *_: None)

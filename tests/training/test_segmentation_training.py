@@ -96,6 +96,21 @@ def test_labels_beyond_the_classes_are_refused(tmp_path):
                                      class_ratios=(1, 1)), log=lambda *_: None)
 
 
+def test_the_run_folder_is_made_only_once_the_cases_init_and_device_are_read(tmp_path):
+    """A case refused as it loads, --init weights that do not load or a device this machine lacks
+    failed after the run folder was made, and left it empty."""
+    from napari_medai.errors import MedaiError
+
+    _write_pairs(tmp_path / "data", n=2)
+    out = tmp_path / "run"
+    for kw, says in (({"class_names": ("bg", "lung"), "class_ratios": (1, 1)}, "labels go up to 2"),
+                     ({"init": str(tmp_path / "data")}, "--init .*data"),  # a folder, but no model
+                     ({"device": "tpu"}, "unknown device 'tpu'")):
+        with pytest.raises(MedaiError, match=says):
+            train_segmentation(_cfg(tmp_path / "data", out, **kw), log=lambda *_: None)
+        assert not out.exists(), kw
+
+
 def test_missing_pairs_and_chest_targets(tmp_path):
     with pytest.raises(InputError, match="no image/label pairs"):
         find_pairs(tmp_path)

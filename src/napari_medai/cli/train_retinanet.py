@@ -34,8 +34,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..training.retinanet import RetinaTrainConfig, install_builtin, train_retinanet
 
-    from ._common import check_install_as, check_writable, typed_command
+    from ._common import check_device, check_install_as, check_writable, typed_command
 
+    check_device(args.device)  # before any data is read (it was looked at once every case had loaded)
     check_writable(args.out, "--out", folder=True)  # before any data is read
     check_install_as(args)  # an installed name only with --replace, said before any training
     cfg = RetinaTrainConfig(data=tuple(args.data), out=args.out, iterations=args.iterations,

@@ -123,9 +123,10 @@ def run(args) -> int:
         cfg.class_ratios = tuple([1] * len(cfg.class_names))
     from ..training.segmentation import check_config
 
-    from ._common import check_install_as, check_writable, typed_command
+    from ._common import check_device, check_install_as, check_writable, typed_command
 
     check_config(cfg)  # before phantoms are generated or any file is read
+    check_device(args.device)  # as well (it was looked at once every case had loaded)
     check_writable(args.out, "--out", folder=True)
     check_install_as(args)  # an installed name only with --replace, said before any training
     _check_resume_before_phantoms(args, cfg)

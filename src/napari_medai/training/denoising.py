@@ -65,6 +65,7 @@ def _load_data(modality: str, seed: int, out_dir: Path, log, dims: int = 2, patc
     except Exception as exc:  # noqa: BLE001 - a cache cut off by a kill: make it again
         log(f"{cache} cannot be read ({type(exc).__name__}): simulating the CT pairs again")
     pairs = dd.ct_pairs(seed, progress=log)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the run's folder, made once its data were read
     partial = cache.with_name(f".{cache.name}.partial")
     try:  # through a temporary file: a run killed while writing leaves no cut-off cache
         with open(partial, "wb") as f:
@@ -245,13 +246,14 @@ def train_denoising(
     # 2D: fp32, as the shipped 2D generators were trained (no bf16 run of the GAN was ever compared);
     # 3D: bf16 where native (0.42 against 0.77 s a step on this project's 2-core CPU)
     where = training_device(device, bf16=dims == 3)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source, batch_fn = data or _load_data(modality, seed, out_dir, log, dims, patch)
     # the slice size is known only now; still before any network is built or step taken
     smallest = _smallest_slice(source)
     if smallest is not None and patch > min(smallest):
         raise InputError(f"the training patch ({patch} pixels) is larger than the smallest training slice "
                          f"({smallest[0]} x {smallest[1]} pixels): use a patch of {min(smallest)} or less")
+    # after the data: a training source that is missing (nilearn's MNI152, pydicom-data) left an empty run folder
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
     gen = build_generator(**gen_kwargs).to(where.device)

@@ -193,7 +193,6 @@ def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
     out = Path(cfg.out)
     settings = _settings(cfg)  # once, before loading: what a resume is checked against
     previous = _previous_run(out / "last.pt", settings)  # before any loading: a wrong --out is said at once
-    out.mkdir(parents=True, exist_ok=True)
     where = training_device(cfg.device, cfg.bf16)
     device = where.device
     log(f"training NoduleRetinaNet on {device} (bf16 autocast: {where.bf16}); loading cases")
@@ -201,6 +200,8 @@ def train_retinanet(cfg: RetinaTrainConfig, log=print, progress=None) -> dict:
     cases = load_box_cases(cfg, log)
     if not any(len(c.boxes) for c in cases):
         raise InputError("no nodules (label 2) in the training data: a nodule detector has nothing to learn")
+    # only now, once the device and the cases are read: either failing left an empty run folder
+    out.mkdir(parents=True, exist_ok=True)
     log(f"{len(cases)} cases, {sum(len(c.boxes) for c in cases)} nodules, loaded in {time.time() - t0:.0f} s")
     det = build_detector(cfg).to(device)
     det.train()

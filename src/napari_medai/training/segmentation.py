@@ -350,7 +350,6 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
     previous = _previous_run(out, cfg, settings)  # before any loading: a wrong --out is said at once
     if previous is not None and previous["epoch"] + 1 >= cfg.epochs:
         return _complete_run(out, cfg, previous, log)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cases = _load_cases(cfg, log)
     val, train = _split(cases, cfg, log)
@@ -389,6 +388,9 @@ def train_segmentation(cfg: SegTrainConfig, log=print, progress=None) -> dict:
         return {"config": asdict(cfg), "history": history, "best_score": best, "time_s": time.time() - t0,
                 "bf16": where.bf16, "device": where.name, "n_train": len(train), "n_val": len(val)}
 
+    # only now, once the cases, --init and the device are read: a case, weights file or device that
+    # failed left an empty run folder
+    out.mkdir(parents=True, exist_ok=True)
     ds = Dataset(items, transform=_train_transforms(cfg))
     net.train()
     for epoch in range(start_epoch, cfg.epochs):
