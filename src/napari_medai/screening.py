@@ -128,6 +128,9 @@ class ScreeningResult:
     capped: bool = False
     # the segmentation's lesion components with the outline each has (SegmentationResult.lesion_outlines)
     lesion_outlines: list[dict] = field(default_factory=list)
+    # where the lungs run past the scan's first or last slice ("" when they do not): part of the lungs
+    # was not seen, so the exam may be Lung-RADS 0 (incomplete) whatever the findings' categories
+    lungs_cut: str = ""
 
     @property
     def headline_category(self) -> str:
@@ -291,16 +294,16 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     drawn = outline_note(found)
     if drawn:
         notes.append(drawn)
-    cut = lung_coverage_note(result.labels, lung, spacing) if lung is not None else None
+    cut = lungs_cut_at(result.labels, lung, spacing) if lung is not None else ""
     if cut:
-        notes.append(cut)
+        notes.append(lung_coverage_note(cut))
     category = _highest(f.lung_rads for f in found)
     read = all(f.lung_rads_by_attenuation for f in found)  # "" unless every finding's attenuation was read
     by_attenuation = _highest(f.lung_rads_by_attenuation for f in found) if read else ""
     return ScreeningResult(screened, result.labels, result.classes, lung_volumes, category, models, times,
                            float(score_threshold), denoised, notes, at_operating_point, by_attenuation,
                            result.volumes, lung_sides=lungs, affine=affine, capped=capped,
-                           lesion_outlines=result.lesion_outlines)
+                           lesion_outlines=result.lesion_outlines, lungs_cut=cut)
 
 
 def _lung_slab_ml(labels: np.ndarray, lung: int, voxel_ml: float) -> float:
@@ -330,17 +333,19 @@ def capped_note(max_findings: int, score_threshold: float) -> str:
             "only; list more with a larger max_findings (medai screen/batch --max-findings)")
 
 
-def lung_coverage_note(labels: np.ndarray, lung: int, spacing) -> str | None:
-    """The reports' note when the lungs run on past the scan's first or last slice (None when
-    neither end slice holds more than ``LUNG_CUT_MM2`` of lung): the volumes and zones are then
-    of the scanned part, and part of the lungs was not seen."""
+def lungs_cut_at(labels: np.ndarray, lung: int, spacing) -> str:
+    """Where the lungs run on past the scan's first or last slice, e.g. "first slice (9 cm² of
+    lung on it)"; "" when neither end slice holds more than ``LUNG_CUT_MM2`` of lung."""
     pixel_mm2 = float(spacing[1]) * float(spacing[2])
     ends = [(name, float(np.count_nonzero(labels[index] == lung)) * pixel_mm2)
             for name, index in (("first", 0), ("last", -1))]
     cut = [(name, area) for name, area in ends if area > LUNG_CUT_MM2]
-    if not cut:
-        return None
-    where = " and ".join(f"{name} slice ({area / 100:.0f} cm² of lung on it)" for name, area in cut)
+    return " and ".join(f"{name} slice ({area / 100:.0f} cm² of lung on it)" for name, area in cut)
+
+
+def lung_coverage_note(where: str) -> str:
+    """The reports' note when the lungs reach the scan's end slices (``lungs_cut_at``): the
+    volumes and zones are then of the scanned part, and part of the lungs was not seen."""
     return (f"the lungs reach the scan's {where}: the scan may not cover the whole lungs, so the lung volumes "
             "and zones are of the scanned part only and nodules beyond it were not seen (Lung-RADS 0 applies "
             "where part of the lungs cannot be evaluated)")
@@ -557,6 +562,8 @@ def screening_record(result: ScreeningResult, source: str = "", key_images: list
         "times_s": {k: round(v, 2) for k, v in result.times_s.items()},
         "denoised": result.denoised is not None,
         "findings_capped": result.capped,  # more reached the threshold than max_findings listed
+        # where the lungs run past the scan's end slices (null: they do not): Lung-RADS 0 may apply
+        "lungs_cut": result.lungs_cut or None,
         # every lesion component of the segmentation as its run made it, largest first, with its outline kind
         "segmented_lesions": result.lesion_outlines,
         "notes": result.notes,
@@ -608,6 +615,9 @@ def screening_markdown(result: ScreeningResult, source: str = "", key_images: li
                   "This is not a negative screen: Lung-RADS 1 needs a reader who has read the scan.", ""]
     else:
         lines += [f"**Highest {what} among the reported findings: {shown}** ({_listed(n, result)}).", ""]
+    if result.lungs_cut:  # Lung-RADS 0: part or all of the lungs cannot be evaluated
+        lines += [f"**Lung-RADS 0 (incomplete) may apply: the lungs reach the scan's {result.lungs_cut}, so part "
+                  "of them was not scanned; any category here is of the scanned part only.**", ""]
     if typed and not_rejected(result.findings, review):  # the size category alone, for comparison
         # the detector's own list empty: no category before (an empty list reads "1" in result.category)
         earlier = result.category if n else "no finding reported"

@@ -530,16 +530,35 @@ def test_a_review_that_rejects_every_finding_gives_no_category(shared_models):
 
 
 def test_lungs_cut_by_the_scan_are_noted():
-    from napari_medai.screening import lung_coverage_note
+    from napari_medai.screening import lung_coverage_note, lungs_cut_at
 
     labels = np.zeros((10, 40, 40), np.uint8)
     labels[2:8, 5:35, 5:35] = 1  # whole lungs: nothing on the end slices
-    assert lung_coverage_note(labels, 1, (2.0, 1.0, 1.0)) is None
+    assert lungs_cut_at(labels, 1, (2.0, 1.0, 1.0)) == ""
     labels[0, 5:35, 5:35] = 1  # 9 cm2 of lung on the first slice: the bases were not scanned
-    note = lung_coverage_note(labels, 1, (2.0, 1.0, 1.0))
+    where = lungs_cut_at(labels, 1, (2.0, 1.0, 1.0))
+    assert where == "first slice (9 cm² of lung on it)"
+    note = lung_coverage_note(where)
     assert "reach the scan's first slice (9 cm² of lung on it)" in note and "Lung-RADS 0" in note
     labels[-1, 10:12, 10:12] = 1  # a few pixels of lung on the last slice are no cut
-    assert "last" not in lung_coverage_note(labels, 1, (2.0, 1.0, 1.0))
+    assert "last" not in lungs_cut_at(labels, 1, (2.0, 1.0, 1.0))
+
+
+def test_lungs_cut_by_the_scan_put_lung_rads_0_beside_the_headline(shared_models):
+    """Lung-RADS 0 is for an exam where part of the lungs cannot be evaluated: it was only in the
+    notes at the report's end, under a headline category that read as the whole exam's."""
+    det, seg = shared_models
+    volume = toy_chest()
+    result = screen(volume, SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert result.lungs_cut == "" and "Lung-RADS 0" not in screening_markdown(result)
+    assert screening_record(result)["lungs_cut"] is None
+    lungs = np.flatnonzero([np.any(result.labels[z] == 1) for z in range(volume.shape[0])])
+    cut = screen(volume[lungs[0] + 2:], SPACING, detector=det, segmenter=seg, score_threshold=0.5)
+    assert cut.lungs_cut.startswith("first slice (")
+    text = screening_markdown(cut)
+    assert "**Lung-RADS 0 (incomplete) may apply: the lungs reach the scan's first slice (" in text
+    assert "any category here is of the scanned part only.**" in text
+    assert screening_record(cut)["lungs_cut"] == cut.lungs_cut
 
 
 def test_the_headline_is_the_category_by_type_where_it_differs_from_size(shared_models):
