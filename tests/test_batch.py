@@ -479,3 +479,36 @@ def test_an_earlier_runs_reserved_case_name_is_not_kept(tmp_path):
     earlier = [{"case": "a (Earlier Run)", "source": str(scan)}]  # named so before names were reserved
     ((name, _),) = keep_earlier_names([("a (Earlier Run)", scan)], earlier)
     assert name == "a (Earlier Run)_2"
+
+
+
+def _cohort_rows(out) -> list[dict]:
+    with open(out / COHORT_FILE, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_rerun_replaces_the_row_of_a_file_whose_name_is_not_utf8(tmp_path, models):
+    """b'caf\\xe9.nii.gz' (Latin-1) was named 'caf\\udce9' (a lone surrogate), which cohort.csv
+    holds as the text 'caf\\\\udce9': a re-run did not know its earlier row and listed the case
+    again, once more each run (found by an audit helper)."""
+    import os
+
+    det, seg = models
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"caf\xe9.nii.gz")
+    for path in (folder / "alpha.nii.gz", latin1, folder / "omega.nii.gz"):
+        write_volume(two_lung_chest(), path, affine=AFFINE, modality="CT")
+    out = tmp_path / "out"
+    first = screen_cases(find_cases([folder]), out, detector=det, segmenter=seg)
+    again = screen_cases(find_cases([latin1]), out, detector=det, segmenter=seg)
+    rows = _cohort_rows(out)
+    assert [row["case"] for row in rows] == ["alpha", "café", "omega"]  # replaced in its place
+    assert [r.case for r in first] == ["alpha", "café", "omega"] and [r.case for r in again] == ["café"]
+    assert rows[1]["source"] == str(folder / "caf\\udce9.nii.gz") and again[0].source == str(latin1)
+    assert {p.name for p in out.iterdir()} == {COHORT_FILE, "alpha", "café", "omega"}  # one folder, both runs
+    # a table such re-runs wrote, the case twice: one row again
+    with open(out / COHORT_FILE, "a", newline="", encoding="utf-8") as fh:
+        csv.DictWriter(fh, fieldnames=list(rows[1]), lineterminator="\n").writerow(rows[1])
+    screen_cases(find_cases([latin1]), out, detector=det, segmenter=seg)
+    assert [row["case"] for row in _cohort_rows(out)] == ["alpha", "café", "omega"]

@@ -27,7 +27,7 @@ from typing import Callable
 
 from .api import DEFAULT_DETECTION_MODEL, DEFAULT_SEGMENTATION_MODEL
 from .errors import Cancelled, InputError, MedaiError, reason_of
-from .io.atomic import write_text_atomic
+from .io.atomic import as_written, write_text_atomic
 
 COHORT_FILE = "cohort.csv"
 
@@ -55,11 +55,12 @@ def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tup
     """(case name, path) for each input: a NIfTI file, a folder holding one DICOM series, or a
     folder of cases (its NIfTI files and its sub-folders that hold a DICOM series, one level
     down).  A file found twice (given, and in a folder given) is one case.  Names are file names
-    without .nii/.nii.gz, or folder names (``.`` is named by the folder it stands for); a repeated
-    name gets ``_2``, ``_3``… (``screen_cases`` keeps the names an earlier run into the same
-    folder gave its sources).  Sub-folders of a folder of cases that hold NIfTI files (a folder
-    per patient) are not searched: ``on_note`` (default: a warning) names them, since they were
-    left out without a word.  Raises InputError for a missing path or when no case is found."""
+    without .nii/.nii.gz, or folder names (``.`` is named by the folder it stands for), their bytes
+    that are not UTF-8 read as Latin-1 (``_readable``); a repeated name gets ``_2``, ``_3``…
+    (``screen_cases`` keeps the names an earlier run into the same folder gave its sources).
+    Sub-folders of a folder of cases that hold NIfTI files (a folder per patient) are not
+    searched: ``on_note`` (default: a warning) names them, since they were left out without a
+    word.  Raises InputError for a missing path or when no case is found."""
     from .io import is_supported_path
     from .io.nifti import is_nifti_path, nifti_stem
 
@@ -92,7 +93,7 @@ def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tup
     cases, taken = [], set()
     for path in unique:
         # "." (a series folder run from inside it) had no name, and its report landed beside cohort.csv
-        name = _free_name(nifti_stem(path) or path.resolve().name or "case", taken)
+        name = _free_name(_readable(nifti_stem(path) or path.resolve().name or "case"), taken)
         taken.add(name)
         cases.append((name, path))
     return cases
@@ -105,6 +106,21 @@ def _note(on_note, text: str) -> None:
         import warnings
 
         warnings.warn(text, UserWarning, stacklevel=3)
+
+
+def _readable(name: str) -> str:
+    """``name`` as text that cohort.csv and any file system hold as it is: bytes of a file name
+    that are not UTF-8 (Latin-1 ``caf\\xe9``, which Python gives as lone surrogates) read as
+    Latin-1 (``café``).  The surrogate went into cohort.csv as the escape ``caf\\udce9``, which a
+    re-run did not know as its case's name: it listed the case again (an audit helper's finding).
+    Another lone surrogate (a Windows name's broken UTF-16) is U+FFFD."""
+    import re
+
+    def byte(match) -> str:
+        code = ord(match.group())
+        return chr(code - 0xDC00) if 0xDC80 <= code <= 0xDCFF else "\ufffd"
+
+    return re.sub("[\ud800-\udfff]", byte, name)
 
 
 def _free_name(stem: str, taken) -> str:
@@ -128,8 +144,8 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
     its cohort rows), and the others given names no earlier row uses.  Names depend on which
     inputs are given: a re-run with ``b/scan.nii.gz`` only named it "scan", the name ``a/scan.nii.gz``
     had, and wrote its report over a's while the table listed b twice."""
-    def resolved(source) -> Path:
-        return Path(source).resolve()
+    def resolved(source) -> str:  # as cohort.csv holds it: a name that is not UTF-8 is escaped there
+        return as_written(str(Path(source).resolve()))
 
     # an earlier run (before names were reserved) may have named a case "x (earlier run)": not kept
     before = {resolved(row["source"]): row["case"] for row in earlier if row.get("source") and not _reserved(row["case"])}
@@ -138,7 +154,7 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
     out = []
     for k, (name, path) in enumerate(cases):
         if k not in kept:
-            kept[k] = _free_name(name, taken)
+            kept[k] = _free_name(_readable(name), taken)
             taken.add(kept[k])
         out.append((kept[k], path))
     return out
@@ -312,14 +328,16 @@ def _round(value, digits: int = 1):
 
 def cohort_csv(records, earlier: list[dict] = ()) -> str:
     """``cohort.csv``: one row per case, empty cells where a value does not apply.  ``earlier``
-    (``earlier_cohort_rows``) are an earlier run's rows: each keeps its place unless ``records``
-    holds its case again, and the rest of ``records`` follow in their order."""
+    (``earlier_cohort_rows``) are an earlier run's rows: each case's first keeps its place unless
+    ``records`` holds its case again, and the rest of ``records`` follow in their order."""
     buffer = io.StringIO()
     fields = list(CaseRecord.__dataclass_fields__)
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     new = {r.case: {k: ("" if v is None else v) for k, v in asdict(r).items()} for r in records}
-    rows = [new.pop(row["case"], row) for row in earlier]
+    # a case's first row only: a table that re-runs on a name that was not UTF-8 wrote listed it twice
+    first = {row["case"]: row for row in reversed(earlier)}
+    rows = [new.pop(row["case"], row) for row in earlier if first[row["case"]] is row]
     for row in rows + list(new.values()):
         writer.writerow(row)
     return buffer.getvalue()

@@ -105,10 +105,16 @@ def pending(path) -> Path:
 
 
 def write_text_atomic(path, text: str) -> None:
-    """``text`` (UTF-8) into ``path`` by :func:`replace_atomically`.  A file name that is not UTF-8
-    (Latin-1 bytes) comes into the text as lone surrogates, which strict UTF-8 refused with a
-    traceback after the other outputs were written: they are written as backslash escapes."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="backslashreplace"))
+    """``text`` (UTF-8) into ``path`` by :func:`replace_atomically`, as :func:`as_written` gives it."""
+    replace_atomically(path, lambda tmp: tmp.write_text(as_written(text), encoding="utf-8"))
+
+
+def as_written(text: str) -> str:
+    """``text`` as ``write_text_atomic`` writes it, and so as it reads back.  A file name that is
+    not UTF-8 (Latin-1 bytes) comes into the text as lone surrogates, which strict UTF-8 refused
+    with a traceback after the other outputs were written: they are written as backslash escapes
+    (a path read back from a table compares with a path by this form: ``batch.keep_earlier_names``)."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def _replace_target(path: Path) -> tuple[Path, int | None]:
