@@ -512,3 +512,21 @@ def test_a_rerun_replaces_the_row_of_a_file_whose_name_is_not_utf8(tmp_path, mod
         csv.DictWriter(fh, fieldnames=list(rows[1]), lineterminator="\n").writerow(rows[1])
     screen_cases(find_cases([latin1]), out, detector=det, segmenter=seg)
     assert [row["case"] for row in _cohort_rows(out)] == ["alpha", "café", "omega"]
+
+
+def test_an_earlier_row_whose_name_is_not_kept_is_replaced_in_its_place(tmp_path, models):
+    """An older version's row "x (earlier run)" (a name now reserved) stayed beside the re-run's
+    "x (earlier run)_2": the table listed the scan twice."""
+    from napari_medai.batch import CaseRecord, cohort_csv
+
+    det, seg = models
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    scan = write_volume(two_lung_chest(), folder / "x (earlier run).nii.gz", affine=AFFINE, modality="CT")
+    out = tmp_path / "out"
+    out.mkdir()
+    older = [CaseRecord("x (earlier run)", str(scan.resolve()), "ok"), CaseRecord("y", str(folder / "y.nii.gz"), "ok")]
+    (out / COHORT_FILE).write_text(cohort_csv(older))
+    (record,) = screen_cases(find_cases([scan]), out, detector=det, segmenter=seg)
+    assert record.case == "x (earlier run)_2" and record.status == "ok"
+    assert [(row["case"], row["status"]) for row in _cohort_rows(out)] == [("x (earlier run)_2", "ok"), ("y", "ok")]

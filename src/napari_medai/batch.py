@@ -144,12 +144,10 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
     its cohort rows), and the others given names no earlier row uses.  Names depend on which
     inputs are given: a re-run with ``b/scan.nii.gz`` only named it "scan", the name ``a/scan.nii.gz``
     had, and wrote its report over a's while the table listed b twice."""
-    def resolved(source) -> str:  # as cohort.csv holds it: a name that is not UTF-8 is escaped there
-        return as_written(str(Path(source).resolve()))
-
     # an earlier run (before names were reserved) may have named a case "x (earlier run)": not kept
-    before = {resolved(row["source"]): row["case"] for row in earlier if row.get("source") and not _reserved(row["case"])}
-    kept = {k: before[resolved(path)] for k, (_, path) in enumerate(cases) if resolved(path) in before}
+    before = {_source_key(row["source"]): row["case"] for row in earlier
+              if row.get("source") and not _reserved(row["case"])}
+    kept = {k: before[_source_key(path)] for k, (_, path) in enumerate(cases) if _source_key(path) in before}
     taken = {row["case"] for row in earlier} | set(kept.values())
     out = []
     for k, (name, path) in enumerate(cases):
@@ -158,6 +156,26 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
             taken.add(kept[k])
         out.append((kept[k], path))
     return out
+
+
+def _source_key(source) -> str:
+    """A source as cohort.csv holds it (a name that is not UTF-8 is escaped there), so that a
+    path compares with a row read back."""
+    return as_written(str(Path(source).resolve()))
+
+
+def _rows_of_cases(earlier: list[dict], cases) -> list[dict]:
+    """``earlier`` with each row whose source is one of ``cases`` given that case's name, so
+    that the case's new row replaces it in its place.  A row whose name ``keep_earlier_names``
+    does not keep (an older version's "x (earlier run)") stayed beside the new row: the table
+    listed the scan twice."""
+    names = {_source_key(path): name for name, path in cases}
+
+    def named(row: dict) -> dict:
+        name = names.get(_source_key(row["source"])) if row.get("source") else None
+        return row if name is None else {**row, "case": name}
+
+    return [named(row) for row in earlier]
 
 
 def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION_MODEL,
@@ -200,6 +218,7 @@ def screen_cases(cases, out_dir, *, workers: int = 1, detector=DEFAULT_DETECTION
     # loaded once: every task shares the same networks (inference only, no state changes)
     earlier = earlier_cohort_rows(out / COHORT_FILE)  # refuses a table that is not ours, before any model loads
     cases = keep_earlier_names(list(cases), earlier)
+    earlier = _rows_of_cases(earlier, cases)
     det, seg = _model(detector, "detection"), _model(segmenter, "segmentation")
     out.mkdir(parents=True, exist_ok=True)  # after the models: one that does not load leaves no empty folder
     if on_start is not None:
