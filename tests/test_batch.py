@@ -468,7 +468,7 @@ def test_a_case_is_never_named_as_the_runs_own_files(tmp_path):
     for name in ("a.nii.gz", "a (earlier run).nii.gz", "cohort.csv.nii.gz", "COHORT.CSV.nii.gz"):
         (tmp_path / name).write_bytes(b"")
     names = sorted(case for case, _ in find_cases([tmp_path]))
-    assert names == ["COHORT.CSV_2", "a", "a (earlier run)_2", "cohort.csv_2"]
+    assert names == ["COHORT.CSV_2", "a", "a (earlier run)_2", "cohort.csv_3"]  # one folder where case is ignored
 
 
 def test_an_earlier_runs_reserved_case_name_is_not_kept(tmp_path):
@@ -530,3 +530,16 @@ def test_an_earlier_row_whose_name_is_not_kept_is_replaced_in_its_place(tmp_path
     (record,) = screen_cases(find_cases([scan]), out, detector=det, segmenter=seg)
     assert record.case == "x (earlier run)_2" and record.status == "ok"
     assert [(row["case"], row["status"]) for row in _cohort_rows(out)] == [("x (earlier run)_2", "ok"), ("y", "ok")]
+
+
+def test_names_that_differ_only_in_letter_case_are_kept_apart(tmp_path):
+    """a/Scan.nii.gz and b/scan.nii.gz were named "Scan" and "scan": one report folder on a
+    case-insensitive file system (macOS, Windows, an exFAT drive), the second report over the first."""
+    from napari_medai.batch import keep_earlier_names
+
+    for path in (tmp_path / "a" / "Scan.nii.gz", tmp_path / "a" / "scan.nii.gz", tmp_path / "b" / "SCAN.nii.gz"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"")
+    assert [name for name, _ in find_cases([tmp_path / "a", tmp_path / "b"])] == ["Scan", "scan_2", "SCAN_3"]
+    earlier = [{"case": "scan", "source": str(tmp_path / "a" / "scan.nii.gz")}]  # a re-run on b alone
+    assert [name for name, _ in keep_earlier_names(find_cases([tmp_path / "b"]), earlier)] == ["SCAN_2"]

@@ -127,9 +127,12 @@ def _free_name(stem: str, taken) -> str:
     """``stem``, or ``stem_2``, ``stem_3``… the first not in ``taken`` ("scan" twice beside a real
     "scan_2": the second becomes "scan_3") and not one of the run's own names: ``cohort.csv`` and
     any ``<case> (earlier run)`` (a scan so named had its folder removed by another case's move, or
-    failed on the cohort file; found by an audit helper)."""
+    failed on the cohort file; found by an audit helper).  In either letter case, as ``_reserved``:
+    "Scan" and "scan" are one report folder on a case-insensitive file system (macOS, Windows, an
+    exFAT drive), where the second case's report replaced the first's under both rows."""
+    folded = {other.casefold() for other in taken}
     name, k = stem, 1
-    while name in taken or _reserved(name):
+    while name.casefold() in folded or _reserved(name):
         k += 1
         name = f"{stem}_{k}"
     return name
