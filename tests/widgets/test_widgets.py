@@ -592,3 +592,30 @@ def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_i
     open_widget(viewer, "Segmentation")
     qtbot.wait(50)
     assert len(_base._preloads) == 1
+
+
+def test_the_preload_holds_what_a_first_run_imports():
+    """models.networks imports MONAI's networks only when a card names one, so the preload never
+    reached MONAI: the first Run imported about 1,400 modules in its job, where Cancel waited for
+    them (an audit helper's finding).  In a fresh process: after the Segmentation dock's preload,
+    a segmentation imports no MONAI module."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import importlib, sys
+        import numpy as np
+        from napari_medai.widgets.segmentation import SegmentationWidget
+        for name in SegmentationWidget.preload_modules:
+            importlib.import_module(name)
+        before = set(sys.modules)
+        import napari_medai
+        volume = np.full((16, 48, 48), -800, np.int16)
+        volume[4:12, 16:32, 16:32] = 40
+        napari_medai.segment(volume, (2.0, 1.0, 1.0), postprocess=False)
+        print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "monai"))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -56,8 +56,11 @@ from ._threads import default_job_threads, torch_threads
 # instead (:func:`preload`): its longest hold of the GIL (loading libtorch) was 0.46-0.51 s, right
 # after the dock opened, and a Run's job waits for it (:func:`wait_for_preload`) rather than import
 # beside it (docs/widgets.md).
+# models.networks imports MONAI's networks only when a card names one: named here, or the first
+# Run imported all of MONAI (1,400 modules) in its job, where Cancel waited for it (an audit helper)
 PRELOAD = ("napari_medai.inference.engine", "napari_medai.models.loading", "napari_medai.models.networks",
-           "napari_medai.models.bundle", "napari_medai.api")
+           "napari_medai.models.bundle", "napari_medai.models.torchscript", "napari_medai.api",
+           "monai.networks.nets")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -98,6 +98,7 @@ class DenoisingWidget(TaskWidget):
     title = "Denoising"
     params_type = DenoisingParams
     offers_mirroring = False  # the denoisers run slice by slice outside run_model
+    preload_modules = (*TaskWidget.preload_modules, "napari_medai.denoising")
     _slice_of: str | None = None  # the name of the single-slice layer a Run was started on
 
     def refresh_models(self) -> None:
