@@ -185,7 +185,8 @@ class DenoisingWidget(TaskWidget):
                 denoised = output.reshape(image.shape)
             else:  # in the input's dtype, as denoise() and `medai denoise` give it (int16 CT stays int16)
                 denoised = as_input_dtype(blend(image, output.reshape(image.shape), params.strength), image)
-            difference = image.astype(np.float32) - denoised if params.show_difference else None
+            # float32 whatever the input: float32 minus an int32 image was float64, twice the memory
+            difference = image.astype(np.float32) - denoised.astype(np.float32) if params.show_difference else None
             return {"denoised": denoised, "difference": difference}
 
         return job
