@@ -196,20 +196,24 @@ def tune(ds, fn, factors, relative, quick):
 
     scale = float(np.mean([estimate_sigma(n) for n in ds.tune_noisy])) if relative else 1.0
     grid = list(factors[:: 4 if quick else 1] * scale)
+    # the step of the first grid, kept: taken from each extension, which runs downward after a step
+    # down, it turned into its inverse and the next round re-scored values already tried
+    ratio = grid[1] / grid[0] if len(grid) > 1 else 2.0
     scores = {}
-    for _ in range(4):
+    for _ in range(6):
         for p in grid:
             if p not in scores:
                 scores[p] = np.mean([ds.score(c, fn(n, p), m)[0]
                                      for c, n, m in zip(ds.tune_clean, ds.tune_noisy, ds.tune_masks)])
         best = max(scores, key=scores.get)
-        ratio = grid[1] / grid[0] if len(grid) > 1 else 2.0
         if best == min(scores):
             grid = [best / ratio, best / ratio**2]
         elif best == max(scores):
             grid = [best * ratio, best * ratio**2]
         else:
-            break
+            return best
+    print(f"    note: the best value {best:.4g} is still at the edge of the values tried "
+          f"({min(scores):.4g}-{max(scores):.4g})")
     return best
 
 

@@ -24,6 +24,16 @@ def test_where_two_lesions_balls_overlap_each_keeps_its_own_centre():
     np.testing.assert_array_equal(swapped, np.select([m == 1, m == 2], [2, 1], 0))
 
 
+def test_a_lesion_thinner_than_the_slices_keeps_its_centre_voxel():
+    """On 5 mm slices a 4.4 mm lesion centred between two slices had a ball holding no voxel centre:
+    it went uncounted and a finding on it was the top false positive (an audit helper's finding)."""
+    spacing = (5.0, 1.0, 1.0)
+    mask = target_mask((20, 40, 40), spacing, [(10.5, 10, 10), (5, 30, 30)], [4.4, 10.0])
+    assert mask[10, 10, 10] == 1 and np.count_nonzero(mask == 1) == 1  # np.rint(10.5) is 10
+    result = froc([([0.9, 0.8], [(10.5, 10, 10), (5, 30, 30)], mask, [])])
+    assert result["targets"] == 2 and result["sensitivity"][0.125] == 1.0
+
+
 def test_froc_counts_hits_and_false_positives():
     mask = target_mask((10, 50, 50), (1, 1, 1), [(5, 10, 10), (5, 40, 40)], [6, 6])
     # scan 1: hit lesion 1 with 0.9, a FP at 0.8, lesion 2 missed

@@ -2,7 +2,11 @@
 
 Each true lesion is a labelled region of an evaluation mask; a finding is a hit when its
 centre falls inside a region (LUNA16-style: within the lesion's radius of its centre; where two
-lesions' balls overlap, the relatively nearer lesion's).
+lesions' balls overlap, the relatively nearer lesion's).  On the voxel grid: the regions are the
+voxel centres within the radius (at least 2 mm; a ball too thin to hold one keeps the voxel its
+centre rounds to), and a finding's centre is rounded to its voxel before it is looked up, so the
+distance allowed is the radius give or take half a voxel (on 2.5 mm slices a finding 1.75 mm off
+a 4 mm nodule's centre can miss, and one 2.75 mm off can hit).
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ def target_mask(shape, spacing, centres_voxel, diameters_mm, min_radius_mm: floa
             theirs = np.sqrt(sum(((g - cj) * s) ** 2 for g, cj, s in zip(grid, centres[j - 1], sp))) / radii[j - 1]
             inside &= (view != j) | (near < theirs)
         view[inside] = i + 1
+    for i, c in enumerate(centres):
+        # a ball thinner than the slices between two of them holds no voxel centre: the lesion then
+        # went uncounted (MONAI counts the labels present) and a finding on it was a false positive;
+        # it keeps at least the voxel its centre rounds to, where a finding on it is looked up
+        at = tuple(np.clip(np.rint(c).astype(int), 0, np.array(shape) - 1))
+        lo = np.maximum(np.floor(c - radii[i] / sp).astype(int), 0)
+        hi = np.minimum(np.ceil(c + radii[i] / sp).astype(int) + 1, shape)
+        if not np.any(mask[tuple(slice(a, b) for a, b in zip(lo, hi))] == i + 1):
+            mask[at] = i + 1
     return mask
 
 
