@@ -290,7 +290,9 @@ def denoise(volume, spacing=None, model=None, modality=None, strength=1.0, setti
         raise InputError(f"slices of {arr.shape[-2]}x{arr.shape[-1]} pixels are too small for model "
                          f"'{loaded.card.name}' (need more than {multiple} pixels along y or x)")
     check_modality(loaded.card, arr)  # a CT denoiser on MR (or the reverse) would change the anatomy
-    image = np.asarray(arr, dtype=np.float32)
+    # contiguous: torch.from_numpy refuses negative strides (a flipped float32 view failed with torch's
+    # ValueError where nothing lay below the floor to force a copy; an audit helper's finding)
+    image = np.ascontiguousarray(arr, dtype=np.float32)
     floor = INPUT_FLOOR.get(loaded.card.modality)
     below = image < floor if floor is not None else np.zeros(image.shape, dtype=bool)
     if loaded.card.modality == "MR" and below.mean() > MR_MAX_NEGATIVE_SHARE:

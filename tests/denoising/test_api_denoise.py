@@ -284,3 +284,12 @@ def test_a_denoiser_card_with_channels_a_denoiser_cannot_have_is_refused(fields,
                         "output": "identity", "intensity": {"kind": "none"}, **fields})
     with pytest.raises(ModelError, match=message):
         denoise(np.random.rand(4, 16, 16).astype(np.float32) + 1, None, model=LoadedModel(card, torch.nn.Identity()))
+
+
+def test_a_flipped_view_is_denoised_as_its_copy(changing_card, mr_volume):
+    """torch.from_numpy refuses negative strides: a flipped float32 view failed with torch's
+    ValueError unless some voxel lay below the input floor and forced a copy (an audit helper)."""
+    flipped = mr_volume[:, ::-1]
+    out = denoise(flipped, (2.0, 1.0, 1.0), model=changing_card, settings={"precision": "fp32"})
+    np.testing.assert_array_equal(out, denoise(flipped.copy(), (2.0, 1.0, 1.0), model=changing_card,
+                                                settings={"precision": "fp32"}))
