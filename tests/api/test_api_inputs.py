@@ -159,3 +159,35 @@ def test_a_cancel_token_and_none_are_taken(seg_model):
     volume = blob_volume(blobs=BLOBS)
     for cancel in (None, CancelToken()):
         assert napari_medai.segment(volume, SPACING, model=seg_model, cancel=cancel).labels.shape == volume.shape
+
+
+def test_a_spacing_given_as_x_y_z_is_warned_about(monkeypatch):
+    """(0.7, 0.7, 5), SimpleITK's order, read as (z, y, x) resampled along the wrong axes without a
+    word (an audit helper's finding); (z, y, x) itself, and in-plane pixels that are square, pass."""
+    import warnings
+
+    from napari_medai import api
+
+    with pytest.warns(UserWarning, match=r"spacing \(0\.7, 0\.7, 5\.0\) is read as \(z, y, x\) mm.*7\.1 times.*"
+                                         r"SimpleITK's GetSpacing\(\)"):
+        api.warn_if_spacing_reversed((0.7, 0.7, 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for spacing in ((5.0, 0.7, 0.7), (0.7, 0.7, 0.7), (2.5, 0.8, 1.2), (1.0, 0.9, 1.5)):
+            api.warn_if_spacing_reversed(spacing)
+    monkeypatch.setattr(api, "_model", lambda *a, **k: pytest.fail("stop here"))
+    with pytest.warns(UserWarning, match="is read as"), pytest.raises(pytest.fail.Exception):
+        napari_medai.segment(blob_volume(blobs=BLOBS), (1.0, 1.0, 3.0))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"device": 1}, r"device must be text \(auto, cpu, cuda, cuda:N or mps\), got 1"),
+    ({"device": 0}, r"device must be text"),  # was read as "auto"
+    ({"precision": 16}, r"precision must be text \(.*\), got 16"),
+    ({"sw_batch_size": None}, r"sw_batch_size must be a whole number of windows, at least 1, got None"),
+    ({"sw_batch_size": "x"}, r"sw_batch_size must be a whole number"),
+])
+def test_settings_of_the_wrong_type_are_input_errors(seg_model, settings, message):
+    """Each was an AttributeError, TypeError or ValueError from deep inside (an audit helper's finding)."""
+    with pytest.raises(InputError, match=message):
+        napari_medai.segment(blob_volume(blobs=BLOBS), SPACING, model=seg_model, settings=settings)

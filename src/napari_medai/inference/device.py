@@ -18,6 +18,8 @@ def select_device(preference: str | torch.device | None = "auto", spatial_dims: 
     is checked against what this machine has."""
     if isinstance(preference, torch.device):
         preference = str(preference)
+    if preference is not None and not isinstance(preference, str):  # device=0 read as "auto", 1 failed
+        raise InputError(f"device must be text (auto, cpu, cuda, cuda:N or mps), got {preference!r}")
     choice = (preference or "auto").strip().lower()
     if choice == "auto":
         if torch.cuda.is_available():

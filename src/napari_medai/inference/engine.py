@@ -81,8 +81,9 @@ class InferenceSettings:
             check_overlap(self.overlap, "window overlap", InputError)
         if self.mode is not None and self.mode not in BLEND_MODES:
             raise InputError(f"blending mode must be one of {BLEND_MODES}, got {self.mode!r}")
-        if int(self.sw_batch_size) < 1:
-            raise InputError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
+        if (isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, numbers.Integral)
+                or self.sw_batch_size < 1):  # None or "x" failed with int()'s own error
+            raise InputError(f"sw_batch_size must be a whole number of windows, at least 1, got {self.sw_batch_size!r}")
         if self.tta not in TTA_MODES:
             raise InputError(f"test-time augmentation must be one of {TTA_MODES}, got {self.tta!r}")
         if self.focus_probability is not None:

@@ -27,6 +27,8 @@ def cpu_has_native_bf16() -> bool:
 
 def select_precision(device, preference: str = "auto") -> str:
     device = torch.device(device)
+    if preference is not None and not isinstance(preference, str):  # precision=16 failed with an AttributeError
+        raise InputError(f"precision must be text ({', '.join(PRECISIONS)}), got {preference!r}")
     choice = (preference or "auto").strip().lower()
     if choice not in PRECISIONS:
         raise InputError(f"unknown precision '{preference}': use one of {', '.join(PRECISIONS)}")
