@@ -10,9 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The training commands run on CUDA when present (--device auto); a GPU run does not give the
 # CPU run's bytes, so hide any GPU to reproduce the shipped weights (and, for fp32 runs, their sha256).
-# The segmentation stages pass --fp32: the shipped weights were trained in fp32 (their cards say
-# bf16 false), and on a CPU with native bf16 the default would be bf16 autocast (found by an audit
-# helper, 2026-11-29: the script as it was could not give the shipped bytes there).
+# The segmentation stages run in the precision their shipped runs used: stages 1-2 in the default
+# bf16 autocast (on a CPU with native bf16; their cards of 2026-11-24 say bf16 true), stages 3-4 in
+# fp32 (--fp32; on a CPU with native bf16 the default would be bf16).  Stages 3-4 in fp32 give the
+# same bytes from the same stage-2 weights; stages 1-2 in bf16 are not promised to, so the shipped
+# segmentation weights are re-trained to the same recipe but not guaranteed to their sha256
+# (an audit helper, 2026-11-29, found that this script had put --fp32 on stages 1-2 as well).
 export CUDA_VISIBLE_DEVICES="${MEDAI_TRAIN_GPUS:-}"
 M=.venv/bin/medai
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(segmentation detection denoising)
@@ -21,9 +24,9 @@ for step in "${steps[@]}"; do case "$step" in
   segmentation)
     # Stage 1-2: 36 phantoms (seeds 1000-1035, their own 0-4 nodules; the first 3 validate).
     $M train segmentation --data runs/phantoms-train --phantoms 36 --phantom-seed 1000 --label-map chest \
-      --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1 --fp32
+      --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1
     $M train segmentation --data runs/phantoms-train --label-map chest --init runs/seg/best.pt \
-      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1 --fp32
+      --out runs/seg2 --epochs 20 --iters-per-epoch 60 --lr 1e-3 --threads 1
     # Stage 3: 44 nodule-rich phantoms (seeds 1100-1143, 8 nodules each; the first 3 validate),
     # nodule-centred crops weighted 4 (background 1, lung 1).
     $M train segmentation --data runs/phantoms-rich --phantoms 44 --phantom-seed 1100 --phantom-nodules 8 \

@@ -80,9 +80,11 @@ def test_card_records_command_and_checksum(tmp_path, tiny_slices):
     card = _train(tmp_path, tiny_slices, adversarial=False, train_command="medai train denoising ...")
     on_disk = json.loads((tmp_path / "mr-denoising.json").read_text())
     assert on_disk == card
-    assert card["train_command"] == "medai train denoising ..."
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # the device the run used: --device auto trains on a GPU where there is one, other bytes
+    assert card["train_command"] == f"medai train denoising ... --device {device}"
     assert card["training"]["adversarial"] is False
-    assert card["training"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert card["training"]["device"] == device
     from napari_medai.models.registry import sha256_of
 
     assert card["sha256"] == sha256_of(tmp_path / "mr-denoising.pt")

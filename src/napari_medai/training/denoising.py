@@ -336,7 +336,7 @@ def train_denoising(
     # run's card failed its sha256)
     with all_or_nothing():
         replace_atomically(weights, lambda tmp: torch.save(state, tmp))
-        card = make_card(modality, weights, gen_kwargs, train_command, {
+        card = make_card(modality, weights, gen_kwargs, _pinned(train_command, where.name), {
             "seed": seed, "steps": steps, "warmup_steps": warmup_steps, "adversarial": gan,
             "adversarial_weight": ADVERSARIAL_WEIGHT if gan else 0.0,
             "content": f"L1 (weighted per patch, see data) + {CONTENT_SSIM_WEIGHT} SSIM",
@@ -346,6 +346,14 @@ def train_denoising(
         })
         write_text_atomic(out_dir / f"{name}.json", json.dumps(card, indent=2))
     return card
+
+
+def _pinned(command: str, device: str) -> str:
+    """``command`` naming the device the run used: left at --device auto, it trains on a GPU where
+    there is one, which does not give the CPU run's bytes (an audit helper's finding)."""
+    if not command or " --device" in f" {command}":
+        return command
+    return f"{command} --device {device}"
 
 
 def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str, training: dict) -> dict:
