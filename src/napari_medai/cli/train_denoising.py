@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
                         "to let the generator read the noise at the image's own grid (docs/denoising.md)")
     p.add_argument("--dims", type=int, choices=[2, 3], default=2,
                    help="2: slice-wise generator (CT 2D, MR 2.5D); 3: a 3D generator (MR only)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps runs reproducible)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; a 2D run (fp32) repeats bit for bit at the same count, a 3D one "
+                        "(bf16 where the CPU has it natively) does not")
     add_training_device(p)
     p.add_argument("--resume", default=None,
                    help="another run's last.pt or warmup.pt to start from (same modality and network)")
