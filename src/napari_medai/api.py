@@ -11,6 +11,8 @@ spacing still names the slice thickness, for the volumes); ``denoise`` returns t
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -100,20 +102,36 @@ def _checked_call(volume, spacing, settings):
     return without_singleton_axis(volume), spacing, InferenceSettings.of(settings)
 
 
-def warn_if_spacing_reversed(spacing) -> None:
+# set while screen() runs: it warned about the spacing itself, so its detect() and segment() do not again
+_SPACING_WARNED: ContextVar[bool] = ContextVar("napari_medai_spacing_warned", default=False)
+
+
+def warn_if_spacing_reversed(spacing, stacklevel: int = 4) -> None:
     """Warn when ``spacing`` looks given as (x, y, z), the order SimpleITK's GetSpacing() and
     nibabel's header zooms use: x at least twice y while z equals y.  Read as (z, y, x), a
     (0.7, 0.7, 5) scan is resampled along the wrong axes and the results are wrong without a word
     (an audit helper saw 69 nodule voxels become 7,092).  A warning, not a refusal: a sagittal
-    acquisition's thick slices do lie along x."""
+    acquisition's thick slices do lie along x.  ``stacklevel``: the caller's frame, for the message."""
     import warnings
 
+    if _SPACING_WARNED.get():
+        return
     z, y, x = (float(v) for v in spacing)
     if x >= 2.0 * max(z, y) and abs(z - y) <= 0.01 * y:
         warnings.warn(f"spacing {tuple(spacing)} is read as (z, y, x) mm, which makes the voxels {x / y:.1f} times "
                       "longer along x than along y: if it is (x, y, z), as SimpleITK's GetSpacing() gives it, "
                       "reverse it (a sagittal scan's slices along x are the one case where this is right)",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=stacklevel)
+
+
+@contextlib.contextmanager
+def spacing_warned():
+    """Inside: ``warn_if_spacing_reversed`` is silent (screen() has checked the spacing once)."""
+    token = _SPACING_WARNED.set(True)
+    try:
+        yield
+    finally:
+        _SPACING_WARNED.reset(token)
 
 
 def check_score_threshold(value, what: str = "score_threshold") -> float:

@@ -206,7 +206,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     ``Cancelled``.
     """
     from .api import _model, check_score_threshold, check_some_findings_listed, cut_to, finish_segmentation, one_more_than
-    from .api import findings_from_probabilities, first_segmentation
+    from .api import findings_from_probabilities, first_segmentation, spacing_warned, warn_if_spacing_reversed
     from .api import detect as run_detector
     from .api import segment as run_segmentation
     from .inference import InferenceSettings, run_model
@@ -219,6 +219,7 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
     # singleton channel axis goes, as segment() and detect() drop it (the results are (z, y, x))
     volume = check_volume(volume, spacing, need_3d=True, what="CT")
     spacing = check_spacing(spacing, ndim=3)
+    warn_if_spacing_reversed(spacing, stacklevel=3)  # once here: the one-network path calls neither detect() nor segment()
     max_findings = check_some_findings_listed(max_findings, context=REPORT_CAP_CONTEXT)
     if score_threshold is not None:
         score_threshold = check_score_threshold(score_threshold)
@@ -260,13 +261,14 @@ def screen(volume: np.ndarray, spacing, affine: np.ndarray | None = None, *, den
         times["detect + segment (one network run)"] = time.perf_counter() - t0
         settings = shared_settings  # what both steps ran with, for the report below
     else:
-        found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
-                             max_findings=asked, settings=settings,
-                             progress=share_progress(progress, step, steps), cancel=cancel)
-        times["detect"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        result = run_segmentation(volume, spacing, seg, settings=settings,
-                                  progress=share_progress(progress, step + 1, steps), cancel=cancel)
+        with spacing_warned():  # screen() warned already
+            found = run_detector(volume, spacing, det, affine=affine, score_threshold=score_threshold,
+                                 max_findings=asked, settings=settings,
+                                 progress=share_progress(progress, step, steps), cancel=cancel)
+            times["detect"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result = run_segmentation(volume, spacing, seg, settings=settings,
+                                      progress=share_progress(progress, step + 1, steps), cancel=cancel)
         times["segment"] = time.perf_counter() - t0
     models["detect"] = _provenance(det.card, mirror_mode(settings, det.card), settings)
     models["segment"] = _provenance(seg.card, mirror_mode(settings, seg.card), settings)

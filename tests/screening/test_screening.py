@@ -820,3 +820,23 @@ def test_a_report_that_may_list_no_finding_is_refused_before_any_model_runs(shar
     det, seg = shared_models
     with pytest.raises(InputError, match="max_findings must be 1 or more for a screening report"):
         screen(toy_chest(), SPACING, detector=det, segmenter=seg, score_threshold=0.5, max_findings=0)
+
+
+def test_screen_warns_once_about_a_spacing_given_as_x_y_z(monkeypatch):
+    """With the built-in models screen() runs one network and calls neither detect() nor segment(),
+    where the warning was: the main pipeline resampled along the wrong axes without a word (a
+    reviewer's finding).  Inside screen(), detect() and segment() do not warn again."""
+    import warnings
+
+    from napari_medai import api
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stop before the models")
+
+    monkeypatch.setattr(api, "_model", stop)
+    with pytest.warns(UserWarning, match=r"is read as \(z, y, x\) mm") as caught, pytest.raises(RuntimeError):
+        screen(toy_chest(), (0.7, 0.7, 5.0))
+    assert len([w for w in caught if "is read as" in str(w.message)]) == 1
+    with api.spacing_warned(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        api.warn_if_spacing_reversed((0.7, 0.7, 5.0))
