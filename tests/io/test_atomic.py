@@ -9,7 +9,7 @@ import os
 import pytest
 
 from napari_medai.errors import InputError
-from napari_medai.io.atomic import replace_atomically, write_text_atomic
+from napari_medai.io.atomic import all_or_nothing, replace_atomically, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_earlier_file_and_no_temporary(tmp_path):
@@ -108,3 +108,21 @@ def test_inside_a_block_links_modes_and_read_only_files_are_treated_as_one_by_on
         assert pending(link) != link and sha256_of(pending(link)) == hashlib.sha256(b"new").hexdigest()
     assert link.is_symlink() and real.read_text() == "new" and (real.stat().st_mode & 0o777) == 0o600
     assert pending(link) == link
+
+
+def test_a_failure_caught_inside_a_block_does_not_install_the_cut_off_file(tmp_path):
+    """The block kept the failed write's temporary and renamed it over the earlier file when a
+    caller caught the error and went on (a reviewer's finding)."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("good earlier")
+
+    def cut_off(tmp):
+        tmp.write_text("cut of")
+        raise OSError(28, "No space left on device")
+
+    with all_or_nothing():
+        with pytest.raises(InputError, match="cannot write .*a.json"):
+            replace_atomically(a, cut_off)
+        write_text_atomic(b, "new")
+    assert a.read_text() == "good earlier" and b.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temporary left

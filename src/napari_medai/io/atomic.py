@@ -51,8 +51,13 @@ def replace_atomically(path, save: Callable[[Path], None], suffix: str = "") -> 
             os.chmod(tmp, mode)
         if block is None:
             os.replace(tmp, target)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc}") from None
+    except BaseException as exc:
+        if block is not None:  # a failure caught inside the block must not leave it the cut-off temporary to install
+            block.files.pop(target, None)
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write {path}: {exc}") from None
+        raise
     finally:
         if block is None:
             tmp.unlink(missing_ok=True)
