@@ -429,3 +429,27 @@ def test_a_failure_after_the_readers_finding_went_in_keeps_the_report_with_the_w
     assert len(widget.screening.findings) == len(widget.findings) == 2
     widget.set_review(0, "rejected")  # the review still works
     assert widget.review[0] == "rejected"
+
+
+def test_save_report_writes_all_its_files_or_none(qtbot, viewer, chest, tmp_path, full_disk):
+    """A full disk at the .json left the new .md and key images beside the earlier .json (a
+    reviewer's finding): now the earlier report stays whole."""
+    widget = _open(viewer)
+    with qtbot.waitSignal(widget.job_finished, timeout=TIMEOUT_MS) as ended:
+        widget.run_button.click()
+    assert ended.args[0] == "done", widget.status_label.text()
+    md = widget.save_report(tmp_path / "exam")
+    before = _report_files(tmp_path)
+    assert {p.suffix for p in before} == {".md", ".json", ".png"}  # the report and its key images
+    widget.set_review(0, "rejected")  # a changed report, saved again onto a full disk
+    full_disk("exam.json")
+    with pytest.raises(InputError, match="cannot write .*exam.json"):
+        widget.save_report(tmp_path / "exam")
+    after = _report_files(tmp_path)
+    assert after == before and md.exists()
+
+
+def _report_files(folder):
+    """exam.md, exam.json and exam_key_images/*, with their bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.relative_to(folder).parts[0].startswith("exam")}

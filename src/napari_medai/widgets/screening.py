@@ -23,7 +23,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QPushButton
 
 from ..errors import InputError
-from ..io.atomic import write_text_atomic
+from ..io.atomic import all_or_nothing, write_text_atomic
 from ..napari_hooks.label_classes import named_labels
 from ._base import current_card, task_models, with_extension
 from ._layers import layer_world_mm, output_layer_data
@@ -216,11 +216,14 @@ class ScreeningWidget(DetectionWidget):
         check_report_json(js)  # before anything is written
         folder = "_".join(md.stem.split()) + "_key_images"  # no spaces: Markdown links stay plain
         check_key_image_folder(js, folder)  # "exam report" and "exam_report" share it
-        images = save_key_images(self._key_images, md.parent, folder=folder)
         reviewed = self.reviewed_screening()
-        write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))  # whole or not at all
         grid = _grid(self._findings_shape, self.findings_layer.metadata if self.findings_layer else None)
-        write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images, grid), indent=2))
+        # all or none, as medai screen writes its report: a full disk at the .json left the new .md
+        # and key images beside the earlier .json, the earlier key images beyond these removed
+        with all_or_nothing():
+            images = save_key_images(self._key_images, md.parent, folder=folder)
+            write_text_atomic(md, screening_markdown(reviewed, self.source_name, images))
+            write_text_atomic(js, json.dumps(screening_record(reviewed, self.source_name, images, grid), indent=2))
         extra = f" (key images in {folder}/)" if images else ""
         self.status_label.setText(f"report written to {md} and {js.name}{extra}")
         self._saved = self._report_state()
