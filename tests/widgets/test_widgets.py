@@ -577,10 +577,10 @@ def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_i
     seen = []
     original = _base.wait_for_preload
 
-    def watched(progress=None):
+    def watched(progress=None, modules=()):
         running = any(thread.is_alive() for thread in _base._preloads)
         medai_gate.OPEN.set()  # the import may end now
-        original(progress)
+        original(progress, modules)
         seen.append((running, "medai_slow_import" in sys.modules))
 
     monkeypatch.setattr(_base, "wait_for_preload", watched)
@@ -592,6 +592,34 @@ def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_i
     open_widget(viewer, "Segmentation")
     qtbot.wait(50)
     assert len(_base._preloads) == 1
+
+
+def test_a_run_clicked_before_the_preload_started_imports_under_the_same_lock(
+        qtbot, viewer, ct_layer, tmp_path, monkeypatch):
+    """The preload starts from a timer once the dock is shown: a Run clicked before it imported
+    MONAI in its job while the preload thread imported it too, and the Run failed with "cannot
+    import name 'Compose' from partially initialized module" (seen in this suite).  The job now
+    imports the dock's modules itself, under the lock the preload thread takes."""
+    import sys
+
+    from napari_medai.widgets import _base
+    from napari_medai.widgets.segmentation import SegmentationWidget
+
+    (tmp_path / "medai_early.py").write_text(
+        "import threading\nfrom napari_medai.widgets import _base\n"
+        "HELD = _base._IMPORTING.locked()\nIMPORTED_BY = threading.current_thread().name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "medai_early", raising=False)
+    monkeypatch.setattr(_base, "_preloads", [])
+    monkeypatch.setattr(_base, "_preload_requested", set())
+    monkeypatch.setattr(_base, "preload", lambda modules: None)  # the dock's timer has not fired yet
+    monkeypatch.setattr(SegmentationWidget, "preload_modules", ("medai_early",))
+    fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape))
+    widget = open_widget(viewer, "Segmentation")
+    widget.add_model_path("fake.pt")
+    assert run_and_wait(qtbot, widget) == "done"
+    early = sys.modules["medai_early"]
+    assert early.HELD and early.IMPORTED_BY != "napari-medai preload"  # by the job, holding the lock
 
 
 def test_the_preload_holds_what_a_first_run_imports():

@@ -120,6 +120,11 @@ def current_card(model):
 
 _preloads: list[threading.Thread] = []  # started by preload(), in order
 _preload_requested: set[str] = set()
+# Held while a thread imports what the docks preload.  A Run clicked before the dock's preload
+# started (it starts from a timer once the dock is shown) imported MONAI in its job while the
+# preload thread then imported it too: each met the other's modules half made ("cannot import
+# name 'Compose' from partially initialized module 'monai.transforms'"), and the Run failed.
+_IMPORTING = threading.Lock()
 
 
 def preload(modules) -> None:
@@ -139,24 +144,33 @@ def preload(modules) -> None:
 
         for thread in earlier:
             thread.join()
-        for name in todo:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - reported by the job that needs it
-                pass
+        with _IMPORTING:
+            for name in todo:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - reported by the job that needs it
+                    pass
 
     thread = threading.Thread(target=load, name="napari-medai preload", daemon=True)
     _preloads.append(thread)
     thread.start()
 
 
-def wait_for_preload(progress=None) -> None:
-    """In a job: wait until the background imports are done (saying so when it must wait)."""
+def wait_for_preload(progress=None, modules=()) -> None:
+    """In a job: wait until the background imports are done (saying so when it must wait), then
+    import ``modules`` (the dock's ``preload_modules``) under the same lock, in case the dock's
+    preload has not started yet: one thread at a time imports them."""
+    import importlib
+
     running = [thread for thread in list(_preloads) if thread.is_alive()]
     if running and progress is not None:
         progress(0, 1, "loading PyTorch and MONAI")
     for thread in running:
         thread.join()
+    with _IMPORTING:
+        for name in modules:
+            if name not in sys.modules:
+                importlib.import_module(name)
 
 
 class TaskWidget(QWidget):
@@ -378,10 +392,13 @@ class TaskWidget(QWidget):
             # In the worker: the voxel scan is slow on a big CT, and an image problem is
             # reported before a model problem whichever the order they were found in.
             try:
+                # first: every import the job makes (the model check loads MONAI's networks) waits for
+                # the background one, since two threads importing MONAI at once can meet its modules
+                # half made ("cannot import name 'Compose' from partially initialized module")
+                wait_for_preload(progress, self.preload_modules)
                 self._check_content(volume, spacing, layer.name)
                 self._check_model(params.model)
                 check_stated_modality(stated, volume, self._stated_models(params), layer.name)
-                wait_for_preload(progress)  # torch_threads and the job import torch
                 with torch_threads(threads):
                     return core(progress, cancel)
             finally:
