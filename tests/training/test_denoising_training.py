@@ -284,3 +284,15 @@ def test_3d_settings_that_cannot_train_are_refused_before_any_data(tmp_path, kw,
     with pytest.raises(InputError, match=says):
         train_denoising(modality, tmp_path, steps=2, warmup_steps=2, batch=2, generator_kwargs=TINY,
                         data=("never read", None), log=lambda *_: None, **kw)
+
+
+def test_the_recorded_command_names_the_device_the_run_used():
+    """--device auto, typed or left out, trains on a GPU where there is one: the card names the
+    device the run used (a reviewer's finding: a typed auto was kept)."""
+    from napari_medai.training.denoising import _pinned
+
+    assert _pinned("medai train denoising --modality CT", "cpu") == "medai train denoising --modality CT --device cpu"
+    assert _pinned("medai train denoising --device auto --steps 2", "cuda") == "medai train denoising --device cuda --steps 2"
+    assert _pinned("medai train denoising --device=auto", "cpu") == "medai train denoising --device=cpu"
+    assert _pinned("medai train denoising --device cuda:1", "cuda:1") == "medai train denoising --device cuda:1"
+    assert _pinned("", "cpu") == ""

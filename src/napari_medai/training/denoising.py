@@ -351,9 +351,17 @@ def train_denoising(
 def _pinned(command: str, device: str) -> str:
     """``command`` naming the device the run used: left at --device auto, it trains on a GPU where
     there is one, which does not give the CPU run's bytes (an audit helper's finding)."""
-    if not command or " --device" in f" {command}":
+    if not command:
         return command
-    return f"{command} --device {device}"
+    words = command.split(" ")
+    for i, word in enumerate(words):
+        if word == "--device=auto":
+            words[i] = f"--device={device}"
+        elif word == "--device" and i + 1 < len(words) and words[i + 1] == "auto":
+            words[i + 1] = device  # typed auto: the same ambiguity as leaving it out
+    if not any(word == "--device" or word.startswith("--device=") for word in words):
+        words += ["--device", device]
+    return " ".join(words)
 
 
 def make_card(modality: str, weights: Path, gen_kwargs: dict, train_command: str, training: dict) -> dict:
