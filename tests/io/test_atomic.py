@@ -126,3 +126,17 @@ def test_a_failure_caught_inside_a_block_does_not_install_the_cut_off_file(tmp_p
         write_text_atomic(b, "new")
     assert a.read_text() == "good earlier" and b.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temporary left
+
+
+def test_a_killed_runs_temporary_is_removed_and_a_running_ones_kept(tmp_path):
+    """A SIGKILL while a screening staged its NIfTI files left hidden temporaries of hundreds of MB
+    that nothing removed (a reviewer's finding)."""
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    stale = tmp_path / f".seg.nii.gz.{dead}.tmp.nii.gz"
+    running = tmp_path / f".seg.nii.gz.{os.getppid()}.tmp.nii.gz"  # another run, still going
+    other = tmp_path / f".notes.txt.{dead}.tmp"  # another file's: not this write's business
+    for path in (stale, running, other):
+        path.write_bytes(b"partial")
+    replace_atomically(tmp_path / "seg.nii.gz", lambda tmp: tmp.write_bytes(b"whole"), suffix=".nii.gz")
+    assert (tmp_path / "seg.nii.gz").read_bytes() == b"whole"
+    assert not stale.exists() and running.exists() and other.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from contextvars import ContextVar
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +43,7 @@ def replace_atomically(path, save: Callable[[Path], None], suffix: str = "") -> 
     path = Path(path)
     target, mode = _replace_target(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
+    _remove_stale(target, suffix)
     block = _BLOCK.get()
     if block is not None:  # before the write: the block removes a temporary cut off midway too
         block.files[target] = (path, tmp)
@@ -107,6 +109,26 @@ def pending(path) -> Path:
     block = _BLOCK.get()
     staged = block.files.get(path.resolve() if path.is_symlink() else path) if block is not None else None
     return path if staged is None else staged[1]
+
+
+def _remove_stale(target: Path, suffix: str) -> None:
+    """Remove the temporaries of ``target`` that a killed run left (a process that no longer
+    exists): a SIGKILL or the out-of-memory killer while a screening staged its NIfTI files left
+    hidden files of hundreds of MB that nothing removed (a reviewer's finding)."""
+    for old in target.parent.glob(f".{glob_escape(target.name)}.*.tmp{glob_escape(suffix)}"):
+        pid = old.name[len(target.name) + 2:].split(".tmp", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def write_text_atomic(path, text: str) -> None:
