@@ -130,13 +130,23 @@ def test_a_failure_caught_inside_a_block_does_not_install_the_cut_off_file(tmp_p
 
 def test_a_killed_runs_temporary_is_removed_and_a_running_ones_kept(tmp_path):
     """A SIGKILL while a screening staged its NIfTI files left hidden temporaries of hundreds of MB
-    that nothing removed (a reviewer's finding)."""
+    that nothing removed (a reviewer's finding).  Only an hour-old one of a process that is gone
+    goes; odd names are left alone and do not stop the write."""
     dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
-    stale = tmp_path / f".seg.nii.gz.{dead}.tmp.nii.gz"
-    running = tmp_path / f".seg.nii.gz.{os.getppid()}.tmp.nii.gz"  # another run, still going
-    other = tmp_path / f".notes.txt.{dead}.tmp"  # another file's: not this write's business
-    for path in (stale, running, other):
+    old = os.path.getmtime(tmp_path) - 7200  # two hours ago
+
+    def leftover(name, age=old):
+        path = tmp_path / name
         path.write_bytes(b"partial")
+        os.utime(path, (age, age))
+        return path
+
+    stale = leftover(f".seg.nii.gz.{dead}.tmp.nii.gz")
+    running = leftover(f".seg.nii.gz.{os.getppid()}.tmp.nii.gz")  # another run, still going
+    recent = leftover(f".seg.nii.gz.{dead + 1}.tmp.nii.gz", age=os.path.getmtime(tmp_path))  # maybe another host's
+    other = leftover(f".seg.nii.gz.1.{dead}.tmp.nii.gz")  # another file's ("seg.nii.gz.1"), though the glob matches it
+    odd = [leftover(f".seg.nii.gz.{pid}.tmp.nii.gz") for pid in ("99999999999999999999", "²")]
     replace_atomically(tmp_path / "seg.nii.gz", lambda tmp: tmp.write_bytes(b"whole"), suffix=".nii.gz")
     assert (tmp_path / "seg.nii.gz").read_bytes() == b"whole"
-    assert not stale.exists() and running.exists() and other.exists()
+    assert not stale.exists() and running.exists() and recent.exists() and other.exists()
+    assert all(path.exists() for path in odd)  # an OverflowError and a ValueError before

@@ -111,14 +111,29 @@ def pending(path) -> Path:
     return path if staged is None else staged[1]
 
 
+# a temporary older than this, whose process is gone, is a killed run's: never one being written
+# (a screening stages its files for minutes at most), also where another host writes the folder
+STALE_S = 3600.0
+
+
 def _remove_stale(target: Path, suffix: str) -> None:
-    """Remove the temporaries of ``target`` that a killed run left (a process that no longer
-    exists): a SIGKILL or the out-of-memory killer while a screening staged its NIfTI files left
-    hidden files of hundreds of MB that nothing removed (a reviewer's finding)."""
+    """Remove the temporaries of ``target`` that a killed run left (its process gone, the file an
+    hour old): a SIGKILL or the out-of-memory killer while a screening staged its NIfTI files left
+    hidden files of hundreds of MB that nothing removed (a reviewer's finding).  POSIX only (on
+    Windows ``os.kill(pid, 0)`` sends Ctrl+C); a file it cannot judge or remove is left alone."""
+    import time
+
+    if os.name != "posix":
+        return
     for old in target.parent.glob(f".{glob_escape(target.name)}.*.tmp{glob_escape(suffix)}"):
-        pid = old.name[len(target.name) + 2:].split(".tmp", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
+        try:
+            pid = old.name[len(target.name) + 2:].split(".tmp", 1)[0]
+            if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
+                continue
+            if time.time() - old.stat().st_mtime > STALE_S and not _alive(int(pid)):
+                old.unlink(missing_ok=True)
+        except (OSError, ValueError, OverflowError):
+            continue
 
 
 def _alive(pid: int) -> bool:
