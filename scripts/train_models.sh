@@ -9,19 +9,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The training commands run on CUDA when present (--device auto); a GPU run does not give the
-# CPU run's bytes, so hide any GPU to reproduce the shipped weights (and, for fp32 runs, their sha256).
+# CPU run's bytes, so hide any GPU.  The denoisers are 2D fp32 runs, which repeat bit for bit for the
+# same seed and thread count on the same CPU (two tiny runs compared tensor by tensor, 2026-11-29);
+# the full runs were not repeated to their cards' sha256.
 # The segmentation stages run in the precision their shipped runs used: stages 1-2 in the default
-# bf16 autocast (on a CPU with native bf16; their cards of 2026-11-24 say bf16 true), stages 3-4 in
-# fp32 (--fp32; on a CPU with native bf16 the default would be bf16).  Stages 3-4 in fp32 give the
-# same bytes from the same stage-2 weights; stages 1-2 in bf16 are not promised to, so the shipped
-# segmentation weights are re-trained to the same recipe but not guaranteed to their sha256
-# (an audit helper, 2026-11-29, found that this script had put --fp32 on stages 1-2 as well).
+# bf16 autocast (their cards of 2026-11-24 say bf16 true, which that code recorded only where the
+# CPU had native bf16), stages 3-4 in fp32 (--fp32; on a CPU with native bf16 the default would be
+# bf16).  Stages 1-2 in bf16 are not promised to repeat bit for bit, and stages 3-4 start from
+# their weights, so the shipped segmentation weights are re-trained to the same recipe, not to their
+# sha256.  On a CPU without native bf16, stages 1-2 run in fp32: the recipe's precision differs
+# (a warning says so).  An audit helper (2026-11-29) found that this script had put --fp32 on
+# stages 1-2 as well.
 export CUDA_VISIBLE_DEVICES="${MEDAI_TRAIN_GPUS:-}"
 M=.venv/bin/medai
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(segmentation detection denoising)
 
 for step in "${steps[@]}"; do case "$step" in
   segmentation)
+    .venv/bin/python -c "from napari_medai.inference.precision import cpu_has_native_bf16 as f; import sys; sys.exit(not f())" \
+      || echo "warning: this CPU has no native bf16, so segmentation stages 1-2 train in fp32, not in the bf16 autocast the shipped run used" >&2
     # Stage 1-2: 36 phantoms (seeds 1000-1035, their own 0-4 nodules; the first 3 validate).
     $M train segmentation --data runs/phantoms-train --phantoms 36 --phantom-seed 1000 --label-map chest \
       --out runs/seg --epochs 25 --iters-per-epoch 60 --threads 1

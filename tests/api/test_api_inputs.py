@@ -191,3 +191,14 @@ def test_settings_of_the_wrong_type_are_input_errors(seg_model, settings, messag
     """Each was an AttributeError, TypeError or ValueError from deep inside (an audit helper's finding)."""
     with pytest.raises(InputError, match=message):
         napari_medai.segment(blob_volume(blobs=BLOBS), SPACING, model=seg_model, settings=settings)
+
+
+def test_a_whole_number_window_batch_written_as_a_float_is_taken(seg_model):
+    """4.0, as a JSON settings file gives it, was taken through int() before the type check."""
+    from napari_medai.inference import InferenceSettings
+
+    settings = InferenceSettings.of({"sw_batch_size": 4.0})
+    settings.validate()
+    assert settings.sw_batch_size == 4 and isinstance(settings.sw_batch_size, int)
+    with pytest.raises(InputError, match="whole number of windows"):
+        InferenceSettings.of({"sw_batch_size": 4.5}).validate()

@@ -295,4 +295,5 @@ def test_the_recorded_command_names_the_device_the_run_used():
     assert _pinned("medai train denoising --device auto --steps 2", "cuda") == "medai train denoising --device cuda --steps 2"
     assert _pinned("medai train denoising --device=auto", "cpu") == "medai train denoising --device=cpu"
     assert _pinned("medai train denoising --device cuda:1", "cuda:1") == "medai train denoising --device cuda:1"
+    assert _pinned("medai train denoising --device AUTO", "cpu") == "medai train denoising --device cpu"
     assert _pinned("", "cpu") == ""

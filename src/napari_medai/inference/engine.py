@@ -81,9 +81,11 @@ class InferenceSettings:
             check_overlap(self.overlap, "window overlap", InputError)
         if self.mode is not None and self.mode not in BLEND_MODES:
             raise InputError(f"blending mode must be one of {BLEND_MODES}, got {self.mode!r}")
-        if (isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, numbers.Integral)
-                or self.sw_batch_size < 1):  # None or "x" failed with int()'s own error
-            raise InputError(f"sw_batch_size must be a whole number of windows, at least 1, got {self.sw_batch_size!r}")
+        batch = self.sw_batch_size  # None or "x" failed with int()'s own error; 4.0 (from JSON) is 4
+        if (isinstance(batch, bool) or not isinstance(batch, numbers.Real) or not float(batch).is_integer()
+                or batch < 1):
+            raise InputError(f"sw_batch_size must be a whole number of windows, at least 1, got {batch!r}")
+        self.sw_batch_size = int(batch)
         if self.tta not in TTA_MODES:
             raise InputError(f"test-time augmentation must be one of {TTA_MODES}, got {self.tta!r}")
         if self.focus_probability is not None:

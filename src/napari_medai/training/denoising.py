@@ -355,9 +355,9 @@ def _pinned(command: str, device: str) -> str:
         return command
     words = command.split(" ")
     for i, word in enumerate(words):
-        if word == "--device=auto":
+        if word.lower() == "--device=auto":
             words[i] = f"--device={device}"
-        elif word == "--device" and i + 1 < len(words) and words[i + 1] == "auto":
+        elif word == "--device" and i + 1 < len(words) and words[i + 1].lower() == "auto":
             words[i + 1] = device  # typed auto: the same ambiguity as leaving it out
     if not any(word == "--device" or word.startswith("--device=") for word in words):
         words += ["--device", device]

@@ -163,7 +163,7 @@ def wait_for_preload(progress=None, modules=()) -> None:
     import importlib
 
     running = [thread for thread in list(_preloads) if thread.is_alive()]
-    if running and progress is not None:
+    if (running or any(name not in sys.modules for name in modules)) and progress is not None:
         progress(0, 1, "loading PyTorch and MONAI")
     for thread in running:
         thread.join()
