@@ -840,3 +840,21 @@ def test_screen_warns_once_about_a_spacing_given_as_x_y_z(monkeypatch):
     with api.spacing_warned(), warnings.catch_warnings():
         warnings.simplefilter("error")
         api.warn_if_spacing_reversed((0.7, 0.7, 5.0))
+
+
+def test_screen_with_two_networks_warns_once_about_the_spacing(monkeypatch, shared_models):
+    """Where the detector and the segmentation are two networks, screen() calls detect() and
+    segment(), whose own check stays silent inside it."""
+    import napari_medai.screening as screening
+    from napari_medai import api
+
+    def detect_then_stop(volume, spacing, *args, **kwargs):
+        api.warn_if_spacing_reversed(spacing)  # what detect() checks first
+        raise RuntimeError("stop after the detector's check")
+
+    monkeypatch.setattr(screening, "_one_network", lambda *a: False)
+    monkeypatch.setattr(api, "detect", detect_then_stop)
+    det, seg = shared_models
+    with pytest.warns(UserWarning, match="is read as") as caught, pytest.raises(RuntimeError, match="stop after"):
+        screen(toy_chest(), (0.7, 0.7, 5.0), detector=det, segmenter=seg)
+    assert len([w for w in caught if "is read as" in str(w.message)]) == 1
