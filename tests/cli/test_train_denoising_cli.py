@@ -313,3 +313,20 @@ def test_the_card_records_the_command_main_was_given_not_the_callers_own(tmp_pat
     assert main(argv) == 0
     card = json.loads((tmp_path / "run" / "ct-lowdose-denoising.json").read_text())
     assert card["train_command"] == shlex.join(["medai", *argv]) + " --dims 2 --first-stride 2 --head-channels 0"
+
+
+def test_fp32_reaches_the_training(monkeypatch, tmp_path):
+    """A 3D run trained in bf16 wherever the CPU had it natively, and two such runs differ: --fp32
+    gives one that repeats bit for bit (an audit helper's finding)."""
+    import napari_medai.training.denoising as training
+
+    seen = {}
+
+    def fake(modality, out, **kwargs):
+        seen.update(kwargs)
+        return {"name": "mr-denoising", "training": {"seconds": 0.0}}
+
+    monkeypatch.setattr(training, "train_denoising", fake)
+    for argv, expected in (((), False), (("--fp32",), True)):
+        rc, _ = _run(monkeypatch, "--modality", "MR", "--dims", "3", "--out", str(tmp_path / "run"), *argv)
+        assert rc == 0 and seen["fp32"] is expected

@@ -67,3 +67,20 @@ def test_classifier_options_are_refused_before_any_candidate(tmp_path, capsys):
 
     with pytest.raises(InputError, match="--val-seeds"):  # from Python too
         train_classifier(ClassifierTrainConfig(data=(str(tmp_path),), out=str(tmp_path / "out"), val_seeds=(3, 1)))
+
+
+def test_classifier_training_takes_fp32(tmp_path, monkeypatch):
+    """The classifier trained in bf16 wherever the CPU had it natively; no option reached fp32."""
+    import napari_medai.training.candidate_classifier as classifier
+
+    seen = []
+
+    def fake(cfg, log=print):
+        seen.append(cfg.bf16)
+        return {"best_val_mean_sensitivity": 0.0, "best_val_auc": 0.5, "time_s": 0}
+
+    monkeypatch.setattr(classifier, "check_config", lambda cfg: None)
+    monkeypatch.setattr(classifier, "train_classifier", fake)
+    base = ["train", "nodule-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main(base) == 0 and main(base + ["--fp32"]) == 0
+    assert seen == [True, False]

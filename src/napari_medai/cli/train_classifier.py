@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-negatives", type=int, default=400, help="random negative candidates kept per scan")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fp32", action="store_true", help="train in fp32 even where bf16 is supported (bit for bit repeatable)")
     add_training_device(p)
     p.add_argument("--install-as", metavar="NAME", help="install the best weights as this built-in classifier")
     add_replace_option(p)
@@ -44,7 +45,7 @@ def run(args) -> int:
     cfg = ClassifierTrainConfig(data=tuple(args.data), out=args.out, candidate_model=args.candidate_model,
                                 candidate_weights=args.candidate_weights, val_seeds=tuple(args.val_seeds),
                                 candidate_separation_mm=args.candidate_separation or None, epochs=args.epochs, max_negatives=args.max_negatives,
-                                threads=args.threads, device=args.device)
+                                threads=args.threads, device=args.device, bf16=not args.fp32)
     check_config(cfg)  # the options, then the data folders and weights: --out is made only after
     summary = train_classifier(cfg, log=lambda m: print(m, flush=True))
     print(f"best validation mean sensitivity {summary['best_val_mean_sensitivity']:.3f} "

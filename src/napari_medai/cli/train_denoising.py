@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; a 2D run (fp32) repeats bit for bit at the same count, a 3D one "
                         "(bf16 where the CPU has it natively) does not")
+    p.add_argument("--fp32", action="store_true",
+                   help="a 3D run in fp32 even where the CPU has native bf16 (2D runs are always fp32), so that "
+                        "it repeats bit for bit")
     add_training_device(p)
     p.add_argument("--resume", default=None,
                    help="another run's last.pt or warmup.pt to start from (same modality and network)")
@@ -68,6 +71,7 @@ def run(args) -> int:
         args.modality, args.out, steps=args.steps, warmup_steps=args.warmup_steps,
         adversarial=not args.no_adversarial, seed=args.seed, batch=args.batch, patch=args.patch,
         threads=args.threads, device=args.device, resume=args.resume, dims=args.dims, generator_kwargs=generator or None,
+        fp32=args.fp32,
         train_command=command,
     )
     print(f"wrote {args.out}/{card['name']}.pt and .json ({card['training']['seconds']} s)")

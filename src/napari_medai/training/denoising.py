@@ -189,6 +189,7 @@ def train_denoising(
     generator_kwargs=None,
     train_command: str = "",
     log=print,
+    fp32: bool = False,
 ) -> dict:
     """Train one generator; writes ``<name>.pt`` + ``<name>.json`` (model card) into ``out_dir``.
 
@@ -245,7 +246,7 @@ def train_denoising(
     torch.set_num_threads(threads)
     # 2D: fp32, as the shipped 2D generators were trained (no bf16 run of the GAN was ever compared);
     # 3D: bf16 where native (0.42 against 0.77 s a step on this project's 2-core CPU)
-    where = training_device(device, bf16=dims == 3)
+    where = training_device(device, bf16=dims == 3 and not fp32)  # fp32: a 3D run that repeats bit for bit
     source, batch_fn = data or _load_data(modality, seed, out_dir, log, dims, patch)
     # the slice size is known only now; still before any network is built or step taken
     smallest = _smallest_slice(source)
