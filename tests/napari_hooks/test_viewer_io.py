@@ -43,6 +43,21 @@ def test_picking_every_file_of_two_series_opens_each_once(viewer, dicom_writer, 
     assert len(viewer.layers) == 2
 
 
+def test_files_of_two_series_interleaved_in_one_folder_open_each_series_once(viewer, dicom_writer, tmp_path):
+    """IM0000 of one series, IM0001 of the other...: only the newest layer was compared, so every
+    file read its whole series again, 12 layers for two 6-slice series (an audit helper's finding)."""
+    a = _series(dicom_writer, tmp_path / "a", n=4, series_uid="1.2.3.4")
+    b = _series(dicom_writer, tmp_path / "b", n=4, series_uid="1.2.3.5")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for k, (fa, fb) in enumerate(zip(a, b)):
+        fa.rename(mixed / f"IM{2 * k:04d}.dcm")
+        fb.rename(mixed / f"IM{2 * k + 1:04d}.dcm")
+    layers = viewer.open([str(f) for f in sorted(mixed.iterdir())], plugin=PLUGIN)
+    assert len(layers) == len(viewer.layers) == 2
+    assert {layer.metadata["series_instance_uid"] for layer in layers} == {"1.2.3.4", "1.2.3.5"}
+
+
 def test_a_series_opened_again_later_or_after_closing_it_is_read_again(viewer, dicom_writer, tmp_path):
     first, second = (str(f) for f in _series(dicom_writer, tmp_path / "ct")[:2])
     assert len(viewer.open(first, plugin=PLUGIN)) == 1

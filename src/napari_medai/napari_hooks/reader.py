@@ -21,7 +21,7 @@ MR_PERCENTILES = (0.5, 99.5)
 MM_UNITS = ("mm", "mm", "mm")
 # napari's File > Open and drag-and-drop call the reader once per selected file: the files of
 # one DICOM series picked together would give one full copy of the volume each.  A series
-# returned less than this many seconds ago, whose layer is still the viewer's newest, is
+# returned less than this many seconds ago, whose layer is still in the viewer, is
 # skipped (npe2's "read, no layers"); a deliberate reopen a little later, after closing that
 # layer or from code without a viewer reads it again.
 REPEAT_WINDOW_S = 5.0
@@ -68,24 +68,42 @@ def _returned_just_now(series: tuple) -> bool:
     for key, ended in list(_recent_series.items()):  # forget the old ones: the dict stays small
         if now - ended > REPEAT_WINDOW_S:
             del _recent_series[key]
-    return series in _recent_series and _still_shown(series)
+    if series in _recent_series and _still_shown(series):
+        # the next file of a run of this series' files is as recent: interleaved with another
+        # series' files, whose read took more than the window, it was read again
+        _recent_series[series] = now
+        return True
+    return False
 
 
 def _still_shown(series: tuple) -> bool:
-    """Whether the current viewer's newest layer is this series: napari adds each file's
-    layers before it reads the next file, so that is what a per-file call sees.  A layer
-    closed since is no copy: the series is read again.  Without a viewer (npe2 or the reader
-    called from code) nothing is skipped: only napari calls the reader once per file.  The
-    reader cannot tell which viewer it reads into; napari's current one is assumed."""
+    """Whether a layer of the current viewer is this series with only layers this reader just
+    gave above it: napari adds each file's layers before it reads the next file, so a per-file
+    call sees the layer its series' first file gave, and, for files of two series interleaved in
+    one folder (IM0000 of one, IM0001 of the other...), the other series' layer above it (only the
+    newest layer was compared, and each series was read once per file: an audit helper's
+    finding).  A layer the user added since, or a layer closed since, makes it a new read.
+    Without a viewer (npe2 or the reader called from code) nothing is skipped: only napari calls
+    the reader once per file.  The reader cannot tell which viewer it reads into; napari's
+    current one is assumed."""
     import napari
 
     viewer = napari.current_viewer()
-    if viewer is None or not len(viewer.layers):
+    if viewer is None:
         return False
-    folder, uid, _ = series
-    newest = viewer.layers[-1]
-    return (newest.metadata.get("series_instance_uid") == uid
-            and Path(str(newest.metadata.get("source", ""))).resolve() == folder)
+    recent = {(folder, uid) for folder, uid, _ in _recent_series}
+    layers = list(viewer.layers)
+    for k, layer in enumerate(layers):
+        if _shown_series(layer) == series[:2]:
+            return all(_shown_series(newer) in recent for newer in layers[k + 1:])
+    return False
+
+
+def _shown_series(layer) -> tuple:
+    """(folder, series UID) of a layer this reader gave (None, None for any other)."""
+    uid = layer.metadata.get("series_instance_uid")
+    source = layer.metadata.get("source")
+    return (Path(str(source)).resolve(), uid) if uid and source else (None, None)
 
 
 def layer_name(path: Path) -> str:
