@@ -183,6 +183,24 @@ def test_synthetic_sample_names_its_label_classes(monkeypatch):
     assert nodule_label(layer) == next(i for i, name in phantoms.LABEL_NAMES.items() if name == "nodule")
 
 
+def test_the_synthetic_samples_label_names_survive_the_plugins_writer(monkeypatch, tmp_path):
+    """The sample kept its names in "label_names" and features only, which the writer does not
+    read: a saved and reopened phantom lost them (an audit helper's finding)."""
+    import napari_medai.phantoms as phantoms
+
+    fake = types.SimpleNamespace(hu=np.full((4, 5, 6), -1000, np.int16), labels=np.zeros((4, 5, 6), np.uint8),
+                                 spacing=(2.0, 0.7, 0.7), nodules=[])
+    fake.labels[1:3, 1:4, 1:5] = 2
+    monkeypatch.setattr(phantoms, "make_chest_ct", lambda seed, **kw: fake, raising=False)
+    _, (lab, lab_meta, _), *_ = samples.synthetic_chest_ct()
+    layer = Labels(lab, **lab_meta)
+    [path] = write_labels(str(tmp_path / "phantom labels.nii.gz"), *layer.as_layer_data_tuple()[:2])
+    [(data, meta, kind)] = get_reader(path)(path)
+    assert kind == "labels"
+    reopened = Labels(data, **meta)
+    assert dict(zip(reopened.features["index"], reopened.features["class"])) == phantoms.LABEL_NAMES
+
+
 def test_a_nan_background_still_gives_a_visible_window(tmp_path):
     data = np.random.default_rng(1).uniform(0, 300, (4, 5, 6)).astype(np.float32)
     data[:, :2] = np.nan  # a statistical or ADC map's background

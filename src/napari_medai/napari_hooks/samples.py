@@ -31,6 +31,7 @@ def synthetic_chest_ct() -> list[tuple]:
     import numpy as np
 
     from ..phantoms import LABEL_NAMES, make_chest_ct  # generated on demand, not at napari start-up
+    from ..phantoms.tissues import LUNG, NODULE
 
     phantom = make_chest_ct(seed=PHANTOM_SEED, n_nodules=3)  # a sample should show nodules
     affine = getattr(phantom, "affine", None)
@@ -41,11 +42,14 @@ def synthetic_chest_ct() -> list[tuple]:
     labels = Volume(phantom.labels, ct.affine, modality="CT", is_labels=True)
     labels.metadata["nodules"] = list(phantom.nodules)
     labels.metadata["label_names"] = dict(LABEL_NAMES)
+    # the classes as the segmentation's layers carry them (lung and nodule in the built-in model's
+    # colours): napari shows the name under the cursor, the detection widget finds the "nodule"
+    # class by name, and the plugin's writer saves the names (with only "label_names" a saved and
+    # reopened phantom lost them: an audit helper's finding)
+    colors = {LUNG: "#4aa3ff", NODULE: "#ff3030"}
+    labels.metadata["classes"] = {i: {"name": str(name), **({"color": colors[i]} if i in colors else {})}
+                                  for i, name in LABEL_NAMES.items()}
     labels_data, labels_meta, kind = volume_layer_data(labels, name="phantom labels")
-    # class names as features, as the segmentation widget's layers carry them: napari shows
-    # the name under the cursor, and the detection widget finds the "nodule" class by name
-    indices = sorted(LABEL_NAMES)
-    labels_meta["features"] = {"index": indices, "class": [str(LABEL_NAMES[i]) for i in indices]}
     layers = [
         volume_layer_data(ct, name="phantom CT"),
         (labels_data, labels_meta, kind),
