@@ -201,6 +201,17 @@ def test_the_synthetic_samples_label_names_survive_the_plugins_writer(monkeypatc
     assert dict(zip(reopened.features["index"], reopened.features["class"])) == phantoms.LABEL_NAMES
 
 
+def test_an_rgb_picture_is_refused_by_the_writer_with_a_message(tmp_path):
+    """A (y, x, 3) RGB layer passed the 3D check and failed with numpy's matmul error, which napari
+    discards (an audit helper's finding)."""
+    from napari_medai.napari_hooks.writer import SaveError
+
+    layer = Image(np.zeros((5, 6, 3), np.uint8), rgb=True, name="photo")
+    with pytest.raises(SaveError, match="'photo' is an RGB picture, not a volume"):
+        write_image(str(tmp_path / "photo.nii.gz"), *layer.as_layer_data_tuple()[:2])
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_nan_background_still_gives_a_visible_window(tmp_path):
     data = np.random.default_rng(1).uniform(0, 300, (4, 5, 6)).astype(np.float32)
     data[:, :2] = np.nan  # a statistical or ADC map's background

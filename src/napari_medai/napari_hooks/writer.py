@@ -46,7 +46,11 @@ def _write_layer(path: str, data, meta: dict, *, is_labels: bool) -> Path:
     if isinstance(data, (list, tuple)):  # multiscale: save the full-resolution level
         data = data[0]
     array = np.asarray(data)
-    if array.ndim != 3:
+    if meta.get("rgb"):  # (y, x, 3) passed the 3D check, then failed inside the affine with numpy's error
+        raise InputError(f"layer {meta.get('name', '')!r} is an RGB picture, not a volume: only 3D grayscale "
+                         "layers can be saved as NIfTI")
+    scale = meta.get("scale")
+    if array.ndim != 3 or (scale is not None and len(scale) != 3):
         raise InputError(
             f"only 3D layers can be saved as NIfTI; layer {meta.get('name', '')!r} has shape {array.shape}"
         )
