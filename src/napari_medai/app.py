@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 # Docked as tabs of one dock area, in the order of the screening workflow (denoise, detect,
 # segment, report).  Stacked, three docks shared the window's height and the findings table
@@ -10,6 +11,7 @@ import argparse
 WIDGETS = ("Denoising", "Lesion detection", "Segmentation", "Screening report")
 FRONT = "Lesion detection"  # the tab shown first
 SAMPLES = ("lung1", "colin27", "synthetic_chest_ct")  # napari.yaml's sample_data keys
+READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.ima", "*.dicom")  # napari.yaml's reader filename_patterns
 
 
 def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
@@ -17,7 +19,15 @@ def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
     import napari
 
     viewer = viewer if viewer is not None else napari.Viewer(title="napari-medai")
-    if path:
+    if path and _file_no_pattern_takes(path):
+        # a DICOM file without an extension (as scanners write them): napari asks the readers by
+        # name pattern, and none matched ("no compatible readers"), though the plugin reads it
+        from .io import read_volume
+        from .napari_hooks.reader import layer_name, volume_layer_data
+
+        data, meta, kind = volume_layer_data(read_volume(path), default_name=layer_name(Path(path).parent))
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    elif path:
         viewer.open(path, plugin="napari-medai")
     else:
         viewer.open_sample("napari-medai", sample)
@@ -26,6 +36,17 @@ def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
         docks[name], _ = viewer.window.add_plugin_dock_widget("napari-medai", name, tabify=k > 0)
     docks[FRONT].raise_()
     return viewer
+
+
+def _file_no_pattern_takes(path: str) -> bool:
+    """A file the plugin reads whose name matches none of its reader's patterns (napari.yaml)."""
+    from fnmatch import fnmatch
+
+    from .io import is_supported_path
+
+    name = Path(path).name.lower()
+    return (Path(path).is_file() and is_supported_path(path)
+            and not any(fnmatch(name, pattern) for pattern in READER_PATTERNS))
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -166,3 +168,24 @@ def test_a_mask_elsewhere_keeps_its_own_place(viewer, tmp_path):
     [again] = viewer.open(str(tmp_path / "mask.nii.gz"), plugin=PLUGIN)
     np.testing.assert_allclose(_world(again, (1, 2, 3)), _world(mask, (1, 2, 3)), atol=1e-4)
     assert nib.aff2axcodes(nib.load(tmp_path / "mask.nii.gz").affine) == ("L", "P", "S")
+
+
+def test_the_app_opens_a_dicom_file_without_an_extension(viewer, dicom_writer, tmp_path):
+    """Scanners write DICOM files with no extension: the app asked napari, whose readers are
+    chosen by name pattern, and said "no compatible readers" (an audit helper's finding)."""
+    from napari_medai import app
+
+    files = _series(dicom_writer, tmp_path / "ct", suffix="")
+    app.build_viewer(str(files[1]), viewer=viewer)
+    image = viewer.layers[0]
+    assert image.data.shape == (4, 6, 5) and image.metadata["modality"] == "CT"
+
+
+def test_the_apps_reader_patterns_are_the_manifests():
+    import yaml
+
+    from napari_medai import app
+
+    manifest = yaml.safe_load((Path(app.__file__).parent / "napari.yaml").read_text())
+    [reader] = manifest["contributions"]["readers"]
+    assert tuple(reader["filename_patterns"]) == app.READER_PATTERNS
