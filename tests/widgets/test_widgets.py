@@ -547,6 +547,22 @@ def test_each_widget_selects_its_default_built_in_model_first(viewer, display_na
                 assert names.index(card.extra["variant_of"]) < i
 
 
+def _stand_in_preload(monkeypatch, tmp_path, name: str, source: str) -> None:
+    """The Segmentation dock preloads only ``name``, a module of the test's own (``source``),
+    with no preload run before in this process."""
+    import sys
+
+    from napari_medai.widgets import _base
+    from napari_medai.widgets.segmentation import SegmentationWidget
+
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(_base, "_preloads", [])
+    monkeypatch.setattr(_base, "_preload_requested", set())
+    monkeypatch.setattr(SegmentationWidget, "preload_modules", (name,))
+
+
 def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_it(
         qtbot, viewer, ct_layer, tmp_path, monkeypatch):
     """torch and MONAI imported by the first Run's worker held the GIL and froze the viewer 0.6-2.6 s
@@ -557,18 +573,12 @@ def test_a_dock_imports_what_a_run_needs_in_the_background_and_a_run_waits_for_i
     import sys
 
     from napari_medai.widgets import _base
-    from napari_medai.widgets.segmentation import SegmentationWidget
 
     (tmp_path / "medai_gate.py").write_text("import threading\nOPEN = threading.Event()\n")
-    (tmp_path / "medai_slow_import.py").write_text(
-        "import threading\nimport medai_gate\nIMPORTED_BY = threading.current_thread().name\n"
-        "medai_gate.OPEN.wait(10)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _stand_in_preload(monkeypatch, tmp_path, "medai_slow_import",
+                      "import threading\nimport medai_gate\nIMPORTED_BY = threading.current_thread().name\n"
+                      "medai_gate.OPEN.wait(10)\n")
     import medai_gate
-    monkeypatch.delitem(sys.modules, "medai_slow_import", raising=False)
-    monkeypatch.setattr(_base, "_preloads", [])
-    monkeypatch.setattr(_base, "_preload_requested", set())
-    monkeypatch.setattr(SegmentationWidget, "preload_modules", ("medai_slow_import",))
     fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape))
     widget = open_widget(viewer, "Segmentation")
     widget.add_model_path("fake.pt")
@@ -603,17 +613,11 @@ def test_a_run_clicked_before_the_preload_started_imports_under_the_same_lock(
     import sys
 
     from napari_medai.widgets import _base
-    from napari_medai.widgets.segmentation import SegmentationWidget
 
-    (tmp_path / "medai_early.py").write_text(
-        "import threading\nfrom napari_medai.widgets import _base\n"
-        "HELD = _base._IMPORTING.locked()\nIMPORTED_BY = threading.current_thread().name\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "medai_early", raising=False)
-    monkeypatch.setattr(_base, "_preloads", [])
-    monkeypatch.setattr(_base, "_preload_requested", set())
+    _stand_in_preload(monkeypatch, tmp_path, "medai_early",
+                      "import threading\nfrom napari_medai.widgets import _base\n"
+                      "HELD = _base._IMPORTING.locked()\nIMPORTED_BY = threading.current_thread().name\n")
     monkeypatch.setattr(_base, "preload", lambda modules: None)  # the dock's timer has not fired yet
-    monkeypatch.setattr(SegmentationWidget, "preload_modules", ("medai_early",))
     fake_engine(monkeypatch, _two_class_probabilities(ct_layer.data.shape))
     widget = open_widget(viewer, "Segmentation")
     widget.add_model_path("fake.pt")
