@@ -60,6 +60,29 @@ def test_files_of_two_series_interleaved_in_one_folder_open_each_series_once(vie
     assert {layer.metadata["series_instance_uid"] for layer in layers} == {"1.2.3.4", "1.2.3.5"}
 
 
+def test_a_series_read_more_than_the_window_before_is_still_skipped_within_the_run(viewer, dicom_writer, tmp_path):
+    """Interleaved with a series whose read took longer than the window, the first series' files
+    were each read again: the window ran from each series' own read (a reviewer's finding)."""
+    a = _series(dicom_writer, tmp_path / "a", n=4, series_uid="1.2.3.4")
+    b = _series(dicom_writer, tmp_path / "b", n=4, series_uid="1.2.3.5")
+    assert len(viewer.open(str(a[0]), plugin=PLUGIN)) == 1
+    [key_a] = reader._recent_series
+    assert len(viewer.open(str(b[0]), plugin=PLUGIN)) == 1
+    reader._recent_series[key_a] -= reader.REPEAT_WINDOW_S + 1  # a's read ended 6 s before b's
+    assert viewer.open(str(a[1]), plugin=PLUGIN) == []  # the same run: a is not read again
+    assert len(viewer.layers) == 2
+
+
+def test_a_copy_of_the_series_below_other_layers_does_not_hide_the_new_one(viewer, dicom_writer, tmp_path):
+    """A series opened earlier and segmented since, then all its files picked again: the old copy
+    was found first, the segmentation above it made every file a new read (a reviewer's finding)."""
+    files = _series(dicom_writer, tmp_path / "ct")
+    viewer.open(str(files[0]), plugin=PLUGIN)
+    viewer.add_labels(np.zeros((4, 6, 5), np.uint8), name="ct segmentation")  # a widget's output
+    layers = viewer.open([str(f) for f in files], plugin=PLUGIN)  # picked again, one call per file
+    assert len(layers) == 1 and len(viewer.layers) == 3
+
+
 def test_a_series_opened_again_later_or_after_closing_it_is_read_again(viewer, dicom_writer, tmp_path):
     first, second = (str(f) for f in _series(dicom_writer, tmp_path / "ct")[:2])
     assert len(viewer.open(first, plugin=PLUGIN)) == 1

@@ -64,16 +64,16 @@ def _series_key(file: Path) -> tuple:
 
 
 def _returned_just_now(series: tuple) -> bool:
+    """Whether ``series`` was returned in the current run of reader calls (one less than
+    ``REPEAT_WINDOW_S`` after the last) and is still shown.  The window runs from the run's last
+    call, not from the series' own read: files of two series interleaved in one folder, one of
+    them taking longer than the window to read, read the other once per file again (a reviewer's
+    finding)."""
     now = time.monotonic()
-    for key, ended in list(_recent_series.items()):  # forget the old ones: the dict stays small
-        if now - ended > REPEAT_WINDOW_S:
-            del _recent_series[key]
-    if series in _recent_series and _still_shown(series):
-        # the next file of a run of this series' files is as recent: interleaved with another
-        # series' files, whose read took more than the window, it was read again
-        _recent_series[series] = now
-        return True
-    return False
+    if not _recent_series or now - max(_recent_series.values()) > REPEAT_WINDOW_S:
+        _recent_series.clear()  # the last run ended a while ago: the dict stays small
+        return False
+    return series in _recent_series and _still_shown(series)
 
 
 def _still_shown(series: tuple) -> bool:
@@ -92,10 +92,12 @@ def _still_shown(series: tuple) -> bool:
     if viewer is None:
         return False
     recent = {(folder, uid) for folder, uid, _ in _recent_series}
-    layers = list(viewer.layers)
-    for k, layer in enumerate(layers):
-        if _shown_series(layer) == series[:2]:
-            return all(_shown_series(newer) in recent for newer in layers[k + 1:])
+    for layer in reversed(viewer.layers):  # from the newest: an older copy below other layers is no match
+        shown = _shown_series(layer)
+        if shown == series[:2]:
+            return True
+        if shown not in recent:  # a layer the user (or a widget) added since
+            return False
     return False
 
 
