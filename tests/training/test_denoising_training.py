@@ -297,3 +297,21 @@ def test_the_recorded_command_names_the_device_the_run_used():
     assert _pinned("medai train denoising --device cuda:1", "cuda:1") == "medai train denoising --device cuda:1"
     assert _pinned("medai train denoising --device AUTO", "cpu") == "medai train denoising --device cpu"
     assert _pinned("", "cpu") == ""
+
+
+def test_a_run_resumes_only_in_the_precision_it_began_in(tmp_path, tiny_slices):
+    """A 3D run begun in bf16 and restarted with --fp32 resumed without a word and its card said
+    fp32 (a reviewer's finding).  A checkpoint from before the key was recorded still resumes."""
+    from napari_medai.errors import InputError
+
+    _train(tmp_path / "run", tiny_slices, steps=3, checkpoint_every=1)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    assert state["settings"]["bf16"] is False  # a 2D run: fp32
+    state["settings"]["bf16"] = True  # as a 3D run on a CPU with native bf16 would have written it
+    torch.save(state, last)
+    with pytest.raises(InputError, match=r"other settings \(bf16 True -> False\)"):
+        _train(tmp_path / "run", tiny_slices, steps=3)
+    del state["settings"]["bf16"]
+    torch.save(state, last)
+    _train(tmp_path / "run", tiny_slices, steps=3)

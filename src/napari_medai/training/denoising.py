@@ -34,7 +34,9 @@ SSIM_SLICE_STEP = 4  # 3D runs: the SSIM term looks at every fourth slice of a b
 ADVERSARIAL_WEIGHT = 2e-3
 # The settings a run restarted into its folder (last.pt) must share with the run that wrote it; not
 # threads, device or checkpoint_every, which change the speed, not what is trained.
-_RESUME_KEYS = ("modality", "network", "seed", "steps", "warmup_steps", "adversarial", "batch", "patch", "lr")
+# bf16: a run begun in bf16 and resumed with --fp32 was recorded as fp32 (a reviewer's finding); a
+# checkpoint written before the key was recorded is not compared on it
+_RESUME_KEYS = ("modality", "network", "seed", "steps", "warmup_steps", "adversarial", "batch", "patch", "lr", "bf16")
 # What another run's checkpoint (``resume``, e.g. its warmup.pt) must share: its networks must fit.
 _START_KEYS = ("modality", "network")
 _STATE_KEYS = ("step", "gen", "disc", "opt_g", "opt_d", "history", "elapsed")
@@ -109,7 +111,7 @@ def _state_to_resume(out_dir: Path, resume, settings: dict):
         fix = "choose another --out, or delete its last.pt to start over"
         state = _read_checkpoint(last, fix)
         theirs = state["settings"]
-        changed = settings_changes(theirs, settings, _RESUME_KEYS)
+        changed = settings_changes(theirs, settings, [k for k in _RESUME_KEYS if k in theirs or k != "bf16"])
         if changed:
             raise InputError(f"{out_dir} holds a run with other settings ({'; '.join(changed)}); a run resumes "
                              f"only with the same settings: {fix}")
@@ -236,17 +238,18 @@ def train_denoising(
         raise InputError(f"the adversarial term cannot train on patches of {patch} pixels in batches of {batch} "
                          "(the discriminator's last layers keep too few values): use a larger patch or batch, or "
                          "no adversarial term")
+    # 2D: fp32, as the shipped 2D generators were trained (no bf16 run of the GAN was ever compared);
+    # 3D: bf16 where native (0.42 against 0.77 s a step on this project's 2-core CPU)
+    where = training_device(device, bf16=dims == 3 and not fp32)  # fp32: a 3D run that repeats bit for bit
     settings = {"modality": modality, "network": json.loads(json.dumps(gen_kwargs)), "seed": seed, "steps": steps,
-                "warmup_steps": warmup_steps, "adversarial": adversarial, "batch": batch, "patch": patch, "lr": lr}
+                "warmup_steps": warmup_steps, "adversarial": adversarial, "batch": batch, "patch": patch, "lr": lr,
+                "bf16": where.bf16}
     out_dir = Path(out_dir)
     ckpt, state = _state_to_resume(out_dir, resume, settings)
     if adversarial and not gan:
         log(f"no adversarial step runs (steps {steps} <= warmup steps {warmup_steps}): "
             "the card records adversarial false")
     torch.set_num_threads(threads)
-    # 2D: fp32, as the shipped 2D generators were trained (no bf16 run of the GAN was ever compared);
-    # 3D: bf16 where native (0.42 against 0.77 s a step on this project's 2-core CPU)
-    where = training_device(device, bf16=dims == 3 and not fp32)  # fp32: a 3D run that repeats bit for bit
     source, batch_fn = data or _load_data(modality, seed, out_dir, log, dims, patch)
     # the slice size is known only now; still before any network is built or step taken
     smallest = _smallest_slice(source)
