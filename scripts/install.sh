@@ -40,5 +40,8 @@ fi
 .venv/bin/python -m pip install -q -U pip
 # torch first, pinned to the CPU wheel: left to resolve on its own (monai needs torch),
 # pip would pick the newest CUDA build and several GB of nvidia packages.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+# Where pip's index would serve the CUDA build (plain PyPI on Linux x86_64), point it at the CPU
+# wheels: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/start.sh
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" \
+  ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 .venv/bin/python -m pip install -q -e ".[${extras}]"
