@@ -156,15 +156,23 @@ def _torchscript_weights(card: ModelCard) -> Path | None:
 
 def _not_torchscript(path: Path) -> str:
     """Why a card's weights file is no TorchScript model, as the end of a sentence."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        return unreadable_weights(path, exc)
+    state, why = read_quietly(path)
+    if why is not None:
+        return why
     if isinstance(state, dict):
         return "holds only weights (a state dict): name the network they fit in the card's 'network'"
     return f"holds a {type(state).__name__}, not a network"
+
+
+def read_quietly(path):
+    """``torch.load(path, weights_only=True)`` without torch's warnings: (what it holds, None),
+    or (None, why it cannot be read, as the end of a sentence naming the file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True), None
+    except Exception as exc:
+        return None, unreadable_weights(path, exc)
 
 
 def load_model(spec, device=None) -> LoadedModel:

@@ -63,14 +63,11 @@ def _not_a_model(path: Path) -> ModelError:
             f"{path.name} is not a model file: expected a TorchScript model (.pt/.ts), a model card "
             "(.json) or a MONAI bundle folder"
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # cut off, or a pickled network: say which
-        from .loading import unreadable_weights
+    from .loading import read_quietly  # here: loading imports this module
 
-        return ModelError(f"{path.name} is no TorchScript model: it {unreadable_weights(path, exc)}")
+    state, why = read_quietly(path)
+    if why is not None:  # cut off, or a pickled network: say which
+        return ModelError(f"{path.name} is no TorchScript model: it {why}")
     if isinstance(state, dict):
         return ModelError(
             f"{path.name} holds only weights (a state dict), not a runnable network: load it through a "
