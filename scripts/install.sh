@@ -24,7 +24,10 @@ fi
 # A first install unpacks about 2 GB into .venv (torch alone is most of it) and pip stages
 # wheels in the temporary folder: check the room up front, so a full disk gets a clear
 # message instead of pip's OSError halfway through (the partial .venv would stay behind).
-if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null; }; then
+# asked once: importing torch takes seconds, and the torch step below needs the same answer
+has_torch=no
+[ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null && has_torch=yes
+if [ "$has_torch" = no ]; then
   need_mb=3000
   for dir in . "${TMPDIR:-/tmp}"; do
     free_mb=$(df -Pm "$dir" | awk 'NR==2 {print $4}')
@@ -42,6 +45,6 @@ fi
 # pip would pick the newest CUDA build and several GB of nvidia packages.
 # Where pip's index would serve the CUDA build (plain PyPI on Linux x86_64), point it at the CPU
 # wheels: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/start.sh
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" \
+[ "$has_torch" = yes ] || .venv/bin/python -m pip install -q "torch==2.13.0" \
   ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 .venv/bin/python -m pip install -q -e ".[${extras}]"

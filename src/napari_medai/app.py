@@ -22,11 +22,10 @@ def build_viewer(path: str | None = None, sample: str = "lung1", viewer=None):
     if path and _file_no_pattern_takes(path):
         # a DICOM file without an extension (as scanners write them): napari asks the readers by
         # name pattern, and none matched ("no compatible readers"), though the plugin reads it
-        from .io import read_volume
-        from .napari_hooks.reader import layer_name, volume_layer_data
+        from .napari_hooks.reader import read_paths
 
-        data, meta, kind = volume_layer_data(read_volume(path), default_name=layer_name(Path(path).parent))
-        getattr(viewer, f"add_{kind}")(data, **meta)
+        for data, meta, kind in read_paths(path):  # the plugin's reader itself, as viewer.open would call it
+            getattr(viewer, f"add_{kind}")(data, **meta)
     elif path:
         viewer.open(path, plugin="napari-medai")
     else:

@@ -230,7 +230,7 @@ def edit_labels(layer, mask, value: int, origin=None) -> int:
         # last shown: after a move to another slice it failed there, the voxels written and no undo
         # step saved (found by an audit helper)
         layer.set_view_slice()
-    before = np.array(data[indices], copy=True)
+    before = np.asarray(data[indices])  # indexing by arrays of voxels already copies
     staged = _staged_history(layer)
     already = len(staged) if staged is not None else 0  # a stroke the user is painting stays staged
     try:

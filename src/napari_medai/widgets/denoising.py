@@ -186,7 +186,7 @@ class DenoisingWidget(TaskWidget):
             else:  # in the input's dtype, as denoise() and `medai denoise` give it (int16 CT stays int16)
                 denoised = as_input_dtype(blend(image, output.reshape(image.shape), params.strength), image)
             # float32 whatever the input: float32 minus an int32 image was float64, twice the memory
-            difference = image.astype(np.float32) - denoised.astype(np.float32) if params.show_difference else None
+            difference = np.subtract(image, denoised, dtype=np.float32) if params.show_difference else None
             return {"denoised": denoised, "difference": difference}
 
         return job
