@@ -93,7 +93,7 @@ def find_cases(inputs, on_note: Callable[[str], None] | None = None) -> list[tup
     cases, taken = [], set()
     for path in unique:
         # "." (a series folder run from inside it) had no name, and its report landed beside cohort.csv
-        name = _free_name(_readable(nifti_stem(path) or path.resolve().name or "case"), taken)
+        name = _free_name(nifti_stem(path) or path.resolve().name or "case", taken)
         taken.add(name)
         cases.append((name, path))
     return cases
@@ -130,6 +130,7 @@ def _free_name(stem: str, taken) -> str:
     failed on the cohort file; found by an audit helper).  In either letter case, as ``_reserved``:
     "Scan" and "scan" are one report folder on a case-insensitive file system (macOS, Windows, an
     exFAT drive), where the second case's report replaced the first's under both rows."""
+    stem = _readable(stem)  # every new name is readable text, whichever caller made it
     folded = {other.casefold() for other in taken}
     name, k = stem, 1
     while name.casefold() in folded or _reserved(name):
@@ -155,7 +156,7 @@ def keep_earlier_names(cases, earlier: list[dict]) -> list[tuple[str, Path]]:
     out = []
     for k, (name, path) in enumerate(cases):
         if k not in kept:
-            kept[k] = _free_name(_readable(name), taken)
+            kept[k] = _free_name(name, taken)
             taken.add(kept[k])
         out.append((kept[k], path))
     return out
